@@ -1,0 +1,146 @@
+# The one Makefile: builds every process, runs the tests, starts and stops the local platform.
+#
+#   make run    install what is missing, start Kafka, FerretDB, Redis and every service
+#   make stop   stop what `make run` started
+#   make test   build (sanitizer build), unit tests, integration tests on the real stack
+#   make        release build of every process into build/rel/bin
+#
+# The warning flags and the sanitizer build are set here and nowhere else.
+
+MODE ?= rel
+B    := build/$(MODE)
+
+CC   ?= cc
+STD  := -std=c11 -D_GNU_SOURCE
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+ifeq ($(MODE),asan)
+OPT  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDOPT := -fsanitize=address,undefined
+else
+OPT  := -O2 -g
+LDOPT :=
+endif
+
+# pkg-config names per third-party library; each binary lists exactly what it links.
+PKG_mongo := libmongoc-1.0
+PKG_kafka := rdkafka
+PKG_redis := hiredis
+PKG_http  := libmicrohttpd
+PKG_json  := libcjson
+PKG_jwt   := libjwt libcrypto
+PKG_curl  := libcurl
+PKG_sodium := libsodium
+PKG_cmocka := cmocka
+
+pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
+pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
+
+ALLPKG  := $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_http) $(PKG_json) $(PKG_jwt) \
+           $(PKG_curl) $(PKG_sodium) $(PKG_cmocka)
+CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG)) -pthread
+LDFLAGS := $(LDOPT) -pthread
+
+# --- libcommon ------------------------------------------------------------------------------
+CM_MODULES := error log config uuid utf8 json http jwt kafka mongo redis auth process
+CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
+CM_LIB  := $(B)/libcommon.a
+
+$(B)/libcommon/%.o: libcommon/src/%.c $(wildcard libcommon/include/common/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(CM_LIB): $(CM_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# --- processes ------------------------------------------------------------------------------
+# name, sources, pkg-config libraries it links
+GATEWAY_SRC   := $(wildcard gateway/*.c)
+USER_SRC      := $(wildcard services/user/*.c)
+MESSAGING_SRC := $(wildcard services/messaging/*.c)
+
+GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl)
+USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium)
+MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis)
+
+define process
+$(B)/obj/$(1)/%.o: $(2)/%.c $$(wildcard $(2)/*.h) $$(wildcard libcommon/include/common/*.h)
+	@mkdir -p $$(@D)
+	$$(CC) $$(CFLAGS) -I$(2) -c $$< -o $$@
+$(B)/bin/$(1): $$(patsubst $(2)/%.c,$(B)/obj/$(1)/%.o,$(filter-out %_test.c,$(3))) $$(CM_LIB)
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(call pkglibs,$(4)) -lm
+endef
+$(eval $(call process,gateway,gateway,$(GATEWAY_SRC),$(GATEWAY_LIBS)))
+$(eval $(call process,user,services/user,$(USER_SRC),$(USER_LIBS)))
+$(eval $(call process,messaging,services/messaging,$(MESSAGING_SRC),$(MESSAGING_LIBS)))
+
+BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging
+
+# --- unit tests (cmocka, beside their module) -----------------------------------------------
+UNIT_SRC  := $(wildcard libcommon/test/test_*.c) $(wildcard services/*/*_test.c) $(wildcard gateway/*_test.c)
+UNIT_BINS := $(patsubst %.c,$(B)/unit/%,$(UNIT_SRC))
+UNIT_LIBS := $(ALLPKG)
+
+# A service's unit test links the service's own non-main objects.
+svc_objs = $(patsubst %.c,$(B)/obj/$(1)/%.o,$(notdir $(filter-out %/main.c %_test.c,$(wildcard $(2)/*.c))))
+
+$(B)/unit/libcommon/test/%: libcommon/test/%.c $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+$(B)/unit/services/messaging/%: services/messaging/%.c $(call svc_objs,messaging,services/messaging) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/messaging $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+$(B)/unit/services/user/%: services/user/%.c $(call svc_objs,user,services/user) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/user $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+$(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+
+# --- entry points ---------------------------------------------------------------------------
+.PHONY: all build deps run stop status test unit integration check-unit bench fuzz format clean help
+
+all build: $(BINS)
+
+help:
+	@sed -n '1,10p' Makefile
+
+deps:
+	@bash deploy/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory MODE=rel build
+	@bash deploy/stack.sh start
+	@bash deploy/services.sh start rel
+
+stop:
+	@bash deploy/services.sh stop || true
+	@bash deploy/stack.sh stop
+
+status:
+	@bash deploy/stack.sh status
+	@bash deploy/services.sh status
+
+# Unit tests of the modules that talk to Kafka, MongoDB or Redis use the real local servers,
+# so the stack is started first.
+test: deps
+	@$(MAKE) --no-print-directory MODE=asan build unit-bins
+	@bash deploy/stack.sh start
+	@$(MAKE) --no-print-directory MODE=asan check-unit
+	@$(MAKE) --no-print-directory MODE=asan integration
+
+unit-bins: $(UNIT_BINS)
+
+check-unit: $(UNIT_BINS)
+	@bash tests/run-unit.sh $(UNIT_BINS)
+
+integration: $(BINS)
+	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
+
+format:
+	@git diff -U0 --no-color HEAD -- '*.c' '*.h' | clang-format-diff -p1 -i 2>/dev/null || \
+		echo "format: clang-format-diff not installed (apt-get install clang-format)"
+
+clean:
+	rm -rf build

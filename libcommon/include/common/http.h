@@ -1,0 +1,118 @@
+/* http.h - the HTTP server every process uses: routes with path parameters, a body cap
+ * answered with 413 before the body is read, RFC 9457 problem+json errors, request ids,
+ * JSON access logs, /health/live, /health/ready and /metrics (Prometheus text format 0.0.4).
+ * libmicrohttpd stays behind these types. */
+#ifndef COMMON_HTTP_H
+#define COMMON_HTTP_H
+
+#include <stddef.h>
+
+#include <cJSON.h>
+
+#include "common/error.h"
+
+typedef struct cm_http_server cm_http_server;
+typedef struct cm_http_req cm_http_req;
+
+/* A route handler. It runs on a server thread once the whole body has arrived and must answer
+ * with exactly one cm_http_reply_* call (a handler that answers nothing gets a 500). */
+typedef void (*cm_http_handler)(cm_http_req *req, void *ud);
+
+/* Readiness check for /health/ready: CM_OK when the process can serve; otherwise an error
+ * and a short reason in `detail` (size `n`). */
+typedef cm_err (*cm_http_ready_fn)(void *ud, char *detail, size_t n);
+
+/* Appends process-specific Prometheus lines to /metrics: call `emit(ctx, text)` per chunk. */
+typedef void (*cm_http_metrics_fn)(void *ud, void (*emit)(void *ctx, const char *text),
+                                   void *ctx);
+
+typedef struct cm_http_config {
+    const char *host;        /* bind address, e.g. "127.0.0.1" or "0.0.0.0" */
+    int port;                /* TCP port */
+    int threads;             /* worker threads (thread pool size), >= 1 */
+    size_t max_body;         /* bytes; larger bodies get 413 before they are read */
+    unsigned idle_timeout_s; /* idle connection timeout in seconds */
+    unsigned drain_s;        /* how long cm_http_server_stop waits for in-flight requests */
+} cm_http_config;
+
+/* Creates a server (not yet listening). Returns CM_EINVAL for a bad config, CM_ENOMEM. */
+cm_err cm_http_server_create(const cm_http_config *cfg, cm_http_server **out);
+
+/* Adds a route. `pattern` is a path such as "/v1/conversations/{id}/messages": literal
+ * segments and whole-segment parameters. `method` is "GET", "POST", ... Routes are matched
+ * in the order added. CM_EINVAL for a malformed pattern, CM_ETOOBIG past 64 routes. */
+cm_err cm_http_route(cm_http_server *srv, const char *method, const char *pattern,
+                     cm_http_handler handler, void *ud);
+
+/* A route that matches every path under `prefix` (for proxies): "/v1/users" matches
+ * "/v1/users" and "/v1/users/..." for any method. */
+cm_err cm_http_route_prefix(cm_http_server *srv, const char *prefix, cm_http_handler handler,
+                            void *ud);
+
+void cm_http_set_ready(cm_http_server *srv, cm_http_ready_fn fn, void *ud);
+void cm_http_set_metrics(cm_http_server *srv, cm_http_metrics_fn fn, void *ud);
+
+/* Starts listening. CM_EIO when the port cannot be bound. */
+cm_err cm_http_server_start(cm_http_server *srv);
+
+/* Graceful stop: stops accepting, waits up to drain_s for in-flight requests, closes. */
+void cm_http_server_stop(cm_http_server *srv);
+
+/* Frees the server (stops it first if running). Accepts NULL. */
+void cm_http_server_destroy(cm_http_server *srv);
+
+/* --- the request (valid only inside the handler) -------------------------------------- */
+
+const char *cm_http_method(const cm_http_req *req);
+const char *cm_http_path(const cm_http_req *req);          /* without the query string */
+const char *cm_http_request_id(const cm_http_req *req);    /* accepted or created */
+const char *cm_http_param(const cm_http_req *req, const char *name);  /* path param or NULL */
+const char *cm_http_query(const cm_http_req *req, const char *name);  /* query arg or NULL */
+const char *cm_http_header(const cm_http_req *req, const char *name); /* header or NULL */
+const char *cm_http_client_ip(const cm_http_req *req);
+
+/* Calls fn for each request header (name, value); for proxies. */
+void cm_http_each_header(const cm_http_req *req,
+                         void (*fn)(void *ud, const char *name, const char *value), void *ud);
+
+/* The raw body (not NUL-terminated, may be empty). */
+const char *cm_http_body(const cm_http_req *req, size_t *len);
+
+/* Memory that lives until the request completes (freed with it). NULL when out of memory. */
+void *cm_http_alloc(cm_http_req *req, size_t size);
+char *cm_http_strdup(cm_http_req *req, const char *s);
+
+/* Parses the body as a JSON object (Content-Type application/json, depth-capped). On failure
+ * it has already answered (415 or 400 with the precise reason) and returns non-CM_OK.
+ * The tree is owned by the request. */
+cm_err cm_http_json_body(cm_http_req *req, cJSON **out);
+
+/* Reads an integer query parameter into `*out` (`def` when absent), clamped to [min, max].
+ * Answers 400 and returns CM_EINVAL when it is not an integer. */
+cm_err cm_http_query_long(cm_http_req *req, const char *name, long def, long min, long max,
+                          long *out);
+
+/* --- replies (exactly one per request) ------------------------------------------------- */
+
+/* Adds a response header to the reply that follows (both copied). */
+void cm_http_add_header(cm_http_req *req, const char *name, const char *value);
+
+/* Answers with `body` as JSON; takes ownership of `body` (NULL sends no body). */
+void cm_http_reply_json(cm_http_req *req, int status, cJSON *body);
+
+/* Answers with `len` bytes of `body` (copied) and `content_type`. */
+void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, const void *body,
+                       size_t len);
+
+/* Answers with an RFC 9457 problem: {"type":"urn:chat:problem:<slug>","title":...,
+ * "status":...,"detail":...,"instance":<path>,"request_id":...}. `slug` names the problem
+ * class ("validation", "not-found"); the detail is printf-formatted. */
+void cm_http_problem(cm_http_req *req, int status, const char *slug, const char *title,
+                     const char *detail_fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Maps an error to the usual problem: CM_EINVAL 400, CM_EUNAUTH 401, CM_EFORBIDDEN 403,
+ * CM_ENOTFOUND 404, CM_ECONFLICT 409, CM_ETOOBIG 413, CM_ELIMIT 429, CM_EIO/CM_EAGAIN/
+ * CM_ETIMEOUT 503, anything else 500. The one place errors become statuses. */
+void cm_http_reply_error(cm_http_req *req, cm_err err, const char *detail);
+
+#endif

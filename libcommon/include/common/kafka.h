@@ -1,0 +1,85 @@
+/* kafka.h - the Kafka producer and consumer every process uses (librdkafka behind opaque types).
+ * Producer: enable.idempotence=true, acks=all; the delivery report is the ack; flushed on
+ * destroy. Consumer: enable.auto.offset.store=false; an offset is stored only after its
+ * handler returned CM_OK, so a crash redelivers rather than loses (at-least-once). */
+#ifndef COMMON_KAFKA_H
+#define COMMON_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+typedef struct cm_kafka_producer cm_kafka_producer;
+typedef struct cm_kafka_consumer cm_kafka_consumer;
+
+/* One Kafka record header (name and value are copied by the producer). */
+typedef struct cm_kafka_header {
+    const char *name;
+    const char *value;
+} cm_kafka_header;
+
+/* Delivery report: called once per produced record, on the producer's own poll thread, with
+ * CM_OK when the broker acknowledged it (acks=all) or CM_EIO when it was given up.
+ * `opaque` is the pointer passed to cm_kafka_produce. */
+typedef void (*cm_kafka_delivery_fn)(cm_err status, void *opaque, void *ud);
+
+/* Creates a producer for `brokers` ("host:port,..."); topic names given to cm_kafka_produce
+ * are prefixed with `topic_prefix` (may be ""). `on_delivery` may be NULL. Starts a thread
+ * that serves delivery reports. CM_EINVAL for a bad configuration. */
+cm_err cm_kafka_producer_create(const char *brokers, const char *topic_prefix,
+                                cm_kafka_delivery_fn on_delivery, void *ud,
+                                cm_kafka_producer **out);
+
+/* Queues one record (key and value copied). Returns CM_OK when queued (the delivery report
+ * tells the outcome), CM_EAGAIN when the local queue is full, CM_EINVAL for an unknown
+ * topic, CM_EIO otherwise. On failure the delivery callback is never called. */
+cm_err cm_kafka_produce(cm_kafka_producer *p, const char *topic, const char *key, size_t key_len,
+                        const void *value, size_t value_len, const cm_kafka_header *headers,
+                        size_t nheaders, void *opaque);
+
+/* Waits up to timeout_ms for every queued record to be delivered. CM_ETIMEOUT otherwise. */
+cm_err cm_kafka_flush(cm_kafka_producer *p, int timeout_ms);
+
+/* Returns 1 when the producer has a broker connection it could use, 0 otherwise. */
+int cm_kafka_producer_healthy(cm_kafka_producer *p);
+
+/* Records queued but not yet acknowledged. */
+int cm_kafka_producer_outq(cm_kafka_producer *p);
+
+/* Flushes (up to 10 s), stops the poll thread, frees. Accepts NULL. */
+void cm_kafka_producer_destroy(cm_kafka_producer *p);
+
+/* A consumed record, valid only during the handler call. */
+typedef struct cm_kafka_record {
+    const char *topic; /* without the prefix */
+    int32_t partition;
+    int64_t offset;
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} cm_kafka_record;
+
+/* Returns CM_OK when the record is done (its offset is then stored for commit). Any other
+ * result leaves the offset unstored and rewinds the partition to this record, so it is
+ * delivered again on the next poll. */
+typedef cm_err (*cm_kafka_handler)(const cm_kafka_record *rec, void *ud);
+
+/* Creates a consumer in consumer group `group`, subscribed to `topics` (names without the
+ * prefix, `ntopics` of them). `from_beginning`: where a group with no committed offset
+ * starts (1 earliest, 0 latest). */
+cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, const char *group,
+                                const char *const *topics, size_t ntopics, int from_beginning,
+                                cm_kafka_consumer **out);
+
+/* Waits up to timeout_ms for one record and hands it to `handler`. Returns CM_OK when a
+ * record was handled, CM_EAGAIN when none arrived, the handler's error when it failed,
+ * CM_EIO on a consumer error. */
+cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
+                              void *ud);
+
+/* Commits stored offsets synchronously and leaves the group. Accepts NULL. */
+void cm_kafka_consumer_destroy(cm_kafka_consumer *c);
+
+#endif

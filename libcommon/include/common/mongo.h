@@ -1,0 +1,68 @@
+/* mongo.h - MongoDB access through a mongoc client pool with write concern majority.
+ * Documents and filters are libbson values (bson_t), built by the caller with typed appends,
+ * never from client JSON (STYLE.md). mongoc handles stay inside libcommon. Driver errors are
+ * translated and logged once here: a duplicate key is CM_ECONFLICT, an unreachable server
+ * CM_EIO. Every call is thread-safe. */
+#ifndef COMMON_MONGO_H
+#define COMMON_MONGO_H
+
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "common/error.h"
+
+typedef struct cm_mongo cm_mongo;
+
+/* Connects a pool to `uri` (w=majority is forced) and selects database `db`.
+ * CM_EINVAL for a malformed URI. Does not wait for the server. */
+cm_err cm_mongo_create(const char *uri, const char *db, cm_mongo **out);
+void cm_mongo_destroy(cm_mongo *m); /* accepts NULL */
+
+/* Round trip to the server ("ping"). CM_OK or CM_EIO. */
+cm_err cm_mongo_ping(cm_mongo *m);
+
+/* Creates an index named `name` over `keys` ({field: 1|-1, ...}) if absent. */
+cm_err cm_mongo_create_index(cm_mongo *m, const char *coll, const bson_t *keys, const char *name,
+                             int unique);
+
+/* Inserts `doc`. CM_ECONFLICT when a unique index refuses it. */
+cm_err cm_mongo_insert(cm_mongo *m, const char *coll, const bson_t *doc);
+
+/* Finds the first document matching `filter` (with optional `opts`: projection, sort) and
+ * copies it into `out`, which the caller then owns (bson_destroy). CM_ENOTFOUND if none;
+ * `out` is then not initialised. */
+cm_err cm_mongo_find_one(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *opts,
+                         bson_t *out);
+
+/* Calls `fn` for each document matching `filter` with `opts` (sort, limit, projection);
+ * `fn` returns 0 to go on, non-zero to stop. The document is valid during the call only. */
+cm_err cm_mongo_find(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *opts,
+                     int (*fn)(const bson_t *doc, void *ud), void *ud);
+
+/* Updates the first (or every, `many`) document matching `filter`. `*matched` (may be NULL)
+ * receives the number matched. CM_ECONFLICT on a unique violation. */
+cm_err cm_mongo_update(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *update,
+                       int upsert, int many, int64_t *matched);
+
+/* findAndModify: applies `update` to the first match (sorted by `sort`, may be NULL) and copies
+ * the document after (`return_new`) or before the update into `out` (caller destroys).
+ * CM_ENOTFOUND when nothing matched and `upsert` is 0. */
+cm_err cm_mongo_find_and_modify(cm_mongo *m, const char *coll, const bson_t *filter,
+                                const bson_t *sort, const bson_t *update, int upsert,
+                                int return_new, bson_t *out);
+
+/* Counts documents matching `filter`. */
+cm_err cm_mongo_count(cm_mongo *m, const char *coll, const bson_t *filter, int64_t *count);
+
+/* Deletes documents matching `filter` (every match when `many`). */
+cm_err cm_mongo_delete(cm_mongo *m, const char *coll, const bson_t *filter, int many,
+                       int64_t *deleted);
+
+/* Typed readers over a document; each returns `def` when the field is absent or of another
+ * type. Strings are borrowed from `doc`. Dotted paths ("last_message.seq") are followed. */
+const char *cm_bson_str(const bson_t *doc, const char *path, const char *def);
+int64_t cm_bson_int(const bson_t *doc, const char *path, int64_t def);
+int cm_bson_bool(const bson_t *doc, const char *path, int def);
+
+#endif

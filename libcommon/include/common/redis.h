@@ -1,0 +1,37 @@
+/* redis.h - a small thread-safe Redis client (hiredis behind an opaque type): a fixed pool of
+ * connections, reconnecting on failure, with the few operations the services need. */
+#ifndef COMMON_REDIS_H
+#define COMMON_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+typedef struct cm_redis cm_redis;
+
+/* Creates a client for host:port with `conns` connections (>= 1) and a per-command timeout
+ * in milliseconds. Connections are opened lazily, so this succeeds with Redis down. */
+cm_err cm_redis_create(const char *host, int port, int conns, int timeout_ms, cm_redis **out);
+void cm_redis_destroy(cm_redis *r); /* accepts NULL */
+
+/* PING. CM_OK or CM_EIO. */
+cm_err cm_redis_ping(cm_redis *r);
+
+/* Fixed-window counter: increments `key`, setting its expiry to `window_ms` when the window
+ * starts, atomically (one Lua script). Writes the count in this window and the milliseconds
+ * until the window ends. CM_EIO when Redis cannot be reached. */
+cm_err cm_redis_window_incr(cm_redis *r, const char *key, int64_t window_ms, int64_t *count,
+                            int64_t *remaining_ms);
+
+/* SET key value PX ttl_ms (ttl_ms 0: no expiry). */
+cm_err cm_redis_set(cm_redis *r, const char *key, const char *value, int64_t ttl_ms);
+
+/* GET key into `out` (size `n`, NUL-terminated). CM_ENOTFOUND when absent, CM_ETOOBIG when
+ * the value does not fit. */
+cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n);
+
+/* DEL key. */
+cm_err cm_redis_del(cm_redis *r, const char *key);
+
+#endif

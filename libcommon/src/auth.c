@@ -1,0 +1,38 @@
+/* auth.c - bearer token check shared by every service. */
+#include "common/auth.h"
+
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+cm_err cm_auth_bearer(cm_http_req *req, const cm_jwt *verifier, cm_jwt_claims *claims)
+{
+    const char *h = cm_http_header(req, "Authorization");
+    char detail[160];
+
+    if (h == NULL) {
+        cm_http_reply_error(req, CM_EUNAUTH, "an access token is required (Authorization: Bearer)");
+        return CM_EUNAUTH;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        cm_http_reply_error(req, CM_EUNAUTH, "the Authorization header must use the Bearer scheme");
+        return CM_EUNAUTH;
+    }
+    if (cm_jwt_verify(verifier, h + 7, time(NULL), claims, detail, sizeof(detail)) != CM_OK) {
+        cm_http_reply_error(req, CM_EUNAUTH, detail);
+        return CM_EUNAUTH;
+    }
+    return CM_OK;
+}
+
+int cm_auth_has_role(const cm_jwt_claims *claims, const char *role)
+{
+    size_t n = strlen(role);
+    for (const char *p = claims->roles; (p = strstr(p, role)) != NULL; p += n) {
+        int start = (p == claims->roles || p[-1] == ' ');
+        int end = (p[n] == '\0' || p[n] == ' ');
+        if (start && end)
+            return 1;
+    }
+    return 0;
+}

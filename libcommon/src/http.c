@@ -1,0 +1,887 @@
+/* http.c - libmicrohttpd server with a router, request arena, problem+json and metrics. */
+#include "common/http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "common/uuid.h"
+
+#define MAX_ROUTES 64
+#define MAX_SEGS 12
+#define MAX_PARAMS 8
+
+/* Latency histogram bounds in seconds (Prometheus `le` labels). */
+static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                 0.05,   0.1,   0.25,   0.5,   1,     2.5};
+#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
+
+struct route_stats {
+    atomic_ulong by_class[6]; /* index status/100: 1xx..5xx */
+    atomic_ulong le[NBUCKETS];
+    atomic_ulong count;
+    atomic_ulong sum_us;
+};
+
+struct route {
+    char method[8];
+    char *pattern;
+    int prefix; /* match everything under pattern, any method */
+    int nsegs;
+    char *segs[MAX_SEGS];
+    cm_http_handler handler;
+    void *ud;
+    struct route_stats stats;
+};
+
+struct cm_http_server {
+    cm_http_config cfg;
+    struct MHD_Daemon *mhd;
+    struct route routes[MAX_ROUTES];
+    int nroutes;
+    struct route builtin_live, builtin_ready, builtin_metrics, unmatched;
+    cm_http_ready_fn ready_fn;
+    void *ready_ud;
+    cm_http_metrics_fn metrics_fn;
+    void *metrics_ud;
+    atomic_int inflight;
+};
+
+struct chunk {
+    struct chunk *next;
+    max_align_t data[];
+};
+
+struct hdr {
+    struct hdr *next;
+    char *name, *value;
+};
+
+struct cm_http_req {
+    cm_http_server *srv;
+    struct MHD_Connection *conn;
+    const char *method;
+    char *path;
+    struct route *route;
+    int nparams;
+    const char *pnames[MAX_PARAMS];
+    char *pvalues[MAX_PARAMS];
+    char *body;
+    size_t body_len, body_cap;
+    int too_big;
+    int replied;
+    int status;
+    char rid[65];
+    char ip[INET6_ADDRSTRLEN];
+    struct timespec t0;
+    struct chunk *arena;
+    struct hdr *hdrs;
+    cJSON *json;
+};
+
+/* --- arena ------------------------------------------------------------------------------ */
+
+void *cm_http_alloc(cm_http_req *req, size_t size)
+{
+    struct chunk *c = malloc(sizeof(*c) + size);
+    if (c == NULL)
+        return NULL;
+    c->next = req->arena;
+    req->arena = c;
+    return c->data;
+}
+
+char *cm_http_strdup(cm_http_req *req, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = cm_http_alloc(req, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static void req_free(cm_http_req *req)
+{
+    while (req->arena) {
+        struct chunk *n = req->arena->next;
+        free(req->arena);
+        req->arena = n;
+    }
+    cJSON_Delete(req->json);
+    free(req->body);
+    free(req);
+}
+
+/* --- routes ----------------------------------------------------------------------------- */
+
+static int split_path(char *path, char **segs, int max)
+{
+    int n = 0;
+    char *p = path;
+    while (*p == '/')
+        p++;
+    while (*p) {
+        if (n == max)
+            return -1;
+        segs[n++] = p;
+        char *slash = strchr(p, '/');
+        if (slash == NULL)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    return n;
+}
+
+static cm_err add_route(cm_http_server *srv, const char *method, const char *pattern, int prefix,
+                        cm_http_handler handler, void *ud)
+{
+    struct route *r;
+    char *copy;
+
+    if (srv->nroutes == MAX_ROUTES)
+        return CM_ETOOBIG;
+    if (pattern[0] != '/' || strlen(method) >= sizeof(r->method))
+        return CM_EINVAL;
+    r = &srv->routes[srv->nroutes];
+    memset(r, 0, sizeof(*r));
+    r->pattern = strdup(pattern);
+    copy = strdup(pattern);
+    if (r->pattern == NULL || copy == NULL) {
+        free(r->pattern);
+        free(copy);
+        return CM_ENOMEM;
+    }
+    r->nsegs = split_path(copy, r->segs, MAX_SEGS);
+    if (r->nsegs < 0) {
+        free(r->pattern);
+        free(copy);
+        return CM_EINVAL;
+    }
+    if (r->nsegs == 0)
+        free(copy); /* "/" has no segments to own the copy */
+    snprintf(r->method, sizeof(r->method), "%s", method);
+    r->prefix = prefix;
+    r->handler = handler;
+    r->ud = ud;
+    srv->nroutes++;
+    return CM_OK;
+}
+
+cm_err cm_http_route(cm_http_server *srv, const char *method, const char *pattern,
+                     cm_http_handler handler, void *ud)
+{
+    return add_route(srv, method, pattern, 0, handler, ud);
+}
+
+cm_err cm_http_route_prefix(cm_http_server *srv, const char *prefix, cm_http_handler handler,
+                            void *ud)
+{
+    return add_route(srv, "*", prefix, 1, handler, ud);
+}
+
+/* Matches req->path against the routes; fills params. Returns the route, or NULL with
+ * *method_mismatch set when some route matched the path but not the method. */
+static struct route *match(cm_http_req *req, int *method_mismatch)
+{
+    cm_http_server *srv = req->srv;
+    char *segs[MAX_SEGS + 1];
+    char *copy = cm_http_strdup(req, req->path);
+    int n;
+
+    *method_mismatch = 0;
+    if (copy == NULL)
+        return NULL;
+    n = split_path(copy, segs, MAX_SEGS + 1);
+    if (n < 0)
+        return NULL;
+    for (int i = 0; i < srv->nroutes; i++) {
+        struct route *r = &srv->routes[i];
+        int ok = 1, np = 0;
+        if (r->prefix) {
+            if (n < r->nsegs)
+                continue;
+        } else if (n != r->nsegs) {
+            continue;
+        }
+        for (int s = 0; s < r->nsegs && ok; s++) {
+            if (r->segs[s][0] == '{') {
+                if (segs[s][0] == '\0' || np == MAX_PARAMS) {
+                    ok = 0;
+                } else {
+                    req->pnames[np] = r->segs[s];
+                    req->pvalues[np++] = segs[s];
+                }
+            } else if (strcmp(r->segs[s], segs[s]) != 0) {
+                ok = 0;
+            }
+        }
+        if (!ok)
+            continue;
+        if (!r->prefix && strcmp(r->method, req->method) != 0) {
+            *method_mismatch = 1;
+            continue;
+        }
+        req->nparams = np;
+        return r;
+    }
+    return NULL;
+}
+
+const char *cm_http_param(const cm_http_req *req, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < req->nparams; i++) {
+        const char *p = req->pnames[i]; /* "{name}" */
+        if (strncmp(p + 1, name, n) == 0 && p[n + 1] == '}' && p[n + 2] == '\0')
+            return req->pvalues[i];
+    }
+    return NULL;
+}
+
+/* --- request accessors ------------------------------------------------------------------ */
+
+const char *cm_http_method(const cm_http_req *req)
+{
+    return req->method;
+}
+const char *cm_http_path(const cm_http_req *req)
+{
+    return req->path;
+}
+const char *cm_http_request_id(const cm_http_req *req)
+{
+    return req->rid;
+}
+const char *cm_http_client_ip(const cm_http_req *req)
+{
+    return req->ip;
+}
+
+const char *cm_http_query(const cm_http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *cm_http_header(const cm_http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+struct each_ctx {
+    void (*fn)(void *ud, const char *name, const char *value);
+    void *ud;
+};
+
+static enum MHD_Result each_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct each_ctx *c = cls;
+    (void)kind;
+    c->fn(c->ud, key, value ? value : "");
+    return MHD_YES;
+}
+
+void cm_http_each_header(const cm_http_req *req,
+                         void (*fn)(void *ud, const char *name, const char *value), void *ud)
+{
+    struct each_ctx c = {fn, ud};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, each_header, &c);
+}
+
+const char *cm_http_body(const cm_http_req *req, size_t *len)
+{
+    *len = req->body_len;
+    return req->body ? req->body : "";
+}
+
+cm_err cm_http_json_body(cm_http_req *req, cJSON **out)
+{
+    const char *ct = cm_http_header(req, "Content-Type");
+    char detail[256];
+    cJSON *v = NULL;
+
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        cm_http_problem(req, 415, "unsupported-media-type", "Unsupported Media Type",
+                        "the body must be sent with Content-Type: application/json");
+        return CM_EINVAL;
+    }
+    if (cm_json_parse(req->body ? req->body : "", req->body_len, CM_JSON_DEPTH_DEFAULT, &v,
+                      detail, sizeof(detail)) != CM_OK) {
+        cm_http_problem(req, 400, "malformed-json", "Malformed JSON", "%s", detail);
+        return CM_EINVAL;
+    }
+    if (!cJSON_IsObject(v)) {
+        cJSON_Delete(v);
+        cm_http_problem(req, 400, "validation", "Invalid request",
+                        "the body must be a JSON object");
+        return CM_EINVAL;
+    }
+    req->json = v;
+    *out = v;
+    return CM_OK;
+}
+
+cm_err cm_http_query_long(cm_http_req *req, const char *name, long def, long min, long max,
+                          long *out)
+{
+    const char *v = cm_http_query(req, name);
+    char *end;
+    long n;
+
+    if (v == NULL || *v == '\0') {
+        *out = def;
+        return CM_OK;
+    }
+    n = strtol(v, &end, 10);
+    if (end == v || *end != '\0') {
+        cm_http_problem(req, 400, "validation", "Invalid request",
+                        "query parameter '%s' must be an integer", name);
+        return CM_EINVAL;
+    }
+    *out = n < min ? min : n > max ? max : n;
+    return CM_OK;
+}
+
+/* --- replies ---------------------------------------------------------------------------- */
+
+void cm_http_add_header(cm_http_req *req, const char *name, const char *value)
+{
+    struct hdr *h = cm_http_alloc(req, sizeof(*h));
+    if (h == NULL)
+        return;
+    h->name = cm_http_strdup(req, name);
+    h->value = cm_http_strdup(req, value);
+    if (h->name == NULL || h->value == NULL)
+        return;
+    h->next = req->hdrs;
+    req->hdrs = h;
+}
+
+void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, const void *body,
+                       size_t len)
+{
+    struct MHD_Response *resp;
+
+    if (req->replied) {
+        cm_error("http: second reply to %s %s ignored (bug)", req->method, req->path);
+        return;
+    }
+    req->replied = 1;
+    req->status = status;
+    resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return;
+    if (content_type)
+        MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "X-Request-Id", req->rid);
+    for (struct hdr *h = req->hdrs; h; h = h->next)
+        MHD_add_response_header(resp, h->name, h->value);
+    MHD_queue_response(req->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+}
+
+void cm_http_reply_json(cm_http_req *req, int status, cJSON *body)
+{
+    char *text = NULL;
+
+    if (body) {
+        text = cm_json_print(body);
+        cJSON_Delete(body);
+        if (text == NULL) {
+            cm_http_reply_raw(req, 500, "application/problem+json",
+                              "{\"title\":\"out of memory\",\"status\":500}", 37);
+            return;
+        }
+    }
+    cm_http_reply_raw(req, status, "application/json", text ? text : "", text ? strlen(text) : 0);
+    free(text);
+}
+
+void cm_http_problem(cm_http_req *req, int status, const char *slug, const char *title,
+                     const char *detail_fmt, ...)
+{
+    char detail[1024], type[96];
+    va_list ap;
+    cJSON *p = cJSON_CreateObject();
+    char *text;
+
+    va_start(ap, detail_fmt);
+    vsnprintf(detail, sizeof(detail), detail_fmt, ap);
+    va_end(ap);
+    snprintf(type, sizeof(type), "urn:chat:problem:%s", slug);
+    cJSON_AddStringToObject(p, "type", type);
+    cJSON_AddStringToObject(p, "title", title);
+    cJSON_AddNumberToObject(p, "status", status);
+    cJSON_AddStringToObject(p, "detail", detail);
+    cJSON_AddStringToObject(p, "instance", req->path ? req->path : "");
+    cJSON_AddStringToObject(p, "request_id", req->rid);
+    text = cm_json_print(p);
+    cJSON_Delete(p);
+    if (text == NULL)
+        text = strdup("{\"status\":500}");
+    if (status >= 500)
+        cm_warn("http: %d %s: %s", status, slug, detail);
+    cm_http_reply_raw(req, status, "application/problem+json", text, text ? strlen(text) : 0);
+    free(text);
+}
+
+void cm_http_reply_error(cm_http_req *req, cm_err err, const char *detail)
+{
+    const char *d = detail ? detail : cm_strerror(err);
+    switch (err) {
+    case CM_EINVAL:
+        cm_http_problem(req, 400, "validation", "Invalid request", "%s", d);
+        break;
+    case CM_EUNAUTH:
+        cm_http_add_header(req, "WWW-Authenticate", "Bearer");
+        cm_http_problem(req, 401, "unauthenticated", "Unauthenticated", "%s", d);
+        break;
+    case CM_EFORBIDDEN:
+        cm_http_problem(req, 403, "forbidden", "Forbidden", "%s", d);
+        break;
+    case CM_ENOTFOUND:
+        cm_http_problem(req, 404, "not-found", "Not Found", "%s", d);
+        break;
+    case CM_ECONFLICT:
+        cm_http_problem(req, 409, "conflict", "Conflict", "%s", d);
+        break;
+    case CM_ETOOBIG:
+        cm_http_problem(req, 413, "too-large", "Content Too Large", "%s", d);
+        break;
+    case CM_ELIMIT:
+        cm_http_problem(req, 429, "rate-limited", "Too Many Requests", "%s", d);
+        break;
+    case CM_EIO:
+    case CM_EAGAIN:
+    case CM_ETIMEOUT:
+        cm_http_add_header(req, "Retry-After", "1");
+        cm_http_problem(req, 503, "unavailable", "Service Unavailable", "%s", d);
+        break;
+    default:
+        cm_http_problem(req, 500, "internal", "Internal Server Error", "%s", d);
+    }
+}
+
+/* --- built-in endpoints ----------------------------------------------------------------- */
+
+static void h_live(cm_http_req *req, void *ud)
+{
+    (void)ud;
+    cm_http_reply_raw(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+}
+
+static void h_ready(cm_http_req *req, void *ud)
+{
+    cm_http_server *srv = ud;
+    char detail[256] = "";
+    cm_err rc = srv->ready_fn ? srv->ready_fn(srv->ready_ud, detail, sizeof(detail)) : CM_OK;
+    if (rc != CM_OK) {
+        cm_http_problem(req, 503, "not-ready", "Not Ready", "%s", detail[0] ? detail : "not ready");
+        return;
+    }
+    cm_http_reply_raw(req, 200, "application/json", "{\"status\":\"ready\"}", 18);
+}
+
+struct mbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+static void mbuf_emit(void *ctx, const char *text)
+{
+    struct mbuf *b = ctx;
+    size_t n = strlen(text);
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->cap ? b->cap * 2 : 8192);
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, text, n + 1);
+    b->len += n;
+}
+
+static void emit_route(struct mbuf *b, const char *method, const char *route,
+                       struct route_stats *st)
+{
+    char line[512];
+    static const char *classes[] = {"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    unsigned long cum = 0;
+
+    for (int c = 1; c < 6; c++) {
+        unsigned long v = atomic_load(&st->by_class[c]);
+        if (v == 0)
+            continue;
+        snprintf(line, sizeof(line),
+                 "http_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %lu\n", method,
+                 route, classes[c], v);
+        mbuf_emit(b, line);
+    }
+    if (atomic_load(&st->count) == 0)
+        return;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += atomic_load(&st->le[i]);
+        snprintf(line, sizeof(line),
+                 "http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %lu\n",
+                 method, route, buckets[i], cum);
+        mbuf_emit(b, line);
+    }
+    snprintf(line, sizeof(line),
+             "http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %lu\n"
+             "http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
+             "http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %lu\n",
+             method, route, atomic_load(&st->count), method, route,
+             (double)atomic_load(&st->sum_us) / 1e6, method, route, atomic_load(&st->count));
+    mbuf_emit(b, line);
+}
+
+static void h_metrics(cm_http_req *req, void *ud)
+{
+    cm_http_server *srv = ud;
+    struct mbuf b = {0};
+    char line[160];
+
+    mbuf_emit(&b, "# TYPE http_requests_total counter\n"
+                  "# TYPE http_request_duration_seconds histogram\n");
+    for (int i = 0; i < srv->nroutes; i++)
+        emit_route(&b, srv->routes[i].method, srv->routes[i].pattern, &srv->routes[i].stats);
+    emit_route(&b, "*", "unmatched", &srv->unmatched.stats);
+    snprintf(line, sizeof(line), "# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight %d\n",
+             atomic_load(&srv->inflight));
+    mbuf_emit(&b, line);
+    if (srv->metrics_fn)
+        srv->metrics_fn(srv->metrics_ud, mbuf_emit, &b);
+    if (b.oom) {
+        free(b.p);
+        cm_http_reply_error(req, CM_ENOMEM, "out of memory while rendering metrics");
+        return;
+    }
+    cm_http_reply_raw(req, 200, "text/plain; version=0.0.4", b.p ? b.p : "", b.len);
+    free(b.p);
+}
+
+/* --- libmicrohttpd glue ----------------------------------------------------------------- */
+
+static int valid_request_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= 64 || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+            return 0;
+    }
+    return n > 0;
+}
+
+static cm_http_req *req_begin(cm_http_server *srv, struct MHD_Connection *conn, const char *url,
+                              const char *method)
+{
+    cm_http_req *req = calloc(1, sizeof(*req));
+    const union MHD_ConnectionInfo *ci;
+    const char *rid;
+
+    if (req == NULL)
+        return NULL;
+    req->srv = srv;
+    req->conn = conn;
+    req->method = method;
+    clock_gettime(CLOCK_MONOTONIC, &req->t0);
+    req->path = cm_http_strdup(req, url);
+    if (req->path == NULL) {
+        req_free(req);
+        return NULL;
+    }
+    rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid && valid_request_id(rid))
+        snprintf(req->rid, sizeof(req->rid), "%s", rid);
+    else if (cm_uuid_v7(req->rid) != CM_OK)
+        snprintf(req->rid, sizeof(req->rid), "unknown");
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, req->ip,
+                      sizeof(req->ip));
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                      req->ip, sizeof(req->ip));
+    }
+    atomic_fetch_add(&srv->inflight, 1);
+    return req;
+}
+
+static struct route *route_for(cm_http_req *req)
+{
+    cm_http_server *srv = req->srv;
+    int mismatch = 0;
+    struct route *r;
+
+    if (strcmp(req->path, "/health/live") == 0)
+        return &srv->builtin_live;
+    if (strcmp(req->path, "/health/ready") == 0)
+        return &srv->builtin_ready;
+    if (strcmp(req->path, "/metrics") == 0)
+        return &srv->builtin_metrics;
+    r = match(req, &mismatch);
+    if (r)
+        return r;
+    req->nparams = mismatch ? -1 : 0; /* remember 405 vs 404 */
+    return NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    cm_http_server *srv = cls;
+    cm_http_req *req = *con_cls;
+    (void)version;
+
+    if (req == NULL) {
+        /* First call: headers only. Refuse an announced oversized body here, before any of it
+         * is read; everything else is answered on a later call (answering in the first call
+         * costs libmicrohttpd a slow path, see DESIGN.md performance notes). */
+        const char *cl;
+        req = req_begin(srv, conn, url, method);
+        if (req == NULL)
+            return MHD_NO;
+        *con_cls = req;
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl) {
+            char *end;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (end == cl || *end != '\0' || n > srv->cfg.max_body) {
+                req->route = route_for(req);
+                cm_log_set_request_id(req->rid);
+                cm_http_problem(req, 413, "too-large", "Content Too Large",
+                                "the body is larger than the limit of %zu bytes",
+                                srv->cfg.max_body);
+                return MHD_YES;
+            }
+        }
+        return MHD_YES;
+    }
+    if (req->replied) {
+        *upload_data_size = 0; /* discard what follows an early answer */
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->too_big)
+            return MHD_YES;
+        if (req->body_len + n > srv->cfg.max_body) {
+            req->too_big = 1;
+            return MHD_YES;
+        }
+        if (req->body_len + n > req->body_cap) {
+            size_t cap = req->body_cap ? req->body_cap * 2 : 4096;
+            while (cap < req->body_len + n)
+                cap *= 2;
+            if (cap > srv->cfg.max_body)
+                cap = srv->cfg.max_body;
+            char *p = realloc(req->body, cap);
+            if (p == NULL)
+                return MHD_NO;
+            req->body = p;
+            req->body_cap = cap;
+        }
+        memcpy(req->body + req->body_len, upload_data, n);
+        req->body_len += n;
+        return MHD_YES;
+    }
+
+    /* Last call: the whole request is here. */
+    cm_log_set_request_id(req->rid);
+    req->route = route_for(req);
+    if (req->too_big) {
+        cm_http_problem(req, 413, "too-large", "Content Too Large",
+                        "the body is larger than the limit of %zu bytes", srv->cfg.max_body);
+    } else if (req->route == NULL) {
+        if (req->nparams < 0)
+            cm_http_problem(req, 405, "method-not-allowed", "Method Not Allowed",
+                            "%s is not allowed on %s", req->method, req->path);
+        else
+            cm_http_problem(req, 404, "not-found", "Not Found", "no route for %s", req->path);
+    } else {
+        req->route->handler(req, req->route->ud);
+        if (!req->replied) {
+            cm_error("http: handler for %s %s answered nothing (bug)", req->method, req->path);
+            cm_http_reply_error(req, CM_EINTERNAL, "the handler produced no answer");
+        }
+    }
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    cm_http_server *srv = cls;
+    cm_http_req *req = *con_cls;
+    struct timespec t1;
+    struct route *r;
+    char fields[768], epath[256];
+    double secs;
+    (void)conn;
+
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - req->t0.tv_sec) + (double)(t1.tv_nsec - req->t0.tv_nsec) / 1e9;
+    r = req->route ? req->route : &srv->unmatched;
+    if (req->status >= 100 && req->status < 600)
+        atomic_fetch_add(&r->stats.by_class[req->status / 100], 1);
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        if (secs <= buckets[i]) {
+            atomic_fetch_add(&r->stats.le[i], 1);
+            break;
+        }
+    }
+    atomic_fetch_add(&r->stats.count, 1);
+    atomic_fetch_add(&r->stats.sum_us, (unsigned long)(secs * 1e6));
+
+    if (r != &srv->builtin_live && r != &srv->builtin_ready && r != &srv->builtin_metrics) {
+        cm_json_escape(req->path, epath, sizeof(epath));
+        snprintf(fields, sizeof(fields),
+                 "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
+                 "\"duration_ms\":%.3f,\"client_ip\":\"%s\",\"completed\":%s",
+                 req->method, epath, req->route ? req->route->pattern : "", req->status,
+                 secs * 1000, req->ip, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "true" : "false");
+        cm_log_set_request_id(req->rid);
+        cm_log_fields(CM_LOG_INFO, "request", fields);
+        cm_log_set_request_id(NULL);
+    }
+    atomic_fetch_sub(&srv->inflight, 1);
+    req_free(req);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    if (n && msg[n - 1] == '\n')
+        msg[n - 1] = '\0';
+    cm_warn("libmicrohttpd: %s", msg);
+}
+
+cm_err cm_http_server_create(const cm_http_config *cfg, cm_http_server **out)
+{
+    cm_http_server *srv;
+
+    if (cfg->port <= 0 || cfg->port > 65535 || cfg->threads < 1 || cfg->max_body == 0)
+        return CM_EINVAL;
+    srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return CM_ENOMEM;
+    srv->cfg = *cfg;
+    srv->builtin_live = (struct route){.method = "GET", .pattern = "/health/live",
+                                       .handler = h_live, .ud = srv};
+    srv->builtin_ready = (struct route){.method = "GET", .pattern = "/health/ready",
+                                        .handler = h_ready, .ud = srv};
+    srv->builtin_metrics = (struct route){.method = "GET", .pattern = "/metrics",
+                                          .handler = h_metrics, .ud = srv};
+    srv->unmatched = (struct route){.method = "*", .pattern = "unmatched"};
+    *out = srv;
+    return CM_OK;
+}
+
+void cm_http_set_ready(cm_http_server *srv, cm_http_ready_fn fn, void *ud)
+{
+    srv->ready_fn = fn;
+    srv->ready_ud = ud;
+}
+
+void cm_http_set_metrics(cm_http_server *srv, cm_http_metrics_fn fn, void *ud)
+{
+    srv->metrics_fn = fn;
+    srv->metrics_ud = ud;
+}
+
+cm_err cm_http_server_start(cm_http_server *srv)
+{
+    struct sockaddr_in sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)srv->cfg.port);
+    if (inet_pton(AF_INET, srv->cfg.host ? srv->cfg.host : "0.0.0.0", &sa.sin_addr) != 1) {
+        cm_error("http: bad bind address %s", srv->cfg.host);
+        return CM_EINVAL;
+    }
+    srv->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+        MHD_OPTION_END);
+    if (srv->mhd == NULL) {
+        cm_error("http: cannot listen on %s:%d", srv->cfg.host, srv->cfg.port);
+        return CM_EIO;
+    }
+    cm_info("http: listening on %s:%d with %d threads", srv->cfg.host, srv->cfg.port,
+            srv->cfg.threads);
+    return CM_OK;
+}
+
+void cm_http_server_stop(cm_http_server *srv)
+{
+    MHD_socket fd;
+    struct timespec ts = {0, 20 * 1000000};
+    unsigned waited_ms = 0;
+
+    if (srv == NULL || srv->mhd == NULL)
+        return;
+    fd = MHD_quiesce_daemon(srv->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    while (atomic_load(&srv->inflight) > 0 && waited_ms < srv->cfg.drain_s * 1000) {
+        nanosleep(&ts, NULL);
+        waited_ms += 20;
+    }
+    if (atomic_load(&srv->inflight) > 0)
+        cm_warn("http: %d requests still in flight after %us drain", atomic_load(&srv->inflight),
+                srv->cfg.drain_s);
+    MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
+}
+
+void cm_http_server_destroy(cm_http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    cm_http_server_stop(srv);
+    for (int i = 0; i < srv->nroutes; i++) {
+        free(srv->routes[i].pattern);
+        if (srv->routes[i].nsegs > 0)
+            free(srv->routes[i].segs[0]);
+    }
+    free(srv);
+}

@@ -1,0 +1,287 @@
+/* kafka.c - librdkafka producer (idempotent, acks=all) and at-least-once consumer. */
+#include "common/kafka.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "common/log.h"
+
+#define TOPIC_MAX 249 /* Kafka's topic name limit */
+
+struct cm_kafka_producer {
+    rd_kafka_t *rk;
+    char prefix[64];
+    cm_kafka_delivery_fn on_delivery;
+    void *ud;
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int healthy;
+};
+
+struct cm_kafka_consumer {
+    rd_kafka_t *rk;
+    char prefix[64];
+};
+
+static int set(rd_kafka_conf_t *conf, const char *k, const char *v)
+{
+    char err[256];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+        cm_error("kafka: config %s=%s: %s", k, v, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    cm_kafka_producer *p = opaque;
+    (void)rk;
+    if (m->err)
+        cm_warn("kafka: delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
+                rd_kafka_err2str(m->err));
+    if (p->on_delivery)
+        p->on_delivery(m->err ? CM_EIO : CM_OK, m->_private, p->ud);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    cm_kafka_producer *p = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        atomic_store(&p->healthy, 0);
+    cm_warn("kafka: %s", reason);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[256];
+        rd_kafka_fatal_error(rk, why, sizeof(why));
+        cm_error("kafka: fatal producer error: %s", why);
+    }
+}
+
+static void *poll_thread(void *arg)
+{
+    cm_kafka_producer *p = arg;
+    while (!atomic_load(&p->stop))
+        rd_kafka_poll(p->rk, 100);
+    return NULL;
+}
+
+cm_err cm_kafka_producer_create(const char *brokers, const char *topic_prefix,
+                                cm_kafka_delivery_fn on_delivery, void *ud,
+                                cm_kafka_producer **out)
+{
+    cm_kafka_producer *p;
+    rd_kafka_conf_t *conf;
+    char err[256];
+
+    if (brokers == NULL || strlen(topic_prefix) >= sizeof(p->prefix))
+        return CM_EINVAL;
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return CM_ENOMEM;
+    snprintf(p->prefix, sizeof(p->prefix), "%s", topic_prefix);
+    p->on_delivery = on_delivery;
+    p->ud = ud;
+    atomic_store(&p->healthy, 1);
+    conf = rd_kafka_conf_new();
+    /* linger.ms 5: a few milliseconds of batching buy throughput (DESIGN.md notes). */
+    if (set(conf, "bootstrap.servers", brokers) || set(conf, "enable.idempotence", "true") ||
+        set(conf, "acks", "all") || set(conf, "linger.ms", "5") ||
+        set(conf, "message.timeout.ms", "30000") || set(conf, "compression.type", "lz4")) {
+        rd_kafka_conf_destroy(conf);
+        free(p);
+        return CM_EINVAL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (p->rk == NULL) {
+        cm_error("kafka: cannot create producer: %s", err);
+        rd_kafka_conf_destroy(conf);
+        free(p);
+        return CM_EINVAL;
+    }
+    if (pthread_create(&p->thread, NULL, poll_thread, p) != 0) {
+        rd_kafka_destroy(p->rk);
+        free(p);
+        return CM_ENOMEM;
+    }
+    *out = p;
+    return CM_OK;
+}
+
+cm_err cm_kafka_produce(cm_kafka_producer *p, const char *topic, const char *key, size_t key_len,
+                        const void *value, size_t value_len, const cm_kafka_header *headers,
+                        size_t nheaders, void *opaque)
+{
+    char full[TOPIC_MAX + 1];
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_resp_err_t err;
+
+    if (snprintf(full, sizeof(full), "%s%s", p->prefix, topic) >= (int)sizeof(full))
+        return CM_EINVAL;
+    if (nheaders > 0) {
+        hdrs = rd_kafka_headers_new(nheaders);
+        for (size_t i = 0; i < nheaders; i++)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
+    }
+    err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(full), RD_KAFKA_V_KEY(key, key_len),
+                            RD_KAFKA_V_VALUE((void *)value, value_len),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_OPAQUE(opaque),
+                            hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return CM_OK;
+    /* On failure the headers were not taken over. */
+    rd_kafka_headers_destroy(hdrs);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return CM_EAGAIN;
+    cm_warn("kafka: produce to %s failed: %s", full, rd_kafka_err2str(err));
+    if (err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
+        return CM_EINVAL;
+    return CM_EIO;
+}
+
+cm_err cm_kafka_flush(cm_kafka_producer *p, int timeout_ms)
+{
+    return rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? CM_OK : CM_ETIMEOUT;
+}
+
+int cm_kafka_producer_outq(cm_kafka_producer *p)
+{
+    return rd_kafka_outq_len(p->rk);
+}
+
+int cm_kafka_producer_healthy(cm_kafka_producer *p)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    /* A metadata round trip proves a broker answers; cheap enough for /health/ready. */
+    if (rd_kafka_metadata(p->rk, 0, NULL, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    rd_kafka_metadata_destroy(md);
+    atomic_store(&p->healthy, 1);
+    return 1;
+}
+
+void cm_kafka_producer_destroy(cm_kafka_producer *p)
+{
+    if (p == NULL)
+        return;
+    if (rd_kafka_flush(p->rk, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        cm_error("kafka: %d records not delivered at shutdown", rd_kafka_outq_len(p->rk));
+    atomic_store(&p->stop, 1);
+    pthread_join(p->thread, NULL);
+    rd_kafka_destroy(p->rk);
+    free(p);
+}
+
+cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, const char *group,
+                                const char *const *topics, size_t ntopics, int from_beginning,
+                                cm_kafka_consumer **out)
+{
+    cm_kafka_consumer *c;
+    rd_kafka_conf_t *conf;
+    rd_kafka_topic_partition_list_t *subs;
+    char err[256], full[TOPIC_MAX + 1];
+    rd_kafka_resp_err_t e;
+
+    if (brokers == NULL || group == NULL || ntopics == 0 ||
+        strlen(topic_prefix) >= sizeof(c->prefix))
+        return CM_EINVAL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return CM_ENOMEM;
+    snprintf(c->prefix, sizeof(c->prefix), "%s", topic_prefix);
+    conf = rd_kafka_conf_new();
+    if (set(conf, "bootstrap.servers", brokers) || set(conf, "group.id", group) ||
+        set(conf, "enable.auto.offset.store", "false") || set(conf, "enable.auto.commit", "true") ||
+        set(conf, "auto.offset.reset", from_beginning ? "earliest" : "latest") ||
+        set(conf, "enable.partition.eof", "false")) {
+        rd_kafka_conf_destroy(conf);
+        free(c);
+        return CM_EINVAL;
+    }
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (c->rk == NULL) {
+        cm_error("kafka: cannot create consumer: %s", err);
+        rd_kafka_conf_destroy(conf);
+        free(c);
+        return CM_EINVAL;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    subs = rd_kafka_topic_partition_list_new((int)ntopics);
+    for (size_t i = 0; i < ntopics; i++) {
+        snprintf(full, sizeof(full), "%s%s", c->prefix, topics[i]);
+        rd_kafka_topic_partition_list_add(subs, full, RD_KAFKA_PARTITION_UA);
+    }
+    e = rd_kafka_subscribe(c->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        cm_error("kafka: subscribe failed: %s", rd_kafka_err2str(e));
+        rd_kafka_destroy(c->rk);
+        free(c);
+        return CM_EIO;
+    }
+    *out = c;
+    return CM_OK;
+}
+
+cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
+                              void *ud)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    cm_kafka_record rec;
+    size_t plen = strlen(c->prefix);
+    const char *name;
+    cm_err rc;
+
+    if (m == NULL)
+        return CM_EAGAIN;
+    if (m->err) {
+        rc = (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) ? CM_EAGAIN : CM_EIO;
+        if (rc == CM_EIO)
+            cm_warn("kafka: consumer: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return rc;
+    }
+    name = rd_kafka_topic_name(m->rkt);
+    rec.topic = strncmp(name, c->prefix, plen) == 0 ? name + plen : name;
+    rec.partition = m->partition;
+    rec.offset = m->offset;
+    rec.key = m->key;
+    rec.key_len = m->key_len;
+    rec.value = m->payload ? m->payload : "";
+    rec.value_len = m->len;
+    rc = handler(&rec, ud);
+    if (rc == CM_OK) {
+        /* Store exactly this record's offset + 1 (the next one to read). */
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, name, m->partition)->offset = m->offset + 1;
+        rd_kafka_offsets_store(c->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    } else {
+        /* Rewind so the record comes back on the next poll. */
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, name, m->partition)->offset = m->offset;
+        rd_kafka_seek_partitions(c->rk, l, 5000);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    rd_kafka_message_destroy(m);
+    return rc;
+}
+
+void cm_kafka_consumer_destroy(cm_kafka_consumer *c)
+{
+    if (c == NULL)
+        return;
+    rd_kafka_commit(c->rk, NULL, 0);
+    rd_kafka_consumer_close(c->rk);
+    rd_kafka_destroy(c->rk);
+    free(c);
+}

@@ -1,0 +1,341 @@
+/* mongo.c - mongoc pool wrapper; the one place driver errors become cm_err. */
+#include "common/mongo.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mongoc/mongoc.h>
+
+#include "common/log.h"
+
+struct cm_mongo {
+    mongoc_client_pool_t *pool;
+    mongoc_uri_t *uri;
+    char *db;
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void driver_init(void)
+{
+    mongoc_init();
+}
+
+static cm_err translate(const char *what, const char *coll, const bson_error_t *e)
+{
+    /* 11000/11001: duplicate key (a unique index refused the write). */
+    if (e->code == 11000 || e->code == 11001 || strstr(e->message, "E11000") ||
+        strstr(e->message, "duplicate key"))
+        return CM_ECONFLICT;
+    cm_error("mongo: %s %s: %s (domain %u code %u)", what, coll, e->message, e->domain, e->code);
+    if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM)
+        return CM_EIO;
+    if (e->domain == MONGOC_ERROR_QUERY || e->domain == MONGOC_ERROR_SERVER ||
+        e->domain == MONGOC_ERROR_WRITE_CONCERN)
+        return CM_EIO;
+    return CM_EIO;
+}
+
+cm_err cm_mongo_create(const char *uri_str, const char *db, cm_mongo **out)
+{
+    bson_error_t e;
+    cm_mongo *m;
+    mongoc_write_concern_t *wc;
+
+    pthread_once(&init_once, driver_init);
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return CM_ENOMEM;
+    m->uri = mongoc_uri_new_with_error(uri_str, &e);
+    if (m->uri == NULL) {
+        cm_error("mongo: bad URI: %s", e.message);
+        free(m);
+        return CM_EINVAL;
+    }
+    /* Nothing acknowledged may be lost: every write waits for a majority. */
+    wc = mongoc_write_concern_new();
+    mongoc_write_concern_set_w(wc, MONGOC_WRITE_CONCERN_W_MAJORITY);
+    mongoc_uri_set_write_concern(m->uri, wc);
+    mongoc_write_concern_destroy(wc);
+    if (!mongoc_uri_has_option(m->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(m->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
+    m->pool = mongoc_client_pool_new(m->uri);
+    m->db = strdup(db);
+    if (m->pool == NULL || m->db == NULL) {
+        cm_mongo_destroy(m);
+        return CM_ENOMEM;
+    }
+    mongoc_client_pool_set_error_api(m->pool, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_max_size(m->pool, 64);
+    *out = m;
+    return CM_OK;
+}
+
+void cm_mongo_destroy(cm_mongo *m)
+{
+    if (m == NULL)
+        return;
+    if (m->pool)
+        mongoc_client_pool_destroy(m->pool);
+    mongoc_uri_destroy(m->uri);
+    free(m->db);
+    free(m);
+}
+
+/* Borrows a client and a collection handle; give_back returns both. */
+static mongoc_collection_t *take(cm_mongo *m, const char *coll, mongoc_client_t **client)
+{
+    *client = mongoc_client_pool_pop(m->pool);
+    return mongoc_client_get_collection(*client, m->db, coll);
+}
+
+static void give_back(cm_mongo *m, mongoc_client_t *client, mongoc_collection_t *c)
+{
+    mongoc_collection_destroy(c);
+    mongoc_client_pool_push(m->pool, client);
+}
+
+cm_err cm_mongo_ping(cm_mongo *m)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    bson_t cmd = BSON_INITIALIZER;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    BSON_APPEND_INT32(&cmd, "ping", 1);
+    if (!mongoc_client_command_simple(client, "admin", &cmd, NULL, NULL, &e)) {
+        cm_warn("mongo: ping: %s", e.message);
+        rc = CM_EIO;
+    }
+    bson_destroy(&cmd);
+    mongoc_client_pool_push(m->pool, client);
+    return rc;
+}
+
+cm_err cm_mongo_create_index(cm_mongo *m, const char *coll, const bson_t *keys, const char *name,
+                             int unique)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    mongoc_database_t *db = mongoc_client_get_database(client, m->db);
+    bson_t cmd = BSON_INITIALIZER, idx, arr;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &idx);
+    BSON_APPEND_DOCUMENT(&idx, "key", keys);
+    BSON_APPEND_UTF8(&idx, "name", name);
+    if (unique)
+        BSON_APPEND_BOOL(&idx, "unique", true);
+    bson_append_document_end(&arr, &idx);
+    bson_append_array_end(&cmd, &arr);
+    if (!mongoc_database_write_command_with_opts(db, &cmd, NULL, NULL, &e))
+        rc = translate("createIndexes", coll, &e);
+    bson_destroy(&cmd);
+    mongoc_database_destroy(db);
+    mongoc_client_pool_push(m->pool, client);
+    return rc;
+}
+
+cm_err cm_mongo_insert(cm_mongo *m, const char *coll, const bson_t *doc)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &e))
+        rc = translate("insert", coll, &e);
+    give_back(m, client, c);
+    return rc;
+}
+
+cm_err cm_mongo_find(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *opts,
+                     int (*fn)(const bson_t *doc, void *ud), void *ud)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
+    const bson_t *doc;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    while (mongoc_cursor_next(cur, &doc))
+        if (fn(doc, ud) != 0)
+            break;
+    if (mongoc_cursor_error(cur, &e))
+        rc = translate("find", coll, &e);
+    mongoc_cursor_destroy(cur);
+    give_back(m, client, c);
+    return rc;
+}
+
+struct first {
+    bson_t *out;
+    int found;
+};
+
+static int copy_first(const bson_t *doc, void *ud)
+{
+    struct first *f = ud;
+    bson_copy_to(doc, f->out);
+    f->found = 1;
+    return 1;
+}
+
+cm_err cm_mongo_find_one(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *opts,
+                         bson_t *out)
+{
+    bson_t o = BSON_INITIALIZER;
+    struct first f = {out, 0};
+    cm_err rc;
+
+    if (opts)
+        bson_copy_to_excluding_noinit(opts, &o, "limit", NULL);
+    BSON_APPEND_INT64(&o, "limit", 1);
+    rc = cm_mongo_find(m, coll, filter, &o, copy_first, &f);
+    bson_destroy(&o);
+    if (rc != CM_OK) {
+        if (f.found)
+            bson_destroy(out);
+        return rc;
+    }
+    return f.found ? CM_OK : CM_ENOTFOUND;
+}
+
+cm_err cm_mongo_update(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *update,
+                       int upsert, int many, int64_t *matched)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    bson_t opts = BSON_INITIALIZER, reply;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+    bool ok;
+
+    if (upsert)
+        BSON_APPEND_BOOL(&opts, "upsert", true);
+    ok = many ? mongoc_collection_update_many(c, filter, update, &opts, &reply, &e)
+              : mongoc_collection_update_one(c, filter, update, &opts, &reply, &e);
+    if (!ok)
+        rc = translate("update", coll, &e);
+    else if (matched)
+        *matched = cm_bson_int(&reply, "matchedCount", 0) + cm_bson_int(&reply, "upsertedCount", 0);
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    give_back(m, client, c);
+    return rc;
+}
+
+cm_err cm_mongo_find_and_modify(cm_mongo *m, const char *coll, const bson_t *filter,
+                                const bson_t *sort, const bson_t *update, int upsert,
+                                int return_new, bson_t *out)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    mongoc_find_and_modify_opts_t *opts = mongoc_find_and_modify_opts_new();
+    bson_t reply;
+    bson_iter_t it;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+    int flags = MONGOC_FIND_AND_MODIFY_NONE;
+
+    if (upsert)
+        flags |= MONGOC_FIND_AND_MODIFY_UPSERT;
+    if (return_new)
+        flags |= MONGOC_FIND_AND_MODIFY_RETURN_NEW;
+    mongoc_find_and_modify_opts_set_flags(opts, (mongoc_find_and_modify_flags_t)flags);
+    mongoc_find_and_modify_opts_set_update(opts, update);
+    if (sort)
+        mongoc_find_and_modify_opts_set_sort(opts, sort);
+    if (!mongoc_collection_find_and_modify_with_opts(c, filter, opts, &reply, &e)) {
+        rc = translate("findAndModify", coll, &e);
+    } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&it, &len, &data);
+        bson_t tmp;
+        bson_init_static(&tmp, data, len);
+        bson_copy_to(&tmp, out);
+    } else {
+        rc = CM_ENOTFOUND;
+    }
+    bson_destroy(&reply);
+    mongoc_find_and_modify_opts_destroy(opts);
+    give_back(m, client, c);
+    return rc;
+}
+
+cm_err cm_mongo_count(cm_mongo *m, const char *coll, const bson_t *filter, int64_t *count)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    bson_error_t e;
+    cm_err rc = CM_OK;
+    int64_t n = mongoc_collection_count_documents(c, filter, NULL, NULL, NULL, &e);
+
+    if (n < 0)
+        rc = translate("count", coll, &e);
+    else
+        *count = n;
+    give_back(m, client, c);
+    return rc;
+}
+
+cm_err cm_mongo_delete(cm_mongo *m, const char *coll, const bson_t *filter, int many,
+                       int64_t *deleted)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    bson_t reply;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+    bool ok = many ? mongoc_collection_delete_many(c, filter, NULL, &reply, &e)
+                   : mongoc_collection_delete_one(c, filter, NULL, &reply, &e);
+
+    if (!ok)
+        rc = translate("delete", coll, &e);
+    else if (deleted)
+        *deleted = cm_bson_int(&reply, "deletedCount", 0);
+    bson_destroy(&reply);
+    give_back(m, client, c);
+    return rc;
+}
+
+static int find_path(const bson_t *doc, const char *path, bson_iter_t *out)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc))
+        return 0;
+    return bson_iter_find_descendant(&it, path, out);
+}
+
+const char *cm_bson_str(const bson_t *doc, const char *path, const char *def)
+{
+    bson_iter_t v;
+    if (find_path(doc, path, &v) && BSON_ITER_HOLDS_UTF8(&v))
+        return bson_iter_utf8(&v, NULL);
+    return def;
+}
+
+int64_t cm_bson_int(const bson_t *doc, const char *path, int64_t def)
+{
+    bson_iter_t v;
+    if (!find_path(doc, path, &v))
+        return def;
+    if (BSON_ITER_HOLDS_INT32(&v) || BSON_ITER_HOLDS_INT64(&v) || BSON_ITER_HOLDS_DOUBLE(&v))
+        return bson_iter_as_int64(&v);
+    if (BSON_ITER_HOLDS_DATE_TIME(&v))
+        return bson_iter_date_time(&v);
+    return def;
+}
+
+int cm_bson_bool(const bson_t *doc, const char *path, int def)
+{
+    bson_iter_t v;
+    if (find_path(doc, path, &v) && BSON_ITER_HOLDS_BOOL(&v))
+        return bson_iter_bool(&v);
+    return def;
+}

@@ -1,0 +1,215 @@
+/* redis.c - hiredis connections in a small mutex-guarded pool. */
+#include "common/redis.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis.h>
+
+#include "common/log.h"
+
+struct conn {
+    redisContext *ctx;
+    int busy;
+};
+
+struct cm_redis {
+    char *host;
+    int port;
+    int timeout_ms;
+    int n;
+    struct conn *conns;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+};
+
+/* INCR, and start the window's expiry on its first hit; returns {count, pttl}. */
+static const char WINDOW_LUA[] =
+    "local c = redis.call('INCR', KEYS[1]) "
+    "if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
+    "local t = redis.call('PTTL', KEYS[1]) "
+    "if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end "
+    "return {c, t}";
+
+cm_err cm_redis_create(const char *host, int port, int conns, int timeout_ms, cm_redis **out)
+{
+    cm_redis *r;
+
+    if (host == NULL || port <= 0 || conns < 1 || timeout_ms < 1)
+        return CM_EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return CM_ENOMEM;
+    r->host = strdup(host);
+    r->conns = calloc((size_t)conns, sizeof(*r->conns));
+    if (r->host == NULL || r->conns == NULL) {
+        free(r->host);
+        free(r->conns);
+        free(r);
+        return CM_ENOMEM;
+    }
+    r->port = port;
+    r->n = conns;
+    r->timeout_ms = timeout_ms;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->freed, NULL);
+    *out = r;
+    return CM_OK;
+}
+
+void cm_redis_destroy(cm_redis *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; i < r->n; i++)
+        if (r->conns[i].ctx)
+            redisFree(r->conns[i].ctx);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->freed);
+    free(r->conns);
+    free(r->host);
+    free(r);
+}
+
+static struct conn *acquire(cm_redis *r)
+{
+    struct conn *c = NULL;
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        for (int i = 0; i < r->n && c == NULL; i++)
+            if (!r->conns[i].busy)
+                c = &r->conns[i];
+        if (c)
+            break;
+        pthread_cond_wait(&r->freed, &r->lock);
+    }
+    c->busy = 1;
+    pthread_mutex_unlock(&r->lock);
+    if (c->ctx == NULL) {
+        struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+        c->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+        if (c->ctx && c->ctx->err == 0)
+            redisSetTimeout(c->ctx, tv);
+    }
+    return c;
+}
+
+static void release(cm_redis *r, struct conn *c, int broken)
+{
+    if (broken && c->ctx) {
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+    pthread_mutex_lock(&r->lock);
+    c->busy = 0;
+    pthread_cond_signal(&r->freed);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Runs one command; returns the reply (caller frees) or NULL with the connection reset. */
+static redisReply *command(cm_redis *r, int argc, const char **argv, const size_t *lens)
+{
+    struct conn *c = acquire(r);
+    redisReply *rep = NULL;
+
+    if (c->ctx == NULL || c->ctx->err) {
+        cm_warn("redis: cannot connect to %s:%d: %s", r->host, r->port,
+                c->ctx ? c->ctx->errstr : "out of memory");
+        release(r, c, 1);
+        return NULL;
+    }
+    rep = redisCommandArgv(c->ctx, argc, argv, lens);
+    if (rep == NULL) {
+        cm_warn("redis: %s failed: %s", argv[0], c->ctx->errstr);
+        release(r, c, 1);
+        return NULL;
+    }
+    release(r, c, 0);
+    if (rep->type == REDIS_REPLY_ERROR) {
+        cm_warn("redis: %s: %s", argv[0], rep->str);
+        freeReplyObject(rep);
+        return NULL;
+    }
+    return rep;
+}
+
+cm_err cm_redis_ping(cm_redis *r)
+{
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    redisReply *rep = command(r, 1, argv, lens);
+    if (rep == NULL)
+        return CM_EIO;
+    freeReplyObject(rep);
+    return CM_OK;
+}
+
+cm_err cm_redis_window_incr(cm_redis *r, const char *key, int64_t window_ms, int64_t *count,
+                            int64_t *remaining_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)window_ms);
+    const char *argv[] = {"EVAL", WINDOW_LUA, "1", key, ms};
+    size_t lens[] = {4, sizeof(WINDOW_LUA) - 1, 1, strlen(key), strlen(ms)};
+    redisReply *rep = command(r, 5, argv, lens);
+    cm_err rc = CM_EIO;
+
+    if (rep == NULL)
+        return CM_EIO;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[1]->type == REDIS_REPLY_INTEGER) {
+        *count = rep->element[0]->integer;
+        *remaining_ms = rep->element[1]->integer;
+        rc = CM_OK;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+cm_err cm_redis_set(cm_redis *r, const char *key, const char *value, int64_t ttl_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)ttl_ms);
+    const char *argv[] = {"SET", key, value, "PX", ms};
+    size_t lens[] = {3, strlen(key), strlen(value), 2, strlen(ms)};
+    redisReply *rep = command(r, ttl_ms > 0 ? 5 : 3, argv, lens);
+    if (rep == NULL)
+        return CM_EIO;
+    freeReplyObject(rep);
+    return CM_OK;
+}
+
+cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n)
+{
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, strlen(key)};
+    redisReply *rep = command(r, 2, argv, lens);
+    cm_err rc = CM_OK;
+
+    if (rep == NULL)
+        return CM_EIO;
+    if (rep->type == REDIS_REPLY_NIL)
+        rc = CM_ENOTFOUND;
+    else if (rep->type != REDIS_REPLY_STRING)
+        rc = CM_EIO;
+    else if (rep->len >= n)
+        rc = CM_ETOOBIG;
+    else
+        memcpy(out, rep->str, rep->len + 1);
+    freeReplyObject(rep);
+    return rc;
+}
+
+cm_err cm_redis_del(cm_redis *r, const char *key)
+{
+    const char *argv[] = {"DEL", key};
+    size_t lens[] = {3, strlen(key)};
+    redisReply *rep = command(r, 2, argv, lens);
+    if (rep == NULL)
+        return CM_EIO;
+    freeReplyObject(rep);
+    return CM_OK;
+}
