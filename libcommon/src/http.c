@@ -14,6 +14,7 @@
 
 #include <microhttpd.h>
 
+#include "common/config.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/uuid.h"
@@ -37,6 +38,7 @@ struct route_stats {
 struct route {
     char method[8];
     char *pattern;
+    char *seg_buf; /* owns the strings segs[] point into */
     int prefix; /* match everything under pattern, any method */
     int nsegs;
     char *segs[MAX_SEGS];
@@ -169,8 +171,7 @@ static cm_err add_route(cm_http_server *srv, const char *method, const char *pat
         free(copy);
         return CM_EINVAL;
     }
-    if (r->nsegs == 0)
-        free(copy); /* "/" has no segments to own the copy */
+    r->seg_buf = copy;
     snprintf(r->method, sizeof(r->method), "%s", method);
     r->prefix = prefix;
     r->handler = handler;
@@ -291,6 +292,19 @@ static enum MHD_Result each_header(void *cls, enum MHD_ValueKind kind, const cha
     (void)kind;
     c->fn(c->ud, key, value ? value : "");
     return MHD_YES;
+}
+
+static enum MHD_Result each_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    return each_header(cls, kind, key, value);
+}
+
+void cm_http_each_query(const cm_http_req *req,
+                        void (*fn)(void *ud, const char *name, const char *value), void *ud)
+{
+    struct each_ctx c = {fn, ud};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, each_query, &c);
 }
 
 void cm_http_each_header(const cm_http_req *req,
@@ -791,6 +805,25 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     cm_warn("libmicrohttpd: %s", msg);
 }
 
+cm_err cm_http_config_from_env(int default_port, cm_http_config *cfg)
+{
+    long port, threads, body, idle, drain;
+
+    if (cm_config_long("HTTP_PORT", default_port, 1, 65535, &port) ||
+        cm_config_long("HTTP_THREADS", 4, 1, 256, &threads) ||
+        cm_config_long("HTTP_MAX_BODY", 1 << 20, 1, 1L << 30, &body) ||
+        cm_config_long("HTTP_IDLE_TIMEOUT_S", 60, 1, 3600, &idle) ||
+        cm_config_long("HTTP_DRAIN_S", 10, 0, 300, &drain))
+        return CM_EINVAL;
+    cfg->host = cm_config_str("HTTP_HOST", "127.0.0.1");
+    cfg->port = (int)port;
+    cfg->threads = (int)threads;
+    cfg->max_body = (size_t)body;
+    cfg->idle_timeout_s = (unsigned)idle;
+    cfg->drain_s = (unsigned)drain;
+    return CM_OK;
+}
+
 cm_err cm_http_server_create(const cm_http_config *cfg, cm_http_server **out)
 {
     cm_http_server *srv;
@@ -880,8 +913,7 @@ void cm_http_server_destroy(cm_http_server *srv)
     cm_http_server_stop(srv);
     for (int i = 0; i < srv->nroutes; i++) {
         free(srv->routes[i].pattern);
-        if (srv->routes[i].nsegs > 0)
-            free(srv->routes[i].segs[0]);
+        free(srv->routes[i].seg_buf);
     }
     free(srv);
 }

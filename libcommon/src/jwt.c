@@ -8,6 +8,8 @@
 #include <cJSON.h>
 #include <jwt.h>
 
+#include "common/config.h"
+#include "common/log.h"
 #include "common/uuid.h"
 
 #define MAX_TOKEN 8192 /* bytes; a real access token is well under 2 KiB */
@@ -61,6 +63,39 @@ cm_err cm_jwt_create(const cm_jwt_config *cfg, cm_jwt **out)
     j->leeway = cfg->leeway_s;
     *out = j;
     return CM_OK;
+}
+
+cm_err cm_jwt_from_env(const char *key_var, cm_jwt **out)
+{
+    char *pem = NULL;
+    size_t len = 0;
+    long leeway;
+    cm_err rc = cm_config_file(key_var, 64 * 1024, &pem, &len);
+
+    if (rc != CM_OK) {
+        if (rc == CM_ENOTFOUND)
+            cm_error("config: %s is required (path to a PEM key)", key_var);
+        return rc;
+    }
+    if (cm_config_long("JWT_LEEWAY_S", 30, 0, 600, &leeway) != CM_OK) {
+        free(pem);
+        return CM_EINVAL;
+    }
+    cm_jwt_config cfg = {
+        .alg = cm_config_str("JWT_ALG", "RS256"),
+        .key = pem,
+        .key_len = len,
+        .kid = cm_config_str("JWT_KID", "k1"),
+        .issuer = cm_config_str("JWT_ISSUER", "chat-platform"),
+        .audience = cm_config_str("JWT_AUDIENCE", "chat-api"),
+        .leeway_s = leeway,
+    };
+    rc = cm_jwt_create(&cfg, out);
+    if (rc == CM_EINVAL)
+        cm_error("config: JWT settings refused (JWT_ALG must be RS256; %s must not be empty)",
+                 key_var);
+    free(pem);
+    return rc;
 }
 
 cm_err cm_jwt_sign(const cm_jwt *j, const cm_jwt_claims *c, time_t now, long ttl_s, char **token)

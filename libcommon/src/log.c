@@ -96,10 +96,22 @@ static void log_write(cm_log_level level, const char *msg, const char *fields)
     if (len < 0)
         return;
     if ((size_t)len >= sizeof(line)) {
-        /* Keep the line valid JSON even when truncated: drop the extra fields. */
+        /* Keep the line valid JSON even when truncated: drop the extra fields, and cut the
+         * message at 2000 bytes on an escape and character boundary (a cut "\\" would
+         * escape the closing quote). */
+        size_t cut = 0;
+        while (emsg[cut]) {
+            size_t k = emsg[cut] != '\\' ? 1 : emsg[cut + 1] == 'u' ? 6 : 2;
+            if (cut + k > 2000)
+                break;
+            cut += k;
+        }
+        while (cut > 0 && ((unsigned char)emsg[cut] & 0xc0) == 0x80)
+            cut--;
+        emsg[cut] = '\0';
         len = snprintf(line, sizeof(line),
                        "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":\"%s\",\"request_id\":\"%s\","
-                       "\"msg\":\"%.2000s\",\"truncated\":true}\n",
+                       "\"msg\":\"%s\",\"truncated\":true}\n",
                        ts, level_names[level], log_service, log_rid, emsg);
         if (len < 0 || (size_t)len >= sizeof(line))
             return;

@@ -24,9 +24,10 @@ static void driver_init(void)
 
 static cm_err translate(const char *what, const char *coll, const bson_error_t *e)
 {
-    /* 11000/11001: duplicate key (a unique index refused the write). */
+    /* 11000/11001: duplicate key (a unique index refused the write). FerretDB answers an
+     * update or findAndModify that hits a unique index with code 1 and SQLite's text. */
     if (e->code == 11000 || e->code == 11001 || strstr(e->message, "E11000") ||
-        strstr(e->message, "duplicate key"))
+        strstr(e->message, "duplicate key") || strstr(e->message, "UNIQUE constraint failed"))
         return CM_ECONFLICT;
     cm_error("mongo: %s %s: %s (domain %u code %u)", what, coll, e->message, e->domain, e->code);
     if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM)

@@ -35,6 +35,11 @@ typedef struct cm_http_config {
     unsigned drain_s;        /* how long cm_http_server_stop waits for in-flight requests */
 } cm_http_config;
 
+/* Fills `cfg` from HTTP_HOST (default 127.0.0.1), HTTP_PORT (default `default_port`),
+ * HTTP_THREADS (4), HTTP_MAX_BODY (1 MiB), HTTP_IDLE_TIMEOUT_S (60), HTTP_DRAIN_S (10).
+ * CM_EINVAL (logged) when a value is out of range. */
+cm_err cm_http_config_from_env(int default_port, cm_http_config *cfg);
+
 /* Creates a server (not yet listening). Returns CM_EINVAL for a bad config, CM_ENOMEM. */
 cm_err cm_http_server_create(const cm_http_config *cfg, cm_http_server **out);
 
@@ -70,6 +75,10 @@ const char *cm_http_param(const cm_http_req *req, const char *name);  /* path pa
 const char *cm_http_query(const cm_http_req *req, const char *name);  /* query arg or NULL */
 const char *cm_http_header(const cm_http_req *req, const char *name); /* header or NULL */
 const char *cm_http_client_ip(const cm_http_req *req);
+
+/* Calls fn for each query argument (name, decoded value; value "" when absent); for proxies. */
+void cm_http_each_query(const cm_http_req *req,
+                        void (*fn)(void *ud, const char *name, const char *value), void *ud);
 
 /* Calls fn for each request header (name, value); for proxies. */
 void cm_http_each_header(const cm_http_req *req,

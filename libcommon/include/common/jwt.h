@@ -38,6 +38,12 @@ typedef struct cm_jwt_claims {
 cm_err cm_jwt_create(const cm_jwt_config *cfg, cm_jwt **out);
 void cm_jwt_destroy(cm_jwt *j); /* accepts NULL */
 
+/* Creates a signer or verifier whose key is the PEM file named by the variable `key_var`
+ * (JWT_PRIVATE_KEY_FILE or JWT_PUBLIC_KEY_FILE), with JWT_ALG (RS256), JWT_ISSUER
+ * (chat-platform), JWT_AUDIENCE (chat-api), JWT_KID (k1) and JWT_LEEWAY_S (30).
+ * CM_ENOTFOUND when the variable is unset; other errors are logged. */
+cm_err cm_jwt_from_env(const char *key_var, cm_jwt **out);
+
 /* Signs `claims` (iat = now, nbf = now, exp = now + ttl_s, plus iss, aud, jti and kid) into a
  * heap string `*token` that the caller frees with free(). `j` must hold a private key.
  * CM_EINVAL for empty sub/tid, CM_EINTERNAL when signing fails. */

@@ -1,0 +1,20 @@
+/* event.h - the CloudEvents 1.0 JSON envelope (structured mode) every Kafka event uses:
+ * specversion, id, type, source, time, subject, datacontenttype, tenant, data.
+ * Schemas: proto/events/<type>.schema.json. */
+#ifndef COMMON_EVENT_H
+#define COMMON_EVENT_H
+
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "common/error.h"
+
+/* Builds the envelope into a heap string `*out` (caller frees with free()). `id` identifies
+ * the event for deduplication and must be the same when the same event is published again;
+ * `time_ms` is when it happened; `data` is taken over (freed here, also on failure).
+ * CM_ENOMEM on failure. */
+cm_err cm_event_build(const char *id, const char *type, const char *source, const char *subject,
+                      const char *tenant, int64_t time_ms, cJSON *data, char **out);
+
+#endif

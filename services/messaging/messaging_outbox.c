@@ -1,0 +1,221 @@
+/* messaging_outbox.c - the message document is its own outbox (DESIGN.md): inserted with
+ * published=false, marked published after Kafka's delivery report, and republished by a
+ * sweeper when it stays unpublished, so an accepted message always reaches the topic. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "messaging.h"
+
+#define MARK_BATCH 512       /* ids per update */
+#define SWEEP_EVERY_MS 2000  /* how often stale unpublished messages are looked for */
+#define SWEEP_BATCH 500      /* republished per pass */
+
+struct delivered {
+    struct delivered *next;
+    char id[];
+};
+
+struct messaging_outbox {
+    messaging_ctx *ctx;
+    int64_t stale_ms;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct delivered *head;
+    int stop;
+    atomic_ulong published, failed, republished, marked;
+};
+
+void messaging_outbox_delivered(cm_err status, void *opaque, void *ud)
+{
+    messaging_outbox *ob = ud;
+    char *id = opaque;
+    struct delivered *d;
+
+    if (id == NULL)
+        return;
+    if (status != CM_OK) {
+        /* Left unpublished: the sweeper republishes it. */
+        atomic_fetch_add(&ob->failed, 1);
+        free(id);
+        return;
+    }
+    atomic_fetch_add(&ob->published, 1);
+    d = malloc(sizeof(*d) + strlen(id) + 1);
+    if (d) {
+        memcpy(d->id, id, strlen(id) + 1);
+        pthread_mutex_lock(&ob->lock);
+        d->next = ob->head;
+        ob->head = d;
+        pthread_cond_signal(&ob->wake);
+        pthread_mutex_unlock(&ob->lock);
+    }
+    free(id);
+}
+
+void messaging_publish_message(messaging_ctx *ctx, const bson_t *doc)
+{
+    char *ev = NULL, *id;
+    const char *cid = cm_bson_str(doc, "conversation_id", "");
+    const char *rid = cm_log_request_id();
+    cm_kafka_header h[] = {{"x-request-id", rid}};
+    cm_err rc;
+
+    if (messaging_message_event(doc, &ev) != CM_OK)
+        return;
+    id = strdup(cm_bson_str(doc, "_id", ""));
+    if (id == NULL) {
+        free(ev);
+        return;
+    }
+    rc = cm_kafka_produce(ctx->kafka, "messages", cid, strlen(cid), ev, strlen(ev), h,
+                          rid[0] ? 1 : 0, id);
+    if (rc != CM_OK) {
+        /* Not lost: still unpublished in MongoDB, the sweeper retries. */
+        cm_warn("message %s not queued for Kafka (%s); the outbox sweeper will retry", id,
+                cm_strerror(rc));
+        free(id);
+    }
+    free(ev);
+}
+
+/* Marks a batch of delivered ids published with one update. */
+static void mark(messaging_outbox *ob, struct delivered *list)
+{
+    while (list) {
+        bson_t f = BSON_INITIALIZER, in, ids, u = BSON_INITIALIZER, set;
+        int n = 0;
+        char k[16];
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
+        while (list && n < MARK_BATCH) {
+            struct delivered *next = list->next;
+            snprintf(k, sizeof(k), "%d", n++);
+            BSON_APPEND_UTF8(&ids, k, list->id);
+            free(list);
+            list = next;
+        }
+        bson_append_array_end(&in, &ids);
+        bson_append_document_end(&f, &in);
+        BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+        BSON_APPEND_BOOL(&set, "published", true);
+        bson_append_document_end(&u, &set);
+        if (cm_mongo_update(ob->ctx->db, MSG_COLL_MESSAGES, &f, &u, 0, 1, NULL) == CM_OK)
+            atomic_fetch_add(&ob->marked, (unsigned long)n);
+        /* On failure the flag stays false and the sweeper republishes: a duplicate event,
+         * which consumers drop by event id, never a lost one. */
+        bson_destroy(&f);
+        bson_destroy(&u);
+    }
+}
+
+static int republish_one(const bson_t *doc, void *ud)
+{
+    messaging_outbox *ob = ud;
+    messaging_publish_message(ob->ctx, doc);
+    atomic_fetch_add(&ob->republished, 1);
+    return 0;
+}
+
+static void sweep(messaging_outbox *ob)
+{
+    bson_t f = BSON_INITIALIZER, lt, opts = BSON_INITIALIZER, sort;
+
+    BSON_APPEND_BOOL(&f, "published", false);
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "created_at", &lt);
+    BSON_APPEND_DATE_TIME(&lt, "$lt", cm_clock_now_ms() - ob->stale_ms);
+    bson_append_document_end(&f, &lt);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "created_at", 1);
+    bson_append_document_end(&opts, &sort);
+    BSON_APPEND_INT64(&opts, "limit", SWEEP_BATCH);
+    cm_mongo_find(ob->ctx->db, MSG_COLL_MESSAGES, &f, &opts, republish_one, ob);
+    bson_destroy(&f);
+    bson_destroy(&opts);
+}
+
+static void *outbox_main(void *arg)
+{
+    messaging_outbox *ob = arg;
+    int64_t next_sweep = cm_clock_now_ms() + 500; /* soon after start: a crash's leftovers */
+
+    pthread_mutex_lock(&ob->lock);
+    for (;;) {
+        struct delivered *batch;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        if (ob->head == NULL && !ob->stop)
+            pthread_cond_timedwait(&ob->wake, &ob->lock, &until);
+        batch = ob->head;
+        ob->head = NULL;
+        int stop = ob->stop;
+        pthread_mutex_unlock(&ob->lock);
+        mark(ob, batch);
+        if (stop)
+            return NULL;
+        if (cm_clock_now_ms() >= next_sweep) {
+            sweep(ob);
+            next_sweep = cm_clock_now_ms() + SWEEP_EVERY_MS;
+        }
+        pthread_mutex_lock(&ob->lock);
+    }
+}
+
+cm_err messaging_outbox_start(messaging_ctx *ctx, int64_t stale_ms, messaging_outbox **out)
+{
+    messaging_outbox *ob = calloc(1, sizeof(*ob));
+    if (ob == NULL)
+        return CM_ENOMEM;
+    ob->ctx = ctx;
+    ob->stale_ms = stale_ms;
+    pthread_mutex_init(&ob->lock, NULL);
+    pthread_cond_init(&ob->wake, NULL);
+    if (pthread_create(&ob->thread, NULL, outbox_main, ob) != 0) {
+        free(ob);
+        return CM_ENOMEM;
+    }
+    *out = ob;
+    return CM_OK;
+}
+
+void messaging_outbox_stop(messaging_outbox *ob)
+{
+    if (ob == NULL)
+        return;
+    pthread_mutex_lock(&ob->lock);
+    ob->stop = 1;
+    pthread_cond_signal(&ob->wake);
+    pthread_mutex_unlock(&ob->lock);
+    pthread_join(ob->thread, NULL);
+    pthread_mutex_destroy(&ob->lock);
+    pthread_cond_destroy(&ob->wake);
+    free(ob);
+}
+
+void messaging_outbox_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ectx)
+{
+    messaging_outbox *ob = ud;
+    char buf[640];
+    snprintf(buf, sizeof(buf),
+             "# TYPE messaging_outbox_events_total counter\n"
+             "messaging_outbox_events_total{outcome=\"delivered\"} %lu\n"
+             "messaging_outbox_events_total{outcome=\"failed\"} %lu\n"
+             "messaging_outbox_events_total{outcome=\"republished\"} %lu\n"
+             "messaging_outbox_events_total{outcome=\"marked\"} %lu\n"
+             "# TYPE messaging_kafka_queue gauge\nmessaging_kafka_queue %d\n",
+             atomic_load(&ob->published), atomic_load(&ob->failed),
+             atomic_load(&ob->republished), atomic_load(&ob->marked),
+             cm_kafka_producer_outq(ob->ctx->kafka));
+    emit(ectx, buf);
+}

@@ -1,0 +1,96 @@
+/* main.c - the user service: wires configuration, clients and routes, then runs until SIGTERM. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <sodium.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/process.h"
+#include "user.h"
+
+static const cm_config_var vars[] = {
+    {"HTTP_HOST", "127.0.0.1", "address to listen on"},
+    {"HTTP_PORT", "8081", "port to listen on"},
+    {"HTTP_THREADS", "4", "worker threads"},
+    {"HTTP_MAX_BODY", "1048576", "largest request body in bytes (413 above)"},
+    {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},
+    {"MONGO_DB", "chat_user", "database of this service"},
+    {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
+    {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
+    {"JWT_PRIVATE_KEY_FILE", NULL, "PEM private key that signs access tokens"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies them"},
+    {"JWT_ALG", "RS256", "pinned signing algorithm"},
+    {"JWT_ISSUER", "chat-platform", "iss of issued tokens"},
+    {"JWT_AUDIENCE", "chat-api", "aud of issued tokens"},
+    {"JWT_KID", "k1", "key id in the token header"},
+    {"ACCESS_TOKEN_TTL_S", "900", "access token lifetime in seconds"},
+    {"PLATFORM_ADMIN_KEY", NULL, "key of the platform operator (X-Admin-Key)"},
+    {"LOG_LEVEL", "info", "debug, info, warn or error"},
+};
+
+static cm_err ready(void *ud, char *detail, size_t n)
+{
+    user_ctx *ctx = ud;
+    if (cm_mongo_ping(ctx->db) != CM_OK) {
+        snprintf(detail, n, "MongoDB does not answer");
+        return CM_EIO;
+    }
+    if (!cm_kafka_producer_healthy(ctx->kafka)) {
+        snprintf(detail, n, "Kafka does not answer");
+        return CM_EIO;
+    }
+    return CM_OK;
+}
+
+int main(int argc, char **argv)
+{
+    user_ctx ctx = {0};
+    cm_http_config hc;
+    cm_http_server *srv = NULL;
+    int rc = 1;
+
+    if (cm_config_help_requested(argc, argv, "Tenants, users, credentials and sessions.", vars,
+                                 sizeof(vars) / sizeof(vars[0])))
+        return 0;
+    cm_process_block_signals();
+    cm_log_init("user", cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
+    if (sodium_init() < 0) {
+        cm_error("libsodium failed to initialise");
+        return 1;
+    }
+    ctx.admin_key = cm_config_str("PLATFORM_ADMIN_KEY", NULL);
+    if (ctx.admin_key == NULL)
+        cm_warn("PLATFORM_ADMIN_KEY is unset: tenants cannot be created");
+    if (cm_config_long("ACCESS_TOKEN_TTL_S", 900, 60, 86400, &ctx.token_ttl_s) ||
+        cm_http_config_from_env(8081, &hc) ||
+        cm_jwt_from_env("JWT_PRIVATE_KEY_FILE", &ctx.signer) ||
+        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier) ||
+        cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
+                        cm_config_str("MONGO_DB", "chat_user"), &ctx.db) ||
+        cm_kafka_producer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
+                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), NULL, NULL, &ctx.kafka))
+        goto out;
+    if (user_ensure_indexes(&ctx) != CM_OK)
+        cm_warn("indexes not created yet (MongoDB down?); continuing");
+    if (cm_http_server_create(&hc, &srv) ||
+        cm_http_route(srv, "POST", "/v1/tenants", user_tenants_create, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/token", user_auth_token, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/register", user_auth_register, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx))
+        goto out;
+    cm_http_set_ready(srv, ready, &ctx);
+    if (cm_http_server_start(srv) != CM_OK)
+        goto out;
+    cm_info("user service ready");
+    cm_info("stopping on signal %d", cm_process_wait_signal());
+    rc = 0;
+out:
+    cm_http_server_destroy(srv);
+    cm_kafka_producer_destroy(ctx.kafka);
+    cm_mongo_destroy(ctx.db);
+    cm_jwt_destroy(ctx.signer);
+    cm_jwt_destroy(ctx.verifier);
+    return rc;
+}

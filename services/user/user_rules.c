@@ -1,0 +1,110 @@
+/* user_rules.c - identity rules as plain functions: ids, usernames, passwords, Basic auth. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "common/jwt.h"
+#include "common/utf8.h"
+#include "user.h"
+
+int user_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > USER_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int user_username_normalize(const char *in, char *out, size_t n)
+{
+    size_t len = strlen(in);
+    if (len < USER_USERNAME_MIN || len > USER_USERNAME_MAX || len >= n)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)tolower((unsigned char)in[i]);
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+        out[i] = (char)c;
+    }
+    out[len] = '\0';
+    return 1;
+}
+
+/* The most common passwords of the public breach lists, refused outright (NIST SP 800-63B
+ * 5.1.1.2 asks for a blocklist); the full check belongs to the users issue. */
+static const char *const common_passwords[] = {
+    "password", "12345678", "123456789", "1234567890", "qwertyuiop", "password1", "iloveyou1",
+    "11111111", "00000000", "abcdefgh", "qwerty123", "letmein123", "welcome1", "passw0rd",
+    NULL};
+
+const char *user_password_problem(const char *password)
+{
+    size_t bytes = strlen(password);
+    size_t chars;
+
+    if (!cm_utf8_valid(password, bytes))
+        return "the password must be valid UTF-8";
+    chars = cm_utf8_count(password, bytes);
+    if (chars < USER_PASSWORD_MIN)
+        return "the password must have at least 8 characters";
+    if (chars > USER_PASSWORD_MAX)
+        return "the password must have at most 128 characters";
+    for (const char *const *p = common_passwords; *p; p++)
+        if (strcasecmp(*p, password) == 0)
+            return "the password is one of the most common passwords";
+    return NULL;
+}
+
+int user_parse_basic(const char *header, char *key, size_t kn, char *secret, size_t sn)
+{
+    unsigned char buf[512];
+    long len;
+    char *colon;
+    size_t blen;
+
+    if (header == NULL || strncasecmp(header, "Basic ", 6) != 0)
+        return 0;
+    header += 6;
+    blen = strlen(header);
+    /* Standard base64 (RFC 7617), mapped onto the base64url decoder. */
+    char tmp[700];
+    if (blen >= sizeof(tmp))
+        return 0;
+    size_t t = 0;
+    for (size_t i = 0; i < blen; i++) {
+        char c = header[i];
+        if (c == '=')
+            break;
+        tmp[t++] = c == '+' ? '-' : c == '/' ? '_' : c;
+    }
+    len = cm_base64url_decode(tmp, t, buf, sizeof(buf) - 1);
+    if (len <= 0)
+        return 0;
+    buf[len] = '\0';
+    if (memchr(buf, '\0', (size_t)len))
+        return 0;
+    colon = strchr((char *)buf, ':');
+    if (colon == NULL)
+        return 0;
+    *colon = '\0';
+    if (strlen((char *)buf) >= kn || strlen(colon + 1) >= sn)
+        return 0;
+    snprintf(key, kn, "%s", (char *)buf);
+    snprintf(secret, sn, "%s", colon + 1);
+    return key[0] && secret[0];
+}
+
+void user_sha256_hex(const char *s, char out[65])
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const unsigned char *)s, strlen(s));
+    sodium_bin2hex(out, 65, h, sizeof(h));
+}

@@ -1,0 +1,191 @@
+"""Fixtures for the end-to-end tests: the platform's real binaries (sanitizer build) on their
+own ports, in front of the real local Kafka, FerretDB and Redis, driven by real clients."""
+
+import base64
+import json
+import os
+import pathlib
+import secrets
+import signal
+import subprocess
+import time
+import uuid
+
+import pymongo
+import pytest
+import requests
+from confluent_kafka import Consumer, TopicPartition
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = ROOT / os.environ.get("BUILD_DIR", "build/asan")
+LOGS = ROOT / "build" / "test-logs"
+KEYS = ROOT / ".local" / "keys"
+
+# Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist.
+PORTS = {"user": 18081, "messaging": 18082, "gateway": 18080}
+GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
+MONGO_URI = "mongodb://127.0.0.1:27017"
+KAFKA = "127.0.0.1:9092"
+ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
+DB_SUFFIX = secrets.token_hex(3)  # fresh databases per run
+DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFIX}"}
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+class Service:
+    """One platform process started from the build directory, logging to build/test-logs."""
+
+    def __init__(self, name, extra_env=None):
+        self.name = name
+        self.port = PORTS[name]
+        self.proc = None
+        self.env = dict(os.environ)
+        self.env.update({
+            "HTTP_PORT": str(self.port),
+            "HTTP_DRAIN_S": "5",
+            "JWT_PRIVATE_KEY_FILE": str(KEYS / "jwt-private.pem"),
+            "JWT_PUBLIC_KEY_FILE": str(KEYS / "jwt-public.pem"),
+            "PLATFORM_ADMIN_KEY": ADMIN_KEY,
+            "USER_URL": f"http://127.0.0.1:{PORTS['user']}",
+            "MESSAGING_URL": f"http://127.0.0.1:{PORTS['messaging']}",
+            "OUTBOX_STALE_MS": "2000",
+            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
+            "UBSAN_OPTIONS": "print_stacktrace=1",
+        })
+        if name in DBS:
+            self.env["MONGO_DB"] = DBS[name]
+        self.env.update(extra_env or {})
+        self.log_path = LOGS / f"{name}.log"
+
+    def start(self):
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(BUILD / "bin" / self.name)], env=self.env,
+                                     stdout=log, stderr=log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after 30 s; see {self.log_path}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+
+@pytest.fixture(scope="session")
+def platform():
+    """Starts user, messaging and gateway; stops them at the end and checks their logs for
+    sanitizer reports, so a memory error anywhere fails the run."""
+    for p in LOGS.glob("*.log") if LOGS.exists() else []:
+        p.unlink()
+    services = {name: Service(name) for name in ("user", "messaging", "gateway")}
+    started = []
+    try:
+        for s in services.values():
+            s.start()
+            started.append(s)
+        yield services
+    finally:
+        codes = {s.name: s.stop() for s in reversed(started)}
+        client = pymongo.MongoClient(MONGO_URI)
+        for db in DBS.values():
+            client.drop_database(db)
+    problems = []
+    for s in services.values():
+        text = s.log_path.read_text(errors="replace") if s.log_path.exists() else ""
+        problems += [f"{s.name}: {line}" for line in text.splitlines()
+                     if any(m in line for m in SANITIZER_MARKS)]
+    assert not problems, "sanitizer reports in service logs:\n" + "\n".join(problems[:20])
+    assert all(c == 0 for c in codes.values()), f"services did not stop cleanly: {codes}"
+
+
+class Api:
+    """A thin HTTP client for the gateway."""
+
+    def __init__(self, base=GATEWAY):
+        self.base = base
+        self.http = requests.Session()
+
+    def call(self, method, path, token=None, body=None, headers=None, raw=None, auth=None):
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        kw = {}
+        if raw is not None:
+            kw["data"] = raw
+            h.setdefault("Content-Type", "application/json")
+        elif body is not None:
+            kw["json"] = body
+        return self.http.request(method, self.base + path, headers=h, auth=auth, timeout=30, **kw)
+
+
+@pytest.fixture
+def api(platform):
+    return Api()
+
+
+def new_tenant(api, self_registration=False):
+    r = api.call("POST", "/v1/tenants", body={"name": "t-" + secrets.token_hex(4),
+                                              "settings": {"self_registration": self_registration}},
+                 headers={"X-Admin-Key": ADMIN_KEY})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def token_for(api, tenant, user_id, name=None):
+    body = {"user_id": user_id}
+    if name:
+        body["name"] = name
+    r = api.call("POST", "/v1/auth/token", body=body, auth=(tenant["api_key"], tenant["api_secret"]))
+    assert r.status_code in (200, 201), r.text
+    return r.json()["access_token"]
+
+
+@pytest.fixture
+def tenant(api):
+    return new_tenant(api)
+
+
+@pytest.fixture
+def mongo():
+    return pymongo.MongoClient(MONGO_URI)[DBS["messaging"]]
+
+
+def read_events(topic, want, since_ms, timeout=30.0):
+    """Reads `topic` from the first offset at or after `since_ms` on every partition, with a
+    real Kafka consumer, until `want(events)` is true or the timeout passes. Returns the
+    decoded CloudEvents (with the record key under '_key')."""
+    c = Consumer({"bootstrap.servers": KAFKA, "group.id": "e2e-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        parts = [TopicPartition(topic, p, since_ms) for p in md.topics[topic].partitions]
+        c.assign(c.offsets_for_times(parts, timeout=10))
+        events, deadline = [], time.time() + timeout
+        while time.time() < deadline and not want(events):
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            ev = json.loads(m.value())
+            ev["_key"] = m.key().decode() if m.key() else None
+            events.append(ev)
+        return events
+    finally:
+        c.close()
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
