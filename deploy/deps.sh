@@ -13,7 +13,7 @@ PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(
   build-essential pkg-config libmicrohttpd-dev librdkafka-dev libmongoc-dev libbson-dev
   libhiredis-dev libcjson-dev libjwt-dev libssl-dev libcurl4-openssl-dev libsodium-dev
-  libcmocka-dev redis-server kcat openssl
+  libcmocka-dev redis-server kcat openssl curl jq
 )
 
 t0=$(date +%s%N)

@@ -1,6 +1,7 @@
 /* auth.c - bearer token check shared by every service. */
 #include "common/auth.h"
 
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -35,4 +36,17 @@ int cm_auth_has_role(const cm_jwt_claims *claims, const char *role)
             return 1;
     }
     return 0;
+}
+
+int cm_user_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > CM_USER_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
+            return 0;
+    }
+    return 1;
 }

@@ -13,7 +13,7 @@ int64_t cm_clock_now_ms(void)
 
 void cm_clock_rfc3339(int64_t ms, char out[CM_RFC3339_LEN])
 {
-    time_t s = (time_t)(ms / 1000);
+    time_t s = (time_t)(ms / 1000 - (ms % 1000 < 0)); /* floor: -1 ms is 1969-12-31T23:59:59.999 */
     struct tm tm;
     gmtime_r(&s, &tm);
     size_t n = strftime(out, CM_RFC3339_LEN, "%Y-%m-%dT%H:%M:%S", &tm);

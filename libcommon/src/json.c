@@ -1,6 +1,7 @@
 /* json.c - cJSON behind a depth cap, UTF-8 check and typed accessors. */
 #include "common/json.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,7 +143,8 @@ cm_err cm_json_long(const cJSON *obj, const char *key, int required, long min, l
         return CM_EINVAL;
     }
     d = v->valuedouble;
-    if (d != floor(d) || d < (double)min || d > (double)max) {
+    /* (double)LONG_MAX rounds up to 2^63, which passes `d > max` but fits no long. */
+    if (d != floor(d) || d < (double)min || d > (double)max || d >= -(double)LONG_MIN) {
         snprintf(detail, n, "field '%s' must be an integer in [%ld, %ld]", key, min, max);
         return CM_EINVAL;
     }

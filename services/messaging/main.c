@@ -2,6 +2,7 @@
 #include <stdio.h>
 
 #include "common/config.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "messaging.h"
@@ -27,24 +28,11 @@ static const cm_config_var vars[] = {
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
 
-static cm_err ready(void *ud, char *detail, size_t n)
-{
-    messaging_ctx *ctx = ud;
-    if (cm_mongo_ping(ctx->db) != CM_OK) {
-        snprintf(detail, n, "MongoDB does not answer");
-        return CM_EIO;
-    }
-    if (!cm_kafka_producer_healthy(ctx->kafka)) {
-        snprintf(detail, n, "Kafka does not answer");
-        return CM_EIO;
-    }
-    return CM_OK;
-}
-
 int main(int argc, char **argv)
 {
     messaging_ctx ctx = {0};
     cm_http_config hc;
+    cm_health_deps health = {0};
     cm_http_server *srv = NULL;
     long redis_port, stale_ms;
     int rc = 1;
@@ -83,7 +71,9 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/conversations/{id}/messages", messaging_messages_list,
                       &ctx))
         goto out;
-    cm_http_set_ready(srv, ready, &ctx);
+    health.mongo = ctx.db;
+    health.kafka = ctx.kafka;
+    cm_http_set_ready(srv, cm_health_ready, &health);
     cm_http_set_metrics(srv, messaging_outbox_metrics, ctx.outbox);
     if (cm_http_server_start(srv) != CM_OK)
         goto out;

@@ -42,9 +42,6 @@ const char *messaging_text_problem(const char *text);
 /* Returns 1 when `id` is an acceptable client_msg_id: 1..64 printable ASCII, no spaces. */
 int messaging_client_msg_id_valid(const char *id);
 
-/* Returns 1 when `id` has the shape of a user id (1..64 of [A-Za-z0-9_.@-]). */
-int messaging_user_id_valid(const char *id);
-
 /* Writes the key that makes a direct conversation unique per tenant and unordered pair:
  * "<tenant>/<smaller id>/<larger id>". Returns 0, or -1 when it does not fit in `n`. */
 int messaging_direct_key(const char *tenant, const char *a, const char *b, char *out, size_t n);

@@ -79,7 +79,7 @@ static cm_err read_members(const cJSON *body, const char *me, long max, const ch
     cJSON_ArrayForEach(it, arr)
     {
         int dup = 0;
-        if (!cJSON_IsString(it) || !messaging_user_id_valid(it->valuestring)) {
+        if (!cJSON_IsString(it) || !cm_user_id_valid(it->valuestring)) {
             snprintf(detail, dn, "field 'members' must hold user ids (1..64 of A-Z a-z 0-9 _ . @ -)");
             return CM_EINVAL;
         }

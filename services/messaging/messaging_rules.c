@@ -41,19 +41,6 @@ int messaging_client_msg_id_valid(const char *id)
     return 1;
 }
 
-int messaging_user_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)id[i];
-        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 int messaging_direct_key(const char *tenant, const char *a, const char *b, char *out, size_t n)
 {
     const char *lo = strcmp(a, b) <= 0 ? a : b, *hi = lo == a ? b : a;

@@ -5,6 +5,7 @@
 #include <sodium.h>
 
 #include "common/config.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "user.h"
@@ -29,24 +30,11 @@ static const cm_config_var vars[] = {
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
 
-static cm_err ready(void *ud, char *detail, size_t n)
-{
-    user_ctx *ctx = ud;
-    if (cm_mongo_ping(ctx->db) != CM_OK) {
-        snprintf(detail, n, "MongoDB does not answer");
-        return CM_EIO;
-    }
-    if (!cm_kafka_producer_healthy(ctx->kafka)) {
-        snprintf(detail, n, "Kafka does not answer");
-        return CM_EIO;
-    }
-    return CM_OK;
-}
-
 int main(int argc, char **argv)
 {
     user_ctx ctx = {0};
     cm_http_config hc;
+    cm_health_deps health = {0};
     cm_http_server *srv = NULL;
     int rc = 1;
 
@@ -80,7 +68,9 @@ int main(int argc, char **argv)
         cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx))
         goto out;
-    cm_http_set_ready(srv, ready, &ctx);
+    health.mongo = ctx.db;
+    health.kafka = ctx.kafka;
+    cm_http_set_ready(srv, cm_health_ready, &health);
     if (cm_http_server_start(srv) != CM_OK)
         goto out;
     cm_info("user service ready");

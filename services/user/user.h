@@ -35,9 +35,6 @@ typedef struct user_ctx {
 #define USER_PASSWORD_MAX 128 /* no upper limit below 128 (issue 5) */
 #define USER_TENANT_NAME_MAX 100
 
-/* A user id chosen by a tenant: 1..64 of [A-Za-z0-9_.@-]. Returns 1 when valid. */
-int user_id_valid(const char *id);
-
 /* Lower-cases a username into `out` (size n) when it is 3..32 of [a-z0-9_.-] after lowering.
  * Returns 1 when valid, 0 otherwise. */
 int user_username_normalize(const char *in, char *out, size_t n);

@@ -6,6 +6,7 @@
 
 #include <sodium.h>
 
+#include "common/auth.h"
 #include "common/clock.h"
 #include "common/event.h"
 #include "common/json.h"
@@ -168,7 +169,7 @@ void user_auth_token(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
-    if (!user_id_valid(user_id)) {
+    if (!cm_user_id_valid(user_id)) {
         cm_http_reply_error(req, CM_EINVAL,
                             "field 'user_id' must be 1..64 characters of A-Z a-z 0-9 _ . @ -");
         goto out;

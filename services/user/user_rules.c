@@ -9,19 +9,6 @@
 #include "common/utf8.h"
 #include "user.h"
 
-int user_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > USER_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)id[i];
-        if (!(isalnum(c) || c == '_' || c == '.' || c == '@' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 int user_username_normalize(const char *in, char *out, size_t n)
 {
     size_t len = strlen(in);

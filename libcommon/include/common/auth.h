@@ -10,6 +10,12 @@
  * and returns CM_EUNAUTH; the handler then just returns. */
 cm_err cm_auth_bearer(cm_http_req *req, const cm_jwt *verifier, cm_jwt_claims *claims);
 
+#define CM_USER_ID_MAX 64
+
+/* Returns 1 when `id` is a well-formed user id: 1..64 of [A-Za-z0-9_.@-] (the one rule every
+ * service applies to ids chosen by tenants), 0 otherwise. */
+int cm_user_id_valid(const char *id);
+
 /* Returns 1 when the space-separated `roles` holds `role`, 0 otherwise. */
 int cm_auth_has_role(const cm_jwt_claims *claims, const char *role);
 
