@@ -82,6 +82,7 @@ struct cm_http_req {
     char *body;
     size_t body_len, body_cap;
     int too_big;
+    char allow[64]; /* methods of the routes that matched the path but not the method */
     int replied;
     int status;
     char rid[65];
@@ -231,7 +232,11 @@ static struct route *match(cm_http_req *req, int *method_mismatch)
         if (!ok)
             continue;
         if (!r->prefix && strcmp(r->method, req->method) != 0) {
+            size_t al = strlen(req->allow);
             *method_mismatch = 1;
+            if (al + strlen(r->method) + 3 < sizeof(req->allow))
+                snprintf(req->allow + al, sizeof(req->allow) - al, "%s%s", al ? ", " : "",
+                         r->method);
             continue;
         }
         req->nparams = np;
@@ -415,8 +420,8 @@ void cm_http_reply_json(cm_http_req *req, int status, cJSON *body)
         text = cm_json_print(body);
         cJSON_Delete(body);
         if (text == NULL) {
-            cm_http_reply_raw(req, 500, "application/problem+json",
-                              "{\"title\":\"out of memory\",\"status\":500}", 37);
+            static const char oom[] = "{\"title\":\"out of memory\",\"status\":500}";
+            cm_http_reply_raw(req, 500, "application/problem+json", oom, sizeof(oom) - 1);
             return;
         }
     }
@@ -460,7 +465,6 @@ void cm_http_reply_error(cm_http_req *req, cm_err err, const char *detail)
         cm_http_problem(req, 400, "validation", "Invalid request", "%s", d);
         break;
     case CM_EUNAUTH:
-        cm_http_add_header(req, "WWW-Authenticate", "Bearer");
         cm_http_problem(req, 401, "unauthenticated", "Unauthenticated", "%s", d);
         break;
     case CM_EFORBIDDEN:
@@ -654,11 +658,20 @@ static struct route *route_for(cm_http_req *req)
     struct route *r;
 
     if (strcmp(req->path, "/health/live") == 0)
-        return &srv->builtin_live;
-    if (strcmp(req->path, "/health/ready") == 0)
-        return &srv->builtin_ready;
-    if (strcmp(req->path, "/metrics") == 0)
-        return &srv->builtin_metrics;
+        r = &srv->builtin_live;
+    else if (strcmp(req->path, "/health/ready") == 0)
+        r = &srv->builtin_ready;
+    else if (strcmp(req->path, "/metrics") == 0)
+        r = &srv->builtin_metrics;
+    else
+        r = NULL;
+    if (r) {
+        if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
+            return r;
+        snprintf(req->allow, sizeof(req->allow), "GET, HEAD");
+        req->nparams = -1;
+        return NULL;
+    }
     r = match(req, &mismatch);
     if (r)
         return r;
@@ -688,7 +701,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (cl) {
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (end == cl || *end != '\0' || n > srv->cfg.max_body) {
+            if (end == cl || *end != '\0' || cl[0] == '-') {
+                req->route = route_for(req);
+                cm_log_set_request_id(req->rid);
+                cm_http_problem(req, 400, "bad-request", "Bad Request",
+                                "the Content-Length header is not a number");
+                return MHD_YES;
+            }
+            if (n > srv->cfg.max_body) {
                 req->route = route_for(req);
                 cm_log_set_request_id(req->rid);
                 cm_http_problem(req, 413, "too-large", "Content Too Large",
@@ -736,10 +756,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         cm_http_problem(req, 413, "too-large", "Content Too Large",
                         "the body is larger than the limit of %zu bytes", srv->cfg.max_body);
     } else if (req->route == NULL) {
-        if (req->nparams < 0)
+        if (req->nparams < 0) {
+            cm_http_add_header(req, "Allow", req->allow);
             cm_http_problem(req, 405, "method-not-allowed", "Method Not Allowed",
                             "%s is not allowed on %s", req->method, req->path);
-        else
+        } else
             cm_http_problem(req, 404, "not-found", "Not Found", "no route for %s", req->path);
     } else {
         req->route->handler(req, req->route->ud);

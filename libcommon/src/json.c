@@ -9,18 +9,25 @@
 
 #include "common/utf8.h"
 
-/* Scans for nesting depth before cJSON recurses, so a hostile body cannot exhaust the stack.
- * Brackets inside strings do not count. Returns the first byte offset past the cap, or -1. */
-static long depth_exceeded(const char *buf, size_t len, int max_depth)
+/* Scans before cJSON recurses, so a hostile body cannot exhaust the stack: returns the byte
+ * offset where nesting passes the cap (brackets inside strings do not count), or where a
+ * string holds \u0000, which cJSON would silently cut the string at; -1 when neither. */
+static long scan(const char *buf, size_t len, int max_depth, int *nul)
 {
     int depth = 0, in_str = 0;
+    *nul = 0;
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
         if (in_str) {
-            if (c == '\\')
+            if (c == '\\') {
+                if (i + 5 < len && memcmp(buf + i + 1, "u0000", 5) == 0) {
+                    *nul = 1;
+                    return (long)i;
+                }
                 i++;
-            else if (c == '"')
+            } else if (c == '"') {
                 in_str = 0;
+            }
             continue;
         }
         if (c == '"') {
@@ -41,6 +48,7 @@ cm_err cm_json_parse(const char *buf, size_t len, int max_depth, cJSON **out, ch
     const char *end = NULL;
     cJSON *v;
     long at;
+    int nul;
 
     if (len == 0) {
         snprintf(detail, n, "the request body is empty; a JSON value is expected");
@@ -50,8 +58,11 @@ cm_err cm_json_parse(const char *buf, size_t len, int max_depth, cJSON **out, ch
         snprintf(detail, n, "the body is not valid UTF-8 (RFC 8259 section 8.1)");
         return CM_EINVAL;
     }
-    if ((at = depth_exceeded(buf, len, max_depth)) >= 0) {
-        snprintf(detail, n, "JSON nests deeper than %d levels (at byte %ld)", max_depth, at);
+    if ((at = scan(buf, len, max_depth, &nul)) >= 0) {
+        if (nul)
+            snprintf(detail, n, "strings must not contain U+0000 (at byte %ld)", at);
+        else
+            snprintf(detail, n, "JSON nests deeper than %d levels (at byte %ld)", max_depth, at);
         return CM_EINVAL;
     }
     v = cJSON_ParseWithLengthOpts(buf, len, &end, 0);

@@ -131,11 +131,30 @@ cm_err cm_kafka_produce(cm_kafka_producer *p, const char *topic, const char *key
         for (size_t i = 0; i < nheaders; i++)
             rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
     }
-    err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(full), RD_KAFKA_V_KEY(key, key_len),
-                            RD_KAFKA_V_VALUE((void *)value, value_len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_OPAQUE(opaque),
-                            hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    /* The array form: RD_KAFKA_V_HEADERS expands to two varargs, so it cannot be chosen
+     * with a conditional expression in the variadic form. */
+    rd_kafka_vu_t vu[6];
+    size_t nvu = 0;
+    rd_kafka_error_t *perr;
+    vu[nvu].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vu[nvu++].u.cstr = full;
+    vu[nvu].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[nvu].u.mem.ptr = (void *)key;
+    vu[nvu++].u.mem.size = key_len;
+    vu[nvu].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[nvu].u.mem.ptr = (void *)value;
+    vu[nvu++].u.mem.size = value_len;
+    vu[nvu].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vu[nvu++].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[nvu].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vu[nvu++].u.ptr = opaque;
+    if (hdrs) {
+        vu[nvu].vtype = RD_KAFKA_VTYPE_HEADERS;
+        vu[nvu++].u.headers = hdrs;
+    }
+    perr = rd_kafka_produceva(p->rk, vu, nvu);
+    err = perr ? rd_kafka_error_code(perr) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_error_destroy(perr);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
         return CM_OK;
     /* On failure the headers were not taken over. */

@@ -1,4 +1,4 @@
-/* test_config.c - unit tests of environment configuration: strings, checked numbers, files, --help. */
+/* test_config.c - unit tests of configuration from the environment: numbers, files, --help. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

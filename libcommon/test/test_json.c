@@ -123,6 +123,24 @@ static void test_malformed_and_empty(void **state)
     assert_null(v);
 }
 
+static void test_nul_escape_refused(void **state)
+{
+    cJSON *v = NULL;
+    (void)state;
+    /* cJSON would cut the string at an escaped NUL; such text is refused instead. */
+    assert_int_equal(parse("{\"a\":\"x\\u0000y\"}", 32, &v), CM_EINVAL);
+    assert_string_equal(detail, "strings must not contain U+0000 (at byte 7)");
+    assert_int_equal(parse("{\"a\\u0000\":1}", 32, &v), CM_EINVAL); /* in a key too */
+    assert_null(v);
+    /* An escaped backslash followed by the letters u0000 is plain text. */
+    assert_int_equal(parse("{\"a\":\"x\\\\u0000\"}", 32, &v), CM_OK);
+    assert_string_equal(cJSON_GetObjectItem(v, "a")->valuestring, "x\\u0000");
+    cJSON_Delete(v);
+    v = NULL;
+    assert_int_equal(parse("{\"a\":\"\\u0001\"}", 32, &v), CM_OK);
+    cJSON_Delete(v);
+}
+
 static void test_length_is_respected(void **state)
 {
     cJSON *v = NULL;
@@ -283,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_refused),
         cmocka_unit_test(test_trailing_data_refused),
         cmocka_unit_test(test_malformed_and_empty),
+        cmocka_unit_test(test_nul_escape_refused),
         cmocka_unit_test(test_length_is_respected),
         cmocka_unit_test(test_string_getter),
         cmocka_unit_test(test_long_getter),

@@ -1,4 +1,4 @@
-/* test_uuid.c - unit tests of UUIDv7 generation and parsing and of random hex tokens (common/uuid.h). */
+/* test_uuid.c - unit tests of UUIDv7 generation and parsing and random hex (common/uuid.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* testutil.h - small helpers shared by the libcommon unit tests: files, ports, a raw HTTP client. */
+/* testutil.h - helpers shared by the libcommon unit tests: files, ports, a raw HTTP client. */
 #ifndef TESTUTIL_H
 #define TESTUTIL_H
 

@@ -25,6 +25,25 @@ cm_err messaging_conversation_for_member(messaging_ctx *ctx, const char *tenant,
     return rc;
 }
 
+/* The caller's read position in a conversation (0 when it has no member record). */
+static cm_err read_seq_of(messaging_ctx *ctx, const char *cid, const char *uid, int64_t *seq)
+{
+    char key[256];
+    bson_t f = BSON_INITIALIZER, m;
+    cm_err rc;
+
+    snprintf(key, sizeof(key), "%s/%s", cid, uid);
+    BSON_APPEND_UTF8(&f, "_id", key);
+    rc = cm_mongo_find_one(ctx->db, MSG_COLL_MEMBERS, &f, NULL, &m);
+    bson_destroy(&f);
+    *seq = 0;
+    if (rc == CM_OK) {
+        *seq = cm_bson_int(&m, "read_seq", 0);
+        bson_destroy(&m);
+    }
+    return rc == CM_ENOTFOUND ? CM_OK : rc;
+}
+
 static cJSON *conversation_json(const bson_t *doc, int64_t read_seq)
 {
     char ts[CM_RFC3339_LEN];
@@ -89,8 +108,9 @@ static cm_err read_members(const cJSON *body, const char *me, long max, const ch
         if (dup)
             continue;
         if (*n >= max) {
-            snprintf(detail, dn, "a conversation may have at most %ld members", max);
-            return CM_ETOOBIG;
+            snprintf(detail, dn, max == 2 ? "a direct conversation has exactly one other member"
+                                          : "a conversation may have at most %ld members", max);
+            return CM_EINVAL;
         }
         ids[(*n)++] = it->valuestring;
     }
@@ -123,7 +143,7 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
     messaging_ctx *ctx = ud;
     static const char *const allowed[] = {"type", "members", "title", NULL};
     cm_jwt_claims c;
-    char detail[256], id[CM_UUID_STRLEN], dkey[400];
+    char detail[256], id[CM_UUID_STRLEN], dkey[400], loc[80];
     const char *type = NULL, *title = NULL;
     const char **ids = NULL;
     int n = 0, status = 201;
@@ -155,10 +175,7 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
     }
     rc = read_members(body, c.sub, max, ids, &n, detail, sizeof(detail));
     if (rc != CM_OK) {
-        cm_http_reply_error(req, strcmp(type, "direct") == 0 ? CM_EINVAL : rc,
-                            strcmp(type, "direct") == 0
-                                ? "a direct conversation has exactly one other member"
-                                : detail);
+        cm_http_reply_error(req, rc, detail);
         goto out;
     }
     if (strcmp(type, "direct") == 0) {
@@ -211,12 +228,16 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
         rc = cm_mongo_find_one(ctx->db, MSG_COLL_CONVERSATIONS, &f, NULL, &stored);
         if (rc == CM_OK) {
             bson_t mf = BSON_INITIALIZER;
+            int64_t rs = 0;
             BSON_APPEND_UTF8(&mf, "conversation_id", id);
             cm_mongo_delete(ctx->db, MSG_COLL_MEMBERS, &mf, 1, NULL); /* our unused members */
             bson_destroy(&mf);
-            cm_http_reply_json(req, 200, conversation_json(&stored, 0));
+            rc = read_seq_of(ctx, cm_bson_str(&stored, "_id", ""), c.sub, &rs);
+            if (rc == CM_OK)
+                cm_http_reply_json(req, 200, conversation_json(&stored, rs));
             bson_destroy(&stored);
-            goto out;
+            if (rc == CM_OK)
+                goto out;
         }
     }
     if (rc != CM_OK) {
@@ -224,7 +245,8 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
         goto out;
     }
     cm_info("conversation %s (%s, %d members) created by %s", id, type, n, c.sub);
-    cm_http_add_header(req, "Location", id);
+    snprintf(loc, sizeof(loc), "/v1/conversations/%s", id);
+    cm_http_add_header(req, "Location", loc);
     cm_http_reply_json(req, status, conversation_json(&doc, 0));
 out:
     bson_destroy(&doc);
@@ -284,6 +306,7 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
     long limit;
     const char *cursor = cm_http_query(req, "cursor");
     int64_t cms = 0;
+
     char cid[CM_UUID_STRLEN], next[64];
     struct list_state s = {0};
     bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, mf = BSON_INITIALIZER, in, arr;
@@ -293,6 +316,8 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto out;
+    if (cursor && *cursor == '\0')
+        cursor = NULL; /* "cursor=" is the first page, like an absent one */
     if (cm_http_query_long(req, "limit", MSG_PAGE_DEFAULT, 1, MSG_PAGE_MAX, &limit) != CM_OK)
         goto out;
     if (cursor && !messaging_conv_cursor_parse(cursor, &cms, cid)) {
@@ -345,7 +370,12 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
         }
         bson_append_array_end(&in, &arr);
         bson_append_document_end(&mf, &in);
-        cm_mongo_find(ctx->db, MSG_COLL_MEMBERS, &mf, NULL, apply_read, &r);
+        rc = cm_mongo_find(ctx->db, MSG_COLL_MEMBERS, &mf, NULL, apply_read, &r);
+        if (rc != CM_OK) {
+            cJSON_Delete(s.items);
+            cm_http_reply_error(req, rc, "read positions could not be loaded");
+            goto out;
+        }
     }
     out = cJSON_CreateObject();
     cJSON_AddItemToObject(out, "items", s.items);

@@ -131,7 +131,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     static const char *const allowed[] = {"text", "client_msg_id", NULL};
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id"), *text = NULL, *client_id = NULL, *why;
-    char detail[256], mid[CM_UUID_STRLEN];
+    char detail[256], mid[CM_UUID_STRLEN], loc[160];
     bson_t conv, orig, doc;
     int have_conv = 0, have_doc = 0;
     int64_t seq, now;
@@ -207,6 +207,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
         BSON_APPEND_UTF8(&doc, "text", text);
         BSON_APPEND_UTF8(&doc, "client_msg_id", client_id);
         BSON_APPEND_DATE_TIME(&doc, "created_at", now);
+        BSON_APPEND_UTF8(&doc, "request_id", cm_http_request_id(req)); /* for republishing */
         BSON_APPEND_BOOL(&doc, "published", false);
         rc = cm_mongo_insert(ctx->db, MSG_COLL_MESSAGES, &doc);
         if (rc == CM_OK)
@@ -226,7 +227,8 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     }
     advance(ctx, &doc, cid, c.sub, seq, now);
     messaging_publish_message(ctx, &doc);
-    cm_http_add_header(req, "Location", mid);
+    snprintf(loc, sizeof(loc), "/v1/conversations/%s/messages/%s", cid, mid);
+    cm_http_add_header(req, "Location", loc);
     cm_http_reply_json(req, 201, messaging_message_json(&doc));
 out:
     if (have_conv)
@@ -279,6 +281,8 @@ void messaging_messages_list(cm_http_req *req, void *ud)
         goto out;
     }
     forward = dir == NULL || strcmp(dir, "forward") == 0;
+    if (cursor && *cursor == '\0')
+        cursor = NULL; /* "cursor=" is the first page, like an absent one */
     if (cursor && !messaging_seq_cursor_parse(cursor, &cseq)) {
         cm_http_reply_error(req, CM_EINVAL, "the cursor is malformed; pass back next_cursor as given");
         goto out;

@@ -63,7 +63,8 @@ void messaging_publish_message(messaging_ctx *ctx, const bson_t *doc)
 {
     char *ev = NULL, *id;
     const char *cid = cm_bson_str(doc, "conversation_id", "");
-    const char *rid = cm_log_request_id();
+    /* The request id travels with the document, so a republished event still carries it. */
+    const char *rid = cm_bson_str(doc, "request_id", "");
     cm_kafka_header h[] = {{"x-request-id", rid}};
     cm_err rc;
 

@@ -28,8 +28,8 @@ static void make_dummy_hash(void)
         dummy_hash[0] = '\0';
 }
 
-/* Loads an active tenant by id. CM_ENOTFOUND, CM_EFORBIDDEN (suspended) or CM_EIO. */
-static cm_err load_tenant(user_ctx *ctx, const char *filter_key, const char *value, bson_t *out)
+/* Loads a tenant by `filter_key` (with its status unchecked). CM_ENOTFOUND or CM_EIO. */
+static cm_err find_tenant(user_ctx *ctx, const char *filter_key, const char *value, bson_t *out)
 {
     bson_t f = BSON_INITIALIZER;
     cm_err rc;
@@ -37,6 +37,14 @@ static cm_err load_tenant(user_ctx *ctx, const char *filter_key, const char *val
     BSON_APPEND_UTF8(&f, filter_key, value);
     rc = cm_mongo_find_one(ctx->db, USER_COLL_TENANTS, &f, NULL, out);
     bson_destroy(&f);
+    return rc;
+}
+
+/* Loads an active tenant by id. CM_ENOTFOUND, CM_EFORBIDDEN (suspended) or CM_EIO. */
+static cm_err load_tenant(user_ctx *ctx, const char *filter_key, const char *value, bson_t *out)
+{
+    cm_err rc = find_tenant(ctx, filter_key, value, out);
+
     if (rc != CM_OK)
         return rc;
     if (strcmp(cm_bson_str(out, "status", ""), "active") != 0) {
@@ -140,24 +148,27 @@ void user_auth_token(cm_http_req *req, void *ud)
 
     if (!user_parse_basic(cm_http_header(req, "Authorization"), key, sizeof(key), secret,
                           sizeof(secret))) {
+        cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
         cm_http_reply_error(req, CM_EUNAUTH,
                             "tenant credentials are required (Authorization: Basic api_key:api_secret)");
         goto out;
     }
-    rc = load_tenant(ctx, "api_key", key, &tenant_doc);
-    if (rc == CM_EFORBIDDEN) {
-        cm_http_reply_error(req, CM_EFORBIDDEN, "the tenant is suspended");
-        goto out;
-    }
-    if (rc == CM_EIO) {
+    rc = find_tenant(ctx, "api_key", key, &tenant_doc);
+    if (rc != CM_OK && rc != CM_ENOTFOUND) {
         cm_http_reply_error(req, rc, "the tenant store is unavailable");
         goto out;
     }
     have_tenant = rc == CM_OK;
     user_sha256_hex(secret, hash);
+    /* The secret is checked before anything about the tenant is revealed. */
     if (!have_tenant ||
         sodium_memcmp(hash, cm_bson_str(&tenant_doc, "api_secret_sha256", "x"), 64) != 0) {
+        cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
         cm_http_reply_error(req, CM_EUNAUTH, "invalid API key or secret");
+        goto out;
+    }
+    if (strcmp(cm_bson_str(&tenant_doc, "status", ""), "active") != 0) {
+        cm_http_reply_error(req, CM_EFORBIDDEN, "the tenant is suspended");
         goto out;
     }
     tenant = cm_bson_str(&tenant_doc, "_id", "");
@@ -307,6 +318,11 @@ void user_auth_register(cm_http_req *req, void *ud)
     BSON_APPEND_DATE_TIME(&user, "created_at", now);
     rc = cm_mongo_insert(ctx->db, USER_COLL_USERS, &user);
     if (rc != CM_OK) {
+        /* Free the username again rather than leave a credential without a user. */
+        bson_t cf = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&cf, "_id", ck);
+        cm_mongo_delete(ctx->db, USER_COLL_CREDENTIALS, &cf, 0, NULL);
+        bson_destroy(&cf);
         cm_http_reply_error(req, rc, "the account could not be stored");
         goto out;
     }

@@ -73,6 +73,7 @@ BAD_BODIES = [
     (b'{"text": "hi", "client_msg_id": "has space"}', 400, "client_msg_id"),
     (b'{"text": {"$ne": null}}', 400, "must be a string"),
     (b'[' * 100 + b']' * 100, 400, "deeper"),
+    (b'{"text": "hi\\u0000there"}', 400, "U+0000"),
 ]
 
 
@@ -141,6 +142,7 @@ def test_bad_query_parameters(api, setup):
     problem(api.call("GET", base + "?cursor=-5", setup["alice"]), 400, "cursor")
     problem(api.call("GET", base + "?limit=abc", setup["alice"]), 400, "limit")
     problem(api.call("GET", "/v1/conversations?cursor=garbage", setup["alice"]), 400, "cursor")
+    assert api.call("GET", base + "?cursor=", setup["alice"]).status_code == 200  # empty: first page
 
 
 def forged_tokens(tenant_id):
@@ -198,4 +200,15 @@ def test_tenant_and_token_endpoints_check_their_keys(api, tenant):
 
 def test_unknown_route_and_method(api, setup):
     problem(api.call("GET", "/v1/nothing-here", setup["alice"]), 404)
-    problem(api.call("DELETE", "/v1/conversations", setup["alice"]), 405)
+    r = api.call("DELETE", "/v1/conversations", setup["alice"])
+    problem(r, 405)
+    assert r.headers["Allow"] == "POST, GET"
+    r = requests.post(f"http://127.0.0.1:{PORTS['messaging']}/health/live")
+    problem(r, 405)
+    assert r.headers["Allow"] == "GET, HEAD"
+
+
+def test_challenges_name_the_right_scheme(api, tenant):
+    assert api.call("GET", "/v1/users/me").headers["WWW-Authenticate"] == "Bearer"
+    r = api.call("POST", "/v1/auth/token", body={"user_id": "u"}, auth=(tenant["api_key"], "cs_wrong"))
+    assert r.headers["WWW-Authenticate"].startswith("Basic")

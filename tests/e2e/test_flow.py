@@ -40,7 +40,7 @@ def test_newcomer_flow_stores_and_publishes_each_message(api, tenant, mongo):
     for i, text in enumerate(["hello bob", "how are you?", "héllo ✓ 你好"]):
         r = send(api, alice if i != 1 else bob, conv["id"], text)
         assert r.status_code == 201, r.text
-        assert r.headers["Location"] == r.json()["id"]
+        assert r.headers["Location"] == f"/v1/conversations/{conv['id']}/messages/{r.json()['id']}"
         sent.append(r.json())
     assert [m["seq"] for m in sent] == [1, 2, 3]
 
@@ -75,8 +75,13 @@ def test_direct_conversation_is_unique_per_pair(api, tenant):
     b = token_for(api, tenant, "ben")
     first = api.call("POST", "/v1/conversations", a, {"type": "direct", "members": ["ben"]})
     assert first.status_code == 201
+    assert first.headers["Location"] == f"/v1/conversations/{first.json()['id']}"
+    assert send(api, a, first.json()["id"], "hi ben").status_code == 201
     again = api.call("POST", "/v1/conversations", b, {"type": "direct", "members": ["ann"]})
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert again.json()["unread_count"] == 1  # ben has not read ann's message
+    mine = api.call("POST", "/v1/conversations", a, {"type": "direct", "members": ["ben"]})
+    assert mine.status_code == 200 and mine.json()["unread_count"] == 0  # own message
 
 
 def test_retry_returns_original_and_different_body_conflicts(api, tenant, mongo):

@@ -46,7 +46,9 @@ def test_messaging_kill_loses_no_accepted_message(api, platform, tenant):
     items, cursor = [], None
     while True:
         q = "?limit=200" + (f"&cursor={cursor}" if cursor else "")
-        page = api.call("GET", f"/v1/conversations/{cid}/messages{q}", tok["k0"]).json()
+        r = api.call("GET", f"/v1/conversations/{cid}/messages{q}", tok["k0"])
+        assert r.status_code == 200, r.text
+        page = r.json()
         items += page["items"]
         cursor = page["next_cursor"]
         if not cursor:

@@ -1,0 +1,402 @@
+/* test_mongo.c - unit tests of the MongoDB wrapper (common/mongo.h) against the local FerretDB. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mongoc/mongoc.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/mongo.h"
+
+#define COLL "things"
+
+static cm_mongo *m;
+static char db[64]; /* unique per run: unit_<pid> */
+static const char *uri;
+
+/* The driver's own log: keep errors, drop the expected noise (monitor retries against the
+ * unreachable port, FerretDB's missing endSessions command at pool shutdown). */
+static void driver_log(mongoc_log_level_t level, const char *domain, const char *message,
+                       void *ud)
+{
+    (void)ud;
+    if (level <= MONGOC_LOG_LEVEL_ERROR)
+        fprintf(stderr, "mongoc %s: %s\n", domain, message);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    cm_log_init("test_mongo", CM_LOG_ERROR);
+    mongoc_log_set_handler(driver_log, NULL);
+    uri = cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017");
+    snprintf(db, sizeof(db), "unit_%ld", (long)getpid());
+    return cm_mongo_create(uri, db, &m) == CM_OK ? 0 : -1;
+}
+
+/* Drops the run's database, so runs leave nothing behind (test-only use of the driver). */
+static int teardown(void **state)
+{
+    bson_error_t e;
+    (void)state;
+    cm_mongo_destroy(m);
+    mongoc_client_t *c = mongoc_client_new(uri);
+    if (c) {
+        mongoc_database_t *d = mongoc_client_get_database(c, db);
+        if (!mongoc_database_drop(d, &e))
+            fprintf(stderr, "test_mongo: drop %s: %s\n", db, e.message);
+        mongoc_database_destroy(d);
+        mongoc_client_destroy(c);
+    }
+    return 0;
+}
+
+static bson_t *doc_of(const char *id, const char *name, int32_t n, int flag)
+{
+    bson_t *d = bson_new(), sub;
+    BSON_APPEND_UTF8(d, "_id", id);
+    BSON_APPEND_UTF8(d, "name", name);
+    BSON_APPEND_INT32(d, "n", n);
+    BSON_APPEND_BOOL(d, "flag", flag);
+    BSON_APPEND_DOCUMENT_BEGIN(d, "last_message", &sub);
+    BSON_APPEND_INT64(&sub, "seq", (int64_t)n * 10);
+    BSON_APPEND_UTF8(&sub, "text", "hello");
+    BSON_APPEND_BOOL(&sub, "read", true);
+    bson_append_document_end(d, &sub);
+    return d;
+}
+
+static bson_t *by_id(const char *id)
+{
+    bson_t *f = bson_new();
+    BSON_APPEND_UTF8(f, "_id", id);
+    return f;
+}
+
+static void test_ping(void **state)
+{
+    (void)state;
+    assert_int_equal(cm_mongo_ping(m), CM_OK);
+}
+
+static void test_insert_find_one(void **state)
+{
+    bson_t out;
+    (void)state;
+    bson_t *d = doc_of("a1", "alpha", 1, 1);
+    assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+    bson_t *f = by_id("a1");
+    assert_int_equal(cm_mongo_find_one(m, COLL, f, NULL, &out), CM_OK);
+    assert_string_equal(cm_bson_str(&out, "name", "?"), "alpha");
+    assert_int_equal(cm_bson_int(&out, "n", -1), 1);
+    assert_int_equal(cm_bson_bool(&out, "flag", 0), 1);
+    bson_destroy(&out);
+    /* A projection in opts is honoured. */
+    bson_t *opts = BCON_NEW("projection", "{", "name", BCON_INT32(1), "}");
+    assert_int_equal(cm_mongo_find_one(m, COLL, f, opts, &out), CM_OK);
+    assert_string_equal(cm_bson_str(&out, "name", "?"), "alpha");
+    assert_int_equal(cm_bson_int(&out, "n", -1), -1);
+    bson_destroy(&out);
+    bson_destroy(opts);
+    bson_destroy(f);
+    bson_destroy(d);
+}
+
+static void test_find_one_not_found(void **state)
+{
+    bson_t out;
+    (void)state;
+    bson_t *f = by_id("no-such-id");
+    assert_int_equal(cm_mongo_find_one(m, COLL, f, NULL, &out), CM_ENOTFOUND);
+    bson_destroy(f);
+}
+
+static void test_bson_readers(void **state)
+{
+    bson_t out;
+    (void)state;
+    bson_t *d = doc_of("r1", "reader", 7, 0);
+    assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+    bson_t *f = by_id("r1");
+    assert_int_equal(cm_mongo_find_one(m, COLL, f, NULL, &out), CM_OK);
+    /* Dotted paths into a subdocument. */
+    assert_int_equal(cm_bson_int(&out, "last_message.seq", -1), 70);
+    assert_string_equal(cm_bson_str(&out, "last_message.text", "?"), "hello");
+    assert_int_equal(cm_bson_bool(&out, "last_message.read", 0), 1);
+    /* Absent fields and other types give the default. */
+    assert_string_equal(cm_bson_str(&out, "last_message.nope", "dflt"), "dflt");
+    assert_string_equal(cm_bson_str(&out, "n", "dflt"), "dflt");
+    assert_int_equal(cm_bson_int(&out, "name", -9), -9);
+    assert_int_equal(cm_bson_int(&out, "last_message.seq.deeper", -9), -9);
+    assert_int_equal(cm_bson_bool(&out, "n", 1), 1);
+    assert_int_equal(cm_bson_bool(&out, "flag", 1), 0);
+    assert_int_equal(cm_bson_int(&out, "missing", 42), 42);
+    bson_destroy(&out);
+    bson_destroy(f);
+    bson_destroy(d);
+
+    /* int64, double and date-time read as integers. */
+    bson_t *t = BCON_NEW("i64", BCON_INT64(1LL << 40), "dbl", BCON_DOUBLE(3.0), "when",
+                         BCON_DATE_TIME(1700000000123LL));
+    assert_int_equal(cm_bson_int(t, "i64", 0), 1LL << 40);
+    assert_int_equal(cm_bson_int(t, "dbl", 0), 3);
+    assert_int_equal(cm_bson_int(t, "when", 0), 1700000000123LL);
+    bson_destroy(t);
+}
+
+static void test_update_matched(void **state)
+{
+    int64_t matched = -1;
+    bson_t out;
+    (void)state;
+    bson_t *d = doc_of("u1", "before", 1, 0);
+    assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+    bson_t *f = by_id("u1");
+    bson_t *upd = BCON_NEW("$set", "{", "name", BCON_UTF8("after"), "}");
+    assert_int_equal(cm_mongo_update(m, COLL, f, upd, 0, 0, &matched), CM_OK);
+    assert_int_equal(matched, 1);
+    assert_int_equal(cm_mongo_find_one(m, COLL, f, NULL, &out), CM_OK);
+    assert_string_equal(cm_bson_str(&out, "name", "?"), "after");
+    bson_destroy(&out);
+    bson_t *none = by_id("u-missing");
+    assert_int_equal(cm_mongo_update(m, COLL, none, upd, 0, 0, &matched), CM_OK);
+    assert_int_equal(matched, 0);
+    assert_int_equal(cm_mongo_update(m, COLL, f, upd, 0, 0, NULL), CM_OK); /* matched optional */
+    /* Upsert creates the document. */
+    bson_t *ups = by_id("u2");
+    assert_int_equal(cm_mongo_update(m, COLL, ups, upd, 1, 0, &matched), CM_OK);
+    assert_int_equal(matched, 1);
+    assert_int_equal(cm_mongo_find_one(m, COLL, ups, NULL, &out), CM_OK);
+    assert_string_equal(cm_bson_str(&out, "name", "?"), "after");
+    bson_destroy(&out);
+    bson_destroy(ups);
+    bson_destroy(none);
+    bson_destroy(upd);
+    bson_destroy(f);
+    bson_destroy(d);
+}
+
+static void test_update_many(void **state)
+{
+    int64_t matched = -1, count = -1;
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "many%d", i);
+        bson_t *d = doc_of(id, "group-m", i, 0);
+        assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+        bson_destroy(d);
+    }
+    bson_t *f = BCON_NEW("name", BCON_UTF8("group-m"));
+    bson_t *upd = BCON_NEW("$set", "{", "flag", BCON_BOOL(true), "}");
+    assert_int_equal(cm_mongo_update(m, COLL, f, upd, 0, 1, &matched), CM_OK);
+    assert_int_equal(matched, 3);
+    bson_t *cf = BCON_NEW("name", BCON_UTF8("group-m"), "flag", BCON_BOOL(true));
+    assert_int_equal(cm_mongo_count(m, COLL, cf, &count), CM_OK);
+    assert_int_equal(count, 3);
+    bson_destroy(cf);
+    bson_destroy(upd);
+    bson_destroy(f);
+}
+
+static void test_find_and_modify_inc(void **state)
+{
+    bson_t out;
+    (void)state;
+    bson_t *d = doc_of("c1", "counter", 5, 0);
+    assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+    bson_t *f = by_id("c1");
+    bson_t *inc = BCON_NEW("$inc", "{", "n", BCON_INT32(1), "}");
+    /* return_new: the document after the update. */
+    assert_int_equal(cm_mongo_find_and_modify(m, COLL, f, NULL, inc, 0, 1, &out), CM_OK);
+    assert_int_equal(cm_bson_int(&out, "n", -1), 6);
+    bson_destroy(&out);
+    assert_int_equal(cm_mongo_find_and_modify(m, COLL, f, NULL, inc, 0, 1, &out), CM_OK);
+    assert_int_equal(cm_bson_int(&out, "n", -1), 7);
+    bson_destroy(&out);
+    /* Without return_new: the document before the update. */
+    assert_int_equal(cm_mongo_find_and_modify(m, COLL, f, NULL, inc, 0, 0, &out), CM_OK);
+    assert_int_equal(cm_bson_int(&out, "n", -1), 7);
+    bson_destroy(&out);
+    bson_t *none = by_id("c-missing");
+    assert_int_equal(cm_mongo_find_and_modify(m, COLL, none, NULL, inc, 0, 1, &out),
+                     CM_ENOTFOUND);
+    /* Upsert creates it. */
+    assert_int_equal(cm_mongo_find_and_modify(m, COLL, none, NULL, inc, 1, 1, &out), CM_OK);
+    assert_int_equal(cm_bson_int(&out, "n", -1), 1);
+    bson_destroy(&out);
+    bson_destroy(none);
+    bson_destroy(inc);
+    bson_destroy(f);
+    bson_destroy(d);
+}
+
+static void test_find_and_modify_sort(void **state)
+{
+    bson_t out;
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "s%d", i);
+        bson_t *d = doc_of(id, "sorted", 10 + i, 0);
+        assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+        bson_destroy(d);
+    }
+    bson_t *f = BCON_NEW("name", BCON_UTF8("sorted"));
+    bson_t *sort = BCON_NEW("n", BCON_INT32(-1));
+    bson_t *set = BCON_NEW("$set", "{", "flag", BCON_BOOL(true), "}");
+    assert_int_equal(cm_mongo_find_and_modify(m, COLL, f, sort, set, 0, 1, &out), CM_OK);
+    assert_string_equal(cm_bson_str(&out, "_id", "?"), "s2"); /* the highest n */
+    bson_destroy(&out);
+    bson_destroy(set);
+    bson_destroy(sort);
+    bson_destroy(f);
+}
+
+static void test_unique_index_conflict(void **state)
+{
+    (void)state;
+    bson_t *keys = BCON_NEW("email", BCON_INT32(1));
+    assert_int_equal(cm_mongo_create_index(m, "uniq", keys, "email_unique", 1), CM_OK);
+    /* Creating it again is fine ("if absent"). */
+    assert_int_equal(cm_mongo_create_index(m, "uniq", keys, "email_unique", 1), CM_OK);
+    bson_t *a = BCON_NEW("_id", BCON_UTF8("x1"), "email", BCON_UTF8("a@example.org"));
+    bson_t *b = BCON_NEW("_id", BCON_UTF8("x2"), "email", BCON_UTF8("a@example.org"));
+    bson_t *c = BCON_NEW("_id", BCON_UTF8("x3"), "email", BCON_UTF8("c@example.org"));
+    assert_int_equal(cm_mongo_insert(m, "uniq", a), CM_OK);
+    assert_int_equal(cm_mongo_insert(m, "uniq", b), CM_ECONFLICT);
+    assert_int_equal(cm_mongo_insert(m, "uniq", c), CM_OK);
+    /* The _id index is unique too. */
+    assert_int_equal(cm_mongo_insert(m, "uniq", a), CM_ECONFLICT);
+    /* An update into a taken key is a conflict as well. */
+    bson_t *f = BCON_NEW("_id", BCON_UTF8("x3"));
+    bson_t *upd = BCON_NEW("$set", "{", "email", BCON_UTF8("a@example.org"), "}");
+    assert_int_equal(cm_mongo_update(m, "uniq", f, upd, 0, 0, NULL), CM_ECONFLICT);
+    int64_t count = -1;
+    bson_t *all = bson_new();
+    assert_int_equal(cm_mongo_count(m, "uniq", all, &count), CM_OK);
+    assert_int_equal(count, 2);
+    int64_t deleted = -1;
+    assert_int_equal(cm_mongo_delete(m, "uniq", all, 1, &deleted), CM_OK);
+    assert_int_equal(deleted, 2);
+    bson_destroy(all);
+    bson_destroy(upd);
+    bson_destroy(f);
+    bson_destroy(a);
+    bson_destroy(b);
+    bson_destroy(c);
+    bson_destroy(keys);
+}
+
+struct seen {
+    int n;
+    int64_t last;
+    int ordered;
+};
+
+static int collect(const bson_t *doc, void *ud)
+{
+    struct seen *s = ud;
+    int64_t v = cm_bson_int(doc, "n", -1);
+    if (s->n > 0 && v < s->last)
+        s->ordered = 0;
+    s->last = v;
+    s->n++;
+    return 0;
+}
+
+static int stop_after_two(const bson_t *doc, void *ud)
+{
+    int *n = ud;
+    (void)doc;
+    return ++*n == 2;
+}
+
+static void test_find_count_delete(void **state)
+{
+    int64_t count = -1, deleted = -1;
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "f%d", i);
+        bson_t *d = doc_of(id, "findme", 4 - i, 0);
+        assert_int_equal(cm_mongo_insert(m, COLL, d), CM_OK);
+        bson_destroy(d);
+    }
+    bson_t *f = BCON_NEW("name", BCON_UTF8("findme"));
+    assert_int_equal(cm_mongo_count(m, COLL, f, &count), CM_OK);
+    assert_int_equal(count, 5);
+    bson_t *opts = BCON_NEW("sort", "{", "n", BCON_INT32(1), "}");
+    struct seen s = {0, 0, 1};
+    assert_int_equal(cm_mongo_find(m, COLL, f, opts, collect, &s), CM_OK);
+    assert_int_equal(s.n, 5);
+    assert_int_equal(s.ordered, 1);
+    int stopped = 0;
+    assert_int_equal(cm_mongo_find(m, COLL, f, opts, stop_after_two, &stopped), CM_OK);
+    assert_int_equal(stopped, 2);
+    /* One, then the rest. */
+    assert_int_equal(cm_mongo_delete(m, COLL, f, 0, &deleted), CM_OK);
+    assert_int_equal(deleted, 1);
+    assert_int_equal(cm_mongo_delete(m, COLL, f, 1, &deleted), CM_OK);
+    assert_int_equal(deleted, 4);
+    assert_int_equal(cm_mongo_count(m, COLL, f, &count), CM_OK);
+    assert_int_equal(count, 0);
+    bson_destroy(opts);
+    bson_destroy(f);
+}
+
+static void test_delete_everything_of_the_run(void **state)
+{
+    int64_t deleted = -1, count = -1;
+    (void)state;
+    bson_t *all = bson_new();
+    assert_int_equal(cm_mongo_delete(m, COLL, all, 1, &deleted), CM_OK);
+    assert_true(deleted > 0);
+    assert_int_equal(cm_mongo_count(m, COLL, all, &count), CM_OK);
+    assert_int_equal(count, 0);
+    bson_destroy(all);
+}
+
+static void test_bad_uri_and_unreachable(void **state)
+{
+    cm_mongo *x = NULL;
+    (void)state;
+    cm_log_init("test_mongo", CM_LOG_ERROR + 1); /* the failures are logged; expected */
+    assert_int_equal(cm_mongo_create("not-a-uri", "db", &x), CM_EINVAL);
+    assert_null(x);
+    assert_int_equal(
+        cm_mongo_create("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300", "db", &x), CM_OK);
+    assert_int_equal(cm_mongo_ping(x), CM_EIO);
+    bson_t *d = BCON_NEW("_id", BCON_UTF8("z"));
+    assert_int_equal(cm_mongo_insert(x, COLL, d), CM_EIO);
+    bson_destroy(d);
+    cm_mongo_destroy(x);
+    cm_mongo_destroy(NULL);
+    cm_log_init("test_mongo", CM_LOG_ERROR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ping),
+        cmocka_unit_test(test_insert_find_one),
+        cmocka_unit_test(test_find_one_not_found),
+        cmocka_unit_test(test_bson_readers),
+        cmocka_unit_test(test_update_matched),
+        cmocka_unit_test(test_update_many),
+        cmocka_unit_test(test_find_and_modify_inc),
+        cmocka_unit_test(test_find_and_modify_sort),
+        cmocka_unit_test(test_unique_index_conflict),
+        cmocka_unit_test(test_find_count_delete),
+        cmocka_unit_test(test_delete_everything_of_the_run),
+        cmocka_unit_test(test_bad_uri_and_unreachable),
+    };
+    return cmocka_run_group_tests_name("mongo", tests, setup, teardown);
+}

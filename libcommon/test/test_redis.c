@@ -1,0 +1,229 @@
+/* test_redis.c - unit tests of the Redis client (common/redis.h) against the local Redis. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/redis.h"
+#include "common/uuid.h"
+#include "testutil.h"
+
+static cm_redis *r;
+static char prefix[64]; /* unique per run: unit:<pid>:<random> */
+
+static void key(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s:%s", prefix, name);
+}
+
+static int setup(void **state)
+{
+    char rnd[17];
+    long port = 6379;
+    (void)state;
+    cm_log_init("test_redis", CM_LOG_ERROR);
+    if (cm_random_hex(rnd, 8) != CM_OK)
+        return -1;
+    snprintf(prefix, sizeof(prefix), "unit:%ld:%s", (long)getpid(), rnd);
+    if (cm_config_long("REDIS_PORT", 6379, 1, 65535, &port) != CM_OK)
+        return -1;
+    return cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)port, 2, 2000, &r) ==
+                   CM_OK
+               ? 0
+               : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    cm_redis_destroy(r);
+    return 0;
+}
+
+static void test_ping(void **state)
+{
+    (void)state;
+    assert_int_equal(cm_redis_ping(r), CM_OK);
+}
+
+static void test_set_get_del(void **state)
+{
+    char k[128], out[64];
+    (void)state;
+    key(k, sizeof(k), "kv");
+    assert_int_equal(cm_redis_set(r, k, "value one", 0), CM_OK);
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_OK);
+    assert_string_equal(out, "value one");
+    assert_int_equal(cm_redis_set(r, k, "v2", 60000), CM_OK); /* overwrite, with a TTL */
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_OK);
+    assert_string_equal(out, "v2");
+    assert_int_equal(cm_redis_del(r, k), CM_OK);
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_ENOTFOUND);
+    assert_int_equal(cm_redis_del(r, k), CM_OK); /* deleting what is gone is fine */
+}
+
+static void test_get_missing(void **state)
+{
+    char k[128], out[16] = "unchanged";
+    (void)state;
+    key(k, sizeof(k), "never-set");
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_ENOTFOUND);
+    assert_string_equal(out, "unchanged");
+}
+
+static void test_get_too_big(void **state)
+{
+    char k[128], out[8];
+    (void)state;
+    key(k, sizeof(k), "big");
+    assert_int_equal(cm_redis_set(r, k, "12345678", 60000), CM_OK);
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_ETOOBIG); /* 8 + NUL > 8 */
+    assert_int_equal(cm_redis_set(r, k, "1234567", 60000), CM_OK);
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_OK);
+    assert_string_equal(out, "1234567");
+    assert_int_equal(cm_redis_del(r, k), CM_OK);
+}
+
+static void test_value_with_spaces_and_binary_safe_text(void **state)
+{
+    char k[128], out[128];
+    (void)state;
+    key(k, sizeof(k), "text with spaces");
+    assert_int_equal(cm_redis_set(r, k, "a b\r\nc \"d\" caf\xc3\xa9", 60000), CM_OK);
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_OK);
+    assert_string_equal(out, "a b\r\nc \"d\" caf\xc3\xa9");
+    assert_int_equal(cm_redis_del(r, k), CM_OK);
+}
+
+static void test_ttl_expires(void **state)
+{
+    char k[128], out[16];
+    (void)state;
+    key(k, sizeof(k), "ttl");
+    assert_int_equal(cm_redis_set(r, k, "soon gone", 50), CM_OK);
+    tu_sleep_ms(120);
+    assert_int_equal(cm_redis_get(r, k, out, sizeof(out)), CM_ENOTFOUND);
+}
+
+static void test_window_incr(void **state)
+{
+    char k[128];
+    int64_t count = -1, remaining = -1;
+    const int64_t window = 60000;
+    (void)state;
+    key(k, sizeof(k), "window");
+    for (int64_t want = 1; want <= 3; want++) {
+        assert_int_equal(cm_redis_window_incr(r, k, window, &count, &remaining), CM_OK);
+        assert_int_equal(count, want);
+        assert_in_range(remaining, 1, window);
+    }
+    assert_int_equal(cm_redis_del(r, k), CM_OK);
+}
+
+static void test_window_resets(void **state)
+{
+    char k[128];
+    int64_t count = -1, remaining = -1;
+    (void)state;
+    key(k, sizeof(k), "short-window");
+    assert_int_equal(cm_redis_window_incr(r, k, 100, &count, &remaining), CM_OK);
+    assert_int_equal(cm_redis_window_incr(r, k, 100, &count, &remaining), CM_OK);
+    assert_int_equal(count, 2);
+    assert_in_range(remaining, 1, 100);
+    tu_sleep_ms(180);
+    assert_int_equal(cm_redis_window_incr(r, k, 100, &count, &remaining), CM_OK);
+    assert_int_equal(count, 1); /* a new window */
+    assert_int_equal(cm_redis_del(r, k), CM_OK);
+}
+
+struct incr_arg {
+    const char *key;
+    int failures;
+};
+
+static void *incr_many(void *arg)
+{
+    struct incr_arg *a = arg;
+    int64_t c, rem;
+    for (int i = 0; i < 50; i++)
+        if (cm_redis_window_incr(r, a->key, 60000, &c, &rem) != CM_OK)
+            a->failures++;
+    return NULL;
+}
+
+static void test_window_counts_every_hit_across_threads(void **state)
+{
+    char k[128];
+    pthread_t th[4];
+    struct incr_arg args[4];
+    int64_t count, remaining;
+    (void)state;
+    key(k, sizeof(k), "threads");
+    /* Four threads share a pool of two connections. */
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct incr_arg){k, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, incr_many, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    assert_int_equal(cm_redis_window_incr(r, k, 60000, &count, &remaining), CM_OK);
+    assert_int_equal(count, 201);
+    assert_int_equal(cm_redis_del(r, k), CM_OK);
+}
+
+static void test_unreachable_is_eio(void **state)
+{
+    cm_redis *down = NULL;
+    char out[8];
+    int64_t c, rem;
+    (void)state;
+    /* Creation succeeds with Redis down; each call then reports CM_EIO. */
+    assert_int_equal(cm_redis_create("127.0.0.1", tu_free_port(), 1, 200, &down), CM_OK);
+    cm_log_init("test_redis", CM_LOG_ERROR + 1); /* the failures are logged; expected */
+    assert_int_equal(cm_redis_ping(down), CM_EIO);
+    assert_int_equal(cm_redis_get(down, "k", out, sizeof(out)), CM_EIO);
+    assert_int_equal(cm_redis_window_incr(down, "k", 1000, &c, &rem), CM_EIO);
+    cm_log_init("test_redis", CM_LOG_ERROR);
+    cm_redis_destroy(down);
+    cm_redis_destroy(NULL);
+}
+
+static void test_create_refuses_bad_arguments(void **state)
+{
+    cm_redis *x = NULL;
+    (void)state;
+    assert_int_equal(cm_redis_create(NULL, 6379, 1, 100, &x), CM_EINVAL);
+    assert_int_equal(cm_redis_create("127.0.0.1", 0, 1, 100, &x), CM_EINVAL);
+    assert_int_equal(cm_redis_create("127.0.0.1", 6379, 0, 100, &x), CM_EINVAL);
+    assert_int_equal(cm_redis_create("127.0.0.1", 6379, 1, 0, &x), CM_EINVAL);
+    assert_null(x);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ping),
+        cmocka_unit_test(test_set_get_del),
+        cmocka_unit_test(test_get_missing),
+        cmocka_unit_test(test_get_too_big),
+        cmocka_unit_test(test_value_with_spaces_and_binary_safe_text),
+        cmocka_unit_test(test_ttl_expires),
+        cmocka_unit_test(test_window_incr),
+        cmocka_unit_test(test_window_resets),
+        cmocka_unit_test(test_window_counts_every_hit_across_threads),
+        cmocka_unit_test(test_unreachable_is_eio),
+        cmocka_unit_test(test_create_refuses_bad_arguments),
+    };
+    return cmocka_run_group_tests_name("redis", tests, setup, teardown);
+}

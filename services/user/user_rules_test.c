@@ -1,0 +1,228 @@
+/* user_rules_test.c - unit tests of the identity rules: ids, usernames, passwords, Basic auth. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/auth.h"
+#include "user.h"
+
+static char *repeat(const char *unit, size_t count)
+{
+    size_t n = strlen(unit);
+    char *s = malloc(n * count + 1);
+    assert_non_null(s);
+    for (size_t i = 0; i < count; i++)
+        memcpy(s + i * n, unit, n);
+    s[n * count] = '\0';
+    return s;
+}
+
+static void test_user_id(void **state)
+{
+    (void)state;
+    /* The tenant-chosen user id rule lives in libcommon (cm_user_id_valid) for every service. */
+    assert_int_equal(cm_user_id_valid("alice"), 1);
+    assert_int_equal(cm_user_id_valid("A-1_b.c@d"), 1);
+    assert_int_equal(cm_user_id_valid(""), 0);
+    assert_int_equal(cm_user_id_valid("a b"), 0);
+    assert_int_equal(cm_user_id_valid("a:b"), 0);
+    assert_int_equal(cm_user_id_valid("\xc3\xa9"), 0);
+    char *s = repeat("u", USER_ID_MAX);
+    assert_int_equal(cm_user_id_valid(s), 1);
+    free(s);
+    s = repeat("u", USER_ID_MAX + 1);
+    assert_int_equal(cm_user_id_valid(s), 0);
+    free(s);
+}
+
+static void test_username_normalize(void **state)
+{
+    char out[64];
+    (void)state;
+    assert_int_equal(user_username_normalize("Alice", out, sizeof(out)), 1);
+    assert_string_equal(out, "alice");
+    assert_int_equal(user_username_normalize("a.b-C_9", out, sizeof(out)), 1);
+    assert_string_equal(out, "a.b-c_9");
+    assert_int_equal(user_username_normalize("abc", out, sizeof(out)), 1); /* 3: the minimum */
+    assert_int_equal(user_username_normalize("ab", out, sizeof(out)), 0);
+    assert_int_equal(user_username_normalize("", out, sizeof(out)), 0);
+    char *s = repeat("z", USER_USERNAME_MAX);
+    assert_int_equal(user_username_normalize(s, out, sizeof(out)), 1);
+    assert_string_equal(out, s);
+    free(s);
+    s = repeat("z", USER_USERNAME_MAX + 1);
+    assert_int_equal(user_username_normalize(s, out, sizeof(out)), 0);
+    free(s);
+    assert_int_equal(user_username_normalize("al ice", out, sizeof(out)), 0);
+    assert_int_equal(user_username_normalize("al!ce", out, sizeof(out)), 0);
+    assert_int_equal(user_username_normalize("al@ce", out, sizeof(out)), 0);
+    assert_int_equal(user_username_normalize("\xc3\x84""bc", out, sizeof(out)), 0); /* Äbc */
+    assert_int_equal(user_username_normalize("abc\n", out, sizeof(out)), 0);
+    /* The output buffer must hold the name and its NUL. */
+    assert_int_equal(user_username_normalize("alice", out, 5), 0);
+    assert_int_equal(user_username_normalize("alice", out, 6), 1);
+    assert_string_equal(out, "alice");
+}
+
+static void expect_password(const char *pw, const char *want)
+{
+    const char *why = user_password_problem(pw);
+    if (want == NULL && why != NULL)
+        fail_msg("password refused (%s): %.40s", why, pw);
+    if (want != NULL && why == NULL)
+        fail_msg("password accepted: %.40s", pw);
+    if (want)
+        assert_string_equal(why, want);
+}
+
+static void test_password_length(void **state)
+{
+    const char *short_ = "the password must have at least 8 characters";
+    const char *long_ = "the password must have at most 128 characters";
+    (void)state;
+    expect_password("Kq3#vbn", short_); /* 7 */
+    expect_password("Kq3#vbnm", NULL);  /* 8 */
+    expect_password("", short_);
+    char *s = repeat("k", USER_PASSWORD_MAX);
+    expect_password(s, NULL);
+    free(s);
+    s = repeat("k", USER_PASSWORD_MAX + 1);
+    expect_password(s, long_);
+    free(s);
+    expect_password("correct horse battery staple", NULL); /* spaces are fine */
+}
+
+static void test_password_counts_characters_not_bytes(void **state)
+{
+    (void)state;
+    /* 7 two-byte characters are 14 bytes but still too short. */
+    char *s = repeat("\xc3\xa9", 7);
+    expect_password(s, "the password must have at least 8 characters");
+    free(s);
+    s = repeat("\xc3\xa9", 8);
+    expect_password(s, NULL);
+    free(s);
+    /* 128 three-byte and four-byte characters (384 and 512 bytes) are allowed. */
+    s = repeat("\xe6\x97\xa5", 128);
+    expect_password(s, NULL);
+    free(s);
+    s = repeat("\xf0\x9f\x94\x91", 128);
+    expect_password(s, NULL);
+    free(s);
+    s = repeat("\xe6\x97\xa5", 129);
+    expect_password(s, "the password must have at most 128 characters");
+    free(s);
+}
+
+static void test_password_common_and_invalid(void **state)
+{
+    const char *common = "the password is one of the most common passwords";
+    (void)state;
+    expect_password("password", common);
+    expect_password("PASSWORD", common);
+    expect_password("Password1", common);
+    expect_password("12345678", common);
+    expect_password("qwertyuiop", common);
+    expect_password("password12", NULL); /* not on the list */
+    expect_password("\xff\xff\xff\xff\xff\xff\xff\xff", "the password must be valid UTF-8");
+    expect_password("abcdefg\xc0\x80", "the password must be valid UTF-8");
+}
+
+static void expect_basic(const char *header, const char *key, const char *secret)
+{
+    char k[64] = "unchanged", s[64] = "unchanged";
+    int ok = user_parse_basic(header, k, sizeof(k), s, sizeof(s));
+    if (key == NULL) {
+        if (ok)
+            fail_msg("accepted \"%s\" as %s / %s", header ? header : "(null)", k, s);
+        return;
+    }
+    if (!ok)
+        fail_msg("refused \"%s\"", header);
+    assert_string_equal(k, key);
+    assert_string_equal(s, secret);
+}
+
+static void test_parse_basic_good(void **state)
+{
+    (void)state;
+    expect_basic("Basic a2V5MTIzOnMzY3I6ZXQ=", "key123", "s3cr:et"); /* colon in the secret */
+    expect_basic("Basic azpz", "k", "s");                            /* no padding */
+    expect_basic("basic azpz", "k", "s");                            /* scheme: any case */
+    expect_basic("BASIC azpz", "k", "s");
+    expect_basic("Basic a2V5OnM+Pw==", "key", "s>?"); /* '+' of the standard alphabet */
+    expect_basic("Basic dGVuYW50X2FiMTI6MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+                 "tenant_ab12", "0123456789abcdef0123456789abcdef");
+}
+
+static void test_parse_basic_malformed(void **state)
+{
+    (void)state;
+    expect_basic(NULL, NULL, NULL);
+    expect_basic("", NULL, NULL);
+    expect_basic("Basic", NULL, NULL);
+    expect_basic("Basic ", NULL, NULL);
+    expect_basic("Bearer azpz", NULL, NULL);
+    expect_basic("Basicazpz", NULL, NULL);
+    expect_basic("Basic !!!!", NULL, NULL);
+    expect_basic("Basic a2V5:czM=", NULL, NULL);      /* not base64 */
+    expect_basic("Basic bm9jb2xvbg==", NULL, NULL);   /* "nocolon" */
+    expect_basic("Basic a2V5Og==", NULL, NULL);       /* "key:" - empty secret */
+    expect_basic("Basic OnNlY3JldA==", NULL, NULL);   /* ":secret" - empty key */
+    expect_basic("Basic Og==", NULL, NULL);           /* ":" */
+    expect_basic("Basic YQBiOmM=", NULL, NULL);       /* NUL inside */
+    expect_basic("Basic  azpz", NULL, NULL);          /* two spaces */
+    char *huge = malloc(2000);
+    assert_non_null(huge);
+    memcpy(huge, "Basic ", 6);
+    memset(huge + 6, 'Q', 1993);
+    huge[1999] = '\0';
+    expect_basic(huge, NULL, NULL);
+    free(huge);
+}
+
+static void test_parse_basic_capacity(void **state)
+{
+    char k[4], s[4];
+    (void)state;
+    /* "key123:s3cr:et": the key does not fit in 4 bytes; refused, not truncated. */
+    assert_int_equal(user_parse_basic("Basic a2V5MTIzOnMzY3I6ZXQ=", k, sizeof(k), s, 64), 0);
+    /* "key:s>?": the key fits exactly (3 + NUL), the secret too. */
+    char s64[64];
+    assert_int_equal(user_parse_basic("Basic a2V5OnM+Pw==", k, sizeof(k), s64, sizeof(s64)), 1);
+    assert_string_equal(k, "key");
+    assert_int_equal(user_parse_basic("Basic a2V5OnM+Pw==", k, sizeof(k), s, sizeof(s)), 1);
+    assert_string_equal(s, "s>?");
+    assert_int_equal(user_parse_basic("Basic a2V5OnM+Pw==", k, sizeof(k), s, 3), 0);
+}
+
+static void test_sha256_hex(void **state)
+{
+    char out[65];
+    (void)state;
+    user_sha256_hex("abc", out);
+    assert_string_equal(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    user_sha256_hex("", out);
+    assert_string_equal(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_user_id),
+        cmocka_unit_test(test_username_normalize),
+        cmocka_unit_test(test_password_length),
+        cmocka_unit_test(test_password_counts_characters_not_bytes),
+        cmocka_unit_test(test_password_common_and_invalid),
+        cmocka_unit_test(test_parse_basic_good),
+        cmocka_unit_test(test_parse_basic_malformed),
+        cmocka_unit_test(test_parse_basic_capacity),
+        cmocka_unit_test(test_sha256_hex),
+    };
+    return cmocka_run_group_tests_name("user_rules", tests, NULL, NULL);
+}
