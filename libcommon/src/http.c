@@ -729,6 +729,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req->too_big)
             return MHD_YES;
         if (req->body_len + n > srv->cfg.max_body) {
+            /* Discard the rest and answer 413 at the end: answering now would close the
+             * connection with unread data, and the reset would swallow the answer. */
             req->too_big = 1;
             return MHD_YES;
         }
@@ -894,7 +896,7 @@ cm_err cm_http_server_start(cm_http_server *srv)
         NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
         MHD_OPTION_END);
     if (srv->mhd == NULL) {
         cm_error("http: cannot listen on %s:%d", srv->cfg.host, srv->cfg.port);
