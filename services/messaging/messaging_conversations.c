@@ -47,7 +47,7 @@ static cm_err read_seq_of(messaging_ctx *ctx, const char *cid, const char *uid, 
 static cJSON *conversation_json(const bson_t *doc, int64_t read_seq)
 {
     char ts[CM_RFC3339_LEN];
-    cJSON *c = cJSON_CreateObject(), *members = cJSON_AddArrayToObject(c, "members");
+    cJSON *c = cJSON_CreateObject(), *members;
     const char *title = cm_bson_str(doc, "title", NULL);
     int64_t last_seq = cm_bson_int(doc, "last_seq", 0);
     bson_iter_t it, arr;
@@ -56,6 +56,7 @@ static cJSON *conversation_json(const bson_t *doc, int64_t read_seq)
     cJSON_AddStringToObject(c, "type", cm_bson_str(doc, "type", ""));
     if (title)
         cJSON_AddStringToObject(c, "title", title);
+    members = cJSON_AddArrayToObject(c, "members");
     if (bson_iter_init_find(&it, doc, "members") && BSON_ITER_HOLDS_ARRAY(&it) &&
         bson_iter_recurse(&it, &arr))
         while (bson_iter_next(&arr))
