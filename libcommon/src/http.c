@@ -429,6 +429,17 @@ void cm_http_reply_json(cm_http_req *req, int status, cJSON *body)
     free(text);
 }
 
+void cm_http_reply_page(cm_http_req *req, cJSON *items, const char *next_cursor)
+{
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(out, "items", items);
+    if (next_cursor)
+        cJSON_AddStringToObject(out, "next_cursor", next_cursor);
+    else
+        cJSON_AddNullToObject(out, "next_cursor");
+    cm_http_reply_json(req, 200, out);
+}
+
 void cm_http_problem(cm_http_req *req, int status, const char *slug, const char *title,
                      const char *detail_fmt, ...)
 {

@@ -59,6 +59,22 @@ cJSON *messaging_message_json(const bson_t *doc);
 /* Builds the message.created CloudEvent for a stored message (heap string, caller frees). */
 cm_err messaging_message_event(const bson_t *doc, char **out);
 
+/* One page of a keyset-paginated query (messaging_rules.c): up to `limit` documents rendered
+ * into `items`, whether another one follows, and the last document for the next cursor. */
+typedef struct messaging_page {
+    cJSON *items;
+    int n, limit, more;
+    cJSON *(*render)(const bson_t *doc);
+    bson_t last; /* valid when n > 0 */
+} messaging_page;
+
+/* Runs `filter` on `coll` sorted by `sort`, fetching limit + 1 to learn whether more follow.
+ * On success the caller owns `page` (messaging_page_cleanup). */
+cm_err messaging_page_find(cm_mongo *db, const char *coll, const bson_t *filter,
+                           const bson_t *sort, long limit, cJSON *(*render)(const bson_t *doc),
+                           messaging_page *page);
+void messaging_page_cleanup(messaging_page *page); /* frees what the page still owns */
+
 /* --- outbox (messaging_outbox.c) ---------------------------------------------------- */
 
 /* Starts the outbox thread: marks delivered events published and republishes what stayed

@@ -254,27 +254,10 @@ out:
     bson_destroy(&f);
 }
 
-struct list_state {
-    cJSON *items;
-    int n, limit;
-    int64_t last_ms;
-    char last_id[CM_UUID_STRLEN];
-    int more;
-    bson_t ids; /* member keys to fetch read_seq for */
-};
-
-static int collect_conv(const bson_t *doc, void *ud)
+/* Renders for a page; unread counts are filled in from the member records afterwards. */
+static cJSON *conversation_item(const bson_t *doc)
 {
-    struct list_state *s = ud;
-    if (s->n == s->limit) {
-        s->more = 1;
-        return 1;
-    }
-    cJSON_AddItemToArray(s->items, conversation_json(doc, 0));
-    s->last_ms = cm_bson_int(doc, "last_activity_at", 0);
-    snprintf(s->last_id, sizeof(s->last_id), "%s", cm_bson_str(doc, "_id", ""));
-    s->n++;
-    return 0;
+    return conversation_json(doc, 0);
 }
 
 struct reads {
@@ -309,9 +292,9 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
     int64_t cms = 0;
 
     char cid[CM_UUID_STRLEN], next[64];
-    struct list_state s = {0};
-    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, mf = BSON_INITIALIZER, in, arr;
-    cJSON *out = NULL, *it;
+    messaging_page s = {0};
+    bson_t f = BSON_INITIALIZER, sort = BSON_INITIALIZER, mf = BSON_INITIALIZER, in, arr;
+    cJSON *it;
     cm_err rc;
     int i = 0;
 
@@ -344,16 +327,11 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
         bson_append_document_end(&or, &b);
         bson_append_array_end(&f, &or);
     }
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "last_activity_at", -1);
     BSON_APPEND_INT32(&sort, "_id", -1);
-    bson_append_document_end(&opts, &sort);
-    BSON_APPEND_INT64(&opts, "limit", limit + 1);
-    s.items = cJSON_CreateArray();
-    s.limit = (int)limit;
-    rc = cm_mongo_find(ctx->db, MSG_COLL_CONVERSATIONS, &f, &opts, collect_conv, &s);
+    rc = messaging_page_find(ctx->db, MSG_COLL_CONVERSATIONS, &f, &sort, limit,
+                             conversation_item, &s);
     if (rc != CM_OK) {
-        cJSON_Delete(s.items);
         cm_http_reply_error(req, rc, "conversations could not be listed");
         goto out;
     }
@@ -373,23 +351,19 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
         bson_append_document_end(&mf, &in);
         rc = cm_mongo_find(ctx->db, MSG_COLL_MEMBERS, &mf, NULL, apply_read, &r);
         if (rc != CM_OK) {
-            cJSON_Delete(s.items);
             cm_http_reply_error(req, rc, "read positions could not be loaded");
             goto out;
         }
     }
-    out = cJSON_CreateObject();
-    cJSON_AddItemToObject(out, "items", s.items);
-    if (s.more) {
-        snprintf(next, sizeof(next), "%lld_%s", (long long)s.last_ms, s.last_id);
-        cJSON_AddStringToObject(out, "next_cursor", next);
-    } else {
-        cJSON_AddNullToObject(out, "next_cursor");
-    }
-    cm_http_reply_json(req, 200, out);
+    if (s.more)
+        snprintf(next, sizeof(next), "%lld_%s", (long long)cm_bson_int(&s.last, "last_activity_at", 0),
+                 cm_bson_str(&s.last, "_id", ""));
+    cm_http_reply_page(req, s.items, s.more ? next : NULL);
+    s.items = NULL; /* taken by the reply */
 out:
+    messaging_page_cleanup(&s);
     bson_destroy(&f);
-    bson_destroy(&opts);
+    bson_destroy(&sort);
     bson_destroy(&mf);
 }
 

@@ -237,25 +237,6 @@ out:
         bson_destroy(&doc);
 }
 
-struct page {
-    cJSON *items;
-    int n, limit, more;
-    int64_t last_seq;
-};
-
-static int collect_msg(const bson_t *doc, void *ud)
-{
-    struct page *p = ud;
-    if (p->n == p->limit) {
-        p->more = 1;
-        return 1;
-    }
-    cJSON_AddItemToArray(p->items, messaging_message_json(doc));
-    p->last_seq = cm_bson_int(doc, "seq", 0);
-    p->n++;
-    return 0;
-}
-
 /* GET /v1/conversations/{id}/messages?direction=forward|backward&cursor=&limit=
  * forward: seq ascending after the cursor (from the start without one); backward: seq
  * descending before the cursor (from the newest without one). */
@@ -268,10 +249,9 @@ void messaging_messages_list(cm_http_req *req, void *ud)
     int forward;
     long limit;
     int64_t cseq = 0;
-    struct page p = {0};
-    bson_t conv, f = BSON_INITIALIZER, range, opts = BSON_INITIALIZER, sort;
+    messaging_page p = {0};
+    bson_t conv, f = BSON_INITIALIZER, range, sort = BSON_INITIALIZER;
     char next[24];
-    cJSON *out;
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
@@ -301,28 +281,19 @@ void messaging_messages_list(cm_http_req *req, void *ud)
         BSON_APPEND_INT64(&range, forward ? "$gt" : "$lt", cseq);
         bson_append_document_end(&f, &range);
     }
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "seq", forward ? 1 : -1);
-    bson_append_document_end(&opts, &sort);
-    BSON_APPEND_INT64(&opts, "limit", limit + 1);
-    p.items = cJSON_CreateArray();
-    p.limit = (int)limit;
-    rc = cm_mongo_find(ctx->db, MSG_COLL_MESSAGES, &f, &opts, collect_msg, &p);
+    rc = messaging_page_find(ctx->db, MSG_COLL_MESSAGES, &f, &sort, limit, messaging_message_json,
+                             &p);
     if (rc != CM_OK) {
-        cJSON_Delete(p.items);
         cm_http_reply_error(req, rc, "messages could not be listed");
         goto out;
     }
-    out = cJSON_CreateObject();
-    cJSON_AddItemToObject(out, "items", p.items);
-    if (p.more) {
-        snprintf(next, sizeof(next), "%lld", (long long)p.last_seq);
-        cJSON_AddStringToObject(out, "next_cursor", next);
-    } else {
-        cJSON_AddNullToObject(out, "next_cursor");
-    }
-    cm_http_reply_json(req, 200, out);
+    if (p.more)
+        snprintf(next, sizeof(next), "%lld", (long long)cm_bson_int(&p.last, "seq", 0));
+    cm_http_reply_page(req, p.items, p.more ? next : NULL);
+    p.items = NULL; /* taken by the reply */
+    messaging_page_cleanup(&p);
 out:
     bson_destroy(&f);
-    bson_destroy(&opts);
+    bson_destroy(&sort);
 }

@@ -106,3 +106,47 @@ cm_err messaging_message_event(const bson_t *doc, char **out)
                           cm_bson_str(doc, "conversation_id", ""), cm_bson_str(doc, "tenant", ""),
                           cm_bson_int(doc, "created_at", 0), messaging_message_json(doc), out);
 }
+
+static int page_collect(const bson_t *doc, void *ud)
+{
+    messaging_page *p = ud;
+    if (p->n == p->limit) {
+        p->more = 1;
+        return 1;
+    }
+    cJSON_AddItemToArray(p->items, p->render(doc));
+    if (p->n > 0)
+        bson_destroy(&p->last);
+    bson_copy_to(doc, &p->last);
+    p->n++;
+    return 0;
+}
+
+cm_err messaging_page_find(cm_mongo *db, const char *coll, const bson_t *filter,
+                           const bson_t *sort, long limit, cJSON *(*render)(const bson_t *doc),
+                           messaging_page *page)
+{
+    bson_t opts = BSON_INITIALIZER;
+    cm_err rc;
+
+    memset(page, 0, sizeof(*page));
+    page->items = cJSON_CreateArray();
+    page->limit = (int)limit;
+    page->render = render;
+    BSON_APPEND_DOCUMENT(&opts, "sort", sort);
+    BSON_APPEND_INT64(&opts, "limit", limit + 1);
+    rc = cm_mongo_find(db, coll, filter, &opts, page_collect, page);
+    bson_destroy(&opts);
+    if (rc != CM_OK)
+        messaging_page_cleanup(page);
+    return rc;
+}
+
+void messaging_page_cleanup(messaging_page *page)
+{
+    cJSON_Delete(page->items);
+    page->items = NULL;
+    if (page->n > 0)
+        bson_destroy(&page->last);
+    page->n = 0;
+}

@@ -29,6 +29,19 @@ def send(api, token, cid, text, client_msg_id=None):
     return api.call("POST", f"/v1/conversations/{cid}/messages", token, body)
 
 
+def all_pages(api, token, path, query=""):
+    """Follows next_cursor from the first page to the last; returns every item in order."""
+    items, cursor = [], None
+    while True:
+        sep = "&" if "?" in path + query else "?"
+        r = api.call("GET", path + query + (f"{sep}cursor={cursor}" if cursor else ""), token)
+        assert r.status_code == 200, r.text
+        items += r.json()["items"]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return items
+
+
 def test_newcomer_flow_stores_and_publishes_each_message(api, tenant, mongo):
     t0 = int(time.time() * 1000) - 1000
     alice = token_for(api, tenant, "alice", "Alice")
@@ -131,24 +144,9 @@ def test_message_pagination_both_directions(api, tenant):
     cid = direct(api, a, "reader")["id"]
     for i in range(7):
         assert send(api, a, cid, f"m{i}").status_code == 201
-    seen, cursor = [], None
-    while True:
-        q = "?direction=forward&limit=3" + (f"&cursor={cursor}" if cursor else "")
-        page = api.call("GET", f"/v1/conversations/{cid}/messages{q}", a).json()
-        seen += [m["seq"] for m in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == [1, 2, 3, 4, 5, 6, 7]
-    seen, cursor = [], None
-    while True:
-        q = "?direction=backward&limit=3" + (f"&cursor={cursor}" if cursor else "")
-        page = api.call("GET", f"/v1/conversations/{cid}/messages{q}", a).json()
-        seen += [m["seq"] for m in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == [7, 6, 5, 4, 3, 2, 1]
+    path = f"/v1/conversations/{cid}/messages"
+    assert [m["seq"] for m in all_pages(api, a, path, "?direction=forward&limit=3")] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m["seq"] for m in all_pages(api, a, path, "?direction=backward&limit=3")] == [7, 6, 5, 4, 3, 2, 1]
     r = api.call("GET", f"/v1/conversations/{cid}/messages?limit=100000", a)
     assert r.status_code == 200 and len(r.json()["items"]) == 7  # limit clamped, not refused
 
@@ -164,15 +162,7 @@ def test_conversation_list_newest_first_with_unread_counts(api, tenant):
             assert send(api, tok[p], cid, f"{p}-{k}").status_code == 201
         time.sleep(0.01)
     assert send(api, me, convs[0], "my reply").status_code == 201  # own: peer0 now newest, read
-    items, cursor = [], None
-    while True:
-        q = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        r = api.call("GET", "/v1/conversations" + q, me)
-        assert r.status_code == 200, r.text
-        items += r.json()["items"]
-        cursor = r.json()["next_cursor"]
-        if cursor is None:
-            break
+    items = all_pages(api, me, "/v1/conversations", "?limit=2")
     assert [c["id"] for c in items] == [convs[0], convs[2], convs[1]]
     unread = {c["id"]: c["unread_count"] for c in items}
     assert unread == {convs[0]: 0, convs[2]: 3, convs[1]: 1}

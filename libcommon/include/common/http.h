@@ -109,6 +109,10 @@ void cm_http_add_header(cm_http_req *req, const char *name, const char *value);
 /* Answers with `body` as JSON; takes ownership of `body` (NULL sends no body). */
 void cm_http_reply_json(cm_http_req *req, int status, cJSON *body);
 
+/* Answers 200 with the list envelope of DESIGN.md, {"items": [...], "next_cursor": ...}; takes
+ * ownership of `items` (an array); `next_cursor` NULL means the last page (JSON null). */
+void cm_http_reply_page(cm_http_req *req, cJSON *items, const char *next_cursor);
+
 /* Answers with `len` bytes of `body` (copied) and `content_type`. */
 void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, const void *body,
                        size_t len);
