@@ -21,8 +21,10 @@ BUILD = ROOT / os.environ.get("BUILD_DIR", "build/asan")
 LOGS = ROOT / "build" / "test-logs"
 KEYS = ROOT / ".local" / "keys"
 
-# Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist.
-PORTS = {"user": 18081, "messaging": 18082, "gateway": 18080}
+# Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
+# E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
+_BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
+PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
