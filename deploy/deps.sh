@@ -14,6 +14,7 @@ APT_PACKAGES=(
   build-essential pkg-config libmicrohttpd-dev librdkafka-dev libmongoc-dev libbson-dev
   libhiredis-dev libcjson-dev libjwt-dev libssl-dev libcurl4-openssl-dev libsodium-dev
   libcmocka-dev redis-server kcat openssl curl jq
+  libvips-dev libmagic-dev libvips-tools libimage-exiftool-perl
 )
 
 t0=$(date +%s%N)
@@ -183,7 +184,28 @@ step_keys() {
   log "jwt keys ok (generated RSA 2048 in .local/keys)"
 }
 
+# --- Node and tus-js-client (the resumable-upload tests) -------------------------
+step_node() {
+  local dir="$ROOT/tests/tus" stamp="$LOCAL/node/.package-lock.sha256" want
+  if ! command -v npm >/dev/null; then
+    log "node: installing nodejs and npm"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -d "$LOCAL/node/node_modules/tus-js-client" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "node modules ok (cached)"
+    return
+  fi
+  mkdir -p "$LOCAL/node"
+  cp "$dir/package.json" "$dir/package-lock.json" "$LOCAL/node/"
+  ( cd "$LOCAL/node" && npm ci --no-audit --no-fund --silent ) >"$LOCAL/logs/npm.log" 2>&1 \
+    || { tail -n 20 "$LOCAL/logs/npm.log" >&2; die "npm ci failed"; }
+  echo "$want" > "$stamp"
+  log "node modules ok (tus-js-client installed)"
+}
+
 step_apt
+step_node
 step_kafka
 step_ferretdb
 step_venv
