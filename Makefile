@@ -64,7 +64,7 @@ MEDIA_SRC     := $(wildcard services/media/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl)
 USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium)
-MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis)
+MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)
 
