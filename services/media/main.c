@@ -144,6 +144,12 @@ static cm_err routes(cm_http_server *srv, media_ctx *ctx)
                       ctx) ||
         cm_http_route(srv, "HEAD", "/v1/signed-media/{tenant}/{id}/{variant}", media_signed,
                       ctx) ||
+        cm_http_route(srv, "OPTIONS", "/v1/uploads", media_tus_options, ctx) ||
+        cm_http_route(srv, "OPTIONS", "/v1/uploads/{id}", media_tus_options, ctx) ||
+        cm_http_route(srv, "POST", "/v1/uploads", media_tus_create, ctx) ||
+        cm_http_route(srv, "HEAD", "/v1/uploads/{id}", media_tus_head, ctx) ||
+        cm_http_route(srv, "PATCH", "/v1/uploads/{id}", media_tus_patch, ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/uploads/{id}", media_tus_delete, ctx) ||
         cm_http_route(srv, "GET", "/internal/v1/media/{id}/attachable", media_internal_check,
                       ctx) ||
         cm_http_route(srv, "POST", "/internal/v1/jobs/run", media_jobs_http, ctx))
