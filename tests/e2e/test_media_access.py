@@ -211,3 +211,18 @@ def test_message_media_expire_when_the_tenant_asks(api, tenant, users, image):
     assert api.call("GET", f"/v1/media/{fresh}", token=admin).status_code == 200   # too young
     assert run().json()["deleted"] == 0  # idempotent: a second pass finds nothing more
     problem(api.call("GET", f"/v1/media/{image['id']}", token=admin), 404)
+
+
+def test_media_events_match_their_schemas(api, users, image):
+    """Every media event on the topic validates against proto/events/<type>.schema.json."""
+    import jsonschema
+    from conftest import ROOT
+    since = int(time.time() * 1000) - 120_000
+    api.call("DELETE", f"/v1/media/{image['id']}", token=users["alice"])
+    evs = read_events("media", lambda e: any(x["subject"] == image["id"] and x["type"] == "media.deleted" for x in e), since)
+    mine = [e for e in evs if e["subject"] == image["id"]]
+    assert {e["type"] for e in mine} >= {"media.uploaded", "media.processed", "media.deleted"}
+    for e in mine:
+        e.pop("_key")
+        schema = json.loads((ROOT / "proto" / "events" / f"{e['type']}.schema.json").read_text())
+        jsonschema.validate(e, schema)
