@@ -110,6 +110,11 @@ $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
 
+# --- benchmarks -------------------------------------------------------------------------------
+$(B)/bench/media_thumbs: bench/media_thumbs.c $(B)/obj/media/media_image.o $(B)/obj/media/media_rules.o $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(MEDIA_LIBS)) -lm
+
 # --- entry points ---------------------------------------------------------------------------
 .PHONY: all build deps run stop status test unit integration check-unit bench fuzz format clean help
 
@@ -149,6 +154,9 @@ check-unit: $(UNIT_BINS)
 
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
+
+bench: $(B)/bench/media_thumbs
+	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
 
 format:
 	@git diff -U0 --no-color HEAD -- '*.c' '*.h' | clang-format-diff -p1 -i 2>/dev/null || \
