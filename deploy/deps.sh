@@ -8,6 +8,7 @@ LOCAL="$ROOT/.local"
 
 KAFKA_VERSION=3.9.1            # must match deploy/kafka/pom.xml
 FERRETDB_VERSION=v1.24.0
+VERSITYGW_VERSION=v1.8.0       # S3-compatible server for the media service's S3 tests
 PYTHON="${PYTHON:-python3}"
 
 APT_PACKAGES=(
@@ -145,6 +146,23 @@ step_ferretdb() {
   log "ferretdb $FERRETDB_VERSION ok (built in $(since "$t"))"
 }
 
+# --- versitygw (a real S3-compatible server for the media S3 backend tests) -----
+step_versitygw() {
+  local bin="$LOCAL/bin/versitygw" stamp="$LOCAL/bin/.versitygw.version"
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$VERSITYGW_VERSION" ]; then
+    log "versitygw $VERSITYGW_VERSION ok (cached)"
+    return
+  fi
+  local t; t=$(date +%s%N)
+  command -v go >/dev/null || die "go not found (needed to build versitygw)"
+  ( cd "$LOCAL/tmp" && GOTOOLCHAIN=local GOFLAGS= GOBIN="$LOCAL/bin" \
+      go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" ) \
+    >"$LOCAL/logs/versitygw-build.log" 2>&1 \
+    || { tail -n 30 "$LOCAL/logs/versitygw-build.log" >&2; die "go install versitygw failed"; }
+  echo "$VERSITYGW_VERSION" > "$stamp"
+  log "versitygw $VERSITYGW_VERSION ok (built in $(since "$t"))"
+}
+
 # --- Python venv for the tests ------------------------------------------------
 step_venv() {
   local venv="$LOCAL/venv" req="$DEPLOY/requirements-test.txt"
@@ -208,6 +226,7 @@ step_apt
 step_node
 step_kafka
 step_ferretdb
+step_versitygw
 step_venv
 step_keys
 log "done in $(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.1f s", ns / 1e9 }')"
