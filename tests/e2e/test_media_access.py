@@ -226,3 +226,30 @@ def test_media_events_match_their_schemas(api, users, image):
         e.pop("_key")
         schema = json.loads((ROOT / "proto" / "events" / f"{e['type']}.schema.json").read_text())
         jsonschema.validate(e, schema)
+
+
+def test_processing_is_redone_after_a_crash_without_leaks(api, tenant, users, image):
+    """A worker that died after staging and writing its variants but before flipping the
+    status left: status pending, staging keys whose blobs exist. The redelivered
+    media.uploaded redoes the job: the staged blobs are removed, new variants are written and
+    published with the status in one update."""
+    db = media_db()
+    doc = db.media.find_one({"_id": image["id"]})
+    stale = [v["key"] for v in doc["variants"].values()]
+    assert db["media.files"].count_documents({"_id": {"$in": stale}}) == 4
+    db.media.update_one({"_id": image["id"]}, {"$set": {"status": "pending", "staging": stale},
+                                                "$unset": {"variants": "", "processed_at": ""}})
+    # While pending, no variant is served.
+    problem(api.call("GET", f"/v1/media/{image['id']}/content", token=users["alice"]), 409, "media-processing")
+    produce("media", image["id"], {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "media.uploaded",
+                                   "source": "/media", "time": "2026-01-01T00:00:00.000Z",
+                                   "subject": image["id"], "datacontenttype": "application/json",
+                                   "tenant": tenant["id"], "data": {"id": image["id"]}})
+    m = wait_status(api, users["alice"], image["id"])
+    assert m["status"] == "processed"
+    doc = db.media.find_one({"_id": image["id"]})
+    fresh = [v["key"] for v in doc["variants"].values()]
+    assert not set(fresh) & set(stale) and "staging" not in doc
+    assert db["media.files"].count_documents({"_id": {"$in": stale}}) == 0  # nothing leaked
+    assert db["media.files"].count_documents({"_id": {"$in": fresh}}) == 4
+    assert api.call("GET", f"/v1/media/{image['id']}/content?variant=thumb_128", token=users["alice"]).status_code == 200
