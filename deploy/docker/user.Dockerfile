@@ -23,7 +23,7 @@ RUN make MODE=rel build/rel/bin/user \
 FROM debian:12-slim
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=build /runtime-packages.txt /tmp/runtime-packages.txt
-# runtime-packages.txt pins each library package to the version the binary was built against;
+# runtime-packages.txt names the packages of the libraries the binary links (nothing else);
 # curl runs the HEALTHCHECK, ca-certificates lets the clients use TLS.
 RUN apt-get update \
  && xargs -a /tmp/runtime-packages.txt env DEBIAN_FRONTEND=noninteractive \
