@@ -141,7 +141,7 @@ integration: $(BINS)
 
 # Offline checks of the contracts (proto/) and of the deployment descriptions (deploy/docker,
 # docker-compose.yml, k8s/) against the processes' own --help; tools from deploy/check-tools.sh.
-.PHONY: check-tools check-deploy lint-contracts validate-deploy deploy-config-table
+.PHONY: check-tools check-deploy lint-contracts validate-deploy deploy-config-table smoke-images
 check-tools:
 	@bash deploy/check-tools.sh
 
@@ -152,6 +152,11 @@ lint-contracts: check-tools
 
 validate-deploy: check-tools $(BINS)
 	@PROCESSES="$(notdir $(BINS))" BUILD_DIR=$(B) bash deploy/validate-deploy.sh
+
+# Each image's runtime stage run for real without Docker (root, Debian archive): deploy/docker/smoke-rootfs.sh.
+smoke-images:
+	@$(MAKE) --no-print-directory MODE=rel build
+	@bash deploy/docker/smoke-rootfs.sh $(notdir $(BINS))
 
 deploy-config-table: check-tools $(BINS)
 	@.local/deploy-venv/bin/python deploy/check_deploy.py --root . --bin-dir $(B)/bin \

@@ -29,8 +29,8 @@ RUN apt-get update \
  && xargs -a /tmp/runtime-packages.txt env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y --no-install-recommends curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
- && groupadd --system --gid 10001 chat \
- && useradd --system --uid 10001 --gid chat --home-dir /nonexistent --no-create-home \
+ && groupadd --gid 10001 chat \
+ && useradd --uid 10001 --gid chat --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin chat
 COPY --from=build /src/build/rel/bin/user /usr/local/bin/user
 
