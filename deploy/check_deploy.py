@@ -346,6 +346,9 @@ def check_k8s(rep, overlay, docs, processes, known, readme_text):
         http = ports.get("http")
         if http is None or str(env.get("HTTP_PORT")) != str(http):
             rep.fail(where, f"{p}: container port http {http} differs from HTTP_PORT {env.get('HTTP_PORT')}")
+        scrape = dep["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/port")
+        if scrape is not None and str(scrape) != str(http):
+            rep.fail(where, f"{p}: prometheus.io/port {scrape} is not the http port {http}")
         if env.get("HTTP_HOST") != "0.0.0.0":
             rep.fail(where, f"{p}: HTTP_HOST is {env.get('HTTP_HOST')!r}; the kubelet and Service need 0.0.0.0")
         for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")):
