@@ -143,6 +143,7 @@ status:
 # so the stack is started first.
 test: deps
 	@$(MAKE) --no-print-directory MODE=asan build unit-bins
+	@$(MAKE) --no-print-directory MODE=asan check-deploy
 	@bash deploy/stack.sh start
 	@$(MAKE) --no-print-directory MODE=asan check-unit
 	@$(MAKE) --no-print-directory MODE=asan integration
@@ -157,6 +158,29 @@ integration: $(BINS)
 
 bench: $(B)/bench/media_thumbs
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
+
+# Offline checks of the contracts (proto/) and of the deployment descriptions (deploy/docker,
+# docker-compose.yml, k8s/) against the processes' own --help; tools from deploy/check-tools.sh.
+.PHONY: check-tools check-deploy lint-contracts validate-deploy deploy-config-table smoke-images
+check-tools:
+	@bash deploy/check-tools.sh
+
+check-deploy: lint-contracts validate-deploy
+
+lint-contracts: check-tools
+	@bash deploy/lint-contracts.sh
+
+validate-deploy: check-tools $(BINS)
+	@PROCESSES="$(notdir $(BINS))" BUILD_DIR=$(B) bash deploy/validate-deploy.sh
+
+# Each image's runtime stage run for real without Docker (root, Debian archive): deploy/docker/smoke-rootfs.sh.
+smoke-images:
+	@$(MAKE) --no-print-directory MODE=rel build
+	@bash deploy/docker/smoke-rootfs.sh $(notdir $(BINS))
+
+deploy-config-table: check-tools $(BINS)
+	@.local/deploy-venv/bin/python deploy/check_deploy.py --root . --bin-dir $(B)/bin \
+		--processes "$(notdir $(BINS))" --write-config-table
 
 format:
 	@git diff -U0 --no-color HEAD -- '*.c' '*.h' | clang-format-diff -p1 -i 2>/dev/null || \

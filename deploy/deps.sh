@@ -18,6 +18,10 @@ APT_PACKAGES=(
   libvips-dev libmagic-dev libvips-tools libimage-exiftool-perl
 )
 
+# The images' build stage (deploy/docker/*.Dockerfile) installs exactly this list, so an image
+# and a developer's checkout build with the same packages.
+if [ "${1:-}" = "--print-apt-packages" ]; then printf '%s\n' "${APT_PACKAGES[@]}"; exit 0; fi
+
 t0=$(date +%s%N)
 log() { echo "deps: $*"; }
 die() { echo "deps: ERROR: $*" >&2; exit 1; }
