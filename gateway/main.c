@@ -5,6 +5,7 @@
 #include <curl/curl.h>
 
 #include "common/config.h"
+#include "common/jwks.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "gateway.h"
@@ -18,7 +19,11 @@ static const cm_config_var vars[] = {
     {"MESSAGING_URL", "http://127.0.0.1:8082", "base URL of the messaging service"},
     {"UPSTREAM_TIMEOUT_MS", "10000", "total time allowed to an upstream request"},
     {"UPSTREAM_CONNECT_TIMEOUT_MS", "1000", "time allowed to connect to an upstream"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies access tokens"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys (e.g. the user service's "
+                         "/.well-known/jwks.json); replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_JWKS_MIN_REFRESH_S", "30", "fewest seconds between refetches caused by unknown kids"},
+    {"JWT_JWKS_MAX_AGE_S", "300", "background refetch period of the JWK Set (0: none)"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
@@ -44,7 +49,7 @@ int main(int argc, char **argv)
     if (cm_http_config_from_env(8080, &hc) ||
         cm_config_long("UPSTREAM_TIMEOUT_MS", 10000, 100, 600000, &ctx.timeout_ms) ||
         cm_config_long("UPSTREAM_CONNECT_TIMEOUT_MS", 1000, 10, 60000, &ctx.connect_timeout_ms) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier))
+        cm_jwt_verifier_from_env(&ctx.verifier))
         goto out;
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
         hc.threads = 8; /* blocking upstream calls: more threads than the services */
@@ -55,6 +60,7 @@ int main(int argc, char **argv)
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/tenants", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/auth", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/users", user, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/.well-known/jwks.json", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/conversations", messaging, 1};
     if (cm_http_server_create(&hc, &srv) || cm_http_route_prefix(srv, "/", gateway_proxy, &ctx))
         goto out;

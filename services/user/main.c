@@ -19,12 +19,12 @@ static const cm_config_var vars[] = {
     {"MONGO_DB", "chat_user", "database of this service"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
-    {"JWT_PRIVATE_KEY_FILE", NULL, "PEM private key that signs access tokens"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies them"},
+    {"JWT_PRIVATE_KEY_FILE", NULL,
+     "PEM private key that signs access tokens, or kid=path,... oldest to newest (newest signs)"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "iss of issued tokens"},
     {"JWT_AUDIENCE", "chat-api", "aud of issued tokens"},
-    {"JWT_KID", "k1", "key id in the token header"},
+    {"JWT_KID", "k1", "key id of a single JWT_PRIVATE_KEY_FILE"},
     {"ACCESS_TOKEN_TTL_S", "900", "access token lifetime in seconds"},
     {"PLATFORM_ADMIN_KEY", NULL, "key of the platform operator (X-Admin-Key)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -53,12 +53,12 @@ int main(int argc, char **argv)
     if (cm_config_long("ACCESS_TOKEN_TTL_S", 900, 60, 86400, &ctx.token_ttl_s) ||
         cm_http_config_from_env(8081, &hc) ||
         cm_jwt_from_env("JWT_PRIVATE_KEY_FILE", &ctx.signer) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_user"), &ctx.db) ||
         cm_kafka_producer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
                                  cm_config_str("KAFKA_TOPIC_PREFIX", ""), NULL, NULL, &ctx.kafka))
         goto out;
+    ctx.verifier = ctx.signer; /* tokens this service issued are checked with its own keys */
     if (user_ensure_indexes(&ctx) != CM_OK)
         cm_warn("indexes not created yet (MongoDB down?); continuing");
     if (cm_http_server_create(&hc, &srv) ||
@@ -66,7 +66,8 @@ int main(int argc, char **argv)
         cm_http_route(srv, "POST", "/v1/auth/token", user_auth_token, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/register", user_auth_register, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||
-        cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx))
+        cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx) ||
+        cm_http_route(srv, "GET", "/.well-known/jwks.json", user_keys_jwks, &ctx))
         goto out;
     health.mongo = ctx.db;
     health.kafka = ctx.kafka;
@@ -81,6 +82,5 @@ out:
     cm_kafka_producer_destroy(ctx.kafka);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.signer);
-    cm_jwt_destroy(ctx.verifier);
     return rc;
 }

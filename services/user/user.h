@@ -13,8 +13,8 @@
 typedef struct user_ctx {
     cm_mongo *db;
     cm_kafka_producer *kafka;
-    cm_jwt *signer;   /* private key: mints access tokens */
-    cm_jwt *verifier; /* public key: checks them */
+    cm_jwt *signer;   /* key set: the newest private key mints access tokens */
+    cm_jwt *verifier; /* the same key set (public halves): checks them; not owned */
     const char *admin_key; /* PLATFORM_ADMIN_KEY */
     long token_ttl_s;
 } user_ctx;
@@ -56,6 +56,7 @@ void user_auth_token(cm_http_req *req, void *ud);            /* POST /v1/auth/to
 void user_auth_register(cm_http_req *req, void *ud);         /* POST /v1/auth/register */
 void user_auth_login(cm_http_req *req, void *ud);            /* POST /v1/auth/login */
 void user_users_me(cm_http_req *req, void *ud);              /* GET /v1/users/me */
+void user_keys_jwks(cm_http_req *req, void *ud);             /* GET /.well-known/jwks.json */
 
 /* Creates the indexes the service relies on. */
 cm_err user_ensure_indexes(user_ctx *ctx);
