@@ -71,6 +71,9 @@ def restart_user(platform):
     assert user.stop() == 0
     user.env = original
     user.start()
+    # Verifiers may hold a set without k1 now; they refetch on the next k1 token once
+    # JWT_JWKS_MIN_REFRESH_S (1 s here) has passed since their last fetch.
+    time.sleep(1.2)
 
 
 def kids(api):
