@@ -8,6 +8,7 @@
 #include "common/jwks.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "gateway.h"
 
 static const cm_config_var vars[] = {
@@ -27,6 +28,8 @@ static const cm_config_var vars[] = {
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
+    {"REDIS_HOST", "127.0.0.1", "Redis host (revoked-session denylist)"},
+    {"REDIS_PORT", "6379", "Redis port"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
 
@@ -36,6 +39,8 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_http_server *srv = NULL;
     const char *user, *messaging;
+    cm_redis *redis = NULL;
+    long redis_port;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv, "The API gateway: routing, auth check, proxy.",
@@ -49,8 +54,11 @@ int main(int argc, char **argv)
     if (cm_http_config_from_env(8080, &hc) ||
         cm_config_long("UPSTREAM_TIMEOUT_MS", 10000, 100, 600000, &ctx.timeout_ms) ||
         cm_config_long("UPSTREAM_CONNECT_TIMEOUT_MS", 1000, 10, 60000, &ctx.connect_timeout_ms) ||
-        cm_jwt_verifier_from_env(&ctx.verifier))
+        cm_jwt_verifier_from_env(&ctx.verifier) ||
+        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500, &redis))
         goto out;
+    cm_session_enforce(redis); /* a revoked session's tokens are refused at the edge */
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
         hc.threads = 8; /* blocking upstream calls: more threads than the services */
     user = cm_config_str("USER_URL", "http://127.0.0.1:8081");
@@ -60,6 +68,7 @@ int main(int argc, char **argv)
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/tenants", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/auth", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/users", user, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/sessions", user, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/.well-known/jwks.json", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/conversations", messaging, 1};
     if (cm_http_server_create(&hc, &srv) || cm_http_route_prefix(srv, "/", gateway_proxy, &ctx))
@@ -72,6 +81,7 @@ int main(int argc, char **argv)
 out:
     cm_http_server_destroy(srv);
     cm_jwt_destroy(ctx.verifier);
+    cm_redis_destroy(redis);
     curl_global_cleanup();
     return rc;
 }

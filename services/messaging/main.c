@@ -6,6 +6,7 @@
 #include "common/jwks.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "messaging.h"
 
 static const cm_config_var vars[] = {
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
                         &ctx.redis))
         goto out;
+    cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
     if (messaging_ensure_indexes(&ctx) != CM_OK) {
         cm_error("indexes could not be created; refusing to run without the seq guarantee");
         goto out;

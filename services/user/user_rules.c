@@ -95,3 +95,98 @@ void user_sha256_hex(const char *s, char out[65])
     crypto_hash_sha256(h, (const unsigned char *)s, strlen(s));
     sodium_bin2hex(out, 65, h, sizeof(h));
 }
+
+void user_key(const char *tenant, const char *id, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", tenant, id);
+}
+
+void user_printable(const char *in, char *out, size_t n)
+{
+    size_t i = 0;
+    if (n == 0)
+        return;
+    for (; in[i] && i + 1 < n; i++)
+        out[i] = ((unsigned char)in[i] >= 0x20 && (unsigned char)in[i] < 0x7f) ? in[i] : '?';
+    out[i] = '\0';
+}
+
+int user_is_active(const bson_t *user)
+{
+    return strcmp(cm_bson_str(user, "status", "active"), "active") == 0;
+}
+
+/* The permission vocabulary: what services check with cm_auth_can. */
+#define PERMS_MEMBER                                                                          \
+    "conversation.create conversation.read message.send message.read message.edit.own "     \
+    "message.delete.own reaction.add user.read user.search user.block"
+#define PERMS_MODERATOR                                                                       \
+    PERMS_MEMBER " message.edit.any message.delete.any member.remove member.mute user.ban "    \
+                 "moderation.review"
+#define PERMS_ADMIN PERMS_MODERATOR " user.manage role.manage tenant.manage"
+
+const char *user_permissions_all(void)
+{
+    return PERMS_ADMIN;
+}
+
+int user_role_builtin_perms(const char *role, char *out, size_t n)
+{
+    const char *p = strcmp(role, "member") == 0      ? PERMS_MEMBER
+                    : strcmp(role, "moderator") == 0 ? PERMS_MODERATOR
+                    : strcmp(role, "tenant_admin") == 0 ? "*"
+                                                        : NULL;
+    if (p == NULL)
+        return 0;
+    snprintf(out, n, "%s", p);
+    return 1;
+}
+
+int user_role_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > USER_ROLE_NAME_MAX || !(name[0] >= 'a' && name[0] <= 'z'))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int list_has(const char *list, const char *word, size_t wlen)
+{
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p++) {
+        /* strstr matches on the NUL-terminated word; compare the prefix of `wlen` bytes */
+        if ((p == list || p[-1] == ' ') && (p[wlen] == '\0' || p[wlen] == ' '))
+            return 1;
+    }
+    return 0;
+}
+
+int user_permission_known(const char *perm)
+{
+    size_t n = strlen(perm);
+    return n > 0 && strchr(perm, ' ') == NULL && list_has(PERMS_ADMIN, perm, n);
+}
+
+void user_perms_add_list(char *perms, size_t n, const char *list)
+{
+    char word[128];
+    const char *p = list;
+
+    while (*p) {
+        size_t len = strcspn(p, " ");
+        if (len > 0 && len < sizeof(word)) {
+            memcpy(word, p, len);
+            word[len] = '\0';
+            size_t have = strlen(perms);
+            if (!list_has(perms, word, len) && have + (have ? 1 : 0) + len < n)
+                snprintf(perms + have, n - have, "%s%s", have ? " " : "", word);
+        }
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+}

@@ -211,6 +211,77 @@ static void test_sha256_hex(void **state)
     assert_string_equal(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+static void test_printable(void **state)
+{
+    char out[8];
+    (void)state;
+    user_printable("Mozilla", out, sizeof(out));
+    assert_string_equal(out, "Mozilla");
+    user_printable("a\tb\x01\xc3\xa9", out, sizeof(out));
+    assert_string_equal(out, "a?b???");
+    user_printable("abcdefghij", out, sizeof(out)); /* truncated to the buffer */
+    assert_string_equal(out, "abcdefg");
+    user_printable("", out, sizeof(out));
+    assert_string_equal(out, "");
+}
+
+static void test_builtin_roles(void **state)
+{
+    char p[USER_PERMS_MAX + 1];
+    (void)state;
+    assert_int_equal(user_role_builtin_perms("member", p, sizeof(p)), 1);
+    assert_non_null(strstr(p, "message.send"));
+    assert_null(strstr(p, "message.delete.any"));
+    assert_int_equal(user_role_builtin_perms("moderator", p, sizeof(p)), 1);
+    assert_non_null(strstr(p, "message.send")); /* a moderator is also a member */
+    assert_non_null(strstr(p, "message.delete.any"));
+    assert_null(strstr(p, "role.manage"));
+    assert_int_equal(user_role_builtin_perms("tenant_admin", p, sizeof(p)), 1);
+    assert_string_equal(p, "*");
+    assert_int_equal(user_role_builtin_perms("admin", p, sizeof(p)), 0);
+    assert_int_equal(user_role_builtin_perms("Member", p, sizeof(p)), 0);
+    /* Every built-in permission is in the vocabulary. */
+    assert_int_equal(user_role_builtin_perms("moderator", p, sizeof(p)), 1);
+    for (char *save = NULL, *w = strtok_r(p, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        assert_int_equal(user_permission_known(w), 1);
+}
+
+static void test_role_names_and_permissions(void **state)
+{
+    (void)state;
+    assert_int_equal(user_role_name_valid("support"), 1);
+    assert_int_equal(user_role_name_valid("level-2_agent"), 1);
+    assert_int_equal(user_role_name_valid("a"), 1);
+    assert_int_equal(user_role_name_valid(""), 0);
+    assert_int_equal(user_role_name_valid("2nd"), 0);
+    assert_int_equal(user_role_name_valid("Support"), 0);
+    assert_int_equal(user_role_name_valid("a.b"), 0); /* a dot would be a path in BSON */
+    assert_int_equal(user_role_name_valid("a$b"), 0);
+    assert_int_equal(user_role_name_valid("abcdefghijabcdefghijabcdefghijab"), 1); /* 32 */
+    assert_int_equal(user_role_name_valid("abcdefghijabcdefghijabcdefghijabc"), 0);
+    assert_int_equal(user_permission_known("message.send"), 1);
+    assert_int_equal(user_permission_known("tenant.manage"), 1);
+    assert_int_equal(user_permission_known("message"), 0);
+    assert_int_equal(user_permission_known("message.sen"), 0);
+    assert_int_equal(user_permission_known("*"), 0);
+    assert_int_equal(user_permission_known(""), 0);
+    assert_int_equal(user_permission_known("message.send user.read"), 0);
+}
+
+static void test_perms_add_list(void **state)
+{
+    char p[32] = "";
+    (void)state;
+    user_perms_add_list(p, sizeof(p), "a.b c.d");
+    assert_string_equal(p, "a.b c.d");
+    user_perms_add_list(p, sizeof(p), "c.d  e.f a.b");
+    assert_string_equal(p, "a.b c.d e.f"); /* no duplicates, extra spaces ignored */
+    user_perms_add_list(p, sizeof(p), "a");
+    assert_string_equal(p, "a.b c.d e.f a"); /* "a" is not "a.b" */
+    user_perms_add_list(p, sizeof(p), "waytoolongforwhatisleft.x g");
+    assert_string_equal(p, "a.b c.d e.f a g"); /* what does not fit is dropped whole */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +294,10 @@ int main(void)
         cmocka_unit_test(test_parse_basic_malformed),
         cmocka_unit_test(test_parse_basic_capacity),
         cmocka_unit_test(test_sha256_hex),
+        cmocka_unit_test(test_printable),
+        cmocka_unit_test(test_builtin_roles),
+        cmocka_unit_test(test_role_names_and_permissions),
+        cmocka_unit_test(test_perms_add_list),
     };
     return cmocka_run_group_tests_name("user_rules", tests, NULL, NULL);
 }
