@@ -333,6 +333,38 @@ static void test_bearer_consults_the_denylist(void **state)
     tu_resp_free(&r);
 }
 
+static void test_bearer_refuses_a_suspended_tenant(void **state)
+{
+    char sid[CM_UUID_STRLEN], hdr[4096];
+    tu_resp r;
+    cJSON *j;
+    (void)state;
+    assert_int_equal(cm_uuid_v7(sid), CM_OK);
+    bearer_for_session(sid, hdr, sizeof(hdr)); /* tenant "tenant-7" */
+    cm_session_enforce(redis);
+    assert_int_equal(cm_session_tenant_suspend(redis, "tenant-7", 1), CM_OK);
+    j = get_me(hdr, 401, &r);
+    assert_string_equal(cJSON_GetObjectItem(j, "detail")->valuestring, "the tenant is suspended");
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    /* A revoked session of a suspended tenant names the session. */
+    assert_int_equal(cm_session_deny(redis, sid, 60000), CM_OK);
+    j = get_me(hdr, 401, &r);
+    assert_string_equal(cJSON_GetObjectItem(j, "detail")->valuestring, "the session was revoked");
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    assert_int_equal(cm_session_tenant_suspend(redis, "tenant-7", 0), CM_OK);
+    char other[CM_UUID_STRLEN];
+    assert_int_equal(cm_uuid_v7(other), CM_OK);
+    bearer_for_session(other, hdr, sizeof(hdr));
+    j = get_me(hdr, 200, &r); /* resumed */
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    assert_int_equal(cm_session_tenant_suspend(redis, "", 1), CM_EINVAL);
+    assert_int_equal(cm_session_tenant_suspend(dead_redis, "tenant-7", 1), CM_EIO);
+    cm_session_enforce(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_can_permissions),
         cmocka_unit_test(test_denylist_in_redis),
         cmocka_unit_test(test_bearer_consults_the_denylist),
+        cmocka_unit_test(test_bearer_refuses_a_suspended_tenant),
     };
     return cmocka_run_group_tests_name("auth", tests, setup, teardown);
 }

@@ -73,8 +73,21 @@ int main(int argc, char **argv)
     ctx.verifier = ctx.signer; /* tokens this service issued are checked with its own keys */
     if (user_ensure_indexes(&ctx) != CM_OK)
         cm_warn("indexes not created yet (MongoDB down?); continuing");
+    if (user_tenants_sync_suspended(&ctx) != CM_OK)
+        cm_warn("suspended tenants not re-marked in Redis (MongoDB or Redis down?); continuing");
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "POST", "/v1/tenants", user_tenants_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/tenants", user_tenants_list, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/tenants/{id}", user_tenants_get, &ctx) ||
+        cm_http_route(srv, "PATCH", "/v1/tenants/{id}", user_tenants_update, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/suspend", user_tenants_suspend, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/resume", user_tenants_resume, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/api-keys", user_api_keys_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/tenants/{id}/api-keys", user_api_keys_list, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/api-keys/{key}/rotate",
+                      user_api_keys_rotate, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/tenants/{id}/api-keys/{key}", user_api_keys_revoke,
+                      &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/token", user_auth_token, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/register", user_auth_register, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||

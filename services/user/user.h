@@ -30,6 +30,7 @@ typedef struct user_ctx {
 #define USER_COLL_SESSIONS "sessions"
 #define USER_COLL_REFRESH "refresh_tokens"
 #define USER_COLL_REFRESH_USES "refresh_uses"
+#define USER_COLL_API_KEYS "api_keys"
 
 /* --- rules (user_rules.c), plain functions over plain data ---------------------------- */
 
@@ -67,6 +68,40 @@ void user_printable(const char *in, char *out, size_t n);
 
 /* Returns 1 when a stored user document may sign in (its status is absent or "active"). */
 int user_is_active(const bson_t *user);
+
+/* --- tenant settings (user_rules.c) ---------------------------------------------------- */
+
+#define USER_ORIGINS_MAX 20
+#define USER_ORIGIN_MAX 255
+#define USER_WEBHOOK_SECRET_MIN 32
+#define USER_WEBHOOK_SECRET_MAX 128
+
+/* A tenant's settings, each with its default and bounds (user_settings_defaults). */
+typedef struct user_settings {
+    int self_registration;  /* end users may register with a password (false) */
+    long send_rate_per_min; /* messages one user may send per minute, 1..100000 (60) */
+    long api_rate_per_min;  /* API requests one user may make per minute, 1..1000000 (1200) */
+    long message_max_chars; /* characters of a message text, 1..20000 (5000) */
+    long group_member_max;  /* members of a group conversation, 2..100000 (1000) */
+    long edit_window_s;     /* seconds a message stays editable, 0 (never)..604800 (900) */
+    long retention_days;    /* days messages are kept, 0 (forever)..3650 (0) */
+    int n_origins;          /* browser origins allowed to open WebSockets (none) */
+    char origins[USER_ORIGINS_MAX][USER_ORIGIN_MAX + 1];
+    char webhook_secret[USER_WEBHOOK_SECRET_MAX + 1]; /* HMAC key of outgoing webhooks */
+} user_settings;
+
+/* Fills `s` with the defaults above and an empty webhook secret. */
+void user_settings_defaults(user_settings *s);
+
+/* Applies the JSON object `patch` (any subset of the settings' names) to `s`, checking each
+ * type and bound; unknown names, wrong types and out-of-range values are CM_EINVAL with the
+ * reason in `detail` (size n), and `s` is then unchanged. */
+cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, size_t n);
+
+/* Returns 1 when `origin` is a serialised web origin (RFC 6454 section 6.2):
+ * "http://" or "https://", a lower-case host name or [IPv6] literal, an optional port
+ * 1..65535, nothing after; at most 255 bytes. */
+int user_origin_valid(const char *origin);
 
 /* --- roles (user_rules.c) ------------------------------------------------------------ */
 
@@ -115,6 +150,45 @@ cm_err user_sessions_revoke_all(user_ctx *ctx, const char *tenant, const char *u
 cm_err user_claims_build(user_ctx *ctx, const char *tenant, const bson_t *user, const char *sid,
                          cm_jwt_claims *c);
 
+/* --- tenants and their API keys (user_tenants.c, user_apikeys.c) ------------------------ */
+
+#define USER_API_KEYS_MAX 20 /* active keys per tenant */
+
+/* A new API key: the id is public, the secret is shown once and stored as its SHA-256. */
+typedef struct user_api_key {
+    char id[3 + 24 + 1];     /* "ck_" + 96 random bits in hex */
+    char secret[3 + 64 + 1]; /* "cs_" + 256 random bits in hex */
+    int64_t created_at;      /* Unix ms */
+} user_api_key;
+
+/* Creates and stores an active API key named `name` for `tenant`. CM_ECONFLICT when the tenant
+ * already has USER_API_KEYS_MAX active keys. */
+cm_err user_api_key_create(user_ctx *ctx, const char *tenant, const char *name, user_api_key *k);
+
+/* Authenticates a tenant's backend by HTTP Basic api_key:api_secret (an active key, or one
+ * still in its rotation overlap) and loads its tenant into `tenant_out` (caller destroys).
+ * On failure it has answered: 401 for missing, unknown, wrong, revoked and expired
+ * credentials alike, 403 when the tenant is suspended. */
+cm_err user_tenant_auth(cm_http_req *req, user_ctx *ctx, bson_t *tenant_out);
+
+/* Returns 1 when the request carries the platform admin key; otherwise answers 401, returns 0. */
+int user_admin_check(cm_http_req *req, const user_ctx *ctx);
+
+/* Reads a tenant document's settings, defaults filling what is absent. */
+void user_settings_from_doc(const bson_t *tenant, user_settings *s);
+
+/* Sets the Redis suspension key of every suspended tenant (at start: Redis may have lost it). */
+cm_err user_tenants_sync_suspended(user_ctx *ctx);
+
+/* --- answers (user_http.c) ------------------------------------------------------------- */
+
+/* Answers one page of `coll` matching `filter` (to which the `cursor` query parameter's
+ * bound is appended), ordered by the UUIDv7 `_id` (newest first or oldest first), `limit`
+ * clamped to 1..200, rendered with `render(doc, ud)`; a malformed cursor or limit is 400. */
+void user_reply_id_page(cm_http_req *req, user_ctx *ctx, const char *coll, bson_t *filter,
+                        int newest_first, cJSON *(*render)(const bson_t *doc, void *ud),
+                        void *ud);
+
 /* --- events (user_events.c) ------------------------------------------------------------ */
 
 /* Publishes a CloudEvent of `type` about `user_id` on the users topic, keyed by the user id;
@@ -125,6 +199,15 @@ void user_publish(user_ctx *ctx, const char *type, const char *tenant, const cha
 /* --- handlers ------------------------------------------------------------------------- */
 
 void user_tenants_create(cm_http_req *req, void *ud);        /* POST /v1/tenants */
+void user_tenants_list(cm_http_req *req, void *ud);          /* GET /v1/tenants */
+void user_tenants_get(cm_http_req *req, void *ud);           /* GET /v1/tenants/{id} */
+void user_tenants_update(cm_http_req *req, void *ud);        /* PATCH /v1/tenants/{id} */
+void user_tenants_suspend(cm_http_req *req, void *ud);       /* POST /v1/tenants/{id}/suspend */
+void user_tenants_resume(cm_http_req *req, void *ud);        /* POST /v1/tenants/{id}/resume */
+void user_api_keys_create(cm_http_req *req, void *ud);       /* POST /v1/tenants/{id}/api-keys */
+void user_api_keys_list(cm_http_req *req, void *ud);         /* GET /v1/tenants/{id}/api-keys */
+void user_api_keys_rotate(cm_http_req *req, void *ud); /* POST .../api-keys/{key}/rotate */
+void user_api_keys_revoke(cm_http_req *req, void *ud); /* DELETE .../api-keys/{key} */
 void user_auth_token(cm_http_req *req, void *ud);            /* POST /v1/auth/token */
 void user_auth_register(cm_http_req *req, void *ud);         /* POST /v1/auth/register */
 void user_auth_login(cm_http_req *req, void *ud);            /* POST /v1/auth/login */

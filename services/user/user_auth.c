@@ -74,38 +74,16 @@ void user_auth_token(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
     static const char *const allowed[] = {"user_id", "name", "device_name", NULL};
-    char key[128], secret[128], hash[65], detail[256], uk[200];
+    char detail[256], uk[USER_KEY_MAX];
     const char *user_id = NULL, *name = NULL, *device = NULL, *tenant;
     bson_t tenant_doc, user_doc, f = BSON_INITIALIZER, doc = BSON_INITIALIZER;
     int have_tenant = 0, have_user = 0, status = 200;
     cJSON *body;
     cm_err rc;
 
-    if (!user_parse_basic(cm_http_header(req, "Authorization"), key, sizeof(key), secret,
-                          sizeof(secret))) {
-        cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
-        cm_http_reply_error(req, CM_EUNAUTH,
-                            "tenant credentials are required (Authorization: Basic api_key:api_secret)");
+    if (user_tenant_auth(req, ctx, &tenant_doc) != CM_OK)
         goto out;
-    }
-    rc = find_tenant(ctx, "api_key", key, &tenant_doc);
-    if (rc != CM_OK && rc != CM_ENOTFOUND) {
-        cm_http_reply_error(req, rc, "the tenant store is unavailable");
-        goto out;
-    }
-    have_tenant = rc == CM_OK;
-    user_sha256_hex(secret, hash);
-    /* The secret is checked before anything about the tenant is revealed. */
-    if (!have_tenant ||
-        sodium_memcmp(hash, cm_bson_str(&tenant_doc, "api_secret_sha256", "x"), 64) != 0) {
-        cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
-        cm_http_reply_error(req, CM_EUNAUTH, "invalid API key or secret");
-        goto out;
-    }
-    if (strcmp(cm_bson_str(&tenant_doc, "status", ""), "active") != 0) {
-        cm_http_reply_error(req, CM_EFORBIDDEN, "the tenant is suspended");
-        goto out;
-    }
+    have_tenant = 1;
     tenant = cm_bson_str(&tenant_doc, "_id", "");
     if (cm_http_json_body(req, &body) != CM_OK)
         goto out;
