@@ -179,6 +179,31 @@ long cm_base64url_decode(const char *in, size_t len, unsigned char *out, size_t 
     return (long)o;
 }
 
+long cm_base64url_encode(const unsigned char *in, size_t len, char *out, size_t cap)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t need = len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0), o = 0, i = 0;
+
+    if (need + 1 > cap)
+        return -1;
+    for (; i + 2 < len; i += 3) {
+        out[o++] = tbl[in[i] >> 2];
+        out[o++] = tbl[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+        out[o++] = tbl[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+        out[o++] = tbl[in[i + 2] & 63];
+    }
+    if (len - i == 1) {
+        out[o++] = tbl[in[i] >> 2];
+        out[o++] = tbl[(in[i] & 3) << 4];
+    } else if (len - i == 2) {
+        out[o++] = tbl[in[i] >> 2];
+        out[o++] = tbl[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+        out[o++] = tbl[(in[i + 1] & 15) << 2];
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
 /* Reads the header before libjwt does, so the token never chooses the algorithm. */
 static cm_err check_header(const cm_jwt *j, const char *token, char *detail, size_t n)
 {
