@@ -56,6 +56,7 @@ int main(int argc, char **argv)
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/auth", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/users", user, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/conversations", messaging, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/sync", messaging, 1};
     if (cm_http_server_create(&hc, &srv) || cm_http_route_prefix(srv, "/", gateway_proxy, &ctx))
         goto out;
     if (cm_http_server_start(srv) != CM_OK)
