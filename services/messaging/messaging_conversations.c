@@ -808,7 +808,8 @@ void messaging_conversations_me(cm_http_req *req, void *ud)
         data = cJSON_CreateObject();
         cJSON_AddStringToObject(data, "conversation_id", tx.cid);
         cJSON_AddStringToObject(data, "user_id", c.sub);
-        cJSON_AddBoolToObject(data, "archived", archived != -1 ? archived : cm_bson_bool(&tx.me, "archived", 0));
+        archived = archived != -1 ? archived : cm_bson_bool(&tx.me, "archived", 0);
+        cJSON_AddBoolToObject(data, "archived", archived);
         muted = muted != -1 ? muted : cm_bson_int(&tx.me, "muted_until", 0);
         if (muted > tx.now) {
             cm_clock_rfc3339(muted, ts);
@@ -828,7 +829,7 @@ void messaging_conversations_me(cm_http_req *req, void *ud)
                 if (strcmp(bson_iter_key(&it), "archived") != 0 &&
                     strcmp(bson_iter_key(&it), "muted_until") != 0)
                     bson_append_iter(&merged, NULL, 0, &it);
-        BSON_APPEND_BOOL(&merged, "archived", cJSON_IsTrue(cJSON_GetObjectItem(data, "archived")));
+        BSON_APPEND_BOOL(&merged, "archived", archived);
         BSON_APPEND_INT64(&merged, "muted_until", muted);
         bson_destroy(&tx.me);
         bson_copy_to(&merged, &tx.me);

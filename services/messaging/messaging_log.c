@@ -206,15 +206,28 @@ void messaging_tx_init_new(messaging_tx *tx, messaging_ctx *ctx, const cm_jwt_cl
 
 void messaging_tx_conv_view(messaging_tx *tx, bson_t *out)
 {
+    static const char *const written[] = {"last_seq", "last_message", "last_activity_at", NULL};
     bson_iter_t it, s;
+    int skip;
+
     bson_init(out);
     if (bson_iter_init(&it, &tx->conv))
-        while (bson_iter_next(&it))
-            if (!bson_iter_init_find(&s, &tx->set, bson_iter_key(&it)))
+        while (bson_iter_next(&it)) {
+            skip = bson_iter_init_find(&s, &tx->set, bson_iter_key(&it));
+            for (int i = 0; written[i] && !skip; i++)
+                skip = tx->have_last_message && strcmp(bson_iter_key(&it), written[i]) == 0;
+            if (!skip)
                 bson_append_iter(out, NULL, 0, &it);
+        }
     if (bson_iter_init(&it, &tx->set))
         while (bson_iter_next(&it))
             bson_append_iter(out, NULL, 0, &it);
+    /* What the commit will write from the messages inserted in this section. */
+    if (tx->have_last_message) {
+        BSON_APPEND_INT64(out, "last_seq", tx->last_seq);
+        BSON_APPEND_DOCUMENT(out, "last_message", &tx->last_message);
+        BSON_APPEND_DATE_TIME(out, "last_activity_at", tx->now);
+    }
 }
 
 bson_t *messaging_tx_conv_set(messaging_tx *tx)
