@@ -31,6 +31,8 @@ PKG_jwt   := libjwt libcrypto
 PKG_curl  := libcurl
 PKG_sodium := libsodium
 PKG_cmocka := cmocka
+PKG_vips  := vips
+PKG_magic := libmagic
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
@@ -58,10 +60,13 @@ $(CM_LIB): $(CM_OBJS)
 GATEWAY_SRC   := $(wildcard gateway/*.c)
 USER_SRC      := $(wildcard services/user/*.c)
 MESSAGING_SRC := $(wildcard services/messaging/*.c)
+MEDIA_SRC     := $(wildcard services/media/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl)
 USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium)
-MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis)
+MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
+MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
+                  $(PKG_curl) $(PKG_vips) $(PKG_magic)
 
 define process
 $(B)/obj/$(1)/%.o: $(2)/%.c $$(wildcard $(2)/*.h) $$(wildcard libcommon/include/common/*.h)
@@ -74,8 +79,12 @@ endef
 $(eval $(call process,gateway,gateway,$(GATEWAY_SRC),$(GATEWAY_LIBS)))
 $(eval $(call process,user,services/user,$(USER_SRC),$(USER_LIBS)))
 $(eval $(call process,messaging,services/messaging,$(MESSAGING_SRC),$(MESSAGING_LIBS)))
+$(eval $(call process,media,services/media,$(MEDIA_SRC),$(MEDIA_LIBS)))
 
-BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging
+# The media objects also see libvips' (glib) and libmagic's headers.
+$(B)/obj/media/%.o: CFLAGS += $(call pkgcflags,$(PKG_vips) $(PKG_magic))
+
+BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media
 
 # --- unit tests (cmocka, beside their module) -----------------------------------------------
 UNIT_SRC  := $(wildcard libcommon/test/test_*.c) $(wildcard services/*/*_test.c) $(wildcard gateway/*_test.c)
@@ -94,9 +103,17 @@ $(B)/unit/services/messaging/%: services/messaging/%.c $(call svc_objs,messaging
 $(B)/unit/services/user/%: services/user/%.c $(call svc_objs,user,services/user) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Iservices/user $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+$(B)/unit/services/media/%: services/media/%.c $(call svc_objs,media,services/media) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_vips) $(PKG_magic)) -lm
 $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+
+# --- benchmarks -------------------------------------------------------------------------------
+$(B)/bench/media_thumbs: bench/media_thumbs.c $(B)/obj/media/media_image.o $(B)/obj/media/media_rules.o $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(MEDIA_LIBS)) -lm
 
 # --- entry points ---------------------------------------------------------------------------
 .PHONY: all build deps run stop status test unit integration check-unit bench fuzz format clean help
@@ -126,6 +143,7 @@ status:
 # so the stack is started first.
 test: deps
 	@$(MAKE) --no-print-directory MODE=asan build unit-bins
+	@$(MAKE) --no-print-directory MODE=asan check-deploy
 	@bash deploy/stack.sh start
 	@$(MAKE) --no-print-directory MODE=asan check-unit
 	@$(MAKE) --no-print-directory MODE=asan integration
@@ -137,6 +155,32 @@ check-unit: $(UNIT_BINS)
 
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
+
+bench: $(B)/bench/media_thumbs
+	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
+
+# Offline checks of the contracts (proto/) and of the deployment descriptions (deploy/docker,
+# docker-compose.yml, k8s/) against the processes' own --help; tools from deploy/check-tools.sh.
+.PHONY: check-tools check-deploy lint-contracts validate-deploy deploy-config-table smoke-images
+check-tools:
+	@bash deploy/check-tools.sh
+
+check-deploy: lint-contracts validate-deploy
+
+lint-contracts: check-tools
+	@bash deploy/lint-contracts.sh
+
+validate-deploy: check-tools $(BINS)
+	@PROCESSES="$(notdir $(BINS))" BUILD_DIR=$(B) bash deploy/validate-deploy.sh
+
+# Each image's runtime stage run for real without Docker (root, Debian archive): deploy/docker/smoke-rootfs.sh.
+smoke-images:
+	@$(MAKE) --no-print-directory MODE=rel build
+	@bash deploy/docker/smoke-rootfs.sh $(notdir $(BINS))
+
+deploy-config-table: check-tools $(BINS)
+	@.local/deploy-venv/bin/python deploy/check_deploy.py --root . --bin-dir $(B)/bin \
+		--processes "$(notdir $(BINS))" --write-config-table
 
 format:
 	@git diff -U0 --no-color HEAD -- '*.c' '*.h' | clang-format-diff -p1 -i 2>/dev/null || \

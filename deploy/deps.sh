@@ -8,13 +8,19 @@ LOCAL="$ROOT/.local"
 
 KAFKA_VERSION=3.9.1            # must match deploy/kafka/pom.xml
 FERRETDB_VERSION=v1.24.0
+VERSITYGW_VERSION=v1.8.0       # S3-compatible server for the media service's S3 tests
 PYTHON="${PYTHON:-python3}"
 
 APT_PACKAGES=(
   build-essential pkg-config libmicrohttpd-dev librdkafka-dev libmongoc-dev libbson-dev
   libhiredis-dev libcjson-dev libjwt-dev libssl-dev libcurl4-openssl-dev libsodium-dev
   libcmocka-dev redis-server kcat openssl curl jq
+  libvips-dev libmagic-dev libvips-tools libimage-exiftool-perl
 )
+
+# The images' build stage (deploy/docker/*.Dockerfile) installs exactly this list, so an image
+# and a developer's checkout build with the same packages.
+if [ "${1:-}" = "--print-apt-packages" ]; then printf '%s\n' "${APT_PACKAGES[@]}"; exit 0; fi
 
 t0=$(date +%s%N)
 log() { echo "deps: $*"; }
@@ -144,6 +150,23 @@ step_ferretdb() {
   log "ferretdb $FERRETDB_VERSION ok (built in $(since "$t"))"
 }
 
+# --- versitygw (a real S3-compatible server for the media S3 backend tests) -----
+step_versitygw() {
+  local bin="$LOCAL/bin/versitygw" stamp="$LOCAL/bin/.versitygw.version"
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$VERSITYGW_VERSION" ]; then
+    log "versitygw $VERSITYGW_VERSION ok (cached)"
+    return
+  fi
+  local t; t=$(date +%s%N)
+  command -v go >/dev/null || die "go not found (needed to build versitygw)"
+  ( cd "$LOCAL/tmp" && GOTOOLCHAIN=local GOFLAGS= GOBIN="$LOCAL/bin" \
+      go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" ) \
+    >"$LOCAL/logs/versitygw-build.log" 2>&1 \
+    || { tail -n 30 "$LOCAL/logs/versitygw-build.log" >&2; die "go install versitygw failed"; }
+  echo "$VERSITYGW_VERSION" > "$stamp"
+  log "versitygw $VERSITYGW_VERSION ok (built in $(since "$t"))"
+}
+
 # --- Python venv for the tests ------------------------------------------------
 step_venv() {
   local venv="$LOCAL/venv" req="$DEPLOY/requirements-test.txt"
@@ -183,9 +206,31 @@ step_keys() {
   log "jwt keys ok (generated RSA 2048 in .local/keys)"
 }
 
+# --- Node and tus-js-client (the resumable-upload tests) -------------------------
+step_node() {
+  local dir="$ROOT/tests/tus" stamp="$LOCAL/node/.package-lock.sha256" want
+  if ! command -v npm >/dev/null; then
+    log "node: installing nodejs and npm"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -d "$LOCAL/node/node_modules/tus-js-client" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "node modules ok (cached)"
+    return
+  fi
+  mkdir -p "$LOCAL/node"
+  cp "$dir/package.json" "$dir/package-lock.json" "$LOCAL/node/"
+  ( cd "$LOCAL/node" && npm ci --no-audit --no-fund --silent ) >"$LOCAL/logs/npm.log" 2>&1 \
+    || { tail -n 20 "$LOCAL/logs/npm.log" >&2; die "npm ci failed"; }
+  echo "$want" > "$stamp"
+  log "node modules ok (tus-js-client installed)"
+}
+
 step_apt
+step_node
 step_kafka
 step_ferretdb
+step_versitygw
 step_venv
 step_keys
 log "done in $(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.1f s", ns / 1e9 }')"

@@ -15,9 +15,18 @@ typedef struct gateway_route {
     int auth;
 } gateway_route;
 
+/* A larger request and response cap for the paths under `prefix` (media uploads and
+ * downloads), at a segment boundary like routes. */
+typedef struct gateway_limit {
+    const char *prefix;
+    size_t max_body;
+} gateway_limit;
+
 typedef struct gateway_ctx {
     gateway_route routes[16];
     int nroutes;
+    gateway_limit limits[4];
+    int nlimits;
     cm_jwt *verifier;
     long timeout_ms;
     long connect_timeout_ms;
@@ -26,6 +35,9 @@ typedef struct gateway_ctx {
 
 /* Returns the route for `path` (longest prefix at a segment boundary), or NULL. */
 const gateway_route *gateway_route_find(const gateway_ctx *ctx, const char *path);
+
+/* Returns the cap of the longest `limits` prefix matching `path`, or `def` when none does. */
+size_t gateway_limit_for(const gateway_ctx *ctx, const char *path, size_t def);
 
 /* Returns 1 when a client header must not be forwarded: hop-by-hop headers (RFC 9110
  * section 7.6.1), Host and Content-Length (libcurl sets them), and the identity headers the

@@ -66,7 +66,14 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     static const char *const kept[] = {"Location", "Retry-After", "RateLimit-Limit",
                                        "RateLimit-Remaining", "RateLimit-Reset", "Cache-Control",
-                                       "WWW-Authenticate", "ETag", "Allow", NULL};
+                                       "WWW-Authenticate", "ETag", "Allow",
+                                       /* media content (RFC 9110 ranges) and tus 1.0 */
+                                       "Content-Range", "Accept-Ranges", "Content-Disposition",
+                                       "Content-Security-Policy", "X-Content-Type-Options",
+                                       "Upload-Offset", "Upload-Length", "Upload-Expires",
+                                       "Upload-Metadata", "Tus-Resumable", "Tus-Version",
+                                       "Tus-Extension", "Tus-Max-Size",
+                                       "Tus-Checksum-Algorithm", NULL};
     char buf[1024];
     char *colon;
 
@@ -181,6 +188,8 @@ void gateway_proxy(cm_http_req *req, void *ud)
     }
     if (route->auth && cm_auth_bearer(req, ctx->verifier, &claims) != CM_OK)
         goto out;
+    /* Media downloads are as large as their uploads. */
+    up.max = gateway_limit_for(ctx, cm_http_path(req), ctx->max_response);
     q.len = (size_t)snprintf(url, sizeof(url), "%s", route->upstream);
     if (q.len >= sizeof(url) ||
         gateway_escape(cm_http_path(req), 1, url, sizeof(url), &q.len) != 0) {

@@ -22,6 +22,20 @@ const gateway_route *gateway_route_find(const gateway_ctx *ctx, const char *path
     return best;
 }
 
+size_t gateway_limit_for(const gateway_ctx *ctx, const char *path, size_t def)
+{
+    size_t best = 0, cap = def;
+    for (int i = 0; i < ctx->nlimits; i++) {
+        size_t n = strlen(ctx->limits[i].prefix);
+        if (strncmp(path, ctx->limits[i].prefix, n) == 0 && (path[n] == '\0' || path[n] == '/') &&
+            n > best) {
+            best = n;
+            cap = ctx->limits[i].max_body;
+        }
+    }
+    return cap;
+}
+
 int gateway_header_dropped(const char *name)
 {
     static const char *const dropped[] = {

@@ -74,6 +74,21 @@ static void test_route_empty_table(void **state)
     assert_null(gateway_route_find(&empty, "/v1/users"));
 }
 
+static void test_limit_for(void **state)
+{
+    gateway_ctx c;
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(gateway_limit_for(&c, "/v1/media", 7), 7);
+    c.limits[c.nlimits++] = (gateway_limit){"/v1/media", 1000};
+    c.limits[c.nlimits++] = (gateway_limit){"/v1/media/big", 5000};
+    assert_int_equal(gateway_limit_for(&c, "/v1/media", 7), 1000);
+    assert_int_equal(gateway_limit_for(&c, "/v1/media/x/content", 7), 1000);
+    assert_int_equal(gateway_limit_for(&c, "/v1/media/big/x", 7), 5000); /* longest wins */
+    assert_int_equal(gateway_limit_for(&c, "/v1/mediaX", 7), 7);          /* segment boundary */
+    assert_int_equal(gateway_limit_for(&c, "/v1/users", 7), 7);
+}
+
 static void test_header_dropped(void **state)
 {
     (void)state;
@@ -162,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_route_segment_boundary),
         cmocka_unit_test(test_route_longest_prefix),
         cmocka_unit_test(test_route_empty_table),
+        cmocka_unit_test(test_limit_for),
         cmocka_unit_test(test_header_dropped),
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_escape_appends),

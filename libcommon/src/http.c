@@ -22,6 +22,7 @@
 #define MAX_ROUTES 64
 #define MAX_SEGS 12
 #define MAX_PARAMS 8
+#define MAX_LIMITS 8
 
 /* Latency histogram bounds in seconds (Prometheus `le` labels). */
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -58,6 +59,11 @@ struct cm_http_server {
     cm_http_metrics_fn metrics_fn;
     void *metrics_ud;
     atomic_int inflight;
+    struct body_limit {
+        char *prefix;
+        size_t max;
+    } limits[MAX_LIMITS]; /* per-path-prefix body caps (cm_http_body_limit) */
+    int nlimits;
 };
 
 struct chunk {
@@ -81,6 +87,7 @@ struct cm_http_req {
     char *pvalues[MAX_PARAMS];
     char *body;
     size_t body_len, body_cap;
+    size_t max_body; /* this request's cap: the server's, or a cm_http_body_limit prefix's */
     int too_big;
     char allow[64]; /* methods of the routes that matched the path but not the method */
     int replied;
@@ -690,6 +697,22 @@ static struct route *route_for(cm_http_req *req)
     return NULL;
 }
 
+/* The body cap for `path`: the longest cm_http_body_limit prefix that matches it at a segment
+ * boundary, else the server's max_body. */
+static size_t body_limit_for(const cm_http_server *srv, const char *path)
+{
+    size_t best = 0, max = srv->cfg.max_body;
+    for (int i = 0; i < srv->nlimits; i++) {
+        size_t n = strlen(srv->limits[i].prefix);
+        if (strncmp(path, srv->limits[i].prefix, n) == 0 && (path[n] == '\0' || path[n] == '/') &&
+            n > best) {
+            best = n;
+            max = srv->limits[i].max;
+        }
+    }
+    return max;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -708,6 +731,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req == NULL)
             return MHD_NO;
         *con_cls = req;
+        req->max_body = body_limit_for(srv, req->path);
         cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;
@@ -719,12 +743,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                 "the Content-Length header is not a number");
                 return MHD_YES;
             }
-            if (n > srv->cfg.max_body) {
+            if (n > req->max_body) {
                 req->route = route_for(req);
                 cm_log_set_request_id(req->rid);
                 cm_http_problem(req, 413, "too-large", "Content Too Large",
                                 "the body is larger than the limit of %zu bytes",
-                                srv->cfg.max_body);
+                                req->max_body);
                 return MHD_YES;
             }
         }
@@ -739,7 +763,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         if (req->too_big)
             return MHD_YES;
-        if (req->body_len + n > srv->cfg.max_body) {
+        if (req->body_len + n > req->max_body) {
             /* Discard the rest and answer 413 at the end: answering now would close the
              * connection with unread data, and the reset would swallow the answer. */
             req->too_big = 1;
@@ -749,8 +773,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             size_t cap = req->body_cap ? req->body_cap * 2 : 4096;
             while (cap < req->body_len + n)
                 cap *= 2;
-            if (cap > srv->cfg.max_body)
-                cap = srv->cfg.max_body;
+            if (cap > req->max_body)
+                cap = req->max_body;
             char *p = realloc(req->body, cap);
             if (p == NULL)
                 return MHD_NO;
@@ -767,7 +791,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     req->route = route_for(req);
     if (req->too_big) {
         cm_http_problem(req, 413, "too-large", "Content Too Large",
-                        "the body is larger than the limit of %zu bytes", srv->cfg.max_body);
+                        "the body is larger than the limit of %zu bytes", req->max_body);
     } else if (req->route == NULL) {
         if (req->nparams < 0) {
             cm_http_add_header(req, "Allow", req->allow);
@@ -949,5 +973,177 @@ void cm_http_server_destroy(cm_http_server *srv)
         free(srv->routes[i].pattern);
         free(srv->routes[i].seg_buf);
     }
+    for (int i = 0; i < srv->nlimits; i++)
+        free(srv->limits[i].prefix);
     free(srv);
+}
+
+/* --- per-prefix body caps, streamed replies, multipart bodies ---------------------------- */
+
+cm_err cm_http_body_limit(cm_http_server *srv, const char *prefix, size_t max_body)
+{
+    char *p;
+    if (prefix == NULL || prefix[0] != '/' || max_body == 0)
+        return CM_EINVAL;
+    if (srv->nlimits == MAX_LIMITS)
+        return CM_ETOOBIG;
+    p = strdup(prefix);
+    if (p == NULL)
+        return CM_ENOMEM;
+    srv->limits[srv->nlimits].prefix = p;
+    srv->limits[srv->nlimits].max = max_body;
+    srv->nlimits++;
+    return CM_OK;
+}
+
+struct stream_ctx {
+    cm_http_reader read;
+    void *ud;
+    void (*free_ud)(void *ud);
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream_ctx *s = cls;
+    long n = s->read(s->ud, pos, buf, max);
+    if (n <= 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* the connection is closed: truncated */
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    struct stream_ctx *s = cls;
+    if (s->free_ud)
+        s->free_ud(s->ud);
+    free(s);
+}
+
+void cm_http_reply_stream(cm_http_req *req, int status, const char *content_type, uint64_t size,
+                          cm_http_reader read, void *ud, void (*free_ud)(void *ud))
+{
+    struct MHD_Response *resp;
+    struct stream_ctx *s;
+
+    if (req->replied) {
+        cm_error("http: second reply to %s %s ignored (bug)", req->method, req->path);
+        if (free_ud)
+            free_ud(ud);
+        return;
+    }
+    if (size == 0) {
+        if (free_ud)
+            free_ud(ud);
+        cm_http_reply_raw(req, status, content_type, "", 0);
+        return;
+    }
+    s = malloc(sizeof(*s));
+    if (s == NULL) {
+        if (free_ud)
+            free_ud(ud);
+        cm_http_reply_error(req, CM_ENOMEM, NULL);
+        return;
+    }
+    s->read = read;
+    s->ud = ud;
+    s->free_ud = free_ud;
+    req->replied = 1;
+    req->status = status;
+    /* 64 KiB blocks: large enough for few reader calls, small enough to keep memory flat. */
+    resp = MHD_create_response_from_callback(size, 64 * 1024, stream_read, s, stream_free);
+    if (resp == NULL) {
+        stream_free(s);
+        return;
+    }
+    if (content_type)
+        MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "X-Request-Id", req->rid);
+    for (struct hdr *h = req->hdrs; h; h = h->next)
+        MHD_add_response_header(resp, h->name, h->value);
+    MHD_queue_response(req->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+}
+
+struct mp_ctx {
+    const char *field;
+    cm_http_part *out;
+    char *buf;
+    size_t cap;
+    int found, done, toobig;
+};
+
+static enum MHD_Result mp_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+    struct mp_ctx *c = cls;
+    (void)kind;
+    (void)transfer_encoding;
+    if (key == NULL || strcmp(key, c->field) != 0 || c->done)
+        return MHD_YES;
+    if (!c->found) {
+        c->found = 1;
+        c->out->filename = filename;
+        c->out->content_type = content_type;
+        c->out->len = 0;
+    } else if (off == 0) {
+        c->done = 1; /* a second part with the same name: the first one counts */
+        return MHD_YES;
+    }
+    if (size == 0)
+        return MHD_YES;
+    if (off != c->out->len || c->out->len + size > c->cap) {
+        c->toobig = 1;
+        return MHD_NO;
+    }
+    memcpy(c->buf + c->out->len, data, size);
+    c->out->len += size;
+    return MHD_YES;
+}
+
+/* Keeps the filename and content type alive past the post processor (it frees its own). */
+static const char *mp_keep(cm_http_req *req, const char *s)
+{
+    return s ? cm_http_strdup(req, s) : NULL;
+}
+
+cm_err cm_http_multipart_file(cm_http_req *req, const char *field, cm_http_part *out)
+{
+    const char *ct = cm_http_header(req, "Content-Type");
+    struct MHD_PostProcessor *pp;
+    struct mp_ctx c = {.field = field, .out = out};
+    cm_http_part part = {0};
+    size_t off = 0;
+    int ok;
+
+    if (ct == NULL || strncasecmp(ct, "multipart/form-data", 19) != 0)
+        return CM_EINVAL;
+    c.out = &part;
+    c.cap = req->body_len;
+    c.buf = cm_http_alloc(req, c.cap ? c.cap : 1);
+    if (c.buf == NULL)
+        return CM_ENOMEM;
+    pp = MHD_create_post_processor(req->conn, 64 * 1024, mp_iter, &c);
+    if (pp == NULL)
+        return CM_EINVAL; /* no boundary parameter */
+    ok = 1;
+    while (ok && off < req->body_len) {
+        size_t n = req->body_len - off > 65536 ? 65536 : req->body_len - off;
+        ok = MHD_post_process(pp, req->body + off, n) == MHD_YES;
+        off += n;
+    }
+    /* The filename and type strings live in the processor: copy before destroying it. */
+    if (c.found) {
+        part.filename = mp_keep(req, part.filename);
+        part.content_type = mp_keep(req, part.content_type);
+    }
+    if (MHD_destroy_post_processor(pp) != MHD_YES)
+        ok = 0; /* the body ended before the closing boundary */
+    if (!ok || c.toobig || !c.found)
+        return CM_EINVAL;
+    part.name = field;
+    part.data = c.buf;
+    *out = part;
+    return CM_OK;
 }

@@ -340,3 +340,233 @@ int cm_bson_bool(const bson_t *doc, const char *path, int def)
         return bson_iter_bool(&v);
     return def;
 }
+
+/* --- GridFS ------------------------------------------------------------------------------ */
+
+/* Opens bucket `name` on a pooled client; the caller destroys the bucket, then pushes the
+ * client back. */
+static mongoc_gridfs_bucket_t *bucket_open(cm_mongo *m, const char *name,
+                                           mongoc_client_t **client, mongoc_database_t **db)
+{
+    bson_t opts = BSON_INITIALIZER;
+    bson_error_t e;
+    mongoc_gridfs_bucket_t *b;
+
+    *client = mongoc_client_pool_pop(m->pool);
+    *db = mongoc_client_get_database(*client, m->db);
+    BSON_APPEND_UTF8(&opts, "bucketName", name);
+    b = mongoc_gridfs_bucket_new(*db, &opts, NULL, &e);
+    bson_destroy(&opts);
+    if (b == NULL)
+        cm_error("mongo: gridfs bucket %s: %s", name, e.message);
+    return b;
+}
+
+static void bucket_close(cm_mongo *m, mongoc_gridfs_bucket_t *b, mongoc_client_t *client,
+                         mongoc_database_t *db)
+{
+    mongoc_gridfs_bucket_destroy(b);
+    mongoc_database_destroy(db);
+    mongoc_client_pool_push(m->pool, client);
+}
+
+static cm_err gridfs_stat(cm_mongo *m, const char *bucket, const char *id, int64_t *len,
+                          int64_t *chunk);
+
+cm_err cm_mongo_gridfs_put(cm_mongo *m, const char *bucket, const char *id, const void *data,
+                           size_t len)
+{
+    mongoc_client_t *client;
+    mongoc_database_t *db;
+    mongoc_gridfs_bucket_t *b = bucket_open(m, bucket, &client, &db);
+    mongoc_stream_t *st = NULL;
+    bson_value_t idv;
+    bson_error_t e;
+    cm_err rc = CM_EIO;
+    size_t off = 0;
+    int64_t have, chunk;
+
+    if (b == NULL)
+        goto out;
+    /* A failed upload is aborted by deleting every chunk with its files_id, which would wipe
+     * an existing file of the same id: refuse a taken id before writing anything. */
+    if (gridfs_stat(m, bucket, id, &have, &chunk) != CM_ENOTFOUND) {
+        rc = CM_ECONFLICT;
+        goto out;
+    }
+    idv.value_type = BSON_TYPE_UTF8;
+    idv.value.v_utf8.str = (char *)id;
+    idv.value.v_utf8.len = (uint32_t)strlen(id);
+    st = mongoc_gridfs_bucket_open_upload_stream_with_id(b, &idv, id, NULL, &e);
+    if (st == NULL) {
+        rc = translate("gridfs upload", bucket, &e);
+        goto out;
+    }
+    while (off < len) {
+        size_t n = len - off > (1u << 20) ? (1u << 20) : len - off;
+        ssize_t w = mongoc_stream_write(st, (void *)((const char *)data + off), n, 0);
+        if (w < 0 || (size_t)w != n) {
+            if (mongoc_gridfs_bucket_stream_error(st, &e))
+                rc = translate("gridfs write", bucket, &e);
+            mongoc_gridfs_bucket_abort_upload(st);
+            goto out;
+        }
+        off += n;
+    }
+    /* Closing writes the last chunk and the files document that makes the file visible. */
+    if (mongoc_stream_close(st) != 0) {
+        if (mongoc_gridfs_bucket_stream_error(st, &e))
+            rc = translate("gridfs close", bucket, &e);
+        mongoc_gridfs_bucket_abort_upload(st);
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    mongoc_stream_destroy(st);
+    if (b)
+        bucket_close(m, b, client, db);
+    else {
+        mongoc_database_destroy(db);
+        mongoc_client_pool_push(m->pool, client);
+    }
+    return rc;
+}
+
+/* Reads the files document of `id`: its length and chunk size. */
+static cm_err gridfs_stat(cm_mongo *m, const char *bucket, const char *id, int64_t *len,
+                          int64_t *chunk)
+{
+    char coll[160];
+    bson_t f = BSON_INITIALIZER, doc;
+    cm_err rc;
+
+    if (snprintf(coll, sizeof(coll), "%s.files", bucket) >= (int)sizeof(coll))
+        return CM_EINVAL;
+    BSON_APPEND_UTF8(&f, "_id", id);
+    rc = cm_mongo_find_one(m, coll, &f, NULL, &doc);
+    bson_destroy(&f);
+    if (rc != CM_OK)
+        return rc;
+    *len = cm_bson_int(&doc, "length", -1);
+    *chunk = cm_bson_int(&doc, "chunkSize", -1);
+    bson_destroy(&doc);
+    if (*len < 0 || *chunk <= 0) {
+        cm_error("mongo: gridfs %s file %s has no valid length/chunkSize", bucket, id);
+        return CM_EIO;
+    }
+    return CM_OK;
+}
+
+cm_err cm_mongo_gridfs_size(cm_mongo *m, const char *bucket, const char *id, int64_t *len)
+{
+    int64_t chunk;
+    return gridfs_stat(m, bucket, id, len, &chunk);
+}
+
+struct chunk_copy {
+    char *buf;
+    int64_t offset, end; /* wanted byte range [offset, end) of the file */
+    int64_t chunk, length, next_n;
+    size_t got;
+    int corrupt;
+};
+
+static int copy_chunk(const bson_t *doc, void *ud)
+{
+    struct chunk_copy *c = ud;
+    bson_iter_t it;
+    const uint8_t *data = NULL;
+    uint32_t dlen = 0;
+    bson_subtype_t st;
+    int64_t n = cm_bson_int(doc, "n", -1), start, want, from, to;
+
+    if (bson_iter_init_find(&it, doc, "data") && BSON_ITER_HOLDS_BINARY(&it))
+        bson_iter_binary(&it, &st, &dlen, &data);
+    start = n * c->chunk;
+    want = c->length - start < c->chunk ? c->length - start : c->chunk;
+    /* Chunks must come in order, each full but the last (GridFS spec). */
+    if (n != c->next_n || data == NULL || (int64_t)dlen != want) {
+        c->corrupt = 1;
+        return 1;
+    }
+    c->next_n++;
+    from = c->offset > start ? c->offset - start : 0;
+    to = c->end - start < (int64_t)dlen ? c->end - start : (int64_t)dlen;
+    if (to > from) {
+        memcpy(c->buf + c->got, data + from, (size_t)(to - from));
+        c->got += (size_t)(to - from);
+    }
+    return 0;
+}
+
+cm_err cm_mongo_gridfs_read(cm_mongo *m, const char *bucket, const char *id, int64_t offset,
+                            void *buf, size_t n, size_t *got)
+{
+    char coll[160];
+    bson_t f = BSON_INITIALIZER, range, opts = BSON_INITIALIZER, sort;
+    struct chunk_copy c = {.buf = buf, .offset = offset};
+    int64_t len, chunk, first, last;
+    cm_err rc;
+
+    *got = 0;
+    if (offset < 0)
+        return CM_EINVAL;
+    rc = gridfs_stat(m, bucket, id, &len, &chunk);
+    if (rc != CM_OK)
+        return rc;
+    if (offset >= len || n == 0)
+        return CM_OK;
+    c.end = len - offset < (int64_t)n ? len : offset + (int64_t)n;
+    c.chunk = chunk;
+    c.length = len;
+    first = offset / chunk;
+    last = (c.end - 1) / chunk;
+    c.next_n = first;
+    snprintf(coll, sizeof(coll), "%s.chunks", bucket);
+    BSON_APPEND_UTF8(&f, "files_id", id);
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "n", &range);
+    BSON_APPEND_INT64(&range, "$gte", first);
+    BSON_APPEND_INT64(&range, "$lte", last);
+    bson_append_document_end(&f, &range);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+    BSON_APPEND_INT32(&sort, "n", 1);
+    bson_append_document_end(&opts, &sort);
+    rc = cm_mongo_find(m, coll, &f, &opts, copy_chunk, &c);
+    bson_destroy(&f);
+    bson_destroy(&opts);
+    if (rc != CM_OK)
+        return rc;
+    if (c.corrupt || c.next_n != last + 1) {
+        cm_error("mongo: gridfs %s file %s: chunks missing or of the wrong size", bucket, id);
+        return CM_EIO;
+    }
+    *got = c.got;
+    return CM_OK;
+}
+
+cm_err cm_mongo_gridfs_delete(cm_mongo *m, const char *bucket, const char *id)
+{
+    mongoc_client_t *client;
+    mongoc_database_t *db;
+    mongoc_gridfs_bucket_t *b = bucket_open(m, bucket, &client, &db);
+    bson_value_t idv;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    if (b == NULL) {
+        mongoc_database_destroy(db);
+        mongoc_client_pool_push(m->pool, client);
+        return CM_EIO;
+    }
+    idv.value_type = BSON_TYPE_UTF8;
+    idv.value.v_utf8.str = (char *)id;
+    idv.value.v_utf8.len = (uint32_t)strlen(id);
+    if (!mongoc_gridfs_bucket_delete_by_id(b, &idv, &e)) {
+        if (e.domain == MONGOC_ERROR_GRIDFS && e.code == MONGOC_ERROR_GRIDFS_BUCKET_FILE_NOT_FOUND)
+            rc = CM_ENOTFOUND;
+        else
+            rc = translate("gridfs delete", bucket, &e);
+    }
+    bucket_close(m, b, client, db);
+    return rc;
+}

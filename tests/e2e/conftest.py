@@ -24,13 +24,15 @@ KEYS = ROOT / ".local" / "keys"
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
-PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2}
+PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "media": _BASE + 4}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
 ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
 DB_SUFFIX = secrets.token_hex(3)  # fresh databases per run
-DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFIX}"}
+DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFIX}",
+       "media": f"test_media_{DB_SUFFIX}"}
+MEDIA_URL_KEYS = "t2:" + secrets.token_hex(32) + ",t1:" + secrets.token_hex(32)
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -50,6 +52,9 @@ class Service:
             "PLATFORM_ADMIN_KEY": ADMIN_KEY,
             "USER_URL": f"http://127.0.0.1:{PORTS['user']}",
             "MESSAGING_URL": f"http://127.0.0.1:{PORTS['messaging']}",
+            "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",
+            "MEDIA_URL_KEYS": MEDIA_URL_KEYS,
+            "MEDIA_WORKER_GROUP": f"e2e-media-{DB_SUFFIX}",
             "OUTBOX_STALE_MS": "2000",
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
             "UBSAN_OPTIONS": "print_stacktrace=1",
@@ -93,7 +98,7 @@ def platform():
     sanitizer reports, so a memory error anywhere fails the run."""
     for p in LOGS.glob("*.log") if LOGS.exists() else []:
         p.unlink()
-    services = {name: Service(name) for name in ("user", "messaging", "gateway")}
+    services = {name: Service(name) for name in ("user", "messaging", "media", "gateway")}
     started = []
     try:
         for s in services.values():

@@ -6,6 +6,7 @@
 #define COMMON_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cJSON.h>
 
@@ -127,5 +128,45 @@ void cm_http_problem(cm_http_req *req, int status, const char *slug, const char 
  * CM_ENOTFOUND 404, CM_ECONFLICT 409, CM_ETOOBIG 413, CM_ELIMIT 429, CM_EIO/CM_EAGAIN/
  * CM_ETIMEOUT 503, anything else 500. The one place errors become statuses. */
 void cm_http_reply_error(cm_http_req *req, cm_err err, const char *detail);
+
+/* --- large bodies (media uploads and downloads) ------------------------------------------ */
+
+/* Sets the body cap of every request whose path starts with `prefix` at a segment boundary
+ * ("/v1/media" covers "/v1/media" and "/v1/media/..."); the longest matching prefix wins over
+ * the server's max_body. Oversized bodies get the same 413 before they are read. Call before
+ * cm_http_server_start. CM_EINVAL for a prefix not starting with '/' or a zero cap,
+ * CM_ETOOBIG past 8 prefixes, CM_ENOMEM. */
+cm_err cm_http_body_limit(cm_http_server *srv, const char *prefix, size_t max_body);
+
+/* Produces the bytes of a streamed reply: writes up to `max` bytes of the body starting at
+ * body offset `pos` into `buf` and returns how many (> 0). Returning <= 0 aborts the reply
+ * (the connection is closed, the client sees a truncated body). Called on a server thread
+ * after the handler has returned, possibly many times. */
+typedef long (*cm_http_reader)(void *ud, uint64_t pos, char *buf, size_t max);
+
+/* Answers with a body of exactly `size` bytes produced by `read` in 64 KiB blocks, so a large
+ * file never sits whole in memory; HEAD gets the headers with Content-Length `size` and the
+ * reader is not called. `free_ud(ud)` (may be NULL) runs once when the reply is done or
+ * could not be sent, also when this call fails. */
+void cm_http_reply_stream(cm_http_req *req, int status, const char *content_type, uint64_t size,
+                          cm_http_reader read, void *ud, void (*free_ud)(void *ud));
+
+/* One part of a multipart/form-data body (RFC 7578). Strings and data are owned by the
+ * request; `filename` and `content_type` are NULL when the part did not give them. */
+typedef struct cm_http_part {
+    const char *name;
+    const char *filename;
+    const char *content_type;
+    const char *data;
+    size_t len;
+} cm_http_part;
+
+/* Finds the part named `field` in a multipart/form-data body with libmicrohttpd's post
+ * processor, copying its bytes into the request's memory (so up to the body size again).
+ * Other parts are skipped; when `field` appears twice the first counts. CM_EINVAL when the
+ * Content-Type is not multipart/form-data with a boundary, the body is malformed or
+ * truncated, or `field` is absent; CM_ENOMEM. Nothing is answered: the caller words the
+ * problem. */
+cm_err cm_http_multipart_file(cm_http_req *req, const char *field, cm_http_part *out);
 
 #endif

@@ -65,4 +65,29 @@ const char *cm_bson_str(const bson_t *doc, const char *path, const char *def);
 int64_t cm_bson_int(const bson_t *doc, const char *path, int64_t def);
 int cm_bson_bool(const bson_t *doc, const char *path, int def);
 
+/* --- GridFS ------------------------------------------------------------------------------
+ * Files stored per the GridFS spec (collections <bucket>.files and <bucket>.chunks, default
+ * chunk size 255 KiB), written through mongoc_gridfs_bucket_t. Files are named by a string
+ * `id` (their _id) chosen by the caller and are immutable once written. */
+
+/* Stores `len` bytes at `data` as file `id` in `bucket`. CM_ECONFLICT when `id` exists (the
+ * existing file is left as it was); CM_EIO when the server fails (a partly written file is
+ * aborted and removed). Two concurrent puts of one new id are not supported: choose ids
+ * that cannot collide (random). */
+cm_err cm_mongo_gridfs_put(cm_mongo *m, const char *bucket, const char *id, const void *data,
+                           size_t len);
+
+/* Writes the length in bytes of file `id` to `*len`. CM_ENOTFOUND when absent. */
+cm_err cm_mongo_gridfs_size(cm_mongo *m, const char *bucket, const char *id, int64_t *len);
+
+/* Reads up to `n` bytes of file `id` starting at byte `offset` into `buf`; `*got` receives
+ * how many were read (fewer than `n` only at the end of the file, 0 at or past it). Only the
+ * chunks covering the range are fetched, so a range costs what it reads. CM_ENOTFOUND when
+ * absent; CM_EIO when a chunk is missing or has the wrong size (a corrupt file). */
+cm_err cm_mongo_gridfs_read(cm_mongo *m, const char *bucket, const char *id, int64_t offset,
+                            void *buf, size_t n, size_t *got);
+
+/* Deletes file `id` and its chunks. CM_ENOTFOUND when absent. */
+cm_err cm_mongo_gridfs_delete(cm_mongo *m, const char *bucket, const char *id);
+
 #endif
