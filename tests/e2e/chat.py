@@ -200,3 +200,24 @@ def server_view(api, token, kinds=("direct", "group", "channel")):
                     "members": sorted((m["user_id"], m["role"]) for m in members),
                     "messages": all_pages(api, token, f"/v1/conversations/{cid}/messages", "?limit=200")}
     return out
+
+
+class configured:
+    """Restarts the platform's messaging service with extra environment for the duration of a
+    `with` block (tenant settings are process settings until the user service provides them),
+    then restarts it as it was."""
+
+    def __init__(self, platform, **env):
+        self.svc, self.env = platform["messaging"], {k: str(v) for k, v in env.items()}
+
+    def __enter__(self):
+        self.saved = dict(self.svc.env)
+        assert self.svc.stop() == 0
+        self.svc.env.update(self.env)
+        self.svc.start()
+        return self
+
+    def __exit__(self, *exc):
+        assert self.svc.stop() == 0
+        self.svc.env = self.saved
+        self.svc.start()
