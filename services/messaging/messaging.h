@@ -199,8 +199,9 @@ typedef struct messaging_tx {
     int64_t last_eseq, last_seq, now;
     bson_t set;  /* fields $set on the conversation at commit */
     int nset;
-    bson_t last_message; /* the newest message written in this section */
+    bson_t last_message; /* the conversation's newest message, written in this section */
     int have_last_message;
+    int activity; /* a message was added: last_activity_at moves to now */
     struct messaging_appended *appended; /* to publish after commit */
 } messaging_tx;
 
@@ -235,6 +236,10 @@ void messaging_tx_init_new(messaging_tx *tx, messaging_ctx *ctx, const cm_jwt_cl
 
 /* Publishes what the section appended (messaging_tx_commit does it for open sections). */
 void messaging_tx_publish(messaging_tx *tx);
+
+/* Notes a stored message changed inside the section (edit, delete, reaction, pin): when it
+ * is the conversation's newest, the conversation's last_message follows. */
+void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg);
 
 /* The conversation as it will be after commit: tx->conv with the queued $set applied. */
 void messaging_tx_conv_view(messaging_tx *tx, bson_t *out);
@@ -355,6 +360,25 @@ typedef struct messaging_new_message {
  * that original message. */
 cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *nm, bson_t *out);
 
+/* Opens a write section on the conversation {id} of the request's path and loads its message
+ * {message_id} into `msg` (caller destroys). On failure it has answered (404, 503) and the
+ * caller closes `tx`. */
+cm_err messaging_open_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                              messaging_tx *tx, bson_t *msg);
+
+/* Applies `update` to message `mid` inside an open section and reads it back into `after`
+ * (caller destroys). */
+cm_err messaging_message_update(messaging_tx *tx, const char *mid, const bson_t *update,
+                                bson_t *after);
+
+/* Appends an event of `type` carrying the whole message `msg` (after a change), keeping the
+ * conversation's last message current. */
+cm_err messaging_message_logged(messaging_tx *tx, const char *type, const bson_t *msg);
+
+/* Sets "me" on each reaction of the rendered message(s) `messages` (an object or an array of
+ * them) that `user` made, false on the others. */
+void messaging_mark_my_reactions(messaging_ctx *ctx, const char *user, cJSON *messages);
+
 /* Inserts a system message (joins, leaves, renames) written by the service for `tx->user`. */
 cm_err messaging_system_message(messaging_tx *tx, const char *text);
 
@@ -374,6 +398,16 @@ void messaging_members_update(cm_http_req *req, void *ud); /* PATCH .../{id}/mem
 void messaging_messages_send(cm_http_req *req, void *ud);   /* POST .../{id}/messages */
 void messaging_messages_list(cm_http_req *req, void *ud);   /* GET .../{id}/messages */
 void messaging_messages_get(cm_http_req *req, void *ud);    /* GET .../messages/{mid} */
+void messaging_messages_thread(cm_http_req *req, void *ud); /* GET .../messages/{mid}/thread */
+void messaging_messages_forward(cm_http_req *req, void *ud); /* POST .../{id}/forward */
+void messaging_messages_edit(cm_http_req *req, void *ud);   /* PATCH .../messages/{mid} */
+void messaging_messages_history(cm_http_req *req, void *ud); /* GET .../messages/{mid}/history */
+void messaging_messages_delete(cm_http_req *req, void *ud); /* DELETE .../messages/{mid} */
+void messaging_reactions_add(cm_http_req *req, void *ud);   /* POST .../{mid}/reactions */
+void messaging_reactions_remove(cm_http_req *req, void *ud); /* DELETE .../reactions/{emoji} */
+void messaging_pins_add(cm_http_req *req, void *ud);        /* POST .../{mid}/pin */
+void messaging_pins_remove(cm_http_req *req, void *ud);     /* DELETE .../{mid}/pin */
+void messaging_pins_list(cm_http_req *req, void *ud);       /* GET .../{id}/pins */
 
 void messaging_sync(cm_http_req *req, void *ud); /* GET and POST /v1/sync */
 

@@ -215,7 +215,8 @@ void messaging_tx_conv_view(messaging_tx *tx, bson_t *out)
         while (bson_iter_next(&it)) {
             skip = bson_iter_init_find(&s, &tx->set, bson_iter_key(&it));
             for (int i = 0; written[i] && !skip; i++)
-                skip = tx->have_last_message && strcmp(bson_iter_key(&it), written[i]) == 0;
+                skip = tx->have_last_message && strcmp(bson_iter_key(&it), written[i]) == 0 &&
+                       (i < 2 || tx->activity);
             if (!skip)
                 bson_append_iter(out, NULL, 0, &it);
         }
@@ -226,8 +227,19 @@ void messaging_tx_conv_view(messaging_tx *tx, bson_t *out)
     if (tx->have_last_message) {
         BSON_APPEND_INT64(out, "last_seq", tx->last_seq);
         BSON_APPEND_DOCUMENT(out, "last_message", &tx->last_message);
-        BSON_APPEND_DATE_TIME(out, "last_activity_at", tx->now);
+        if (tx->activity)
+            BSON_APPEND_DATE_TIME(out, "last_activity_at", tx->now);
     }
+}
+
+void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg)
+{
+    if (cm_bson_int(msg, "seq", 0) != tx->last_seq)
+        return;
+    if (tx->have_last_message)
+        bson_destroy(&tx->last_message);
+    bson_copy_to(msg, &tx->last_message);
+    tx->have_last_message = 1;
 }
 
 bson_t *messaging_tx_conv_set(messaging_tx *tx)
@@ -316,10 +328,10 @@ cm_err messaging_tx_commit(messaging_tx *tx)
     BSON_APPEND_INT64(&set, "last_eseq", tx->last_eseq);
     BSON_APPEND_DATE_TIME(&set, "last_event_at", tx->now);
     BSON_APPEND_INT64(&set, "last_seq", tx->last_seq);
-    if (tx->have_last_message) {
+    if (tx->have_last_message)
         BSON_APPEND_DOCUMENT(&set, "last_message", &tx->last_message);
+    if (tx->activity)
         BSON_APPEND_DATE_TIME(&set, "last_activity_at", tx->now);
-    }
     if (bson_iter_init(&it, &tx->set))
         while (bson_iter_next(&it))
             if (!bson_has_field(&set, bson_iter_key(&it)))

@@ -91,10 +91,12 @@ static void append_strings(bson_t *doc, const char *key, const cJSON *arr)
     bson_append_array_end(doc, &a);
 }
 
-/* A reply in a thread: the root counts it and remembers when the last one came. */
+/* A reply in a thread: the root counts it and remembers when the last one came, and the root's
+ * new state is logged (message.updated), so every member's copy of the root follows, also one
+ * who hid the reply. */
 static cm_err count_thread_reply(messaging_tx *tx, const char *root_id)
 {
-    bson_t root, u = BSON_INITIALIZER, set;
+    bson_t root, after, u = BSON_INITIALIZER, set;
     cm_err rc = messaging_message_find(tx->ctx, tx->cid, root_id, &root);
     if (rc != CM_OK)
         return rc;
@@ -102,7 +104,11 @@ static cm_err count_thread_reply(messaging_tx *tx, const char *root_id)
     BSON_APPEND_INT64(&set, "reply_count", cm_bson_int(&root, "reply_count", 0) + 1);
     BSON_APPEND_DATE_TIME(&set, "last_reply_at", tx->now);
     bson_append_document_end(&u, &set);
-    rc = messaging_update_id(tx->ctx, MSG_COLL_MESSAGES, root_id, &u);
+    rc = messaging_message_update(tx, root_id, &u, &after);
+    if (rc == CM_OK) {
+        rc = messaging_message_logged(tx, "message.updated", &after);
+        bson_destroy(&after);
+    }
     bson_destroy(&u);
     bson_destroy(&root);
     return rc;
@@ -241,6 +247,7 @@ cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *n
         bson_destroy(&tx->last_message);
     bson_copy_to(&doc, &tx->last_message);
     tx->have_last_message = 1;
+    tx->activity = 1;
     bson_steal(out, &doc);
     return CM_OK;
 }
@@ -560,6 +567,7 @@ void messaging_messages_list(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "messages could not be listed");
         goto out;
     }
+    messaging_mark_my_reactions(ctx, c.sub, p.items);
     if (p.more)
         snprintf(next, sizeof(next), "%lld", (long long)cm_bson_int(&p.last, "seq", 0));
     cm_http_reply_page(req, p.items, p.more ? next : NULL);
@@ -594,9 +602,252 @@ void messaging_messages_get(cm_http_req *req, void *ud)
     if (rc != CM_OK)
         cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
     else {
-        cm_http_reply_json(req, 200, messaging_message_json(&m));
+        cJSON *j = messaging_message_json(&m);
+        messaging_mark_my_reactions(ctx, c.sub, j);
+        cm_http_reply_json(req, 200, j);
         bson_destroy(&m);
     }
     bson_destroy(&conv);
     bson_destroy(&me);
+}
+
+/* GET /v1/conversations/{id}/messages/{message_id}/thread?cursor=&limit= : the replies in the
+ * thread the message starts, oldest first. */
+void messaging_messages_thread(cm_http_req *req, void *ud)
+{
+    messaging_ctx *ctx = ud;
+    cm_jwt_claims c;
+    const char *cid = cm_http_param(req, "id"), *cursor = cm_http_query(req, "cursor");
+    messaging_page p = {0};
+    bson_t conv, me, root, f = BSON_INITIALIZER, range, sort = BSON_INITIALIZER;
+    int64_t cseq = 0;
+    char next[24];
+    long limit;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+        goto out;
+    if (cursor && *cursor == '\0')
+        cursor = NULL;
+    if (cursor && !messaging_seq_cursor_parse(cursor, &cseq)) {
+        cm_http_reply_error(req, CM_EINVAL, "the cursor is malformed; pass back next_cursor as given");
+        goto out;
+    }
+    if (cm_http_query_long(req, "limit", MSG_PAGE_DEFAULT, 1, MSG_PAGE_MAX, &limit) != CM_OK)
+        goto out;
+    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
+    if (rc != CM_OK) {
+        messaging_reply_open_error(req, rc);
+        goto out;
+    }
+    bson_destroy(&conv);
+    rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &root);
+    if (rc != CM_OK) {
+        bson_destroy(&me);
+        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
+        goto out;
+    }
+    BSON_APPEND_UTF8(&f, "conversation_id", cid);
+    BSON_APPEND_UTF8(&f, "thread_root", cm_bson_str(&root, "_id", ""));
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "seq", &range);
+    BSON_APPEND_INT64(&range, "$gt", cseq);
+    bson_append_document_end(&f, &range);
+    exclude_hidden(&f, &me);
+    bson_destroy(&me);
+    bson_destroy(&root);
+    BSON_APPEND_INT32(&sort, "seq", 1);
+    rc = messaging_page_find(ctx->db, MSG_COLL_MESSAGES, &f, &sort, limit, messaging_message_json, &p);
+    if (rc != CM_OK) {
+        cm_http_reply_error(req, rc, "the thread could not be listed");
+        goto out;
+    }
+    messaging_mark_my_reactions(ctx, c.sub, p.items);
+    if (p.more)
+        snprintf(next, sizeof(next), "%lld", (long long)cm_bson_int(&p.last, "seq", 0));
+    cm_http_reply_page(req, p.items, p.more ? next : NULL);
+    p.items = NULL;
+out:
+    messaging_page_cleanup(&p);
+    bson_destroy(&f);
+    bson_destroy(&sort);
+}
+
+/* Reads an array of 1..max distinct UUIDs; answers 400 with `what` in the detail otherwise. */
+static int uuid_list(cm_http_req *req, const cJSON *body, const char *key, int max,
+                     const char *what, const char **out, int *n)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(body, key), *it;
+    char detail[160];
+    *n = 0;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
+        snprintf(detail, sizeof(detail), "field '%s' must be a non-empty array of ids", key);
+        cm_http_reply_error(req, CM_EINVAL, detail);
+        return 0;
+    }
+    if (cJSON_GetArraySize(arr) > max) {
+        snprintf(detail, sizeof(detail), "at most %d %s can be forwarded at once", max, what);
+        cm_http_reply_error(req, CM_EINVAL, detail);
+        return 0;
+    }
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsString(it) || !cm_uuid_valid(it->valuestring)) {
+            snprintf(detail, sizeof(detail), "field '%s' must hold ids", key);
+            cm_http_reply_error(req, CM_EINVAL, detail);
+            return 0;
+        }
+        for (int i = 0; i < *n; i++)
+            if (strcmp(out[i], it->valuestring) == 0) {
+                snprintf(detail, sizeof(detail), "field '%s' names '%s' twice", key, it->valuestring);
+                cm_http_reply_error(req, CM_EINVAL, detail);
+                return 0;
+            }
+        out[(*n)++] = it->valuestring;
+    }
+    return 1;
+}
+
+/* Copies the forwarded messages into one target conversation. */
+static cm_err forward_into(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                           const char *target, bson_t *const *msgs, int n, const char *source,
+                           cJSON *out)
+{
+    messaging_tx tx;
+    messaging_rule_input in;
+    cJSON *list;
+    cm_err rc = messaging_tx_open(ctx, req, c, target, &tx);
+
+    if (rc != CM_OK)
+        return rc;
+    messaging_rule_input_of(&tx, c, &in);
+    if (cm_bson_bool(&tx.conv, "deleted", 0)) {
+        rc = CM_ECONFLICT;
+        goto out;
+    }
+    if (messaging_rule(MSG_ACT_SEND, &in, &(int){0}) != NULL) {
+        rc = CM_EFORBIDDEN;
+        goto out;
+    }
+    list = cJSON_CreateArray();
+    for (int i = 0; i < n && rc == CM_OK; i++) {
+        messaging_new_message nm = {0};
+        bson_t from = BSON_INITIALIZER, doc;
+        cJSON *atts = messaging_bson_strings(msgs[i], "attachments");
+        /* A forwarded forward still names where the message was first written. */
+        BSON_APPEND_UTF8(&from, "conversation_id",
+                         cm_bson_str(msgs[i], "forwarded_from.conversation_id", source));
+        BSON_APPEND_UTF8(&from, "message_id",
+                         cm_bson_str(msgs[i], "forwarded_from.message_id", cm_bson_str(msgs[i], "_id", "")));
+        BSON_APPEND_UTF8(&from, "sender_id",
+                         cm_bson_str(msgs[i], "forwarded_from.sender_id", cm_bson_str(msgs[i], "sender_id", "")));
+        nm.type = cm_bson_str(msgs[i], "type", "text");
+        nm.text = cm_bson_str(msgs[i], "text", "");
+        nm.attachments = cJSON_GetArraySize(atts) ? atts : NULL;
+        nm.forwarded_from = &from;
+        rc = messaging_message_insert(&tx, &nm, &doc);
+        if (rc == CM_OK) {
+            cJSON_AddItemToArray(list, messaging_message_json(&doc));
+            bson_destroy(&doc);
+        }
+        bson_destroy(&from);
+        cJSON_Delete(atts);
+    }
+    if (rc == CM_OK)
+        rc = messaging_tx_commit(&tx);
+    if (rc == CM_OK) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "conversation_id", target);
+        cJSON_AddItemToObject(o, "messages", list);
+        cJSON_AddItemToArray(out, o);
+    } else {
+        cJSON_Delete(list);
+    }
+out:
+    messaging_tx_close(&tx);
+    return rc;
+}
+
+/* POST /v1/conversations/{id}/forward {"message_ids": [...], "to": [...]}: copies up to 10
+ * messages of this conversation into up to 5 conversations the caller may post in. */
+void messaging_messages_forward(cm_http_req *req, void *ud)
+{
+    messaging_ctx *ctx = ud;
+    static const char *const allowed[] = {"message_ids", "to", NULL};
+    cm_jwt_claims c;
+    const char *cid = cm_http_param(req, "id");
+    const char *mids[MSG_FORWARD_MESSAGES_MAX], *targets[MSG_FORWARD_TARGETS_MAX];
+    bson_t *msgs[MSG_FORWARD_MESSAGES_MAX] = {0};
+    char detail[200];
+    int nm = 0, nt = 0;
+    bson_t conv, me;
+    cJSON *body, *out = NULL;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+        return;
+    if (cm_http_json_body(req, &body) != CM_OK)
+        return;
+    if (cm_json_only_keys(body, allowed, detail, sizeof(detail))) {
+        cm_http_reply_error(req, CM_EINVAL, detail);
+        return;
+    }
+    if (!uuid_list(req, body, "message_ids", MSG_FORWARD_MESSAGES_MAX, "messages", mids, &nm) ||
+        !uuid_list(req, body, "to", MSG_FORWARD_TARGETS_MAX, "target conversations", targets, &nt))
+        return;
+    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
+    if (rc != CM_OK) {
+        messaging_reply_open_error(req, rc);
+        return;
+    }
+    bson_destroy(&conv);
+    bson_destroy(&me);
+    for (int i = 0; i < nm; i++) {
+        bson_t m;
+        if (messaging_message_find(ctx, cid, mids[i], &m) != CM_OK) {
+            snprintf(detail, sizeof(detail), "message '%s' is not in this conversation", mids[i]);
+            cm_http_reply_error(req, CM_EINVAL, detail);
+            goto done;
+        }
+        msgs[i] = bson_copy(&m);
+        bson_destroy(&m);
+        if (cm_bson_bool(msgs[i], "deleted", 0) || strcmp(cm_bson_str(msgs[i], "type", ""), "system") == 0) {
+            snprintf(detail, sizeof(detail), "message '%s' cannot be forwarded (deleted or a system message)", mids[i]);
+            cm_http_reply_error(req, CM_EINVAL, detail);
+            goto done;
+        }
+    }
+    /* Every target first, so that a refusal changes nothing. */
+    for (int i = 0; i < nt; i++) {
+        if (messaging_conversation_for_member(ctx, c.tid, targets[i], c.sub, &conv, &me) != CM_OK) {
+            snprintf(detail, sizeof(detail), "no such conversation '%s'", targets[i]);
+            cm_http_reply_error(req, CM_ENOTFOUND, detail);
+            goto done;
+        }
+        bson_destroy(&conv);
+        bson_destroy(&me);
+    }
+    if (over_rate(req, ctx, &c))
+        goto done;
+    out = cJSON_CreateArray();
+    for (int i = 0; i < nt; i++) {
+        rc = forward_into(req, ctx, &c, targets[i], msgs, nm, cid, out);
+        if (rc != CM_OK) {
+            snprintf(detail, sizeof(detail),
+                     rc == CM_EFORBIDDEN ? "the caller may not post in conversation '%s'"
+                     : rc == CM_ECONFLICT ? "conversation '%s' was deleted by its owner"
+                                          : "forwarding into '%s' failed; the targets before it were done",
+                     targets[i]);
+            cm_http_reply_error(req, rc, detail);
+            goto done;
+        }
+    }
+    body = cJSON_CreateObject();
+    cJSON_AddItemToObject(body, "forwarded", out);
+    out = NULL;
+    cm_http_reply_json(req, 201, body);
+done:
+    cJSON_Delete(out);
+    for (int i = 0; i < nm; i++)
+        if (msgs[i])
+            bson_destroy(msgs[i]);
 }

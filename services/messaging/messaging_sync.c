@@ -151,6 +151,27 @@ struct fetch {
     int gap;
 };
 
+/* Whether the entry is about a message the member hid (for_me). */
+static int hidden_for_caller(const bson_t *member, const char *type, const cJSON *data)
+{
+    const cJSON *id;
+    bson_iter_t it, arr;
+    if (strncmp(type, "reaction.", 9) == 0)
+        id = cJSON_GetObjectItemCaseSensitive(data, "message_id");
+    else if (strncmp(type, "message.", 8) == 0 && strcmp(type, "message.hidden") != 0 &&
+             strcmp(type, "message.delivered") != 0)
+        id = cJSON_GetObjectItemCaseSensitive(data, "id");
+    else
+        return 0;
+    if (!cJSON_IsString(id) || !bson_iter_init_find(&it, member, "hidden") ||
+        !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr))
+        return 0;
+    while (bson_iter_next(&arr))
+        if (BSON_ITER_HOLDS_UTF8(&arr) && strcmp(bson_iter_utf8(&arr, NULL), id->valuestring) == 0)
+            return 1;
+    return 0;
+}
+
 static int collect_event(const bson_t *ev, void *ud)
 {
     struct fetch *f = ud;
@@ -170,6 +191,12 @@ static int collect_event(const bson_t *ev, void *ud)
     if (audience && strcmp(audience, f->run->c->sub) != 0)
         return f->run->budget <= 0;
     data = cJSON_Parse(cm_bson_str(ev, "data", "{}"));
+    /* A message the caller deleted for themself stays out of their sync, whatever happens
+     * to it later (its message.hidden entry itself is delivered). */
+    if (data && hidden_for_caller(f->t->member, cm_bson_str(ev, "type", ""), data)) {
+        cJSON_Delete(data);
+        return f->run->budget <= 0;
+    }
     item = cJSON_CreateObject();
     cJSON_AddStringToObject(item, "conversation_id", f->t->cid);
     cJSON_AddNumberToObject(item, "eseq", (double)eseq);

@@ -176,35 +176,75 @@ def test_outage_with_hundreds_of_mixed_events_rebuilds_the_server_state(api, ten
     me.sync()  # ten resets: the client knows the conversations
     assert len(me.convs) == 10
     # The outage: nothing is synced while the conversations change.
-    done, sent = 0, {n: 0 for n in names}
+    done, sent, posted = 0, {n: 0 for n in names}, []  # posted: [cid, id, sender, deleted]
+    emojis = ["👍", "🎉", "❤️"]
     while done < 300:
         cid, kind, owner = rnd.choice(convs)
         members = [m["user_id"] for m in all_pages(api, t[owner], f"/v1/conversations/{cid}/members")]
+        here = [p for p in posted if p[0] == cid and not p[3]]
         roll = rnd.random()
-        if kind == "direct" or roll < 0.55:
+        if kind == "direct" or roll < 0.40 or not here:
             # Senders stay under the per-user rate limit (60 a minute).
             senders = [m for m in members if (kind != "channel" or m == owner) and sent[m] < 55]
             if not senders:
                 continue
             sender = rnd.choice(senders)
             sent[sender] += 1
-            r = send(api, t[sender], cid, f"{done}: {rnd.random():.6f}")
+            extra = {}
+            if here and rnd.random() < 0.3:
+                root = rnd.choice([p for p in here if p[4] is None] or here)
+                extra = {"thread_root": root[1]} if root[4] is None else {"reply_to": root[1]}
+            if rnd.random() < 0.2 and len(members) > 1:
+                extra["mentions"] = [rnd.choice([m for m in members if m != sender])]
+            r = send(api, t[sender], cid, f"{done}: {rnd.random():.6f}", **extra)
             assert r.status_code == 201, r.text
-        elif roll < 0.65:
+            posted.append([cid, r.json()["id"], sender, False, r.json().get("thread_root")])
+        elif roll < 0.48:
+            p = rnd.choice(here)
+            if p[2] in members:
+                ok(api.call("PATCH", f"/v1/conversations/{cid}/messages/{p[1]}", t[p[2]], {"text": f"edited {done}"}), 200)
+        elif roll < 0.56:
+            p, who = rnd.choice(here), rnd.choice(members)
+            if rnd.random() < 0.5:
+                ok(api.call("POST", f"/v1/conversations/{cid}/messages/{p[1]}/reactions", t[who],
+                            {"emoji": rnd.choice(emojis)}))
+            else:
+                api.call("DELETE", f"/v1/conversations/{cid}/messages/{p[1]}/reactions/{rnd.choice(emojis)}", t[who])
+        elif roll < 0.60:
+            p = rnd.choice(here)
+            if p[2] in members:
+                assert api.call("DELETE", f"/v1/conversations/{cid}/messages/{p[1]}", t[p[2]]).status_code == 204
+                p[3] = True
+        elif roll < 0.63:
+            assert api.call("DELETE", f"/v1/conversations/{cid}/messages/{rnd.choice(here)[1]}?scope=for_me",
+                            t["me"]).status_code == 204
+        elif roll < 0.67:
+            p = rnd.choice(here)
+            ok(api.call(rnd.choice(["POST", "DELETE"]), f"/v1/conversations/{cid}/messages/{p[1]}/pin", t[owner]), 200)
+        elif roll < 0.70:
+            targets = [c for c in convs if c[0] != cid and c[1] != "channel"]
+            p = rnd.choice(here)
+            if sent["me"] < 55:
+                sent["me"] += 1
+                to = rnd.choice(targets)
+                r = api.call("POST", f"/v1/conversations/{cid}/forward", t["me"], {"message_ids": [p[1]], "to": [to[0]]})
+                assert r.status_code == 201, r.text
+                posted.append([to[0], r.json()["forwarded"][0]["messages"][0]["id"], "me", False, None])
+        elif roll < 0.77:
             r = api.call("PATCH", f"/v1/conversations/{cid}", t[owner],
                          {"title": f"renamed {done}", "metadata": {"n": done}})
             ok(r, 200)
-        elif roll < 0.75:
+        elif roll < 0.83:
             outside = [n for n in names[1:] if n not in members]
             if outside:
                 ok(api.call("POST", f"/v1/conversations/{cid}/members", t[owner],
                             {"user_ids": [rnd.choice(outside)]}), 200)
-        elif roll < 0.82:
+        elif roll < 0.88:
             victims = [m for m in members if m not in (owner, "me")]
             if victims:
                 r = api.call("DELETE", f"/v1/conversations/{cid}/members/{rnd.choice(victims)}", t[owner])
                 assert r.status_code == 204, r.text
-        elif roll < 0.90:
+        elif roll < 0.94:
             targets = [m for m in members if m != owner]
             if targets:
                 ok(api.call("PATCH", f"/v1/conversations/{cid}/members/{rnd.choice(targets)}", t[owner],
@@ -217,6 +257,10 @@ def test_outage_with_hundreds_of_mixed_events_rebuilds_the_server_state(api, ten
     # Back online: catch up in pages of 40.
     items = me.sync(limit=40)
     assert len(items) >= 250, len(items)
+    types = {i["type"] for i in items}
+    assert {"message.created", "message.updated", "message.deleted", "message.hidden", "reaction.added",
+            "message.pinned", "conversation.updated", "member.added", "member.removed",
+            "member.role_changed", "member.updated"} <= types, types
     assert {i["conversation_id"] for i in items} <= {c[0] for c in convs}
     assert not [i for i in items if i["type"] == "reset"], "no history was lost: no reset"
     got, want = me.view(), server_view(api, t["me"])
