@@ -713,18 +713,27 @@ long cm_base64url_decode(const char *in, size_t len, unsigned char *out, size_t 
 
 long cm_base64url_encode(const unsigned char *in, size_t len, char *out, size_t cap)
 {
-    size_t need = (len + 2) / 3 * 4 + 1; /* EVP_EncodeBlock writes padded base64 and a NUL */
-    int w;
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t need = len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0), o = 0, i = 0;
 
-    if (len > INT_MAX / 2 || cap < need)
+    if (need + 1 > cap)
         return -1;
-    w = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-    while (w > 0 && out[w - 1] == '=')
-        w--;
-    out[w] = '\0';
-    for (int i = 0; i < w; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    return w;
+    for (; i + 2 < len; i += 3) {
+        out[o++] = tbl[in[i] >> 2];
+        out[o++] = tbl[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+        out[o++] = tbl[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+        out[o++] = tbl[in[i + 2] & 63];
+    }
+    if (len - i == 1) {
+        out[o++] = tbl[in[i] >> 2];
+        out[o++] = tbl[(in[i] & 3) << 4];
+    } else if (len - i == 2) {
+        out[o++] = tbl[in[i] >> 2];
+        out[o++] = tbl[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+        out[o++] = tbl[(in[i + 1] & 15) << 2];
+    }
+    out[o] = '\0';
+    return (long)o;
 }
 
 /* --- verifying ------------------------------------------------------------------------------- */

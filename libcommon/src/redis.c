@@ -34,6 +34,11 @@ static const char WINDOW_LUA[] =
     "if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end "
     "return {c, t}";
 
+/* Deletes the key only while it still holds the caller's token. */
+static const char UNLOCK_LUA[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0";
+
 cm_err cm_redis_create(const char *host, int port, int conns, int timeout_ms, cm_redis **out)
 {
     cm_redis *r;
@@ -238,4 +243,35 @@ cm_err cm_redis_del(cm_redis *r, const char *key)
         return CM_EIO;
     freeReplyObject(rep);
     return CM_OK;
+}
+
+cm_err cm_redis_lock(cm_redis *r, const char *key, const char *token, int64_t ttl_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%lld", (long long)ttl_ms);
+    const char *argv[] = {"SET", key, token, "NX", "PX", ms};
+    size_t lens[] = {3, strlen(key), strlen(token), 2, 2, strlen(ms)};
+    redisReply *rep = command(r, 6, argv, lens);
+    cm_err rc;
+
+    if (rep == NULL)
+        return CM_EIO;
+    rc = rep->type == REDIS_REPLY_NIL ? CM_ECONFLICT
+         : rep->type == REDIS_REPLY_STATUS ? CM_OK : CM_EIO;
+    freeReplyObject(rep);
+    return rc;
+}
+
+cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token)
+{
+    const char *argv[] = {"EVAL", UNLOCK_LUA, "1", key, token};
+    size_t lens[] = {4, sizeof(UNLOCK_LUA) - 1, 1, strlen(key), strlen(token)};
+    redisReply *rep = command(r, 5, argv, lens);
+    cm_err rc;
+
+    if (rep == NULL)
+        return CM_EIO;
+    rc = rep->type != REDIS_REPLY_INTEGER ? CM_EIO : rep->integer == 1 ? CM_OK : CM_ENOTFOUND;
+    freeReplyObject(rep);
+    return rc;
 }

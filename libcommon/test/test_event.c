@@ -82,12 +82,52 @@ static void test_same_id_same_envelope(void **state)
     free(b);
 }
 
+static void test_extension_attributes(void **state)
+{
+    char *out = NULL;
+    cJSON *ext = cJSON_CreateObject();
+    (void)state;
+    cJSON_AddNumberToObject(ext, "eseq", 42);
+    cJSON_AddStringToObject(ext, "id", "sneaky"); /* never overrides a context attribute */
+    assert_int_equal(cm_event_build_ext("id-1", "t", "/s", "x", "t1", 0, cJSON_CreateObject(), ext,
+                                        &out),
+                     CM_OK);
+    cJSON *e = cJSON_Parse(out);
+    assert_non_null(e);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(e, "eseq")->valueint, 42);
+    assert_string_equal(str(e, "id"), "id-1");
+    cJSON_Delete(e);
+    free(out);
+}
+
+static void test_extension_names_are_checked(void **state)
+{
+    const char *bad[] = {"Eseq", "e_seq", "", "abcdefghijklmnopqrstu", NULL};
+    char *out = NULL;
+    (void)state;
+    for (int i = 0; bad[i]; i++) {
+        cJSON *ext = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ext, bad[i], 1);
+        assert_int_equal(cm_event_build_ext("i", "t", "/s", "x", "t1", 0, cJSON_CreateObject(),
+                                            ext, &out),
+                         CM_EINVAL);
+        assert_null(out);
+    }
+    cJSON *arr = cJSON_CreateArray();
+    assert_int_equal(cm_event_build_ext("i", "t", "/s", "x", "t1", 0, cJSON_CreateObject(), arr,
+                                        &out),
+                     CM_EINVAL);
+    assert_null(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_envelope_fields),
         cmocka_unit_test(test_no_subject_and_escaping),
         cmocka_unit_test(test_same_id_same_envelope),
+        cmocka_unit_test(test_extension_attributes),
+        cmocka_unit_test(test_extension_names_are_checked),
     };
     return cmocka_run_group_tests_name("event", tests, NULL, NULL);
 }

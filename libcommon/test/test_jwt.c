@@ -743,6 +743,31 @@ static void test_base64url_decode(void **state)
     assert_int_equal(cm_base64url_decode("Zm9vYmFy", 8, out, 6), 6);
 }
 
+static void test_base64url_encode_round_trips(void **state)
+{
+    char out[64];
+    unsigned char bytes[40], back[40];
+    (void)state;
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"", 0, out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"foo", 3, out, sizeof(out)), 4);
+    assert_string_equal(out, "Zm9v");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"fo", 2, out, sizeof(out)), 3);
+    assert_string_equal(out, "Zm8");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"\xfb\xff", 2, out, sizeof(out)), 3);
+    assert_string_equal(out, "-_8");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"foo", 3, out, 4), -1); /* NUL */
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"foo", 3, out, 5), 4);
+    for (size_t len = 0; len < sizeof(bytes); len++) {
+        for (size_t i = 0; i < len; i++)
+            bytes[i] = (unsigned char)(i * 37 + len);
+        long n = cm_base64url_encode(bytes, len, out, sizeof(out));
+        assert_true(n >= 0);
+        assert_int_equal(cm_base64url_decode(out, (size_t)n, back, sizeof(back)), (long)len);
+        assert_memory_equal(back, bytes, len);
+    }
+}
+
 static void test_from_env(void **state)
 {
     cm_jwt *s = NULL, *v = NULL;
@@ -1300,6 +1325,7 @@ int main(void)
         cmocka_unit_test(test_part_count),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_base64url_decode),
+        cmocka_unit_test(test_base64url_encode_round_trips),
         cmocka_unit_test(test_from_env),
         cmocka_unit_test(test_verify_is_thread_safe),
         cmocka_unit_test(test_rotation_newest_key_signs_old_keys_verify),

@@ -182,6 +182,93 @@ static void test_window_counts_every_hit_across_threads(void **state)
     assert_int_equal(cm_redis_del(r, k), CM_OK);
 }
 
+static void test_lock_excludes_and_releases_by_token(void **state)
+{
+    char k[128];
+    (void)state;
+    key(k, sizeof(k), "lease");
+    assert_int_equal(cm_redis_lock(r, k, "holder-a", 60000), CM_OK);
+    assert_int_equal(cm_redis_lock(r, k, "holder-b", 60000), CM_ECONFLICT);
+    assert_int_equal(cm_redis_lock(r, k, "holder-a", 60000), CM_ECONFLICT); /* not reentrant */
+    /* Only the holder's token releases it. */
+    assert_int_equal(cm_redis_unlock(r, k, "holder-b"), CM_ENOTFOUND);
+    assert_int_equal(cm_redis_lock(r, k, "holder-b", 60000), CM_ECONFLICT);
+    assert_int_equal(cm_redis_unlock(r, k, "holder-a"), CM_OK);
+    assert_int_equal(cm_redis_unlock(r, k, "holder-a"), CM_ENOTFOUND);
+    assert_int_equal(cm_redis_lock(r, k, "holder-b", 60000), CM_OK);
+    assert_int_equal(cm_redis_unlock(r, k, "holder-b"), CM_OK);
+}
+
+static void test_lock_lease_expires(void **state)
+{
+    char k[128];
+    (void)state;
+    key(k, sizeof(k), "short-lease");
+    assert_int_equal(cm_redis_lock(r, k, "slow", 60), CM_OK);
+    tu_sleep_ms(150);
+    /* The lease ran out: another holder takes it, and the late holder cannot release it. */
+    assert_int_equal(cm_redis_lock(r, k, "next", 60000), CM_OK);
+    assert_int_equal(cm_redis_unlock(r, k, "slow"), CM_ENOTFOUND);
+    assert_int_equal(cm_redis_unlock(r, k, "next"), CM_OK);
+}
+
+struct lock_arg {
+    const char *key;
+    int inside, max_inside, rounds, failures;
+    pthread_mutex_t *mu;
+};
+
+static void *lock_loop(void *arg)
+{
+    struct lock_arg *a = arg;
+    char token[32];
+    snprintf(token, sizeof(token), "t-%p", (void *)a);
+    for (int i = 0; i < 20;) {
+        cm_err rc = cm_redis_lock(r, a->key, token, 5000);
+        if (rc == CM_ECONFLICT) {
+            tu_sleep_ms(1);
+            continue;
+        }
+        if (rc != CM_OK) {
+            a->failures++;
+            return NULL;
+        }
+        pthread_mutex_lock(a->mu);
+        if (++a->inside > a->max_inside)
+            a->max_inside = a->inside;
+        pthread_mutex_unlock(a->mu);
+        tu_sleep_ms(1);
+        pthread_mutex_lock(a->mu);
+        a->inside--;
+        pthread_mutex_unlock(a->mu);
+        if (cm_redis_unlock(r, a->key, token) != CM_OK)
+            a->failures++;
+        i++;
+    }
+    return NULL;
+}
+
+static void test_lock_is_mutual_exclusion_across_threads(void **state)
+{
+    char k[128];
+    pthread_t th[4];
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    /* One shared counter of holders inside the critical section, seen by every thread. */
+    struct lock_arg shared = {NULL, 0, 0, 0, 0, &mu};
+    struct lock_arg *args[4];
+    (void)state;
+    key(k, sizeof(k), "mutex");
+    shared.key = k;
+    for (int i = 0; i < 4; i++) {
+        args[i] = &shared;
+        assert_int_equal(pthread_create(&th[i], NULL, lock_loop, args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(shared.failures, 0);
+    assert_int_equal(shared.max_inside, 1);
+}
+
 static void test_unreachable_is_eio(void **state)
 {
     cm_redis *down = NULL;
@@ -194,6 +281,8 @@ static void test_unreachable_is_eio(void **state)
     assert_int_equal(cm_redis_ping(down), CM_EIO);
     assert_int_equal(cm_redis_get(down, "k", out, sizeof(out)), CM_EIO);
     assert_int_equal(cm_redis_window_incr(down, "k", 1000, &c, &rem), CM_EIO);
+    assert_int_equal(cm_redis_lock(down, "k", "t", 1000), CM_EIO);
+    assert_int_equal(cm_redis_unlock(down, "k", "t"), CM_EIO);
     cm_log_init("test_redis", CM_LOG_ERROR);
     cm_redis_destroy(down);
     cm_redis_destroy(NULL);
@@ -245,6 +334,9 @@ int main(void)
         cmocka_unit_test(test_window_incr),
         cmocka_unit_test(test_window_resets),
         cmocka_unit_test(test_window_counts_every_hit_across_threads),
+        cmocka_unit_test(test_lock_excludes_and_releases_by_token),
+        cmocka_unit_test(test_lock_lease_expires),
+        cmocka_unit_test(test_lock_is_mutual_exclusion_across_threads),
         cmocka_unit_test(test_unreachable_is_eio),
         cmocka_unit_test(test_create_refuses_bad_arguments),
     };

@@ -1,5 +1,6 @@
 /* main.c - the messaging service: wires configuration, clients, the outbox and routes. */
 #include <stdio.h>
+#include <string.h>
 
 #include "common/config.h"
 #include "common/health.h"
@@ -27,35 +28,96 @@ static const cm_config_var vars[] = {
     {"JWT_AUDIENCE", "chat-api", "required aud"},
     {"SEND_RATE_PER_MIN", "60", "messages one user may send per minute (0: no limit)"},
     {"GROUP_MEMBER_MAX", "1000", "members of a group conversation"},
-    {"OUTBOX_STALE_MS", "10000", "age after which an unpublished message is republished"},
+    {"CHANNEL_MEMBER_MAX", "100000", "members of a channel"},
+    {"EDIT_WINDOW_S", "900", "how long after sending the sender may edit a message"},
+    {"REACTION_EMOJI_MAX", "20", "distinct emojis on one message"},
+    {"METADATA_MAX_BYTES", "4096", "size of a conversation's custom metadata as JSON"},
+    {"MESSAGE_DELETION", "allow", "allow, or forbid: messages cannot be deleted for everyone"},
+    {"LOCK_TTL_MS", "15000", "lease of a conversation's write lock (Redis)"},
+    {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
+    {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
+
+/* The routes this service serves (proto/openapi.yaml describes each). */
+static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
+{
+    static const struct {
+        const char *method, *pattern;
+        cm_http_handler handler;
+    } routes[] = {
+        {"POST", "/v1/conversations", messaging_conversations_create},
+        {"GET", "/v1/conversations", messaging_conversations_list},
+        {"GET", "/v1/conversations/{id}", messaging_conversations_get},
+        {"PATCH", "/v1/conversations/{id}", messaging_conversations_update},
+        {"DELETE", "/v1/conversations/{id}", messaging_conversations_delete},
+        {"PATCH", "/v1/conversations/{id}/me", messaging_conversations_me},
+        {"POST", "/v1/conversations/{id}/leave", messaging_conversations_leave},
+        {"GET", "/v1/conversations/{id}/members", messaging_members_list},
+        {"POST", "/v1/conversations/{id}/members", messaging_members_add},
+        {"DELETE", "/v1/conversations/{id}/members/{user_id}", messaging_members_remove},
+        {"PATCH", "/v1/conversations/{id}/members/{user_id}", messaging_members_update},
+        {"POST", "/v1/conversations/{id}/messages", messaging_messages_send},
+        {"GET", "/v1/conversations/{id}/messages", messaging_messages_list},
+        {"GET", "/v1/conversations/{id}/messages/{message_id}", messaging_messages_get},
+        {"PATCH", "/v1/conversations/{id}/messages/{message_id}", messaging_messages_edit},
+        {"DELETE", "/v1/conversations/{id}/messages/{message_id}", messaging_messages_delete},
+        {"GET", "/v1/conversations/{id}/messages/{message_id}/history", messaging_messages_history},
+        {"GET", "/v1/conversations/{id}/messages/{message_id}/thread", messaging_messages_thread},
+        {"POST", "/v1/conversations/{id}/messages/{message_id}/reactions", messaging_reactions_add},
+        {"DELETE", "/v1/conversations/{id}/messages/{message_id}/reactions/{emoji}", messaging_reactions_remove},
+        {"POST", "/v1/conversations/{id}/messages/{message_id}/pin", messaging_pins_add},
+        {"DELETE", "/v1/conversations/{id}/messages/{message_id}/pin", messaging_pins_remove},
+        {"GET", "/v1/conversations/{id}/pins", messaging_pins_list},
+        {"POST", "/v1/conversations/{id}/forward", messaging_messages_forward},
+        {"GET", "/v1/sync", messaging_sync},
+        {"POST", "/v1/sync", messaging_sync},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (cm_http_route(srv, routes[i].method, routes[i].pattern, routes[i].handler, ctx) != CM_OK)
+            return CM_EINVAL;
+    return CM_OK;
+}
 
 int main(int argc, char **argv)
 {
     messaging_ctx ctx = {0};
+    messaging_limits *l = &ctx.limits;
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
     long redis_port, stale_ms;
+    const char *deletion;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv,
-                                 "Conversations, members and messages with gap-free seqs.", vars,
-                                 sizeof(vars) / sizeof(vars[0])))
+                                 "Conversations, members, messages with gap-free seqs, and sync.",
+                                 vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
     cm_log_init("messaging", cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
+    deletion = cm_config_str("MESSAGE_DELETION", "allow");
+    if (strcmp(deletion, "allow") != 0 && strcmp(deletion, "forbid") != 0) {
+        cm_error("MESSAGE_DELETION must be allow or forbid, not '%s'", deletion);
+        goto out;
+    }
+    l->deletion_allowed = strcmp(deletion, "allow") == 0;
     if (cm_http_config_from_env(8082, &hc) ||
-        cm_config_long("SEND_RATE_PER_MIN", 60, 0, 1000000, &ctx.send_rate_per_min) ||
-        cm_config_long("GROUP_MEMBER_MAX", 1000, 2, 100000, &ctx.group_member_max) ||
+        cm_config_long("SEND_RATE_PER_MIN", 60, 0, 1000000, &l->send_rate_per_min) ||
+        cm_config_long("GROUP_MEMBER_MAX", 1000, 2, 100000, &l->group_member_max) ||
+        cm_config_long("CHANNEL_MEMBER_MAX", 100000, 2, 10000000, &l->channel_member_max) ||
+        cm_config_long("EDIT_WINDOW_S", 900, 0, 31536000, &l->edit_window_s) ||
+        cm_config_long("REACTION_EMOJI_MAX", 20, 1, 1000, &l->reaction_emoji_max) ||
+        cm_config_long("METADATA_MAX_BYTES", 4096, 2, 65536, &l->metadata_max) ||
+        cm_config_long("LOCK_TTL_MS", 15000, 100, 600000, &ctx.lock_ttl_ms) ||
+        cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_messaging"), &ctx.db) ||
-        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
-                        &ctx.redis))
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port,
+                        hc.threads * 2 + 2, 500, &ctx.redis))
         goto out;
     cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
     if (messaging_ensure_indexes(&ctx) != CM_OK) {
@@ -67,13 +129,7 @@ int main(int argc, char **argv)
                                  cm_config_str("KAFKA_TOPIC_PREFIX", ""),
                                  messaging_outbox_delivered, ctx.outbox, &ctx.kafka))
         goto out;
-    if (cm_http_server_create(&hc, &srv) ||
-        cm_http_route(srv, "POST", "/v1/conversations", messaging_conversations_create, &ctx) ||
-        cm_http_route(srv, "GET", "/v1/conversations", messaging_conversations_list, &ctx) ||
-        cm_http_route(srv, "POST", "/v1/conversations/{id}/messages", messaging_messages_send,
-                      &ctx) ||
-        cm_http_route(srv, "GET", "/v1/conversations/{id}/messages", messaging_messages_list,
-                      &ctx))
+    if (cm_http_server_create(&hc, &srv) || add_routes(srv, &ctx) != CM_OK)
         goto out;
     health.mongo = ctx.db;
     health.kafka = ctx.kafka;

@@ -10,8 +10,21 @@
 #include "common/kafka.h"
 #include "common/mongo.h"
 #include "common/redis.h"
+#include "common/uuid.h"
 
 typedef struct messaging_outbox messaging_outbox;
+
+/* The limits and policies a tenant will set (issue 3); until tenant settings come from the
+ * user service, every tenant gets these process-wide values (environment, main.c). */
+typedef struct messaging_limits {
+    long send_rate_per_min;  /* sends per user per minute (0: none); default 60 */
+    long group_member_max;   /* members of a group; default 1000 */
+    long channel_member_max; /* members of a channel; default 100000 */
+    long edit_window_s;      /* the sender may edit this long after sending; default 900 */
+    long reaction_emoji_max; /* distinct emojis on one message; default 20 */
+    long metadata_max;       /* bytes of a conversation's custom metadata (JSON); default 4096 */
+    int deletion_allowed;    /* 0: messages cannot be deleted for everyone (tenant policy) */
+} messaging_limits;
 
 /* Everything a handler needs; created in main.c, read-only afterwards. */
 typedef struct messaging_ctx {
@@ -20,19 +33,36 @@ typedef struct messaging_ctx {
     cm_redis *redis;
     cm_jwt *verifier;
     messaging_outbox *outbox;
-    long send_rate_per_min; /* sends per user per minute; issue 3 default 60 */
-    long group_member_max;  /* members of a group; issue 3 default 1000 */
+    messaging_limits limits;
+    long lock_ttl_ms;  /* lease of a conversation's write lock */
+    long lock_wait_ms; /* how long a writer waits for it before answering 503 */
 } messaging_ctx;
 
 #define MSG_COLL_CONVERSATIONS "conversations"
 #define MSG_COLL_MEMBERS "members"
 #define MSG_COLL_MESSAGES "messages"
+#define MSG_COLL_EVENTS "events"
+#define MSG_COLL_VERSIONS "message_versions"
+#define MSG_COLL_REACTIONS "reactions"
 
-#define MSG_TEXT_MAX 5000          /* characters (issue 2) */
-#define MSG_CLIENT_ID_MAX 64       /* bytes of client_msg_id */
-#define MSG_TITLE_MAX 200          /* characters */
+#define MSG_TEXT_MAX 5000        /* characters (issue 2) */
+#define MSG_CLIENT_ID_MAX 64     /* bytes of client_msg_id */
+#define MSG_TITLE_MAX 200        /* characters */
+#define MSG_DESCRIPTION_MAX 1000 /* characters */
 #define MSG_PAGE_DEFAULT 50
 #define MSG_PAGE_MAX 200
+#define MSG_MEMBER_KEY_MAX (CM_UUID_STRLEN + 1 + 64 + 1) /* "<conversation>/<user>" */
+#define MSG_ADD_MAX 100          /* user ids per add-members request */
+#define MSG_MENTIONS_MAX 20      /* mentioned users per message */
+#define MSG_ATTACHMENTS_MAX 10   /* media ids per message */
+#define MSG_EMOJI_MAX 32         /* bytes of one reaction emoji */
+#define MSG_FORWARD_MESSAGES_MAX 10
+#define MSG_FORWARD_TARGETS_MAX 5
+#define MSG_HIDDEN_MAX 1000      /* messages one member may hide for themself */
+#define MSG_MENTION_SEQS_MAX 100 /* unread mention positions kept per member */
+#define MSG_WHO_READ_MAX 100     /* per-member receipts up to this many members, counts above */
+#define MSG_SYNC_DEFAULT 100
+#define MSG_SYNC_MAX 500
 
 /* --- rules (messaging_rules.c): plain functions over plain data ---------------------- */
 
@@ -42,22 +72,85 @@ const char *messaging_text_problem(const char *text);
 /* Returns 1 when `id` is an acceptable client_msg_id: 1..64 printable ASCII, no spaces. */
 int messaging_client_msg_id_valid(const char *id);
 
+/* Returns NULL when `emoji` may be a reaction: 1..32 bytes of UTF-8 without whitespace or
+ * control characters; else why. */
+const char *messaging_emoji_problem(const char *emoji);
+
 /* Writes the key that makes a direct conversation unique per tenant and unordered pair:
  * "<tenant>/<smaller id>/<larger id>". Returns 0, or -1 when it does not fit in `n`. */
 int messaging_direct_key(const char *tenant, const char *a, const char *b, char *out, size_t n);
 
+/* Writes a member record's id "<conversation>/<user>" into `out` (MSG_MEMBER_KEY_MAX). */
+void messaging_member_key(const char *cid, const char *uid, char out[MSG_MEMBER_KEY_MAX]);
+
 /* Parses a message-list cursor (a seq, decimal, >= 0). Returns 1 when valid. */
 int messaging_seq_cursor_parse(const char *s, int64_t *seq);
 
-/* Parses a conversation-list cursor "<activity ms>_<conversation id>". Returns 1 if valid;
- * `id` must hold 37 bytes. */
-int messaging_conv_cursor_parse(const char *s, int64_t *ms, char *id);
+/* Parses a keyset cursor "<number>_<id>" (the id: a UUID, or a user id when `uuid` is 0).
+ * Returns 1 if valid; `id` must hold 65 bytes. */
+int messaging_key_cursor_parse(const char *s, int uuid, int64_t *num, char *id);
 
-/* Renders a stored message document as the API's Message object. */
+/* Parses an RFC 3339 UTC timestamp ("2024-07-01T12:00:00Z", optional fraction) into Unix
+ * milliseconds. Returns 1 when valid. */
+int messaging_time_parse(const char *s, int64_t *ms);
+
+/* Member roles, weakest first. */
+typedef enum messaging_role {
+    MSG_ROLE_NONE = 0,
+    MSG_ROLE_MEMBER,
+    MSG_ROLE_ADMIN,
+    MSG_ROLE_OWNER
+} messaging_role;
+
+messaging_role messaging_role_parse(const char *s); /* MSG_ROLE_NONE when unknown */
+const char *messaging_role_name(messaging_role r);
+
+/* What a member may try to do; messaging_rule decides (the one place the rules live). */
+typedef enum messaging_action {
+    MSG_ACT_SEND,          /* post a message */
+    MSG_ACT_UPDATE,        /* change title, description, image, metadata, settings */
+    MSG_ACT_DELETE,        /* delete the conversation for everyone */
+    MSG_ACT_ADD_MEMBERS,   /* add members */
+    MSG_ACT_REMOVE_MEMBER, /* remove another member */
+    MSG_ACT_SET_ROLE,      /* change another member's role */
+    MSG_ACT_LEAVE,         /* leave */
+    MSG_ACT_PIN,           /* pin and unpin messages */
+    MSG_ACT_MODERATE       /* delete other members' messages for everyone */
+} messaging_action;
+
+/* The facts a rule looks at. */
+typedef struct messaging_rule_input {
+    const char *type;       /* "direct", "group" or "channel" */
+    messaging_role role;    /* the actor's role in the conversation */
+    int members_can_post;   /* channel setting */
+    int tenant_moderator;   /* the token carries the tenant role "moderator" or "admin" */
+    messaging_role target;  /* REMOVE_MEMBER, SET_ROLE: the target's current role */
+    messaging_role new_role;/* SET_ROLE: the role asked for */
+    int owners;             /* LEAVE: owners the conversation has */
+    int members;            /* LEAVE: members the conversation has */
+} messaging_rule_input;
+
+/* Returns NULL when the action is allowed, else the rule that forbids it, as a sentence for
+ * the 403 (or 409 where the state, not the role, is the obstacle: see *conflict). */
+const char *messaging_rule(messaging_action act, const messaging_rule_input *in, int *conflict);
+
+/* Renders a stored message document as the API's Message object (what every member sees;
+ * `viewer` adds per-caller fields: NULL for events). */
 cJSON *messaging_message_json(const bson_t *doc);
 
-/* Builds the message.created CloudEvent for a stored message (heap string, caller frees). */
-cm_err messaging_message_event(const bson_t *doc, char **out);
+/* Renders a conversation document's shared fields (the same for every member). */
+cJSON *messaging_conversation_json(const bson_t *conv);
+
+/* Adds the caller's own fields to a rendered conversation from their member record: role,
+ * archived, muted_until, read_seq, delivered_seq, unread_count, unread_mentions. */
+void messaging_conversation_add_mine(cJSON *c, const bson_t *conv, const bson_t *member,
+                                     int64_t now);
+
+/* Renders a member record: user_id, role, joined_at, read_seq, delivered_seq. */
+cJSON *messaging_member_json(const bson_t *member);
+
+/* Copies the array of strings at `key` of `doc` into a JSON array (empty when absent). */
+cJSON *messaging_bson_strings(const bson_t *doc, const char *key);
 
 /* One page of a keyset-paginated query (messaging_rules.c): up to `limit` documents rendered
  * into `items`, whether another one follows, and the last document for the next cursor. */
@@ -75,6 +168,102 @@ cm_err messaging_page_find(cm_mongo *db, const char *coll, const bson_t *filter,
                            messaging_page *page);
 void messaging_page_cleanup(messaging_page *page); /* frees what the page still owns */
 
+/* --- storage helpers (messaging_log.c) ---------------------------------------------- */
+
+/* Finds the document `_id` = `id` of `coll` into `out` (caller destroys). CM_ENOTFOUND. */
+cm_err messaging_find_id(messaging_ctx *ctx, const char *coll, const char *id, bson_t *out);
+
+/* Applies `update` ({"$set": ...} and the like) to the document `_id` = `id` of `coll`. */
+cm_err messaging_update_id(messaging_ctx *ctx, const char *coll, const char *id,
+                           const bson_t *update);
+
+/* --- the per-conversation event log (messaging_log.c) ------------------------------- */
+
+/* A conversation's write section. Every change a member must see happens inside one: the
+ * conversation's write lock (a Redis lease) is held, so the conversation, its members and
+ * its messages have one writer at a time (FerretDB replaces whole documents: two concurrent
+ * updates of one document lose fields), and each change is appended to the conversation's
+ * event log under the next gap-free log seq ("eseq"), allocated by insertion under the
+ * unique index (conversation_id, eseq). The log is what GET /v1/sync reads and the outbox
+ * publishes. */
+typedef struct messaging_tx {
+    messaging_ctx *ctx;
+    const char *tenant, *user, *request_id;
+    char cid[CM_UUID_STRLEN];
+    char token[33]; /* lock holder token */
+    int locked;
+    bson_t conv; /* the conversation, read under the lock */
+    bson_t me;   /* the caller's active member record */
+    int have_conv, have_me;
+    messaging_role role; /* the caller's role */
+    int64_t last_eseq, last_seq, now;
+    bson_t set;  /* fields $set on the conversation at commit */
+    int nset;
+    bson_t last_message; /* the conversation's newest message, written in this section */
+    int have_last_message;
+    int activity; /* a message was added: last_activity_at moves to now */
+    struct messaging_appended *appended; /* to publish after commit */
+} messaging_tx;
+
+/* Opens a write section on conversation `cid` for the caller `c`: takes the lock (waiting up
+ * to lock_wait_ms), loads the conversation of the caller's tenant and the caller's active
+ * member record. CM_ENOTFOUND for an unknown id, another tenant's conversation or a
+ * non-member (the caller cannot tell them apart), CM_EAGAIN when the lock stays busy, CM_EIO.
+ * On failure nothing is held; on success end with messaging_tx_close (after commit). */
+cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                         const char *cid, messaging_tx *tx);
+
+/* Appends an event of `type` to the log under the next eseq. `event_id` NULL makes a new
+ * UUIDv7; an id already in the log makes this a no-op (CM_OK), so repairs can re-append.
+ * `audience` NULL: every member sees it; a user id: only that member (their own settings).
+ * `data` is taken over. On success `*eseq` (may be NULL) receives the seq. */
+cm_err messaging_tx_append(messaging_tx *tx, const char *type, const char *event_id,
+                           const char *audience, cJSON *data, int64_t *eseq);
+
+/* The $set document applied to the conversation at commit (append fields to it). */
+bson_t *messaging_tx_conv_set(messaging_tx *tx);
+
+/* Writes the conversation's new log position and the queued $set fields, releases the lock
+ * and publishes the appended events. CM_OK or the storage error. */
+cm_err messaging_tx_commit(messaging_tx *tx);
+
+/* Releases whatever the section still holds. Accepts a zeroed or closed tx. */
+void messaging_tx_close(messaging_tx *tx);
+
+/* Starts a log for a conversation that is being created (no lock: nobody else knows it yet). */
+void messaging_tx_init_new(messaging_tx *tx, messaging_ctx *ctx, const cm_jwt_claims *c,
+                           const char *request_id, const char *cid, int64_t now);
+
+/* Publishes what the section appended (messaging_tx_commit does it for open sections). */
+void messaging_tx_publish(messaging_tx *tx);
+
+/* Notes a stored message changed inside the section (edit, delete, reaction, pin): when it
+ * is the conversation's newest, the conversation's last_message follows. */
+void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg);
+
+/* The conversation as it will be after commit: tx->conv with the queued $set applied. */
+void messaging_tx_conv_view(messaging_tx *tx, bson_t *out);
+
+/* Loads a member record "<cid>/<uid>" into `out` (caller destroys); CM_ENOTFOUND when absent
+ * or no longer active. */
+cm_err messaging_member_find(messaging_ctx *ctx, const char *cid, const char *uid, bson_t *out);
+
+/* Loads a message of the conversation by id into `out` (caller destroys). CM_ENOTFOUND. */
+cm_err messaging_message_find(messaging_ctx *ctx, const char *cid, const char *mid,
+                              bson_t *out);
+
+/* Returns 1 when the caller's token carries the tenant role "moderator" or "admin". */
+int messaging_is_moderator(const cm_jwt_claims *c);
+
+/* Builds the CloudEvent (heap string, caller frees) for a stored log entry. */
+cm_err messaging_event_envelope(const bson_t *event, char **out);
+
+/* The Kafka topic of an event type: "messages" or "conversations". */
+const char *messaging_event_topic(const char *type);
+
+/* Answers the usual problem for a failed messaging_tx_open. */
+void messaging_reply_open_error(cm_http_req *req, cm_err rc);
+
 /* --- outbox (messaging_outbox.c) ---------------------------------------------------- */
 
 /* Starts the outbox thread: marks delivered events published and republishes what stayed
@@ -84,27 +273,143 @@ cm_err messaging_outbox_start(messaging_ctx *ctx, int64_t stale_ms, messaging_ou
 /* Stops the thread after a last marking pass. Accepts NULL. */
 void messaging_outbox_stop(messaging_outbox *ob);
 
-/* The producer's delivery callback; `opaque` is a heap copy of the message id. */
+/* The producer's delivery callback; `opaque` is a heap copy of the event id. */
 void messaging_outbox_delivered(cm_err status, void *opaque, void *ud);
 
-/* Queues message.created for a stored message document. The document stays unpublished
- * until the delivery report marks it; on failure the sweeper retries later. */
-void messaging_publish_message(messaging_ctx *ctx, const bson_t *doc);
+/* Queues a stored log entry for Kafka. It stays unpublished until the delivery report marks
+ * it; on failure the sweeper retries later. */
+void messaging_publish_event(messaging_ctx *ctx, const bson_t *event);
 
 /* Counters for /metrics. */
 void messaging_outbox_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ectx);
 
 /* --- handlers ----------------------------------------------------------------------- */
 
+/* --- conversations and members (messaging_conversations.c, messaging_members.c) ------- */
+
+/* Loads conversation `cid` of `tenant` and `user`'s active member record in it (both for the
+ * caller to destroy). CM_ENOTFOUND for unknown ids, other tenants' and non-members alike. */
+cm_err messaging_conversation_for_member(messaging_ctx *ctx, const char *tenant, const char *cid,
+                                         const char *user, bson_t *conv, bson_t *member);
+
+/* One of a user's membership records. */
+typedef struct messaging_membership {
+    char cid[CM_UUID_STRLEN];
+    bson_t *doc; /* heap (bson_new): bson_t needs an alignment calloc does not give */
+} messaging_membership;
+
+typedef struct messaging_memberships {
+    messaging_membership *items;
+    int n, cap;
+} messaging_memberships;
+
+/* Loads a user's membership records (only active ones, or also those they left). */
+cm_err messaging_memberships_load(messaging_ctx *ctx, const char *tenant, const char *user,
+                                  int active_only, messaging_memberships *ms);
+void messaging_memberships_free(messaging_memberships *ms);
+
+/* Reads the optional "metadata" object of a body as compact JSON of at most `max` bytes into a
+ * heap string `*out` (NULL when absent or null; caller frees); `*present` says whether the
+ * field was given. CM_EINVAL with `detail` when it is not an object or too large. */
+cm_err messaging_metadata_read(const cJSON *body, long max, char **out, int *present,
+                               char *detail, size_t dn);
+
+/* Adds (or brings back) `uid` as a member with `role` inside an open section: the member
+ * record, member_count, a member.added event. CM_ECONFLICT when already a member. */
+cm_err messaging_member_add(messaging_tx *tx, const char *uid, const char *role);
+
+/* Ends `uid`'s membership inside an open section (`member` is their record): a member.removed
+ * event naming `reason` ("left" or "removed"), member_count. */
+cm_err messaging_member_remove(messaging_tx *tx, const char *uid, const bson_t *member,
+                               const char *reason);
+
+/* Answers 409 and returns 1 when the open section's conversation was deleted (read-only). */
+int messaging_refuse_if_deleted(cm_http_req *req, const messaging_tx *tx);
+
+/* Answers 403 (or 409 where the state is the obstacle) and returns 1 when messaging_rule
+ * forbids `act`; returns 0 when it is allowed. */
+int messaging_refuse_unless(cm_http_req *req, messaging_action act, const messaging_rule_input *in);
+
+/* Fills the rule facts known from an open section and the caller's token. */
+void messaging_rule_input_of(const messaging_tx *tx, const cm_jwt_claims *c,
+                             messaging_rule_input *in);
+
+/* The owners a conversation has (for the last-owner rules). */
+cm_err messaging_owner_count(messaging_ctx *ctx, const char *cid, int *owners);
+
+/* --- messages (messaging_messages.c) ------------------------------------------------ */
+
+/* A message to insert with messaging_message_insert. */
+typedef struct messaging_new_message {
+    const char *type;             /* "text", "image", "file" or "system" */
+    const char *text;             /* "" allowed for image and file (no caption) */
+    const char *client_msg_id;    /* NULL: the message id stands in */
+    const cJSON *attachments;     /* array of media ids, or NULL */
+    const cJSON *mentions;        /* array of member user ids, or NULL */
+    const char *reply_to;         /* a message of the conversation, or NULL */
+    const char *thread_root;      /* a root message of the conversation, or NULL */
+    const bson_t *forwarded_from; /* {conversation_id, message_id, sender_id}, or NULL */
+} messaging_new_message;
+
+/* Inserts a message from `tx->user` inside an open section. Its seq is allocated by insertion
+ * under the unique index (conversation_id, seq): last seq + 1, the next one on a conflict, so a
+ * seq exists exactly when its message does. Then the message.created event, the thread root's
+ * reply count, the mentioned members' unread mentions, the sender's read position and the
+ * conversation's last message follow. On CM_OK `out` holds the stored message (caller
+ * destroys). CM_ECONFLICT when the sender already used nm->client_msg_id here: `out` then holds
+ * that original message. */
+cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *nm, bson_t *out);
+
+/* Opens a write section on the conversation {id} of the request's path and loads its message
+ * {message_id} into `msg` (caller destroys). On failure it has answered (404, 503) and the
+ * caller closes `tx`. */
+cm_err messaging_open_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                              messaging_tx *tx, bson_t *msg);
+
+/* Applies `update` to message `mid` inside an open section and reads it back into `after`
+ * (caller destroys). */
+cm_err messaging_message_update(messaging_tx *tx, const char *mid, const bson_t *update,
+                                bson_t *after);
+
+/* Appends an event of `type` carrying the whole message `msg` (after a change), keeping the
+ * conversation's last message current. */
+cm_err messaging_message_logged(messaging_tx *tx, const char *type, const bson_t *msg);
+
+/* Sets "me" on each reaction of the rendered message(s) `messages` (an object or an array of
+ * them) that `user` made, false on the others. */
+void messaging_mark_my_reactions(messaging_ctx *ctx, const char *user, cJSON *messages);
+
+/* Inserts a system message (joins, leaves, renames) written by the service for `tx->user`. */
+cm_err messaging_system_message(messaging_tx *tx, const char *text);
+
 void messaging_conversations_create(cm_http_req *req, void *ud); /* POST /v1/conversations */
 void messaging_conversations_list(cm_http_req *req, void *ud);   /* GET /v1/conversations */
-void messaging_messages_send(cm_http_req *req, void *ud);   /* POST /v1/conversations/{id}/messages */
-void messaging_messages_list(cm_http_req *req, void *ud);   /* GET /v1/conversations/{id}/messages */
+void messaging_conversations_get(cm_http_req *req, void *ud);    /* GET /v1/conversations/{id} */
+void messaging_conversations_update(cm_http_req *req, void *ud); /* PATCH /v1/conversations/{id} */
+void messaging_conversations_delete(cm_http_req *req, void *ud); /* DELETE /v1/conversations/{id} */
+void messaging_conversations_me(cm_http_req *req, void *ud);     /* PATCH .../{id}/me */
+void messaging_conversations_leave(cm_http_req *req, void *ud);  /* POST .../{id}/leave */
 
-/* Loads conversation `id` of `tenant` when `user` is a member into `out` (caller destroys).
- * CM_ENOTFOUND for unknown ids, other tenants' and non-members alike (no existence leak). */
-cm_err messaging_conversation_for_member(messaging_ctx *ctx, const char *tenant, const char *id,
-                                         const char *user, bson_t *out);
+void messaging_members_list(cm_http_req *req, void *ud);   /* GET .../{id}/members */
+void messaging_members_add(cm_http_req *req, void *ud);    /* POST .../{id}/members */
+void messaging_members_remove(cm_http_req *req, void *ud); /* DELETE .../{id}/members/{user} */
+void messaging_members_update(cm_http_req *req, void *ud); /* PATCH .../{id}/members/{user} */
+
+void messaging_messages_send(cm_http_req *req, void *ud);   /* POST .../{id}/messages */
+void messaging_messages_list(cm_http_req *req, void *ud);   /* GET .../{id}/messages */
+void messaging_messages_get(cm_http_req *req, void *ud);    /* GET .../messages/{mid} */
+void messaging_messages_thread(cm_http_req *req, void *ud); /* GET .../messages/{mid}/thread */
+void messaging_messages_forward(cm_http_req *req, void *ud); /* POST .../{id}/forward */
+void messaging_messages_edit(cm_http_req *req, void *ud);   /* PATCH .../messages/{mid} */
+void messaging_messages_history(cm_http_req *req, void *ud); /* GET .../messages/{mid}/history */
+void messaging_messages_delete(cm_http_req *req, void *ud); /* DELETE .../messages/{mid} */
+void messaging_reactions_add(cm_http_req *req, void *ud);   /* POST .../{mid}/reactions */
+void messaging_reactions_remove(cm_http_req *req, void *ud); /* DELETE .../reactions/{emoji} */
+void messaging_pins_add(cm_http_req *req, void *ud);        /* POST .../{mid}/pin */
+void messaging_pins_remove(cm_http_req *req, void *ud);     /* DELETE .../{mid}/pin */
+void messaging_pins_list(cm_http_req *req, void *ud);       /* GET .../{id}/pins */
+
+void messaging_sync(cm_http_req *req, void *ud); /* GET and POST /v1/sync */
 
 cm_err messaging_ensure_indexes(messaging_ctx *ctx);
 

@@ -1,6 +1,6 @@
-/* messaging_outbox.c - the message document is its own outbox (DESIGN.md): inserted with
+/* messaging_outbox.c - the event log is the outbox (DESIGN.md): each log entry is inserted with
  * published=false, marked published after Kafka's delivery report, and republished by a
- * sweeper when it stays unpublished, so an accepted message always reaches the topic. */
+ * sweeper when it stays unpublished, so every accepted change reaches its topic. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -59,7 +59,7 @@ void messaging_outbox_delivered(cm_err status, void *opaque, void *ud)
     free(id);
 }
 
-void messaging_publish_message(messaging_ctx *ctx, const bson_t *doc)
+void messaging_publish_event(messaging_ctx *ctx, const bson_t *doc)
 {
     char *ev = NULL, *id;
     const char *cid = cm_bson_str(doc, "conversation_id", "");
@@ -68,18 +68,18 @@ void messaging_publish_message(messaging_ctx *ctx, const bson_t *doc)
     cm_kafka_header h[] = {{"x-request-id", rid}};
     cm_err rc;
 
-    if (messaging_message_event(doc, &ev) != CM_OK)
+    if (messaging_event_envelope(doc, &ev) != CM_OK)
         return;
     id = strdup(cm_bson_str(doc, "_id", ""));
     if (id == NULL) {
         free(ev);
         return;
     }
-    rc = cm_kafka_produce(ctx->kafka, "messages", cid, strlen(cid), ev, strlen(ev), h,
+    rc = cm_kafka_produce(ctx->kafka, messaging_event_topic(cm_bson_str(doc, "type", "")), cid, strlen(cid), ev, strlen(ev), h,
                           rid[0] ? 1 : 0, id);
     if (rc != CM_OK) {
         /* Not lost: still unpublished in MongoDB, the sweeper retries. */
-        cm_warn("message %s not queued for Kafka (%s); the outbox sweeper will retry", id,
+        cm_warn("event %s not queued for Kafka (%s); the outbox sweeper will retry", id,
                 cm_strerror(rc));
         free(id);
     }
@@ -107,7 +107,7 @@ static void mark(messaging_outbox *ob, struct delivered *list)
         BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
         BSON_APPEND_BOOL(&set, "published", true);
         bson_append_document_end(&u, &set);
-        if (cm_mongo_update(ob->ctx->db, MSG_COLL_MESSAGES, &f, &u, 0, 1, NULL) == CM_OK)
+        if (cm_mongo_update(ob->ctx->db, MSG_COLL_EVENTS, &f, &u, 0, 1, NULL) == CM_OK)
             atomic_fetch_add(&ob->marked, (unsigned long)n);
         /* On failure the flag stays false and the sweeper republishes: a duplicate event,
          * which consumers drop by event id, never a lost one. */
@@ -119,7 +119,7 @@ static void mark(messaging_outbox *ob, struct delivered *list)
 static int republish_one(const bson_t *doc, void *ud)
 {
     messaging_outbox *ob = ud;
-    messaging_publish_message(ob->ctx, doc);
+    messaging_publish_event(ob->ctx, doc);
     atomic_fetch_add(&ob->republished, 1);
     return 0;
 }
@@ -136,7 +136,7 @@ static void sweep(messaging_outbox *ob)
     BSON_APPEND_INT32(&sort, "created_at", 1);
     bson_append_document_end(&opts, &sort);
     BSON_APPEND_INT64(&opts, "limit", SWEEP_BATCH);
-    cm_mongo_find(ob->ctx->db, MSG_COLL_MESSAGES, &f, &opts, republish_one, ob);
+    cm_mongo_find(ob->ctx->db, MSG_COLL_EVENTS, &f, &opts, republish_one, ob);
     bson_destroy(&f);
     bson_destroy(&opts);
 }

@@ -185,18 +185,18 @@ static void test_seq_cursor(void **state)
     assert_int_equal(messaging_seq_cursor_parse(NULL, &seq), 0);
 }
 
-static void test_conv_cursor(void **state)
+static void test_key_cursor(void **state)
 {
-    char id[CM_UUID_STRLEN], in[128];
+    char id[65], in[128];
     int64_t ms = -7;
     const char *uuid = "018bcfe5-6800-7abc-8def-0123456789ab";
     (void)state;
     snprintf(in, sizeof(in), "1700000000000_%s", uuid);
-    assert_int_equal(messaging_conv_cursor_parse(in, &ms, id), 1);
+    assert_int_equal(messaging_key_cursor_parse(in, 1, &ms, id), 1);
     assert_int_equal(ms, 1700000000000LL);
     assert_string_equal(id, uuid);
     snprintf(in, sizeof(in), "0_%s", uuid);
-    assert_int_equal(messaging_conv_cursor_parse(in, &ms, id), 1);
+    assert_int_equal(messaging_key_cursor_parse(in, 1, &ms, id), 1);
     assert_int_equal(ms, 0);
 
     ms = -7;
@@ -208,7 +208,7 @@ static void test_conv_cursor(void **state)
     };
     for (size_t i = 0; i < sizeof(around) / sizeof(around[0]); i++) {
         snprintf(in, sizeof(in), "%s%s%s", around[i][0], uuid, around[i][1]);
-        if (messaging_conv_cursor_parse(in, &ms, id))
+        if (messaging_key_cursor_parse(in, 1, &ms, id))
             fail_msg("conversation cursor \"%s\" accepted", in);
         assert_int_equal(ms, -7);
     }
@@ -220,9 +220,9 @@ static void test_conv_cursor(void **state)
                          "12_018bcfe5-6800-7abc-8def-0123456789abc",
                          NULL};
     for (int i = 0; bad[i]; i++)
-        if (messaging_conv_cursor_parse(bad[i], &ms, id))
+        if (messaging_key_cursor_parse(bad[i], 1, &ms, id))
             fail_msg("conversation cursor \"%s\" accepted", bad[i]);
-    assert_int_equal(messaging_conv_cursor_parse(NULL, &ms, id), 0);
+    assert_int_equal(messaging_key_cursor_parse(NULL, 1, &ms, id), 0);
 }
 
 static bson_t *stored_message(void)
@@ -264,24 +264,38 @@ static void test_message_json(void **state)
     bson_destroy(d);
 }
 
-static void test_message_event(void **state)
+static void test_event_envelope(void **state)
 {
     char *ev = NULL;
+    bson_t *d = bson_new();
     (void)state;
-    bson_t *d = stored_message();
-    assert_int_equal(messaging_message_event(d, &ev), CM_OK);
+    BSON_APPEND_UTF8(d, "_id", "018bcfe5-6800-7abc-8def-0123456789ab");
+    BSON_APPEND_UTF8(d, "tenant", "tenant-1");
+    BSON_APPEND_UTF8(d, "conversation_id", "018bcfe5-6800-7abc-8def-000000000001");
+    BSON_APPEND_INT64(d, "eseq", 7);
+    BSON_APPEND_UTF8(d, "type", "message.created");
+    BSON_APPEND_UTF8(d, "data", "{\"text\":\"hi \\\"there\\\"\",\"seq\":12}");
+    BSON_APPEND_DATE_TIME(d, "created_at", 1700000000123LL);
+    assert_int_equal(messaging_event_envelope(d, &ev), CM_OK);
     cJSON *e = cJSON_Parse(ev);
     assert_non_null(e);
     assert_string_equal(jstr(e, "specversion"), "1.0");
     assert_string_equal(jstr(e, "type"), "message.created");
-    /* The event id is the message id, so a republished event is deduplicated downstream. */
+    /* The event id is the log entry's id (for message.created, the message id), so a
+     * republished event is deduplicated downstream. */
     assert_string_equal(jstr(e, "id"), "018bcfe5-6800-7abc-8def-0123456789ab");
     assert_string_equal(jstr(e, "subject"), "018bcfe5-6800-7abc-8def-000000000001");
     assert_string_equal(jstr(e, "tenant"), "tenant-1");
     assert_string_equal(jstr(e, "time"), "2023-11-14T22:13:20.123Z");
+    assert_int_equal(cJSON_GetObjectItem(e, "eseq")->valueint, 7);
+    assert_null(cJSON_GetObjectItem(e, "audience"));
     const cJSON *data = cJSON_GetObjectItem(e, "data");
-    assert_string_equal(jstr(data, "text"), "hi \"there\"\n\xe6\x97\xa5");
+    assert_string_equal(jstr(data, "text"), "hi \"there\"");
     assert_int_equal(cJSON_GetObjectItem(data, "seq")->valueint, 12);
+    assert_string_equal(messaging_event_topic("message.created"), "messages");
+    assert_string_equal(messaging_event_topic("reaction.added"), "messages");
+    assert_string_equal(messaging_event_topic("message.delivered"), "conversations");
+    assert_string_equal(messaging_event_topic("member.added"), "conversations");
     cJSON_Delete(e);
     free(ev);
     bson_destroy(d);
@@ -299,9 +313,9 @@ int main(void)
         cmocka_unit_test(test_direct_key_is_order_independent),
         cmocka_unit_test(test_direct_key_capacity),
         cmocka_unit_test(test_seq_cursor),
-        cmocka_unit_test(test_conv_cursor),
+        cmocka_unit_test(test_key_cursor),
         cmocka_unit_test(test_message_json),
-        cmocka_unit_test(test_message_event),
+        cmocka_unit_test(test_event_envelope),
     };
     return cmocka_run_group_tests_name("messaging_rules", tests, NULL, NULL);
 }

@@ -127,7 +127,7 @@ def test_bad_conversation_creation(api, setup):
         ({"type": "direct", "members": ["bob", "carol"]}, "exactly one other member"),
         ({"type": "direct", "members": ["alice"]}, "exactly one other member"),
         ({"type": "direct", "members": ["bob"], "title": "x"}, "no title"),
-        ({"type": "channel"}, "'direct' or 'group'"),
+        ({"type": "broadcast"}, "'direct', 'group' or 'channel'"),
         ({"type": "group", "members": "bob"}, "array"),
         ({"type": "group", "members": ["bad id!"]}, "user ids"),
         ({"type": "group", "title": "t" * 201}, "at most 200"),

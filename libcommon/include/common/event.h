@@ -17,4 +17,12 @@
 cm_err cm_event_build(const char *id, const char *type, const char *source, const char *subject,
                       const char *tenant, int64_t time_ms, cJSON *data, char **out);
 
+/* Like cm_event_build, with CloudEvents extension attributes: each member of the object `ext`
+ * (taken over, freed here also on failure; NULL for none) is added to the envelope as given,
+ * e.g. {"eseq": 42}. Extension names are lowercase a-z and 0-9, at most 20 characters
+ * (CloudEvents 1.0 section 3.1.1); CM_EINVAL otherwise. */
+cm_err cm_event_build_ext(const char *id, const char *type, const char *source,
+                          const char *subject, const char *tenant, int64_t time_ms, cJSON *data,
+                          cJSON *ext, char **out);
+
 #endif

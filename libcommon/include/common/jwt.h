@@ -129,7 +129,7 @@ cm_err cm_jwt_verify(const cm_jwt *j, const char *token, time_t now, cm_jwt_clai
 long cm_base64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);
 
 /* Encodes `in[0..len)` as base64url without padding into `out` (size `cap`, NUL-terminated).
- * Returns the encoded length, or -1 when `out` is too small. */
+ * Returns the encoded length, or -1 when it (with the NUL) does not fit. */
 long cm_base64url_encode(const unsigned char *in, size_t len, char *out, size_t cap);
 
 #endif

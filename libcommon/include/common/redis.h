@@ -37,4 +37,14 @@ cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *
 /* DEL key. */
 cm_err cm_redis_del(cm_redis *r, const char *key);
 
+/* Takes the lease `key` for `ttl_ms` milliseconds when nobody holds it (SET key token NX PX):
+ * CM_OK when taken, CM_ECONFLICT when another holder has it, CM_EIO when Redis cannot be
+ * reached. `token` names the holder (a random string) and is needed to release it. */
+cm_err cm_redis_lock(cm_redis *r, const char *key, const char *token, int64_t ttl_ms);
+
+/* Releases the lease `key` only while `token` still holds it (compare and delete in one Lua
+ * script): CM_OK when released, CM_ENOTFOUND when it had expired or passed to another holder,
+ * CM_EIO when Redis cannot be reached. */
+cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token);
+
 #endif
