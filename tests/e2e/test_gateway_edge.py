@@ -3,6 +3,7 @@ under traffic (breaker, failover, half-open recovery), rate limits shared by two
 Redis and kept locally without it, identity headers a client cannot spoof, size caps, and the
 admin view of the upstreams."""
 
+import http.client
 import http.server
 import json
 import os
@@ -345,3 +346,39 @@ def test_route_auth_kinds_and_caps(echo_gateway):
     r = requests.get(echo_gateway + "/echo", headers={"X-Big": "a" * 9000}, timeout=5)
     assert r.status_code == 431, r.status_code
     assert requests.get(echo_gateway + "/echo", timeout=5).status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("slowhttptest") is None, reason="slowhttptest not installed (deploy/deps.sh)")
+def test_slowloris_does_not_starve_normal_clients(platform):
+    """slowhttptest (slow headers) from 127.0.0.1 holds as many connections as it may; clients
+    from another address keep being answered promptly, and the attacker gets no more than its
+    per-address share."""
+    gw = gateway(GW2_PORT, {"HTTP_MAX_CONNECTIONS_PER_IP": "64", "HTTP_IDLE_TIMEOUT_S": "5"}, "gateway-slowloris")
+    attack = subprocess.Popen(["slowhttptest", "-H", "-c", "400", "-r", "200", "-i", "2", "-l", "8", "-p", "3",
+                               "-u", f"http://127.0.0.1:{GW2_PORT}/.well-known/jwks.json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(3)  # the attack at full strength
+        held = int(subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{GW2_PORT} )"],
+                                  capture_output=True, text=True).stdout.count("\n"))
+        slowest = 0.0
+        for _ in range(40):
+            t = time.time()
+            c = http.client.HTTPConnection("127.0.0.1", GW2_PORT, timeout=5, source_address=("127.0.0.2", 0))
+            c.request("GET", "/.well-known/jwks.json")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            assert r.status == 200, r.status
+            slowest = max(slowest, time.time() - t)
+            time.sleep(0.05)
+        assert slowest < 1.0, slowest
+        assert held <= 64 + 2, held  # the attacker's connections (+ ours) stay at its share
+        out, _ = attack.communicate(timeout=30)
+        assert attack.returncode == 0, out
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+        gw.stop()
+    sanitizer_clean(gw)
