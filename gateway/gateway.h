@@ -188,6 +188,10 @@ int gateway_header_dropped(const char *name);
  * unreserved characters and, when keep_slash, '/'. Returns -1 when it does not fit. */
 int gateway_escape(const char *s, int keep_slash, char *out, size_t n, size_t *len);
 
+/* Returns 1 when `given` equals `secret`, comparing every byte whatever differs first (constant
+ * time in the content; the length is not secret). */
+int gateway_secret_equal(const char *given, const char *secret);
+
 /* Returns 1 when `method` may be retried: idempotent per RFC 9110 section 9.2.2 (GET, HEAD,
  * OPTIONS, TRACE, PUT, DELETE), or any method when the request carries an Idempotency-Key
  * (draft-ietf-httpapi-idempotency-key-header). */

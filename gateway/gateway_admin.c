@@ -29,17 +29,8 @@ void gateway_stats_observe(gateway_stats *st, double seconds, int failed)
 static int admin_ok(gateway_ctx *ctx, cm_http_req *req)
 {
     const char *h = cm_http_header(req, "X-Admin-Key");
-    unsigned char d = 0;
-    size_t n;
 
-    if (ctx->admin_key == NULL || h == NULL || strlen(h) != strlen(ctx->admin_key)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the platform admin key (X-Admin-Key) is required");
-        return 0;
-    }
-    n = strlen(h);
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(h[i] ^ ctx->admin_key[i]);
-    if (d != 0) {
+    if (ctx->admin_key == NULL || h == NULL || !gateway_secret_equal(h, ctx->admin_key)) {
         cm_http_reply_error(req, CM_EUNAUTH, "the platform admin key (X-Admin-Key) is required");
         return 0;
     }

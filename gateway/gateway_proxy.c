@@ -218,18 +218,6 @@ static void too_many(cm_http_req *req, const gateway_rl_verdict *v)
                     v->limit, v->retry_after_s, v->local ? " (local limits)" : "");
 }
 
-/* Constant-time comparison of two NUL-terminated strings (length is not secret). */
-static int secret_equal(const char *a, const char *b)
-{
-    size_t n = strlen(a);
-    unsigned char d = 0;
-    if (n != strlen(b))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
 /* Checks the route's auth requirement; answers and returns non-CM_OK on failure. */
 static cm_err authenticate(gateway_ctx *ctx, cm_http_req *req, const gateway_route *route,
                            cm_jwt_claims *claims, int *have_claims)
@@ -257,7 +245,7 @@ static cm_err authenticate(gateway_ctx *ctx, cm_http_req *req, const gateway_rou
         return CM_OK;
     case GW_AUTH_ADMIN:
         h = cm_http_header(req, "X-Admin-Key");
-        if (ctx->admin_key == NULL || h == NULL || !secret_equal(h, ctx->admin_key)) {
+        if (ctx->admin_key == NULL || h == NULL || !gateway_secret_equal(h, ctx->admin_key)) {
             cm_http_reply_error(req, CM_EUNAUTH, "this route needs the platform admin key in "
                                                  "X-Admin-Key");
             return CM_EUNAUTH;

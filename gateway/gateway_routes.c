@@ -38,6 +38,17 @@ int gateway_header_dropped(const char *name)
            strncasecmp(name, "X-Gateway-", 10) == 0;
 }
 
+int gateway_secret_equal(const char *given, const char *secret)
+{
+    size_t n = strlen(secret);
+    unsigned char d = 0;
+    if (strlen(given) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(given[i] ^ secret[i]);
+    return d == 0;
+}
+
 int gateway_retryable(const char *method, int has_idempotency_key)
 {
     static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE",
