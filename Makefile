@@ -156,8 +156,15 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs
+bench: $(B)/bench/media_thumbs bench-gateway
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
+
+# The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
+.PHONY: bench-gateway
+bench-gateway:
+	@$(MAKE) --no-print-directory MODE=rel build
+	@bash deploy/stack.sh start >/dev/null
+	@BENCH_BIN_DIR=build/rel/bin bash bench/gateway_bench.sh
 
 # Offline checks of the contracts (proto/) and of the deployment descriptions (deploy/docker,
 # docker-compose.yml, k8s/) against the processes' own --help; tools from deploy/check-tools.sh.

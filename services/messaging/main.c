@@ -33,7 +33,7 @@ static const cm_config_var vars[] = {
     {"REACTION_EMOJI_MAX", "20", "distinct emojis on one message"},
     {"METADATA_MAX_BYTES", "4096", "size of a conversation's custom metadata as JSON"},
     {"MESSAGE_DELETION", "allow", "allow, or forbid: messages cannot be deleted for everyone"},
-    {"LOCK_TTL_MS", "15000", "lease of a conversation's write lock (Redis)"},
+    {"LOCK_TTL_MS", "3000", "lease of a conversation's write lock (Redis); bounds how long a crashed writer blocks it"},
     {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -109,7 +109,7 @@ int main(int argc, char **argv)
         cm_config_long("EDIT_WINDOW_S", 900, 0, 31536000, &l->edit_window_s) ||
         cm_config_long("REACTION_EMOJI_MAX", 20, 1, 1000, &l->reaction_emoji_max) ||
         cm_config_long("METADATA_MAX_BYTES", 4096, 2, 65536, &l->metadata_max) ||
-        cm_config_long("LOCK_TTL_MS", 15000, 100, 600000, &ctx.lock_ttl_ms) ||
+        cm_config_long("LOCK_TTL_MS", 3000, 100, 600000, &ctx.lock_ttl_ms) ||
         cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
