@@ -43,7 +43,7 @@ CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG))
 LDFLAGS := $(LDOPT) -pthread
 
 # --- libcommon ------------------------------------------------------------------------------
-CM_MODULES := error log config uuid utf8 json http jwt kafka mongo redis auth process clock event health cursor
+CM_MODULES := error log config uuid utf8 json http jwt jwks kafka mongo redis auth session process clock event health cursor
 CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
 CM_LIB  := $(B)/libcommon.a
 
@@ -62,8 +62,8 @@ USER_SRC      := $(wildcard services/user/*.c)
 MESSAGING_SRC := $(wildcard services/messaging/*.c)
 MEDIA_SRC     := $(wildcard services/media/*.c)
 
-GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl)
-USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium)
+GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
+USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis)
 MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)

@@ -5,8 +5,10 @@
 #include <curl/curl.h>
 
 #include "common/config.h"
+#include "common/jwks.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "gateway.h"
 
 static const cm_config_var vars[] = {
@@ -20,10 +22,16 @@ static const cm_config_var vars[] = {
     {"MEDIA_MAX_BODY", "104923136", "request and response cap of the media routes (100 MiB + 64 KiB)"},
     {"UPSTREAM_TIMEOUT_MS", "10000", "total time allowed to an upstream request"},
     {"UPSTREAM_CONNECT_TIMEOUT_MS", "1000", "time allowed to connect to an upstream"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies access tokens"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys (e.g. the user service's "
+                         "/.well-known/jwks.json); replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_JWKS_MIN_REFRESH_S", "30", "fewest seconds between refetches caused by unknown kids"},
+    {"JWT_JWKS_MAX_AGE_S", "300", "background refetch period of the JWK Set (0: none)"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
+    {"REDIS_HOST", "127.0.0.1", "Redis host (revoked-session denylist)"},
+    {"REDIS_PORT", "6379", "Redis port"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
 
@@ -33,7 +41,8 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_http_server *srv = NULL;
     const char *user, *messaging, *media;
-    long media_max;
+    cm_redis *redis = NULL;
+    long media_max, redis_port;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv, "The API gateway: routing, auth check, proxy.",
@@ -48,8 +57,11 @@ int main(int argc, char **argv)
         cm_config_long("UPSTREAM_TIMEOUT_MS", 10000, 100, 600000, &ctx.timeout_ms) ||
         cm_config_long("UPSTREAM_CONNECT_TIMEOUT_MS", 1000, 10, 60000, &ctx.connect_timeout_ms) ||
         cm_config_long("MEDIA_MAX_BODY", (100L << 20) + (64L << 10), 1, 1L << 30, &media_max) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier))
+        cm_jwt_verifier_from_env(&ctx.verifier) ||
+        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500, &redis))
         goto out;
+    cm_session_enforce(redis); /* a revoked session's tokens are refused at the edge */
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
         hc.threads = 8; /* blocking upstream calls: more threads than the services */
     user = cm_config_str("USER_URL", "http://127.0.0.1:8081");
@@ -60,6 +72,8 @@ int main(int argc, char **argv)
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/tenants", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/auth", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/users", user, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/sessions", user, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/.well-known/jwks.json", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/conversations", messaging, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/sync", messaging, 1};
     /* Media: uploads and downloads get their own body cap; signed URLs carry their own
@@ -82,6 +96,7 @@ int main(int argc, char **argv)
 out:
     cm_http_server_destroy(srv);
     cm_jwt_destroy(ctx.verifier);
+    cm_redis_destroy(redis);
     curl_global_cleanup();
     return rc;
 }

@@ -208,6 +208,32 @@ cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n)
     return rc;
 }
 
+cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *count)
+{
+    const char *argv[9];
+    size_t lens[9];
+    redisReply *rep;
+    cm_err rc = CM_EIO;
+
+    if (n == 0 || n > 8)
+        return CM_EINVAL;
+    argv[0] = "EXISTS";
+    lens[0] = 6;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 1] = keys[i];
+        lens[i + 1] = strlen(keys[i]);
+    }
+    rep = command(r, (int)n + 1, argv, lens);
+    if (rep == NULL)
+        return CM_EIO;
+    if (rep->type == REDIS_REPLY_INTEGER) {
+        *count = rep->integer;
+        rc = CM_OK;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
 cm_err cm_redis_del(cm_redis *r, const char *key)
 {
     const char *argv[] = {"DEL", key};

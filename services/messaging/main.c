@@ -4,8 +4,10 @@
 
 #include "common/config.h"
 #include "common/health.h"
+#include "common/jwks.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "messaging.h"
 
 static const cm_config_var vars[] = {
@@ -19,7 +21,8 @@ static const cm_config_var vars[] = {
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
     {"REDIS_HOST", "127.0.0.1", "Redis host"},
     {"REDIS_PORT", "6379", "Redis port"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies access tokens"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
@@ -100,12 +103,13 @@ int main(int argc, char **argv)
         cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier) ||
+        cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_messaging"), &ctx.db) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port,
                         hc.threads * 2 + 2, 500, &ctx.redis))
         goto out;
+    cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
     if (messaging_ensure_indexes(&ctx) != CM_OK) {
         cm_error("indexes could not be created; refusing to run without the seq guarantee");
         goto out;

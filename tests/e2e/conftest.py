@@ -55,6 +55,10 @@ class Service:
             "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",
             "MEDIA_URL_KEYS": MEDIA_URL_KEYS,
             "MEDIA_WORKER_GROUP": f"e2e-media-{DB_SUFFIX}",
+            # Verifiers take the signing keys from the user service's JWK Set; a kid they do
+            # not know makes them refetch it, here at most once a second.
+            "JWT_JWKS_URL": f"http://127.0.0.1:{PORTS['user']}/.well-known/jwks.json",
+            "JWT_JWKS_MIN_REFRESH_S": "1",
             "OUTBOX_STALE_MS": "2000",
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
             "UBSAN_OPTIONS": "print_stacktrace=1",

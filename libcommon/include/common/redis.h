@@ -31,6 +31,9 @@ cm_err cm_redis_set(cm_redis *r, const char *key, const char *value, int64_t ttl
  * the value does not fit. */
 cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n);
 
+/* EXISTS key...: writes how many of the `n` keys exist to `*count` (one round trip). */
+cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *count);
+
 /* DEL key. */
 cm_err cm_redis_del(cm_redis *r, const char *key);
 
