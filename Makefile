@@ -33,7 +33,7 @@ PKG_sodium := libsodium
 PKG_cmocka := cmocka
 PKG_vips  := vips
 PKG_magic := libmagic
-PKG_lws   := libwebsockets libuv
+PKG_lws   := libwebsockets
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)

@@ -16,7 +16,6 @@
 static const cm_config_var vars[] = {
     {"WS_HOST", "127.0.0.1", "address the WebSocket endpoint listens on"},
     {"WS_PORT", "8083", "port of the WebSocket endpoint /v1/ws"},
-    {"WS_EVENT_LOOP", "libuv", "libuv, or poll: libwebsockets' own poll loop"},
     {"HTTP_HOST", "127.0.0.1", "address of the HTTP side (health, metrics)"},
     {"HTTP_PORT", "8183", "port of the HTTP side: /health/live, /health/ready, /metrics"},
     {"MESSAGING_URL", "http://127.0.0.1:8082", "base URL of the messaging service"},
@@ -128,7 +127,6 @@ int main(int argc, char **argv)
     int loop_started = 0, consumer_started = 0, rc = 1;
     long ws_port, redis_port, threads, timeout_ms, failures, open_ms, drain_ms;
     char group[256], host[128];
-    const char *evlib;
 
     if (cm_config_help_requested(argc, argv,
                                  "WebSocket connections, live delivery, acks and typing.", vars,
@@ -136,11 +134,6 @@ int main(int argc, char **argv)
         return 0;
     cm_process_block_signals();
     cm_log_init("socket", cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
-    evlib = cm_config_str("WS_EVENT_LOOP", "libuv");
-    if (strcmp(evlib, "libuv") != 0 && strcmp(evlib, "poll") != 0) {
-        cm_error("WS_EVENT_LOOP must be libuv or poll, not '%s'", evlib);
-        goto out;
-    }
     socket_limits *l = &sc.lim;
     if (cm_http_config_from_env(8183, &hc) ||
         cm_config_long("WS_PORT", 8083, 1, 65535, &ws_port) ||
@@ -176,7 +169,6 @@ int main(int argc, char **argv)
     sc.upstream_timeout_ms = timeout_ms;
     sc.breaker_threshold = (int)failures;
     sc.breaker_open_ms = open_ms;
-    sc.use_libuv = strcmp(evlib, "libuv") == 0;
     if (socket_srv_create(&sc, &srv) != CM_OK)
         goto out;
     /* Each instance is its own consumer group, so every instance sees every event; it starts at
@@ -206,8 +198,8 @@ int main(int argc, char **argv)
     cm_http_set_metrics(http, socket_srv_metrics, srv);
     if (cm_http_server_start(http) != CM_OK)
         goto out;
-    cm_info("socket service ready: WebSocket on %s:%ld/v1/ws (%s loop), HTTP on %s:%d", sc.host,
-            ws_port, evlib, hc.host, hc.port);
+    cm_info("socket service ready: WebSocket on %s:%ld/v1/ws, HTTP on %s:%d", sc.host, ws_port,
+            hc.host, hc.port);
     cm_info("stopping on signal %d", cm_process_wait_signal());
     rc = 0;
 out:

@@ -1,4 +1,4 @@
-/* socket_server.c - the WebSocket endpoint /v1/ws on libwebsockets: authentication on the
+/* socket_server.c - the WebSocket endpoint /v1/ws on libwebsockets (its poll loop): authentication on the
  * upgrade, client frames and their acks, per-connection caps (frame size, rate, send queue,
  * token lifetime), and in-order delivery with the sync cursor (catch-up, then live, with no gap
  * and no duplicate at the seam). Everything here runs on the loop thread except
@@ -726,6 +726,18 @@ static void on_frame(conn *c, const char *text, size_t len)
 
 /* --- connections ---------------------------------------------------------------------------------- */
 
+/* Copies the value of query argument `name` ("name=") into `out` (size n). 0 when absent or
+ * empty. lws copies "name=value" into the buffer and returns where the value starts. */
+static int query_arg(struct lws *wsi, const char *name, char *out, size_t n)
+{
+    const char *v = lws_get_urlarg_by_name(wsi, name, out, (int)n);
+
+    if (v == NULL || *v == '\0')
+        return 0;
+    memmove(out, v, strlen(v) + 1);
+    return 1;
+}
+
 /* Reads the access token of the upgrade request into `out` (Authorization: Bearer, or the
  * access_token query parameter). 0 when there is none. */
 static int upgrade_token(struct lws *wsi, char *out, int n)
@@ -737,7 +749,7 @@ static int upgrade_token(struct lws *wsi, char *out, int n)
         snprintf(out, (size_t)n, "%s", hdr + 7);
         return 1;
     }
-    return lws_get_urlarg_by_name(wsi, "access_token=", out, n) != NULL && out[0];
+    return query_arg(wsi, "access_token=", out, (size_t)n);
 }
 
 /* Verifies the upgrade's token and session: CM_OK with the claims, CM_EUNAUTH with a reason,
@@ -800,7 +812,7 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     if (authenticate(s, wsi, token, &c->claims, detail, sizeof(detail)) != CM_OK ||
         (c->token = strdup(token)) == NULL)
         goto fail;
-    if (lws_get_urlarg_by_name(wsi, "since=", since, sizeof(since)) && since[0]) {
+    if (query_arg(wsi, "since=", since, sizeof(since))) {
         if ((c->since = strdup(since)) == NULL)
             goto fail;
         c->fresh = 0;
@@ -841,27 +853,39 @@ static void conn_closed(conn *c)
         conn_free(c);
 }
 
+/* Answers the upgrade request with an RFC 9457 problem and no upgrade. The response is written
+ * whole: lws would label headers it builds before the upgrade decision HTTP/1.0. */
 static int refuse(struct lws *wsi, unsigned int status, const char *detail)
 {
+    unsigned char buf[LWS_PRE + 1024], *out = buf + LWS_PRE;
     char body[512];
-    int n = snprintf(body, sizeof(body),
-                     "{\"type\":\"urn:chat:problem:%s\",\"title\":\"%s\",\"status\":%u,"
-                     "\"detail\":\"%s\"}",
-                     status == 401 ? "unauthorized" : status == 429 ? "rate-limited"
-                                                    : status == 404 ? "not-found"
-                                                                    : "unavailable",
-                     status == 401 ? "Unauthorized" : "Refused", status, detail);
-    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf);
+    const char *slug = status == 401   ? "unauthorized"
+                       : status == 429 ? "rate-limited"
+                       : status == 404 ? "not-found"
+                       : status == 426 ? "upgrade-required"
+                                       : "unavailable";
+    const char *title = status == 401   ? "Unauthorized"
+                        : status == 429 ? "Too Many Requests"
+                        : status == 404 ? "Not Found"
+                        : status == 426 ? "Upgrade Required"
+                                        : "Service Unavailable";
+    int nb = snprintf(body, sizeof(body),
+                      "{\"type\":\"urn:chat:problem:%s\",\"title\":\"%s\",\"status\":%u,"
+                      "\"detail\":\"%s\"}",
+                      slug, title, status, detail);
+    int n;
 
-    if (n < 0 || n >= (int)sizeof(body))
-        n = 0;
-    if (lws_add_http_common_headers(wsi, status, "application/problem+json", (lws_filepos_t)n,
-                                    &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+    if (nb < 0 || nb >= (int)sizeof(body))
         return -1;
-    if (n && lws_write(wsi, (unsigned char *)body, (size_t)n, LWS_WRITE_HTTP_FINAL) != n)
+    n = snprintf((char *)out, sizeof(buf) - LWS_PRE,
+                 "HTTP/1.1 %u %s\r\nContent-Type: application/problem+json\r\n"
+                 "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                 status, title, nb, body);
+    if (n < 0 || n >= (int)(sizeof(buf) - LWS_PRE))
         return -1;
-    return 1;
+    if (lws_write(wsi, out, (size_t)n, LWS_WRITE_HTTP_FINAL) != n)
+        return -1;
+    return -1; /* written whole: hang up */
 }
 
 /* Escapes nothing but quotes and backslashes would need it: reasons are ours or the JWT
@@ -1002,9 +1026,9 @@ static void on_cancelled(socket_srv *s)
                 conn_close(s->conns[i], SOCKET_CLOSE_GOING_AWAY,
                            "going away: reconnect with since=<cursor>");
         }
-        if (atomic_load(&s->m_conns) == 0 || now >= s->drain_until)
+        if (atomic_load(&s->m_conns) == 0 || now >= s->drain_until) {
             s->done = 1;
-        else
+        } else
             lws_cancel_service(s->lws); /* come back until drained */
     }
 }
@@ -1030,9 +1054,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return confirm_upgrade(s, wsi);
     case LWS_CALLBACK_HTTP:
-        return refuse(wsi, 426, "the WebSocket endpoint is /v1/ws (Upgrade: websocket)") < 0
-                   ? -1
-                   : lws_http_transaction_completed(wsi) ? -1 : 0;
+        return refuse(wsi, 426, "the WebSocket endpoint is /v1/ws (Upgrade: websocket)");
     case LWS_CALLBACK_ESTABLISHED:
         if ((p->c = conn_open(s, wsi)) == NULL)
             return -1;
@@ -1103,8 +1125,9 @@ cm_err socket_srv_create(const socket_srv_config *cfg, socket_srv **out)
     info.user = s;
     info.retry_and_idle_policy = retry;
     info.max_http_header_data = (unsigned short)(SINCE_MAX + TOKEN_MAX > 65535 ? 65535 : SINCE_MAX + TOKEN_MAX);
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 |
-                   (cfg->use_libuv ? LWS_SERVER_OPTION_LIBUV : 0);
+    /* lws's own poll loop: with Debian's libuv event-lib plugin, lws_service never returns
+     * and the plugin does not export lws_uv_getloop to stop it, so SIGTERM could not drain. */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     info.fd_limit_per_thread = 0;
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
     if ((s->lws = lws_create_context(&info)) == NULL) {

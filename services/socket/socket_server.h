@@ -1,4 +1,4 @@
-/* socket_server.h - the WebSocket server (libwebsockets on its libuv loop): the state the loop
+/* socket_server.h - the WebSocket server (libwebsockets on its poll loop): the state the loop
  * thread owns, the inbox the Kafka consumer fills, and what main.c wires. */
 #ifndef SOCKET_SERVER_H
 #define SOCKET_SERVER_H
@@ -21,7 +21,6 @@ typedef struct socket_srv_config {
     long upstream_timeout_ms;
     int breaker_threshold;
     long breaker_open_ms;
-    int use_libuv;          /* 1: lws on its libuv event loop; 0: lws's poll loop */
 } socket_srv_config;
 
 /* Creates the server and binds the port. CM_EIO when it cannot listen, CM_ENOMEM. */
