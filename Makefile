@@ -33,6 +33,7 @@ PKG_sodium := libsodium
 PKG_cmocka := cmocka
 PKG_vips  := vips
 PKG_magic := libmagic
+PKG_lws   := libwebsockets
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
@@ -61,12 +62,14 @@ GATEWAY_SRC   := $(wildcard gateway/*.c)
 USER_SRC      := $(wildcard services/user/*.c)
 MESSAGING_SRC := $(wildcard services/messaging/*.c)
 MEDIA_SRC     := $(wildcard services/media/*.c)
+SOCKET_SRC    := $(wildcard services/socket/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
 USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis)
 MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)
+SOCKET_LIBS    := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_kafka) $(PKG_redis) $(PKG_curl) $(PKG_lws)
 
 define process
 $(B)/obj/$(1)/%.o: $(2)/%.c $$(wildcard $(2)/*.h) $$(wildcard libcommon/include/common/*.h)
@@ -80,11 +83,12 @@ $(eval $(call process,gateway,gateway,$(GATEWAY_SRC),$(GATEWAY_LIBS)))
 $(eval $(call process,user,services/user,$(USER_SRC),$(USER_LIBS)))
 $(eval $(call process,messaging,services/messaging,$(MESSAGING_SRC),$(MESSAGING_LIBS)))
 $(eval $(call process,media,services/media,$(MEDIA_SRC),$(MEDIA_LIBS)))
+$(eval $(call process,socket,services/socket,$(SOCKET_SRC),$(SOCKET_LIBS)))
 
 # The media objects also see libvips' (glib) and libmagic's headers.
 $(B)/obj/media/%.o: CFLAGS += $(call pkgcflags,$(PKG_vips) $(PKG_magic))
 
-BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media
+BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media $(B)/bin/socket
 
 # --- unit tests (cmocka, beside their module) -----------------------------------------------
 UNIT_SRC  := $(wildcard libcommon/test/test_*.c) $(wildcard services/*/*_test.c) $(wildcard gateway/*_test.c)
@@ -106,6 +110,9 @@ $(B)/unit/services/user/%: services/user/%.c $(call svc_objs,user,services/user)
 $(B)/unit/services/media/%: services/media/%.c $(call svc_objs,media,services/media) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_vips) $(PKG_magic)) -lm
+$(B)/unit/services/socket/%: services/socket/%.c $(call svc_objs,socket,services/socket) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/socket $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_lws)) -lm
 $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
