@@ -45,6 +45,7 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
     } routes[] = {
         {"POST", "/v1/conversations", messaging_conversations_create},
         {"GET", "/v1/conversations", messaging_conversations_list},
+        {"GET", "/v1/conversations/unread", messaging_receipts_unread},
         {"GET", "/v1/conversations/{id}", messaging_conversations_get},
         {"PATCH", "/v1/conversations/{id}", messaging_conversations_update},
         {"DELETE", "/v1/conversations/{id}", messaging_conversations_delete},
@@ -67,6 +68,9 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
         {"DELETE", "/v1/conversations/{id}/messages/{message_id}/pin", messaging_pins_remove},
         {"GET", "/v1/conversations/{id}/pins", messaging_pins_list},
         {"POST", "/v1/conversations/{id}/forward", messaging_messages_forward},
+        {"POST", "/v1/conversations/{id}/read", messaging_receipts_read},
+        {"POST", "/v1/conversations/{id}/delivered", messaging_receipts_delivered},
+        {"GET", "/v1/conversations/{id}/messages/{message_id}/receipts", messaging_receipts_who},
         {"GET", "/v1/sync", messaging_sync},
         {"POST", "/v1/sync", messaging_sync},
     };

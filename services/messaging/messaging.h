@@ -409,6 +409,11 @@ void messaging_pins_add(cm_http_req *req, void *ud);        /* POST .../{mid}/pi
 void messaging_pins_remove(cm_http_req *req, void *ud);     /* DELETE .../{mid}/pin */
 void messaging_pins_list(cm_http_req *req, void *ud);       /* GET .../{id}/pins */
 
+void messaging_receipts_read(cm_http_req *req, void *ud);      /* POST .../{id}/read */
+void messaging_receipts_delivered(cm_http_req *req, void *ud); /* POST .../{id}/delivered */
+void messaging_receipts_who(cm_http_req *req, void *ud);       /* GET .../{mid}/receipts */
+void messaging_receipts_unread(cm_http_req *req, void *ud);    /* GET /v1/conversations/unread */
+
 void messaging_sync(cm_http_req *req, void *ud); /* GET and POST /v1/sync */
 
 cm_err messaging_ensure_indexes(messaging_ctx *ctx);
