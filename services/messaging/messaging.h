@@ -152,6 +152,40 @@ cJSON *messaging_member_json(const bson_t *member);
 /* Copies the array of strings at `key` of `doc` into a JSON array (empty when absent). */
 cJSON *messaging_bson_strings(const bson_t *doc, const char *key);
 
+/* --- the tenant's text filters (messaging_filters.c) ---------------------------------- */
+
+/* One blocklist entry of a tenant. */
+typedef struct messaging_block_rule {
+    const char *text; /* a word, or a POSIX extended regular expression */
+    int is_pattern;   /* 0: a word, matched whole and case-insensitively (ASCII) */
+    int mask;         /* 1: the match is replaced by one '*' per character; 0: reject */
+} messaging_block_rule;
+
+/* Applies `rules` (n of them) to `text` in order. Returns 0 with `*out` the text after masking
+ * (a heap copy, caller frees); 1 when a rejecting rule matched (`*which` its index, nothing
+ * allocated); -1 when out of memory. */
+int messaging_blocklist_apply(const char *text, const messaging_block_rule *rules, size_t n,
+                              char **out, size_t *which);
+
+/* Returns 1 when `pattern` compiles as a POSIX extended regular expression. */
+int messaging_pattern_valid(const char *pattern);
+
+typedef enum messaging_link_policy {
+    MSG_LINKS_ALLOW,    /* any link */
+    MSG_LINKS_BLOCK,    /* no link */
+    MSG_LINKS_ALLOWLIST /* only links to the allowed domains and their subdomains */
+} messaging_link_policy;
+
+/* Returns 1 when `text` holds a link (http://, https:// or www.) the policy refuses, writing
+ * its host into `host` (size hn); 0 when every link is allowed. */
+int messaging_link_check(const char *text, messaging_link_policy policy,
+                         const char *const *allowed, size_t n, char *host, size_t hn);
+
+/* The pre-send hook's signature: lowercase hex HMAC-SHA256 keyed with `secret` over
+ * "<timestamp>.<body>". Returns 0, or -1 on failure. */
+int messaging_hook_signature(const char *secret, const char *timestamp, const char *body,
+                             size_t body_len, char out[65]);
+
 /* One page of a keyset-paginated query (messaging_rules.c): up to `limit` documents rendered
  * into `items`, whether another one follows, and the last document for the next cursor. */
 typedef struct messaging_page {
