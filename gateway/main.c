@@ -62,6 +62,7 @@ int main(int argc, char **argv)
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/users", user, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/conversations", messaging, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/sync", messaging, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/moderation", messaging, 1};
     /* Media: uploads and downloads get their own body cap; signed URLs carry their own
      * credentials (an HMAC in the query), so no token is asked for them. */
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/media", media, 1};

@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "common/config.h"
 #include "common/health.h"
 #include "common/log.h"
@@ -71,6 +73,14 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
         {"POST", "/v1/conversations/{id}/read", messaging_receipts_read},
         {"POST", "/v1/conversations/{id}/delivered", messaging_receipts_delivered},
         {"GET", "/v1/conversations/{id}/messages/{message_id}/receipts", messaging_receipts_who},
+        {"POST", "/v1/conversations/{id}/messages/{message_id}/flags", messaging_flags_add},
+        {"GET", "/v1/moderation/settings", messaging_moderation_settings_get},
+        {"PUT", "/v1/moderation/settings", messaging_moderation_settings_put},
+        {"POST", "/v1/moderation/sanctions", messaging_sanctions_add},
+        {"GET", "/v1/moderation/sanctions", messaging_sanctions_list},
+        {"POST", "/v1/moderation/sanctions/lift", messaging_sanctions_lift},
+        {"GET", "/v1/moderation/flags", messaging_flags_list},
+        {"POST", "/v1/moderation/flags/{flag_id}/resolve", messaging_flags_resolve},
         {"GET", "/v1/sync", messaging_sync},
         {"POST", "/v1/sync", messaging_sync},
     };
@@ -96,6 +106,7 @@ int main(int argc, char **argv)
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* the tenants' pre-send hooks */
     cm_log_init("messaging", cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
     deletion = cm_config_str("MESSAGE_DELETION", "allow");
     if (strcmp(deletion, "allow") != 0 && strcmp(deletion, "forbid") != 0) {
@@ -149,5 +160,6 @@ out:
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);
+    curl_global_cleanup();
     return rc;
 }

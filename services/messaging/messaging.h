@@ -247,6 +247,11 @@ typedef struct messaging_tx {
 cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
                          const char *cid, messaging_tx *tx);
 
+/* Like messaging_tx_open for a tenant moderator acting on a conversation of their tenant they
+ * need not belong to (the caller checked the role): tx->me is then empty, tx->role NONE. */
+cm_err messaging_tx_open_moderator(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                                   const char *cid, messaging_tx *tx);
+
 /* Appends an event of `type` to the log under the next eseq. `event_id` NULL makes a new
  * UUIDv7; an id already in the log makes this a no-op (CM_OK), so repairs can re-append.
  * `audience` NULL: every member sees it; a user id: only that member (their own settings).
@@ -383,6 +388,7 @@ typedef struct messaging_new_message {
     const char *reply_to;         /* a message of the conversation, or NULL */
     const char *thread_root;      /* a root message of the conversation, or NULL */
     const bson_t *forwarded_from; /* {conversation_id, message_id, sender_id}, or NULL */
+    const char *sent_text;        /* the client's text when moderation changed it, or NULL */
 } messaging_new_message;
 
 /* Inserts a message from `tx->user` inside an open section. Its seq is allocated by insertion
@@ -409,12 +415,46 @@ cm_err messaging_message_update(messaging_tx *tx, const char *mid, const bson_t 
  * conversation's last message current. */
 cm_err messaging_message_logged(messaging_tx *tx, const char *type, const bson_t *msg);
 
+/* Turns message `msg` into a tombstone inside an open section, deleted for everyone by `by`:
+ * text emptied; attachments, mentions, reactions, pin and edit history removed; seq kept; a
+ * message.deleted event. The caller checks who may, and commits. */
+cm_err messaging_message_tombstone(messaging_tx *tx, const char *by, const bson_t *msg);
+
 /* Sets "me" on each reaction of the rendered message(s) `messages` (an object or an array of
  * them) that `user` made, false on the others. */
 void messaging_mark_my_reactions(messaging_ctx *ctx, const char *user, cJSON *messages);
 
 /* Inserts a system message (joins, leaves, renames) written by the service for `tx->user`. */
 cm_err messaging_system_message(messaging_tx *tx, const char *text);
+
+/* --- moderation (messaging_moderation.c, messaging_sanctions.c) ------------------------ */
+
+/* Runs the tenant's moderation on a message `nm` that `c->sub` is about to send to `conv`
+ * (their member record `member`): bans and mutes, the mention cap, slow mode, flood and
+ * duplicates, the blocklist, the link policy, then the pre-send hook. When refused it has
+ * answered (403, 409, 422, 429, 503) and returns non-CM_OK. On CM_OK `*text` is NULL or the
+ * text to store instead (masked or rewritten; heap, caller frees). */
+cm_err messaging_moderate_send(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                               const bson_t *conv, const bson_t *member,
+                               const messaging_new_message *nm, char **text);
+
+/* Answers 403 and returns CM_EFORBIDDEN when `c->sub` is banned or muted tenant-wide or in
+ * `cid` (NULL: tenant-wide only) right now; CM_OK otherwise. */
+cm_err messaging_sanction_check(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                const char *cid);
+
+/* Returns 1 when `user` is banned tenant-wide or from `cid` right now. */
+int messaging_sanction_banned(messaging_ctx *ctx, const char *tenant, const char *cid,
+                              const char *user);
+
+void messaging_moderation_settings_get(cm_http_req *req, void *ud); /* GET /v1/moderation/settings */
+void messaging_moderation_settings_put(cm_http_req *req, void *ud); /* PUT /v1/moderation/settings */
+void messaging_sanctions_add(cm_http_req *req, void *ud);  /* POST /v1/moderation/sanctions */
+void messaging_sanctions_lift(cm_http_req *req, void *ud); /* POST .../sanctions/lift */
+void messaging_sanctions_list(cm_http_req *req, void *ud); /* GET /v1/moderation/sanctions */
+void messaging_flags_add(cm_http_req *req, void *ud);      /* POST .../messages/{mid}/flags */
+void messaging_flags_list(cm_http_req *req, void *ud);     /* GET /v1/moderation/flags */
+void messaging_flags_resolve(cm_http_req *req, void *ud);  /* POST .../flags/{flag_id}/resolve */
 
 void messaging_conversations_create(cm_http_req *req, void *ud); /* POST /v1/conversations */
 void messaging_conversations_list(cm_http_req *req, void *ud);   /* GET /v1/conversations */

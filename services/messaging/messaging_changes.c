@@ -270,8 +270,6 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
                                 const bson_t *msg)
 {
     messaging_rule_input in;
-    const char *mid = cm_bson_str(msg, "_id", "");
-    bson_t u = BSON_INITIALIZER, set, unset, f = BSON_INITIALIZER, after;
     cm_err rc;
 
     if (!tx->ctx->limits.deletion_allowed) {
@@ -290,11 +288,24 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
         cm_http_reply_json(req, 204, NULL); /* already a tombstone */
         return;
     }
+    if ((rc = messaging_message_tombstone(tx, c->sub, msg)) != CM_OK ||
+        (rc = messaging_tx_commit(tx)) != CM_OK)
+        cm_http_reply_error(req, rc, "the message could not be deleted");
+    else
+        cm_http_reply_json(req, 204, NULL);
+}
+
+cm_err messaging_message_tombstone(messaging_tx *tx, const char *by, const bson_t *msg)
+{
+    const char *mid = cm_bson_str(msg, "_id", "");
+    bson_t u = BSON_INITIALIZER, set, unset, f = BSON_INITIALIZER, after;
+    cm_err rc;
+
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
     BSON_APPEND_UTF8(&set, "text", "");
     BSON_APPEND_BOOL(&set, "deleted", true);
     BSON_APPEND_DATE_TIME(&set, "deleted_at", tx->now);
-    BSON_APPEND_UTF8(&set, "deleted_by", c->sub);
+    BSON_APPEND_UTF8(&set, "deleted_by", by);
     bson_append_document_end(&u, &set);
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$unset", &unset);
     BSON_APPEND_UTF8(&unset, "attachments", "");
@@ -305,6 +316,7 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
     BSON_APPEND_UTF8(&unset, "pinned", "");
     BSON_APPEND_UTF8(&unset, "pinned_by", "");
     BSON_APPEND_UTF8(&unset, "pinned_at", "");
+    BSON_APPEND_UTF8(&unset, "sent_text", "");
     bson_append_document_end(&u, &unset);
     rc = messaging_message_update(tx, mid, &u, &after);
     if (rc == CM_OK) {
@@ -312,16 +324,13 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
         BSON_APPEND_UTF8(&f, "message_id", mid);
         if ((rc = cm_mongo_delete(tx->ctx->db, MSG_COLL_VERSIONS, &f, 1, NULL)) == CM_OK)
             rc = cm_mongo_delete(tx->ctx->db, MSG_COLL_REACTIONS, &f, 1, NULL);
-        if (rc == CM_OK && (rc = messaging_message_logged(tx, "message.deleted", &after)) == CM_OK)
-            rc = messaging_tx_commit(tx);
+        if (rc == CM_OK)
+            rc = messaging_message_logged(tx, "message.deleted", &after);
         bson_destroy(&after);
     }
-    if (rc != CM_OK)
-        cm_http_reply_error(req, rc, "the message could not be deleted");
-    else
-        cm_http_reply_json(req, 204, NULL);
     bson_destroy(&u);
     bson_destroy(&f);
+    return rc;
 }
 
 /* DELETE /v1/conversations/{id}/messages/{message_id}?scope=for_everyone|for_me */

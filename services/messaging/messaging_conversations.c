@@ -177,6 +177,8 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
         goto out;
     if (cm_http_json_body(req, &body) != CM_OK)
         goto out;
+    if (messaging_sanction_check(req, ctx, &c, NULL) != CM_OK)
+        goto out; /* banned or muted tenant-wide: no new conversations */
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
         cm_json_string(body, "type", 1, 1, 16, &type, detail, sizeof(detail)) ||
         cm_json_string(body, "title", 0, 1, MSG_TITLE_MAX, &title, detail, sizeof(detail)) ||
@@ -616,13 +618,14 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
     static const char *const allowed[] = {"title", "description", "image", "metadata",
-                                          "members_can_post", NULL};
+                                          "members_can_post", "slow_mode_s", NULL};
     cm_jwt_claims c;
     messaging_tx tx;
     messaging_rule_input in;
     const char *title, *description, *image;
     char detail[256], text[300], *metadata = NULL;
     int has_title, has_description, has_image, has_meta, mcp = -1;
+    long slow = -1;
     cJSON *body, *changed = cJSON_CreateArray(), *data;
     bson_t view;
     cm_err rc;
@@ -638,6 +641,7 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
                         detail, sizeof(detail)) ||
         nullable_string(body, "image", 36, &has_image, &image, detail, sizeof(detail)) ||
         cm_json_bool(body, "members_can_post", 0, &mcp, detail, sizeof(detail)) ||
+        cm_json_long(body, "slow_mode_s", 0, 0, 21600, &slow, detail, sizeof(detail)) ||
         messaging_metadata_read(body, ctx->limits.metadata_max, &metadata, &has_meta, detail,
                                 sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
@@ -670,6 +674,10 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
     if (mcp != -1 && mcp != cm_bson_bool(&tx.conv, "members_can_post", 0)) {
         BSON_APPEND_BOOL(messaging_tx_conv_set(&tx), "members_can_post", mcp);
         cJSON_AddItemToArray(changed, cJSON_CreateString("members_can_post"));
+    }
+    if (slow != -1 && slow != cm_bson_int(&tx.conv, "slow_mode_s", 0)) {
+        BSON_APPEND_INT64(messaging_tx_conv_set(&tx), "slow_mode_s", slow);
+        cJSON_AddItemToArray(changed, cJSON_CreateString("slow_mode_s"));
     }
     if (cJSON_GetArraySize(changed) > 0) {
         BSON_APPEND_DATE_TIME(messaging_tx_conv_set(&tx), "updated_at", tx.now);
@@ -900,6 +908,8 @@ cm_err messaging_ensure_indexes(messaging_ctx *ctx)
         {MSG_COLL_EVENTS, "outbox", {"published", "created_at"}, {1, 1}, 0},
         {MSG_COLL_VERSIONS, "by_message", {"message_id", "version"}, {1, 1}, 1},
         {MSG_COLL_REACTIONS, "by_message", {"message_id", "user_id"}, {1, 1}, 0},
+        {"flags", "one_per_reporter", {"key"}, {1}, 1},
+        {"flags", "by_status", {"tenant", "status", "created_at"}, {1, 1, 1}, 0},
     };
     for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]); i++) {
         bson_t k = BSON_INITIALIZER;

@@ -152,8 +152,8 @@ static int64_t max_eseq(messaging_ctx *ctx, const char *cid)
     return eseq;
 }
 
-cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
-                         const char *cid, messaging_tx *tx)
+static cm_err open_section(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                           const char *cid, int need_member, messaging_tx *tx)
 {
     bson_t f = BSON_INITIALIZER;
     cm_err rc;
@@ -176,10 +176,15 @@ cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_clai
         goto fail;
     tx->have_conv = 1;
     rc = messaging_member_find(ctx, cid, c->sub, &tx->me);
-    if (rc != CM_OK)
+    if (rc == CM_OK) {
+        tx->have_me = 1;
+        tx->role = messaging_role_parse(cm_bson_str(&tx->me, "role", ""));
+    } else if (rc != CM_ENOTFOUND || need_member) {
         goto fail;
-    tx->have_me = 1;
-    tx->role = messaging_role_parse(cm_bson_str(&tx->me, "role", ""));
+    } else {
+        bson_init(&tx->me); /* a moderator's section: no record, no role */
+        tx->have_me = 1;
+    }
     tx->last_eseq = cm_bson_int(&tx->conv, "last_eseq", 0);
     tx->last_seq = cm_bson_int(&tx->conv, "last_seq", 0);
     tx->now = cm_clock_now_ms();
@@ -240,6 +245,18 @@ void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg)
         bson_destroy(&tx->last_message);
     bson_copy_to(msg, &tx->last_message);
     tx->have_last_message = 1;
+}
+
+cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                         const char *cid, messaging_tx *tx)
+{
+    return open_section(ctx, req, c, cid, 1, tx);
+}
+
+cm_err messaging_tx_open_moderator(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                                   const char *cid, messaging_tx *tx)
+{
+    return open_section(ctx, req, c, cid, 0, tx);
 }
 
 bson_t *messaging_tx_conv_set(messaging_tx *tx)
@@ -381,7 +398,7 @@ void messaging_tx_close(messaging_tx *tx)
     if (tx->have_me)
         bson_destroy(&tx->me);
     if (tx->have_conv && tx->have_me)
-        bson_destroy(&tx->set);
+        bson_destroy(&tx->set); /* initialised with them (open_section) */
     if (tx->have_last_message)
         bson_destroy(&tx->last_message);
     tx->have_conv = tx->have_me = tx->have_last_message = 0;

@@ -292,9 +292,9 @@ void messaging_members_add(cm_http_req *req, void *ud)
     messaging_rule_input in;
     const cJSON *arr, *it;
     const char *ids[MSG_ADD_MAX];
-    const char *added[MSG_ADD_MAX];
+    const char *added[MSG_ADD_MAX], *banned[MSG_ADD_MAX];
     char detail[256], text[600];
-    int n = 0, nadded = 0;
+    int n = 0, nadded = 0, nbanned = 0;
     long max;
     cJSON *body, *out_list;
     cm_err rc;
@@ -347,6 +347,10 @@ void messaging_members_add(cm_http_req *req, void *ud)
             }
             break; /* add what fits; the answer says who */
         }
+        if (messaging_sanction_banned(ctx, c.tid, tx.cid, ids[i])) {
+            banned[nbanned++] = ids[i];
+            continue;
+        }
         rc = messaging_member_add(&tx, ids[i], "member");
         if (rc == CM_ECONFLICT)
             continue;
@@ -372,6 +376,11 @@ void messaging_members_add(cm_http_req *req, void *ud)
         cJSON_AddItemToArray(out_list, cJSON_CreateString(added[i]));
     cJSON_AddNumberToObject(body, "member_count",
                             (double)(cm_bson_int(&tx.conv, "member_count", 0) + nadded));
+    if (nbanned > 0) {
+        out_list = cJSON_AddArrayToObject(body, "banned");
+        for (int i = 0; i < nbanned; i++)
+            cJSON_AddItemToArray(out_list, cJSON_CreateString(banned[i]));
+    }
     cm_http_reply_json(req, 200, body);
 out:
     messaging_tx_close(&tx);

@@ -205,6 +205,8 @@ cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *n
             BSON_APPEND_UTF8(&doc, "thread_root", nm->thread_root);
         if (nm->forwarded_from)
             BSON_APPEND_DOCUMENT(&doc, "forwarded_from", nm->forwarded_from);
+        if (nm->sent_text) /* what a retry of this message will send again */
+            BSON_APPEND_UTF8(&doc, "sent_text", nm->sent_text);
         BSON_APPEND_UTF8(&doc, "request_id", tx->request_id);
         rc = cm_mongo_insert(tx->ctx->db, MSG_COLL_MESSAGES, &doc);
         if (rc == CM_OK)
@@ -433,7 +435,8 @@ static cm_err check_references(cm_http_req *req, messaging_tx *tx, const messagi
 /* Answers a retry: the original message with 200, or 409 when the body differs. */
 static void reply_retry(cm_http_req *req, const bson_t *orig, const messaging_new_message *nm)
 {
-    if (strcmp(cm_bson_str(orig, "text", ""), nm->text) != 0 ||
+    const char *sent = cm_bson_str(orig, "sent_text", cm_bson_str(orig, "text", ""));
+    if (strcmp(sent, nm->sent_text ? nm->sent_text : nm->text) != 0 ||
         strcmp(cm_bson_str(orig, "type", ""), nm->type) != 0) {
         cm_http_reply_error(req, CM_ECONFLICT,
                             "client_msg_id was already used for a different message");
@@ -442,7 +445,10 @@ static void reply_retry(cm_http_req *req, const bson_t *orig, const messaging_ne
     cm_http_reply_json(req, 200, messaging_message_json(orig));
 }
 
-/* POST /v1/conversations/{id}/messages */
+/* POST /v1/conversations/{id}/messages
+ * validate -> membership and permission -> moderation (bans, limits, filters, the tenant's
+ * hook: before the lock, so a slow hook never holds the conversation) -> the write section:
+ * permission again, rate limit, references, seq by insertion, log entry -> reply. */
 void messaging_messages_send(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
@@ -450,8 +456,9 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     messaging_tx tx;
     messaging_new_message nm;
     messaging_rule_input in;
-    char loc[160];
-    bson_t doc;
+    char loc[160], *moderated = NULL;
+    const char *cid = cm_http_param(req, "id");
+    bson_t doc, conv, me;
     cJSON *body;
     cm_err rc;
 
@@ -460,7 +467,21 @@ void messaging_messages_send(cm_http_req *req, void *ud)
         goto out;
     if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK)
         goto out;
-    rc = messaging_tx_open(ctx, req, &c, cm_http_param(req, "id"), &tx);
+    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
+    if (rc != CM_OK) {
+        messaging_reply_open_error(req, rc);
+        goto out;
+    }
+    rc = messaging_moderate_send(req, ctx, &c, &conv, &me, &nm, &moderated);
+    bson_destroy(&conv);
+    bson_destroy(&me);
+    if (rc != CM_OK)
+        goto out;
+    if (moderated) {
+        nm.sent_text = nm.text;
+        nm.text = moderated;
+    }
+    rc = messaging_tx_open(ctx, req, &c, cid, &tx);
     if (rc != CM_OK) {
         messaging_reply_open_error(req, rc);
         goto out;
@@ -499,6 +520,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     cm_http_reply_json(req, 201, messaging_message_json(&doc));
     bson_destroy(&doc);
 out:
+    free(moderated);
     messaging_tx_close(&tx);
 }
 

@@ -370,6 +370,8 @@ cJSON *messaging_conversation_json(const bson_t *conv)
     cJSON_AddNumberToObject(c, "member_count", (double)cm_bson_int(conv, "member_count", 0));
     if (strcmp(type, "channel") == 0)
         cJSON_AddBoolToObject(c, "members_can_post", cm_bson_bool(conv, "members_can_post", 0));
+    if (cm_bson_int(conv, "slow_mode_s", 0) > 0)
+        cJSON_AddNumberToObject(c, "slow_mode_s", (double)cm_bson_int(conv, "slow_mode_s", 0));
     cJSON_AddStringToObject(c, "created_by", cm_bson_str(conv, "created_by", ""));
     add_time(c, "created_at", cm_bson_int(conv, "created_at", 0));
     add_time(c, "last_activity_at", cm_bson_int(conv, "last_activity_at", 0));

@@ -255,3 +255,15 @@ class configured:
         assert self.svc.stop() == 0
         self.svc.env = self.saved
         self.svc.start()
+
+
+def role_token(tenant_id, user, *roles):
+    """An access token with tenant roles (e.g. "moderator", "admin"), signed as the user service
+    signs (its token endpoint issues the member role only so far)."""
+    import time as _time
+    import jwt as _jwt
+    from conftest import KEYS
+    now = int(_time.time())
+    claims = {"sub": user, "tid": tenant_id, "sid": "s", "roles": ["member", *roles],
+              "iss": "chat-platform", "aud": "chat-api", "iat": now, "nbf": now, "exp": now + 600}
+    return _jwt.encode(claims, (KEYS / "jwt-private.pem").read_bytes(), algorithm="RS256", headers={"kid": "k1"})

@@ -5,24 +5,14 @@ pins, every rule and limit, and the events on Kafka."""
 import time
 import uuid
 
-import jwt as pyjwt
-
-from chat import all_pages, configured, create, ok, problem, send, validate_event
-from conftest import KEYS, new_tenant, read_events, token_for
+from chat import all_pages, configured, create, ok, problem, role_token, send, validate_event
+from conftest import read_events, token_for
 
 MEDIA = [str(uuid.uuid4()) for _ in range(11)]
 
 
 def users(api, tenant, *names):
     return {n: token_for(api, tenant, n) for n in names}
-
-
-def moderator_token(tenant_id, user):
-    """A token with the tenant role "moderator", signed like the user service signs."""
-    now = int(time.time())
-    claims = {"sub": user, "tid": tenant_id, "sid": "s", "roles": ["member", "moderator"],
-              "iss": "chat-platform", "aud": "chat-api", "iat": now, "nbf": now, "exp": now + 600}
-    return pyjwt.encode(claims, (KEYS / "jwt-private.pem").read_bytes(), algorithm="RS256", headers={"kid": "k1"})
 
 
 def msgs_path(cid, rest=""):
@@ -119,7 +109,7 @@ def test_delete_for_me_and_for_everyone(api, tenant, platform):
     d = create(api, t["xa"], "direct", ["xb"])["id"]
     m = ok(send(api, t["xb"], d, "direct"))
     problem(api.call("DELETE", msgs_path(d, f"/{m['id']}"), t["xa"]), 403, "only the sender")
-    assert api.call("DELETE", msgs_path(d, f"/{m['id']}"), moderator_token(tenant["id"], "xa")).status_code == 204
+    assert api.call("DELETE", msgs_path(d, f"/{m['id']}"), role_token(tenant["id"], "xa", "moderator")).status_code == 204
     problem(api.call("DELETE", msgs_path(cid, f"/{a['id']}?scope=everything"), t["xb"]), 400, "scope")
     with configured(platform, MESSAGE_DELETION="forbid"):
         keep = ok(send(api, t["xb"], cid, "kept forever"))
