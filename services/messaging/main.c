@@ -32,6 +32,9 @@ static const cm_config_var vars[] = {
     {"REACTION_EMOJI_MAX", "20", "distinct emojis on one message"},
     {"METADATA_MAX_BYTES", "4096", "size of a conversation's custom metadata as JSON"},
     {"MESSAGE_DELETION", "allow", "allow, or forbid: messages cannot be deleted for everyone"},
+    {"AUTO_ARCHIVE_DAYS", "90", "conversations without a message for this long are archived for everyone (0: never)"},
+    {"RETENTION_DAYS", "0", "messages older than this are deleted (0: kept forever)"},
+    {"JOBS_EVERY_S", "3600", "how often the housekeeping pass runs"},
     {"LOCK_TTL_MS", "15000", "lease of a conversation's write lock (Redis)"},
     {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
@@ -81,6 +84,8 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
         {"POST", "/v1/moderation/sanctions/lift", messaging_sanctions_lift},
         {"GET", "/v1/moderation/flags", messaging_flags_list},
         {"POST", "/v1/moderation/flags/{flag_id}/resolve", messaging_flags_resolve},
+        {"GET", "/v1/conversations/{id}/stats", messaging_stats},
+        {"POST", "/internal/v1/messaging/jobs/run", messaging_jobs_http},
         {"GET", "/v1/sync", messaging_sync},
         {"POST", "/v1/sync", messaging_sync},
     };
@@ -97,7 +102,8 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
-    long redis_port, stale_ms;
+    long redis_port, stale_ms, jobs_every_s;
+    messaging_jobs *jobs = NULL;
     const char *deletion;
     int rc = 1;
 
@@ -114,6 +120,7 @@ int main(int argc, char **argv)
         goto out;
     }
     l->deletion_allowed = strcmp(deletion, "allow") == 0;
+    ctx.db_name = cm_config_str("MONGO_DB", "chat_messaging");
     if (cm_http_config_from_env(8082, &hc) ||
         cm_config_long("SEND_RATE_PER_MIN", 60, 0, 1000000, &l->send_rate_per_min) ||
         cm_config_long("GROUP_MEMBER_MAX", 1000, 2, 100000, &l->group_member_max) ||
@@ -121,6 +128,9 @@ int main(int argc, char **argv)
         cm_config_long("EDIT_WINDOW_S", 900, 0, 31536000, &l->edit_window_s) ||
         cm_config_long("REACTION_EMOJI_MAX", 20, 1, 1000, &l->reaction_emoji_max) ||
         cm_config_long("METADATA_MAX_BYTES", 4096, 2, 65536, &l->metadata_max) ||
+        cm_config_long("AUTO_ARCHIVE_DAYS", 90, 0, 36500, &l->auto_archive_days) ||
+        cm_config_long("RETENTION_DAYS", 0, 0, 36500, &l->retention_days) ||
+        cm_config_long("JOBS_EVERY_S", 3600, 1, 604800, &jobs_every_s) ||
         cm_config_long("LOCK_TTL_MS", 15000, 100, 600000, &ctx.lock_ttl_ms) ||
         cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
@@ -146,7 +156,7 @@ int main(int argc, char **argv)
     health.kafka = ctx.kafka;
     cm_http_set_ready(srv, cm_health_ready, &health);
     cm_http_set_metrics(srv, messaging_outbox_metrics, ctx.outbox);
-    if (cm_http_server_start(srv) != CM_OK)
+    if (cm_http_server_start(srv) != CM_OK || messaging_jobs_start(&ctx, jobs_every_s, &jobs) != CM_OK)
         goto out;
     cm_info("messaging service ready");
     cm_info("stopping on signal %d", cm_process_wait_signal());
@@ -154,6 +164,7 @@ int main(int argc, char **argv)
 out:
     /* Order matters: stop taking requests, flush Kafka (delivery reports reach the outbox),
      * then let the outbox mark what was delivered. */
+    messaging_jobs_stop(jobs);
     cm_http_server_destroy(srv);
     cm_kafka_producer_destroy(ctx.kafka);
     messaging_outbox_stop(ctx.outbox);

@@ -13,6 +13,7 @@
 #include "common/uuid.h"
 
 typedef struct messaging_outbox messaging_outbox;
+typedef struct messaging_jobs messaging_jobs;
 
 /* The limits and policies a tenant will set (issue 3); until tenant settings come from the
  * user service, every tenant gets these process-wide values (environment, main.c). */
@@ -24,6 +25,8 @@ typedef struct messaging_limits {
     long reaction_emoji_max; /* distinct emojis on one message; default 20 */
     long metadata_max;       /* bytes of a conversation's custom metadata (JSON); default 4096 */
     int deletion_allowed;    /* 0: messages cannot be deleted for everyone (tenant policy) */
+    long auto_archive_days;  /* conversations inactive this long are archived; 0: never */
+    long retention_days;     /* messages older than this are deleted; 0: kept */
 } messaging_limits;
 
 /* Everything a handler needs; created in main.c, read-only afterwards. */
@@ -34,6 +37,7 @@ typedef struct messaging_ctx {
     cm_jwt *verifier;
     messaging_outbox *outbox;
     messaging_limits limits;
+    const char *db_name; /* MONGO_DB: names this deployment's job leases in Redis */
     long lock_ttl_ms;  /* lease of a conversation's write lock */
     long lock_wait_ms; /* how long a writer waits for it before answering 503 */
 } messaging_ctx;
@@ -239,7 +243,8 @@ typedef struct messaging_tx {
     struct messaging_appended *appended; /* to publish after commit */
 } messaging_tx;
 
-/* Opens a write section on conversation `cid` for the caller `c`: takes the lock (waiting up
+/* Opens a write section on conversation `cid` for the caller `c` (which must outlive the
+ * section: it points into it): takes the lock (waiting up
  * to lock_wait_ms), loads the conversation of the caller's tenant and the caller's active
  * member record. CM_ENOTFOUND for an unknown id, another tenant's conversation or a
  * non-member (the caller cannot tell them apart), CM_EAGAIN when the lock stays busy, CM_EIO.
@@ -302,6 +307,23 @@ const char *messaging_event_topic(const char *type);
 
 /* Answers the usual problem for a failed messaging_tx_open. */
 void messaging_reply_open_error(cm_http_req *req, cm_err rc);
+
+/* --- housekeeping (messaging_jobs.c) and analytics (messaging_stats.c) ----------------- */
+
+/* One housekeeping pass: auto-archive (AUTO_ARCHIVE_DAYS) and retention (RETENTION_DAYS), each
+ * under a Redis lease so one instance runs it at a time; `*archived` and `*deleted` count what
+ * this pass did. Idempotent. */
+cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *deleted);
+
+/* Starts the thread that runs a pass every `every_s` seconds. */
+cm_err messaging_jobs_start(messaging_ctx *ctx, long every_s, messaging_jobs **out);
+void messaging_jobs_stop(messaging_jobs *j); /* accepts NULL */
+
+/* The median of `v` (n values, sorted in place), or -1 when n is 0. */
+int64_t messaging_median(int64_t *v, size_t n);
+
+void messaging_jobs_http(cm_http_req *req, void *ud); /* POST /internal/v1/messaging/jobs/run */
+void messaging_stats(cm_http_req *req, void *ud);     /* GET /v1/conversations/{id}/stats */
 
 /* --- outbox (messaging_outbox.c) ---------------------------------------------------- */
 

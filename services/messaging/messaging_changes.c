@@ -100,6 +100,7 @@ void messaging_messages_edit(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&version, "conversation_id", tx.cid);
     BSON_APPEND_UTF8(&version, "message_id", cm_bson_str(&msg, "_id", ""));
     BSON_APPEND_INT32(&version, "version", edits);
+    BSON_APPEND_DATE_TIME(&version, "message_at", cm_bson_int(&msg, "created_at", 0)); /* retention */
     BSON_APPEND_UTF8(&version, "text", cm_bson_str(&msg, "text", ""));
     BSON_APPEND_DATE_TIME(&version, "at", edits ? cm_bson_int(&msg, "edited_at", 0)
                                                 : cm_bson_int(&msg, "created_at", 0));

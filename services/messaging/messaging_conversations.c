@@ -534,9 +534,15 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
         BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
         BSON_APPEND_BOOL(&b, "deleted", true);
         bson_append_document_end(&or, &b);
+        BSON_APPEND_DOCUMENT_BEGIN(&or, "2", &b);
+        BSON_APPEND_BOOL(&b, "auto_archived", true);
+        bson_append_document_end(&or, &b);
         bson_append_array_end(&f, &or);
     } else {
         BSON_APPEND_DOCUMENT_BEGIN(&f, "deleted", &ne);
+        BSON_APPEND_BOOL(&ne, "$ne", true);
+        bson_append_document_end(&f, &ne);
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "auto_archived", &ne);
         BSON_APPEND_BOOL(&ne, "$ne", true);
         bson_append_document_end(&f, &ne);
     }

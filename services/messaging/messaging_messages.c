@@ -168,6 +168,26 @@ static cm_err sender_read(messaging_tx *tx, int64_t seq)
     return rc;
 }
 
+/* A message in a conversation the housekeeping archived brings it back for everyone. */
+static cm_err unarchive(messaging_tx *tx, const bson_t *msg, int64_t seq)
+{
+    bson_t view;
+    cJSON *data;
+    BSON_APPEND_BOOL(messaging_tx_conv_set(tx), "auto_archived", false);
+    tx->last_seq = seq; /* the snapshot shows the message that woke it up */
+    if (tx->have_last_message)
+        bson_destroy(&tx->last_message);
+    bson_copy_to(msg, &tx->last_message);
+    tx->have_last_message = 1;
+    tx->activity = 1;
+    messaging_tx_conv_view(tx, &view);
+    data = messaging_conversation_json(&view);
+    bson_destroy(&view);
+    cJSON_AddItemToObject(data, "changed", cJSON_CreateStringArray((const char *[]){"auto_archived"}, 1));
+    cJSON_AddStringToObject(data, "by", tx->user);
+    return messaging_tx_append(tx, "conversation.updated", NULL, NULL, data, NULL);
+}
+
 cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *nm, bson_t *out)
 {
     char mid[CM_UUID_STRLEN];
@@ -233,6 +253,8 @@ cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *n
         seq = (attempt % 4 == 3) ? max_seq(tx->ctx, tx->cid) + 1 : seq + 1;
     }
     rc = messaging_tx_append(tx, "message.created", mid, NULL, messaging_message_json(&doc), NULL);
+    if (rc == CM_OK && cm_bson_bool(&tx->conv, "auto_archived", 0) && !bson_has_field(&tx->set, "auto_archived"))
+        rc = unarchive(tx, &doc, seq);
     if (rc == CM_OK && nm->thread_root)
         rc = count_thread_reply(tx, nm->thread_root);
     if (nm->mentions)

@@ -386,6 +386,8 @@ cJSON *messaging_conversation_json(const bson_t *conv)
     } else {
         cJSON_AddNullToObject(c, "last_message");
     }
+    if (cm_bson_bool(conv, "auto_archived", 0))
+        cJSON_AddBoolToObject(c, "auto_archived", 1);
     if (cm_bson_bool(conv, "deleted", 0)) {
         cJSON_AddBoolToObject(c, "deleted", 1);
         add_time(c, "deleted_at", cm_bson_int(conv, "deleted_at", 0));
