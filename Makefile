@@ -156,8 +156,10 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs
+bench: $(B)/bench/media_thumbs $(BINS)
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
+	@bash deploy/stack.sh start >/dev/null
+	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
 
 # Offline checks of the contracts (proto/) and of the deployment descriptions (deploy/docker,
 # docker-compose.yml, k8s/) against the processes' own --help; tools from deploy/check-tools.sh.

@@ -460,6 +460,10 @@ cm_err messaging_moderate_send(cm_http_req *req, messaging_ctx *ctx, const cm_jw
                                const bson_t *conv, const bson_t *member,
                                const messaging_new_message *nm, char **text);
 
+/* Returns 1 when the tenant has a pre-send hook (the send then moderates before taking the
+ * conversation's lock, so a slow hook never holds it), 0 otherwise. */
+int messaging_moderation_has_hook(messaging_ctx *ctx, const char *tenant);
+
 /* Answers 403 and returns CM_EFORBIDDEN when `c->sub` is banned or muted tenant-wide or in
  * `cid` (NULL: tenant-wide only) right now; CM_OK otherwise. */
 cm_err messaging_sanction_check(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,

@@ -469,8 +469,9 @@ static void reply_retry(cm_http_req *req, const bson_t *orig, const messaging_ne
 
 /* POST /v1/conversations/{id}/messages
  * validate -> membership and permission -> moderation (bans, limits, filters, the tenant's
- * hook: before the lock, so a slow hook never holds the conversation) -> the write section:
- * permission again, rate limit, references, seq by insertion, log entry -> reply. */
+ * hook) -> rate limit, references -> seq by insertion, log entry -> commit -> reply. All in
+ * the conversation's write section, except a tenant's hook: with one, membership and the
+ * moderation run before the lock is taken, so a slow hook never holds the conversation. */
 void messaging_messages_send(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
@@ -482,6 +483,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     const char *cid = cm_http_param(req, "id");
     bson_t doc, conv, me;
     cJSON *body;
+    int hook;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -489,19 +491,19 @@ void messaging_messages_send(cm_http_req *req, void *ud)
         goto out;
     if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK)
         goto out;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
-        goto out;
-    }
-    rc = messaging_moderate_send(req, ctx, &c, &conv, &me, &nm, &moderated);
-    bson_destroy(&conv);
-    bson_destroy(&me);
-    if (rc != CM_OK)
-        goto out;
-    if (moderated) {
-        nm.sent_text = nm.text;
-        nm.text = moderated;
+    hook = messaging_moderation_has_hook(ctx, c.tid);
+    if (hook) {
+        /* The tenant's hook may take its whole time budget: moderate before the lock. */
+        rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
+        if (rc != CM_OK) {
+            messaging_reply_open_error(req, rc);
+            goto out;
+        }
+        rc = messaging_moderate_send(req, ctx, &c, &conv, &me, &nm, &moderated);
+        bson_destroy(&conv);
+        bson_destroy(&me);
+        if (rc != CM_OK)
+            goto out;
     }
     rc = messaging_tx_open(ctx, req, &c, cid, &tx);
     if (rc != CM_OK) {
@@ -511,6 +513,13 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     messaging_rule_input_of(&tx, &c, &in);
     if (messaging_refuse_if_deleted(req, &tx) || messaging_refuse_unless(req, MSG_ACT_SEND, &in))
         goto out;
+    /* Without a hook every check is quick: done here, on what the section already read. */
+    if (!hook && messaging_moderate_send(req, ctx, &c, &tx.conv, &tx.me, &nm, &moderated) != CM_OK)
+        goto out;
+    if (moderated) {
+        nm.sent_text = nm.text;
+        nm.text = moderated;
+    }
     /* The rate limit counts attempts, retries included: a retry is told apart only by the
      * insert below, which keeps the common path to a single write. */
     if (over_rate(req, ctx, &c) || check_references(req, &tx, &nm) != CM_OK)

@@ -521,6 +521,17 @@ static int over_redis_limits(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_
     return 0;
 }
 
+int messaging_moderation_has_hook(messaging_ctx *ctx, const char *tenant)
+{
+    bson_t s;
+    int has;
+    if (settings_load(ctx, tenant, &s) != CM_OK)
+        return 1; /* unknown: take the path that can call it */
+    has = cm_bson_str(&s, "hook.url", NULL) != NULL;
+    bson_destroy(&s);
+    return has;
+}
+
 cm_err messaging_moderate_send(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
                                const bson_t *conv, const bson_t *member,
                                const messaging_new_message *nm, char **text)
