@@ -190,6 +190,11 @@ int messaging_link_check(const char *text, messaging_link_policy policy,
 int messaging_hook_signature(const char *secret, const char *timestamp, const char *body,
                              size_t body_len, char out[65]);
 
+/* Appends the keyset condition "after (ms, id)" on the date `field` and `_id` as "$or" to `f`:
+ * {field: {$lt: ms}} or {field: ms, _id: {$lt: id}} when `descending`, $gt otherwise. */
+void messaging_keyset_after(bson_t *f, const char *field, int64_t ms, const char *id,
+                            int descending);
+
 /* One page of a keyset-paginated query (messaging_rules.c): up to `limit` documents rendered
  * into `items`, whether another one follows, and the last document for the next cursor. */
 typedef struct messaging_page {
@@ -287,6 +292,33 @@ void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg);
 
 /* The conversation as it will be after commit: tx->conv with the queued $set applied. */
 void messaging_tx_conv_view(messaging_tx *tx, bson_t *out);
+
+/* Replaces fields of the section's copy of the caller's member record (after writing them), so
+ * what is rendered next shows the record as written. */
+void messaging_tx_me_update(messaging_tx *tx, const bson_t *fields);
+
+/* Writes `fields` ($set) on the caller's own member record, appends `type` with `data` (taken
+ * over) for `audience`, commits, and keeps tx->me as written. */
+cm_err messaging_tx_set_me(messaging_tx *tx, const bson_t *fields, const char *type,
+                           const char *audience, cJSON *data);
+
+/* Answers 200 with the section's conversation as the caller sees it, queued changes included. */
+void messaging_reply_conversation(cm_http_req *req, messaging_tx *tx);
+
+/* The data of a conversation.* event: the section's conversation with its queued changes,
+ * `changed` (a JSON array of field names, taken over; may be NULL) and "by". */
+cJSON *messaging_conversation_event(messaging_tx *tx, cJSON *changed);
+
+/* Checks that the caller is an active member of the conversation {id} of the request's path,
+ * without a lock, loading it and their record into `conv` and `me` (each may be NULL; the
+ * caller destroys what it asked for). On failure it has answered 404 (or 503). */
+cm_err messaging_member_of(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                           bson_t *conv, bson_t *me);
+
+/* messaging_member_of, then the message {message_id} of the path into `msg` (caller destroys
+ * `msg` and `me`, which may be NULL). On failure it has answered 404 and holds nothing. */
+cm_err messaging_member_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                bson_t *me, bson_t *msg);
 
 /* Loads a member record "<cid>/<uid>" into `out` (caller destroys); CM_ENOTFOUND when absent
  * or no longer active. */

@@ -157,20 +157,15 @@ void messaging_messages_history(cm_http_req *req, void *ud)
     messaging_ctx *ctx = ud;
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id");
-    bson_t conv, me, msg, f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    bson_t msg, f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
     cJSON *items = NULL, *cur, *body;
     char ts[CM_RFC3339_LEN];
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto done;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         goto done;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &msg);
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);

@@ -490,8 +490,7 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
     char cid[65], next[80];
     messaging_memberships ms = {0};
     struct list_page p = {0};
-    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, ne, or, a, b, and, o, x, y, lt,
-           ltid, e1;
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, ne, or, a, b, and, e1;
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
@@ -547,22 +546,11 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
         bson_append_document_end(&f, &ne);
     }
     if (cursor) {
-        /* Keyset pagination on (last_activity_at, _id) descending. */
+        /* Keyset pagination on (last_activity_at, _id) descending; inside $and, as the filter
+         * may already hold an $or. */
         BSON_APPEND_ARRAY_BEGIN(&f, "$and", &and);
         BSON_APPEND_DOCUMENT_BEGIN(&and, "0", &e1);
-        BSON_APPEND_ARRAY_BEGIN(&e1, "$or", &o);
-        BSON_APPEND_DOCUMENT_BEGIN(&o, "0", &x);
-        BSON_APPEND_DOCUMENT_BEGIN(&x, "last_activity_at", &lt);
-        BSON_APPEND_DATE_TIME(&lt, "$lt", cms);
-        bson_append_document_end(&x, &lt);
-        bson_append_document_end(&o, &x);
-        BSON_APPEND_DOCUMENT_BEGIN(&o, "1", &y);
-        BSON_APPEND_DATE_TIME(&y, "last_activity_at", cms);
-        BSON_APPEND_DOCUMENT_BEGIN(&y, "_id", &ltid);
-        BSON_APPEND_UTF8(&ltid, "$lt", cid);
-        bson_append_document_end(&y, &ltid);
-        bson_append_document_end(&o, &y);
-        bson_append_array_end(&e1, &o);
+        messaging_keyset_after(&e1, "last_activity_at", cms, cid, 1);
         bson_append_document_end(&and, &e1);
         bson_append_array_end(&f, &and);
     }
@@ -633,7 +621,6 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
     int has_title, has_description, has_image, has_meta, mcp = -1;
     long slow = -1;
     cJSON *body, *changed = cJSON_CreateArray(), *data;
-    bson_t view;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -697,23 +684,15 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
                 goto out;
             }
         }
-        messaging_tx_conv_view(&tx, &view);
-        data = messaging_conversation_json(&view);
-        bson_destroy(&view);
-        cJSON_AddItemToObject(data, "changed", changed);
+        data = messaging_conversation_event(&tx, changed);
         changed = NULL;
-        cJSON_AddStringToObject(data, "by", c.sub);
         if ((rc = messaging_tx_append(&tx, "conversation.updated", NULL, NULL, data, NULL)) != CM_OK ||
             (rc = messaging_tx_commit(&tx)) != CM_OK) {
             cm_http_reply_error(req, rc, "the change could not be stored");
             goto out;
         }
     }
-    messaging_tx_conv_view(&tx, &view);
-    data = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(data, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, data);
+    messaging_reply_conversation(req, &tx);
 out:
     cJSON_Delete(changed);
     free(metadata);
@@ -729,7 +708,6 @@ void messaging_conversations_delete(cm_http_req *req, void *ud)
     messaging_tx tx;
     messaging_rule_input in;
     cJSON *data;
-    bson_t view;
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
@@ -746,21 +724,14 @@ void messaging_conversations_delete(cm_http_req *req, void *ud)
         BSON_APPEND_BOOL(messaging_tx_conv_set(&tx), "deleted", true);
         BSON_APPEND_DATE_TIME(messaging_tx_conv_set(&tx), "deleted_at", tx.now);
         BSON_APPEND_UTF8(messaging_tx_conv_set(&tx), "deleted_by", c.sub);
-        messaging_tx_conv_view(&tx, &view);
-        data = messaging_conversation_json(&view);
-        bson_destroy(&view);
-        cJSON_AddStringToObject(data, "by", c.sub);
+        data = messaging_conversation_event(&tx, NULL);
         if ((rc = messaging_tx_append(&tx, "conversation.deleted", NULL, NULL, data, NULL)) != CM_OK ||
             (rc = messaging_tx_commit(&tx)) != CM_OK) {
             cm_http_reply_error(req, rc, "the change could not be stored");
             goto out;
         }
     }
-    messaging_tx_conv_view(&tx, &view);
-    data = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(data, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, data);
+    messaging_reply_conversation(req, &tx);
 out:
     messaging_tx_close(&tx);
 }
@@ -773,12 +744,12 @@ void messaging_conversations_me(cm_http_req *req, void *ud)
     static const char *const allowed[] = {"archived", "muted_until", NULL};
     cm_jwt_claims c;
     messaging_tx tx;
-    char detail[256], key[MSG_MEMBER_KEY_MAX], ts[CM_RFC3339_LEN];
+    char detail[256], ts[CM_RFC3339_LEN];
     int archived = -1;
     int64_t muted = -1;
     const cJSON *mu;
     cJSON *body, *data;
-    bson_t u = BSON_INITIALIZER, set, view;
+    bson_t set = BSON_INITIALIZER;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -809,53 +780,30 @@ void messaging_conversations_me(cm_http_req *req, void *ud)
         archived = -1;
     if (muted == cm_bson_int(&tx.me, "muted_until", 0))
         muted = -1;
-    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
-    if (archived != -1)
-        BSON_APPEND_BOOL(&set, "archived", archived);
-    if (muted != -1)
-        BSON_APPEND_INT64(&set, "muted_until", muted);
-    bson_append_document_end(&u, &set);
     if (archived != -1 || muted != -1) {
-        bson_t merged = BSON_INITIALIZER;
-        bson_iter_t it;
-        messaging_member_key(tx.cid, c.sub, key);
+        archived = archived != -1 ? archived : cm_bson_bool(&tx.me, "archived", 0);
+        muted = muted != -1 ? muted : cm_bson_int(&tx.me, "muted_until", 0);
+        BSON_APPEND_BOOL(&set, "archived", archived);
+        BSON_APPEND_INT64(&set, "muted_until", muted);
         data = cJSON_CreateObject();
         cJSON_AddStringToObject(data, "conversation_id", tx.cid);
         cJSON_AddStringToObject(data, "user_id", c.sub);
-        archived = archived != -1 ? archived : cm_bson_bool(&tx.me, "archived", 0);
         cJSON_AddBoolToObject(data, "archived", archived);
-        muted = muted != -1 ? muted : cm_bson_int(&tx.me, "muted_until", 0);
         if (muted > tx.now) {
             cm_clock_rfc3339(muted, ts);
             cJSON_AddStringToObject(data, "muted_until", ts);
         } else {
             cJSON_AddNullToObject(data, "muted_until");
         }
-        if ((rc = messaging_update_id(ctx, MSG_COLL_MEMBERS, key, &u)) != CM_OK ||
-            (rc = messaging_tx_append(&tx, "member.updated", NULL, c.sub, data, NULL)) != CM_OK ||
-            (rc = messaging_tx_commit(&tx)) != CM_OK) {
+        rc = messaging_tx_set_me(&tx, &set, "member.updated", c.sub, data);
+        if (rc != CM_OK) {
             cm_http_reply_error(req, rc, "the change could not be stored");
             goto out;
         }
-        /* The reply shows the record as written. */
-        if (bson_iter_init(&it, &tx.me))
-            while (bson_iter_next(&it))
-                if (strcmp(bson_iter_key(&it), "archived") != 0 &&
-                    strcmp(bson_iter_key(&it), "muted_until") != 0)
-                    bson_append_iter(&merged, NULL, 0, &it);
-        BSON_APPEND_BOOL(&merged, "archived", archived);
-        BSON_APPEND_INT64(&merged, "muted_until", muted);
-        bson_destroy(&tx.me);
-        bson_copy_to(&merged, &tx.me);
-        bson_destroy(&merged);
     }
-    messaging_tx_conv_view(&tx, &view);
-    data = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(data, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, data);
+    messaging_reply_conversation(req, &tx);
 out:
-    bson_destroy(&u);
+    bson_destroy(&set);
     messaging_tx_close(&tx);
 }
 

@@ -114,7 +114,6 @@ static cm_err auto_archive(messaging_ctx *ctx, int64_t before, int64_t *done)
     for (int i = 0; rc == CM_OK && i < ids.n; i++) {
         messaging_tx tx;
         cm_jwt_claims sys;
-        bson_t view;
         cJSON *data;
         if (open_system(ctx, ids.tenant[i], ids.id[i], &sys, &tx) != CM_OK)
             continue; /* busy or gone: the next pass */
@@ -122,11 +121,8 @@ static cm_err auto_archive(messaging_ctx *ctx, int64_t before, int64_t *done)
         if (cm_bson_int(&tx.conv, "last_activity_at", 0) < before &&
             !cm_bson_bool(&tx.conv, "auto_archived", 0)) {
             BSON_APPEND_BOOL(messaging_tx_conv_set(&tx), "auto_archived", true);
-            messaging_tx_conv_view(&tx, &view);
-            data = messaging_conversation_json(&view);
-            bson_destroy(&view);
-            cJSON_AddItemToObject(data, "changed", cJSON_CreateStringArray((const char *[]){"auto_archived"}, 1));
-            cJSON_AddStringToObject(data, "by", "system");
+            data = messaging_conversation_event(
+                &tx, cJSON_CreateStringArray((const char *[]){"auto_archived"}, 1));
             if (messaging_tx_append(&tx, "conversation.updated", NULL, NULL, data, NULL) == CM_OK &&
                 messaging_tx_commit(&tx) == CM_OK)
                 (*done)++;

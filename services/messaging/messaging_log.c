@@ -259,6 +259,104 @@ cm_err messaging_tx_open_moderator(messaging_ctx *ctx, cm_http_req *req, const c
     return open_section(ctx, req, c, cid, 0, tx);
 }
 
+void messaging_tx_me_update(messaging_tx *tx, const bson_t *fields)
+{
+    bson_t merged = BSON_INITIALIZER;
+    bson_iter_t it;
+    if (bson_iter_init(&it, &tx->me))
+        while (bson_iter_next(&it))
+            if (!bson_has_field(fields, bson_iter_key(&it)))
+                bson_append_iter(&merged, NULL, 0, &it);
+    if (bson_iter_init(&it, fields))
+        while (bson_iter_next(&it))
+            bson_append_iter(&merged, NULL, 0, &it);
+    bson_destroy(&tx->me);
+    bson_copy_to(&merged, &tx->me);
+    bson_destroy(&merged);
+}
+
+cm_err messaging_tx_set_me(messaging_tx *tx, const bson_t *fields, const char *type,
+                           const char *audience, cJSON *data)
+{
+    char key[MSG_MEMBER_KEY_MAX];
+    bson_t u = BSON_INITIALIZER;
+    cm_err rc;
+
+    messaging_member_key(tx->cid, tx->user, key);
+    BSON_APPEND_DOCUMENT(&u, "$set", fields);
+    rc = messaging_update_id(tx->ctx, MSG_COLL_MEMBERS, key, &u);
+    bson_destroy(&u);
+    if (rc != CM_OK) {
+        cJSON_Delete(data);
+        return rc;
+    }
+    if ((rc = messaging_tx_append(tx, type, NULL, audience, data, NULL)) != CM_OK ||
+        (rc = messaging_tx_commit(tx)) != CM_OK)
+        return rc;
+    messaging_tx_me_update(tx, fields);
+    return CM_OK;
+}
+
+void messaging_reply_conversation(cm_http_req *req, messaging_tx *tx)
+{
+    bson_t view;
+    cJSON *c;
+    messaging_tx_conv_view(tx, &view);
+    c = messaging_conversation_json(&view);
+    messaging_conversation_add_mine(c, &view, &tx->me, tx->now);
+    bson_destroy(&view);
+    cm_http_reply_json(req, 200, c);
+}
+
+cJSON *messaging_conversation_event(messaging_tx *tx, cJSON *changed)
+{
+    bson_t view;
+    cJSON *data;
+    messaging_tx_conv_view(tx, &view);
+    data = messaging_conversation_json(&view);
+    bson_destroy(&view);
+    if (changed)
+        cJSON_AddItemToObject(data, "changed", changed);
+    cJSON_AddStringToObject(data, "by", tx->user);
+    return data;
+}
+
+cm_err messaging_member_of(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                           bson_t *conv, bson_t *me)
+{
+    bson_t cv, m;
+    cm_err rc = messaging_conversation_for_member(ctx, c->tid, cm_http_param(req, "id"), c->sub,
+                                                  &cv, &m);
+    if (rc != CM_OK) {
+        messaging_reply_open_error(req, rc);
+        return rc;
+    }
+    if (conv)
+        bson_steal(conv, &cv);
+    else
+        bson_destroy(&cv);
+    if (me)
+        bson_steal(me, &m);
+    else
+        bson_destroy(&m);
+    return CM_OK;
+}
+
+cm_err messaging_member_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                bson_t *me, bson_t *msg)
+{
+    cm_err rc = messaging_member_of(req, ctx, c, NULL, me);
+    if (rc != CM_OK)
+        return rc;
+    rc = messaging_message_find(ctx, cm_http_param(req, "id"), cm_http_param(req, "message_id"), msg);
+    if (rc != CM_OK) {
+        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
+        if (me)
+            bson_destroy(me);
+    }
+    return rc;
+}
+
 bson_t *messaging_tx_conv_set(messaging_tx *tx)
 {
     tx->nset++;

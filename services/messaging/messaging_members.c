@@ -219,7 +219,7 @@ void messaging_members_list(cm_http_req *req, void *ud)
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id"), *cursor = cm_http_query(req, "cursor");
     struct member_page p = {0};
-    bson_t conv, me, f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, gt;
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, gt;
     long limit;
     cm_err rc;
 
@@ -233,13 +233,8 @@ void messaging_members_list(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, "the cursor is malformed; pass back next_cursor as given");
         goto out;
     }
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         goto out;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     BSON_APPEND_UTF8(&f, "conversation_id", cid);
     BSON_APPEND_UTF8(&f, "state", "active");
     if (cursor) {

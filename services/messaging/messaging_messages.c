@@ -171,8 +171,6 @@ static cm_err sender_read(messaging_tx *tx, int64_t seq)
 /* A message in a conversation the housekeeping archived brings it back for everyone. */
 static cm_err unarchive(messaging_tx *tx, const bson_t *msg, int64_t seq)
 {
-    bson_t view;
-    cJSON *data;
     BSON_APPEND_BOOL(messaging_tx_conv_set(tx), "auto_archived", false);
     tx->last_seq = seq; /* the snapshot shows the message that woke it up */
     if (tx->have_last_message)
@@ -180,12 +178,10 @@ static cm_err unarchive(messaging_tx *tx, const bson_t *msg, int64_t seq)
     bson_copy_to(msg, &tx->last_message);
     tx->have_last_message = 1;
     tx->activity = 1;
-    messaging_tx_conv_view(tx, &view);
-    data = messaging_conversation_json(&view);
-    bson_destroy(&view);
-    cJSON_AddItemToObject(data, "changed", cJSON_CreateStringArray((const char *[]){"auto_archived"}, 1));
-    cJSON_AddStringToObject(data, "by", tx->user);
-    return messaging_tx_append(tx, "conversation.updated", NULL, NULL, data, NULL);
+    return messaging_tx_append(
+        tx, "conversation.updated", NULL, NULL,
+        messaging_conversation_event(tx, cJSON_CreateStringArray((const char *[]){"auto_archived"}, 1)),
+        NULL);
 }
 
 cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *nm, bson_t *out)
@@ -640,28 +636,16 @@ void messaging_messages_get(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
     cm_jwt_claims c;
-    const char *cid = cm_http_param(req, "id");
-    bson_t conv, me, m;
-    cm_err rc;
+    bson_t m;
+    cJSON *j;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK ||
+        messaging_member_message(req, ctx, &c, NULL, &m) != CM_OK)
         return;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
-        return;
-    }
-    rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &m);
-    if (rc != CM_OK)
-        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
-    else {
-        cJSON *j = messaging_message_json(&m);
-        messaging_mark_my_reactions(ctx, c.sub, j);
-        cm_http_reply_json(req, 200, j);
-        bson_destroy(&m);
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
+    j = messaging_message_json(&m);
+    messaging_mark_my_reactions(ctx, c.sub, j);
+    cm_http_reply_json(req, 200, j);
+    bson_destroy(&m);
 }
 
 /* GET /v1/conversations/{id}/messages/{message_id}/thread?cursor=&limit= : the replies in the
@@ -847,13 +831,8 @@ void messaging_messages_forward(cm_http_req *req, void *ud)
     if (!uuid_list(req, body, "message_ids", MSG_FORWARD_MESSAGES_MAX, "messages", mids, &nm) ||
         !uuid_list(req, body, "to", MSG_FORWARD_TARGETS_MAX, "target conversations", targets, &nt))
         return;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         return;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     for (int i = 0; i < nm; i++) {
         bson_t m;
         if (messaging_message_find(ctx, cid, mids[i], &m) != CM_OK) {

@@ -27,11 +27,11 @@ static void receipt(cm_http_req *req, messaging_ctx *ctx, int read)
     const char *field = read ? "read_seq" : "delivered_seq";
     cm_jwt_claims c;
     messaging_tx tx;
-    char detail[200], key[MSG_MEMBER_KEY_MAX], ts[CM_RFC3339_LEN];
+    char detail[200], ts[CM_RFC3339_LEN];
     long seq = 0;
     int64_t cur, delivered;
-    bson_t u = BSON_INITIALIZER, set, view;
-    cJSON *body, *d, *reply;
+    bson_t set = BSON_INITIALIZER;
+    cJSON *body, *d;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -59,15 +59,12 @@ static void receipt(cm_http_req *req, messaging_ctx *ctx, int read)
     delivered = cm_bson_int(&tx.me, "delivered_seq", 0);
     if (seq > cur) {
         /* Forward only. Reading implies having received. */
-        messaging_member_key(tx.cid, c.sub, key);
-        BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
         BSON_APPEND_INT64(&set, field, seq);
         BSON_APPEND_DATE_TIME(&set, read ? "read_at" : "delivered_at", tx.now);
         if (read && seq > delivered) {
             BSON_APPEND_INT64(&set, "delivered_seq", seq);
             delivered = seq;
         }
-        bson_append_document_end(&u, &set);
         cm_clock_rfc3339(tx.now, ts);
         d = cJSON_CreateObject();
         cJSON_AddStringToObject(d, "conversation_id", tx.cid);
@@ -80,35 +77,16 @@ static void receipt(cm_http_req *req, messaging_ctx *ctx, int read)
             cJSON_AddNumberToObject(d, "delivered_seq", (double)seq);
             cJSON_AddStringToObject(d, "delivered_at", ts);
         }
-        if ((rc = messaging_update_id(ctx, MSG_COLL_MEMBERS, key, &u)) != CM_OK) {
-            cJSON_Delete(d);
+        rc = messaging_tx_set_me(&tx, &set, read ? "conversation.read" : "message.delivered",
+                                 receipt_audience(&tx), d);
+        if (rc != CM_OK) {
             cm_http_reply_error(req, rc, "the receipt could not be stored");
             goto out;
-        }
-        if ((rc = messaging_tx_append(&tx, read ? "conversation.read" : "message.delivered", NULL,
-                                      receipt_audience(&tx), d, NULL)) != CM_OK ||
-            (rc = messaging_tx_commit(&tx)) != CM_OK) {
-            cm_http_reply_error(req, rc, "the receipt could not be stored");
-            goto out;
-        }
-        /* The reply shows the record as written. */
-        {
-            bson_t merged = BSON_INITIALIZER;
-            bson_copy_to_excluding_noinit(&tx.me, &merged, "read_seq", "delivered_seq", NULL);
-            BSON_APPEND_INT64(&merged, "read_seq", read ? seq : cm_bson_int(&tx.me, "read_seq", 0));
-            BSON_APPEND_INT64(&merged, "delivered_seq", read ? delivered : seq);
-            bson_destroy(&tx.me);
-            bson_copy_to(&merged, &tx.me);
-            bson_destroy(&merged);
         }
     }
-    messaging_tx_conv_view(&tx, &view);
-    reply = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(reply, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, reply);
+    messaging_reply_conversation(req, &tx);
 out:
-    bson_destroy(&u);
+    bson_destroy(&set);
     messaging_tx_close(&tx);
 }
 
@@ -179,7 +157,7 @@ void messaging_receipts_who(cm_http_req *req, void *ud)
     messaging_ctx *ctx = ud;
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id");
-    bson_t conv, me, msg, f = BSON_INITIALIZER;
+    bson_t conv, msg, f = BSON_INITIALIZER;
     struct who w = {0};
     int64_t reads = 0, deliveries = 0;
     cJSON *body = NULL;
@@ -187,11 +165,8 @@ void messaging_receipts_who(cm_http_req *req, void *ud)
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         return;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, &conv, NULL) != CM_OK)
         return;
-    }
     rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &msg);
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
@@ -228,7 +203,6 @@ out:
     bson_destroy(&msg);
 out_conv:
     bson_destroy(&conv);
-    bson_destroy(&me);
     bson_destroy(&f);
 }
 

@@ -438,6 +438,25 @@ cJSON *messaging_member_json(const bson_t *member)
     return m;
 }
 
+void messaging_keyset_after(bson_t *f, const char *field, int64_t ms, const char *id, int descending)
+{
+    const char *op = descending ? "$lt" : "$gt";
+    bson_t or, a, b, cmp, cmpid;
+    BSON_APPEND_ARRAY_BEGIN(f, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&a, field, &cmp);
+    BSON_APPEND_DATE_TIME(&cmp, op, ms);
+    bson_append_document_end(&a, &cmp);
+    bson_append_document_end(&or, &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
+    BSON_APPEND_DATE_TIME(&b, field, ms);
+    BSON_APPEND_DOCUMENT_BEGIN(&b, "_id", &cmpid);
+    BSON_APPEND_UTF8(&cmpid, op, id);
+    bson_append_document_end(&b, &cmpid);
+    bson_append_document_end(&or, &b);
+    bson_append_array_end(f, &or);
+}
+
 static int page_collect(const bson_t *doc, void *ud)
 {
     messaging_page *p = ud;

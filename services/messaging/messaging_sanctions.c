@@ -398,7 +398,7 @@ void messaging_flags_add(cm_http_req *req, void *ud)
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id"), *reason = NULL;
     char detail[256], id[CM_UUID_STRLEN], key[CM_UUID_STRLEN + CM_JWT_ID_MAX + 2];
-    bson_t conv, me, msg, doc = BSON_INITIALIZER;
+    bson_t msg, doc = BSON_INITIALIZER;
     cJSON *body;
     cm_err rc;
 
@@ -411,13 +411,8 @@ void messaging_flags_add(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         goto out;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &msg);
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
@@ -493,7 +488,7 @@ void messaging_flags_list(cm_http_req *req, void *ud)
     cm_jwt_claims c;
     const char *status = cm_http_query(req, "status"), *cursor = cm_http_query(req, "cursor");
     struct flag_page p = {ctx, NULL, 0, 0, 0, 0, {0}};
-    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, or, a, b, gt, gtid;
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
     char id[65], next[80];
     int64_t cms = 0;
     long limit;
@@ -519,21 +514,8 @@ void messaging_flags_list(cm_http_req *req, void *ud)
     }
     BSON_APPEND_UTF8(&f, "tenant", c.tid);
     BSON_APPEND_UTF8(&f, "status", status);
-    if (cursor && *cursor) {
-        BSON_APPEND_ARRAY_BEGIN(&f, "$or", &or);
-        BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
-        BSON_APPEND_DOCUMENT_BEGIN(&a, "created_at", &gt);
-        BSON_APPEND_DATE_TIME(&gt, "$gt", cms);
-        bson_append_document_end(&a, &gt);
-        bson_append_document_end(&or, &a);
-        BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
-        BSON_APPEND_DATE_TIME(&b, "created_at", cms);
-        BSON_APPEND_DOCUMENT_BEGIN(&b, "_id", &gtid);
-        BSON_APPEND_UTF8(&gtid, "$gt", id);
-        bson_append_document_end(&b, &gtid);
-        bson_append_document_end(&or, &b);
-        bson_append_array_end(&f, &or);
-    }
+    if (cursor && *cursor)
+        messaging_keyset_after(&f, "created_at", cms, id, 0);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "created_at", 1);
     BSON_APPEND_INT32(&sort, "_id", 1);
