@@ -35,6 +35,8 @@ static const cm_config_var vars[] = {
     {"AUTO_ARCHIVE_DAYS", "90", "conversations without a message for this long are archived for everyone (0: never)"},
     {"RETENTION_DAYS", "0", "messages older than this are deleted (0: kept forever)"},
     {"JOBS_EVERY_S", "3600", "how often the housekeeping pass runs"},
+    {"MEDIA_URL", "http://127.0.0.1:8084", "the media service, which checks that attachments may be sent"},
+    {"MEDIA_CHECK_TIMEOUT_MS", "2000", "time allowed to one attachment check"},
     {"LOCK_TTL_MS", "15000", "lease of a conversation's write lock (Redis)"},
     {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
     }
     l->deletion_allowed = strcmp(deletion, "allow") == 0;
     ctx.db_name = cm_config_str("MONGO_DB", "chat_messaging");
+    ctx.media_url = cm_config_str("MEDIA_URL", "http://127.0.0.1:8084");
     if (cm_http_config_from_env(8082, &hc) ||
         cm_config_long("SEND_RATE_PER_MIN", 60, 0, 1000000, &l->send_rate_per_min) ||
         cm_config_long("GROUP_MEMBER_MAX", 1000, 2, 100000, &l->group_member_max) ||
@@ -131,6 +134,7 @@ int main(int argc, char **argv)
         cm_config_long("AUTO_ARCHIVE_DAYS", 90, 0, 36500, &l->auto_archive_days) ||
         cm_config_long("RETENTION_DAYS", 0, 0, 36500, &l->retention_days) ||
         cm_config_long("JOBS_EVERY_S", 3600, 1, 604800, &jobs_every_s) ||
+        cm_config_long("MEDIA_CHECK_TIMEOUT_MS", 2000, 50, 60000, &ctx.media_timeout_ms) ||
         cm_config_long("LOCK_TTL_MS", 15000, 100, 600000, &ctx.lock_ttl_ms) ||
         cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||

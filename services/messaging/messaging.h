@@ -38,6 +38,8 @@ typedef struct messaging_ctx {
     messaging_outbox *outbox;
     messaging_limits limits;
     const char *db_name; /* MONGO_DB: names this deployment's job leases in Redis */
+    const char *media_url;  /* the media service, which checks attachments (issue 8) */
+    long media_timeout_ms;  /* budget of one attachment check */
     long lock_ttl_ms;  /* lease of a conversation's write lock */
     long lock_wait_ms; /* how long a writer waits for it before answering 503 */
 } messaging_ctx;

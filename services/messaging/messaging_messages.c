@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "messaging.h"
+#include "messaging_media.h"
 
 #define SEQ_ATTEMPTS 64 /* inserts tried before answering 503; an overlap needs a dead lease */
 
@@ -410,6 +411,32 @@ bad:
     return CM_EINVAL;
 }
 
+/* Asks the media service whether each attachment may be sent by the caller: it exists in the
+ * tenant, the caller uploaded it, and it is processed. Runs before the conversation's lock (an
+ * HTTP call). Answers the problem itself. */
+static cm_err check_attachments(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                const messaging_new_message *nm)
+{
+    char why[200], detail[320];
+    const cJSON *it;
+    cJSON_ArrayForEach(it, nm->attachments)
+    {
+        cm_err rc = messaging_media_attachable(ctx->media_url, c->tid, c->sub, it->valuestring,
+                                               ctx->media_timeout_ms, why, sizeof(why));
+        if (rc == CM_OK)
+            continue;
+        if (rc == CM_ENOTFOUND || rc == CM_EINVAL)
+            snprintf(detail, sizeof(detail), "attachment '%s' is no media object of this tenant", it->valuestring);
+        else if (rc == CM_ECONFLICT)
+            snprintf(detail, sizeof(detail), "attachment '%s' cannot be sent: %s", it->valuestring, why);
+        else
+            snprintf(detail, sizeof(detail), "the media service could not check attachment '%s'; retry", it->valuestring);
+        cm_http_reply_error(req, rc == CM_ENOTFOUND ? CM_EINVAL : rc == CM_ETIMEOUT ? CM_EAGAIN : rc, detail);
+        return rc;
+    }
+    return CM_OK;
+}
+
 /* Checks what the message refers to: replies and thread roots in this conversation, mentioned
  * users members. Answers 400 itself. */
 static cm_err check_references(cm_http_req *req, messaging_tx *tx, const messaging_new_message *nm)
@@ -485,7 +512,8 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     memset(&tx, 0, sizeof(tx));
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto out;
-    if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK)
+    if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK ||
+        (nm.attachments && check_attachments(req, ctx, &c, &nm) != CM_OK))
         goto out;
     hook = messaging_moderation_has_hook(ctx, c.tid);
     if (hook) {

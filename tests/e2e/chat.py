@@ -267,3 +267,18 @@ def role_token(tenant_id, user, *roles):
     claims = {"sub": user, "tid": tenant_id, "sid": "s", "roles": ["member", *roles],
               "iss": "chat-platform", "aud": "chat-api", "iat": now, "nbf": now, "exp": now + 600}
     return _jwt.encode(claims, (KEYS / "jwt-private.pem").read_bytes(), algorithm="RS256", headers={"kid": "k1"})
+
+
+def media_ids(api, token, n):
+    """Uploads `n` small text files as the token's user and waits until they are processed:
+    media a message may carry as attachments."""
+    from media_util import upload, wait_status
+    ids = []
+    for i in range(n):
+        r = upload(api, token, f"attachment {i}\n".encode(), "text/plain")
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    for m in ids:
+        # A fresh media worker first reads the shared topics from their start: be patient.
+        assert wait_status(api, token, m, timeout=180)["status"] == "processed"
+    return ids
