@@ -163,8 +163,10 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs bench-gateway
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
+	@bash deploy/stack.sh start >/dev/null
+	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
 
 # The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
 .PHONY: bench-gateway

@@ -115,7 +115,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
     n = snprintf(spec, sizeof(spec),
                  "/v1/tenants user auth=none; /v1/auth user auth=none; /v1/users user;"
                  "/v1/sessions user; /.well-known/jwks.json user auth=none;"
-                 "/v1/conversations messaging; /v1/sync messaging;"
+                 "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);

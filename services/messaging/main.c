@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "common/config.h"
 #include "common/health.h"
 #include "common/jwks.h"
@@ -33,6 +35,11 @@ static const cm_config_var vars[] = {
     {"REACTION_EMOJI_MAX", "20", "distinct emojis on one message"},
     {"METADATA_MAX_BYTES", "4096", "size of a conversation's custom metadata as JSON"},
     {"MESSAGE_DELETION", "allow", "allow, or forbid: messages cannot be deleted for everyone"},
+    {"AUTO_ARCHIVE_DAYS", "90", "conversations without a message for this long are archived for everyone (0: never)"},
+    {"RETENTION_DAYS", "0", "messages older than this are deleted (0: kept forever)"},
+    {"JOBS_EVERY_S", "3600", "how often the housekeeping pass runs"},
+    {"MEDIA_URL", "http://127.0.0.1:8084", "the media service, which checks that attachments may be sent"},
+    {"MEDIA_CHECK_TIMEOUT_MS", "2000", "time allowed to one attachment check"},
     {"LOCK_TTL_MS", "3000", "lease of a conversation's write lock (Redis); bounds how long a crashed writer blocks it"},
     {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
@@ -48,6 +55,7 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
     } routes[] = {
         {"POST", "/v1/conversations", messaging_conversations_create},
         {"GET", "/v1/conversations", messaging_conversations_list},
+        {"GET", "/v1/conversations/unread", messaging_receipts_unread},
         {"GET", "/v1/conversations/{id}", messaging_conversations_get},
         {"PATCH", "/v1/conversations/{id}", messaging_conversations_update},
         {"DELETE", "/v1/conversations/{id}", messaging_conversations_delete},
@@ -70,6 +78,19 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
         {"DELETE", "/v1/conversations/{id}/messages/{message_id}/pin", messaging_pins_remove},
         {"GET", "/v1/conversations/{id}/pins", messaging_pins_list},
         {"POST", "/v1/conversations/{id}/forward", messaging_messages_forward},
+        {"POST", "/v1/conversations/{id}/read", messaging_receipts_read},
+        {"POST", "/v1/conversations/{id}/delivered", messaging_receipts_delivered},
+        {"GET", "/v1/conversations/{id}/messages/{message_id}/receipts", messaging_receipts_who},
+        {"POST", "/v1/conversations/{id}/messages/{message_id}/flags", messaging_flags_add},
+        {"GET", "/v1/moderation/settings", messaging_moderation_settings_get},
+        {"PUT", "/v1/moderation/settings", messaging_moderation_settings_put},
+        {"POST", "/v1/moderation/sanctions", messaging_sanctions_add},
+        {"GET", "/v1/moderation/sanctions", messaging_sanctions_list},
+        {"POST", "/v1/moderation/sanctions/lift", messaging_sanctions_lift},
+        {"GET", "/v1/moderation/flags", messaging_flags_list},
+        {"POST", "/v1/moderation/flags/{flag_id}/resolve", messaging_flags_resolve},
+        {"GET", "/v1/conversations/{id}/stats", messaging_stats},
+        {"POST", "/internal/v1/messaging/jobs/run", messaging_jobs_http},
         {"GET", "/v1/sync", messaging_sync},
         {"POST", "/v1/sync", messaging_sync},
     };
@@ -86,7 +107,8 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
-    long redis_port, stale_ms;
+    long redis_port, stale_ms, jobs_every_s;
+    messaging_jobs *jobs = NULL;
     const char *deletion;
     int rc = 1;
 
@@ -95,6 +117,7 @@ int main(int argc, char **argv)
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* the tenants' pre-send hooks */
     cm_log_init("messaging", cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
     deletion = cm_config_str("MESSAGE_DELETION", "allow");
     if (strcmp(deletion, "allow") != 0 && strcmp(deletion, "forbid") != 0) {
@@ -102,6 +125,8 @@ int main(int argc, char **argv)
         goto out;
     }
     l->deletion_allowed = strcmp(deletion, "allow") == 0;
+    ctx.db_name = cm_config_str("MONGO_DB", "chat_messaging");
+    ctx.media_url = cm_config_str("MEDIA_URL", "http://127.0.0.1:8084");
     if (cm_http_config_from_env(8082, &hc) ||
         cm_config_long("SEND_RATE_PER_MIN", 60, 0, 1000000, &l->send_rate_per_min) ||
         cm_config_long("GROUP_MEMBER_MAX", 1000, 2, 100000, &l->group_member_max) ||
@@ -109,6 +134,10 @@ int main(int argc, char **argv)
         cm_config_long("EDIT_WINDOW_S", 900, 0, 31536000, &l->edit_window_s) ||
         cm_config_long("REACTION_EMOJI_MAX", 20, 1, 1000, &l->reaction_emoji_max) ||
         cm_config_long("METADATA_MAX_BYTES", 4096, 2, 65536, &l->metadata_max) ||
+        cm_config_long("AUTO_ARCHIVE_DAYS", 90, 0, 36500, &l->auto_archive_days) ||
+        cm_config_long("RETENTION_DAYS", 0, 0, 36500, &l->retention_days) ||
+        cm_config_long("JOBS_EVERY_S", 3600, 1, 604800, &jobs_every_s) ||
+        cm_config_long("MEDIA_CHECK_TIMEOUT_MS", 2000, 50, 60000, &ctx.media_timeout_ms) ||
         cm_config_long("LOCK_TTL_MS", 3000, 100, 600000, &ctx.lock_ttl_ms) ||
         cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
@@ -135,7 +164,7 @@ int main(int argc, char **argv)
     health.kafka = ctx.kafka;
     cm_http_set_ready(srv, cm_health_ready, &health);
     cm_http_set_metrics(srv, messaging_outbox_metrics, ctx.outbox);
-    if (cm_http_server_start(srv) != CM_OK)
+    if (cm_http_server_start(srv) != CM_OK || messaging_jobs_start(&ctx, jobs_every_s, &jobs) != CM_OK)
         goto out;
     cm_info("messaging service ready");
     cm_info("stopping on signal %d", cm_process_wait_signal());
@@ -143,11 +172,13 @@ int main(int argc, char **argv)
 out:
     /* Order matters: stop taking requests, flush Kafka (delivery reports reach the outbox),
      * then let the outbox mark what was delivered. */
+    messaging_jobs_stop(jobs);
     cm_http_server_destroy(srv);
     cm_kafka_producer_destroy(ctx.kafka);
     messaging_outbox_stop(ctx.outbox);
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);
+    curl_global_cleanup();
     return rc;
 }

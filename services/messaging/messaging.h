@@ -13,6 +13,7 @@
 #include "common/uuid.h"
 
 typedef struct messaging_outbox messaging_outbox;
+typedef struct messaging_jobs messaging_jobs;
 
 /* The limits and policies a tenant will set (issue 3); until tenant settings come from the
  * user service, every tenant gets these process-wide values (environment, main.c). */
@@ -24,6 +25,8 @@ typedef struct messaging_limits {
     long reaction_emoji_max; /* distinct emojis on one message; default 20 */
     long metadata_max;       /* bytes of a conversation's custom metadata (JSON); default 4096 */
     int deletion_allowed;    /* 0: messages cannot be deleted for everyone (tenant policy) */
+    long auto_archive_days;  /* conversations inactive this long are archived; 0: never */
+    long retention_days;     /* messages older than this are deleted; 0: kept */
 } messaging_limits;
 
 /* Everything a handler needs; created in main.c, read-only afterwards. */
@@ -34,6 +37,9 @@ typedef struct messaging_ctx {
     cm_jwt *verifier;
     messaging_outbox *outbox;
     messaging_limits limits;
+    const char *db_name; /* MONGO_DB: names this deployment's job leases in Redis */
+    const char *media_url;  /* the media service, which checks attachments (issue 8) */
+    long media_timeout_ms;  /* budget of one attachment check */
     long lock_ttl_ms;  /* lease of a conversation's write lock */
     long lock_wait_ms; /* how long a writer waits for it before answering 503 */
 } messaging_ctx;
@@ -152,6 +158,45 @@ cJSON *messaging_member_json(const bson_t *member);
 /* Copies the array of strings at `key` of `doc` into a JSON array (empty when absent). */
 cJSON *messaging_bson_strings(const bson_t *doc, const char *key);
 
+/* --- the tenant's text filters (messaging_filters.c) ---------------------------------- */
+
+/* One blocklist entry of a tenant. */
+typedef struct messaging_block_rule {
+    const char *text; /* a word, or a POSIX extended regular expression */
+    int is_pattern;   /* 0: a word, matched whole and case-insensitively (ASCII) */
+    int mask;         /* 1: the match is replaced by one '*' per character; 0: reject */
+} messaging_block_rule;
+
+/* Applies `rules` (n of them) to `text` in order. Returns 0 with `*out` the text after masking
+ * (a heap copy, caller frees); 1 when a rejecting rule matched (`*which` its index, nothing
+ * allocated); -1 when out of memory. */
+int messaging_blocklist_apply(const char *text, const messaging_block_rule *rules, size_t n,
+                              char **out, size_t *which);
+
+/* Returns 1 when `pattern` compiles as a POSIX extended regular expression. */
+int messaging_pattern_valid(const char *pattern);
+
+typedef enum messaging_link_policy {
+    MSG_LINKS_ALLOW,    /* any link */
+    MSG_LINKS_BLOCK,    /* no link */
+    MSG_LINKS_ALLOWLIST /* only links to the allowed domains and their subdomains */
+} messaging_link_policy;
+
+/* Returns 1 when `text` holds a link (http://, https:// or www.) the policy refuses, writing
+ * its host into `host` (size hn); 0 when every link is allowed. */
+int messaging_link_check(const char *text, messaging_link_policy policy,
+                         const char *const *allowed, size_t n, char *host, size_t hn);
+
+/* The pre-send hook's signature: lowercase hex HMAC-SHA256 keyed with `secret` over
+ * "<timestamp>.<body>". Returns 0, or -1 on failure. */
+int messaging_hook_signature(const char *secret, const char *timestamp, const char *body,
+                             size_t body_len, char out[65]);
+
+/* Appends the keyset condition "after (ms, id)" on the date `field` and `_id` as "$or" to `f`:
+ * {field: {$lt: ms}} or {field: ms, _id: {$lt: id}} when `descending`, $gt otherwise. */
+void messaging_keyset_after(bson_t *f, const char *field, int64_t ms, const char *id,
+                            int descending);
+
 /* One page of a keyset-paginated query (messaging_rules.c): up to `limit` documents rendered
  * into `items`, whether another one follows, and the last document for the next cursor. */
 typedef struct messaging_page {
@@ -205,13 +250,19 @@ typedef struct messaging_tx {
     struct messaging_appended *appended; /* to publish after commit */
 } messaging_tx;
 
-/* Opens a write section on conversation `cid` for the caller `c`: takes the lock (waiting up
+/* Opens a write section on conversation `cid` for the caller `c` (which must outlive the
+ * section: it points into it): takes the lock (waiting up
  * to lock_wait_ms), loads the conversation of the caller's tenant and the caller's active
  * member record. CM_ENOTFOUND for an unknown id, another tenant's conversation or a
  * non-member (the caller cannot tell them apart), CM_EAGAIN when the lock stays busy, CM_EIO.
  * On failure nothing is held; on success end with messaging_tx_close (after commit). */
 cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
                          const char *cid, messaging_tx *tx);
+
+/* Like messaging_tx_open for a tenant moderator acting on a conversation of their tenant they
+ * need not belong to (the caller checked the role): tx->me is then empty, tx->role NONE. */
+cm_err messaging_tx_open_moderator(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                                   const char *cid, messaging_tx *tx);
 
 /* Appends an event of `type` to the log under the next eseq. `event_id` NULL makes a new
  * UUIDv7; an id already in the log makes this a no-op (CM_OK), so repairs can re-append.
@@ -244,6 +295,33 @@ void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg);
 /* The conversation as it will be after commit: tx->conv with the queued $set applied. */
 void messaging_tx_conv_view(messaging_tx *tx, bson_t *out);
 
+/* Replaces fields of the section's copy of the caller's member record (after writing them), so
+ * what is rendered next shows the record as written. */
+void messaging_tx_me_update(messaging_tx *tx, const bson_t *fields);
+
+/* Writes `fields` ($set) on the caller's own member record, appends `type` with `data` (taken
+ * over) for `audience`, commits, and keeps tx->me as written. */
+cm_err messaging_tx_set_me(messaging_tx *tx, const bson_t *fields, const char *type,
+                           const char *audience, cJSON *data);
+
+/* Answers 200 with the section's conversation as the caller sees it, queued changes included. */
+void messaging_reply_conversation(cm_http_req *req, messaging_tx *tx);
+
+/* The data of a conversation.* event: the section's conversation with its queued changes,
+ * `changed` (a JSON array of field names, taken over; may be NULL) and "by". */
+cJSON *messaging_conversation_event(messaging_tx *tx, cJSON *changed);
+
+/* Checks that the caller is an active member of the conversation {id} of the request's path,
+ * without a lock, loading it and their record into `conv` and `me` (each may be NULL; the
+ * caller destroys what it asked for). On failure it has answered 404 (or 503). */
+cm_err messaging_member_of(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                           bson_t *conv, bson_t *me);
+
+/* messaging_member_of, then the message {message_id} of the path into `msg` (caller destroys
+ * `msg` and `me`, which may be NULL). On failure it has answered 404 and holds nothing. */
+cm_err messaging_member_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                bson_t *me, bson_t *msg);
+
 /* Loads a member record "<cid>/<uid>" into `out` (caller destroys); CM_ENOTFOUND when absent
  * or no longer active. */
 cm_err messaging_member_find(messaging_ctx *ctx, const char *cid, const char *uid, bson_t *out);
@@ -263,6 +341,23 @@ const char *messaging_event_topic(const char *type);
 
 /* Answers the usual problem for a failed messaging_tx_open. */
 void messaging_reply_open_error(cm_http_req *req, cm_err rc);
+
+/* --- housekeeping (messaging_jobs.c) and analytics (messaging_stats.c) ----------------- */
+
+/* One housekeeping pass: auto-archive (AUTO_ARCHIVE_DAYS) and retention (RETENTION_DAYS), each
+ * under a Redis lease so one instance runs it at a time; `*archived` and `*deleted` count what
+ * this pass did. Idempotent. */
+cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *deleted);
+
+/* Starts the thread that runs a pass every `every_s` seconds. */
+cm_err messaging_jobs_start(messaging_ctx *ctx, long every_s, messaging_jobs **out);
+void messaging_jobs_stop(messaging_jobs *j); /* accepts NULL */
+
+/* The median of `v` (n values, sorted in place), or -1 when n is 0. */
+int64_t messaging_median(int64_t *v, size_t n);
+
+void messaging_jobs_http(cm_http_req *req, void *ud); /* POST /internal/v1/messaging/jobs/run */
+void messaging_stats(cm_http_req *req, void *ud);     /* GET /v1/conversations/{id}/stats */
 
 /* --- outbox (messaging_outbox.c) ---------------------------------------------------- */
 
@@ -349,6 +444,7 @@ typedef struct messaging_new_message {
     const char *reply_to;         /* a message of the conversation, or NULL */
     const char *thread_root;      /* a root message of the conversation, or NULL */
     const bson_t *forwarded_from; /* {conversation_id, message_id, sender_id}, or NULL */
+    const char *sent_text;        /* the client's text when moderation changed it, or NULL */
 } messaging_new_message;
 
 /* Inserts a message from `tx->user` inside an open section. Its seq is allocated by insertion
@@ -375,12 +471,50 @@ cm_err messaging_message_update(messaging_tx *tx, const char *mid, const bson_t 
  * conversation's last message current. */
 cm_err messaging_message_logged(messaging_tx *tx, const char *type, const bson_t *msg);
 
+/* Turns message `msg` into a tombstone inside an open section, deleted for everyone by `by`:
+ * text emptied; attachments, mentions, reactions, pin and edit history removed; seq kept; a
+ * message.deleted event. The caller checks who may, and commits. */
+cm_err messaging_message_tombstone(messaging_tx *tx, const char *by, const bson_t *msg);
+
 /* Sets "me" on each reaction of the rendered message(s) `messages` (an object or an array of
  * them) that `user` made, false on the others. */
 void messaging_mark_my_reactions(messaging_ctx *ctx, const char *user, cJSON *messages);
 
 /* Inserts a system message (joins, leaves, renames) written by the service for `tx->user`. */
 cm_err messaging_system_message(messaging_tx *tx, const char *text);
+
+/* --- moderation (messaging_moderation.c, messaging_sanctions.c) ------------------------ */
+
+/* Runs the tenant's moderation on a message `nm` that `c->sub` is about to send to `conv`
+ * (their member record `member`): bans and mutes, the mention cap, slow mode, flood and
+ * duplicates, the blocklist, the link policy, then the pre-send hook. When refused it has
+ * answered (403, 409, 422, 429, 503) and returns non-CM_OK. On CM_OK `*text` is NULL or the
+ * text to store instead (masked or rewritten; heap, caller frees). */
+cm_err messaging_moderate_send(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                               const bson_t *conv, const bson_t *member,
+                               const messaging_new_message *nm, char **text);
+
+/* Returns 1 when the tenant has a pre-send hook (the send then moderates before taking the
+ * conversation's lock, so a slow hook never holds it), 0 otherwise. */
+int messaging_moderation_has_hook(messaging_ctx *ctx, const char *tenant);
+
+/* Answers 403 and returns CM_EFORBIDDEN when `c->sub` is banned or muted tenant-wide or in
+ * `cid` (NULL: tenant-wide only) right now; CM_OK otherwise. */
+cm_err messaging_sanction_check(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                const char *cid);
+
+/* Returns 1 when `user` is banned tenant-wide or from `cid` right now. */
+int messaging_sanction_banned(messaging_ctx *ctx, const char *tenant, const char *cid,
+                              const char *user);
+
+void messaging_moderation_settings_get(cm_http_req *req, void *ud); /* GET /v1/moderation/settings */
+void messaging_moderation_settings_put(cm_http_req *req, void *ud); /* PUT /v1/moderation/settings */
+void messaging_sanctions_add(cm_http_req *req, void *ud);  /* POST /v1/moderation/sanctions */
+void messaging_sanctions_lift(cm_http_req *req, void *ud); /* POST .../sanctions/lift */
+void messaging_sanctions_list(cm_http_req *req, void *ud); /* GET /v1/moderation/sanctions */
+void messaging_flags_add(cm_http_req *req, void *ud);      /* POST .../messages/{mid}/flags */
+void messaging_flags_list(cm_http_req *req, void *ud);     /* GET /v1/moderation/flags */
+void messaging_flags_resolve(cm_http_req *req, void *ud);  /* POST .../flags/{flag_id}/resolve */
 
 void messaging_conversations_create(cm_http_req *req, void *ud); /* POST /v1/conversations */
 void messaging_conversations_list(cm_http_req *req, void *ud);   /* GET /v1/conversations */
@@ -408,6 +542,11 @@ void messaging_reactions_remove(cm_http_req *req, void *ud); /* DELETE .../react
 void messaging_pins_add(cm_http_req *req, void *ud);        /* POST .../{mid}/pin */
 void messaging_pins_remove(cm_http_req *req, void *ud);     /* DELETE .../{mid}/pin */
 void messaging_pins_list(cm_http_req *req, void *ud);       /* GET .../{id}/pins */
+
+void messaging_receipts_read(cm_http_req *req, void *ud);      /* POST .../{id}/read */
+void messaging_receipts_delivered(cm_http_req *req, void *ud); /* POST .../{id}/delivered */
+void messaging_receipts_who(cm_http_req *req, void *ud);       /* GET .../{mid}/receipts */
+void messaging_receipts_unread(cm_http_req *req, void *ud);    /* GET /v1/conversations/unread */
 
 void messaging_sync(cm_http_req *req, void *ud); /* GET and POST /v1/sync */
 

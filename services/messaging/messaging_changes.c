@@ -100,6 +100,7 @@ void messaging_messages_edit(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&version, "conversation_id", tx.cid);
     BSON_APPEND_UTF8(&version, "message_id", cm_bson_str(&msg, "_id", ""));
     BSON_APPEND_INT32(&version, "version", edits);
+    BSON_APPEND_DATE_TIME(&version, "message_at", cm_bson_int(&msg, "created_at", 0)); /* retention */
     BSON_APPEND_UTF8(&version, "text", cm_bson_str(&msg, "text", ""));
     BSON_APPEND_DATE_TIME(&version, "at", edits ? cm_bson_int(&msg, "edited_at", 0)
                                                 : cm_bson_int(&msg, "created_at", 0));
@@ -156,20 +157,15 @@ void messaging_messages_history(cm_http_req *req, void *ud)
     messaging_ctx *ctx = ud;
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id");
-    bson_t conv, me, msg, f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    bson_t msg, f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
     cJSON *items = NULL, *cur, *body;
     char ts[CM_RFC3339_LEN];
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto done;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         goto done;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &msg);
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
@@ -270,8 +266,6 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
                                 const bson_t *msg)
 {
     messaging_rule_input in;
-    const char *mid = cm_bson_str(msg, "_id", "");
-    bson_t u = BSON_INITIALIZER, set, unset, f = BSON_INITIALIZER, after;
     cm_err rc;
 
     if (!tx->ctx->limits.deletion_allowed) {
@@ -290,11 +284,24 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
         cm_http_reply_json(req, 204, NULL); /* already a tombstone */
         return;
     }
+    if ((rc = messaging_message_tombstone(tx, c->sub, msg)) != CM_OK ||
+        (rc = messaging_tx_commit(tx)) != CM_OK)
+        cm_http_reply_error(req, rc, "the message could not be deleted");
+    else
+        cm_http_reply_json(req, 204, NULL);
+}
+
+cm_err messaging_message_tombstone(messaging_tx *tx, const char *by, const bson_t *msg)
+{
+    const char *mid = cm_bson_str(msg, "_id", "");
+    bson_t u = BSON_INITIALIZER, set, unset, f = BSON_INITIALIZER, after;
+    cm_err rc;
+
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
     BSON_APPEND_UTF8(&set, "text", "");
     BSON_APPEND_BOOL(&set, "deleted", true);
     BSON_APPEND_DATE_TIME(&set, "deleted_at", tx->now);
-    BSON_APPEND_UTF8(&set, "deleted_by", c->sub);
+    BSON_APPEND_UTF8(&set, "deleted_by", by);
     bson_append_document_end(&u, &set);
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$unset", &unset);
     BSON_APPEND_UTF8(&unset, "attachments", "");
@@ -305,6 +312,7 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
     BSON_APPEND_UTF8(&unset, "pinned", "");
     BSON_APPEND_UTF8(&unset, "pinned_by", "");
     BSON_APPEND_UTF8(&unset, "pinned_at", "");
+    BSON_APPEND_UTF8(&unset, "sent_text", "");
     bson_append_document_end(&u, &unset);
     rc = messaging_message_update(tx, mid, &u, &after);
     if (rc == CM_OK) {
@@ -312,16 +320,13 @@ static void delete_for_everyone(cm_http_req *req, messaging_tx *tx, const cm_jwt
         BSON_APPEND_UTF8(&f, "message_id", mid);
         if ((rc = cm_mongo_delete(tx->ctx->db, MSG_COLL_VERSIONS, &f, 1, NULL)) == CM_OK)
             rc = cm_mongo_delete(tx->ctx->db, MSG_COLL_REACTIONS, &f, 1, NULL);
-        if (rc == CM_OK && (rc = messaging_message_logged(tx, "message.deleted", &after)) == CM_OK)
-            rc = messaging_tx_commit(tx);
+        if (rc == CM_OK)
+            rc = messaging_message_logged(tx, "message.deleted", &after);
         bson_destroy(&after);
     }
-    if (rc != CM_OK)
-        cm_http_reply_error(req, rc, "the message could not be deleted");
-    else
-        cm_http_reply_json(req, 204, NULL);
     bson_destroy(&u);
     bson_destroy(&f);
+    return rc;
 }
 
 /* DELETE /v1/conversations/{id}/messages/{message_id}?scope=for_everyone|for_me */

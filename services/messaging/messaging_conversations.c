@@ -177,6 +177,8 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
         goto out;
     if (cm_http_json_body(req, &body) != CM_OK)
         goto out;
+    if (messaging_sanction_check(req, ctx, &c, NULL) != CM_OK)
+        goto out; /* banned or muted tenant-wide: no new conversations */
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
         cm_json_string(body, "type", 1, 1, 16, &type, detail, sizeof(detail)) ||
         cm_json_string(body, "title", 0, 1, MSG_TITLE_MAX, &title, detail, sizeof(detail)) ||
@@ -488,8 +490,7 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
     char cid[65], next[80];
     messaging_memberships ms = {0};
     struct list_page p = {0};
-    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, ne, or, a, b, and, o, x, y, lt,
-           ltid, e1;
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, ne, or, a, b, and, e1;
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
@@ -532,29 +533,24 @@ void messaging_conversations_list(cm_http_req *req, void *ud)
         BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
         BSON_APPEND_BOOL(&b, "deleted", true);
         bson_append_document_end(&or, &b);
+        BSON_APPEND_DOCUMENT_BEGIN(&or, "2", &b);
+        BSON_APPEND_BOOL(&b, "auto_archived", true);
+        bson_append_document_end(&or, &b);
         bson_append_array_end(&f, &or);
     } else {
         BSON_APPEND_DOCUMENT_BEGIN(&f, "deleted", &ne);
         BSON_APPEND_BOOL(&ne, "$ne", true);
         bson_append_document_end(&f, &ne);
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "auto_archived", &ne);
+        BSON_APPEND_BOOL(&ne, "$ne", true);
+        bson_append_document_end(&f, &ne);
     }
     if (cursor) {
-        /* Keyset pagination on (last_activity_at, _id) descending. */
+        /* Keyset pagination on (last_activity_at, _id) descending; inside $and, as the filter
+         * may already hold an $or. */
         BSON_APPEND_ARRAY_BEGIN(&f, "$and", &and);
         BSON_APPEND_DOCUMENT_BEGIN(&and, "0", &e1);
-        BSON_APPEND_ARRAY_BEGIN(&e1, "$or", &o);
-        BSON_APPEND_DOCUMENT_BEGIN(&o, "0", &x);
-        BSON_APPEND_DOCUMENT_BEGIN(&x, "last_activity_at", &lt);
-        BSON_APPEND_DATE_TIME(&lt, "$lt", cms);
-        bson_append_document_end(&x, &lt);
-        bson_append_document_end(&o, &x);
-        BSON_APPEND_DOCUMENT_BEGIN(&o, "1", &y);
-        BSON_APPEND_DATE_TIME(&y, "last_activity_at", cms);
-        BSON_APPEND_DOCUMENT_BEGIN(&y, "_id", &ltid);
-        BSON_APPEND_UTF8(&ltid, "$lt", cid);
-        bson_append_document_end(&y, &ltid);
-        bson_append_document_end(&o, &y);
-        bson_append_array_end(&e1, &o);
+        messaging_keyset_after(&e1, "last_activity_at", cms, cid, 1);
         bson_append_document_end(&and, &e1);
         bson_append_array_end(&f, &and);
     }
@@ -616,15 +612,15 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
     static const char *const allowed[] = {"title", "description", "image", "metadata",
-                                          "members_can_post", NULL};
+                                          "members_can_post", "slow_mode_s", NULL};
     cm_jwt_claims c;
     messaging_tx tx;
     messaging_rule_input in;
     const char *title, *description, *image;
     char detail[256], text[300], *metadata = NULL;
     int has_title, has_description, has_image, has_meta, mcp = -1;
+    long slow = -1;
     cJSON *body, *changed = cJSON_CreateArray(), *data;
-    bson_t view;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -638,6 +634,7 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
                         detail, sizeof(detail)) ||
         nullable_string(body, "image", 36, &has_image, &image, detail, sizeof(detail)) ||
         cm_json_bool(body, "members_can_post", 0, &mcp, detail, sizeof(detail)) ||
+        cm_json_long(body, "slow_mode_s", 0, 0, 21600, &slow, detail, sizeof(detail)) ||
         messaging_metadata_read(body, ctx->limits.metadata_max, &metadata, &has_meta, detail,
                                 sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
@@ -671,6 +668,10 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
         BSON_APPEND_BOOL(messaging_tx_conv_set(&tx), "members_can_post", mcp);
         cJSON_AddItemToArray(changed, cJSON_CreateString("members_can_post"));
     }
+    if (slow != -1 && slow != cm_bson_int(&tx.conv, "slow_mode_s", 0)) {
+        BSON_APPEND_INT64(messaging_tx_conv_set(&tx), "slow_mode_s", slow);
+        cJSON_AddItemToArray(changed, cJSON_CreateString("slow_mode_s"));
+    }
     if (cJSON_GetArraySize(changed) > 0) {
         BSON_APPEND_DATE_TIME(messaging_tx_conv_set(&tx), "updated_at", tx.now);
         if (has_title && bson_has_field(&tx.set, "title")) {
@@ -683,23 +684,15 @@ void messaging_conversations_update(cm_http_req *req, void *ud)
                 goto out;
             }
         }
-        messaging_tx_conv_view(&tx, &view);
-        data = messaging_conversation_json(&view);
-        bson_destroy(&view);
-        cJSON_AddItemToObject(data, "changed", changed);
+        data = messaging_conversation_event(&tx, changed);
         changed = NULL;
-        cJSON_AddStringToObject(data, "by", c.sub);
         if ((rc = messaging_tx_append(&tx, "conversation.updated", NULL, NULL, data, NULL)) != CM_OK ||
             (rc = messaging_tx_commit(&tx)) != CM_OK) {
             cm_http_reply_error(req, rc, "the change could not be stored");
             goto out;
         }
     }
-    messaging_tx_conv_view(&tx, &view);
-    data = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(data, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, data);
+    messaging_reply_conversation(req, &tx);
 out:
     cJSON_Delete(changed);
     free(metadata);
@@ -715,7 +708,6 @@ void messaging_conversations_delete(cm_http_req *req, void *ud)
     messaging_tx tx;
     messaging_rule_input in;
     cJSON *data;
-    bson_t view;
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
@@ -732,21 +724,14 @@ void messaging_conversations_delete(cm_http_req *req, void *ud)
         BSON_APPEND_BOOL(messaging_tx_conv_set(&tx), "deleted", true);
         BSON_APPEND_DATE_TIME(messaging_tx_conv_set(&tx), "deleted_at", tx.now);
         BSON_APPEND_UTF8(messaging_tx_conv_set(&tx), "deleted_by", c.sub);
-        messaging_tx_conv_view(&tx, &view);
-        data = messaging_conversation_json(&view);
-        bson_destroy(&view);
-        cJSON_AddStringToObject(data, "by", c.sub);
+        data = messaging_conversation_event(&tx, NULL);
         if ((rc = messaging_tx_append(&tx, "conversation.deleted", NULL, NULL, data, NULL)) != CM_OK ||
             (rc = messaging_tx_commit(&tx)) != CM_OK) {
             cm_http_reply_error(req, rc, "the change could not be stored");
             goto out;
         }
     }
-    messaging_tx_conv_view(&tx, &view);
-    data = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(data, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, data);
+    messaging_reply_conversation(req, &tx);
 out:
     messaging_tx_close(&tx);
 }
@@ -759,12 +744,12 @@ void messaging_conversations_me(cm_http_req *req, void *ud)
     static const char *const allowed[] = {"archived", "muted_until", NULL};
     cm_jwt_claims c;
     messaging_tx tx;
-    char detail[256], key[MSG_MEMBER_KEY_MAX], ts[CM_RFC3339_LEN];
+    char detail[256], ts[CM_RFC3339_LEN];
     int archived = -1;
     int64_t muted = -1;
     const cJSON *mu;
     cJSON *body, *data;
-    bson_t u = BSON_INITIALIZER, set, view;
+    bson_t set = BSON_INITIALIZER;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -795,53 +780,30 @@ void messaging_conversations_me(cm_http_req *req, void *ud)
         archived = -1;
     if (muted == cm_bson_int(&tx.me, "muted_until", 0))
         muted = -1;
-    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
-    if (archived != -1)
-        BSON_APPEND_BOOL(&set, "archived", archived);
-    if (muted != -1)
-        BSON_APPEND_INT64(&set, "muted_until", muted);
-    bson_append_document_end(&u, &set);
     if (archived != -1 || muted != -1) {
-        bson_t merged = BSON_INITIALIZER;
-        bson_iter_t it;
-        messaging_member_key(tx.cid, c.sub, key);
+        archived = archived != -1 ? archived : cm_bson_bool(&tx.me, "archived", 0);
+        muted = muted != -1 ? muted : cm_bson_int(&tx.me, "muted_until", 0);
+        BSON_APPEND_BOOL(&set, "archived", archived);
+        BSON_APPEND_INT64(&set, "muted_until", muted);
         data = cJSON_CreateObject();
         cJSON_AddStringToObject(data, "conversation_id", tx.cid);
         cJSON_AddStringToObject(data, "user_id", c.sub);
-        archived = archived != -1 ? archived : cm_bson_bool(&tx.me, "archived", 0);
         cJSON_AddBoolToObject(data, "archived", archived);
-        muted = muted != -1 ? muted : cm_bson_int(&tx.me, "muted_until", 0);
         if (muted > tx.now) {
             cm_clock_rfc3339(muted, ts);
             cJSON_AddStringToObject(data, "muted_until", ts);
         } else {
             cJSON_AddNullToObject(data, "muted_until");
         }
-        if ((rc = messaging_update_id(ctx, MSG_COLL_MEMBERS, key, &u)) != CM_OK ||
-            (rc = messaging_tx_append(&tx, "member.updated", NULL, c.sub, data, NULL)) != CM_OK ||
-            (rc = messaging_tx_commit(&tx)) != CM_OK) {
+        rc = messaging_tx_set_me(&tx, &set, "member.updated", c.sub, data);
+        if (rc != CM_OK) {
             cm_http_reply_error(req, rc, "the change could not be stored");
             goto out;
         }
-        /* The reply shows the record as written. */
-        if (bson_iter_init(&it, &tx.me))
-            while (bson_iter_next(&it))
-                if (strcmp(bson_iter_key(&it), "archived") != 0 &&
-                    strcmp(bson_iter_key(&it), "muted_until") != 0)
-                    bson_append_iter(&merged, NULL, 0, &it);
-        BSON_APPEND_BOOL(&merged, "archived", archived);
-        BSON_APPEND_INT64(&merged, "muted_until", muted);
-        bson_destroy(&tx.me);
-        bson_copy_to(&merged, &tx.me);
-        bson_destroy(&merged);
     }
-    messaging_tx_conv_view(&tx, &view);
-    data = messaging_conversation_json(&view);
-    messaging_conversation_add_mine(data, &view, &tx.me, tx.now);
-    bson_destroy(&view);
-    cm_http_reply_json(req, 200, data);
+    messaging_reply_conversation(req, &tx);
 out:
-    bson_destroy(&u);
+    bson_destroy(&set);
     messaging_tx_close(&tx);
 }
 
@@ -900,6 +862,8 @@ cm_err messaging_ensure_indexes(messaging_ctx *ctx)
         {MSG_COLL_EVENTS, "outbox", {"published", "created_at"}, {1, 1}, 0},
         {MSG_COLL_VERSIONS, "by_message", {"message_id", "version"}, {1, 1}, 1},
         {MSG_COLL_REACTIONS, "by_message", {"message_id", "user_id"}, {1, 1}, 0},
+        {"flags", "one_per_reporter", {"key"}, {1}, 1},
+        {"flags", "by_status", {"tenant", "status", "created_at"}, {1, 1, 1}, 0},
     };
     for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]); i++) {
         bson_t k = BSON_INITIALIZER;

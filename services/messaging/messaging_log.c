@@ -152,8 +152,8 @@ static int64_t max_eseq(messaging_ctx *ctx, const char *cid)
     return eseq;
 }
 
-cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
-                         const char *cid, messaging_tx *tx)
+static cm_err open_section(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                           const char *cid, int need_member, messaging_tx *tx)
 {
     bson_t f = BSON_INITIALIZER;
     cm_err rc;
@@ -176,10 +176,15 @@ cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_clai
         goto fail;
     tx->have_conv = 1;
     rc = messaging_member_find(ctx, cid, c->sub, &tx->me);
-    if (rc != CM_OK)
+    if (rc == CM_OK) {
+        tx->have_me = 1;
+        tx->role = messaging_role_parse(cm_bson_str(&tx->me, "role", ""));
+    } else if (rc != CM_ENOTFOUND || need_member) {
         goto fail;
-    tx->have_me = 1;
-    tx->role = messaging_role_parse(cm_bson_str(&tx->me, "role", ""));
+    } else {
+        bson_init(&tx->me); /* a moderator's section: no record, no role */
+        tx->have_me = 1;
+    }
     tx->last_eseq = cm_bson_int(&tx->conv, "last_eseq", 0);
     tx->last_seq = cm_bson_int(&tx->conv, "last_seq", 0);
     tx->now = cm_clock_now_ms();
@@ -240,6 +245,116 @@ void messaging_tx_message_changed(messaging_tx *tx, const bson_t *msg)
         bson_destroy(&tx->last_message);
     bson_copy_to(msg, &tx->last_message);
     tx->have_last_message = 1;
+}
+
+cm_err messaging_tx_open(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                         const char *cid, messaging_tx *tx)
+{
+    return open_section(ctx, req, c, cid, 1, tx);
+}
+
+cm_err messaging_tx_open_moderator(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
+                                   const char *cid, messaging_tx *tx)
+{
+    return open_section(ctx, req, c, cid, 0, tx);
+}
+
+void messaging_tx_me_update(messaging_tx *tx, const bson_t *fields)
+{
+    bson_t merged = BSON_INITIALIZER;
+    bson_iter_t it;
+    if (bson_iter_init(&it, &tx->me))
+        while (bson_iter_next(&it))
+            if (!bson_has_field(fields, bson_iter_key(&it)))
+                bson_append_iter(&merged, NULL, 0, &it);
+    if (bson_iter_init(&it, fields))
+        while (bson_iter_next(&it))
+            bson_append_iter(&merged, NULL, 0, &it);
+    bson_destroy(&tx->me);
+    bson_copy_to(&merged, &tx->me);
+    bson_destroy(&merged);
+}
+
+cm_err messaging_tx_set_me(messaging_tx *tx, const bson_t *fields, const char *type,
+                           const char *audience, cJSON *data)
+{
+    char key[MSG_MEMBER_KEY_MAX];
+    bson_t u = BSON_INITIALIZER;
+    cm_err rc;
+
+    messaging_member_key(tx->cid, tx->user, key);
+    BSON_APPEND_DOCUMENT(&u, "$set", fields);
+    rc = messaging_update_id(tx->ctx, MSG_COLL_MEMBERS, key, &u);
+    bson_destroy(&u);
+    if (rc != CM_OK) {
+        cJSON_Delete(data);
+        return rc;
+    }
+    if ((rc = messaging_tx_append(tx, type, NULL, audience, data, NULL)) != CM_OK ||
+        (rc = messaging_tx_commit(tx)) != CM_OK)
+        return rc;
+    messaging_tx_me_update(tx, fields);
+    return CM_OK;
+}
+
+void messaging_reply_conversation(cm_http_req *req, messaging_tx *tx)
+{
+    bson_t view;
+    cJSON *c;
+    messaging_tx_conv_view(tx, &view);
+    c = messaging_conversation_json(&view);
+    messaging_conversation_add_mine(c, &view, &tx->me, tx->now);
+    bson_destroy(&view);
+    cm_http_reply_json(req, 200, c);
+}
+
+cJSON *messaging_conversation_event(messaging_tx *tx, cJSON *changed)
+{
+    bson_t view;
+    cJSON *data;
+    messaging_tx_conv_view(tx, &view);
+    data = messaging_conversation_json(&view);
+    bson_destroy(&view);
+    if (changed)
+        cJSON_AddItemToObject(data, "changed", changed);
+    cJSON_AddStringToObject(data, "by", tx->user);
+    return data;
+}
+
+cm_err messaging_member_of(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                           bson_t *conv, bson_t *me)
+{
+    bson_t cv, m;
+    cm_err rc = messaging_conversation_for_member(ctx, c->tid, cm_http_param(req, "id"), c->sub,
+                                                  &cv, &m);
+    if (rc != CM_OK) {
+        messaging_reply_open_error(req, rc);
+        return rc;
+    }
+    if (conv)
+        bson_steal(conv, &cv);
+    else
+        bson_destroy(&cv);
+    if (me)
+        bson_steal(me, &m);
+    else
+        bson_destroy(&m);
+    return CM_OK;
+}
+
+cm_err messaging_member_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                bson_t *me, bson_t *msg)
+{
+    cm_err rc = messaging_member_of(req, ctx, c, NULL, me);
+    if (rc != CM_OK)
+        return rc;
+    rc = messaging_message_find(ctx, cm_http_param(req, "id"), cm_http_param(req, "message_id"), msg);
+    if (rc != CM_OK) {
+        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
+        if (me)
+            bson_destroy(me);
+    }
+    return rc;
 }
 
 bson_t *messaging_tx_conv_set(messaging_tx *tx)
@@ -381,7 +496,7 @@ void messaging_tx_close(messaging_tx *tx)
     if (tx->have_me)
         bson_destroy(&tx->me);
     if (tx->have_conv && tx->have_me)
-        bson_destroy(&tx->set);
+        bson_destroy(&tx->set); /* initialised with them (open_section) */
     if (tx->have_last_message)
         bson_destroy(&tx->last_message);
     tx->have_conv = tx->have_me = tx->have_last_message = 0;

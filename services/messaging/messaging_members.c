@@ -219,7 +219,7 @@ void messaging_members_list(cm_http_req *req, void *ud)
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id"), *cursor = cm_http_query(req, "cursor");
     struct member_page p = {0};
-    bson_t conv, me, f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, gt;
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, gt;
     long limit;
     cm_err rc;
 
@@ -233,13 +233,8 @@ void messaging_members_list(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, "the cursor is malformed; pass back next_cursor as given");
         goto out;
     }
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         goto out;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     BSON_APPEND_UTF8(&f, "conversation_id", cid);
     BSON_APPEND_UTF8(&f, "state", "active");
     if (cursor) {
@@ -292,9 +287,9 @@ void messaging_members_add(cm_http_req *req, void *ud)
     messaging_rule_input in;
     const cJSON *arr, *it;
     const char *ids[MSG_ADD_MAX];
-    const char *added[MSG_ADD_MAX];
+    const char *added[MSG_ADD_MAX], *banned[MSG_ADD_MAX];
     char detail[256], text[600];
-    int n = 0, nadded = 0;
+    int n = 0, nadded = 0, nbanned = 0;
     long max;
     cJSON *body, *out_list;
     cm_err rc;
@@ -347,6 +342,10 @@ void messaging_members_add(cm_http_req *req, void *ud)
             }
             break; /* add what fits; the answer says who */
         }
+        if (messaging_sanction_banned(ctx, c.tid, tx.cid, ids[i])) {
+            banned[nbanned++] = ids[i];
+            continue;
+        }
         rc = messaging_member_add(&tx, ids[i], "member");
         if (rc == CM_ECONFLICT)
             continue;
@@ -372,6 +371,11 @@ void messaging_members_add(cm_http_req *req, void *ud)
         cJSON_AddItemToArray(out_list, cJSON_CreateString(added[i]));
     cJSON_AddNumberToObject(body, "member_count",
                             (double)(cm_bson_int(&tx.conv, "member_count", 0) + nadded));
+    if (nbanned > 0) {
+        out_list = cJSON_AddArrayToObject(body, "banned");
+        for (int i = 0; i < nbanned; i++)
+            cJSON_AddItemToArray(out_list, cJSON_CreateString(banned[i]));
+    }
     cm_http_reply_json(req, 200, body);
 out:
     messaging_tx_close(&tx);

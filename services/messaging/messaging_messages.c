@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "messaging.h"
+#include "messaging_media.h"
 
 #define SEQ_ATTEMPTS 64 /* inserts tried before answering 503; an overlap needs a dead lease */
 
@@ -168,6 +169,22 @@ static cm_err sender_read(messaging_tx *tx, int64_t seq)
     return rc;
 }
 
+/* A message in a conversation the housekeeping archived brings it back for everyone. */
+static cm_err unarchive(messaging_tx *tx, const bson_t *msg, int64_t seq)
+{
+    BSON_APPEND_BOOL(messaging_tx_conv_set(tx), "auto_archived", false);
+    tx->last_seq = seq; /* the snapshot shows the message that woke it up */
+    if (tx->have_last_message)
+        bson_destroy(&tx->last_message);
+    bson_copy_to(msg, &tx->last_message);
+    tx->have_last_message = 1;
+    tx->activity = 1;
+    return messaging_tx_append(
+        tx, "conversation.updated", NULL, NULL,
+        messaging_conversation_event(tx, cJSON_CreateStringArray((const char *[]){"auto_archived"}, 1)),
+        NULL);
+}
+
 cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *nm, bson_t *out)
 {
     char mid[CM_UUID_STRLEN];
@@ -205,6 +222,8 @@ cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *n
             BSON_APPEND_UTF8(&doc, "thread_root", nm->thread_root);
         if (nm->forwarded_from)
             BSON_APPEND_DOCUMENT(&doc, "forwarded_from", nm->forwarded_from);
+        if (nm->sent_text) /* what a retry of this message will send again */
+            BSON_APPEND_UTF8(&doc, "sent_text", nm->sent_text);
         BSON_APPEND_UTF8(&doc, "request_id", tx->request_id);
         rc = cm_mongo_insert(tx->ctx->db, MSG_COLL_MESSAGES, &doc);
         if (rc == CM_OK)
@@ -231,6 +250,8 @@ cm_err messaging_message_insert(messaging_tx *tx, const messaging_new_message *n
         seq = (attempt % 4 == 3) ? max_seq(tx->ctx, tx->cid) + 1 : seq + 1;
     }
     rc = messaging_tx_append(tx, "message.created", mid, NULL, messaging_message_json(&doc), NULL);
+    if (rc == CM_OK && cm_bson_bool(&tx->conv, "auto_archived", 0) && !bson_has_field(&tx->set, "auto_archived"))
+        rc = unarchive(tx, &doc, seq);
     if (rc == CM_OK && nm->thread_root)
         rc = count_thread_reply(tx, nm->thread_root);
     if (nm->mentions)
@@ -390,6 +411,32 @@ bad:
     return CM_EINVAL;
 }
 
+/* Asks the media service whether each attachment may be sent by the caller: it exists in the
+ * tenant, the caller uploaded it, and it is processed. Runs before the conversation's lock (an
+ * HTTP call). Answers the problem itself. */
+static cm_err check_attachments(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c,
+                                const messaging_new_message *nm)
+{
+    char why[200], detail[320];
+    const cJSON *it;
+    cJSON_ArrayForEach(it, nm->attachments)
+    {
+        cm_err rc = messaging_media_attachable(ctx->media_url, c->tid, c->sub, it->valuestring,
+                                               ctx->media_timeout_ms, why, sizeof(why));
+        if (rc == CM_OK)
+            continue;
+        if (rc == CM_ENOTFOUND || rc == CM_EINVAL)
+            snprintf(detail, sizeof(detail), "attachment '%s' is no media object of this tenant", it->valuestring);
+        else if (rc == CM_ECONFLICT)
+            snprintf(detail, sizeof(detail), "attachment '%s' cannot be sent: %s", it->valuestring, why);
+        else
+            snprintf(detail, sizeof(detail), "the media service could not check attachment '%s'; retry", it->valuestring);
+        cm_http_reply_error(req, rc == CM_ENOTFOUND ? CM_EINVAL : rc == CM_ETIMEOUT ? CM_EAGAIN : rc, detail);
+        return rc;
+    }
+    return CM_OK;
+}
+
 /* Checks what the message refers to: replies and thread roots in this conversation, mentioned
  * users members. Answers 400 itself. */
 static cm_err check_references(cm_http_req *req, messaging_tx *tx, const messaging_new_message *nm)
@@ -433,7 +480,8 @@ static cm_err check_references(cm_http_req *req, messaging_tx *tx, const messagi
 /* Answers a retry: the original message with 200, or 409 when the body differs. */
 static void reply_retry(cm_http_req *req, const bson_t *orig, const messaging_new_message *nm)
 {
-    if (strcmp(cm_bson_str(orig, "text", ""), nm->text) != 0 ||
+    const char *sent = cm_bson_str(orig, "sent_text", cm_bson_str(orig, "text", ""));
+    if (strcmp(sent, nm->sent_text ? nm->sent_text : nm->text) != 0 ||
         strcmp(cm_bson_str(orig, "type", ""), nm->type) != 0) {
         cm_http_reply_error(req, CM_ECONFLICT,
                             "client_msg_id was already used for a different message");
@@ -442,7 +490,11 @@ static void reply_retry(cm_http_req *req, const bson_t *orig, const messaging_ne
     cm_http_reply_json(req, 200, messaging_message_json(orig));
 }
 
-/* POST /v1/conversations/{id}/messages */
+/* POST /v1/conversations/{id}/messages
+ * validate -> membership and permission -> moderation (bans, limits, filters, the tenant's
+ * hook) -> rate limit, references -> seq by insertion, log entry -> commit -> reply. All in
+ * the conversation's write section, except a tenant's hook: with one, membership and the
+ * moderation run before the lock is taken, so a slow hook never holds the conversation. */
 void messaging_messages_send(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
@@ -450,17 +502,34 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     messaging_tx tx;
     messaging_new_message nm;
     messaging_rule_input in;
-    char loc[160];
-    bson_t doc;
+    char loc[160], *moderated = NULL;
+    const char *cid = cm_http_param(req, "id");
+    bson_t doc, conv, me;
     cJSON *body;
+    int hook;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto out;
-    if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK)
+    if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK ||
+        (nm.attachments && check_attachments(req, ctx, &c, &nm) != CM_OK))
         goto out;
-    rc = messaging_tx_open(ctx, req, &c, cm_http_param(req, "id"), &tx);
+    hook = messaging_moderation_has_hook(ctx, c.tid);
+    if (hook) {
+        /* The tenant's hook may take its whole time budget: moderate before the lock. */
+        rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
+        if (rc != CM_OK) {
+            messaging_reply_open_error(req, rc);
+            goto out;
+        }
+        rc = messaging_moderate_send(req, ctx, &c, &conv, &me, &nm, &moderated);
+        bson_destroy(&conv);
+        bson_destroy(&me);
+        if (rc != CM_OK)
+            goto out;
+    }
+    rc = messaging_tx_open(ctx, req, &c, cid, &tx);
     if (rc != CM_OK) {
         messaging_reply_open_error(req, rc);
         goto out;
@@ -468,6 +537,13 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     messaging_rule_input_of(&tx, &c, &in);
     if (messaging_refuse_if_deleted(req, &tx) || messaging_refuse_unless(req, MSG_ACT_SEND, &in))
         goto out;
+    /* Without a hook every check is quick: done here, on what the section already read. */
+    if (!hook && messaging_moderate_send(req, ctx, &c, &tx.conv, &tx.me, &nm, &moderated) != CM_OK)
+        goto out;
+    if (moderated) {
+        nm.sent_text = nm.text;
+        nm.text = moderated;
+    }
     /* The rate limit counts attempts, retries included: a retry is told apart only by the
      * insert below, which keeps the common path to a single write. */
     if (over_rate(req, ctx, &c) || check_references(req, &tx, &nm) != CM_OK)
@@ -499,6 +575,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     cm_http_reply_json(req, 201, messaging_message_json(&doc));
     bson_destroy(&doc);
 out:
+    free(moderated);
     messaging_tx_close(&tx);
 }
 
@@ -587,28 +664,16 @@ void messaging_messages_get(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
     cm_jwt_claims c;
-    const char *cid = cm_http_param(req, "id");
-    bson_t conv, me, m;
-    cm_err rc;
+    bson_t m;
+    cJSON *j;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK ||
+        messaging_member_message(req, ctx, &c, NULL, &m) != CM_OK)
         return;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
-        return;
-    }
-    rc = messaging_message_find(ctx, cid, cm_http_param(req, "message_id"), &m);
-    if (rc != CM_OK)
-        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such message" : NULL);
-    else {
-        cJSON *j = messaging_message_json(&m);
-        messaging_mark_my_reactions(ctx, c.sub, j);
-        cm_http_reply_json(req, 200, j);
-        bson_destroy(&m);
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
+    j = messaging_message_json(&m);
+    messaging_mark_my_reactions(ctx, c.sub, j);
+    cm_http_reply_json(req, 200, j);
+    bson_destroy(&m);
 }
 
 /* GET /v1/conversations/{id}/messages/{message_id}/thread?cursor=&limit= : the replies in the
@@ -794,13 +859,8 @@ void messaging_messages_forward(cm_http_req *req, void *ud)
     if (!uuid_list(req, body, "message_ids", MSG_FORWARD_MESSAGES_MAX, "messages", mids, &nm) ||
         !uuid_list(req, body, "to", MSG_FORWARD_TARGETS_MAX, "target conversations", targets, &nt))
         return;
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         return;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     for (int i = 0; i < nm; i++) {
         bson_t m;
         if (messaging_message_find(ctx, cid, mids[i], &m) != CM_OK) {

@@ -335,7 +335,7 @@ void messaging_pins_list(cm_http_req *req, void *ud)
     cm_jwt_claims c;
     const char *cid = cm_http_param(req, "id"), *cursor = cm_http_query(req, "cursor");
     messaging_page p = {0};
-    bson_t conv, me, f = BSON_INITIALIZER, sort = BSON_INITIALIZER, or, a, b, lt, ltid;
+    bson_t f = BSON_INITIALIZER, sort = BSON_INITIALIZER;
     char id[65], next[80];
     int64_t cms = 0;
     long limit;
@@ -351,30 +351,12 @@ void messaging_pins_list(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, "the cursor is malformed; pass back next_cursor as given");
         goto out;
     }
-    rc = messaging_conversation_for_member(ctx, c.tid, cid, c.sub, &conv, &me);
-    if (rc != CM_OK) {
-        messaging_reply_open_error(req, rc);
+    if (messaging_member_of(req, ctx, &c, NULL, NULL) != CM_OK)
         goto out;
-    }
-    bson_destroy(&conv);
-    bson_destroy(&me);
     BSON_APPEND_UTF8(&f, "conversation_id", cid);
     BSON_APPEND_BOOL(&f, "pinned", true);
-    if (cursor) {
-        BSON_APPEND_ARRAY_BEGIN(&f, "$or", &or);
-        BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
-        BSON_APPEND_DOCUMENT_BEGIN(&a, "pinned_at", &lt);
-        BSON_APPEND_DATE_TIME(&lt, "$lt", cms);
-        bson_append_document_end(&a, &lt);
-        bson_append_document_end(&or, &a);
-        BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
-        BSON_APPEND_DATE_TIME(&b, "pinned_at", cms);
-        BSON_APPEND_DOCUMENT_BEGIN(&b, "_id", &ltid);
-        BSON_APPEND_UTF8(&ltid, "$lt", id);
-        bson_append_document_end(&b, &ltid);
-        bson_append_document_end(&or, &b);
-        bson_append_array_end(&f, &or);
-    }
+    if (cursor)
+        messaging_keyset_after(&f, "pinned_at", cms, id, 1);
     BSON_APPEND_INT32(&sort, "pinned_at", -1);
     BSON_APPEND_INT32(&sort, "_id", -1);
     rc = messaging_page_find(ctx->db, MSG_COLL_MESSAGES, &f, &sort, limit, messaging_message_json, &p);

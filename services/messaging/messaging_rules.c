@@ -370,6 +370,8 @@ cJSON *messaging_conversation_json(const bson_t *conv)
     cJSON_AddNumberToObject(c, "member_count", (double)cm_bson_int(conv, "member_count", 0));
     if (strcmp(type, "channel") == 0)
         cJSON_AddBoolToObject(c, "members_can_post", cm_bson_bool(conv, "members_can_post", 0));
+    if (cm_bson_int(conv, "slow_mode_s", 0) > 0)
+        cJSON_AddNumberToObject(c, "slow_mode_s", (double)cm_bson_int(conv, "slow_mode_s", 0));
     cJSON_AddStringToObject(c, "created_by", cm_bson_str(conv, "created_by", ""));
     add_time(c, "created_at", cm_bson_int(conv, "created_at", 0));
     add_time(c, "last_activity_at", cm_bson_int(conv, "last_activity_at", 0));
@@ -384,6 +386,8 @@ cJSON *messaging_conversation_json(const bson_t *conv)
     } else {
         cJSON_AddNullToObject(c, "last_message");
     }
+    if (cm_bson_bool(conv, "auto_archived", 0))
+        cJSON_AddBoolToObject(c, "auto_archived", 1);
     if (cm_bson_bool(conv, "deleted", 0)) {
         cJSON_AddBoolToObject(c, "deleted", 1);
         add_time(c, "deleted_at", cm_bson_int(conv, "deleted_at", 0));
@@ -432,6 +436,25 @@ cJSON *messaging_member_json(const bson_t *member)
     cJSON_AddNumberToObject(m, "read_seq", (double)cm_bson_int(member, "read_seq", 0));
     cJSON_AddNumberToObject(m, "delivered_seq", (double)cm_bson_int(member, "delivered_seq", 0));
     return m;
+}
+
+void messaging_keyset_after(bson_t *f, const char *field, int64_t ms, const char *id, int descending)
+{
+    const char *op = descending ? "$lt" : "$gt";
+    bson_t or, a, b, cmp, cmpid;
+    BSON_APPEND_ARRAY_BEGIN(f, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&a, field, &cmp);
+    BSON_APPEND_DATE_TIME(&cmp, op, ms);
+    bson_append_document_end(&a, &cmp);
+    bson_append_document_end(&or, &a);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
+    BSON_APPEND_DATE_TIME(&b, field, ms);
+    BSON_APPEND_DOCUMENT_BEGIN(&b, "_id", &cmpid);
+    BSON_APPEND_UTF8(&cmpid, op, id);
+    bson_append_document_end(&b, &cmpid);
+    bson_append_document_end(&or, &b);
+    bson_append_array_end(f, &or);
 }
 
 static int page_collect(const bson_t *doc, void *ud)

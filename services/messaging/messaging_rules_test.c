@@ -301,6 +301,159 @@ static void test_event_envelope(void **state)
     bson_destroy(d);
 }
 
+static messaging_rule_input facts(const char *type, messaging_role role)
+{
+    messaging_rule_input in = {0};
+    in.type = type;
+    in.role = role;
+    in.owners = 1;
+    in.members = 3;
+    return in;
+}
+
+/* Expects `act` allowed (want NULL) or refused with `want` (and `conflict` when it is state). */
+static void expect_rule(messaging_action act, messaging_rule_input in, const char *want, int conflict)
+{
+    int got_conflict = -1;
+    const char *why = messaging_rule(act, &in, &got_conflict);
+    if (want == NULL) {
+        if (why != NULL)
+            fail_msg("action %d by role %d in %s refused: %s", act, in.role, in.type, why);
+        return;
+    }
+    if (why == NULL)
+        fail_msg("action %d by role %d in %s allowed; wanted \"%s\"", act, in.role, in.type, want);
+    assert_string_equal(why, want);
+    assert_int_equal(got_conflict, conflict);
+}
+
+static void test_rules_direct(void **state)
+{
+    messaging_rule_input m = facts("direct", MSG_ROLE_MEMBER);
+    (void)state;
+    expect_rule(MSG_ACT_SEND, m, NULL, 0);
+    expect_rule(MSG_ACT_PIN, m, NULL, 0);
+    expect_rule(MSG_ACT_UPDATE, m, "a direct conversation cannot be changed", 0);
+    expect_rule(MSG_ACT_DELETE, m, "a direct conversation cannot be deleted; archive it instead", 0);
+    expect_rule(MSG_ACT_ADD_MEMBERS, m, "a direct conversation has exactly two members", 0);
+    expect_rule(MSG_ACT_REMOVE_MEMBER, m, "a direct conversation has exactly two members", 0);
+    expect_rule(MSG_ACT_SET_ROLE, m, "a direct conversation has no roles", 0);
+    expect_rule(MSG_ACT_LEAVE, m, "a direct conversation cannot be left; archive it instead", 0);
+    expect_rule(MSG_ACT_MODERATE, m, "only the sender deletes a message for everyone", 0);
+    m.tenant_moderator = 1;
+    expect_rule(MSG_ACT_MODERATE, m, NULL, 0);
+}
+
+static void test_rules_group_roles(void **state)
+{
+    const messaging_action managed[] = {MSG_ACT_UPDATE, MSG_ACT_ADD_MEMBERS, MSG_ACT_PIN,
+                                        MSG_ACT_MODERATE};
+    (void)state;
+    for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++) {
+        expect_rule(managed[i], facts("group", MSG_ROLE_OWNER), NULL, 0);
+        expect_rule(managed[i], facts("channel", MSG_ROLE_ADMIN), NULL, 0);
+        int c;
+        messaging_rule_input in = facts("group", MSG_ROLE_MEMBER);
+        assert_non_null(messaging_rule(managed[i], &in, &c));
+        assert_int_equal(c, 0);
+    }
+    expect_rule(MSG_ACT_UPDATE, facts("group", MSG_ROLE_MEMBER), "only owners and admins change the conversation", 0);
+    expect_rule(MSG_ACT_DELETE, facts("group", MSG_ROLE_ADMIN), "only an owner deletes the conversation", 0);
+    expect_rule(MSG_ACT_DELETE, facts("channel", MSG_ROLE_OWNER), NULL, 0);
+    expect_rule(MSG_ACT_SEND, facts("group", MSG_ROLE_MEMBER), NULL, 0);
+    expect_rule(MSG_ACT_LEAVE, facts("group", MSG_ROLE_MEMBER), NULL, 0);
+}
+
+static void test_rules_channel_posting(void **state)
+{
+    messaging_rule_input in = facts("channel", MSG_ROLE_MEMBER);
+    (void)state;
+    expect_rule(MSG_ACT_SEND, in, "only owners and admins post in this channel", 0);
+    in.members_can_post = 1;
+    expect_rule(MSG_ACT_SEND, in, NULL, 0);
+    expect_rule(MSG_ACT_SEND, facts("channel", MSG_ROLE_ADMIN), NULL, 0);
+}
+
+static void test_rules_removing_and_roles(void **state)
+{
+    messaging_rule_input in = facts("group", MSG_ROLE_ADMIN);
+    (void)state;
+    in.target = MSG_ROLE_MEMBER;
+    expect_rule(MSG_ACT_REMOVE_MEMBER, in, NULL, 0);
+    in.target = MSG_ROLE_ADMIN;
+    expect_rule(MSG_ACT_REMOVE_MEMBER, in, "admins remove members, not other admins", 0);
+    in.target = MSG_ROLE_OWNER;
+    expect_rule(MSG_ACT_REMOVE_MEMBER, in, "an owner cannot be removed; owners leave by themselves", 0);
+    in.role = MSG_ROLE_OWNER;
+    in.target = MSG_ROLE_ADMIN;
+    expect_rule(MSG_ACT_REMOVE_MEMBER, in, NULL, 0);
+    in.role = MSG_ROLE_MEMBER;
+    expect_rule(MSG_ACT_REMOVE_MEMBER, in, "only owners and admins remove members", 0);
+    /* Roles: owners only; the last owner cannot step down. */
+    in = facts("group", MSG_ROLE_ADMIN);
+    in.target = MSG_ROLE_MEMBER;
+    in.new_role = MSG_ROLE_ADMIN;
+    expect_rule(MSG_ACT_SET_ROLE, in, "only an owner changes roles", 0);
+    in.role = MSG_ROLE_OWNER;
+    expect_rule(MSG_ACT_SET_ROLE, in, NULL, 0);
+    in.target = MSG_ROLE_OWNER;
+    in.new_role = MSG_ROLE_MEMBER;
+    expect_rule(MSG_ACT_SET_ROLE, in, "the last owner cannot step down; make another member owner first", 1);
+    in.owners = 2;
+    expect_rule(MSG_ACT_SET_ROLE, in, NULL, 0);
+    /* Leaving: the last owner first hands over, unless they are the last member. */
+    in = facts("group", MSG_ROLE_OWNER);
+    expect_rule(MSG_ACT_LEAVE, in, "the last owner must make another member owner before leaving", 1);
+    in.members = 1;
+    expect_rule(MSG_ACT_LEAVE, in, NULL, 0);
+}
+
+static void test_roles_parse(void **state)
+{
+    (void)state;
+    assert_int_equal(messaging_role_parse("owner"), MSG_ROLE_OWNER);
+    assert_int_equal(messaging_role_parse("admin"), MSG_ROLE_ADMIN);
+    assert_int_equal(messaging_role_parse("member"), MSG_ROLE_MEMBER);
+    assert_int_equal(messaging_role_parse("Owner"), MSG_ROLE_NONE);
+    assert_int_equal(messaging_role_parse(NULL), MSG_ROLE_NONE);
+    assert_string_equal(messaging_role_name(MSG_ROLE_ADMIN), "admin");
+}
+
+static void test_time_parse(void **state)
+{
+    int64_t ms = -1;
+    (void)state;
+    assert_int_equal(messaging_time_parse("1970-01-01T00:00:00Z", &ms), 1);
+    assert_int_equal(ms, 0);
+    assert_int_equal(messaging_time_parse("2023-11-14T22:13:20.123Z", &ms), 1);
+    assert_int_equal(ms, 1700000000123LL);
+    assert_int_equal(messaging_time_parse("2024-02-29T12:00:00.5Z", &ms), 1);
+    assert_int_equal(ms, 1709208000500LL);
+    assert_int_equal(messaging_time_parse("2099-12-31T23:59:59.123456z", &ms), 1);
+    ms = -1;
+    const char *bad[] = {"", "2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z",
+                         "2024-01-01T24:00:00Z", "2024-01-01T00:60:00Z", "2024-01-01 00:00:00Z",
+                         "2024-01-01T00:00:00", "2024-01-01T00:00:00+01:00", "2024-01-01T00:00:00.Z",
+                         "2024-01-01T00:00:00Zx", "tomorrow", NULL};
+    for (int i = 0; bad[i]; i++)
+        if (messaging_time_parse(bad[i], &ms))
+            fail_msg("time \"%s\" accepted", bad[i]);
+    assert_int_equal(ms, -1);
+}
+
+static void test_emoji(void **state)
+{
+    (void)state;
+    assert_null(messaging_emoji_problem("\xf0\x9f\x91\x8d"));
+    assert_null(messaging_emoji_problem("\xe2\x9d\xa4\xef\xb8\x8f"));
+    assert_null(messaging_emoji_problem(":party:"));
+    assert_string_equal(messaging_emoji_problem(""), "the emoji must be 1..32 bytes");
+    assert_string_equal(messaging_emoji_problem("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "the emoji must be 1..32 bytes");
+    assert_string_equal(messaging_emoji_problem("a b"), "the emoji must not hold whitespace");
+    assert_string_equal(messaging_emoji_problem("\x07"), "the emoji must be valid UTF-8 without control characters");
+    assert_string_equal(messaging_emoji_problem("\xff"), "the emoji must be valid UTF-8 without control characters");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +469,13 @@ int main(void)
         cmocka_unit_test(test_key_cursor),
         cmocka_unit_test(test_message_json),
         cmocka_unit_test(test_event_envelope),
+        cmocka_unit_test(test_rules_direct),
+        cmocka_unit_test(test_rules_group_roles),
+        cmocka_unit_test(test_rules_channel_posting),
+        cmocka_unit_test(test_rules_removing_and_roles),
+        cmocka_unit_test(test_roles_parse),
+        cmocka_unit_test(test_time_parse),
+        cmocka_unit_test(test_emoji),
     };
     return cmocka_run_group_tests_name("messaging_rules", tests, NULL, NULL);
 }

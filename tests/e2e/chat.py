@@ -128,7 +128,9 @@ class SyncClient:
         if t in ("conversation.created", "conversation.updated", "conversation.deleted"):
             st["conv"] = shared(data)
         elif t == "member.added":
-            members[data["user_id"]] = {"user_id": data["user_id"], "role": data["role"]}
+            # Messages sent before joining count as read (and received).
+            members[data["user_id"]] = {"user_id": data["user_id"], "role": data["role"],
+                                        "read_seq": conv["last_seq"], "delivered_seq": conv["last_seq"]}
         elif t == "member.removed":
             members.pop(data["user_id"], None)
             if data["user_id"] == self.user:
@@ -149,6 +151,8 @@ class SyncClient:
             conv["last_activity_at"] = data["created_at"]
             if data["sender_id"] == self.user:
                 st["mine"]["read_seq"] = data["seq"]
+            if data["sender_id"] in members:
+                members[data["sender_id"]]["read_seq"] = data["seq"]
             if new and self.user in data.get("mentions", []) and data["sender_id"] != self.user:
                 st.setdefault("mention_seqs", []).append(data["seq"])
         elif t in ("message.updated", "message.deleted", "message.pinned", "message.unpinned"):
@@ -174,10 +178,14 @@ class SyncClient:
         elif t == "conversation.read":
             if data["user_id"] == self.user:
                 st["mine"]["read_seq"] = data["read_seq"]
-            members.setdefault(data["user_id"], {"user_id": data["user_id"]})["read_seq"] = data["read_seq"]
+                st["mine"]["delivered_seq"] = data["delivered_seq"]
+            if data["user_id"] in members:
+                members[data["user_id"]].update(read_seq=data["read_seq"], delivered_seq=data["delivered_seq"])
         elif t == "message.delivered":
             if data["user_id"] == self.user:
                 st["mine"]["delivered_seq"] = data["delivered_seq"]
+            if data["user_id"] in members:
+                members[data["user_id"]]["delivered_seq"] = data["delivered_seq"]
         else:
             raise AssertionError(f"unknown sync item type {t}")
         st = self.convs.get(cid)
@@ -194,7 +202,9 @@ class SyncClient:
             out[cid] = {"conv": st["conv"], "role": st["mine"]["role"],
                         "archived": st["mine"]["archived"], "muted_until": st["mine"]["muted_until"],
                         "read_seq": st["mine"]["read_seq"],
-                        "members": sorted((m["user_id"], m["role"]) for m in st["members"].values()),
+                        "delivered_seq": st["mine"]["delivered_seq"],
+                        "members": sorted((m["user_id"], m["role"], m["read_seq"], m["delivered_seq"])
+                                          for m in st["members"].values()),
                         "messages": [self._with_me(st, st["messages"][s]) for s in sorted(st["messages"])]}
         return out
 
@@ -220,7 +230,8 @@ def server_view(api, token, kinds=("direct", "group", "channel")):
         members = all_pages(api, token, f"/v1/conversations/{cid}/members", "?limit=200")
         out[cid] = {"conv": shared(c), "role": c["role"], "archived": c["archived"],
                     "muted_until": c["muted_until"], "read_seq": c["read_seq"],
-                    "members": sorted((m["user_id"], m["role"]) for m in members),
+                    "delivered_seq": c["delivered_seq"],
+                    "members": sorted((m["user_id"], m["role"], m["read_seq"], m["delivered_seq"]) for m in members),
                     "messages": all_pages(api, token, f"/v1/conversations/{cid}/messages", "?limit=200")}
     return out
 
@@ -244,3 +255,30 @@ class configured:
         assert self.svc.stop() == 0
         self.svc.env = self.saved
         self.svc.start()
+
+
+def role_token(tenant_id, user, *roles):
+    """An access token with tenant roles (e.g. "moderator", "admin"), signed as the user service
+    signs (its token endpoint issues the member role only so far)."""
+    import time as _time
+    import jwt as _jwt
+    from conftest import KEYS
+    now = int(_time.time())
+    claims = {"sub": user, "tid": tenant_id, "sid": "s", "roles": ["member", *roles],
+              "iss": "chat-platform", "aud": "chat-api", "iat": now, "nbf": now, "exp": now + 600}
+    return _jwt.encode(claims, (KEYS / "jwt-private.pem").read_bytes(), algorithm="RS256", headers={"kid": "k1"})
+
+
+def media_ids(api, token, n):
+    """Uploads `n` small text files as the token's user and waits until they are processed:
+    media a message may carry as attachments."""
+    from media_util import upload, wait_status
+    ids = []
+    for i in range(n):
+        r = upload(api, token, f"attachment {i}\n".encode(), "text/plain")
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    for m in ids:
+        # A fresh media worker first reads the shared topics from their start: be patient.
+        assert wait_status(api, token, m, timeout=180)["status"] == "processed"
+    return ids

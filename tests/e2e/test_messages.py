@@ -5,24 +5,14 @@ pins, every rule and limit, and the events on Kafka."""
 import time
 import uuid
 
-import jwt as pyjwt
-
-from chat import all_pages, configured, create, ok, problem, send, validate_event
-from conftest import KEYS, new_tenant, read_events, token_for
+from chat import all_pages, configured, create, media_ids, ok, problem, role_token, send, validate_event
+from conftest import new_tenant, read_events, token_for
 
 MEDIA = [str(uuid.uuid4()) for _ in range(11)]
 
 
 def users(api, tenant, *names):
     return {n: token_for(api, tenant, n) for n in names}
-
-
-def moderator_token(tenant_id, user):
-    """A token with the tenant role "moderator", signed like the user service signs."""
-    now = int(time.time())
-    claims = {"sub": user, "tid": tenant_id, "sid": "s", "roles": ["member", "moderator"],
-              "iss": "chat-platform", "aud": "chat-api", "iat": now, "nbf": now, "exp": now + 600}
-    return pyjwt.encode(claims, (KEYS / "jwt-private.pem").read_bytes(), algorithm="RS256", headers={"kid": "k1"})
 
 
 def msgs_path(cid, rest=""):
@@ -32,9 +22,10 @@ def msgs_path(cid, rest=""):
 def test_message_types_and_their_rules(api, tenant):
     t = users(api, tenant, "ta", "tb")
     cid = create(api, t["ta"], "direct", ["tb"])["id"]
-    img = ok(api.call("POST", msgs_path(cid), t["ta"], {"type": "image", "attachments": MEDIA[:2], "text": "look"}))
-    assert (img["type"], img["attachments"], img["text"]) == ("image", MEDIA[:2], "look")
-    f = ok(api.call("POST", msgs_path(cid), t["ta"], {"type": "file", "attachments": MEDIA[:1]}))
+    mine = media_ids(api, t["ta"], 2)
+    img = ok(api.call("POST", msgs_path(cid), t["ta"], {"type": "image", "attachments": mine, "text": "look"}))
+    assert (img["type"], img["attachments"], img["text"]) == ("image", mine, "look")
+    f = ok(api.call("POST", msgs_path(cid), t["ta"], {"type": "file", "attachments": mine[:1]}))
     assert (f["type"], f["text"]) == ("file", "")
     for body, detail in [({"type": "image", "text": "no picture"}, "at least one media id"),
                          ({"type": "text", "text": "x", "attachments": MEDIA[:1]}, "'image' or 'file'"),
@@ -46,6 +37,21 @@ def test_message_types_and_their_rules(api, tenant):
                          ({"type": "text"}, "'text' is required")]:
         problem(api.call("POST", msgs_path(cid), t["ta"], body), 400, detail)
     assert [m["seq"] for m in all_pages(api, t["tb"], msgs_path(cid))] == [1, 2]
+
+
+def test_attachments_are_checked_with_the_media_service(api, tenant):
+    t = users(api, tenant, "aa", "ab")
+    cid = create(api, t["aa"], "direct", ["ab"])["id"]
+    theirs = media_ids(api, t["ab"], 1)[0]
+    problem(api.call("POST", msgs_path(cid), t["aa"], {"type": "file", "attachments": [theirs]}), 409, "cannot be sent")
+    problem(api.call("POST", msgs_path(cid), t["aa"], {"type": "file", "attachments": [str(uuid.uuid4())]}),
+            400, "no media object of this tenant")
+    other = new_tenant(api)
+    foreign = media_ids(api, token_for(api, other, "aa"), 1)[0]  # same user id, another tenant
+    problem(api.call("POST", msgs_path(cid), t["aa"], {"type": "file", "attachments": [foreign]}),
+            400, "no media object of this tenant")
+    assert all_pages(api, t["ab"], msgs_path(cid)) == []
+    ok(api.call("POST", msgs_path(cid), t["ab"], {"type": "file", "attachments": [theirs]}))
 
 
 def test_mentions_count_as_unread_mentions(api, tenant):
@@ -119,7 +125,7 @@ def test_delete_for_me_and_for_everyone(api, tenant, platform):
     d = create(api, t["xa"], "direct", ["xb"])["id"]
     m = ok(send(api, t["xb"], d, "direct"))
     problem(api.call("DELETE", msgs_path(d, f"/{m['id']}"), t["xa"]), 403, "only the sender")
-    assert api.call("DELETE", msgs_path(d, f"/{m['id']}"), moderator_token(tenant["id"], "xa")).status_code == 204
+    assert api.call("DELETE", msgs_path(d, f"/{m['id']}"), role_token(tenant["id"], "xa", "moderator")).status_code == 204
     problem(api.call("DELETE", msgs_path(cid, f"/{a['id']}?scope=everything"), t["xb"]), 400, "scope")
     with configured(platform, MESSAGE_DELETION="forbid"):
         keep = ok(send(api, t["xb"], cid, "kept forever"))

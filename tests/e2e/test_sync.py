@@ -244,11 +244,16 @@ def test_outage_with_hundreds_of_mixed_events_rebuilds_the_server_state(api, ten
             if victims:
                 r = api.call("DELETE", f"/v1/conversations/{cid}/members/{rnd.choice(victims)}", t[owner])
                 assert r.status_code == 204, r.text
-        elif roll < 0.94:
+        elif roll < 0.92:
             targets = [m for m in members if m != owner]
             if targets:
                 ok(api.call("PATCH", f"/v1/conversations/{cid}/members/{rnd.choice(targets)}", t[owner],
                             {"role": rnd.choice(["admin", "member"])}), 200)
+        elif roll < 0.97:
+            who = rnd.choice(members)
+            last = ok(api.call("GET", f"/v1/conversations/{cid}", t[who]), 200)["last_seq"]
+            ok(api.call("POST", f"/v1/conversations/{cid}/{rnd.choice(['read', 'delivered'])}", t[who],
+                        {"seq": rnd.randint(0, last)}), 200)
         else:
             ok(api.call("PATCH", f"/v1/conversations/{cid}/me", t["me"],
                         {"archived": rnd.random() < 0.5,
@@ -260,7 +265,7 @@ def test_outage_with_hundreds_of_mixed_events_rebuilds_the_server_state(api, ten
     types = {i["type"] for i in items}
     assert {"message.created", "message.updated", "message.deleted", "message.hidden", "reaction.added",
             "message.pinned", "conversation.updated", "member.added", "member.removed",
-            "member.role_changed", "member.updated"} <= types, types
+            "member.role_changed", "member.updated", "conversation.read", "message.delivered"} <= types, types
     assert {i["conversation_id"] for i in items} <= {c[0] for c in convs}
     assert not [i for i in items if i["type"] == "reset"], "no history was lost: no reset"
     got, want = me.view(), server_view(api, t["me"])
