@@ -26,7 +26,9 @@ int gateway_header_dropped(const char *name)
 {
     static const char *const dropped[] = {
         "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Host", "Content-Length", "Expect", "Proxy-Authorization", NULL};
+        "Upgrade", "Host", "Content-Length", "Expect", "Proxy-Authorization",
+        "X-Forwarded-For", /* the gateway sets its own: services believe only that one */
+        NULL};
     for (const char *const *d = dropped; *d; d++)
         if (strcasecmp(name, *d) == 0)
             return 1;

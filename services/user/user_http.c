@@ -1,4 +1,7 @@
-/* user_http.c - what the handlers share in answering: one keyset-paginated list reply. */
+/* user_http.c - what the handlers share about requests and answers: the client address behind
+ * the gateway and one keyset-paginated list reply. */
+#include <string.h>
+
 #include "common/uuid.h"
 #include "user.h"
 
@@ -35,4 +38,44 @@ void user_reply_id_page(cm_http_req *req, user_ctx *ctx, const char *coll, bson_
     cm_http_reply_page(req, items, next[0] ? next : NULL);
 out:
     bson_destroy(&sort);
+}
+
+/* Whether `ip` is in the comma-separated list `trusted`. */
+static int listed(const char *trusted, const char *ip)
+{
+    size_t n = strlen(ip);
+    for (const char *p = trusted; p && *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, ip, n) == 0)
+            return 1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+const char *user_client_ip(cm_http_req *req, const user_ctx *ctx)
+{
+    const char *peer = cm_http_client_ip(req), *xff, *last;
+    char *ip;
+    size_t len;
+
+    if (!listed(ctx->trusted_proxies, peer) ||
+        (xff = cm_http_header(req, "X-Forwarded-For")) == NULL)
+        return peer;
+    /* The entry the trusted proxy appended is the last one (RFC 7239 section 5.2 order). */
+    last = strrchr(xff, ',');
+    last = last ? last + 1 : xff;
+    while (*last == ' ')
+        last++;
+    len = strcspn(last, " ");
+    if (len == 0 || len > 45 || strspn(last, "0123456789abcdefABCDEF.:") < len)
+        return peer; /* not an IP address: ignore it */
+    ip = cm_http_alloc(req, len + 1);
+    if (ip == NULL)
+        return peer;
+    memcpy(ip, last, len);
+    ip[len] = '\0';
+    return ip;
 }

@@ -30,6 +30,20 @@ static void grant(const bson_t *tenant, const char *role, char *perms, size_t n)
             user_perms_add_list(perms, n, bson_iter_utf8(&it, NULL));
 }
 
+int user_role_exists(const bson_t *tenant, const char *role)
+{
+    char list[USER_PERMS_MAX + 1], path[USER_ROLE_NAME_MAX + 32];
+    bson_iter_t it, arr;
+
+    if (user_role_builtin_perms(role, list, sizeof(list)))
+        return 1;
+    if (tenant == NULL || !user_role_name_valid(role))
+        return 0;
+    snprintf(path, sizeof(path), "custom_roles.%s", role);
+    return bson_iter_init(&it, tenant) && bson_iter_find_descendant(&it, path, &arr) &&
+           BSON_ITER_HOLDS_ARRAY(&arr);
+}
+
 cm_err user_claims_build(user_ctx *ctx, const char *tenant, const bson_t *user, const char *sid,
                          cm_jwt_claims *c)
 {
