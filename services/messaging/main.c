@@ -8,6 +8,7 @@
 #include "common/process.h"
 #include "common/session.h"
 #include "messaging.h"
+#include "messaging_users.h"
 
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
@@ -28,6 +29,7 @@ static const cm_config_var vars[] = {
     {"SEND_RATE_PER_MIN", "60", "messages one user may send per minute (0: no limit)"},
     {"GROUP_MEMBER_MAX", "1000", "members of a group conversation"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished message is republished"},
+    {"USERS_CONSUMER_GROUP", "messaging-users", "consumer group reading the users topic (blocks, erasures)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
 
@@ -37,6 +39,7 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
+    messaging_users *users = NULL;
     long redis_port, stale_ms;
     int rc = 1;
 
@@ -65,7 +68,8 @@ int main(int argc, char **argv)
     if (messaging_outbox_start(&ctx, stale_ms, &ctx.outbox) ||
         cm_kafka_producer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
                                  cm_config_str("KAFKA_TOPIC_PREFIX", ""),
-                                 messaging_outbox_delivered, ctx.outbox, &ctx.kafka))
+                                 messaging_outbox_delivered, ctx.outbox, &ctx.kafka) ||
+        messaging_users_start(&ctx, &users))
         goto out;
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "POST", "/v1/conversations", messaging_conversations_create, &ctx) ||
@@ -88,6 +92,7 @@ out:
     /* Order matters: stop taking requests, flush Kafka (delivery reports reach the outbox),
      * then let the outbox mark what was delivered. */
     cm_http_server_destroy(srv);
+    messaging_users_stop(users); /* before the producer: it parks unreadable events */
     cm_kafka_producer_destroy(ctx.kafka);
     messaging_outbox_stop(ctx.outbox);
     cm_redis_destroy(ctx.redis);

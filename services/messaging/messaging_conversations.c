@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "messaging.h"
+#include "messaging_users.h"
 
 cm_err messaging_conversation_for_member(messaging_ctx *ctx, const char *tenant, const char *id,
                                          const char *user, bson_t *out)
@@ -190,6 +191,8 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
             cm_http_reply_error(req, CM_EINVAL, "member ids are too long");
             goto out;
         }
+        if (messaging_users_refuse_direct(req, ctx, c.tid, c.sub, ids[1]))
+            goto out;
     }
     if (cm_uuid_v7(id) != CM_OK) {
         cm_http_reply_error(req, CM_EINTERNAL, "the random source failed");

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "messaging.h"
+#include "messaging_users.h"
 
 #define SEQ_ATTEMPTS 256 /* inserts tried before answering 503; contention never gets near */
 
@@ -164,6 +165,8 @@ void messaging_messages_send(cm_http_req *req, void *ud)
         goto out;
     }
     have_conv = 1;
+    if (messaging_users_refuse_send(req, ctx, c.tid, c.sub, &conv))
+        goto out;
     /* A retry is answered before the rate limit: returning the original costs nothing. */
     if (client_id) {
         rc = find_retry(ctx, cid, c.sub, client_id, &orig);

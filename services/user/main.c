@@ -113,6 +113,10 @@ int main(int argc, char **argv)
         cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx) ||
         cm_http_route(srv, "PATCH", "/v1/users/me", user_users_update_me, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/users/me", user_users_delete_me, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users/me/blocks", user_blocks_list, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/users/me/blocks/{id}", user_blocks_put, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/users/me/blocks/{id}", user_blocks_delete, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users", user_users_search, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users/{id}", user_users_get, &ctx) ||
         cm_http_route(srv, "PUT", "/v1/server/users/{id}", user_server_put, &ctx) ||

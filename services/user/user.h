@@ -286,6 +286,13 @@ void user_reply_id_page(cm_http_req *req, user_ctx *ctx, const char *coll, bson_
                         int newest_first, cJSON *(*render)(const bson_t *doc, void *ud),
                         void *ud);
 
+/* Answers one page of `coll` matching `filter`, ordered by `_id` = `key_prefix` + a user id,
+ * where the cursor is that user id (read from the `id_field` of the last document): for lists
+ * keyed by user within a tenant or a user. */
+void user_reply_key_page(cm_http_req *req, user_ctx *ctx, const char *coll, bson_t *filter,
+                         const char *key_prefix, const char *id_field, long def_limit,
+                         long max_limit, cJSON *(*render)(const bson_t *doc, void *ud));
+
 /* The client's address: the last X-Forwarded-For entry when the peer is a trusted proxy (the
  * gateway), the peer otherwise. Valid for the request's life. */
 const char *user_client_ip(cm_http_req *req, const user_ctx *ctx);
@@ -339,6 +346,10 @@ void user_server_get(cm_http_req *req, void *ud);            /* GET /v1/server/u
 void user_server_delete(cm_http_req *req, void *ud);         /* DELETE /v1/server/users/{id} */
 void user_server_deactivate(cm_http_req *req, void *ud); /* POST .../{id}/deactivate */
 void user_server_reactivate(cm_http_req *req, void *ud); /* POST .../{id}/reactivate */
+void user_users_delete_me(cm_http_req *req, void *ud);       /* DELETE /v1/users/me */
+void user_blocks_put(cm_http_req *req, void *ud);     /* PUT /v1/users/me/blocks/{id} */
+void user_blocks_delete(cm_http_req *req, void *ud);  /* DELETE /v1/users/me/blocks/{id} */
+void user_blocks_list(cm_http_req *req, void *ud);    /* GET /v1/users/me/blocks */
 void user_verify_request(cm_http_req *req, void *ud);   /* POST /v1/auth/verify-email/request */
 void user_verify_confirm(cm_http_req *req, void *ud);   /* POST /v1/auth/verify-email */
 void user_password_change(cm_http_req *req, void *ud);  /* POST /v1/auth/password/change */

@@ -2,6 +2,7 @@
  * and, through user.deleted on the users topic, in every service that holds their data. */
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "user.h"
@@ -73,4 +74,22 @@ out:
         bson_destroy(&t);
     bson_destroy(&f);
     return rc;
+}
+
+/* DELETE /v1/users/me: the caller erases their own account (user_erase). */
+void user_users_delete_me(cm_http_req *req, void *ud)
+{
+    user_ctx *ctx = ud;
+    cm_jwt_claims c;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+        return;
+    rc = user_erase(ctx, c.tid, c.sub);
+    if (rc != CM_OK) {
+        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "the user no longer exists"
+                                                        : "the erasure did not complete; retry it");
+        return;
+    }
+    cm_http_reply_json(req, 204, NULL);
 }

@@ -357,26 +357,17 @@ void user_users_get(cm_http_req *req, void *ud)
 void user_users_search(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
-    const char *q = cm_http_query(req, "q"), *cursor = cm_http_query(req, "cursor");
-    char norm[USER_SEARCH_MAX * 4 + 1], re[2 * sizeof(norm) + 2], uk[USER_KEY_MAX];
-    char next[USER_KEY_MAX];
-    bson_t f = BSON_INITIALIZER, sort = BSON_INITIALIZER, gt;
+    const char *q = cm_http_query(req, "q");
+    char norm[USER_SEARCH_MAX * 4 + 1], re[2 * sizeof(norm) + 2], prefix[CM_JWT_ID_MAX + 2];
+    bson_t f = BSON_INITIALIZER;
     cm_jwt_claims c;
-    cJSON *items = NULL;
-    long limit;
-    cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK ||
-        cm_http_query_long(req, "limit", 20, 1, 100, &limit) != CM_OK)
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto out;
     if (q == NULL || !user_search_normalize(q, norm, sizeof(norm)) ||
         user_regex_prefix(norm, re, sizeof(re)) != 0) {
         cm_http_reply_error(req, CM_EINVAL,
                             "query parameter 'q' must be 1..64 characters without control characters");
-        goto out;
-    }
-    if (cursor && *cursor && !cm_user_id_valid(cursor)) {
-        cm_http_reply_error(req, CM_EINVAL, "the cursor is malformed; pass back next_cursor as given");
         goto out;
     }
     /* An anchored, escaped regular expression: FerretDB's $elemMatch with a range matches
@@ -385,23 +376,10 @@ void user_users_search(cm_http_req *req, void *ud)
     BSON_APPEND_BOOL(&f, "discoverable", 1);
     BSON_APPEND_UTF8(&f, "status", "active");
     BSON_APPEND_REGEX(&f, "search_keys", re, "");
-    if (cursor && *cursor) {
-        user_key(c.tid, cursor, uk, sizeof(uk));
-        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &gt);
-        BSON_APPEND_UTF8(&gt, "$gt", uk);
-        bson_append_document_end(&f, &gt);
-    }
-    BSON_APPEND_INT32(&sort, "_id", 1);
-    rc = cm_mongo_find_page(ctx->db, USER_COLL_USERS, &f, &sort, limit, "id", public_json, NULL,
-                            &items, next, sizeof(next));
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, NULL);
-        goto out;
-    }
-    cm_http_reply_page(req, items, next[0] ? next : NULL);
+    snprintf(prefix, sizeof(prefix), "%s/", c.tid);
+    user_reply_key_page(req, ctx, USER_COLL_USERS, &f, prefix, "id", 20, 100, public_json);
 out:
     bson_destroy(&f);
-    bson_destroy(&sort);
 }
 
 /* --- server side (the tenant's backend) ---------------------------------------------------- */
