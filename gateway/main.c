@@ -69,6 +69,7 @@ int main(int argc, char **argv)
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/auth", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/users", user, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/sessions", user, 1};
+    ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/roles", user, 1};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/server", user, 0}; /* tenant key, checked there */
     ctx.routes[ctx.nroutes++] = (gateway_route){"/.well-known/jwks.json", user, 0};
     ctx.routes[ctx.nroutes++] = (gateway_route){"/v1/conversations", messaging, 1};

@@ -119,6 +119,12 @@ int main(int argc, char **argv)
         cm_http_route(srv, "DELETE", "/v1/users/me/blocks/{id}", user_blocks_delete, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users", user_users_search, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users/{id}", user_users_get, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/users/{id}/roles", user_roles_assign, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/roles", user_roles_list, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/roles/{name}", user_roles_put, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/roles/{name}", user_roles_delete, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/server/roles/{name}", user_server_roles_put, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/server/roles/{name}", user_server_roles_delete, &ctx) ||
         cm_http_route(srv, "PUT", "/v1/server/users/{id}", user_server_put, &ctx) ||
         cm_http_route(srv, "GET", "/v1/server/users/{id}", user_server_get, &ctx) ||
         cm_http_route(srv, "DELETE", "/v1/server/users/{id}", user_server_delete, &ctx) ||

@@ -193,6 +193,10 @@ void user_doc_init(bson_t *doc, const char *tenant, const char *id, const char *
  * cannot be user ids. */
 cm_err user_load(user_ctx *ctx, const char *tenant, const char *id, bson_t *out);
 
+/* Applies `update` to the user whose _id is `key`, publishes user.updated and answers 200 with
+ * the user; answers the error otherwise. */
+cm_err user_update_reply(cm_http_req *req, user_ctx *ctx, const char *key, const bson_t *update);
+
 /* Publishes `type` (user.created, user.updated) with the public view of the stored user. */
 void user_publish_user(user_ctx *ctx, const char *type, const bson_t *doc);
 
@@ -350,6 +354,12 @@ void user_users_delete_me(cm_http_req *req, void *ud);       /* DELETE /v1/users
 void user_blocks_put(cm_http_req *req, void *ud);     /* PUT /v1/users/me/blocks/{id} */
 void user_blocks_delete(cm_http_req *req, void *ud);  /* DELETE /v1/users/me/blocks/{id} */
 void user_blocks_list(cm_http_req *req, void *ud);    /* GET /v1/users/me/blocks */
+void user_roles_list(cm_http_req *req, void *ud);         /* GET /v1/roles */
+void user_roles_put(cm_http_req *req, void *ud);          /* PUT /v1/roles/{name} */
+void user_roles_delete(cm_http_req *req, void *ud);       /* DELETE /v1/roles/{name} */
+void user_server_roles_put(cm_http_req *req, void *ud);   /* PUT /v1/server/roles/{name} */
+void user_server_roles_delete(cm_http_req *req, void *ud); /* DELETE /v1/server/roles/{name} */
+void user_roles_assign(cm_http_req *req, void *ud);       /* PUT /v1/users/{id}/roles */
 void user_verify_request(cm_http_req *req, void *ud);   /* POST /v1/auth/verify-email/request */
 void user_verify_confirm(cm_http_req *req, void *ud);   /* POST /v1/auth/verify-email */
 void user_password_change(cm_http_req *req, void *ud);  /* POST /v1/auth/password/change */

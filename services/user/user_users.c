@@ -274,6 +274,24 @@ static cm_err profile_apply(user_ctx *ctx, const profile *p, const bson_t *curre
     return rc;
 }
 
+cm_err user_update_reply(cm_http_req *req, user_ctx *ctx, const char *key, const bson_t *update)
+{
+    bson_t f = BSON_INITIALIZER, after;
+    cm_err rc;
+
+    BSON_APPEND_UTF8(&f, "_id", key);
+    rc = cm_mongo_find_and_modify(ctx->db, USER_COLL_USERS, &f, NULL, update, 0, 1, &after);
+    bson_destroy(&f);
+    if (rc != CM_OK) {
+        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such user" : NULL);
+        return rc;
+    }
+    user_publish_user(ctx, "user.updated", &after);
+    cm_http_reply_json(req, 200, user_to_json(&after));
+    bson_destroy(&after);
+    return CM_OK;
+}
+
 /* --- the caller -------------------------------------------------------------------------- */
 
 /* Loads the caller's own user; answers 404 itself. */
@@ -306,7 +324,7 @@ void user_users_update_me(cm_http_req *req, void *ud)
     cm_jwt_claims c;
     char detail[256];
     profile p = {0};
-    bson_t doc, after;
+    bson_t doc, u = BSON_INITIALIZER;
     cJSON *body;
     cm_err rc;
 
@@ -319,17 +337,12 @@ void user_users_update_me(cm_http_req *req, void *ud)
     }
     if (load_me(req, ctx, &c, &doc) != CM_OK)
         goto out;
-    rc = profile_apply(ctx, &p, &doc, &after);
+    profile_to_update(&p, &doc, &u);
+    user_update_reply(req, ctx, cm_bson_str(&doc, "_id", ""), &u);
     bson_destroy(&doc);
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, NULL);
-        goto out;
-    }
-    user_publish_user(ctx, "user.updated", &after);
-    cm_http_reply_json(req, 200, user_to_json(&after));
-    bson_destroy(&after);
 out:
     free(p.metadata);
+    bson_destroy(&u);
 }
 
 /* GET /v1/users/{id}: another user of the caller's tenant (404 for any other tenant's). */
@@ -471,33 +484,26 @@ void user_server_get(cm_http_req *req, void *ud)
  * (their tokens are refused at once) and no token is minted until reactivation. */
 static void set_status(cm_http_req *req, user_ctx *ctx, const char *status)
 {
-    bson_t doc, f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, after;
-    int have_doc = 0;
-    cm_err rc;
+    bson_t doc, u = BSON_INITIALIZER, set;
+    cm_err rc = CM_OK;
 
     if (server_user(req, ctx, &doc) != CM_OK)
         goto out;
-    have_doc = 1;
-    BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&doc, "_id", ""));
-    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
-    BSON_APPEND_UTF8(&set, "status", status);
-    BSON_APPEND_DATE_TIME(&set, "updated_at", cm_clock_now_ms());
-    bson_append_document_end(&u, &set);
-    rc = cm_mongo_find_and_modify(ctx->db, USER_COLL_USERS, &f, NULL, &u, 0, 1, &after);
-    if (rc == CM_OK && strcmp(status, "deactivated") == 0)
+    /* Sessions first: if that fails nothing else changed, and the call can be repeated. */
+    if (strcmp(status, "deactivated") == 0)
         rc = user_sessions_revoke_all(ctx, cm_bson_str(&doc, "tenant", ""),
                                       cm_bson_str(&doc, "id", ""), NULL, "user_inactive", NULL);
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, NULL);
-        goto out;
+    } else {
+        BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+        BSON_APPEND_UTF8(&set, "status", status);
+        BSON_APPEND_DATE_TIME(&set, "updated_at", cm_clock_now_ms());
+        bson_append_document_end(&u, &set);
+        user_update_reply(req, ctx, cm_bson_str(&doc, "_id", ""), &u);
     }
-    user_publish_user(ctx, "user.updated", &after);
-    cm_http_reply_json(req, 200, user_to_json(&after));
-    bson_destroy(&after);
+    bson_destroy(&doc);
 out:
-    if (have_doc)
-        bson_destroy(&doc);
-    bson_destroy(&f);
     bson_destroy(&u);
 }
 

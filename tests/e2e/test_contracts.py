@@ -80,6 +80,10 @@ def test_answers_match_the_documented_schemas(api, world):
     check(api.call("GET", "/v1/users/alice", me["access_token"]), "/v1/users/{id}", "get")
     check(api.call("GET", "/v1/users?q=a", me["access_token"]), "/v1/users", "get")
     check(api.call("GET", "/v1/sessions", me["access_token"]), "/v1/sessions", "get")
+    check(api.call("GET", "/v1/roles", me["access_token"]), "/v1/roles", "get")
+    check(api.call("GET", "/v1/users/me/blocks", me["access_token"]), "/v1/users/me/blocks", "get")
+    check(server(api, t, "PUT", "/v1/server/roles/ops", {"permissions": ["user.read"]}),
+          "/v1/server/roles/{name}", "put", 201)
     check(api.call("POST", "/v1/auth/refresh", body={"refresh_token": me["refresh_token"]}), "/v1/auth/refresh", "post")
     check(server(api, t, "PUT", "/v1/server/users/neo", {"roles": ["moderator"]}), "/v1/server/users/{id}", "put", 201)
     check(server(api, t, "GET", "/v1/server/users/neo"), "/v1/server/users/{id}", "get")
