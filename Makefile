@@ -41,7 +41,7 @@ CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG))
 LDFLAGS := $(LDOPT) -pthread
 
 # --- libcommon ------------------------------------------------------------------------------
-CM_MODULES := error log config uuid utf8 json http jwt jwks kafka mongo redis auth session ratelimit process clock event health
+CM_MODULES := error log config uuid utf8 json http httpc jwt jwks kafka mongo redis auth session ratelimit process clock event health
 CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
 CM_LIB  := $(B)/libcommon.a
 
@@ -60,7 +60,7 @@ USER_SRC      := $(wildcard services/user/*.c)
 MESSAGING_SRC := $(wildcard services/messaging/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
-USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis)
+USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis) $(PKG_curl)
 MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 
 define process

@@ -66,7 +66,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     static const char *const kept[] = {"Location", "Retry-After", "RateLimit-Limit",
                                        "RateLimit-Remaining", "RateLimit-Reset", "Cache-Control",
-                                       "WWW-Authenticate", "ETag", "Allow", NULL};
+                                       "WWW-Authenticate", "ETag", "Allow",
+                                       "Content-Disposition", NULL};
     char buf[1024];
     char *colon;
 

@@ -21,6 +21,8 @@ typedef struct user_limits {
     long backoff_max_s;      /* longest backoff (900) */
 } user_limits;
 
+typedef struct user_jobs user_jobs;
+
 /* Everything a handler needs; created in main.c, read-only afterwards. */
 typedef struct user_ctx {
     cm_mongo *db;
@@ -35,7 +37,10 @@ typedef struct user_ctx {
     long verify_ttl_s;  /* e-mail verification token lifetime */
     long reset_ttl_s;   /* password reset token lifetime */
     const char *trusted_proxies; /* peers whose X-Forwarded-For names the client */
+    const char *messaging_url;   /* the messaging service, read by exports */
+    long janitor_every_s;        /* period of the expiry pass */
     user_limits limits;
+    user_jobs *jobs; /* the background thread (exports, expiry) */
 } user_ctx;
 
 /* Collections. */
@@ -207,6 +212,21 @@ void user_publish_user(user_ctx *ctx, const char *type, const bson_t *doc);
  * goes last). CM_ENOTFOUND when there is no such user. */
 cm_err user_erase(user_ctx *ctx, const char *tenant, const char *id);
 
+/* Runs one claimed export job (an exports document) to "done" or "failed". */
+cm_err user_export_run(user_ctx *ctx, const bson_t *job);
+
+/* --- background jobs (user_jobs.c) ------------------------------------------------------- */
+
+/* Starts the thread that runs queued exports (at once when woken, else every second) and,
+ * every minute, expires old tokens, revoked sessions and exports. */
+cm_err user_jobs_start(user_ctx *ctx, user_jobs **out);
+
+/* Wakes the thread (a new export). Accepts NULL. */
+void user_jobs_wake(user_jobs *j);
+
+/* Stops the thread after the job at hand. Accepts NULL. */
+void user_jobs_stop(user_jobs *j);
+
 /* --- sessions (user_sessions.c) ------------------------------------------------------- */
 
 /* Opens a session of `kind` ("server", "password") for the stored `user` of `tenant` and
@@ -354,6 +374,9 @@ void user_users_delete_me(cm_http_req *req, void *ud);       /* DELETE /v1/users
 void user_blocks_put(cm_http_req *req, void *ud);     /* PUT /v1/users/me/blocks/{id} */
 void user_blocks_delete(cm_http_req *req, void *ud);  /* DELETE /v1/users/me/blocks/{id} */
 void user_blocks_list(cm_http_req *req, void *ud);    /* GET /v1/users/me/blocks */
+void user_exports_create(cm_http_req *req, void *ud);     /* POST /v1/users/me/exports */
+void user_exports_get(cm_http_req *req, void *ud);        /* GET /v1/users/me/exports/{id} */
+void user_exports_download(cm_http_req *req, void *ud);   /* GET .../exports/{id}/download */
 void user_roles_list(cm_http_req *req, void *ud);         /* GET /v1/roles */
 void user_roles_put(cm_http_req *req, void *ud);          /* PUT /v1/roles/{name} */
 void user_roles_delete(cm_http_req *req, void *ud);       /* DELETE /v1/roles/{name} */

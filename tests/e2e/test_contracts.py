@@ -81,6 +81,7 @@ def test_answers_match_the_documented_schemas(api, world):
     check(api.call("GET", "/v1/users?q=a", me["access_token"]), "/v1/users", "get")
     check(api.call("GET", "/v1/sessions", me["access_token"]), "/v1/sessions", "get")
     check(api.call("GET", "/v1/roles", me["access_token"]), "/v1/roles", "get")
+    check(api.call("POST", "/v1/users/me/exports", me["access_token"]), "/v1/users/me/exports", "post", 202)
     check(api.call("GET", "/v1/users/me/blocks", me["access_token"]), "/v1/users/me/blocks", "get")
     check(server(api, t, "PUT", "/v1/server/roles/ops", {"permissions": ["user.read"]}),
           "/v1/server/roles/{name}", "put", 201)
