@@ -98,6 +98,11 @@ $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
 
+# --- benchmarks (bench/, run by `make bench`; never timed tests) ----------------------------
+$(B)/bench/%: bench/%.c $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+
 # --- entry points ---------------------------------------------------------------------------
 .PHONY: all build deps run stop status test unit integration check-unit bench fuzz format clean help
 
@@ -137,6 +142,10 @@ check-unit: $(UNIT_BINS)
 
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
+
+bench: deps
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/bench_auth
+	@bash bench/run.sh build/rel/bench/bench_auth
 
 format:
 	@git diff -U0 --no-color HEAD -- '*.c' '*.h' | clang-format-diff -p1 -i 2>/dev/null || \

@@ -100,10 +100,13 @@ def test_erasure_deletes_the_messages_when_the_tenant_says_so(api):
     assert send(api, bob, cid, "hello").status_code == 201
     assert send(api, gus, cid, "bye").status_code == 201
     assert server(api, t, "DELETE", "/v1/server/users/gus").status_code == 204
-    assert eventually(lambda: [m["text"] for m in messages(api, bob, cid)] == ["hello"])
-    convs = api.call("GET", "/v1/conversations", bob).json()["items"]
-    assert [(c["last_message"]["sender_id"], c["last_message"]["text"]) for c in convs if c["id"] == cid] \
-        == [("deleted-user", "")]
+
+    def preview():
+        convs = api.call("GET", "/v1/conversations", bob).json()["items"]
+        return [(c["last_message"]["sender_id"], c["last_message"]["text"]) for c in convs if c["id"] == cid]
+    # The messages go first, the conversation's preview of the last one right after.
+    assert eventually(lambda: preview() == [("deleted-user", "")]), preview()
+    assert [m["text"] for m in messages(api, bob, cid)] == ["hello"]
 
 
 def test_an_unreadable_users_event_is_parked_in_the_dlq(platform):
