@@ -44,7 +44,7 @@ CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG))
 LDFLAGS := $(LDOPT) -pthread
 
 # --- libcommon ------------------------------------------------------------------------------
-CM_MODULES := error log config uuid utf8 json http jwt jwks kafka mongo redis auth session process clock event health cursor
+CM_MODULES := error log config uuid utf8 json http httpc jwt jwks kafka mongo redis auth session ratelimit process clock event health cursor
 CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
 CM_LIB  := $(B)/libcommon.a
 
@@ -65,7 +65,7 @@ MEDIA_SRC     := $(wildcard services/media/*.c)
 SOCKET_SRC    := $(wildcard services/socket/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
-USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis)
+USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis) $(PKG_curl)
 MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)
@@ -117,7 +117,10 @@ $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
 
-# --- benchmarks -------------------------------------------------------------------------------
+# --- benchmarks (bench/, run by `make bench`; never timed tests) ----------------------------
+$(B)/bench/%: bench/%.c $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
 $(B)/bench/media_thumbs: bench/media_thumbs.c $(B)/obj/media/media_image.o $(B)/obj/media/media_rules.o $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(MEDIA_LIBS)) -lm
@@ -163,10 +166,16 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs $(BINS) bench-gateway
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
+
+# Token verification and login cost, with their peers (bench/run.sh, bench/README.md).
+.PHONY: bench-auth
+bench-auth: deps
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/bench_auth
+	@bash bench/run.sh build/rel/bench/bench_auth
 
 # The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
 .PHONY: bench-gateway

@@ -114,7 +114,8 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
      * in the query), so no token is asked for them. */
     n = snprintf(spec, sizeof(spec),
                  "/v1/tenants user auth=none; /v1/auth user auth=none; /v1/users user;"
-                 "/v1/sessions user; /.well-known/jwks.json user auth=none;"
+                 "/v1/sessions user; /v1/roles user; /v1/server user auth=none;"
+                 "/.well-known/jwks.json user auth=none;"
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",

@@ -10,9 +10,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
 #include "common/config.h"
+#include "common/httpc.h"
 #include "common/log.h"
 
 struct cm_jwks {
@@ -36,77 +35,33 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct body {
-    char *buf;
-    size_t len, cap;
-    int too_big;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct body *b = ud;
-    size_t n = size * nmemb;
-
-    if (b->len + n > b->cap) {
-        b->too_big = 1;
-        return 0; /* aborts the transfer */
-    }
-    memcpy(b->buf + b->len, data, n);
-    b->len += n;
-    return n;
-}
-
 /* One fetch and, when the document is good, the swap. Caller holds fetch_lock. */
 static cm_err fetch_locked(cm_jwks *k)
 {
-    struct body b = {.cap = CM_JWT_JWKS_MAX};
-    CURL *curl = curl_easy_init();
-    char detail[256];
+    char detail[256], *body = NULL;
+    size_t len = 0;
     long status = 0;
     int nkeys = 0;
-    CURLcode cc;
-    cm_err rc = CM_ENOMEM;
+    cm_err rc;
 
     k->last_fetch_ms = mono_ms();
     k->fetches++;
-    b.buf = malloc(b.cap);
-    if (curl == NULL || b.buf == NULL)
-        goto out;
-    curl_easy_setopt(curl, CURLOPT_URL, k->url);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, k->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, k->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
-    cc = curl_easy_perform(curl);
-    if (b.too_big) {
-        cm_warn("jwks: %s is larger than %d bytes; keys unchanged", k->url, CM_JWT_JWKS_MAX);
-        rc = CM_ETOOBIG;
-        goto out;
-    }
-    if (cc != CURLE_OK) {
-        cm_warn("jwks: fetching %s failed: %s; keys unchanged", k->url, curl_easy_strerror(cc));
-        rc = CM_EIO;
-        goto out;
-    }
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
+    rc = cm_httpc_get(k->url, NULL, k->timeout_ms, CM_JWT_JWKS_MAX, &body, &len, &status);
+    if (rc == CM_OK && status != 200) {
         cm_warn("jwks: %s answered %ld; keys unchanged", k->url, status);
         rc = CM_EIO;
-        goto out;
-    }
-    rc = cm_jwt_set_jwks(k->jwt, b.buf, b.len, &nkeys, detail, sizeof(detail));
-    if (rc != CM_OK) {
+    } else if (rc == CM_ETOOBIG) {
+        cm_warn("jwks: %s is larger than %d bytes; keys unchanged", k->url, CM_JWT_JWKS_MAX);
+    } else if (rc != CM_OK) {
+        cm_warn("jwks: fetching %s failed (%s); keys unchanged", k->url, cm_strerror(rc));
+        rc = rc == CM_ETIMEOUT ? CM_EIO : rc;
+    } else if ((rc = cm_jwt_set_jwks(k->jwt, body, len, &nkeys, detail, sizeof(detail))) != CM_OK) {
         cm_warn("jwks: %s refused: %s; keys unchanged", k->url, detail);
-        goto out;
+    } else {
+        __atomic_add_fetch(&k->generation, 1, __ATOMIC_RELEASE);
+        cm_info("jwks: %d keys from %s", nkeys, k->url);
     }
-    __atomic_add_fetch(&k->generation, 1, __ATOMIC_RELEASE);
-    cm_info("jwks: %d keys from %s", nkeys, k->url);
-out:
-    free(b.buf);
-    curl_easy_cleanup(curl);
+    free(body);
     return rc;
 }
 
@@ -177,13 +132,6 @@ static void jwks_free(void *ud)
     free(k);
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 cm_err cm_jwks_attach(cm_jwt *j, const cm_jwks_config *cfg, cm_jwks **fetcher)
 {
     pthread_condattr_t ca;
@@ -194,7 +142,6 @@ cm_err cm_jwks_attach(cm_jwt *j, const cm_jwks_config *cfg, cm_jwks **fetcher)
         cfg->min_interval_s < 1 || cfg->min_interval_s > 86400 || cfg->max_age_s < 0 ||
         cfg->max_age_s > 86400 * 7 || cfg->timeout_ms < 10 || cfg->timeout_ms > 60000)
         return CM_EINVAL;
-    pthread_once(&curl_once, curl_init_once);
     k = calloc(1, sizeof(*k));
     if (k == NULL || (k->url = strdup(cfg->url)) == NULL) {
         free(k);

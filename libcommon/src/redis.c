@@ -279,6 +279,24 @@ cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *
     return rc;
 }
 
+cm_err cm_redis_pttl(cm_redis *r, const char *key, int64_t *ms)
+{
+    const char *argv[] = {"PTTL", key};
+    size_t lens[] = {4, strlen(key)};
+    redisReply *rep = command(r, 2, argv, lens);
+    cm_err rc = CM_EIO;
+
+    if (rep == NULL)
+        return CM_EIO;
+    if (rep->type == REDIS_REPLY_INTEGER) {
+        rc = rep->integer == -2 ? CM_ENOTFOUND : CM_OK;
+        if (rc == CM_OK)
+            *ms = rep->integer;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
 cm_err cm_redis_del(cm_redis *r, const char *key)
 {
     const char *argv[] = {"DEL", key};

@@ -11,6 +11,7 @@
 #include "common/process.h"
 #include "common/session.h"
 #include "messaging.h"
+#include "messaging_users.h"
 
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
@@ -43,6 +44,7 @@ static const cm_config_var vars[] = {
     {"LOCK_TTL_MS", "3000", "lease of a conversation's write lock (Redis); bounds how long a crashed writer blocks it"},
     {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
+    {"USERS_CONSUMER_GROUP", "messaging-users", "consumer group reading the users topic (blocks, erasures)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
 
@@ -110,6 +112,7 @@ int main(int argc, char **argv)
     long redis_port, stale_ms, jobs_every_s;
     messaging_jobs *jobs = NULL;
     const char *deletion;
+    messaging_users *users = NULL;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv,
@@ -156,7 +159,8 @@ int main(int argc, char **argv)
     if (messaging_outbox_start(&ctx, stale_ms, &ctx.outbox) ||
         cm_kafka_producer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
                                  cm_config_str("KAFKA_TOPIC_PREFIX", ""),
-                                 messaging_outbox_delivered, ctx.outbox, &ctx.kafka))
+                                 messaging_outbox_delivered, ctx.outbox, &ctx.kafka) ||
+        messaging_users_start(&ctx, &users))
         goto out;
     if (cm_http_server_create(&hc, &srv) || add_routes(srv, &ctx) != CM_OK)
         goto out;
@@ -174,6 +178,7 @@ out:
      * then let the outbox mark what was delivered. */
     messaging_jobs_stop(jobs);
     cm_http_server_destroy(srv);
+    messaging_users_stop(users); /* before the producer: it parks unreadable events */
     cm_kafka_producer_destroy(ctx.kafka);
     messaging_outbox_stop(ctx.outbox);
     cm_redis_destroy(ctx.redis);

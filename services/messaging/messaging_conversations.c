@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "messaging.h"
+#include "messaging_users.h"
 
 #define CREATE_MEMBERS_MAX 1000 /* members named at creation; larger channels grow by adding */
 #define LIST_MEMBERSHIPS_MAX 10000 /* conversations one user's list considers */
@@ -230,6 +231,8 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
             cm_http_reply_error(req, CM_EINVAL, "member ids are too long");
             goto out;
         }
+        if (messaging_users_refuse_direct(req, ctx, c.tid, c.sub, ids[1]))
+            goto out;
     } else if (members_can_post && strcmp(type, "channel") != 0) {
         cm_http_reply_error(req, CM_EINVAL, "field 'members_can_post' is for channels");
         goto out;

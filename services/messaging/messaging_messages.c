@@ -18,6 +18,7 @@
 #include "common/uuid.h"
 #include "messaging.h"
 #include "messaging_media.h"
+#include "messaging_users.h"
 
 #define SEQ_ATTEMPTS 64 /* inserts tried before answering 503; an overlap needs a dead lease */
 
@@ -535,7 +536,8 @@ void messaging_messages_send(cm_http_req *req, void *ud)
         goto out;
     }
     messaging_rule_input_of(&tx, &c, &in);
-    if (messaging_refuse_if_deleted(req, &tx) || messaging_refuse_unless(req, MSG_ACT_SEND, &in))
+    if (messaging_refuse_if_deleted(req, &tx) || messaging_refuse_unless(req, MSG_ACT_SEND, &in) ||
+        messaging_users_refuse_send(req, ctx, c.tid, c.sub, &tx.conv))
         goto out;
     /* Without a hook every check is quick: done here, on what the section already read. */
     if (!hook && messaging_moderate_send(req, ctx, &c, &tx.conv, &tx.me, &nm, &moderated) != CM_OK)

@@ -516,6 +516,12 @@ static void on_sync(conn *c, socket_job *j)
 
 static void on_load(conn *c, socket_job *j)
 {
+    if (j->status == 401) {
+        /* The token passed at the upgrade and is refused now: its session was revoked in
+         * between (the users-topic event may still be on its way). */
+        conn_close(c, SOCKET_CLOSE_REVOKED, "session revoked");
+        return;
+    }
     if (j->status != 200) {
         conn_error(c, "unavailable", "the conversation list could not be loaded");
         conn_close(c, 1013, "try again later");
@@ -746,7 +752,10 @@ static int upgrade_token(struct lws *wsi, char *out, int n)
 
     if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
         strncasecmp(hdr, "Bearer ", 7) == 0) {
-        snprintf(out, (size_t)n, "%s", hdr + 7);
+        size_t len = strlen(hdr + 7);
+        if (len >= (size_t)n)
+            return 0; /* longer than any token we issue: refused, never cut short */
+        memcpy(out, hdr + 7, len + 1);
         return 1;
     }
     return query_arg(wsi, "access_token=", out, (size_t)n);

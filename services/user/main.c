@@ -31,6 +31,18 @@ static const cm_config_var vars[] = {
     {"ACCESS_TOKEN_TTL_S", "900", "access token lifetime in seconds"},
     {"REFRESH_TOKEN_TTL_S", "2592000", "refresh token lifetime in seconds, renewed on each use"},
     {"JWT_LEEWAY_S", "30", "clock skew verifiers accept; revocations outlive tokens by it"},
+    {"VERIFY_TOKEN_TTL_S", "86400", "lifetime of an e-mail verification token"},
+    {"RESET_TOKEN_TTL_S", "1800", "lifetime of a password reset token"},
+    {"MESSAGING_URL", "http://127.0.0.1:8082", "the messaging service (GDPR exports read it)"},
+    {"JANITOR_EVERY_S", "60", "period of the expiry of old tokens, sessions and exports"},
+    {"TRUSTED_PROXIES", "127.0.0.1", "peers (comma-separated) whose X-Forwarded-For is believed"},
+    {"LOGIN_IP_PER_MIN", "60", "password tries (login, change) per client address per minute"},
+    {"MAIL_IP_PER_MIN", "30", "verification/reset mails asked per client address per minute"},
+    {"MAIL_PER_HOUR", "5", "verification/reset mails asked per account per hour"},
+    {"REFRESH_IP_PER_MIN", "600", "refresh token uses per client address per minute"},
+    {"TOKEN_IP_PER_MIN", "6000", "server-side token mints per client address per minute"},
+    {"LOGIN_FREE_FAILURES", "5", "failures of one account before it backs off"},
+    {"LOGIN_BACKOFF_MAX_S", "900", "longest backoff of an account (1, 2, 4 ... seconds)"},
     {"PLATFORM_ADMIN_KEY", NULL, "key of the platform operator (X-Admin-Key)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -54,11 +66,23 @@ int main(int argc, char **argv)
         return 1;
     }
     ctx.admin_key = cm_config_str("PLATFORM_ADMIN_KEY", NULL);
+    ctx.trusted_proxies = cm_config_str("TRUSTED_PROXIES", "127.0.0.1");
+    ctx.messaging_url = cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082");
     if (ctx.admin_key == NULL)
         cm_warn("PLATFORM_ADMIN_KEY is unset: tenants cannot be created");
     if (cm_config_long("ACCESS_TOKEN_TTL_S", 900, 60, 86400, &ctx.token_ttl_s) ||
         cm_config_long("REFRESH_TOKEN_TTL_S", 2592000, 300, 31536000, &ctx.refresh_ttl_s) ||
         cm_config_long("JWT_LEEWAY_S", 30, 0, 600, &ctx.leeway_s) ||
+        cm_config_long("VERIFY_TOKEN_TTL_S", 86400, 60, 2592000, &ctx.verify_ttl_s) ||
+        cm_config_long("RESET_TOKEN_TTL_S", 1800, 60, 86400, &ctx.reset_ttl_s) ||
+        cm_config_long("LOGIN_IP_PER_MIN", 60, 1, 1000000, &ctx.limits.login_ip_per_min) ||
+        cm_config_long("MAIL_IP_PER_MIN", 30, 1, 1000000, &ctx.limits.mail_ip_per_min) ||
+        cm_config_long("MAIL_PER_HOUR", 5, 1, 1000, &ctx.limits.mail_per_hour) ||
+        cm_config_long("REFRESH_IP_PER_MIN", 600, 1, 10000000, &ctx.limits.refresh_ip_per_min) ||
+        cm_config_long("TOKEN_IP_PER_MIN", 6000, 1, 10000000, &ctx.limits.token_ip_per_min) ||
+        cm_config_long("LOGIN_FREE_FAILURES", 5, 1, 1000, &ctx.limits.free_failures) ||
+        cm_config_long("LOGIN_BACKOFF_MAX_S", 900, 1, 86400, &ctx.limits.backoff_max_s) ||
+        cm_config_long("JANITOR_EVERY_S", 60, 1, 86400, &ctx.janitor_every_s) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_http_config_from_env(8081, &hc) ||
         cm_jwt_from_env("JWT_PRIVATE_KEY_FILE", &ctx.signer) ||
@@ -92,6 +116,35 @@ int main(int argc, char **argv)
         cm_http_route(srv, "POST", "/v1/auth/register", user_auth_register, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||
         cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx) ||
+        cm_http_route(srv, "PATCH", "/v1/users/me", user_users_update_me, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/users/me", user_users_delete_me, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users/me/blocks", user_blocks_list, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/users/me/exports", user_exports_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users/me/exports/{id}", user_exports_get, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users/me/exports/{id}/download", user_exports_download,
+                      &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/users/me/blocks/{id}", user_blocks_put, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/users/me/blocks/{id}", user_blocks_delete, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users", user_users_search, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/users/{id}", user_users_get, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/users/{id}/roles", user_roles_assign, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/roles", user_roles_list, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/roles/{name}", user_roles_put, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/roles/{name}", user_roles_delete, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/server/roles/{name}", user_server_roles_put, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/server/roles/{name}", user_server_roles_delete, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/server/users/{id}", user_server_put, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/server/users/{id}", user_server_get, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/server/users/{id}", user_server_delete, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/server/users/{id}/deactivate", user_server_deactivate,
+                      &ctx) ||
+        cm_http_route(srv, "POST", "/v1/server/users/{id}/reactivate", user_server_reactivate,
+                      &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/verify-email/request", user_verify_request, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/verify-email", user_verify_confirm, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/password/change", user_password_change, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/password/forgot", user_password_forgot, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/password/reset", user_password_reset, &ctx) ||
         cm_http_route(srv, "GET", "/.well-known/jwks.json", user_keys_jwks, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/refresh", user_auth_refresh, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/logout", user_auth_logout, &ctx) ||
@@ -103,13 +156,14 @@ int main(int argc, char **argv)
     health.mongo = ctx.db;
     health.kafka = ctx.kafka;
     cm_http_set_ready(srv, cm_health_ready, &health);
-    if (cm_http_server_start(srv) != CM_OK)
+    if (user_jobs_start(&ctx, &ctx.jobs) != CM_OK || cm_http_server_start(srv) != CM_OK)
         goto out;
     cm_info("user service ready");
     cm_info("stopping on signal %d", cm_process_wait_signal());
     rc = 0;
 out:
     cm_http_server_destroy(srv);
+    user_jobs_stop(ctx.jobs);
     cm_kafka_producer_destroy(ctx.kafka);
     cm_mongo_destroy(ctx.db);
     cm_redis_destroy(ctx.redis);

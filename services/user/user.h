@@ -10,6 +10,19 @@
 #include "common/mongo.h"
 #include "common/redis.h"
 
+/* Limits on trying credentials (user_limits.c), per minute unless said. */
+typedef struct user_limits {
+    long login_ip_per_min;   /* logins, password changes from one address (60) */
+    long mail_ip_per_min;    /* forgot-password and verification mails asked from one address (30) */
+    long mail_per_hour;      /* mails asked for one account (5) */
+    long refresh_ip_per_min; /* refreshes from one address (600) */
+    long token_ip_per_min;   /* server-side token mints from one address (6000) */
+    long free_failures;      /* failures of one account before it backs off (5) */
+    long backoff_max_s;      /* longest backoff (900) */
+} user_limits;
+
+typedef struct user_jobs user_jobs;
+
 /* Everything a handler needs; created in main.c, read-only afterwards. */
 typedef struct user_ctx {
     cm_mongo *db;
@@ -21,6 +34,13 @@ typedef struct user_ctx {
     long token_ttl_s;   /* access token lifetime (ACCESS_TOKEN_TTL_S) */
     long refresh_ttl_s; /* refresh token lifetime, renewed at each rotation */
     long leeway_s;      /* JWT_LEEWAY_S: verifiers accept a token this long past exp */
+    long verify_ttl_s;  /* e-mail verification token lifetime */
+    long reset_ttl_s;   /* password reset token lifetime */
+    const char *trusted_proxies; /* peers whose X-Forwarded-For names the client */
+    const char *messaging_url;   /* the messaging service, read by exports */
+    long janitor_every_s;        /* period of the expiry pass */
+    user_limits limits;
+    user_jobs *jobs; /* the background thread (exports, expiry) */
 } user_ctx;
 
 /* Collections. */
@@ -29,8 +49,11 @@ typedef struct user_ctx {
 #define USER_COLL_CREDENTIALS "credentials"
 #define USER_COLL_SESSIONS "sessions"
 #define USER_COLL_REFRESH "refresh_tokens"
-#define USER_COLL_REFRESH_USES "refresh_uses"
+#define USER_COLL_SPENT "spent_tokens" /* hashes of used single-use tokens */
 #define USER_COLL_API_KEYS "api_keys"
+#define USER_COLL_ONETIME "onetime_tokens"
+#define USER_COLL_BLOCKS "blocks"
+#define USER_COLL_EXPORTS "exports"
 
 /* --- rules (user_rules.c), plain functions over plain data ---------------------------- */
 
@@ -69,6 +92,39 @@ void user_printable(const char *in, char *out, size_t n);
 /* Returns 1 when a stored user document may sign in (its status is absent or "active"). */
 int user_is_active(const bson_t *user);
 
+/* --- profile rules (user_rules.c) ----------------------------------------------------- */
+
+#define USER_EMAIL_MAX 254      /* RFC 5321 section 4.5.3.1.3 path limit, less the brackets */
+#define USER_METADATA_MAX 4096  /* bytes of a user's custom metadata, as compact JSON */
+#define USER_METADATA_DEPTH 4   /* nesting of the metadata object */
+#define USER_SEARCH_KEYS_MAX 8  /* prefixes a user can be found by */
+#define USER_SEARCH_MAX 64      /* characters of a search query */
+
+/* Lower-cases a plausible e-mail address into `out` (size n): one '@', a non-empty local part
+ * of printable ASCII without spaces, quotes, '<', '>', ',' or ';' (no quoted forms), a domain
+ * of dot-separated labels of [a-z0-9-] with at least one dot, at most 254 bytes in all.
+ * Returns 1 when valid. Only a verification mail proves an address works. */
+int user_email_normalize(const char *in, char *out, size_t n);
+
+/* Checks custom metadata: a JSON object nesting at most USER_METADATA_DEPTH levels whose
+ * compact form is at most USER_METADATA_MAX bytes; writes that form to a heap string `*out`
+ * (caller frees). CM_EINVAL (reason in detail) or CM_ETOOBIG. Stored as a string, so its keys
+ * never reach MongoDB as field names. */
+cm_err user_metadata_check(const cJSON *v, char **out, char *detail, size_t n);
+
+/* Writes the search keys of a user into `keys` (each at most 64 bytes + NUL): the whole name,
+ * each of its words and the username, ASCII letters lower-cased, duplicates dropped. Returns
+ * how many (at most USER_SEARCH_KEYS_MAX). */
+int user_search_keys(const char *name, const char *username, char keys[][65]);
+
+/* Lower-cases the ASCII letters of a search query into `out` (size n). Returns 1 when the
+ * query is 1..64 characters of valid UTF-8 without control characters, 0 otherwise. */
+int user_search_normalize(const char *q, char *out, size_t n);
+
+/* Writes the anchored regular expression that matches strings starting with `prefix` (every
+ * metacharacter escaped) into `out` (size n). Returns 0, or -1 when it does not fit. */
+int user_regex_prefix(const char *prefix, char *out, size_t n);
+
 /* --- tenant settings (user_rules.c) ---------------------------------------------------- */
 
 #define USER_ORIGINS_MAX 20
@@ -85,6 +141,8 @@ typedef struct user_settings {
     long group_member_max;  /* members of a group conversation, 2..100000 (1000) */
     long edit_window_s;     /* seconds a message stays editable, 0 (never)..604800 (900) */
     long retention_days;    /* days messages are kept, 0 (forever)..3650 (0) */
+    int erase_delete;       /* erase_policy: a deleted user's messages are deleted (1) or
+                               anonymised (0, "anonymize", the default) */
     int n_origins;          /* browser origins allowed to open WebSockets (none) */
     char origins[USER_ORIGINS_MAX][USER_ORIGIN_MAX + 1];
     char webhook_secret[USER_WEBHOOK_SECRET_MAX + 1]; /* HMAC key of outgoing webhooks */
@@ -126,6 +184,48 @@ const char *user_permissions_all(void);
 /* Adds each word of the space-separated `list` to the set `perms` (size n) unless present;
  * words that no longer fit are dropped. */
 void user_perms_add_list(char *perms, size_t n, const char *list);
+
+/* Returns 1 when `role` is a built-in role or a custom role of the tenant document. */
+int user_role_exists(const bson_t *tenant, const char *role);
+
+/* --- users (user_users.c, user_gdpr.c) ---------------------------------------------------- */
+
+/* Fills a new user document (active, discoverable, no roles: a member). */
+void user_doc_init(bson_t *doc, const char *tenant, const char *id, const char *name,
+                   const char *username, const char *email, int64_t now);
+
+/* Loads user `id` of `tenant` into `out` (caller destroys). CM_ENOTFOUND also for ids that
+ * cannot be user ids. */
+cm_err user_load(user_ctx *ctx, const char *tenant, const char *id, bson_t *out);
+
+/* Applies `update` to the user whose _id is `key`, publishes user.updated and answers 200 with
+ * the user; answers the error otherwise. */
+cm_err user_update_reply(cm_http_req *req, user_ctx *ctx, const char *key, const bson_t *update);
+
+/* Publishes `type` (user.created, user.updated) with the public view of the stored user. */
+void user_publish_user(user_ctx *ctx, const char *type, const bson_t *doc);
+
+/* Erases user `id` of `tenant` (GDPR Art. 17): ends and deletes its sessions and refresh
+ * tokens, deletes its credentials, one-time tokens, blocks and exports and the user itself,
+ * then publishes user.deleted with the tenant's erase policy so every service erases or
+ * anonymises what it holds. Idempotent: a failed call can be repeated (the user document
+ * goes last). CM_ENOTFOUND when there is no such user. */
+cm_err user_erase(user_ctx *ctx, const char *tenant, const char *id);
+
+/* Runs one claimed export job (an exports document) to "done" or "failed". */
+cm_err user_export_run(user_ctx *ctx, const bson_t *job);
+
+/* --- background jobs (user_jobs.c) ------------------------------------------------------- */
+
+/* Starts the thread that runs queued exports (at once when woken, else every second) and,
+ * every minute, expires old tokens, revoked sessions and exports. */
+cm_err user_jobs_start(user_ctx *ctx, user_jobs **out);
+
+/* Wakes the thread (a new export). Accepts NULL. */
+void user_jobs_wake(user_jobs *j);
+
+/* Stops the thread after the job at hand. Accepts NULL. */
+void user_jobs_stop(user_jobs *j);
 
 /* --- sessions (user_sessions.c) ------------------------------------------------------- */
 
@@ -180,6 +280,27 @@ void user_settings_from_doc(const bson_t *tenant, user_settings *s);
 /* Sets the Redis suspension key of every suspended tenant (at start: Redis may have lost it). */
 cm_err user_tenants_sync_suspended(user_ctx *ctx);
 
+/* --- credential limits (user_limits.c) ------------------------------------------------- */
+
+typedef enum user_limit {
+    USER_LIMIT_LOGIN,   /* password tries: login, password change */
+    USER_LIMIT_MAIL,    /* mails asked: forgot password, verification */
+    USER_LIMIT_REFRESH, /* refresh token uses */
+    USER_LIMIT_TOKEN,   /* server-side token mints (API key tries) */
+} user_limit;
+
+/* Counts the attempt against the client address's window and, when `account` is given, checks
+ * the account's backoff (for mails: its hourly window). On a limit it has answered 429 with
+ * Retry-After and returns CM_ELIMIT. */
+cm_err user_limit_check(cm_http_req *req, user_ctx *ctx, user_limit kind, const char *tenant,
+                        const char *account);
+
+/* A failed try of `account`: after limits.free_failures of them it backs off, doubling. */
+void user_limit_failed(user_ctx *ctx, user_limit kind, const char *tenant, const char *account);
+
+/* A successful try: the account's failures are forgotten. */
+void user_limit_succeeded(user_ctx *ctx, user_limit kind, const char *tenant, const char *account);
+
 /* --- answers (user_http.c) ------------------------------------------------------------- */
 
 /* Answers one page of `coll` matching `filter` (to which the `cursor` query parameter's
@@ -188,6 +309,34 @@ cm_err user_tenants_sync_suspended(user_ctx *ctx);
 void user_reply_id_page(cm_http_req *req, user_ctx *ctx, const char *coll, bson_t *filter,
                         int newest_first, cJSON *(*render)(const bson_t *doc, void *ud),
                         void *ud);
+
+/* Answers one page of `coll` matching `filter`, ordered by `_id` = `key_prefix` + a user id,
+ * where the cursor is that user id (read from the `id_field` of the last document): for lists
+ * keyed by user within a tenant or a user. */
+void user_reply_key_page(cm_http_req *req, user_ctx *ctx, const char *coll, bson_t *filter,
+                         const char *key_prefix, const char *id_field, long def_limit,
+                         long max_limit, cJSON *(*render)(const bson_t *doc, void *ud));
+
+/* The client's address: the last X-Forwarded-For entry when the peer is a trusted proxy (the
+ * gateway), the peer otherwise. Valid for the request's life. */
+const char *user_client_ip(cm_http_req *req, const user_ctx *ctx);
+
+/* --- credentials (user_passwords.c, user_auth.c) ------------------------------------------ */
+
+#define USER_HASH_MAX 128 /* crypto_pwhash_STRBYTES */
+
+/* Hashes a password with argon2id (libsodium, interactive limits: t=2, 64 MiB; NIST SP
+ * 800-63B 5.1.1.2 asks for a memory-hard KDF, OWASP's minimum is 19 MiB) into `out`.
+ * CM_EAGAIN when the memory cannot be had. */
+cm_err user_password_hash(const char *password, char out[USER_HASH_MAX]);
+
+/* Issues a verification token for `email` and publishes user.verification_requested. */
+cm_err user_verification_send(user_ctx *ctx, const char *tenant, const char *user_id,
+                              const char *email);
+
+/* Reads the body's tenant_id and loads that active tenant into `out` (caller destroys);
+ * answers 400, 404 or 403 (suspended) itself. */
+cm_err user_body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bson_t *out);
 
 /* --- events (user_events.c) ------------------------------------------------------------ */
 
@@ -213,6 +362,32 @@ void user_auth_register(cm_http_req *req, void *ud);         /* POST /v1/auth/re
 void user_auth_login(cm_http_req *req, void *ud);            /* POST /v1/auth/login */
 void user_users_me(cm_http_req *req, void *ud);              /* GET /v1/users/me */
 void user_keys_jwks(cm_http_req *req, void *ud);             /* GET /.well-known/jwks.json */
+void user_users_update_me(cm_http_req *req, void *ud);       /* PATCH /v1/users/me */
+void user_users_get(cm_http_req *req, void *ud);             /* GET /v1/users/{id} */
+void user_users_search(cm_http_req *req, void *ud);          /* GET /v1/users?q= */
+void user_server_put(cm_http_req *req, void *ud);            /* PUT /v1/server/users/{id} */
+void user_server_get(cm_http_req *req, void *ud);            /* GET /v1/server/users/{id} */
+void user_server_delete(cm_http_req *req, void *ud);         /* DELETE /v1/server/users/{id} */
+void user_server_deactivate(cm_http_req *req, void *ud); /* POST .../{id}/deactivate */
+void user_server_reactivate(cm_http_req *req, void *ud); /* POST .../{id}/reactivate */
+void user_users_delete_me(cm_http_req *req, void *ud);       /* DELETE /v1/users/me */
+void user_blocks_put(cm_http_req *req, void *ud);     /* PUT /v1/users/me/blocks/{id} */
+void user_blocks_delete(cm_http_req *req, void *ud);  /* DELETE /v1/users/me/blocks/{id} */
+void user_blocks_list(cm_http_req *req, void *ud);    /* GET /v1/users/me/blocks */
+void user_exports_create(cm_http_req *req, void *ud);     /* POST /v1/users/me/exports */
+void user_exports_get(cm_http_req *req, void *ud);        /* GET /v1/users/me/exports/{id} */
+void user_exports_download(cm_http_req *req, void *ud);   /* GET .../exports/{id}/download */
+void user_roles_list(cm_http_req *req, void *ud);         /* GET /v1/roles */
+void user_roles_put(cm_http_req *req, void *ud);          /* PUT /v1/roles/{name} */
+void user_roles_delete(cm_http_req *req, void *ud);       /* DELETE /v1/roles/{name} */
+void user_server_roles_put(cm_http_req *req, void *ud);   /* PUT /v1/server/roles/{name} */
+void user_server_roles_delete(cm_http_req *req, void *ud); /* DELETE /v1/server/roles/{name} */
+void user_roles_assign(cm_http_req *req, void *ud);       /* PUT /v1/users/{id}/roles */
+void user_verify_request(cm_http_req *req, void *ud);   /* POST /v1/auth/verify-email/request */
+void user_verify_confirm(cm_http_req *req, void *ud);   /* POST /v1/auth/verify-email */
+void user_password_change(cm_http_req *req, void *ud);  /* POST /v1/auth/password/change */
+void user_password_forgot(cm_http_req *req, void *ud);  /* POST /v1/auth/password/forgot */
+void user_password_reset(cm_http_req *req, void *ud);   /* POST /v1/auth/password/reset */
 void user_auth_refresh(cm_http_req *req, void *ud);          /* POST /v1/auth/refresh */
 void user_auth_logout(cm_http_req *req, void *ud);           /* POST /v1/auth/logout */
 void user_sessions_list(cm_http_req *req, void *ud);         /* GET /v1/sessions */

@@ -329,6 +329,10 @@ cm_err user_tenant_auth(cm_http_req *req, user_ctx *ctx, bson_t *tenant_out)
         rc = CM_EUNAUTH;
         goto out;
     }
+    /* Per address, and per key after failed secrets (a backing-off key answers 429). */
+    rc = user_limit_check(req, ctx, USER_LIMIT_TOKEN, NULL, key);
+    if (rc != CM_OK)
+        goto out;
     BSON_APPEND_UTF8(&f, "_id", key);
     rc = cm_mongo_find_one(ctx->db, USER_COLL_API_KEYS, &f, NULL, &kd);
     if (rc != CM_OK && rc != CM_ENOTFOUND) {
@@ -343,6 +347,7 @@ cm_err user_tenant_auth(cm_http_req *req, user_ctx *ctx, bson_t *tenant_out)
          key_usable(&kd, now);
     sodium_memzero(secret, sizeof(secret));
     if (!ok) {
+        user_limit_failed(ctx, USER_LIMIT_TOKEN, NULL, key);
         cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
         cm_http_reply_error(req, CM_EUNAUTH, "invalid API key or secret");
         rc = CM_EUNAUTH;

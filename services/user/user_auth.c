@@ -1,14 +1,16 @@
-/* user_auth.c - tokens: POST /v1/auth/token (tenant key), /v1/auth/register, /v1/auth/login. */
+/* user_auth.c - signing in: POST /v1/auth/token (the tenant's backend, HTTP Basic),
+ * POST /v1/auth/register and POST /v1/auth/login (end users with a password). Each opens a
+ * session (user_sessions.c). Login answers every failure alike, at the same cost (a real
+ * argon2id verification against a dummy hash when the account does not exist), and is
+ * rate-limited per address and per submitted username (user_limits.c). */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
 #include "common/auth.h"
 #include "common/clock.h"
-#include "common/event.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/uuid.h"
@@ -22,61 +24,19 @@ static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
 static void make_dummy_hash(void)
 {
     char pw[33];
-    cm_random_hex(pw, 16);
-    if (crypto_pwhash_str(dummy_hash, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+    if (cm_random_hex(pw, 16) != CM_OK || user_password_hash(pw, dummy_hash) != CM_OK)
         dummy_hash[0] = '\0';
 }
 
-/* Loads a tenant by `filter_key` (with its status unchecked). CM_ENOTFOUND or CM_EIO. */
-static cm_err find_tenant(user_ctx *ctx, const char *filter_key, const char *value, bson_t *out)
-{
-    bson_t f = BSON_INITIALIZER;
-    cm_err rc;
-
-    BSON_APPEND_UTF8(&f, filter_key, value);
-    rc = cm_mongo_find_one(ctx->db, USER_COLL_TENANTS, &f, NULL, out);
-    bson_destroy(&f);
-    return rc;
-}
-
-/* Loads an active tenant by id. CM_ENOTFOUND, CM_EFORBIDDEN (suspended) or CM_EIO. */
-static cm_err load_tenant(user_ctx *ctx, const char *filter_key, const char *value, bson_t *out)
-{
-    cm_err rc = find_tenant(ctx, filter_key, value, out);
-
-    if (rc != CM_OK)
-        return rc;
-    if (strcmp(cm_bson_str(out, "status", ""), "active") != 0) {
-        bson_destroy(out);
-        return CM_EFORBIDDEN;
-    }
-    return CM_OK;
-}
-
-static void publish_user_created(user_ctx *ctx, const char *tenant, const char *user_id,
-                                 const char *name, const char *username)
-{
-    cJSON *data = cJSON_CreateObject();
-
-    cJSON_AddStringToObject(data, "id", user_id);
-    cJSON_AddStringToObject(data, "tenant_id", tenant);
-    if (name)
-        cJSON_AddStringToObject(data, "name", name);
-    if (username)
-        cJSON_AddStringToObject(data, "username", username);
-    user_publish(ctx, "user.created", tenant, user_id, data);
-}
-
-/* POST /v1/auth/token: the tenant's backend (HTTP Basic api_key:api_secret) gets a token for
- * user_id, creating the user on first use. */
+/* POST /v1/auth/token: the tenant's backend gets a token for user_id, creating the user on
+ * first use. */
 void user_auth_token(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
     static const char *const allowed[] = {"user_id", "name", "device_name", NULL};
-    char detail[256], uk[USER_KEY_MAX];
+    char detail[256];
     const char *user_id = NULL, *name = NULL, *device = NULL, *tenant;
-    bson_t tenant_doc, user_doc, f = BSON_INITIALIZER, doc = BSON_INITIALIZER;
+    bson_t tenant_doc, user_doc, doc = BSON_INITIALIZER;
     int have_tenant = 0, have_user = 0, status = 200;
     cJSON *body;
     cm_err rc;
@@ -100,44 +60,40 @@ void user_auth_token(cm_http_req *req, void *ud)
                             "field 'user_id' must be 1..64 characters of A-Z a-z 0-9 _ . @ -");
         goto out;
     }
-    user_key(tenant, user_id, uk, sizeof(uk));
-    BSON_APPEND_UTF8(&f, "_id", uk);
-    rc = cm_mongo_find_one(ctx->db, USER_COLL_USERS, &f, NULL, &user_doc);
+    rc = user_load(ctx, tenant, user_id, &user_doc);
     if (rc == CM_ENOTFOUND) {
-        int64_t now = cm_clock_now_ms();
-        BSON_APPEND_UTF8(&doc, "_id", uk);
-        BSON_APPEND_UTF8(&doc, "tenant", tenant);
-        BSON_APPEND_UTF8(&doc, "id", user_id);
-        BSON_APPEND_UTF8(&doc, "name", name ? name : user_id);
-        BSON_APPEND_DATE_TIME(&doc, "created_at", now);
+        user_doc_init(&doc, tenant, user_id, name ? name : user_id, NULL, NULL, cm_clock_now_ms());
         rc = cm_mongo_insert(ctx->db, USER_COLL_USERS, &doc);
-        if (rc == CM_OK) {
+        if (rc == CM_OK)
             status = 201;
-            publish_user_created(ctx, tenant, user_id, name ? name : user_id, NULL);
-        }
         if (rc == CM_OK || rc == CM_ECONFLICT) /* a concurrent first use created it */
-            rc = cm_mongo_find_one(ctx->db, USER_COLL_USERS, &f, NULL, &user_doc);
+            rc = user_load(ctx, tenant, user_id, &user_doc);
+        if (rc == CM_OK && status == 201)
+            user_publish_user(ctx, "user.created", &user_doc);
     }
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, "the user could not be loaded");
         goto out;
     }
     have_user = 1;
+    if (!user_is_active(&user_doc)) {
+        cm_http_reply_error(req, CM_EFORBIDDEN, "the user is deactivated");
+        goto out;
+    }
     user_session_open(req, ctx, status, tenant, &user_doc, "server", device);
 out:
     if (have_tenant)
         bson_destroy(&tenant_doc);
     if (have_user)
         bson_destroy(&user_doc);
-    bson_destroy(&f);
     bson_destroy(&doc);
 }
 
-/* Validates the tenant_id field and loads the tenant; answers on failure. */
-static cm_err body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bson_t *tenant_doc)
+cm_err user_body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bson_t *out)
 {
     char detail[256];
     const char *tid = NULL;
+    bson_t f = BSON_INITIALIZER;
     cm_err rc;
 
     if (cm_json_string(body, "tenant_id", 1, 1, 64, &tid, detail, sizeof(detail))) {
@@ -148,7 +104,13 @@ static cm_err body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bs
         cm_http_reply_error(req, CM_EINVAL, "field 'tenant_id' must be a tenant id (a UUID)");
         return CM_EINVAL;
     }
-    rc = load_tenant(ctx, "_id", tid, tenant_doc);
+    BSON_APPEND_UTF8(&f, "_id", tid);
+    rc = cm_mongo_find_one(ctx->db, USER_COLL_TENANTS, &f, NULL, out);
+    bson_destroy(&f);
+    if (rc == CM_OK && strcmp(cm_bson_str(out, "status", ""), "active") != 0) {
+        bson_destroy(out);
+        rc = CM_EFORBIDDEN;
+    }
     if (rc == CM_ENOTFOUND)
         cm_http_reply_error(req, rc, "no such tenant");
     else if (rc == CM_EFORBIDDEN)
@@ -158,15 +120,17 @@ static cm_err body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bs
     return rc;
 }
 
-/* POST /v1/auth/register: self-service sign-up where the tenant allows it. */
+/* POST /v1/auth/register: self-service sign-up where the tenant allows it. With an e-mail
+ * address, a verification token is mailed (user.verification_requested). */
 void user_auth_register(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
     static const char *const allowed[] = {"tenant_id", "username", "password", "name",
-                                          "device_name", NULL};
-    char detail[256], uname[USER_USERNAME_MAX + 1], uid[CM_UUID_STRLEN], uk[200], ck[200];
-    char hash[crypto_pwhash_STRBYTES];
-    const char *username = NULL, *password = NULL, *name = NULL, *device = NULL, *tenant, *why;
+                                          "email",     "device_name", NULL};
+    char detail[256], uname[USER_USERNAME_MAX + 1], uid[CM_UUID_STRLEN], ck[USER_KEY_MAX];
+    char hash[USER_HASH_MAX], email_norm[USER_EMAIL_MAX + 1];
+    const char *username = NULL, *password = NULL, *name = NULL, *device = NULL, *email = NULL;
+    const char *tenant, *why;
     bson_t tenant_doc, user = BSON_INITIALIZER, cred = BSON_INITIALIZER;
     int have_tenant = 0;
     int64_t now = cm_clock_now_ms();
@@ -179,6 +143,7 @@ void user_auth_register(cm_http_req *req, void *ud)
         cm_json_string(body, "username", 1, 1, 64, &username, detail, sizeof(detail)) ||
         cm_json_string(body, "password", 1, 0, 1024, &password, detail, sizeof(detail)) ||
         cm_json_string(body, "name", 0, 1, USER_NAME_MAX, &name, detail, sizeof(detail)) ||
+        cm_json_string(body, "email", 0, 3, USER_EMAIL_MAX, &email, detail, sizeof(detail)) ||
         cm_json_string(body, "device_name", 0, 1, USER_DEVICE_NAME_MAX, &device, detail,
                        sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
@@ -189,11 +154,15 @@ void user_auth_register(cm_http_req *req, void *ud)
                             "field 'username' must be 3..32 characters of a-z 0-9 _ . -");
         goto out;
     }
+    if (email && !user_email_normalize(email, email_norm, sizeof(email_norm))) {
+        cm_http_reply_error(req, CM_EINVAL, "field 'email' must be an e-mail address");
+        goto out;
+    }
     if ((why = user_password_problem(password)) != NULL) {
         cm_http_reply_error(req, CM_EINVAL, why);
         goto out;
     }
-    if (body_tenant(req, ctx, body, &tenant_doc) != CM_OK)
+    if (user_body_tenant(req, ctx, body, &tenant_doc) != CM_OK)
         goto out;
     have_tenant = 1;
     tenant = cm_bson_str(&tenant_doc, "_id", "");
@@ -201,10 +170,9 @@ void user_auth_register(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EFORBIDDEN, "self-registration is closed for this tenant");
         goto out;
     }
-    /* argon2id with libsodium's interactive limits (issue 5 minimum). */
-    if (crypto_pwhash_str(hash, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
-        cm_http_reply_error(req, CM_EAGAIN, "the password could not be hashed; try again");
+    rc = user_password_hash(password, hash);
+    if (rc != CM_OK) {
+        cm_http_reply_error(req, rc, "the password could not be hashed; try again");
         goto out;
     }
     if (cm_uuid_v7(uid) != CM_OK) {
@@ -212,7 +180,7 @@ void user_auth_register(cm_http_req *req, void *ud)
         goto out;
     }
     /* The credential's _id is the uniqueness guard for the username within the tenant. */
-    snprintf(ck, sizeof(ck), "%s/%s", tenant, uname);
+    user_key(tenant, uname, ck, sizeof(ck));
     BSON_APPEND_UTF8(&cred, "_id", ck);
     BSON_APPEND_UTF8(&cred, "tenant", tenant);
     BSON_APPEND_UTF8(&cred, "user_id", uid);
@@ -227,13 +195,7 @@ void user_auth_register(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the account could not be stored");
         goto out;
     }
-    user_key(tenant, uid, uk, sizeof(uk));
-    BSON_APPEND_UTF8(&user, "_id", uk);
-    BSON_APPEND_UTF8(&user, "tenant", tenant);
-    BSON_APPEND_UTF8(&user, "id", uid);
-    BSON_APPEND_UTF8(&user, "username", uname);
-    BSON_APPEND_UTF8(&user, "name", name ? name : uname);
-    BSON_APPEND_DATE_TIME(&user, "created_at", now);
+    user_doc_init(&user, tenant, uid, name ? name : uname, uname, email ? email_norm : NULL, now);
     rc = cm_mongo_insert(ctx->db, USER_COLL_USERS, &user);
     if (rc != CM_OK) {
         /* Free the username again rather than leave a credential without a user. */
@@ -244,9 +206,12 @@ void user_auth_register(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the account could not be stored");
         goto out;
     }
-    publish_user_created(ctx, tenant, uid, name ? name : uname, uname);
+    user_publish_user(ctx, "user.created", &user);
+    if (email && user_verification_send(ctx, tenant, uid, email_norm) != CM_OK)
+        cm_warn("verification mail for %s/%s not requested; the user can ask again", tenant, uid);
     user_session_open(req, ctx, 201, tenant, &user, "password", device);
 out:
+    sodium_memzero(hash, sizeof(hash));
     if (have_tenant)
         bson_destroy(&tenant_doc);
     bson_destroy(&user);
@@ -259,9 +224,9 @@ void user_auth_login(cm_http_req *req, void *ud)
     user_ctx *ctx = ud;
     static const char *const allowed[] = {"tenant_id", "username", "password", "device_name",
                                           NULL};
-    char detail[256], uname[USER_USERNAME_MAX + 1], ck[200], uk[200];
+    char detail[256], uname[USER_USERNAME_MAX + 1], ck[USER_KEY_MAX];
     const char *username = NULL, *password = NULL, *device = NULL, *tenant, *hash;
-    bson_t tenant_doc, cred, user, f = BSON_INITIALIZER, uf = BSON_INITIALIZER;
+    bson_t tenant_doc, cred, user, f = BSON_INITIALIZER;
     int have_tenant = 0, have_cred = 0, have_user = 0, ok;
     cJSON *body;
     cm_err rc;
@@ -277,12 +242,15 @@ void user_auth_login(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
-    if (body_tenant(req, ctx, body, &tenant_doc) != CM_OK)
+    if (user_body_tenant(req, ctx, body, &tenant_doc) != CM_OK)
         goto out;
     have_tenant = 1;
     tenant = cm_bson_str(&tenant_doc, "_id", "");
+    /* Limited by the name as submitted, so unknown accounts slow down exactly like real ones. */
+    if (user_limit_check(req, ctx, USER_LIMIT_LOGIN, tenant, username) != CM_OK)
+        goto out;
     if (user_username_normalize(username, uname, sizeof(uname))) {
-        snprintf(ck, sizeof(ck), "%s/%s", tenant, uname);
+        user_key(tenant, uname, ck, sizeof(ck));
         BSON_APPEND_UTF8(&f, "_id", ck);
         rc = cm_mongo_find_one(ctx->db, USER_COLL_CREDENTIALS, &f, NULL, &cred);
         if (rc != CM_OK && rc != CM_ENOTFOUND) {
@@ -293,20 +261,19 @@ void user_auth_login(cm_http_req *req, void *ud)
     }
     hash = have_cred ? cm_bson_str(&cred, "password_hash", dummy_hash) : dummy_hash;
     ok = crypto_pwhash_str_verify(hash, password, strlen(password)) == 0 && have_cred;
+    if (ok)
+        ok = user_load(ctx, tenant, cm_bson_str(&cred, "user_id", ""), &user) == CM_OK;
+    have_user = ok;
     if (!ok) {
+        user_limit_failed(ctx, USER_LIMIT_LOGIN, tenant, username);
         cm_http_reply_error(req, CM_EUNAUTH, "invalid username or password");
         goto out;
     }
-    user_key(tenant, cm_bson_str(&cred, "user_id", ""), uk, sizeof(uk));
-    BSON_APPEND_UTF8(&uf, "_id", uk);
-    rc = cm_mongo_find_one(ctx->db, USER_COLL_USERS, &uf, NULL, &user);
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc == CM_ENOTFOUND ? CM_EUNAUTH : rc,
-                            rc == CM_ENOTFOUND ? "invalid username or password"
-                                               : "the account store is unavailable");
+    user_limit_succeeded(ctx, USER_LIMIT_LOGIN, tenant, username);
+    if (!user_is_active(&user)) { /* only said to whoever knows the password */
+        cm_http_reply_error(req, CM_EFORBIDDEN, "the account is deactivated");
         goto out;
     }
-    have_user = 1;
     user_session_open(req, ctx, 200, tenant, &user, "password", device);
 out:
     if (have_tenant)
@@ -316,5 +283,4 @@ out:
     if (have_user)
         bson_destroy(&user);
     bson_destroy(&f);
-    bson_destroy(&uf);
 }

@@ -261,10 +261,10 @@ cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, s
     static const char *const allowed[] = {
         "self_registration", "send_rate_per_min", "api_rate_per_min", "message_max_chars",
         "group_member_max",  "edit_window_s",     "retention_days",   "ws_allowed_origins",
-        "webhook_secret",    NULL};
+        "webhook_secret",    "erase_policy",      NULL};
     user_settings t = *s;
     const cJSON *origins, *o;
-    const char *secret = NULL;
+    const char *secret = NULL, *policy = NULL;
 
     if (!cJSON_IsObject(patch)) {
         snprintf(detail, n, "field 'settings' must be an object");
@@ -279,8 +279,16 @@ cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, s
         cm_json_long(patch, "edit_window_s", 0, 0, 604800, &t.edit_window_s, detail, n) ||
         cm_json_long(patch, "retention_days", 0, 0, 3650, &t.retention_days, detail, n) ||
         cm_json_string(patch, "webhook_secret", 0, 0, USER_WEBHOOK_SECRET_MAX * 4, &secret,
-                       detail, n))
+                       detail, n) ||
+        cm_json_string(patch, "erase_policy", 0, 1, 16, &policy, detail, n))
         return CM_EINVAL;
+    if (policy) {
+        if (strcmp(policy, "anonymize") != 0 && strcmp(policy, "delete") != 0) {
+            snprintf(detail, n, "field 'erase_policy' must be 'anonymize' or 'delete'");
+            return CM_EINVAL;
+        }
+        t.erase_delete = strcmp(policy, "delete") == 0;
+    }
     if (secret) {
         if (!secret_valid(secret)) {
             snprintf(detail, n,
@@ -318,4 +326,150 @@ cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, s
     }
     *s = t;
     return CM_OK;
+}
+
+int user_email_normalize(const char *in, char *out, size_t n)
+{
+    size_t len = strlen(in);
+    const char *at = strchr(in, '@'), *d;
+    int dots = 0;
+
+    if (len == 0 || len > USER_EMAIL_MAX || len >= n || at == NULL || at == in ||
+        strchr(at + 1, '@') != NULL)
+        return 0;
+    for (const char *p = in; p < at; p++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e || strchr("\"<>,;()[]\\", *p))
+            return 0;
+    d = at + 1;
+    if (*d == '\0' || *d == '.' || *d == '-' || in[len - 1] == '.' || in[len - 1] == '-')
+        return 0;
+    for (const char *p = d; *p; p++) {
+        unsigned char c = (unsigned char)tolower((unsigned char)*p);
+        if (c == '.') {
+            if (p[1] == '.' || p[1] == '-' || p[-1] == '-')
+                return 0;
+            dots++;
+        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+            return 0;
+        }
+    }
+    if (dots == 0)
+        return 0;
+    for (size_t i = 0; i <= len; i++)
+        out[i] = (char)tolower((unsigned char)in[i]);
+    return 1;
+}
+
+static int json_depth(const cJSON *v)
+{
+    int max = 0;
+    const cJSON *c;
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+        return 0;
+    cJSON_ArrayForEach(c, v)
+    {
+        int d = json_depth(c);
+        if (d > max)
+            max = d;
+    }
+    return max + 1;
+}
+
+cm_err user_metadata_check(const cJSON *v, char **out, char *detail, size_t n)
+{
+    char *s;
+
+    if (!cJSON_IsObject(v)) {
+        snprintf(detail, n, "field 'metadata' must be an object");
+        return CM_EINVAL;
+    }
+    if (json_depth(v) > USER_METADATA_DEPTH) {
+        snprintf(detail, n, "field 'metadata' nests deeper than %d levels", USER_METADATA_DEPTH);
+        return CM_EINVAL;
+    }
+    s = cJSON_PrintUnformatted(v);
+    if (s == NULL)
+        return CM_ENOMEM;
+    if (strlen(s) > USER_METADATA_MAX) {
+        snprintf(detail, n, "field 'metadata' is %zu bytes as JSON; at most %d are allowed",
+                 strlen(s), USER_METADATA_MAX);
+        free(s);
+        return CM_ETOOBIG;
+    }
+    *out = s;
+    return CM_OK;
+}
+
+/* Copies and lower-cases ASCII letters; when `out` is too small, cuts at a character
+ * boundary so the result stays valid UTF-8. */
+static void lower_ascii(const char *in, size_t len, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; i < len && i + 1 < n; i++)
+        out[i] = (char)tolower((unsigned char)in[i]);
+    while (i > 0 && i < len && ((unsigned char)in[i] & 0xC0) == 0x80)
+        i--; /* in[i] continues a character: drop its start too */
+    out[i] = '\0';
+}
+
+static int add_key(char keys[][65], int k, const char *s, size_t len)
+{
+    char buf[65];
+    if (len == 0 || k == USER_SEARCH_KEYS_MAX)
+        return k;
+    lower_ascii(s, len, buf, sizeof(buf));
+    for (int i = 0; i < k; i++)
+        if (strcmp(keys[i], buf) == 0)
+            return k;
+    memcpy(keys[k], buf, strlen(buf) + 1);
+    return k + 1;
+}
+
+int user_search_keys(const char *name, const char *username, char keys[][65])
+{
+    int k = 0;
+    const char *p = name ? name : "";
+
+    k = add_key(keys, k, p, strlen(p));
+    while (*p) {
+        size_t len = strcspn(p, " \t");
+        k = add_key(keys, k, p, len);
+        p += len;
+        while (*p == ' ' || *p == '\t')
+            p++;
+    }
+    if (username)
+        k = add_key(keys, k, username, strlen(username));
+    return k;
+}
+
+int user_search_normalize(const char *q, char *out, size_t n)
+{
+    size_t len = strlen(q), chars;
+    if (len == 0 || !cm_utf8_valid(q, len) || cm_utf8_has_control(q, len))
+        return 0;
+    chars = cm_utf8_count(q, len);
+    if (chars > USER_SEARCH_MAX || len >= n)
+        return 0;
+    lower_ascii(q, len, out, n);
+    return 1;
+}
+
+int user_regex_prefix(const char *prefix, char *out, size_t n)
+{
+    size_t o = 0;
+
+    if (n < 2)
+        return -1;
+    out[o++] = '^';
+    for (const char *p = prefix; *p; p++) {
+        int meta = strchr("\\^$.|?*+()[]{}", *p) != NULL;
+        if (o + (size_t)meta + 2 > n)
+            return -1;
+        if (meta)
+            out[o++] = '\\';
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+    return 0;
 }

@@ -381,6 +381,89 @@ static void test_settings_defaults_and_apply(void **state)
     cJSON_Delete(p);
 }
 
+static void test_regex_prefix(void **state)
+{
+    char re[64];
+    (void)state;
+    assert_int_equal(user_regex_prefix("ali", re, sizeof(re)), 0);
+    assert_string_equal(re, "^ali");
+    assert_int_equal(user_regex_prefix("a.b*c", re, sizeof(re)), 0);
+    assert_string_equal(re, "^a\\.b\\*c");
+    assert_int_equal(user_regex_prefix("^$|?+()[]{}\\", re, sizeof(re)), 0);
+    assert_string_equal(re, "^\\^\\$\\|\\?\\+\\(\\)\\[\\]\\{\\}\\\\");
+    assert_int_equal(user_regex_prefix("\xc3\xa9l", re, sizeof(re)), 0); /* UTF-8 passes */
+    assert_string_equal(re, "^\xc3\xa9l");
+    assert_int_equal(user_regex_prefix("abc", re, 4), -1); /* "^abc" and the NUL need 5 */
+    assert_int_equal(user_regex_prefix("abc", re, 5), 0);
+    assert_int_equal(user_regex_prefix(".", re, 3), -1);
+}
+
+static void test_email_and_search_rules(void **state)
+{
+    char out[300], keys[USER_SEARCH_KEYS_MAX][65];
+    (void)state;
+    assert_int_equal(user_email_normalize("Ada@Example.COM", out, sizeof(out)), 1);
+    assert_string_equal(out, "ada@example.com");
+    assert_int_equal(user_email_normalize("a.b+tag@sub.example.co", out, sizeof(out)), 1);
+    const char *bad[] = {"", "plain", "@x.com", "a@", "a@b", "a@@b.com", "a b@c.com", "a@b..com",
+                         "a@-b.com", "a@b.com.", "a@b_c.com", "<a>@b.com", "a@b.com\n", NULL};
+    for (const char *const *b = bad; *b; b++)
+        if (user_email_normalize(*b, out, sizeof(out)))
+            fail_msg("accepted %s", *b);
+    int n = user_search_keys("Alice  van Dijk", "alice.v", keys);
+    assert_int_equal(n, 5);
+    assert_string_equal(keys[0], "alice  van dijk");
+    assert_string_equal(keys[1], "alice");
+    assert_string_equal(keys[2], "van");
+    assert_string_equal(keys[3], "dijk");
+    assert_string_equal(keys[4], "alice.v");
+    assert_int_equal(user_search_keys("Bob", "bob", keys), 1); /* duplicates dropped */
+    /* A long name is cut at a character boundary, never inside one. */
+    char name[101];
+    memset(name, 'a', 63);
+    memcpy(name + 63, "\xc3\xa9\xc3\xa9", 5);
+    assert_int_equal(user_search_keys(name, NULL, keys), 1);
+    assert_int_equal(strlen(keys[0]), 63);
+    assert_int_equal(user_search_normalize("AbC", out, sizeof(out)), 1);
+    assert_string_equal(out, "abc");
+    assert_int_equal(user_search_normalize("", out, sizeof(out)), 0);
+    assert_int_equal(user_search_normalize("a\x01", out, sizeof(out)), 0);
+    assert_int_equal(user_search_normalize("\xff", out, sizeof(out)), 0);
+}
+
+static void test_metadata(void **state)
+{
+    char d[256], *out = NULL;
+    (void)state;
+    cJSON *m = js("{\"a\":{\"b\":[1,2,{\"c\":true}]}}");
+    assert_int_equal(user_metadata_check(m, &out, d, sizeof(d)), CM_OK);
+    assert_string_equal(out, "{\"a\":{\"b\":[1,2,{\"c\":true}]}}");
+    free(out);
+    cJSON_Delete(m);
+    m = js("{\"a\":{\"b\":{\"c\":{\"d\":1}}}}"); /* depth 4: the limit */
+    assert_int_equal(user_metadata_check(m, &out, d, sizeof(d)), CM_OK);
+    free(out);
+    cJSON_Delete(m);
+    m = js("{\"a\":{\"b\":{\"c\":{\"d\":{}}}}}");
+    assert_int_equal(user_metadata_check(m, &out, d, sizeof(d)), CM_EINVAL);
+    cJSON_Delete(m);
+    m = js("[]");
+    assert_int_equal(user_metadata_check(m, &out, d, sizeof(d)), CM_EINVAL);
+    cJSON_Delete(m);
+    char *big = malloc(USER_METADATA_MAX + 16);
+    snprintf(big, USER_METADATA_MAX + 16, "{\"x\":\"%0*d\"}", USER_METADATA_MAX - 8, 0);
+    m = js(big); /* exactly 4096 bytes */
+    assert_int_equal(strlen(big), USER_METADATA_MAX);
+    assert_int_equal(user_metadata_check(m, &out, d, sizeof(d)), CM_OK);
+    free(out);
+    cJSON_Delete(m);
+    snprintf(big, USER_METADATA_MAX + 16, "{\"x\":\"%0*d\"}", USER_METADATA_MAX - 7, 0);
+    m = js(big);
+    assert_int_equal(user_metadata_check(m, &out, d, sizeof(d)), CM_ETOOBIG);
+    cJSON_Delete(m);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -399,6 +482,9 @@ int main(void)
         cmocka_unit_test(test_perms_add_list),
         cmocka_unit_test(test_origins),
         cmocka_unit_test(test_settings_defaults_and_apply),
+        cmocka_unit_test(test_regex_prefix),
+        cmocka_unit_test(test_email_and_search_rules),
+        cmocka_unit_test(test_metadata),
     };
     return cmocka_run_group_tests_name("user_rules", tests, NULL, NULL);
 }

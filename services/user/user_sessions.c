@@ -4,7 +4,7 @@
  *
  * A refresh token is opaque ("rt_" and 256 random bits in hex), given once and stored as its
  * SHA-256 (a random 256-bit secret needs no slow hash). Each use rotates it. The use is
- * recorded by inserting its hash into refresh_uses: the unique _id makes a second use of the
+ * recorded by inserting its hash into spent_tokens: the unique _id makes a second use of the
  * same token fail atomically (FerretDB has no atomic compare-and-set, an insert guarded by a
  * unique index is), and a second use means the token was copied: the whole session is then
  * revoked (token theft detection, RFC 9700 section 4.14.2).
@@ -105,7 +105,7 @@ void user_session_open(cm_http_req *req, user_ctx *ctx, int status, const char *
     /* Stored as sent but capped: it is shown back to the user in the session list. */
     user_printable(ua ? ua : "", ua_text, sizeof(ua_text));
     BSON_APPEND_UTF8(&s, "user_agent", ua_text);
-    BSON_APPEND_UTF8(&s, "ip", cm_http_client_ip(req));
+    BSON_APPEND_UTF8(&s, "ip", user_client_ip(req, ctx));
     BSON_APPEND_UTF8(&s, "status", "active");
     BSON_APPEND_DATE_TIME(&s, "created_at", now);
     BSON_APPEND_DATE_TIME(&s, "last_active_at", now);
@@ -248,6 +248,8 @@ void user_auth_refresh(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
+    if (user_limit_check(req, ctx, USER_LIMIT_REFRESH, NULL, NULL) != CM_OK)
+        goto out;
     user_sha256_hex(token, hash);
     BSON_APPEND_UTF8(&f, "_id", hash);
     rc = cm_mongo_find_one(ctx->db, USER_COLL_REFRESH, &f, NULL, &rt);
@@ -276,7 +278,7 @@ void user_auth_refresh(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&use, "_id", hash);
     BSON_APPEND_UTF8(&use, "sid", sid);
     BSON_APPEND_DATE_TIME(&use, "used_at", now);
-    rc = cm_mongo_insert(ctx->db, USER_COLL_REFRESH_USES, &use);
+    rc = cm_mongo_insert(ctx->db, USER_COLL_SPENT, &use);
     if (rc == CM_ECONFLICT) {
         cm_warn("refresh token of session %s reused: revoking the session", sid);
         rc = user_session_revoke(ctx, tenant, user_id, sid, "refresh_token_reuse");
@@ -317,7 +319,7 @@ void user_auth_refresh(cm_http_req *req, void *ud)
     }
     BSON_APPEND_DOCUMENT_BEGIN(&touch, "$set", &set);
     BSON_APPEND_DATE_TIME(&set, "last_active_at", now);
-    BSON_APPEND_UTF8(&set, "ip", cm_http_client_ip(req));
+    BSON_APPEND_UTF8(&set, "ip", user_client_ip(req, ctx));
     bson_append_document_end(&touch, &set);
     cm_mongo_update(ctx->db, USER_COLL_SESSIONS, &sf, &touch, 0, 0, NULL);
     reply_pair(req, ctx, 200, tenant, &user, sid, refresh);

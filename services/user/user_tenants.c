@@ -47,6 +47,7 @@ void user_settings_from_doc(const bson_t *tenant, user_settings *s)
     s->group_member_max = cm_bson_int(tenant, "settings.group_member_max", s->group_member_max);
     s->edit_window_s = cm_bson_int(tenant, "settings.edit_window_s", s->edit_window_s);
     s->retention_days = cm_bson_int(tenant, "settings.retention_days", s->retention_days);
+    s->erase_delete = strcmp(cm_bson_str(tenant, "settings.erase_policy", "anonymize"), "delete") == 0;
     snprintf(s->webhook_secret, sizeof(s->webhook_secret), "%s",
              cm_bson_str(tenant, "settings.webhook_secret", ""));
     if (bson_iter_init(&it, tenant) &&
@@ -71,6 +72,7 @@ static void settings_to_bson(const user_settings *s, bson_t *parent)
     BSON_APPEND_INT64(&d, "group_member_max", s->group_member_max);
     BSON_APPEND_INT64(&d, "edit_window_s", s->edit_window_s);
     BSON_APPEND_INT64(&d, "retention_days", s->retention_days);
+    BSON_APPEND_UTF8(&d, "erase_policy", s->erase_delete ? "delete" : "anonymize");
     BSON_APPEND_ARRAY_BEGIN(&d, "ws_allowed_origins", &a);
     for (int i = 0; i < s->n_origins; i++) {
         snprintf(idx, sizeof(idx), "%d", i);
@@ -92,6 +94,7 @@ static cJSON *settings_json(const user_settings *s)
     cJSON_AddNumberToObject(o, "group_member_max", (double)s->group_member_max);
     cJSON_AddNumberToObject(o, "edit_window_s", (double)s->edit_window_s);
     cJSON_AddNumberToObject(o, "retention_days", (double)s->retention_days);
+    cJSON_AddStringToObject(o, "erase_policy", s->erase_delete ? "delete" : "anonymize");
     a = cJSON_AddArrayToObject(o, "ws_allowed_origins");
     for (int i = 0; i < s->n_origins; i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(s->origins[i]));

@@ -62,6 +62,9 @@ class Service:
             # not know makes them refetch it, here at most once a second.
             "JWT_JWKS_URL": f"http://127.0.0.1:{PORTS['user']}/.well-known/jwks.json",
             "JWT_JWKS_MIN_REFRESH_S": "1",
+            # Our messaging instance's own consumer group on the shared users topic.
+            "USERS_CONSUMER_GROUP": f"e2e-messaging-users-{DB_SUFFIX}",
+            "JANITOR_EVERY_S": "1",  # the user service's expiry pass
             "OUTBOX_STALE_MS": "2000",
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
             "UBSAN_OPTIONS": "print_stacktrace=1",

@@ -1,7 +1,8 @@
 /* jwt.h - issuing and verifying access tokens (RFC 7519 JWTs signed per RFC 7518).
  * The algorithm is pinned by configuration and compared with the token header before the
  * signature is checked (RFC 8725 section 3.1: never let the token pick its algorithm);
- * exp, nbf, iss, aud, sub and tid are checked here, libjwt checks signatures only.
+ * exp, nbf, iss, aud, sub and tid are checked here. Signatures are made by libjwt and checked
+ * by OpenSSL (EVP_DigestVerify) with each key parsed once; libjwt parses verified tokens.
  *
  * A cm_jwt holds a key set: RSA keys (2048 bits or more, RFC 7518 section 3.3) each named by
  * a key id (`kid`, RFC 7515 section 4.1.4), oldest first. It signs with the newest key and

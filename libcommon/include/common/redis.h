@@ -42,6 +42,10 @@ cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n);
 /* EXISTS key...: writes how many of the `n` keys exist to `*count` (one round trip). */
 cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *count);
 
+/* PTTL key: milliseconds the key has left, written to `*ms`. CM_ENOTFOUND when the key does
+ * not exist; a key without expiry gives -1. */
+cm_err cm_redis_pttl(cm_redis *r, const char *key, int64_t *ms);
+
 /* DEL key. */
 cm_err cm_redis_del(cm_redis *r, const char *key);
 

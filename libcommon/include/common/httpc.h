@@ -1,0 +1,19 @@
+/* httpc.h - a small HTTP client over libcurl for service-to-service calls (JWK Sets, the
+ * GDPR export's reads of other services): one GET, bounded in time and size, http(s) only,
+ * no redirects. */
+#ifndef COMMON_HTTPC_H
+#define COMMON_HTTPC_H
+
+#include <stddef.h>
+
+#include "common/error.h"
+
+/* GETs `url` with an optional bearer token (NULL: none) within `timeout_ms` (connection
+ * included). On CM_OK the body is a NUL-terminated heap string `*body` (caller frees, `*len`
+ * bytes) and `*status` the HTTP status, whatever it is. CM_ETOOBIG when the body exceeds
+ * `max` bytes, CM_ETIMEOUT when time ran out, CM_EIO when the server cannot be reached or the
+ * URL is not http(s), CM_ENOMEM. */
+cm_err cm_httpc_get(const char *url, const char *bearer, long timeout_ms, size_t max,
+                    char **body, size_t *len, long *status);
+
+#endif

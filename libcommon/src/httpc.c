@@ -1,0 +1,103 @@
+/* httpc.c - one bounded GET with libcurl. */
+#include "common/httpc.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "common/log.h"
+
+struct body {
+    char *buf;
+    size_t len, max;
+    int too_big, oom;
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct body *b = ud;
+    size_t n = size * nmemb;
+    char *p;
+
+    if (b->len + n > b->max) {
+        b->too_big = 1;
+        return 0; /* aborts the transfer */
+    }
+    p = realloc(b->buf, b->len + n + 1);
+    if (p == NULL) {
+        b->oom = 1;
+        return 0;
+    }
+    b->buf = p;
+    memcpy(b->buf + b->len, data, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+    return n;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+cm_err cm_httpc_get(const char *url, const char *bearer, long timeout_ms, size_t max,
+                    char **body, size_t *len, long *status)
+{
+    struct body b = {.max = max};
+    struct curl_slist *headers = NULL;
+    char auth[4096];
+    CURL *curl;
+    CURLcode cc;
+    cm_err rc = CM_ENOMEM;
+
+    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+        return CM_EIO;
+    pthread_once(&curl_once, curl_init_once);
+    curl = curl_easy_init();
+    if (curl == NULL)
+        return CM_ENOMEM;
+    if (bearer) {
+        if (snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer) >= (int)sizeof(auth))
+            goto out;
+        if ((headers = curl_slist_append(NULL, auth)) == NULL)
+            goto out;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+    cc = curl_easy_perform(curl);
+    if (b.too_big) {
+        rc = CM_ETOOBIG;
+    } else if (b.oom) {
+        rc = CM_ENOMEM;
+    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
+        rc = CM_ETIMEOUT;
+    } else if (cc != CURLE_OK) {
+        cm_warn("GET %s: %s", url, curl_easy_strerror(cc));
+        rc = CM_EIO;
+    } else {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+        if (b.buf == NULL && (b.buf = calloc(1, 1)) == NULL)
+            goto out;
+        *body = b.buf;
+        *len = b.len;
+        b.buf = NULL;
+        rc = CM_OK;
+    }
+out:
+    free(b.buf);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    return rc;
+}

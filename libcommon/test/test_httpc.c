@@ -1,0 +1,115 @@
+/* test_httpc.c - unit tests of the small HTTP client (common/httpc.h) against a real server. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/http.h"
+#include "common/httpc.h"
+#include "common/log.h"
+#include "testutil.h"
+
+static cm_http_server *srv;
+static int port;
+
+/* GET /echo: the Authorization header back, or "-". */
+static void h_echo(cm_http_req *req, void *ud)
+{
+    const char *a = cm_http_header(req, "Authorization");
+    (void)ud;
+    cm_http_reply_raw(req, 200, "text/plain", a ? a : "-", strlen(a ? a : "-"));
+}
+
+static void h_slow(cm_http_req *req, void *ud)
+{
+    (void)ud;
+    tu_sleep_ms(800);
+    cm_http_reply_raw(req, 200, "text/plain", "late", 4);
+}
+
+static void h_big(cm_http_req *req, void *ud)
+{
+    char buf[4096];
+    (void)ud;
+    memset(buf, 'b', sizeof(buf));
+    cm_http_reply_raw(req, 200, "text/plain", buf, sizeof(buf));
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    cm_log_init("test_httpc", CM_LOG_ERROR + 1);
+    port = tu_free_port();
+    cm_http_config cfg = {.host = "127.0.0.1", .port = port, .threads = 2, .max_body = 1024,
+                          .idle_timeout_s = 5, .drain_s = 1};
+    if (cm_http_server_create(&cfg, &srv) || cm_http_route(srv, "GET", "/echo", h_echo, NULL) ||
+        cm_http_route(srv, "GET", "/slow", h_slow, NULL) ||
+        cm_http_route(srv, "GET", "/big", h_big, NULL))
+        return -1;
+    return cm_http_server_start(srv) == CM_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    cm_http_server_destroy(srv);
+    return 0;
+}
+
+static char *url(const char *path)
+{
+    static char u[128];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d%s", port, path);
+    return u;
+}
+
+static void test_get(void **state)
+{
+    char *body = NULL;
+    size_t len = 0;
+    long status = 0;
+    (void)state;
+    assert_int_equal(cm_httpc_get(url("/echo"), "tok.en", 2000, 1024, &body, &len, &status), CM_OK);
+    assert_int_equal(status, 200);
+    assert_string_equal(body, "Bearer tok.en");
+    assert_int_equal(len, 13);
+    free(body);
+    assert_int_equal(cm_httpc_get(url("/echo"), NULL, 2000, 1024, &body, &len, &status), CM_OK);
+    assert_string_equal(body, "-");
+    free(body);
+    /* A problem answer is an answer: the status tells. */
+    assert_int_equal(cm_httpc_get(url("/nothing"), NULL, 2000, 1024, &body, &len, &status), CM_OK);
+    assert_int_equal(status, 404);
+    free(body);
+}
+
+static void test_limits(void **state)
+{
+    char *body = NULL;
+    size_t len = 0;
+    long status = 0;
+    (void)state;
+    assert_int_equal(cm_httpc_get(url("/big"), NULL, 2000, 4095, &body, &len, &status), CM_ETOOBIG);
+    assert_int_equal(cm_httpc_get(url("/big"), NULL, 2000, 4096, &body, &len, &status), CM_OK);
+    assert_int_equal(len, 4096);
+    free(body);
+    assert_int_equal(cm_httpc_get(url("/slow"), NULL, 200, 1024, &body, &len, &status), CM_ETIMEOUT);
+    assert_int_equal(cm_httpc_get("file:///etc/passwd", NULL, 200, 1024, &body, &len, &status), CM_EIO);
+    char dead[64];
+    snprintf(dead, sizeof(dead), "http://127.0.0.1:%d/", tu_free_port());
+    assert_int_equal(cm_httpc_get(dead, NULL, 500, 1024, &body, &len, &status), CM_EIO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get),
+        cmocka_unit_test(test_limits),
+    };
+    return cmocka_run_group_tests_name("httpc", tests, setup, teardown);
+}
