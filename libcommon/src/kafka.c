@@ -251,6 +251,30 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
     return CM_OK;
 }
 
+int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    int64_t lag = 0;
+
+    if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR || l == NULL)
+        return -1;
+    if (l->cnt == 0 || rd_kafka_position(c->rk, l) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return -1;
+    }
+    for (int i = 0; i < l->cnt; i++) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_topic_partition_t *p = &l->elems[i];
+        if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0)
+            continue;
+        /* No position yet (nothing fetched): everything from the low watermark is pending. */
+        lag += hi - (p->offset >= 0 ? p->offset : (lo >= 0 ? lo : hi));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return lag;
+}
+
 cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
                               void *ud)
 {

@@ -79,6 +79,12 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
 cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
                               void *ud);
 
+/* Consumer lag: the records of the partitions assigned to `c` not yet consumed (high watermark
+ * minus position, from the watermarks librdkafka caches from its fetches: no broker round
+ * trip), summed. -1 when nothing is assigned yet. Safe to call from another thread than the
+ * polling one. */
+int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c);
+
 /* Commits stored offsets synchronously and leaves the group. Accepts NULL. */
 void cm_kafka_consumer_destroy(cm_kafka_consumer *c);
 
