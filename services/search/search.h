@@ -71,11 +71,19 @@ void search_index_destroy(search_index *ix);
 int search_tenant_valid(const char *tenant);
 
 /* Applies one decoded CloudEvent (envelope `ev`, already known to be of a handled type) to its
- * tenant's index in one transaction; idempotent by the conversation's log seq (eseq): an event
+ * tenant's index, in its own transaction or, inside a batch, in the batch's; idempotent by the conversation's log seq (eseq): an event
  * not newer than what the index holds for its message or member changes nothing.
  * CM_EINVAL (reason in `why`) for an event that breaks its schema: the caller dead-letters it;
  * CM_EIO when SQLite failed (retry). */
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n);
+
+/* Starts a batch: the events applied until search_index_batch_end share one transaction per
+ * tenant (a connection evicted meanwhile commits early, which is safe: offsets come later). */
+void search_index_batch_begin(search_index *ix);
+
+/* Ends the batch: commits every tenant's transaction (`commit` 1) or rolls them back (0).
+ * CM_EIO when a commit failed (that tenant's events are rolled back: redo the batch). */
+cm_err search_index_batch_end(search_index *ix, int commit);
 
 /* One page of message search for user `user` of `tenant`: appends result objects to `items`
  * and sets `*more` when another page follows. `newest` orders by time instead of relevance.

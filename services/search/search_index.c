@@ -25,7 +25,9 @@ struct search_index {
     char dir[512];
     sqlite3 *db[WRITERS_MAX];
     char tenant[WRITERS_MAX][SEARCH_ID_MAX];
+    int in_txn[WRITERS_MAX]; /* slot's transaction open (a batch is running) */
     int next_evict;
+    int batching;
     pthread_mutex_t lock;
     atomic_long applied, duplicates, queries, query_errors;
 };
@@ -113,8 +115,26 @@ void search_index_destroy(search_index *ix)
     free(ix);
 }
 
-/* The writer connection of `tenant`, opened (and its schema created) on first use. */
-static cm_err writer(search_index *ix, const char *tenant, sqlite3 **out)
+/* Ends slot i's open transaction: COMMIT, or ROLLBACK when `commit` is 0 or COMMIT failed.
+ * Committing before the batch ends is always safe: offsets are stored later still. */
+static cm_err end_txn(search_index *ix, int i, int commit)
+{
+    cm_err rc = CM_OK;
+    if (!ix->in_txn[i])
+        return CM_OK;
+    if (commit && sqlite3_exec(ix->db[i], "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        cm_warn("search index %s: commit: %s", ix->tenant[i], sqlite3_errmsg(ix->db[i]));
+        rc = CM_EIO;
+    }
+    if (!commit || rc != CM_OK)
+        sqlite3_exec(ix->db[i], "ROLLBACK", NULL, NULL, NULL);
+    ix->in_txn[i] = 0;
+    return rc;
+}
+
+/* The writer connection of `tenant` (its slot in *slot), opened (and its schema created) on
+ * first use. */
+static cm_err writer(search_index *ix, const char *tenant, int *slotp)
 {
     char path[600];
     sqlite3 *db = NULL;
@@ -123,7 +143,7 @@ static cm_err writer(search_index *ix, const char *tenant, sqlite3 **out)
 
     for (int i = 0; i < WRITERS_MAX; i++)
         if (ix->db[i] && strcmp(ix->tenant[i], tenant) == 0) {
-            *out = ix->db[i];
+            *slotp = i;
             return CM_OK;
         }
     if (!tenant_path(ix, tenant, path, sizeof(path)))
@@ -139,10 +159,14 @@ static cm_err writer(search_index *ix, const char *tenant, sqlite3 **out)
     }
     slot = ix->next_evict;
     ix->next_evict = (ix->next_evict + 1) % WRITERS_MAX;
+    if (end_txn(ix, slot, 1) != CM_OK) {
+        sqlite3_close(db);
+        return CM_EIO;
+    }
     sqlite3_close(ix->db[slot]);
     ix->db[slot] = db;
     snprintf(ix->tenant[slot], sizeof(ix->tenant[slot]), "%s", tenant);
-    *out = db;
+    *slotp = slot;
     return CM_OK;
 }
 
@@ -271,7 +295,7 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
     const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data"),
                 *es = cJSON_GetObjectItemCaseSensitive(ev, "eseq");
-    int changed = 0;
+    int changed = 0, slot = -1;
     sqlite3 *db;
     cm_err rc;
 
@@ -281,10 +305,19 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
         return CM_EINVAL;
     }
     pthread_mutex_lock(&ix->lock);
-    rc = writer(ix, tenant, &db);
+    rc = writer(ix, tenant, &slot);
     if (rc != CM_OK)
         goto out;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    db = ix->db[slot];
+    if (!ix->in_txn[slot]) {
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+            rc = CM_EIO;
+            goto out;
+        }
+        ix->in_txn[slot] = 1;
+    }
+    /* One savepoint per event: a refused event leaves nothing behind in the batch. */
+    if (sqlite3_exec(db, "SAVEPOINT ev", NULL, NULL, NULL) != SQLITE_OK) {
         rc = CM_EIO;
         goto out;
     }
@@ -292,17 +325,35 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
         rc = apply_message(db, type, d, (int64_t)es->valuedouble, &changed, why, n);
     else
         rc = apply_members(db, type, ev, d, (int64_t)es->valuedouble, &changed, why, n);
-    if (rc == CM_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        cm_warn("search index %s: commit: %s", tenant, sqlite3_errmsg(db));
-        rc = CM_EIO;
-    }
     if (rc != CM_OK)
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    else if (changed)
-        atomic_fetch_add(&ix->applied, 1);
-    else
-        atomic_fetch_add(&ix->duplicates, 1);
+        sqlite3_exec(db, "ROLLBACK TO ev", NULL, NULL, NULL);
+    sqlite3_exec(db, "RELEASE ev", NULL, NULL, NULL);
+    if ((rc == CM_OK || rc == CM_EINVAL) && !ix->batching && end_txn(ix, slot, 1) != CM_OK)
+        rc = CM_EIO;
+    if (rc == CM_OK)
+        atomic_fetch_add(changed ? &ix->applied : &ix->duplicates, 1);
 out:
+    if (rc != CM_OK && rc != CM_EINVAL && slot >= 0)
+        end_txn(ix, slot, 0); /* a failed write: the whole batch is redone */
+    pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+void search_index_batch_begin(search_index *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+    ix->batching = 1;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+cm_err search_index_batch_end(search_index *ix, int commit)
+{
+    cm_err rc = CM_OK;
+    pthread_mutex_lock(&ix->lock);
+    for (int i = 0; i < WRITERS_MAX; i++)
+        if (end_txn(ix, i, commit) != CM_OK)
+            rc = CM_EIO;
+    ix->batching = 0;
     pthread_mutex_unlock(&ix->lock);
     return rc;
 }

@@ -163,6 +163,24 @@ static void test_index_lifecycle(void **state)
     apply(ix, MSG("message.updated", 7, "hello again")); /* a tombstone stays one */
     assert_int_equal(count(ix, "u1", "flamingo"), 0);
     assert_int_equal(count(ix, "u1", "again"), 0);
+    /* A batch: one transaction; a refused event inside it leaves nothing (its savepoint). */
+    search_index_batch_begin(ix);
+    {
+        cJSON *bad = cJSON_Parse("{\"type\":\"conversation.created\",\"tenant\":\"t1\","
+                                 "\"eseq\":1,\"data\":{\"id\":\"c1\",\"initial_members\":"
+                                 "[{\"user_id\":\"u9\"},{\"role\":\"member\"}]}}");
+        assert_int_equal(search_index_apply(ix, bad, why, sizeof(why)), CM_EINVAL);
+        cJSON_Delete(bad);
+    }
+    apply(ix, "{\"type\":\"member.added\",\"tenant\":\"t1\",\"eseq\":8,\"data\":{"
+              "\"conversation_id\":\"c1\",\"user_id\":\"u2\"}}");
+    assert_int_equal(search_index_batch_end(ix, 1), CM_OK);
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":9,\"data\":{"
+              "\"id\":\"m2\",\"conversation_id\":\"c1\",\"seq\":2,\"sender_id\":\"u1\","
+              "\"type\":\"text\",\"text\":\"heron\",\"created_at\":"
+              "\"2024-01-01T00:00:01.000Z\"}}");
+    assert_int_equal(count(ix, "u2", "heron"), 1); /* u2 is back */
+    assert_int_equal(count(ix, "u9", "heron"), 0); /* the refused event added no one */
     search_index_destroy(ix);
     snprintf(path, sizeof(path), "%s/t1.db", dir);
     unlink(path);

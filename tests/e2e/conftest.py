@@ -24,8 +24,9 @@ KEYS = ROOT / ".local" / "keys"
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
+# (+5..+9 are the extra instances of test_gateway_edge, test_socket and test_media_s3.)
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
-         "media": _BASE + 4, "search": _BASE + 6}
+         "media": _BASE + 4, "search": _BASE + 10}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
