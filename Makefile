@@ -34,6 +34,7 @@ PKG_cmocka := cmocka
 PKG_vips  := vips
 PKG_magic := libmagic
 PKG_lws   := libwebsockets
+PKG_sqlite := sqlite3
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
@@ -63,6 +64,7 @@ USER_SRC      := $(wildcard services/user/*.c)
 MESSAGING_SRC := $(wildcard services/messaging/*.c)
 MEDIA_SRC     := $(wildcard services/media/*.c)
 SOCKET_SRC    := $(wildcard services/socket/*.c)
+SEARCH_SRC    := $(wildcard services/search/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
 USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis) $(PKG_curl)
@@ -70,6 +72,7 @@ MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $
 MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)
 SOCKET_LIBS    := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_kafka) $(PKG_redis) $(PKG_curl) $(PKG_lws)
+SEARCH_LIBS    := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_kafka) $(PKG_redis) $(PKG_curl) $(PKG_sqlite)
 
 define process
 $(B)/obj/$(1)/%.o: $(2)/%.c $$(wildcard $(2)/*.h) $$(wildcard libcommon/include/common/*.h)
@@ -84,11 +87,13 @@ $(eval $(call process,user,services/user,$(USER_SRC),$(USER_LIBS)))
 $(eval $(call process,messaging,services/messaging,$(MESSAGING_SRC),$(MESSAGING_LIBS)))
 $(eval $(call process,media,services/media,$(MEDIA_SRC),$(MEDIA_LIBS)))
 $(eval $(call process,socket,services/socket,$(SOCKET_SRC),$(SOCKET_LIBS)))
+$(eval $(call process,search,services/search,$(SEARCH_SRC),$(SEARCH_LIBS)))
 
 # The media objects also see libvips' (glib) and libmagic's headers.
 $(B)/obj/media/%.o: CFLAGS += $(call pkgcflags,$(PKG_vips) $(PKG_magic))
 
-BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media $(B)/bin/socket
+BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media $(B)/bin/socket \
+        $(B)/bin/search
 
 # --- unit tests (cmocka, beside their module) -----------------------------------------------
 UNIT_SRC  := $(wildcard libcommon/test/test_*.c) $(wildcard services/*/*_test.c) $(wildcard gateway/*_test.c)
@@ -113,6 +118,9 @@ $(B)/unit/services/media/%: services/media/%.c $(call svc_objs,media,services/me
 $(B)/unit/services/socket/%: services/socket/%.c $(call svc_objs,socket,services/socket) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Iservices/socket $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_lws)) -lm
+$(B)/unit/services/search/%: services/search/%.c $(call svc_objs,search,services/search) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/search $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_sqlite)) -lm
 $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts and stops the platform's own processes (user, messaging, media, gateway) on the local stack.
+# Starts and stops the platform's own processes (user, messaging, media, search, gateway) on the local stack.
 #   deploy/services.sh start [rel|asan]   start what is not running, wait until ready
 #   deploy/services.sh stop               stop what this script started
 #   deploy/services.sh status
@@ -13,7 +13,7 @@ MODE=${2:-rel}
 BIN="$ROOT/build/$MODE/bin"
 
 # name:port, in start order (the gateway last: it fronts the others).
-SERVICES="user:8081 messaging:8082 media:8084 gateway:8080"
+SERVICES="user:8081 messaging:8082 media:8084 search:8085 gateway:8080"
 
 mkdir -p "$RUN" "$LOGS" "$LOCAL/keys"
 
@@ -34,6 +34,9 @@ if [ ! -s "$MEDIA_KEYS_FILE" ]; then
   (umask 077; printf 'm1:%s' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$MEDIA_KEYS_FILE")
 fi
 export MEDIA_URL_KEYS=${MEDIA_URL_KEYS:-$(cat "$MEDIA_KEYS_FILE")}
+
+# The search index (one SQLite file per tenant), kept across runs like the consumer group.
+export SEARCH_DATA_DIR=${SEARCH_DATA_DIR:-$LOCAL/search-data}
 
 alive() { [ -f "$RUN/svc-$1.pid" ] && kill -0 "$(cat "$RUN/svc-$1.pid")" 2>/dev/null; }
 
@@ -63,7 +66,7 @@ start() {
 }
 
 stop() {
-  for entry in gateway:8080 media:8084 messaging:8082 user:8081; do
+  for entry in gateway:8080 search:8085 media:8084 messaging:8082 user:8081; do
     name=${entry%%:*}
     alive "$name" || { rm -f "$RUN/svc-$name.pid"; continue; }
     pid=$(cat "$RUN/svc-$name.pid")

@@ -28,6 +28,7 @@ static const cm_config_var vars[] = {
     {"MESSAGING_URL", "http://127.0.0.1:8082", "messaging service instances (pool 'messaging')"},
     {"MEDIA_URL", "http://127.0.0.1:8084", "media service instances (pool 'media')"},
     {"SOCKET_URLS", "http://127.0.0.1:8083", "socket service instances (pool 'socket', least_conn)"},
+    {"SEARCH_URL", "http://127.0.0.1:8085", "search service instances (pool 'search')"},
     {"GATEWAY_POOLS", "", "more pools, or pools replaced: name=url[*w],... [lb=round_robin|"
                           "least_conn|weighted|random]; ... (README, 'Gateway routes')"},
     {"GATEWAY_ROUTES", "", "routes added or replaced: prefix pool [auth=none|bearer|tenant-key|"
@@ -100,11 +101,13 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
     char spec[4096], err[256];
     int n;
 
-    n = snprintf(spec, sizeof(spec), "user=%s; messaging=%s; media=%s; socket=%s lb=least_conn",
+    n = snprintf(spec, sizeof(spec),
+                 "user=%s; messaging=%s; media=%s; socket=%s lb=least_conn; search=%s",
                  cm_config_str("USER_URL", "http://127.0.0.1:8081"),
                  cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082"),
                  cm_config_str("MEDIA_URL", "http://127.0.0.1:8084"),
-                 cm_config_str("SOCKET_URLS", "http://127.0.0.1:8083"));
+                 cm_config_str("SOCKET_URLS", "http://127.0.0.1:8083"),
+                 cm_config_str("SEARCH_URL", "http://127.0.0.1:8085"));
     if (n < 0 || (size_t)n >= sizeof(spec) || gateway_pools_parse(ctx, spec, err, sizeof(err)) ||
         gateway_pools_parse(ctx, cm_config_str("GATEWAY_POOLS", ""), err, sizeof(err)))
         goto bad;
@@ -117,6 +120,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
                  "/v1/sessions user; /v1/roles user; /v1/server user auth=none;"
                  "/.well-known/jwks.json user auth=none;"
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
+                 "/v1/search search;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);

@@ -251,6 +251,104 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
     return CM_OK;
 }
 
+cm_err cm_kafka_consumer_poll_batch(cm_kafka_consumer *c, int timeout_ms, size_t max,
+                                    cm_kafka_batch_handler handler, void *ud)
+{
+    rd_kafka_message_t **ms = NULL;
+    cm_kafka_record *recs = NULL;
+    rd_kafka_topic_partition_list_t *l = NULL;
+    size_t n = 0, plen = strlen(c->prefix);
+    cm_err rc = CM_ENOMEM;
+
+    if (max == 0)
+        return CM_EINVAL;
+    ms = calloc(max, sizeof(*ms));
+    recs = calloc(max, sizeof(*recs));
+    if (ms == NULL || recs == NULL)
+        goto out;
+    while (n < max) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, n == 0 ? timeout_ms : 0);
+        if (m == NULL)
+            break;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                cm_warn("kafka: consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (n == 0) {
+                rc = CM_EIO;
+                goto out;
+            }
+            break;
+        }
+        ms[n++] = m;
+    }
+    if (n == 0) {
+        rc = CM_EAGAIN;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *name = rd_kafka_topic_name(ms[i]->rkt);
+        recs[i].topic = strncmp(name, c->prefix, plen) == 0 ? name + plen : name;
+        recs[i].partition = ms[i]->partition;
+        recs[i].offset = ms[i]->offset;
+        recs[i].key = ms[i]->key;
+        recs[i].key_len = ms[i]->key_len;
+        recs[i].value = ms[i]->payload ? ms[i]->payload : "";
+        recs[i].value_len = ms[i]->len;
+    }
+    rc = handler(recs, n, ud);
+    /* Per partition: after success the offset after its last record; after a failure its
+     * first record of the batch, to seek back to. */
+    l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = rd_kafka_topic_name(ms[i]->rkt);
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, name, ms[i]->partition);
+        if (p == NULL)
+            rd_kafka_topic_partition_list_add(l, name, ms[i]->partition)->offset =
+                rc == CM_OK ? ms[i]->offset + 1 : ms[i]->offset;
+        else if (rc == CM_OK && ms[i]->offset + 1 > p->offset)
+            p->offset = ms[i]->offset + 1;
+        else if (rc != CM_OK && ms[i]->offset < p->offset)
+            p->offset = ms[i]->offset;
+    }
+    if (rc == CM_OK)
+        rd_kafka_offsets_store(c->rk, l);
+    else
+        rd_kafka_seek_partitions(c->rk, l, 5000);
+out:
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_message_destroy(ms[i]);
+    free(ms);
+    free(recs);
+    return rc;
+}
+
+int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    int64_t lag = 0;
+
+    if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR || l == NULL)
+        return -1;
+    if (l->cnt == 0 || rd_kafka_position(c->rk, l) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return -1;
+    }
+    for (int i = 0; i < l->cnt; i++) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_topic_partition_t *p = &l->elems[i];
+        if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0)
+            continue;
+        /* No position yet (nothing fetched): everything from the low watermark is pending. */
+        lag += hi - (p->offset >= 0 ? p->offset : (lo >= 0 ? lo : hi));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return lag;
+}
+
 cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
                               void *ud)
 {

@@ -24,8 +24,9 @@ KEYS = ROOT / ".local" / "keys"
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
+# (+5..+9 are the extra instances of test_gateway_edge, test_socket and test_media_s3.)
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
-         "media": _BASE + 4}
+         "media": _BASE + 4, "search": _BASE + 10}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
@@ -54,6 +55,11 @@ class Service:
             "USER_URL": f"http://127.0.0.1:{PORTS['user']}",
             "MESSAGING_URL": f"http://127.0.0.1:{PORTS['messaging']}",
             "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",
+            "SEARCH_URL": f"http://127.0.0.1:{PORTS['search']}",
+            # The search index: one group and one data directory per checkout, kept across
+            # runs (like the media worker's group), so a run does not replay every earlier one.
+            "SEARCH_GROUP": f"e2e-search-{_BASE}",
+            "SEARCH_DATA_DIR": str(ROOT / "build" / f"search-data-{_BASE}"),
             "MEDIA_URL_KEYS": MEDIA_URL_KEYS,
             # One group per checkout (port base), kept across runs: a fresh group starts at the
             # earliest offset and would replay every earlier run's media events first.
@@ -108,7 +114,7 @@ def platform():
     sanitizer reports, so a memory error anywhere fails the run."""
     for p in LOGS.glob("*.log") if LOGS.exists() else []:
         p.unlink()
-    services = {name: Service(name) for name in ("user", "messaging", "media", "gateway")}
+    services = {name: Service(name) for name in ("user", "messaging", "media", "search", "gateway")}
     started = []
     try:
         for s in services.values():

@@ -79,6 +79,25 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
 cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
                               void *ud);
 
+/* A batch handler: `recs` (n >= 1, valid only during the call) in the order consumed. CM_OK
+ * stores the offset of every record of the batch; any other result stores none and rewinds
+ * each partition to its first record in the batch, so the whole batch comes again. */
+typedef cm_err (*cm_kafka_batch_handler)(const cm_kafka_record *recs, size_t n, void *ud);
+
+/* Waits up to timeout_ms for a first record, then takes the records that have already arrived
+ * (no further waiting), up to `max` (>= 1) in all, and hands them to `handler` at once: for
+ * consumers that apply a batch in one transaction and may store offsets only after it
+ * committed. Returns CM_OK when a batch was handled, CM_EAGAIN when none arrived, the
+ * handler's error when it failed, CM_EIO on a consumer error before any record, CM_ENOMEM. */
+cm_err cm_kafka_consumer_poll_batch(cm_kafka_consumer *c, int timeout_ms, size_t max,
+                                    cm_kafka_batch_handler handler, void *ud);
+
+/* Consumer lag: the records of the partitions assigned to `c` not yet consumed (high watermark
+ * minus position, from the watermarks librdkafka caches from its fetches: no broker round
+ * trip), summed. -1 when nothing is assigned yet. Safe to call from another thread than the
+ * polling one. */
+int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c);
+
 /* Commits stored offsets synchronously and leaves the group. Accepts NULL. */
 void cm_kafka_consumer_destroy(cm_kafka_consumer *c);
 

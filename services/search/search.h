@@ -1,0 +1,123 @@
+/* search.h - the search service's shared types: the per-tenant SQLite FTS5 index (search_index.c),
+ * the query language (search_query.c), the Kafka indexer (search_indexer.c) and the HTTP
+ * handlers (search_messages.c). */
+#ifndef SEARCH_H
+#define SEARCH_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "common/error.h"
+#include "common/http.h"
+#include "common/jwt.h"
+#include "common/kafka.h"
+
+#define SEARCH_Q_MAX_BYTES 512 /* longest q accepted */
+#define SEARCH_TERMS_MAX 16    /* search terms (words, phrases, prefixes) in one q */
+#define SEARCH_EXPR_MAX 2048   /* an FTS5 MATCH expression built from q */
+#define SEARCH_ID_MAX 65       /* ids (user, conversation) with their NUL */
+#define SEARCH_LIMIT_MAX 50    /* largest page */
+#define SEARCH_OFFSET_MAX 1000 /* deepest result reachable by cursor */
+
+/* --- the query language (search_query.c): plain functions, no SQLite -------------------- */
+
+/* A parsed q plus the HTTP filters: every text term is already an FTS5 string ("..."), so
+ * nothing the user typed reaches FTS5 as syntax. */
+typedef struct search_query {
+    char words[SEARCH_EXPR_MAX]; /* MATCH on the unicode61 table ("" when none) */
+    char tri[SEARCH_EXPR_MAX];   /* MATCH on the trigram table ("" when none) */
+    char likes[SEARCH_TERMS_MAX][64]; /* CJK substrings under 3 characters (raw UTF-8) */
+    int nlikes;
+    int nterms;                           /* text terms in all */
+    char sender[SEARCH_ID_MAX];           /* from: or sender_id ("" when none) */
+    char conversation[SEARCH_ID_MAX];     /* in: or conversation_id ("" when none) */
+    int64_t from_ms;                      /* created at or after (0: none) */
+    int64_t to_ms;                        /* created before (0: none) */
+    int has_attachment;                   /* has:attachment */
+} search_query;
+
+/* Parses the query language of q (UTF-8, at most SEARCH_Q_MAX_BYTES) into `out`: words,
+ * "phrases", prefix*, from:<user>, in:<conversation>, before:<date>, after:<date>,
+ * has:attachment (README.md). Returns CM_OK, or CM_EINVAL / CM_ETOOBIG with a sentence for
+ * the user in `why` (size n); `out` is then unspecified. A q with filters only is valid. */
+cm_err search_query_parse(const char *q, search_query *out, char *why, size_t n);
+
+/* Parses "YYYY-MM-DD" (start of that UTC day) or RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into
+ * Unix milliseconds. CM_EINVAL when it is neither. */
+cm_err search_parse_time(const char *s, int64_t *ms);
+
+/* Returns 1 when code point `cp` belongs to a script written without spaces between words
+ * (CJK ideographs, kana, Hangul, Thai, ...), whose terms are searched as substrings. */
+int search_is_unspaced(uint32_t cp);
+
+/* Turns an FTS5 highlighted snippet (matches between the bytes 0x01 and 0x02) into the
+ * API's {"text": ..., "highlights": [{"start", "end"}]} with offsets in Unicode code points
+ * of "text" (end exclusive). Returns NULL when out of memory. */
+cJSON *search_snippet_json(const char *marked);
+
+/* --- the per-tenant index (search_index.c) --------------------------------------------- */
+
+typedef struct search_index search_index;
+
+/* Opens the index set under directory `dir` (created when missing). CM_EIO when it cannot
+ * be used, CM_ENOMEM. Free with search_index_destroy. */
+cm_err search_index_create(const char *dir, search_index **out);
+void search_index_destroy(search_index *ix);
+
+/* Returns 1 when `tenant` may name an index file: 1..64 of [A-Za-z0-9-]. */
+int search_tenant_valid(const char *tenant);
+
+/* Applies one decoded CloudEvent (envelope `ev`, already known to be of a handled type) to its
+ * tenant's index, in its own transaction or, inside a batch, in the batch's; idempotent by the conversation's log seq (eseq): an event
+ * not newer than what the index holds for its message or member changes nothing.
+ * CM_EINVAL (reason in `why`) for an event that breaks its schema: the caller dead-letters it;
+ * CM_EIO when SQLite failed (retry). */
+cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n);
+
+/* Starts a batch: the events applied until search_index_batch_end share one transaction per
+ * tenant (a connection evicted meanwhile commits early, which is safe: offsets come later). */
+void search_index_batch_begin(search_index *ix);
+
+/* Ends the batch: commits every tenant's transaction (`commit` 1) or rolls them back (0).
+ * CM_EIO when a commit failed (that tenant's events are rolled back: redo the batch). */
+cm_err search_index_batch_end(search_index *ix, int commit);
+
+/* One page of message search for user `user` of `tenant`: appends result objects to `items`
+ * and sets `*more` when another page follows. `newest` orders by time instead of relevance.
+ * CM_EIO when SQLite failed. A tenant without index yet has no results. */
+cm_err search_index_messages(search_index *ix, const char *tenant, const char *user,
+                             const search_query *q, int newest, long offset, long limit,
+                             cJSON *items, int *more);
+
+/* Prometheus lines of the index (events applied, duplicates, open handles). */
+void search_index_metrics(search_index *ix, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* --- the indexer and the process context -------------------------------------------------- */
+
+typedef struct search_indexer search_indexer;
+
+typedef struct search_ctx {
+    search_index *index;
+    cm_jwt *verifier;
+    cm_kafka_producer *dlq;
+    search_indexer *indexer;
+} search_ctx;
+
+/* Starts the consumer thread: group `group` on the topics messages and conversations, each
+ * event applied and only then its offset stored; poison events go to <topic>.dlq with the
+ * error in the header "error". */
+cm_err search_indexer_start(search_ctx *ctx, const char *brokers, const char *prefix,
+                            const char *group, search_indexer **out);
+/* Stops and joins the thread, commits stored offsets. Accepts NULL. */
+void search_indexer_stop(search_indexer *w);
+
+/* The /metrics lines of the process: indexer counters, consumer lag, index counters. */
+void search_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* GET /v1/search/messages */
+void search_messages(cm_http_req *req, void *ud);
+
+#endif

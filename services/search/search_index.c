@@ -1,0 +1,571 @@
+/* search_index.c - the per-tenant search index: one SQLite database per tenant under the data
+ * directory (<dir>/<tenant>.db, erasable by deleting the file), with the messages, the
+ * memberships, and two FTS5 indexes over the message text kept in step by triggers: unicode61
+ * with diacritics removed for words and prefixes, trigram for substrings of unspaced scripts
+ * (CJK, Thai). Written by the indexer thread only; each query opens its own read-only
+ * connection (WAL: readers never wait for the writer). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "search.h"
+
+#define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
+
+struct search_index {
+    char dir[512];
+    sqlite3 *db[WRITERS_MAX];
+    char tenant[WRITERS_MAX][SEARCH_ID_MAX];
+    int in_txn[WRITERS_MAX]; /* slot's transaction open (a batch is running) */
+    int next_evict;
+    int batching;
+    pthread_mutex_t lock;
+    atomic_long applied, duplicates, queries, query_errors;
+};
+
+static const char SCHEMA[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS messages("
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, conversation_id TEXT NOT NULL,"
+    " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    " created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL, has_attachment INTEGER NOT NULL,"
+    " deleted INTEGER NOT NULL, text TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS messages_conv ON messages(conversation_id, created_ms);"
+    "CREATE INDEX IF NOT EXISTS messages_time ON messages(created_ms);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
+    " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
+    " content_rowid='rid', tokenize='trigram');"
+    "CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN"
+    " INSERT INTO msg_words(rowid, text) VALUES (new.rid, new.text);"
+    " INSERT INTO msg_tri(rowid, text) VALUES (new.rid, new.text); END;"
+    "CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages BEGIN"
+    " INSERT INTO msg_words(msg_words, rowid, text) VALUES ('delete', old.rid, old.text);"
+    " INSERT INTO msg_tri(msg_tri, rowid, text) VALUES ('delete', old.rid, old.text); END;"
+    "CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF text ON messages BEGIN"
+    " INSERT INTO msg_words(msg_words, rowid, text) VALUES ('delete', old.rid, old.text);"
+    " INSERT INTO msg_tri(msg_tri, rowid, text) VALUES ('delete', old.rid, old.text);"
+    " INSERT INTO msg_words(rowid, text) VALUES (new.rid, new.text);"
+    " INSERT INTO msg_tri(rowid, text) VALUES (new.rid, new.text); END;"
+    "CREATE TABLE IF NOT EXISTS members("
+    " conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, active INTEGER NOT NULL,"
+    " left_eseq INTEGER, eseq INTEGER NOT NULL, PRIMARY KEY (conversation_id, user_id))"
+    " WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS members_user ON members(user_id, conversation_id);";
+
+int search_tenant_valid(const char *t)
+{
+    size_t n = 0;
+    for (; t[n]; n++)
+        if (!((t[n] >= '0' && t[n] <= '9') || (t[n] >= 'a' && t[n] <= 'z') ||
+              (t[n] >= 'A' && t[n] <= 'Z') || t[n] == '-'))
+            return 0;
+    return n >= 1 && n < SEARCH_ID_MAX;
+}
+
+static int tenant_path(const search_index *ix, const char *tenant, char *out, size_t n)
+{
+    int w = snprintf(out, n, "%s/%s.db", ix->dir, tenant);
+    return w > 0 && (size_t)w < n;
+}
+
+cm_err search_index_create(const char *dir, search_index **out)
+{
+    search_index *ix;
+    int w;
+
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        cm_error("SEARCH_DATA_DIR %s: %s", dir, strerror(errno));
+        return CM_EIO;
+    }
+    if (access(dir, W_OK) != 0) {
+        cm_error("SEARCH_DATA_DIR %s is not writable", dir);
+        return CM_EIO;
+    }
+    ix = calloc(1, sizeof(*ix));
+    if (ix == NULL)
+        return CM_ENOMEM;
+    w = snprintf(ix->dir, sizeof(ix->dir), "%s", dir);
+    if (w <= 0 || (size_t)w >= sizeof(ix->dir)) {
+        free(ix);
+        return CM_EINVAL;
+    }
+    pthread_mutex_init(&ix->lock, NULL);
+    *out = ix;
+    return CM_OK;
+}
+
+void search_index_destroy(search_index *ix)
+{
+    if (ix == NULL)
+        return;
+    for (int i = 0; i < WRITERS_MAX; i++)
+        sqlite3_close(ix->db[i]);
+    pthread_mutex_destroy(&ix->lock);
+    free(ix);
+}
+
+/* Ends slot i's open transaction: COMMIT, or ROLLBACK when `commit` is 0 or COMMIT failed.
+ * Committing before the batch ends is always safe: offsets are stored later still. */
+static cm_err end_txn(search_index *ix, int i, int commit)
+{
+    cm_err rc = CM_OK;
+    if (!ix->in_txn[i])
+        return CM_OK;
+    if (commit && sqlite3_exec(ix->db[i], "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        cm_warn("search index %s: commit: %s", ix->tenant[i], sqlite3_errmsg(ix->db[i]));
+        rc = CM_EIO;
+    }
+    if (!commit || rc != CM_OK)
+        sqlite3_exec(ix->db[i], "ROLLBACK", NULL, NULL, NULL);
+    ix->in_txn[i] = 0;
+    return rc;
+}
+
+/* The writer connection of `tenant` (its slot in *slot), opened (and its schema created) on
+ * first use. */
+static cm_err writer(search_index *ix, const char *tenant, int *slotp)
+{
+    char path[600];
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    int slot;
+
+    for (int i = 0; i < WRITERS_MAX; i++)
+        if (ix->db[i] && strcmp(ix->tenant[i], tenant) == 0) {
+            *slotp = i;
+            return CM_OK;
+        }
+    if (!tenant_path(ix, tenant, path, sizeof(path)))
+        return CM_EINVAL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                       SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(db, 5000) != SQLITE_OK ||
+        sqlite3_exec(db, SCHEMA, NULL, NULL, &err) != SQLITE_OK) {
+        cm_error("search index %s: %s", path, err ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        sqlite3_close(db);
+        return CM_EIO;
+    }
+    slot = ix->next_evict;
+    ix->next_evict = (ix->next_evict + 1) % WRITERS_MAX;
+    if (end_txn(ix, slot, 1) != CM_OK) {
+        sqlite3_close(db);
+        return CM_EIO;
+    }
+    sqlite3_close(ix->db[slot]);
+    ix->db[slot] = db;
+    snprintf(ix->tenant[slot], sizeof(ix->tenant[slot]), "%s", tenant);
+    *slotp = slot;
+    return CM_OK;
+}
+
+static const char *str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int step_done(sqlite3 *db, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        cm_warn("search index: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE;
+}
+
+/* message.created / message.updated / message.deleted: the whole message after the change. */
+static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
+                            int *changed, char *why, size_t n)
+{
+    static const char SQL[] =
+        "INSERT INTO messages(id, conversation_id, sender_id, seq, created_ms, created_eseq,"
+        " eseq, has_attachment, deleted, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
+        " ON CONFLICT(id) DO UPDATE SET text = excluded.text, eseq = excluded.eseq,"
+        " has_attachment = excluded.has_attachment, deleted = excluded.deleted"
+        " WHERE excluded.eseq > messages.eseq AND messages.deleted = 0";
+    const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
+               *text = str(d, "text"), *mtype = str(d, "type"), *created = str(d, "created_at");
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq"),
+                *att = cJSON_GetObjectItemCaseSensitive(d, "attachments");
+    int deleted = strcmp(type, "message.deleted") == 0 ||
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
+    int64_t created_ms;
+    sqlite3_stmt *st;
+
+    if (!id || !cid || !sender || !text || !mtype || !created || !cJSON_IsNumber(seq) ||
+        search_parse_time(created, &created_ms) != CM_OK) {
+        snprintf(why, n, "%s: data lacks id, conversation_id, sender_id, seq, type, text or "
+                 "created_at", type);
+        return CM_EINVAL;
+    }
+    if (strcmp(mtype, "system") == 0)
+        return CM_OK; /* joins, leaves and renames are not searchable content */
+    if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
+        return CM_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)seq->valuedouble);
+    sqlite3_bind_int64(st, 5, created_ms);
+    sqlite3_bind_int64(st, 6, eseq);
+    sqlite3_bind_int(st, 7, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 8, deleted);
+    /* A tombstone keeps no text: nothing of a deleted message stays in either index. */
+    sqlite3_bind_text(st, 9, deleted ? "" : text, -1, SQLITE_STATIC);
+    if (!step_done(db, st))
+        return CM_EIO;
+    *changed += sqlite3_changes(db);
+    return CM_OK;
+}
+
+static cm_err upsert_member(sqlite3 *db, const char *cid, const char *uid, int active,
+                            int64_t eseq, int *changed)
+{
+    static const char SQL[] =
+        "INSERT INTO members(conversation_id, user_id, active, left_eseq, eseq)"
+        " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET active = excluded.active,"
+        " left_eseq = excluded.left_eseq, eseq = excluded.eseq"
+        " WHERE excluded.eseq > members.eseq";
+    sqlite3_stmt *st;
+
+    if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
+        return CM_EIO;
+    sqlite3_bind_text(st, 1, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, uid, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, active);
+    if (active)
+        sqlite3_bind_null(st, 4);
+    else
+        sqlite3_bind_int64(st, 4, eseq);
+    sqlite3_bind_int64(st, 5, eseq);
+    if (!step_done(db, st))
+        return CM_EIO;
+    *changed += sqlite3_changes(db);
+    return CM_OK;
+}
+
+static cm_err apply_members(sqlite3 *db, const char *type, const cJSON *ev, const cJSON *d,
+                            int64_t eseq, int *changed, char *why, size_t n)
+{
+    const char *cid = str(d, "conversation_id");
+    cm_err rc = CM_OK;
+
+    if (strcmp(type, "conversation.created") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(d, "initial_members"), *m;
+        cid = str(d, "id");
+        if (cid == NULL || !cJSON_IsArray(list)) {
+            snprintf(why, n, "conversation.created: data lacks id or initial_members");
+            return CM_EINVAL;
+        }
+        cJSON_ArrayForEach(m, list)
+        {
+            const char *uid = str(m, "user_id");
+            if (uid == NULL) {
+                snprintf(why, n, "conversation.created: an initial member lacks user_id");
+                return CM_EINVAL;
+            }
+            if ((rc = upsert_member(db, cid, uid, 1, eseq, changed)) != CM_OK)
+                return rc;
+        }
+        return CM_OK;
+    }
+    (void)ev;
+    if (cid == NULL || str(d, "user_id") == NULL) {
+        snprintf(why, n, "%s: data lacks conversation_id or user_id", type);
+        return CM_EINVAL;
+    }
+    return upsert_member(db, cid, str(d, "user_id"), strcmp(type, "member.added") == 0, eseq,
+                         changed);
+}
+
+cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n)
+{
+    const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data"),
+                *es = cJSON_GetObjectItemCaseSensitive(ev, "eseq");
+    int changed = 0, slot = -1;
+    sqlite3 *db;
+    cm_err rc;
+
+    if (type == NULL || tenant == NULL || !search_tenant_valid(tenant) || !cJSON_IsObject(d) ||
+        !cJSON_IsNumber(es) || es->valuedouble < 1) {
+        snprintf(why, n, "the envelope lacks type, a valid tenant, eseq or data");
+        return CM_EINVAL;
+    }
+    pthread_mutex_lock(&ix->lock);
+    rc = writer(ix, tenant, &slot);
+    if (rc != CM_OK)
+        goto out;
+    db = ix->db[slot];
+    if (!ix->in_txn[slot]) {
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+            rc = CM_EIO;
+            goto out;
+        }
+        ix->in_txn[slot] = 1;
+    }
+    /* One savepoint per event: a refused event leaves nothing behind in the batch. */
+    if (sqlite3_exec(db, "SAVEPOINT ev", NULL, NULL, NULL) != SQLITE_OK) {
+        rc = CM_EIO;
+        goto out;
+    }
+    if (strncmp(type, "message.", 8) == 0)
+        rc = apply_message(db, type, d, (int64_t)es->valuedouble, &changed, why, n);
+    else
+        rc = apply_members(db, type, ev, d, (int64_t)es->valuedouble, &changed, why, n);
+    if (rc != CM_OK)
+        sqlite3_exec(db, "ROLLBACK TO ev", NULL, NULL, NULL);
+    sqlite3_exec(db, "RELEASE ev", NULL, NULL, NULL);
+    if ((rc == CM_OK || rc == CM_EINVAL) && !ix->batching && end_txn(ix, slot, 1) != CM_OK)
+        rc = CM_EIO;
+    if (rc == CM_OK)
+        atomic_fetch_add(changed ? &ix->applied : &ix->duplicates, 1);
+out:
+    if (rc != CM_OK && rc != CM_EINVAL && slot >= 0)
+        end_txn(ix, slot, 0); /* a failed write: the whole batch is redone */
+    pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+void search_index_batch_begin(search_index *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+    ix->batching = 1;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+cm_err search_index_batch_end(search_index *ix, int commit)
+{
+    cm_err rc = CM_OK;
+    pthread_mutex_lock(&ix->lock);
+    for (int i = 0; i < WRITERS_MAX; i++)
+        if (end_txn(ix, i, commit) != CM_OK)
+            rc = CM_EIO;
+    ix->batching = 0;
+    pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+/* --- queries ------------------------------------------------------------------------------ */
+
+/* A LIKE pattern matching `term` anywhere, with % _ and \ escaped (ESCAPE '\'). */
+static void like_pattern(const char *term, char *out, size_t n)
+{
+    size_t at = 0;
+    out[at++] = '%';
+    for (const char *p = term; *p && at + 4 < n; p++) {
+        if (*p == '%' || *p == '_' || *p == '\\')
+            out[at++] = '\\';
+        out[at++] = *p;
+    }
+    out[at++] = '%';
+    out[at] = '\0';
+}
+
+/* A snippet of `text` marked like FTS5's (0x01 .. 0x02) around the occurrences of `term`
+ * (empty: none) within a window of about 240 bytes; heap string, caller frees. */
+static char *mark_substring(const char *text, const char *term)
+{
+    size_t len = strlen(text), tl = strlen(term), from = 0, to = len, at = 0;
+    const char *hit = tl ? strstr(text, term) : NULL;
+    char *out;
+
+    if (hit && (size_t)(hit - text) > 80)
+        from = (size_t)(hit - text) - 80;
+    if (to - from > 240)
+        to = from + 240;
+    while (from > 0 && ((unsigned char)text[from] & 0xC0) == 0x80)
+        from--;
+    while (to < len && ((unsigned char)text[to] & 0xC0) == 0x80)
+        to++;
+    out = malloc(2 * (to - from) + 8);
+    if (out == NULL)
+        return NULL;
+    if (from > 0)
+        at += (size_t)snprintf(out + at, 4, "…");
+    for (size_t i = from; i < to;) {
+        if (tl && i + tl <= to && memcmp(text + i, term, tl) == 0) {
+            out[at++] = 0x01;
+            memcpy(out + at, term, tl);
+            at += tl;
+            out[at++] = 0x02;
+            i += tl;
+        } else {
+            out[at++] = text[i++];
+        }
+    }
+    if (to < len)
+        at += (size_t)snprintf(out + at, 4, "…");
+    out[at] = '\0';
+    return out;
+}
+
+cm_err search_index_messages(search_index *ix, const char *tenant, const char *user,
+                             const search_query *q, int newest, long offset, long limit,
+                             cJSON *items, int *more)
+{
+    const char *fts = q->words[0] ? "msg_words" : q->tri[0] ? "msg_tri" : NULL;
+    const char *match = q->words[0] ? q->words : q->tri;
+    char path[600], sql[2048], likes[SEARCH_TERMS_MAX][160];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int w, b = 1, rows = 0, src;
+    cm_err rc = CM_EIO;
+
+    *more = 0;
+    atomic_fetch_add(&ix->queries, 1);
+    if (!tenant_path(ix, tenant, path, sizeof(path)))
+        return CM_EINVAL;
+    if (access(path, F_OK) != 0)
+        return CM_OK; /* nothing indexed for this tenant yet */
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_busy_timeout(db, 2000) != SQLITE_OK)
+        goto out;
+#define ADD(...)                                                                                \
+    do {                                                                                        \
+        int k_ = snprintf(sql + w, sizeof(sql) - (size_t)w, __VA_ARGS__);                       \
+        if (k_ < 0 || (size_t)(w + k_) >= sizeof(sql))                                          \
+            goto out;                                                                           \
+        w += k_;                                                                                \
+    } while (0)
+    if (fts) {
+        w = snprintf(sql, sizeof(sql),
+                     "SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.created_ms,"
+                     " m.has_attachment, m.text,"
+                     " snippet(%s, 0, char(1), char(2), '…', 16)"
+                     " FROM %s JOIN messages m ON m.rid = %s.rowid"
+                     " WHERE %s MATCH ? AND m.deleted = 0",
+                     fts, fts, fts, fts);
+        if (w <= 0 || (size_t)w >= sizeof(sql))
+            goto out;
+    } else {
+        w = snprintf(sql, sizeof(sql),
+                     "SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.created_ms,"
+                     " m.has_attachment, m.text, NULL FROM messages m WHERE m.deleted = 0");
+    }
+    if (q->words[0] && q->tri[0])
+        ADD(" AND m.rid IN (SELECT rowid FROM msg_tri WHERE msg_tri MATCH ?)");
+    for (int i = 0; i < q->nlikes; i++)
+        ADD(" AND m.text LIKE ? ESCAPE '\\'");
+    /* Who may see what (README.md): members see the whole history of their conversations;
+     * after leaving, what was sent before they left. */
+    ADD(" AND EXISTS (SELECT 1 FROM members mb WHERE mb.conversation_id = m.conversation_id"
+        " AND mb.user_id = ? AND (mb.active = 1 OR m.created_eseq < mb.left_eseq))");
+    if (q->conversation[0])
+        ADD(" AND m.conversation_id = ?");
+    if (q->sender[0])
+        ADD(" AND m.sender_id = ?");
+    if (q->from_ms)
+        ADD(" AND m.created_ms >= ?");
+    if (q->to_ms)
+        ADD(" AND m.created_ms < ?");
+    if (q->has_attachment)
+        ADD(" AND m.has_attachment = 1");
+    if (fts && !newest)
+        ADD(" ORDER BY bm25(%s), m.created_ms DESC LIMIT ? OFFSET ?", fts);
+    else
+        ADD(" ORDER BY m.created_ms DESC, m.seq DESC LIMIT ? OFFSET ?");
+#undef ADD
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        cm_warn("search query: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    if (fts)
+        sqlite3_bind_text(st, b++, match, -1, SQLITE_STATIC);
+    if (q->words[0] && q->tri[0])
+        sqlite3_bind_text(st, b++, q->tri, -1, SQLITE_STATIC);
+    for (int i = 0; i < q->nlikes; i++) {
+        like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
+        sqlite3_bind_text(st, b++, likes[i], -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
+    if (q->conversation[0])
+        sqlite3_bind_text(st, b++, q->conversation, -1, SQLITE_STATIC);
+    if (q->sender[0])
+        sqlite3_bind_text(st, b++, q->sender, -1, SQLITE_STATIC);
+    if (q->from_ms)
+        sqlite3_bind_int64(st, b++, q->from_ms);
+    if (q->to_ms)
+        sqlite3_bind_int64(st, b++, q->to_ms);
+    sqlite3_bind_int64(st, b++, limit + 1);
+    sqlite3_bind_int64(st, b++, offset);
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        char when[CM_RFC3339_LEN];
+        const char *snip = (const char *)sqlite3_column_text(st, 7);
+        char *own = NULL;
+        cJSON *it, *sj;
+        if (rows++ == limit) {
+            *more = 1;
+            break;
+        }
+        it = cJSON_CreateObject();
+        if (it == NULL || !cJSON_AddItemToArray(items, it)) {
+            cJSON_Delete(it);
+            rc = CM_ENOMEM;
+            goto out;
+        }
+        cJSON_AddStringToObject(it, "id", (const char *)sqlite3_column_text(st, 0));
+        cJSON_AddStringToObject(it, "conversation_id", (const char *)sqlite3_column_text(st, 1));
+        cJSON_AddStringToObject(it, "sender_id", (const char *)sqlite3_column_text(st, 2));
+        cJSON_AddNumberToObject(it, "seq", (double)sqlite3_column_int64(st, 3));
+        cm_clock_rfc3339(sqlite3_column_int64(st, 4), when);
+        cJSON_AddStringToObject(it, "created_at", when);
+        cJSON_AddBoolToObject(it, "has_attachment", sqlite3_column_int(st, 5));
+        cJSON_AddStringToObject(it, "text", (const char *)sqlite3_column_text(st, 6));
+        if (snip == NULL)
+            snip = own = mark_substring((const char *)sqlite3_column_text(st, 6),
+                                        q->nlikes ? q->likes[0] : "");
+        sj = snip ? search_snippet_json(snip) : NULL;
+        free(own);
+        if (sj == NULL) {
+            rc = CM_ENOMEM;
+            goto out;
+        }
+        cJSON_AddItemToObject(it, "snippet", sj);
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE) {
+        cm_warn("search query: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    rc = CM_OK;
+out:
+    if (rc != CM_OK)
+        atomic_fetch_add(&ix->query_errors, 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+void search_index_metrics(search_index *ix, void (*emit)(void *ctx, const char *text), void *ctx)
+{
+    char buf[1024];
+    snprintf(buf, sizeof(buf),
+             "# HELP search_events_applied_total Events that changed the index.\n"
+             "# TYPE search_events_applied_total counter\n"
+             "search_events_applied_total %ld\n"
+             "# HELP search_events_duplicate_total Events the index already held (by eseq).\n"
+             "# TYPE search_events_duplicate_total counter\n"
+             "search_events_duplicate_total %ld\n"
+             "# HELP search_queries_total Message searches run.\n"
+             "# TYPE search_queries_total counter\n"
+             "search_queries_total %ld\n"
+             "# HELP search_query_errors_total Message searches that failed in SQLite.\n"
+             "# TYPE search_query_errors_total counter\n"
+             "search_query_errors_total %ld\n",
+             atomic_load(&ix->applied), atomic_load(&ix->duplicates), atomic_load(&ix->queries),
+             atomic_load(&ix->query_errors));
+    emit(ctx, buf);
+}

@@ -1,0 +1,205 @@
+/* search_query_test.c - unit tests of the query language (what reaches FTS5 for what the user
+ * typed), the time parser, and the snippet offsets; the index itself is tested on a real
+ * SQLite database in a temporary directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "search.h"
+
+static search_query q;
+static char why[256];
+
+static void parses(const char *in, const char *words, const char *tri)
+{
+    cm_err rc = search_query_parse(in, &q, why, sizeof(why));
+    if (rc != CM_OK)
+        fail_msg("%s: refused: %s", in, why);
+    if (strcmp(q.words, words) != 0 || strcmp(q.tri, tri) != 0)
+        fail_msg("%s: words [%s] tri [%s], want [%s] [%s]", in, q.words, q.tri, words, tri);
+}
+
+static void refuses(const char *in, cm_err want, const char *part)
+{
+    cm_err rc = search_query_parse(in, &q, why, sizeof(why));
+    if (rc != want || strstr(why, part) == NULL)
+        fail_msg("%s: got %s (%s), want %s with '%s'", in, cm_err_name(rc), why,
+                 cm_err_name(want), part);
+}
+
+static void test_terms_are_quoted(void **state)
+{
+    (void)state;
+    parses("hello world", "\"hello\" \"world\"", "");
+    parses("\"hello world\"", "\"hello world\"", "");
+    parses("rep*", "\"rep\"*", "");
+    parses("a OR b", "\"a\" \"OR\" \"b\"", "");          /* operators are only words */
+    parses("NEAR(a", "\"NEAR(a\"", "");
+    parses("col:value", "\"col:value\"", "");             /* not an operator of ours */
+    parses("x\"y z\"", "\"x\" \"y z\"", "");
+    parses("東京タワー", "", "\"東京タワー\"");
+    parses("东京 cafe", "\"cafe\"", "");
+    assert_int_equal(q.nlikes, 1);
+    assert_string_equal(q.likes[0], "东京");
+    parses("!!! word", "\"word\"", "");                   /* punctuation-only: skipped */
+}
+
+static void test_operators(void **state)
+{
+    int64_t ms;
+    (void)state;
+    parses("from:alice in:c-1 has:attachment after:2024-05-01 before:2024-06-01 x", "\"x\"",
+           "");
+    assert_string_equal(q.sender, "alice");
+    assert_string_equal(q.conversation, "c-1");
+    assert_int_equal(q.has_attachment, 1);
+    assert_int_equal(search_parse_time("2024-05-02", &ms), CM_OK);
+    assert_int_equal(q.from_ms, ms);
+    assert_int_equal(search_parse_time("2024-06-01", &ms), CM_OK);
+    assert_int_equal(q.to_ms, ms);
+    parses("from:bob", "", ""); /* filters only */
+}
+
+static void test_refusals(void **state)
+{
+    char big[SEARCH_Q_MAX_BYTES + 2];
+    (void)state;
+    refuses("\"open", CM_EINVAL, "unterminated");
+    refuses("from:", CM_EINVAL, "needs a value");
+    refuses("from:a/b", CM_EINVAL, "id of");
+    refuses("from:a from:b", CM_EINVAL, "two different");
+    refuses("before:soon", CM_EINVAL, "date");
+    refuses("has:dogs", CM_EINVAL, "has:attachment");
+    refuses("*", CM_EINVAL, "before the *");
+    refuses("", CM_EINVAL, "nothing to search");
+    refuses("?? !!", CM_EINVAL, "nothing to search");
+    refuses("a\x01", CM_EINVAL, "control");
+    refuses("\xff\xfe", CM_EINVAL, "UTF-8");
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    refuses(big, CM_ETOOBIG, "longer than");
+    refuses("a b c d e f g h i j k l m n o p q", CM_ETOOBIG, "more than 16");
+}
+
+static void test_time(void **state)
+{
+    int64_t ms;
+    (void)state;
+    assert_int_equal(search_parse_time("1970-01-02", &ms), CM_OK);
+    assert_int_equal(ms, 86400000);
+    assert_int_equal(search_parse_time("1970-01-01T00:00:01.5Z", &ms), CM_OK);
+    assert_int_equal(ms, 1500);
+    assert_int_equal(search_parse_time("2023-02-30", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2023-02-01T10:00:00+02:00", &ms), CM_EINVAL);
+}
+
+static void test_snippet_offsets_are_code_points(void **state)
+{
+    cJSON *o = search_snippet_json("日本\x01" "東京\x02" " and \x01" "café\x02");
+    char *s;
+    (void)state;
+    assert_non_null(o);
+    s = cJSON_PrintUnformatted(o);
+    assert_string_equal(s, "{\"text\":\"日本東京 and café\",\"highlights\":[{\"start\":2,\"end\":4},"
+                           "{\"start\":9,\"end\":13}]}");
+    free(s);
+    cJSON_Delete(o);
+}
+
+/* A real index in a temporary directory: events applied, replayed, edited, deleted, left. */
+static void apply(search_index *ix, const char *json)
+{
+    cJSON *ev = cJSON_Parse(json);
+    assert_non_null(ev);
+    if (search_index_apply(ix, ev, why, sizeof(why)) != CM_OK)
+        fail_msg("apply %s: %s", json, why);
+    cJSON_Delete(ev);
+}
+
+static int count(search_index *ix, const char *user, const char *text)
+{
+    cJSON *items = cJSON_CreateArray();
+    int more = 0, n;
+    assert_int_equal(search_query_parse(text, &q, why, sizeof(why)), CM_OK);
+    assert_int_equal(search_index_messages(ix, "t1", user, &q, 0, 0, 50, items, &more), CM_OK);
+    n = cJSON_GetArraySize(items);
+    cJSON_Delete(items);
+    return n;
+}
+
+#define MSG(type, eseq, text)                                                                  \
+    "{\"type\":\"" type "\",\"tenant\":\"t1\",\"eseq\":" #eseq ",\"data\":{\"id\":\"m1\","     \
+    "\"conversation_id\":\"c1\",\"seq\":1,\"sender_id\":\"u1\",\"type\":\"text\",\"text\":\""  \
+    text "\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}"
+
+static void test_index_lifecycle(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    search_index *ix;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"initial_members\":[{\"user_id\":\"u1\"},{\"user_id\":\"u2\"}]}}");
+    apply(ix, MSG("message.created", 2, "hello pelican"));
+    apply(ix, MSG("message.created", 2, "hello pelican")); /* redelivered: no change */
+    assert_int_equal(count(ix, "u2", "pelican"), 1);
+    assert_int_equal(count(ix, "u3", "pelican"), 0); /* not a member */
+    apply(ix, MSG("message.updated", 4, "hello flamingo"));
+    apply(ix, MSG("message.updated", 3, "stale pelican")); /* older than what is held */
+    assert_int_equal(count(ix, "u2", "pelican"), 0);
+    assert_int_equal(count(ix, "u2", "flamingo"), 1);
+    apply(ix, "{\"type\":\"member.removed\",\"tenant\":\"t1\",\"eseq\":5,\"data\":{"
+              "\"conversation_id\":\"c1\",\"user_id\":\"u2\"}}");
+    assert_int_equal(count(ix, "u2", "flamingo"), 1); /* sent before u2 left */
+    apply(ix, MSG("message.deleted", 6, ""));
+    apply(ix, MSG("message.updated", 7, "hello again")); /* a tombstone stays one */
+    assert_int_equal(count(ix, "u1", "flamingo"), 0);
+    assert_int_equal(count(ix, "u1", "again"), 0);
+    /* A batch: one transaction; a refused event inside it leaves nothing (its savepoint). */
+    search_index_batch_begin(ix);
+    {
+        cJSON *bad = cJSON_Parse("{\"type\":\"conversation.created\",\"tenant\":\"t1\","
+                                 "\"eseq\":1,\"data\":{\"id\":\"c1\",\"initial_members\":"
+                                 "[{\"user_id\":\"u9\"},{\"role\":\"member\"}]}}");
+        assert_int_equal(search_index_apply(ix, bad, why, sizeof(why)), CM_EINVAL);
+        cJSON_Delete(bad);
+    }
+    apply(ix, "{\"type\":\"member.added\",\"tenant\":\"t1\",\"eseq\":8,\"data\":{"
+              "\"conversation_id\":\"c1\",\"user_id\":\"u2\"}}");
+    assert_int_equal(search_index_batch_end(ix, 1), CM_OK);
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":9,\"data\":{"
+              "\"id\":\"m2\",\"conversation_id\":\"c1\",\"seq\":2,\"sender_id\":\"u1\","
+              "\"type\":\"text\",\"text\":\"heron\",\"created_at\":"
+              "\"2024-01-01T00:00:01.000Z\"}}");
+    assert_int_equal(count(ix, "u2", "heron"), 1); /* u2 is back */
+    assert_int_equal(count(ix, "u9", "heron"), 0); /* the refused event added no one */
+    search_index_destroy(ix);
+    snprintf(path, sizeof(path), "%s/t1.db", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/t1.db-wal", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/t1.db-shm", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_terms_are_quoted),
+        cmocka_unit_test(test_operators),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_snippet_offsets_are_code_points),
+        cmocka_unit_test(test_index_lifecycle),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
