@@ -198,6 +198,7 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
     }
     if (ctx->limits)
         gateway_ratelimit_metrics(ctx->limits, emit, ectx);
+    gateway_ws_metrics(&ctx->ws, emit, ectx);
 }
 
 cm_err gateway_ready(void *ud, char *detail, size_t n)
