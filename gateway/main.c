@@ -59,6 +59,8 @@ static const cm_config_var vars[] = {
     {"JWT_JWKS_MAX_AGE_S", "300", "background refetch period of the JWK Set (0: none)"},
     {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
+    {"JWT_CACHE_ENTRIES", "16384", "verified tokens remembered (LRU by token hash) so a client's "
+                                   "token is checked once, not per request (0: off)"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
     {"REDIS_HOST", "127.0.0.1", "Redis host (revoked-session denylist)"},
@@ -195,6 +197,8 @@ int main(int argc, char **argv)
         goto out;
     upstreams = 1;
     if (cm_jwt_verifier_from_env(&ctx.verifier) ||
+        cm_config_long("JWT_CACHE_ENTRIES", 16384, 0, 1L << 24, &v) ||
+        (v > 0 && cm_jwt_cache_enable(ctx.verifier, (size_t)(v < 4 ? 4 : v)) != CM_OK) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_config_long("RATELIMIT_REDIS_PORT", 0, 0, 65535, &rl_port) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500, &redis))
