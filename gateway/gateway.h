@@ -105,6 +105,7 @@ typedef struct gateway_target {
 typedef struct gateway_pool {
     char name[32];
     gateway_lb lb;
+    int no_health; /* health=off: no active checks (instances without /health/ready) */
     gateway_target targets[GW_MAX_TARGETS];
     int ntargets;
     gateway_instance inst[GW_MAX_INSTANCES];
@@ -129,6 +130,29 @@ typedef struct gateway_route {
 
 typedef struct gateway_ratelimit gateway_ratelimit;
 
+/* Where a relayed WebSocket stream from an instance stands (RFC 6455 section 5.2 framing):
+ * the relay follows frame headers only, so the gateway can add a close frame of its own at a
+ * frame boundary. Zeroed: at a boundary, nothing seen. */
+typedef struct gateway_ws_track {
+    unsigned char hdr[14]; /* header bytes of the current frame collected so far */
+    size_t hlen;
+    uint64_t left;  /* payload bytes of the current frame still to come */
+    int close_seen; /* a close frame has begun: the instance ends the conversation itself */
+} gateway_ws_track;
+
+struct gateway_ws_relay;
+
+/* The relayed WebSocket connections (gateway_ws.c). */
+typedef struct gateway_ws {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;         /* signalled when a relay ends */
+    struct gateway_ws_relay *head; /* open relays */
+    int open;
+    atomic_int stopping;         /* SIGTERM: relays close their clients with 1001 */
+    atomic_ulong opened, refused, failed, bytes_up, bytes_down;
+    atomic_ulong closed[5];      /* by who ended it: client, upstream, upstream_gone, idle, drain */
+} gateway_ws;
+
 typedef struct gateway_ctx {
     gateway_route routes[GW_MAX_ROUTES];
     int nroutes;
@@ -148,6 +172,8 @@ typedef struct gateway_ctx {
     int health_fail_threshold;
     long dns_refresh_ms;
     gateway_ratelimit *limits;
+    gateway_ws ws;
+    long ws_idle_ms;          /* a relayed WebSocket silent both ways this long is closed */
     atomic_int stopping;
     pthread_t health_thread;
     int health_started;
@@ -156,7 +182,9 @@ typedef struct gateway_ctx {
 /* --- configuration (gateway_config.c) ------------------------------------------------------ */
 
 /* Parses pool definitions into ctx->pools, replacing a pool of the same name or adding one:
- *   "name=url[*weight][,url[*weight]...][ lb=round_robin|least_conn|weighted|random]; ..."
+ *   "name=url[*weight][,url[*weight]...][ lb=round_robin|least_conn|weighted|random]
+ *    [ health=on|off]; ..."  (health=off: no active checks, for instances that serve no
+ *   /health/ready on that port, such as the socket service's WebSocket port)
  * A url is http(s)://host:port; a host that is not an address is a DNS name, re-resolved every
  * dns_refresh_ms, each address becoming an instance. On error writes the reason to `err`
  * (size n) and returns CM_EINVAL with ctx->pools unchanged from before the bad entry. */
@@ -288,6 +316,18 @@ void gateway_ratelimit_metrics(gateway_ratelimit *rl, void (*emit)(void *ctx, co
  * libcurl to an instance of the route's pool, retried where that is safe. */
 void gateway_proxy(cm_http_req *req, void *ud);
 
+/* Writes the request's path and query, percent-encoded again, to `out` (size n): the request
+ * target sent upstream. -1 when it does not fit. */
+int gateway_request_target(cm_http_req *req, char *out, size_t n);
+
+struct curl_slist;
+
+/* The headers sent upstream: the client's minus the dropped ones (gateway_header_dropped),
+ * then X-Request-Id, X-Forwarded-For, traceparent (logged too) and, when `claims` is not NULL,
+ * X-Auth-Tenant and X-Auth-User, as "Name: value" lines. NULL when out of memory; the caller
+ * frees the list with curl_slist_free_all. */
+struct curl_slist *gateway_forward_headers(cm_http_req *req, const cm_jwt_claims *claims);
+
 /* GET /v1/gateway/upstreams and POST /v1/gateway/upstreams/{pool}/reset (admin key). */
 void gateway_admin_upstreams(cm_http_req *req, void *ud);
 void gateway_admin_reset(cm_http_req *req, void *ud);
@@ -301,5 +341,38 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
 /* /health/ready: ready until SIGTERM starts the drain (then 503, so balancers stop sending);
  * an upstream pool being down is answered per route, not by taking the whole edge out. */
 cm_err gateway_ready(void *ud, char *detail, size_t n);
+
+/* --- WebSocket proxy (gateway_ws.c) --------------------------------------------------------- */
+
+/* Returns 1 when the request is a WebSocket upgrade (GET with Upgrade: websocket). */
+int gateway_ws_is_upgrade(cm_http_req *req);
+
+/* Relays a WebSocket upgrade to an instance of the route's pool (by its balancing rule;
+ * another instance when one cannot be reached): the client's headers with the gateway's
+ * (gateway_forward_headers, `claims` may be NULL), then the instance's 101 with its
+ * Sec-WebSocket-* headers, after which a relay thread copies bytes both ways until either
+ * side closes, ctx->ws_idle_ms pass in silence or gateway_ws_shutdown runs. An instance going
+ * away mid-stream gets the client a close frame 1012 "service restart". A refusal of the
+ * instance (401...) is relayed as it is; no instance: 503 problem. Answers exactly once. */
+void gateway_ws_proxy(gateway_ctx *ctx, cm_http_req *req, gateway_route *route,
+                      const cm_jwt_claims *claims);
+
+/* Follows n bytes of an instance's stream. */
+void gateway_ws_track_feed(gateway_ws_track *t, const unsigned char *p, size_t n);
+
+/* 1 when the stream followed by `t` is between two frames. */
+int gateway_ws_track_at_boundary(const gateway_ws_track *t);
+
+/* Writes an unmasked close frame with `code` and `reason` (cut to 123 bytes) to out (size n).
+ * Returns its length, 0 when it does not fit. */
+size_t gateway_ws_close_frame(int code, const char *reason, unsigned char *out, size_t n);
+
+void gateway_ws_init(gateway_ws *ws);
+
+/* Ends every relay (1001 "gateway going away" to clients between frames) and waits up to
+ * wait_ms for their threads. */
+void gateway_ws_shutdown(gateway_ws *ws, long wait_ms);
+
+void gateway_ws_metrics(gateway_ws *ws, void (*emit)(void *ctx, const char *text), void *ectx);
 
 #endif

@@ -198,6 +198,17 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
     }
     if (ctx->limits)
         gateway_ratelimit_metrics(ctx->limits, emit, ectx);
+    gateway_ws_metrics(&ctx->ws, emit, ectx);
+    if (ctx->verifier) {
+        unsigned long hits, misses;
+        cm_jwt_cache_stats(ctx->verifier, &hits, &misses);
+        snprintf(line, sizeof(line),
+                 "# TYPE gateway_token_cache_total counter\n"
+                 "gateway_token_cache_total{result=\"hit\"} %lu\n"
+                 "gateway_token_cache_total{result=\"miss\"} %lu\n",
+                 hits, misses);
+        emit(ectx, line);
+    }
 }
 
 cm_err gateway_ready(void *ud, char *detail, size_t n)

@@ -99,8 +99,12 @@ static cm_err parse_pool(gateway_ctx *ctx, char *entry, char *err, size_t n)
     }
     while ((opt = strtok_r(NULL, " \t", &save)) != NULL) {
         int found = 0;
+        if (strcmp(opt, "health=off") == 0 || strcmp(opt, "health=on") == 0) {
+            pool.no_health = strcmp(opt, "health=off") == 0;
+            continue;
+        }
         if (strncmp(opt, "lb=", 3) != 0) {
-            snprintf(err, n, "pool '%s': unknown option '%s' (only lb=)", pool.name, opt);
+            snprintf(err, n, "pool '%s': unknown option '%s' (lb= or health=)", pool.name, opt);
             return CM_EINVAL;
         }
         for (int i = 0; i < 4; i++)
@@ -155,6 +159,7 @@ static cm_err parse_pool(gateway_ctx *ctx, char *entry, char *err, size_t n)
     memset(slot, 0, sizeof(*slot));
     memcpy(slot->name, pool.name, sizeof(pool.name));
     slot->lb = pool.lb;
+    slot->no_health = pool.no_health;
     memcpy(slot->targets, pool.targets, sizeof(pool.targets));
     slot->ntargets = pool.ntargets;
     return CM_OK;

@@ -173,6 +173,40 @@ static void add_query(void *ud, const char *name, const char *value)
     q->url[q->len] = '\0';
 }
 
+int gateway_request_target(cm_http_req *req, char *out, size_t n)
+{
+    struct query_ctx q = {.url = out, .cap = n, .first = 1};
+
+    out[0] = '\0';
+    if (gateway_escape(cm_http_path(req), 1, out, n, &q.len) != 0)
+        return -1;
+    cm_http_each_query(req, add_query, &q);
+    return q.overflow ? -1 : 0;
+}
+
+struct curl_slist *gateway_forward_headers(cm_http_req *req, const cm_jwt_claims *claims)
+{
+    struct hdr_ctx hc = {0};
+    char tp[64];
+
+    cm_http_each_header(req, add_client_header, &hc);
+    add_line(&hc, "X-Request-Id", cm_http_request_id(req));
+    add_line(&hc, "X-Forwarded-For", cm_http_client_ip(req));
+    gateway_traceparent(cm_http_header(req, "traceparent"), tp, sizeof(tp));
+    add_line(&hc, "traceparent", tp);
+    cm_http_log_field(req, "traceparent", tp);
+    if (claims) {
+        /* Informational for services; they verify the token themselves. */
+        add_line(&hc, "X-Auth-Tenant", claims->tid);
+        add_line(&hc, "X-Auth-User", claims->sub);
+    }
+    if (hc.oom) {
+        curl_slist_free_all(hc.list);
+        return NULL;
+    }
+    return hc.list;
+}
+
 /* The calling thread's handle, freed when the thread ends (pthread key destructor). */
 static CURL *curl_for_thread(void)
 {
@@ -336,9 +370,7 @@ void gateway_proxy(cm_http_req *req, void *ud)
     gateway_route *route = gateway_route_find(ctx, cm_http_path(req));
     struct upstream_reply up = {.req = req};
     struct hdr_ctx hc = {0};
-    struct query_ctx q = {0};
     char tail[URL_MAX], url[URL_MAX + GW_URL_MAX], base[GW_URL_MAX], connect_to[GW_URL_MAX];
-    char tp[64];
     gateway_rl_verdict rl_ip = {0}, rl_id = {0};
     gateway_instance *inst = NULL;
     const char *method = cm_http_method(req);
@@ -381,35 +413,17 @@ void gateway_proxy(cm_http_req *req, void *ud)
             }
         }
     }
+    if (gateway_ws_is_upgrade(req)) {
+        gateway_ws_proxy(ctx, req, route, have_claims ? &claims : NULL);
+        goto out;
+    }
     up.max = route->max_body ? route->max_body : ctx->max_response;
 
-    /* The path and query, re-encoded: the same for every attempt. */
-    q.len = 0;
-    tail[0] = '\0';
-    if (gateway_escape(cm_http_path(req), 1, tail, sizeof(tail), &q.len) != 0) {
-        cm_http_problem(req, 414, "uri-too-long", "URI Too Long", "the request path is too long");
+    if (gateway_request_target(req, tail, sizeof(tail)) != 0) {
+        cm_http_problem(req, 414, "uri-too-long", "URI Too Long", "the request URI is too long");
         goto out;
     }
-    q.url = tail;
-    q.cap = sizeof(tail);
-    q.first = 1;
-    cm_http_each_query(req, add_query, &q);
-    if (q.overflow) {
-        cm_http_problem(req, 414, "uri-too-long", "URI Too Long", "the query string is too long");
-        goto out;
-    }
-
-    cm_http_each_header(req, add_client_header, &hc);
-    add_line(&hc, "X-Request-Id", cm_http_request_id(req));
-    add_line(&hc, "X-Forwarded-For", cm_http_client_ip(req));
-    gateway_traceparent(cm_http_header(req, "traceparent"), tp, sizeof(tp));
-    add_line(&hc, "traceparent", tp);
-    cm_http_log_field(req, "traceparent", tp);
-    if (have_claims) {
-        /* Informational for services; they verify the token themselves. */
-        add_line(&hc, "X-Auth-Tenant", claims.tid);
-        add_line(&hc, "X-Auth-User", claims.sub);
-    }
+    hc.list = gateway_forward_headers(req, have_claims ? &claims : NULL);
     add_line(&hc, "Expect", ""); /* "Expect:" removes it: no 100-continue round trip */
     if (hc.oom || hc.list == NULL) {
         cm_http_reply_error(req, CM_ENOMEM, NULL);

@@ -476,6 +476,8 @@ static int probe(CURL *c, const gateway_instance *in, long timeout_ms)
 
 static void check_pool(gateway_ctx *ctx, gateway_pool *pool, CURL *c)
 {
+    if (pool->no_health)
+        return; /* passive ejection only: the breaker sees failed connections */
     pthread_rwlock_rdlock(&pool->lock);
     for (int i = 0; i < pool->ninst; i++) {
         gateway_instance *in = &pool->inst[i];

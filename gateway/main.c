@@ -27,7 +27,9 @@ static const cm_config_var vars[] = {
     {"USER_URL", "http://127.0.0.1:8081", "user service instances: URL[*weight],... (pool 'user')"},
     {"MESSAGING_URL", "http://127.0.0.1:8082", "messaging service instances (pool 'messaging')"},
     {"MEDIA_URL", "http://127.0.0.1:8084", "media service instances (pool 'media')"},
-    {"SOCKET_URLS", "http://127.0.0.1:8083", "socket service instances (pool 'socket', least_conn)"},
+    {"SOCKET_URLS", "http://127.0.0.1:8083", "socket service WebSocket ports (pool 'socket', "
+                                             "least_conn, health=off; /v1/ws is relayed there)"},
+    {"WS_IDLE_TIMEOUT_S", "300", "a relayed WebSocket silent both ways this long is closed (1001)"},
     {"SEARCH_URL", "http://127.0.0.1:8085", "search service instances (pool 'search')"},
     {"GATEWAY_POOLS", "", "more pools, or pools replaced: name=url[*w],... [lb=round_robin|"
                           "least_conn|weighted|random]; ... (README, 'Gateway routes')"},
@@ -58,6 +60,8 @@ static const cm_config_var vars[] = {
     {"JWT_JWKS_MAX_AGE_S", "300", "background refetch period of the JWK Set (0: none)"},
     {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
+    {"JWT_CACHE_ENTRIES", "16384", "verified tokens remembered (LRU by token hash) so a client's "
+                                   "token is checked once, not per request (0: off)"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
     {"REDIS_HOST", "127.0.0.1", "Redis host (revoked-session denylist)"},
@@ -102,7 +106,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
     int n;
 
     n = snprintf(spec, sizeof(spec),
-                 "user=%s; messaging=%s; media=%s; socket=%s lb=least_conn; search=%s",
+                 "user=%s; messaging=%s; media=%s; socket=%s lb=least_conn health=off; search=%s",
                  cm_config_str("USER_URL", "http://127.0.0.1:8081"),
                  cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082"),
                  cm_config_str("MEDIA_URL", "http://127.0.0.1:8084"),
@@ -112,7 +116,8 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
         gateway_pools_parse(ctx, cm_config_str("GATEWAY_POOLS", ""), err, sizeof(err)))
         goto bad;
     /* Tenant administration (admin key) and token issue (tenant key, password) authenticate
-     * in the user service; everything else needs an access token here first. Media: uploads
+     * in the user service; everything else needs an access token here first,
+     * except /v1/ws, whose token the socket service verifies on the upgrade it is relayed. Media: uploads
      * and downloads get their own body cap; signed URLs carry their own credentials (an HMAC
      * in the query), so no token is asked for them. */
     n = snprintf(spec, sizeof(spec),
@@ -120,7 +125,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
                  "/v1/sessions user; /v1/roles user; /v1/server user auth=none;"
                  "/.well-known/jwks.json user auth=none;"
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
-                 "/v1/search search;"
+                 "/v1/search search; /v1/ws socket auth=none;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);
@@ -160,8 +165,11 @@ int main(int argc, char **argv)
         cm_config_long("UPSTREAM_CONNECT_TIMEOUT_MS", 1000, 10, 60000, &ctx.connect_timeout_ms) ||
         cm_config_long("UPSTREAM_HEALTH_INTERVAL_MS", 2000, 0, 600000, &ctx.health_interval_ms) ||
         cm_config_long("UPSTREAM_DNS_REFRESH_MS", 10000, 0, 3600000, &ctx.dns_refresh_ms) ||
+        cm_config_long("WS_IDLE_TIMEOUT_S", 300, 1, 86400, &ctx.ws_idle_ms) ||
         cm_config_long("MEDIA_MAX_BODY", (100L << 20) + (64L << 10), 1, 1L << 30, &media_max))
         goto out;
+    ctx.ws_idle_ms *= 1000;
+    gateway_ws_init(&ctx.ws);
     hc.idle_timeout_s = (unsigned)v; /* shorter than the services': slow clients are shed */
     ctx.max_body = hc.max_body;
     if (cm_config_long("UPSTREAM_HEALTH_FAILURES", 2, 1, 100, &v))
@@ -193,6 +201,8 @@ int main(int argc, char **argv)
         goto out;
     upstreams = 1;
     if (cm_jwt_verifier_from_env(&ctx.verifier) ||
+        cm_config_long("JWT_CACHE_ENTRIES", 16384, 0, 1L << 24, &v) ||
+        (v > 0 && cm_jwt_cache_enable(ctx.verifier, (size_t)(v < 4 ? 4 : v)) != CM_OK) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_config_long("RATELIMIT_REDIS_PORT", 0, 0, 65535, &rl_port) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500, &redis))
@@ -229,6 +239,7 @@ int main(int argc, char **argv)
                 ctx.routes[i].pool_name, gateway_auth_name(ctx.routes[i].auth));
     cm_info("stopping on signal %d", cm_process_wait_signal());
     atomic_store(&ctx.stopping, 1); /* /health/ready answers 503 while draining */
+    gateway_ws_shutdown(&ctx.ws, (long)hc.drain_s * 1000); /* clients reconnect elsewhere */
     rc = 0;
 out:
     cm_http_server_destroy(srv); /* drains in-flight requests first */

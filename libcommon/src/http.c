@@ -2,6 +2,7 @@
 #include "common/http.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -100,6 +101,10 @@ struct cm_http_req {
     struct chunk *arena;
     struct hdr *hdrs;
     cJSON *json;
+    cm_http_upgrade_fn up_fn; /* cm_http_reply_upgrade */
+    void *up_ud;
+    void (*up_free)(void *ud);
+    int up_started; /* up_fn was called: up_ud is the callee's */
     char log_extra[512]; /* cm_http_log_field: ,"name":"value"... */
     size_t log_extra_len;
 };
@@ -871,6 +876,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         cm_log_set_request_id(NULL);
     }
     atomic_fetch_sub(&srv->inflight, 1);
+    if (req->up_free && !req->up_started)
+        req->up_free(req->up_ud); /* the 101 never reached the client */
     req_free(req);
 }
 
@@ -968,7 +975,8 @@ cm_err cm_http_server_start(cm_http_server *srv)
                                                (intptr_t)srv->conn_memory, NULL};
     limits[nl] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     srv->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+            MHD_ALLOW_UPGRADE, 0, NULL,
         NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
@@ -1017,6 +1025,55 @@ void cm_http_server_destroy(cm_http_server *srv)
     for (int i = 0; i < srv->nlimits; i++)
         free(srv->limits[i].prefix);
     free(srv);
+}
+
+/* --- protocol upgrades ------------------------------------------------------------------ */
+
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra,
+                        size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    cm_http_req *req = cls;
+    int fl = fcntl(sock, F_GETFL);
+    (void)conn;
+    (void)con_cls;
+
+    /* libmicrohttpd leaves it non-blocking; the callee's relay expects plain blocking I/O. */
+    if (fl != -1)
+        (void)fcntl(sock, F_SETFL, fl & ~O_NONBLOCK);
+    req->up_started = 1;
+    req->up_fn(req->up_ud, sock, extra, extra_len, (cm_http_upgrade *)urh);
+}
+
+void cm_http_reply_upgrade(cm_http_req *req, cm_http_upgrade_fn fn, void *ud,
+                           void (*free_ud)(void *ud))
+{
+    struct MHD_Response *resp;
+
+    if (req->replied) {
+        cm_error("http: second reply to %s %s ignored (bug)", req->method, req->path);
+        if (free_ud)
+            free_ud(ud);
+        return;
+    }
+    req->replied = 1;
+    req->status = 101;
+    req->up_fn = fn;
+    req->up_ud = ud;
+    req->up_free = free_ud;
+    resp = MHD_create_response_for_upgrade(on_upgraded, req);
+    if (resp == NULL)
+        return; /* on_completed frees ud; the client sees the connection close */
+    MHD_add_response_header(resp, "X-Request-Id", req->rid);
+    for (struct hdr *h = req->hdrs; h; h = h->next)
+        MHD_add_response_header(resp, h->name, h->value);
+    if (MHD_queue_response(req->conn, 101, resp) != MHD_YES)
+        cm_error("http: the 101 answer to %s could not be queued", req->path);
+    MHD_destroy_response(resp);
+}
+
+void cm_http_upgrade_close(cm_http_upgrade *up)
+{
+    MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)up, MHD_UPGRADE_ACTION_CLOSE);
 }
 
 /* --- per-prefix body caps, streamed replies, multipart bodies ---------------------------- */

@@ -21,6 +21,8 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <stdatomic.h>
 
 #include "common/config.h"
 #include "common/json.h"
@@ -58,6 +60,28 @@ struct cm_jwt {
     cm_jwt_refresh_fn refresh;
     void *refresh_ud;
     void (*refresh_free)(void *ud);
+    atomic_ulong key_gen;        /* bumped by every key change: older cache entries are void */
+    struct verify_cache *cache;  /* cm_jwt_cache_enable; NULL: every verify checks the signature */
+};
+
+/* --- the verification cache (cm_jwt_cache_enable) ----------------------------------------- */
+
+#define CACHE_WAYS 4
+#define CACHE_STRIPES 64
+
+struct cache_entry {
+    unsigned char digest[SHA256_DIGEST_LENGTH]; /* of the whole token */
+    unsigned long gen;  /* key_gen when it was verified */
+    unsigned long used; /* tick of the last hit: the least recent of a set is replaced */
+    int valid;
+    cm_jwt_claims claims;
+};
+
+struct verify_cache {
+    size_t nsets;
+    struct cache_entry *e; /* nsets * CACHE_WAYS */
+    pthread_mutex_t locks[CACHE_STRIPES];
+    atomic_ulong tick, hits, misses;
 };
 
 /* --- keys --------------------------------------------------------------------------------- */
@@ -274,6 +298,12 @@ void cm_jwt_destroy(cm_jwt *j)
         j->refresh_free(j->refresh_ud);
     set_cleanup(&j->set);
     pthread_rwlock_destroy(&j->lock);
+    if (j->cache) {
+        for (int i = 0; i < CACHE_STRIPES; i++)
+            pthread_mutex_destroy(&j->cache->locks[i]);
+        free(j->cache->e);
+        free(j->cache);
+    }
     free(j->iss);
     free(j->aud);
     free(j);
@@ -344,6 +374,7 @@ cm_err cm_jwt_add_key(cm_jwt *j, const char *kid, const char *pem, size_t len)
         rc = CM_ETOOBIG;
     else
         j->set.keys[j->set.n++] = k;
+    atomic_fetch_add(&j->key_gen, 1);
     pthread_rwlock_unlock(&j->lock);
     if (rc != CM_OK)
         key_cleanup(&k);
@@ -462,6 +493,7 @@ cm_err cm_jwt_set_jwks(cm_jwt *j, const char *json, size_t len, int *nkeys, char
     pthread_rwlock_wrlock(&j->lock);
     old = j->set;
     j->set = fresh;
+    atomic_fetch_add(&j->key_gen, 1); /* a key taken away must stop verifying cached tokens */
     pthread_rwlock_unlock(&j->lock);
     if (nkeys)
         *nkeys = fresh.n;
@@ -928,10 +960,136 @@ out:
     return rc;
 }
 
+cm_err cm_jwt_cache_enable(cm_jwt *j, size_t entries)
+{
+    struct verify_cache *c;
+
+    if (entries < CACHE_WAYS || entries > (1u << 24))
+        return CM_EINVAL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return CM_ENOMEM;
+    c->nsets = entries / CACHE_WAYS;
+    c->e = calloc(c->nsets * CACHE_WAYS, sizeof(*c->e));
+    if (c->e == NULL) {
+        free(c);
+        return CM_ENOMEM;
+    }
+    for (int i = 0; i < CACHE_STRIPES; i++)
+        pthread_mutex_init(&c->locks[i], NULL);
+    j->cache = c;
+    return CM_OK;
+}
+
+void cm_jwt_cache_stats(const cm_jwt *j, unsigned long *hits, unsigned long *misses)
+{
+    *hits = j->cache ? atomic_load(&j->cache->hits) : 0;
+    *misses = j->cache ? atomic_load(&j->cache->misses) : 0;
+}
+
+/* The set of a digest and the lock guarding it. */
+static struct cache_entry *cache_set(struct verify_cache *c, const unsigned char *d,
+                                     pthread_mutex_t **lock)
+{
+    size_t h;
+    memcpy(&h, d, sizeof(h));
+    *lock = &c->locks[(h / c->nsets) % CACHE_STRIPES];
+    return &c->e[(h % c->nsets) * CACHE_WAYS];
+}
+
+/* 1 and the claims when the token was verified under the current keys. */
+static int cache_get(cm_jwt *j, const unsigned char *d, cm_jwt_claims *out)
+{
+    struct verify_cache *c = j->cache;
+    pthread_mutex_t *lock;
+    struct cache_entry *set = cache_set(c, d, &lock);
+    unsigned long gen = atomic_load(&j->key_gen);
+    int hit = 0;
+
+    pthread_mutex_lock(lock);
+    for (int w = 0; w < CACHE_WAYS; w++) {
+        if (set[w].valid && set[w].gen == gen && memcmp(set[w].digest, d, sizeof(set[w].digest)) == 0) {
+            set[w].used = atomic_fetch_add(&c->tick, 1);
+            *out = set[w].claims;
+            hit = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(lock);
+    atomic_fetch_add(hit ? &c->hits : &c->misses, 1);
+    return hit;
+}
+
+static void cache_put(cm_jwt *j, const unsigned char *d, unsigned long gen,
+                      const cm_jwt_claims *claims)
+{
+    struct verify_cache *c = j->cache;
+    pthread_mutex_t *lock;
+    struct cache_entry *set = cache_set(c, d, &lock), *victim = &set[0];
+
+    pthread_mutex_lock(lock);
+    for (int w = 0; w < CACHE_WAYS; w++) {
+        if (!set[w].valid) {
+            victim = &set[w];
+            break;
+        }
+        if (set[w].used < victim->used)
+            victim = &set[w];
+    }
+    memcpy(victim->digest, d, sizeof(victim->digest));
+    victim->gen = gen;
+    victim->used = atomic_fetch_add(&c->tick, 1);
+    victim->claims = *claims;
+    victim->valid = 1;
+    pthread_mutex_unlock(lock);
+}
+
+/* The time rules, checked again on every use of a cached verification. */
+static cm_err check_times(const cm_jwt *j, const cm_jwt_claims *c, time_t now, char *detail,
+                          size_t n)
+{
+    if (now > c->exp + j->leeway) {
+        snprintf(detail, n, "the token expired");
+        return CM_EUNAUTH;
+    }
+    if (c->nbf > 0 && now + j->leeway < c->nbf) {
+        snprintf(detail, n, "the token is not valid yet (nbf)");
+        return CM_EUNAUTH;
+    }
+    return CM_OK;
+}
+
+static cm_err verify_uncached(cm_jwt *j, const char *token, time_t now, cm_jwt_claims *claims,
+                              char *detail, size_t n);
+
 cm_err cm_jwt_verify(const cm_jwt *cj, const char *token, time_t now, cm_jwt_claims *claims,
                      char *detail, size_t n)
 {
-    cm_jwt *j = (cm_jwt *)cj; /* the key set may be refreshed; the claims rules never change */
+    cm_jwt *j = (cm_jwt *)cj;
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    unsigned long gen;
+    cm_jwt_claims c;
+
+    if (j->cache == NULL || token == NULL || *token == '\0' || strlen(token) > MAX_TOKEN)
+        return verify_uncached(j, token, now, claims, detail, n);
+    SHA256((const unsigned char *)token, strlen(token), d);
+    if (cache_get(j, d, &c)) {
+        if (check_times(j, &c, now, detail, n) != CM_OK)
+            return CM_EUNAUTH;
+        *claims = c;
+        return CM_OK;
+    }
+    gen = atomic_load(&j->key_gen); /* before: a key change meanwhile voids the entry */
+    if (verify_uncached(j, token, now, &c, detail, n) != CM_OK)
+        return CM_EUNAUTH;
+    cache_put(j, d, gen, &c);
+    *claims = c;
+    return CM_OK;
+}
+
+static cm_err verify_uncached(cm_jwt *j, const char *token, time_t now, cm_jwt_claims *claims,
+                              char *detail, size_t n)
+{
     jwt_t *t = NULL;
     cm_err rc = CM_EUNAUTH;
     cm_jwt_claims c;

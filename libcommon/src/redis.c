@@ -24,6 +24,13 @@ struct cm_redis {
     struct conn *conns;
     pthread_mutex_t lock;
     pthread_cond_t freed;
+    /* SHA1s of the scripts cm_redis_eval_ints ran (SCRIPT LOAD), by the script's address:
+     * EVALSHA then sends 40 bytes instead of the script. Guarded by `lock`. */
+    struct script_sha {
+        const char *script;
+        char sha[41];
+    } shas[16];
+    int nshas;
 };
 
 /* INCR, and start the window's expiry on its first hit; returns {count, pttl}. */
@@ -115,7 +122,10 @@ static void release(cm_redis *r, struct conn *c, int broken)
 }
 
 /* Runs one command; returns the reply (caller frees) or NULL with the connection reset. */
-static redisReply *command(cm_redis *r, int argc, const char **argv, const size_t *lens)
+/* Runs one command; NULL when Redis cannot be reached or, unless keep_errors, answers an
+ * error (logged). */
+static redisReply *command_ex(cm_redis *r, int argc, const char **argv, const size_t *lens,
+                              int keep_errors)
 {
     struct conn *c = acquire(r);
     redisReply *rep = NULL;
@@ -133,12 +143,53 @@ static redisReply *command(cm_redis *r, int argc, const char **argv, const size_
         return NULL;
     }
     release(r, c, 0);
-    if (rep->type == REDIS_REPLY_ERROR) {
+    if (rep->type == REDIS_REPLY_ERROR && !keep_errors) {
         cm_warn("redis: %s: %s", argv[0], rep->str);
         freeReplyObject(rep);
         return NULL;
     }
     return rep;
+}
+
+static redisReply *command(cm_redis *r, int argc, const char **argv, const size_t *lens)
+{
+    return command_ex(r, argc, argv, lens, 0);
+}
+
+/* The SHA1 of `script` as Redis knows it, loading it the first time (SCRIPT LOAD); 0 and the
+ * hex digest in out (size 41), -1 when it cannot be had (the caller sends the script). */
+static int script_sha(cm_redis *r, const char *script, char *out)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", script};
+    size_t lens[] = {6, 4, strlen(script)};
+    redisReply *rep;
+    int found = -1;
+
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < r->nshas; i++)
+        if (r->shas[i].script == script) {
+            memcpy(out, r->shas[i].sha, 41);
+            found = 0;
+        }
+    pthread_mutex_unlock(&r->lock);
+    if (found == 0)
+        return 0;
+    rep = command(r, 3, argv, lens);
+    if (rep == NULL)
+        return -1;
+    if (rep->type == REDIS_REPLY_STRING && rep->len == 40) {
+        memcpy(out, rep->str, 40);
+        out[40] = '\0';
+        found = 0;
+        pthread_mutex_lock(&r->lock);
+        if (r->nshas < (int)(sizeof(r->shas) / sizeof(r->shas[0]))) {
+            r->shas[r->nshas].script = script;
+            memcpy(r->shas[r->nshas++].sha, out, 41);
+        }
+        pthread_mutex_unlock(&r->lock);
+    }
+    freeReplyObject(rep);
+    return found;
 }
 
 cm_err cm_redis_ping(cm_redis *r)
@@ -180,7 +231,8 @@ cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const c
 {
     const char *argv[3 + 32];
     size_t lens[3 + 32];
-    char nk[8];
+    char nk[8], sha[41];
+    int has_sha;
     redisReply *rep;
     cm_err rc = CM_EINVAL;
     int argc = 0;
@@ -188,10 +240,11 @@ cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const c
     if (nkeys > 16 || nargs > 16)
         return CM_EINVAL;
     snprintf(nk, sizeof(nk), "%zu", nkeys);
-    argv[argc] = "EVAL";
-    lens[argc++] = 4;
-    argv[argc] = script;
-    lens[argc++] = strlen(script);
+    has_sha = script_sha(r, script, sha) == 0;
+    argv[argc] = has_sha ? "EVALSHA" : "EVAL";
+    lens[argc++] = has_sha ? 7 : 4;
+    argv[argc] = has_sha ? sha : script;
+    lens[argc++] = has_sha ? 40 : strlen(script);
     argv[argc] = nk;
     lens[argc++] = strlen(nk);
     for (size_t i = 0; i < nkeys; i++) {
@@ -202,7 +255,22 @@ cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const c
         argv[argc] = args[i];
         lens[argc++] = strlen(args[i]);
     }
-    rep = command(r, argc, argv, lens);
+    rep = command_ex(r, argc, argv, lens, has_sha);
+    if (rep && rep->type == REDIS_REPLY_ERROR) {
+        /* NOSCRIPT: Redis restarted or its script cache was flushed; EVAL loads it again.
+         * Any other error is the script's own: not run twice. */
+        if (strncmp(rep->str, "NOSCRIPT", 8) != 0) {
+            cm_warn("redis: EVALSHA: %s", rep->str);
+            freeReplyObject(rep);
+            return CM_EIO;
+        }
+        freeReplyObject(rep);
+        argv[0] = "EVAL";
+        lens[0] = 4;
+        argv[1] = script;
+        lens[1] = strlen(script);
+        rep = command(r, argc, argv, lens);
+    }
     if (rep == NULL)
         return CM_EIO;
     if (rep->type == REDIS_REPLY_ARRAY) {

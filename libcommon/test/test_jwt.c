@@ -1300,12 +1300,71 @@ static void test_verify_while_the_set_is_replaced(void **state)
     cm_jwt_destroy(v);
 }
 
+/* The verification cache: a token seen again is served from it (still refused once expired),
+ * the least recently used of a full set goes, refusals are not kept, and a key change voids
+ * every entry. */
+static void test_verify_cache(void **state)
+{
+    size_t k2_len;
+    char *k2 = gen_pem(2048, 1, &k2_len), *jwks = NULL, *only_k2 = NULL, *toks[5];
+    cm_jwt *s = NULL, *s2 = NULL, *v = keyless();
+    cm_jwt_claims c;
+    unsigned long hits, misses;
+    int nk = 0;
+    (void)state;
+
+    assert_int_equal(make("RS256", priv_pem, priv_len, "k1", ISS, AUD, &s), CM_OK);
+    assert_int_equal(make("RS256", k2, k2_len, "k2", ISS, AUD, &s2), CM_OK);
+    assert_int_equal(cm_jwt_cache_enable(v, 2), CM_EINVAL);
+    assert_int_equal(cm_jwt_cache_enable(v, 4), CM_OK); /* one set of 4 */
+    assert_int_equal(cm_jwt_jwks(s, &jwks), CM_OK);
+    assert_int_equal(cm_jwt_set_jwks(v, jwks, strlen(jwks), &nk, detail, sizeof(detail)), CM_OK);
+    for (int i = 0; i < 5; i++)
+        toks[i] = sign_with(s, now + i, TTL); /* iat differs: five distinct tokens */
+    expect_verified(v, toks[0]);
+    expect_verified(v, toks[0]);
+    cm_jwt_cache_stats(v, &hits, &misses);
+    assert_int_equal(hits, 1);
+    assert_int_equal(misses, 1);
+    assert_int_equal(cm_jwt_verify(v, toks[0], now + TTL + LEEWAY + 1, &c, detail, sizeof(detail)),
+                     CM_EUNAUTH);
+    assert_string_equal(detail, "the token expired");
+    /* A refusal is not remembered: the forged token misses every time. */
+    toks[4][strlen(toks[4]) - 3] ^= 1;
+    expect_refused_by(v, toks[4], "the token signature does not verify");
+    expect_refused_by(v, toks[4], "the token signature does not verify");
+    toks[4][strlen(toks[4]) - 3] ^= 1;
+    cm_jwt_cache_stats(v, &hits, &misses);
+    assert_int_equal(hits, 2);
+    assert_int_equal(misses, 3);
+    /* Four more fill the set; toks[0] was used least recently and goes. */
+    for (int i = 1; i < 5; i++)
+        expect_verified(v, toks[i]);
+    expect_verified(v, toks[0]);
+    cm_jwt_cache_stats(v, &hits, &misses);
+    assert_int_equal(misses, 8);
+    /* k1 taken away: its tokens stop verifying although they were cached. */
+    assert_int_equal(cm_jwt_jwks(s2, &only_k2), CM_OK);
+    assert_int_equal(cm_jwt_set_jwks(v, only_k2, strlen(only_k2), &nk, detail, sizeof(detail)),
+                     CM_OK);
+    expect_refused_by(v, toks[0], "the token key id (kid) is unknown");
+    for (int i = 0; i < 5; i++)
+        free(toks[i]);
+    free(jwks);
+    free(only_k2);
+    free(k2);
+    cm_jwt_destroy(s);
+    cm_jwt_destroy(s2);
+    cm_jwt_destroy(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_refuses_bad_config),
         cmocka_unit_test(test_create_copies_config),
         cmocka_unit_test(test_sign_verify_roundtrip),
+        cmocka_unit_test(test_verify_cache),
         cmocka_unit_test(test_token_header_and_payload),
         cmocka_unit_test(test_sign_refuses_bad_claims),
         cmocka_unit_test(test_no_sid_no_roles),

@@ -321,6 +321,34 @@ static void test_exists(void **state)
     cm_redis_del(r, c);
 }
 
+/* Scripts run by SHA1 after the first call give the same answers; a script that fails is not
+ * run a second time (its INCR happened once). */
+static void test_eval_ints_by_sha(void **state)
+{
+    static const char ADD[] = "return {redis.call('INCRBY', KEYS[1], ARGV[1]), #KEYS}";
+    static const char FAILS[] = "redis.call('INCR', KEYS[1]) return redis.error_reply('boom')";
+    char k[128], v[32];
+    const char *keys[1] = {k}, *args[1] = {"5"};
+    int64_t out[4];
+    size_t n = 0;
+    (void)state;
+
+    key(k, sizeof(k), "evalsha");
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(cm_redis_eval_ints(r, ADD, 1, keys, 1, args, out, 4, &n), CM_OK);
+        assert_int_equal(n, 2);
+        assert_int_equal(out[0], 5 * i);
+        assert_int_equal(out[1], 1);
+    }
+    key(k, sizeof(k), "evalsha-fails");
+    assert_int_equal(cm_redis_eval_ints(r, FAILS, 1, keys, 0, NULL, out, 4, &n), CM_EIO);
+    assert_int_equal(cm_redis_get(r, k, v, sizeof(v)), CM_OK);
+    assert_string_equal(v, "1");
+    cm_redis_del(r, k);
+    key(k, sizeof(k), "evalsha");
+    cm_redis_del(r, k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_lock_excludes_and_releases_by_token),
         cmocka_unit_test(test_lock_lease_expires),
         cmocka_unit_test(test_lock_is_mutual_exclusion_across_threads),
+        cmocka_unit_test(test_eval_ints_by_sha),
         cmocka_unit_test(test_unreachable_is_eio),
         cmocka_unit_test(test_create_refuses_bad_arguments),
     };

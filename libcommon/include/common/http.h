@@ -141,6 +141,30 @@ void cm_http_problem(cm_http_req *req, int status, const char *slug, const char 
  * CM_ETIMEOUT 503, anything else 500. The one place errors become statuses. */
 void cm_http_reply_error(cm_http_req *req, cm_err err, const char *detail);
 
+/* --- protocol upgrades (the gateway's WebSocket proxy) ----------------------------------- */
+
+typedef struct cm_http_upgrade cm_http_upgrade;
+
+/* Takes over a connection after its 101 was sent. `fd` is the client's socket, in blocking
+ * mode; `extra[0..extra_len)` are bytes the client sent after its request that the server
+ * already read (treat them as read from `fd`; they are valid only during the call). From
+ * here `ud` belongs to the callee, and the connection too: it must not close `fd` but call
+ * cm_http_upgrade_close(up) exactly once, from any thread, when done. Runs on a server
+ * thread, so it must not block: hand the connection to a thread of its own. */
+typedef void (*cm_http_upgrade_fn)(void *ud, int fd, const char *extra, size_t extra_len,
+                                   cm_http_upgrade *up);
+
+/* Answers 101 Switching Protocols with the headers added so far (cm_http_add_header; the
+ * caller adds Upgrade and the protocol's own, e.g. Sec-WebSocket-Accept) and, once the answer
+ * has reached the socket, calls `fn(ud, ...)`. When the connection fails before that, `fn` is
+ * never called and `free_ud(ud)` (may be NULL) runs when the request is cleaned up; also when
+ * this call fails. The request's access log line is written when the connection closes. */
+void cm_http_reply_upgrade(cm_http_req *req, cm_http_upgrade_fn fn, void *ud,
+                           void (*free_ud)(void *ud));
+
+/* Closes a connection handed over by cm_http_upgrade_fn (its socket included). */
+void cm_http_upgrade_close(cm_http_upgrade *up);
+
 /* --- large bodies (media uploads and downloads) ------------------------------------------ */
 
 /* Sets the body cap of every request whose path starts with `prefix` at a segment boundary

@@ -125,6 +125,18 @@ cm_err cm_jwt_sign(const cm_jwt *j, const cm_jwt_claims *claims, time_t now, lon
 cm_err cm_jwt_verify(const cm_jwt *j, const char *token, time_t now, cm_jwt_claims *claims,
                      char *detail, size_t n);
 
+/* Makes cm_jwt_verify remember up to `entries` (4 or more; rounded down to a multiple of 4)
+ * tokens it verified, keyed by the SHA-256 of the token, least recently used first out (per
+ * set of 4): a token seen again is not decoded nor its signature checked again, only exp and
+ * nbf against `now`. Any key change (cm_jwt_add_key, cm_jwt_set_jwks) voids every entry.
+ * Refusals are never cached. For the gateway, which sees the same token on every request of a
+ * client; revocation is checked by the caller (cm_session) on each use as before. Call before
+ * the verifier is shared between threads. CM_EINVAL for a size out of [4, 2^24], CM_ENOMEM. */
+cm_err cm_jwt_cache_enable(cm_jwt *j, size_t entries);
+
+/* The cache's hits and misses so far (0 and 0 without a cache). */
+void cm_jwt_cache_stats(const cm_jwt *j, unsigned long *hits, unsigned long *misses);
+
 /* Decodes base64url (RFC 4648 section 5, no padding) `in[0..len)` into `out` (size `cap`).
  * Returns the decoded length, or -1 when malformed or too big. */
 long cm_base64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);

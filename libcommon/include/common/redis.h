@@ -24,10 +24,12 @@ cm_err cm_redis_ping(cm_redis *r);
 cm_err cm_redis_window_incr(cm_redis *r, const char *key, int64_t window_ms, int64_t *count,
                             int64_t *remaining_ms);
 
-/* EVAL `script` with `nkeys` keys and `nargs` arguments (at most 16 of each), expecting an
+/* Runs `script` with `nkeys` keys and `nargs` arguments (at most 16 of each), expecting an
  * array of integers: writes up to `max` of them to `out` and their count to `*n`. CM_EIO when
  * Redis cannot be reached or the script fails (logged), CM_EINVAL for too many keys or
- * arguments or a reply that is not an array of integers. */
+ * arguments or a reply that is not an array of integers. The script is sent once (SCRIPT
+ * LOAD) and then run by its SHA1 (EVALSHA, again EVAL after a NOSCRIPT), remembered by the
+ * script's address for up to 16 scripts: pass a string constant. */
 cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const char *const *keys,
                           size_t nargs, const char *const *args, int64_t *out, size_t max,
                           size_t *n);
