@@ -42,7 +42,8 @@ static const cm_config_var vars[] = {
     {"JWT_AUDIENCE", "chat-api", "required aud"},
     {"FRAME_MAX_BYTES", "65536", "largest client message; larger ones close with 1009"},
     {"RATE_PER_S", "50", "client frames per second per connection (4x closes with 1008)"},
-    {"CONNECTIONS_PER_USER", "20", "connections of one user on one instance (429 above)"},
+    {"CONNECTIONS_PER_USER", "20", "connections of one user on all instances (429 above)"},
+    {"WS_ALLOWED_ORIGINS", "", "comma-separated Origins browsers may connect from; empty: any"},
     {"QUEUE_FRAMES", "4096", "frames queued to one connection before it is closed with 4003"},
     {"QUEUE_BYTES", "4194304", "bytes queued to one connection before it is closed with 4003"},
     {"PING_S", "30", "idle seconds before the server pings a connection"},
@@ -187,6 +188,7 @@ int main(int argc, char **argv)
     sc.host = cm_config_str("WS_HOST", "127.0.0.1");
     sc.port = (int)ws_port;
     sc.verifier = verifier;
+    sc.allowed_origins = cm_config_str("WS_ALLOWED_ORIGINS", "");
     sc.redis = redis;
     sc.messaging_url = cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082");
     sc.upstream_threads = (int)threads;

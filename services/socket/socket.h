@@ -182,6 +182,15 @@ typedef struct socket_presence_item {
  * Heap string, or NULL when `n` is 0 or out of memory. */
 char *socket_presence_batch_json(socket_presence_item *items, size_t n);
 
+/* --- origins ------------------------------------------------------------------------------- */
+
+/* Returns 1 when a WebSocket upgrade with Origin header `origin` (NULL when absent) may proceed
+ * under `allowed`, a comma-separated list of origins ("https://app.example.com,..."; "" allows
+ * every origin; "*" in the list allows every origin), 0 otherwise. Requests without an Origin
+ * (non-browser clients) are allowed: the token is their credential. Comparison is exact, ASCII
+ * case-insensitive, ignoring spaces around the commas. */
+int socket_origin_allowed(const char *allowed, const char *origin);
+
 /* --- time ---------------------------------------------------------------------------------- */
 int64_t socket_now_ms(void);
 

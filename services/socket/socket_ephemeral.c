@@ -44,6 +44,11 @@ static const char PRESENCE_LUA[] =
     "end "
     "return {1, codes[shown], seen, codes[own]}";
 
+/* KEYS[1] the user's live connections; ARGV[1] now (ms). Returns {live connections}. */
+static const char CONNS_LUA[] =
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1])) "
+    "return {redis.call('ZCARD', KEYS[1])}";
+
 static const char *const status_names[] = {"offline", "online", "away", "invisible"};
 static const char *const op_names[] = {"connect", "beat", "disconnect", "set"};
 
@@ -475,6 +480,21 @@ cm_err socket_ephemeral_read(socket_ephemeral *e, const char *tenant, const char
     if (own)
         snprintf(own, 16, "%s", status_names[res[3]]);
     *last_seen = res[2];
+    return CM_OK;
+}
+
+cm_err socket_ephemeral_connections(socket_ephemeral *e, const char *tenant, const char *user,
+                                    int64_t *n)
+{
+    char kc[256], kh[256], now[24];
+    const char *keys[1] = {kc}, *args[1] = {now};
+    size_t got = 0;
+
+    keys_of(tenant, user, kc, kh, sizeof(kc));
+    snprintf(now, sizeof(now), "%" PRId64, cm_clock_now_ms());
+    if (cm_redis_eval_ints(e->cfg.redis, CONNS_LUA, 1, keys, 1, args, n, 1, &got) != CM_OK ||
+        got != 1)
+        return CM_EIO;
     return CM_OK;
 }
 

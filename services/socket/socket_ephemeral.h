@@ -51,6 +51,12 @@ void socket_ephemeral_presence(socket_ephemeral *e, socket_presence_op op, const
 cm_err socket_ephemeral_read(socket_ephemeral *e, const char *tenant, const char *user,
                              char *status, int64_t *last_seen, char *own);
 
+/* Counts the live connections of `user` of `tenant` on every instance (those whose TTL has not
+ * run out) into `*n`: the per-user cap across instances. Synchronous (one Redis round trip).
+ * CM_EIO when Redis cannot be reached. */
+cm_err socket_ephemeral_connections(socket_ephemeral *e, const char *tenant, const char *user,
+                                    int64_t *n);
+
 /* GET /v1/users/{id}/presence on the HTTP side; `ud` is a socket_presence_ctx. */
 typedef struct socket_presence_ctx {
     const cm_jwt *verifier;

@@ -220,6 +220,23 @@ static void test_ephemeral_messages_round_trip(void **state)
         assert_int_equal(socket_event_from_ephemeral(bad[i], strlen(bad[i]), &ev), CM_EINVAL);
 }
 
+static void test_origins(void **state)
+{
+    static const char list[] = "https://app.example.com, http://localhost:3000";
+
+    (void)state;
+    assert_int_equal(socket_origin_allowed("", "https://evil.example"), 1);
+    assert_int_equal(socket_origin_allowed(list, NULL), 1);
+    assert_int_equal(socket_origin_allowed(list, "https://app.example.com"), 1);
+    assert_int_equal(socket_origin_allowed(list, "HTTPS://APP.example.com"), 1);
+    assert_int_equal(socket_origin_allowed(list, "http://localhost:3000"), 1);
+    assert_int_equal(socket_origin_allowed(list, "https://app.example.com.evil"), 0);
+    assert_int_equal(socket_origin_allowed(list, "https://app.example.co"), 0);
+    assert_int_equal(socket_origin_allowed(list, "null"), 0);
+    assert_int_equal(socket_origin_allowed(list, ""), 0);
+    assert_int_equal(socket_origin_allowed("a, *", "https://x"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_index_sets),
         cmocka_unit_test(test_presence_batches_keep_each_users_latest),
         cmocka_unit_test(test_ephemeral_messages_round_trip),
+        cmocka_unit_test(test_origins),
     };
     return cmocka_run_group_tests_name("socket_rules", tests, NULL, NULL);
 }

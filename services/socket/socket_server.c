@@ -1012,11 +1012,13 @@ static int refuse(struct lws *wsi, unsigned int status, const char *detail)
     unsigned char buf[LWS_PRE + 1024], *out = buf + LWS_PRE;
     char body[512];
     const char *slug = status == 401   ? "unauthorized"
+                       : status == 403 ? "forbidden"
                        : status == 429 ? "rate-limited"
                        : status == 404 ? "not-found"
                        : status == 426 ? "upgrade-required"
                                        : "unavailable";
     const char *title = status == 401   ? "Unauthorized"
+                        : status == 403 ? "Forbidden"
                         : status == 429 ? "Too Many Requests"
                         : status == 404 ? "Not Found"
                         : status == 426 ? "Upgrade Required"
@@ -1044,15 +1046,24 @@ static int refuse(struct lws *wsi, unsigned int status, const char *detail)
  * module's, which contain neither. */
 static int confirm_upgrade(socket_srv *s, struct lws *wsi)
 {
-    char token[TOKEN_MAX + 1], detail[256], uri[64], key[2 * CM_JWT_ID_MAX + 2];
+    char token[TOKEN_MAX + 1], detail[256], uri[64], key[2 * CM_JWT_ID_MAX + 2], origin[512];
     cm_jwt_claims claims;
     const socket_set *set;
+    int64_t live = 0;
     cm_err rc;
 
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/v1/ws") != 0)
         return refuse(wsi, 404, "the WebSocket endpoint is /v1/ws");
     if (atomic_load(&s->stopping))
         return refuse(wsi, 503, "shutting down");
+    /* A browser page of another site must not ride on a user's token (cross-site WebSocket
+     * hijacking): its Origin must be allowed. Clients that send no Origin are not browsers. */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0 &&
+        lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0)
+        origin[0] = '\0'; /* too long to be one we allow */
+    if (!socket_origin_allowed(s->cfg.allowed_origins,
+                               lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0 ? origin : NULL))
+        return refuse(wsi, 403, "this Origin is not allowed (WS_ALLOWED_ORIGINS)");
     if ((rc = authenticate(s, wsi, token, &claims, detail, sizeof(detail))) != CM_OK) {
         for (char *q = detail; *q; q++)
             if (*q == '"' || *q == '\\')
@@ -1061,6 +1072,11 @@ static int confirm_upgrade(socket_srv *s, struct lws *wsi)
     }
     snprintf(key, sizeof(key), "%s/%s", claims.tid, claims.sub);
     if ((set = socket_index_get(s->by_user, key)) && set->n >= (size_t)s->cfg.lim.per_user)
+        return refuse(wsi, 429, "too many connections for this user");
+    /* Across instances: the user's live connections in Redis (those of the presence TTLs). A
+     * Redis outage already refused the upgrade above (the session check fails closed). */
+    if (s->eph && socket_ephemeral_connections(s->eph, claims.tid, claims.sub, &live) == CM_OK &&
+        live >= s->cfg.lim.per_user)
         return refuse(wsi, 429, "too many connections for this user");
     return 0;
 }

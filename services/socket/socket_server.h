@@ -25,6 +25,7 @@ typedef struct socket_srv_config {
     long typing_ttl_ms;     /* a typing start not refreshed for this long ends (stop sent) */
     long presence_beat_ms;  /* how often each connection refreshes its presence TTL */
     long presence_batch_ms; /* presence changes to one connection are sent at most this often */
+    const char *allowed_origins; /* WS_ALLOWED_ORIGINS: comma-separated; "" allows every one */
 } socket_srv_config;
 
 /* Creates the server and binds the port. CM_EIO when it cannot listen, CM_ENOMEM. */

@@ -23,7 +23,9 @@ def sockets(platform):
     started = []
     try:
         for i in (0, 1):
-            s = socket_instance(i, TYPING_TTL_MS="1500", PRESENCE_BATCH_MS="100")
+            s = socket_instance(i, TYPING_TTL_MS="1500", PRESENCE_BATCH_MS="100",
+                                CONNECTIONS_PER_USER="4",
+                                WS_ALLOWED_ORIGINS="https://app.example.com, http://localhost:3000")
             s.start()
             started.append(s)
         yield started
@@ -441,4 +443,49 @@ def test_presence_crosses_instances_with_invisible_and_last_seen(api, tenant, so
         assert presence_of("nope", "bob").status_code == 401
         await alice.close()
         await eve.close()
+    run(go())
+
+
+def test_origin_allowlist(api, tenant, sockets):
+    """A browser page of an allowed origin connects; another site's page is refused with 403
+    before the upgrade (cross-site WebSocket hijacking); clients without Origin connect."""
+    a = token_for(api, tenant, "alice")
+
+    async def go():
+        ws = await websockets.connect(ws_url(0, a), origin="https://app.example.com")
+        await ws.close()
+        for bad in ("https://evil.example", "https://app.example.com.evil.example", "null"):
+            with pytest.raises(websockets.InvalidStatus) as e:
+                await websockets.connect(ws_url(1, a), origin=bad)
+            assert e.value.response.status_code == 403
+            assert json.loads(e.value.response.body)["type"] == "urn:chat:problem:forbidden"
+        ws = await websockets.connect(ws_url(1, a))
+        await ws.close()
+    run(go())
+
+
+def test_connection_cap_counts_every_instance(api, tenant, sockets):
+    """CONNECTIONS_PER_USER (4 here) holds across instances: with two connections on each
+    instance a fifth is refused on either, though each has only two; one closed frees a slot."""
+    z = token_for(api, tenant, "zed")
+
+    async def go():
+        conns = [await Client.connect(i % 2, z) for i in range(4)]
+        wait_presence(z, "zed", "online")
+        await asyncio.sleep(1.0)  # every connection has registered (after loading)
+        for i in (0, 1):
+            with pytest.raises(websockets.InvalidStatus) as e:
+                await websockets.connect(ws_url(i, z))
+            assert e.value.response.status_code == 429
+        await conns.pop().close()
+        deadline = time.time() + 10
+        while True:
+            try:
+                conns.append(await Client.connect(0, z))
+                break
+            except websockets.InvalidStatus as e:
+                assert e.response.status_code == 429 and time.time() < deadline
+                await asyncio.sleep(0.1)
+        for c in conns:
+            await c.close()
     run(go())
