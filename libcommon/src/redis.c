@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis.h>
 
@@ -405,4 +407,101 @@ cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token)
     rc = rep->type != REDIS_REPLY_INTEGER ? CM_EIO : rep->integer == 1 ? CM_OK : CM_ENOTFOUND;
     freeReplyObject(rep);
     return rc;
+}
+
+cm_err cm_redis_publish(cm_redis *r, const char *channel, const char *message,
+                        int64_t *receivers)
+{
+    const char *argv[] = {"PUBLISH", channel, message};
+    size_t lens[] = {7, strlen(channel), strlen(message)};
+    redisReply *rep = command(r, 3, argv, lens);
+
+    if (rep == NULL)
+        return CM_EIO;
+    if (receivers)
+        *receivers = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+    freeReplyObject(rep);
+    return CM_OK;
+}
+
+/* Opens a subscribed connection, or NULL (logged once per outage by the caller's backoff). */
+static redisContext *subscribe(const char *host, int port, const char *const *channels, size_t n,
+                               int poll_ms)
+{
+    struct timeval tv = {poll_ms / 1000, (poll_ms % 1000) * 1000};
+    const char *argv[17];
+    size_t lens[17];
+    redisContext *ctx = redisConnectWithTimeout(host, port, tv);
+    redisReply *rep = NULL;
+
+    if (ctx == NULL || ctx->err)
+        goto fail;
+    argv[0] = "SUBSCRIBE";
+    lens[0] = 9;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 1] = channels[i];
+        lens[i + 1] = strlen(channels[i]);
+    }
+    if (redisAppendCommandArgv(ctx, (int)n + 1, argv, lens) != REDIS_OK)
+        goto fail;
+    /* One confirmation per channel; then reads time out every poll_ms to check for a stop. */
+    for (size_t i = 0; i < n; i++) {
+        if (redisGetReply(ctx, (void **)&rep) != REDIS_OK || rep == NULL ||
+            rep->type != REDIS_REPLY_ARRAY)
+            goto fail;
+        freeReplyObject(rep);
+        rep = NULL;
+    }
+    redisSetTimeout(ctx, tv);
+    return ctx;
+fail:
+    if (rep)
+        freeReplyObject(rep);
+    cm_warn("redis: cannot subscribe on %s:%d: %s", host, port,
+            ctx ? ctx->errstr : "out of memory");
+    if (ctx)
+        redisFree(ctx);
+    return NULL;
+}
+
+cm_err cm_redis_listen(const char *host, int port, const char *const *channels, size_t n,
+                       int poll_ms, cm_redis_message_fn on_message, cm_redis_stop_fn should_stop,
+                       void *ud)
+{
+    redisContext *ctx = NULL;
+
+    if (host == NULL || channels == NULL || n == 0 || n > 16 || poll_ms < 1 ||
+        on_message == NULL || should_stop == NULL)
+        return CM_EINVAL;
+    while (!should_stop(ud)) {
+        redisReply *rep = NULL;
+        if (ctx == NULL && (ctx = subscribe(host, port, channels, n, poll_ms)) == NULL) {
+            struct timespec ts = {0, 200 * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (redisGetReply(ctx, (void **)&rep) != REDIS_OK) {
+            /* A read timeout only means nothing was published: keep the connection. */
+            if (ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                ctx->err = 0;
+                ctx->errstr[0] = '\0';
+                continue;
+            }
+            cm_warn("redis: subscription lost: %s", ctx->errstr);
+            redisFree(ctx);
+            ctx = NULL;
+            continue;
+        }
+        if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(rep->element[0]->str, "message") == 0 &&
+            rep->element[1]->type == REDIS_REPLY_STRING &&
+            rep->element[2]->type == REDIS_REPLY_STRING)
+            on_message(ud, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len);
+        if (rep)
+            freeReplyObject(rep);
+    }
+    if (ctx)
+        redisFree(ctx);
+    return CM_OK;
 }

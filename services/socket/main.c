@@ -5,12 +5,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/http.h"
 #include "common/jwks.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "socket_server.h"
 
 static const cm_config_var vars[] = {
@@ -26,8 +28,13 @@ static const cm_config_var vars[] = {
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
     {"KAFKA_GROUP_PREFIX", "socket", "consumer group prefix; each instance adds its own id"},
-    {"REDIS_HOST", "127.0.0.1", "Redis host (session denylist)"},
+    {"REDIS_HOST", "127.0.0.1", "Redis host (session denylist, presence, typing pub/sub)"},
     {"REDIS_PORT", "6379", "Redis port"},
+    {"EPHEMERAL_CHANNEL", "socket.ephemeral", "Redis pub/sub channel of typing and presence"},
+    {"TYPING_TTL_MS", "6000", "a typing.start not repeated for this long ends with a stop"},
+    {"PRESENCE_TTL_MS", "60000", "a connection not refreshed for this long counts as gone"},
+    {"PRESENCE_BEAT_MS", "20000", "how often each connection refreshes its presence"},
+    {"PRESENCE_BATCH_MS", "250", "presence changes to one connection are batched this long"},
     {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
     {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
@@ -35,7 +42,8 @@ static const cm_config_var vars[] = {
     {"JWT_AUDIENCE", "chat-api", "required aud"},
     {"FRAME_MAX_BYTES", "65536", "largest client message; larger ones close with 1009"},
     {"RATE_PER_S", "50", "client frames per second per connection (4x closes with 1008)"},
-    {"CONNECTIONS_PER_USER", "20", "connections of one user on one instance (429 above)"},
+    {"CONNECTIONS_PER_USER", "20", "connections of one user on all instances (429 above)"},
+    {"WS_ALLOWED_ORIGINS", "", "comma-separated Origins browsers may connect from; empty: any"},
     {"QUEUE_FRAMES", "4096", "frames queued to one connection before it is closed with 4003"},
     {"QUEUE_BYTES", "4194304", "bytes queued to one connection before it is closed with 4003"},
     {"PING_S", "30", "idle seconds before the server pings a connection"},
@@ -106,6 +114,11 @@ static cm_err ready(void *ud, char *detail, size_t n)
     return CM_OK;
 }
 
+static void post_event(void *ud, socket_event *ev)
+{
+    socket_srv_post(ud, ev);
+}
+
 static void *run_loop(void *arg)
 {
     socket_srv_run(arg);
@@ -123,13 +136,17 @@ int main(int argc, char **argv)
     cm_jwt *verifier = NULL;
     cm_redis *redis = NULL;
     socket_srv *srv = NULL;
+    socket_ephemeral *eph = NULL;
+    socket_ephemeral_config ec = {0};
+    socket_presence_ctx pc = {0};
+    long presence_ttl_ms;
     pthread_t loop_thread, consumer_thread;
     int loop_started = 0, consumer_started = 0, rc = 1;
     long ws_port, redis_port, threads, timeout_ms, failures, open_ms, drain_ms;
     char group[256], host[128];
 
     if (cm_config_help_requested(argc, argv,
-                                 "WebSocket connections, live delivery, acks and typing.", vars,
+                                 "WebSocket connections, live delivery, acks, typing and presence.", vars,
                                  sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
@@ -152,10 +169,18 @@ int main(int argc, char **argv)
         cm_config_long("SYNC_PAGE", 200, 1, 500, &l->sync_limit) ||
         cm_config_long("HELD_EVENTS", 1024, 0, 1000000, &l->buffer_events) ||
         cm_config_long("DRAIN_MS", 5000, 0, 600000, &drain_ms) ||
+        cm_config_long("TYPING_TTL_MS", 6000, 500, 600000, &sc.typing_ttl_ms) ||
+        cm_config_long("PRESENCE_TTL_MS", 60000, 1000, 86400000, &presence_ttl_ms) ||
+        cm_config_long("PRESENCE_BEAT_MS", 20000, 250, 86400000, &sc.presence_beat_ms) ||
+        cm_config_long("PRESENCE_BATCH_MS", 250, 0, 60000, &sc.presence_batch_ms) ||
         cm_jwt_verifier_from_env(&verifier) ||
-        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 2, 500,
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 3, 500,
                         &redis))
         goto out;
+    if (sc.presence_beat_ms >= presence_ttl_ms) {
+        cm_error("PRESENCE_BEAT_MS must be smaller than PRESENCE_TTL_MS");
+        goto out;
+    }
     if (l->idle_s <= l->ping_s) {
         cm_error("IDLE_TIMEOUT_S must be larger than PING_S");
         goto out;
@@ -163,6 +188,7 @@ int main(int argc, char **argv)
     sc.host = cm_config_str("WS_HOST", "127.0.0.1");
     sc.port = (int)ws_port;
     sc.verifier = verifier;
+    sc.allowed_origins = cm_config_str("WS_ALLOWED_ORIGINS", "");
     sc.redis = redis;
     sc.messaging_url = cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082");
     sc.upstream_threads = (int)threads;
@@ -179,6 +205,17 @@ int main(int argc, char **argv)
     snprintf(group, sizeof(group), "%s-%s-%d-%lld", cm_config_str("KAFKA_GROUP_PREFIX", "socket"),
              host, (int)getpid(), (long long)time(NULL));
     cc.srv = srv;
+    ec.redis = redis;
+    ec.host = cm_config_str("REDIS_HOST", "127.0.0.1");
+    ec.port = (int)redis_port;
+    ec.channel = cm_config_str("EPHEMERAL_CHANNEL", "socket.ephemeral");
+    ec.instance = group;
+    ec.presence_ttl_ms = presence_ttl_ms;
+    ec.post = post_event;
+    ec.post_ud = srv;
+    if (socket_ephemeral_create(&ec, &eph) != CM_OK)
+        goto out;
+    socket_srv_attach_ephemeral(srv, eph);
     if (cm_kafka_consumer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
                                  cm_config_str("KAFKA_TOPIC_PREFIX", ""), group, topics, 3, 0,
                                  &cc.kafka) != CM_OK)
@@ -194,6 +231,11 @@ int main(int argc, char **argv)
     rd.redis = redis;
     if (cm_http_server_create(&hc, &http) != CM_OK)
         goto out;
+    cm_session_enforce(redis); /* revoked sessions' tokens are refused (session.h) */
+    pc.verifier = verifier;
+    pc.eph = eph;
+    if (cm_http_route(http, "GET", "/v1/users/{id}/presence", socket_presence_get, &pc) != CM_OK)
+        goto out;
     cm_http_set_ready(http, ready, &rd);
     cm_http_set_metrics(http, socket_srv_metrics, srv);
     if (cm_http_server_start(http) != CM_OK)
@@ -208,6 +250,10 @@ out:
         socket_srv_stop(srv, drain_ms);
         pthread_join(loop_thread, NULL);
     }
+    /* Then the Redis side: the drain's disconnects are run before it stops. */
+    cm_http_server_destroy(http);
+    http = NULL;
+    socket_ephemeral_destroy(eph);
     if (consumer_started) {
         atomic_store(&cc.stop, 1);
         pthread_join(consumer_thread, NULL);

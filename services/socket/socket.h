@@ -123,12 +123,15 @@ typedef struct socket_event {
     char sid[CM_JWT_ID_MAX + 1];      /* SOCKET_EV_REVOKED */
     char user_id[CM_JWT_ID_MAX + 1];  /* revoked user, or the member added or removed */
     char sender[CM_JWT_ID_MAX + 1];   /* ephemeral: who is typing or whose presence */
-    char **members;                   /* conversation.created: the member ids */
+    char **members;                   /* conversation.created: the member ids; presence: the
+                                         user's conversation ids (who may see the change) */
     size_t nmembers;
     uint64_t key;  /* cm_cursor_key(conversation_id) */
     int64_t eseq;  /* position in the conversation's log; 0 when not a log event */
     char *frame;   /* the frame without its closing brace: "{...,"data":{...}" */
     size_t frame_len;
+    char state[16];    /* ephemeral: typing "start"/"stop"; presence online/away/offline */
+    int64_t last_seen; /* presence: ms since the epoch the user was last seen online, 0 never */
 } socket_event;
 
 /* Builds an event from one consumed CloudEvent (record value `json`, key `key`): a
@@ -145,6 +148,48 @@ void socket_event_release(socket_event *ev); /* drops one reference; accepts NUL
  * (-1 when its cursor does not know the conversation): 0 drop (already applied), 1 deliver,
  * 2 catch up first (a gap or an unknown conversation). */
 int socket_order_decide(int64_t pos, int64_t eseq);
+
+/* --- ephemeral state across instances (socket_ephemeral.c) ------------------------------- */
+
+/* Renders the pub/sub message of a typing change: {"k":"typing","tenant","conversation_id",
+ * "user_id","state"}. Heap string (caller frees) or NULL when out of memory. */
+char *socket_typing_message(const char *tenant, const char *conversation_id, const char *user,
+                            int start);
+
+/* Renders the typing frame a client receives: {"type":"typing","conversation_id","user_id",
+ * "state"} (`state` "start" or "stop"). Heap string or NULL when out of memory. */
+char *socket_typing_frame(const char *conversation_id, const char *user, const char *state);
+
+/* Renders the start of a presence pub/sub message, without its closing brace:
+ * {"k":"presence","tenant","user_id","conversations":[...] (the user's `convs[0..n)`, who
+ * may see the change); the Redis script appends the status and last_seen. Heap string. */
+char *socket_presence_prefix(const char *tenant, const char *user, char *const *convs, size_t n);
+
+/* Builds a SOCKET_EV_EPHEMERAL event (type "typing" or "presence") from one pub/sub message
+ * `json[0..len)`. CM_EINVAL for a malformed one. `*out` has refs 1. */
+cm_err socket_event_from_ephemeral(const char *json, size_t len, socket_event **out);
+
+/* One presence change waiting in a connection's batch. */
+typedef struct socket_presence_item {
+    char user_id[CM_JWT_ID_MAX + 1];
+    char status[16];   /* online, away, offline */
+    int64_t last_seen; /* ms since the epoch, 0 never */
+    uint64_t order;    /* arrival order: the latest change of a user wins */
+} socket_presence_item;
+
+/* Coalesces `items[0..n)` (reordered in place) into one frame {"type":"presence","items":
+ * [{"user_id","status","last_seen"}...]} holding each user once, with their latest change.
+ * Heap string, or NULL when `n` is 0 or out of memory. */
+char *socket_presence_batch_json(socket_presence_item *items, size_t n);
+
+/* --- origins ------------------------------------------------------------------------------- */
+
+/* Returns 1 when a WebSocket upgrade with Origin header `origin` (NULL when absent) may proceed
+ * under `allowed`, a comma-separated list of origins ("https://app.example.com,..."; "" allows
+ * every origin; "*" in the list allows every origin), 0 otherwise. Requests without an Origin
+ * (non-browser clients) are allowed: the token is their credential. Comparison is exact, ASCII
+ * case-insensitive, ignoring spaces around the commas. */
+int socket_origin_allowed(const char *allowed, const char *origin);
 
 /* --- time ---------------------------------------------------------------------------------- */
 int64_t socket_now_ms(void);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/json.h"
 #include "socket.h"
@@ -373,4 +374,30 @@ cm_err socket_event_from_sync_item(const char *tenant, const cJSON *item, socket
     }
     *out = ev;
     return CM_OK;
+}
+
+int socket_origin_allowed(const char *allowed, const char *origin)
+{
+    size_t olen;
+
+    if (allowed == NULL || allowed[0] == '\0' || origin == NULL)
+        return 1;
+    olen = strlen(origin);
+    while (*allowed) {
+        const char *end = strchr(allowed, ',');
+        size_t len = end ? (size_t)(end - allowed) : strlen(allowed);
+        const char *a = allowed;
+        while (len && *a == ' ') {
+            a++;
+            len--;
+        }
+        while (len && a[len - 1] == ' ')
+            len--;
+        if ((len == 1 && a[0] == '*') || (len == olen && len && strncasecmp(a, origin, len) == 0))
+            return 1;
+        if (end == NULL)
+            break;
+        allowed = end + 1;
+    }
+    return 0;
 }

@@ -154,6 +154,89 @@ static void test_index_sets(void **state)
     socket_index_destroy(ix);
 }
 
+static void test_presence_batches_keep_each_users_latest(void **state)
+{
+    socket_presence_item items[4] = {
+        {"bob", "online", 0, 1}, {"amy", "away", 5, 2}, {"bob", "offline", 1700000000000, 3},
+        {"amy", "online", 6, 4}};
+    char *text;
+    cJSON *o, *a;
+
+    (void)state;
+    assert_null(socket_presence_batch_json(items, 0));
+    text = socket_presence_batch_json(items, 4);
+    o = cJSON_Parse(text);
+    a = cJSON_GetObjectItem(o, "items");
+    assert_string_equal(cJSON_GetObjectItem(o, "type")->valuestring, "presence");
+    assert_int_equal(cJSON_GetArraySize(a), 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "user_id")->valuestring,
+                        "amy");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 0), "status")->valuestring,
+                        "online");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 1), "status")->valuestring,
+                        "offline");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 1), "last_seen")->valuestring,
+                        "2023-11-14T22:13:20.000Z");
+    cJSON_Delete(o);
+    free(text);
+}
+
+static void test_ephemeral_messages_round_trip(void **state)
+{
+    char *convs[2] = {"c1", "c2"};
+    char *msg = socket_typing_message("t", "c1", "bob", 1), *prefix, full[512];
+    socket_event *ev = NULL;
+
+    (void)state;
+    assert_int_equal(socket_event_from_ephemeral(msg, strlen(msg), &ev), CM_OK);
+    assert_int_equal(ev->kind, SOCKET_EV_EPHEMERAL);
+    assert_string_equal(ev->type, "typing");
+    assert_string_equal(ev->state, "start");
+    assert_string_equal(ev->conversation_id, "c1");
+    assert_non_null(strstr(ev->frame, "\"user_id\":\"bob\""));
+    socket_event_release(ev);
+    free(msg);
+    /* The presence prefix is completed by the Redis script. */
+    prefix = socket_presence_prefix("t", "bob", convs, 2);
+    snprintf(full, sizeof(full), "%s,\"status\":\"away\",\"last_seen\":42}", prefix);
+    assert_int_equal(socket_event_from_ephemeral(full, strlen(full), &ev), CM_OK);
+    assert_string_equal(ev->type, "presence");
+    assert_string_equal(ev->state, "away");
+    assert_int_equal(ev->last_seen, 42);
+    assert_int_equal(ev->nmembers, 2);
+    assert_string_equal(ev->members[1], "c2");
+    socket_event_release(ev);
+    free(prefix);
+    /* Unknown kinds, states and statuses are refused. */
+    static const char *const bad[] = {
+        "{}", "not json", "{\"k\":\"other\",\"tenant\":\"t\",\"user_id\":\"u\"}",
+        "{\"k\":\"typing\",\"tenant\":\"t\",\"user_id\":\"u\",\"state\":\"maybe\","
+        "\"conversation_id\":\"c\"}",
+        "{\"k\":\"presence\",\"tenant\":\"t\",\"user_id\":\"u\",\"status\":\"invisible\","
+        "\"conversations\":[]}",
+        "{\"k\":\"presence\",\"tenant\":\"t\",\"user_id\":\"u\",\"status\":\"online\","
+        "\"conversations\":[1]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(socket_event_from_ephemeral(bad[i], strlen(bad[i]), &ev), CM_EINVAL);
+}
+
+static void test_origins(void **state)
+{
+    static const char list[] = "https://app.example.com, http://localhost:3000";
+
+    (void)state;
+    assert_int_equal(socket_origin_allowed("", "https://evil.example"), 1);
+    assert_int_equal(socket_origin_allowed(list, NULL), 1);
+    assert_int_equal(socket_origin_allowed(list, "https://app.example.com"), 1);
+    assert_int_equal(socket_origin_allowed(list, "HTTPS://APP.example.com"), 1);
+    assert_int_equal(socket_origin_allowed(list, "http://localhost:3000"), 1);
+    assert_int_equal(socket_origin_allowed(list, "https://app.example.com.evil"), 0);
+    assert_int_equal(socket_origin_allowed(list, "https://app.example.co"), 0);
+    assert_int_equal(socket_origin_allowed(list, "null"), 0);
+    assert_int_equal(socket_origin_allowed(list, ""), 0);
+    assert_int_equal(socket_origin_allowed("a, *", "https://x"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +247,9 @@ int main(void)
         cmocka_unit_test(test_breaker_opens_and_half_opens),
         cmocka_unit_test(test_cloudevents_become_frames),
         cmocka_unit_test(test_index_sets),
+        cmocka_unit_test(test_presence_batches_keep_each_users_latest),
+        cmocka_unit_test(test_ephemeral_messages_round_trip),
+        cmocka_unit_test(test_origins),
     };
     return cmocka_run_group_tests_name("socket_rules", tests, NULL, NULL);
 }

@@ -61,8 +61,20 @@ typedef struct conn {
     size_t nconvs;
     int64_t retry_at;    /* ms; a failed catch-up is retried then */
     int jobs;            /* upstream jobs in flight */
+    /* presence */
+    int present;         /* counted among the user's live connections in Redis */
+    int64_t beat_at;     /* ms; next presence refresh */
+    socket_presence_item *pres; /* changes of others waiting for the next batch */
+    size_t npres, cap_pres;
+    uint64_t pres_seen;  /* the last presence event queued here (one per event) */
     int gone;            /* the wsi closed; freed when jobs reaches 0 */
 } conn;
+
+typedef struct typing_entry {
+    char conv_key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2]; /* tenant/conversation */
+    char user[CM_JWT_ID_MAX + 1];
+    int64_t until; /* ms; a stop is delivered then unless refreshed */
+} typing_entry;
 
 typedef struct pss {
     conn *c;
@@ -77,6 +89,11 @@ struct socket_srv {
     size_t nconns, cap_conns;
     uint64_t next_id;
     lws_sorted_usec_list_t tick;
+    socket_ephemeral *eph;
+    typing_entry *typing; /* who types where, as every instance sees it from pub/sub */
+    size_t ntyping, cap_typing;
+    uint64_t pres_serial, pres_order;
+    int64_t pres_flush_at;
     /* inbox, filled by the Kafka consumer */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -89,7 +106,7 @@ struct socket_srv {
     atomic_int serving;
     /* metrics */
     atomic_long m_conns, m_opened, m_frames_in, m_frames_out, m_events, m_dropped_slow,
-        m_closed[10];
+        m_closed[10], m_presence_frames, m_typing;
 };
 
 static const int close_codes[10] = {1000, 1001, 1003, 1007, 1008, 1009, 4001, 4002, 4003, 4004};
@@ -355,12 +372,140 @@ static void offer(conn *c, socket_event *ev)
     apply_membership(c, ev);
 }
 
+/* --- typing and presence from Redis pub/sub ------------------------------------------------ */
+
+/* Sends a typing frame to the local connections following `conv_key` (tenant/conversation),
+ * except the typist's own. */
+static void typing_deliver(socket_srv *s, const char *conv_key, const char *user,
+                           const char *frame, size_t len)
+{
+    const socket_set *set = socket_index_get(s->by_conv, conv_key);
+
+    for (size_t i = 0; set && i < set->n; i++) {
+        conn *c = set->items[i];
+        if (!is_me(c, user))
+            conn_send2(c, frame, len, NULL, 0);
+    }
+    atomic_fetch_add(&s->m_typing, 1);
+}
+
+/* A typing change seen by every instance: a start is delivered when the user begins (a
+ * repeated start only extends it), a stop when the user was typing. */
+static void route_typing(socket_srv *s, const socket_event *ev)
+{
+    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
+    int64_t now = socket_now_ms();
+    size_t i;
+
+    snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->conversation_id);
+    for (i = 0; i < s->ntyping; i++)
+        if (strcmp(s->typing[i].user, ev->sender) == 0 && strcmp(s->typing[i].conv_key, key) == 0)
+            break;
+    if (strcmp(ev->state, "start") == 0) {
+        if (i < s->ntyping) {
+            s->typing[i].until = now + s->cfg.typing_ttl_ms;
+            return;
+        }
+        if (s->ntyping == s->cap_typing) {
+            size_t cap = s->cap_typing ? s->cap_typing * 2 : 16;
+            typing_entry *grown = realloc(s->typing, cap * sizeof(*grown));
+            if (grown == NULL)
+                return;
+            s->typing = grown;
+            s->cap_typing = cap;
+        }
+        typing_entry *t = &s->typing[s->ntyping++];
+        snprintf(t->conv_key, sizeof(t->conv_key), "%s", key);
+        snprintf(t->user, sizeof(t->user), "%s", ev->sender);
+        t->until = now + s->cfg.typing_ttl_ms;
+    } else {
+        if (i == s->ntyping)
+            return;
+        s->typing[i] = s->typing[--s->ntyping];
+    }
+    typing_deliver(s, key, ev->sender, ev->frame, ev->frame_len);
+}
+
+/* Ends the typing of users whose start was not refreshed within typing_ttl_ms. */
+static void typing_expire(socket_srv *s, int64_t now)
+{
+    for (size_t i = 0; i < s->ntyping;) {
+        typing_entry t = s->typing[i];
+        if (now < t.until) {
+            i++;
+            continue;
+        }
+        s->typing[i] = s->typing[--s->ntyping];
+        char *frame = socket_typing_frame(strchr(t.conv_key, '/') + 1, t.user, "stop");
+        if (frame)
+            typing_deliver(s, t.conv_key, t.user, frame, strlen(frame));
+        free(frame);
+    }
+}
+
+/* Sends a connection its waiting presence changes as one frame. */
+static void presence_flush(conn *c)
+{
+    if (c->npres == 0)
+        return;
+    conn_send_take(c, socket_presence_batch_json(c->pres, c->npres));
+    atomic_fetch_add(&c->srv->m_presence_frames, 1);
+    c->npres = 0;
+}
+
+#define PRESENCE_BATCH_MAX 4096
+
+/* A presence change: queued once to each local connection of a user who shares one of the
+ * user's conversations (and is not the user), for the next batch. The batches make a burst of
+ * changes in a large group one frame per member per window, not one per change. */
+static void route_presence(socket_srv *s, const socket_event *ev)
+{
+    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
+    uint64_t serial = ++s->pres_serial;
+
+    for (size_t m = 0; m < ev->nmembers; m++) {
+        const socket_set *set;
+        snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->members[m]);
+        if ((set = socket_index_get(s->by_conv, key)) == NULL)
+            continue;
+        for (size_t i = 0; i < set->n; i++) {
+            conn *c = set->items[i];
+            socket_presence_item *it;
+            if (c->pres_seen == serial || is_me(c, ev->sender) || c->close_code || c->gone)
+                continue;
+            c->pres_seen = serial;
+            if (c->npres == PRESENCE_BATCH_MAX)
+                presence_flush(c);
+            if (c->npres == c->cap_pres) {
+                size_t cap = c->cap_pres ? c->cap_pres * 2 : 4;
+                socket_presence_item *grown = realloc(c->pres, cap * sizeof(*grown));
+                if (grown == NULL)
+                    continue;
+                c->pres = grown;
+                c->cap_pres = cap;
+            }
+            it = &c->pres[c->npres++];
+            snprintf(it->user_id, sizeof(it->user_id), "%s", ev->sender);
+            snprintf(it->status, sizeof(it->status), "%s", ev->state);
+            it->last_seen = ev->last_seen;
+            it->order = serial;
+        }
+    }
+}
+
 /* Routes a consumed event to the local connections it concerns. */
 static void route(socket_srv *s, socket_event *ev)
 {
     char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
     const socket_set *set;
 
+    if (ev->kind == SOCKET_EV_EPHEMERAL) {
+        if (strcmp(ev->type, "typing") == 0)
+            route_typing(s, ev);
+        else
+            route_presence(s, ev);
+        return;
+    }
     if (ev->kind == SOCKET_EV_REVOKED) {
         snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->user_id);
         if ((set = socket_index_get(s->by_user, key)))
@@ -529,6 +674,13 @@ static void on_load(conn *c, socket_job *j)
     }
     for (size_t i = 0; i < j->nids; i++)
         follow(c, j->ids[i]);
+    /* Online from the moment the conversations (who may see it) are known. */
+    if (c->srv->eph) {
+        c->present = 1;
+        c->beat_at = socket_now_ms() + c->srv->cfg.presence_beat_ms;
+        socket_ephemeral_presence(c->srv->eph, SOCKET_PRESENCE_CONNECT, c->claims.tid,
+                                  c->claims.sub, c->id, NULL, c->convs, c->nconvs);
+    }
     start_sync(c);
 }
 
@@ -615,33 +767,28 @@ static void receipt(conn *c, const socket_frame_in *f, const char *what)
     submit(c, j);
 }
 
-/* Typing is relayed to this instance's other connections following the conversation. */
+/* typing.start / typing.stop: published to every instance (Redis pub/sub), each relaying it
+ * to its own connections of the conversation's members (route_typing). */
 static void typing(conn *c, const socket_frame_in *f)
 {
-    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
-    const socket_set *set;
-    cJSON *o;
-    char *text;
-
     if (!conn_follows(c, f->conversation_id)) {
         reject(c, f->id, "not-found", "no such conversation");
         return;
     }
-    o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "typing");
-    cJSON_AddStringToObject(o, "conversation_id", f->conversation_id);
-    cJSON_AddStringToObject(o, "user_id", c->claims.sub);
-    cJSON_AddStringToObject(o, "state", f->cmd == SOCKET_CMD_TYPING_START ? "start" : "stop");
-    text = cm_json_print(o);
-    cJSON_Delete(o);
-    conv_key(c, f->conversation_id, key, sizeof(key));
-    if (text && (set = socket_index_get(c->srv->by_conv, key)))
-        for (size_t i = 0; i < set->n; i++) {
-            conn *o2 = set->items[i];
-            if (!is_me(o2, c->claims.sub))
-                conn_send2(o2, text, strlen(text), NULL, 0);
-        }
-    free(text);
+    if (c->srv->eph)
+        socket_ephemeral_typing(c->srv->eph, c->claims.tid, f->conversation_id, c->claims.sub,
+                                f->cmd == SOCKET_CMD_TYPING_START);
+    if (f->id)
+        conn_send_take(c, socket_ack_json(f->id, "accepted", NULL));
+}
+
+/* presence.set: the status the user chose (online, away, invisible), kept in Redis; the members
+ * of the user's conversations are told when what they see changes. */
+static void presence_set(conn *c, const socket_frame_in *f)
+{
+    if (c->srv->eph)
+        socket_ephemeral_presence(c->srv->eph, SOCKET_PRESENCE_SET, c->claims.tid, c->claims.sub,
+                                  c->id, f->status, c->convs, c->nconvs);
     if (f->id)
         conn_send_take(c, socket_ack_json(f->id, "accepted", NULL));
 }
@@ -678,7 +825,7 @@ static void on_frame(conn *c, const char *text, size_t len)
     }
     /* Every frame with an id is acknowledged at once; calls upstream are acked again after. */
     if (f.id && f.cmd != SOCKET_CMD_PING && f.cmd != SOCKET_CMD_TYPING_START &&
-        f.cmd != SOCKET_CMD_TYPING_STOP)
+        f.cmd != SOCKET_CMD_TYPING_STOP && f.cmd != SOCKET_CMD_PRESENCE)
         conn_send_take(c, socket_ack_json(f.id, "pending", NULL));
     switch (f.cmd) {
     case SOCKET_CMD_SEND: {
@@ -704,7 +851,7 @@ static void on_frame(conn *c, const char *text, size_t len)
         typing(c, &f);
         break;
     case SOCKET_CMD_PRESENCE:
-        reject(c, f.id, "not-implemented", "presence.set is not implemented yet");
+        presence_set(c, &f);
         break;
     case SOCKET_CMD_SYNC:
         if (f.since && f.since[0]) {
@@ -796,6 +943,7 @@ static void conn_free(conn *c)
     for (size_t i = 0; i < c->nheld; i++)
         socket_event_release(c->held[i]);
     free(c->held);
+    free(c->pres);
     free(c->convs);
     free(c->pos);
     free(c->since);
@@ -851,6 +999,10 @@ static void conn_closed(conn *c)
 {
     socket_srv *s = c->srv;
 
+    if (c->present && s->eph)
+        socket_ephemeral_presence(s->eph, SOCKET_PRESENCE_DISCONNECT, c->claims.tid,
+                                  c->claims.sub, c->id, NULL, c->convs, c->nconvs);
+    c->present = 0;
     while (c->nconvs)
         unfollow(c, c->convs[c->nconvs - 1]);
     socket_index_remove(s->by_user, c->user_key, c);
@@ -869,11 +1021,13 @@ static int refuse(struct lws *wsi, unsigned int status, const char *detail)
     unsigned char buf[LWS_PRE + 1024], *out = buf + LWS_PRE;
     char body[512];
     const char *slug = status == 401   ? "unauthorized"
+                       : status == 403 ? "forbidden"
                        : status == 429 ? "rate-limited"
                        : status == 404 ? "not-found"
                        : status == 426 ? "upgrade-required"
                                        : "unavailable";
     const char *title = status == 401   ? "Unauthorized"
+                        : status == 403 ? "Forbidden"
                         : status == 429 ? "Too Many Requests"
                         : status == 404 ? "Not Found"
                         : status == 426 ? "Upgrade Required"
@@ -901,15 +1055,24 @@ static int refuse(struct lws *wsi, unsigned int status, const char *detail)
  * module's, which contain neither. */
 static int confirm_upgrade(socket_srv *s, struct lws *wsi)
 {
-    char token[TOKEN_MAX + 1], detail[256], uri[64], key[2 * CM_JWT_ID_MAX + 2];
+    char token[TOKEN_MAX + 1], detail[256], uri[64], key[2 * CM_JWT_ID_MAX + 2], origin[512];
     cm_jwt_claims claims;
     const socket_set *set;
+    int64_t live = 0;
     cm_err rc;
 
     if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/v1/ws") != 0)
         return refuse(wsi, 404, "the WebSocket endpoint is /v1/ws");
     if (atomic_load(&s->stopping))
         return refuse(wsi, 503, "shutting down");
+    /* A browser page of another site must not ride on a user's token (cross-site WebSocket
+     * hijacking): its Origin must be allowed. Clients that send no Origin are not browsers. */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0 &&
+        lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0)
+        origin[0] = '\0'; /* too long to be one we allow */
+    if (!socket_origin_allowed(s->cfg.allowed_origins,
+                               lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0 ? origin : NULL))
+        return refuse(wsi, 403, "this Origin is not allowed (WS_ALLOWED_ORIGINS)");
     if ((rc = authenticate(s, wsi, token, &claims, detail, sizeof(detail))) != CM_OK) {
         for (char *q = detail; *q; q++)
             if (*q == '"' || *q == '\\')
@@ -918,6 +1081,11 @@ static int confirm_upgrade(socket_srv *s, struct lws *wsi)
     }
     snprintf(key, sizeof(key), "%s/%s", claims.tid, claims.sub);
     if ((set = socket_index_get(s->by_user, key)) && set->n >= (size_t)s->cfg.lim.per_user)
+        return refuse(wsi, 429, "too many connections for this user");
+    /* Across instances: the user's live connections in Redis (those of the presence TTLs). A
+     * Redis outage already refused the upgrade above (the session check fails closed). */
+    if (s->eph && socket_ephemeral_connections(s->eph, claims.tid, claims.sub, &live) == CM_OK &&
+        live >= s->cfg.lim.per_user)
         return refuse(wsi, 429, "too many connections for this user");
     return 0;
 }
@@ -984,17 +1152,29 @@ static int on_receive(conn *c, const char *in, size_t len)
     return 0;
 }
 
-/* Closes connections whose token expired, retries failed catch-ups, ends the drain. */
+/* Closes connections whose token expired, retries failed catch-ups, refreshes presence, sends
+ * presence batches, ends typing that was not refreshed. */
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     socket_srv *s = lws_container_of(sul, socket_srv, tick);
     time_t now = time(NULL);
     int64_t ms = socket_now_ms();
+    int flush = ms >= s->pres_flush_at;
 
+    if (flush)
+        s->pres_flush_at = ms + s->cfg.presence_batch_ms;
+    typing_expire(s, ms);
     for (size_t i = 0; i < s->nconns; i++) {
         conn *c = s->conns[i];
         if (c->gone)
             continue;
+        if (flush)
+            presence_flush(c);
+        if (c->present && ms >= c->beat_at) {
+            c->beat_at = ms + s->cfg.presence_beat_ms;
+            socket_ephemeral_presence(s->eph, SOCKET_PRESENCE_BEAT, c->claims.tid, c->claims.sub,
+                                      c->id, NULL, c->convs, c->nconvs);
+        }
         if (c->claims.exp && now >= c->claims.exp)
             conn_close(c, SOCKET_CLOSE_TOKEN_EXPIRED, "access token expired");
         else if (c->retry_at && ms >= c->retry_at) {
@@ -1150,6 +1330,11 @@ fail:
     return CM_EIO;
 }
 
+void socket_srv_attach_ephemeral(socket_srv *s, socket_ephemeral *eph)
+{
+    s->eph = eph;
+}
+
 void socket_srv_run(socket_srv *s)
 {
     while (!s->done)
@@ -1204,6 +1389,7 @@ void socket_srv_destroy(socket_srv *s)
     }
     socket_index_destroy(s->by_conv);
     socket_index_destroy(s->by_user);
+    free(s->typing);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -1239,6 +1425,21 @@ void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), voi
              "socket_upstream_failures_total %ld\nsocket_upstream_breaker_open %d\n",
              calls, failures, open);
     emit(ctx, line);
+    snprintf(line, sizeof(line),
+             "# TYPE socket_presence_frames_total counter\nsocket_presence_frames_total %ld\n"
+             "# TYPE socket_typing_relayed_total counter\nsocket_typing_relayed_total %ld\n",
+             atomic_load(&s->m_presence_frames), atomic_load(&s->m_typing));
+    emit(ctx, line);
+    if (s->eph) {
+        long pub = 0, rec = 0, failed = 0;
+        socket_ephemeral_stats(s->eph, &pub, &rec, &failed);
+        snprintf(line, sizeof(line),
+                 "# TYPE socket_redis_ops_total counter\nsocket_redis_ops_total %ld\n"
+                 "socket_redis_ops_failed_total %ld\n"
+                 "# TYPE socket_pubsub_received_total counter\nsocket_pubsub_received_total %ld\n",
+                 pub, failed, rec);
+        emit(ctx, line);
+    }
     emit(ctx, "# TYPE socket_closes_total counter\n");
     for (int i = 0; i < 10; i++) {
         snprintf(line, sizeof(line), "socket_closes_total{code=\"%d\"} %ld\n", close_codes[i],

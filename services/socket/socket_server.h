@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include "socket.h"
+#include "socket_ephemeral.h"
 #include "socket_upstream.h"
 
 typedef struct socket_srv socket_srv;
@@ -21,10 +22,17 @@ typedef struct socket_srv_config {
     long upstream_timeout_ms;
     int breaker_threshold;
     long breaker_open_ms;
+    long typing_ttl_ms;     /* a typing start not refreshed for this long ends (stop sent) */
+    long presence_beat_ms;  /* how often each connection refreshes its presence TTL */
+    long presence_batch_ms; /* presence changes to one connection are sent at most this often */
+    const char *allowed_origins; /* WS_ALLOWED_ORIGINS: comma-separated; "" allows every one */
 } socket_srv_config;
 
 /* Creates the server and binds the port. CM_EIO when it cannot listen, CM_ENOMEM. */
 cm_err socket_srv_create(const socket_srv_config *cfg, socket_srv **out);
+/* Gives the server the Redis side of typing and presence (before socket_srv_run; not taken
+ * over: destroy it after the loop returned, before socket_srv_destroy). */
+void socket_srv_attach_ephemeral(socket_srv *s, socket_ephemeral *eph);
 /* Runs the loop on the calling thread until socket_srv_stop and the drain finished. */
 void socket_srv_run(socket_srv *s);
 /* Asks the loop (from any thread) to close every connection with 1001 and return within

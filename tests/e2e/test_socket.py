@@ -4,6 +4,7 @@ duplicate, bad input, revocation and an instance killed while messages flow."""
 
 import asyncio
 import json
+import time
 import signal
 import socket as pysocket
 import struct
@@ -22,7 +23,9 @@ def sockets(platform):
     started = []
     try:
         for i in (0, 1):
-            s = socket_instance(i)
+            s = socket_instance(i, TYPING_TTL_MS="1500", PRESENCE_BATCH_MS="100",
+                                CONNECTIONS_PER_USER="4",
+                                WS_ALLOWED_ORIGINS="https://app.example.com, http://localhost:3000")
             s.start()
             started.append(s)
         yield started
@@ -325,3 +328,164 @@ def test_killed_instance_clients_resume_on_the_other_exactly_once(api, sockets, 
     finally:
         # The module's fixture expects instance 1 back for the tests after this one.
         sockets[0].start()
+
+
+def presence_of(token, user, instance=0):
+    return requests.get(f"http://127.0.0.1:{HTTP_PORTS[instance]}/v1/users/{user}/presence",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+
+def wait_presence(token, user, status, instance=0, timeout=10.0):
+    """Polls GET /v1/users/{id}/presence until `user` shows `status`; returns the body."""
+    deadline = time.time() + timeout
+    while True:
+        r = presence_of(token, user, instance)
+        if r.status_code == 200 and r.json()["status"] == status:
+            return r.json()
+        assert time.time() < deadline, (r.status_code, r.text)
+        time.sleep(0.05)
+
+
+def typing_frames(client, user):
+    return [(f["conversation_id"], f["state"]) for f in client.frames
+            if f.get("type") == "typing" and f.get("user_id") == user]
+
+
+def presence_items(client, user):
+    return [i for f in client.frames if f.get("type") == "presence"
+            for i in f["items"] if i["user_id"] == user]
+
+
+def test_typing_crosses_instances_once_and_expires(api, tenant, sockets):
+    """Typing goes through Redis pub/sub: bob on instance 2 types, alice on instance 1 sees it
+    once per start (a repeated start only extends it), the stop, and a stop of its own when a
+    start is not repeated within TYPING_TTL_MS (1.5 s here). Eve, in no shared conversation,
+    sees nothing; bob's own connection gets no echo."""
+    a, b, e = (token_for(api, tenant, u) for u in ("alice", "bob", "eve"))
+    cid = create(api, a, "direct", ["bob"])["id"]
+    other = create(api, e, "group", [], title="eve alone")["id"]
+
+    async def go():
+        alice, eve = await Client.connect(0, a), await Client.connect(0, e)
+        bob = await Client.connect(1, b)
+        for t, u in ((a, "alice"), (b, "bob"), (e, "eve")):
+            wait_presence(t, u, "online")  # each connection has loaded its conversations
+        await bob.send(type="typing.start", id="t1", conversation_id=cid)
+        await bob.ack("t1", "accepted")
+        await alice.wait(lambda f: f.get("type") == "typing" and f["state"] == "start")
+        await bob.send(type="typing.start", conversation_id=cid)  # a refresh
+        await bob.send(type="typing.stop", conversation_id=cid)
+        await alice.wait(lambda f: f.get("type") == "typing" and f["state"] == "stop")
+        assert typing_frames(alice, "bob") == [(cid, "start"), (cid, "stop")]
+        # Started and left: the typing state ends by itself after the TTL.
+        t0 = time.monotonic()
+        await bob.send(type="typing.start", conversation_id=cid)
+        await alice.wait(lambda f: len(typing_frames(alice, "bob")) == 4, timeout=10)
+        assert 1.2 < time.monotonic() - t0 < 5.0
+        assert typing_frames(alice, "bob")[2:] == [(cid, "start"), (cid, "stop")]
+        # Typing where one is not a member is refused; typing never reaches a non-member.
+        await bob.send(type="typing.start", id="t2", conversation_id=other)
+        rej = await bob.ack("t2", "rejected")
+        assert rej["reason"] == "not-found"
+        await eve.send(type="typing.start", conversation_id=other)
+        await asyncio.sleep(0.5)
+        assert typing_frames(eve, "bob") == [] and typing_frames(bob, "bob") == []
+        assert typing_frames(alice, "eve") == [] and typing_frames(bob, "eve") == []
+        for c in (alice, bob, eve):
+            await c.close()
+    run(go())
+
+
+def test_presence_crosses_instances_with_invisible_and_last_seen(api, tenant, sockets):
+    """Bob connects on instance 2: alice (instance 1, shares a conversation) is told he is
+    online; eve (same tenant, no shared conversation) is told nothing. Invisible looks offline
+    to others, away shows, and when bob's last connection closes alice gets offline with the
+    last-seen time, which GET /v1/users/{id}/presence reports too."""
+    a, b, e = (token_for(api, tenant, u) for u in ("alice", "bob", "eve"))
+    create(api, a, "direct", ["bob"])
+    create(api, e, "group", [], title="eve alone")
+    other = token_for(api, new_tenant(api), "mallory")
+
+    async def go():
+        alice, eve = await Client.connect(0, a), await Client.connect(0, e)
+        wait_presence(a, "alice", "online")
+        wait_presence(e, "eve", "online")
+        assert presence_of(a, "bob").status_code == 404  # never connected
+        t0 = time.time()
+        bob = await Client.connect(1, b)
+        await alice.wait(lambda f: presence_items(alice, "bob"))
+        item = presence_items(alice, "bob")[-1]
+        assert item["status"] == "online" and item["last_seen"]
+        got = wait_presence(a, "bob", "online", instance=0)
+        assert "own" not in got
+        # Bob sees alice's state by reading it, and his own chosen status.
+        assert presence_of(b, "alice", instance=1).json()["status"] == "online"
+        await bob.send(type="presence.set", id="p1", status="invisible")
+        await bob.ack("p1", "accepted")
+        await alice.wait(lambda f: presence_items(alice, "bob")[-1]["status"] == "offline")
+        assert wait_presence(a, "bob", "offline")["last_seen"]
+        assert presence_of(b, "bob", instance=1).json()["own"] == "invisible"
+        await bob.send(type="presence.set", id="p2", status="away")
+        await alice.wait(lambda f: presence_items(alice, "bob")[-1]["status"] == "away")
+        await bob.send(type="presence.set", id="p3", status="online")
+        await alice.wait(lambda f: presence_items(alice, "bob")[-1]["status"] == "online")
+        await bob.close()
+        await alice.wait(lambda f: presence_items(alice, "bob")[-1]["status"] == "offline")
+        gone = wait_presence(a, "bob", "offline")
+        seen = gone["last_seen"]
+        assert seen and seen == presence_items(alice, "bob")[-1]["last_seen"]
+        when = time.mktime(time.strptime(seen[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        assert t0 - 2 <= when <= time.time() + 2, (seen, t0)
+        # Eve shares no conversation with bob: no presence frame about him, ever.
+        assert presence_items(eve, "bob") == [] and presence_items(eve, "alice") == []
+        # Another tenant's user cannot see bob (404, not 403), nor can a bad token.
+        assert presence_of(other, "bob").status_code == 404
+        assert presence_of("nope", "bob").status_code == 401
+        await alice.close()
+        await eve.close()
+    run(go())
+
+
+def test_origin_allowlist(api, tenant, sockets):
+    """A browser page of an allowed origin connects; another site's page is refused with 403
+    before the upgrade (cross-site WebSocket hijacking); clients without Origin connect."""
+    a = token_for(api, tenant, "alice")
+
+    async def go():
+        ws = await websockets.connect(ws_url(0, a), origin="https://app.example.com")
+        await ws.close()
+        for bad in ("https://evil.example", "https://app.example.com.evil.example", "null"):
+            with pytest.raises(websockets.InvalidStatus) as e:
+                await websockets.connect(ws_url(1, a), origin=bad)
+            assert e.value.response.status_code == 403
+            assert json.loads(e.value.response.body)["type"] == "urn:chat:problem:forbidden"
+        ws = await websockets.connect(ws_url(1, a))
+        await ws.close()
+    run(go())
+
+
+def test_connection_cap_counts_every_instance(api, tenant, sockets):
+    """CONNECTIONS_PER_USER (4 here) holds across instances: with two connections on each
+    instance a fifth is refused on either, though each has only two; one closed frees a slot."""
+    z = token_for(api, tenant, "zed")
+
+    async def go():
+        conns = [await Client.connect(i % 2, z) for i in range(4)]
+        wait_presence(z, "zed", "online")
+        await asyncio.sleep(1.0)  # every connection has registered (after loading)
+        for i in (0, 1):
+            with pytest.raises(websockets.InvalidStatus) as e:
+                await websockets.connect(ws_url(i, z))
+            assert e.value.response.status_code == 429
+        await conns.pop().close()
+        deadline = time.time() + 10
+        while True:
+            try:
+                conns.append(await Client.connect(0, z))
+                break
+            except websockets.InvalidStatus as e:
+                assert e.response.status_code == 429 and time.time() < deadline
+                await asyncio.sleep(0.1)
+        for c in conns:
+            await c.close()
+    run(go())

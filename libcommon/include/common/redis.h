@@ -61,4 +61,25 @@ cm_err cm_redis_lock(cm_redis *r, const char *key, const char *token, int64_t tt
  * CM_EIO when Redis cannot be reached. */
 cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token);
 
+/* PUBLISH `message` on `channel`: writes how many subscribers received it to `*receivers` (may
+ * be NULL). CM_EIO when Redis cannot be reached. */
+cm_err cm_redis_publish(cm_redis *r, const char *channel, const char *message,
+                        int64_t *receivers);
+
+/* Called by cm_redis_listen for each message: its channel and payload `msg[0..len)` (not
+ * NUL-terminated, valid during the call only). */
+typedef void (*cm_redis_message_fn)(void *ud, const char *channel, const char *msg, size_t len);
+
+/* Returns non-zero when cm_redis_listen should return. */
+typedef int (*cm_redis_stop_fn)(void *ud);
+
+/* Subscribes to `channels[0..n)` (1..16) on a connection of its own to host:port and calls
+ * `on_message` for each message, on the calling thread, until `should_stop` returns non-zero
+ * (checked at least every `poll_ms` milliseconds). Reconnects and resubscribes after a lost
+ * connection (messages published meanwhile are missed: pub/sub keeps nothing), calling
+ * `on_message` only for messages. Returns CM_OK when stopped, CM_EINVAL for bad arguments. */
+cm_err cm_redis_listen(const char *host, int port, const char *const *channels, size_t n,
+                       int poll_ms, cm_redis_message_fn on_message, cm_redis_stop_fn should_stop,
+                       void *ud);
+
 #endif
