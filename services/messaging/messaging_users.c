@@ -39,6 +39,7 @@ static int is_blocked(messaging_ctx *ctx, const char *tenant, const char *blocke
 
     block_key(tenant, blocker, blocked, key, sizeof(key));
     BSON_APPEND_UTF8(&f, "_id", key);
+    BSON_APPEND_UTF8(&f, "state", "blocked");
     rc = cm_mongo_count(ctx->db, MSG_COLL_BLOCKS, &f, &n);
     bson_destroy(&f);
     return rc != CM_OK ? -1 : n > 0;
@@ -73,27 +74,40 @@ int messaging_users_refuse_send(cm_http_req *req, messaging_ctx *ctx, const char
 
 /* --- the consumer -------------------------------------------------------------------------- */
 
-static cm_err on_block(messaging_ctx *ctx, const char *tenant, const char *blocker,
-                       const char *blocked, int add)
+/* Records the state a block event gives the pair, unless a later event already did: an
+ * event produced again by the user service's outbox may arrive after a newer one. Events of
+ * one blocker share a partition, and event ids (UUIDv7) sort by time. */
+static cm_err on_block(messaging_ctx *ctx, const char *event_id, const char *tenant,
+                       const char *blocker, const char *blocked, int add)
 {
     char key[400];
-    bson_t d = BSON_INITIALIZER;
+    bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, cur;
     cm_err rc;
 
     block_key(tenant, blocker, blocked, key, sizeof(key));
-    BSON_APPEND_UTF8(&d, "_id", key);
-    if (add) {
-        BSON_APPEND_UTF8(&d, "tenant", tenant);
-        BSON_APPEND_UTF8(&d, "blocker", blocker);
-        BSON_APPEND_UTF8(&d, "blocked", blocked);
-        BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
-        rc = cm_mongo_insert(ctx->db, MSG_COLL_BLOCKS, &d);
-        if (rc == CM_ECONFLICT)
-            rc = CM_OK; /* delivered again: already there */
-    } else {
-        rc = cm_mongo_delete(ctx->db, MSG_COLL_BLOCKS, &d, 0, NULL);
+    BSON_APPEND_UTF8(&f, "_id", key);
+    rc = cm_mongo_find_one(ctx->db, MSG_COLL_BLOCKS, &f, NULL, &cur);
+    if (rc == CM_OK) {
+        int stale = strcmp(cm_bson_str(&cur, "event_id", ""), event_id) >= 0;
+        bson_destroy(&cur);
+        if (stale)
+            goto out; /* a newer event (or this one again) already decided */
+    } else if (rc != CM_ENOTFOUND) {
+        goto out;
     }
-    bson_destroy(&d);
+    /* An unblock keeps a tombstone, so a late block event cannot resurrect the pair. */
+    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+    BSON_APPEND_UTF8(&set, "tenant", tenant);
+    BSON_APPEND_UTF8(&set, "blocker", blocker);
+    BSON_APPEND_UTF8(&set, "blocked", blocked);
+    BSON_APPEND_UTF8(&set, "state", add ? "blocked" : "unblocked");
+    BSON_APPEND_UTF8(&set, "event_id", event_id);
+    BSON_APPEND_DATE_TIME(&set, "updated_at", cm_clock_now_ms());
+    bson_append_document_end(&u, &set);
+    rc = cm_mongo_update(ctx->db, MSG_COLL_BLOCKS, &f, &u, 1, 0, NULL);
+out:
+    bson_destroy(&f);
+    bson_destroy(&u);
     return rc;
 }
 
@@ -190,12 +204,14 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
 {
     messaging_users *mu = ud;
     char why[160];
-    const char *type = NULL, *tenant = NULL, *user = NULL, *other = NULL, *policy = NULL;
+    const char *type = NULL, *id = NULL, *tenant = NULL, *user = NULL, *other = NULL;
+    const char *policy = NULL;
     cJSON *ev = NULL, *data;
     cm_err rc = CM_OK;
 
     if (cm_json_parse(rec->value, rec->value_len, 8, &ev, why, sizeof(why)) != CM_OK ||
-        cm_json_string(ev, "type", 1, 1, 64, &type, why, sizeof(why)) != CM_OK) {
+        cm_json_string(ev, "type", 1, 1, 64, &type, why, sizeof(why)) != CM_OK ||
+        cm_json_string(ev, "id", 1, 1, 64, &id, why, sizeof(why)) != CM_OK) {
         dead_letter(mu->ctx, rec, why);
         goto out;
     }
@@ -216,7 +232,7 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
     if (strcmp(type, "user.deleted") == 0)
         rc = on_deleted(mu->ctx, tenant, user, policy && strcmp(policy, "delete") == 0);
     else
-        rc = on_block(mu->ctx, tenant, user, other, strcmp(type, "user.blocked") == 0);
+        rc = on_block(mu->ctx, id, tenant, user, other, strcmp(type, "user.blocked") == 0);
 out:
     cJSON_Delete(ev);
     return rc; /* a store failure leaves the offset: the event comes again */

@@ -13,7 +13,8 @@ typedef struct messaging_users messaging_users;
 
 /* Starts the consumer of the users topic (consumer group USERS_CONSUMER_GROUP, default
  * "messaging-users", from the beginning for a new group so the block list is complete) on its
- * own thread: user.blocked and user.unblocked keep the blocks collection, user.deleted
+ * own thread: user.blocked and user.unblocked keep the blocks collection (the latest event of
+ * each pair wins, by event id: the user service may produce an event again late), user.deleted
  * anonymises (empties the text of, and unattributes) or deletes the user's messages per the
  * event's erase_policy and forgets their blocks. Every handler is idempotent; an event is
  * committed only once handled; unreadable events go to users.dlq. */

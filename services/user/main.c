@@ -34,6 +34,7 @@ static const cm_config_var vars[] = {
     {"VERIFY_TOKEN_TTL_S", "86400", "lifetime of an e-mail verification token"},
     {"RESET_TOKEN_TTL_S", "1800", "lifetime of a password reset token"},
     {"MESSAGING_URL", "http://127.0.0.1:8082", "the messaging service (GDPR exports read it)"},
+    {"OUTBOX_STALE_MS", "5000", "age after which an unacknowledged event is produced again"},
     {"JANITOR_EVERY_S", "60", "period of the expiry of old tokens, sessions and exports"},
     {"TRUSTED_PROXIES", "127.0.0.1", "peers (comma-separated) whose X-Forwarded-For is believed"},
     {"LOGIN_IP_PER_MIN", "60", "password tries (login, change) per client address per minute"},
@@ -53,7 +54,7 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
-    long redis_port;
+    long redis_port, stale_ms;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv, "Tenants, users, credentials and sessions.", vars,
@@ -83,16 +84,20 @@ int main(int argc, char **argv)
         cm_config_long("LOGIN_FREE_FAILURES", 5, 1, 1000, &ctx.limits.free_failures) ||
         cm_config_long("LOGIN_BACKOFF_MAX_S", 900, 1, 86400, &ctx.limits.backoff_max_s) ||
         cm_config_long("JANITOR_EVERY_S", 60, 1, 86400, &ctx.janitor_every_s) ||
+        cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_http_config_from_env(8081, &hc) ||
         cm_jwt_from_env("JWT_PRIVATE_KEY_FILE", &ctx.signer) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_user"), &ctx.db) ||
+        cm_outbox_create(ctx.db, USER_COLL_OUTBOX, stale_ms, &ctx.outbox) ||
         cm_kafka_producer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
-                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), NULL, NULL, &ctx.kafka) ||
+                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), cm_outbox_delivered,
+                                 ctx.outbox, &ctx.kafka) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
                         &ctx.redis))
         goto out;
+    cm_outbox_set_producer(ctx.outbox, ctx.kafka);
     cm_session_enforce(ctx.redis); /* a revoked session's tokens are refused here too */
     ctx.verifier = ctx.signer; /* tokens this service issued are checked with its own keys */
     if (user_ensure_indexes(&ctx) != CM_OK)
@@ -164,7 +169,10 @@ int main(int argc, char **argv)
 out:
     cm_http_server_destroy(srv);
     user_jobs_stop(ctx.jobs);
-    cm_kafka_producer_destroy(ctx.kafka);
+    cm_kafka_producer_destroy(ctx.kafka); /* flushes: the last delivery reports come in */
+    if (ctx.outbox && ctx.db)
+        cm_outbox_tick(ctx.outbox); /* and are marked */
+    cm_outbox_destroy(ctx.outbox);
     cm_mongo_destroy(ctx.db);
     cm_redis_destroy(ctx.redis);
     cm_jwt_destroy(ctx.signer);

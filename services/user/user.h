@@ -8,6 +8,7 @@
 #include "common/jwt.h"
 #include "common/kafka.h"
 #include "common/mongo.h"
+#include "common/outbox.h"
 #include "common/redis.h"
 
 /* Limits on trying credentials (user_limits.c), per minute unless said. */
@@ -27,6 +28,7 @@ typedef struct user_jobs user_jobs;
 typedef struct user_ctx {
     cm_mongo *db;
     cm_kafka_producer *kafka;
+    cm_outbox *outbox; /* every event goes through it (user_publish) */
     cm_jwt *signer;   /* key set: the newest private key mints access tokens */
     cm_jwt *verifier; /* the same key set (public halves): checks them; not owned */
     cm_redis *redis;  /* the revoked-session denylist */
@@ -54,6 +56,7 @@ typedef struct user_ctx {
 #define USER_COLL_ONETIME "onetime_tokens"
 #define USER_COLL_BLOCKS "blocks"
 #define USER_COLL_EXPORTS "exports"
+#define USER_COLL_OUTBOX "outbox"
 
 /* --- rules (user_rules.c), plain functions over plain data ---------------------------- */
 
@@ -340,8 +343,9 @@ cm_err user_body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bson
 
 /* --- events (user_events.c) ------------------------------------------------------------ */
 
-/* Publishes a CloudEvent of `type` about `user_id` on the users topic, keyed by the user id;
- * `data` is taken over. Best effort: failures are logged. */
+/* Publishes a CloudEvent of `type` about `user_id` on the users topic, keyed by the user id,
+ * through the outbox (stored, produced, produced again until acknowledged); `data` is taken
+ * over. Failures are logged. */
 void user_publish(user_ctx *ctx, const char *type, const char *tenant, const char *user_id,
                   cJSON *data);
 

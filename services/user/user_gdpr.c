@@ -34,6 +34,14 @@ static cm_err delete_of(user_ctx *ctx, const char *coll, const char *field, cons
 
 cm_err user_erase(user_ctx *ctx, const char *tenant, const char *id)
 {
+    static const struct {
+        const char *coll, *field;
+    } what[] = {
+        {USER_COLL_SESSIONS, "user_id"}, {USER_COLL_REFRESH, "user_id"},
+        {USER_COLL_CREDENTIALS, "user_id"}, {USER_COLL_ONETIME, "user_id"},
+        {USER_COLL_BLOCKS, "blocker"}, {USER_COLL_BLOCKS, "blocked"},
+        {USER_COLL_EXPORTS, "user_id"}, {USER_COLL_USERS, "id"},
+    };
     char ts[CM_RFC3339_LEN], uid[CM_JWT_ID_MAX + 1];
     user_settings s;
     bson_t user, t, f = BSON_INITIALIZER;
@@ -52,24 +60,11 @@ cm_err user_erase(user_ctx *ctx, const char *tenant, const char *id)
         goto out;
     have_t = 1;
     user_settings_from_doc(&t, &s);
-    /* Sessions end first, so nothing signed for the user works while the rest goes. */
+    /* Sessions end first, so nothing signed for the user works while the rest goes; the user
+     * document goes last, so a failed erasure can be found and repeated. */
     rc = user_sessions_revoke_all(ctx, tenant, uid, NULL, "user_deleted", NULL);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_SESSIONS, "user_id", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_REFRESH, "user_id", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_CREDENTIALS, "user_id", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_ONETIME, "user_id", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_BLOCKS, "blocker", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_BLOCKS, "blocked", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_EXPORTS, "user_id", tenant, uid);
-    if (rc == CM_OK)
-        rc = delete_of(ctx, USER_COLL_USERS, "id", tenant, uid); /* last: a retry finds it */
+    for (size_t i = 0; rc == CM_OK && i < sizeof(what) / sizeof(what[0]); i++)
+        rc = delete_of(ctx, what[i].coll, what[i].field, tenant, uid);
     if (rc != CM_OK)
         goto out;
     cm_clock_rfc3339(cm_clock_now_ms(), ts);

@@ -1,6 +1,7 @@
-/* user_jobs.c - the user service's background thread: runs queued GDPR exports and, once a
- * JANITOR_EVERY_S (a minute), the expiry MongoDB cannot do by itself here (no TTL indexes on FerretDB): spent and
- * expired tokens, old revoked sessions, old exports, stuck export jobs. */
+/* user_jobs.c - the user service's background thread: runs queued GDPR exports, ticks the
+ * events outbox every second and, every JANITOR_EVERY_S (a minute), does the expiry MongoDB
+ * cannot do by itself here (no TTL indexes on FerretDB): spent and expired tokens, old revoked
+ * sessions, old exports, stuck export jobs. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,7 @@ static void *run(void *arg)
         j->woken = 0;
         pthread_mutex_unlock(&j->lock);
         run_exports(j->ctx);
+        cm_outbox_tick(j->ctx->outbox); /* mark delivered events, produce stale ones again */
         if (cm_clock_now_ms() - last_janitor >= j->ctx->janitor_every_s * 1000LL) {
             janitor(j->ctx);
             last_janitor = cm_clock_now_ms();

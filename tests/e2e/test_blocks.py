@@ -2,6 +2,7 @@
 blocked user cannot open a direct conversation with the blocker or message them there; and
 erasure: a deleted user's messages are anonymised or deleted per the tenant's policy."""
 
+import json
 import secrets
 import time
 import uuid
@@ -53,6 +54,42 @@ def test_a_blocked_user_cannot_reach_the_blocker(api, tenant):
     assert direct(api, alice, "bob").status_code == 200
     wait_event(t0, lambda e: e["type"] == "user.unblocked" and e["tenant"] == tenant["id"])
     assert api.call("GET", "/v1/users/me/blocks", bob).json()["items"] == []
+
+
+def test_an_old_block_event_produced_again_does_not_undo_an_unblock(api, tenant):
+    """The user service's outbox may produce an event again, late: the newest decides."""
+    t0 = int(time.time() * 1000) - 1000
+    alice, bob = token_for(api, tenant, "alice"), token_for(api, tenant, "bob")
+    cid = direct(api, alice, "bob").json()["id"]
+    assert api.call("PUT", "/v1/users/me/blocks/alice", bob).status_code == 204
+    assert eventually(lambda: send(api, alice, cid, "?").status_code == 403)
+    assert api.call("DELETE", "/v1/users/me/blocks/alice", bob).status_code == 204
+    assert eventually(lambda: send(api, alice, cid, "back").status_code == 201)
+    old = wait_event(t0, lambda e: e["type"] == "user.blocked" and e["tenant"] == tenant["id"])
+    p = Producer({"bootstrap.servers": KAFKA})
+    p.produce("users", key="bob", value=json.dumps({k: v for k, v in old.items() if k != "_key"}).encode())
+    assert p.flush(10) == 0
+    time.sleep(3)  # the consumer has read it by now (it reads within a second)
+    assert send(api, alice, cid, "still friends").status_code == 201
+
+
+def test_user_events_stored_but_not_produced_are_produced_again(api, tenant):
+    """A crash between storing an event and producing it: the outbox produces it later."""
+    import pymongo
+    from conftest import DBS, MONGO_URI
+    t0 = int(time.time() * 1000) - 1000
+    eid = str(uuid.uuid4())
+    value = json.dumps({"specversion": "1.0", "id": eid, "type": "user.unblocked", "source": "/user",
+                        "time": "2026-01-01T00:00:00.000Z", "subject": "zed", "datacontenttype": "application/json",
+                        "tenant": tenant["id"], "data": {"user_id": "zed", "blocked_id": "amy",
+                                                         "tenant_id": tenant["id"]}})
+    pymongo.MongoClient(MONGO_URI)[DBS["user"]].outbox.insert_one({
+        "_id": eid, "topic": "users", "key": "zed", "value": value, "published": False,
+        "created_at": __import__("datetime").datetime.now(__import__("datetime").timezone.utc)})
+    ev = wait_event(t0, lambda e: e["id"] == eid)
+    assert ev["_key"] == "zed"
+    db = pymongo.MongoClient(MONGO_URI)[DBS["user"]]
+    assert eventually(lambda: db.outbox.find_one({"_id": eid})["published"] is True)
 
 
 def test_block_refusals(api, tenant):
@@ -115,7 +152,7 @@ def test_an_unreadable_users_event_is_parked_in_the_dlq(platform):
     marker = "garbage-" + secrets.token_hex(6)
     p = Producer({"bootstrap.servers": KAFKA})
     p.produce("users", key=marker, value=b'{"type": "user.blocked", "data": ')  # cut short
-    p.produce("users", key=marker, value=b'{"type": "user.blocked", "data": {"tenant_id": "t"}}')
+    p.produce("users", key=marker, value=b'{"type": "user.blocked", "id": "x", "data": {"tenant_id": "t"}}')
     assert p.flush(10) == 0
     c = Consumer({"bootstrap.servers": KAFKA, "group.id": "e2e-" + uuid.uuid4().hex,
                   "enable.auto.commit": False})

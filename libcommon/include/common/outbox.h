@@ -1,0 +1,48 @@
+/* outbox.h - the outbox for events that are not their own documents (DESIGN.md "Nothing
+ * acknowledged may be lost"): an event is stored in an outbox collection before it is
+ * produced, marked published when Kafka's delivery report comes, and produced again by
+ * cm_outbox_tick while it stays unpublished, so a crash or a broker outage between the change
+ * and the event loses nothing. Consumers deduplicate by the CloudEvents id, which stays the
+ * same when an event is produced again. */
+#ifndef COMMON_OUTBOX_H
+#define COMMON_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/kafka.h"
+#include "common/mongo.h"
+
+typedef struct cm_outbox cm_outbox;
+
+/* Creates an outbox over collection `coll` of `db` ({_id: event id, topic, key, value,
+ * published, created_at}); events unpublished after `stale_ms` are produced again. */
+cm_err cm_outbox_create(cm_mongo *db, const char *coll, int64_t stale_ms, cm_outbox **out);
+
+/* The producer the outbox produces with; create it with cm_outbox_delivered as its delivery
+ * callback and the outbox as `ud`. Call before the first cm_outbox_publish. */
+void cm_outbox_set_producer(cm_outbox *o, cm_kafka_producer *p);
+
+/* The producer's delivery callback (cm_kafka_delivery_fn): records delivered events so the
+ * next tick marks them published. */
+void cm_outbox_delivered(cm_err status, void *opaque, void *ud);
+
+/* Stores the event (`id`, the record `key` and JSON `value` of `topic`), then produces it.
+ * CM_OK once stored, even when producing failed (the tick will); the store's error otherwise,
+ * after producing anyway (best effort: the event is then not protected). */
+cm_err cm_outbox_publish(cm_outbox *o, const char *topic, const char *key, const char *id,
+                         const char *value, const cm_kafka_header *headers, size_t nheaders);
+
+/* Marks the delivered events published, produces again those unpublished for longer than
+ * the stale age (oldest first, at most 500), and deletes published events older than a day.
+ * Call it periodically from one thread, and once after the producer's final flush. */
+cm_err cm_outbox_tick(cm_outbox *o);
+
+/* Counters: events produced again by ticks so far. */
+long cm_outbox_republished(cm_outbox *o);
+
+/* Frees the outbox (tick first to keep the last marks). Accepts NULL. */
+void cm_outbox_destroy(cm_outbox *o);
+
+#endif
