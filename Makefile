@@ -33,6 +33,7 @@ PKG_sodium := libsodium
 PKG_cmocka := cmocka
 PKG_vips  := vips
 PKG_magic := libmagic
+PKG_lws   := libwebsockets
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell pkg-config --libs $(1) 2>/dev/null)
@@ -43,7 +44,7 @@ CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG))
 LDFLAGS := $(LDOPT) -pthread
 
 # --- libcommon ------------------------------------------------------------------------------
-CM_MODULES := error log config uuid utf8 json http jwt kafka mongo redis auth process clock event health cursor
+CM_MODULES := error log config uuid utf8 json http jwt jwks kafka mongo redis auth session process clock event health cursor
 CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
 CM_LIB  := $(B)/libcommon.a
 
@@ -61,12 +62,14 @@ GATEWAY_SRC   := $(wildcard gateway/*.c)
 USER_SRC      := $(wildcard services/user/*.c)
 MESSAGING_SRC := $(wildcard services/messaging/*.c)
 MEDIA_SRC     := $(wildcard services/media/*.c)
+SOCKET_SRC    := $(wildcard services/socket/*.c)
 
-GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl)
-USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium)
+GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
+USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis)
 MESSAGING_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) \
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)
+SOCKET_LIBS    := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_kafka) $(PKG_redis) $(PKG_curl) $(PKG_lws)
 
 define process
 $(B)/obj/$(1)/%.o: $(2)/%.c $$(wildcard $(2)/*.h) $$(wildcard libcommon/include/common/*.h)
@@ -80,11 +83,12 @@ $(eval $(call process,gateway,gateway,$(GATEWAY_SRC),$(GATEWAY_LIBS)))
 $(eval $(call process,user,services/user,$(USER_SRC),$(USER_LIBS)))
 $(eval $(call process,messaging,services/messaging,$(MESSAGING_SRC),$(MESSAGING_LIBS)))
 $(eval $(call process,media,services/media,$(MEDIA_SRC),$(MEDIA_LIBS)))
+$(eval $(call process,socket,services/socket,$(SOCKET_SRC),$(SOCKET_LIBS)))
 
 # The media objects also see libvips' (glib) and libmagic's headers.
 $(B)/obj/media/%.o: CFLAGS += $(call pkgcflags,$(PKG_vips) $(PKG_magic))
 
-BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media
+BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media $(B)/bin/socket
 
 # --- unit tests (cmocka, beside their module) -----------------------------------------------
 UNIT_SRC  := $(wildcard libcommon/test/test_*.c) $(wildcard services/*/*_test.c) $(wildcard gateway/*_test.c)
@@ -106,6 +110,9 @@ $(B)/unit/services/user/%: services/user/%.c $(call svc_objs,user,services/user)
 $(B)/unit/services/media/%: services/media/%.c $(call svc_objs,media,services/media) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_vips) $(PKG_magic)) -lm
+$(B)/unit/services/socket/%: services/socket/%.c $(call svc_objs,socket,services/socket) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/socket $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_lws)) -lm
 $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
@@ -156,10 +163,17 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs $(BINS)
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
+
+# The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
+.PHONY: bench-gateway
+bench-gateway:
+	@$(MAKE) --no-print-directory MODE=rel build
+	@bash deploy/stack.sh start >/dev/null
+	@BENCH_BIN_DIR=build/rel/bin bash bench/gateway_bench.sh
 
 # Offline checks of the contracts (proto/) and of the deployment descriptions (deploy/docker,
 # docker-compose.yml, k8s/) against the processes' own --help; tools from deploy/check-tools.sh.

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libhiredis-dev libcjson-dev libjwt-dev libssl-dev libcurl4-openssl-dev libsodium-dev
   libcmocka-dev redis-server kcat openssl curl jq
   libvips-dev libmagic-dev libvips-tools libimage-exiftool-perl
+  libwebsockets-dev
 )
 
 # The images' build stage (deploy/docker/*.Dockerfile) installs exactly this list, so an image
@@ -39,17 +40,21 @@ flock 9
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# Tools only the tests and benchmarks use (not in the images): slowloris for the gateway's
+# edge test, nginx and wrk for `make bench`.
+TEST_APT_PACKAGES=(slowhttptest nginx-light wrk)
+
 # --- Debian packages ---------------------------------------------------------
 step_apt() {
   local missing=() p
-  for p in "${APT_PACKAGES[@]}"; do
+  for p in "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; do
     # dpkg-query exits non-zero for unknown packages; status must say "installed" (not "config-files").
     if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then
       missing+=("$p")
     fi
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    log "apt ok (cached, ${#APT_PACKAGES[@]} packages)"
+    log "apt ok (cached, $(( ${#APT_PACKAGES[@]} + ${#TEST_APT_PACKAGES[@]} )) packages)"
     return
   fi
   local t; t=$(date +%s%N)

@@ -1,54 +1,305 @@
-/* gateway.h - the gateway's route table and proxy. */
+/* gateway.h - the gateway's route table, upstream pools (load balancing, health, circuit
+ * breakers, retry budget), rate limits and proxy. */
 #ifndef GATEWAY_H
 #define GATEWAY_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "common/error.h"
 #include "common/http.h"
 #include "common/jwt.h"
 
+#define GW_MAX_POOLS 16
+#define GW_MAX_ROUTES 32
+#define GW_MAX_INSTANCES 16 /* per pool, after DNS expansion */
+#define GW_MAX_TARGETS 8    /* configured URLs per pool */
+#define GW_URL_MAX 256
+#define GW_NBUCKETS 12      /* latency histogram buckets (gateway_metrics.c) */
+
+/* What a route asks of a client before the request is relayed. */
+typedef enum gateway_auth {
+    GW_AUTH_NONE,       /* the service authenticates, if at all */
+    GW_AUTH_BEARER,     /* a verified access token (JWT), not revoked */
+    GW_AUTH_TENANT_KEY, /* tenant API key credentials (Basic key:secret) present; the user
+                           service verifies the secret */
+    GW_AUTH_ADMIN       /* X-Admin-Key equal to PLATFORM_ADMIN_KEY */
+} gateway_auth;
+
+typedef enum gateway_lb {
+    GW_LB_ROUND_ROBIN,
+    GW_LB_LEAST_CONN,
+    GW_LB_WEIGHTED, /* smooth weighted round robin (nginx's algorithm) */
+    GW_LB_RANDOM
+} gateway_lb;
+
+typedef enum gateway_circuit { GW_CIRCUIT_CLOSED, GW_CIRCUIT_OPEN, GW_CIRCUIT_HALF_OPEN } gateway_circuit;
+
+/* Circuit breaker settings (GW_BREAKER_* variables). */
+typedef struct gateway_breaker_conf {
+    int failures;     /* consecutive failures that open a closed circuit (5) */
+    int min_requests; /* requests seen since it closed before it may open (10) */
+    long open_ms;     /* how long it stays open before a trial (60000) */
+    int successes;    /* trial successes in half-open that close it (2) */
+} gateway_breaker_conf;
+
+/* The breaker of one upstream instance: plain state, the caller holds the instance's lock. */
+typedef struct gateway_breaker {
+    gateway_circuit state;
+    int consecutive_failures;
+    long requests;       /* seen since the circuit last closed */
+    int trial_successes; /* in half-open */
+    int trial_inflight;  /* in half-open: one trial at a time */
+    int64_t opened_at_ms;
+    unsigned long opened_total; /* times it opened, for metrics */
+} gateway_breaker;
+
+/* Returns 1 when a request may be sent through `b` at `now_ms` (and counts a half-open trial
+ * as in flight), 0 when the circuit refuses it. An open circuit whose open_ms elapsed turns
+ * half-open here. */
+int gateway_breaker_allow(gateway_breaker *b, const gateway_breaker_conf *c, int64_t now_ms);
+
+/* Records the outcome of a request that gateway_breaker_allow let through: ok 1 or 0. Opens a
+ * closed circuit after c->failures consecutive failures once c->min_requests were seen;
+ * closes a half-open one after c->successes successes; reopens it on any trial failure. */
+void gateway_breaker_record(gateway_breaker *b, const gateway_breaker_conf *c, int ok,
+                            int64_t now_ms);
+
+/* Milliseconds until an open circuit allows a trial (0 when not open). */
+int64_t gateway_breaker_retry_in(const gateway_breaker *b, const gateway_breaker_conf *c,
+                                 int64_t now_ms);
+
+const char *gateway_circuit_name(gateway_circuit s);
+
+/* Per-upstream-instance and per-route counters for /metrics. */
+typedef struct gateway_stats {
+    atomic_ulong requests, errors, retries, rejected;
+    atomic_ulong le[GW_NBUCKETS];
+    atomic_ulong count, sum_us;
+} gateway_stats;
+
+/* One upstream instance: a configured URL, or one address a DNS name resolved to. */
+typedef struct gateway_instance {
+    char url[GW_URL_MAX];       /* base URL as configured, e.g. http://messaging:8082 */
+    char connect_to[GW_URL_MAX]; /* libcurl CONNECT_TO "host:port:addr:port", "" for literals */
+    char id[96];                /* "addr:port", stable name in admin output and metrics */
+    int weight;
+    int active;   /* slot in use (DNS may retire it) */
+    int cur_weight; /* smooth weighted round robin state (pool pick lock) */
+    atomic_int healthy;       /* last active health check verdict (1 until a check fails) */
+    atomic_int inflight;
+    int health_failures;      /* consecutive failed checks (health thread only) */
+    pthread_mutex_t lock;     /* guards breaker */
+    gateway_breaker breaker;
+    gateway_stats stats;
+} gateway_instance;
+
+/* One configured target of a pool: a URL whose host is an address or a DNS name. */
+typedef struct gateway_target {
+    char url[GW_URL_MAX];
+    int weight;
+} gateway_target;
+
+typedef struct gateway_pool {
+    char name[32];
+    gateway_lb lb;
+    gateway_target targets[GW_MAX_TARGETS];
+    int ntargets;
+    gateway_instance inst[GW_MAX_INSTANCES];
+    int ninst;               /* slots used so far (some may be inactive) */
+    pthread_rwlock_t lock;   /* readers pick; the DNS refresh writes */
+    pthread_mutex_t pick_lock;
+    atomic_uint rr;
+    atomic_long budget_milli; /* retry budget, in thousandths of a retry */
+} gateway_pool;
+
 /* One entry of the route table: requests whose path starts with `prefix` (at a segment
- * boundary) go to `upstream`; `auth` says whether an access token is required first. */
+ * boundary) go to `pool`. */
 typedef struct gateway_route {
-    const char *prefix;
-    const char *upstream; /* base URL, e.g. http://127.0.0.1:8082 */
-    int auth;
+    char prefix[128];
+    char pool_name[32];
+    gateway_pool *pool;
+    gateway_auth auth;
+    long timeout_ms;  /* total time of one upstream attempt */
+    size_t max_body;  /* request and response cap; 0: the process default */
+    gateway_stats stats;
 } gateway_route;
 
-/* A larger request and response cap for the paths under `prefix` (media uploads and
- * downloads), at a segment boundary like routes. */
-typedef struct gateway_limit {
-    const char *prefix;
-    size_t max_body;
-} gateway_limit;
+typedef struct gateway_ratelimit gateway_ratelimit;
 
 typedef struct gateway_ctx {
-    gateway_route routes[16];
+    gateway_route routes[GW_MAX_ROUTES];
     int nroutes;
-    gateway_limit limits[4];
-    int nlimits;
+    gateway_pool pools[GW_MAX_POOLS];
+    int npools;
+    gateway_breaker_conf breaker;
     cm_jwt *verifier;
+    const char *admin_key; /* PLATFORM_ADMIN_KEY, NULL: admin routes refused */
     long timeout_ms;
     long connect_timeout_ms;
     size_t max_response;
+    size_t max_body;          /* HTTP_MAX_BODY */
+    int retry_max;            /* extra attempts per request */
+    long retry_backoff_ms;    /* first backoff, doubled per attempt, with jitter */
+    long retry_budget_ratio;  /* per mille of requests that may be retried */
+    long health_interval_ms;
+    int health_fail_threshold;
+    long dns_refresh_ms;
+    gateway_ratelimit *limits;
+    atomic_int stopping;
+    pthread_t health_thread;
+    int health_started;
 } gateway_ctx;
 
-/* Returns the route for `path` (longest prefix at a segment boundary), or NULL. */
-const gateway_route *gateway_route_find(const gateway_ctx *ctx, const char *path);
+/* --- configuration (gateway_config.c) ------------------------------------------------------ */
 
-/* Returns the cap of the longest `limits` prefix matching `path`, or `def` when none does. */
-size_t gateway_limit_for(const gateway_ctx *ctx, const char *path, size_t def);
+/* Parses pool definitions into ctx->pools, replacing a pool of the same name or adding one:
+ *   "name=url[*weight][,url[*weight]...][ lb=round_robin|least_conn|weighted|random]; ..."
+ * A url is http(s)://host:port; a host that is not an address is a DNS name, re-resolved every
+ * dns_refresh_ms, each address becoming an instance. On error writes the reason to `err`
+ * (size n) and returns CM_EINVAL with ctx->pools unchanged from before the bad entry. */
+cm_err gateway_pools_parse(gateway_ctx *ctx, const char *spec, char *err, size_t n);
+
+/* Parses route definitions into ctx->routes, replacing a route of the same prefix or adding:
+ *   "prefix pool [auth=none|bearer|tenant-key|admin] [timeout_ms=N] [max_body=N]; ..."
+ * The pool must exist already. CM_EINVAL with the reason in `err` otherwise. */
+cm_err gateway_routes_parse(gateway_ctx *ctx, const char *spec, char *err, size_t n);
+
+/* Returns the pool named `name`, or NULL. */
+gateway_pool *gateway_pool_find(gateway_ctx *ctx, const char *name);
+
+const char *gateway_lb_name(gateway_lb lb);
+const char *gateway_auth_name(gateway_auth a);
+
+/* --- route lookup and header rules (gateway_routes.c) ------------------------------------- */
+
+/* Returns the route for `path` (longest prefix at a segment boundary), or NULL. */
+gateway_route *gateway_route_find(gateway_ctx *ctx, const char *path);
 
 /* Returns 1 when a client header must not be forwarded: hop-by-hop headers (RFC 9110
- * section 7.6.1), Host and Content-Length (libcurl sets them), and the identity headers the
- * gateway itself sets (X-Auth-*), so a client can never spoof them. */
+ * section 7.6.1), Host and Content-Length (libcurl sets them), and every header the gateway
+ * itself sets for the services (X-Auth-*, X-Forwarded-*, X-Real-Ip, X-Request-Id,
+ * traceparent), so a client can never spoof them. */
 int gateway_header_dropped(const char *name);
 
 /* Appends `s` to `out` (size n, at offset *len) percent-encoding everything but RFC 3986
  * unreserved characters and, when keep_slash, '/'. Returns -1 when it does not fit. */
 int gateway_escape(const char *s, int keep_slash, char *out, size_t n, size_t *len);
 
-/* The catch-all handler: checks auth per the route, then proxies with libcurl. */
+/* Returns 1 when `given` equals `secret`, comparing every byte whatever differs first (constant
+ * time in the content; the length is not secret). */
+int gateway_secret_equal(const char *given, const char *secret);
+
+/* Returns 1 when `method` may be retried: idempotent per RFC 9110 section 9.2.2 (GET, HEAD,
+ * OPTIONS, TRACE, PUT, DELETE), or any method when the request carries an Idempotency-Key
+ * (draft-ietf-httpapi-idempotency-key-header). */
+int gateway_retryable(const char *method, int has_idempotency_key);
+
+/* W3C Trace Context: when `in` is a valid traceparent (version 00, non-zero ids) keeps its
+ * trace-id, else starts a new trace; the parent-id is a new span id of the gateway. Writes
+ * "00-<32 hex>-<16 hex>-<flags>" to out (size >= 56). */
+void gateway_traceparent(const char *in, char *out, size_t n);
+
+/* --- upstream selection and health (gateway_upstream.c) ----------------------------------- */
+
+/* Resolves every pool's targets into instances and initialises locks. CM_EINVAL when a pool
+ * has no target. DNS names that do not resolve yet leave the pool empty until they do. */
+cm_err gateway_upstreams_init(gateway_ctx *ctx);
+
+/* Starts the background thread of active health checks (GET /health/ready) and DNS refresh. */
+cm_err gateway_upstreams_start(gateway_ctx *ctx);
+
+/* Stops the thread and frees locks. */
+void gateway_upstreams_cleanup(gateway_ctx *ctx);
+
+/* Picks an instance of `pool` by its balancing rule among the active, healthy ones whose
+ * breaker admits a request, skipping `exclude` (may be NULL). Counts it in flight. Copies its
+ * URL and CONNECT_TO into url/connect_to (size GW_URL_MAX). CM_EAGAIN when none admits one,
+ * with `*retry_in_ms` the soonest an open circuit allows a trial (0 when unknown). */
+cm_err gateway_pick(gateway_ctx *ctx, gateway_pool *pool, const gateway_instance *exclude,
+                    gateway_instance **out, char *url, char *connect_to, int64_t *retry_in_ms);
+
+/* Ends a request to `inst` started by gateway_pick: ok feeds its breaker, seconds its
+ * latency histogram. */
+void gateway_done(gateway_ctx *ctx, gateway_instance *inst, int ok, double seconds);
+
+#define GW_RETRY_BUDGET_CAP 100000L /* thousandths: at most 100 retries saved up */
+
+/* Credits the pool's retry budget for one client request (retry_budget_ratio thousandths of a
+ * retry), so retries stay a fixed fraction of traffic (Finagle's RetryBudget). */
+void gateway_retry_deposit(gateway_ctx *ctx, gateway_pool *pool);
+
+/* Takes one retry from the pool's budget: 1 when allowed, 0 when spent. */
+int gateway_retry_take(gateway_ctx *ctx, gateway_pool *pool);
+
+/* Resets the circuit of instance `id` of `pool` (all instances when id is NULL) to closed.
+ * Returns how many were reset. */
+int gateway_circuit_reset(gateway_pool *pool, const char *id);
+
+int64_t gateway_now_ms(void);
+
+/* --- rate limits (gateway_ratelimit.c) ------------------------------------------------------ */
+
+/* A token bucket's settings: refilled at per_s tokens a second up to burst; per_s 0: off. */
+typedef struct gateway_rate {
+    double per_s;
+    long burst;
+} gateway_rate;
+
+/* The outcome of a take, from the most restrictive bucket involved (for the RateLimit-*
+ * headers of draft-ietf-httpapi-ratelimit-headers). */
+typedef struct gateway_rl_verdict {
+    int allowed;
+    long limit;         /* the bucket's burst */
+    long remaining;     /* whole tokens left */
+    long reset_s;       /* seconds until the bucket is full again */
+    long retry_after_s; /* when refused: seconds until a token is there */
+    const char *scope;  /* "ip", "user" or "tenant"; NULL when no bucket applied */
+    int local;          /* decided by this process's buckets (Redis unreachable) */
+} gateway_rl_verdict;
+
+struct cm_redis;
+
+/* Creates the limiter over `redis` (not owned; NULL: local buckets only). CM_ENOMEM. */
+cm_err gateway_ratelimit_create(struct cm_redis *redis, gateway_rate ip, gateway_rate user,
+                                gateway_rate tenant, gateway_ratelimit **out);
+void gateway_ratelimit_destroy(gateway_ratelimit *rl); /* accepts NULL */
+
+/* Takes a token from the client IP's bucket (before authentication). */
+void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verdict *v);
+
+/* Takes a token from the user's and the tenant's buckets at once (all or none). */
+void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const char *user,
+                                gateway_rl_verdict *v);
+
+/* Refills a bucket of `tokens` last updated at *ts_ms to now_ms (milliseconds): the rule both
+ * the Lua script and the local buckets follow. */
+void gateway_bucket_refill(double *tokens, int64_t *ts_ms, double per_s, long burst,
+                           int64_t now_ms);
+
+void gateway_ratelimit_metrics(gateway_ratelimit *rl, void (*emit)(void *ctx, const char *text),
+                               void *ectx);
+
+/* --- proxy, admin, metrics ----------------------------------------------------------------- */
+
+/* The catch-all handler: rate limits, auth per the route, then the request relayed with
+ * libcurl to an instance of the route's pool, retried where that is safe. */
 void gateway_proxy(cm_http_req *req, void *ud);
+
+/* GET /v1/gateway/upstreams and POST /v1/gateway/upstreams/{pool}/reset (admin key). */
+void gateway_admin_upstreams(cm_http_req *req, void *ud);
+void gateway_admin_reset(cm_http_req *req, void *ud);
+
+/* Adds one observation to `st`; failed counts it as an error. */
+void gateway_stats_observe(gateway_stats *st, double seconds, int failed);
+
+/* The gateway's Prometheus lines (cm_http_set_metrics callback). */
+void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ectx);
+
+/* /health/ready: ready until SIGTERM starts the drain (then 503, so balancers stop sending);
+ * an upstream pool being down is answered per route, not by taking the whole edge out. */
+cm_err gateway_ready(void *ud, char *detail, size_t n);
 
 #endif

@@ -37,19 +37,16 @@ cm_err cm_config_long(const char *name, long def, long min, long max, long *out)
     return CM_OK;
 }
 
-cm_err cm_config_file(const char *name, size_t max_bytes, char **out, size_t *len)
+cm_err cm_config_read_path(const char *path, size_t max_bytes, char **out, size_t *len)
 {
-    const char *path = cm_config_str(name, NULL);
     cm_err rc = CM_EIO;
     FILE *f = NULL;
     char *buf = NULL;
     size_t n;
 
-    if (path == NULL)
-        return CM_ENOTFOUND;
     f = fopen(path, "rb");
     if (f == NULL) {
-        cm_error("config: %s: cannot open %s", name, path);
+        cm_error("config: cannot open %s", path);
         goto out;
     }
     buf = malloc(max_bytes + 1);
@@ -59,11 +56,11 @@ cm_err cm_config_file(const char *name, size_t max_bytes, char **out, size_t *le
     }
     n = fread(buf, 1, max_bytes + 1, f);
     if (ferror(f)) {
-        cm_error("config: %s: cannot read %s", name, path);
+        cm_error("config: cannot read %s", path);
         goto out;
     }
     if (n > max_bytes) {
-        cm_error("config: %s: %s is larger than %zu bytes", name, path, max_bytes);
+        cm_error("config: %s is larger than %zu bytes", path, max_bytes);
         rc = CM_ETOOBIG;
         goto out;
     }
@@ -76,6 +73,19 @@ out:
     free(buf);
     if (f)
         fclose(f);
+    return rc;
+}
+
+cm_err cm_config_file(const char *name, size_t max_bytes, char **out, size_t *len)
+{
+    const char *path = cm_config_str(name, NULL);
+    cm_err rc;
+
+    if (path == NULL)
+        return CM_ENOTFOUND;
+    rc = cm_config_read_path(path, max_bytes, out, len);
+    if (rc != CM_OK)
+        cm_error("config: %s could not be read", name);
     return rc;
 }
 

@@ -22,7 +22,7 @@
 #define MAX_ROUTES 64
 #define MAX_SEGS 12
 #define MAX_PARAMS 8
-#define MAX_LIMITS 8
+#define MAX_LIMITS 32
 
 /* Latency histogram bounds in seconds (Prometheus `le` labels). */
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -64,6 +64,8 @@ struct cm_http_server {
         size_t max;
     } limits[MAX_LIMITS]; /* per-path-prefix body caps (cm_http_body_limit) */
     int nlimits;
+    unsigned max_conns, per_ip_conns; /* cm_http_set_connection_limits; 0: libmicrohttpd's */
+    size_t conn_memory;
 };
 
 struct chunk {
@@ -98,6 +100,8 @@ struct cm_http_req {
     struct chunk *arena;
     struct hdr *hdrs;
     cJSON *json;
+    char log_extra[512]; /* cm_http_log_field: ,"name":"value"... */
+    size_t log_extra_len;
 };
 
 /* --- arena ------------------------------------------------------------------------------ */
@@ -281,6 +285,10 @@ const char *cm_http_client_ip(const cm_http_req *req)
 {
     return req->ip;
 }
+int cm_http_reply_status(const cm_http_req *req)
+{
+    return req->replied ? req->status : 0;
+}
 
 const char *cm_http_query(const cm_http_req *req, const char *name)
 {
@@ -379,6 +387,19 @@ cm_err cm_http_query_long(cm_http_req *req, const char *name, long def, long min
     }
     *out = n < min ? min : n > max ? max : n;
     return CM_OK;
+}
+
+void cm_http_log_field(cm_http_req *req, const char *name, const char *value)
+{
+    char ev[256];
+    int n;
+    cm_json_escape(value ? value : "", ev, sizeof(ev));
+    n = snprintf(req->log_extra + req->log_extra_len, sizeof(req->log_extra) - req->log_extra_len,
+                 ",\"%s\":\"%s\"", name, ev);
+    if (n > 0 && (size_t)n < sizeof(req->log_extra) - req->log_extra_len)
+        req->log_extra_len += (size_t)n;
+    else
+        req->log_extra[req->log_extra_len] = '\0'; /* full: the field is left out */
 }
 
 /* --- replies ---------------------------------------------------------------------------- */
@@ -816,7 +837,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     cm_http_req *req = *con_cls;
     struct timespec t1;
     struct route *r;
-    char fields[768], epath[256];
+    char fields[1280], epath[256];
     double secs;
     (void)conn;
 
@@ -841,9 +862,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         cm_json_escape(req->path, epath, sizeof(epath));
         snprintf(fields, sizeof(fields),
                  "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
-                 "\"duration_ms\":%.3f,\"client_ip\":\"%s\",\"completed\":%s",
+                 "\"duration_ms\":%.3f,\"client_ip\":\"%s\",\"completed\":%s%s",
                  req->method, epath, req->route ? req->route->pattern : "", req->status,
-                 secs * 1000, req->ip, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "true" : "false");
+                 secs * 1000, req->ip, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "true" : "false",
+                 req->log_extra);
         cm_log_set_request_id(req->rid);
         cm_log_fields(CM_LOG_INFO, "request", fields);
         cm_log_set_request_id(NULL);
@@ -915,9 +937,19 @@ void cm_http_set_metrics(cm_http_server *srv, cm_http_metrics_fn fn, void *ud)
     srv->metrics_ud = ud;
 }
 
+void cm_http_set_connection_limits(cm_http_server *srv, unsigned max_conns,
+                                   unsigned per_ip_conns, size_t conn_memory)
+{
+    srv->max_conns = max_conns;
+    srv->per_ip_conns = per_ip_conns;
+    srv->conn_memory = conn_memory;
+}
+
 cm_err cm_http_server_start(cm_http_server *srv)
 {
     struct sockaddr_in sa;
+    struct MHD_OptionItem limits[4];
+    int nl = 0;
 
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
@@ -926,12 +958,21 @@ cm_err cm_http_server_start(cm_http_server *srv)
         cm_error("http: bad bind address %s", srv->cfg.host);
         return CM_EINVAL;
     }
+    if (srv->max_conns)
+        limits[nl++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, srv->max_conns, NULL};
+    if (srv->per_ip_conns)
+        limits[nl++] =
+            (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->per_ip_conns, NULL};
+    if (srv->conn_memory)
+        limits[nl++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                               (intptr_t)srv->conn_memory, NULL};
+    limits[nl] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     srv->mhd = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_ARRAY, limits,
         MHD_OPTION_END);
     if (srv->mhd == NULL) {
         cm_error("http: cannot listen on %s:%d", srv->cfg.host, srv->cfg.port);

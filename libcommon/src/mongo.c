@@ -2,6 +2,7 @@
 #include "common/mongo.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -568,5 +569,57 @@ cm_err cm_mongo_gridfs_delete(cm_mongo *m, const char *bucket, const char *id)
             rc = translate("gridfs delete", bucket, &e);
     }
     bucket_close(m, b, client, db);
+    return rc;
+}
+
+struct page {
+    cJSON *items;
+    long n, limit;
+    int more;
+    const char *cursor_field;
+    char *next;
+    size_t next_n;
+    cJSON *(*render)(const bson_t *doc, void *ud);
+    void *ud;
+};
+
+static int page_collect(const bson_t *doc, void *ud)
+{
+    struct page *p = ud;
+    if (p->n == p->limit) {
+        p->more = 1;
+        return 1;
+    }
+    cJSON_AddItemToArray(p->items, p->render(doc, p->ud));
+    snprintf(p->next, p->next_n, "%s", cm_bson_str(doc, p->cursor_field, ""));
+    p->n++;
+    return 0;
+}
+
+cm_err cm_mongo_find_page(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *sort,
+                          long limit, const char *cursor_field,
+                          cJSON *(*render)(const bson_t *doc, void *ud), void *ud, cJSON **items,
+                          char *next, size_t n)
+{
+    struct page p = {.limit = limit, .cursor_field = cursor_field, .next = next, .next_n = n,
+                     .render = render, .ud = ud};
+    bson_t opts = BSON_INITIALIZER;
+    cm_err rc = CM_ENOMEM;
+
+    p.items = cJSON_CreateArray();
+    if (p.items == NULL || limit < 1)
+        goto out;
+    BSON_APPEND_DOCUMENT(&opts, "sort", sort);
+    BSON_APPEND_INT64(&opts, "limit", limit + 1);
+    rc = cm_mongo_find(m, coll, filter, &opts, page_collect, &p);
+    if (rc != CM_OK)
+        goto out;
+    if (!p.more)
+        next[0] = '\0';
+    *items = p.items;
+    p.items = NULL;
+out:
+    cJSON_Delete(p.items);
+    bson_destroy(&opts);
     return rc;
 }

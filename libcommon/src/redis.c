@@ -174,6 +174,51 @@ cm_err cm_redis_window_incr(cm_redis *r, const char *key, int64_t window_ms, int
     return rc;
 }
 
+cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const char *const *keys,
+                          size_t nargs, const char *const *args, int64_t *out, size_t max,
+                          size_t *n)
+{
+    const char *argv[3 + 32];
+    size_t lens[3 + 32];
+    char nk[8];
+    redisReply *rep;
+    cm_err rc = CM_EINVAL;
+    int argc = 0;
+
+    if (nkeys > 16 || nargs > 16)
+        return CM_EINVAL;
+    snprintf(nk, sizeof(nk), "%zu", nkeys);
+    argv[argc] = "EVAL";
+    lens[argc++] = 4;
+    argv[argc] = script;
+    lens[argc++] = strlen(script);
+    argv[argc] = nk;
+    lens[argc++] = strlen(nk);
+    for (size_t i = 0; i < nkeys; i++) {
+        argv[argc] = keys[i];
+        lens[argc++] = strlen(keys[i]);
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        argv[argc] = args[i];
+        lens[argc++] = strlen(args[i]);
+    }
+    rep = command(r, argc, argv, lens);
+    if (rep == NULL)
+        return CM_EIO;
+    if (rep->type == REDIS_REPLY_ARRAY) {
+        rc = CM_OK;
+        *n = 0;
+        for (size_t i = 0; i < rep->elements && rc == CM_OK; i++) {
+            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+                rc = CM_EINVAL;
+            else if (i < max)
+                out[(*n)++] = rep->element[i]->integer;
+        }
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
 cm_err cm_redis_set(cm_redis *r, const char *key, const char *value, int64_t ttl_ms)
 {
     char ms[24];
@@ -204,6 +249,32 @@ cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n)
         rc = CM_ETOOBIG;
     else
         memcpy(out, rep->str, rep->len + 1);
+    freeReplyObject(rep);
+    return rc;
+}
+
+cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *count)
+{
+    const char *argv[9];
+    size_t lens[9];
+    redisReply *rep;
+    cm_err rc = CM_EIO;
+
+    if (n == 0 || n > 8)
+        return CM_EINVAL;
+    argv[0] = "EXISTS";
+    lens[0] = 6;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 1] = keys[i];
+        lens[i + 1] = strlen(keys[i]);
+    }
+    rep = command(r, (int)n + 1, argv, lens);
+    if (rep == NULL)
+        return CM_EIO;
+    if (rep->type == REDIS_REPLY_INTEGER) {
+        *count = rep->integer;
+        rc = CM_OK;
+    }
     freeReplyObject(rep);
     return rc;
 }

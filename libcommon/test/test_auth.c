@@ -1,4 +1,5 @@
-/* test_auth.c - unit tests of role checks, user id rules and the bearer check (common/auth.h). */
+/* test_auth.c - unit tests of role and permission checks, user id rules, the bearer check
+ * (common/auth.h) and the revoked-session denylist it consults (common/session.h, real Redis). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,7 +14,10 @@
 #include <cJSON.h>
 
 #include "common/auth.h"
+#include "common/config.h"
 #include "common/log.h"
+#include "common/session.h"
+#include "common/uuid.h"
 #include "testutil.h"
 
 static cm_jwt_claims with_roles(const char *roles)
@@ -78,11 +82,35 @@ static void test_user_id_valid(void **state)
     assert_int_equal(cm_user_id_valid(id), 0);
 }
 
+
+static void test_can_permissions(void **state)
+{
+    cm_jwt_claims c;
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.perms, sizeof(c.perms), "message.send message.delete.own");
+    assert_int_equal(cm_auth_can(&c, "message.send"), 1);
+    assert_int_equal(cm_auth_can(&c, "message.delete.own"), 1);
+    assert_int_equal(cm_auth_can(&c, "message.delete"), 0); /* a prefix is not the permission */
+    assert_int_equal(cm_auth_can(&c, "message.delete.any"), 0);
+    assert_int_equal(cm_auth_can(&c, "send"), 0);
+    assert_int_equal(cm_auth_can(&c, ""), 0);
+    snprintf(c.perms, sizeof(c.perms), "*");
+    assert_int_equal(cm_auth_can(&c, "tenant.manage"), 1); /* the wildcard grants everything */
+    assert_int_equal(cm_auth_can(&c, ""), 0);
+    snprintf(c.perms, sizeof(c.perms), "a.*");
+    assert_int_equal(cm_auth_can(&c, "a.b"), 0); /* only a bare "*" is a wildcard */
+    c.perms[0] = '\0';
+    snprintf(c.roles, sizeof(c.roles), "tenant_admin");
+    assert_int_equal(cm_auth_can(&c, "message.send"), 0); /* roles alone grant nothing here */
+}
+
 /* --- cm_auth_bearer through a real server ---------------------------------------------------- */
 
 static cm_http_server *srv;
 static cm_jwt *signer, *verifier;
 static int port;
+static cm_redis *redis, *dead_redis;
 
 /* GET /me: the bearer check, then the claims. */
 static void h_me(cm_http_req *req, void *ud)
@@ -127,6 +155,12 @@ static int setup(void **state)
     verifier = key_from(env_or("TEST_JWT_PUBLIC_KEY_FILE", ".local/keys/jwt-public.pem"));
     if (signer == NULL || verifier == NULL)
         return -1;
+    long rport = 6379;
+    if (cm_config_long("REDIS_PORT", 6379, 1, 65535, &rport) != CM_OK ||
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)rport, 2, 2000,
+                        &redis) != CM_OK ||
+        cm_redis_create("127.0.0.1", tu_free_port(), 1, 200, &dead_redis) != CM_OK)
+        return -1;
     port = tu_free_port();
     cm_http_config cfg = {.host = "127.0.0.1", .port = port, .threads = 2, .max_body = 1024,
                           .idle_timeout_s = 5, .drain_s = 1};
@@ -142,6 +176,8 @@ static int teardown(void **state)
     cm_http_server_destroy(srv);
     cm_jwt_destroy(signer);
     cm_jwt_destroy(verifier);
+    cm_redis_destroy(redis);
+    cm_redis_destroy(dead_redis);
     return 0;
 }
 
@@ -227,6 +263,108 @@ static void test_bearer_refusals(void **state)
     free(tok);
 }
 
+/* A signed token for session `sid`, as an Authorization header line. */
+static void bearer_for_session(const char *sid, char *hdr, size_t n)
+{
+    cm_jwt_claims c;
+    char *tok = NULL;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.sub, sizeof(c.sub), "user-7");
+    snprintf(c.tid, sizeof(c.tid), "tenant-7");
+    snprintf(c.sid, sizeof(c.sid), "%s", sid);
+    assert_int_equal(cm_jwt_sign(signer, &c, time(NULL), 900, &tok), CM_OK);
+    snprintf(hdr, n, "Authorization: Bearer %s\r\n", tok);
+    free(tok);
+}
+
+static void test_denylist_in_redis(void **state)
+{
+    char sid[CM_UUID_STRLEN], long_sid[CM_JWT_ID_MAX + 2];
+    (void)state;
+    assert_int_equal(cm_uuid_v7(sid), CM_OK);
+    assert_int_equal(cm_session_check(redis, sid), CM_OK);
+    assert_int_equal(cm_session_check(redis, ""), CM_OK);
+    assert_int_equal(cm_session_deny(redis, sid, 400), CM_OK);
+    assert_int_equal(cm_session_check(redis, sid), CM_EUNAUTH);
+    tu_sleep_ms(600); /* the entry lives as long as the session's tokens could, then goes */
+    assert_int_equal(cm_session_check(redis, sid), CM_OK);
+    assert_int_equal(cm_session_deny(redis, "", 1000), CM_EINVAL);
+    assert_int_equal(cm_session_deny(redis, sid, 0), CM_EINVAL);
+    memset(long_sid, 'x', sizeof(long_sid) - 1);
+    long_sid[sizeof(long_sid) - 1] = '\0';
+    assert_int_equal(cm_session_deny(redis, long_sid, 1000), CM_EINVAL);
+    assert_int_equal(cm_session_check(dead_redis, sid), CM_EIO);
+    assert_int_equal(cm_session_deny(dead_redis, sid, 1000), CM_EIO);
+}
+
+static void test_bearer_consults_the_denylist(void **state)
+{
+    char sid[CM_UUID_STRLEN], other[CM_UUID_STRLEN], hdr[4096], ohdr[4096];
+    tu_resp r;
+    cJSON *j;
+    (void)state;
+    assert_int_equal(cm_uuid_v7(sid), CM_OK);
+    assert_int_equal(cm_uuid_v7(other), CM_OK);
+    bearer_for_session(sid, hdr, sizeof(hdr));
+    bearer_for_session(other, ohdr, sizeof(ohdr));
+    assert_int_equal(cm_session_deny(redis, sid, 60000), CM_OK);
+    /* Without enforcement the process does not look. */
+    j = get_me(hdr, 200, &r);
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    cm_session_enforce(redis);
+    j = get_me(hdr, 401, &r);
+    assert_string_equal(cJSON_GetObjectItem(j, "detail")->valuestring, "the session was revoked");
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    j = get_me(ohdr, 200, &r); /* another session of the same user is unaffected */
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    /* Redis unreachable: 503 with Retry-After, never a token waved through. */
+    cm_session_enforce(dead_redis);
+    char ra[16];
+    assert_int_equal(tu_http(port, "GET", "/me", ohdr, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 503);
+    assert_non_null(tu_resp_header(&r, "Retry-After", ra, sizeof(ra)));
+    tu_resp_free(&r);
+    cm_session_enforce(NULL);
+    j = get_me(hdr, 200, &r);
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+}
+
+static void test_bearer_refuses_a_suspended_tenant(void **state)
+{
+    char sid[CM_UUID_STRLEN], hdr[4096];
+    tu_resp r;
+    cJSON *j;
+    (void)state;
+    assert_int_equal(cm_uuid_v7(sid), CM_OK);
+    bearer_for_session(sid, hdr, sizeof(hdr)); /* tenant "tenant-7" */
+    cm_session_enforce(redis);
+    assert_int_equal(cm_session_tenant_suspend(redis, "tenant-7", 1), CM_OK);
+    j = get_me(hdr, 401, &r);
+    assert_string_equal(cJSON_GetObjectItem(j, "detail")->valuestring, "the tenant is suspended");
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    /* A revoked session of a suspended tenant names the session. */
+    assert_int_equal(cm_session_deny(redis, sid, 60000), CM_OK);
+    j = get_me(hdr, 401, &r);
+    assert_string_equal(cJSON_GetObjectItem(j, "detail")->valuestring, "the session was revoked");
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    assert_int_equal(cm_session_tenant_suspend(redis, "tenant-7", 0), CM_OK);
+    char other[CM_UUID_STRLEN];
+    assert_int_equal(cm_uuid_v7(other), CM_OK);
+    bearer_for_session(other, hdr, sizeof(hdr));
+    j = get_me(hdr, 200, &r); /* resumed */
+    cJSON_Delete(j);
+    tu_resp_free(&r);
+    assert_int_equal(cm_session_tenant_suspend(redis, "", 1), CM_EINVAL);
+    assert_int_equal(cm_session_tenant_suspend(dead_redis, "tenant-7", 1), CM_EIO);
+    cm_session_enforce(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +373,10 @@ int main(void)
         cmocka_unit_test(test_user_id_valid),
         cmocka_unit_test(test_bearer_accepts_valid_token),
         cmocka_unit_test(test_bearer_refusals),
+        cmocka_unit_test(test_can_permissions),
+        cmocka_unit_test(test_denylist_in_redis),
+        cmocka_unit_test(test_bearer_consults_the_denylist),
+        cmocka_unit_test(test_bearer_refuses_a_suspended_tenant),
     };
     return cmocka_run_group_tests_name("auth", tests, setup, teardown);
 }

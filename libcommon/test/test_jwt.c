@@ -17,6 +17,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <unistd.h>
 
 #include "common/jwt.h"
 #include "common/log.h"
@@ -839,6 +840,465 @@ static void test_verify_is_thread_safe(void **state)
     free(tok);
 }
 
+/* --- key sets, rotation and JWK Sets ---------------------------------------------------- */
+
+/* A PEM key generated here: RSA of `bits` or, with bits 0, an EC P-256 key. */
+static char *gen_pem(int bits, int private_part, size_t *len)
+{
+    EVP_PKEY *pk = bits ? EVP_RSA_gen((unsigned)bits) : EVP_EC_gen("P-256");
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data, *out = NULL;
+    int ok;
+    assert_non_null(pk);
+    ok = private_part ? PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL)
+                      : PEM_write_bio_PUBKEY(bio, pk);
+    assert_int_equal(ok, 1);
+    long n = BIO_get_mem_data(bio, &data);
+    out = strndup(data, (size_t)n);
+    *len = (size_t)n;
+    BIO_free(bio);
+    EVP_PKEY_free(pk);
+    return out;
+}
+
+static cm_jwt *keyless(void)
+{
+    cm_jwt *j = NULL;
+    cm_jwt_config cfg = {.alg = "RS256", .issuer = ISS, .audience = AUD, .leeway_s = LEEWAY};
+    assert_int_equal(cm_jwt_create_keyless(&cfg, &j), CM_OK);
+    return j;
+}
+
+static void expect_verified(const cm_jwt *v, const char *tok)
+{
+    cm_jwt_claims c;
+    cm_err rc = cm_jwt_verify(v, tok, now, &c, detail, sizeof(detail));
+    if (rc != CM_OK)
+        fail_msg("refused: %s: %s", cm_err_name(rc), detail);
+    assert_string_equal(c.sub, "user-1");
+}
+
+static void expect_refused_by(const cm_jwt *v, const char *tok, const char *want)
+{
+    cm_jwt_claims c;
+    detail[0] = '\0';
+    assert_int_equal(cm_jwt_verify(v, tok, now, &c, detail, sizeof(detail)), CM_EUNAUTH);
+    assert_string_equal(detail, want);
+}
+
+/* The kid of a token's header (static buffer). */
+static const char *token_kid(const char *tok)
+{
+    static char kid[80];
+    unsigned char buf[1024];
+    long n = cm_base64url_decode(tok, (size_t)(strchr(tok, '.') - tok), buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    cJSON *h = cJSON_Parse((char *)buf);
+    cJSON *k = cJSON_GetObjectItem(h, "kid");
+    snprintf(kid, sizeof(kid), "%s", cJSON_IsString(k) ? k->valuestring : "");
+    cJSON_Delete(h);
+    return kid;
+}
+
+static void test_rotation_newest_key_signs_old_keys_verify(void **state)
+{
+    size_t k2_len;
+    char *k2 = gen_pem(2048, 1, &k2_len);
+    cm_jwt *s = NULL, *v = NULL;
+    char *jwks = NULL;
+    (void)state;
+    assert_int_equal(make("RS256", priv_pem, priv_len, "k1", ISS, AUD, &s), CM_OK);
+    char *old = sign_with(s, now, TTL);
+    assert_string_equal(token_kid(old), "k1");
+    assert_int_equal(cm_jwt_add_key(s, "k2", k2, k2_len), CM_OK);
+    assert_int_equal(cm_jwt_key_count(s), 2);
+    char *fresh = sign_with(s, now, TTL);
+    assert_string_equal(token_kid(fresh), "k2"); /* the newest key signs */
+    /* A verifier fed the signer's JWK Set accepts both: old tokens live until they expire. */
+    assert_int_equal(cm_jwt_jwks(s, &jwks), CM_OK);
+    v = keyless();
+    int nk = 0;
+    assert_int_equal(cm_jwt_set_jwks(v, jwks, strlen(jwks), &nk, detail, sizeof(detail)), CM_OK);
+    assert_int_equal(nk, 2);
+    expect_verified(v, old);
+    expect_verified(v, fresh);
+    expect_verified(s, old); /* the signer verifies with the public halves too */
+    expect_verified(s, fresh);
+    /* The original single-key verifier knows k1 only. */
+    expect_verified(verifier, old);
+    expect_refused_by(verifier, fresh, "the token key id (kid) is unknown");
+    /* A token whose kid names k1 but which k2 signed does not verify. */
+    char *h, *p, *sig, *fh, *fp, *fsig;
+    split3(old, &h, &p, &sig);
+    split3(fresh, &fh, &fp, &fsig);
+    char *mixed = join3(h, fp, fsig);
+    expect_refused_by(v, mixed, "the token signature does not verify");
+    free(h), free(p), free(sig), free(fh), free(fp), free(fsig), free(mixed);
+    free(old);
+    free(fresh);
+    free(jwks);
+    free(k2);
+    cm_jwt_destroy(s);
+    cm_jwt_destroy(v);
+}
+
+static void test_add_key_refusals(void **state)
+{
+    size_t l1024, lec, lpub;
+    char *k1024 = gen_pem(1024, 1, &l1024), *ec = gen_pem(0, 1, &lec);
+    char *pub2 = gen_pem(2048, 0, &lpub);
+    cm_jwt *j = keyless();
+    char kid[16];
+    (void)state;
+    assert_int_equal(cm_jwt_add_key(j, "short", k1024, l1024), CM_EINVAL); /* RFC 7518 3.3 */
+    assert_int_equal(cm_jwt_add_key(j, "ec", ec, lec), CM_EINVAL);
+    assert_int_equal(cm_jwt_add_key(j, "junk", "-----BEGIN PRIVATE KEY-----\nAAAA\n", 34), CM_EINVAL);
+    assert_int_equal(cm_jwt_add_key(j, "has space", pub_pem, pub_len), CM_EINVAL);
+    assert_int_equal(cm_jwt_add_key(j, "", pub_pem, pub_len), CM_EINVAL);
+    assert_int_equal(cm_jwt_add_key(j, "k1", pub_pem, 0), CM_EINVAL);
+    assert_int_equal(cm_jwt_key_count(j), 0);
+    assert_int_equal(cm_jwt_add_key(j, "k1", pub_pem, pub_len), CM_OK);
+    assert_int_equal(cm_jwt_add_key(j, "k1", priv_pem, priv_len), CM_ECONFLICT);
+    for (int i = 1; i < CM_JWT_KEYS_MAX; i++) {
+        snprintf(kid, sizeof(kid), "x%d", i);
+        assert_int_equal(cm_jwt_add_key(j, kid, pub2, lpub), CM_OK);
+    }
+    assert_int_equal(cm_jwt_add_key(j, "one-too-many", pub2, lpub), CM_ETOOBIG);
+    assert_int_equal(cm_jwt_key_count(j), CM_JWT_KEYS_MAX);
+    /* The newest key is public only: this verifier cannot mint. */
+    cm_jwt_claims c;
+    char *tok = NULL;
+    fill(&c, "u", "t", "", "");
+    assert_int_equal(cm_jwt_sign(j, &c, now, TTL, &tok), CM_EINTERNAL);
+    assert_null(tok);
+    free(k1024);
+    free(ec);
+    free(pub2);
+    cm_jwt_destroy(j);
+}
+
+/* n and e in the JWK Set are the key's own modulus and exponent, read back with OpenSSL. */
+static void test_jwks_document_matches_the_key(void **state)
+{
+    char *jwks = NULL;
+    unsigned char nb[1024], eb[8];
+    (void)state;
+    assert_int_equal(cm_jwt_jwks(signer, &jwks), CM_OK);
+    cJSON *doc = cJSON_Parse(jwks);
+    cJSON *keys = cJSON_GetObjectItem(doc, "keys");
+    assert_int_equal(cJSON_GetArraySize(keys), 1);
+    cJSON *k = cJSON_GetArrayItem(keys, 0);
+    assert_string_equal(cJSON_GetObjectItem(k, "kty")->valuestring, "RSA");
+    assert_string_equal(cJSON_GetObjectItem(k, "use")->valuestring, "sig");
+    assert_string_equal(cJSON_GetObjectItem(k, "alg")->valuestring, "RS256");
+    assert_string_equal(cJSON_GetObjectItem(k, "kid")->valuestring, KID);
+    assert_string_equal(cJSON_GetObjectItem(k, "e")->valuestring, "AQAB"); /* 65537 */
+    assert_null(cJSON_GetObjectItem(k, "d")); /* never a private member */
+    const char *n64 = cJSON_GetObjectItem(k, "n")->valuestring;
+    assert_null(strchr(n64, '='));
+    long nl = cm_base64url_decode(n64, strlen(n64), nb, sizeof(nb));
+    assert_int_equal(nl, 256);
+    BIO *b = BIO_new_mem_buf(pub_pem, (int)pub_len);
+    EVP_PKEY *pk = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL);
+    BIGNUM *n = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(pk, "n", &n), 1);
+    unsigned char want[256];
+    assert_int_equal(BN_bn2bin(n, want), 256);
+    assert_memory_equal(nb, want, 256);
+    assert_int_equal(cm_base64url_decode("AQAB", 4, eb, sizeof(eb)), 3);
+    BN_free(n);
+    EVP_PKEY_free(pk);
+    BIO_free(b);
+    cJSON_Delete(doc);
+    free(jwks);
+    /* A key configured without a kid is not published: nobody could name it. */
+    cm_jwt *nokid = NULL;
+    assert_int_equal(make("RS256", pub_pem, pub_len, NULL, ISS, AUD, &nokid), CM_OK);
+    assert_int_equal(cm_jwt_jwks(nokid, &jwks), CM_OK);
+    assert_string_equal(jwks, "{\"keys\":[]}");
+    free(jwks);
+    cm_jwt_destroy(nokid);
+}
+
+/* The one public JWK of the test key, for hand-made JWK Sets. */
+static void our_jwk(char *n, size_t nn)
+{
+    char *jwks = NULL;
+    assert_int_equal(cm_jwt_jwks(verifier, &jwks), CM_OK);
+    cJSON *doc = cJSON_Parse(jwks);
+    snprintf(n, nn, "%s",
+             cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "keys"), 0), "n")
+                 ->valuestring);
+    cJSON_Delete(doc);
+    free(jwks);
+}
+
+static void jwks_refused(cm_jwt *v, const char *doc, const char *want)
+{
+    int before = cm_jwt_key_count(v), nk = -7;
+    detail[0] = '\0';
+    assert_int_equal(cm_jwt_set_jwks(v, doc, strlen(doc), &nk, detail, sizeof(detail)), CM_EINVAL);
+    if (strstr(detail, want) == NULL)
+        fail_msg("detail '%s' lacks '%s'", detail, want);
+    assert_int_equal(nk, -7);
+    assert_int_equal(cm_jwt_key_count(v), before); /* unchanged */
+}
+
+static void test_jwks_parsing(void **state)
+{
+    char n[700], doc[4096];
+    cm_jwt *v = keyless();
+    char *tok = sign_with(signer, now, TTL);
+    int nk;
+    (void)state;
+    our_jwk(n, sizeof(n));
+    expect_refused_by(v, tok, "the token key id (kid) is unknown"); /* empty set */
+    jwks_refused(v, "not json", "not JSON");
+    jwks_refused(v, "[]", "\"keys\" array");
+    jwks_refused(v, "{\"keys\":{}}", "\"keys\" array");
+    jwks_refused(v, "{\"keys\":[1]}", "keys[0] is not an object");
+    jwks_refused(v, "{\"keys\":[]}", "no RSA signing key");
+    snprintf(doc, sizeof(doc), "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"AQAB\"}]}", n);
+    jwks_refused(v, doc, "keys[0] has no kid");
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"a b\",\"n\":\"%s\",\"e\":\"AQAB\"}]}", n);
+    jwks_refused(v, doc, "keys[0] has no kid");
+    jwks_refused(v, "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k1\",\"e\":\"AQAB\"}]}", "lacks base64url");
+    jwks_refused(v, "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k1\",\"n\":\"a+b/\",\"e\":\"AQAB\"}]}",
+                 "lacks base64url");
+    /* 1024 bits: too short (RFC 7518 3.3). */
+    snprintf(doc, sizeof(doc), "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k1\",\"n\":\"%.171s\",\"e\":\"AQAB\"}]}", n);
+    jwks_refused(v, doc, "2048 bits or more");
+    snprintf(doc, sizeof(doc), "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k1\",\"n\":\"%s\",\"e\":\"AQAA\"}]}", n);
+    jwks_refused(v, doc, "2048 bits or more"); /* even exponent */
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k1\",\"n\":\"%s\",\"e\":\"AQAB\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"k1\",\"n\":\"%s\",\"e\":\"AQAB\"}]}", n, n);
+    jwks_refused(v, doc, "repeats kid 'k1'");
+    /* Other key types, uses and algorithms are skipped, not errors (RFC 7517 section 5). */
+    snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"ec\",\"crv\":\"P-256\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"enc\",\"use\":\"enc\",\"n\":\"%s\",\"e\":\"AQAB\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"ps\",\"alg\":\"PS256\",\"n\":\"%s\",\"e\":\"AQAB\"}]}", n, n);
+    jwks_refused(v, doc, "no RSA signing key");
+    size_t off = (size_t)snprintf(doc, sizeof(doc),
+             "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"ec\",\"crv\":\"P-256\"},"
+             "{\"kty\":\"RSA\",\"kid\":\"" KID "\",\"use\":\"sig\",\"alg\":\"RS256\",\"n\":\"%s\",\"e\":\"AQAB\"}]}", n);
+    assert_int_equal(cm_jwt_set_jwks(v, doc, off, &nk, detail, sizeof(detail)), CM_OK);
+    assert_int_equal(nk, 1);
+    expect_verified(v, tok);
+    /* A set with one key too many is refused whole. */
+    off = (size_t)snprintf(doc, sizeof(doc), "{\"keys\":[");
+    char *big = malloc(CM_JWT_JWKS_MAX + 100);
+    assert_non_null(big);
+    off = (size_t)snprintf(big, CM_JWT_JWKS_MAX, "{\"keys\":[");
+    for (int i = 0; i <= CM_JWT_KEYS_MAX; i++)
+        off += (size_t)snprintf(big + off, CM_JWT_JWKS_MAX - off,
+                                "%s{\"kty\":\"RSA\",\"kid\":\"k%d\",\"n\":\"%s\",\"e\":\"AQAB\"}",
+                                i ? "," : "", i, n);
+    snprintf(big + off, CM_JWT_JWKS_MAX - off, "]}");
+    jwks_refused(v, big, "more than 16 usable keys");
+    memset(big, ' ', CM_JWT_JWKS_MAX + 1);
+    big[CM_JWT_JWKS_MAX + 1] = '\0';
+    jwks_refused(v, big, "larger than");
+    free(big);
+    expect_verified(v, tok); /* still the last good set */
+    free(tok);
+    cm_jwt_destroy(v);
+}
+
+struct refresh_state {
+    int calls;
+    int freed;
+    const char *jwks; /* what the "fetch" returns, NULL: the fetch fails */
+};
+
+static cm_err test_refresh(cm_jwt *j, void *ud)
+{
+    struct refresh_state *st = ud;
+    st->calls++;
+    if (st->jwks == NULL)
+        return CM_EIO;
+    return cm_jwt_set_jwks(j, st->jwks, strlen(st->jwks), NULL, detail, sizeof(detail));
+}
+
+static void refresh_free(void *ud)
+{
+    ((struct refresh_state *)ud)->freed++;
+}
+
+static void test_unknown_kid_asks_the_refresh_hook_once(void **state)
+{
+    struct refresh_state st = {0};
+    char *jwks = NULL;
+    cm_jwt *v = keyless();
+    (void)state;
+    assert_int_equal(cm_jwt_jwks(signer, &jwks), CM_OK);
+    cm_jwt_set_refresh(v, test_refresh, &st, refresh_free);
+    char *tok = sign_with(signer, now, TTL);
+    expect_refused_by(v, tok, "the token key id (kid) is unknown"); /* the fetch failed */
+    assert_int_equal(st.calls, 1);
+    st.jwks = jwks;
+    expect_verified(v, tok);
+    assert_int_equal(st.calls, 2);
+    expect_verified(v, tok); /* known now: no more refreshes */
+    assert_int_equal(st.calls, 2);
+    /* A kid still unknown after the refresh is refused after exactly one more call. */
+    cm_jwt *k9 = NULL;
+    assert_int_equal(make("RS256", priv_pem, priv_len, "k9", ISS, AUD, &k9), CM_OK);
+    char *t9 = sign_with(k9, now, TTL);
+    expect_refused_by(v, t9, "the token key id (kid) is unknown");
+    assert_int_equal(st.calls, 3);
+    /* A token without a kid and a malformed kid never trigger a fetch. */
+    cm_jwt *nokid = NULL;
+    assert_int_equal(make("RS256", priv_pem, priv_len, NULL, ISS, AUD, &nokid), CM_OK);
+    char *t0 = sign_with(nokid, now, TTL);
+    expect_refused_by(v, t0, "the token key id (kid) is unknown");
+    assert_int_equal(st.calls, 3);
+    cm_jwt_destroy(v);
+    assert_int_equal(st.freed, 1); /* the verifier owns the hook's state */
+    cm_jwt_destroy(k9);
+    cm_jwt_destroy(nokid);
+    free(t9);
+    free(t0);
+    free(tok);
+    free(jwks);
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+static void test_from_env_key_list(void **state)
+{
+    size_t l2;
+    char *k2 = gen_pem(2048, 1, &l2);
+    char dir[] = "/tmp/cm-jwt-XXXXXX", p2[64], list[512];
+    cm_jwt *s = NULL, *v = NULL;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(p2, sizeof(p2), "%s/k2.pem", dir);
+    write_file(p2, k2, l2);
+    const char *priv = env_or("TEST_JWT_PRIVATE_KEY_FILE", ".local/keys/jwt-private.pem");
+    const char *pub = env_or("TEST_JWT_PUBLIC_KEY_FILE", ".local/keys/jwt-public.pem");
+    unsetenv("JWT_KID");
+    snprintf(list, sizeof(list), "old=%s, new=%s", priv, p2);
+    setenv("CM_UNIT_KEYS", list, 1);
+    assert_int_equal(cm_jwt_from_env("CM_UNIT_KEYS", &s), CM_OK);
+    assert_int_equal(cm_jwt_key_count(s), 2);
+    char *tok = sign_with(s, now, TTL);
+    assert_string_equal(token_kid(tok), "new");
+    /* A verifier configured with public keys only, one of them under its old name. */
+    snprintf(list, sizeof(list), "old=%s,new=%s", pub, p2);
+    setenv("CM_UNIT_KEYS", list, 1);
+    assert_int_equal(cm_jwt_from_env("CM_UNIT_KEYS", &v), CM_OK);
+    expect_verified(v, tok);
+    cm_jwt_destroy(v);
+    v = NULL;
+    const char *bad[] = {"old=", "=x", "old=/no/such/file", "a=/dev/null", NULL};
+    for (const char *const *b = bad; *b; b++) {
+        setenv("CM_UNIT_KEYS", *b, 1);
+        if (cm_jwt_from_env("CM_UNIT_KEYS", &v) == CM_OK)
+            fail_msg("accepted %s", *b);
+    }
+    snprintf(list, sizeof(list), "same=%s,same=%s", pub, p2);
+    setenv("CM_UNIT_KEYS", list, 1);
+    assert_int_equal(cm_jwt_from_env("CM_UNIT_KEYS", &v), CM_EINVAL);
+    assert_null(v);
+    unlink(p2);
+    rmdir(dir);
+    unsetenv("CM_UNIT_KEYS");
+    free(tok);
+    free(k2);
+    cm_jwt_destroy(s);
+}
+
+static void test_perms_claim_roundtrip(void **state)
+{
+    cm_jwt_claims c;
+    char *tok = NULL, *h, *p, *sig;
+    unsigned char buf[2048];
+    (void)state;
+    fill(&c, "u", "t", "s", "moderator");
+    snprintf(c.perms, sizeof(c.perms), "message.delete.any member.remove");
+    assert_int_equal(cm_jwt_sign(signer, &c, now, TTL, &tok), CM_OK);
+    split3(tok, &h, &p, &sig);
+    long n = cm_base64url_decode(p, strlen(p), buf, sizeof(buf) - 1);
+    buf[n] = '\0';
+    cJSON *pj = cJSON_Parse((char *)buf);
+    cJSON *perms = cJSON_GetObjectItem(pj, "perms");
+    assert_true(cJSON_IsArray(perms)); /* an array, like roles */
+    assert_int_equal(cJSON_GetArraySize(perms), 2);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(cm_jwt_verify(verifier, tok, now, &c, detail, sizeof(detail)), CM_OK);
+    assert_string_equal(c.perms, "message.delete.any member.remove");
+    assert_string_equal(c.roles, "moderator");
+    cJSON_Delete(pj);
+    free(h), free(p), free(sig), free(tok);
+}
+
+static void test_base64url_encode(void **state)
+{
+    char out[16];
+    (void)state;
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"", 0, out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"f", 1, out, sizeof(out)), 2);
+    assert_string_equal(out, "Zg");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"foobar", 6, out, sizeof(out)), 8);
+    assert_string_equal(out, "Zm9vYmFy");
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"\xfb\xff", 2, out, sizeof(out)), 3);
+    assert_string_equal(out, "-_8"); /* not "+/8=" */
+    assert_int_equal(cm_base64url_encode((const unsigned char *)"foobar", 6, out, 8), -1);
+}
+
+struct swap_arg {
+    cm_jwt *v;
+    const char *tok;
+    int failures;
+};
+
+static void *verify_during_swaps(void *p)
+{
+    struct swap_arg *a = p;
+    char d[128];
+    cm_jwt_claims c;
+    for (int i = 0; i < 40; i++)
+        if (cm_jwt_verify(a->v, a->tok, now, &c, d, sizeof(d)) != CM_OK)
+            a->failures++;
+    return NULL;
+}
+
+static void test_verify_while_the_set_is_replaced(void **state)
+{
+    char *jwks = NULL, d[256];
+    cm_jwt *v = keyless();
+    struct swap_arg args[3];
+    pthread_t th[3];
+    (void)state;
+    assert_int_equal(cm_jwt_jwks(signer, &jwks), CM_OK);
+    assert_int_equal(cm_jwt_set_jwks(v, jwks, strlen(jwks), NULL, d, sizeof(d)), CM_OK);
+    char *tok = sign_with(signer, now, TTL);
+    for (int i = 0; i < 3; i++) {
+        args[i] = (struct swap_arg){v, tok, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, verify_during_swaps, &args[i]), 0);
+    }
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(cm_jwt_set_jwks(v, jwks, strlen(jwks), NULL, d, sizeof(d)), CM_OK);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    free(tok);
+    free(jwks);
+    cm_jwt_destroy(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -868,6 +1328,15 @@ int main(void)
         cmocka_unit_test(test_base64url_encode_round_trips),
         cmocka_unit_test(test_from_env),
         cmocka_unit_test(test_verify_is_thread_safe),
+        cmocka_unit_test(test_rotation_newest_key_signs_old_keys_verify),
+        cmocka_unit_test(test_add_key_refusals),
+        cmocka_unit_test(test_jwks_document_matches_the_key),
+        cmocka_unit_test(test_jwks_parsing),
+        cmocka_unit_test(test_unknown_kid_asks_the_refresh_hook_once),
+        cmocka_unit_test(test_from_env_key_list),
+        cmocka_unit_test(test_perms_claim_roundtrip),
+        cmocka_unit_test(test_base64url_encode),
+        cmocka_unit_test(test_verify_while_the_set_is_replaced),
     };
     return cmocka_run_group_tests_name("jwt", tests, setup, teardown);
 }

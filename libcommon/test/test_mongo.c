@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -364,6 +365,53 @@ static void test_delete_everything_of_the_run(void **state)
     bson_destroy(all);
 }
 
+static cJSON *render_name(const bson_t *doc, void *ud)
+{
+    (*(int *)ud)++;
+    return cJSON_CreateString(cm_bson_str(doc, "name", "?"));
+}
+
+/* Keyset pagination: pages of 2 over 5 documents, following the cursor until the last page. */
+static void test_find_page(void **state)
+{
+    char next[64] = "", ids[16];
+    int renders = 0;
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        snprintf(ids, sizeof(ids), "pg-%d", i);
+        bson_t *d = doc_of(ids, ids + 3, i, 1);
+        BSON_APPEND_UTF8(d, "group", "paged");
+        assert_int_equal(cm_mongo_insert(m, "pages", d), CM_OK);
+        bson_destroy(d);
+    }
+    bson_t sort = BSON_INITIALIZER;
+    BSON_APPEND_INT32(&sort, "_id", 1);
+    const char *want[] = {"[\"0\",\"1\"]", "[\"2\",\"3\"]", "[\"4\"]"};
+    for (int pg = 0; pg < 3; pg++) {
+        bson_t f = BSON_INITIALIZER, gt;
+        cJSON *items = NULL;
+        BSON_APPEND_UTF8(&f, "group", "paged");
+        if (next[0]) {
+            BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &gt);
+            BSON_APPEND_UTF8(&gt, "$gt", next);
+            bson_append_document_end(&f, &gt);
+        }
+        assert_int_equal(cm_mongo_find_page(m, "pages", &f, &sort, 2, "_id", render_name, &renders,
+                                            &items, next, sizeof(next)),
+                         CM_OK);
+        char *txt = cJSON_PrintUnformatted(items);
+        assert_string_equal(txt, want[pg]);
+        free(txt);
+        cJSON_Delete(items);
+        bson_destroy(&f);
+        if (pg < 2)
+            assert_string_equal(next, pg == 0 ? "pg-1" : "pg-3");
+    }
+    assert_string_equal(next, ""); /* the last page */
+    assert_int_equal(renders, 5); /* the look-ahead document is fetched, never rendered */
+    bson_destroy(&sort);
+}
+
 static void test_bad_uri_and_unreachable(void **state)
 {
     cm_mongo *x = NULL;
@@ -396,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_unique_index_conflict),
         cmocka_unit_test(test_find_count_delete),
         cmocka_unit_test(test_delete_everything_of_the_run),
+        cmocka_unit_test(test_find_page),
         cmocka_unit_test(test_bad_uri_and_unreachable),
     };
     return cmocka_run_group_tests_name("mongo", tests, setup, teardown);

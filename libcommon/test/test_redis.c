@@ -299,9 +299,32 @@ static void test_create_refuses_bad_arguments(void **state)
     assert_null(x);
 }
 
+static void test_exists(void **state)
+{
+    char a[128], b[128], c[128];
+    int64_t n = -1;
+    (void)state;
+    key(a, sizeof(a), "ex-a");
+    key(b, sizeof(b), "ex-b");
+    key(c, sizeof(c), "ex-c");
+    const char *keys[] = {a, b, c};
+    assert_int_equal(cm_redis_exists(r, keys, 3, &n), CM_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(cm_redis_set(r, a, "1", 5000), CM_OK);
+    assert_int_equal(cm_redis_set(r, c, "1", 5000), CM_OK);
+    assert_int_equal(cm_redis_exists(r, keys, 3, &n), CM_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(cm_redis_exists(r, keys + 1, 1, &n), CM_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(cm_redis_exists(r, keys, 0, &n), CM_EINVAL);
+    cm_redis_del(r, a);
+    cm_redis_del(r, c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exists),
         cmocka_unit_test(test_ping),
         cmocka_unit_test(test_set_get_del),
         cmocka_unit_test(test_get_missing),

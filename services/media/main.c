@@ -8,6 +8,8 @@
 
 #include "common/config.h"
 #include "common/health.h"
+#include "common/jwks.h"
+#include "common/session.h"
 #include "common/log.h"
 #include "common/process.h"
 #include "common/uuid.h"
@@ -28,7 +30,8 @@ static const cm_config_var vars[] = {
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
     {"REDIS_HOST", "127.0.0.1", "Redis host (upload rate limits)"},
     {"REDIS_PORT", "6379", "Redis port"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies access tokens"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
@@ -180,7 +183,7 @@ int main(int argc, char **argv)
         cm_config_long("MEDIA_UPLOAD_TTL_S", 86400, 1, 30L * 86400, &ttl) ||
         cm_config_long("MEDIA_JOBS_EVERY_S", 3600, 1, 86400, &every) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) || load_url_keys(&ctx) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier))
+        cm_jwt_verifier_from_env(&ctx.verifier))
         goto out;
     /* The body cap follows the largest upload unless set explicitly (multipart needs room
      * for its boundaries and headers). */
@@ -199,6 +202,7 @@ int main(int argc, char **argv)
                         &ctx.redis) ||
         open_store(&ctx))
         goto out;
+    cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
     if (media_ensure_indexes(&ctx) != CM_OK) {
         cm_error("indexes could not be created");
         goto out;

@@ -6,8 +6,10 @@
 
 #include "common/config.h"
 #include "common/health.h"
+#include "common/jwks.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "messaging.h"
 
 static const cm_config_var vars[] = {
@@ -21,7 +23,8 @@ static const cm_config_var vars[] = {
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
     {"REDIS_HOST", "127.0.0.1", "Redis host"},
     {"REDIS_PORT", "6379", "Redis port"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies access tokens"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
@@ -37,7 +40,7 @@ static const cm_config_var vars[] = {
     {"JOBS_EVERY_S", "3600", "how often the housekeeping pass runs"},
     {"MEDIA_URL", "http://127.0.0.1:8084", "the media service, which checks that attachments may be sent"},
     {"MEDIA_CHECK_TIMEOUT_MS", "2000", "time allowed to one attachment check"},
-    {"LOCK_TTL_MS", "15000", "lease of a conversation's write lock (Redis)"},
+    {"LOCK_TTL_MS", "3000", "lease of a conversation's write lock (Redis); bounds how long a crashed writer blocks it"},
     {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -135,16 +138,17 @@ int main(int argc, char **argv)
         cm_config_long("RETENTION_DAYS", 0, 0, 36500, &l->retention_days) ||
         cm_config_long("JOBS_EVERY_S", 3600, 1, 604800, &jobs_every_s) ||
         cm_config_long("MEDIA_CHECK_TIMEOUT_MS", 2000, 50, 60000, &ctx.media_timeout_ms) ||
-        cm_config_long("LOCK_TTL_MS", 15000, 100, 600000, &ctx.lock_ttl_ms) ||
+        cm_config_long("LOCK_TTL_MS", 3000, 100, 600000, &ctx.lock_ttl_ms) ||
         cm_config_long("LOCK_WAIT_MS", 5000, 0, 600000, &ctx.lock_wait_ms) ||
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier) ||
+        cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_messaging"), &ctx.db) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port,
                         hc.threads * 2 + 2, 500, &ctx.redis))
         goto out;
+    cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
     if (messaging_ensure_indexes(&ctx) != CM_OK) {
         cm_error("indexes could not be created; refusing to run without the seq guarantee");
         goto out;

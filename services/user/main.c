@@ -8,6 +8,7 @@
 #include "common/health.h"
 #include "common/log.h"
 #include "common/process.h"
+#include "common/session.h"
 #include "user.h"
 
 static const cm_config_var vars[] = {
@@ -19,13 +20,17 @@ static const cm_config_var vars[] = {
     {"MONGO_DB", "chat_user", "database of this service"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
-    {"JWT_PRIVATE_KEY_FILE", NULL, "PEM private key that signs access tokens"},
-    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key that verifies them"},
+    {"JWT_PRIVATE_KEY_FILE", NULL,
+     "PEM private key that signs access tokens, or kid=path,... oldest to newest (newest signs)"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "iss of issued tokens"},
     {"JWT_AUDIENCE", "chat-api", "aud of issued tokens"},
-    {"JWT_KID", "k1", "key id in the token header"},
+    {"JWT_KID", "k1", "key id of a single JWT_PRIVATE_KEY_FILE"},
+    {"REDIS_HOST", "127.0.0.1", "Redis host (revoked-session denylist, rate limits)"},
+    {"REDIS_PORT", "6379", "Redis port"},
     {"ACCESS_TOKEN_TTL_S", "900", "access token lifetime in seconds"},
+    {"REFRESH_TOKEN_TTL_S", "2592000", "refresh token lifetime in seconds, renewed on each use"},
+    {"JWT_LEEWAY_S", "30", "clock skew verifiers accept; revocations outlive tokens by it"},
     {"PLATFORM_ADMIN_KEY", NULL, "key of the platform operator (X-Admin-Key)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -36,6 +41,7 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
+    long redis_port;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv, "Tenants, users, credentials and sessions.", vars,
@@ -51,22 +57,48 @@ int main(int argc, char **argv)
     if (ctx.admin_key == NULL)
         cm_warn("PLATFORM_ADMIN_KEY is unset: tenants cannot be created");
     if (cm_config_long("ACCESS_TOKEN_TTL_S", 900, 60, 86400, &ctx.token_ttl_s) ||
+        cm_config_long("REFRESH_TOKEN_TTL_S", 2592000, 300, 31536000, &ctx.refresh_ttl_s) ||
+        cm_config_long("JWT_LEEWAY_S", 30, 0, 600, &ctx.leeway_s) ||
+        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_http_config_from_env(8081, &hc) ||
         cm_jwt_from_env("JWT_PRIVATE_KEY_FILE", &ctx.signer) ||
-        cm_jwt_from_env("JWT_PUBLIC_KEY_FILE", &ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_user"), &ctx.db) ||
         cm_kafka_producer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
-                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), NULL, NULL, &ctx.kafka))
+                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), NULL, NULL, &ctx.kafka) ||
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
+                        &ctx.redis))
         goto out;
+    cm_session_enforce(ctx.redis); /* a revoked session's tokens are refused here too */
+    ctx.verifier = ctx.signer; /* tokens this service issued are checked with its own keys */
     if (user_ensure_indexes(&ctx) != CM_OK)
         cm_warn("indexes not created yet (MongoDB down?); continuing");
+    if (user_tenants_sync_suspended(&ctx) != CM_OK)
+        cm_warn("suspended tenants not re-marked in Redis (MongoDB or Redis down?); continuing");
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "POST", "/v1/tenants", user_tenants_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/tenants", user_tenants_list, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/tenants/{id}", user_tenants_get, &ctx) ||
+        cm_http_route(srv, "PATCH", "/v1/tenants/{id}", user_tenants_update, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/suspend", user_tenants_suspend, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/resume", user_tenants_resume, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/api-keys", user_api_keys_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/tenants/{id}/api-keys", user_api_keys_list, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/tenants/{id}/api-keys/{key}/rotate",
+                      user_api_keys_rotate, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/tenants/{id}/api-keys/{key}", user_api_keys_revoke,
+                      &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/token", user_auth_token, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/register", user_auth_register, &ctx) ||
         cm_http_route(srv, "POST", "/v1/auth/login", user_auth_login, &ctx) ||
-        cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx))
+        cm_http_route(srv, "GET", "/v1/users/me", user_users_me, &ctx) ||
+        cm_http_route(srv, "GET", "/.well-known/jwks.json", user_keys_jwks, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/refresh", user_auth_refresh, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/auth/logout", user_auth_logout, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/sessions", user_sessions_list, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/sessions/revoke-others", user_sessions_revoke_others,
+                      &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/sessions/{id}", user_sessions_revoke, &ctx))
         goto out;
     health.mongo = ctx.db;
     health.kafka = ctx.kafka;
@@ -80,7 +112,7 @@ out:
     cm_http_server_destroy(srv);
     cm_kafka_producer_destroy(ctx.kafka);
     cm_mongo_destroy(ctx.db);
+    cm_redis_destroy(ctx.redis);
     cm_jwt_destroy(ctx.signer);
-    cm_jwt_destroy(ctx.verifier);
     return rc;
 }

@@ -55,11 +55,9 @@ static cm_err load_tenant(user_ctx *ctx, const char *filter_key, const char *val
 }
 
 static void publish_user_created(user_ctx *ctx, const char *tenant, const char *user_id,
-                                 const char *name, const char *username, int64_t now)
+                                 const char *name, const char *username)
 {
-    char id[CM_UUID_STRLEN], *ev = NULL;
     cJSON *data = cJSON_CreateObject();
-    cm_kafka_header h[] = {{"x-request-id", cm_log_request_id()}};
 
     cJSON_AddStringToObject(data, "id", user_id);
     cJSON_AddStringToObject(data, "tenant_id", tenant);
@@ -67,70 +65,7 @@ static void publish_user_created(user_ctx *ctx, const char *tenant, const char *
         cJSON_AddStringToObject(data, "name", name);
     if (username)
         cJSON_AddStringToObject(data, "username", username);
-    if (cm_uuid_v7(id) != CM_OK ||
-        cm_event_build(id, "user.created", "/user", user_id, tenant, now, data, &ev) != CM_OK)
-        return;
-    /* Best effort for now: user events are not yet behind an outbox (see README). */
-    if (cm_kafka_produce(ctx->kafka, "users", user_id, strlen(user_id), ev, strlen(ev), h, 1,
-                         NULL) != CM_OK)
-        cm_warn("user.created for %s/%s not published", tenant, user_id);
-    free(ev);
-}
-
-/* Records a session and answers 200/201 with an access token and the user. */
-static void reply_token(cm_http_req *req, user_ctx *ctx, int status, const char *tenant,
-                        const bson_t *user, const char *kind)
-{
-    cm_jwt_claims c;
-    char sid[CM_UUID_STRLEN], *token = NULL;
-    bson_t s = BSON_INITIALIZER;
-    const char *ua = cm_http_header(req, "User-Agent");
-    cJSON *out;
-    time_t now = time(NULL);
-    cm_err rc;
-
-    memset(&c, 0, sizeof(c));
-    if (cm_uuid_v7(sid) != CM_OK) {
-        cm_http_reply_error(req, CM_EINTERNAL, "the random source failed");
-        goto out;
-    }
-    BSON_APPEND_UTF8(&s, "_id", sid);
-    BSON_APPEND_UTF8(&s, "tenant", tenant);
-    BSON_APPEND_UTF8(&s, "user_id", cm_bson_str(user, "id", ""));
-    BSON_APPEND_UTF8(&s, "kind", kind);
-    BSON_APPEND_UTF8(&s, "user_agent", ua ? ua : "");
-    BSON_APPEND_UTF8(&s, "ip", cm_http_client_ip(req));
-    BSON_APPEND_DATE_TIME(&s, "created_at", cm_clock_now_ms());
-    rc = cm_mongo_insert(ctx->db, USER_COLL_SESSIONS, &s);
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, "the session could not be stored");
-        goto out;
-    }
-    snprintf(c.sub, sizeof(c.sub), "%s", cm_bson_str(user, "id", ""));
-    snprintf(c.tid, sizeof(c.tid), "%s", tenant);
-    snprintf(c.sid, sizeof(c.sid), "%s", sid);
-    snprintf(c.roles, sizeof(c.roles), "member");
-    rc = cm_jwt_sign(ctx->signer, &c, now, ctx->token_ttl_s, &token);
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, "the access token could not be signed");
-        goto out;
-    }
-    out = cJSON_CreateObject();
-    cJSON_AddStringToObject(out, "access_token", token);
-    cJSON_AddStringToObject(out, "token_type", "Bearer");
-    cJSON_AddNumberToObject(out, "expires_in", (double)ctx->token_ttl_s);
-    cJSON_AddStringToObject(out, "session_id", sid);
-    cJSON_AddItemToObject(out, "user", user_to_json(user));
-    cm_http_add_header(req, "Cache-Control", "no-store");
-    cm_http_reply_json(req, status, out);
-out:
-    free(token);
-    bson_destroy(&s);
-}
-
-static void user_key(const char *tenant, const char *id, char *out, size_t n)
-{
-    snprintf(out, n, "%s/%s", tenant, id);
+    user_publish(ctx, "user.created", tenant, user_id, data);
 }
 
 /* POST /v1/auth/token: the tenant's backend (HTTP Basic api_key:api_secret) gets a token for
@@ -138,45 +73,25 @@ static void user_key(const char *tenant, const char *id, char *out, size_t n)
 void user_auth_token(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
-    static const char *const allowed[] = {"user_id", "name", NULL};
-    char key[128], secret[128], hash[65], detail[256], uk[200];
-    const char *user_id = NULL, *name = NULL, *tenant;
+    static const char *const allowed[] = {"user_id", "name", "device_name", NULL};
+    char detail[256], uk[USER_KEY_MAX];
+    const char *user_id = NULL, *name = NULL, *device = NULL, *tenant;
     bson_t tenant_doc, user_doc, f = BSON_INITIALIZER, doc = BSON_INITIALIZER;
     int have_tenant = 0, have_user = 0, status = 200;
     cJSON *body;
     cm_err rc;
 
-    if (!user_parse_basic(cm_http_header(req, "Authorization"), key, sizeof(key), secret,
-                          sizeof(secret))) {
-        cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
-        cm_http_reply_error(req, CM_EUNAUTH,
-                            "tenant credentials are required (Authorization: Basic api_key:api_secret)");
+    if (user_tenant_auth(req, ctx, &tenant_doc) != CM_OK)
         goto out;
-    }
-    rc = find_tenant(ctx, "api_key", key, &tenant_doc);
-    if (rc != CM_OK && rc != CM_ENOTFOUND) {
-        cm_http_reply_error(req, rc, "the tenant store is unavailable");
-        goto out;
-    }
-    have_tenant = rc == CM_OK;
-    user_sha256_hex(secret, hash);
-    /* The secret is checked before anything about the tenant is revealed. */
-    if (!have_tenant ||
-        sodium_memcmp(hash, cm_bson_str(&tenant_doc, "api_secret_sha256", "x"), 64) != 0) {
-        cm_http_add_header(req, "WWW-Authenticate", "Basic realm=\"tenant\"");
-        cm_http_reply_error(req, CM_EUNAUTH, "invalid API key or secret");
-        goto out;
-    }
-    if (strcmp(cm_bson_str(&tenant_doc, "status", ""), "active") != 0) {
-        cm_http_reply_error(req, CM_EFORBIDDEN, "the tenant is suspended");
-        goto out;
-    }
+    have_tenant = 1;
     tenant = cm_bson_str(&tenant_doc, "_id", "");
     if (cm_http_json_body(req, &body) != CM_OK)
         goto out;
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
         cm_json_string(body, "user_id", 1, 1, USER_ID_MAX, &user_id, detail, sizeof(detail)) ||
-        cm_json_string(body, "name", 0, 1, USER_NAME_MAX, &name, detail, sizeof(detail))) {
+        cm_json_string(body, "name", 0, 1, USER_NAME_MAX, &name, detail, sizeof(detail)) ||
+        cm_json_string(body, "device_name", 0, 1, USER_DEVICE_NAME_MAX, &device, detail,
+                       sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
@@ -198,7 +113,7 @@ void user_auth_token(cm_http_req *req, void *ud)
         rc = cm_mongo_insert(ctx->db, USER_COLL_USERS, &doc);
         if (rc == CM_OK) {
             status = 201;
-            publish_user_created(ctx, tenant, user_id, name ? name : user_id, NULL, now);
+            publish_user_created(ctx, tenant, user_id, name ? name : user_id, NULL);
         }
         if (rc == CM_OK || rc == CM_ECONFLICT) /* a concurrent first use created it */
             rc = cm_mongo_find_one(ctx->db, USER_COLL_USERS, &f, NULL, &user_doc);
@@ -208,7 +123,7 @@ void user_auth_token(cm_http_req *req, void *ud)
         goto out;
     }
     have_user = 1;
-    reply_token(req, ctx, status, tenant, &user_doc, "server");
+    user_session_open(req, ctx, status, tenant, &user_doc, "server", device);
 out:
     if (have_tenant)
         bson_destroy(&tenant_doc);
@@ -247,10 +162,11 @@ static cm_err body_tenant(cm_http_req *req, user_ctx *ctx, const cJSON *body, bs
 void user_auth_register(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
-    static const char *const allowed[] = {"tenant_id", "username", "password", "name", NULL};
+    static const char *const allowed[] = {"tenant_id", "username", "password", "name",
+                                          "device_name", NULL};
     char detail[256], uname[USER_USERNAME_MAX + 1], uid[CM_UUID_STRLEN], uk[200], ck[200];
     char hash[crypto_pwhash_STRBYTES];
-    const char *username = NULL, *password = NULL, *name = NULL, *tenant, *why;
+    const char *username = NULL, *password = NULL, *name = NULL, *device = NULL, *tenant, *why;
     bson_t tenant_doc, user = BSON_INITIALIZER, cred = BSON_INITIALIZER;
     int have_tenant = 0;
     int64_t now = cm_clock_now_ms();
@@ -262,7 +178,9 @@ void user_auth_register(cm_http_req *req, void *ud)
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
         cm_json_string(body, "username", 1, 1, 64, &username, detail, sizeof(detail)) ||
         cm_json_string(body, "password", 1, 0, 1024, &password, detail, sizeof(detail)) ||
-        cm_json_string(body, "name", 0, 1, USER_NAME_MAX, &name, detail, sizeof(detail))) {
+        cm_json_string(body, "name", 0, 1, USER_NAME_MAX, &name, detail, sizeof(detail)) ||
+        cm_json_string(body, "device_name", 0, 1, USER_DEVICE_NAME_MAX, &device, detail,
+                       sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
@@ -326,8 +244,8 @@ void user_auth_register(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the account could not be stored");
         goto out;
     }
-    publish_user_created(ctx, tenant, uid, name ? name : uname, uname, now);
-    reply_token(req, ctx, 201, tenant, &user, "password");
+    publish_user_created(ctx, tenant, uid, name ? name : uname, uname);
+    user_session_open(req, ctx, 201, tenant, &user, "password", device);
 out:
     if (have_tenant)
         bson_destroy(&tenant_doc);
@@ -339,9 +257,10 @@ out:
 void user_auth_login(cm_http_req *req, void *ud)
 {
     user_ctx *ctx = ud;
-    static const char *const allowed[] = {"tenant_id", "username", "password", NULL};
+    static const char *const allowed[] = {"tenant_id", "username", "password", "device_name",
+                                          NULL};
     char detail[256], uname[USER_USERNAME_MAX + 1], ck[200], uk[200];
-    const char *username = NULL, *password = NULL, *tenant, *hash;
+    const char *username = NULL, *password = NULL, *device = NULL, *tenant, *hash;
     bson_t tenant_doc, cred, user, f = BSON_INITIALIZER, uf = BSON_INITIALIZER;
     int have_tenant = 0, have_cred = 0, have_user = 0, ok;
     cJSON *body;
@@ -352,7 +271,9 @@ void user_auth_login(cm_http_req *req, void *ud)
         goto out;
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
         cm_json_string(body, "username", 1, 1, 64, &username, detail, sizeof(detail)) ||
-        cm_json_string(body, "password", 1, 0, 1024, &password, detail, sizeof(detail))) {
+        cm_json_string(body, "password", 1, 0, 1024, &password, detail, sizeof(detail)) ||
+        cm_json_string(body, "device_name", 0, 1, USER_DEVICE_NAME_MAX, &device, detail,
+                       sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
@@ -386,7 +307,7 @@ void user_auth_login(cm_http_req *req, void *ud)
         goto out;
     }
     have_user = 1;
-    reply_token(req, ctx, 200, tenant, &user, "password");
+    user_session_open(req, ctx, 200, tenant, &user, "password", device);
 out:
     if (have_tenant)
         bson_destroy(&tenant_doc);

@@ -1,10 +1,12 @@
 /* user_rules.c - identity rules as plain functions: ids, usernames, passwords, Basic auth. */
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
+#include "common/json.h"
 #include "common/jwt.h"
 #include "common/utf8.h"
 #include "user.h"
@@ -94,4 +96,226 @@ void user_sha256_hex(const char *s, char out[65])
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(h, (const unsigned char *)s, strlen(s));
     sodium_bin2hex(out, 65, h, sizeof(h));
+}
+
+void user_key(const char *tenant, const char *id, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", tenant, id);
+}
+
+void user_printable(const char *in, char *out, size_t n)
+{
+    size_t i = 0;
+    if (n == 0)
+        return;
+    for (; in[i] && i + 1 < n; i++)
+        out[i] = ((unsigned char)in[i] >= 0x20 && (unsigned char)in[i] < 0x7f) ? in[i] : '?';
+    out[i] = '\0';
+}
+
+int user_is_active(const bson_t *user)
+{
+    return strcmp(cm_bson_str(user, "status", "active"), "active") == 0;
+}
+
+/* The permission vocabulary: what services check with cm_auth_can. */
+#define PERMS_MEMBER                                                                          \
+    "conversation.create conversation.read message.send message.read message.edit.own "     \
+    "message.delete.own reaction.add user.read user.search user.block"
+#define PERMS_MODERATOR                                                                       \
+    PERMS_MEMBER " message.edit.any message.delete.any member.remove member.mute user.ban "    \
+                 "moderation.review"
+#define PERMS_ADMIN PERMS_MODERATOR " user.manage role.manage tenant.manage"
+
+const char *user_permissions_all(void)
+{
+    return PERMS_ADMIN;
+}
+
+int user_role_builtin_perms(const char *role, char *out, size_t n)
+{
+    const char *p = strcmp(role, "member") == 0      ? PERMS_MEMBER
+                    : strcmp(role, "moderator") == 0 ? PERMS_MODERATOR
+                    : strcmp(role, "tenant_admin") == 0 ? "*"
+                                                        : NULL;
+    if (p == NULL)
+        return 0;
+    snprintf(out, n, "%s", p);
+    return 1;
+}
+
+int user_role_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > USER_ROLE_NAME_MAX || !(name[0] >= 'a' && name[0] <= 'z'))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int list_has(const char *list, const char *word, size_t wlen)
+{
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p++) {
+        /* strstr matches on the NUL-terminated word; compare the prefix of `wlen` bytes */
+        if ((p == list || p[-1] == ' ') && (p[wlen] == '\0' || p[wlen] == ' '))
+            return 1;
+    }
+    return 0;
+}
+
+int user_permission_known(const char *perm)
+{
+    size_t n = strlen(perm);
+    return n > 0 && strchr(perm, ' ') == NULL && list_has(PERMS_ADMIN, perm, n);
+}
+
+void user_perms_add_list(char *perms, size_t n, const char *list)
+{
+    char word[128];
+    const char *p = list;
+
+    while (*p) {
+        size_t len = strcspn(p, " ");
+        if (len > 0 && len < sizeof(word)) {
+            memcpy(word, p, len);
+            word[len] = '\0';
+            size_t have = strlen(perms);
+            if (!list_has(perms, word, len) && have + (have ? 1 : 0) + len < n)
+                snprintf(perms + have, n - have, "%s%s", have ? " " : "", word);
+        }
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+}
+
+void user_settings_defaults(user_settings *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->send_rate_per_min = 60;
+    s->api_rate_per_min = 1200;
+    s->message_max_chars = 5000;
+    s->group_member_max = 1000;
+    s->edit_window_s = 900;
+    s->retention_days = 0;
+}
+
+int user_origin_valid(const char *origin)
+{
+    const char *h;
+    size_t len = strlen(origin);
+
+    if (len > USER_ORIGIN_MAX)
+        return 0;
+    if (strncmp(origin, "https://", 8) == 0)
+        h = origin + 8;
+    else if (strncmp(origin, "http://", 7) == 0)
+        h = origin + 7;
+    else
+        return 0;
+    if (*h == '[') { /* IPv6 literal */
+        const char *end = strchr(h, ']');
+        if (end == NULL || end == h + 1)
+            return 0;
+        for (const char *p = h + 1; p < end; p++)
+            if (!(isxdigit((unsigned char)*p) || *p == ':' || *p == '.') || isupper((unsigned char)*p))
+                return 0;
+        h = end + 1;
+    } else {
+        const char *start = h;
+        while ((*h >= 'a' && *h <= 'z') || (*h >= '0' && *h <= '9') || *h == '-' || *h == '.')
+            h++;
+        if (h == start || start[0] == '.' || start[0] == '-' || h[-1] == '.' || h[-1] == '-')
+            return 0;
+    }
+    if (*h == ':') {
+        char *end;
+        long port;
+        if (!isdigit((unsigned char)h[1]))
+            return 0;
+        port = strtol(h + 1, &end, 10);
+        if (*end != '\0' || port < 1 || port > 65535 || h[1] == '0')
+            return 0;
+        return 1;
+    }
+    return *h == '\0';
+}
+
+static int secret_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < USER_WEBHOOK_SECRET_MIN || n > USER_WEBHOOK_SECRET_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, size_t n)
+{
+    static const char *const allowed[] = {
+        "self_registration", "send_rate_per_min", "api_rate_per_min", "message_max_chars",
+        "group_member_max",  "edit_window_s",     "retention_days",   "ws_allowed_origins",
+        "webhook_secret",    NULL};
+    user_settings t = *s;
+    const cJSON *origins, *o;
+    const char *secret = NULL;
+
+    if (!cJSON_IsObject(patch)) {
+        snprintf(detail, n, "field 'settings' must be an object");
+        return CM_EINVAL;
+    }
+    if (cm_json_only_keys(patch, allowed, detail, n) ||
+        cm_json_bool(patch, "self_registration", 0, &t.self_registration, detail, n) ||
+        cm_json_long(patch, "send_rate_per_min", 0, 1, 100000, &t.send_rate_per_min, detail, n) ||
+        cm_json_long(patch, "api_rate_per_min", 0, 1, 1000000, &t.api_rate_per_min, detail, n) ||
+        cm_json_long(patch, "message_max_chars", 0, 1, 20000, &t.message_max_chars, detail, n) ||
+        cm_json_long(patch, "group_member_max", 0, 2, 100000, &t.group_member_max, detail, n) ||
+        cm_json_long(patch, "edit_window_s", 0, 0, 604800, &t.edit_window_s, detail, n) ||
+        cm_json_long(patch, "retention_days", 0, 0, 3650, &t.retention_days, detail, n) ||
+        cm_json_string(patch, "webhook_secret", 0, 0, USER_WEBHOOK_SECRET_MAX * 4, &secret,
+                       detail, n))
+        return CM_EINVAL;
+    if (secret) {
+        if (!secret_valid(secret)) {
+            snprintf(detail, n,
+                     "field 'webhook_secret' must be %d..%d printable ASCII characters without "
+                     "spaces",
+                     USER_WEBHOOK_SECRET_MIN, USER_WEBHOOK_SECRET_MAX);
+            return CM_EINVAL;
+        }
+        snprintf(t.webhook_secret, sizeof(t.webhook_secret), "%s", secret);
+    }
+    origins = cJSON_GetObjectItemCaseSensitive(patch, "ws_allowed_origins");
+    if (origins) {
+        if (!cJSON_IsArray(origins) || cJSON_GetArraySize(origins) > USER_ORIGINS_MAX) {
+            snprintf(detail, n, "field 'ws_allowed_origins' must be an array of at most %d origins",
+                     USER_ORIGINS_MAX);
+            return CM_EINVAL;
+        }
+        t.n_origins = 0;
+        cJSON_ArrayForEach(o, origins)
+        {
+            if (!cJSON_IsString(o) || !user_origin_valid(o->valuestring)) {
+                snprintf(detail, n,
+                         "field 'ws_allowed_origins' item %d must be an origin such as "
+                         "https://app.example.com or http://localhost:3000",
+                         t.n_origins);
+                return CM_EINVAL;
+            }
+            for (int i = 0; i < t.n_origins; i++)
+                if (strcmp(t.origins[i], o->valuestring) == 0) {
+                    snprintf(detail, n, "field 'ws_allowed_origins' repeats %s", o->valuestring);
+                    return CM_EINVAL;
+                }
+            snprintf(t.origins[t.n_origins++], USER_ORIGIN_MAX + 1, "%s", o->valuestring);
+        }
+    }
+    *s = t;
+    return CM_OK;
 }

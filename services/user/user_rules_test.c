@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "common/auth.h"
 #include "user.h"
 
@@ -211,6 +213,174 @@ static void test_sha256_hex(void **state)
     assert_string_equal(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+static void test_printable(void **state)
+{
+    char out[8];
+    (void)state;
+    user_printable("Mozilla", out, sizeof(out));
+    assert_string_equal(out, "Mozilla");
+    user_printable("a\tb\x01\xc3\xa9", out, sizeof(out));
+    assert_string_equal(out, "a?b???");
+    user_printable("abcdefghij", out, sizeof(out)); /* truncated to the buffer */
+    assert_string_equal(out, "abcdefg");
+    user_printable("", out, sizeof(out));
+    assert_string_equal(out, "");
+}
+
+static void test_builtin_roles(void **state)
+{
+    char p[USER_PERMS_MAX + 1];
+    (void)state;
+    assert_int_equal(user_role_builtin_perms("member", p, sizeof(p)), 1);
+    assert_non_null(strstr(p, "message.send"));
+    assert_null(strstr(p, "message.delete.any"));
+    assert_int_equal(user_role_builtin_perms("moderator", p, sizeof(p)), 1);
+    assert_non_null(strstr(p, "message.send")); /* a moderator is also a member */
+    assert_non_null(strstr(p, "message.delete.any"));
+    assert_null(strstr(p, "role.manage"));
+    assert_int_equal(user_role_builtin_perms("tenant_admin", p, sizeof(p)), 1);
+    assert_string_equal(p, "*");
+    assert_int_equal(user_role_builtin_perms("admin", p, sizeof(p)), 0);
+    assert_int_equal(user_role_builtin_perms("Member", p, sizeof(p)), 0);
+    /* Every built-in permission is in the vocabulary. */
+    assert_int_equal(user_role_builtin_perms("moderator", p, sizeof(p)), 1);
+    for (char *save = NULL, *w = strtok_r(p, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        assert_int_equal(user_permission_known(w), 1);
+}
+
+static void test_role_names_and_permissions(void **state)
+{
+    (void)state;
+    assert_int_equal(user_role_name_valid("support"), 1);
+    assert_int_equal(user_role_name_valid("level-2_agent"), 1);
+    assert_int_equal(user_role_name_valid("a"), 1);
+    assert_int_equal(user_role_name_valid(""), 0);
+    assert_int_equal(user_role_name_valid("2nd"), 0);
+    assert_int_equal(user_role_name_valid("Support"), 0);
+    assert_int_equal(user_role_name_valid("a.b"), 0); /* a dot would be a path in BSON */
+    assert_int_equal(user_role_name_valid("a$b"), 0);
+    assert_int_equal(user_role_name_valid("abcdefghijabcdefghijabcdefghijab"), 1); /* 32 */
+    assert_int_equal(user_role_name_valid("abcdefghijabcdefghijabcdefghijabc"), 0);
+    assert_int_equal(user_permission_known("message.send"), 1);
+    assert_int_equal(user_permission_known("tenant.manage"), 1);
+    assert_int_equal(user_permission_known("message"), 0);
+    assert_int_equal(user_permission_known("message.sen"), 0);
+    assert_int_equal(user_permission_known("*"), 0);
+    assert_int_equal(user_permission_known(""), 0);
+    assert_int_equal(user_permission_known("message.send user.read"), 0);
+}
+
+static void test_perms_add_list(void **state)
+{
+    char p[32] = "";
+    (void)state;
+    user_perms_add_list(p, sizeof(p), "a.b c.d");
+    assert_string_equal(p, "a.b c.d");
+    user_perms_add_list(p, sizeof(p), "c.d  e.f a.b");
+    assert_string_equal(p, "a.b c.d e.f"); /* no duplicates, extra spaces ignored */
+    user_perms_add_list(p, sizeof(p), "a");
+    assert_string_equal(p, "a.b c.d e.f a"); /* "a" is not "a.b" */
+    user_perms_add_list(p, sizeof(p), "waytoolongforwhatisleft.x g");
+    assert_string_equal(p, "a.b c.d e.f a g"); /* what does not fit is dropped whole */
+}
+
+static void test_origins(void **state)
+{
+    (void)state;
+    const char *good[] = {"https://app.example.com", "http://localhost:3000", "https://a.b-c.io",
+                          "http://127.0.0.1:8080", "https://[::1]:8443", "https://x", NULL};
+    const char *bad[] = {"", "*", "app.example.com", "ftp://x.com", "https://", "https://x.com/",
+                         "https://x.com/path", "https://X.com", "https://x.com:0",
+                         "https://x.com:65536", "https://x.com:08", "https://x.com:",
+                         "https://-x.com", "https://x.com.", "https://x.com?q", "https://[]",
+                         "https://x com", "javascript:alert(1)", NULL};
+    for (const char *const *g = good; *g; g++)
+        if (!user_origin_valid(*g))
+            fail_msg("refused %s", *g);
+    for (const char *const *b = bad; *b; b++)
+        if (user_origin_valid(*b))
+            fail_msg("accepted %s", *b);
+}
+
+static cJSON *js(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_settings_defaults_and_apply(void **state)
+{
+    user_settings s, before;
+    char d[256];
+    (void)state;
+    user_settings_defaults(&s);
+    assert_int_equal(s.self_registration, 0);
+    assert_int_equal(s.send_rate_per_min, 60);
+    assert_int_equal(s.api_rate_per_min, 1200);
+    assert_int_equal(s.message_max_chars, 5000);
+    assert_int_equal(s.group_member_max, 1000);
+    assert_int_equal(s.edit_window_s, 900);
+    assert_int_equal(s.retention_days, 0);
+    assert_int_equal(s.n_origins, 0);
+    assert_string_equal(s.webhook_secret, "");
+    cJSON *p = js("{\"self_registration\":true,\"message_max_chars\":200,"
+                  "\"ws_allowed_origins\":[\"https://a.io\",\"http://localhost:3000\"],"
+                  "\"webhook_secret\":\"0123456789abcdef0123456789abcdef\"}");
+    assert_int_equal(user_settings_apply(p, &s, d, sizeof(d)), CM_OK);
+    cJSON_Delete(p);
+    assert_int_equal(s.self_registration, 1);
+    assert_int_equal(s.message_max_chars, 200);
+    assert_int_equal(s.send_rate_per_min, 60); /* untouched */
+    assert_int_equal(s.n_origins, 2);
+    assert_string_equal(s.origins[1], "http://localhost:3000");
+    /* A later patch replaces the whole origin list. */
+    p = js("{\"ws_allowed_origins\":[]}");
+    assert_int_equal(user_settings_apply(p, &s, d, sizeof(d)), CM_OK);
+    cJSON_Delete(p);
+    assert_int_equal(s.n_origins, 0);
+
+    const struct {
+        const char *patch, *want;
+    } bad[] = {
+        {"[]", "must be an object"},
+        {"{\"status\":\"active\"}", "unknown field 'status'"},
+        {"{\"self_registration\":\"yes\"}", "must be a boolean"},
+        {"{\"send_rate_per_min\":0}", "in [1, 100000]"},
+        {"{\"send_rate_per_min\":1.5}", "in [1, 100000]"},
+        {"{\"message_max_chars\":20001}", "in [1, 20000]"},
+        {"{\"group_member_max\":1}", "in [2, 100000]"},
+        {"{\"edit_window_s\":-1}", "in [0, 604800]"},
+        {"{\"retention_days\":{\"$gt\":0}}", "must be an integer"},
+        {"{\"ws_allowed_origins\":\"https://a.io\"}", "array of at most 20"},
+        {"{\"ws_allowed_origins\":[\"https://a.io/x\"]}", "item 0 must be an origin"},
+        {"{\"ws_allowed_origins\":[\"https://a.io\",\"https://a.io\"]}", "repeats"},
+        {"{\"ws_allowed_origins\":[1]}", "item 0 must be an origin"},
+        {"{\"webhook_secret\":\"short\"}", "32..128 printable"},
+        {"{\"webhook_secret\":\"0123456789abcdef 0123456789abcdef\"}", "32..128 printable"},
+        {"{\"webhook_secret\":null}", "must be a string"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p = js(bad[i].patch);
+        before = s;
+        d[0] = '\0';
+        if (user_settings_apply(p, &s, d, sizeof(d)) != CM_EINVAL)
+            fail_msg("accepted %s", bad[i].patch);
+        if (strstr(d, bad[i].want) == NULL)
+            fail_msg("%s: detail '%s' lacks '%s'", bad[i].patch, d, bad[i].want);
+        assert_memory_equal(&s, &before, sizeof(s)); /* unchanged */
+        cJSON_Delete(p);
+    }
+    /* 21 origins: one too many. */
+    char big[4096] = "{\"ws_allowed_origins\":[";
+    for (int i = 0; i < 21; i++)
+        snprintf(big + strlen(big), sizeof(big) - strlen(big), "%s\"https://h%d.io\"", i ? "," : "", i);
+    snprintf(big + strlen(big), sizeof(big) - strlen(big), "]}");
+    p = js(big);
+    assert_int_equal(user_settings_apply(p, &s, d, sizeof(d)), CM_EINVAL);
+    cJSON_Delete(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +393,12 @@ int main(void)
         cmocka_unit_test(test_parse_basic_malformed),
         cmocka_unit_test(test_parse_basic_capacity),
         cmocka_unit_test(test_sha256_hex),
+        cmocka_unit_test(test_printable),
+        cmocka_unit_test(test_builtin_roles),
+        cmocka_unit_test(test_role_names_and_permissions),
+        cmocka_unit_test(test_perms_add_list),
+        cmocka_unit_test(test_origins),
+        cmocka_unit_test(test_settings_defaults_and_apply),
     };
     return cmocka_run_group_tests_name("user_rules", tests, NULL, NULL);
 }

@@ -47,11 +47,23 @@ out:
 
 cm_err user_ensure_indexes(user_ctx *ctx)
 {
-    bson_t k = BSON_INITIALIZER;
-    cm_err rc;
+    static const struct {
+        const char *coll, *name, *f1, *f2;
+        int unique;
+    } idx[] = {
+        {USER_COLL_API_KEYS, "tenant", "tenant", NULL, 0},
+        {USER_COLL_SESSIONS, "user", "tenant", "user_id", 0},
+        {USER_COLL_REFRESH, "sid", "sid", NULL, 0},
+    };
+    cm_err rc = CM_OK;
 
-    BSON_APPEND_INT32(&k, "api_key", 1);
-    rc = cm_mongo_create_index(ctx->db, USER_COLL_TENANTS, &k, "api_key_unique", 1);
-    bson_destroy(&k);
+    for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]) && rc == CM_OK; i++) {
+        bson_t k = BSON_INITIALIZER;
+        BSON_APPEND_INT32(&k, idx[i].f1, 1);
+        if (idx[i].f2)
+            BSON_APPEND_INT32(&k, idx[i].f2, 1);
+        rc = cm_mongo_create_index(ctx->db, idx[i].coll, &k, idx[i].name, idx[i].unique);
+        bson_destroy(&k);
+    }
     return rc;
 }

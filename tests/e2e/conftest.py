@@ -24,7 +24,8 @@ KEYS = ROOT / ".local" / "keys"
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
-PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "media": _BASE + 4}
+PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
+         "media": _BASE + 4}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
@@ -54,7 +55,13 @@ class Service:
             "MESSAGING_URL": f"http://127.0.0.1:{PORTS['messaging']}",
             "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",
             "MEDIA_URL_KEYS": MEDIA_URL_KEYS,
-            "MEDIA_WORKER_GROUP": f"e2e-media-{DB_SUFFIX}",
+            # One group per checkout (port base), kept across runs: a fresh group starts at the
+            # earliest offset and would replay every earlier run's media events first.
+            "MEDIA_WORKER_GROUP": f"e2e-media-worker-{_BASE}",
+            # Verifiers take the signing keys from the user service's JWK Set; a kid they do
+            # not know makes them refetch it, here at most once a second.
+            "JWT_JWKS_URL": f"http://127.0.0.1:{PORTS['user']}/.well-known/jwks.json",
+            "JWT_JWKS_MIN_REFRESH_S": "1",
             "OUTBOX_STALE_MS": "2000",
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
             "UBSAN_OPTIONS": "print_stacktrace=1",

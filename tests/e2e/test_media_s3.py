@@ -48,7 +48,7 @@ def s3_media(platform, tmp_path_factory):
             "MONGO_DB": f"test_media_s3_{DB_SUFFIX}", "MEDIA_STORE": "s3", "S3_ENDPOINT": ENDPOINT,
             "S3_BUCKET": BUCKET, "S3_REGION": "us-east-1", "S3_ACCESS_KEY": CREDS["aws_access_key_id"],
             "S3_SECRET_KEY": CREDS["aws_secret_access_key"],
-            "MEDIA_WORKER_GROUP": f"e2e-media-s3-{DB_SUFFIX}"})
+            "MEDIA_WORKER_GROUP": f"e2e-media-s3-worker-{PORTS['gateway']}"})  # kept across runs, as in conftest
         svc.port = MEDIA_S3_PORT
         svc.log_path = LOGS / "media_s3.log"
         svc.start()

@@ -26,6 +26,10 @@ cm_err cm_config_long(const char *name, long def, long min, long max, long *out)
  * CM_ENOTFOUND when the variable is unset, CM_EIO when unreadable, CM_ETOOBIG over the cap. */
 cm_err cm_config_file(const char *name, size_t max_bytes, char **out, size_t *len);
 
+/* Reads the file at `path` like cm_config_file (NUL-terminated heap buffer, at most
+ * `max_bytes`; caller frees). CM_EIO when unreadable, CM_ETOOBIG over the cap (logged). */
+cm_err cm_config_read_path(const char *path, size_t max_bytes, char **out, size_t *len);
+
 /* Prints usage and the variables (with defaults) to `f`. */
 void cm_config_usage(FILE *f, const char *prog, const char *about, const cm_config_var *vars,
                      size_t nvars);

@@ -58,6 +58,13 @@ cm_err cm_http_route_prefix(cm_http_server *srv, const char *prefix, cm_http_han
 void cm_http_set_ready(cm_http_server *srv, cm_http_ready_fn fn, void *ud);
 void cm_http_set_metrics(cm_http_server *srv, cm_http_metrics_fn fn, void *ud);
 
+/* Edge limits (for the gateway), before cm_http_server_start; 0 keeps libmicrohttpd's
+ * default: at most `max_conns` connections, `per_ip_conns` from one client address, and
+ * `conn_memory` bytes per connection for the request line and headers (larger headers are
+ * refused with 431 Request Header Fields Too Large, RFC 6585). */
+void cm_http_set_connection_limits(cm_http_server *srv, unsigned max_conns,
+                                   unsigned per_ip_conns, size_t conn_memory);
+
 /* Starts listening. CM_EIO when the port cannot be bound. */
 cm_err cm_http_server_start(cm_http_server *srv);
 
@@ -76,6 +83,11 @@ const char *cm_http_param(const cm_http_req *req, const char *name);  /* path pa
 const char *cm_http_query(const cm_http_req *req, const char *name);  /* query arg or NULL */
 const char *cm_http_header(const cm_http_req *req, const char *name); /* header or NULL */
 const char *cm_http_client_ip(const cm_http_req *req);
+int cm_http_reply_status(const cm_http_req *req); /* status answered so far, 0 before */
+
+/* Adds "name":"value" (JSON-escaped) to the request's access log line; fields past 512 bytes
+ * in all are left out. */
+void cm_http_log_field(cm_http_req *req, const char *name, const char *value);
 
 /* Calls fn for each query argument (name, decoded value; value "" when absent); for proxies. */
 void cm_http_each_query(const cm_http_req *req,

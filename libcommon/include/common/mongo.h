@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <bson/bson.h>
+#include <cJSON.h>
 
 #include "common/error.h"
 
@@ -51,6 +52,16 @@ cm_err cm_mongo_update(cm_mongo *m, const char *coll, const bson_t *filter, cons
 cm_err cm_mongo_find_and_modify(cm_mongo *m, const char *coll, const bson_t *filter,
                                 const bson_t *sort, const bson_t *update, int upsert,
                                 int return_new, bson_t *out);
+
+/* One page of a keyset-paginated query: runs `filter` sorted by `sort`, fetching limit + 1
+ * documents to learn whether more follow, renders the first `limit` with `render(doc, ud)`
+ * into a new JSON array `*items` (caller owns it) and writes the string field `cursor_field`
+ * of the last rendered document to `next` (size n) when more follow, "" otherwise. On failure
+ * `*items` is not set. */
+cm_err cm_mongo_find_page(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *sort,
+                          long limit, const char *cursor_field,
+                          cJSON *(*render)(const bson_t *doc, void *ud), void *ud, cJSON **items,
+                          char *next, size_t n);
 
 /* Counts documents matching `filter`. */
 cm_err cm_mongo_count(cm_mongo *m, const char *coll, const bson_t *filter, int64_t *count);

@@ -24,12 +24,23 @@ cm_err cm_redis_ping(cm_redis *r);
 cm_err cm_redis_window_incr(cm_redis *r, const char *key, int64_t window_ms, int64_t *count,
                             int64_t *remaining_ms);
 
+/* EVAL `script` with `nkeys` keys and `nargs` arguments (at most 16 of each), expecting an
+ * array of integers: writes up to `max` of them to `out` and their count to `*n`. CM_EIO when
+ * Redis cannot be reached or the script fails (logged), CM_EINVAL for too many keys or
+ * arguments or a reply that is not an array of integers. */
+cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const char *const *keys,
+                          size_t nargs, const char *const *args, int64_t *out, size_t max,
+                          size_t *n);
+
 /* SET key value PX ttl_ms (ttl_ms 0: no expiry). */
 cm_err cm_redis_set(cm_redis *r, const char *key, const char *value, int64_t ttl_ms);
 
 /* GET key into `out` (size `n`, NUL-terminated). CM_ENOTFOUND when absent, CM_ETOOBIG when
  * the value does not fit. */
 cm_err cm_redis_get(cm_redis *r, const char *key, char *out, size_t n);
+
+/* EXISTS key...: writes how many of the `n` keys exist to `*count` (one round trip). */
+cm_err cm_redis_exists(cm_redis *r, const char *const *keys, size_t n, int64_t *count);
 
 /* DEL key. */
 cm_err cm_redis_del(cm_redis *r, const char *key);

@@ -1,0 +1,252 @@
+/* gateway_ratelimit.c - token buckets per client IP, per user and per tenant. They live in
+ * Redis and are taken by one atomic Lua script, so every gateway instance shares them; while
+ * Redis cannot be reached, buckets in this process take over and the gateway keeps serving. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/redis.h"
+#include "gateway.h"
+
+#define LOCAL_SLOTS 4096
+#define REDIS_RETRY_MS 1000 /* after a Redis failure, local buckets for this long */
+
+/* Takes one token from every bucket in KEYS, all or none. ARGV holds, per key, its rate in
+ * tokens per second and its burst. Time is Redis' own (TIME), so gateways with skewed clocks
+ * agree. Replies {allowed, then per key: tokens left (floor), ms until one token, ms until
+ * full}. A bucket's key expires once it would be full again. */
+static const char BUCKET_LUA[] =
+    "local t = redis.call('TIME') "
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    "local tk, ok = {}, 1 "
+    "for i = 1, #KEYS do "
+    "  local rate, burst = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i]) "
+    "  local v = redis.call('HMGET', KEYS[i], 't', 'ts') "
+    "  local x, ts = tonumber(v[1]) or burst, tonumber(v[2]) or now "
+    "  if now > ts then x = math.min(burst, x + (now - ts) * rate / 1000) end "
+    "  tk[i] = x "
+    "  if x < 1 then ok = 0 end "
+    "end "
+    "local out = {ok} "
+    "for i = 1, #KEYS do "
+    "  local rate, burst = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i]) "
+    "  local x = tk[i] "
+    "  if ok == 1 then x = x - 1 end "
+    "  redis.call('HSET', KEYS[i], 't', tostring(x), 'ts', tostring(now)) "
+    "  redis.call('PEXPIRE', KEYS[i], math.ceil((burst - x) * 1000 / rate) + 1000) "
+    "  local wait = 0 "
+    "  if x < 1 then wait = math.ceil((1 - x) * 1000 / rate) end "
+    "  out[#out+1] = math.floor(x) "
+    "  out[#out+1] = wait "
+    "  out[#out+1] = math.ceil((burst - x) * 1000 / rate) "
+    "end "
+    "return out";
+
+struct local_bucket {
+    char key[160];
+    double tokens;
+    int64_t ts_ms;
+};
+
+struct gateway_ratelimit {
+    cm_redis *redis;
+    gateway_rate ip, user, tenant;
+    atomic_llong redis_down_until;
+    pthread_mutex_t lock;
+    struct local_bucket *local; /* LOCAL_SLOTS, hashed by key; a collision evicts */
+    atomic_ulong rejected[3], local_decisions, redis_errors;
+};
+
+static const char *const scope_names[] = {"ip", "user", "tenant"};
+
+void gateway_bucket_refill(double *tokens, int64_t *ts_ms, double per_s, long burst,
+                           int64_t now_ms)
+{
+    if (now_ms > *ts_ms) {
+        *tokens += (double)(now_ms - *ts_ms) * per_s / 1000.0;
+        if (*tokens > (double)burst)
+            *tokens = (double)burst;
+    }
+    *ts_ms = now_ms > *ts_ms ? now_ms : *ts_ms;
+}
+
+cm_err gateway_ratelimit_create(cm_redis *redis, gateway_rate ip, gateway_rate user,
+                                gateway_rate tenant, gateway_ratelimit **out)
+{
+    gateway_ratelimit *rl = calloc(1, sizeof(*rl));
+    if (rl == NULL)
+        return CM_ENOMEM;
+    rl->local = calloc(LOCAL_SLOTS, sizeof(*rl->local));
+    if (rl->local == NULL) {
+        free(rl);
+        return CM_ENOMEM;
+    }
+    rl->redis = redis;
+    rl->ip = ip;
+    rl->user = user;
+    rl->tenant = tenant;
+    pthread_mutex_init(&rl->lock, NULL);
+    *out = rl;
+    return CM_OK;
+}
+
+void gateway_ratelimit_destroy(gateway_ratelimit *rl)
+{
+    if (rl == NULL)
+        return;
+    pthread_mutex_destroy(&rl->lock);
+    free(rl->local);
+    free(rl);
+}
+
+static unsigned long hash(const char *s)
+{
+    unsigned long h = 5381;
+    for (; *s; s++)
+        h = h * 33 + (unsigned char)*s;
+    return h;
+}
+
+/* The same all-or-none take as BUCKET_LUA over this process's buckets. */
+static void take_local(gateway_ratelimit *rl, int n, char keys[][160], const gateway_rate *rates,
+                       int64_t *res)
+{
+    struct local_bucket *b[3];
+    int64_t now = gateway_now_ms();
+    int ok = 1;
+
+    pthread_mutex_lock(&rl->lock);
+    for (int i = 0; i < n; i++) {
+        b[i] = &rl->local[hash(keys[i]) % LOCAL_SLOTS];
+        if (strcmp(b[i]->key, keys[i]) != 0) {
+            snprintf(b[i]->key, sizeof(b[i]->key), "%s", keys[i]);
+            b[i]->tokens = (double)rates[i].burst;
+            b[i]->ts_ms = now;
+        }
+        gateway_bucket_refill(&b[i]->tokens, &b[i]->ts_ms, rates[i].per_s, rates[i].burst, now);
+        if (b[i]->tokens < 1)
+            ok = 0;
+    }
+    res[0] = ok;
+    for (int i = 0; i < n; i++) {
+        double x = b[i]->tokens - (ok ? 1 : 0);
+        b[i]->tokens = x;
+        res[1 + 3 * i] = (int64_t)floor(x);
+        res[2 + 3 * i] = x < 1 ? (int64_t)ceil((1 - x) * 1000 / rates[i].per_s) : 0;
+        res[3 + 3 * i] = (int64_t)ceil(((double)rates[i].burst - x) * 1000 / rates[i].per_s);
+    }
+    pthread_mutex_unlock(&rl->lock);
+}
+
+/* Takes from up to three buckets; fills the verdict from the most restrictive one. */
+static void take(gateway_ratelimit *rl, int n, char keys[][160], const gateway_rate *rates,
+                 const int *scopes, gateway_rl_verdict *v)
+{
+    int64_t res[1 + 3 * 3];
+    size_t got = 0;
+    int64_t now = gateway_now_ms();
+    int bind = 0;
+
+    memset(v, 0, sizeof(*v));
+    v->allowed = 1;
+    if (n == 0)
+        return;
+    if (rl->redis && now >= atomic_load(&rl->redis_down_until)) {
+        const char *kp[3], *ap[6];
+        char args[6][32];
+        for (int i = 0; i < n; i++) {
+            kp[i] = keys[i];
+            snprintf(args[2 * i], sizeof(args[0]), "%.6f", rates[i].per_s);
+            snprintf(args[2 * i + 1], sizeof(args[0]), "%ld", rates[i].burst);
+            ap[2 * i] = args[2 * i];
+            ap[2 * i + 1] = args[2 * i + 1];
+        }
+        if (cm_redis_eval_ints(rl->redis, BUCKET_LUA, (size_t)n, kp, (size_t)(2 * n), ap, res,
+                               sizeof(res) / sizeof(res[0]), &got) != CM_OK ||
+            got != (size_t)(1 + 3 * n)) {
+            atomic_fetch_add(&rl->redis_errors, 1);
+            atomic_store(&rl->redis_down_until, now + REDIS_RETRY_MS);
+            cm_warn("gateway: rate limits: Redis unreachable, local buckets for %d ms",
+                    REDIS_RETRY_MS);
+            got = 0;
+        }
+    }
+    if (got == 0) {
+        take_local(rl, n, keys, rates, res);
+        atomic_fetch_add(&rl->local_decisions, 1);
+        v->local = 1;
+    }
+    v->allowed = res[0] == 1;
+    /* The binding bucket: a refusing one with the longest wait, else the one with fewest
+     * tokens left relative to its burst. */
+    for (int i = 1; i < n; i++) {
+        int64_t wi = res[2 + 3 * i], wb = res[2 + 3 * bind];
+        if (!v->allowed ? wi > wb
+                        : res[1 + 3 * i] * rates[bind].burst < res[1 + 3 * bind] * rates[i].burst)
+            bind = i;
+    }
+    v->scope = scope_names[scopes[bind]];
+    v->limit = rates[bind].burst;
+    v->remaining = res[1 + 3 * bind] < 0 ? 0 : res[1 + 3 * bind];
+    v->reset_s = (res[3 + 3 * bind] + 999) / 1000;
+    v->retry_after_s = (res[2 + 3 * bind] + 999) / 1000;
+    if (!v->allowed && v->retry_after_s < 1)
+        v->retry_after_s = 1;
+    if (!v->allowed)
+        atomic_fetch_add(&rl->rejected[scopes[bind]], 1);
+}
+
+void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verdict *v)
+{
+    char keys[1][160];
+    int scope = 0;
+    if (rl->ip.per_s <= 0) {
+        memset(v, 0, sizeof(*v));
+        v->allowed = 1;
+        return;
+    }
+    snprintf(keys[0], sizeof(keys[0]), "rl:ip:%s", ip);
+    take(rl, 1, keys, &rl->ip, &scope, v);
+}
+
+void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const char *user,
+                                gateway_rl_verdict *v)
+{
+    char keys[2][160];
+    gateway_rate rates[2];
+    int scopes[2], n = 0;
+
+    if (rl->user.per_s > 0 && user && *user) {
+        snprintf(keys[n], sizeof(keys[0]), "rl:user:%s:%s", tenant, user);
+        rates[n] = rl->user;
+        scopes[n++] = 1;
+    }
+    if (rl->tenant.per_s > 0 && tenant && *tenant) {
+        snprintf(keys[n], sizeof(keys[0]), "rl:tenant:%s", tenant);
+        rates[n] = rl->tenant;
+        scopes[n++] = 2;
+    }
+    take(rl, n, keys, rates, scopes, v);
+}
+
+void gateway_ratelimit_metrics(gateway_ratelimit *rl, void (*emit)(void *ctx, const char *text),
+                               void *ectx)
+{
+    char line[256];
+    emit(ectx, "# TYPE gateway_ratelimit_rejected_total counter\n");
+    for (int i = 0; i < 3; i++) {
+        snprintf(line, sizeof(line), "gateway_ratelimit_rejected_total{scope=\"%s\"} %lu\n",
+                 scope_names[i], atomic_load(&rl->rejected[i]));
+        emit(ectx, line);
+    }
+    snprintf(line, sizeof(line),
+             "# TYPE gateway_ratelimit_local_decisions_total counter\n"
+             "gateway_ratelimit_local_decisions_total %lu\n"
+             "# TYPE gateway_ratelimit_redis_errors_total counter\n"
+             "gateway_ratelimit_redis_errors_total %lu\n",
+             atomic_load(&rl->local_decisions), atomic_load(&rl->redis_errors));
+    emit(ectx, line);
+}

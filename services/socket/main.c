@@ -1,0 +1,221 @@
+/* main.c - the socket service: wires configuration, the WebSocket server, the Kafka consumer
+ * that feeds it and the HTTP side (health, metrics). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/http.h"
+#include "common/jwks.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/process.h"
+#include "socket_server.h"
+
+static const cm_config_var vars[] = {
+    {"WS_HOST", "127.0.0.1", "address the WebSocket endpoint listens on"},
+    {"WS_PORT", "8083", "port of the WebSocket endpoint /v1/ws"},
+    {"HTTP_HOST", "127.0.0.1", "address of the HTTP side (health, metrics)"},
+    {"HTTP_PORT", "8183", "port of the HTTP side: /health/live, /health/ready, /metrics"},
+    {"MESSAGING_URL", "http://127.0.0.1:8082", "base URL of the messaging service"},
+    {"UPSTREAM_THREADS", "8", "threads calling the messaging service"},
+    {"UPSTREAM_TIMEOUT_MS", "5000", "time allowed to one call to the messaging service"},
+    {"BREAKER_FAILURES", "5", "consecutive failed calls that open the circuit breaker"},
+    {"BREAKER_OPEN_MS", "5000", "how long the open breaker refuses calls before a trial"},
+    {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
+    {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
+    {"KAFKA_GROUP_PREFIX", "socket", "consumer group prefix; each instance adds its own id"},
+    {"REDIS_HOST", "127.0.0.1", "Redis host (session denylist)"},
+    {"REDIS_PORT", "6379", "Redis port"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
+    {"JWT_ALG", "RS256", "pinned signing algorithm"},
+    {"JWT_ISSUER", "chat-platform", "required iss"},
+    {"JWT_AUDIENCE", "chat-api", "required aud"},
+    {"FRAME_MAX_BYTES", "65536", "largest client message; larger ones close with 1009"},
+    {"RATE_PER_S", "50", "client frames per second per connection (4x closes with 1008)"},
+    {"CONNECTIONS_PER_USER", "20", "connections of one user on one instance (429 above)"},
+    {"QUEUE_FRAMES", "4096", "frames queued to one connection before it is closed with 4003"},
+    {"QUEUE_BYTES", "4194304", "bytes queued to one connection before it is closed with 4003"},
+    {"PING_S", "30", "idle seconds before the server pings a connection"},
+    {"IDLE_TIMEOUT_S", "75", "seconds without traffic or pong before a connection is dropped"},
+    {"SYNC_PAGE", "200", "items per GET /v1/sync page during a catch-up"},
+    {"HELD_EVENTS", "1024", "live events held per connection during a catch-up"},
+    {"DRAIN_MS", "5000", "how long SIGTERM waits for connections to close"},
+    {"LOG_LEVEL", "info", "debug, info, warn or error"},
+};
+
+typedef struct consumer_ctx {
+    socket_srv *srv;
+    cm_kafka_consumer *kafka;
+    atomic_int stop;
+    atomic_int polled; /* the consumer has answered at least once */
+} consumer_ctx;
+
+static cm_err on_record(const cm_kafka_record *rec, void *ud)
+{
+    consumer_ctx *cc = ud;
+    socket_event *ev = NULL;
+    cm_err rc = socket_event_from_cloudevent(rec->topic, rec->key, rec->key_len, rec->value,
+                                             rec->value_len, &ev);
+
+    if (rc == CM_OK)
+        socket_srv_post(cc->srv, ev);
+    else if (rc == CM_EINVAL)
+        cm_warn("skipping a malformed event on %s partition %d offset %lld", rec->topic,
+                (int)rec->partition, (long long)rec->offset);
+    /* Delivery is best effort live: a client that misses an event catches up by cursor. */
+    return CM_OK;
+}
+
+static void *consume(void *arg)
+{
+    consumer_ctx *cc = arg;
+
+    while (!atomic_load(&cc->stop)) {
+        cm_err rc = cm_kafka_consumer_poll(cc->kafka, 200, on_record, cc);
+        if (rc == CM_OK || rc == CM_EAGAIN)
+            atomic_store(&cc->polled, 1);
+    }
+    return NULL;
+}
+
+typedef struct ready_ctx {
+    socket_srv *srv;
+    consumer_ctx *cc;
+    cm_redis *redis;
+} ready_ctx;
+
+static cm_err ready(void *ud, char *detail, size_t n)
+{
+    ready_ctx *r = ud;
+
+    if (!socket_srv_serving(r->srv)) {
+        snprintf(detail, n, "the WebSocket loop is not serving yet");
+        return CM_EIO;
+    }
+    if (!atomic_load(&r->cc->polled)) {
+        snprintf(detail, n, "the Kafka consumer has not joined yet");
+        return CM_EIO;
+    }
+    if (cm_redis_ping(r->redis) != CM_OK) {
+        snprintf(detail, n, "redis does not answer");
+        return CM_EIO;
+    }
+    return CM_OK;
+}
+
+static void *run_loop(void *arg)
+{
+    socket_srv_run(arg);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const topics[] = {"messages", "conversations", "users"};
+    socket_srv_config sc = {0};
+    consumer_ctx cc = {0};
+    ready_ctx rd = {0};
+    cm_http_config hc;
+    cm_http_server *http = NULL;
+    cm_jwt *verifier = NULL;
+    cm_redis *redis = NULL;
+    socket_srv *srv = NULL;
+    pthread_t loop_thread, consumer_thread;
+    int loop_started = 0, consumer_started = 0, rc = 1;
+    long ws_port, redis_port, threads, timeout_ms, failures, open_ms, drain_ms;
+    char group[256], host[128];
+
+    if (cm_config_help_requested(argc, argv,
+                                 "WebSocket connections, live delivery, acks and typing.", vars,
+                                 sizeof(vars) / sizeof(vars[0])))
+        return 0;
+    cm_process_block_signals();
+    cm_log_init("socket", cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
+    socket_limits *l = &sc.lim;
+    if (cm_http_config_from_env(8183, &hc) ||
+        cm_config_long("WS_PORT", 8083, 1, 65535, &ws_port) ||
+        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
+        cm_config_long("UPSTREAM_THREADS", 8, 1, 256, &threads) ||
+        cm_config_long("UPSTREAM_TIMEOUT_MS", 5000, 100, 600000, &timeout_ms) ||
+        cm_config_long("BREAKER_FAILURES", 5, 1, 1000, &failures) ||
+        cm_config_long("BREAKER_OPEN_MS", 5000, 100, 600000, &open_ms) ||
+        cm_config_long("FRAME_MAX_BYTES", 65536, 256, 16 << 20, &l->frame_max) ||
+        cm_config_long("RATE_PER_S", 50, 1, 100000, &l->rate_per_s) ||
+        cm_config_long("CONNECTIONS_PER_USER", 20, 1, 10000, &l->per_user) ||
+        cm_config_long("QUEUE_FRAMES", 4096, 16, 1000000, &l->queue_frames) ||
+        cm_config_long("QUEUE_BYTES", 4 << 20, 65536, 1L << 30, &l->queue_bytes) ||
+        cm_config_long("PING_S", 30, 1, 3600, &l->ping_s) ||
+        cm_config_long("IDLE_TIMEOUT_S", 75, 2, 7200, &l->idle_s) ||
+        cm_config_long("SYNC_PAGE", 200, 1, 500, &l->sync_limit) ||
+        cm_config_long("HELD_EVENTS", 1024, 0, 1000000, &l->buffer_events) ||
+        cm_config_long("DRAIN_MS", 5000, 0, 600000, &drain_ms) ||
+        cm_jwt_verifier_from_env(&verifier) ||
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 2, 500,
+                        &redis))
+        goto out;
+    if (l->idle_s <= l->ping_s) {
+        cm_error("IDLE_TIMEOUT_S must be larger than PING_S");
+        goto out;
+    }
+    sc.host = cm_config_str("WS_HOST", "127.0.0.1");
+    sc.port = (int)ws_port;
+    sc.verifier = verifier;
+    sc.redis = redis;
+    sc.messaging_url = cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082");
+    sc.upstream_threads = (int)threads;
+    sc.upstream_timeout_ms = timeout_ms;
+    sc.breaker_threshold = (int)failures;
+    sc.breaker_open_ms = open_ms;
+    if (socket_srv_create(&sc, &srv) != CM_OK)
+        goto out;
+    /* Each instance is its own consumer group, so every instance sees every event; it starts at
+     * the end of the topics: what happened before is what sync is for. */
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "host");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(group, sizeof(group), "%s-%s-%d-%lld", cm_config_str("KAFKA_GROUP_PREFIX", "socket"),
+             host, (int)getpid(), (long long)time(NULL));
+    cc.srv = srv;
+    if (cm_kafka_consumer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
+                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), group, topics, 3, 0,
+                                 &cc.kafka) != CM_OK)
+        goto out;
+    if (pthread_create(&loop_thread, NULL, run_loop, srv) != 0)
+        goto out;
+    loop_started = 1;
+    if (pthread_create(&consumer_thread, NULL, consume, &cc) != 0)
+        goto out;
+    consumer_started = 1;
+    rd.srv = srv;
+    rd.cc = &cc;
+    rd.redis = redis;
+    if (cm_http_server_create(&hc, &http) != CM_OK)
+        goto out;
+    cm_http_set_ready(http, ready, &rd);
+    cm_http_set_metrics(http, socket_srv_metrics, srv);
+    if (cm_http_server_start(http) != CM_OK)
+        goto out;
+    cm_info("socket service ready: WebSocket on %s:%ld/v1/ws, HTTP on %s:%d", sc.host, ws_port,
+            hc.host, hc.port);
+    cm_info("stopping on signal %d", cm_process_wait_signal());
+    rc = 0;
+out:
+    /* Stop taking connections and close the open ones with 1001, then the consumer. */
+    if (loop_started) {
+        socket_srv_stop(srv, drain_ms);
+        pthread_join(loop_thread, NULL);
+    }
+    if (consumer_started) {
+        atomic_store(&cc.stop, 1);
+        pthread_join(consumer_thread, NULL);
+    }
+    cm_http_server_destroy(http);
+    cm_kafka_consumer_destroy(cc.kafka);
+    socket_srv_destroy(srv);
+    cm_redis_destroy(redis);
+    cm_jwt_destroy(verifier);
+    return rc;
+}

@@ -1,0 +1,376 @@
+/* socket_rules.c - the socket service's plain rules: client frame validation, ack and event
+ * renderings, the delivery order decision and the circuit breaker; no server needed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/json.h"
+#include "socket.h"
+
+#define FRAME_DEPTH 16
+
+int64_t socket_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- circuit breaker ------------------------------------------------------------------------ */
+
+int socket_breaker_allow(socket_breaker *b, int64_t now_ms)
+{
+    if (b->failures < b->threshold)
+        return 1;
+    if (now_ms < b->open_until || b->trial)
+        return 0;
+    b->trial = 1; /* half-open: one call finds out whether the upstream is back */
+    return 1;
+}
+
+void socket_breaker_record(socket_breaker *b, int ok, int64_t now_ms)
+{
+    b->trial = 0;
+    if (ok) {
+        b->failures = 0;
+        return;
+    }
+    if (++b->failures >= b->threshold)
+        b->open_until = now_ms + b->open_ms;
+}
+
+/* --- client frames ------------------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    socket_cmd cmd;
+} cmds[] = {
+    {"message.send", SOCKET_CMD_SEND},         {"message.read", SOCKET_CMD_READ},
+    {"message.received", SOCKET_CMD_RECEIVED}, {"typing.start", SOCKET_CMD_TYPING_START},
+    {"typing.stop", SOCKET_CMD_TYPING_STOP},   {"presence.set", SOCKET_CMD_PRESENCE},
+    {"sync", SOCKET_CMD_SYNC},                 {"ping", SOCKET_CMD_PING},
+};
+
+static cm_err fail(char *code, size_t ncode, const char *c)
+{
+    snprintf(code, ncode, "%s", c);
+    return CM_EINVAL;
+}
+
+cm_err socket_frame_parse(const char *text, size_t len, socket_frame_in *out, char *code,
+                          size_t ncode, char *detail, size_t n, char *id_out)
+{
+    socket_frame_in f = {0};
+    const char *type = NULL;
+    long seq = -1;
+    cm_err rc = CM_EINVAL;
+
+    id_out[0] = '\0';
+    if (cm_json_parse(text, len, FRAME_DEPTH, &f.json, detail, n) != CM_OK) {
+        fail(code, ncode, "bad-json");
+        goto out;
+    }
+    if (!cJSON_IsObject(f.json)) {
+        snprintf(detail, n, "a frame is a JSON object");
+        fail(code, ncode, "bad-json");
+        goto out;
+    }
+    if (cm_json_string(f.json, "id", 0, 1, SOCKET_FRAME_ID_MAX, &f.id, detail, n) != CM_OK) {
+        fail(code, ncode, "validation");
+        goto out;
+    }
+    if (f.id)
+        snprintf(id_out, SOCKET_FRAME_ID_MAX + 1, "%s", f.id);
+    if (cm_json_string(f.json, "type", 1, 1, 32, &type, detail, n) != CM_OK) {
+        fail(code, ncode, "validation");
+        goto out;
+    }
+    size_t i = 0;
+    for (; i < sizeof(cmds) / sizeof(cmds[0]) && strcmp(cmds[i].name, type) != 0; i++)
+        ;
+    if (i == sizeof(cmds) / sizeof(cmds[0])) {
+        snprintf(detail, n, "unknown frame type '%s'", type);
+        fail(code, ncode, "unknown-type");
+        goto out;
+    }
+    f.cmd = cmds[i].cmd;
+    switch (f.cmd) {
+    case SOCKET_CMD_SEND:
+    case SOCKET_CMD_TYPING_START:
+    case SOCKET_CMD_TYPING_STOP:
+        if (cm_json_string(f.json, "conversation_id", 1, 1, SOCKET_ID_MAX, &f.conversation_id,
+                           detail, n) != CM_OK)
+            goto bad;
+        break;
+    case SOCKET_CMD_READ:
+    case SOCKET_CMD_RECEIVED:
+        if (cm_json_string(f.json, "conversation_id", 1, 1, SOCKET_ID_MAX, &f.conversation_id,
+                           detail, n) != CM_OK ||
+            cm_json_long(f.json, "seq", 1, 0, 1L << 53, &seq, detail, n) != CM_OK)
+            goto bad;
+        f.seq = seq;
+        break;
+    case SOCKET_CMD_PRESENCE:
+        if (cm_json_string(f.json, "status", 1, 1, 16, &f.status, detail, n) != CM_OK)
+            goto bad;
+        if (strcmp(f.status, "online") && strcmp(f.status, "away") &&
+            strcmp(f.status, "invisible")) {
+            snprintf(detail, n, "field 'status' must be online, away or invisible");
+            goto bad;
+        }
+        break;
+    case SOCKET_CMD_SYNC:
+        f.since = "";
+        if (cm_json_string(f.json, "since", 0, 0, 400000, &f.since, detail, n) != CM_OK)
+            goto bad;
+        break;
+    case SOCKET_CMD_PING:
+        break;
+    }
+    /* Conversation ids go into an upstream URL path: only the characters ids are made of. */
+    if (f.conversation_id && strspn(f.conversation_id, "0123456789abcdefABCDEF-") !=
+                                 strlen(f.conversation_id)) {
+        snprintf(detail, n, "field 'conversation_id' is not a conversation id");
+        goto bad;
+    }
+    *out = f;
+    f.json = NULL;
+    return CM_OK;
+bad:
+    fail(code, ncode, "validation");
+out:
+    cJSON_Delete(f.json);
+    return rc;
+}
+
+void socket_frame_in_cleanup(socket_frame_in *f)
+{
+    if (f) {
+        cJSON_Delete(f->json);
+        f->json = NULL;
+    }
+}
+
+char *socket_send_body(const socket_frame_in *f)
+{
+    cJSON *body = cJSON_Duplicate(f->json, 1);
+    char *s;
+
+    if (body == NULL)
+        return NULL;
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "type");
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "id");
+    cJSON_DeleteItemFromObjectCaseSensitive(body, "conversation_id");
+    s = cm_json_print(body);
+    cJSON_Delete(body);
+    return s;
+}
+
+char *socket_ack_json(const char *id, const char *status, cJSON *extra)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *s;
+
+    cJSON_AddStringToObject(o, "type", "ack");
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "status", status);
+    for (cJSON *c = extra ? extra->child : NULL; c;) {
+        cJSON *next = c->next;
+        cJSON_AddItemToObject(o, c->string, cJSON_DetachItemViaPointer(extra, c));
+        c = next;
+    }
+    cJSON_Delete(extra);
+    s = cm_json_print(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+char *socket_rejected_json(const char *id, int status, const char *problem, const char *reason)
+{
+    cJSON *extra = cJSON_CreateObject(), *p = problem ? cJSON_Parse(problem) : NULL;
+    int retryable = status == 0 || status == 429 || status >= 500;
+
+    if (p && !cJSON_IsObject(p)) {
+        cJSON_Delete(p);
+        p = NULL;
+    }
+    if (p == NULL) {
+        p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "type", retryable ? "urn:chat:problem:unavailable"
+                                                     : "urn:chat:problem:rejected");
+        cJSON_AddStringToObject(p, "title", reason);
+        cJSON_AddNumberToObject(p, "status", status ? status : 503);
+    }
+    cJSON_AddStringToObject(extra, "reason", reason);
+    cJSON_AddBoolToObject(extra, "retryable", retryable);
+    cJSON_AddItemToObject(extra, "problem", p);
+    return socket_ack_json(id, "rejected", extra);
+}
+
+/* --- events -------------------------------------------------------------------------------- */
+
+int socket_order_decide(int64_t pos, int64_t eseq)
+{
+    if (pos < 0 || eseq > pos + 1)
+        return 2;
+    return eseq == pos + 1 ? 1 : 0;
+}
+
+void socket_event_release(socket_event *ev)
+{
+    if (ev == NULL || --ev->refs > 0)
+        return;
+    for (size_t i = 0; i < ev->nmembers; i++)
+        free(ev->members[i]);
+    free(ev->members);
+    free(ev->frame);
+    free(ev);
+}
+
+static void copy_str(char *dst, size_t cap, const cJSON *v)
+{
+    if (cJSON_IsString(v) && strlen(v->valuestring) < cap)
+        memcpy(dst, v->valuestring, strlen(v->valuestring) + 1);
+}
+
+/* Renders the shared part of an event frame; the connection appends its cursor and "}". */
+static cm_err render(socket_event *ev, const char *event_id, const char *time, const cJSON *extra,
+                     const cJSON *data)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *s;
+
+    cJSON_AddStringToObject(o, "type", ev->type);
+    if (event_id)
+        cJSON_AddStringToObject(o, "event_id", event_id);
+    cJSON_AddStringToObject(o, "conversation_id", ev->conversation_id);
+    cJSON_AddNumberToObject(o, "eseq", (double)ev->eseq);
+    if (time)
+        cJSON_AddStringToObject(o, "time", time);
+    if (extra)
+        cJSON_AddItemToObject(o, "reason", cJSON_Duplicate(extra, 1));
+    cJSON_AddItemToObject(o, "data", data ? cJSON_Duplicate(data, 1) : cJSON_CreateObject());
+    s = cm_json_print(o);
+    cJSON_Delete(o);
+    if (s == NULL)
+        return CM_ENOMEM;
+    ev->frame_len = strlen(s) - 1; /* without the closing brace */
+    s[ev->frame_len] = '\0';
+    ev->frame = s;
+    return CM_OK;
+}
+
+/* Remembers who a membership event is about, so the index can follow it. */
+static void note_members(socket_event *ev, const cJSON *data)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(data, "members"), *m;
+    size_t n = (size_t)cJSON_GetArraySize(list);
+
+    copy_str(ev->user_id, sizeof(ev->user_id), cJSON_GetObjectItemCaseSensitive(data, "user_id"));
+    if (!cJSON_IsArray(list) || n == 0 || (ev->members = calloc(n, sizeof(char *))) == NULL)
+        return;
+    cJSON_ArrayForEach(m, list)
+    {
+        const cJSON *u = cJSON_IsString(m) ? m : cJSON_GetObjectItemCaseSensitive(m, "user_id");
+        if (cJSON_IsString(u) && (ev->members[ev->nmembers] = strdup(u->valuestring)))
+            ev->nmembers++;
+    }
+}
+
+static socket_event *event_new(void)
+{
+    socket_event *ev = calloc(1, sizeof(*ev));
+
+    if (ev)
+        ev->refs = 1;
+    return ev;
+}
+
+cm_err socket_event_from_cloudevent(const char *topic, const char *key, size_t key_len,
+                                    const char *json, size_t len, socket_event **out)
+{
+    char detail[128];
+    cJSON *ce = NULL;
+    const cJSON *type, *eseq, *data;
+    socket_event *ev = NULL;
+    cm_err rc = CM_EINVAL;
+
+    if (cm_json_parse(json, len, 64, &ce, detail, sizeof(detail)) != CM_OK ||
+        !cJSON_IsObject(ce))
+        goto out;
+    type = cJSON_GetObjectItemCaseSensitive(ce, "type");
+    data = cJSON_GetObjectItemCaseSensitive(ce, "data");
+    if (!cJSON_IsString(type) || (ev = event_new()) == NULL) {
+        rc = ev ? CM_EINVAL : CM_ENOMEM;
+        goto out;
+    }
+    copy_str(ev->type, sizeof(ev->type), type);
+    copy_str(ev->tenant, sizeof(ev->tenant), cJSON_GetObjectItemCaseSensitive(ce, "tenant"));
+    if (strcmp(topic, "users") == 0) {
+        rc = CM_ENOTFOUND;
+        if (strcmp(ev->type, "session.revoked") != 0)
+            goto out;
+        ev->kind = SOCKET_EV_REVOKED;
+        copy_str(ev->sid, sizeof(ev->sid), cJSON_GetObjectItemCaseSensitive(data, "session_id"));
+        copy_str(ev->user_id, sizeof(ev->user_id),
+                 cJSON_GetObjectItemCaseSensitive(data, "user_id"));
+        rc = ev->sid[0] && ev->tenant[0] ? CM_OK : CM_EINVAL;
+        goto out;
+    }
+    eseq = cJSON_GetObjectItemCaseSensitive(ce, "eseq");
+    if (!cJSON_IsNumber(eseq) || eseq->valuedouble < 1 || key_len == 0 ||
+        key_len > SOCKET_ID_MAX || !ev->tenant[0] || !ev->type[0]) {
+        rc = CM_ENOTFOUND; /* not from a conversation log: nothing to deliver in order */
+        goto out;
+    }
+    ev->kind = SOCKET_EV_CONVERSATION;
+    memcpy(ev->conversation_id, key, key_len);
+    ev->conversation_id[key_len] = '\0';
+    ev->key = cm_cursor_key(ev->conversation_id);
+    ev->eseq = (int64_t)eseq->valuedouble;
+    copy_str(ev->audience, sizeof(ev->audience),
+             cJSON_GetObjectItemCaseSensitive(ce, "audience"));
+    note_members(ev, data);
+    rc = render(ev, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ce, "id")),
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ce, "time")), NULL, data);
+out:
+    cJSON_Delete(ce);
+    if (rc == CM_OK)
+        *out = ev;
+    else
+        socket_event_release(ev);
+    return rc;
+}
+
+cm_err socket_event_from_sync_item(const char *tenant, const cJSON *item, socket_event **out)
+{
+    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(item, "conversation_id"),
+                *type = cJSON_GetObjectItemCaseSensitive(item, "type"),
+                *eseq = cJSON_GetObjectItemCaseSensitive(item, "eseq"),
+                *data = cJSON_GetObjectItemCaseSensitive(item, "data");
+    socket_event *ev;
+    cm_err rc;
+
+    if (!cJSON_IsString(cid) || !cJSON_IsString(type) || !cJSON_IsNumber(eseq) ||
+        strlen(cid->valuestring) > SOCKET_ID_MAX)
+        return CM_EINVAL;
+    if ((ev = event_new()) == NULL)
+        return CM_ENOMEM;
+    ev->kind = SOCKET_EV_CONVERSATION;
+    snprintf(ev->tenant, sizeof(ev->tenant), "%s", tenant);
+    copy_str(ev->conversation_id, sizeof(ev->conversation_id), cid);
+    copy_str(ev->type, sizeof(ev->type), type);
+    ev->key = cm_cursor_key(ev->conversation_id);
+    ev->eseq = (int64_t)eseq->valuedouble;
+    note_members(ev, data);
+    rc = render(ev, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id")),
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "time")),
+                cJSON_GetObjectItemCaseSensitive(item, "reason"), data);
+    if (rc != CM_OK) {
+        socket_event_release(ev);
+        return rc;
+    }
+    *out = ev;
+    return CM_OK;
+}

@@ -1,0 +1,169 @@
+/* socket_rules_test.c - unit tests of the socket service's plain rules: frame validation, acks,
+ * event renderings, the order decision and the circuit breaker. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "socket.h"
+
+static cm_err parse(const char *text, socket_frame_in *f, char *code, char *id)
+{
+    char detail[256];
+
+    return socket_frame_parse(text, strlen(text), f, code, 32, detail, sizeof(detail), id);
+}
+
+static void test_frames_are_validated(void **state)
+{
+    socket_frame_in f;
+    char code[32], id[SOCKET_FRAME_ID_MAX + 1];
+
+    (void)state;
+    assert_int_equal(parse("nope", &f, code, id), CM_EINVAL);
+    assert_string_equal(code, "bad-json");
+    assert_int_equal(parse("[1]", &f, code, id), CM_EINVAL);
+    assert_string_equal(code, "bad-json");
+    assert_int_equal(parse("{\"type\":\"fly\",\"id\":\"a1\"}", &f, code, id), CM_EINVAL);
+    assert_string_equal(code, "unknown-type");
+    assert_string_equal(id, "a1"); /* so the rejection can be acked */
+    assert_int_equal(parse("{\"type\":\"message.send\",\"id\":\"a2\"}", &f, code, id), CM_EINVAL);
+    assert_string_equal(code, "validation");
+    assert_int_equal(parse("{\"type\":\"message.send\",\"conversation_id\":\"../x\"}", &f, code, id),
+                     CM_EINVAL);
+    assert_int_equal(parse("{\"type\":\"message.read\",\"conversation_id\":\"ab\",\"seq\":-1}", &f,
+                           code, id),
+                     CM_EINVAL);
+    assert_int_equal(parse("{\"type\":\"presence.set\",\"status\":\"busy\"}", &f, code, id), CM_EINVAL);
+    assert_int_equal(parse("{\"type\":\"message.read\",\"conversation_id\":\"ab-01\",\"seq\":7}", &f,
+                           code, id),
+                     CM_OK);
+    assert_int_equal(f.cmd, SOCKET_CMD_READ);
+    assert_int_equal(f.seq, 7);
+    assert_null(f.id);
+    socket_frame_in_cleanup(&f);
+}
+
+static void test_send_body_drops_the_envelope(void **state)
+{
+    socket_frame_in f;
+    char code[32], id[SOCKET_FRAME_ID_MAX + 1], *body;
+
+    (void)state;
+    assert_int_equal(parse("{\"type\":\"message.send\",\"id\":\"s\",\"conversation_id\":\"ab\","
+                           "\"text\":\"hi\",\"client_msg_id\":\"c1\"}",
+                           &f, code, id),
+                     CM_OK);
+    body = socket_send_body(&f);
+    assert_string_equal(body, "{\"text\":\"hi\",\"client_msg_id\":\"c1\"}");
+    free(body);
+    socket_frame_in_cleanup(&f);
+}
+
+static void test_rejections_say_whether_to_retry(void **state)
+{
+    char *a = socket_rejected_json("x", 0, NULL, "messaging unavailable");
+    char *b = socket_rejected_json("y", 404, "{\"type\":\"urn:chat:problem:not-found\",\"status\":404}",
+                                   "refused by messaging");
+
+    (void)state;
+    assert_non_null(strstr(a, "\"retryable\":true"));
+    assert_non_null(strstr(a, "\"status\":\"rejected\""));
+    assert_non_null(strstr(b, "\"retryable\":false"));
+    assert_non_null(strstr(b, "urn:chat:problem:not-found"));
+    free(a);
+    free(b);
+}
+
+static void test_order_decision(void **state)
+{
+    (void)state;
+    assert_int_equal(socket_order_decide(4, 5), 1);  /* the next one */
+    assert_int_equal(socket_order_decide(5, 5), 0);  /* already applied: a duplicate */
+    assert_int_equal(socket_order_decide(5, 2), 0);
+    assert_int_equal(socket_order_decide(5, 7), 2);  /* a gap: catch up first */
+    assert_int_equal(socket_order_decide(-1, 1), 2); /* unknown conversation */
+}
+
+static void test_breaker_opens_and_half_opens(void **state)
+{
+    socket_breaker b = {.threshold = 3, .open_ms = 1000};
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        assert_true(socket_breaker_allow(&b, 0));
+        socket_breaker_record(&b, 0, 0);
+    }
+    assert_false(socket_breaker_allow(&b, 500));
+    assert_true(socket_breaker_allow(&b, 1000));  /* one trial */
+    assert_false(socket_breaker_allow(&b, 1001)); /* only one */
+    socket_breaker_record(&b, 0, 1001);           /* failed: open again */
+    assert_false(socket_breaker_allow(&b, 1500));
+    assert_true(socket_breaker_allow(&b, 2001));
+    socket_breaker_record(&b, 1, 2001);
+    assert_true(socket_breaker_allow(&b, 2002));
+}
+
+static void test_cloudevents_become_frames(void **state)
+{
+    const char *ce = "{\"specversion\":\"1.0\",\"id\":\"e1\",\"type\":\"message.created\","
+                     "\"tenant\":\"t1\",\"eseq\":3,\"time\":\"2026-01-01T00:00:00.000Z\","
+                     "\"data\":{\"text\":\"hi\"}}";
+    const char *rev = "{\"type\":\"session.revoked\",\"tenant\":\"t1\",\"data\":{\"session_id\":\"s9\","
+                      "\"user_id\":\"bob\"}}";
+    socket_event *ev = NULL;
+
+    (void)state;
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, ce, strlen(ce), &ev), CM_OK);
+    assert_int_equal(ev->eseq, 3);
+    assert_string_equal(ev->conversation_id, "c1");
+    assert_int_equal(ev->key, cm_cursor_key("c1"));
+    assert_non_null(strstr(ev->frame, "\"event_id\":\"e1\""));
+    /* Open at the end: the connection appends ,"cursor":"..." and the closing brace. */
+    assert_string_equal(ev->frame + ev->frame_len - 21, ",\"data\":{\"text\":\"hi\"}");
+    socket_event_release(ev);
+    assert_int_equal(socket_event_from_cloudevent("users", "bob", 3, rev, strlen(rev), &ev), CM_OK);
+    assert_int_equal(ev->kind, SOCKET_EV_REVOKED);
+    assert_string_equal(ev->sid, "s9");
+    socket_event_release(ev);
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, "{", 1, &ev), CM_EINVAL);
+}
+
+static void test_index_sets(void **state)
+{
+    socket_index *ix = socket_index_create();
+    int a, b;
+    char key[32];
+
+    (void)state;
+    for (int i = 0; i < 500; i++) { /* grows past its first bucket array */
+        snprintf(key, sizeof(key), "t/c%d", i);
+        assert_int_equal(socket_index_add(ix, key, &a), CM_OK);
+    }
+    assert_int_equal(socket_index_add(ix, "t/c1", &b), CM_OK);
+    assert_int_equal(socket_index_add(ix, "t/c1", &b), CM_OK); /* once */
+    assert_int_equal(socket_index_get(ix, "t/c1")->n, 2);
+    socket_index_remove(ix, "t/c1", &a);
+    socket_index_remove(ix, "t/c1", &b);
+    assert_null(socket_index_get(ix, "t/c1"));
+    assert_int_equal(socket_index_keys(ix), 499);
+    socket_index_destroy(ix);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frames_are_validated),
+        cmocka_unit_test(test_send_body_drops_the_envelope),
+        cmocka_unit_test(test_rejections_say_whether_to_retry),
+        cmocka_unit_test(test_order_decision),
+        cmocka_unit_test(test_breaker_opens_and_half_opens),
+        cmocka_unit_test(test_cloudevents_become_frames),
+        cmocka_unit_test(test_index_sets),
+    };
+    return cmocka_run_group_tests_name("socket_rules", tests, NULL, NULL);
+}

@@ -1,0 +1,1239 @@
+/* socket_server.c - the WebSocket endpoint /v1/ws on libwebsockets (its poll loop): authentication on the
+ * upgrade, client frames and their acks, per-connection caps (frame size, rate, send queue,
+ * token lifetime), and in-order delivery with the sync cursor (catch-up, then live, with no gap
+ * and no duplicate at the seam). Everything here runs on the loop thread except
+ * socket_srv_post, socket_srv_stop and socket_srv_metrics. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libwebsockets.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "common/session.h"
+#include "socket_server.h"
+
+#define INBOX_MAX 65536
+#define TOKEN_MAX 8192
+#define SINCE_MAX 16384
+#define W_LOAD 1
+#define W_SYNC 2
+#define W_SEND 3
+#define W_RECEIPT 4
+
+typedef struct outframe {
+    struct outframe *next;
+    size_t len;
+    unsigned char buf[]; /* LWS_PRE bytes, then the frame */
+} outframe;
+
+typedef enum conn_state { ST_LOADING, ST_SYNCING, ST_LIVE } conn_state;
+
+typedef struct conn {
+    struct lws *wsi;
+    socket_srv *srv;
+    uint64_t id;
+    cm_jwt_claims claims;
+    char *token;
+    char user_key[2 * CM_JWT_ID_MAX + 2]; /* tenant/user */
+    /* receiving */
+    char *rx;
+    size_t rx_len;
+    int64_t rate_window;
+    long rate_count;
+    /* sending */
+    outframe *q_head, *q_tail;
+    size_t q_frames, q_bytes;
+    int close_code;
+    char close_reason[96];
+    /* delivery */
+    conn_state state;
+    cm_cursor_pos *pos;
+    size_t npos, cap_pos;
+    char *since;        /* the cursor of the next catch-up; NULL: the current positions */
+    int fresh;          /* no position yet: the first catch-up starts "now" */
+    int sync_again;     /* live events were dropped during a catch-up: one more */
+    char sync_id[SOCKET_FRAME_ID_MAX + 1]; /* the client's sync frame to ack at the end */
+    socket_event **held; /* live events held during a catch-up, in arrival order */
+    size_t nheld;
+    char **convs;        /* conversations this connection is indexed under */
+    size_t nconvs;
+    int64_t retry_at;    /* ms; a failed catch-up is retried then */
+    int jobs;            /* upstream jobs in flight */
+    int gone;            /* the wsi closed; freed when jobs reaches 0 */
+} conn;
+
+typedef struct pss {
+    conn *c;
+} pss;
+
+struct socket_srv {
+    socket_srv_config cfg;
+    struct lws_context *lws;
+    socket_upstream *up;
+    socket_index *by_conv, *by_user;
+    conn **conns; /* by id: open addressing would be faster; a list is enough per tick */
+    size_t nconns, cap_conns;
+    uint64_t next_id;
+    lws_sorted_usec_list_t tick;
+    /* inbox, filled by the Kafka consumer */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    socket_event *in_head, *in_tail;
+    size_t in_len;
+    atomic_int stopping;
+    long drain_ms;
+    int64_t drain_until;
+    int done;
+    atomic_int serving;
+    /* metrics */
+    atomic_long m_conns, m_opened, m_frames_in, m_frames_out, m_events, m_dropped_slow,
+        m_closed[10];
+};
+
+static const int close_codes[10] = {1000, 1001, 1003, 1007, 1008, 1009, 4001, 4002, 4003, 4004};
+
+static void count_close(socket_srv *s, int code)
+{
+    for (int i = 0; i < 10; i++)
+        if (close_codes[i] == code)
+            atomic_fetch_add(&s->m_closed[i], 1);
+}
+
+/* --- positions (the connection's cursor) ---------------------------------------------------- */
+
+static int64_t pos_get(conn *c, uint64_t key)
+{
+    cm_cursor_pos *p = cm_cursor_find(c->pos, c->npos, key);
+
+    return p ? p->seq : -1;
+}
+
+static void pos_set(conn *c, uint64_t key, int64_t seq)
+{
+    cm_cursor_pos *p = cm_cursor_find(c->pos, c->npos, key);
+    size_t i = 0;
+
+    if (p) {
+        p->seq = seq;
+        return;
+    }
+    if (c->npos == c->cap_pos) {
+        size_t cap = c->cap_pos ? c->cap_pos * 2 : 8;
+        cm_cursor_pos *grown = realloc(c->pos, cap * sizeof(*grown));
+        if (grown == NULL)
+            return; /* the conversation stays unknown: its next event triggers a catch-up */
+        c->pos = grown;
+        c->cap_pos = cap;
+    }
+    while (i < c->npos && c->pos[i].key < key)
+        i++;
+    memmove(c->pos + i + 1, c->pos + i, (c->npos - i) * sizeof(*c->pos));
+    c->pos[i].key = key;
+    c->pos[i].seq = seq;
+    c->npos++;
+}
+
+static void pos_del(conn *c, uint64_t key)
+{
+    cm_cursor_pos *p = cm_cursor_find(c->pos, c->npos, key);
+
+    if (p) {
+        memmove(p, p + 1, (size_t)(c->pos + c->npos - p - 1) * sizeof(*p));
+        c->npos--;
+    }
+}
+
+/* Replaces the positions with those of cursor `text`. CM_EINVAL for a bad cursor. */
+static cm_err pos_load(conn *c, const char *text)
+{
+    size_t cap = strlen(text) / 12 + 1, n = 0;
+    cm_cursor_pos *p = calloc(cap, sizeof(*p));
+    cm_err rc;
+
+    if (p == NULL)
+        return CM_ENOMEM;
+    if ((rc = cm_cursor_decode(text, p, cap, &n)) != CM_OK) {
+        free(p);
+        return rc;
+    }
+    free(c->pos);
+    c->pos = p;
+    c->npos = n;
+    c->cap_pos = cap;
+    return CM_OK;
+}
+
+/* --- sending ---------------------------------------------------------------------------------- */
+
+static void conn_close(conn *c, int code, const char *reason)
+{
+    if (c->close_code || c->gone)
+        return;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    lws_callback_on_writable(c->wsi);
+}
+
+/* Queues `a` then `b` (may be NULL) as one text frame. A full queue closes the connection
+ * with 4003: the client resumes with its cursor instead of the server growing memory. */
+static void conn_send2(conn *c, const char *a, size_t alen, const char *b, size_t blen)
+{
+    outframe *f;
+
+    if (c->close_code || c->gone)
+        return;
+    if (c->q_frames >= (size_t)c->srv->cfg.lim.queue_frames ||
+        c->q_bytes + alen + blen > (size_t)c->srv->cfg.lim.queue_bytes) {
+        atomic_fetch_add(&c->srv->m_dropped_slow, 1);
+        conn_close(c, SOCKET_CLOSE_SLOW, "send queue full: reconnect with since=<cursor>");
+        return;
+    }
+    if ((f = malloc(sizeof(*f) + LWS_PRE + alen + blen)) == NULL) {
+        conn_close(c, SOCKET_CLOSE_SLOW, "out of memory: reconnect with since=<cursor>");
+        return;
+    }
+    f->next = NULL;
+    f->len = alen + blen;
+    memcpy(f->buf + LWS_PRE, a, alen);
+    if (blen)
+        memcpy(f->buf + LWS_PRE + alen, b, blen);
+    if (c->q_tail)
+        c->q_tail->next = f;
+    else
+        c->q_head = f;
+    c->q_tail = f;
+    c->q_frames++;
+    c->q_bytes += f->len;
+    lws_callback_on_writable(c->wsi);
+}
+
+/* Queues a heap string `s` (freed here; NULL is out of memory and ignored). */
+static void conn_send_take(conn *c, char *s)
+{
+    if (s)
+        conn_send2(c, s, strlen(s), NULL, 0);
+    free(s);
+}
+
+static void conn_error(conn *c, const char *code, const char *detail)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "type", "error");
+    cJSON_AddStringToObject(o, "code", code);
+    cJSON_AddStringToObject(o, "detail", detail);
+    conn_send_take(c, cm_json_print(o));
+    cJSON_Delete(o);
+}
+
+/* Sends an event with the connection's cursor after it appended. */
+static void conn_send_event(conn *c, const socket_event *ev)
+{
+    char *cursor = NULL, tail[64];
+
+    if (cm_cursor_encode(c->pos, c->npos, &cursor) != CM_OK)
+        return;
+    /* The frame is {...shared...,"cursor":"<cursor>"}: cursors are base64url, no escaping. */
+    size_t clen = strlen(cursor), tlen = (size_t)snprintf(tail, sizeof(tail), ",\"cursor\":\"");
+    char *rest = malloc(tlen + clen + 3);
+    if (rest) {
+        memcpy(rest, tail, tlen);
+        memcpy(rest + tlen, cursor, clen);
+        memcpy(rest + tlen + clen, "\"}", 3);
+        conn_send2(c, ev->frame, ev->frame_len, rest, tlen + clen + 2);
+        atomic_fetch_add(&c->srv->m_events, 1);
+    }
+    free(rest);
+    free(cursor);
+}
+
+/* --- the index --------------------------------------------------------------------------------- */
+
+static void conv_key(const conn *c, const char *cid, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", c->claims.tid, cid);
+}
+
+static int conn_follows(const conn *c, const char *cid)
+{
+    for (size_t i = 0; i < c->nconvs; i++)
+        if (strcmp(c->convs[i], cid) == 0)
+            return 1;
+    return 0;
+}
+
+static void follow(conn *c, const char *cid)
+{
+    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
+    char **grown;
+
+    if (conn_follows(c, cid) || (grown = realloc(c->convs, (c->nconvs + 1) * sizeof(char *))) == NULL)
+        return;
+    c->convs = grown;
+    if ((c->convs[c->nconvs] = strdup(cid)) == NULL)
+        return;
+    conv_key(c, cid, key, sizeof(key));
+    if (socket_index_add(c->srv->by_conv, key, c) != CM_OK) {
+        free(c->convs[c->nconvs]);
+        return;
+    }
+    c->nconvs++;
+}
+
+static void unfollow(conn *c, const char *cid)
+{
+    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
+
+    for (size_t i = 0; i < c->nconvs; i++)
+        if (strcmp(c->convs[i], cid) == 0) {
+            conv_key(c, cid, key, sizeof(key));
+            socket_index_remove(c->srv->by_conv, key, c);
+            free(c->convs[i]);
+            c->convs[i] = c->convs[--c->nconvs];
+            return;
+        }
+}
+
+/* --- delivery -------------------------------------------------------------------------------- */
+
+static void start_sync(conn *c);
+
+static int is_me(const conn *c, const char *user)
+{
+    return strcmp(c->claims.sub, user) == 0;
+}
+
+/* Membership bookkeeping of an event applied to this connection: a conversation it joined is
+ * followed, one it left is forgotten after its member.removed was delivered. */
+static void apply_membership(conn *c, const socket_event *ev)
+{
+    if (strcmp(ev->type, "member.removed") == 0 && is_me(c, ev->user_id)) {
+        unfollow(c, ev->conversation_id);
+        pos_del(c, ev->key);
+    }
+}
+
+static void hold(conn *c, socket_event *ev)
+{
+    socket_event **grown;
+
+    if (c->nheld >= (size_t)c->srv->cfg.lim.buffer_events ||
+        (grown = realloc(c->held, (c->nheld + 1) * sizeof(*grown))) == NULL) {
+        c->sync_again = 1; /* the next catch-up fetches what was not held */
+        return;
+    }
+    c->held = grown;
+    ev->refs++;
+    c->held[c->nheld++] = ev;
+}
+
+/* Offers a live log event to a connection: delivered when it is the next of its conversation,
+ * dropped when already applied, and otherwise fetched in order by a catch-up. */
+static void offer(conn *c, socket_event *ev)
+{
+    if (c->close_code || c->gone)
+        return;
+    if (c->state != ST_LIVE) {
+        hold(c, ev);
+        return;
+    }
+    switch (socket_order_decide(pos_get(c, ev->key), ev->eseq)) {
+    case 0:
+        return;
+    case 2:
+        hold(c, ev);
+        start_sync(c);
+        return;
+    default:
+        break;
+    }
+    pos_set(c, ev->key, ev->eseq);
+    if (!ev->audience[0] || is_me(c, ev->audience))
+        conn_send_event(c, ev);
+    apply_membership(c, ev);
+}
+
+/* Routes a consumed event to the local connections it concerns. */
+static void route(socket_srv *s, socket_event *ev)
+{
+    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
+    const socket_set *set;
+
+    if (ev->kind == SOCKET_EV_REVOKED) {
+        snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->user_id);
+        if ((set = socket_index_get(s->by_user, key)))
+            for (size_t i = 0; i < set->n; i++) {
+                conn *c = set->items[i];
+                if (strcmp(c->claims.sid, ev->sid) == 0)
+                    conn_close(c, SOCKET_CLOSE_REVOKED, "session revoked");
+            }
+        return;
+    }
+    /* A member added here starts following the conversation before the event is offered. */
+    for (size_t m = 0; m <= ev->nmembers; m++) {
+        const char *u = m < ev->nmembers ? ev->members[m] : ev->user_id;
+        if (!u[0] || (strcmp(ev->type, "member.added") && strcmp(ev->type, "conversation.created")))
+            continue;
+        snprintf(key, sizeof(key), "%s/%s", ev->tenant, u);
+        if ((set = socket_index_get(s->by_user, key)))
+            for (size_t i = 0; i < set->n; i++)
+                follow(set->items[i], ev->conversation_id);
+    }
+    snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->conversation_id);
+    if ((set = socket_index_get(s->by_conv, key)) == NULL)
+        return;
+    /* offer() may unfollow (member.removed), which reorders the set: walk a copy. */
+    size_t n = set->n;
+    conn **copy = malloc(n * sizeof(conn *));
+    if (copy == NULL)
+        return;
+    memcpy(copy, set->items, n * sizeof(conn *));
+    for (size_t i = 0; i < n; i++)
+        offer(copy[i], ev);
+    free(copy);
+}
+
+static void submit(conn *c, socket_job *j)
+{
+    if (j == NULL) {
+        conn_error(c, "internal", "out of memory");
+        return;
+    }
+    c->jobs++;
+    socket_upstream_submit(c->srv->up, j);
+}
+
+/* Starts a catch-up: POST /v1/sync from the connection's cursor (or `since`), page by page. */
+static void start_sync(conn *c)
+{
+    cJSON *body;
+    char *text = NULL, *json;
+
+    if (c->state == ST_SYNCING) {
+        c->sync_again = 1;
+        return;
+    }
+    c->state = ST_SYNCING;
+    c->sync_again = 0;
+    if (c->since == NULL && !c->fresh && cm_cursor_encode(c->pos, c->npos, &text) != CM_OK) {
+        conn_close(c, SOCKET_CLOSE_SLOW, "cursor too large: reconnect with since=<cursor>");
+        return;
+    }
+    body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "since", c->since ? c->since : text ? text : "");
+    cJSON_AddNumberToObject(body, "limit", (double)c->srv->cfg.lim.sync_limit);
+    json = cm_json_print(body);
+    cJSON_Delete(body);
+    free(text);
+    submit(c, json ? socket_job_new(SOCKET_JOB_CALL, W_SYNC, c->id, "POST", "/v1/sync", json,
+                                    c->token)
+                   : NULL);
+    free(json);
+}
+
+/* The end of a catch-up: held live events go through the order check, then live. */
+static void sync_finished(conn *c)
+{
+    socket_event **held = c->held;
+    size_t n = c->nheld;
+
+    c->held = NULL;
+    c->nheld = 0;
+    c->state = ST_LIVE;
+    if (c->sync_id[0]) {
+        cJSON *extra = cJSON_CreateObject();
+        char *cursor = NULL;
+        if (cm_cursor_encode(c->pos, c->npos, &cursor) == CM_OK)
+            cJSON_AddStringToObject(extra, "cursor", cursor);
+        free(cursor);
+        conn_send_take(c, socket_ack_json(c->sync_id, "accepted", extra));
+        c->sync_id[0] = '\0';
+    }
+    for (size_t i = 0; i < n; i++) {
+        offer(c, held[i]);
+        socket_event_release(held[i]);
+    }
+    free(held);
+    if (c->sync_again && c->state == ST_LIVE)
+        start_sync(c);
+}
+
+static void on_sync(conn *c, socket_job *j)
+{
+    cJSON *page = j->status == 200 && j->resp ? cJSON_Parse(j->resp) : NULL, *it;
+    const char *next = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(page, "next_cursor"));
+    int more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(page, "has_more"));
+
+    c->state = ST_LOADING; /* between pages; start_sync sets SYNCING again */
+    if (page == NULL || next == NULL) {
+        cJSON_Delete(page);
+        if (j->status == 400 && c->since) {
+            /* The client's cursor was refused: say so and continue from now. */
+            conn_error(c, "bad-cursor", "the since cursor is not valid; continuing from now");
+            free(c->since);
+            c->since = NULL;
+            c->fresh = 1;
+        } else {
+            conn_error(c, "sync-unavailable", "catching up failed; retrying");
+            c->retry_at = socket_now_ms() + 1000;
+            return;
+        }
+        start_sync(c);
+        return;
+    }
+    free(c->since);
+    c->since = NULL;
+    c->fresh = 0;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(page, "items"))
+    {
+        socket_event *ev = NULL;
+        if (socket_event_from_sync_item(c->claims.tid, it, &ev) != CM_OK)
+            continue;
+        if (strcmp(ev->type, "reset") == 0) {
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(it, "data"), "member")))
+                follow(c, ev->conversation_id);
+        } else {
+            follow(c, ev->conversation_id);
+        }
+        pos_set(c, ev->key, ev->eseq);
+        conn_send_event(c, ev);
+        apply_membership(c, ev);
+        socket_event_release(ev);
+    }
+    /* The server's cursor is the truth after these items (it also forgets left ones). */
+    if (pos_load(c, next) != CM_OK)
+        cm_warn("sync answered a cursor this service cannot decode");
+    cJSON_Delete(page);
+    if (more) {
+        start_sync(c);
+        return;
+    }
+    sync_finished(c);
+}
+
+static void on_load(conn *c, socket_job *j)
+{
+    if (j->status != 200) {
+        conn_error(c, "unavailable", "the conversation list could not be loaded");
+        conn_close(c, 1013, "try again later");
+        return;
+    }
+    for (size_t i = 0; i < j->nids; i++)
+        follow(c, j->ids[i]);
+    start_sync(c);
+}
+
+static void on_call(conn *c, socket_job *j)
+{
+    if (j->status >= 200 && j->status < 300) {
+        cJSON *r = j->resp ? cJSON_Parse(j->resp) : NULL, *extra = cJSON_CreateObject();
+        if (j->what == W_SEND) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(r, "id"),
+                        *seq = cJSON_GetObjectItemCaseSensitive(r, "seq");
+            if (cJSON_IsString(id))
+                cJSON_AddStringToObject(extra, "message_id", id->valuestring);
+            if (cJSON_IsNumber(seq))
+                cJSON_AddNumberToObject(extra, "seq", seq->valuedouble);
+        }
+        cJSON_Delete(r);
+        conn_send_take(c, socket_ack_json(j->frame_id, "accepted", extra));
+        return;
+    }
+    conn_send_take(c, socket_rejected_json(j->frame_id, j->status, j->resp,
+                                           j->refused ? "messaging unavailable (circuit open)"
+                                           : j->status == 0 ? "messaging unavailable"
+                                                            : "refused by messaging"));
+}
+
+static void conn_free(conn *c);
+
+static void jobs_done(socket_srv *s)
+{
+    for (socket_job *j = socket_upstream_take_done(s->up), *next; j; j = next) {
+        conn *c = NULL;
+        next = j->next;
+        for (size_t i = 0; i < s->nconns && c == NULL; i++)
+            if (s->conns[i]->id == j->conn_id)
+                c = s->conns[i];
+        if (c) {
+            c->jobs--;
+            if (c->gone) {
+                if (c->jobs == 0)
+                    conn_free(c);
+            } else if (j->what == W_LOAD) {
+                on_load(c, j);
+            } else if (j->what == W_SYNC) {
+                on_sync(c, j);
+            } else {
+                on_call(c, j);
+            }
+        }
+        socket_job_free(j);
+    }
+}
+
+/* --- client frames ------------------------------------------------------------------------------ */
+
+static void reject(conn *c, const char *id, const char *code, const char *detail)
+{
+    if (id && id[0]) {
+        char problem[512];
+        cJSON *p = cJSON_CreateObject();
+        char *text;
+        cJSON_AddStringToObject(p, "type", "urn:chat:problem:validation");
+        cJSON_AddStringToObject(p, "title", code);
+        cJSON_AddNumberToObject(p, "status", 400);
+        cJSON_AddStringToObject(p, "detail", detail);
+        text = cm_json_print(p);
+        cJSON_Delete(p);
+        snprintf(problem, sizeof(problem), "%s", text ? text : "{}");
+        free(text);
+        conn_send_take(c, socket_rejected_json(id, 400, problem, code));
+    } else {
+        conn_error(c, code, detail);
+    }
+}
+
+static void receipt(conn *c, const socket_frame_in *f, const char *what)
+{
+    char path[160], body[64];
+
+    snprintf(path, sizeof(path), "/v1/conversations/%s/%s", f->conversation_id, what);
+    snprintf(body, sizeof(body), "{\"seq\":%lld}", (long long)f->seq);
+    socket_job *j = socket_job_new(SOCKET_JOB_CALL, W_RECEIPT, c->id, "POST", path, body, c->token);
+    if (j)
+        snprintf(j->frame_id, sizeof(j->frame_id), "%s", f->id ? f->id : "");
+    submit(c, j);
+}
+
+/* Typing is relayed to this instance's other connections following the conversation. */
+static void typing(conn *c, const socket_frame_in *f)
+{
+    char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
+    const socket_set *set;
+    cJSON *o;
+    char *text;
+
+    if (!conn_follows(c, f->conversation_id)) {
+        reject(c, f->id, "not-found", "no such conversation");
+        return;
+    }
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "typing");
+    cJSON_AddStringToObject(o, "conversation_id", f->conversation_id);
+    cJSON_AddStringToObject(o, "user_id", c->claims.sub);
+    cJSON_AddStringToObject(o, "state", f->cmd == SOCKET_CMD_TYPING_START ? "start" : "stop");
+    text = cm_json_print(o);
+    cJSON_Delete(o);
+    conv_key(c, f->conversation_id, key, sizeof(key));
+    if (text && (set = socket_index_get(c->srv->by_conv, key)))
+        for (size_t i = 0; i < set->n; i++) {
+            conn *o2 = set->items[i];
+            if (!is_me(o2, c->claims.sub))
+                conn_send2(o2, text, strlen(text), NULL, 0);
+        }
+    free(text);
+    if (f->id)
+        conn_send_take(c, socket_ack_json(f->id, "accepted", NULL));
+}
+
+static void on_frame(conn *c, const char *text, size_t len)
+{
+    socket_frame_in f;
+    char code[32], detail[256], id[SOCKET_FRAME_ID_MAX + 1];
+    int64_t now = socket_now_ms();
+
+    atomic_fetch_add(&c->srv->m_frames_in, 1);
+    if (now - c->rate_window >= 1000) {
+        c->rate_window = now;
+        c->rate_count = 0;
+    }
+    if (++c->rate_count > c->srv->cfg.lim.rate_per_s) {
+        if (c->rate_count > 4 * c->srv->cfg.lim.rate_per_s) {
+            conn_close(c, SOCKET_CLOSE_POLICY, "rate cap exceeded");
+            return;
+        }
+        if (socket_frame_parse(text, len, &f, code, sizeof(code), detail, sizeof(detail), id) ==
+            CM_OK)
+            socket_frame_in_cleanup(&f);
+        if (id[0])
+            conn_send_take(c, socket_rejected_json(id, 429, NULL, "rate-limited"));
+        else
+            conn_error(c, "rate-limited", "too many frames per second");
+        return;
+    }
+    if (socket_frame_parse(text, len, &f, code, sizeof(code), detail, sizeof(detail), id) !=
+        CM_OK) {
+        reject(c, id, code, detail);
+        return;
+    }
+    /* Every frame with an id is acknowledged at once; calls upstream are acked again after. */
+    if (f.id && f.cmd != SOCKET_CMD_PING && f.cmd != SOCKET_CMD_TYPING_START &&
+        f.cmd != SOCKET_CMD_TYPING_STOP)
+        conn_send_take(c, socket_ack_json(f.id, "pending", NULL));
+    switch (f.cmd) {
+    case SOCKET_CMD_SEND: {
+        char path[160], *body = socket_send_body(&f);
+        socket_job *j;
+        snprintf(path, sizeof(path), "/v1/conversations/%s/messages", f.conversation_id);
+        j = body ? socket_job_new(SOCKET_JOB_CALL, W_SEND, c->id, "POST", path, body, c->token)
+                 : NULL;
+        free(body);
+        if (j)
+            snprintf(j->frame_id, sizeof(j->frame_id), "%s", f.id ? f.id : "");
+        submit(c, j);
+        break;
+    }
+    case SOCKET_CMD_READ:
+        receipt(c, &f, "read");
+        break;
+    case SOCKET_CMD_RECEIVED:
+        receipt(c, &f, "delivered");
+        break;
+    case SOCKET_CMD_TYPING_START:
+    case SOCKET_CMD_TYPING_STOP:
+        typing(c, &f);
+        break;
+    case SOCKET_CMD_PRESENCE:
+        reject(c, f.id, "not-implemented", "presence.set is not implemented yet");
+        break;
+    case SOCKET_CMD_SYNC:
+        if (f.since && f.since[0]) {
+            free(c->since);
+            c->since = strdup(f.since);
+        }
+        if (f.id)
+            snprintf(c->sync_id, sizeof(c->sync_id), "%s", f.id);
+        start_sync(c);
+        break;
+    case SOCKET_CMD_PING: {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "pong");
+        if (f.id)
+            cJSON_AddStringToObject(o, "id", f.id);
+        conn_send_take(c, cm_json_print(o));
+        cJSON_Delete(o);
+        if (f.id)
+            conn_send_take(c, socket_ack_json(f.id, "accepted", NULL));
+        break;
+    }
+    }
+    socket_frame_in_cleanup(&f);
+}
+
+/* --- connections ---------------------------------------------------------------------------------- */
+
+/* Copies the value of query argument `name` ("name=") into `out` (size n). 0 when absent or
+ * empty. lws copies "name=value" into the buffer and returns where the value starts. */
+static int query_arg(struct lws *wsi, const char *name, char *out, size_t n)
+{
+    const char *v = lws_get_urlarg_by_name(wsi, name, out, (int)n);
+
+    if (v == NULL || *v == '\0')
+        return 0;
+    memmove(out, v, strlen(v) + 1);
+    return 1;
+}
+
+/* Reads the access token of the upgrade request into `out` (Authorization: Bearer, or the
+ * access_token query parameter). 0 when there is none. */
+static int upgrade_token(struct lws *wsi, char *out, int n)
+{
+    char hdr[TOKEN_MAX + 16];
+
+    if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
+        strncasecmp(hdr, "Bearer ", 7) == 0) {
+        snprintf(out, (size_t)n, "%s", hdr + 7);
+        return 1;
+    }
+    return query_arg(wsi, "access_token=", out, (size_t)n);
+}
+
+/* Verifies the upgrade's token and session: CM_OK with the claims, CM_EUNAUTH with a reason,
+ * CM_EIO when the denylist cannot be consulted. */
+static cm_err authenticate(socket_srv *s, struct lws *wsi, char *token, cm_jwt_claims *claims,
+                           char *detail, size_t n)
+{
+    cm_err rc;
+
+    if (!upgrade_token(wsi, token, TOKEN_MAX)) {
+        snprintf(detail, n, "missing access token (Authorization: Bearer or ?access_token=)");
+        return CM_EUNAUTH;
+    }
+    if ((rc = cm_jwt_verify(s->cfg.verifier, token, time(NULL), claims, detail, n)) != CM_OK)
+        return rc;
+    return cm_session_check_claims(s->cfg.redis, claims, detail, n);
+}
+
+static void conns_remove(socket_srv *s, conn *c)
+{
+    for (size_t i = 0; i < s->nconns; i++)
+        if (s->conns[i] == c) {
+            s->conns[i] = s->conns[--s->nconns];
+            return;
+        }
+}
+
+static void conn_free(conn *c)
+{
+    conns_remove(c->srv, c);
+    for (outframe *f = c->q_head, *next; f; f = next) {
+        next = f->next;
+        free(f);
+    }
+    for (size_t i = 0; i < c->nheld; i++)
+        socket_event_release(c->held[i]);
+    free(c->held);
+    free(c->convs);
+    free(c->pos);
+    free(c->since);
+    free(c->token);
+    free(c->rx);
+    free(c);
+}
+
+static conn *conn_open(socket_srv *s, struct lws *wsi)
+{
+    char token[TOKEN_MAX + 1], detail[256], since[SINCE_MAX];
+    conn *c = calloc(1, sizeof(*c));
+    conn **grown;
+
+    if (c == NULL)
+        return NULL;
+    c->wsi = wsi;
+    c->srv = s;
+    c->id = ++s->next_id;
+    c->fresh = 1;
+    /* The upgrade was authenticated in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE; the claims are read
+     * again here because lws gives the WebSocket its own session data. */
+    if (authenticate(s, wsi, token, &c->claims, detail, sizeof(detail)) != CM_OK ||
+        (c->token = strdup(token)) == NULL)
+        goto fail;
+    if (query_arg(wsi, "since=", since, sizeof(since))) {
+        if ((c->since = strdup(since)) == NULL)
+            goto fail;
+        c->fresh = 0;
+    }
+    if (s->nconns == s->cap_conns) {
+        size_t cap = s->cap_conns ? s->cap_conns * 2 : 64;
+        if ((grown = realloc(s->conns, cap * sizeof(conn *))) == NULL)
+            goto fail;
+        s->conns = grown;
+        s->cap_conns = cap;
+    }
+    snprintf(c->user_key, sizeof(c->user_key), "%s/%s", c->claims.tid, c->claims.sub);
+    if (socket_index_add(s->by_user, c->user_key, c) != CM_OK)
+        goto fail;
+    s->conns[s->nconns++] = c;
+    atomic_fetch_add(&s->m_conns, 1);
+    atomic_fetch_add(&s->m_opened, 1);
+    return c;
+fail:
+    free(c->token);
+    free(c->since);
+    free(c);
+    return NULL;
+}
+
+static void conn_closed(conn *c)
+{
+    socket_srv *s = c->srv;
+
+    while (c->nconvs)
+        unfollow(c, c->convs[c->nconvs - 1]);
+    socket_index_remove(s->by_user, c->user_key, c);
+    atomic_fetch_sub(&s->m_conns, 1);
+    count_close(s, c->close_code ? c->close_code : 1000);
+    c->gone = 1;
+    c->wsi = NULL;
+    if (c->jobs == 0)
+        conn_free(c);
+}
+
+/* Answers the upgrade request with an RFC 9457 problem and no upgrade. The response is written
+ * whole: lws would label headers it builds before the upgrade decision HTTP/1.0. */
+static int refuse(struct lws *wsi, unsigned int status, const char *detail)
+{
+    unsigned char buf[LWS_PRE + 1024], *out = buf + LWS_PRE;
+    char body[512];
+    const char *slug = status == 401   ? "unauthorized"
+                       : status == 429 ? "rate-limited"
+                       : status == 404 ? "not-found"
+                       : status == 426 ? "upgrade-required"
+                                       : "unavailable";
+    const char *title = status == 401   ? "Unauthorized"
+                        : status == 429 ? "Too Many Requests"
+                        : status == 404 ? "Not Found"
+                        : status == 426 ? "Upgrade Required"
+                                        : "Service Unavailable";
+    int nb = snprintf(body, sizeof(body),
+                      "{\"type\":\"urn:chat:problem:%s\",\"title\":\"%s\",\"status\":%u,"
+                      "\"detail\":\"%s\"}",
+                      slug, title, status, detail);
+    int n;
+
+    if (nb < 0 || nb >= (int)sizeof(body))
+        return -1;
+    n = snprintf((char *)out, sizeof(buf) - LWS_PRE,
+                 "HTTP/1.1 %u %s\r\nContent-Type: application/problem+json\r\n"
+                 "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                 status, title, nb, body);
+    if (n < 0 || n >= (int)(sizeof(buf) - LWS_PRE))
+        return -1;
+    if (lws_write(wsi, out, (size_t)n, LWS_WRITE_HTTP_FINAL) != n)
+        return -1;
+    return -1; /* written whole: hang up */
+}
+
+/* Escapes nothing but quotes and backslashes would need it: reasons are ours or the JWT
+ * module's, which contain neither. */
+static int confirm_upgrade(socket_srv *s, struct lws *wsi)
+{
+    char token[TOKEN_MAX + 1], detail[256], uri[64], key[2 * CM_JWT_ID_MAX + 2];
+    cm_jwt_claims claims;
+    const socket_set *set;
+    cm_err rc;
+
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/v1/ws") != 0)
+        return refuse(wsi, 404, "the WebSocket endpoint is /v1/ws");
+    if (atomic_load(&s->stopping))
+        return refuse(wsi, 503, "shutting down");
+    if ((rc = authenticate(s, wsi, token, &claims, detail, sizeof(detail))) != CM_OK) {
+        for (char *q = detail; *q; q++)
+            if (*q == '"' || *q == '\\')
+                *q = '\'';
+        return refuse(wsi, rc == CM_EUNAUTH ? 401 : 503, detail);
+    }
+    snprintf(key, sizeof(key), "%s/%s", claims.tid, claims.sub);
+    if ((set = socket_index_get(s->by_user, key)) && set->n >= (size_t)s->cfg.lim.per_user)
+        return refuse(wsi, 429, "too many connections for this user");
+    return 0;
+}
+
+static int on_writeable(conn *c)
+{
+    while (c->q_head) {
+        outframe *f = c->q_head;
+        if (lws_write(c->wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT) < (int)f->len)
+            return -1;
+        atomic_fetch_add(&c->srv->m_frames_out, 1);
+        c->q_head = f->next;
+        if (c->q_head == NULL)
+            c->q_tail = NULL;
+        c->q_frames--;
+        c->q_bytes -= f->len;
+        free(f);
+        if (c->q_head && lws_send_pipe_choked(c->wsi)) {
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+    }
+    if (c->close_code) {
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+        return -1;
+    }
+    return 0;
+}
+
+static int on_receive(conn *c, const char *in, size_t len)
+{
+    struct lws *wsi = c->wsi;
+    size_t max = (size_t)c->srv->cfg.lim.frame_max;
+    char *grown;
+
+    if (lws_frame_is_binary(wsi)) {
+        static const char r[] = "binary frames are not supported: send JSON text";
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, (unsigned char *)r,
+                         sizeof(r) - 1);
+        c->close_code = SOCKET_CLOSE_UNSUPPORTED;
+        return -1;
+    }
+    if (c->rx_len + len + lws_remaining_packet_payload(wsi) > max) {
+        static const char r[] = "message over the size cap";
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)r,
+                         sizeof(r) - 1);
+        c->close_code = SOCKET_CLOSE_TOO_BIG;
+        return -1;
+    }
+    if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && c->rx_len == 0) {
+        on_frame(c, in, len);
+        return 0;
+    }
+    if ((grown = realloc(c->rx, c->rx_len + len + 1)) == NULL)
+        return -1;
+    c->rx = grown;
+    memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (lws_is_final_fragment(wsi)) {
+        on_frame(c, c->rx, c->rx_len);
+        c->rx_len = 0;
+    }
+    return 0;
+}
+
+/* Closes connections whose token expired, retries failed catch-ups, ends the drain. */
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    socket_srv *s = lws_container_of(sul, socket_srv, tick);
+    time_t now = time(NULL);
+    int64_t ms = socket_now_ms();
+
+    for (size_t i = 0; i < s->nconns; i++) {
+        conn *c = s->conns[i];
+        if (c->gone)
+            continue;
+        if (c->claims.exp && now >= c->claims.exp)
+            conn_close(c, SOCKET_CLOSE_TOKEN_EXPIRED, "access token expired");
+        else if (c->retry_at && ms >= c->retry_at) {
+            c->retry_at = 0;
+            start_sync(c);
+        }
+    }
+    lws_sul_schedule(s->lws, 0, &s->tick, on_tick, 250 * LWS_US_PER_MS);
+}
+
+static void drain_inbox(socket_srv *s)
+{
+    socket_event *ev;
+
+    pthread_mutex_lock(&s->mu);
+    ev = s->in_head;
+    s->in_head = s->in_tail = NULL;
+    s->in_len = 0;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    while (ev) {
+        socket_event *next = ev->next;
+        route(s, ev);
+        socket_event_release(ev);
+        ev = next;
+    }
+}
+
+static void on_cancelled(socket_srv *s)
+{
+    drain_inbox(s);
+    jobs_done(s);
+    if (atomic_load(&s->stopping)) {
+        int64_t now = socket_now_ms();
+        if (s->drain_until == 0) {
+            s->drain_until = now + s->drain_ms;
+            for (size_t i = 0; i < s->nconns; i++)
+                conn_close(s->conns[i], SOCKET_CLOSE_GOING_AWAY,
+                           "going away: reconnect with since=<cursor>");
+        }
+        if (atomic_load(&s->m_conns) == 0 || now >= s->drain_until) {
+            s->done = 1;
+        } else
+            lws_cancel_service(s->lws); /* come back until drained */
+    }
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    socket_srv *s = ctx ? lws_context_user(ctx) : NULL;
+    pss *p = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_PROTOCOL_INIT:
+        if (s) {
+            lws_sul_schedule(ctx, 0, &s->tick, on_tick, 250 * LWS_US_PER_MS);
+            atomic_store(&s->serving, 1);
+        }
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (s)
+            on_cancelled(s);
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(s, wsi);
+    case LWS_CALLBACK_HTTP:
+        return refuse(wsi, 426, "the WebSocket endpoint is /v1/ws (Upgrade: websocket)");
+    case LWS_CALLBACK_ESTABLISHED:
+        if ((p->c = conn_open(s, wsi)) == NULL)
+            return -1;
+        submit(p->c, socket_job_new(SOCKET_JOB_LOAD, W_LOAD, p->c->id, "GET", "", NULL,
+                                    p->c->token));
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        return p->c ? on_receive(p->c, in, len) : -1;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return p->c ? on_writeable(p->c) : 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (p->c && !p->c->close_code)
+            p->c->close_code = 1000;
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        if (p->c)
+            conn_closed(p->c);
+        p->c = NULL;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* --- the server ------------------------------------------------------------------------------------ */
+
+/* Wakes the loop (any thread): LWS_CALLBACK_EVENT_WAIT_CANCELLED then drains the queues. */
+static void wake(void *ud)
+{
+    socket_srv *s = ud;
+
+    if (s->lws)
+        lws_cancel_service(s->lws);
+}
+
+cm_err socket_srv_create(const socket_srv_config *cfg, socket_srv **out)
+{
+    static const lws_retry_bo_t retry_zero = {0};
+    struct lws_context_creation_info info;
+    socket_srv *s = calloc(1, sizeof(*s));
+    lws_retry_bo_t *retry;
+
+    if (s == NULL)
+        return CM_ENOMEM;
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->by_conv = socket_index_create();
+    s->by_user = socket_index_create();
+    if (s->by_conv == NULL || s->by_user == NULL ||
+        socket_upstream_create(cfg->messaging_url, cfg->upstream_threads,
+                               cfg->upstream_timeout_ms, cfg->breaker_threshold,
+                               cfg->breaker_open_ms, wake, s,
+                               &s->up) != CM_OK)
+        goto fail;
+    /* The idle policy: ping after ping_s without traffic, hang up after idle_s. */
+    static lws_retry_bo_t retry_store;
+    retry_store = retry_zero;
+    retry = &retry_store;
+    retry->secs_since_valid_ping = (uint16_t)cfg->lim.ping_s;
+    retry->secs_since_valid_hangup = (uint16_t)cfg->lim.idle_s;
+    static struct lws_protocols protocols[2];
+    protocols[0] = (struct lws_protocols){"chat", callback, sizeof(pss), 4096, 0, NULL, 0};
+    memset(&info, 0, sizeof(info));
+    info.port = cfg->port;
+    info.iface = cfg->host;
+    info.protocols = protocols;
+    info.user = s;
+    info.retry_and_idle_policy = retry;
+    info.max_http_header_data = (unsigned short)(SINCE_MAX + TOKEN_MAX > 65535 ? 65535 : SINCE_MAX + TOKEN_MAX);
+    /* lws's own poll loop: with Debian's libuv event-lib plugin, lws_service never returns
+     * and the plugin does not export lws_uv_getloop to stop it, so SIGTERM could not drain. */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.fd_limit_per_thread = 0;
+    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+    if ((s->lws = lws_create_context(&info)) == NULL) {
+        cm_error("cannot listen on %s:%d for WebSockets", cfg->host, cfg->port);
+        goto fail;
+    }
+    *out = s;
+    return CM_OK;
+fail:
+    socket_srv_destroy(s);
+    return CM_EIO;
+}
+
+void socket_srv_run(socket_srv *s)
+{
+    while (!s->done)
+        if (lws_service(s->lws, 0) < 0)
+            break;
+}
+
+void socket_srv_stop(socket_srv *s, long drain_ms)
+{
+    s->drain_ms = drain_ms;
+    atomic_store(&s->stopping, 1);
+    lws_cancel_service(s->lws);
+}
+
+int socket_srv_serving(socket_srv *s)
+{
+    return atomic_load(&s->serving);
+}
+
+void socket_srv_post(socket_srv *s, socket_event *ev)
+{
+    ev->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    while (s->in_len >= INBOX_MAX && !atomic_load(&s->stopping))
+        pthread_cond_wait(&s->cv, &s->mu);
+    if (s->in_tail)
+        s->in_tail->next = ev;
+    else
+        s->in_head = ev;
+    s->in_tail = ev;
+    s->in_len++;
+    pthread_mutex_unlock(&s->mu);
+    lws_cancel_service(s->lws);
+}
+
+void socket_srv_destroy(socket_srv *s)
+{
+    if (s == NULL)
+        return;
+    /* Workers first (they wake the loop), then lws (LWS_CALLBACK_CLOSED for what is left). */
+    socket_upstream_destroy(s->up);
+    s->up = NULL;
+    if (s->lws)
+        lws_context_destroy(s->lws);
+    s->lws = NULL;
+    while (s->nconns)
+        conn_free(s->conns[s->nconns - 1]);
+    free(s->conns);
+    for (socket_event *ev = s->in_head, *next; ev; ev = next) {
+        next = ev->next;
+        socket_event_release(ev);
+    }
+    socket_index_destroy(s->by_conv);
+    socket_index_destroy(s->by_user);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
+{
+    socket_srv *s = ud;
+    char line[256];
+    long calls = 0, failures = 0;
+    int open = 0;
+
+    if (s->up)
+        socket_upstream_stats(s->up, &calls, &failures, &open);
+    snprintf(line, sizeof(line),
+             "# TYPE socket_connections gauge\nsocket_connections %ld\n"
+             "# TYPE socket_connections_opened_total counter\n"
+             "socket_connections_opened_total %ld\n",
+             atomic_load(&s->m_conns), atomic_load(&s->m_opened));
+    emit(ctx, line);
+    snprintf(line, sizeof(line),
+             "# TYPE socket_frames_received_total counter\nsocket_frames_received_total %ld\n"
+             "# TYPE socket_frames_sent_total counter\nsocket_frames_sent_total %ld\n",
+             atomic_load(&s->m_frames_in), atomic_load(&s->m_frames_out));
+    emit(ctx, line);
+    snprintf(line, sizeof(line),
+             "# TYPE socket_events_delivered_total counter\nsocket_events_delivered_total %ld\n"
+             "# TYPE socket_slow_consumers_total counter\nsocket_slow_consumers_total %ld\n",
+             atomic_load(&s->m_events), atomic_load(&s->m_dropped_slow));
+    emit(ctx, line);
+    snprintf(line, sizeof(line),
+             "# TYPE socket_upstream_calls_total counter\nsocket_upstream_calls_total %ld\n"
+             "socket_upstream_failures_total %ld\nsocket_upstream_breaker_open %d\n",
+             calls, failures, open);
+    emit(ctx, line);
+    emit(ctx, "# TYPE socket_closes_total counter\n");
+    for (int i = 0; i < 10; i++) {
+        snprintf(line, sizeof(line), "socket_closes_total{code=\"%d\"} %ld\n", close_codes[i],
+                 atomic_load(&s->m_closed[i]));
+        emit(ctx, line);
+    }
+}

@@ -1,0 +1,85 @@
+"""Helpers for the socket tests: socket instances on their own ports, and a WebSocket client
+(the real `websockets` library) that collects frames."""
+
+import asyncio
+import json
+
+import websockets
+
+from conftest import PORTS, Service
+
+# Instance 1 listens for WebSockets on base+3, instance 2 on base+5; their HTTP sides (health,
+# metrics) on base+6 and base+7.
+WS_PORTS = (PORTS["socket"], PORTS["socket"] + 2)
+HTTP_PORTS = (PORTS["socket"] + 3, PORTS["socket"] + 4)
+
+
+def socket_instance(i, **env):
+    s = Service("socket", {"WS_PORT": str(WS_PORTS[i]), "HTTP_PORT": str(HTTP_PORTS[i]),
+                           "PING_S": "5", "IDLE_TIMEOUT_S": "15", **env})
+    s.port = HTTP_PORTS[i]
+    s.log_path = s.log_path.with_name(f"socket-{i + 1}.log")
+    return s
+
+
+def ws_url(i, token=None, since=None):
+    q = []
+    if token:
+        q.append(f"access_token={token}")
+    if since:
+        q.append(f"since={since}")
+    return f"ws://127.0.0.1:{WS_PORTS[i]}/v1/ws" + ("?" + "&".join(q) if q else "")
+
+
+class Client:
+    """One WebSocket connection; frames are read by a background task into `frames`."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.frames = []
+        self.closed = None
+        self.task = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def connect(cls, i, token, since=None, **kw):
+        return cls(await websockets.connect(ws_url(i, token, since), max_size=2**22, **kw))
+
+    async def _read(self):
+        try:
+            async for m in self.ws:
+                self.frames.append(json.loads(m))
+        except websockets.ConnectionClosed:
+            pass
+        self.closed = self.ws.close_code
+
+    async def send(self, **frame):
+        await self.ws.send(json.dumps(frame))
+
+    async def wait(self, pred, timeout=15.0):
+        """Waits until a frame matching `pred` arrived; returns it."""
+        deadline = asyncio.get_event_loop().time() + timeout
+        while True:
+            for f in self.frames:
+                if pred(f):
+                    return f
+            if asyncio.get_event_loop().time() > deadline:
+                raise AssertionError(f"no matching frame in {timeout}s; got {self.frames[-5:]}")
+            await asyncio.sleep(0.02)
+
+    async def ack(self, id_, status, timeout=15.0):
+        return await self.wait(lambda f: f.get("type") == "ack" and f.get("id") == id_
+                               and f.get("status") == status, timeout)
+
+    def events(self, type_="message.created", cid=None):
+        return [f for f in self.frames if f.get("type") == type_
+                and (cid is None or f.get("conversation_id") == cid)]
+
+    def cursor(self):
+        for f in reversed(self.frames):
+            if "cursor" in f:
+                return f["cursor"]
+        return None
+
+    async def close(self):
+        await self.ws.close()
+        await self.task
