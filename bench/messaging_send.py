@@ -5,11 +5,13 @@ both, every accepted message checked on the `messages` topic with a real Kafka c
 (publish latency p50/p99: from the request's start to the record's broker timestamp).
 
 It starts its own user, messaging and gateway processes (release build by default) on
-BENCH_PORT_BASE (48180) against the local Kafka, FerretDB and Redis, with a fresh database and
+BENCH_PORT_BASE (23180) against the local Kafka, FerretDB and Redis, with a fresh database and
 the send rate limit off, then stops them and drops the database.
 
     BUILD_DIR=build/rel .local/venv/bin/python bench/messaging_send.py
-Knobs: BENCH_CONVERSATIONS (32), BENCH_CLIENTS (16), BENCH_MESSAGES (1000 per side).
+Knobs: BENCH_CONVERSATIONS (32), BENCH_CLIENTS (16), BENCH_MESSAGES (1000 per side),
+BENCH_ROUNDS (5: the sides alternate in rounds, so both meet the same database size and the
+same machine load).
 """
 
 import http.client
@@ -30,11 +32,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILD = ROOT / os.environ.get("BUILD_DIR", "build/rel")
-BASE = int(os.environ.get("BENCH_PORT_BASE", "48180"))
+# Below the kernel's ephemeral range (32768-60999 here), so no client socket holds the port.
+BASE = int(os.environ.get("BENCH_PORT_BASE", "23180"))
 PORTS = {"gateway": BASE, "user": BASE + 1, "messaging": BASE + 2}
 CONVERSATIONS = int(os.environ.get("BENCH_CONVERSATIONS", "32"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "1000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 ADMIN = "bench-admin-" + secrets.token_hex(6)
 DB = {"user": "bench_user_" + secrets.token_hex(3), "messaging": "bench_messaging_" + secrets.token_hex(3)}
 LOGS = ROOT / "build" / "bench-logs"
@@ -43,7 +47,12 @@ LOGS = ROOT / "build" / "bench-logs"
 def port_free(port):
     import socket
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def start(name):
@@ -193,20 +202,26 @@ def main():
             assert status == 201, conv
             convs.append((conv["id"], a, b))
 
-        def jobs(tag):
+        def jobs(tag, n):
             return [(toks[convs[k % len(convs)][1 + (k // len(convs)) % 2]], convs[k % len(convs)][0],
-                     f"{tag} message {k}") for k in range(MESSAGES)]
+                     f"{tag} message {k}") for k in range(n)]
 
-        print(f"bench: send path, {MESSAGES} messages per side, {CLIENTS} clients, {CONVERSATIONS} conversations, "
-              f"binaries {BUILD}")
-        run(PORTS["gateway"], jobs("warm-up")[: min(200, MESSAGES)], "warm-up")
+        print(f"bench: send path, {MESSAGES} messages per side in {ROUNDS} alternating rounds, {CLIENTS} clients, "
+              f"{CONVERSATIONS} conversations, binaries {BUILD}")
+        run(PORTS["gateway"], jobs("warm-up", min(200, MESSAGES)), "warm-up")
         since = int(time.time() * 1000) - 1000
-        results = []
-        # Alternate the sides so neither always meets the larger database.
-        for port, label in [(PORTS["gateway"], "through the gateway"), (PORTS["messaging"], "straight to messaging (peer)")]:
-            r = run(port, jobs(label), label)
-            results.append((r, published(set(r["accepted"]), since)))
-        (g, gp), (d, dp) = results
+        sides = [(PORTS["gateway"], "through the gateway"), (PORTS["messaging"], "straight to messaging (peer)")]
+        totals = {label: {"label": label, "wall": 0.0, "latencies": [], "accepted": {}, "errors": []} for _, label in sides}
+        for rnd in range(ROUNDS):
+            for port, label in (sides if rnd % 2 == 0 else sides[::-1]):
+                r = run(port, jobs(f"{label} {rnd}", MESSAGES // ROUNDS), label)
+                t = totals[label]
+                t["wall"] += r["wall"]
+                t["latencies"] += r["latencies"]
+                t["accepted"].update(r["accepted"])
+                t["errors"] += r["errors"]
+        g, d = totals[sides[0][1]], totals[sides[1][1]]
+        gp, dp = published(set(g["accepted"]), since), published(set(d["accepted"]), since)
         rg = report(g, gp)
         rd = report(d, dp)
         print(f"bench: gateway / direct: throughput {rg[0] / rd[0]:.2f}x, p50 {rg[1] / rd[1]:.2f}x, p99 {rg[2] / rd[2]:.2f}x")

@@ -13,6 +13,7 @@
 #include "messaging.h"
 
 #define MARK_BATCH 512       /* ids per update */
+#define MARK_EVERY_MS 500    /* marks are batched: each update scans the log on FerretDB */
 #define SWEEP_EVERY_MS 2000  /* how often stale unpublished messages are looked for */
 #define SWEEP_BATCH 500      /* republished per pass */
 
@@ -151,13 +152,14 @@ static void *outbox_main(void *arg)
         struct delivered *batch;
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000;
-        if (until.tv_nsec >= 1000000000) {
+        until.tv_nsec += MARK_EVERY_MS * 1000000L;
+        while (until.tv_nsec >= 1000000000) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000;
         }
-        if (ob->head == NULL && !ob->stop)
-            pthread_cond_timedwait(&ob->wake, &ob->lock, &until);
+        /* Wait the whole interval (unless stopping), so a busy period marks in few updates. */
+        while (!ob->stop && pthread_cond_timedwait(&ob->wake, &ob->lock, &until) == 0)
+            ;
         batch = ob->head;
         ob->head = NULL;
         int stop = ob->stop;

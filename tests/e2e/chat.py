@@ -279,6 +279,7 @@ def media_ids(api, token, n):
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     for m in ids:
-        # A fresh media worker first reads the shared topics from their start: be patient.
-        assert wait_status(api, token, m, timeout=180)["status"] == "processed"
+        # A fresh media worker first replays the shared `users` and `media` topics from their
+        # start (thousands of records from every run on this machine): be patient.
+        assert wait_status(api, token, m, timeout=600)["status"] == "processed"
     return ids

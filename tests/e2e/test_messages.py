@@ -236,3 +236,25 @@ def test_message_events_on_kafka(api, tenant):
     assert evs[2]["data"]["reactions"] == [{"emoji": "👍", "count": 1}] and evs[3]["data"]["reactions"] == []
     assert evs[6]["audience"] == "kb" and evs[6]["data"]["message_id"] == m["id"]
     assert evs[7]["data"]["deleted"] is True and evs[7]["data"]["text"] == "" and evs[7]["id"] != m["id"]
+
+
+def test_message_endpoints_are_404_for_non_members_and_other_tenants(api, tenant):
+    t = users(api, tenant, "na", "nb", "nout")
+    cid = create(api, t["na"], "group", ["nb"])["id"]
+    m = ok(send(api, t["na"], cid, "private"))
+    ok(api.call("POST", msgs_path(cid, f"/{m['id']}/reactions"), t["nb"], {"emoji": "👍"}))
+    foreign = token_for(api, new_tenant(api), "na")  # the same user id in another tenant
+    base = msgs_path(cid, f"/{m['id']}")
+    calls = [("GET", base, None), ("PATCH", base, {"text": "x"}), ("DELETE", base, None),
+             ("DELETE", base + "?scope=for_me", None), ("GET", base + "/history", None),
+             ("GET", base + "/thread", None), ("GET", base + "/receipts", None),
+             ("POST", base + "/reactions", {"emoji": "👎"}), ("DELETE", base + "/reactions/👍", None),
+             ("POST", base + "/pin", None), ("DELETE", base + "/pin", None), ("POST", base + "/flags", {"reason": "x"}),
+             ("GET", f"/v1/conversations/{cid}/pins", None), ("GET", f"/v1/conversations/{cid}/stats", None),
+             ("POST", f"/v1/conversations/{cid}/read", {"seq": 1}), ("POST", f"/v1/conversations/{cid}/delivered", {"seq": 1}),
+             ("POST", f"/v1/conversations/{cid}/forward", {"message_ids": [m["id"]], "to": [cid]})]
+    for tok in (t["nout"], foreign):
+        for method, path, body in calls:
+            problem(api.call(method, path, tok, body), 404)
+    got = ok(api.call("GET", base, t["nb"]), 200)
+    assert (got["text"], got["reactions"], got.get("pinned")) == ("private", [{"emoji": "👍", "count": 1, "me": True}], None)

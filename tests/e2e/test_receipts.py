@@ -42,14 +42,14 @@ def test_read_moves_forward_only_and_unread_follows(api, tenant):
 def test_concurrent_receipts_never_move_back(api, tenant):
     t = users(api, tenant, "ca", "cb")
     cid = create(api, t["ca"], "direct", ["cb"])["id"]
-    for k in range(30):
+    for k in range(15):
         ok(send(api, t["ca"], cid, f"m{k}"))
-    seqs = list(range(1, 31)) * 2
+    seqs = list(range(1, 16)) * 2  # 30 at once: within the gateway's per-user burst (40)
     with ThreadPoolExecutor(12) as pool:
         rs = list(pool.map(lambda s: api.call("POST", f"/v1/conversations/{cid}/read", t["cb"], {"seq": s}), seqs))
     assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200][:2]
     c = conv_of(api, t["cb"], cid)
-    assert (c["read_seq"], c["unread_count"]) == (30, 0)
+    assert (c["read_seq"], c["unread_count"]) == (15, 0)
 
 
 def test_total_unread_across_conversations(api, tenant):
