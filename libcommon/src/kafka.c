@@ -221,7 +221,10 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
     if (set(conf, "bootstrap.servers", brokers) || set(conf, "group.id", group) ||
         set(conf, "enable.auto.offset.store", "false") || set(conf, "enable.auto.commit", "true") ||
         set(conf, "auto.offset.reset", from_beginning ? "earliest" : "latest") ||
-        set(conf, "enable.partition.eof", "false")) {
+        set(conf, "enable.partition.eof", "false") ||
+        /* A consumer that dies keeps its partitions until its session times out (45 s by
+         * default): 10 s hands them to the survivors sooner, within the broker's 6..300 s. */
+        set(conf, "session.timeout.ms", "10000") || set(conf, "heartbeat.interval.ms", "3000")) {
         rd_kafka_conf_destroy(conf);
         free(c);
         return CM_EINVAL;

@@ -26,7 +26,7 @@ KEYS = ROOT / ".local" / "keys"
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
 # (+5..+9 are the extra instances of test_gateway_edge, test_socket and test_media_s3.)
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
-         "media": _BASE + 4, "search": _BASE + 10}
+         "media": _BASE + 4, "search": _BASE + 12}  # +10: test_gateway_ws's gateway
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
