@@ -21,11 +21,17 @@
 #include "common/log.h"
 #include "media.h"
 
+#define POISON_ATTEMPTS 5 /* a record failing this often in a row is skipped, with an error */
+
 struct media_worker {
     media_ctx *ctx;
     cm_kafka_consumer *consumer;
     pthread_t thread;
     atomic_int stop;
+    /* The record that failed last and how often in a row (worker thread only). */
+    int32_t fail_partition;
+    int64_t fail_offset;
+    int fail_count;
 };
 
 /* Reads the whole object (parts in order) into a heap buffer; caller frees. */
@@ -302,6 +308,26 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
             rc = media_process(w->ctx, tenant, subject);
         else if (strcmp(type, "user.deleted") == 0)
             rc = media_user_deleted(w->ctx, tenant, subject);
+    }
+    if (rc != CM_OK) {
+        /* A failure is retried (the consumer rewinds), but never forever: one record that
+         * keeps failing would stall every later record of its partition, silently. */
+        if (rec->partition == w->fail_partition && rec->offset == w->fail_offset) {
+            w->fail_count++;
+        } else {
+            w->fail_partition = rec->partition;
+            w->fail_offset = rec->offset;
+            w->fail_count = 1;
+        }
+        if (w->fail_count >= POISON_ATTEMPTS) {
+            cm_error("media worker: %s %s of tenant %s failed %d times (%s); skipped",
+                     type ? type : "?", subject ? subject : "?", tenant ? tenant : "?",
+                     w->fail_count, cm_strerror(rc));
+            rc = CM_OK;
+        } else {
+            cm_warn("media worker: %s %s failed (%s); retrying", type ? type : "?",
+                    subject ? subject : "?", cm_strerror(rc));
+        }
     }
     cJSON_Delete(ev);
     return rc;
