@@ -322,6 +322,34 @@ cm_err cm_mongo_find_and_modify(cm_mongo *m, const char *coll, const bson_t *fil
     return rc;
 }
 
+cm_err cm_mongo_distinct(cm_mongo *m, const char *coll, const char *field, const bson_t *filter,
+                         int (*fn)(const char *value, void *ud), void *ud)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c = take(m, coll, &client);
+    bson_t cmd = BSON_INITIALIZER, reply, empty = BSON_INITIALIZER;
+    bson_iter_t it, arr;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    BSON_APPEND_UTF8(&cmd, "distinct", coll);
+    BSON_APPEND_UTF8(&cmd, "key", field);
+    BSON_APPEND_DOCUMENT(&cmd, "query", filter ? filter : &empty);
+    if (!mongoc_collection_read_command_with_opts(c, &cmd, NULL, NULL, &reply, &e)) {
+        rc = translate("distinct", coll, &e);
+    } else if (bson_iter_init_find(&it, &reply, "values") && BSON_ITER_HOLDS_ARRAY(&it) &&
+               bson_iter_recurse(&it, &arr)) {
+        while (bson_iter_next(&arr))
+            if (BSON_ITER_HOLDS_UTF8(&arr) && fn(bson_iter_utf8(&arr, NULL), ud) != 0)
+                break;
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    bson_destroy(&empty);
+    give_back(m, client, c);
+    return rc;
+}
+
 cm_err cm_mongo_count(cm_mongo *m, const char *coll, const bson_t *filter, int64_t *count)
 {
     mongoc_client_t *client;

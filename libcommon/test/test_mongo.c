@@ -321,6 +321,39 @@ static int stop_after_two(const bson_t *doc, void *ud)
     return ++*n == 2;
 }
 
+static int add_value(const char *v, void *ud)
+{
+    char *seen = ud;
+    strcat(seen, v);
+    strcat(seen, ",");
+    return 0;
+}
+
+static void test_distinct(void **state)
+{
+    static const char *const ten[] = {"tb", "ta", "tb", "tc", "ta"};
+    char seen[64] = "";
+    bson_t f = BSON_INITIALIZER;
+    (void)state;
+
+    for (int i = 0; i < 5; i++) {
+        bson_t d = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&d, "kind", "distinct");
+        BSON_APPEND_UTF8(&d, "tenant", ten[i]);
+        BSON_APPEND_INT32(&d, "n", i);
+        assert_int_equal(cm_mongo_insert(m, COLL, &d), CM_OK);
+        bson_destroy(&d);
+    }
+    BSON_APPEND_UTF8(&f, "kind", "distinct");
+    assert_int_equal(cm_mongo_distinct(m, COLL, "tenant", &f, add_value, seen), CM_OK);
+    /* Each once, whatever the order the server gives. */
+    assert_int_equal(strlen(seen), 9);
+    assert_non_null(strstr(seen, "ta,"));
+    assert_non_null(strstr(seen, "tb,"));
+    assert_non_null(strstr(seen, "tc,"));
+    bson_destroy(&f);
+}
+
 static void test_find_count_delete(void **state)
 {
     int64_t count = -1, deleted = -1;
@@ -507,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_find_and_modify_sort),
         cmocka_unit_test(test_unique_index_conflict),
         cmocka_unit_test(test_find_count_delete),
+        cmocka_unit_test(test_distinct),
         cmocka_unit_test(test_delete_everything_of_the_run),
         cmocka_unit_test(test_find_page),
         cmocka_unit_test(test_concurrent_updates_of_one_document_all_survive),

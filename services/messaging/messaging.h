@@ -19,7 +19,9 @@ typedef struct messaging_jobs messaging_jobs;
 /* The limits and policies of a tenant (issue 3): the process-wide defaults (environment,
  * main.c), over which messaging_limits_for() lays the tenant's own settings from the user
  * service (send_rate_per_min, message_max_chars, group_member_max, edit_window_s;
- * TenantSettings in proto/openapi.yaml). */
+ * TenantSettings in proto/openapi.yaml). The process values apply when the user service cannot
+ * tell; retention is the shorter of the tenant's retention_days and the platform's
+ * RETENTION_DAYS (0: no limit on either side). */
 typedef struct messaging_limits {
     long send_rate_per_min;  /* sends per user per minute (0: none); default 60 */
     long group_member_max;   /* members of a group; default 1000 */
@@ -355,7 +357,7 @@ void messaging_reply_open_error(cm_http_req *req, cm_err rc);
 
 /* --- housekeeping (messaging_jobs.c) and analytics (messaging_stats.c) ----------------- */
 
-/* One housekeeping pass: auto-archive (AUTO_ARCHIVE_DAYS) and retention (RETENTION_DAYS), each
+/* One housekeeping pass: auto-archive (AUTO_ARCHIVE_DAYS) and retention (per tenant), each
  * under a Redis lease so one instance runs it at a time; `*archived` and `*deleted` count what
  * this pass did. Idempotent. */
 cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *deleted);

@@ -1,5 +1,6 @@
 /* messaging_jobs.c - housekeeping: conversations inactive for AUTO_ARCHIVE_DAYS are archived for
- * everyone, and messages (with their log entries) older than RETENTION_DAYS are deleted. A pass
+ * everyone, and messages (with their log entries) older than the tenant's retention are deleted
+ * (its retention_days setting, capped by the platform's RETENTION_DAYS; messaging_limits_for). A pass
  * runs every JOBS_EVERY_S on a background thread and on POST /internal/v1/messaging/jobs/run.
  * Both jobs are idempotent and safe on several instances at once: a Redis lease lets one
  * instance run a job at a time, and each conversation is changed inside its own write section,
@@ -208,8 +209,8 @@ static cm_err retain_one(messaging_ctx *ctx, const char *tenant, const char *cid
     return rc;
 }
 
-/* Deletes messages older than `before` in every conversation that has some. */
-static cm_err retention(messaging_ctx *ctx, int64_t before, int64_t *deleted)
+/* Deletes the messages of `tenant` older than `before`, in every conversation that has some. */
+static cm_err retention(messaging_ctx *ctx, const char *tenant, int64_t before, int64_t *deleted)
 {
     bson_t f = BSON_INITIALIZER, lt, opts = BSON_INITIALIZER, proj;
     struct ids ids;
@@ -221,6 +222,7 @@ static cm_err retention(messaging_ctx *ctx, int64_t before, int64_t *deleted)
     }
     /* The conversations that still have log entries older than the cutoff (each pass removes
      * theirs, so the next one finds the others). */
+    BSON_APPEND_UTF8(&f, "tenant", tenant);
     BSON_APPEND_DOCUMENT_BEGIN(&f, "created_at", &lt);
     BSON_APPEND_DATE_TIME(&lt, "$lt", before);
     bson_append_document_end(&f, &lt);
@@ -256,6 +258,42 @@ static void release(messaging_ctx *ctx, const char *name, const char *token)
     cm_redis_unlock(ctx->redis, key, token);
 }
 
+struct tenants {
+    char (*id)[CM_JWT_ID_MAX + 1];
+    int n, cap;
+};
+
+static int collect_tenant(const char *tenant, void *ud)
+{
+    struct tenants *t = ud;
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 64;
+        void *p = realloc(t->id, (size_t)cap * sizeof(*t->id));
+        if (p == NULL)
+            return 1;
+        t->id = p;
+        t->cap = cap;
+    }
+    snprintf(t->id[t->n++], CM_JWT_ID_MAX + 1, "%s", tenant);
+    return 0;
+}
+
+/* Retention, tenant by tenant: each with its own number of days (messaging_limits_for). */
+static cm_err retention_all(messaging_ctx *ctx, int64_t now, int64_t *deleted)
+{
+    struct tenants t = {0};
+    cm_err rc = cm_mongo_distinct(ctx->db, MSG_COLL_CONVERSATIONS, "tenant", NULL, collect_tenant, &t);
+
+    for (int i = 0; rc == CM_OK && i < t.n; i++) {
+        messaging_limits l;
+        messaging_limits_for(ctx, t.id[i], &l);
+        if (l.retention_days > 0)
+            rc = retention(ctx, t.id[i], now - l.retention_days * DAY_MS, deleted);
+    }
+    free(t.id);
+    return rc;
+}
+
 cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *deleted)
 {
     char token[33];
@@ -267,8 +305,8 @@ cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *delete
         rc = auto_archive(ctx, now - ctx->limits.auto_archive_days * DAY_MS, archived);
         release(ctx, "auto-archive", token);
     }
-    if (rc == CM_OK && ctx->limits.retention_days > 0 && leased(ctx, "retention", token)) {
-        rc = retention(ctx, now - ctx->limits.retention_days * DAY_MS, deleted);
+    if (rc == CM_OK && leased(ctx, "retention", token)) {
+        rc = retention_all(ctx, now, deleted);
         release(ctx, "retention", token);
     }
     if (*archived || *deleted)

@@ -509,6 +509,7 @@ void messaging_page_cleanup(messaging_page *page)
 void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limits *out)
 {
     cJSON *s = NULL;
+    long days;
     cm_err rc;
 
     *out = ctx->limits;
@@ -525,5 +526,9 @@ void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limi
     out->text_max = cm_tenant_setting_long(s, "message_max_chars", out->text_max);
     out->group_member_max = cm_tenant_setting_long(s, "group_member_max", out->group_member_max);
     out->edit_window_s = cm_tenant_setting_long(s, "edit_window_s", out->edit_window_s);
+    /* Retention: the shorter of the tenant's and the platform's, 0 meaning no limit. */
+    days = cm_tenant_setting_long(s, "retention_days", 0);
+    if (days > 0 && (out->retention_days == 0 || days < out->retention_days))
+        out->retention_days = days;
     cJSON_Delete(s);
 }

@@ -65,6 +65,12 @@ cm_err cm_mongo_find_page(cm_mongo *m, const char *coll, const bson_t *filter, c
                           cJSON *(*render)(const bson_t *doc, void *ud), void *ud, cJSON **items,
                           char *next, size_t n);
 
+/* Calls `fn(value, ud)` for each distinct string value of `field` among the documents matching
+ * `filter` (NULL: all); values of other types are skipped; `fn` returns non-zero to stop. The
+ * server answers in one reply (MongoDB's 16 MiB cap): meant for small sets, such as tenants. */
+cm_err cm_mongo_distinct(cm_mongo *m, const char *coll, const char *field, const bson_t *filter,
+                         int (*fn)(const char *value, void *ud), void *ud);
+
 /* Counts documents matching `filter`. */
 cm_err cm_mongo_count(cm_mongo *m, const char *coll, const bson_t *filter, int64_t *count);
 
