@@ -5,15 +5,14 @@
  * Both jobs are idempotent and safe on several instances at once: a Redis lease lets one
  * instance run a job at a time, and each conversation is changed inside its own write section,
  * which re-checks the condition under the conversation's lock. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "messaging.h"
 
 #define DAY_MS 86400000LL
@@ -21,11 +20,7 @@
 
 struct messaging_jobs {
     messaging_ctx *ctx;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    int stop;
-    long every_s;
+    cm_ticker *ticker;
 };
 
 struct ids {
@@ -331,38 +326,26 @@ void messaging_jobs_http(cm_http_req *req, void *ud)
     cm_http_reply_json(req, 200, body);
 }
 
-static void *jobs_main(void *arg)
+static void jobs_tick(void *ud, int last)
 {
-    messaging_jobs *j = arg;
-    pthread_mutex_lock(&j->lock);
-    while (!j->stop) {
-        struct timespec until;
-        int64_t archived, deleted;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += j->every_s;
-        pthread_cond_timedwait(&j->wake, &j->lock, &until);
-        if (j->stop)
-            break;
-        pthread_mutex_unlock(&j->lock);
-        messaging_jobs_run(j->ctx, &archived, &deleted);
-        pthread_mutex_lock(&j->lock);
-    }
-    pthread_mutex_unlock(&j->lock);
-    return NULL;
+    messaging_jobs *j = ud;
+    int64_t archived, deleted;
+    (void)last;
+    messaging_jobs_run(j->ctx, &archived, &deleted);
 }
 
 cm_err messaging_jobs_start(messaging_ctx *ctx, long every_s, messaging_jobs **out)
 {
     messaging_jobs *j = calloc(1, sizeof(*j));
+    cm_err rc;
+
     if (j == NULL)
         return CM_ENOMEM;
     j->ctx = ctx;
-    j->every_s = every_s;
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->wake, NULL);
-    if (pthread_create(&j->thread, NULL, jobs_main, j) != 0) {
+    rc = cm_ticker_start((int64_t)every_s * 1000, 0, jobs_tick, j, &j->ticker);
+    if (rc != CM_OK) {
         free(j);
-        return CM_ENOMEM;
+        return rc;
     }
     *out = j;
     return CM_OK;
@@ -372,12 +355,6 @@ void messaging_jobs_stop(messaging_jobs *j)
 {
     if (j == NULL)
         return;
-    pthread_mutex_lock(&j->lock);
-    j->stop = 1;
-    pthread_cond_signal(&j->wake);
-    pthread_mutex_unlock(&j->lock);
-    pthread_join(j->thread, NULL);
-    pthread_mutex_destroy(&j->lock);
-    pthread_cond_destroy(&j->wake);
+    cm_ticker_stop(j->ticker);
     free(j);
 }
