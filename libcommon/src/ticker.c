@@ -22,7 +22,7 @@ static void *ticker_main(void *arg)
     pthread_mutex_lock(&t->lock);
     for (;;) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until); /* the condition's clock: no wall-clock jumps */
         until.tv_sec += (time_t)(t->every_ms / 1000);
         until.tv_nsec += (long)(t->every_ms % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
@@ -47,6 +47,7 @@ static void *ticker_main(void *arg)
 
 cm_err cm_ticker_start(int64_t every_ms, int final, cm_tick_fn fn, void *ud, cm_ticker **out)
 {
+    pthread_condattr_t ca;
     cm_ticker *t;
 
     if (every_ms <= 0 || fn == NULL)
@@ -59,7 +60,10 @@ cm_err cm_ticker_start(int64_t every_ms, int final, cm_tick_fn fn, void *ud, cm_
     t->fn = fn;
     t->ud = ud;
     pthread_mutex_init(&t->lock, NULL);
-    pthread_cond_init(&t->wake, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->wake, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&t->thread, NULL, ticker_main, t) != 0) {
         pthread_mutex_destroy(&t->lock);
         pthread_cond_destroy(&t->wake);
