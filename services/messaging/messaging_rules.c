@@ -500,3 +500,19 @@ void messaging_page_cleanup(messaging_page *page)
         bson_destroy(&page->last);
     page->n = 0;
 }
+
+int messaging_member_sees(const char *state, int64_t left_seq, int64_t left_at_ms,
+                          int64_t msg_seq, int64_t msg_created_ms)
+{
+    if (state == NULL)
+        return 0;
+    if (strcmp(state, "active") == 0)
+        return 1;
+    if (strcmp(state, "left") != 0)
+        return 0;
+    /* Seqs are allocated inside the conversation's write section, like the leave itself, so
+     * they order the two exactly; the time is only the fallback for older records. */
+    if (left_seq >= 0)
+        return msg_seq <= left_seq;
+    return msg_created_ms < left_at_ms;
+}
