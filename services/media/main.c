@@ -42,6 +42,8 @@ static const cm_config_var vars[] = {
     {"S3_REGION", "us-east-1", "S3 region used in the SigV4 scope"},
     {"S3_ACCESS_KEY", "", "S3 access key id"},
     {"S3_SECRET_KEY", "", "S3 secret access key"},
+    {"MESSAGING_URL", "http://127.0.0.1:8082", "the messaging service, which says which members may read an attachment (empty: uploaders and admins only)"},
+    {"MEDIA_ACCESS_TIMEOUT_MS", "2000", "time allowed to one such access check"},
     {"MEDIA_URL_KEYS", "(random per start)", "signed URL keys kid:hexsecret,...; the first signs, all verify"},
     {"MEDIA_PUBLIC_BASE_URL", "", "prefix of signed URLs (empty: a path relative to the gateway)"},
     {"MEDIA_IMAGE_MAX_BYTES", "5242880", "default largest image upload"},
@@ -182,7 +184,9 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
         cm_config_long("MEDIA_UPLOAD_TTL_S", 86400, 1, 30L * 86400, &ttl) ||
         cm_config_long("MEDIA_JOBS_EVERY_S", 3600, 1, 86400, &every) ||
-        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) || load_url_keys(&ctx) ||
+        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
+        cm_config_long("MEDIA_ACCESS_TIMEOUT_MS", 2000, 1, 60000, &ctx.messaging_timeout_ms) ||
+        load_url_keys(&ctx) ||
         cm_jwt_verifier_from_env(&ctx.verifier))
         goto out;
     /* The body cap follows the largest upload unless set explicitly (multipart needs room
@@ -193,6 +197,7 @@ int main(int argc, char **argv)
     ctx.outbox_stale_ms = stale_ms;
     ctx.upload_ttl_s = ttl;
     ctx.public_base = cm_config_str("MEDIA_PUBLIC_BASE_URL", "");
+    ctx.messaging_url = cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082");
     if (media_image_init() != CM_OK)
         goto out;
     vips = 1;

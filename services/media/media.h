@@ -89,6 +89,8 @@ typedef struct media_ctx {
     media_url_key url_keys[MEDIA_URL_KEYS_MAX]; /* [0] signs; all verify (rotation) */
     int nurl_keys;
     const char *public_base;          /* prefix of signed URLs ("" : relative) */
+    const char *messaging_url;        /* MESSAGING_URL: who sees which attachment ("": none) */
+    long messaging_timeout_ms;        /* time allowed to one access check */
     int64_t upload_ttl_s;             /* lifetime of an unfinished tus upload */
     int64_t body_max;                 /* the HTTP body cap: no upload limit may exceed it */
     int64_t outbox_stale_ms;
@@ -247,8 +249,25 @@ cJSON *media_json(const bson_t *doc);
  * other tenants' objects and deleted ones alike. */
 cm_err media_find(media_ctx *ctx, const char *tenant, const char *id, bson_t *out);
 
-/* Returns 1 when the caller may see media `doc`: its uploader or a tenant admin. */
+/* --- who reads what (media_access.c) -------------------------------------------------------- */
+
+/* Returns 1 when the caller manages media `doc` (may delete it, always reads it): its
+ * uploader or a tenant admin. */
 int media_may_read(const bson_t *doc, const cm_jwt_claims *c);
+
+/* Asks the messaging service (ctx->messaging_url) whether `user` of `tenant` sees a message
+ * that references media `id` (issue 8: members of its conversation; after leaving, what was
+ * sent before they left). CM_OK: yes; CM_ENOTFOUND: no, also when no messaging URL is
+ * configured or an id could not be sent; CM_EIO when the messaging service did not answer
+ * within ctx->messaging_timeout_ms (logged). */
+cm_err media_member_reads(media_ctx *ctx, const char *tenant, const char *user, const char *id);
+
+/* Loads media {id} of the request's path into `doc` (caller destroys) when the caller may
+ * read it: media_may_read, else media_member_reads. Otherwise answers 404 (not readable,
+ * unknown, another tenant's, deleted: the same answer), or 503 with Retry-After when the
+ * check could not be made, and returns that error with nothing to destroy. */
+cm_err media_find_readable(cm_http_req *req, media_ctx *ctx, const cm_jwt_claims *c,
+                           bson_t *doc);
 
 /* Creates a media object after the checks every upload path shares (type from the bytes
  * against the allowlist, size per type, pixel cap from the header, tenant quota), then

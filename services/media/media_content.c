@@ -273,19 +273,10 @@ void media_content(cm_http_req *req, void *ud)
     media_ctx *ctx = ud;
     cm_jwt_claims c;
     bson_t doc;
-    cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK ||
+        media_find_readable(req, ctx, &c, &doc) != CM_OK)
         return;
-    rc = media_find(ctx, c.tid, cm_http_param(req, "id"), &doc);
-    if (rc == CM_OK && !media_may_read(&doc, &c)) {
-        bson_destroy(&doc);
-        rc = CM_ENOTFOUND;
-    }
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such media" : NULL);
-        return;
-    }
     serve(req, ctx, &doc, variant_of(req), "private, max-age=300");
     bson_destroy(&doc);
 }
@@ -300,7 +291,6 @@ void media_url(cm_http_req *req, void *ud)
     int64_t exp;
     char sig[48], url[768], ts[CM_RFC3339_LEN];
     bson_t doc;
-    cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         return;
@@ -310,15 +300,8 @@ void media_url(cm_http_req *req, void *ud)
     }
     if (cm_http_query_long(req, "ttl", 300, 1, MEDIA_URL_TTL_MAX, &ttl) != CM_OK)
         return;
-    rc = media_find(ctx, c.tid, cm_http_param(req, "id"), &doc);
-    if (rc == CM_OK && !media_may_read(&doc, &c)) {
-        bson_destroy(&doc);
-        rc = CM_ENOTFOUND;
-    }
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such media" : NULL);
+    if (media_find_readable(req, ctx, &c, &doc) != CM_OK)
         return;
-    }
     exp = cm_clock_now_ms() / 1000 + ttl;
     if (media_url_sign(&ctx->url_keys[0], c.tid, cm_bson_str(&doc, "_id", ""), variant, exp,
                        sig, sizeof(sig)) != 0 ||

@@ -90,11 +90,6 @@ cm_err media_find(media_ctx *ctx, const char *tenant, const char *id, bson_t *ou
     return rc;
 }
 
-int media_may_read(const bson_t *doc, const cm_jwt_claims *c)
-{
-    return strcmp(cm_bson_str(doc, "uploader", ""), c->sub) == 0 || cm_auth_has_role(c, "admin");
-}
-
 int media_rate_limited(cm_http_req *req, media_ctx *ctx, const media_settings *s,
                        const cm_jwt_claims *c)
 {
@@ -353,25 +348,16 @@ void media_remove_blobs(media_ctx *ctx, const bson_t *doc)
     each_key(doc, remove_key, ctx);
 }
 
-/* GET /v1/media/{id} */
+/* GET /v1/media/{id}: the uploader, a tenant admin, members (media_find_readable). */
 void media_get(cm_http_req *req, void *ud)
 {
     media_ctx *ctx = ud;
     cm_jwt_claims c;
     bson_t doc;
-    cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK ||
+        media_find_readable(req, ctx, &c, &doc) != CM_OK)
         return;
-    rc = media_find(ctx, c.tid, cm_http_param(req, "id"), &doc);
-    if (rc == CM_OK && !media_may_read(&doc, &c)) {
-        bson_destroy(&doc);
-        rc = CM_ENOTFOUND; /* seeing that it exists is already too much */
-    }
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such media" : NULL);
-        return;
-    }
     cm_http_add_header(req, "Cache-Control", "private, no-cache");
     cm_http_reply_json(req, 200, media_json(&doc));
     bson_destroy(&doc);

@@ -153,6 +153,16 @@ typedef struct messaging_rule_input {
  * the 403 (or 409 where the state, not the role, is the obstacle: see *conflict). */
 const char *messaging_rule(messaging_action act, const messaging_rule_input *in, int *conflict);
 
+/* Whether a member record lets its user see a message (and so the media it references): an
+ * active member sees the whole history, also what was sent before they joined (the message
+ * list shows it); a member who left sees what was sent before they left and nothing later
+ * (the rule search and sync follow, proto/openapi.yaml): messages with seq <= `left_seq`, or,
+ * for records written before left_seq was kept (`left_seq` < 0), created before `left_at_ms`.
+ * `state` is the record's state ("active", "left"); NULL or anything else sees nothing.
+ * Returns 1 or 0. */
+int messaging_member_sees(const char *state, int64_t left_seq, int64_t left_at_ms,
+                          int64_t msg_seq, int64_t msg_created_ms);
+
 /* Renders a stored message document as the API's Message object (what every member sees;
  * `viewer` adds per-caller fields: NULL for events). */
 cJSON *messaging_message_json(const bson_t *doc);
@@ -392,6 +402,11 @@ void messaging_publish_event(messaging_ctx *ctx, const bson_t *event);
 void messaging_outbox_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ectx);
 
 /* --- handlers ----------------------------------------------------------------------- */
+
+/* GET /internal/v1/messaging/attachments/{media_id}?tenant=&user= (messaging_attachments.c):
+ * the media service's question whether `user` may read a media object because a message that
+ * references it is in a conversation they see (messaging_member_sees). Service port only. */
+void messaging_attachment_access(cm_http_req *req, void *ud);
 
 /* --- conversations and members (messaging_conversations.c, messaging_members.c) ------- */
 

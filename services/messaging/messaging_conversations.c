@@ -862,6 +862,8 @@ cm_err messaging_ensure_indexes(messaging_ctx *ctx)
         {MSG_COLL_MESSAGES, "conversation_seq", {"conversation_id", "seq"}, {1, 1}, 1},
         {MSG_COLL_MESSAGES, "idempotency", {"conversation_id", "sender_id", "client_msg_id"}, {1, 1, 1}, 1},
         {MSG_COLL_MESSAGES, "thread", {"thread_root", "seq"}, {1, 1}, 0},
+        /* multikey: the media service asks who may read an attachment */
+        {MSG_COLL_MESSAGES, "by_attachment", {"attachments", "tenant"}, {1, 1}, 0},
         {MSG_COLL_EVENTS, "conversation_eseq", {"conversation_id", "eseq"}, {1, 1}, 1},
         {MSG_COLL_EVENTS, "outbox", {"published", "created_at"}, {1, 1}, 0},
         {MSG_COLL_VERSIONS, "by_message", {"message_id", "version"}, {1, 1}, 1},

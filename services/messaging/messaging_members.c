@@ -100,6 +100,7 @@ cm_err messaging_member_add(messaging_tx *tx, const char *uid, const char *role)
         BSON_APPEND_DOCUMENT_BEGIN(&u, "$unset", &un);
         BSON_APPEND_UTF8(&un, "left_at", "");
         BSON_APPEND_UTF8(&un, "left_eseq", "");
+        BSON_APPEND_UTF8(&un, "left_seq", "");
         BSON_APPEND_UTF8(&un, "hidden", "");
         BSON_APPEND_UTF8(&un, "mention_seqs", "");
         bson_append_document_end(&u, &un);
@@ -143,6 +144,8 @@ cm_err messaging_member_remove(messaging_tx *tx, const char *uid, const bson_t *
     BSON_APPEND_UTF8(&set, "state", "left");
     BSON_APPEND_DATE_TIME(&set, "left_at", tx->now);
     BSON_APPEND_INT64(&set, "left_eseq", eseq);
+    /* The last message they may still see (messaging_member_sees: their attachments). */
+    BSON_APPEND_INT64(&set, "left_seq", tx->last_seq);
     bson_append_document_end(&u, &set);
     rc = messaging_update_id(tx->ctx, MSG_COLL_MEMBERS, key, &u);
     bson_destroy(&u);

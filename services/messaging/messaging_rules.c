@@ -531,4 +531,18 @@ void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limi
     if (days > 0 && (out->retention_days == 0 || days < out->retention_days))
         out->retention_days = days;
     cJSON_Delete(s);
+int messaging_member_sees(const char *state, int64_t left_seq, int64_t left_at_ms,
+                          int64_t msg_seq, int64_t msg_created_ms)
+{
+    if (state == NULL)
+        return 0;
+    if (strcmp(state, "active") == 0)
+        return 1;
+    if (strcmp(state, "left") != 0)
+        return 0;
+    /* Seqs are allocated inside the conversation's write section, like the leave itself, so
+     * they order the two exactly; the time is only the fallback for older records. */
+    if (left_seq >= 0)
+        return msg_seq <= left_seq;
+    return msg_created_ms < left_at_ms;
 }

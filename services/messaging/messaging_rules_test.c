@@ -454,6 +454,18 @@ static void test_emoji(void **state)
     assert_string_equal(messaging_emoji_problem("\xff"), "the emoji must be valid UTF-8 without control characters");
 }
 
+static void test_member_sees(void **state)
+{
+    (void)state;
+    assert_int_equal(messaging_member_sees("active", -1, 0, 99, 99), 1);
+    assert_int_equal(messaging_member_sees("left", 5, 1000, 5, 5000), 1);  /* seq decides */
+    assert_int_equal(messaging_member_sees("left", 5, 1000, 6, 10), 0);
+    assert_int_equal(messaging_member_sees("left", -1, 1000, 6, 999), 1);  /* older record */
+    assert_int_equal(messaging_member_sees("left", -1, 1000, 6, 1000), 0);
+    assert_int_equal(messaging_member_sees("banned", -1, 0, 1, 1), 0);
+    assert_int_equal(messaging_member_sees(NULL, 9, 9999, 1, 1), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_roles_parse),
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_emoji),
+        cmocka_unit_test(test_member_sees),
     };
     return cmocka_run_group_tests_name("messaging_rules", tests, NULL, NULL);
 }

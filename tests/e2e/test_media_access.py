@@ -253,3 +253,106 @@ def test_processing_is_redone_after_a_crash_without_leaks(api, tenant, users, im
     assert db["media.files"].count_documents({"_id": {"$in": stale}}) == 0  # nothing leaked
     assert db["media.files"].count_documents({"_id": {"$in": fresh}}) == 4
     assert api.call("GET", f"/v1/media/{image['id']}/content?variant=thumb_128", token=users["alice"]).status_code == 200
+
+
+# --- members of a conversation read the media its messages reference ------------------------
+
+def readable(api, token, mid):
+    """What the caller gets from the three authenticated reads of a media object: its metadata,
+    its bytes and a signed URL (all 200, or all the same 404)."""
+    codes = {api.call("GET", f"/v1/media/{mid}{p}", token=token).status_code
+             for p in ("", "/content?variant=thumb_128", "/url?variant=thumb_128")}
+    assert len(codes) == 1, codes
+    return codes.pop()
+
+
+def image_message(api, token, cid, mid):
+    r = api.call("POST", f"/v1/conversations/{cid}/messages", token,
+                 {"type": "image", "attachments": [mid]})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_members_read_the_media_of_their_conversations(api, tenant, tmp_path):
+    t = {u: token_for(api, tenant, u) for u in ("alice", "bob", "carol", "dave")}
+    conv = api.call("POST", "/v1/conversations", t["alice"],
+                    {"type": "group", "members": ["bob", "carol"]})
+    assert conv.status_code == 201, conv.text
+    cid = conv.json()["id"]
+    first = upload(api, t["alice"], make_image(tmp_path / "a", 300, 200))
+    assert first.status_code == 201, first.text
+    first = wait_status(api, t["alice"], first.json()["id"], timeout=600)["id"]
+
+    # Not referenced by any message yet: only the uploader.
+    assert readable(api, t["alice"], first) == 200
+    assert readable(api, t["bob"], first) == 404
+    image_message(api, t["alice"], cid, first)
+    # Members read it: metadata, bytes and a signed URL that works without a token.
+    for who in ("bob", "carol"):
+        assert readable(api, t[who], first) == 200
+    got = api.call("GET", f"/v1/media/{first}", token=t["bob"]).json()
+    assert got["id"] == first and got["uploader"] == "alice"
+    url = api.call("GET", f"/v1/media/{first}/url?variant=original", token=t["bob"]).json()["url"]
+    assert requests.get(api.base + url, timeout=10).content == \
+        api.call("GET", f"/v1/media/{first}/content", token=t["alice"]).content
+    # Reading is not managing: a member cannot delete it.
+    problem(api.call("DELETE", f"/v1/media/{first}", token=t["bob"]), 404)
+    # A non-member of the same tenant, and a user of the same name in another tenant: 404.
+    problem(api.call("GET", f"/v1/media/{first}", token=t["dave"]), 404, detail="no such media")
+    assert readable(api, t["dave"], first) == 404
+    other = token_for(api, new_tenant(api), "bob")
+    assert readable(api, other, first) == 404
+
+    # Carol leaves: what was sent before she left stays readable (the rule search and sync
+    # follow); what is sent after is not.
+    r = api.call("POST", f"/v1/conversations/{cid}/leave", t["carol"])
+    assert r.status_code in (200, 204), r.text
+    second = upload(api, t["bob"], make_image(tmp_path / "b", 120, 90))
+    assert second.status_code == 201, second.text
+    second = wait_status(api, t["bob"], second.json()["id"], timeout=600)["id"]
+    msg = image_message(api, t["bob"], cid, second)
+    assert readable(api, t["carol"], first) == 200
+    assert readable(api, t["carol"], second) == 404
+    assert readable(api, t["alice"], second) == 200
+    # Added again, she sees the whole history again.
+    r = api.call("POST", f"/v1/conversations/{cid}/members", t["alice"], {"user_ids": ["carol"]})
+    assert r.status_code == 200, r.text
+    assert readable(api, t["carol"], second) == 200
+    # A message deleted for everyone no longer lends its media to anyone but the uploader.
+    r = api.call("DELETE", f"/v1/conversations/{cid}/messages/{msg['id']}", t["bob"])
+    assert r.status_code == 204, r.text
+    assert readable(api, t["alice"], second) == 404
+    assert readable(api, t["bob"], second) == 200
+
+
+def test_forwarded_media_is_read_in_the_conversation_it_was_forwarded_to(api, tenant, tmp_path):
+    t = {u: token_for(api, tenant, u) for u in ("fa", "fb", "fc")}
+    first = api.call("POST", "/v1/conversations", t["fa"], {"type": "direct", "members": ["fb"]}).json()["id"]
+    second = api.call("POST", "/v1/conversations", t["fb"], {"type": "direct", "members": ["fc"]}).json()["id"]
+    r = upload(api, t["fa"], b"%PDF-1.4\nforwarded\n")
+    assert r.status_code == 201, r.text
+    mid = wait_status(api, t["fa"], r.json()["id"], timeout=600)["id"]
+    r = api.call("POST", f"/v1/conversations/{first}/messages", t["fa"], {"type": "file", "attachments": [mid]})
+    assert r.status_code == 201, r.text
+    assert readable_file(api, t["fc"], mid) == 404
+    # fb, who did not upload it, forwards it to a conversation of their own with fc.
+    r = api.call("POST", f"/v1/conversations/{first}/forward", t["fb"],
+                 {"message_ids": [r.json()["id"]], "to": [second]})
+    assert r.status_code in (200, 201), r.text
+    assert readable_file(api, t["fc"], mid) == 200
+    assert readable_file(api, t["fb"], mid) == 200
+
+
+def readable_file(api, token, mid):
+    codes = {api.call("GET", f"/v1/media/{mid}{p}", token=token).status_code for p in ("", "/content")}
+    assert len(codes) == 1, codes
+    return codes.pop()
+
+
+def test_the_member_check_is_internal_and_fails_closed(api, tenant, users, image):
+    base = f"http://127.0.0.1:{PORTS['messaging']}/internal/v1/messaging/attachments/{image['id']}"
+    r = requests.get(base, params={"tenant": tenant["id"], "user": "bob"}, timeout=10)
+    problem(r, 404, detail="no message")
+    problem(requests.get(base, params={"tenant": tenant["id"]}, timeout=10), 400)
+    # Not routed by the gateway.
+    assert api.call("GET", f"/internal/v1/messaging/attachments/{image['id']}").status_code == 404
