@@ -695,6 +695,16 @@ static void on_call(conn *c, socket_job *j)
                 cJSON_AddStringToObject(extra, "message_id", id->valuestring);
             if (cJSON_IsNumber(seq))
                 cJSON_AddNumberToObject(extra, "seq", seq->valuedouble);
+        } else if (j->what == W_RECEIPT) {
+            /* The caller's positions after the receipt (forward only, so possibly unchanged)
+             * and what is left unread: a client updates its badge without another call. */
+            static const char *const kept[] = {"read_seq", "delivered_seq", "unread_count",
+                                               "unread_mentions"};
+            for (size_t k = 0; k < sizeof(kept) / sizeof(kept[0]); k++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, kept[k]);
+                if (cJSON_IsNumber(v))
+                    cJSON_AddNumberToObject(extra, kept[k], v->valuedouble);
+            }
         }
         cJSON_Delete(r);
         conn_send_take(c, socket_ack_json(j->frame_id, "accepted", extra));
