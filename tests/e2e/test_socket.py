@@ -61,6 +61,19 @@ async def warm(client, api, token, cid, peer):
     raise AssertionError("the socket instance never delivered live")
 
 
+async def warm_all(api, token, cid, clients):
+    """Sends through REST until every client has one message live: each instance's consumer
+    has joined and each connection's first catch-up (which starts at "now") is behind it."""
+    for n in range(40):
+        ok(send(api, token, cid, f"warm-{n}"))
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if all(c.events(cid=cid) for c in clients):
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("a socket connection never got a message live")
+
+
 def test_bad_tokens_are_refused_before_the_upgrade(sockets, pair):
     a, _, _ = pair
 
@@ -134,14 +147,15 @@ def test_receipts_reach_the_other_members_live_and_on_resume(api, tenant, socket
         bob = await Client.connect(1, b)
         bob_tab = await Client.connect(0, b)
         carol = await Client.connect(1, c)
-        await warm(alice, api, a, cid, bob)
-        await alice.wait(lambda f: f.get("type") == "message.created")  # instance 0 is live too
+        await warm_all(api, a, cid, (alice, bob, bob_tab, carol))
         seqs = []
         for n in range(3):
             await alice.send(type="message.send", id=f"m{n}", conversation_id=cid, text=f"r{n}")
             seqs.append((await alice.ack(f"m{n}", "accepted"))["seq"])
         last = max(seqs)
-        await bob.wait(lambda f: len(texts(bob, cid, "r")) == 3)
+        for who in (alice, bob, bob_tab, carol):
+            await who.wait(lambda f: f.get("type") == "message.created"
+                           and f["data"].get("seq") == last)
 
         await bob.send(type="message.received", id="d1", conversation_id=cid, seq=last)
         await bob.ack("d1", "pending")
@@ -209,7 +223,7 @@ def test_receipts_of_a_large_conversation_reach_only_the_readers_devices(api, te
         alice = await Client.connect(1, a)
         bob = await Client.connect(0, b)
         bob_tab = await Client.connect(1, b)
-        await warm(alice, api, a, cid, bob)
+        await warm_all(api, a, cid, (alice, bob, bob_tab))
         last = ok(send(api, a, cid, "to many"))["seq"]
         await bob_tab.wait(lambda f: f.get("type") == "message.created"
                            and f["data"].get("text") == "to many")
