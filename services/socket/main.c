@@ -46,6 +46,7 @@ static const cm_config_var vars[] = {
     {"WS_ALLOWED_ORIGINS", "", "comma-separated Origins browsers may connect from; empty: any"},
     {"QUEUE_FRAMES", "4096", "frames queued to one connection before it is closed with 4003"},
     {"QUEUE_BYTES", "4194304", "bytes queued to one connection before it is closed with 4003"},
+    {"SNDBUF_BYTES", "0", "kernel send buffer per connection (SO_SNDBUF); 0: autotuned"},
     {"PING_S", "30", "idle seconds before the server pings a connection"},
     {"IDLE_TIMEOUT_S", "75", "seconds without traffic or pong before a connection is dropped"},
     {"SYNC_PAGE", "200", "items per GET /v1/sync page during a catch-up"},
@@ -164,6 +165,7 @@ int main(int argc, char **argv)
         cm_config_long("CONNECTIONS_PER_USER", 20, 1, 10000, &l->per_user) ||
         cm_config_long("QUEUE_FRAMES", 4096, 16, 1000000, &l->queue_frames) ||
         cm_config_long("QUEUE_BYTES", 4 << 20, 65536, 1L << 30, &l->queue_bytes) ||
+        cm_config_long("SNDBUF_BYTES", 0, 0, 64L << 20, &l->sndbuf) ||
         cm_config_long("PING_S", 30, 1, 3600, &l->ping_s) ||
         cm_config_long("IDLE_TIMEOUT_S", 75, 2, 7200, &l->idle_s) ||
         cm_config_long("SYNC_PAGE", 200, 1, 500, &l->sync_limit) ||

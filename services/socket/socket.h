@@ -34,6 +34,9 @@ typedef struct socket_limits {
     long per_user;       /* connections per user on this instance */
     long queue_frames;   /* frames queued per connection before close 4003 */
     long queue_bytes;    /* bytes queued per connection before close 4003 */
+    long sndbuf;         /* SO_SNDBUF of each connection's socket (bytes); 0: the kernel's
+                            autotuning, which lets a reader that stalls hold up to tcp_wmem's
+                            maximum (4 MiB here) of kernel memory before QUEUE_* applies */
     long ping_s;         /* idle seconds before the server pings */
     long idle_s;         /* seconds without a valid frame or pong before hang-up */
     long sync_limit;     /* items per GET /v1/sync page */

@@ -198,8 +198,9 @@ char *socket_rejected_json(const char *id, int status, const char *problem, cons
     }
     if (p == NULL) {
         p = cJSON_CreateObject();
-        cJSON_AddStringToObject(p, "type", retryable ? "urn:chat:problem:unavailable"
-                                                     : "urn:chat:problem:rejected");
+        cJSON_AddStringToObject(p, "type", status == 429 ? "urn:chat:problem:rate-limited"
+                                           : retryable   ? "urn:chat:problem:unavailable"
+                                                         : "urn:chat:problem:rejected");
         cJSON_AddStringToObject(p, "title", reason);
         cJSON_AddNumberToObject(p, "status", status ? status : 503);
     }

@@ -69,14 +69,20 @@ static void test_rejections_say_whether_to_retry(void **state)
     char *a = socket_rejected_json("x", 0, NULL, "messaging unavailable");
     char *b = socket_rejected_json("y", 404, "{\"type\":\"urn:chat:problem:not-found\",\"status\":404}",
                                    "refused by messaging");
+    char *c = socket_rejected_json("z", 429, NULL, "rate-limited");
 
     (void)state;
     assert_non_null(strstr(a, "\"retryable\":true"));
     assert_non_null(strstr(a, "\"status\":\"rejected\""));
     assert_non_null(strstr(b, "\"retryable\":false"));
     assert_non_null(strstr(b, "urn:chat:problem:not-found"));
+    /* The socket's own rate cap: the same problem type as the HTTP side's 429. */
+    assert_non_null(strstr(c, "\"retryable\":true"));
+    assert_non_null(strstr(c, "urn:chat:problem:rate-limited"));
+    assert_non_null(strstr(c, "\"status\":429"));
     free(a);
     free(b);
+    free(c);
 }
 
 static void test_order_decision(void **state)

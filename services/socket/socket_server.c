@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <sys/socket.h>
+
 #include <libwebsockets.h>
 
 #include "common/json.h"
@@ -54,6 +57,7 @@ typedef struct conn {
     char *since;        /* the cursor of the next catch-up; NULL: the current positions */
     int fresh;          /* no position yet: the first catch-up starts "now" */
     int sync_again;     /* live events were dropped during a catch-up: one more */
+    int sync_on_drain;  /* the next catch-up page waits until the send queue drained */
     char sync_id[SOCKET_FRAME_ID_MAX + 1]; /* the client's sync frame to ack at the end */
     socket_event **held; /* live events held during a catch-up, in arrival order */
     size_t nheld;
@@ -605,11 +609,19 @@ static void sync_finished(conn *c)
         start_sync(c);
 }
 
+/* 1 while the send queue holds more than half of QUEUE_FRAMES or QUEUE_BYTES. */
+static int queue_half_full(const conn *c)
+{
+    return c->q_frames > (size_t)c->srv->cfg.lim.queue_frames / 2 ||
+           c->q_bytes > (size_t)c->srv->cfg.lim.queue_bytes / 2;
+}
+
 static void on_sync(conn *c, socket_job *j)
 {
     cJSON *page = j->status == 200 && j->resp ? cJSON_Parse(j->resp) : NULL, *it;
     const char *next = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(page, "next_cursor"));
     int more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(page, "has_more"));
+    int can_cut, cut = 0;
 
     c->state = ST_LOADING; /* between pages; start_sync sets SYNCING again */
     if (page == NULL || next == NULL) {
@@ -628,12 +640,21 @@ static void on_sync(conn *c, socket_job *j)
         start_sync(c);
         return;
     }
+    /* The positions this page starts from, so that a page cut short below resumes exactly
+     * after its last item sent (a fresh start has none to cut from: its page is "now"). */
+    can_cut = !c->fresh && (c->since == NULL || pos_load(c, c->since) == CM_OK);
     free(c->since);
     c->since = NULL;
     c->fresh = 0;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(page, "items"))
     {
         socket_event *ev = NULL;
+        if (can_cut && queue_half_full(c)) {
+            /* A page larger than half the send queue (large messages) is not queued whole:
+             * the rest comes from the positions reached, once the client has read. */
+            cut = 1;
+            break;
+        }
         if (socket_event_from_sync_item(c->claims.tid, it, &ev) != CM_OK)
             continue;
         if (strcmp(ev->type, "reset") == 0) {
@@ -648,12 +669,18 @@ static void on_sync(conn *c, socket_job *j)
         apply_membership(c, ev);
         socket_event_release(ev);
     }
-    /* The server's cursor is the truth after these items (it also forgets left ones). */
-    if (pos_load(c, next) != CM_OK)
+    /* The server's cursor is the truth after a whole page (it also forgets left ones). */
+    if (!cut && pos_load(c, next) != CM_OK)
         cm_warn("sync answered a cursor this service cannot decode");
     cJSON_Delete(page);
-    if (more) {
-        start_sync(c);
+    if (more || cut) {
+        /* Backpressure: a client still reading the last page gets the next one when its queue
+         * is half empty, so a long catch-up to a slow reader is paced, not closed with 4003
+         * (live events meanwhile are held, as during any catch-up). */
+        if (queue_half_full(c))
+            c->sync_on_drain = 1;
+        else
+            start_sync(c);
         return;
     }
     sync_finished(c);
@@ -695,6 +722,16 @@ static void on_call(conn *c, socket_job *j)
                 cJSON_AddStringToObject(extra, "message_id", id->valuestring);
             if (cJSON_IsNumber(seq))
                 cJSON_AddNumberToObject(extra, "seq", seq->valuedouble);
+        } else if (j->what == W_RECEIPT) {
+            /* The caller's positions after the receipt (forward only, so possibly unchanged)
+             * and what is left unread: a client updates its badge without another call. */
+            static const char *const kept[] = {"read_seq", "delivered_seq", "unread_count",
+                                               "unread_mentions"};
+            for (size_t k = 0; k < sizeof(kept) / sizeof(kept[0]); k++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, kept[k]);
+                if (cJSON_IsNumber(v))
+                    cJSON_AddNumberToObject(extra, kept[k], v->valuedouble);
+            }
         }
         cJSON_Delete(r);
         conn_send_take(c, socket_ack_json(j->frame_id, "accepted", extra));
@@ -1103,12 +1140,22 @@ static int on_writeable(conn *c)
         c->q_frames--;
         c->q_bytes -= f->len;
         free(f);
+        if (c->sync_on_drain && !queue_half_full(c) && !c->close_code) {
+            c->sync_on_drain = 0;
+            start_sync(c); /* the catch-up's next page (on_sync) */
+        }
         if (c->q_head && lws_send_pipe_choked(c->wsi)) {
             lws_callback_on_writable(c->wsi);
             return 0;
         }
     }
     if (c->close_code) {
+        if (lws_send_pipe_choked(c->wsi)) {
+            /* lws still holds the end of the last frame: the close frame goes after it, or
+             * the client would see the connection end without its close code. */
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
                          (unsigned char *)c->close_reason, strlen(c->close_reason));
         return -1;
@@ -1247,6 +1294,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_ESTABLISHED:
         if ((p->c = conn_open(s, wsi)) == NULL)
             return -1;
+        if (s->cfg.lim.sndbuf > 0) {
+            /* Bounds the kernel's share of a stalled reader's backlog (the queue's is QUEUE_*). */
+            int v = (int)s->cfg.lim.sndbuf;
+            if (setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) != 0)
+                cm_warn("SO_SNDBUF %d refused: %s", v, strerror(errno));
+        }
         submit(p->c, socket_job_new(SOCKET_JOB_LOAD, W_LOAD, p->c->id, "GET", "", NULL,
                                     p->c->token));
         return 0;

@@ -9,9 +9,10 @@ import websockets
 from conftest import PORTS, Service
 
 # Instance 1 listens for WebSockets on base+3, instance 2 on base+5; their HTTP sides (health,
-# metrics) on base+6 and base+7.
-WS_PORTS = (PORTS["socket"], PORTS["socket"] + 2)
-HTTP_PORTS = (PORTS["socket"] + 3, PORTS["socket"] + 4)
+# metrics) on base+6 and base+7. test_socket_limits's instances 3 and 4: base+13/+14, +15/+16.
+WS_PORTS = (PORTS["socket"], PORTS["socket"] + 2, PORTS["socket"] + 10, PORTS["socket"] + 12)
+HTTP_PORTS = (PORTS["socket"] + 3, PORTS["socket"] + 4, PORTS["socket"] + 11,
+              PORTS["socket"] + 13)
 
 
 def socket_instance(i, **env):

@@ -37,7 +37,7 @@ def sockets(platform):
 
 @pytest.fixture(scope="module")
 def wsgw(sockets):
-    urls = ",".join(f"http://127.0.0.1:{p}" for p in WS_PORTS)
+    urls = ",".join(f"http://127.0.0.1:{p}" for p in WS_PORTS[:2])
     g = gateway(WSGW_PORT, {"SOCKET_URLS": urls, "RETRY_BACKOFF_MS": "0"}, "gateway-ws")
     yield g
     assert g.stop() == 0

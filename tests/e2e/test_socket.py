@@ -61,6 +61,19 @@ async def warm(client, api, token, cid, peer):
     raise AssertionError("the socket instance never delivered live")
 
 
+async def warm_all(api, token, cid, clients):
+    """Sends through REST until every client has one message live: each instance's consumer
+    has joined and each connection's first catch-up (which starts at "now") is behind it."""
+    for n in range(40):
+        ok(send(api, token, cid, f"warm-{n}"))
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if all(c.events(cid=cid) for c in clients):
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("a socket connection never got a message live")
+
+
 def test_bad_tokens_are_refused_before_the_upgrade(sockets, pair):
     a, _, _ = pair
 
@@ -112,6 +125,120 @@ def test_two_users_on_two_instances_chat_in_real_time(api, sockets, pair):
         await alice.wait(lambda f: f.get("type") == "pong" and f.get("id") == "p1")
         await alice.close()
         await bob.close()
+    run(go())
+
+
+def receipts(client, cid, type_):
+    return [f["data"] for f in client.events(type_, cid)]
+
+
+def test_receipts_reach_the_other_members_live_and_on_resume(api, tenant, sockets):
+    """Bob confirms receipt and reads over his socket: Alice and Carol (on both instances) and
+    Bob's other tab get `message.delivered` / `conversation.read` live, positions only move
+    forward, a bad receipt is rejected with the messaging service's problem, and Carol, away
+    meanwhile, gets a receipt made over HTTP in her catch-up exactly once."""
+    a, b, c = (token_for(api, tenant, n) for n in ("ralice", "rbob", "rcarol"))
+    cid = create(api, a, "group", ["rbob", "rcarol"], title="receipts")["id"]
+    other = token_for(api, new_tenant(api), "reve")
+    eve_cid = create(api, other, "direct", ["rmallory"])["id"]
+
+    async def go():
+        alice = await Client.connect(0, a)
+        bob = await Client.connect(1, b)
+        bob_tab = await Client.connect(0, b)
+        carol = await Client.connect(1, c)
+        await warm_all(api, a, cid, (alice, bob, bob_tab, carol))
+        seqs = []
+        for n in range(3):
+            await alice.send(type="message.send", id=f"m{n}", conversation_id=cid, text=f"r{n}")
+            seqs.append((await alice.ack(f"m{n}", "accepted"))["seq"])
+        last = max(seqs)
+        for who in (alice, bob, bob_tab, carol):
+            await who.wait(lambda f: f.get("type") == "message.created"
+                           and f["data"].get("seq") == last)
+
+        await bob.send(type="message.received", id="d1", conversation_id=cid, seq=last)
+        await bob.ack("d1", "pending")
+        acc = await bob.ack("d1", "accepted")
+        assert acc["delivered_seq"] == last and acc["read_seq"] == 0, acc
+        for who in (alice, carol, bob_tab):
+            d = await who.wait(lambda f: f.get("type") == "message.delivered"
+                               and f.get("conversation_id") == cid)
+            assert d["data"]["user_id"] == "rbob" and d["data"]["delivered_seq"] == last, d
+            assert d["cursor"] and d["eseq"] >= 1
+
+        await bob.send(type="message.read", id="r1", conversation_id=cid, seq=last - 1)
+        acc = await bob.ack("r1", "accepted")
+        assert (acc["read_seq"], acc["delivered_seq"], acc["unread_count"]) == (last - 1, last, 1), acc
+        for who in (alice, carol, bob_tab):
+            r = await who.wait(lambda f: f.get("type") == "conversation.read"
+                               and f.get("conversation_id") == cid)
+            assert (r["data"]["user_id"], r["data"]["read_seq"], r["data"]["delivered_seq"]) == \
+                ("rbob", last - 1, last), r
+
+        # Forward only: an older read changes nothing and tells nobody.
+        await bob.send(type="message.read", id="r2", conversation_id=cid, seq=1)
+        assert (await bob.ack("r2", "accepted"))["read_seq"] == last - 1
+        # Beyond the last message, and another tenant's conversation: rejected, nobody told.
+        await bob.send(type="message.read", id="r3", conversation_id=cid, seq=last + 50)
+        rej = await bob.ack("r3", "rejected")
+        assert rej["problem"]["status"] == 400 and "beyond" in rej["problem"]["detail"], rej
+        assert rej["retryable"] is False
+        await bob.send(type="message.received", id="r4", conversation_id=eve_cid, seq=1)
+        rej = await bob.ack("r4", "rejected")
+        assert rej["problem"]["status"] == 404, rej
+
+        # Carol leaves with her cursor; Bob reads the rest over HTTP meanwhile.
+        await asyncio.sleep(0.5)
+        cursor = carol.cursor()
+        await carol.close()
+        assert len(receipts(carol, cid, "conversation.read")) == 1
+        ok(api.call("POST", f"/v1/conversations/{cid}/read", b, {"seq": last}), 200)
+        live = await alice.wait(lambda f: f.get("type") == "conversation.read"
+                                and f["data"]["read_seq"] == last)
+        assert live["data"]["user_id"] == "rbob"
+        carol2 = await Client.connect(0, c, since=cursor)
+        await carol2.wait(lambda f: f.get("type") == "conversation.read")
+        await asyncio.sleep(0.5)  # a duplicate or an older receipt would arrive now
+        assert [(d["user_id"], d["read_seq"]) for d in receipts(carol2, cid, "conversation.read")] \
+            == [("rbob", last)]
+        assert receipts(carol2, cid, "message.delivered") == []
+        for who in (alice, bob_tab):
+            assert [d["read_seq"] for d in receipts(who, cid, "conversation.read")] == [last - 1, last]
+            assert len(receipts(who, cid, "message.delivered")) == 1
+        for cl in (alice, bob, bob_tab, carol2):
+            await cl.close()
+    run(go())
+
+
+def test_receipts_of_a_large_conversation_reach_only_the_readers_devices(api, tenant, sockets):
+    """Above 100 members a receipt is not fanned out: only the reader's own connections get it
+    (the event's audience), on every instance."""
+    a, b = token_for(api, tenant, "lalice"), token_for(api, tenant, "lbob")
+    names = ["lbob"] + [f"lmember{i:03d}" for i in range(100)]
+    cid = create(api, a, "channel", names[:50], title="large")["id"]
+    ok(api.call("POST", f"/v1/conversations/{cid}/members", a, {"user_ids": names[50:]}), 200)
+
+    async def go():
+        alice = await Client.connect(1, a)
+        bob = await Client.connect(0, b)
+        bob_tab = await Client.connect(1, b)
+        await warm_all(api, a, cid, (alice, bob, bob_tab))
+        last = ok(send(api, a, cid, "to many"))["seq"]
+        await bob_tab.wait(lambda f: f.get("type") == "message.created"
+                           and f["data"].get("text") == "to many")
+        await bob.send(type="message.read", id="r1", conversation_id=cid, seq=last)
+        assert (await bob.ack("r1", "accepted"))["unread_count"] == 0
+        for who in (bob, bob_tab):
+            r = await who.wait(lambda f: f.get("type") == "conversation.read")
+            assert r["data"]["read_seq"] == last
+        # A later message shows Alice's connection is past the receipt's place in the log.
+        ok(send(api, a, cid, "after"))
+        await alice.wait(lambda f: f.get("type") == "message.created"
+                         and f["data"].get("text") == "after")
+        assert not alice.events("conversation.read") and not alice.events("message.delivered")
+        for cl in (alice, bob, bob_tab):
+            await cl.close()
     run(go())
 
 
