@@ -33,8 +33,6 @@ struct search_index {
 };
 
 static const char SCHEMA[] =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
     "CREATE TABLE IF NOT EXISTS messages("
     " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, conversation_id TEXT NOT NULL,"
     " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
@@ -61,7 +59,114 @@ static const char SCHEMA[] =
     " conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, active INTEGER NOT NULL,"
     " left_eseq INTEGER, eseq INTEGER NOT NULL, PRIMARY KEY (conversation_id, user_id))"
     " WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS members_user ON members(user_id, conversation_id);";
+    "CREATE INDEX IF NOT EXISTS members_user ON members(user_id, conversation_id);"
+    /* Conversations (title, description) from conversation.created/updated/deleted. */
+    "CREATE TABLE IF NOT EXISTS conversations("
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, title TEXT NOT NULL,"
+    " description TEXT NOT NULL, created_by TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " eseq INTEGER NOT NULL, deleted INTEGER NOT NULL);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS conv_words USING fts5(title, description,"
+    " content='conversations', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS conv_tri USING fts5(title, description,"
+    " content='conversations', content_rowid='rid', tokenize='trigram');"
+    "CREATE TRIGGER IF NOT EXISTS conversations_ai AFTER INSERT ON conversations BEGIN"
+    " INSERT INTO conv_words(rowid, title, description) VALUES (new.rid, new.title, new.description);"
+    " INSERT INTO conv_tri(rowid, title, description) VALUES (new.rid, new.title, new.description); END;"
+    "CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE ON conversations BEGIN"
+    " INSERT INTO conv_words(conv_words, rowid, title, description)"
+    " VALUES ('delete', old.rid, old.title, old.description);"
+    " INSERT INTO conv_tri(conv_tri, rowid, title, description)"
+    " VALUES ('delete', old.rid, old.title, old.description);"
+    " INSERT INTO conv_words(rowid, title, description) VALUES (new.rid, new.title, new.description);"
+    " INSERT INTO conv_tri(rowid, title, description) VALUES (new.rid, new.title, new.description); END;"
+    /* Users (id, name, username) from user.created/updated; version = the event time. */
+    "CREATE TABLE IF NOT EXISTS users("
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
+    " username TEXT NOT NULL, avatar_media_id TEXT, status TEXT NOT NULL,"
+    " discoverable INTEGER NOT NULL, created_ms INTEGER NOT NULL, version_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS users_created ON users(created_ms);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS user_words USING fts5(id, name, username,"
+    " content='users', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS user_tri USING fts5(id, name, username,"
+    " content='users', content_rowid='rid', tokenize='trigram');"
+    "CREATE TRIGGER IF NOT EXISTS users_ai AFTER INSERT ON users BEGIN"
+    " INSERT INTO user_words(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username);"
+    " INSERT INTO user_tri(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username); END;"
+    "CREATE TRIGGER IF NOT EXISTS users_ad AFTER DELETE ON users BEGIN"
+    " INSERT INTO user_words(user_words, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username);"
+    " INSERT INTO user_tri(user_tri, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username); END;"
+    "CREATE TRIGGER IF NOT EXISTS users_au AFTER UPDATE ON users BEGIN"
+    " INSERT INTO user_words(user_words, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username);"
+    " INSERT INTO user_tri(user_tri, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username);"
+    " INSERT INTO user_words(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username);"
+    " INSERT INTO user_tri(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username); END;"
+    /* Users erased by user.deleted: their later-replayed events index nothing (GDPR). */
+    "CREATE TABLE IF NOT EXISTS erased_users(user_id TEXT PRIMARY KEY, policy TEXT NOT NULL,"
+    " erased_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    /* A user's recent searches (search_directory.c), at most SEARCH_RECENT_MAX each. */
+    "CREATE TABLE IF NOT EXISTS recent(user_id TEXT NOT NULL, q TEXT NOT NULL,"
+    " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender_id, created_ms);";
+
+/* Schema version 2 adds messages.attachments (the count, for analytics' media volume) to the
+ * files of version 1; PRAGMA user_version says which a file has. */
+static const char MIGRATE_2[] =
+    "ALTER TABLE messages ADD COLUMN attachments INTEGER NOT NULL DEFAULT 0;";
+
+/* One integer a PRAGMA answers (-1 when it fails). */
+static int pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Creates the schema or runs the migrations a file still lacks, in one transaction, then puts
+ * the file in WAL mode. A new file's schema is written with synchronous=OFF: as separate
+ * durable statements its thirty-odd DDL statements cost ~70 ms of fsyncs per tenant, which
+ * made a replay of many tenants crawl; an empty schema lost to a power cut is recreated from
+ * the topics like any index (its events' offsets are stored only after later commits). */
+static int schema_apply(sqlite3 *db, char **err)
+{
+    int version = pragma_int(db, "PRAGMA user_version"), fresh, has_col;
+
+    if (version < 0)
+        return 0;
+    if (version < 2) {
+        fresh = pragma_int(db, "PRAGMA page_count") == 0;
+        if (sqlite3_exec(db, fresh ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL",
+                         NULL, NULL, err) != SQLITE_OK ||
+            sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, err) != SQLITE_OK)
+            return 0;
+        has_col = pragma_int(db, "SELECT count(*) FROM pragma_table_info('messages')"
+                                 " WHERE name = 'attachments'");
+        if (sqlite3_exec(db, SCHEMA, NULL, NULL, err) != SQLITE_OK ||
+            has_col < 0 ||
+            /* a file of version 1 had messages without the column; SCHEMA creates it with */
+            (has_col == 0 && pragma_int(db, "SELECT count(*) FROM pragma_table_info('messages')"
+                                            " WHERE name = 'attachments'") == 0 &&
+             sqlite3_exec(db, MIGRATE_2, NULL, NULL, err) != SQLITE_OK) ||
+            sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, err) != SQLITE_OK ||
+            sqlite3_exec(db, "COMMIT", NULL, NULL, err) != SQLITE_OK) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return 0;
+        }
+    }
+    /* Closing a connection skips the checkpoint (and its fsync): the next opener recovers the
+     * WAL. Replays cycle through many tenants' connections (WRITERS_MAX). */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+    return sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL,
+                        err) == SQLITE_OK;
+}
 
 int search_tenant_valid(const char *t)
 {
@@ -151,7 +256,7 @@ static cm_err writer(search_index *ix, const char *tenant, int *slotp)
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
         sqlite3_busy_timeout(db, 5000) != SQLITE_OK ||
-        sqlite3_exec(db, SCHEMA, NULL, NULL, &err) != SQLITE_OK) {
+        !schema_apply(db, &err)) {
         cm_error("search index %s: %s", path, err ? err : sqlite3_errmsg(db));
         sqlite3_free(err);
         sqlite3_close(db);
@@ -185,15 +290,36 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
     return rc == SQLITE_DONE;
 }
 
+/* 0 when `user` was not erased, 1 when erased with the policy anonymize, 2 with delete, -1 when
+ * SQLite failed. */
+static int erased_policy(sqlite3 *db, const char *user)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (sqlite3_prepare_v2(db, "SELECT policy FROM erased_users WHERE user_id = ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        rc = strcmp((const char *)sqlite3_column_text(st, 0), "delete") == 0 ? 2 : 1;
+    else
+        rc = rc == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* message.created / message.updated / message.deleted: the whole message after the change. */
 static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
     static const char SQL[] =
         "INSERT INTO messages(id, conversation_id, sender_id, seq, created_ms, created_eseq,"
-        " eseq, has_attachment, deleted, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
+        " eseq, has_attachment, deleted, text, attachments)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)"
         " ON CONFLICT(id) DO UPDATE SET text = excluded.text, eseq = excluded.eseq,"
-        " has_attachment = excluded.has_attachment, deleted = excluded.deleted"
+        " has_attachment = excluded.has_attachment, deleted = excluded.deleted,"
+        " attachments = excluded.attachments"
         " WHERE excluded.eseq > messages.eseq AND messages.deleted = 0";
     const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
                *text = str(d, "text"), *mtype = str(d, "type"), *created = str(d, "created_at");
@@ -202,6 +328,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     int deleted = strcmp(type, "message.deleted") == 0 ||
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
     int64_t created_ms;
+    int erased;
     sqlite3_stmt *st;
 
     if (!id || !cid || !sender || !text || !mtype || !created || !cJSON_IsNumber(seq) ||
@@ -212,6 +339,13 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     }
     if (strcmp(mtype, "system") == 0)
         return CM_OK; /* joins, leaves and renames are not searchable content */
+    /* A replayed message of an erased user is stored as what the erasure left of it. */
+    if ((erased = erased_policy(db, sender)) < 0)
+        return CM_EIO;
+    if (erased) {
+        deleted = erased == 2 ? SEARCH_ERASED : 1;
+        sender = SEARCH_DELETED_USER;
+    }
     if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
         return CM_EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -224,6 +358,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_int(st, 8, deleted);
     /* A tombstone keeps no text: nothing of a deleted message stays in either index. */
     sqlite3_bind_text(st, 9, deleted ? "" : text, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 10, cJSON_GetArraySize(att));
     if (!step_done(db, st))
         return CM_EIO;
     *changed += sqlite3_changes(db);
@@ -239,7 +374,12 @@ static cm_err upsert_member(sqlite3 *db, const char *cid, const char *uid, int a
         " left_eseq = excluded.left_eseq, eseq = excluded.eseq"
         " WHERE excluded.eseq > members.eseq";
     sqlite3_stmt *st;
+    int erased = erased_policy(db, uid);
 
+    if (erased < 0)
+        return CM_EIO;
+    if (erased)
+        return CM_OK; /* an erased user's memberships are not kept */
     if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
         return CM_EIO;
     sqlite3_bind_text(st, 1, cid, -1, SQLITE_STATIC);
@@ -290,20 +430,159 @@ static cm_err apply_members(sqlite3 *db, const char *type, const cJSON *ev, cons
                          changed);
 }
 
+/* The string `k` of `o`, "" when null or absent. */
+static const char *str_or_empty(const cJSON *o, const char *k)
+{
+    const char *v = str(o, k);
+    return v ? v : "";
+}
+
+/* conversation.created / conversation.updated / conversation.deleted: the conversation's shared
+ * fields after the change (title and description are what is searched). */
+static cm_err apply_conversation(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
+                                 int *changed, char *why, size_t n)
+{
+    static const char SQL[] =
+        "INSERT INTO conversations(id, type, title, description, created_by, created_ms, eseq,"
+        " deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        " ON CONFLICT(id) DO UPDATE SET title = excluded.title,"
+        " description = excluded.description, eseq = excluded.eseq, deleted = excluded.deleted"
+        " WHERE excluded.eseq > conversations.eseq";
+    const char *id = str(d, "id"), *ctype = str(d, "type"), *by = str(d, "created_by"),
+               *created = str(d, "created_at");
+    int64_t created_ms;
+    sqlite3_stmt *st;
+
+    if (!id || !ctype || !by || !created || search_parse_time(created, &created_ms) != CM_OK) {
+        snprintf(why, n, "%s: data lacks id, type, created_by or created_at", type);
+        return CM_EINVAL;
+    }
+    if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
+        return CM_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ctype, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, str_or_empty(d, "title"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, str_or_empty(d, "description"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, by, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, created_ms);
+    sqlite3_bind_int64(st, 7, eseq);
+    sqlite3_bind_int(st, 8, strcmp(type, "conversation.deleted") == 0);
+    if (!step_done(db, st))
+        return CM_EIO;
+    *changed += sqlite3_changes(db);
+    return CM_OK;
+}
+
+/* user.created / user.updated: the user's public view; `version` (the event time, ms) orders
+ * them, since user events carry no log seq. */
+static cm_err apply_user(sqlite3 *db, const char *type, const cJSON *d, int64_t version,
+                         int *changed, char *why, size_t n)
+{
+    static const char SQL[] =
+        "INSERT INTO users(id, name, username, avatar_media_id, status, discoverable,"
+        " created_ms, version_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        " ON CONFLICT(id) DO UPDATE SET name = excluded.name, username = excluded.username,"
+        " avatar_media_id = excluded.avatar_media_id, status = excluded.status,"
+        " discoverable = excluded.discoverable, version_ms = excluded.version_ms"
+        " WHERE excluded.version_ms >= users.version_ms";
+    const char *id = str(d, "id"), *name = str(d, "name"), *status = str(d, "status"),
+               *created = str(d, "created_at");
+    const cJSON *disc = cJSON_GetObjectItemCaseSensitive(d, "discoverable");
+    int64_t created_ms = version;
+    int erased;
+    sqlite3_stmt *st;
+
+    /* The first user services published id and name only: status and created_at default to
+     * active and the event's time. */
+    if (!id || !name || (created && search_parse_time(created, &created_ms) != CM_OK)) {
+        snprintf(why, n, "%s: data lacks id or name, or created_at is not RFC 3339", type);
+        return CM_EINVAL;
+    }
+    if (status == NULL)
+        status = "active";
+    if ((erased = erased_policy(db, id)) != 0)
+        return erased < 0 ? CM_EIO : CM_OK;
+    if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
+        return CM_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, str_or_empty(d, "username"), -1, SQLITE_STATIC);
+    if (str(d, "avatar_media_id"))
+        sqlite3_bind_text(st, 4, str(d, "avatar_media_id"), -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_text(st, 5, status, -1, SQLITE_STATIC);
+    /* Absent in events of user services older than the field: discoverable, its default. */
+    sqlite3_bind_int(st, 6, !cJSON_IsFalse(disc));
+    sqlite3_bind_int64(st, 7, created_ms);
+    sqlite3_bind_int64(st, 8, version);
+    if (!step_done(db, st))
+        return CM_EIO;
+    *changed += sqlite3_changes(db);
+    return CM_OK;
+}
+
+/* user.deleted: erases what the index holds about the user, per the tenant's erase_policy
+ * (proto/events/user.deleted.schema.json): the profile, memberships and recent searches are
+ * deleted; the user's messages lose their text and sender (anonymize: still counted by the
+ * analytics as a deleted user's; delete: not counted either). The user id is remembered so a
+ * replay of older events indexes nothing of them again. */
+static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, int *changed,
+                                 char *why, size_t n)
+{
+    static const char *const SQL[] = {
+        "INSERT OR REPLACE INTO erased_users(user_id, policy, erased_ms) VALUES (?1, ?2, ?3)",
+        "DELETE FROM users WHERE id = ?1",
+        "DELETE FROM members WHERE user_id = ?1",
+        "DELETE FROM recent WHERE user_id = ?1",
+        "UPDATE messages SET text = '', sender_id = '" SEARCH_DELETED_USER "',"
+        " deleted = CASE ?2 WHEN 'delete' THEN " SEARCH_ERASED_STR " ELSE 1 END"
+        " WHERE sender_id = ?1",
+    };
+    const char *uid = str(d, "user_id"), *policy = str(d, "erase_policy");
+    sqlite3_stmt *st;
+
+    if (!uid || !policy || (strcmp(policy, "delete") != 0 && strcmp(policy, "anonymize") != 0)) {
+        snprintf(why, n, "user.deleted: data lacks user_id or erase_policy (anonymize|delete)");
+        return CM_EINVAL;
+    }
+    for (size_t i = 0; i < sizeof(SQL) / sizeof(SQL[0]); i++) {
+        if (sqlite3_prepare_v2(db, SQL[i], -1, &st, NULL) != SQLITE_OK)
+            return CM_EIO;
+        sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 2)
+            sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 3)
+            sqlite3_bind_int64(st, 3, version);
+        if (!step_done(db, st))
+            return CM_EIO;
+        *changed += sqlite3_changes(db);
+    }
+    return CM_OK;
+}
+
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n)
 {
     const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data"),
                 *es = cJSON_GetObjectItemCaseSensitive(ev, "eseq");
-    int changed = 0, slot = -1;
+    const char *when = str(ev, "time");
+    int changed = 0, slot = -1, user_ev = type && strncmp(type, "user.", 5) == 0;
+    int64_t version = 0;
     sqlite3 *db;
     cm_err rc;
 
+    /* Messaging's events are ordered by the conversation's log seq (eseq); the user service's
+     * carry none and are ordered by their time. */
     if (type == NULL || tenant == NULL || !search_tenant_valid(tenant) || !cJSON_IsObject(d) ||
-        !cJSON_IsNumber(es) || es->valuedouble < 1) {
-        snprintf(why, n, "the envelope lacks type, a valid tenant, eseq or data");
+        (user_ev ? (when == NULL || search_parse_time(when, &version) != CM_OK)
+                 : (!cJSON_IsNumber(es) || es->valuedouble < 1))) {
+        snprintf(why, n, "the envelope lacks type, a valid tenant, %s or data",
+                 user_ev ? "time" : "eseq");
         return CM_EINVAL;
     }
+    if (!user_ev)
+        version = (int64_t)es->valuedouble;
     pthread_mutex_lock(&ix->lock);
     rc = writer(ix, tenant, &slot);
     if (rc != CM_OK)
@@ -322,9 +601,17 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
         goto out;
     }
     if (strncmp(type, "message.", 8) == 0)
-        rc = apply_message(db, type, d, (int64_t)es->valuedouble, &changed, why, n);
-    else
-        rc = apply_members(db, type, ev, d, (int64_t)es->valuedouble, &changed, why, n);
+        rc = apply_message(db, type, d, version, &changed, why, n);
+    else if (strcmp(type, "user.deleted") == 0)
+        rc = apply_user_deleted(db, d, version, &changed, why, n);
+    else if (user_ev)
+        rc = apply_user(db, type, d, version, &changed, why, n);
+    else if (strncmp(type, "conversation.", 13) == 0) {
+        rc = apply_conversation(db, type, d, version, &changed, why, n);
+        if (rc == CM_OK && strcmp(type, "conversation.created") == 0)
+            rc = apply_members(db, type, ev, d, version, &changed, why, n);
+    } else
+        rc = apply_members(db, type, ev, d, version, &changed, why, n);
     if (rc != CM_OK)
         sqlite3_exec(db, "ROLLBACK TO ev", NULL, NULL, NULL);
     sqlite3_exec(db, "RELEASE ev", NULL, NULL, NULL);
@@ -335,6 +622,75 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
 out:
     if (rc != CM_OK && rc != CM_EINVAL && slot >= 0)
         end_txn(ix, slot, 0); /* a failed write: the whole batch is redone */
+    pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+cm_err search_index_copy(search_index *ix, const char *tenant, const char *path)
+{
+    sqlite3 *src = NULL, *dst = NULL;
+    sqlite3_backup *bk = NULL;
+    cm_err rc = search_index_open(ix, tenant, 0, &src);
+
+    if (rc == CM_ENOTFOUND)
+        return CM_OK; /* nothing to start from */
+    if (rc != CM_OK)
+        return rc;
+    rc = CM_EIO;
+    if (sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                        SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK &&
+        (bk = sqlite3_backup_init(dst, "main", src, "main")) != NULL &&
+        sqlite3_backup_step(bk, -1) == SQLITE_DONE)
+        rc = CM_OK;
+    if (bk && sqlite3_backup_finish(bk) != SQLITE_OK)
+        rc = CM_EIO;
+    if (rc != CM_OK)
+        cm_warn("search index %s: copy: %s", tenant, dst ? sqlite3_errmsg(dst) : "out of memory");
+    sqlite3_close(dst);
+    sqlite3_close(src);
+    return rc;
+}
+
+cm_err search_index_replace(search_index *ix, const char *tenant, const char *path,
+                            cm_err (*before)(void *ud), void *ud, search_index *rebuild)
+{
+    sqlite3 *src = NULL;
+    sqlite3_backup *bk = NULL;
+    sqlite3_stmt *st = NULL;
+    char live[600];
+    int slot = -1;
+    cm_err rc;
+
+    pthread_mutex_lock(&ix->lock);
+    rc = writer(ix, tenant, &slot);
+    if (rc != CM_OK || (rc = end_txn(ix, slot, 1)) != CM_OK || (rc = before(ud)) != CM_OK)
+        goto out;
+    (void)rebuild;
+    rc = CM_EIO;
+    if (!tenant_path(ix, tenant, live, sizeof(live)) ||
+        sqlite3_open_v2(path, &src, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_busy_timeout(src, 5000) != SQLITE_OK ||
+        !schema_apply(src, NULL) ||
+        sqlite3_prepare_v2(src, "ATTACH ? AS live", -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(st, 1, live, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE ||
+        /* recent searches are no event: they are carried over */
+        sqlite3_exec(src, "INSERT OR REPLACE INTO main.recent SELECT * FROM live.recent;"
+                          "DETACH live", NULL, NULL, NULL) != SQLITE_OK)
+        goto out;
+    bk = sqlite3_backup_init(ix->db[slot], "main", src, "main");
+    if (bk == NULL || sqlite3_backup_step(bk, -1) != SQLITE_DONE)
+        goto out;
+    rc = CM_OK;
+out:
+    if (bk && sqlite3_backup_finish(bk) != SQLITE_OK && rc == CM_OK)
+        rc = CM_EIO;
+    if (rc != CM_OK && slot >= 0)
+        cm_warn("search index %s: replace: %s", tenant, sqlite3_errmsg(src ? src : ix->db[slot]));
+    sqlite3_finalize(st);
+    sqlite3_close(src);
     pthread_mutex_unlock(&ix->lock);
     return rc;
 }
@@ -359,6 +715,37 @@ cm_err search_index_batch_end(search_index *ix, int commit)
 }
 
 /* --- queries ------------------------------------------------------------------------------ */
+
+cm_err search_index_open(search_index *ix, const char *tenant, int writable, sqlite3 **out)
+{
+    char path[600];
+    sqlite3 *db = NULL;
+
+    *out = NULL;
+    if (!search_tenant_valid(tenant) || !tenant_path(ix, tenant, path, sizeof(path)))
+        return CM_EINVAL;
+    if (!writable && access(path, F_OK) != 0)
+        return CM_ENOTFOUND;
+    /* A writer may come before the tenant's first event: it creates the file and schema. */
+    if (sqlite3_open_v2(path, &db,
+                        (writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                                  : SQLITE_OPEN_READONLY) |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(db, writable ? 5000 : 2000) != SQLITE_OK ||
+        (writable && !schema_apply(db, NULL))) {
+        cm_warn("search index %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return CM_EIO;
+    }
+    *out = db;
+    return CM_OK;
+}
+
+void search_index_count_query(search_index *ix, int failed)
+{
+    atomic_fetch_add(failed ? &ix->query_errors : &ix->queries, 1);
+}
 
 /* A LIKE pattern matching `term` anywhere, with % _ and \ escaped (ESCAPE '\'). */
 static void like_pattern(const char *term, char *out, size_t n)
