@@ -352,14 +352,14 @@ int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c)
     return lag;
 }
 
-cm_err cm_kafka_topic_dropped(cm_kafka_consumer *c, const char *topic, int timeout_ms,
-                              int64_t *out)
+cm_err cm_kafka_topic_watermarks(cm_kafka_consumer *c, const char *topic, int timeout_ms,
+                                 int64_t *dropped, int64_t *retained)
 {
     char full[256];
     rd_kafka_topic_t *rkt = NULL;
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err;
-    int64_t sum = 0;
+    int64_t sum = 0, held = 0;
     cm_err rc = CM_EIO;
 
     if (snprintf(full, sizeof(full), "%s%s", c->prefix, topic) >= (int)sizeof(full))
@@ -383,8 +383,10 @@ cm_err cm_kafka_topic_dropped(cm_kafka_consumer *c, const char *topic, int timeo
             goto out;
         }
         sum += lo > 0 ? lo : 0;
+        held += hi > lo && lo >= 0 ? hi - lo : 0;
     }
-    *out = sum;
+    *dropped = sum;
+    *retained = held;
     rc = CM_OK;
 out:
     if (md)

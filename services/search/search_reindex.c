@@ -186,9 +186,10 @@ static void *run(void *arg)
      * instead, which restores what the live index lost or missed within the retention and
      * keeps what is older. */
     for (int i = 0; i < 3 && rc == CM_OK; i++) {
-        int64_t dropped = 0;
-        rc = cm_kafka_topic_dropped(j->consumer, topics[i], 10000, &dropped);
+        int64_t dropped = 0, retained = 0;
+        rc = cm_kafka_topic_watermarks(j->consumer, topics[i], 10000, &dropped, &retained);
         atomic_fetch_add(&j->dropped, dropped);
+        atomic_fetch_add(&j->total, retained); /* what the replay will read, as of now */
     }
     if (rc == CM_OK && mkdir(j->dir, 0750) != 0)
         rc = CM_EIO;
@@ -243,9 +244,10 @@ static cJSON *job_json(const job *j)
     cJSON_AddNumberToObject(o, "records_read", (double)read);
     cJSON_AddNumberToObject(o, "records_total", (double)total);
     cJSON_AddNumberToObject(o, "events_applied", (double)atomic_load(&j->applied));
-    cJSON_AddNumberToObject(o, "progress", st == JOB_DONE ? 1.0
-                                           : total > 0    ? (double)read / (double)total
-                                                          : 0.0);
+    cJSON_AddNumberToObject(o, "progress", st == JOB_DONE             ? 1.0
+                                           : total > 0 && read < total ? (double)read / (double)total
+                                           : total > 0                 ? 0.999
+                                                                       : 0.0);
     cm_clock_rfc3339(atomic_load(&j->started_ms), when);
     cJSON_AddStringToObject(o, "started_at", when);
     if (atomic_load(&j->finished_ms)) {

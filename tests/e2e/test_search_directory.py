@@ -81,7 +81,7 @@ def test_conversation_search_finds_only_the_callers_conversations(api, tenant):
     assert conv(tok["ann"], f"equipe {tag}") == [a]               # diacritics removed
     assert conv(tok["ann"], f"launch {tag}") == [a]               # the description too
     assert conv(tok["ann"], f"mark* {tag}") == [a]                # prefix
-    assert conv(tok["cat"], "東京") == [c]                          # CJK substring
+    eventually(lambda: conv(tok["cat"], "東京"), [c])               # CJK substring
     assert conv(tok["ben"], "東京") == []
     # A title change is reflected; someone who leaves no longer finds it.
     ok(api.call("PATCH", f"/v1/conversations/{a}", tok["ann"], {"title": f"sales {tag}"}))
@@ -279,12 +279,15 @@ def test_reindex_rebuilds_the_index_from_the_topics(api, tenant, platform):
         seen.append(st)
         if st["status"] != "running":
             break
-        assert q() == []                               # the live index serves meanwhile
+        assert q() in ([], [mid])                      # the live index serves meanwhile
         time.sleep(0.5)
     assert st["status"] == "done", st
     assert st["progress"] == 1.0 and st["records_total"] > 0 and st["events_applied"] >= 4, st
-    progress = [s["progress"] for s in seen]
-    assert progress == sorted(progress), progress      # never goes back
+    assert all(0 <= s["progress"] <= 1 for s in seen), seen
+    read = [s["records_read"] for s in seen]
+    assert read == sorted(read), read                  # the replay only moves forward
+    assert st["mode"] in ("full", "merge") and st["records_dropped"] >= 0
+    assert (st["mode"] == "merge") == (st["records_dropped"] > 0)
     assert q() == [mid]                                # found again
     assert "kept across the rebuild" in [i["q"] for i in get(api, ivy, "/v1/search/recent").json()["items"]]
     problem(api.call("GET", f"/v1/search/reindex/{job['id']}", admin_of(api, new_tenant(api))), 404)
