@@ -133,6 +133,10 @@ $(B)/bench/media_thumbs: bench/media_thumbs.c $(B)/obj/media/media_image.o $(B)/
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(MEDIA_LIBS)) -lm
 
+$(B)/bench/search_bench: bench/search_bench.c $(call svc_objs,search,services/search) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/search $(LDFLAGS) -o $@ $^ $(call pkglibs,$(SEARCH_LIBS)) -lm
+
 # --- entry points ---------------------------------------------------------------------------
 .PHONY: all build deps run stop status test unit integration check-unit bench fuzz format clean help
 
@@ -174,7 +178,7 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
@@ -184,6 +188,13 @@ bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth
 bench-auth: deps
 	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/bench_auth
 	@bash bench/run.sh build/rel/bench/bench_auth
+
+# The search index next to raw SQLite FTS5 on a real multilingual corpus, with recall against
+# a brute-force scan (bench/search_bench.py): release build.
+.PHONY: bench-search
+bench-search:
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/search_bench
+	@.local/venv/bin/python bench/search_bench.py build/rel/bench/search_bench $(SEARCH_BENCH_TEXTS)
 
 # The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
 .PHONY: bench-gateway

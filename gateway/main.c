@@ -125,7 +125,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
                  "/v1/sessions user; /v1/roles user; /v1/server user auth=none;"
                  "/.well-known/jwks.json user auth=none;"
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
-                 "/v1/search search; /v1/ws socket auth=none;"
+                 "/v1/search search; /v1/analytics search; /v1/ws socket auth=none;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);

@@ -352,6 +352,49 @@ int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c)
     return lag;
 }
 
+cm_err cm_kafka_topic_watermarks(cm_kafka_consumer *c, const char *topic, int timeout_ms,
+                                 int64_t *dropped, int64_t *retained)
+{
+    char full[256];
+    rd_kafka_topic_t *rkt = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err;
+    int64_t sum = 0, held = 0;
+    cm_err rc = CM_EIO;
+
+    if (snprintf(full, sizeof(full), "%s%s", c->prefix, topic) >= (int)sizeof(full))
+        return CM_EINVAL;
+    rkt = rd_kafka_topic_new(c->rk, full, NULL);
+    if (rkt == NULL)
+        return CM_ENOMEM;
+    err = rd_kafka_metadata(c->rk, 0, rkt, &md, timeout_ms);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topic_cnt != 1 || md->topics[0].err) {
+        cm_warn("kafka: metadata of %s: %s", full,
+                rd_kafka_err2str(err ? err : md->topic_cnt == 1 ? md->topics[0].err
+                                                                : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        goto out;
+    }
+    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
+        int64_t lo = -1, hi = -1;
+        err = rd_kafka_query_watermark_offsets(c->rk, full, md->topics[0].partitions[i].id, &lo,
+                                               &hi, timeout_ms);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            cm_warn("kafka: watermarks of %s: %s", full, rd_kafka_err2str(err));
+            goto out;
+        }
+        sum += lo > 0 ? lo : 0;
+        held += hi > lo && lo >= 0 ? hi - lo : 0;
+    }
+    *dropped = sum;
+    *retained = held;
+    rc = CM_OK;
+out:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return rc;
+}
+
 cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_handler handler,
                               void *ud)
 {

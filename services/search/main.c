@@ -70,12 +70,25 @@ int main(int argc, char **argv)
                         &redis))
         goto out;
     cm_session_enforce(redis); /* revoked sessions' tokens are refused (session.h) */
-    if (cm_kafka_producer_create(brokers, prefix, NULL, NULL, &ctx.dlq) ||
+    if (search_reindexer_create(brokers, prefix, cm_config_str("SEARCH_GROUP", "search-indexer"),
+                                cm_config_str("SEARCH_DATA_DIR", "./search-data"),
+                                &ctx.reindexer) ||
+        cm_kafka_producer_create(brokers, prefix, NULL, NULL, &ctx.dlq) ||
         search_indexer_start(&ctx, brokers, prefix,
                              cm_config_str("SEARCH_GROUP", "search-indexer"), &ctx.indexer))
         goto out;
     if (cm_http_server_create(&hc, &srv) ||
-        cm_http_route(srv, "GET", "/v1/search/messages", search_messages, &ctx))
+        cm_http_route(srv, "GET", "/v1/search/messages", search_messages, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/search/conversations", search_conversations, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/search/users", search_users, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/search/suggest", search_suggest, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/search/recent", search_recent_list, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/search/recent", search_recent_delete, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/search", search_global, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/search/reindex", search_reindex_start, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/search/reindex/{id}", search_reindex_get, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/analytics/tenant", search_analytics_tenant, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/analytics/users/{id}", search_analytics_user, &ctx))
         goto out;
     cm_http_set_ready(srv, ready, &ctx);
     cm_http_set_metrics(srv, search_metrics, &ctx);
@@ -87,6 +100,7 @@ int main(int argc, char **argv)
 out:
     /* Stop taking requests, stop indexing (commits stored offsets), flush the DLQ. */
     cm_http_server_destroy(srv);
+    search_reindexer_destroy(ctx.reindexer);
     search_indexer_stop(ctx.indexer);
     cm_kafka_producer_destroy(ctx.dlq);
     search_index_destroy(ctx.index);

@@ -21,6 +21,10 @@
 #define SEARCH_ID_MAX 65       /* ids (user, conversation) with their NUL */
 #define SEARCH_LIMIT_MAX 50    /* largest page */
 #define SEARCH_OFFSET_MAX 1000 /* deepest result reachable by cursor */
+#define SEARCH_RECENT_MAX 20   /* recent searches kept per user */
+#define SEARCH_DELETED_USER "deleted-user" /* sender of an erased user's messages (messaging's) */
+#define SEARCH_ERASED 2        /* messages.deleted of a message erased with the policy delete */
+#define SEARCH_ERASED_STR "2"
 
 /* --- the query language (search_query.c): plain functions, no SQLite -------------------- */
 
@@ -61,6 +65,7 @@ cJSON *search_snippet_json(const char *marked);
 /* --- the per-tenant index (search_index.c) --------------------------------------------- */
 
 typedef struct search_index search_index;
+typedef struct sqlite3 sqlite3; /* SQLite's connection (sqlite3.h), used by this service only */
 
 /* Opens the index set under directory `dir` (created when missing). CM_EIO when it cannot
  * be used, CM_ENOMEM. Free with search_index_destroy. */
@@ -92,19 +97,57 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
                              const search_query *q, int newest, long offset, long limit,
                              cJSON *items, int *more);
 
+/* Opens a connection of its own to `tenant`'s index file: read-only (`writable` 0) for
+ * queries, read-write for the recent searches (the file is then created when missing).
+ * CM_ENOTFOUND (read-only) when nothing was indexed for the tenant yet, CM_EINVAL for a malformed tenant, CM_EIO. The caller closes it (sqlite3_close). */
+cm_err search_index_open(search_index *ix, const char *tenant, int writable, sqlite3 **out);
+
+/* Counts one query for /metrics (`failed` 1: one that failed in SQLite). */
+void search_index_count_query(search_index *ix, int failed);
+
 /* Prometheus lines of the index (events applied, duplicates, open handles). */
 void search_index_metrics(search_index *ix, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* Copies `tenant`'s live index into a new file at `path` (SQLite's online backup, a
+ * consistent snapshot). CM_OK without a file when the tenant has none yet; CM_EIO. */
+cm_err search_index_copy(search_index *ix, const char *tenant, const char *path);
+
+/* Replaces `tenant`'s live index by the rebuilt file at `path` (same schema): under the
+ * index's lock (the indexer waits), commits the tenant's open transaction, runs `before(ud)`
+ * (the rebuild's last catch-up, which must leave `path` committed), copies the tenant's recent
+ * searches into the rebuild, then copies the rebuild over the live file with SQLite's online
+ * backup, so readers see the old index or the new, never a mix. CM_EIO when SQLite failed,
+ * or what `before` returned; the live index is then unchanged. */
+cm_err search_index_replace(search_index *ix, const char *tenant, const char *path,
+                            cm_err (*before)(void *ud), void *ud, search_index *rebuild);
 
 /* --- the indexer and the process context -------------------------------------------------- */
 
 typedef struct search_indexer search_indexer;
+typedef struct search_reindexer search_reindexer;
 
 typedef struct search_ctx {
     search_index *index;
     cm_jwt *verifier;
     cm_kafka_producer *dlq;
     search_indexer *indexer;
+    search_reindexer *reindexer;
 } search_ctx;
+
+/* Returns 1 when events of `type` change the index (message.*, conversation.*, member.added,
+ * member.removed, user.created/updated/deleted), 0 otherwise. */
+int search_indexable(const char *type);
+
+/* The reindex jobs of POST /v1/search/reindex: each replays the topics (prefix `prefix`)
+ * through brokers `brokers` in a consumer group of its own ("<group>-reindex-<job id>") into
+ * a rebuild under `dir`. Free with search_reindexer_destroy, before the index. */
+cm_err search_reindexer_create(const char *brokers, const char *prefix, const char *group,
+                               const char *dir, search_reindexer **out);
+/* Stops running jobs (the live index stays as it was) and frees. Accepts NULL. */
+void search_reindexer_destroy(search_reindexer *r);
+/* POST /v1/search/reindex and GET /v1/search/reindex/{id} (search_reindex.c) */
+void search_reindex_start(cm_http_req *req, void *ud);
+void search_reindex_get(cm_http_req *req, void *ud);
 
 /* Starts the consumer thread: group `group` on the topics messages and conversations, each
  * event applied and only then its offset stored; poison events go to <topic>.dlq with the
@@ -117,7 +160,22 @@ void search_indexer_stop(search_indexer *w);
 /* The /metrics lines of the process: indexer counters, consumer lag, index counters. */
 void search_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx);
 
+/* Remembers q as `user`'s most recent search in `tenant`'s index, keeping the newest
+ * SEARCH_RECENT_MAX. A failure is logged and otherwise ignored: the search was answered. */
+void search_remember(search_ctx *ctx, const char *tenant, const char *user, const char *q);
+
 /* GET /v1/search/messages */
 void search_messages(cm_http_req *req, void *ud);
+/* GET /v1/search/conversations, GET /v1/search/users, GET /v1/search (search_directory.c) */
+void search_conversations(cm_http_req *req, void *ud);
+void search_users(cm_http_req *req, void *ud);
+void search_global(cm_http_req *req, void *ud);
+/* GET /v1/search/suggest, GET and DELETE /v1/search/recent (search_directory.c) */
+void search_suggest(cm_http_req *req, void *ud);
+void search_recent_list(cm_http_req *req, void *ud);
+void search_recent_delete(cm_http_req *req, void *ud);
+/* GET /v1/analytics/tenant, GET /v1/analytics/users/{id} (search_analytics.c) */
+void search_analytics_tenant(cm_http_req *req, void *ud);
+void search_analytics_user(cm_http_req *req, void *ud);
 
 #endif

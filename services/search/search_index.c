@@ -1,6 +1,6 @@
 /* search_index.c - the per-tenant search index: one SQLite database per tenant under the data
  * directory (<dir>/<tenant>.db, erasable by deleting the file), with the messages, the
- * memberships, and two FTS5 indexes over the message text kept in step by triggers: unicode61
+ * memberships, and two FTS5 indexes over the message text kept in step by apply_message: unicode61
  * with diacritics removed for words and prefixes, trigram for substrings of unspaced scripts
  * (CJK, Thai). Written by the indexer thread only; each query opens its own read-only
  * connection (WAL: readers never wait for the writer). */
@@ -20,10 +20,24 @@
 #include "search.h"
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
+#define SCHEMA_VERSION 3
+#define RID_PER_MS 4096 /* messages.rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+#define STMTS_MAX 16 /* prepared statements cached per writer connection */
+
+/* A writer connection's prepared statements, by their SQL text's address (the static
+ * strings of this file): preparing costs more than running most of them. */
+typedef struct stmt_cache {
+    const char *sql[STMTS_MAX];
+    sqlite3_stmt *st[STMTS_MAX];
+} stmt_cache;
 
 struct search_index {
     char dir[512];
     sqlite3 *db[WRITERS_MAX];
+    stmt_cache cache[WRITERS_MAX];
     char tenant[WRITERS_MAX][SEARCH_ID_MAX];
     int in_txn[WRITERS_MAX]; /* slot's transaction open (a batch is running) */
     int next_evict;
@@ -32,9 +46,64 @@ struct search_index {
     atomic_long applied, duplicates, queries, query_errors;
 };
 
+/* The cache of the connection being written (set under the index lock by the writer). */
+static _Thread_local stmt_cache *tl_cache;
+
+/* `sql` prepared on `db`: from the current writer's cache (reset, bindings cleared) or freshly
+ * prepared (and cached when there is room). NULL when SQLite refuses it. Release with
+ * stmt_release. */
+static sqlite3_stmt *stmt_get(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    stmt_cache *c = tl_cache;
+    int i;
+
+    for (i = 0; c && i < STMTS_MAX && c->sql[i]; i++)
+        if (c->sql[i] == sql && sqlite3_db_handle(c->st[i]) == db) {
+            sqlite3_reset(c->st[i]);
+            sqlite3_clear_bindings(c->st[i]);
+            return c->st[i];
+        }
+    if (sqlite3_prepare_v3(db, sql, -1, c ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) !=
+        SQLITE_OK)
+        return NULL;
+    if (c && i < STMTS_MAX) {
+        c->sql[i] = sql;
+        c->st[i] = st;
+    }
+    return st;
+}
+
+/* Done with a statement of stmt_get: reset when cached, finalized otherwise. */
+static void stmt_release(sqlite3_stmt *st)
+{
+    stmt_cache *c = tl_cache;
+    for (int i = 0; c && i < STMTS_MAX && c->sql[i]; i++)
+        if (c->st[i] == st) {
+            sqlite3_reset(st);
+            return;
+        }
+    sqlite3_finalize(st);
+}
+
+static void cache_clear(stmt_cache *c)
+{
+    for (int i = 0; i < STMTS_MAX; i++)
+        sqlite3_finalize(c->st[i]);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Runs a statement without result rows through the cache; 1 when it succeeded. */
+static int run_cached(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = stmt_get(db, sql);
+    int rc = st && sqlite3_step(st) == SQLITE_DONE;
+    if (st)
+        stmt_release(st);
+    return rc;
+}
+
 static const char SCHEMA[] =
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
     "CREATE TABLE IF NOT EXISTS messages("
     " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, conversation_id TEXT NOT NULL,"
     " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
@@ -46,22 +115,132 @@ static const char SCHEMA[] =
     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='trigram');"
-    "CREATE TRIGGER IF NOT EXISTS messages_ai AFTER INSERT ON messages BEGIN"
-    " INSERT INTO msg_words(rowid, text) VALUES (new.rid, new.text);"
-    " INSERT INTO msg_tri(rowid, text) VALUES (new.rid, new.text); END;"
-    "CREATE TRIGGER IF NOT EXISTS messages_ad AFTER DELETE ON messages BEGIN"
-    " INSERT INTO msg_words(msg_words, rowid, text) VALUES ('delete', old.rid, old.text);"
-    " INSERT INTO msg_tri(msg_tri, rowid, text) VALUES ('delete', old.rid, old.text); END;"
-    "CREATE TRIGGER IF NOT EXISTS messages_au AFTER UPDATE OF text ON messages BEGIN"
-    " INSERT INTO msg_words(msg_words, rowid, text) VALUES ('delete', old.rid, old.text);"
-    " INSERT INTO msg_tri(msg_tri, rowid, text) VALUES ('delete', old.rid, old.text);"
-    " INSERT INTO msg_words(rowid, text) VALUES (new.rid, new.text);"
-    " INSERT INTO msg_tri(rowid, text) VALUES (new.rid, new.text); END;"
     "CREATE TABLE IF NOT EXISTS members("
     " conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, active INTEGER NOT NULL,"
     " left_eseq INTEGER, eseq INTEGER NOT NULL, PRIMARY KEY (conversation_id, user_id))"
     " WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS members_user ON members(user_id, conversation_id);";
+    "CREATE INDEX IF NOT EXISTS members_user ON members(user_id, conversation_id);"
+    /* Conversations (title, description) from conversation.created/updated/deleted. */
+    "CREATE TABLE IF NOT EXISTS conversations("
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, title TEXT NOT NULL,"
+    " description TEXT NOT NULL, created_by TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " eseq INTEGER NOT NULL, deleted INTEGER NOT NULL);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS conv_words USING fts5(title, description,"
+    " content='conversations', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS conv_tri USING fts5(title, description,"
+    " content='conversations', content_rowid='rid', tokenize='trigram');"
+    "CREATE TRIGGER IF NOT EXISTS conversations_ai AFTER INSERT ON conversations BEGIN"
+    " INSERT INTO conv_words(rowid, title, description) VALUES (new.rid, new.title, new.description);"
+    " INSERT INTO conv_tri(rowid, title, description) VALUES (new.rid, new.title, new.description); END;"
+    "CREATE TRIGGER IF NOT EXISTS conversations_au AFTER UPDATE ON conversations BEGIN"
+    " INSERT INTO conv_words(conv_words, rowid, title, description)"
+    " VALUES ('delete', old.rid, old.title, old.description);"
+    " INSERT INTO conv_tri(conv_tri, rowid, title, description)"
+    " VALUES ('delete', old.rid, old.title, old.description);"
+    " INSERT INTO conv_words(rowid, title, description) VALUES (new.rid, new.title, new.description);"
+    " INSERT INTO conv_tri(rowid, title, description) VALUES (new.rid, new.title, new.description); END;"
+    /* Users (id, name, username) from user.created/updated; version = the event time. */
+    "CREATE TABLE IF NOT EXISTS users("
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
+    " username TEXT NOT NULL, avatar_media_id TEXT, status TEXT NOT NULL,"
+    " discoverable INTEGER NOT NULL, created_ms INTEGER NOT NULL, version_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS users_created ON users(created_ms);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS user_words USING fts5(id, name, username,"
+    " content='users', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS user_tri USING fts5(id, name, username,"
+    " content='users', content_rowid='rid', tokenize='trigram');"
+    "CREATE TRIGGER IF NOT EXISTS users_ai AFTER INSERT ON users BEGIN"
+    " INSERT INTO user_words(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username);"
+    " INSERT INTO user_tri(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username); END;"
+    "CREATE TRIGGER IF NOT EXISTS users_ad AFTER DELETE ON users BEGIN"
+    " INSERT INTO user_words(user_words, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username);"
+    " INSERT INTO user_tri(user_tri, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username); END;"
+    "CREATE TRIGGER IF NOT EXISTS users_au AFTER UPDATE ON users BEGIN"
+    " INSERT INTO user_words(user_words, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username);"
+    " INSERT INTO user_tri(user_tri, rowid, id, name, username)"
+    " VALUES ('delete', old.rid, old.id, old.name, old.username);"
+    " INSERT INTO user_words(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username);"
+    " INSERT INTO user_tri(rowid, id, name, username) VALUES (new.rid, new.id, new.name, new.username); END;"
+    /* Users erased by user.deleted: their later-replayed events index nothing (GDPR). */
+    "CREATE TABLE IF NOT EXISTS erased_users(user_id TEXT PRIMARY KEY, policy TEXT NOT NULL,"
+    " erased_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    /* A user's recent searches (search_directory.c), at most SEARCH_RECENT_MAX each. */
+    "CREATE TABLE IF NOT EXISTS recent(user_id TEXT NOT NULL, q TEXT NOT NULL,"
+    " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender_id, created_ms);";
+
+/* Schema version 2 adds messages.attachments (the count, for analytics' media volume) to the
+ * files of version 1; PRAGMA user_version says which a file has. */
+static const char MIGRATE_2[] =
+    "ALTER TABLE messages ADD COLUMN attachments INTEGER NOT NULL DEFAULT 0;";
+
+/* Version 3 numbers messages by time: rid = created_ms * RID_PER_MS + a tie-breaker, so the
+ * FTS5 rowid order is the newest-first order and a newest-N query reads N rows, not all
+ * matches. Version 2 files had rids in indexing order: renumbered, then both FTS5 indexes
+ * rebuilt from the content table. */
+static const char MIGRATE_3[] =
+    "DROP TRIGGER IF EXISTS messages_ai; DROP TRIGGER IF EXISTS messages_ad;"
+    "DROP TRIGGER IF EXISTS messages_au;"
+    "UPDATE messages SET rid = -rid;"
+    "UPDATE messages SET rid = n.r FROM (SELECT rid AS old, created_ms * 4096 +"
+    " row_number() OVER (PARTITION BY created_ms ORDER BY rid DESC) - 1 AS r FROM messages) AS n"
+    " WHERE messages.rid = n.old;"
+    "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
+
+/* One integer a PRAGMA answers (-1 when it fails). */
+static int pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Creates the schema or runs the migrations a file still lacks, in one transaction, then puts
+ * the file in WAL mode. A new file's schema is written with synchronous=OFF: as separate
+ * durable statements its thirty-odd DDL statements cost ~70 ms of fsyncs per tenant, which
+ * made a replay of many tenants crawl; an empty schema lost to a power cut is recreated from
+ * the topics like any index (its events' offsets are stored only after later commits). */
+static int schema_apply(sqlite3 *db, char **err)
+{
+    int version = pragma_int(db, "PRAGMA user_version"), fresh, has_col;
+
+    if (version < 0)
+        return 0;
+    if (version < SCHEMA_VERSION) {
+        fresh = pragma_int(db, "PRAGMA page_count") == 0;
+        if (sqlite3_exec(db, fresh ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL",
+                         NULL, NULL, err) != SQLITE_OK ||
+            sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, err) != SQLITE_OK)
+            return 0;
+        /* SCHEMA creates what is missing; a file of version 1 lacks messages.attachments
+         * (SCHEMA's messages has none either: MIGRATE_2 adds it to both) */
+        if (sqlite3_exec(db, SCHEMA, NULL, NULL, err) != SQLITE_OK ||
+            (has_col = pragma_int(db, "SELECT count(*) FROM pragma_table_info('messages')"
+                                      " WHERE name = 'attachments'")) < 0 ||
+            (has_col == 0 && sqlite3_exec(db, MIGRATE_2, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 3 && !fresh && sqlite3_exec(db, MIGRATE_3, NULL, NULL, err) != SQLITE_OK) ||
+            sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
+                SQLITE_OK ||
+            sqlite3_exec(db, "COMMIT", NULL, NULL, err) != SQLITE_OK) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return 0;
+        }
+    }
+    /* Closing a connection skips the checkpoint (and its fsync): the next opener recovers the
+     * WAL. Replays cycle through many tenants' connections (WRITERS_MAX). */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+    return sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL,
+                        err) == SQLITE_OK;
+}
 
 int search_tenant_valid(const char *t)
 {
@@ -109,8 +288,10 @@ void search_index_destroy(search_index *ix)
 {
     if (ix == NULL)
         return;
-    for (int i = 0; i < WRITERS_MAX; i++)
+    for (int i = 0; i < WRITERS_MAX; i++) {
+        cache_clear(&ix->cache[i]);
         sqlite3_close(ix->db[i]);
+    }
     pthread_mutex_destroy(&ix->lock);
     free(ix);
 }
@@ -151,7 +332,7 @@ static cm_err writer(search_index *ix, const char *tenant, int *slotp)
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
         sqlite3_busy_timeout(db, 5000) != SQLITE_OK ||
-        sqlite3_exec(db, SCHEMA, NULL, NULL, &err) != SQLITE_OK) {
+        !schema_apply(db, &err)) {
         cm_error("search index %s: %s", path, err ? err : sqlite3_errmsg(db));
         sqlite3_free(err);
         sqlite3_close(db);
@@ -163,6 +344,7 @@ static cm_err writer(search_index *ix, const char *tenant, int *slotp)
         sqlite3_close(db);
         return CM_EIO;
     }
+    cache_clear(&ix->cache[slot]);
     sqlite3_close(ix->db[slot]);
     ix->db[slot] = db;
     snprintf(ix->tenant[slot], sizeof(ix->tenant[slot]), "%s", tenant);
@@ -181,28 +363,76 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         cm_warn("search index: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
+    stmt_release(st);
     return rc == SQLITE_DONE;
+}
+
+/* 0 when `user` was not erased, 1 when erased with the policy anonymize, 2 with delete, -1 when
+ * SQLite failed. */
+static int erased_policy(sqlite3 *db, const char *user)
+{
+    sqlite3_stmt *st;
+    int rc;
+    static const char SQL[] = "SELECT policy FROM erased_users WHERE user_id = ?";
+    if ((st = stmt_get(db, SQL)) == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        rc = strcmp((const char *)sqlite3_column_text(st, 0), "delete") == 0 ? 2 : 1;
+    else
+        rc = rc == SQLITE_DONE ? 0 : -1;
+    stmt_release(st);
+    return rc;
+}
+
+/* message.created / message.updated / message.deleted: the whole message after the change. */
+/* Adds (`add` 1) or removes (0) text `text` of row `rid` in both FTS5 indexes. The message
+ * text is external content: FTS5 must be told the exact text it indexed to remove it. Done
+ * here rather than by triggers, which cost 2.7x the indexing time (bench/README.md). */
+static int fts_message(sqlite3 *db, int64_t rid, const char *text, int add)
+{
+    static const char ADD_W[] = "INSERT INTO msg_words(rowid, text) VALUES (?1, ?2)",
+                      ADD_T[] = "INSERT INTO msg_tri(rowid, text) VALUES (?1, ?2)",
+                      DEL_W[] = "INSERT INTO msg_words(msg_words, rowid, text)"
+                                " VALUES ('delete', ?1, ?2)",
+                      DEL_T[] = "INSERT INTO msg_tri(msg_tri, rowid, text)"
+                                " VALUES ('delete', ?1, ?2)";
+    const char *sql[2] = {add ? ADD_W : DEL_W, add ? ADD_T : DEL_T};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *st = stmt_get(db, sql[i]);
+        if (st == NULL)
+            return 0;
+        sqlite3_bind_int64(st, 1, rid);
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+        if (!step_done(db, st))
+            return 0;
+    }
+    return 1;
 }
 
 /* message.created / message.updated / message.deleted: the whole message after the change. */
 static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
-    static const char SQL[] =
-        "INSERT INTO messages(id, conversation_id, sender_id, seq, created_ms, created_eseq,"
-        " eseq, has_attachment, deleted, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
-        " ON CONFLICT(id) DO UPDATE SET text = excluded.text, eseq = excluded.eseq,"
-        " has_attachment = excluded.has_attachment, deleted = excluded.deleted"
-        " WHERE excluded.eseq > messages.eseq AND messages.deleted = 0";
+    static const char FIND[] = "SELECT rid, eseq, deleted, text FROM messages WHERE id = ?",
+                      INSERT[] =
+                          "INSERT INTO messages(rid, id, conversation_id, sender_id, seq,"
+                          " created_ms, created_eseq, eseq, has_attachment, deleted, text,"
+                          " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
+                      UPDATE[] = "UPDATE messages SET eseq = ?2, has_attachment = ?3,"
+                                 " deleted = ?4, text = ?5, attachments = ?6 WHERE rid = ?1";
     const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
                *text = str(d, "text"), *mtype = str(d, "type"), *created = str(d, "created_at");
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq"),
                 *att = cJSON_GetObjectItemCaseSensitive(d, "attachments");
     int deleted = strcmp(type, "message.deleted") == 0 ||
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
-    int64_t created_ms;
+    int64_t created_ms, rid = 0, old_eseq = 0;
+    int erased, found, old_deleted = 0, src;
+    char *old_text = NULL;
     sqlite3_stmt *st;
+    cm_err rc = CM_EIO;
 
     if (!id || !cid || !sender || !text || !mtype || !created || !cJSON_IsNumber(seq) ||
         search_parse_time(created, &created_ms) != CM_OK) {
@@ -212,22 +442,84 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     }
     if (strcmp(mtype, "system") == 0)
         return CM_OK; /* joins, leaves and renames are not searchable content */
-    if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
+    /* A replayed message of an erased user is stored as what the erasure left of it. */
+    if ((erased = erased_policy(db, sender)) < 0)
+        return CM_EIO;
+    if (erased) {
+        deleted = erased == 2 ? SEARCH_ERASED : 1;
+        sender = SEARCH_DELETED_USER;
+    }
+    /* A tombstone keeps no text: nothing of a deleted message stays in either index. */
+    if (deleted)
+        text = "";
+    if ((st = stmt_get(db, FIND)) == NULL)
         return CM_EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, cid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, sender, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)seq->valuedouble);
-    sqlite3_bind_int64(st, 5, created_ms);
-    sqlite3_bind_int64(st, 6, eseq);
-    sqlite3_bind_int(st, 7, cJSON_GetArraySize(att) > 0);
-    sqlite3_bind_int(st, 8, deleted);
-    /* A tombstone keeps no text: nothing of a deleted message stays in either index. */
-    sqlite3_bind_text(st, 9, deleted ? "" : text, -1, SQLITE_STATIC);
-    if (!step_done(db, st))
-        return CM_EIO;
-    *changed += sqlite3_changes(db);
-    return CM_OK;
+    src = sqlite3_step(st);
+    found = src == SQLITE_ROW;
+    if (found) {
+        rid = sqlite3_column_int64(st, 0);
+        old_eseq = sqlite3_column_int64(st, 1);
+        old_deleted = sqlite3_column_int(st, 2);
+        old_text = strdup((const char *)sqlite3_column_text(st, 3));
+    }
+    stmt_release(st);
+    if ((src != SQLITE_ROW && src != SQLITE_DONE) || (found && old_text == NULL))
+        goto out;
+    if (found && (eseq <= old_eseq || old_deleted)) {
+        rc = CM_OK; /* not newer, or a tombstone: nothing changes */
+        goto out;
+    }
+    if (found) {
+        int same = strcmp(old_text, text) == 0;
+        if ((!same && !fts_message(db, rid, old_text, 0)) || (st = stmt_get(db, UPDATE)) == NULL)
+            goto out;
+        sqlite3_bind_int64(st, 1, rid);
+        sqlite3_bind_int64(st, 2, eseq);
+        sqlite3_bind_int(st, 3, cJSON_GetArraySize(att) > 0);
+        sqlite3_bind_int(st, 4, deleted);
+        sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
+        if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
+            goto out;
+        *changed += 1;
+        rc = CM_OK;
+        goto out;
+    }
+    if ((st = stmt_get(db, INSERT)) == NULL)
+        goto out;
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)seq->valuedouble);
+    sqlite3_bind_int64(st, 6, created_ms);
+    sqlite3_bind_int64(st, 7, eseq);
+    sqlite3_bind_int(st, 8, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 9, deleted);
+    sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 11, cJSON_GetArraySize(att));
+    /* rid by time (MIGRATE_3); on the rare clash (same ms, same low seq bits) the next one. */
+    rid = created_ms * RID_PER_MS + ((int64_t)seq->valuedouble % RID_PER_MS);
+    for (int tries = 0;; tries++) {
+        sqlite3_bind_int64(st, 1, rid);
+        if (sqlite3_step(st) == SQLITE_DONE)
+            break;
+        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY || tries > 64) {
+            cm_warn("search index: %s", sqlite3_errmsg(db));
+            stmt_release(st);
+            goto out;
+        }
+        sqlite3_reset(st);
+        rid++;
+    }
+    stmt_release(st);
+    if (!fts_message(db, rid, text, 1))
+        goto out;
+    *changed += 1;
+    rc = CM_OK;
+out:
+    free(old_text);
+    return rc;
 }
 
 static cm_err upsert_member(sqlite3 *db, const char *cid, const char *uid, int active,
@@ -239,8 +531,13 @@ static cm_err upsert_member(sqlite3 *db, const char *cid, const char *uid, int a
         " left_eseq = excluded.left_eseq, eseq = excluded.eseq"
         " WHERE excluded.eseq > members.eseq";
     sqlite3_stmt *st;
+    int erased = erased_policy(db, uid);
 
-    if (sqlite3_prepare_v2(db, SQL, -1, &st, NULL) != SQLITE_OK)
+    if (erased < 0)
+        return CM_EIO;
+    if (erased)
+        return CM_OK; /* an erased user's memberships are not kept */
+    if ((st = stmt_get(db, SQL)) == NULL)
         return CM_EIO;
     sqlite3_bind_text(st, 1, cid, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, uid, -1, SQLITE_STATIC);
@@ -290,20 +587,167 @@ static cm_err apply_members(sqlite3 *db, const char *type, const cJSON *ev, cons
                          changed);
 }
 
+/* The string `k` of `o`, "" when null or absent. */
+static const char *str_or_empty(const cJSON *o, const char *k)
+{
+    const char *v = str(o, k);
+    return v ? v : "";
+}
+
+/* conversation.created / conversation.updated / conversation.deleted: the conversation's shared
+ * fields after the change (title and description are what is searched). */
+static cm_err apply_conversation(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
+                                 int *changed, char *why, size_t n)
+{
+    static const char SQL[] =
+        "INSERT INTO conversations(id, type, title, description, created_by, created_ms, eseq,"
+        " deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        " ON CONFLICT(id) DO UPDATE SET title = excluded.title,"
+        " description = excluded.description, eseq = excluded.eseq, deleted = excluded.deleted"
+        " WHERE excluded.eseq > conversations.eseq";
+    const char *id = str(d, "id"), *ctype = str(d, "type"), *by = str(d, "created_by"),
+               *created = str(d, "created_at");
+    int64_t created_ms;
+    sqlite3_stmt *st;
+
+    if (!id || !ctype || !by || !created || search_parse_time(created, &created_ms) != CM_OK) {
+        snprintf(why, n, "%s: data lacks id, type, created_by or created_at", type);
+        return CM_EINVAL;
+    }
+    if ((st = stmt_get(db, SQL)) == NULL)
+        return CM_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ctype, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, str_or_empty(d, "title"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, str_or_empty(d, "description"), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, by, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, created_ms);
+    sqlite3_bind_int64(st, 7, eseq);
+    sqlite3_bind_int(st, 8, strcmp(type, "conversation.deleted") == 0);
+    if (!step_done(db, st))
+        return CM_EIO;
+    *changed += sqlite3_changes(db);
+    return CM_OK;
+}
+
+/* user.created / user.updated: the user's public view; `version` (the event time, ms) orders
+ * them, since user events carry no log seq. */
+static cm_err apply_user(sqlite3 *db, const char *type, const cJSON *d, int64_t version,
+                         int *changed, char *why, size_t n)
+{
+    static const char SQL[] =
+        "INSERT INTO users(id, name, username, avatar_media_id, status, discoverable,"
+        " created_ms, version_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        " ON CONFLICT(id) DO UPDATE SET name = excluded.name, username = excluded.username,"
+        " avatar_media_id = excluded.avatar_media_id, status = excluded.status,"
+        " discoverable = excluded.discoverable, version_ms = excluded.version_ms"
+        " WHERE excluded.version_ms >= users.version_ms";
+    const char *id = str(d, "id"), *name = str(d, "name"), *status = str(d, "status"),
+               *created = str(d, "created_at");
+    const cJSON *disc = cJSON_GetObjectItemCaseSensitive(d, "discoverable");
+    int64_t created_ms = version;
+    int erased;
+    sqlite3_stmt *st;
+
+    /* The first user services published id and name only: status and created_at default to
+     * active and the event's time. */
+    if (!id || !name || (created && search_parse_time(created, &created_ms) != CM_OK)) {
+        snprintf(why, n, "%s: data lacks id or name, or created_at is not RFC 3339", type);
+        return CM_EINVAL;
+    }
+    if (status == NULL)
+        status = "active";
+    if ((erased = erased_policy(db, id)) != 0)
+        return erased < 0 ? CM_EIO : CM_OK;
+    if ((st = stmt_get(db, SQL)) == NULL)
+        return CM_EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, str_or_empty(d, "username"), -1, SQLITE_STATIC);
+    if (str(d, "avatar_media_id"))
+        sqlite3_bind_text(st, 4, str(d, "avatar_media_id"), -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_text(st, 5, status, -1, SQLITE_STATIC);
+    /* Absent in events of user services older than the field: discoverable, its default. */
+    sqlite3_bind_int(st, 6, !cJSON_IsFalse(disc));
+    sqlite3_bind_int64(st, 7, created_ms);
+    sqlite3_bind_int64(st, 8, version);
+    if (!step_done(db, st))
+        return CM_EIO;
+    *changed += sqlite3_changes(db);
+    return CM_OK;
+}
+
+/* user.deleted: erases what the index holds about the user, per the tenant's erase_policy
+ * (proto/events/user.deleted.schema.json): the profile, memberships and recent searches are
+ * deleted; the user's messages lose their text and sender (anonymize: still counted by the
+ * analytics as a deleted user's; delete: not counted either). The user id is remembered so a
+ * replay of older events indexes nothing of them again. */
+static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, int *changed,
+                                 char *why, size_t n)
+{
+    static const char *const SQL[] = {
+        "INSERT OR REPLACE INTO erased_users(user_id, policy, erased_ms) VALUES (?1, ?2, ?3)",
+        "DELETE FROM users WHERE id = ?1",
+        "DELETE FROM members WHERE user_id = ?1",
+        "DELETE FROM recent WHERE user_id = ?1",
+        /* the text leaves both FTS5 indexes (external content: told the text it indexed) */
+        "INSERT INTO msg_words(msg_words, rowid, text) SELECT 'delete', rid, text FROM messages"
+        " WHERE sender_id = ?1 AND text <> ''",
+        "INSERT INTO msg_tri(msg_tri, rowid, text) SELECT 'delete', rid, text FROM messages"
+        " WHERE sender_id = ?1 AND text <> ''",
+        "UPDATE messages SET text = '', sender_id = '" SEARCH_DELETED_USER "',"
+        " deleted = CASE ?2 WHEN 'delete' THEN " SEARCH_ERASED_STR " ELSE 1 END"
+        " WHERE sender_id = ?1",
+    };
+    const char *uid = str(d, "user_id"), *policy = str(d, "erase_policy");
+    sqlite3_stmt *st;
+
+    if (!uid || !policy || (strcmp(policy, "delete") != 0 && strcmp(policy, "anonymize") != 0)) {
+        snprintf(why, n, "user.deleted: data lacks user_id or erase_policy (anonymize|delete)");
+        return CM_EINVAL;
+    }
+    for (size_t i = 0; i < sizeof(SQL) / sizeof(SQL[0]); i++) {
+        if ((st = stmt_get(db, SQL[i])) == NULL)
+            return CM_EIO;
+        sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 2)
+            sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 3)
+            sqlite3_bind_int64(st, 3, version);
+        if (!step_done(db, st))
+            return CM_EIO;
+        *changed += sqlite3_changes(db);
+    }
+    return CM_OK;
+}
+
+static const char SP_BEGIN[] = "SAVEPOINT ev", SP_ROLLBACK[] = "ROLLBACK TO ev",
+                  SP_RELEASE[] = "RELEASE ev";
+
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n)
 {
     const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data"),
                 *es = cJSON_GetObjectItemCaseSensitive(ev, "eseq");
-    int changed = 0, slot = -1;
+    const char *when = str(ev, "time");
+    int changed = 0, slot = -1, user_ev = type && strncmp(type, "user.", 5) == 0;
+    int64_t version = 0;
     sqlite3 *db;
     cm_err rc;
 
+    /* Messaging's events are ordered by the conversation's log seq (eseq); the user service's
+     * carry none and are ordered by their time. */
     if (type == NULL || tenant == NULL || !search_tenant_valid(tenant) || !cJSON_IsObject(d) ||
-        !cJSON_IsNumber(es) || es->valuedouble < 1) {
-        snprintf(why, n, "the envelope lacks type, a valid tenant, eseq or data");
+        (user_ev ? (when == NULL || search_parse_time(when, &version) != CM_OK)
+                 : (!cJSON_IsNumber(es) || es->valuedouble < 1))) {
+        snprintf(why, n, "the envelope lacks type, a valid tenant, %s or data",
+                 user_ev ? "time" : "eseq");
         return CM_EINVAL;
     }
+    if (!user_ev)
+        version = (int64_t)es->valuedouble;
     pthread_mutex_lock(&ix->lock);
     rc = writer(ix, tenant, &slot);
     if (rc != CM_OK)
@@ -317,24 +761,104 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
         ix->in_txn[slot] = 1;
     }
     /* One savepoint per event: a refused event leaves nothing behind in the batch. */
-    if (sqlite3_exec(db, "SAVEPOINT ev", NULL, NULL, NULL) != SQLITE_OK) {
+    tl_cache = &ix->cache[slot];
+    if (!run_cached(db, SP_BEGIN)) {
         rc = CM_EIO;
         goto out;
     }
     if (strncmp(type, "message.", 8) == 0)
-        rc = apply_message(db, type, d, (int64_t)es->valuedouble, &changed, why, n);
-    else
-        rc = apply_members(db, type, ev, d, (int64_t)es->valuedouble, &changed, why, n);
+        rc = apply_message(db, type, d, version, &changed, why, n);
+    else if (strcmp(type, "user.deleted") == 0)
+        rc = apply_user_deleted(db, d, version, &changed, why, n);
+    else if (user_ev)
+        rc = apply_user(db, type, d, version, &changed, why, n);
+    else if (strncmp(type, "conversation.", 13) == 0) {
+        rc = apply_conversation(db, type, d, version, &changed, why, n);
+        if (rc == CM_OK && strcmp(type, "conversation.created") == 0)
+            rc = apply_members(db, type, ev, d, version, &changed, why, n);
+    } else
+        rc = apply_members(db, type, ev, d, version, &changed, why, n);
     if (rc != CM_OK)
-        sqlite3_exec(db, "ROLLBACK TO ev", NULL, NULL, NULL);
-    sqlite3_exec(db, "RELEASE ev", NULL, NULL, NULL);
+        run_cached(db, SP_ROLLBACK);
+    run_cached(db, SP_RELEASE);
+    tl_cache = NULL;
     if ((rc == CM_OK || rc == CM_EINVAL) && !ix->batching && end_txn(ix, slot, 1) != CM_OK)
         rc = CM_EIO;
     if (rc == CM_OK)
         atomic_fetch_add(changed ? &ix->applied : &ix->duplicates, 1);
 out:
+    tl_cache = NULL;
     if (rc != CM_OK && rc != CM_EINVAL && slot >= 0)
         end_txn(ix, slot, 0); /* a failed write: the whole batch is redone */
+    pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+cm_err search_index_copy(search_index *ix, const char *tenant, const char *path)
+{
+    sqlite3 *src = NULL, *dst = NULL;
+    sqlite3_backup *bk = NULL;
+    cm_err rc = search_index_open(ix, tenant, 0, &src);
+
+    if (rc == CM_ENOTFOUND)
+        return CM_OK; /* nothing to start from */
+    if (rc != CM_OK)
+        return rc;
+    rc = CM_EIO;
+    if (sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                        SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK &&
+        (bk = sqlite3_backup_init(dst, "main", src, "main")) != NULL &&
+        sqlite3_backup_step(bk, -1) == SQLITE_DONE)
+        rc = CM_OK;
+    if (bk && sqlite3_backup_finish(bk) != SQLITE_OK)
+        rc = CM_EIO;
+    if (rc != CM_OK)
+        cm_warn("search index %s: copy: %s", tenant, dst ? sqlite3_errmsg(dst) : "out of memory");
+    sqlite3_close(dst);
+    sqlite3_close(src);
+    return rc;
+}
+
+cm_err search_index_replace(search_index *ix, const char *tenant, const char *path,
+                            cm_err (*before)(void *ud), void *ud, search_index *rebuild)
+{
+    sqlite3 *src = NULL;
+    sqlite3_backup *bk = NULL;
+    sqlite3_stmt *st = NULL;
+    char live[600];
+    int slot = -1;
+    cm_err rc;
+
+    pthread_mutex_lock(&ix->lock);
+    rc = writer(ix, tenant, &slot);
+    if (rc != CM_OK || (rc = end_txn(ix, slot, 1)) != CM_OK || (rc = before(ud)) != CM_OK)
+        goto out;
+    (void)rebuild;
+    rc = CM_EIO;
+    if (!tenant_path(ix, tenant, live, sizeof(live)) ||
+        sqlite3_open_v2(path, &src, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_busy_timeout(src, 5000) != SQLITE_OK ||
+        !schema_apply(src, NULL) ||
+        sqlite3_prepare_v2(src, "ATTACH ? AS live", -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(st, 1, live, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE ||
+        /* recent searches are no event: they are carried over */
+        sqlite3_exec(src, "INSERT OR REPLACE INTO main.recent SELECT * FROM live.recent;"
+                          "DETACH live", NULL, NULL, NULL) != SQLITE_OK)
+        goto out;
+    bk = sqlite3_backup_init(ix->db[slot], "main", src, "main");
+    if (bk == NULL || sqlite3_backup_step(bk, -1) != SQLITE_DONE)
+        goto out;
+    rc = CM_OK;
+out:
+    if (bk && sqlite3_backup_finish(bk) != SQLITE_OK && rc == CM_OK)
+        rc = CM_EIO;
+    if (rc != CM_OK && slot >= 0)
+        cm_warn("search index %s: replace: %s", tenant, sqlite3_errmsg(src ? src : ix->db[slot]));
+    sqlite3_finalize(st);
+    sqlite3_close(src);
     pthread_mutex_unlock(&ix->lock);
     return rc;
 }
@@ -359,6 +883,37 @@ cm_err search_index_batch_end(search_index *ix, int commit)
 }
 
 /* --- queries ------------------------------------------------------------------------------ */
+
+cm_err search_index_open(search_index *ix, const char *tenant, int writable, sqlite3 **out)
+{
+    char path[600];
+    sqlite3 *db = NULL;
+
+    *out = NULL;
+    if (!search_tenant_valid(tenant) || !tenant_path(ix, tenant, path, sizeof(path)))
+        return CM_EINVAL;
+    if (!writable && access(path, F_OK) != 0)
+        return CM_ENOTFOUND;
+    /* A writer may come before the tenant's first event: it creates the file and schema. */
+    if (sqlite3_open_v2(path, &db,
+                        (writable ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                                  : SQLITE_OPEN_READONLY) |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(db, writable ? 5000 : 2000) != SQLITE_OK ||
+        (writable && !schema_apply(db, NULL))) {
+        cm_warn("search index %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return CM_EIO;
+    }
+    *out = db;
+    return CM_OK;
+}
+
+void search_index_count_query(search_index *ix, int failed)
+{
+    atomic_fetch_add(failed ? &ix->query_errors : &ix->queries, 1);
+}
 
 /* A LIKE pattern matching `term` anywhere, with % _ and \ escaped (ESCAPE '\'). */
 static void like_pattern(const char *term, char *out, size_t n)
@@ -474,10 +1029,14 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         ADD(" AND m.created_ms < ?");
     if (q->has_attachment)
         ADD(" AND m.has_attachment = 1");
+    /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards
+     * and stops after the page, instead of sorting every match. */
     if (fts && !newest)
-        ADD(" ORDER BY bm25(%s), m.created_ms DESC LIMIT ? OFFSET ?", fts);
+        ADD(" ORDER BY bm25(%s), m.rid DESC LIMIT ? OFFSET ?", fts);
+    else if (fts)
+        ADD(" ORDER BY %s.rowid DESC LIMIT ? OFFSET ?", fts);
     else
-        ADD(" ORDER BY m.created_ms DESC, m.seq DESC LIMIT ? OFFSET ?");
+        ADD(" ORDER BY m.rid DESC LIMIT ? OFFSET ?");
 #undef ADD
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
         cm_warn("search query: %s", sqlite3_errmsg(db));

@@ -1,5 +1,5 @@
 /* search_indexer.c - the Kafka consumer thread that builds the index from the topics
- * `messages` and `conversations`: records are taken in batches (what has arrived, up to
+ * `messages`, `conversations` and `users`: records are taken in batches (what has arrived, up to
  * BATCH_MAX), applied in one transaction per tenant, and the batch's offsets are stored only
  * after every transaction committed (common/kafka.h), so a crash replays rather than loses. Records that can never be applied (not JSON, schema broken) go to
  * <topic>.dlq with the reason in the header "error"; SQLite failures are retried. */
@@ -26,9 +26,20 @@ struct search_indexer {
 
 #define BATCH_MAX 500 /* records per transaction at most */
 
-static const char *const HANDLED[] = {"message.created", "message.updated", "message.deleted",
-                                      "conversation.created", "member.added",
-                                      "member.removed", NULL};
+static const char *const HANDLED[] = {"message.created",      "message.updated",
+                                      "message.deleted",      "conversation.created",
+                                      "conversation.updated", "conversation.deleted",
+                                      "member.added",         "member.removed",
+                                      "user.created",         "user.updated",
+                                      "user.deleted",         NULL};
+
+int search_indexable(const char *type)
+{
+    for (int i = 0; HANDLED[i]; i++)
+        if (strcmp(type, HANDLED[i]) == 0)
+            return 1;
+    return 0;
+}
 
 static cm_err dead_letter(search_indexer *w, const cm_kafka_record *rec, const char *why)
 {
@@ -53,7 +64,6 @@ static cm_err handle_one(search_indexer *w, const cm_kafka_record *rec)
     char why[256] = "";
     const char *type;
     cJSON *ev = NULL;
-    int known = 0;
     cm_err rc;
 
     if (cm_json_parse(rec->value, rec->value_len, 32, &ev, why, sizeof(why)) != CM_OK ||
@@ -63,9 +73,7 @@ static cm_err handle_one(search_indexer *w, const cm_kafka_record *rec)
         return dead_letter(w, rec, why[0] ? why : "not a CloudEvent: no type");
     }
     type = cJSON_GetObjectItemCaseSensitive(ev, "type")->valuestring;
-    for (int i = 0; HANDLED[i]; i++)
-        known |= strcmp(type, HANDLED[i]) == 0;
-    if (!known) {
+    if (!search_indexable(type)) {
         cJSON_Delete(ev);
         return CM_OK; /* reactions, receipts, ...: not searchable */
     }
@@ -121,7 +129,7 @@ static void *run(void *arg)
 cm_err search_indexer_start(search_ctx *ctx, const char *brokers, const char *prefix,
                             const char *group, search_indexer **out)
 {
-    static const char *const topics[] = {"messages", "conversations"};
+    static const char *const topics[] = {"messages", "conversations", "users"};
     search_indexer *w = calloc(1, sizeof(*w));
     cm_err rc;
 
@@ -129,7 +137,7 @@ cm_err search_indexer_start(search_ctx *ctx, const char *brokers, const char *pr
         return CM_ENOMEM;
     w->ctx = ctx;
     /* From the beginning: the index is rebuilt from the topics when the group is new. */
-    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 2, 1, &w->consumer);
+    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 3, 1, &w->consumer);
     if (rc != CM_OK) {
         free(w);
         return rc;

@@ -138,6 +138,8 @@ void search_messages(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc == CM_EINVAL ? CM_EIO : rc, "the index could not be read");
         return;
     }
+    if (offset == 0)
+        search_remember(ctx, c.tid, c.sub, qs);
     more = more && offset + limit <= SEARCH_OFFSET_MAX;
     snprintf(next, sizeof(next), "o%ld", offset + limit);
     cm_http_add_header(req, "Cache-Control", "private, no-store");

@@ -136,8 +136,10 @@ cm_err user_load(user_ctx *ctx, const char *tenant, const char *id, bson_t *out)
 
 void user_publish_user(user_ctx *ctx, const char *type, const bson_t *doc)
 {
-    user_publish(ctx, type, cm_bson_str(doc, "tenant", ""), cm_bson_str(doc, "id", ""),
-                 public_json(doc, NULL));
+    cJSON *data = public_json(doc, NULL);
+    /* The search service lists only discoverable users in GET /v1/search/users. */
+    cJSON_AddBoolToObject(data, "discoverable", cm_bson_bool(doc, "discoverable", 1));
+    user_publish(ctx, type, cm_bson_str(doc, "tenant", ""), cm_bson_str(doc, "id", ""), data);
 }
 
 /* The profile fields a body may set. `server` adds what only the tenant's backend may set

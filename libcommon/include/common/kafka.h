@@ -98,6 +98,14 @@ cm_err cm_kafka_consumer_poll_batch(cm_kafka_consumer *c, int timeout_ms, size_t
  * polling one. */
 int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c);
 
+/* The watermarks of `topic` (name without the prefix), asked of the brokers, waiting up to
+ * timeout_ms: `dropped`, the records no longer retained (the sum over its partitions of the
+ * low watermark; 0 means a replay from the start sees every record ever written), and
+ * `retained`, the records still held (high minus low watermarks). CM_EIO when the brokers
+ * cannot say (unknown topic, timeout); the outputs are then unchanged. */
+cm_err cm_kafka_topic_watermarks(cm_kafka_consumer *c, const char *topic, int timeout_ms,
+                                 int64_t *dropped, int64_t *retained);
+
 /* Commits stored offsets synchronously and leaves the group. Accepts NULL. */
 void cm_kafka_consumer_destroy(cm_kafka_consumer *c);
 

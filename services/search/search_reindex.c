@@ -1,0 +1,370 @@
+/* search_reindex.c - POST /v1/search/reindex and GET /v1/search/reindex/{id}: a tenant admin
+ * rebuilds the tenant's index by replaying the topics messages, conversations and users from
+ * their first retained record into a new file, while the live index keeps serving; when the
+ * replay has caught up, the new file replaces the live one (SQLite's online backup, under the
+ * index lock, after a last catch-up), and the job's progress can be polled meanwhile. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "common/auth.h"
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/uuid.h"
+#include "search.h"
+
+#define JOBS_MAX 32        /* jobs remembered (running or finished), oldest finished dropped */
+#define POLL_MS 500        /* one poll of the replay consumer */
+#define BATCH 500          /* records per rebuild transaction */
+#define QUIET_POLLS 2      /* empty polls at lag 0 that mean "caught up" */
+
+typedef enum { JOB_RUNNING, JOB_DONE, JOB_FAILED } job_state;
+
+typedef struct job {
+    char id[CM_UUID_STRLEN];
+    char tenant[SEARCH_ID_MAX];
+    char dir[600]; /* the rebuild's own index directory */
+    _Atomic job_state state;
+    atomic_int phase; /* 0 replaying, 1 swapping */
+    atomic_int merge; /* the topics lost records to retention: replay onto a copy of live */
+    atomic_llong dropped;
+    atomic_llong total, read, applied, started_ms, finished_ms;
+    char error[256];
+    int joined;
+    pthread_t thread;
+    search_ctx *ctx;
+    search_index *rebuild;
+    cm_kafka_consumer *consumer;
+    atomic_int stop;
+} job;
+
+struct search_reindexer {
+    pthread_mutex_t lock;
+    job *jobs[JOBS_MAX];
+    char brokers[512], prefix[128], group[128], dir[512];
+};
+
+cm_err search_reindexer_create(const char *brokers, const char *prefix, const char *group,
+                               const char *dir, search_reindexer **out)
+{
+    search_reindexer *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return CM_ENOMEM;
+    snprintf(r->brokers, sizeof(r->brokers), "%s", brokers);
+    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
+    snprintf(r->group, sizeof(r->group), "%s", group);
+    snprintf(r->dir, sizeof(r->dir), "%s", dir);
+    pthread_mutex_init(&r->lock, NULL);
+    *out = r;
+    return CM_OK;
+}
+
+static void job_free(job *j)
+{
+    if (j == NULL)
+        return;
+    if (!j->joined)
+        pthread_join(j->thread, NULL);
+    free(j);
+}
+
+void search_reindexer_destroy(search_reindexer *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; i < JOBS_MAX; i++)
+        if (r->jobs[i])
+            atomic_store(&r->jobs[i]->stop, 1);
+    for (int i = 0; i < JOBS_MAX; i++)
+        job_free(r->jobs[i]);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+/* Removes the rebuild directory and what is in it (<tenant>.db and its -wal/-shm). */
+static void remove_dir(const job *j)
+{
+    static const char *const SUFFIX[] = {".db", ".db-wal", ".db-shm"};
+    char path[700];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s%s", j->dir, j->tenant, SUFFIX[i]);
+        unlink(path);
+    }
+    rmdir(j->dir);
+}
+
+/* Applies one replayed record to the rebuild when it is one of the job's tenant's indexable
+ * events; everything else (other tenants, other types, poison records, which the live indexer
+ * dead-letters) is skipped. */
+static cm_err replay_one(const cm_kafka_record *rec, void *ud)
+{
+    job *j = ud;
+    char why[256];
+    cJSON *ev = NULL;
+    const char *tenant, *type;
+    cm_err rc = CM_OK;
+
+    atomic_fetch_add(&j->read, 1);
+    if (cm_json_parse(rec->value, rec->value_len, 32, &ev, why, sizeof(why)) != CM_OK)
+        return CM_OK;
+    tenant = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "tenant"));
+    type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "type"));
+    if (tenant && type && strcmp(tenant, j->tenant) == 0 && search_indexable(type)) {
+        rc = search_index_apply(j->rebuild, ev, why, sizeof(why));
+        if (rc == CM_EINVAL)
+            rc = CM_OK; /* the live indexer dead-lettered it */
+        else if (rc == CM_OK)
+            atomic_fetch_add(&j->applied, 1);
+    }
+    cJSON_Delete(ev);
+    return rc;
+}
+
+static cm_err replay_batch(const cm_kafka_record *recs, size_t n, void *ud)
+{
+    job *j = ud;
+    cm_err rc = CM_OK;
+    search_index_batch_begin(j->rebuild);
+    for (size_t i = 0; i < n && rc == CM_OK; i++)
+        rc = replay_one(&recs[i], j);
+    if (search_index_batch_end(j->rebuild, rc == CM_OK) != CM_OK && rc == CM_OK)
+        rc = CM_EIO;
+    return rc;
+}
+
+/* Polls until the replay has read everything the topics hold (lag 0 and QUIET_POLLS empty
+ * polls in a row). The total is the largest lag seen, for the progress. */
+static cm_err catch_up(job *j)
+{
+    int quiet = 0;
+    while (!atomic_load(&j->stop)) {
+        int64_t lag;
+        cm_err rc = cm_kafka_consumer_poll_batch(j->consumer, POLL_MS, BATCH, replay_batch, j);
+        if (rc != CM_OK && rc != CM_EAGAIN)
+            return rc;
+        lag = cm_kafka_consumer_lag(j->consumer);
+        if (lag >= 0 && lag + atomic_load(&j->read) > atomic_load(&j->total))
+            atomic_store(&j->total, lag + atomic_load(&j->read));
+        quiet = (rc == CM_EAGAIN && lag == 0) ? quiet + 1 : 0;
+        if (quiet >= QUIET_POLLS)
+            return CM_OK;
+    }
+    return CM_ETIMEOUT; /* stopped by shutdown */
+}
+
+/* Runs under the live index's lock, right before the swap: the last records, which the live
+ * indexer may have applied to the old file meanwhile, go into the rebuild too. */
+static cm_err last_catch_up(void *ud)
+{
+    job *j = ud;
+    cm_err rc;
+    atomic_store(&j->phase, 1);
+    rc = catch_up(j);
+    return rc;
+}
+
+static void *run(void *arg)
+{
+    job *j = arg;
+    static const char *const topics[] = {"messages", "conversations", "users"};
+    char group[256], path[700];
+    search_reindexer *r = j->ctx->reindexer;
+    cm_err rc;
+
+    snprintf(group, sizeof(group), "%s-reindex-%s", r->group, j->id);
+    snprintf(path, sizeof(path), "%s/%s.db", j->dir, j->tenant);
+    rc = cm_kafka_consumer_create(r->brokers, r->prefix, group, topics, 3, 1, &j->consumer);
+    /* Do the topics still hold every record ever written? If retention dropped some, a
+     * rebuild from nothing would lose that history: replay onto a copy of the live index
+     * instead, which restores what the live index lost or missed within the retention and
+     * keeps what is older. */
+    for (int i = 0; i < 3 && rc == CM_OK; i++) {
+        int64_t dropped = 0, retained = 0;
+        rc = cm_kafka_topic_watermarks(j->consumer, topics[i], 10000, &dropped, &retained);
+        atomic_fetch_add(&j->dropped, dropped);
+        atomic_fetch_add(&j->total, retained); /* what the replay will read, as of now */
+    }
+    if (rc == CM_OK && mkdir(j->dir, 0750) != 0)
+        rc = CM_EIO;
+    if (rc == CM_OK && atomic_load(&j->dropped) > 0) {
+        atomic_store(&j->merge, 1);
+        rc = search_index_copy(j->ctx->index, j->tenant, path);
+    }
+    if (rc == CM_OK)
+        rc = search_index_create(j->dir, &j->rebuild);
+    if (rc == CM_OK)
+        rc = catch_up(j);
+    if (rc == CM_OK)
+        rc = search_index_replace(j->ctx->index, j->tenant, path, last_catch_up, j,
+                                  j->rebuild);
+    if (rc == CM_OK) {
+        atomic_store(&j->state, JOB_DONE);
+        cm_info("search reindex %s of tenant %s: done, %lld records read, %lld events applied",
+                j->id, j->tenant, (long long)atomic_load(&j->read),
+                (long long)atomic_load(&j->applied));
+    } else {
+        snprintf(j->error, sizeof(j->error), "%s (the live index is unchanged)",
+                 cm_strerror(rc));
+        atomic_store(&j->state, JOB_FAILED);
+        cm_warn("search reindex %s of tenant %s failed: %s", j->id, j->tenant, cm_strerror(rc));
+    }
+    cm_kafka_consumer_destroy(j->consumer);
+    j->consumer = NULL;
+    search_index_destroy(j->rebuild);
+    j->rebuild = NULL;
+    remove_dir(j);
+    atomic_store(&j->finished_ms, cm_clock_now_ms());
+    return NULL;
+}
+
+static cJSON *job_json(const job *j)
+{
+    static const char *const STATE[] = {"running", "done", "failed"};
+    char when[CM_RFC3339_LEN];
+    cJSON *o = cJSON_CreateObject();
+    long long total = atomic_load(&j->total), read = atomic_load(&j->read);
+    job_state st = atomic_load(&j->state);
+
+    if (o == NULL)
+        return NULL;
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "status", STATE[st]);
+    cJSON_AddStringToObject(o, "phase", st != JOB_RUNNING ? STATE[st]
+                                        : atomic_load(&j->phase) ? "swapping"
+                                                                 : "replaying");
+    cJSON_AddStringToObject(o, "mode", atomic_load(&j->merge) ? "merge" : "full");
+    cJSON_AddNumberToObject(o, "records_dropped", (double)atomic_load(&j->dropped));
+    cJSON_AddNumberToObject(o, "records_read", (double)read);
+    cJSON_AddNumberToObject(o, "records_total", (double)total);
+    cJSON_AddNumberToObject(o, "events_applied", (double)atomic_load(&j->applied));
+    cJSON_AddNumberToObject(o, "progress", st == JOB_DONE             ? 1.0
+                                           : total > 0 && read < total ? (double)read / (double)total
+                                           : total > 0                 ? 0.999
+                                                                       : 0.0);
+    cm_clock_rfc3339(atomic_load(&j->started_ms), when);
+    cJSON_AddStringToObject(o, "started_at", when);
+    if (atomic_load(&j->finished_ms)) {
+        cm_clock_rfc3339(atomic_load(&j->finished_ms), when);
+        cJSON_AddStringToObject(o, "finished_at", when);
+    } else {
+        cJSON_AddNullToObject(o, "finished_at");
+    }
+    if (st == JOB_FAILED)
+        cJSON_AddStringToObject(o, "error", j->error);
+    return o;
+}
+
+static int admin(cm_http_req *req, search_ctx *ctx, cm_jwt_claims *c)
+{
+    if (cm_auth_bearer(req, ctx->verifier, c) != CM_OK)
+        return 0;
+    if (!search_tenant_valid(c->tid)) {
+        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
+        return 0;
+    }
+    if (!cm_auth_can(c, "tenant.manage")) {
+        cm_http_reply_error(req, CM_EFORBIDDEN,
+                            "reindexing is for the tenant's admins (permission tenant.manage)");
+        return 0;
+    }
+    return 1;
+}
+
+/* POST /v1/search/reindex */
+void search_reindex_start(cm_http_req *req, void *ud)
+{
+    search_ctx *ctx = ud;
+    search_reindexer *r = ctx->reindexer;
+    cm_jwt_claims c;
+    job *j = NULL;
+    int slot = -1;
+    char loc[128];
+
+    if (!admin(req, ctx, &c))
+        return;
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < JOBS_MAX; i++) {
+        job *o = r->jobs[i];
+        if (o && strcmp(o->tenant, c.tid) == 0 && atomic_load(&o->state) == JOB_RUNNING) {
+            pthread_mutex_unlock(&r->lock);
+            cm_http_problem(req, 409, "conflict", "Reindex under way",
+                            "reindex %s of this tenant is still running", o->id);
+            return;
+        }
+    }
+    /* a free slot, or the one of the oldest finished job */
+    for (int i = 0; i < JOBS_MAX && slot < 0; i++)
+        if (r->jobs[i] == NULL)
+            slot = i;
+    for (int i = 0; i < JOBS_MAX && slot < 0; i++)
+        if (atomic_load(&r->jobs[i]->state) != JOB_RUNNING &&
+            (slot < 0 || r->jobs[i]->finished_ms < r->jobs[slot]->finished_ms))
+            slot = i;
+    if (slot < 0) {
+        pthread_mutex_unlock(&r->lock);
+        cm_http_reply_error(req, CM_ELIMIT, "too many reindex jobs are running");
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL || cm_uuid_v7(j->id) != CM_OK) {
+        pthread_mutex_unlock(&r->lock);
+        free(j);
+        cm_http_reply_error(req, CM_ENOMEM, NULL);
+        return;
+    }
+    /* search_tenant_valid(c.tid) held: it fits; the directory name is checked */
+    if (snprintf(j->tenant, sizeof(j->tenant), "%s", c.tid) >= (int)sizeof(j->tenant) ||
+        snprintf(j->dir, sizeof(j->dir), "%s/reindex-%s", r->dir, j->id) >= (int)sizeof(j->dir)) {
+        pthread_mutex_unlock(&r->lock);
+        free(j);
+        cm_http_reply_error(req, CM_EINVAL, "SEARCH_DATA_DIR is too long for a job directory");
+        return;
+    }
+    j->ctx = ctx;
+    atomic_store(&j->started_ms, cm_clock_now_ms());
+    if (pthread_create(&j->thread, NULL, run, j) != 0) {
+        pthread_mutex_unlock(&r->lock);
+        free(j);
+        cm_http_reply_error(req, CM_EIO, "the job could not be started");
+        return;
+    }
+    job_free(r->jobs[slot]);
+    r->jobs[slot] = j;
+    snprintf(loc, sizeof(loc), "/v1/search/reindex/%s", j->id);
+    cm_http_add_header(req, "Location", loc);
+    cm_http_reply_json(req, 202, job_json(j));
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* GET /v1/search/reindex/{id} */
+void search_reindex_get(cm_http_req *req, void *ud)
+{
+    search_ctx *ctx = ud;
+    search_reindexer *r = ctx->reindexer;
+    const char *id = cm_http_param(req, "id");
+    cm_jwt_claims c;
+    cJSON *body = NULL;
+
+    if (!admin(req, ctx, &c))
+        return;
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < JOBS_MAX && body == NULL; i++)
+        if (r->jobs[i] && id && strcmp(r->jobs[i]->id, id) == 0 &&
+            strcmp(r->jobs[i]->tenant, c.tid) == 0) /* another tenant's job: 404 */
+            body = job_json(r->jobs[i]);
+    pthread_mutex_unlock(&r->lock);
+    if (body == NULL) {
+        cm_http_reply_error(req, CM_ENOTFOUND, "no such reindex job (jobs are kept in memory "
+                                               "until the service restarts)");
+        return;
+    }
+    cm_http_add_header(req, "Cache-Control", "no-store");
+    cm_http_reply_json(req, 200, body);
+}

@@ -1,0 +1,294 @@
+"""Search beyond messages, end to end through the gateway: user.deleted erasing a user's content
+from the index (GDPR), conversation and user search, the global search grouped by kind,
+typeahead suggestions and recent searches. Everything reaches the index only through Kafka."""
+
+import time
+import uuid
+from urllib.parse import quote
+
+from chat import create, ok, problem, send
+from conftest import ADMIN_KEY, new_tenant, token_for
+from users_lib import server
+
+DEADLINE_S = 15.0
+
+
+def get(api, token, path, **params):
+    qs = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in params.items())
+    return api.call("GET", path + ("?" + qs if qs else ""), token)
+
+
+def eventually(fn, want, deadline=DEADLINE_S):
+    end, got = time.time() + deadline, None
+    while time.time() < end:
+        got = fn()
+        if got == want:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"wanted {want!r}, last saw {got!r}")
+
+
+def item_ids(r):
+    assert r.status_code == 200, r.text
+    return sorted(it["id"] for it in r.json()["items"])
+
+
+def test_user_deleted_erases_the_users_messages_from_the_index(api, tenant):
+    """Anonymize (the default policy): the erased user's words are no longer found by anyone,
+    by word, substring or from:; the other member's messages stay searchable."""
+    word, cjk = "gdpr" + uuid.uuid4().hex[:8], "個人情報の削除テスト"
+    erin, bob = token_for(api, tenant, "erin"), token_for(api, tenant, "bob")
+    cid = create(api, erin, "group", ["bob"], title="erasure")["id"]
+    mine = ok(send(api, erin, cid, f"{word} my home address"))["id"]
+    ok(send(api, erin, cid, cjk))
+    theirs = ok(send(api, bob, cid, f"{word} noted"))["id"]
+    q = lambda t, s: item_ids(get(api, t, "/v1/search/messages", q=s))
+    eventually(lambda: q(bob, word), sorted([mine, theirs]))
+    eventually(lambda: len(q(bob, "情報の削")), 1)
+    eventually(lambda: item_ids(get(api, bob, "/v1/search/users", q="erin")), ["erin"])
+    assert api.call("DELETE", "/v1/users/me", erin).status_code == 204
+    eventually(lambda: q(bob, word), [theirs])
+    assert q(bob, "情報の削") == [] and q(bob, "address") == [] and q(bob, "from:erin") == []
+    assert item_ids(get(api, bob, "/v1/search/users", q="erin")) == []
+
+
+def test_user_deleted_with_the_delete_policy(api):
+    t = new_tenant(api)
+    assert api.call("PATCH", f"/v1/tenants/{t['id']}", body={"settings": {"erase_policy": "delete"}},
+                    headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200
+    gus, bob = token_for(api, t, "gus"), token_for(api, t, "bob")
+    cid = create(api, gus, "group", ["bob"], title="gone")["id"]
+    word = "erase" + uuid.uuid4().hex[:8]
+    ok(send(api, gus, cid, f"{word} from gus"))
+    kept = ok(send(api, bob, cid, f"{word} from bob"))["id"]
+    eventually(lambda: len(item_ids(get(api, bob, "/v1/search/messages", q=word))), 2)
+    # gus's recent searches go with him too (erased with the rest)
+    ok(get(api, gus, "/v1/search/messages", q="something private"))
+    assert server(api, t, "DELETE", "/v1/server/users/gus").status_code == 204
+    eventually(lambda: item_ids(get(api, bob, "/v1/search/messages", q=word)), [kept])
+
+
+def test_conversation_search_finds_only_the_callers_conversations(api, tenant):
+    tok = {u: token_for(api, tenant, u) for u in ("ann", "ben", "cat")}
+    tag = uuid.uuid4().hex[:6]
+    a = create(api, tok["ann"], "group", ["ben"], title=f"Équipe marketing {tag}",
+               description="launch plans")["id"]
+    b = create(api, tok["cat"], "group", ["ben"], title=f"marketing budget {tag}")["id"]
+    c = create(api, tok["ann"], "group", ["cat"], title=f"東京オフィス {tag}")["id"]
+    conv = lambda t, s, **kw: item_ids(get(api, t, "/v1/search/conversations", q=s, **kw))
+    eventually(lambda: conv(tok["ben"], f"marketing {tag}"), sorted([a, b]))
+    assert conv(tok["ann"], f"marketing {tag}") == [a]            # not a member of b
+    assert conv(tok["ann"], f"equipe {tag}") == [a]               # diacritics removed
+    assert conv(tok["ann"], f"launch {tag}") == [a]               # the description too
+    assert conv(tok["ann"], f"mark* {tag}") == [a]                # prefix
+    eventually(lambda: conv(tok["cat"], "東京"), [c])               # CJK substring
+    assert conv(tok["ben"], "東京") == []
+    # A title change is reflected; someone who leaves no longer finds it.
+    ok(api.call("PATCH", f"/v1/conversations/{a}", tok["ann"], {"title": f"sales {tag}"}))
+    eventually(lambda: conv(tok["ben"], f"sales {tag}"), [a])
+    assert conv(tok["ben"], f"equipe {tag}") == []
+    ok(api.call("POST", f"/v1/conversations/{a}/leave", tok["ben"]), 200, 204)
+    eventually(lambda: conv(tok["ben"], f"sales {tag}"), [])
+    # Another tenant: nothing.
+    other = new_tenant(api)
+    assert conv(token_for(api, other, "ben"), f"marketing {tag}") == []
+    problem(get(api, tok["ann"], "/v1/search/conversations", q="x from:ann"), 400, "messages only")
+    problem(get(api, tok["ann"], "/v1/search/conversations"), 400, "q is required")
+    problem(get(api, tok["ann"], "/v1/search/conversations", q='"open'), 400, "unterminated")
+    problem(get(api, tok["ann"], "/v1/search/conversations", q="x", cursor="bad"), 400, "cursor")
+
+
+def test_user_search_lists_discoverable_users(api, tenant):
+    tag = uuid.uuid4().hex[:6]
+    me = token_for(api, tenant, "searcher")
+    token_for(api, tenant, f"zoe-{tag}", name=f"Zoë Åkesson {tag}")
+    token_for(api, tenant, f"hid-{tag}", name=f"Zoe Hidden {tag}")
+    token_for(api, tenant, f"yu-{tag}", name="王小明")
+    assert server(api, tenant, "PUT", f"/v1/server/users/hid-{tag}",
+                  {"discoverable": False}).status_code in (200, 201)
+    users = lambda s: item_ids(get(api, me, "/v1/search/users", q=s))
+    eventually(lambda: users(f"zoe {tag}"), [f"zoe-{tag}"])       # hidden one not listed
+    assert users(f"akesson {tag}") == [f"zoe-{tag}"]
+    assert users(f"ake* {tag}") == [f"zoe-{tag}"]
+    eventually(lambda: users("小明"), [f"yu-{tag}"])
+    hit = get(api, me, "/v1/search/users", q=f"zoe {tag}").json()["items"][0]
+    assert hit["name"] == f"Zoë Åkesson {tag}" and "avatar_media_id" in hit
+    other = new_tenant(api)
+    assert item_ids(get(api, token_for(api, other, "x"), "/v1/search/users", q=f"zoe {tag}")) == []
+    problem(get(api, me, "/v1/search/users", q="zoe before:2020-01-01"), 400, "messages only")
+
+
+def test_global_search_groups_by_kind(api, tenant):
+    tag = "kiwi" + uuid.uuid4().hex[:6]
+    t = {u: token_for(api, tenant, u, name=f"{u} {tag}") for u in ("dan", "eve")}
+    cid = create(api, t["dan"], "group", ["eve"], title=f"{tag} club")["id"]
+    m = ok(send(api, t["dan"], cid, f"{tag} for lunch"))["id"]
+
+    def grouped():
+        r = get(api, t["eve"], "/v1/search", q=tag)
+        assert r.status_code == 200, r.text
+        b = r.json()
+        return ([i["id"] for i in b["messages"]["items"]], [i["id"] for i in b["conversations"]["items"]],
+                sorted(i["id"] for i in b["users"]["items"]))
+    eventually(grouped, ([m], [cid], ["dan", "eve"]))
+    b = get(api, t["eve"], "/v1/search", q=tag, limit=1).json()
+    assert len(b["users"]["items"]) == 1 and b["users"]["more"] is True
+    assert b["messages"]["more"] is False
+    # Filters narrow messages only; conversations and users match the words.
+    b = get(api, t["eve"], "/v1/search", q=f"{tag} from:eve").json()
+    assert b["messages"]["items"] == [] and [i["id"] for i in b["conversations"]["items"]] == [cid]
+    problem(get(api, t["eve"], "/v1/search", q="has:nothing"), 400, "has:attachment")
+    problem(get(api, t["eve"], "/v1/search", q=tag, limit="x"), 400)
+    assert api.call("GET", "/v1/search?q=x").status_code == 401
+
+
+def test_recent_searches_and_suggestions(api, tenant):
+    tag = uuid.uuid4().hex[:6]
+    me = token_for(api, tenant, "fay", name="Fay")
+    other = token_for(api, tenant, "gil", name=f"Gilbert Grape {tag}")
+    cid = create(api, me, "group", ["gil"], title=f"Gardening {tag}")["id"]
+    create(api, other, "group", [], title=f"Gardens secret {tag}")  # fay is no member
+    for q in ("first query", "garden tools", "garlic"):
+        ok(get(api, me, "/v1/search/messages", q=q))
+    recent = lambda: [i["q"] for i in get(api, me, "/v1/search/recent").json()["items"]]
+    assert recent() == ["garlic", "garden tools", "first query"]     # newest first
+    ok(get(api, me, "/v1/search", q="first query"))                   # again: moves to the top
+    assert recent() == ["first query", "garlic", "garden tools"]
+    assert [i["q"] for i in get(api, other, "/v1/search/recent").json()["items"]] == []  # mine only
+
+    def suggest(s):
+        r = get(api, me, "/v1/search/suggest", q=s)
+        assert r.status_code == 200, r.text
+        return [(i["kind"], i.get("id"), i["text"]) for i in r.json()["items"]]
+    eventually(lambda: [x for x in suggest(f"g") if x[0] == "recent"],
+               [("recent", None, "garlic"), ("recent", None, "garden tools")])
+    eventually(lambda: [x for x in suggest(f"gard") if x[0] != "recent"],
+               [("conversation", cid, f"Gardening {tag}")])             # not the secret one
+    eventually(lambda: [x for x in suggest(f"gilb") if x[0] == "user"],
+               [("user", "gil", f"Gilbert Grape {tag}")])
+    problem(get(api, me, "/v1/search/suggest"), 400, "q is required")
+    problem(get(api, me, "/v1/search/suggest", q='"x'), 400, "unterminated")
+    problem(get(api, me, "/v1/search/suggest", q="x" * 600), 400, "longer than 512")
+    assert api.call("DELETE", "/v1/search/recent?q=garlic", me).status_code == 204
+    assert recent() == ["first query", "garden tools"]
+    assert api.call("DELETE", "/v1/search/recent", me).status_code == 204
+    assert recent() == []
+    # A later page of results is not a new search.
+    ok(get(api, me, "/v1/search/messages", q="paged", cursor="o20"))
+    assert recent() == []
+
+
+def admin_of(api, tenant, uid="root"):
+    assert server(api, tenant, "PUT", f"/v1/server/users/{uid}",
+                  {"roles": ["tenant_admin"]}).status_code in (200, 201)
+    return token_for(api, tenant, uid)
+
+
+def test_tenant_and_user_analytics(api):
+    """Counts from the indexed events of a fresh tenant: 3 messages by amy and 2 by bea in one
+    conversation (bea replying each time), 1 by amy in another; admins only."""
+    t = new_tenant(api)
+    root = admin_of(api, t)
+    amy, bea, cy = (token_for(api, t, u) for u in ("amy", "bea", "cy"))
+    one = create(api, amy, "group", ["bea"], title="busy")["id"]
+    two = create(api, amy, "group", ["cy"], title="quiet")["id"]
+    for who, text in ((amy, "a1"), (bea, "b1"), (amy, "a2"), (bea, "b2"), (amy, "a3")):
+        ok(send(api, who, one, text))
+        time.sleep(0.05)
+    ok(send(api, amy, two, "hello cy"))
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    start = day + "T00:00:00.000Z"
+
+    def tenant_view():
+        r = api.call("GET", f"/v1/analytics/tenant?from={day}&bucket=day", root)
+        assert r.status_code == 200, r.text
+        return r.json()
+    end, b = time.time() + DEADLINE_S, None
+    while time.time() < end:
+        b = tenant_view()
+        if sum(p["count"] for p in b["messages"]) == 6 and len(b["top_conversations"]) == 2:
+            break
+        time.sleep(0.2)
+    assert b["bucket"] == "day" and b["messages"] == [{"start": start, "count": 6}], b
+    assert b["active_users"]["daily"] == [{"start": start, "count": 2}]      # amy and bea sent
+    assert b["active_users"]["monthly"][0]["count"] == 2
+    assert b["active_users"]["monthly"][0]["start"] == day[:8] + "01T00:00:00.000Z"
+    assert sum(p["count"] for p in b["new_users"]) == 4                       # root, amy, bea, cy
+    assert [(c["conversation_id"], c["messages"], c["title"]) for c in b["top_conversations"]] == \
+        [(one, 5, "busy"), (two, 1, "quiet")]
+    assert b["median_response_time_ms"] is not None and 0 <= b["median_response_time_ms"] < 60000
+    assert b["media"] == {"messages_with_attachments": 0, "attachments": 0}
+    hours = api.call("GET", f"/v1/analytics/tenant?from={day}&bucket=hour", root).json()
+    assert sum(p["count"] for p in hours["messages"]) == 6 and hours["bucket"] == "hour"
+    # A range before anything happened: empty series, no median.
+    old = api.call("GET", "/v1/analytics/tenant?from=2001-01-01&to=2001-02-01", root).json()
+    assert old["messages"] == [] and old["median_response_time_ms"] is None
+
+    u = api.call("GET", f"/v1/analytics/users/amy?from={day}", root)
+    assert u.status_code == 200, u.text
+    u = u.json()
+    assert (u["user_id"], u["messages_sent"], u["messages_received"], u["conversations"],
+            u["conversations_posted_in"], u["active_days"]) == ("amy", 4, 2, 2, 2, 1), u
+    c = api.call("GET", f"/v1/analytics/users/cy?from={day}", root).json()
+    assert (c["messages_sent"], c["messages_received"], c["conversations"]) == (0, 1, 1), c
+
+    problem(api.call("GET", "/v1/analytics/tenant", amy), 403, "admins")
+    problem(api.call("GET", "/v1/analytics/users/amy", amy), 403)
+    problem(api.call("GET", "/v1/analytics/tenant?bucket=year", root), 400, "bucket")
+    problem(api.call("GET", "/v1/analytics/tenant?from=2024-02-01&to=2024-01-01", root), 400, "before")
+    problem(api.call("GET", "/v1/analytics/tenant?from=yesterday", root), 400, "from")
+    problem(api.call("GET", "/v1/analytics/tenant?from=2000-01-01&bucket=hour", root), 400, "buckets")
+    problem(api.call("GET", "/v1/analytics/users/nobody-here", root), 404)
+    problem(api.call("GET", "/v1/analytics/users/bad%20id", root), 400)
+    # Another tenant's admin sees none of it.
+    other = new_tenant(api)
+    problem(api.call("GET", "/v1/analytics/users/amy", admin_of(api, other)), 404)
+    assert api.call("GET", "/v1/analytics/tenant").status_code == 401
+
+
+def test_reindex_rebuilds_the_index_from_the_topics(api, tenant, platform):
+    """A message lost from the live index (deleted from its file behind the service's back)
+    is found again after an admin's reindex, which replays the topics; recent searches
+    survive; progress is reported; members cannot start one."""
+    import sqlite3
+    from conftest import ROOT, _BASE
+    root = admin_of(api, tenant)
+    ivy = token_for(api, tenant, "ivy")
+    cid = create(api, root, "group", ["ivy"], title="rebuild me")["id"]
+    word = "phoenix" + uuid.uuid4().hex[:6]
+    mid = ok(send(api, root, cid, f"{word} rises"))["id"]
+    q = lambda: item_ids(get(api, ivy, "/v1/search/messages", q=word))
+    eventually(q, [mid])
+    db = sqlite3.connect(ROOT / "build" / f"search-data-{_BASE}" / f"{tenant['id']}.db", timeout=10)
+    db.execute("DELETE FROM messages WHERE id = ?", (mid,))
+    db.commit()
+    db.close()
+    assert q() == []                                   # the index lost it
+    ok(get(api, ivy, "/v1/search/messages", q="kept across the rebuild"))
+
+    problem(api.call("POST", "/v1/search/reindex", ivy), 403, "admins")
+    r = api.call("POST", "/v1/search/reindex", root)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "running" and r.headers["Location"] == f"/v1/search/reindex/{job['id']}"
+    again = api.call("POST", "/v1/search/reindex", root)
+    assert again.status_code in (202, 409), again.text        # 409 while it runs
+    seen, end = [], time.time() + 240
+    while time.time() < end:
+        st = api.call("GET", r.headers["Location"], root).json()
+        seen.append(st)
+        if st["status"] != "running":
+            break
+        assert q() in ([], [mid])                      # the live index serves meanwhile
+        time.sleep(0.5)
+    assert st["status"] == "done", st
+    assert st["progress"] == 1.0 and st["records_total"] > 0 and st["events_applied"] >= 4, st
+    assert all(0 <= s["progress"] <= 1 for s in seen), seen
+    read = [s["records_read"] for s in seen]
+    assert read == sorted(read), read                  # the replay only moves forward
+    assert st["mode"] in ("full", "merge") and st["records_dropped"] >= 0
+    assert (st["mode"] == "merge") == (st["records_dropped"] > 0)
+    assert q() == [mid]                                # found again
+    assert "kept across the rebuild" in [i["q"] for i in get(api, ivy, "/v1/search/recent").json()["items"]]
+    problem(api.call("GET", f"/v1/search/reindex/{job['id']}", admin_of(api, new_tenant(api))), 404)
+    problem(api.call("GET", "/v1/search/reindex/nope", root), 404)
