@@ -65,6 +65,7 @@ struct local_bucket {
 struct gateway_ratelimit {
     cm_redis *redis;
     gateway_rate ip, user, tenant;
+    char rate_arg[3][32], burst_arg[3][32]; /* the script's arguments per scope, made once */
     int shares_denylist; /* `redis` also holds the session denylist */
     atomic_llong redis_down_until;
     pthread_mutex_t lock;
@@ -100,6 +101,11 @@ cm_err gateway_ratelimit_create(cm_redis *redis, gateway_rate ip, gateway_rate u
     rl->ip = ip;
     rl->user = user;
     rl->tenant = tenant;
+    for (int i = 0; i < 3; i++) {
+        const gateway_rate *r = i == 0 ? &ip : i == 1 ? &user : &tenant;
+        snprintf(rl->rate_arg[i], sizeof(rl->rate_arg[i]), "%.6f", r->per_s);
+        snprintf(rl->burst_arg[i], sizeof(rl->burst_arg[i]), "%ld", r->burst);
+    }
     pthread_mutex_init(&rl->lock, NULL);
     *out = rl;
     return CM_OK;
@@ -172,16 +178,13 @@ static void take(gateway_ratelimit *rl, int n, char keys[][RL_KEY_MAX], const ga
     if (n == 0 && nd == 0)
         return;
     if (rl->redis && now >= atomic_load(&rl->redis_down_until)) {
+        static const char *const nd_arg[] = {"0", "1", "2"};
         const char *kp[5], *ap[7];
-        char args[7][32];
-        snprintf(args[0], sizeof(args[0]), "%d", nd);
-        ap[0] = args[0];
+        ap[0] = nd_arg[nd];
         for (int i = 0; i < n; i++) {
             kp[i] = keys[i];
-            snprintf(args[1 + 2 * i], sizeof(args[0]), "%.6f", rates[i].per_s);
-            snprintf(args[2 + 2 * i], sizeof(args[0]), "%ld", rates[i].burst);
-            ap[1 + 2 * i] = args[1 + 2 * i];
-            ap[2 + 2 * i] = args[2 + 2 * i];
+            ap[1 + 2 * i] = rl->rate_arg[scopes[i]];
+            ap[2 + 2 * i] = rl->burst_arg[scopes[i]];
         }
         for (int i = 0; i < nd; i++)
             kp[n + i] = dkeys[i];

@@ -177,6 +177,8 @@ int main(int argc, char **argv)
         gateway_cors_create(&ctx.cors))
         goto out;
     ctx.ws_idle_ms *= 1000;
+    if (cm_config_str("HTTP_THREADS", NULL) == NULL)
+        hc.threads = 8; /* blocking upstream calls: more threads than the services */
     gateway_ws_init(&ctx.ws);
     hc.idle_timeout_s = (unsigned)v; /* shorter than the services': slow clients are shed */
     ctx.max_body = hc.max_body;
@@ -214,7 +216,7 @@ int main(int argc, char **argv)
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_config_long("RATELIMIT_REDIS_PORT", 0, 0, 65535, &rl_port) ||
         cm_redis_create((redis_host = cm_config_str("REDIS_HOST", "127.0.0.1")), (int)redis_port,
-                        8, 500, &redis))
+                        hc.threads, 500, &redis))
         goto out;
     ctx.denylist = redis; /* a revoked session's tokens are refused at the edge */
     /* The shared buckets may live in another Redis than the denylist; 100 ms at most per take,
@@ -224,14 +226,13 @@ int main(int argc, char **argv)
         rl_host = redis_host;
     if (rl_port == 0)
         rl_port = redis_port;
-    if (cm_redis_create(rl_host, (int)rl_port, 8, 100, &rl_redis) ||
+    /* A connection per server thread: a request never waits for another's round trip. */
+    if (cm_redis_create(rl_host, (int)rl_port, hc.threads, 100, &rl_redis) ||
         gateway_ratelimit_create(rl_redis, ip, user, tenant, &ctx.limits))
         goto out;
     /* One Redis for both: the denylist is checked in the rate limits' round trip. */
     if (strcmp(rl_host, redis_host) == 0 && rl_port == redis_port)
         gateway_ratelimit_share_denylist(ctx.limits);
-    if (cm_config_str("HTTP_THREADS", NULL) == NULL)
-        hc.threads = 8; /* blocking upstream calls: more threads than the services */
 
     if (cm_http_server_create(&hc, &srv))
         goto out;
