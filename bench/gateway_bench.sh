@@ -4,7 +4,9 @@
 # limits taken in Redis), and through nginx (Debian) proxy_pass with upstream keepalive.
 # Gateway and nginx are pinned to core 0 with taskset, the load (wrk, autocannon) and the
 # upstream to core 1. Saturation throughput with wrk; latency at a fixed rate with autocannon -R
-# (open loop, so queueing shows in the tail). Prints absolute figures and ratios vs nginx.
+# (open loop, so queueing shows in the tail). Prints absolute figures and ratios vs nginx, and
+# the CPU time each proxy spent per request under wrk (from /proc/<pid>/stat), a figure that
+# other load on a shared machine disturbs far less than throughput.
 # Needs the local stack (deploy/stack.sh start) and the release build.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +48,7 @@ wait_ready() {
 
 # The upstream: the user service on core 1, its JWK Set (in memory) is the cheap GET.
 HTTP_PORT=$USER_PORT taskset -c 1 "$BIN/user" 2>"$DIR/user.log" & PIDS+=($!)
+USER_PID=$!
 wait_ready "$USER_PORT"
 TENANT=$(curl -fsS "http://127.0.0.1:$USER_PORT/v1/tenants" -H "X-Admin-Key: $ADMIN" \
   -H 'Content-Type: application/json' -d '{"name":"bench"}')
@@ -55,10 +58,11 @@ TOKEN=$(curl -fsS "http://127.0.0.1:$USER_PORT/v1/auth/token" -u "$KEY:$SECRET" 
 PATH_=/.well-known/jwks.json
 
 # Our gateway on core 0: the route needs a verified token; limits high enough not to refuse.
-HTTP_PORT=$GW_PORT USER_URL=http://127.0.0.1:$USER_PORT HTTP_THREADS=${BENCH_GW_THREADS:-4} \
+HTTP_PORT=$GW_PORT USER_URL=http://127.0.0.1:$USER_PORT HTTP_THREADS=${BENCH_GW_THREADS:-16} \
   GATEWAY_ROUTES="$PATH_ user auth=bearer" RATELIMIT_IP=1000000/1000000 \
   RATELIMIT_USER=1000000/1000000 RATELIMIT_TENANT=1000000/1000000 HTTP_MAX_CONNECTIONS_PER_IP=10000 \
   taskset -c 0 "$BIN/gateway" 2>"$DIR/gateway.log" & PIDS+=($!)
+GW_PID=$!
 wait_ready "$GW_PORT"
 
 # nginx on core 0: one worker, proxy_pass with upstream keepalive.
@@ -82,30 +86,45 @@ http {
 }
 EOF
 taskset -c 0 nginx -c "$DIR/nginx.conf" -p "$DIR" -e "$DIR/nginx-error.log" & PIDS+=($!)
+NGINX_PID=$!
 for _ in $(seq 1 50); do curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT$PATH_" 2>/dev/null && break; sleep 0.1; done
 
-declare -A RPS P99 P50
-for target in direct:$USER_PORT gateway:$GW_PORT nginx:$NGINX_PORT; do
-  name=${target%%:*} port=${target##*:}
+# CPU clock ticks (user + system) of a process and its children threads/processes.
+ticks() {
+  local t=0 p
+  for p in "$@" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+declare -A RPS P99 P50 CPU
+for target in direct:$USER_PORT:$USER_PID gateway:$GW_PORT:$GW_PID nginx:$NGINX_PORT:$NGINX_PID; do
+  name=${target%%:*} rest=${target#*:} port=${rest%%:*} pid=${rest##*:}
   url=http://127.0.0.1:$port$PATH_
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$url")
   [ "$code" = 200 ] || { echo "bench: $name answers $code"; exit 1; }
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $TOKEN" "$url" >/dev/null # warm-up
+  t0=$(ticks "$pid")
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -H "Authorization: Bearer $TOKEN" "$url")
+  t1=$(ticks "$pid")
   RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  CPU[$name]=$(echo "$out" | awk -v d=$((t1 - t0)) -v hz="$HZ" '/requests in/ {printf "%.1f", d / hz * 1e6 / $1}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   [ -z "$non2xx" ] || echo "bench: $name: $non2xx answers were not 2xx"
   ac=$(taskset -c 1 "$AC" -j -R "$RATE" -c 100 -d "$DUR" -H "Authorization=Bearer $TOKEN" "$url" 2>/dev/null)
   P50[$name]=$(echo "$ac" | jq -r .latency.p50)
   P99[$name]=$(echo "$ac" | jq -r .latency.p99)
   errs=$(echo "$ac" | jq -r '.errors + .non2xx')
-  printf 'bench: %-8s wrk %9.0f req/s   at %d req/s: p50 %s ms, p99 %s ms (errors+non-2xx %s)\n' \
-    "$name" "${RPS[$name]}" "$RATE" "${P50[$name]}" "${P99[$name]}" "$errs"
+  printf 'bench: %-8s wrk %9.0f req/s, CPU %6s us/request   at %d req/s: p50 %s ms, p99 %s ms (errors+non-2xx %s)\n' \
+    "$name" "${RPS[$name]}" "${CPU[$name]}" "$RATE" "${P50[$name]}" "${P99[$name]}" "$errs"
 done
 
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${P99[direct]}" -v gp="${P99[gateway]}" \
-    -v np="${P99[nginx]}" 'BEGIN {
+    -v np="${P99[nginx]}" -v gc="${CPU[gateway]}" -v nc="${CPU[nginx]}" 'BEGIN {
   ga = gp - d; na = np - d; if (na < 0.001) na = 0.001; if (ga < 0) ga = 0;
   printf "bench: throughput gateway/nginx = %.2f (goal >= 1.00)\n", g / n;
+  if (gc > 0) printf "bench: CPU per request nginx/gateway = %.2f (gateway %.1f us, nginx %.1f us)\n", nc / gc, gc, nc;
   printf "bench: added p99 at the fixed rate: gateway %.2f ms, nginx %.2f ms, ratio %.2f (goal <= 1.50)\n", ga, na, ga / na;
 }'

@@ -129,6 +129,7 @@ typedef struct gateway_route {
 } gateway_route;
 
 typedef struct gateway_ratelimit gateway_ratelimit;
+typedef struct gateway_cors gateway_cors;
 
 /* Where a relayed WebSocket stream from an instance stands (RFC 6455 section 5.2 framing):
  * the relay follows frame headers only, so the gateway can add a close frame of its own at a
@@ -172,6 +173,9 @@ typedef struct gateway_ctx {
     int health_fail_threshold;
     long dns_refresh_ms;
     gateway_ratelimit *limits;
+    gateway_cors *cors;       /* tenants' CORS allowlists (gateway_cors.c) */
+    long hsts_max_age_s;      /* Strict-Transport-Security max-age; 0: not sent */
+    struct cm_redis *denylist; /* the session denylist's Redis (session.h) */
     gateway_ws ws;
     long ws_idle_ms;          /* a relayed WebSocket silent both ways this long is closed */
     atomic_int stopping;
@@ -307,6 +311,20 @@ void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const
 void gateway_bucket_refill(double *tokens, int64_t *ts_ms, double per_s, long burst,
                            int64_t now_ms);
 
+/* Declares that the limiter's Redis also holds the session denylist (session.h), so
+ * gateway_ratelimit_request checks it in the same round trip. */
+void gateway_ratelimit_share_denylist(gateway_ratelimit *rl);
+
+/* The per-request take of an authenticated request in one Redis round trip (one Lua script):
+ * the IP's (ip NULL: already taken), the user's and the tenant's buckets at once (all or
+ * none) and, when the Redis
+ * holds the denylist, the claims' tenant and session checked against it first. Returns 0 when
+ * neither is listed, 1 when the tenant is suspended, 2 when the session was revoked (nothing
+ * taken then), -1 when the denylist was not checked (not shared, or Redis unreachable and the
+ * buckets were local): the caller then asks cm_session_check_claims. */
+int gateway_ratelimit_request(gateway_ratelimit *rl, const char *ip, const cm_jwt_claims *c,
+                              gateway_rl_verdict *v);
+
 void gateway_ratelimit_metrics(gateway_ratelimit *rl, void (*emit)(void *ctx, const char *text),
                                void *ectx);
 
@@ -341,6 +359,45 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
 /* /health/ready: ready until SIGTERM starts the drain (then 503, so balancers stop sending);
  * an upstream pool being down is answered per route, not by taking the whole edge out. */
 cm_err gateway_ready(void *ud, char *detail, size_t n);
+
+/* --- CORS per tenant (gateway_cors.c) ------------------------------------------------------ */
+
+/* Creates an empty set of allowlists (every cross-origin request refused until a load).
+ * CM_ENOMEM. */
+cm_err gateway_cors_create(gateway_cors **out);
+
+/* Replaces the allowlists with the user service's answer to GET /v1/tenants/cors-origins,
+ * {"items": [{"tenant_id": "...", "origins": ["https://app.example.com", ...]}, ...]}.
+ * CM_EINVAL (reason in `detail`, size n) for another shape, CM_ENOMEM; the old lists stay. */
+cm_err gateway_cors_load(gateway_cors *c, const char *json, size_t len, char *detail, size_t n);
+
+/* 1 when `origin` (compared without regard to case, RFC 6454 section 6.2 serialisation) is in
+ * tenant `tenant`'s allowlist, or, with tenant NULL, in any tenant's; 0 otherwise. */
+int gateway_cors_allowed(gateway_cors *c, const char *origin, const char *tenant);
+
+/* Starts the thread that reloads the allowlists from an instance of the 'user' pool every
+ * refresh_ms (with the platform admin key; none configured: nothing is loaded, a warning). */
+cm_err gateway_cors_start(gateway_cors *c, gateway_ctx *ctx, long refresh_ms);
+
+/* Stops the thread and frees everything; accepts NULL. */
+void gateway_cors_destroy(gateway_cors *c);
+
+/* 1 for a CORS preflight: OPTIONS with Origin and Access-Control-Request-Method. */
+int gateway_cors_is_preflight(cm_http_req *req);
+
+/* Answers a preflight at the edge (it carries no token, so the tenant is unknown): 204 with
+ * Access-Control-Allow-Origin/-Methods/-Headers and -Max-Age (600 s) when some tenant allows
+ * the Origin and the method and headers asked for are ones the API takes; otherwise 403
+ * problem+json naming what was refused, without CORS headers (the browser then refuses). */
+void gateway_cors_preflight(gateway_ctx *ctx, cm_http_req *req);
+
+/* Adds Access-Control-Allow-Origin and -Expose-Headers when the request's Origin is allowed by
+ * tenant `tenant` (NULL before the tenant is known: by any tenant). Credentials mode is not
+ * offered: tokens travel in Authorization, never in cookies. */
+void gateway_cors_headers(gateway_ctx *ctx, cm_http_req *req, const char *tenant);
+
+void gateway_cors_metrics(gateway_cors *c, void (*emit)(void *ctx, const char *text),
+                          void *ectx);
 
 /* --- WebSocket proxy (gateway_ws.c) --------------------------------------------------------- */
 

@@ -199,6 +199,8 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
     if (ctx->limits)
         gateway_ratelimit_metrics(ctx->limits, emit, ectx);
     gateway_ws_metrics(&ctx->ws, emit, ectx);
+    if (ctx->cors)
+        gateway_cors_metrics(ctx->cors, emit, ectx);
     if (ctx->verifier) {
         unsigned long hits, misses;
         cm_jwt_cache_stats(ctx->verifier, &hits, &misses);

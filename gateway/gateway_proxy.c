@@ -13,6 +13,7 @@
 
 #include "common/auth.h"
 #include "common/log.h"
+#include "common/session.h"
 #include "gateway.h"
 
 #define URL_MAX 4096
@@ -207,7 +208,10 @@ struct curl_slist *gateway_forward_headers(cm_http_req *req, const cm_jwt_claims
     return hc.list;
 }
 
-/* The calling thread's handle, freed when the thread ends (pthread key destructor). */
+/* The calling thread's handle, freed when the thread ends (pthread key destructor). It is
+ * not reset between requests (a reset frees and rebuilds every option, a measurable cost per
+ * request): the options that never change are set once here, and attempt() sets every option
+ * that differs between requests each time. */
 static CURL *curl_for_thread(void)
 {
     CURL *c;
@@ -216,10 +220,14 @@ static CURL *curl_for_thread(void)
     c = pthread_getspecific(curl_key);
     if (c == NULL) {
         c = curl_easy_init();
-        if (c)
-            pthread_setspecific(curl_key, c);
-    } else {
-        curl_easy_reset(c); /* keeps the connection cache */
+        if (c == NULL)
+            return NULL;
+        pthread_setspecific(curl_key, c);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 64L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     }
     return c;
 }
@@ -252,19 +260,37 @@ static void too_many(cm_http_req *req, const gateway_rl_verdict *v)
                     v->limit, v->retry_after_s, v->local ? " (local limits)" : "");
 }
 
-/* Checks the route's auth requirement; answers and returns non-CM_OK on failure. */
-static cm_err authenticate(gateway_ctx *ctx, cm_http_req *req, const gateway_route *route,
-                           cm_jwt_claims *claims, int *have_claims)
+/* 401 with the RFC 6750 challenge (the words of cm_auth_bearer, which the services use). */
+static void refuse_bearer(cm_http_req *req, const char *detail)
+{
+    cm_http_add_header(req, "WWW-Authenticate", "Bearer");
+    cm_http_reply_error(req, CM_EUNAUTH, detail);
+}
+
+/* The bearer token of the request, or NULL (then answers 401 when `answer`). */
+static const char *bearer_token(cm_http_req *req, int answer)
+{
+    const char *h = cm_http_header(req, "Authorization");
+    if (h == NULL) {
+        if (answer)
+            refuse_bearer(req, "an access token is required (Authorization: Bearer)");
+        return NULL;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        if (answer)
+            refuse_bearer(req, "the Authorization header must use the Bearer scheme");
+        return NULL;
+    }
+    return h + 7;
+}
+
+/* Checks the non-bearer auth kinds of a route; answers and returns non-CM_OK on failure. */
+static cm_err authenticate_other(gateway_ctx *ctx, cm_http_req *req, const gateway_route *route)
 {
     const char *h;
-    *have_claims = 0;
     switch (route->auth) {
     case GW_AUTH_NONE:
-        return CM_OK;
     case GW_AUTH_BEARER:
-        if (cm_auth_bearer(req, ctx->verifier, claims) != CM_OK)
-            return CM_EUNAUTH;
-        *have_claims = 1;
         return CM_OK;
     case GW_AUTH_TENANT_KEY:
         /* Tenant API key credentials as HTTP Basic (RFC 7617); the user service verifies the
@@ -287,6 +313,89 @@ static cm_err authenticate(gateway_ctx *ctx, cm_http_req *req, const gateway_rou
         return CM_OK;
     }
     return CM_EINTERNAL;
+}
+
+/* Everything a request must pass before it is relayed: rate limits, the route's auth (a bearer
+ * token verified, its session and tenant not on the denylist), and the CORS headers for its
+ * tenant. Answers and returns non-CM_OK on failure. Redis round trips: one for a token this
+ * gateway verified before (the verified-token cache: the address's, user's and tenant's buckets
+ * and the denylist in one script); a token not seen before, or a route without a token, first
+ * takes from the address's bucket alone, before any signature is checked, so a flood of forged
+ * tokens costs little, and a new token then a second trip. */
+static cm_err admit(gateway_ctx *ctx, cm_http_req *req, const gateway_route *route,
+                    cm_jwt_claims *claims, int *have_claims, gateway_rl_verdict *rl_ip,
+                    gateway_rl_verdict *rl_id)
+{
+    const char *ip = cm_http_client_ip(req), *token = NULL;
+    char detail[160];
+    int cached = 0, deny = -1;
+    cm_err rc;
+
+    *have_claims = 0;
+    if (route->auth == GW_AUTH_BEARER && (token = bearer_token(req, 0)) != NULL) {
+        rc = cm_jwt_verify_cached(ctx->verifier, token, time(NULL), claims, detail,
+                                  sizeof(detail));
+        if (rc == CM_EUNAUTH) {
+            gateway_cors_headers(ctx, req, NULL);
+            refuse_bearer(req, detail);
+            return CM_EUNAUTH;
+        }
+        cached = rc == CM_OK;
+    }
+    if (!cached) {
+        if (ctx->limits) {
+            gateway_ratelimit_ip(ctx->limits, ip, rl_ip);
+            if (!rl_ip->allowed) {
+                gateway_cors_headers(ctx, req, NULL);
+                too_many(req, rl_ip);
+                return CM_EAGAIN;
+            }
+        }
+        if (route->auth != GW_AUTH_BEARER) {
+            gateway_cors_headers(ctx, req, NULL);
+            return authenticate_other(ctx, req, route);
+        }
+        if ((token = bearer_token(req, 0)) == NULL ||
+            cm_jwt_verify(ctx->verifier, token, time(NULL), claims, detail, sizeof(detail)) !=
+                CM_OK) {
+            gateway_cors_headers(ctx, req, NULL);
+            if (token == NULL)
+                bearer_token(req, 1);
+            else
+                refuse_bearer(req, detail);
+            return CM_EUNAUTH;
+        }
+        ip = NULL; /* its bucket is taken */
+    }
+    *have_claims = 1;
+    gateway_cors_headers(ctx, req, claims->tid);
+    cm_http_log_field(req, "tenant", claims->tid);
+    cm_http_log_field(req, "user", claims->sub);
+    if (ctx->limits) {
+        deny = gateway_ratelimit_request(ctx->limits, ip, claims, rl_id);
+        if (deny > 0) {
+            refuse_bearer(req, deny == 1 ? "the tenant is suspended" : "the session was revoked");
+            return CM_EUNAUTH;
+        }
+        if (!rl_id->allowed) {
+            too_many(req, rl_id);
+            return CM_EAGAIN;
+        }
+    }
+    if (deny < 0 && ctx->denylist) {
+        detail[0] = '\0';
+        rc = cm_session_check_claims(ctx->denylist, claims, detail, sizeof(detail));
+        if (rc == CM_EUNAUTH) {
+            refuse_bearer(req, detail[0] ? detail : "the token is no longer accepted");
+            return CM_EUNAUTH;
+        }
+        if (rc != CM_OK) {
+            cm_http_add_header(req, "Retry-After", "1");
+            cm_http_reply_error(req, CM_EIO, "the session state cannot be checked right now");
+            return CM_EIO;
+        }
+    }
+    return CM_OK;
 }
 
 /* Statuses that count against an instance's breaker: it could not serve, not the client. */
@@ -323,25 +432,22 @@ static CURLcode attempt(gateway_ctx *ctx, cm_http_req *req, const gateway_route 
     up->nkept = 0;
     up->has_ratelimit = 0;
     *status = 0;
+    /* Every option a previous request of this handle may have set differently. */
     curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, route->timeout_ms ? route->timeout_ms : ctx->timeout_ms);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, ctx->connect_timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_MAXCONNECTS, 64L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, up);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, up);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (connect_to[0])
-        curl_easy_setopt(curl, CURLOPT_CONNECT_TO, &ct);
+    curl_easy_setopt(curl, CURLOPT_CONNECT_TO, connect_to[0] ? &ct : NULL);
+    curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);
     if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, NULL);
         if (strcmp(method, "HEAD") == 0)
             curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     }
@@ -378,6 +484,7 @@ void gateway_proxy(cm_http_req *req, void *ud)
     int have_claims = 0, retryable, tries = 0;
     cm_jwt_claims claims;
     CURLcode cc = CURLE_OK;
+    cm_err rc;
     struct timespec start, t0, t1;
 
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -385,33 +492,37 @@ void gateway_proxy(cm_http_req *req, void *ud)
     cm_http_add_header(req, "X-Content-Type-Options", "nosniff");
     cm_http_add_header(req, "X-Frame-Options", "DENY");
     cm_http_add_header(req, "Referrer-Policy", "no-referrer");
+    if (ctx->hsts_max_age_s > 0) {
+        char hsts[64];
+        snprintf(hsts, sizeof(hsts), "max-age=%ld; includeSubDomains", ctx->hsts_max_age_s);
+        cm_http_add_header(req, "Strict-Transport-Security", hsts);
+    }
     if (route == NULL) {
+        cm_http_add_header(req, "Vary", "Origin");
+        gateway_cors_headers(ctx, req, NULL);
         cm_http_reply_error(req, CM_ENOTFOUND, "no such API route");
         goto out;
     }
     cm_http_log_field(req, "gw_route", route->prefix);
-    /* Per client address before any token is verified, so floods cost little. */
-    if (ctx->limits) {
-        gateway_ratelimit_ip(ctx->limits, cm_http_client_ip(req), &rl_ip);
-        if (!rl_ip.allowed) {
-            atomic_fetch_add(&route->stats.rejected, 1);
-            too_many(req, &rl_ip);
-            goto out;
-        }
-    }
-    if (authenticate(ctx, req, route, &claims, &have_claims) != CM_OK)
-        goto out;
-    if (have_claims) {
-        cm_http_log_field(req, "tenant", claims.tid);
-        cm_http_log_field(req, "user", claims.sub);
+    if (gateway_cors_is_preflight(req)) {
         if (ctx->limits) {
-            gateway_ratelimit_identity(ctx->limits, claims.tid, claims.sub, &rl_id);
-            if (!rl_id.allowed) {
+            gateway_ratelimit_ip(ctx->limits, cm_http_client_ip(req), &rl_ip);
+            if (!rl_ip.allowed) {
                 atomic_fetch_add(&route->stats.rejected, 1);
-                too_many(req, &rl_id);
+                too_many(req, &rl_ip);
                 goto out;
             }
         }
+        gateway_cors_preflight(ctx, req);
+        goto out;
+    }
+    /* Answers differ by Origin (CORS), so shared caches must keep them apart. */
+    cm_http_add_header(req, "Vary", "Origin");
+    rc = admit(ctx, req, route, &claims, &have_claims, &rl_ip, &rl_id);
+    if (rc != CM_OK) {
+        if (rc == CM_EAGAIN)
+            atomic_fetch_add(&route->stats.rejected, 1);
+        goto out;
     }
     if (gateway_ws_is_upgrade(req)) {
         gateway_ws_proxy(ctx, req, route, have_claims ? &claims : NULL);

@@ -9,21 +9,32 @@
 
 #include "common/log.h"
 #include "common/redis.h"
+#include "common/session.h"
 #include "gateway.h"
 
 #define LOCAL_SLOTS 4096
+#define RL_KEY_MAX 320 /* "rl:user:" + tenant id + ":" + user id (CM_JWT_ID_MAX each) */
 #define REDIS_RETRY_MS 1000 /* after a Redis failure, local buckets for this long */
 
-/* Takes one token from every bucket in KEYS, all or none. ARGV holds, per key, its rate in
- * tokens per second and its burst. Time is Redis' own (TIME), so gateways with skewed clocks
- * agree. Replies {allowed, then per key: tokens left (floor), ms until one token, ms until
- * full}. A bucket's key expires once it would be full again. */
+/* Checks the denylist keys, then takes one token from every bucket, all or none, in one round
+ * trip. ARGV[1] is the number of denylist keys, which come last in KEYS (session.h: the
+ * tenant's "suspended:tid:" key, the session's "revoked:sid:" key); the buckets come first,
+ * with, per bucket, its rate in tokens per second and its burst in ARGV[2..]. When a denylist
+ * key exists, replies {-k} (k its 1-based position among the denylist keys) and takes nothing.
+ * Otherwise replies {allowed, then per bucket: tokens left (floor), ms until one token, ms
+ * until full}. Time is Redis' own (TIME), so gateways with skewed clocks agree. A bucket's key
+ * expires once it would be full again. */
 static const char BUCKET_LUA[] =
+    "local nd = tonumber(ARGV[1]) "
+    "local nb = #KEYS - nd "
+    "for i = nb + 1, #KEYS do "
+    "  if redis.call('EXISTS', KEYS[i]) == 1 then return {nb - i} end "
+    "end "
     "local t = redis.call('TIME') "
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
     "local tk, ok = {}, 1 "
-    "for i = 1, #KEYS do "
-    "  local rate, burst = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i]) "
+    "for i = 1, nb do "
+    "  local rate, burst = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1]) "
     "  local v = redis.call('HMGET', KEYS[i], 't', 'ts') "
     "  local x, ts = tonumber(v[1]) or burst, tonumber(v[2]) or now "
     "  if now > ts then x = math.min(burst, x + (now - ts) * rate / 1000) end "
@@ -31,8 +42,8 @@ static const char BUCKET_LUA[] =
     "  if x < 1 then ok = 0 end "
     "end "
     "local out = {ok} "
-    "for i = 1, #KEYS do "
-    "  local rate, burst = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i]) "
+    "for i = 1, nb do "
+    "  local rate, burst = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1]) "
     "  local x = tk[i] "
     "  if ok == 1 then x = x - 1 end "
     "  redis.call('HSET', KEYS[i], 't', tostring(x), 'ts', tostring(now)) "
@@ -46,7 +57,7 @@ static const char BUCKET_LUA[] =
     "return out";
 
 struct local_bucket {
-    char key[160];
+    char key[RL_KEY_MAX];
     double tokens;
     int64_t ts_ms;
 };
@@ -54,6 +65,8 @@ struct local_bucket {
 struct gateway_ratelimit {
     cm_redis *redis;
     gateway_rate ip, user, tenant;
+    char rate_arg[3][32], burst_arg[3][32]; /* the script's arguments per scope, made once */
+    int shares_denylist; /* `redis` also holds the session denylist */
     atomic_llong redis_down_until;
     pthread_mutex_t lock;
     struct local_bucket *local; /* LOCAL_SLOTS, hashed by key; a collision evicts */
@@ -88,6 +101,11 @@ cm_err gateway_ratelimit_create(cm_redis *redis, gateway_rate ip, gateway_rate u
     rl->ip = ip;
     rl->user = user;
     rl->tenant = tenant;
+    for (int i = 0; i < 3; i++) {
+        const gateway_rate *r = i == 0 ? &ip : i == 1 ? &user : &tenant;
+        snprintf(rl->rate_arg[i], sizeof(rl->rate_arg[i]), "%.6f", r->per_s);
+        snprintf(rl->burst_arg[i], sizeof(rl->burst_arg[i]), "%ld", r->burst);
+    }
     pthread_mutex_init(&rl->lock, NULL);
     *out = rl;
     return CM_OK;
@@ -111,7 +129,7 @@ static unsigned long hash(const char *s)
 }
 
 /* The same all-or-none take as BUCKET_LUA over this process's buckets. */
-static void take_local(gateway_ratelimit *rl, int n, char keys[][160], const gateway_rate *rates,
+static void take_local(gateway_ratelimit *rl, int n, char keys[][RL_KEY_MAX], const gateway_rate *rates,
                        int64_t *res)
 {
     struct local_bucket *b[3];
@@ -141,9 +159,12 @@ static void take_local(gateway_ratelimit *rl, int n, char keys[][160], const gat
     pthread_mutex_unlock(&rl->lock);
 }
 
-/* Takes from up to three buckets; fills the verdict from the most restrictive one. */
-static void take(gateway_ratelimit *rl, int n, char keys[][160], const gateway_rate *rates,
-                 const int *scopes, gateway_rl_verdict *v)
+/* Takes from up to three buckets and, in the same round trip, checks the nd (0..2) denylist
+ * keys dkeys; fills the verdict from the most restrictive bucket. *deny (NULL when nd is 0):
+ * 0 none listed, k the k-th denylist key exists (nothing taken), -1 not checked (Redis
+ * unreachable: the buckets were local). */
+static void take(gateway_ratelimit *rl, int n, char keys[][RL_KEY_MAX], const gateway_rate *rates,
+                 const int *scopes, int nd, char dkeys[][RL_KEY_MAX], int *deny, gateway_rl_verdict *v)
 {
     int64_t res[1 + 3 * 3];
     size_t got = 0;
@@ -152,28 +173,39 @@ static void take(gateway_ratelimit *rl, int n, char keys[][160], const gateway_r
 
     memset(v, 0, sizeof(*v));
     v->allowed = 1;
-    if (n == 0)
+    if (deny)
+        *deny = -1;
+    if (n == 0 && nd == 0)
         return;
     if (rl->redis && now >= atomic_load(&rl->redis_down_until)) {
-        const char *kp[3], *ap[6];
-        char args[6][32];
+        static const char *const nd_arg[] = {"0", "1", "2"};
+        const char *kp[5], *ap[7];
+        ap[0] = nd_arg[nd];
         for (int i = 0; i < n; i++) {
             kp[i] = keys[i];
-            snprintf(args[2 * i], sizeof(args[0]), "%.6f", rates[i].per_s);
-            snprintf(args[2 * i + 1], sizeof(args[0]), "%ld", rates[i].burst);
-            ap[2 * i] = args[2 * i];
-            ap[2 * i + 1] = args[2 * i + 1];
+            ap[1 + 2 * i] = rl->rate_arg[scopes[i]];
+            ap[2 + 2 * i] = rl->burst_arg[scopes[i]];
         }
-        if (cm_redis_eval_ints(rl->redis, BUCKET_LUA, (size_t)n, kp, (size_t)(2 * n), ap, res,
-                               sizeof(res) / sizeof(res[0]), &got) != CM_OK ||
-            got != (size_t)(1 + 3 * n)) {
+        for (int i = 0; i < nd; i++)
+            kp[n + i] = dkeys[i];
+        if (cm_redis_eval_ints(rl->redis, BUCKET_LUA, (size_t)(n + nd), kp, (size_t)(1 + 2 * n),
+                               ap, res, sizeof(res) / sizeof(res[0]), &got) == CM_OK &&
+            got == 1 && res[0] < 0 && nd > 0) {
+            *deny = (int)-res[0]; /* listed: no bucket was touched */
+            return;
+        }
+        if (got != (size_t)(1 + 3 * n)) {
             atomic_fetch_add(&rl->redis_errors, 1);
             atomic_store(&rl->redis_down_until, now + REDIS_RETRY_MS);
             cm_warn("gateway: rate limits: Redis unreachable, local buckets for %d ms",
                     REDIS_RETRY_MS);
             got = 0;
+        } else if (deny) {
+            *deny = 0;
         }
     }
+    if (n == 0)
+        return;
     if (got == 0) {
         take_local(rl, n, keys, rates, res);
         atomic_fetch_add(&rl->local_decisions, 1);
@@ -201,7 +233,7 @@ static void take(gateway_ratelimit *rl, int n, char keys[][160], const gateway_r
 
 void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verdict *v)
 {
-    char keys[1][160];
+    char keys[1][RL_KEY_MAX];
     int scope = 0;
     if (rl->ip.per_s <= 0) {
         memset(v, 0, sizeof(*v));
@@ -209,13 +241,13 @@ void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verd
         return;
     }
     snprintf(keys[0], sizeof(keys[0]), "rl:ip:%s", ip);
-    take(rl, 1, keys, &rl->ip, &scope, v);
+    take(rl, 1, keys, &rl->ip, &scope, 0, NULL, NULL, v);
 }
 
 void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const char *user,
                                 gateway_rl_verdict *v)
 {
-    char keys[2][160];
+    char keys[2][RL_KEY_MAX];
     gateway_rate rates[2];
     int scopes[2], n = 0;
 
@@ -229,7 +261,44 @@ void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const
         rates[n] = rl->tenant;
         scopes[n++] = 2;
     }
-    take(rl, n, keys, rates, scopes, v);
+    take(rl, n, keys, rates, scopes, 0, NULL, NULL, v);
+}
+
+void gateway_ratelimit_share_denylist(gateway_ratelimit *rl)
+{
+    rl->shares_denylist = 1;
+}
+
+int gateway_ratelimit_request(gateway_ratelimit *rl, const char *ip, const cm_jwt_claims *c,
+                              gateway_rl_verdict *v)
+{
+    char keys[3][RL_KEY_MAX], dkeys[2][RL_KEY_MAX];
+    gateway_rate rates[3];
+    int scopes[3], n = 0, nd = 0, deny = -1;
+
+    if (rl->ip.per_s > 0 && ip) {
+        snprintf(keys[n], sizeof(keys[0]), "rl:ip:%s", ip);
+        rates[n] = rl->ip;
+        scopes[n++] = 0;
+    }
+    if (rl->user.per_s > 0 && c->sub[0]) {
+        snprintf(keys[n], sizeof(keys[0]), "rl:user:%s:%s", c->tid, c->sub);
+        rates[n] = rl->user;
+        scopes[n++] = 1;
+    }
+    if (rl->tenant.per_s > 0 && c->tid[0]) {
+        snprintf(keys[n], sizeof(keys[0]), "rl:tenant:%s", c->tid);
+        rates[n] = rl->tenant;
+        scopes[n++] = 2;
+    }
+    if (rl->shares_denylist) {
+        /* The order the answer names them in: 1 tenant suspended, 2 session revoked. */
+        snprintf(dkeys[nd++], sizeof(dkeys[0]), CM_SESSION_SUSPENDED_PREFIX "%s", c->tid);
+        if (c->sid[0])
+            snprintf(dkeys[nd++], sizeof(dkeys[0]), CM_SESSION_DENY_PREFIX "%s", c->sid);
+    }
+    take(rl, n, keys, rates, scopes, nd, dkeys, nd ? &deny : NULL, v);
+    return nd ? deny : -1;
 }
 
 void gateway_ratelimit_metrics(gateway_ratelimit *rl, void (*emit)(void *ctx, const char *text),

@@ -11,7 +11,6 @@
 #include "common/log.h"
 #include "common/process.h"
 #include "common/redis.h"
-#include "common/session.h"
 #include "gateway.h"
 
 static const cm_config_var vars[] = {
@@ -53,7 +52,12 @@ static const cm_config_var vars[] = {
     {"RATELIMIT_TENANT", "500/1000", "token bucket per tenant"},
     {"RATELIMIT_REDIS_HOST", "", "Redis of the shared buckets (default REDIS_HOST)"},
     {"RATELIMIT_REDIS_PORT", "0", "its port (default REDIS_PORT)"},
-    {"PLATFORM_ADMIN_KEY", "", "operator key: admin routes and /v1/gateway/* (unset: refused)"},
+    {"PLATFORM_ADMIN_KEY", "", "operator key: admin routes and /v1/gateway/*, and the gateway's "
+                               "reads of tenants' CORS allowlists (unset: refused, no CORS)"},
+    {"GATEWAY_CORS_REFRESH_S", "10", "reload period of tenants' CORS allowlists "
+                                     "(cors_allowed_origins) from the user service"},
+    {"GATEWAY_HSTS_MAX_AGE_S", "31536000", "Strict-Transport-Security max-age on every answer "
+                                           "(0: not sent)"},
     {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys (e.g. the user service's "
                          "/.well-known/jwks.json); replaces JWT_PUBLIC_KEY_FILE"},
     {"JWT_JWKS_MIN_REFRESH_S", "30", "fewest seconds between refetches caused by unknown kids"},
@@ -145,7 +149,8 @@ int main(int argc, char **argv)
     cm_http_server *srv = NULL;
     cm_redis *redis = NULL, *rl_redis = NULL;
     gateway_rate ip, user, tenant;
-    long media_max, redis_port, rl_port, v, max_conns, per_ip, max_header;
+    long media_max, redis_port, rl_port, v, max_conns, per_ip, max_header, cors_refresh_s;
+    const char *redis_host, *rl_host;
     int rc = 1, upstreams = 0;
 
     if (cm_config_help_requested(argc, argv, "The API gateway: routing, load balancing, circuit "
@@ -166,9 +171,14 @@ int main(int argc, char **argv)
         cm_config_long("UPSTREAM_HEALTH_INTERVAL_MS", 2000, 0, 600000, &ctx.health_interval_ms) ||
         cm_config_long("UPSTREAM_DNS_REFRESH_MS", 10000, 0, 3600000, &ctx.dns_refresh_ms) ||
         cm_config_long("WS_IDLE_TIMEOUT_S", 300, 1, 86400, &ctx.ws_idle_ms) ||
-        cm_config_long("MEDIA_MAX_BODY", (100L << 20) + (64L << 10), 1, 1L << 30, &media_max))
+        cm_config_long("MEDIA_MAX_BODY", (100L << 20) + (64L << 10), 1, 1L << 30, &media_max) ||
+        cm_config_long("GATEWAY_CORS_REFRESH_S", 10, 1, 3600, &cors_refresh_s) ||
+        cm_config_long("GATEWAY_HSTS_MAX_AGE_S", 31536000, 0, 63072000, &ctx.hsts_max_age_s) ||
+        gateway_cors_create(&ctx.cors))
         goto out;
     ctx.ws_idle_ms *= 1000;
+    if (cm_config_str("HTTP_THREADS", NULL) == NULL)
+        hc.threads = 8; /* blocking upstream calls: more threads than the services */
     gateway_ws_init(&ctx.ws);
     hc.idle_timeout_s = (unsigned)v; /* shorter than the services': slow clients are shed */
     ctx.max_body = hc.max_body;
@@ -205,17 +215,24 @@ int main(int argc, char **argv)
         (v > 0 && cm_jwt_cache_enable(ctx.verifier, (size_t)(v < 4 ? 4 : v)) != CM_OK) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_config_long("RATELIMIT_REDIS_PORT", 0, 0, 65535, &rl_port) ||
-        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500, &redis))
+        cm_redis_create((redis_host = cm_config_str("REDIS_HOST", "127.0.0.1")), (int)redis_port,
+                        hc.threads, 500, &redis))
         goto out;
-    cm_session_enforce(redis); /* a revoked session's tokens are refused at the edge */
+    ctx.denylist = redis; /* a revoked session's tokens are refused at the edge */
     /* The shared buckets may live in another Redis than the denylist; 100 ms at most per take,
      * so a sick Redis costs little before the local buckets take over. */
-    if (cm_redis_create(cm_config_str("RATELIMIT_REDIS_HOST", cm_config_str("REDIS_HOST", "127.0.0.1")),
-                        rl_port ? (int)rl_port : (int)redis_port, 8, 100, &rl_redis) ||
+    rl_host = cm_config_str("RATELIMIT_REDIS_HOST", redis_host);
+    if (rl_host[0] == '\0')
+        rl_host = redis_host;
+    if (rl_port == 0)
+        rl_port = redis_port;
+    /* A connection per server thread: a request never waits for another's round trip. */
+    if (cm_redis_create(rl_host, (int)rl_port, hc.threads, 100, &rl_redis) ||
         gateway_ratelimit_create(rl_redis, ip, user, tenant, &ctx.limits))
         goto out;
-    if (cm_config_str("HTTP_THREADS", NULL) == NULL)
-        hc.threads = 8; /* blocking upstream calls: more threads than the services */
+    /* One Redis for both: the denylist is checked in the rate limits' round trip. */
+    if (strcmp(rl_host, redis_host) == 0 && rl_port == redis_port)
+        gateway_ratelimit_share_denylist(ctx.limits);
 
     if (cm_http_server_create(&hc, &srv))
         goto out;
@@ -232,7 +249,8 @@ int main(int argc, char **argv)
         if (ctx.routes[i].max_body && ctx.routes[i].max_body != hc.max_body &&
             cm_http_body_limit(srv, ctx.routes[i].prefix, ctx.routes[i].max_body))
             goto out;
-    if (cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK)
+    if (cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK ||
+        gateway_cors_start(ctx.cors, &ctx, cors_refresh_s * 1000) != CM_OK)
         goto out;
     for (int i = 0; i < ctx.nroutes; i++)
         cm_info("gateway: route %s -> %s (auth %s)", ctx.routes[i].prefix,
@@ -243,6 +261,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     cm_http_server_destroy(srv); /* drains in-flight requests first */
+    gateway_cors_destroy(ctx.cors); /* its thread picks upstreams: before they go */
     if (upstreams)
         gateway_upstreams_cleanup(&ctx);
     gateway_ratelimit_destroy(ctx.limits);

@@ -49,9 +49,19 @@ static void curl_init_once(void)
 cm_err cm_httpc_get(const char *url, const char *bearer, long timeout_ms, size_t max,
                     char **body, size_t *len, long *status)
 {
+    char auth[4096];
+
+    if (bearer &&
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer) >= (int)sizeof(auth))
+        return CM_ENOMEM;
+    return cm_httpc_get_with(url, bearer ? auth : NULL, timeout_ms, max, body, len, status);
+}
+
+cm_err cm_httpc_get_with(const char *url, const char *header, long timeout_ms, size_t max,
+                         char **body, size_t *len, long *status)
+{
     struct body b = {.max = max};
     struct curl_slist *headers = NULL;
-    char auth[4096];
     CURL *curl;
     CURLcode cc;
     cm_err rc = CM_ENOMEM;
@@ -62,12 +72,8 @@ cm_err cm_httpc_get(const char *url, const char *bearer, long timeout_ms, size_t
     curl = curl_easy_init();
     if (curl == NULL)
         return CM_ENOMEM;
-    if (bearer) {
-        if (snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer) >= (int)sizeof(auth))
-            goto out;
-        if ((headers = curl_slist_append(NULL, auth)) == NULL)
-            goto out;
-    }
+    if (header && (headers = curl_slist_append(NULL, header)) == NULL)
+        goto out;
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);

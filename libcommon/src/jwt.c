@@ -1087,6 +1087,24 @@ cm_err cm_jwt_verify(const cm_jwt *cj, const char *token, time_t now, cm_jwt_cla
     return CM_OK;
 }
 
+cm_err cm_jwt_verify_cached(const cm_jwt *cj, const char *token, time_t now,
+                            cm_jwt_claims *claims, char *detail, size_t n)
+{
+    cm_jwt *j = (cm_jwt *)cj;
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    cm_jwt_claims c;
+
+    if (j->cache == NULL || token == NULL || *token == '\0' || strlen(token) > MAX_TOKEN)
+        return CM_ENOTFOUND;
+    SHA256((const unsigned char *)token, strlen(token), d);
+    if (!cache_get(j, d, &c))
+        return CM_ENOTFOUND;
+    if (check_times(j, &c, now, detail, n) != CM_OK)
+        return CM_EUNAUTH;
+    *claims = c;
+    return CM_OK;
+}
+
 static cm_err verify_uncached(cm_jwt *j, const char *token, time_t now, cm_jwt_claims *claims,
                               char *detail, size_t n)
 {

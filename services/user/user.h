@@ -148,6 +148,9 @@ typedef struct user_settings {
                                anonymised (0, "anonymize", the default) */
     int n_origins;          /* browser origins allowed to open WebSockets (none) */
     char origins[USER_ORIGINS_MAX][USER_ORIGIN_MAX + 1];
+    int n_cors_origins;     /* browser origins allowed to call the HTTP API, answered with
+                               CORS headers by the gateway (none) */
+    char cors_origins[USER_ORIGINS_MAX][USER_ORIGIN_MAX + 1];
     char webhook_secret[USER_WEBHOOK_SECRET_MAX + 1]; /* HMAC key of outgoing webhooks */
 } user_settings;
 
@@ -353,6 +356,7 @@ void user_publish(user_ctx *ctx, const char *type, const char *tenant, const cha
 
 void user_tenants_create(cm_http_req *req, void *ud);        /* POST /v1/tenants */
 void user_tenants_list(cm_http_req *req, void *ud);          /* GET /v1/tenants */
+void user_tenants_cors(cm_http_req *req, void *ud);          /* GET /v1/tenants/cors-origins */
 void user_tenants_get(cm_http_req *req, void *ud);           /* GET /v1/tenants/{id} */
 void user_tenants_settings_internal(cm_http_req *req, void *ud); /* GET /internal/v1/tenants/{id}/settings */
 void user_tenants_update(cm_http_req *req, void *ud);        /* PATCH /v1/tenants/{id} */

@@ -256,14 +256,49 @@ static int secret_valid(const char *s)
     return 1;
 }
 
+/* Replaces list/count with the array of origins `name` of `patch`, when present: at most
+ * USER_ORIGINS_MAX valid origins, none repeated. CM_EINVAL with the reason in `detail`, the
+ * list then partly overwritten (the caller works on a copy of the settings). */
+static cm_err origins_apply(const cJSON *patch, const char *name,
+                            char list[][USER_ORIGIN_MAX + 1], int *count, char *detail, size_t n)
+{
+    const cJSON *origins = cJSON_GetObjectItemCaseSensitive(patch, name), *o;
+    int k = 0;
+
+    if (origins == NULL)
+        return CM_OK;
+    if (!cJSON_IsArray(origins) || cJSON_GetArraySize(origins) > USER_ORIGINS_MAX) {
+        snprintf(detail, n, "field '%s' must be an array of at most %d origins", name,
+                 USER_ORIGINS_MAX);
+        return CM_EINVAL;
+    }
+    cJSON_ArrayForEach(o, origins)
+    {
+        if (!cJSON_IsString(o) || !user_origin_valid(o->valuestring)) {
+            snprintf(detail, n,
+                     "field '%s' item %d must be an origin such as "
+                     "https://app.example.com or http://localhost:3000",
+                     name, k);
+            return CM_EINVAL;
+        }
+        for (int i = 0; i < k; i++)
+            if (strcmp(list[i], o->valuestring) == 0) {
+                snprintf(detail, n, "field '%s' repeats %s", name, o->valuestring);
+                return CM_EINVAL;
+            }
+        snprintf(list[k++], USER_ORIGIN_MAX + 1, "%s", o->valuestring);
+    }
+    *count = k;
+    return CM_OK;
+}
+
 cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, size_t n)
 {
     static const char *const allowed[] = {
         "self_registration", "send_rate_per_min", "api_rate_per_min", "message_max_chars",
         "group_member_max",  "edit_window_s",     "retention_days",   "ws_allowed_origins",
-        "webhook_secret",    "erase_policy",      NULL};
+        "cors_allowed_origins", "webhook_secret", "erase_policy",   NULL};
     user_settings t = *s;
-    const cJSON *origins, *o;
     const char *secret = NULL, *policy = NULL;
 
     if (!cJSON_IsObject(patch)) {
@@ -299,31 +334,10 @@ cm_err user_settings_apply(const cJSON *patch, user_settings *s, char *detail, s
         }
         snprintf(t.webhook_secret, sizeof(t.webhook_secret), "%s", secret);
     }
-    origins = cJSON_GetObjectItemCaseSensitive(patch, "ws_allowed_origins");
-    if (origins) {
-        if (!cJSON_IsArray(origins) || cJSON_GetArraySize(origins) > USER_ORIGINS_MAX) {
-            snprintf(detail, n, "field 'ws_allowed_origins' must be an array of at most %d origins",
-                     USER_ORIGINS_MAX);
-            return CM_EINVAL;
-        }
-        t.n_origins = 0;
-        cJSON_ArrayForEach(o, origins)
-        {
-            if (!cJSON_IsString(o) || !user_origin_valid(o->valuestring)) {
-                snprintf(detail, n,
-                         "field 'ws_allowed_origins' item %d must be an origin such as "
-                         "https://app.example.com or http://localhost:3000",
-                         t.n_origins);
-                return CM_EINVAL;
-            }
-            for (int i = 0; i < t.n_origins; i++)
-                if (strcmp(t.origins[i], o->valuestring) == 0) {
-                    snprintf(detail, n, "field 'ws_allowed_origins' repeats %s", o->valuestring);
-                    return CM_EINVAL;
-                }
-            snprintf(t.origins[t.n_origins++], USER_ORIGIN_MAX + 1, "%s", o->valuestring);
-        }
-    }
+    if (origins_apply(patch, "ws_allowed_origins", t.origins, &t.n_origins, detail, n) ||
+        origins_apply(patch, "cors_allowed_origins", t.cors_origins, &t.n_cors_origins, detail,
+                      n))
+        return CM_EINVAL;
     *s = t;
     return CM_OK;
 }

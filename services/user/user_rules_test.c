@@ -339,6 +339,19 @@ static void test_settings_defaults_and_apply(void **state)
     assert_int_equal(user_settings_apply(p, &s, d, sizeof(d)), CM_OK);
     cJSON_Delete(p);
     assert_int_equal(s.n_origins, 0);
+    /* The CORS list is its own: setting it leaves the WebSocket list alone, and the reverse. */
+    p = js("{\"cors_allowed_origins\":[\"https://app.io\",\"http://[::1]:8080\"]}");
+    assert_int_equal(user_settings_apply(p, &s, d, sizeof(d)), CM_OK);
+    cJSON_Delete(p);
+    assert_int_equal(s.n_cors_origins, 2);
+    assert_string_equal(s.cors_origins[1], "http://[::1]:8080");
+    assert_int_equal(s.n_origins, 0);
+    p = js("{\"cors_allowed_origins\":[\"https://app.io\",\"https://app.io\"]}");
+    assert_int_equal(user_settings_apply(p, &s, d, sizeof(d)), CM_EINVAL);
+    cJSON_Delete(p);
+    assert_non_null(strstr(d, "'cors_allowed_origins' repeats https://app.io"));
+    assert_int_equal(s.n_cors_origins, 2); /* a refused patch changes nothing */
+    assert_string_equal(s.cors_origins[0], "https://app.io");
 
     const struct {
         const char *patch, *want;

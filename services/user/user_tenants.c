@@ -35,9 +35,43 @@ int user_admin_check(cm_http_req *req, const user_ctx *ctx)
 
 /* --- settings in BSON and JSON --------------------------------------------------------------- */
 
-void user_settings_from_doc(const bson_t *tenant, user_settings *s)
+static void origins_from_doc(const bson_t *tenant, const char *path,
+                             char list[][USER_ORIGIN_MAX + 1], int *count)
 {
     bson_iter_t it, arr;
+
+    *count = 0;
+    if (bson_iter_init(&it, tenant) && bson_iter_find_descendant(&it, path, &arr) &&
+        BSON_ITER_HOLDS_ARRAY(&arr) && bson_iter_recurse(&arr, &it))
+        while (bson_iter_next(&it) && *count < USER_ORIGINS_MAX)
+            if (BSON_ITER_HOLDS_UTF8(&it))
+                snprintf(list[(*count)++], USER_ORIGIN_MAX + 1, "%s", bson_iter_utf8(&it, NULL));
+}
+
+static void origins_to_bson(bson_t *d, const char *name, const char list[][USER_ORIGIN_MAX + 1],
+                            int count)
+{
+    bson_t a;
+    char idx[16];
+
+    BSON_APPEND_ARRAY_BEGIN(d, name, &a);
+    for (int i = 0; i < count; i++) {
+        snprintf(idx, sizeof(idx), "%d", i);
+        BSON_APPEND_UTF8(&a, idx, list[i]);
+    }
+    bson_append_array_end(d, &a);
+}
+
+static cJSON *origins_json(const char list[][USER_ORIGIN_MAX + 1], int count)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < count; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(list[i]));
+    return a;
+}
+
+void user_settings_from_doc(const bson_t *tenant, user_settings *s)
+{
 
     user_settings_defaults(s);
     s->self_registration = cm_bson_bool(tenant, "settings.self_registration", 0);
@@ -50,19 +84,14 @@ void user_settings_from_doc(const bson_t *tenant, user_settings *s)
     s->erase_delete = strcmp(cm_bson_str(tenant, "settings.erase_policy", "anonymize"), "delete") == 0;
     snprintf(s->webhook_secret, sizeof(s->webhook_secret), "%s",
              cm_bson_str(tenant, "settings.webhook_secret", ""));
-    if (bson_iter_init(&it, tenant) &&
-        bson_iter_find_descendant(&it, "settings.ws_allowed_origins", &arr) &&
-        BSON_ITER_HOLDS_ARRAY(&arr) && bson_iter_recurse(&arr, &it))
-        while (bson_iter_next(&it) && s->n_origins < USER_ORIGINS_MAX)
-            if (BSON_ITER_HOLDS_UTF8(&it))
-                snprintf(s->origins[s->n_origins++], USER_ORIGIN_MAX + 1, "%s",
-                         bson_iter_utf8(&it, NULL));
+    origins_from_doc(tenant, "settings.ws_allowed_origins", s->origins, &s->n_origins);
+    origins_from_doc(tenant, "settings.cors_allowed_origins", s->cors_origins,
+                     &s->n_cors_origins);
 }
 
 static void settings_to_bson(const user_settings *s, bson_t *parent)
 {
-    bson_t d, a;
-    char idx[16];
+    bson_t d;
 
     BSON_APPEND_DOCUMENT_BEGIN(parent, "settings", &d);
     BSON_APPEND_BOOL(&d, "self_registration", s->self_registration);
@@ -73,19 +102,17 @@ static void settings_to_bson(const user_settings *s, bson_t *parent)
     BSON_APPEND_INT64(&d, "edit_window_s", s->edit_window_s);
     BSON_APPEND_INT64(&d, "retention_days", s->retention_days);
     BSON_APPEND_UTF8(&d, "erase_policy", s->erase_delete ? "delete" : "anonymize");
-    BSON_APPEND_ARRAY_BEGIN(&d, "ws_allowed_origins", &a);
-    for (int i = 0; i < s->n_origins; i++) {
-        snprintf(idx, sizeof(idx), "%d", i);
-        BSON_APPEND_UTF8(&a, idx, s->origins[i]);
-    }
-    bson_append_array_end(&d, &a);
+    origins_to_bson(&d, "ws_allowed_origins", s->origins,
+                    s->n_origins);
+    origins_to_bson(&d, "cors_allowed_origins", s->cors_origins,
+                    s->n_cors_origins);
     BSON_APPEND_UTF8(&d, "webhook_secret", s->webhook_secret);
     bson_append_document_end(parent, &d);
 }
 
 static cJSON *settings_json(const user_settings *s)
 {
-    cJSON *o = cJSON_CreateObject(), *a;
+    cJSON *o = cJSON_CreateObject();
 
     cJSON_AddBoolToObject(o, "self_registration", s->self_registration);
     cJSON_AddNumberToObject(o, "send_rate_per_min", (double)s->send_rate_per_min);
@@ -95,9 +122,9 @@ static cJSON *settings_json(const user_settings *s)
     cJSON_AddNumberToObject(o, "edit_window_s", (double)s->edit_window_s);
     cJSON_AddNumberToObject(o, "retention_days", (double)s->retention_days);
     cJSON_AddStringToObject(o, "erase_policy", s->erase_delete ? "delete" : "anonymize");
-    a = cJSON_AddArrayToObject(o, "ws_allowed_origins");
-    for (int i = 0; i < s->n_origins; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(s->origins[i]));
+    cJSON_AddItemToObject(o, "ws_allowed_origins", origins_json(s->origins, s->n_origins));
+    cJSON_AddItemToObject(o, "cors_allowed_origins",
+                          origins_json(s->cors_origins, s->n_cors_origins));
     cJSON_AddStringToObject(o, "webhook_secret", s->webhook_secret);
     return o;
 }
@@ -207,6 +234,48 @@ void user_tenants_list(cm_http_req *req, void *ud)
 
     if (user_admin_check(req, ctx))
         user_reply_id_page(req, ctx, USER_COLL_TENANTS, &f, 0, tenant_json, NULL);
+    bson_destroy(&f);
+}
+
+static int add_cors_tenant(const bson_t *doc, void *ud)
+{
+    cJSON *items = ud, *t;
+    user_settings s;
+
+    user_settings_from_doc(doc, &s);
+    /* Suspended tenants' tokens are refused anyway; their browsers get no CORS answer. */
+    if (s.n_cors_origins == 0 || strcmp(cm_bson_str(doc, "status", ""), "active") != 0)
+        return 0;
+    t = cJSON_CreateObject();
+    cJSON_AddStringToObject(t, "tenant_id", cm_bson_str(doc, "_id", ""));
+    cJSON_AddItemToObject(t, "origins", origins_json(s.cors_origins, s.n_cors_origins));
+    cJSON_AddItemToArray(items, t);
+    return 0;
+}
+
+/* GET /v1/tenants/cors-origins: every active tenant's CORS allowlist, for the gateways, which
+ * poll it (GATEWAY_CORS_REFRESH_S) and answer browsers from their copy. Not paginated: one
+ * entry per tenant with a list, at most USER_ORIGINS_MAX origins each. */
+void user_tenants_cors(cm_http_req *req, void *ud)
+{
+    user_ctx *ctx = ud;
+    bson_t f = BSON_INITIALIZER;
+    cJSON *out, *items;
+    cm_err rc;
+
+    if (!user_admin_check(req, ctx))
+        goto done;
+    out = cJSON_CreateObject();
+    items = cJSON_AddArrayToObject(out, "items");
+    rc = cm_mongo_find(ctx->db, USER_COLL_TENANTS, &f, NULL, add_cors_tenant, items);
+    if (rc != CM_OK) {
+        cJSON_Delete(out);
+        cm_http_reply_error(req, rc, NULL);
+        goto done;
+    }
+    cm_http_add_header(req, "Cache-Control", "no-store");
+    cm_http_reply_json(req, 200, out);
+done:
     bson_destroy(&f);
 }
 

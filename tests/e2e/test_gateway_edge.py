@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from conftest import ADMIN_KEY, LOGS, PORTS, Service, new_tenant, token_for
+from users_lib import register
 
 BASE = PORTS["gateway"]
 MSG2_PORT = BASE + 5
@@ -295,7 +296,8 @@ def echo_gateway(platform):
     gw = gateway(GW2_PORT, {"GATEWAY_POOLS": f"echo=http://127.0.0.1:{ECHO_PORT}",
                             "GATEWAY_ROUTES": "/echo echo auth=none; /secure-echo echo; /admin-echo echo auth=admin;"
                                               "/tenant-echo echo auth=tenant-key max_body=1000",
-                            "HTTP_MAX_HEADER_BYTES": "8192"}, "gateway-echo")
+                            "HTTP_MAX_HEADER_BYTES": "8192", "GATEWAY_CORS_REFRESH_S": "1",
+                            "RATELIMIT_USER": "1000/1000"}, "gateway-echo")
     yield f"http://127.0.0.1:{GW2_PORT}"
     gw.stop()
     srv.shutdown()
@@ -327,6 +329,132 @@ def test_identity_headers_cannot_be_spoofed(echo_gateway, api):
     # Security headers on proxied answers and on the gateway's own problems.
     for resp in (r, requests.get(echo_gateway + "/nowhere", timeout=5)):
         assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["X-Frame-Options"] == "DENY", resp.headers
+
+
+def set_cors(api, tenant, origins):
+    r = api.call("PATCH", f"/v1/tenants/{tenant['id']}", body={"settings": {"cors_allowed_origins": origins}},
+                 headers={"X-Admin-Key": ADMIN_KEY})
+    assert r.status_code == 200 and r.json()["settings"]["cors_allowed_origins"] == origins, r.text
+
+
+def preflight(base, origin, method="POST", headers="authorization, content-type", path="/secure-echo/x"):
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    return requests.options(base + path, headers=h, timeout=5)
+
+
+def wait_for(fn, what, timeout=8):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_cors_allowlist_per_tenant(echo_gateway, api):
+    """Each tenant's cors_allowed_origins (a tenant setting in the user service) decides which
+    browser origins may call the API: preflights are answered at the edge for an origin some
+    tenant allows, and an actual request gets Access-Control-Allow-Origin only when its token's
+    tenant allows that origin. Changes reach the gateway without a restart."""
+    a, b = new_tenant(api), new_tenant(api)
+    oa, ob = "https://app-" + a["id"][:8] + ".example", "http://localhost:" + str(3000 + int(b["id"][-3:], 16) % 1000)
+    # The setting is validated like the WebSocket list, and a bad patch changes nothing.
+    for bad, why in (([oa + "/path"], "item 0 must be an origin"), ("https://x.io", "array of at most 20"),
+                     ([oa, oa], "repeats"), ([f"https://h{i}.io" for i in range(21)], "array of at most 20")):
+        r = api.call("PATCH", f"/v1/tenants/{a['id']}", body={"settings": {"cors_allowed_origins": bad}},
+                     headers={"X-Admin-Key": ADMIN_KEY})
+        assert r.status_code == 400 and why in r.json()["detail"], (bad, r.text)
+    r = api.call("GET", f"/v1/tenants/{a['id']}", headers={"X-Admin-Key": ADMIN_KEY})
+    assert r.json()["settings"]["cors_allowed_origins"] == [], r.text
+    # Before any tenant allows it, an origin's preflight is refused without CORS headers.
+    r = preflight(echo_gateway, oa)
+    assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers, r.headers
+    assert r.headers["Content-Type"] == "application/problem+json" and oa in r.json()["detail"], r.text
+    set_cors(api, a, [oa])
+    set_cors(api, b, [ob])
+    # The list the gateways read is the operator's only.
+    assert api.call("GET", "/v1/tenants/cors-origins").status_code == 401
+    items = api.call("GET", "/v1/tenants/cors-origins", headers={"X-Admin-Key": ADMIN_KEY}).json()["items"]
+    assert {"tenant_id": a["id"], "origins": [oa]} in items and {"tenant_id": b["id"], "origins": [ob]} in items
+    wait_for(lambda: preflight(echo_gateway, oa).status_code == 204, "tenant a's origin reaches the gateway")
+    wait_for(lambda: preflight(echo_gateway, ob).status_code == 204, "tenant b's origin reaches the gateway")
+
+    # The preflight, answered by the gateway (the echo upstream has no OPTIONS: it would say 501).
+    r = preflight(echo_gateway, oa.upper().replace("HTTPS", "https"))
+    assert r.status_code == 204 and r.content == b"", r.text
+    r = preflight(echo_gateway, oa)
+    assert r.headers["Access-Control-Allow-Origin"] == oa, r.headers
+    assert "POST" in r.headers["Access-Control-Allow-Methods"] and "PATCH" in r.headers["Access-Control-Allow-Methods"]
+    assert r.headers["Access-Control-Allow-Headers"] == "authorization, content-type", r.headers
+    assert r.headers["Access-Control-Max-Age"] == "600" and "Origin" in r.headers["Vary"], r.headers
+    assert "Access-Control-Allow-Credentials" not in r.headers, r.headers
+    r = preflight(echo_gateway, oa, headers="authorization, x-evil")
+    assert r.status_code == 403 and "x-evil" in r.json()["detail"] and "Access-Control-Allow-Origin" not in r.headers
+    r = preflight(echo_gateway, oa, method="TRACE")
+    assert r.status_code == 403 and "TRACE" in r.json()["detail"], r.text
+    for evil in ("https://evil.example", oa + ".evil.example", "null", oa[:-1]):
+        r = preflight(echo_gateway, evil)
+        assert r.status_code == 403 and "Access-Control-Allow-Origin" not in r.headers, (evil, r.headers)
+
+    # Actual requests: the token's tenant decides.
+    ta, tb = token_for(api, a, "alice"), token_for(api, b, "bob")
+    r = requests.get(echo_gateway + "/secure-echo/x", headers={"Authorization": f"Bearer {ta}", "Origin": oa}, timeout=5)
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == oa, r.headers
+    exposed = [h.strip() for h in r.headers["Access-Control-Expose-Headers"].split(",")]
+    assert {"X-Request-Id", "RateLimit-Remaining", "Retry-After", "Location"} <= set(exposed), exposed
+    assert "Origin" in r.headers["Vary"], r.headers
+    # Tenant b's origin is allowed somewhere, but not by tenant a: no CORS for a's token there.
+    r = requests.get(echo_gateway + "/secure-echo/x", headers={"Authorization": f"Bearer {ta}", "Origin": ob}, timeout=5)
+    assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers, r.headers
+    r = requests.get(echo_gateway + "/secure-echo/x", headers={"Authorization": f"Bearer {tb}", "Origin": ob}, timeout=5)
+    assert r.headers.get("Access-Control-Allow-Origin") == ob, r.headers
+    # Without an Origin (not a browser): no CORS headers, but Vary all the same for caches.
+    r = requests.get(echo_gateway + "/secure-echo/x", headers={"Authorization": f"Bearer {ta}"}, timeout=5)
+    assert "Access-Control-Allow-Origin" not in r.headers and "Origin" in r.headers["Vary"], r.headers
+    # A refused token's 401 stays readable by an allowed origin's app (so it can refresh).
+    r = requests.get(echo_gateway + "/secure-echo/x", headers={"Origin": oa}, timeout=5)
+    assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == oa, r.headers
+    # Security headers on every answer, preflights included.
+    for resp in (r, preflight(echo_gateway, oa)):
+        assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000"), resp.headers
+        assert resp.headers["X-Content-Type-Options"] == "nosniff" and resp.headers["Referrer-Policy"] == "no-referrer"
+
+    # Taken off the list: refused again within the refresh period, without a restart.
+    set_cors(api, a, [])
+    wait_for(lambda: preflight(echo_gateway, oa).status_code == 403, "tenant a's origin leaves the gateway")
+    r = requests.get(echo_gateway + "/secure-echo/x", headers={"Authorization": f"Bearer {ta}", "Origin": oa}, timeout=5)
+    assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers, r.headers
+    # A suspended tenant's browsers get no CORS answer either.
+    assert api.call("POST", f"/v1/tenants/{b['id']}/suspend", headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200
+    wait_for(lambda: preflight(echo_gateway, ob).status_code == 403, "a suspended tenant's origin leaves the gateway")
+    m = requests.get(echo_gateway + "/metrics", timeout=5).text
+    assert re.search(r"gateway_cors_preflights_total [1-9]", m) and re.search(r"gateway_cors_refused_total [1-9]", m), m[-800:]
+
+
+def test_revoked_sessions_and_suspended_tenants_refused_at_the_edge(echo_gateway, api):
+    """The denylist is checked by the gateway itself (in the rate limits' Redis round trip), not
+    left to the services: the echo upstream checks nothing. The tokens were verified before, so
+    they are answered from the verified-token cache, which must not skip the denylist."""
+    t = new_tenant(api, self_registration=True)
+    s1, s2 = register(api, t), register(api, t)
+    for s in (s1, s2):
+        h = {"Authorization": f"Bearer {s['access_token']}"}
+        assert requests.get(echo_gateway + "/secure-echo", headers=h, timeout=5).status_code == 200
+    assert api.call("POST", "/v1/auth/logout", s1["access_token"]).status_code == 204
+    r = requests.get(echo_gateway + "/secure-echo", headers={"Authorization": f"Bearer {s1['access_token']}"}, timeout=5)
+    assert r.status_code == 401 and r.json()["detail"] == "the session was revoked", r.text
+    assert r.headers["WWW-Authenticate"] == "Bearer", r.headers
+    h2 = {"Authorization": f"Bearer {s2['access_token']}"}
+    assert requests.get(echo_gateway + "/secure-echo", headers=h2, timeout=5).status_code == 200
+    assert api.call("POST", f"/v1/tenants/{t['id']}/suspend", headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200
+    fresh = token_for(api, new_tenant(api), "x")  # another tenant: unaffected, and a token not cached yet
+    assert requests.get(echo_gateway + "/secure-echo", headers={"Authorization": f"Bearer {fresh}"}, timeout=5).status_code == 200
+    r = requests.get(echo_gateway + "/secure-echo", headers=h2, timeout=5)
+    assert r.status_code == 401 and r.json()["detail"] == "the tenant is suspended", r.text
+    assert api.call("POST", f"/v1/tenants/{t['id']}/resume", headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200
+    assert requests.get(echo_gateway + "/secure-echo", headers=h2, timeout=5).status_code == 200
 
 
 def test_route_auth_kinds_and_caps(echo_gateway):

@@ -16,7 +16,7 @@ from conftest import ADMIN_KEY, DBS, MONGO_URI, PORTS, new_tenant, token_for
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
 DEFAULTS = {"self_registration": False, "send_rate_per_min": 60, "api_rate_per_min": 1200,
             "message_max_chars": 5000, "group_member_max": 1000, "edit_window_s": 900,
-            "retention_days": 0, "ws_allowed_origins": [], "erase_policy": "anonymize"}
+            "retention_days": 0, "ws_allowed_origins": [], "cors_allowed_origins": [], "erase_policy": "anonymize"}
 
 
 def db():

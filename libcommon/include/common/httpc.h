@@ -16,4 +16,10 @@
 cm_err cm_httpc_get(const char *url, const char *bearer, long timeout_ms, size_t max,
                     char **body, size_t *len, long *status);
 
+/* The same GET with one request header given as a whole "Name: value" line (NULL: none), for
+ * credentials other than a bearer token (X-Admin-Key between the gateway and the user
+ * service). */
+cm_err cm_httpc_get_with(const char *url, const char *header, long timeout_ms, size_t max,
+                         char **body, size_t *len, long *status);
+
 #endif

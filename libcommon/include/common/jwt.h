@@ -134,6 +134,14 @@ cm_err cm_jwt_verify(const cm_jwt *j, const char *token, time_t now, cm_jwt_clai
  * the verifier is shared between threads. CM_EINVAL for a size out of [4, 2^24], CM_ENOMEM. */
 cm_err cm_jwt_cache_enable(cm_jwt *j, size_t entries);
 
+/* cm_jwt_verify answered from the cache only: CM_OK with `*claims` when `token` was verified
+ * before and its times still hold, CM_EUNAUTH (reason in `detail`) when they no longer do,
+ * CM_ENOTFOUND when it is not in the cache (or there is none), without checking a signature:
+ * a caller can then do cheap work (a rate limit by address) before the full cm_jwt_verify.
+ * Counts a hit or a miss like cm_jwt_verify. */
+cm_err cm_jwt_verify_cached(const cm_jwt *j, const char *token, time_t now,
+                            cm_jwt_claims *claims, char *detail, size_t n);
+
 /* The cache's hits and misses so far (0 and 0 without a cache). */
 void cm_jwt_cache_stats(const cm_jwt *j, unsigned long *hits, unsigned long *misses);
 
