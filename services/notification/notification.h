@@ -1,0 +1,128 @@
+/* notification.h - the notification service's shared types: the process context, the rules
+ * that decide who is notified of what (notification_rules.c, plain functions), the Kafka
+ * consumer that turns messaging events into notifications (notification_events.c), the
+ * in-app inbox over HTTP (notification_inbox.c) and the housekeeping thread
+ * (notification_jobs.c). */
+#ifndef NOTIFICATION_H
+#define NOTIFICATION_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "common/error.h"
+#include "common/http.h"
+#include "common/jwt.h"
+#include "common/kafka.h"
+#include "common/mongo.h"
+#include "common/outbox.h"
+#include "common/redis.h"
+
+/* Collections of this service's database. */
+#define NF_COLL_NOTIFICATIONS "notifications" /* one document per (event, user, channel) */
+#define NF_COLL_MEMBERS "members"             /* membership projection from `conversations` */
+#define NF_COLL_MESSAGES "message_senders"    /* message id -> sender, for reply detection */
+#define NF_COLL_OUTBOX "outbox"               /* notification.created before it is produced */
+
+#define NF_TOPIC "notifications" /* where notification.created goes, keyed by user id */
+#define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
+#define NF_LIMIT_MAX 100          /* largest page of GET /v1/notifications */
+#define NF_RECIPIENTS_MAX 10000   /* members notified of one message at most */
+
+/* --- rules (notification_rules.c): plain functions, no I/O ------------------------------ */
+
+/* What a notification is about, strongest first: a recipient who is both mentioned and
+ * replied to gets one notification of the strongest type. */
+typedef enum nf_type {
+    NF_TYPE_MENTION, /* the message's `mentions` names the recipient */
+    NF_TYPE_REPLY,   /* the message answers (reply_to or thread_root) one of the recipient's */
+    NF_TYPE_MESSAGE, /* any other new message in a conversation the recipient is in */
+    NF_TYPE_ADDED,   /* the recipient was added to a conversation by someone else */
+    NF_TYPE_COUNT
+} nf_type;
+
+/* "mention", "reply", "message", "added". */
+const char *nf_type_name(nf_type t);
+
+/* The type of the notification `recipient` gets for message `data` (the message.created
+ * event's data, a Message object) whose replied-to message was sent by `parent_sender` (NULL
+ * when unknown or not a reply). Writes it to `*out` and returns 1, or returns 0 when the
+ * recipient gets none: they sent it, or it is a system message. */
+int nf_classify_message(const cJSON *data, const char *recipient, const char *parent_sender,
+                        nf_type *out);
+
+/* Copies at most NF_PREVIEW_CHARS characters of UTF-8 `text` into `out` (size n >= 4),
+ * cutting at a character boundary and ending with "…" when cut. */
+void nf_preview(const char *text, char *out, size_t n);
+
+/* The deduplication key of a notification: "<tenant>|<event id>|<user>|<channel>", the
+ * unique index that makes a replayed event change nothing. CM_ETOOBIG when `out` (size n)
+ * is too small. */
+cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
+                     const char *channel, char *out, size_t n);
+
+/* --- the process ------------------------------------------------------------------------ */
+
+typedef struct nf_consumer nf_consumer;
+typedef struct nf_jobs nf_jobs;
+
+typedef struct nf_ctx {
+    cm_mongo *db;
+    cm_redis *redis;
+    cm_jwt *verifier;
+    cm_kafka_producer *kafka; /* notification.created (through the outbox) and the DLQ */
+    cm_outbox *outbox;
+    nf_consumer *consumer;
+    long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
+    int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
+    atomic_long created, duplicates, published;
+} nf_ctx;
+
+/* Creates the indexes the service relies on (the unique dedupe key first). */
+cm_err nf_ensure_indexes(nf_ctx *ctx);
+
+/* Reads (or, the first time, records) when the membership projection of this database
+ * started, into ctx->projection_since_ms: conversations created before it are known only by
+ * the member events seen since, so a message in one of them whose members are unknown is not
+ * waited for. CM_EIO when MongoDB failed. */
+cm_err nf_projection_since(nf_ctx *ctx);
+
+/* Starts the consumer thread: group `group` on `messages` and `conversations`
+ * (`from_beginning` for a group without committed offsets), each event handled and only then
+ * its offset stored; poison records go to <topic>.dlq with the reason in the header "error". */
+cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, const char *group,
+                         int from_beginning, nf_consumer **out);
+/* Stops and joins the thread, commits stored offsets. Accepts NULL. */
+void nf_consumer_stop(nf_consumer *c);
+/* 1 once the consumer has partitions assigned (it would otherwise miss what is produced now
+ * when its group starts at the latest offset). */
+int nf_consumer_assigned(nf_consumer *c);
+
+/* Starts the housekeeping thread: the outbox tick every `every_ms`. */
+cm_err nf_jobs_start(nf_ctx *ctx, long every_ms, nf_jobs **out);
+void nf_jobs_stop(nf_jobs *j); /* accepts NULL */
+
+/* Stores the in-app notification described by `doc` (fields as in NF_COLL_NOTIFICATIONS,
+ * with `_id` and `k` set) and publishes notification.created through the outbox. A document
+ * whose `k` is already stored is not stored again; its event is published again (same id),
+ * which the outbox and consumers deduplicate. CM_EIO when MongoDB failed (retry). */
+cm_err nf_notify(nf_ctx *ctx, const bson_t *doc);
+
+/* The API's Notification object of a stored document; NULL when out of memory. */
+cJSON *nf_notification_json(const bson_t *doc);
+
+/* The /metrics lines of the process. */
+void nf_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* GET /v1/notifications */
+void nf_list(cm_http_req *req, void *ud);
+/* GET /v1/notifications/unread_count */
+void nf_unread_count(cm_http_req *req, void *ud);
+/* POST /v1/notifications/{id}/read */
+void nf_read_one(cm_http_req *req, void *ud);
+/* POST /v1/notifications/read_all */
+void nf_read_all(cm_http_req *req, void *ud);
+
+#endif
