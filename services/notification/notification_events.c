@@ -232,7 +232,6 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
     char key[256], parent_sender[CM_USER_ID_MAX + 1] = "";
     bson_t doc = BSON_INITIALIZER;
     members m = {0};
-    size_t others = 0;
     cm_err rc;
 
     if (mid == NULL || cid == NULL || sender == NULL || text == NULL) {
@@ -253,17 +252,16 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
         sender_of(ctx, ev->tenant, parent, parent_sender, sizeof(parent_sender));
     if ((rc = members_of(ctx, ev->tenant, cid, &m)) != CM_OK)
         return rc;
-    for (size_t i = 0; i < m.n; i++)
-        others += strcmp(m.ids[i], sender) != 0;
-    if (others == 0) {
-        /* Nobody to notify: either the conversation's conversation.created (other topic) has
-         * not been consumed yet, worth waiting a little for, or the conversation predates the
-         * projection, whose members cannot be learnt by waiting. Ids are UUIDv7. */
+    if (m.n == 0) {
+        /* Not even the sender is known (a group of one still knows its owner): either the
+         * conversation.created (other topic) has not been consumed yet, worth waiting a
+         * little for, or the conversation predates the projection, whose members cannot be
+         * learnt by waiting. Ids are UUIDv7. */
         int64_t born = cm_uuid_v7_time_ms(mid), conv_born = cm_uuid_v7_time_ms(cid);
         if (born > 0 && conv_born >= ctx->projection_since_ms &&
             cm_clock_now_ms() - born < ctx->retry_max_age_ms) {
             free(m.ids);
-            return CM_EAGAIN; /* membership not projected yet */
+            return CM_EAGAIN;
         }
     }
     for (size_t i = 0; i < m.n && rc == CM_OK; i++) {

@@ -110,10 +110,22 @@ cm_err nf_notify(nf_ctx *ctx, const bson_t *doc)
     atomic_fetch_add(&ctx->duplicates, 1);
     BSON_APPEND_UTF8(&f, "k", cm_bson_str(doc, "k", ""));
     rc = cm_mongo_find_one(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, &old);
-    bson_destroy(&f);
-    if (rc != CM_OK)
+    if (rc != CM_OK) {
+        bson_destroy(&f);
         return rc == CM_ENOTFOUND ? CM_EAGAIN : rc;
-    rc = publish_created(ctx, &old);
+    }
+    /* The outbox holds it while unpublished and for a day after: then it is on its way. */
+    bson_reinit(&f);
+    BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&old, "_id", ""));
+    {
+        bson_t ob;
+        rc = cm_mongo_find_one(ctx->db, NF_COLL_OUTBOX, &f, NULL, &ob);
+        if (rc == CM_OK)
+            bson_destroy(&ob);
+        else if (rc == CM_ENOTFOUND)
+            rc = publish_created(ctx, &old);
+    }
+    bson_destroy(&f);
     bson_destroy(&old);
     return rc;
 }

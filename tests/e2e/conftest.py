@@ -58,9 +58,10 @@ class Service:
             "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",
             "SEARCH_URL": f"http://127.0.0.1:{PORTS['search']}",
             "NOTIFICATION_URL": f"http://127.0.0.1:{PORTS['notification']}",
-            # The notification consumer: one group per checkout, starting at the latest offset
-            # (a fresh database must not be filled with every earlier run's notifications).
-            "NOTIFY_GROUP": f"e2e-notification-{_BASE}",
+            # The notification consumer: a group per run, starting at the latest offset (the
+            # run's fresh database must not be filled from every earlier run's events, nor
+            # wait for the backlog other checkouts produced on the shared topics meanwhile).
+            "NOTIFY_GROUP": f"e2e-notification-{DB_SUFFIX}",
             # The search index: one group and one data directory per checkout, kept across
             # runs (like the media worker's group), so a run does not replay every earlier one.
             "SEARCH_GROUP": f"e2e-search-{_BASE}",

@@ -147,3 +147,19 @@ def test_a_kill_mid_batch_notifies_each_recipient_once(api, trio, platform):
                            timeout=60)
         got = [n["message_id"] for n in items if n.get("message_id") in sent]
         assert sorted(got) == sorted(sent), f"{u}: duplicates or gaps"
+
+
+def test_every_route_and_event_is_documented():
+    import re
+    import yaml
+    from conftest import ROOT
+    openapi = yaml.safe_load((ROOT / "proto/openapi.yaml").read_text())
+    main = (ROOT / "services/notification/main.c").read_text()
+    routes = re.findall(r'cm_http_route\(srv, "([A-Z]+)", "([^"]+)"', main)
+    assert len(routes) >= 4
+    missing = [f"{m} {p}" for m, p in routes
+               if p not in openapi["paths"] or m.lower() not in openapi["paths"][p]]
+    assert not missing, f"routes missing from proto/openapi.yaml: {missing}"
+    asyncapi = yaml.safe_load((ROOT / "proto/asyncapi.yaml").read_text())
+    assert asyncapi["components"]["messages"]["notificationCreated"]["payload"]["$ref"] == \
+        "./events/notification.created.schema.json"
