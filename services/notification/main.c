@@ -3,6 +3,7 @@
  * and the routes. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <curl/curl.h>
 
@@ -35,6 +36,18 @@ static const cm_config_var vars[] = {
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
+    {"FCM_BASE_URL", "https://fcm.googleapis.com", "FCM HTTP v1 endpoint (tests: a local one)"},
+    {"FCM_PROJECT_ID", "", "Firebase project id"},
+    {"FCM_CREDENTIALS_FILE", "", "service-account JSON (client_email, private_key, token_uri); "
+                                 "unset: FCM devices are not pushed"},
+    {"APNS_BASE_URL", "https://api.push.apple.com", "APNs endpoint (HTTP/2)"},
+    {"APNS_KEY_FILE", "", "APNs auth key (.p8, P-256 PEM); unset: APNs devices are not pushed"},
+    {"APNS_KEY_ID", "", "kid of the APNs key"},
+    {"APNS_TEAM_ID", "", "Apple team id (iss of the provider token)"},
+    {"APNS_TOPIC", "", "bundle id for devices registered without app_id"},
+    {"PUSH_RETRY_DELAYS_MS", "1000,5000,30000", "delays before each retry of a failed push "
+                                                "(+-20% jitter); then the DLQ"},
+    {"PUSH_TIMEOUT_MS", "10000", "one provider request"},
     {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -57,6 +70,52 @@ static cm_err ready(void *ud, char *detail, size_t n)
     return rc;
 }
 
+/* Reads the push configuration; a credentials file that is set but unreadable is an error. */
+static cm_err push_config(nf_push_config *pc)
+{
+    const char *delays = cm_config_str("PUSH_RETRY_DELAYS_MS", "1000,5000,30000"), *p = delays;
+    size_t len;
+    long timeout;
+
+    memset(pc, 0, sizeof(*pc));
+    if (cm_config_long("PUSH_TIMEOUT_MS", 10000, 100, 120000, &timeout))
+        return CM_EINVAL;
+    pc->timeout_ms = timeout;
+    pc->fcm_base = cm_config_str("FCM_BASE_URL", "https://fcm.googleapis.com");
+    pc->fcm_project = cm_config_str("FCM_PROJECT_ID", "");
+    pc->apns_base = cm_config_str("APNS_BASE_URL", "https://api.push.apple.com");
+    pc->apns_key_id = cm_config_str("APNS_KEY_ID", "");
+    pc->apns_team_id = cm_config_str("APNS_TEAM_ID", "");
+    pc->apns_topic = cm_config_str("APNS_TOPIC", "");
+    pc->dlq_topic = NF_TOPIC ".dlq";
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 3600000 || (*end != ',' && *end != '\0') ||
+            pc->nretries == NF_RETRIES_MAX) {
+            cm_error("config: PUSH_RETRY_DELAYS_MS must be up to %d comma-separated "
+                     "millisecond delays (0..3600000)", NF_RETRIES_MAX);
+            return CM_EINVAL;
+        }
+        pc->retry_ms[pc->nretries++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (cm_config_file("FCM_CREDENTIALS_FILE", 65536, &pc->fcm_credentials, &len) ==
+        CM_ENOTFOUND)
+        pc->fcm_credentials = NULL;
+    else if (pc->fcm_credentials == NULL)
+        return CM_EINVAL;
+    if (cm_config_file("APNS_KEY_FILE", 16384, &pc->apns_key, &len) == CM_ENOTFOUND)
+        pc->apns_key = NULL;
+    else if (pc->apns_key == NULL)
+        return CM_EINVAL;
+    if (pc->fcm_credentials && pc->fcm_project[0] == '\0') {
+        cm_error("config: FCM_CREDENTIALS_FILE is set but FCM_PROJECT_ID is not");
+        return CM_EINVAL;
+    }
+    return CM_OK;
+}
+
 int main(int argc, char **argv)
 {
     nf_ctx ctx = {0};
@@ -64,13 +123,14 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_http_server *srv = NULL;
     nf_jobs *jobs = NULL;
+    nf_push_config pc = {0};
     long redis_port, stale_ms, from_beginning, wait_ms;
     const char *brokers, *prefix;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv,
-                                 "Notifications: in-app inbox from the messaging events, "
-                                 "published as notification.created.",
+                                 "Notifications: in-app inbox from the messaging events "
+                                 "(published as notification.created) and push to FCM and APNs.",
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
@@ -84,7 +144,7 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
         cm_config_long("NOTIFY_FROM_BEGINNING", 0, 0, 1, &from_beginning) ||
         cm_config_long("NOTIFY_MEMBERSHIP_WAIT_MS", 10000, 0, 600000, &wait_ms) ||
-        cm_jwt_verifier_from_env(&ctx.verifier) ||
+        push_config(&pc) || cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_notification"), &ctx.db) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
@@ -99,7 +159,8 @@ int main(int argc, char **argv)
         cm_error("indexes could not be created or the projection's start not read");
         goto out;
     }
-    if (nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),
+    if (nf_push_start(&ctx, &pc, &ctx.push) ||
+        nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),
                           (int)from_beginning, &ctx.consumer) ||
         nf_jobs_start(&ctx, 1000, &jobs))
         goto out;
@@ -108,7 +169,14 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/notifications", nf_list, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/unread_count", nf_unread_count, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/read_all", nf_read_all, &ctx) ||
-        cm_http_route(srv, "POST", "/v1/notifications/{id}/read", nf_read_one, &ctx))
+        cm_http_route(srv, "GET", "/v1/notifications/diagnostics", nf_diagnostics, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/{id}/read", nf_read_one, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/{id}/deliveries", nf_deliveries, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/redrive", nf_redrive,
+                      &ctx) ||
+        cm_http_route(srv, "POST", "/v1/devices", nf_devices_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/devices", nf_devices_list, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx))
         goto out;
     rd.deps.mongo = ctx.db;
     rd.deps.kafka = ctx.kafka;
@@ -125,6 +193,7 @@ out:
      * Kafka (delivery reports reach the outbox), then let the outbox mark what was delivered. */
     cm_http_server_destroy(srv);
     nf_consumer_stop(ctx.consumer);
+    nf_push_stop(ctx.push);
     nf_jobs_stop(jobs);
     cm_kafka_producer_destroy(ctx.kafka);
     if (ctx.outbox && ctx.db)
@@ -133,6 +202,8 @@ out:
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);
+    free(pc.fcm_credentials);
+    free(pc.apns_key);
     curl_global_cleanup();
     return rc;
 }

@@ -25,6 +25,9 @@
 #define NF_COLL_MEMBERS "members"             /* membership projection from `conversations` */
 #define NF_COLL_MESSAGES "message_senders"    /* message id -> sender, for reply detection */
 #define NF_COLL_OUTBOX "outbox"               /* notification.created before it is produced */
+#define NF_COLL_DEVICES "devices"             /* push tokens per user */
+#define NF_COLL_DELIVERIES "deliveries"       /* one per (notification, device): the attempts */
+#define NF_COLL_DECISIONS "decisions"         /* why a user was or was not pushed to */
 
 #define NF_TOPIC "notifications" /* where notification.created goes, keyed by user id */
 #define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
@@ -67,6 +70,26 @@ cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
 
 typedef struct nf_consumer nf_consumer;
 typedef struct nf_jobs nf_jobs;
+typedef struct nf_push nf_push;
+
+#define NF_RETRIES_MAX 8 /* retry delays configurable at most */
+
+/* Push configuration (environment: main.c). A provider whose credentials are unset is off:
+ * its devices get the decision "provider_unconfigured". */
+typedef struct nf_push_config {
+    const char *fcm_base;        /* e.g. https://fcm.googleapis.com */
+    const char *fcm_project;     /* Firebase project id */
+    char *fcm_credentials;       /* service-account JSON (owned; NULL: FCM off) */
+    const char *apns_base;       /* e.g. https://api.push.apple.com */
+    char *apns_key;              /* PEM P-256 key (.p8) (owned; NULL: APNs off) */
+    const char *apns_key_id;     /* kid of the provider token */
+    const char *apns_team_id;    /* iss of the provider token */
+    const char *apns_topic;      /* bundle id when a device has no app_id */
+    long retry_ms[NF_RETRIES_MAX]; /* delays before retries 1..n (1 s, 5 s, 30 s) */
+    int nretries;
+    long timeout_ms;             /* one provider request */
+    const char *dlq_topic;       /* where deliveries given up go (notifications.dlq) */
+} nf_push_config;
 
 typedef struct nf_ctx {
     cm_mongo *db;
@@ -75,6 +98,7 @@ typedef struct nf_ctx {
     cm_kafka_producer *kafka; /* notification.created (through the outbox) and the DLQ */
     cm_outbox *outbox;
     nf_consumer *consumer;
+    nf_push *push;
     long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
     int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
     atomic_long created, duplicates, published;
@@ -106,9 +130,49 @@ void nf_jobs_stop(nf_jobs *j); /* accepts NULL */
 
 /* Stores the in-app notification described by `doc` (fields as in NF_COLL_NOTIFICATIONS,
  * with `_id` and `k` set) and publishes notification.created through the outbox. A document
- * whose `k` is already stored is not stored again; its event is published again (same id),
- * which the outbox and consumers deduplicate. CM_EIO when MongoDB failed (retry). */
-cm_err nf_notify(nf_ctx *ctx, const bson_t *doc);
+ * whose `k` is already stored is not stored again; its event is published again (same id)
+ * unless the outbox still holds it. The stored notification's id (the new one or the earlier
+ * one) is written to `id`. CM_EIO when MongoDB failed (retry). */
+cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37]);
+
+/* --- push (notification_push.c) ------------------------------------------------------------ */
+
+/* What a push is about: the stored notification and the text to show. */
+typedef struct nf_push_item {
+    const char *tenant, *user, *event_id, *notification_id, *type;
+    const char *conversation_id, *message_id, *actor, *text;
+    int64_t muted_until; /* the recipient's mute of the conversation (ms; 0 none) */
+} nf_push_item;
+
+/* Starts the sender thread. `cfg` is copied (its owned strings are taken over). */
+cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out);
+void nf_push_stop(nf_push *p); /* accepts NULL */
+
+/* Decides whether `it` is pushed and records why (decisions): muted, online (a live
+ * WebSocket connection in Redis), no device, or one queued delivery per device (unique per
+ * notification and device, so a replay queues nothing twice). CM_EIO when MongoDB failed. */
+cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it);
+
+/* Records a decision about pushing notification `it` (`device_id` may be NULL): unique per
+ * (event, user, decision, device), so replays record nothing twice. */
+void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, const char *device_id,
+                 const char *detail);
+
+/* Prometheus lines of the sender. */
+void nf_push_metrics(nf_push *p, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* POST /v1/devices */
+void nf_devices_create(cm_http_req *req, void *ud);
+/* GET /v1/devices */
+void nf_devices_list(cm_http_req *req, void *ud);
+/* DELETE /v1/devices/{id} */
+void nf_devices_delete(cm_http_req *req, void *ud);
+/* GET /v1/notifications/{id}/deliveries */
+void nf_deliveries(cm_http_req *req, void *ud);
+/* POST /v1/notifications/deliveries/{id}/redrive */
+void nf_redrive(cm_http_req *req, void *ud);
+/* GET /v1/notifications/diagnostics?user_id=&message_id= */
+void nf_diagnostics(cm_http_req *req, void *ud);
 
 /* The API's Notification object of a stored document; NULL when out of memory. */
 cJSON *nf_notification_json(const bson_t *doc);

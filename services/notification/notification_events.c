@@ -105,6 +105,7 @@ out:
 
 typedef struct members {
     char (*ids)[CM_USER_ID_MAX + 1];
+    int64_t *muted_until;
     size_t n, cap;
 } members;
 
@@ -114,12 +115,21 @@ static int collect_member(const bson_t *doc, void *ud)
     const char *u = cm_bson_str(doc, "user_id", "");
     if (m->n == m->cap)
         return 1;
+    m->muted_until[m->n] = cm_bson_int(doc, "muted_until", 0);
     snprintf(m->ids[m->n++], CM_USER_ID_MAX + 1, "%s", u);
     return 0;
 }
 
+static void members_free(members *m)
+{
+    free(m->ids);
+    free(m->muted_until);
+    m->ids = NULL;
+    m->muted_until = NULL;
+}
+
 /* The active members of conversation `cid` (at most NF_RECIPIENTS_MAX) into `m`, which the
- * caller frees with free(m->ids). */
+ * caller frees with members_free. */
 static cm_err members_of(nf_ctx *ctx, const char *tenant, const char *cid, members *m)
 {
     bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
@@ -127,21 +137,24 @@ static cm_err members_of(nf_ctx *ctx, const char *tenant, const char *cid, membe
 
     m->n = 0;
     m->cap = NF_RECIPIENTS_MAX;
-    if ((m->ids = calloc(m->cap, sizeof(*m->ids))) == NULL)
+    m->ids = calloc(m->cap, sizeof(*m->ids));
+    m->muted_until = calloc(m->cap, sizeof(*m->muted_until));
+    if (m->ids == NULL || m->muted_until == NULL) {
+        members_free(m);
         return CM_ENOMEM;
+    }
     BSON_APPEND_UTF8(&f, "tenant", tenant);
     BSON_APPEND_UTF8(&f, "conversation_id", cid);
     BSON_APPEND_BOOL(&f, "active", true);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
     BSON_APPEND_INT32(&proj, "user_id", 1);
+    BSON_APPEND_INT32(&proj, "muted_until", 1);
     bson_append_document_end(&opts, &proj);
     rc = cm_mongo_find(ctx->db, NF_COLL_MEMBERS, &f, &opts, collect_member, m);
     bson_destroy(&f);
     bson_destroy(&opts);
-    if (rc != CM_OK) {
-        free(m->ids);
-        m->ids = NULL;
-    }
+    if (rc != CM_OK)
+        members_free(m);
     return rc;
 }
 
@@ -169,13 +182,15 @@ cm_err nf_projection_since(nf_ctx *ctx)
 
 /* --- notifications ------------------------------------------------------------------------ */
 
-/* Builds and stores one in-app notification for `user`. */
+/* Builds and stores one in-app notification for `user`, then plans its push. */
 static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type type,
                      const char *cid, const char *message_id, const char *actor,
-                     const char *text)
+                     const char *text, int64_t muted_until)
 {
-    char id[CM_UUID_STRLEN], k[512], preview[NF_PREVIEW_CHARS * 4 + 4];
+    char id[CM_UUID_STRLEN], stored[CM_UUID_STRLEN] = "", k[512],
+        preview[NF_PREVIEW_CHARS * 4 + 4];
     bson_t doc = BSON_INITIALIZER;
+    nf_push_item it = {0};
     cm_err rc;
 
     if (nf_dedupe_key(ev->tenant, ev->id, user, "in_app", k, sizeof(k)) != CM_OK)
@@ -198,9 +213,21 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     BSON_APPEND_UTF8(&doc, "text", preview);
     BSON_APPEND_BOOL(&doc, "read", false);
     BSON_APPEND_DATE_TIME(&doc, "created_at", cm_clock_now_ms());
-    rc = nf_notify(ctx, &doc);
+    rc = nf_notify(ctx, &doc, stored);
     bson_destroy(&doc);
-    return rc;
+    if (rc != CM_OK)
+        return rc;
+    it.tenant = ev->tenant;
+    it.user = user;
+    it.event_id = ev->id;
+    it.notification_id = stored;
+    it.type = nf_type_name(type);
+    it.conversation_id = cid;
+    it.message_id = message_id;
+    it.actor = actor;
+    it.text = preview;
+    it.muted_until = muted_until;
+    return nf_push_plan(ctx, &it);
 }
 
 /* The sender of message `id` of `tenant` as the projection knows it, into `out` (size n). */
@@ -260,7 +287,7 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
         int64_t born = cm_uuid_v7_time_ms(mid), conv_born = cm_uuid_v7_time_ms(cid);
         if (born > 0 && conv_born >= ctx->projection_since_ms &&
             cm_clock_now_ms() - born < ctx->retry_max_age_ms) {
-            free(m.ids);
+            members_free(&m);
             return CM_EAGAIN;
         }
     }
@@ -268,9 +295,9 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
         nf_type t;
         if (nf_classify_message(ev->data, m.ids[i], parent_sender[0] ? parent_sender : NULL,
                                 &t))
-            rc = notify(ctx, ev, m.ids[i], t, cid, mid, sender, text);
+            rc = notify(ctx, ev, m.ids[i], t, cid, mid, sender, text, m.muted_until[i]);
     }
-    free(m.ids);
+    members_free(&m);
     return rc;
 }
 
@@ -302,7 +329,7 @@ static cm_err on_conversation_created(nf_ctx *ctx, const event *ev, char *why, s
     {
         const char *u = str_of(it, "user_id");
         if (u && cm_user_id_valid(u) && strcmp(u, by) != 0 &&
-            (rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, title ? title : "")) != CM_OK)
+            (rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, title ? title : "", 0)) != CM_OK)
             return rc;
     }
     return CM_OK;
@@ -353,7 +380,7 @@ static cm_err on_member(nf_ctx *ctx, const event *ev, char *why, size_t n)
     }
     rc = member_apply(ctx, ev->tenant, cid, u, 1, -1, ev->eseq);
     if (rc == CM_OK && by != NULL && strcmp(by, u) != 0)
-        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, "");
+        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, "", 0);
     return rc;
 }
 
@@ -495,4 +522,5 @@ void nf_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
              w ? atomic_load(&w->retries) : 0L, atomic_load(&c->created),
              atomic_load(&c->duplicates), c->outbox ? cm_outbox_republished(c->outbox) : 0L);
     emit(ctx, buf);
+    nf_push_metrics(c->push, emit, ctx);
 }

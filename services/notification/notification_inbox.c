@@ -23,6 +23,13 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {NF_COLL_NOTIFICATIONS, "inbox", "tenant", "user_id", "_id", 0},
         {NF_COLL_NOTIFICATIONS, "unread", "tenant", "user_id", "read", 0},
         {NF_COLL_MEMBERS, "conversation", "tenant", "conversation_id", "active", 0},
+        {NF_COLL_DEVICES, "token", "k", NULL, NULL, 1},
+        {NF_COLL_DEVICES, "user", "tenant", "user_id", NULL, 0},
+        {NF_COLL_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
+        {NF_COLL_DELIVERIES, "due", "state", "next_at", NULL, 0},
+        {NF_COLL_DELIVERIES, "notification", "tenant", "notification_id", NULL, 0},
+        {NF_COLL_DECISIONS, "dedupe", "k", NULL, NULL, 1},
+        {NF_COLL_DECISIONS, "message", "tenant", "user_id", "message_id", 0},
     };
     for (size_t i = 0; i < sizeof(ix) / sizeof(ix[0]); i++) {
         bson_t keys = BSON_INITIALIZER;
@@ -94,13 +101,14 @@ static cm_err publish_created(nf_ctx *ctx, const bson_t *doc)
     return rc;
 }
 
-cm_err nf_notify(nf_ctx *ctx, const bson_t *doc)
+cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37])
 {
     bson_t f = BSON_INITIALIZER, old;
     cm_err rc = cm_mongo_insert(ctx->db, NF_COLL_NOTIFICATIONS, doc);
 
     if (rc == CM_OK) {
         atomic_fetch_add(&ctx->created, 1);
+        snprintf(id, CM_UUID_STRLEN, "%s", cm_bson_str(doc, "_id", ""));
         return publish_created(ctx, doc);
     }
     if (rc != CM_ECONFLICT)
@@ -114,6 +122,7 @@ cm_err nf_notify(nf_ctx *ctx, const bson_t *doc)
         bson_destroy(&f);
         return rc == CM_ENOTFOUND ? CM_EAGAIN : rc;
     }
+    snprintf(id, CM_UUID_STRLEN, "%s", cm_bson_str(&old, "_id", ""));
     /* The outbox holds it while unpublished and for a day after: then it is on its way. */
     bson_reinit(&f);
     BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&old, "_id", ""));
