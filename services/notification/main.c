@@ -170,6 +170,8 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/notifications/unread_count", nf_unread_count, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/read_all", nf_read_all, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/diagnostics", nf_diagnostics, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/preferences", nf_prefs_get, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/notifications/preferences", nf_prefs_put, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/{id}/read", nf_read_one, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/{id}/deliveries", nf_deliveries, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/redrive", nf_redrive,

@@ -28,6 +28,7 @@
 #define NF_COLL_DEVICES "devices"             /* push tokens per user */
 #define NF_COLL_DELIVERIES "deliveries"       /* one per (notification, device): the attempts */
 #define NF_COLL_DECISIONS "decisions"         /* why a user was or was not pushed to */
+#define NF_COLL_PREFS "preferences"           /* per user: types, channels, quiet hours */
 
 #define NF_TOPIC "notifications" /* where notification.created goes, keyed by user id */
 #define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
@@ -43,11 +44,41 @@ typedef enum nf_type {
     NF_TYPE_REPLY,   /* the message answers (reply_to or thread_root) one of the recipient's */
     NF_TYPE_MESSAGE, /* any other new message in a conversation the recipient is in */
     NF_TYPE_ADDED,   /* the recipient was added to a conversation by someone else */
+    NF_TYPE_CUSTOM,  /* sent by the tenant's backend (POST /v1/notifications) */
     NF_TYPE_COUNT
 } nf_type;
 
-/* "mention", "reply", "message", "added". */
+/* "mention", "reply", "message", "added", "custom". */
 const char *nf_type_name(nf_type t);
+
+/* The type named `name`; NF_TYPE_COUNT when none. */
+nf_type nf_type_parse(const char *name);
+
+/* A user's preferences (PUT /v1/notifications/preferences): per type and channel, and quiet
+ * hours in their IANA time zone. The defaults: everything on, no quiet hours. */
+typedef struct nf_prefs {
+    int in_app[NF_TYPE_COUNT]; /* 1: stored in the inbox (and published) */
+    int push[NF_TYPE_COUNT];   /* 1: pushed to the user's devices */
+    int quiet;                 /* 1: quiet hours set */
+    int quiet_start, quiet_end; /* minutes after local midnight, start != end; may wrap */
+    char time_zone[64];        /* IANA name, e.g. "Europe/Paris" */
+} nf_prefs;
+
+/* Fills `p` with the defaults. */
+void nf_prefs_default(nf_prefs *p);
+
+/* Parses "HH:MM" (00:00..23:59) into minutes after midnight; -1 when malformed. */
+int nf_parse_hhmm(const char *s);
+
+/* 1 when `tz` names a time zone of the system's tz database (/usr/share/zoneinfo): 1..63 of
+ * [A-Za-z0-9_+-/], no "..", and the file exists. */
+int nf_time_zone_valid(const char *tz);
+
+/* When the quiet hours of `p` hold at `now_ms` (Unix ms), the Unix ms at which they end (the
+ * next local `quiet_end` in `p->time_zone`, daylight saving time included); 0 otherwise or
+ * when there are none. The local time is computed with the C library under a process-wide
+ * lock that switches TZ (glibc offers no per-call zone). */
+int64_t nf_quiet_until(const nf_prefs *p, int64_t now_ms);
 
 /* The type of the notification `recipient` gets for message `data` (the message.created
  * event's data, a Message object) whose replied-to message was sent by `parent_sender` (NULL
@@ -142,7 +173,19 @@ typedef struct nf_push_item {
     const char *tenant, *user, *event_id, *notification_id, *type;
     const char *conversation_id, *message_id, *actor, *text;
     int64_t muted_until; /* the recipient's mute of the conversation (ms; 0 none) */
+    int push_off;        /* the recipient turned push off for this type */
+    int64_t quiet_until; /* quiet hours hold until then (ms; 0 none): deliveries wait */
+    const char *title;   /* custom notifications: the title (NULL: from type and actor) */
 } nf_push_item;
+
+/* Reads the preferences of `user` of `tenant` into `p` (the defaults when none are stored).
+ * CM_EIO when MongoDB failed. */
+cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs *p);
+
+/* GET /v1/notifications/preferences */
+void nf_prefs_get(cm_http_req *req, void *ud);
+/* PUT /v1/notifications/preferences */
+void nf_prefs_put(cm_http_req *req, void *ud);
 
 /* Starts the sender thread. `cfg` is copied (its owned strings are taken over). */
 cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out);

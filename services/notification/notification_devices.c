@@ -402,6 +402,8 @@ static const char *explain(const char *decision)
         {"provider_error", "not pushed: the provider refused or kept failing (see deliveries)"},
         {"queued", "push queued for a device"},
         {"unsupported", "not pushed: the device's platform is not supported yet"},
+        {"preference", "not pushed: the user turned push off for this type"},
+        {"quiet_hours", "push deferred to the end of the user's quiet hours (not dropped)"},
     };
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strcmp(words[i].d, decision) == 0)

@@ -191,15 +191,20 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
         preview[NF_PREVIEW_CHARS * 4 + 4];
     bson_t doc = BSON_INITIALIZER;
     nf_push_item it = {0};
+    nf_prefs prefs;
     cm_err rc;
 
     if (nf_dedupe_key(ev->tenant, ev->id, user, "in_app", k, sizeof(k)) != CM_OK)
         return CM_EINVAL;
     if ((rc = cm_uuid_v7(id)) != CM_OK)
         return rc;
+    if ((rc = nf_prefs_load(ctx, ev->tenant, user, &prefs)) != CM_OK)
+        return rc;
     nf_preview(text, preview, sizeof(preview));
     BSON_APPEND_UTF8(&doc, "_id", id);
     BSON_APPEND_UTF8(&doc, "k", k);
+    if (!prefs.in_app[type])
+        BSON_APPEND_BOOL(&doc, "hidden", true); /* kept for push and diagnostics only */
     BSON_APPEND_UTF8(&doc, "tenant", ev->tenant);
     BSON_APPEND_UTF8(&doc, "user_id", user);
     BSON_APPEND_UTF8(&doc, "channel", "in_app");
@@ -227,6 +232,8 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     it.actor = actor;
     it.text = preview;
     it.muted_until = muted_until;
+    it.push_off = !prefs.push[type];
+    it.quiet_until = nf_quiet_until(&prefs, cm_clock_now_ms());
     return nf_push_plan(ctx, &it);
 }
 

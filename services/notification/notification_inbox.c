@@ -64,6 +64,8 @@ cJSON *nf_notification_json(const bson_t *doc)
             cJSON_AddStringToObject(o, strs[i], v);
     }
     cJSON_AddBoolToObject(o, "read", cm_bson_bool(doc, "read", 0));
+    if (cm_bson_bool(doc, "hidden", 0))
+        cJSON_AddBoolToObject(o, "hidden", 1);
     if (bson_iter_init_find(&it, doc, "created_at") && BSON_ITER_HOLDS_DATE_TIME(&it)) {
         cm_clock_rfc3339(bson_iter_date_time(&it), ts);
         cJSON_AddStringToObject(o, "created_at", ts);
@@ -109,7 +111,8 @@ cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37])
     if (rc == CM_OK) {
         atomic_fetch_add(&ctx->created, 1);
         snprintf(id, CM_UUID_STRLEN, "%s", cm_bson_str(doc, "_id", ""));
-        return publish_created(ctx, doc);
+        /* Turned off in-app by the user's preferences: kept for push and diagnostics only. */
+        return cm_bson_bool(doc, "hidden", 0) ? CM_OK : publish_created(ctx, doc);
     }
     if (rc != CM_ECONFLICT)
         return rc;
@@ -123,6 +126,11 @@ cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37])
         return rc == CM_ENOTFOUND ? CM_EAGAIN : rc;
     }
     snprintf(id, CM_UUID_STRLEN, "%s", cm_bson_str(&old, "_id", ""));
+    if (cm_bson_bool(&old, "hidden", 0)) {
+        bson_destroy(&f);
+        bson_destroy(&old);
+        return CM_OK;
+    }
     /* The outbox holds it while unpublished and for a day after: then it is on its way. */
     bson_reinit(&f);
     BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&old, "_id", ""));
@@ -143,9 +151,14 @@ cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37])
 
 static void scope(bson_t *f, const cm_jwt_claims *c)
 {
+    bson_t ne;
     BSON_APPEND_UTF8(f, "tenant", c->tid);
     BSON_APPEND_UTF8(f, "user_id", c->sub);
     BSON_APPEND_UTF8(f, "channel", "in_app");
+    /* Hidden by the user's preferences: not in the inbox. */
+    BSON_APPEND_DOCUMENT_BEGIN(f, "hidden", &ne);
+    BSON_APPEND_BOOL(&ne, "$ne", true);
+    bson_append_document_end(f, &ne);
 }
 
 static cJSON *render(const bson_t *doc, void *ud)

@@ -111,7 +111,8 @@ static int collect_device(const bson_t *doc, void *ud)
     return 0;
 }
 
-static cm_err queue_delivery(nf_ctx *ctx, const nf_push_item *it, const bson_t *dev)
+static cm_err queue_delivery(nf_ctx *ctx, const nf_push_item *it, const bson_t *dev,
+                             int64_t at)
 {
     char id[CM_UUID_STRLEN], k[200];
     const char *device_id = cm_bson_str(dev, "_id", "");
@@ -139,7 +140,9 @@ static cm_err queue_delivery(nf_ctx *ctx, const nf_push_item *it, const bson_t *
     BSON_APPEND_UTF8(&d, "app_id", cm_bson_str(dev, "app_id", ""));
     BSON_APPEND_UTF8(&d, "state", "queued");
     BSON_APPEND_INT32(&d, "attempts", 0);
-    BSON_APPEND_INT64(&d, "next_at", cm_clock_now_ms());
+    BSON_APPEND_INT64(&d, "next_at", at);
+    if (it->title)
+        BSON_APPEND_UTF8(&d, "title", it->title);
     BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
     rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
     bson_destroy(&d);
@@ -154,6 +157,11 @@ cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it)
     int on;
     cm_err rc = CM_OK;
 
+    if (it->push_off) {
+        nf_decision(ctx, it, "preference", NULL,
+                    "the user turned push off for this type of notification");
+        return CM_OK;
+    }
     if (it->muted_until > cm_clock_now_ms()) {
         char until[CM_RFC3339_LEN];
         cm_clock_rfc3339(it->muted_until, until);
@@ -184,7 +192,17 @@ cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it)
             nf_decision(ctx, it, "unsupported", dev, "web push is not sent yet");
             continue;
         }
-        rc = queue_delivery(ctx, it, &l.docs[i]);
+        if (it->quiet_until > 0) {
+            /* Quiet hours defer the push to their end; they never drop it. */
+            char until[CM_RFC3339_LEN];
+            cm_clock_rfc3339(it->quiet_until, until);
+            snprintf(detail, sizeof(detail), "quiet hours: deferred until %s", until);
+            rc = queue_delivery(ctx, it, &l.docs[i], it->quiet_until);
+            if (rc == CM_OK)
+                nf_decision(ctx, it, "quiet_hours", dev, detail);
+            continue;
+        }
+        rc = queue_delivery(ctx, it, &l.docs[i], cm_clock_now_ms());
         if (rc == CM_OK)
             nf_decision(ctx, it, "queued", dev,
                         on < 0 ? "presence unknown (Redis unreachable): pushed to be safe"
@@ -317,7 +335,9 @@ static void add_data(cJSON *o, const bson_t *d)
 static void title_of(const bson_t *d, char *out, size_t n)
 {
     const char *type = cm_bson_str(d, "type", ""), *actor = cm_bson_str(d, "actor_id", "");
-    if (strcmp(type, "mention") == 0)
+    if (cm_bson_str(d, "title", NULL) != NULL)
+        snprintf(out, n, "%s", cm_bson_str(d, "title", ""));
+    else if (strcmp(type, "mention") == 0)
         snprintf(out, n, "%s mentioned you", actor);
     else if (strcmp(type, "reply") == 0)
         snprintf(out, n, "%s replied to you", actor);

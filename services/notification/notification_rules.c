@@ -1,15 +1,101 @@
 /* notification_rules.c - who is notified of what, and how a notification looks: plain
  * functions over the events' JSON, testable without a server. */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "notification.h"
 
-static const char *const type_names[NF_TYPE_COUNT] = {"mention", "reply", "message", "added"};
+static const char *const type_names[NF_TYPE_COUNT] = {"mention", "reply", "message", "added",
+                                                      "custom"};
 
 const char *nf_type_name(nf_type t)
 {
     return t < NF_TYPE_COUNT ? type_names[t] : "unknown";
+}
+
+nf_type nf_type_parse(const char *name)
+{
+    for (int i = 0; i < NF_TYPE_COUNT; i++)
+        if (strcmp(type_names[i], name) == 0)
+            return (nf_type)i;
+    return NF_TYPE_COUNT;
+}
+
+void nf_prefs_default(nf_prefs *p)
+{
+    memset(p, 0, sizeof(*p));
+    for (int i = 0; i < NF_TYPE_COUNT; i++)
+        p->in_app[i] = p->push[i] = 1;
+}
+
+int nf_parse_hhmm(const char *s)
+{
+    if (s == NULL || strlen(s) != 5 || s[2] != ':' || s[0] < '0' || s[0] > '2' || s[1] < '0' ||
+        s[1] > '9' || s[3] < '0' || s[3] > '5' || s[4] < '0' || s[4] > '9')
+        return -1;
+    int h = (s[0] - '0') * 10 + (s[1] - '0'), m = (s[3] - '0') * 10 + (s[4] - '0');
+    return h > 23 ? -1 : h * 60 + m;
+}
+
+int nf_time_zone_valid(const char *tz)
+{
+    char path[128];
+    size_t n = tz ? strlen(tz) : 0;
+    if (n == 0 || n >= 64 || tz[0] == '/' || strstr(tz, "..") != NULL ||
+        strspn(tz, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-/") != n)
+        return 0;
+    snprintf(path, sizeof(path), "/usr/share/zoneinfo/%s", tz);
+    return access(path, R_OK) == 0;
+}
+
+static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int64_t nf_quiet_until(const nf_prefs *p, int64_t now_ms)
+{
+    time_t now = (time_t)(now_ms / 1000), end;
+    struct tm local;
+    int m, in;
+    const char *old;
+    char saved[128] = "";
+    int had = 0;
+
+    if (!p->quiet || !nf_time_zone_valid(p->time_zone))
+        return 0;
+    pthread_mutex_lock(&tz_lock);
+    old = getenv("TZ");
+    if (old != NULL && strlen(old) < sizeof(saved)) {
+        snprintf(saved, sizeof(saved), "%s", old);
+        had = 1;
+    }
+    setenv("TZ", p->time_zone, 1);
+    tzset();
+    localtime_r(&now, &local);
+    m = local.tm_hour * 60 + local.tm_min;
+    in = p->quiet_start < p->quiet_end ? (m >= p->quiet_start && m < p->quiet_end)
+                                       : (m >= p->quiet_start || m < p->quiet_end);
+    end = 0;
+    if (in) {
+        /* The next local quiet_end: today when it is still ahead, else tomorrow; mktime
+         * normalises the day and applies that date's offset (DST). */
+        if (m >= p->quiet_end)
+            local.tm_mday += 1;
+        local.tm_hour = p->quiet_end / 60;
+        local.tm_min = p->quiet_end % 60;
+        local.tm_sec = 0;
+        local.tm_isdst = -1;
+        end = mktime(&local);
+    }
+    if (had)
+        setenv("TZ", saved, 1);
+    else
+        unsetenv("TZ");
+    tzset();
+    pthread_mutex_unlock(&tz_lock);
+    return in && end > 0 ? (int64_t)end * 1000 : 0;
 }
 
 static const char *str_of(const cJSON *o, const char *key)

@@ -377,3 +377,82 @@ def test_diagnostics_explain_mute_and_missing_devices(api, trio, provider):
     own = ok(api.call("GET", f"/v1/notifications/diagnostics?user_id=ann&message_id={mid}", t["ann"]))
     assert own["in_app"] is None and own["decisions"] == [] and "sent the message" in own["summary"]
     problem(api.call("GET", "/v1/notifications/diagnostics?user_id=ann", t["ann"]), 400, "message_id")
+
+
+# --- preferences and quiet hours -------------------------------------------------------------
+
+def test_preferences_round_trip_and_refuse_bad_input(api, trio):
+    _, t = trio
+    got = ok(api.call("GET", "/v1/notifications/preferences", t["bob"]))
+    assert got["quiet_hours"] is None
+    assert got["types"]["mention"] == {"in_app": True, "push": True} and set(got["types"]) == \
+        {"mention", "reply", "message", "added", "custom"}
+    want = {"types": {"message": {"push": False}},
+            "quiet_hours": {"start": "22:30", "end": "07:00", "time_zone": "America/New_York"}}
+    put = ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], want))
+    assert put["types"]["message"] == {"in_app": True, "push": False}
+    assert put["quiet_hours"] == want["quiet_hours"]
+    assert ok(api.call("GET", "/v1/notifications/preferences", t["bob"])) == put
+    assert ok(api.call("GET", "/v1/notifications/preferences", t["cat"]))["quiet_hours"] is None
+    for body, part in (({"types": {"poke": {"push": False}}}, "poke"),
+                       ({"types": {"message": {"email": False}}}, "email"),
+                       ({"types": {"message": {"push": "no"}}}, "push"),
+                       ({"quiet_hours": {"start": "7:00", "end": "08:00", "time_zone": "UTC"}}, "start"),
+                       ({"quiet_hours": {"start": "24:00", "end": "08:00", "time_zone": "UTC"}}, "HH:MM"),
+                       ({"quiet_hours": {"start": "08:00", "end": "08:00", "time_zone": "UTC"}}, "differ"),
+                       ({"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Mars/Base"}}, "IANA"),
+                       ({"quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "../../etc/passwd"}}, "IANA"),
+                       ({"quiet_hours": {"start": "22:00", "end": "07:00"}}, "time_zone"),
+                       ({"mute": True}, "mute")):
+        problem(api.call("PUT", "/v1/notifications/preferences", t["bob"], body), 400, part)
+    assert ok(api.call("GET", "/v1/notifications/preferences", t["bob"])) == put  # unchanged
+
+
+def test_push_and_in_app_follow_the_preferences(api, trio, provider):
+    _, t = trio
+    tok = "fcm-" + secrets.token_hex(16)
+    device(api, t["bob"], "fcm", tok)
+    cid = create(api, t["ann"], "direct", ["bob"])["id"]
+    ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"types": {"message": {"push": False}}}))
+    m1 = ok(send(api, t["ann"], cid, "no push for this"))["id"]
+    notification_of(api, t["bob"], m1)
+    d = diagnose(api, t["bob"], "bob", m1, until=lambda g: g != [])
+    assert [x["decision"] for x in d["decisions"]] == ["preference"]
+    # In-app off, push on: pushed, but not in the inbox nor counted.
+    ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"types": {"message": {"in_app": False}}}))
+    before = unread(api, t["bob"])
+    m2 = ok(send(api, t["ann"], cid, "push only"))["id"]
+    provider.wait_message(tok, m2)
+    assert not provider.sends_of(tok, m1)
+    assert not any(n.get("message_id") == m2 for n in inbox(api, t["bob"], limit=100)["items"])
+    assert unread(api, t["bob"]) == before
+    d2 = diagnose(api, t["bob"], "bob", m2, until=lambda g: "sent" in g)
+    assert d2["in_app"]["hidden"] is True
+
+
+def test_quiet_hours_defer_the_push_to_their_end(api, trio, provider):
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+    _, t = trio
+    zone = ZoneInfo("Asia/Kolkata")  # UTC+05:30: the half hour shows the zone is applied
+    now = datetime.now(timezone.utc)
+    end_utc = (now + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    if end_utc - now < timedelta(seconds=25):
+        end_utc += timedelta(minutes=1)
+    start = (now - timedelta(hours=1)).astimezone(zone).strftime("%H:%M")
+    end = end_utc.astimezone(zone).strftime("%H:%M")
+    tok = "fcm-" + secrets.token_hex(16)
+    device(api, t["bob"], "fcm", tok)
+    ok(api.call("PUT", "/v1/notifications/preferences", t["bob"],
+                {"quiet_hours": {"start": start, "end": end, "time_zone": "Asia/Kolkata"}}))
+    cid = create(api, t["ann"], "direct", ["bob"])["id"]
+    mid = ok(send(api, t["ann"], cid, "tomorrow is fine"))["id"]
+    d = diagnose(api, t["bob"], "bob", mid, until=lambda g: g != [])
+    assert [x["decision"] for x in d["decisions"]] == ["quiet_hours"]
+    assert end_utc.strftime("%Y-%m-%dT%H:%M:00.000Z") in d["decisions"][0]["detail"]
+    # Nothing before the end of the quiet hours; then it arrives (deferred, not dropped).
+    while datetime.now(timezone.utc) < end_utc - timedelta(seconds=2):
+        assert not provider.sends_of(tok, mid)
+        time.sleep(0.5)
+    sent = provider.wait_message(tok, mid, timeout=30)
+    assert sent[0]["at"] >= end_utc.timestamp() - 0.5
