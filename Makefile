@@ -45,7 +45,7 @@ CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG))
 LDFLAGS := $(LDOPT) -pthread
 
 # --- libcommon ------------------------------------------------------------------------------
-CM_MODULES := error log config uuid utf8 json http httpc jwt jwks kafka mongo outbox redis auth session ratelimit process clock event health cursor tenant ticker
+CM_MODULES := error log config uuid utf8 json http httpc jwt jws jwks kafka mongo outbox redis auth session ratelimit process clock event health cursor tenant ticker
 CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
 CM_LIB  := $(B)/libcommon.a
 
@@ -65,6 +65,7 @@ MESSAGING_SRC := $(wildcard services/messaging/*.c)
 MEDIA_SRC     := $(wildcard services/media/*.c)
 SOCKET_SRC    := $(wildcard services/socket/*.c)
 SEARCH_SRC    := $(wildcard services/search/*.c)
+NOTIFICATION_SRC := $(wildcard services/notification/*.c)
 
 GATEWAY_LIBS   := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_curl) $(PKG_redis)
 USER_LIBS      := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_sodium) $(PKG_redis) $(PKG_curl)
@@ -73,6 +74,7 @@ MEDIA_LIBS     := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $
                   $(PKG_curl) $(PKG_vips) $(PKG_magic)
 SOCKET_LIBS    := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_kafka) $(PKG_redis) $(PKG_curl) $(PKG_lws)
 SEARCH_LIBS    := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_kafka) $(PKG_redis) $(PKG_curl) $(PKG_sqlite)
+NOTIFICATION_LIBS := $(PKG_http) $(PKG_json) $(PKG_jwt) $(PKG_mongo) $(PKG_kafka) $(PKG_redis) $(PKG_curl)
 
 define process
 $(B)/obj/$(1)/%.o: $(2)/%.c $$(wildcard $(2)/*.h) $$(wildcard libcommon/include/common/*.h)
@@ -88,12 +90,13 @@ $(eval $(call process,messaging,services/messaging,$(MESSAGING_SRC),$(MESSAGING_
 $(eval $(call process,media,services/media,$(MEDIA_SRC),$(MEDIA_LIBS)))
 $(eval $(call process,socket,services/socket,$(SOCKET_SRC),$(SOCKET_LIBS)))
 $(eval $(call process,search,services/search,$(SEARCH_SRC),$(SEARCH_LIBS)))
+$(eval $(call process,notification,services/notification,$(NOTIFICATION_SRC),$(NOTIFICATION_LIBS)))
 
 # The media objects also see libvips' (glib) and libmagic's headers.
 $(B)/obj/media/%.o: CFLAGS += $(call pkgcflags,$(PKG_vips) $(PKG_magic))
 
 BINS := $(B)/bin/gateway $(B)/bin/user $(B)/bin/messaging $(B)/bin/media $(B)/bin/socket \
-        $(B)/bin/search
+        $(B)/bin/search $(B)/bin/notification
 
 # --- unit tests (cmocka, beside their module) -----------------------------------------------
 UNIT_SRC  := $(wildcard libcommon/test/test_*.c) $(wildcard services/*/*_test.c) $(wildcard gateway/*_test.c)
@@ -121,6 +124,9 @@ $(B)/unit/services/socket/%: services/socket/%.c $(call svc_objs,socket,services
 $(B)/unit/services/search/%: services/search/%.c $(call svc_objs,search,services/search) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Iservices/search $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS) $(PKG_sqlite)) -lm
+$(B)/unit/services/notification/%: services/notification/%.c $(call svc_objs,notification,services/notification) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/notification $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
 $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts and stops the platform's own processes (user, messaging, media, search, gateway) on the local stack.
+# Starts and stops the platform's own processes (user, messaging, media, search, notification, gateway) on the local stack.
 #   deploy/services.sh start [rel|asan]   start what is not running, wait until ready
 #   deploy/services.sh stop               stop what this script started
 #   deploy/services.sh status
@@ -13,7 +13,7 @@ MODE=${2:-rel}
 BIN="$ROOT/build/$MODE/bin"
 
 # name:port, in start order (the gateway last: it fronts the others).
-SERVICES="user:8081 messaging:8082 media:8084 search:8085 gateway:8080"
+SERVICES="user:8081 messaging:8082 media:8084 search:8085 notification:8086 gateway:8080"
 
 mkdir -p "$RUN" "$LOGS" "$LOCAL/keys"
 
@@ -66,7 +66,7 @@ start() {
 }
 
 stop() {
-  for entry in gateway:8080 search:8085 media:8084 messaging:8082 user:8081; do
+  for entry in gateway:8080 notification:8086 search:8085 media:8084 messaging:8082 user:8081; do
     name=${entry%%:*}
     alive "$name" || { rm -f "$RUN/svc-$name.pid"; continue; }
     pid=$(cat "$RUN/svc-$name.pid")

@@ -30,6 +30,7 @@ static const cm_config_var vars[] = {
                                              "least_conn, health=off; /v1/ws is relayed there)"},
     {"WS_IDLE_TIMEOUT_S", "300", "a relayed WebSocket silent both ways this long is closed (1001)"},
     {"SEARCH_URL", "http://127.0.0.1:8085", "search service instances (pool 'search')"},
+    {"NOTIFICATION_URL", "http://127.0.0.1:8086", "notification service instances (pool 'notification')"},
     {"GATEWAY_POOLS", "", "more pools, or pools replaced: name=url[*w],... [lb=round_robin|"
                           "least_conn|weighted|random]; ... (README, 'Gateway routes')"},
     {"GATEWAY_ROUTES", "", "routes added or replaced: prefix pool [auth=none|bearer|tenant-key|"
@@ -110,12 +111,14 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
     int n;
 
     n = snprintf(spec, sizeof(spec),
-                 "user=%s; messaging=%s; media=%s; socket=%s lb=least_conn health=off; search=%s",
+                 "user=%s; messaging=%s; media=%s; socket=%s lb=least_conn health=off; search=%s; "
+                 "notification=%s",
                  cm_config_str("USER_URL", "http://127.0.0.1:8081"),
                  cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082"),
                  cm_config_str("MEDIA_URL", "http://127.0.0.1:8084"),
                  cm_config_str("SOCKET_URLS", "http://127.0.0.1:8083"),
-                 cm_config_str("SEARCH_URL", "http://127.0.0.1:8085"));
+                 cm_config_str("SEARCH_URL", "http://127.0.0.1:8085"),
+                 cm_config_str("NOTIFICATION_URL", "http://127.0.0.1:8086"));
     if (n < 0 || (size_t)n >= sizeof(spec) || gateway_pools_parse(ctx, spec, err, sizeof(err)) ||
         gateway_pools_parse(ctx, cm_config_str("GATEWAY_POOLS", ""), err, sizeof(err)))
         goto bad;
@@ -130,6 +133,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
                  "/.well-known/jwks.json user auth=none;"
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
                  "/v1/search search; /v1/analytics search; /v1/ws socket auth=none;"
+                 "/v1/notifications notification; /v1/devices notification;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);

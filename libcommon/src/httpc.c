@@ -1,4 +1,4 @@
-/* httpc.c - one bounded GET with libcurl. */
+/* httpc.c - one bounded HTTP request with libcurl. */
 #include "common/httpc.h"
 
 #include <pthread.h>
@@ -91,6 +91,69 @@ cm_err cm_httpc_get_with(const char *url, const char *header, long timeout_ms, s
         rc = CM_ETIMEOUT;
     } else if (cc != CURLE_OK) {
         cm_warn("GET %s: %s", url, curl_easy_strerror(cc));
+        rc = CM_EIO;
+    } else {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
+        if (b.buf == NULL && (b.buf = calloc(1, 1)) == NULL)
+            goto out;
+        *body = b.buf;
+        *len = b.len;
+        b.buf = NULL;
+        rc = CM_OK;
+    }
+out:
+    free(b.buf);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    return rc;
+}
+
+cm_err cm_httpc_request_do(const cm_httpc_request *req, char **body, size_t *len, long *status)
+{
+    struct body b = {.max = req->max};
+    struct curl_slist *headers = NULL, *h;
+    CURL *curl;
+    CURLcode cc;
+    cm_err rc = CM_ENOMEM;
+
+    if (strncasecmp(req->url, "http://", 7) != 0 && strncasecmp(req->url, "https://", 8) != 0)
+        return CM_EIO;
+    pthread_once(&curl_once, curl_init_once);
+    curl = curl_easy_init();
+    if (curl == NULL)
+        return CM_ENOMEM;
+    /* An empty Expect: a 100-continue round trip per POST only slows provider calls down. */
+    if ((headers = curl_slist_append(NULL, "Expect:")) == NULL)
+        goto out;
+    for (size_t i = 0; req->headers && req->headers[i]; i++) {
+        if ((h = curl_slist_append(headers, req->headers[i])) == NULL)
+            goto out;
+        headers = h;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, req->url);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    if (req->body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    }
+    if (req->http2)
+        curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+    cc = curl_easy_perform(curl);
+    if (b.too_big) {
+        rc = CM_ETOOBIG;
+    } else if (b.oom) {
+        rc = CM_ENOMEM;
+    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
+        rc = CM_ETIMEOUT;
+    } else if (cc != CURLE_OK) {
+        cm_warn("%s %s: %s", req->method, req->url, curl_easy_strerror(cc));
         rc = CM_EIO;
     } else {
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);

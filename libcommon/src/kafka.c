@@ -26,6 +26,7 @@ struct cm_kafka_producer {
 struct cm_kafka_consumer {
     rd_kafka_t *rk;
     char prefix[64];
+    int from_beginning;
 };
 
 static int set(rd_kafka_conf_t *conf, const char *k, const char *v)
@@ -200,6 +201,56 @@ void cm_kafka_producer_destroy(cm_kafka_producer *p)
     free(p);
 }
 
+/* A group that starts at the latest offset must not lose what was produced between its
+ * first assignment and its first commit: when a member died in that window, "latest" applied
+ * again by its successor skipped every record the dead one had not finished. So partitions
+ * assigned without a committed offset get the current end committed at once (what "latest"
+ * meant at that moment), and a successor resumes from there. */
+static void pin_latest(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *fresh = rd_kafka_topic_partition_list_new(parts->cnt);
+    rd_kafka_resp_err_t e;
+
+    if (rd_kafka_committed(rk, parts, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        goto out; /* the assignment then falls back on auto.offset.reset */
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t lo = 0, hi = 0;
+        if (p->offset != RD_KAFKA_OFFSET_INVALID)
+            continue;
+        if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, 5000) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue;
+        p->offset = hi;
+        rd_kafka_topic_partition_list_add(fresh, p->topic, p->partition)->offset = hi;
+    }
+    if (fresh->cnt > 0 && (e = rd_kafka_commit(rk, fresh, 0)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        cm_warn("kafka: first offsets of %d partitions not committed: %s", fresh->cnt,
+                rd_kafka_err2str(e));
+out:
+    rd_kafka_topic_partition_list_destroy(fresh);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    cm_kafka_consumer *c = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (!c->from_beginning)
+            pin_latest(rk, parts);
+        if (cooperative)
+            rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
+        else
+            rd_kafka_assign(rk, parts);
+    } else if (cooperative) {
+        rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
 cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, const char *group,
                                 const char *const *topics, size_t ntopics, int from_beginning,
                                 cm_kafka_consumer **out)
@@ -217,6 +268,7 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
     if (c == NULL)
         return CM_ENOMEM;
     snprintf(c->prefix, sizeof(c->prefix), "%s", topic_prefix);
+    c->from_beginning = from_beginning;
     conf = rd_kafka_conf_new();
     if (set(conf, "bootstrap.servers", brokers) || set(conf, "group.id", group) ||
         set(conf, "enable.auto.offset.store", "false") || set(conf, "enable.auto.commit", "true") ||
@@ -229,6 +281,8 @@ cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, c
         free(c);
         return CM_EINVAL;
     }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (c->rk == NULL) {
         cm_error("kafka: cannot create consumer: %s", err);

@@ -26,14 +26,15 @@ KEYS = ROOT / ".local" / "keys"
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
 # (+5..+9 are the extra instances of test_gateway_edge, test_socket and test_media_s3.)
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
-         "media": _BASE + 4, "search": _BASE + 12}  # +10: test_gateway_ws's gateway
+         "media": _BASE + 4, "search": _BASE + 12,
+         "notification": _BASE + 13}  # +10: test_gateway_ws's gateway
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
 ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
 DB_SUFFIX = secrets.token_hex(3)  # fresh databases per run
 DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFIX}",
-       "media": f"test_media_{DB_SUFFIX}"}
+       "media": f"test_media_{DB_SUFFIX}", "notification": f"test_notification_{DB_SUFFIX}"}
 MEDIA_URL_KEYS = "t2:" + secrets.token_hex(32) + ",t1:" + secrets.token_hex(32)
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
@@ -56,6 +57,11 @@ class Service:
             "MESSAGING_URL": f"http://127.0.0.1:{PORTS['messaging']}",
             "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",
             "SEARCH_URL": f"http://127.0.0.1:{PORTS['search']}",
+            "NOTIFICATION_URL": f"http://127.0.0.1:{PORTS['notification']}",
+            # The notification consumer: a group per run, starting at the latest offset (the
+            # run's fresh database must not be filled from every earlier run's events, nor
+            # wait for the backlog other checkouts produced on the shared topics meanwhile).
+            "NOTIFY_GROUP": f"e2e-notification-{DB_SUFFIX}",
             # The search index: one group and one data directory per checkout, kept across
             # runs (like the media worker's group), so a run does not replay every earlier one.
             "SEARCH_GROUP": f"e2e-search-{_BASE}",
@@ -115,7 +121,8 @@ def platform():
     sanitizer reports, so a memory error anywhere fails the run."""
     for p in LOGS.glob("*.log") if LOGS.exists() else []:
         p.unlink()
-    services = {name: Service(name) for name in ("user", "messaging", "media", "search", "gateway")}
+    services = {name: Service(name) for name in ("user", "messaging", "media", "search", "notification",
+                                                     "gateway")}
     started = []
     try:
         for s in services.values():

@@ -68,7 +68,9 @@ typedef cm_err (*cm_kafka_handler)(const cm_kafka_record *rec, void *ud);
 
 /* Creates a consumer in consumer group `group`, subscribed to `topics` (names without the
  * prefix, `ntopics` of them). `from_beginning`: where a group with no committed offset
- * starts (1 earliest, 0 latest). */
+ * starts (1 earliest, 0 latest). With 0, a partition assigned without a committed offset gets
+ * its current end committed at once, so a member that dies before its first auto-commit
+ * hands its successor that position rather than a new "latest" past what it never finished. */
 cm_err cm_kafka_consumer_create(const char *brokers, const char *topic_prefix, const char *group,
                                 const char *const *topics, size_t ntopics, int from_beginning,
                                 cm_kafka_consumer **out);

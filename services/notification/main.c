@@ -1,0 +1,211 @@
+/* main.c - the notification service: wires configuration, MongoDB, Redis, the outbox and its
+ * producer, the Kafka consumer that turns messaging events into notifications, housekeeping
+ * and the routes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "common/config.h"
+#include "common/health.h"
+#include "common/jwks.h"
+#include "common/log.h"
+#include "common/process.h"
+#include "common/session.h"
+#include "notification.h"
+
+static const cm_config_var vars[] = {
+    {"HTTP_HOST", "127.0.0.1", "address to listen on"},
+    {"HTTP_PORT", "8086", "port to listen on"},
+    {"HTTP_THREADS", "4", "worker threads"},
+    {"HTTP_MAX_BODY", "1048576", "largest request body in bytes"},
+    {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},
+    {"MONGO_DB", "chat_notification", "database of this service"},
+    {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
+    {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
+    {"NOTIFY_GROUP", "notification", "Kafka consumer group on messages and conversations"},
+    {"NOTIFY_FROM_BEGINNING", "0", "where a group without offsets starts: 1 earliest, 0 latest "
+                                   "(a new deployment does not notify of old messages)"},
+    {"NOTIFY_MEMBERSHIP_WAIT_MS", "10000", "how long a message whose conversation is not yet "
+                                           "known is retried before it is handled as is"},
+    {"REDIS_HOST", "127.0.0.1", "Redis host (revoked sessions)"},
+    {"REDIS_PORT", "6379", "Redis port"},
+    {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
+    {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
+    {"JWT_ALG", "RS256", "pinned signing algorithm"},
+    {"JWT_ISSUER", "chat-platform", "required iss"},
+    {"JWT_AUDIENCE", "chat-api", "required aud"},
+    {"FCM_BASE_URL", "https://fcm.googleapis.com", "FCM HTTP v1 endpoint (tests: a local one)"},
+    {"FCM_PROJECT_ID", "", "Firebase project id"},
+    {"FCM_CREDENTIALS_FILE", "", "service-account JSON (client_email, private_key, token_uri); "
+                                 "unset: FCM devices are not pushed"},
+    {"APNS_BASE_URL", "https://api.push.apple.com", "APNs endpoint (HTTP/2)"},
+    {"APNS_KEY_FILE", "", "APNs auth key (.p8, P-256 PEM); unset: APNs devices are not pushed"},
+    {"APNS_KEY_ID", "", "kid of the APNs key"},
+    {"APNS_TEAM_ID", "", "Apple team id (iss of the provider token)"},
+    {"APNS_TOPIC", "", "bundle id for devices registered without app_id"},
+    {"PUSH_RETRY_DELAYS_MS", "1000,5000,30000", "delays before each retry of a failed push "
+                                                "(+-20% jitter); then the DLQ"},
+    {"PUSH_TIMEOUT_MS", "10000", "one provider request"},
+    {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
+    {"LOG_LEVEL", "info", "debug, info, warn or error"},
+};
+
+typedef struct ready_ctx {
+    cm_health_deps deps;
+    nf_ctx *ctx;
+} ready_ctx;
+
+/* /health/ready: MongoDB and Kafka answer, and the consumer has its partitions (a group that
+ * starts at the latest offset would miss what is produced before that). */
+static cm_err ready(void *ud, char *detail, size_t n)
+{
+    ready_ctx *r = ud;
+    cm_err rc = cm_health_ready(&r->deps, detail, n);
+    if (rc == CM_OK && !nf_consumer_assigned(r->ctx->consumer)) {
+        snprintf(detail, n, "kafka consumer has no partitions assigned yet");
+        return CM_EAGAIN;
+    }
+    return rc;
+}
+
+/* Reads the push configuration; a credentials file that is set but unreadable is an error. */
+static cm_err push_config(nf_push_config *pc)
+{
+    const char *delays = cm_config_str("PUSH_RETRY_DELAYS_MS", "1000,5000,30000"), *p = delays;
+    size_t len;
+    long timeout;
+
+    memset(pc, 0, sizeof(*pc));
+    if (cm_config_long("PUSH_TIMEOUT_MS", 10000, 100, 120000, &timeout))
+        return CM_EINVAL;
+    pc->timeout_ms = timeout;
+    pc->fcm_base = cm_config_str("FCM_BASE_URL", "https://fcm.googleapis.com");
+    pc->fcm_project = cm_config_str("FCM_PROJECT_ID", "");
+    pc->apns_base = cm_config_str("APNS_BASE_URL", "https://api.push.apple.com");
+    pc->apns_key_id = cm_config_str("APNS_KEY_ID", "");
+    pc->apns_team_id = cm_config_str("APNS_TEAM_ID", "");
+    pc->apns_topic = cm_config_str("APNS_TOPIC", "");
+    pc->dlq_topic = NF_TOPIC ".dlq";
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 3600000 || (*end != ',' && *end != '\0') ||
+            pc->nretries == NF_RETRIES_MAX) {
+            cm_error("config: PUSH_RETRY_DELAYS_MS must be up to %d comma-separated "
+                     "millisecond delays (0..3600000)", NF_RETRIES_MAX);
+            return CM_EINVAL;
+        }
+        pc->retry_ms[pc->nretries++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (cm_config_file("FCM_CREDENTIALS_FILE", 65536, &pc->fcm_credentials, &len) ==
+        CM_ENOTFOUND)
+        pc->fcm_credentials = NULL;
+    else if (pc->fcm_credentials == NULL)
+        return CM_EINVAL;
+    if (cm_config_file("APNS_KEY_FILE", 16384, &pc->apns_key, &len) == CM_ENOTFOUND)
+        pc->apns_key = NULL;
+    else if (pc->apns_key == NULL)
+        return CM_EINVAL;
+    if (pc->fcm_credentials && pc->fcm_project[0] == '\0') {
+        cm_error("config: FCM_CREDENTIALS_FILE is set but FCM_PROJECT_ID is not");
+        return CM_EINVAL;
+    }
+    return CM_OK;
+}
+
+int main(int argc, char **argv)
+{
+    nf_ctx ctx = {0};
+    ready_ctx rd = {0};
+    cm_http_config hc;
+    cm_http_server *srv = NULL;
+    nf_jobs *jobs = NULL;
+    nf_push_config pc = {0};
+    long redis_port, stale_ms, from_beginning, wait_ms;
+    const char *brokers, *prefix;
+    int rc = 1;
+
+    if (cm_config_help_requested(argc, argv,
+                                 "Notifications: in-app inbox from the messaging events "
+                                 "(published as notification.created) and push to FCM and APNs.",
+                                 vars, sizeof(vars) / sizeof(vars[0])))
+        return 0;
+    cm_process_block_signals();
+    cm_log_init("notification",
+                cm_log_level_parse(cm_config_str("LOG_LEVEL", NULL), CM_LOG_INFO));
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    brokers = cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092");
+    prefix = cm_config_str("KAFKA_TOPIC_PREFIX", "");
+    if (cm_http_config_from_env(8086, &hc) ||
+        cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
+        cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
+        cm_config_long("NOTIFY_FROM_BEGINNING", 0, 0, 1, &from_beginning) ||
+        cm_config_long("NOTIFY_MEMBERSHIP_WAIT_MS", 10000, 0, 600000, &wait_ms) ||
+        push_config(&pc) || cm_jwt_verifier_from_env(&ctx.verifier) ||
+        cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
+                        cm_config_str("MONGO_DB", "chat_notification"), &ctx.db) ||
+        cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
+                        &ctx.redis) ||
+        cm_outbox_create(ctx.db, NF_COLL_OUTBOX, stale_ms, &ctx.outbox) ||
+        cm_kafka_producer_create(brokers, prefix, cm_outbox_delivered, ctx.outbox, &ctx.kafka))
+        goto out;
+    ctx.retry_max_age_ms = wait_ms;
+    cm_outbox_set_producer(ctx.outbox, ctx.kafka);
+    cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
+    if (nf_ensure_indexes(&ctx) != CM_OK || nf_projection_since(&ctx) != CM_OK) {
+        cm_error("indexes could not be created or the projection's start not read");
+        goto out;
+    }
+    if (nf_push_start(&ctx, &pc, &ctx.push) ||
+        nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),
+                          (int)from_beginning, &ctx.consumer) ||
+        nf_jobs_start(&ctx, 1000, &jobs))
+        goto out;
+    /* Literal segments before {id}: routes match in order. */
+    if (cm_http_server_create(&hc, &srv) ||
+        cm_http_route(srv, "GET", "/v1/notifications", nf_list, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/unread_count", nf_unread_count, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/read_all", nf_read_all, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/diagnostics", nf_diagnostics, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/preferences", nf_prefs_get, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/notifications/preferences", nf_prefs_put, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/{id}/read", nf_read_one, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/{id}/deliveries", nf_deliveries, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/redrive", nf_redrive,
+                      &ctx) ||
+        cm_http_route(srv, "POST", "/v1/devices", nf_devices_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/devices", nf_devices_list, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx))
+        goto out;
+    rd.deps.mongo = ctx.db;
+    rd.deps.kafka = ctx.kafka;
+    rd.ctx = &ctx;
+    cm_http_set_ready(srv, ready, &rd);
+    cm_http_set_metrics(srv, nf_metrics, &ctx);
+    if (cm_http_server_start(srv) != CM_OK)
+        goto out;
+    cm_info("notification service ready");
+    cm_info("stopping on signal %d", cm_process_wait_signal());
+    rc = 0;
+out:
+    /* Stop taking requests, stop consuming (commits stored offsets), stop housekeeping, flush
+     * Kafka (delivery reports reach the outbox), then let the outbox mark what was delivered. */
+    cm_http_server_destroy(srv);
+    nf_consumer_stop(ctx.consumer);
+    nf_push_stop(ctx.push);
+    nf_jobs_stop(jobs);
+    cm_kafka_producer_destroy(ctx.kafka);
+    if (ctx.outbox && ctx.db)
+        cm_outbox_tick(ctx.outbox);
+    cm_outbox_destroy(ctx.outbox);
+    cm_redis_destroy(ctx.redis);
+    cm_mongo_destroy(ctx.db);
+    cm_jwt_destroy(ctx.verifier);
+    free(pc.fcm_credentials);
+    free(pc.apns_key);
+    curl_global_cleanup();
+    return rc;
+}

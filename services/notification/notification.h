@@ -1,0 +1,235 @@
+/* notification.h - the notification service's shared types: the process context, the rules
+ * that decide who is notified of what (notification_rules.c, plain functions), the Kafka
+ * consumer that turns messaging events into notifications (notification_events.c), the
+ * in-app inbox over HTTP (notification_inbox.c) and the housekeeping thread
+ * (notification_jobs.c). */
+#ifndef NOTIFICATION_H
+#define NOTIFICATION_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "common/error.h"
+#include "common/http.h"
+#include "common/jwt.h"
+#include "common/kafka.h"
+#include "common/mongo.h"
+#include "common/outbox.h"
+#include "common/redis.h"
+
+/* Collections of this service's database. */
+#define NF_COLL_NOTIFICATIONS "notifications" /* one document per (event, user, channel) */
+#define NF_COLL_MEMBERS "members"             /* membership projection from `conversations` */
+#define NF_COLL_MESSAGES "message_senders"    /* message id -> sender, for reply detection */
+#define NF_COLL_OUTBOX "outbox"               /* notification.created before it is produced */
+#define NF_COLL_DEVICES "devices"             /* push tokens per user */
+#define NF_COLL_DELIVERIES "deliveries"       /* one per (notification, device): the attempts */
+#define NF_COLL_DECISIONS "decisions"         /* why a user was or was not pushed to */
+#define NF_COLL_PREFS "preferences"           /* per user: types, channels, quiet hours */
+
+#define NF_TOPIC "notifications" /* where notification.created goes, keyed by user id */
+#define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
+#define NF_LIMIT_MAX 100          /* largest page of GET /v1/notifications */
+#define NF_RECIPIENTS_MAX 10000   /* members notified of one message at most */
+
+/* --- rules (notification_rules.c): plain functions, no I/O ------------------------------ */
+
+/* What a notification is about, strongest first: a recipient who is both mentioned and
+ * replied to gets one notification of the strongest type. */
+typedef enum nf_type {
+    NF_TYPE_MENTION, /* the message's `mentions` names the recipient */
+    NF_TYPE_REPLY,   /* the message answers (reply_to or thread_root) one of the recipient's */
+    NF_TYPE_MESSAGE, /* any other new message in a conversation the recipient is in */
+    NF_TYPE_ADDED,   /* the recipient was added to a conversation by someone else */
+    NF_TYPE_CUSTOM,  /* sent by the tenant's backend (POST /v1/notifications) */
+    NF_TYPE_COUNT
+} nf_type;
+
+/* "mention", "reply", "message", "added", "custom". */
+const char *nf_type_name(nf_type t);
+
+/* The type named `name`; NF_TYPE_COUNT when none. */
+nf_type nf_type_parse(const char *name);
+
+/* A user's preferences (PUT /v1/notifications/preferences): per type and channel, and quiet
+ * hours in their IANA time zone. The defaults: everything on, no quiet hours. */
+typedef struct nf_prefs {
+    int in_app[NF_TYPE_COUNT]; /* 1: stored in the inbox (and published) */
+    int push[NF_TYPE_COUNT];   /* 1: pushed to the user's devices */
+    int quiet;                 /* 1: quiet hours set */
+    int quiet_start, quiet_end; /* minutes after local midnight, start != end; may wrap */
+    char time_zone[64];        /* IANA name, e.g. "Europe/Paris" */
+} nf_prefs;
+
+/* Fills `p` with the defaults. */
+void nf_prefs_default(nf_prefs *p);
+
+/* Parses "HH:MM" (00:00..23:59) into minutes after midnight; -1 when malformed. */
+int nf_parse_hhmm(const char *s);
+
+/* 1 when `tz` names a time zone of the system's tz database (/usr/share/zoneinfo): 1..63 of
+ * [A-Za-z0-9_+-/], no "..", and the file exists. */
+int nf_time_zone_valid(const char *tz);
+
+/* When the quiet hours of `p` hold at `now_ms` (Unix ms), the Unix ms at which they end (the
+ * next local `quiet_end` in `p->time_zone`, daylight saving time included); 0 otherwise or
+ * when there are none. The local time is computed with the C library under a process-wide
+ * lock that switches TZ (glibc offers no per-call zone). */
+int64_t nf_quiet_until(const nf_prefs *p, int64_t now_ms);
+
+/* The type of the notification `recipient` gets for message `data` (the message.created
+ * event's data, a Message object) whose replied-to message was sent by `parent_sender` (NULL
+ * when unknown or not a reply). Writes it to `*out` and returns 1, or returns 0 when the
+ * recipient gets none: they sent it, or it is a system message. */
+int nf_classify_message(const cJSON *data, const char *recipient, const char *parent_sender,
+                        nf_type *out);
+
+/* Copies at most NF_PREVIEW_CHARS characters of UTF-8 `text` into `out` (size n >= 4),
+ * cutting at a character boundary and ending with "…" when cut. */
+void nf_preview(const char *text, char *out, size_t n);
+
+/* The deduplication key of a notification: "<tenant>|<event id>|<user>|<channel>", the
+ * unique index that makes a replayed event change nothing. CM_ETOOBIG when `out` (size n)
+ * is too small. */
+cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
+                     const char *channel, char *out, size_t n);
+
+/* --- the process ------------------------------------------------------------------------ */
+
+typedef struct nf_consumer nf_consumer;
+typedef struct nf_jobs nf_jobs;
+typedef struct nf_push nf_push;
+
+#define NF_RETRIES_MAX 8 /* retry delays configurable at most */
+
+/* Push configuration (environment: main.c). A provider whose credentials are unset is off:
+ * its devices get the decision "provider_unconfigured". */
+typedef struct nf_push_config {
+    const char *fcm_base;        /* e.g. https://fcm.googleapis.com */
+    const char *fcm_project;     /* Firebase project id */
+    char *fcm_credentials;       /* service-account JSON (owned; NULL: FCM off) */
+    const char *apns_base;       /* e.g. https://api.push.apple.com */
+    char *apns_key;              /* PEM P-256 key (.p8) (owned; NULL: APNs off) */
+    const char *apns_key_id;     /* kid of the provider token */
+    const char *apns_team_id;    /* iss of the provider token */
+    const char *apns_topic;      /* bundle id when a device has no app_id */
+    long retry_ms[NF_RETRIES_MAX]; /* delays before retries 1..n (1 s, 5 s, 30 s) */
+    int nretries;
+    long timeout_ms;             /* one provider request */
+    const char *dlq_topic;       /* where deliveries given up go (notifications.dlq) */
+} nf_push_config;
+
+typedef struct nf_ctx {
+    cm_mongo *db;
+    cm_redis *redis;
+    cm_jwt *verifier;
+    cm_kafka_producer *kafka; /* notification.created (through the outbox) and the DLQ */
+    cm_outbox *outbox;
+    nf_consumer *consumer;
+    nf_push *push;
+    long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
+    int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
+    atomic_long created, duplicates, published;
+} nf_ctx;
+
+/* Creates the indexes the service relies on (the unique dedupe key first). */
+cm_err nf_ensure_indexes(nf_ctx *ctx);
+
+/* Reads (or, the first time, records) when the membership projection of this database
+ * started, into ctx->projection_since_ms: conversations created before it are known only by
+ * the member events seen since, so a message in one of them whose members are unknown is not
+ * waited for. CM_EIO when MongoDB failed. */
+cm_err nf_projection_since(nf_ctx *ctx);
+
+/* Starts the consumer thread: group `group` on `messages` and `conversations`
+ * (`from_beginning` for a group without committed offsets), each event handled and only then
+ * its offset stored; poison records go to <topic>.dlq with the reason in the header "error". */
+cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, const char *group,
+                         int from_beginning, nf_consumer **out);
+/* Stops and joins the thread, commits stored offsets. Accepts NULL. */
+void nf_consumer_stop(nf_consumer *c);
+/* 1 once the consumer has partitions assigned (it would otherwise miss what is produced now
+ * when its group starts at the latest offset). */
+int nf_consumer_assigned(nf_consumer *c);
+
+/* Starts the housekeeping thread: the outbox tick every `every_ms`. */
+cm_err nf_jobs_start(nf_ctx *ctx, long every_ms, nf_jobs **out);
+void nf_jobs_stop(nf_jobs *j); /* accepts NULL */
+
+/* Stores the in-app notification described by `doc` (fields as in NF_COLL_NOTIFICATIONS,
+ * with `_id` and `k` set) and publishes notification.created through the outbox. A document
+ * whose `k` is already stored is not stored again; its event is published again (same id)
+ * unless the outbox still holds it. The stored notification's id (the new one or the earlier
+ * one) is written to `id`. CM_EIO when MongoDB failed (retry). */
+cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37]);
+
+/* --- push (notification_push.c) ------------------------------------------------------------ */
+
+/* What a push is about: the stored notification and the text to show. */
+typedef struct nf_push_item {
+    const char *tenant, *user, *event_id, *notification_id, *type;
+    const char *conversation_id, *message_id, *actor, *text;
+    int64_t muted_until; /* the recipient's mute of the conversation (ms; 0 none) */
+    int push_off;        /* the recipient turned push off for this type */
+    int64_t quiet_until; /* quiet hours hold until then (ms; 0 none): deliveries wait */
+    const char *title;   /* custom notifications: the title (NULL: from type and actor) */
+} nf_push_item;
+
+/* Reads the preferences of `user` of `tenant` into `p` (the defaults when none are stored).
+ * CM_EIO when MongoDB failed. */
+cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs *p);
+
+/* GET /v1/notifications/preferences */
+void nf_prefs_get(cm_http_req *req, void *ud);
+/* PUT /v1/notifications/preferences */
+void nf_prefs_put(cm_http_req *req, void *ud);
+
+/* Starts the sender thread. `cfg` is copied (its owned strings are taken over). */
+cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out);
+void nf_push_stop(nf_push *p); /* accepts NULL */
+
+/* Decides whether `it` is pushed and records why (decisions): muted, online (a live
+ * WebSocket connection in Redis), no device, or one queued delivery per device (unique per
+ * notification and device, so a replay queues nothing twice). CM_EIO when MongoDB failed. */
+cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it);
+
+/* Records a decision about pushing notification `it` (`device_id` may be NULL): unique per
+ * (event, user, decision, device), so replays record nothing twice. */
+void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, const char *device_id,
+                 const char *detail);
+
+/* Prometheus lines of the sender. */
+void nf_push_metrics(nf_push *p, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* POST /v1/devices */
+void nf_devices_create(cm_http_req *req, void *ud);
+/* GET /v1/devices */
+void nf_devices_list(cm_http_req *req, void *ud);
+/* DELETE /v1/devices/{id} */
+void nf_devices_delete(cm_http_req *req, void *ud);
+/* GET /v1/notifications/{id}/deliveries */
+void nf_deliveries(cm_http_req *req, void *ud);
+/* POST /v1/notifications/deliveries/{id}/redrive */
+void nf_redrive(cm_http_req *req, void *ud);
+/* GET /v1/notifications/diagnostics?user_id=&message_id= */
+void nf_diagnostics(cm_http_req *req, void *ud);
+
+/* The API's Notification object of a stored document; NULL when out of memory. */
+cJSON *nf_notification_json(const bson_t *doc);
+
+/* The /metrics lines of the process. */
+void nf_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* GET /v1/notifications */
+void nf_list(cm_http_req *req, void *ud);
+/* GET /v1/notifications/unread_count */
+void nf_unread_count(cm_http_req *req, void *ud);
+/* POST /v1/notifications/{id}/read */
+void nf_read_one(cm_http_req *req, void *ud);
+/* POST /v1/notifications/read_all */
+void nf_read_all(cm_http_req *req, void *ud);
+
+#endif
