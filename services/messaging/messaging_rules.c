@@ -531,6 +531,8 @@ void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limi
     if (days > 0 && (out->retention_days == 0 || days < out->retention_days))
         out->retention_days = days;
     cJSON_Delete(s);
+}
+
 int messaging_member_sees(const char *state, int64_t left_seq, int64_t left_at_ms,
                           int64_t msg_seq, int64_t msg_created_ms)
 {
