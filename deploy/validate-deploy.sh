@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOCAL="$ROOT/.local"
 BUILD_DIR="${BUILD_DIR:-build/asan}"
 PROCESSES="${PROCESSES:?PROCESSES must list the processes (the Makefile passes its BINS)}"
-OUT="$LOCAL/tmp/validate-deploy"
+OUT="$ROOT/build/validate-deploy"  # per checkout: worktrees may share .local
 cd "$ROOT"
 case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
 
@@ -60,7 +60,7 @@ render() {
   local dir name
   for dir in k8s/base k8s/overlays/*/; do
     dir=${dir%/}; name=${dir##*/}
-    "$KUSTOMIZE" build "$dir" > "$OUT/k8s-$name.yaml"
+    "$KUSTOMIZE" build "$dir" > "$OUT/k8s-$name.yaml" || return 1  # set -e is off inside ||
     overlays+=("--k8s" "$name=$OUT/k8s-$name.yaml")
   done
 }
