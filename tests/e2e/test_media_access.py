@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from conftest import KAFKA, MEDIA_URL_KEYS, PORTS, new_tenant, read_events, token_for
 from media_util import admin_token, make_image, upload, wait_status
 from test_media import media_db, problem
+from users_lib import server
 
 MEDIA = f"http://127.0.0.1:{PORTS['media']}"
 KEYS = dict(k.split(":") for k in MEDIA_URL_KEYS.split(","))
@@ -181,10 +182,9 @@ def produce(topic, key, event):
 
 def test_user_deleted_removes_that_users_media(api, tenant, users, image):
     bobs = upload(api, users["bob"], b"%PDF-1.4\nbob").json()["id"]
-    produce("users", "alice", {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "user.deleted",
-                               "source": "/user", "time": "2026-01-01T00:00:00.000Z", "subject": "alice",
-                               "datacontenttype": "application/json", "tenant": tenant["id"],
-                               "data": {"id": "alice", "tenant_id": tenant["id"]}})
+    # The real event: the tenant's backend erases alice through the user service.
+    r = server(api, tenant, "DELETE", "/v1/server/users/alice")
+    assert r.status_code == 204, r.text
     deadline = time.time() + 30
     while time.time() < deadline and media_db().media.count_documents(
             {"_id": image["id"], "status": {"$ne": "deleted"}}):
