@@ -18,7 +18,7 @@
 struct entry {
     struct entry *next;
     char tenant[TENANT_ID_MAX + 1];
-    char *json;       /* the settings as received; NULL: the user service said 404 */
+    cJSON *settings;  /* as received; NULL: the user service said 404 */
     int64_t fetched; /* ms, cm_clock_now_ms */
 };
 
@@ -55,7 +55,7 @@ static void clear(cm_tenant_settings *ts)
         struct entry *e = ts->bucket[i];
         while (e) {
             struct entry *next = e->next;
-            free(e->json);
+            cJSON_Delete(e->settings);
             free(e);
             e = next;
         }
@@ -102,16 +102,16 @@ static struct entry *lookup(cm_tenant_settings *ts, const char *tenant)
 }
 
 /* Turns a cached answer into the caller's copy. */
-static cm_err answer(const char *json, cJSON **out)
+static cm_err answer(const cJSON *settings, cJSON **out)
 {
-    if (json == NULL)
+    if (settings == NULL)
         return CM_ENOTFOUND;
-    *out = cJSON_Parse(json);
+    *out = cJSON_Duplicate(settings, 1);
     return *out ? CM_OK : CM_ENOMEM;
 }
 
-/* Stores the answer for `tenant` (json NULL: unknown tenant); takes `json`. */
-static void store(cm_tenant_settings *ts, const char *tenant, char *json)
+/* Stores the answer for `tenant` (NULL: unknown tenant); takes `settings`. */
+static void store(cm_tenant_settings *ts, const char *tenant, cJSON *settings)
 {
     struct entry *e;
 
@@ -123,7 +123,7 @@ static void store(cm_tenant_settings *ts, const char *tenant, char *json)
         e = calloc(1, sizeof(*e));
         if (e == NULL) {
             pthread_mutex_unlock(&ts->lock);
-            free(json);
+            cJSON_Delete(settings);
             return;
         }
         snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
@@ -131,8 +131,8 @@ static void store(cm_tenant_settings *ts, const char *tenant, char *json)
         ts->bucket[hash(tenant)] = e;
         ts->n++;
     }
-    free(e->json);
-    e->json = json;
+    cJSON_Delete(e->settings);
+    e->settings = settings;
     e->fetched = cm_clock_now_ms();
     pthread_mutex_unlock(&ts->lock);
 }
@@ -151,7 +151,7 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
     pthread_mutex_lock(&ts->lock);
     e = lookup(ts, tenant);
     if (e && cm_clock_now_ms() - e->fetched < ts->ttl_ms) {
-        rc = answer(e->json, out);
+        rc = answer(e->settings, out);
         pthread_mutex_unlock(&ts->lock);
         return rc;
     }
@@ -162,12 +162,14 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
     rc = cm_httpc_get(url, NULL, ts->timeout_ms, BODY_MAX, &body, &len, &status);
     if (rc == CM_OK && status == 200) {
         cJSON *o = cJSON_Parse(body);
+        free(body);
         if (cJSON_IsObject(o)) {
-            store(ts, tenant, body);
-            *out = o;
-            return CM_OK;
+            *out = cJSON_Duplicate(o, 1);
+            store(ts, tenant, o);
+            return *out ? CM_OK : CM_ENOMEM;
         }
         cJSON_Delete(o);
+        body = NULL;
     } else if (rc == CM_OK && status == 404) {
         free(body);
         store(ts, tenant, NULL);
@@ -179,7 +181,7 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
             cm_strerror(rc), status);
     pthread_mutex_lock(&ts->lock);
     e = lookup(ts, tenant);
-    rc = e ? answer(e->json, out) : CM_EIO;
+    rc = e ? answer(e->settings, out) : CM_EIO;
     pthread_mutex_unlock(&ts->lock);
     return rc;
 }
@@ -188,4 +190,29 @@ long cm_tenant_setting_long(const cJSON *settings, const char *name, long def)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(settings, name);
     return cJSON_IsNumber(v) ? (long)v->valuedouble : def;
+}
+
+long cm_tenant_settings_long(cm_tenant_settings *ts, const char *tenant, const char *name, long def)
+{
+    struct entry *e;
+    cJSON *s = NULL;
+    long v = def;
+
+    if (tenant != NULL && tenant_ok(tenant)) {
+        /* The fresh copy is read in place: no copy on the hot path. */
+        pthread_mutex_lock(&ts->lock);
+        e = lookup(ts, tenant);
+        if (e && cm_clock_now_ms() - e->fetched < ts->ttl_ms) {
+            if (e->settings)
+                v = cm_tenant_setting_long(e->settings, name, def);
+            pthread_mutex_unlock(&ts->lock);
+            return v;
+        }
+        pthread_mutex_unlock(&ts->lock);
+    }
+    if (cm_tenant_settings_get(ts, tenant, &s) == CM_OK) {
+        v = cm_tenant_setting_long(s, name, def);
+        cJSON_Delete(s);
+    }
+    return v;
 }
