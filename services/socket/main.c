@@ -11,6 +11,7 @@
 #include "common/jwks.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/tenant.h"
 #include "common/process.h"
 #include "common/session.h"
 #include "socket_server.h"
@@ -35,6 +36,8 @@ static const cm_config_var vars[] = {
     {"PRESENCE_TTL_MS", "60000", "a connection not refreshed for this long counts as gone"},
     {"PRESENCE_BEAT_MS", "20000", "how often each connection refreshes its presence"},
     {"PRESENCE_BATCH_MS", "250", "presence changes to one connection are batched this long"},
+    {"USER_URL", "http://127.0.0.1:8081", "the user service: each tenant's ws_allowed_origins"},
+    {"TENANT_SETTINGS_TTL_MS", "10000", "how long a tenant's settings are cached (a change applies within it)"},
     {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
     {"JWT_PUBLIC_KEY_FILE", NULL, "PEM public key, or kid=path,..., when JWT_JWKS_URL is unset"},
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
@@ -143,7 +146,7 @@ int main(int argc, char **argv)
     long presence_ttl_ms;
     pthread_t loop_thread, consumer_thread;
     int loop_started = 0, consumer_started = 0, rc = 1;
-    long ws_port, redis_port, threads, timeout_ms, failures, open_ms, drain_ms;
+    long ws_port, redis_port, threads, timeout_ms, failures, open_ms, drain_ms, tenant_ttl_ms;
     char group[256], host[128];
 
     if (cm_config_help_requested(argc, argv,
@@ -191,6 +194,10 @@ int main(int argc, char **argv)
     sc.port = (int)ws_port;
     sc.verifier = verifier;
     sc.allowed_origins = cm_config_str("WS_ALLOWED_ORIGINS", "");
+    if (cm_config_long("TENANT_SETTINGS_TTL_MS", 10000, 0, 3600000, &tenant_ttl_ms) ||
+        cm_tenant_settings_create(cm_config_str("USER_URL", "http://127.0.0.1:8081"), tenant_ttl_ms,
+                                  500, &sc.tenants))
+        goto out;
     sc.redis = redis;
     sc.messaging_url = cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082");
     sc.upstream_threads = (int)threads;
@@ -263,6 +270,7 @@ out:
     cm_http_server_destroy(http);
     cm_kafka_consumer_destroy(cc.kafka);
     socket_srv_destroy(srv);
+    cm_tenant_settings_destroy(sc.tenants);
     cm_redis_destroy(redis);
     cm_jwt_destroy(verifier);
     return rc;

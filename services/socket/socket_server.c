@@ -1088,6 +1088,35 @@ static int refuse(struct lws *wsi, unsigned int status, const char *detail)
     return -1; /* written whole: hang up */
 }
 
+/* Whether `origin` is in the tenant's ws_allowed_origins (an empty or unknown list allows any).
+ * The settings are cached (TENANT_SETTINGS_TTL_MS); a miss asks the user service from the
+ * event loop, bounded by a short timeout, once per tenant and TTL. */
+static int tenant_origin_allowed(socket_srv *s, const char *tenant, const char *origin)
+{
+    char list[4096];
+    size_t n = 0;
+    cJSON *settings = NULL, *o;
+    int ok = 1;
+
+    if (s->cfg.tenants == NULL || cm_tenant_settings_get(s->cfg.tenants, tenant, &settings) != CM_OK)
+        return 1; /* unknown: the platform's WS_ALLOWED_ORIGINS alone decides */
+    list[0] = '\0';
+    cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(settings, "ws_allowed_origins"))
+    {
+        int w;
+        if (!cJSON_IsString(o))
+            continue;
+        w = snprintf(list + n, sizeof(list) - n, "%s%s", n ? "," : "", o->valuestring);
+        if (w < 0 || (size_t)w >= sizeof(list) - n)
+            break;
+        n += (size_t)w;
+    }
+    if (n > 0)
+        ok = socket_origin_allowed(list, origin);
+    cJSON_Delete(settings);
+    return ok;
+}
+
 /* Escapes nothing but quotes and backslashes would need it: reasons are ours or the JWT
  * module's, which contain neither. */
 static int confirm_upgrade(socket_srv *s, struct lws *wsi)
@@ -1116,6 +1145,9 @@ static int confirm_upgrade(socket_srv *s, struct lws *wsi)
                 *q = '\'';
         return refuse(wsi, rc == CM_EUNAUTH ? 401 : 503, detail);
     }
+    /* The tenant's own allowlist too (its ws_allowed_origins setting; empty: any). */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0 && !tenant_origin_allowed(s, claims.tid, origin))
+        return refuse(wsi, 403, "this Origin is not allowed by the tenant (ws_allowed_origins)");
     snprintf(key, sizeof(key), "%s/%s", claims.tid, claims.sub);
     if ((set = socket_index_get(s->by_user, key)) && set->n >= (size_t)s->cfg.lim.per_user)
         return refuse(wsi, 429, "too many connections for this user");

@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include "common/tenant.h"
 #include "socket.h"
 #include "socket_ephemeral.h"
 #include "socket_upstream.h"
@@ -26,6 +27,7 @@ typedef struct socket_srv_config {
     long presence_beat_ms;  /* how often each connection refreshes its presence TTL */
     long presence_batch_ms; /* presence changes to one connection are sent at most this often */
     const char *allowed_origins; /* WS_ALLOWED_ORIGINS: comma-separated; "" allows every one */
+    cm_tenant_settings *tenants; /* each tenant's ws_allowed_origins (NULL: none checked) */
 } socket_srv_config;
 
 /* Creates the server and binds the port. CM_EIO when it cannot listen, CM_ENOMEM. */

@@ -591,6 +591,28 @@ def test_origin_allowlist(api, tenant, sockets):
     run(go())
 
 
+def test_the_tenants_own_origin_allowlist(api, sockets):
+    """A tenant's ws_allowed_origins (PATCH /v1/tenants/{id}) narrows the platform's
+    WS_ALLOWED_ORIGINS for its users: another allowed site of the platform is refused for them."""
+    from conftest import ADMIN_KEY
+    t = new_tenant(api)
+    r = api.call("PATCH", f"/v1/tenants/{t['id']}", body={"settings": {"ws_allowed_origins": ["http://localhost:3000"]}},
+                 headers={"X-Admin-Key": ADMIN_KEY})
+    assert r.status_code == 200, r.text
+    a = token_for(api, t, "alice")
+
+    async def go():
+        with pytest.raises(websockets.InvalidStatus) as e:
+            await websockets.connect(ws_url(0, a), origin="https://app.example.com")
+        assert e.value.response.status_code == 403
+        assert "ws_allowed_origins" in json.loads(e.value.response.body)["detail"]
+        ws = await websockets.connect(ws_url(1, a), origin="http://localhost:3000")
+        await ws.close()
+        ws = await websockets.connect(ws_url(0, a))  # not a browser: no Origin to check
+        await ws.close()
+    run(go())
+
+
 def test_connection_cap_counts_every_instance(api, tenant, sockets):
     """CONNECTIONS_PER_USER (4 here) holds across instances: with two connections on each
     instance a fifth is refused on either, though each has only two; one closed frees a slot."""
