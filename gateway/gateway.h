@@ -293,6 +293,7 @@ typedef struct gateway_rl_verdict {
 } gateway_rl_verdict;
 
 struct cm_redis;
+struct cm_tenant_settings;
 
 /* Creates the limiter over `redis` (not owned; NULL: local buckets only). CM_ENOMEM. */
 cm_err gateway_ratelimit_create(struct cm_redis *redis, gateway_rate ip, gateway_rate user,
@@ -310,6 +311,10 @@ void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const
  * the Lua script and the local buckets follow. */
 void gateway_bucket_refill(double *tokens, int64_t *ts_ms, double per_s, long burst,
                            int64_t now_ms);
+
+/* Lets each tenant's api_rate_per_min setting (common/tenant.h; not owned) set its users'
+ * buckets instead of RATELIMIT_USER. */
+void gateway_ratelimit_use_tenant_settings(gateway_ratelimit *rl, struct cm_tenant_settings *tenants);
 
 /* Declares that the limiter's Redis also holds the session denylist (session.h), so
  * gateway_ratelimit_request checks it in the same round trip. */

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/redis.h"
 #include "common/session.h"
+#include "common/tenant.h"
 #include "gateway.h"
 
 #define LOCAL_SLOTS 4096
@@ -67,6 +68,7 @@ struct gateway_ratelimit {
     gateway_rate ip, user, tenant;
     char rate_arg[3][32], burst_arg[3][32]; /* the script's arguments per scope, made once */
     int shares_denylist; /* `redis` also holds the session denylist */
+    cm_tenant_settings *tenants; /* each tenant's api_rate_per_min (not owned; NULL: none) */
     atomic_llong redis_down_until;
     pthread_mutex_t lock;
     struct local_bucket *local; /* LOCAL_SLOTS, hashed by key; a collision evicts */
@@ -179,12 +181,20 @@ static void take(gateway_ratelimit *rl, int n, char keys[][RL_KEY_MAX], const ga
         return;
     if (rl->redis && now >= atomic_load(&rl->redis_down_until)) {
         static const char *const nd_arg[] = {"0", "1", "2"};
+        const gateway_rate *dflt[] = {&rl->ip, &rl->user, &rl->tenant};
         const char *kp[5], *ap[7];
+        char own[3][2][32];
         ap[0] = nd_arg[nd];
         for (int i = 0; i < n; i++) {
             kp[i] = keys[i];
             ap[1 + 2 * i] = rl->rate_arg[scopes[i]];
             ap[2 + 2 * i] = rl->burst_arg[scopes[i]];
+            if (rates[i].per_s != dflt[scopes[i]]->per_s || rates[i].burst != dflt[scopes[i]]->burst) {
+                snprintf(own[i][0], sizeof(own[i][0]), "%.6f", rates[i].per_s); /* a tenant's own */
+                snprintf(own[i][1], sizeof(own[i][1]), "%ld", rates[i].burst);
+                ap[1 + 2 * i] = own[i][0];
+                ap[2 + 2 * i] = own[i][1];
+            }
         }
         for (int i = 0; i < nd; i++)
             kp[n + i] = dkeys[i];
@@ -244,6 +254,27 @@ void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verd
     take(rl, 1, keys, &rl->ip, &scope, 0, NULL, NULL, v);
 }
 
+void gateway_ratelimit_use_tenant_settings(gateway_ratelimit *rl, cm_tenant_settings *tenants)
+{
+    rl->tenants = tenants;
+}
+
+/* The user bucket of `tenant`: the stricter of the platform's RATELIMIT_USER and the tenant's
+ * api_rate_per_min (as a rate with two seconds of burst, as the default 20/40 is 1200 a
+ * minute). A tenant can lower its users' limit, never raise it past what the platform allows. */
+static gateway_rate user_rate(const gateway_ratelimit *rl, const char *tenant)
+{
+    gateway_rate r = rl->user;
+    long per_min = rl->tenants ? cm_tenant_settings_long(rl->tenants, tenant, "api_rate_per_min", 0) : 0;
+    double per_s = (double)per_min / 60.0;
+    if (per_min > 0 && per_s < r.per_s) {
+        long burst = (long)ceil(per_s * 2);
+        r.per_s = per_s;
+        r.burst = burst < 1 ? 1 : burst < r.burst ? burst : r.burst;
+    }
+    return r;
+}
+
 void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const char *user,
                                 gateway_rl_verdict *v)
 {
@@ -253,7 +284,7 @@ void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const
 
     if (rl->user.per_s > 0 && user && *user) {
         snprintf(keys[n], sizeof(keys[0]), "rl:user:%s:%s", tenant, user);
-        rates[n] = rl->user;
+        rates[n] = user_rate(rl, tenant);
         scopes[n++] = 1;
     }
     if (rl->tenant.per_s > 0 && tenant && *tenant) {
@@ -283,7 +314,7 @@ int gateway_ratelimit_request(gateway_ratelimit *rl, const char *ip, const cm_jw
     }
     if (rl->user.per_s > 0 && c->sub[0]) {
         snprintf(keys[n], sizeof(keys[0]), "rl:user:%s:%s", c->tid, c->sub);
-        rates[n] = rl->user;
+        rates[n] = user_rate(rl, c->tid);
         scopes[n++] = 1;
     }
     if (rl->tenant.per_s > 0 && c->tid[0]) {

@@ -9,6 +9,7 @@
 #include "common/config.h"
 #include "common/jwks.h"
 #include "common/log.h"
+#include "common/tenant.h"
 #include "common/process.h"
 #include "common/redis.h"
 #include "gateway.h"
@@ -49,7 +50,8 @@ static const cm_config_var vars[] = {
     {"RETRY_BACKOFF_MS", "20", "first retry backoff, doubled per attempt, full jitter"},
     {"RETRY_BUDGET_PERCENT", "20", "retries allowed as a percentage of requests, per pool"},
     {"RATELIMIT_IP", "100/200", "token bucket per client address: rate per second/burst (0: off)"},
-    {"RATELIMIT_USER", "20/40", "token bucket per user (after the token check)"},
+    {"RATELIMIT_USER", "20/40", "token bucket per user (after the token check); a tenant's api_rate_per_min may only lower it"},
+    {"TENANT_SETTINGS_TTL_MS", "10000", "how long a tenant's settings (from the first USER_URL) are cached"},
     {"RATELIMIT_TENANT", "500/1000", "token bucket per tenant"},
     {"RATELIMIT_REDIS_HOST", "", "Redis of the shared buckets (default REDIS_HOST)"},
     {"RATELIMIT_REDIS_PORT", "0", "its port (default REDIS_PORT)"},
@@ -154,6 +156,9 @@ int main(int argc, char **argv)
     cm_redis *redis = NULL, *rl_redis = NULL;
     gateway_rate ip, user, tenant;
     long media_max, redis_port, rl_port, v, max_conns, per_ip, max_header, cors_refresh_s;
+    long tenant_ttl_ms;
+    cm_tenant_settings *tenants = NULL;
+    char user_base[512];
     const char *redis_host, *rl_host;
     int rc = 1, upstreams = 0;
 
@@ -237,6 +242,13 @@ int main(int argc, char **argv)
     /* One Redis for both: the denylist is checked in the rate limits' round trip. */
     if (strcmp(rl_host, redis_host) == 0 && rl_port == redis_port)
         gateway_ratelimit_share_denylist(ctx.limits);
+    /* Each tenant's api_rate_per_min, from the first user service of USER_URL ("URL[*w],..."). */
+    snprintf(user_base, sizeof(user_base), "%s", cm_config_str("USER_URL", "http://127.0.0.1:8081"));
+    user_base[strcspn(user_base, ",*")] = '\0';
+    if (cm_config_long("TENANT_SETTINGS_TTL_MS", 10000, 0, 3600000, &tenant_ttl_ms) ||
+        cm_tenant_settings_create(user_base, tenant_ttl_ms, 500, &tenants))
+        goto out;
+    gateway_ratelimit_use_tenant_settings(ctx.limits, tenants);
 
     if (cm_http_server_create(&hc, &srv))
         goto out;
@@ -269,6 +281,7 @@ out:
     if (upstreams)
         gateway_upstreams_cleanup(&ctx);
     gateway_ratelimit_destroy(ctx.limits);
+    cm_tenant_settings_destroy(tenants);
     cm_jwt_destroy(ctx.verifier);
     cm_redis_destroy(redis);
     cm_redis_destroy(rl_redis);

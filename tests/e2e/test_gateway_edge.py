@@ -510,3 +510,28 @@ def test_slowloris_does_not_starve_normal_clients(platform):
             attack.wait()
         gw.stop()
     sanitizer_clean(gw)
+
+
+def test_a_tenant_lowers_its_users_api_rate(platform, api):
+    """api_rate_per_min (a tenant setting) lowers the user bucket below the platform's
+    RATELIMIT_USER for that tenant's users only; it never raises it."""
+    gw = gateway(GW2_PORT, {"RATELIMIT_USER": "0.2/5", "TENANT_SETTINGS_TTL_MS": "500"}, "gateway-rl-tenant")
+    try:
+        strict, loose = new_tenant(api), new_tenant(api)
+        for t, per_min in ((strict, 6), (loose, 1000000)):
+            r = api.call("PATCH", f"/v1/tenants/{t['id']}", body={"settings": {"api_rate_per_min": per_min}},
+                         headers={"X-Admin-Key": ADMIN_KEY})
+            assert r.status_code == 200, r.text
+        url = f"http://127.0.0.1:{GW2_PORT}/v1/conversations"
+        s = token_for(api, strict, "s1")
+        codes = [requests.get(url, headers={"Authorization": f"Bearer {s}"}, timeout=5) for _ in range(2)]
+        assert [r.status_code for r in codes] == [200, 429], [r.text for r in codes]  # 6/min: burst 1
+        assert "user" in codes[1].json()["detail"] and codes[1].headers["RateLimit-Limit"] == "1"
+        # 1,000,000 a minute is more than the platform allows: its 0.2/s with a burst of 5 holds.
+        lo = token_for(api, loose, "l1")
+        codes = [requests.get(url, headers={"Authorization": f"Bearer {lo}"}, timeout=5) for _ in range(6)]
+        assert [r.status_code for r in codes] == [200] * 5 + [429], [r.text for r in codes]
+        assert codes[5].headers["RateLimit-Limit"] == "5"
+    finally:
+        gw.stop()
+    sanitizer_clean(gw)
