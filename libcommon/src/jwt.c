@@ -997,8 +997,9 @@ static struct cache_entry *cache_set(struct verify_cache *c, const unsigned char
     return &c->e[(h % c->nsets) * CACHE_WAYS];
 }
 
-/* 1 and the claims when the token was verified under the current keys. */
-static int cache_get(cm_jwt *j, const unsigned char *d, cm_jwt_claims *out)
+/* 1 and the claims when the token was verified under the current keys. A miss is counted only
+ * when count_miss (cm_jwt_verify_cached leaves it to the cm_jwt_verify that follows). */
+static int cache_get(cm_jwt *j, const unsigned char *d, cm_jwt_claims *out, int count_miss)
 {
     struct verify_cache *c = j->cache;
     pthread_mutex_t *lock;
@@ -1016,7 +1017,8 @@ static int cache_get(cm_jwt *j, const unsigned char *d, cm_jwt_claims *out)
         }
     }
     pthread_mutex_unlock(lock);
-    atomic_fetch_add(hit ? &c->hits : &c->misses, 1);
+    if (hit || count_miss)
+        atomic_fetch_add(hit ? &c->hits : &c->misses, 1);
     return hit;
 }
 
@@ -1073,7 +1075,7 @@ cm_err cm_jwt_verify(const cm_jwt *cj, const char *token, time_t now, cm_jwt_cla
     if (j->cache == NULL || token == NULL || *token == '\0' || strlen(token) > MAX_TOKEN)
         return verify_uncached(j, token, now, claims, detail, n);
     SHA256((const unsigned char *)token, strlen(token), d);
-    if (cache_get(j, d, &c)) {
+    if (cache_get(j, d, &c, 1)) {
         if (check_times(j, &c, now, detail, n) != CM_OK)
             return CM_EUNAUTH;
         *claims = c;
@@ -1097,7 +1099,7 @@ cm_err cm_jwt_verify_cached(const cm_jwt *cj, const char *token, time_t now,
     if (j->cache == NULL || token == NULL || *token == '\0' || strlen(token) > MAX_TOKEN)
         return CM_ENOTFOUND;
     SHA256((const unsigned char *)token, strlen(token), d);
-    if (!cache_get(j, d, &c))
+    if (!cache_get(j, d, &c, 0))
         return CM_ENOTFOUND;
     if (check_times(j, &c, now, detail, n) != CM_OK)
         return CM_EUNAUTH;

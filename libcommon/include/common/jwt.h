@@ -138,7 +138,7 @@ cm_err cm_jwt_cache_enable(cm_jwt *j, size_t entries);
  * before and its times still hold, CM_EUNAUTH (reason in `detail`) when they no longer do,
  * CM_ENOTFOUND when it is not in the cache (or there is none), without checking a signature:
  * a caller can then do cheap work (a rate limit by address) before the full cm_jwt_verify.
- * Counts a hit or a miss like cm_jwt_verify. */
+ * Counts a hit like cm_jwt_verify; a miss is left to the cm_jwt_verify the caller makes next. */
 cm_err cm_jwt_verify_cached(const cm_jwt *j, const char *token, time_t now,
                             cm_jwt_claims *claims, char *detail, size_t n);
 
