@@ -765,7 +765,6 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
         }
         ix->in_txn[slot] = 1;
     }
-    /* One savepoint per event: a refused event leaves nothing behind in the batch. */
     /* No savepoint per event: each apply_* checks its whole event before its first write, so
      * a refused event leaves nothing, and a failed write rolls the whole batch back.
      * (A savepoint per event made SQLite copy every page an event touched into its
