@@ -918,8 +918,7 @@ void search_index_count_query(search_index *ix, int failed)
     atomic_fetch_add(failed ? &ix->query_errors : &ix->queries, 1);
 }
 
-/* A LIKE pattern matching `term` anywhere, with % _ and \ escaped (ESCAPE '\'). */
-static void like_pattern(const char *term, char *out, size_t n)
+void search_like_pattern(const char *term, char *out, size_t n)
 {
     size_t at = 0;
     out[at++] = '%';
@@ -1050,7 +1049,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     if (q->words[0] && q->tri[0])
         sqlite3_bind_text(st, b++, q->tri, -1, SQLITE_STATIC);
     for (int i = 0; i < q->nlikes; i++) {
-        like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
+        search_like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
         sqlite3_bind_text(st, b++, likes[i], -1, SQLITE_STATIC);
     }
     sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
