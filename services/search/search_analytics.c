@@ -320,7 +320,7 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
         goto out;
 #undef Q
 out:
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     search_index_count_query(ctx->index, rc != CM_OK);
     if (rc != CM_OK) {
         cJSON_Delete(body);
@@ -393,7 +393,7 @@ void search_analytics_user(cm_http_req *req, void *ud)
                      from, to, uid, body, "active_days")) != CM_OK)
         goto out;
 out:
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     search_index_count_query(ctx->index, rc != CM_OK && rc != CM_ENOTFOUND);
     if (rc != CM_OK) {
         cJSON_Delete(body);

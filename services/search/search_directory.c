@@ -173,7 +173,7 @@ void search_remember(search_ctx *ctx, const char *tenant, const char *user, cons
             cm_warn("search recent: %s", sqlite3_errmsg(db));
         sqlite3_finalize(st);
     }
-    sqlite3_close(db);
+    search_index_release(ctx->index, tenant, db);
 }
 
 /* Answers one page of `items` (taken) when rc is CM_OK, else the error (items freed). */
@@ -275,7 +275,7 @@ static void search_kind(cm_http_req *req, search_ctx *ctx, const kind *k)
         rc = find_kind(db, k, c.sub, q, offset, limit, items, &more);
     else if (rc == CM_ENOTFOUND)
         rc = CM_OK; /* nothing indexed for the tenant yet */
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     search_index_count_query(ctx->index, rc != CM_OK);
     more = more && offset + limit <= SEARCH_OFFSET_MAX;
     snprintf(next, sizeof(next), "o%ld", offset + limit);
@@ -345,7 +345,7 @@ void search_global(cm_http_req *req, void *ud)
         rc = add_group(body, "conversations", db, &CONVERSATIONS, c.sub, q, limit);
     if (rc == CM_OK)
         rc = add_group(body, "users", db, &USERS, c.sub, q, limit);
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     if (rc != CM_OK) {
         cJSON_Delete(body);
         cm_http_reply_error(req, rc == CM_ENOMEM ? rc : CM_EIO, "the index could not be read");
@@ -488,7 +488,7 @@ void search_suggest(cm_http_req *req, void *ud)
             goto out;
     }
 out:
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     cJSON_Delete(found);
     search_index_count_query(ctx->index, rc != CM_OK);
     reply_items(req, rc, items, NULL);
@@ -538,7 +538,7 @@ void search_recent_list(cm_http_req *req, void *ud)
         rc = CM_OK;
     }
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     reply_items(req, rc, items, NULL);
 }
 
@@ -571,7 +571,7 @@ void search_recent_delete(cm_http_req *req, void *ud)
         rc = CM_OK;
     }
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     if (rc != CM_OK) {
         cm_http_reply_error(req, CM_EIO, "the index could not be written");
         return;

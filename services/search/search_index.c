@@ -21,6 +21,7 @@
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
 #define SCHEMA_VERSION 3
+#define READERS_MAX 32 /* idle read-only connections kept for queries */
 #define RID_PER_MS 4096 /* messages.rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -44,6 +45,12 @@ struct search_index {
     int batching;
     pthread_mutex_t lock;
     atomic_long applied, duplicates, queries, query_errors;
+    /* Idle read-only connections, by tenant: opening one (and reading the schema of ~30
+     * tables and FTS5 indexes) cost more than a newest-20 query (bench/README.md). */
+    pthread_mutex_t pool_lock;
+    int npool;
+    char pool_tenant[READERS_MAX][SEARCH_ID_MAX];
+    sqlite3 *pool_db[READERS_MAX];
 };
 
 /* The cache of the connection being written (set under the index lock by the writer). */
@@ -270,6 +277,7 @@ cm_err search_index_create(const char *dir, search_index **out)
         return CM_EINVAL;
     }
     pthread_mutex_init(&ix->lock, NULL);
+    pthread_mutex_init(&ix->pool_lock, NULL);
     *out = ix;
     return CM_OK;
 }
@@ -282,6 +290,9 @@ void search_index_destroy(search_index *ix)
         cache_clear(&ix->cache[i]);
         sqlite3_close(ix->db[i]);
     }
+    for (int i = 0; i < ix->npool; i++)
+        sqlite3_close(ix->pool_db[i]);
+    pthread_mutex_destroy(&ix->pool_lock);
     pthread_mutex_destroy(&ix->lock);
     free(ix);
 }
@@ -895,6 +906,20 @@ cm_err search_index_open(search_index *ix, const char *tenant, int writable, sql
     *out = NULL;
     if (!search_tenant_valid(tenant) || !tenant_path(ix, tenant, path, sizeof(path)))
         return CM_EINVAL;
+    if (!writable) {
+        pthread_mutex_lock(&ix->pool_lock);
+        for (int i = ix->npool - 1; i >= 0; i--)
+            if (strcmp(ix->pool_tenant[i], tenant) == 0) {
+                *out = ix->pool_db[i];
+                ix->npool--;
+                memcpy(ix->pool_tenant[i], ix->pool_tenant[ix->npool], SEARCH_ID_MAX);
+                ix->pool_db[i] = ix->pool_db[ix->npool];
+                break;
+            }
+        pthread_mutex_unlock(&ix->pool_lock);
+        if (*out)
+            return CM_OK;
+    }
     if (!writable && access(path, F_OK) != 0)
         return CM_ENOTFOUND;
     /* A writer may come before the tenant's first event: it creates the file and schema. */
@@ -911,6 +936,25 @@ cm_err search_index_open(search_index *ix, const char *tenant, int writable, sql
     }
     *out = db;
     return CM_OK;
+}
+
+void search_index_release(search_index *ix, const char *tenant, sqlite3 *db)
+{
+    if (db == NULL)
+        return;
+    /* Only idle read-only connections are kept (a reader holds no transaction between
+     * statements: WAL shows it each commit of the writer). */
+    if (sqlite3_db_readonly(db, "main") == 1 && sqlite3_next_stmt(db, NULL) == NULL &&
+        sqlite3_get_autocommit(db)) {
+        pthread_mutex_lock(&ix->pool_lock);
+        if (ix->npool < READERS_MAX) {
+            snprintf(ix->pool_tenant[ix->npool], SEARCH_ID_MAX, "%s", tenant);
+            ix->pool_db[ix->npool++] = db;
+            db = NULL;
+        }
+        pthread_mutex_unlock(&ix->pool_lock);
+    }
+    sqlite3_close(db);
 }
 
 void search_index_count_query(search_index *ix, int failed)
@@ -975,7 +1019,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 {
     const char *fts = q->words[0] ? "msg_words" : q->tri[0] ? "msg_tri" : NULL;
     const char *match = q->words[0] ? q->words : q->tri;
-    char path[600], sql[2048], likes[SEARCH_TERMS_MAX][160];
+    char sql[2048], likes[SEARCH_TERMS_MAX][160];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int w, b = 1, rows = 0, src;
@@ -983,14 +1027,12 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 
     *more = 0;
     atomic_fetch_add(&ix->queries, 1);
-    if (!tenant_path(ix, tenant, path, sizeof(path)))
-        return CM_EINVAL;
-    if (access(path, F_OK) != 0)
+    rc = search_index_open(ix, tenant, 0, &db);
+    if (rc == CM_ENOTFOUND)
         return CM_OK; /* nothing indexed for this tenant yet */
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-            SQLITE_OK ||
-        sqlite3_busy_timeout(db, 2000) != SQLITE_OK)
-        goto out;
+    if (rc != CM_OK)
+        return rc;
+    rc = CM_EIO;
 #define ADD(...)                                                                                \
     do {                                                                                        \
         int k_ = snprintf(sql + w, sizeof(sql) - (size_t)w, __VA_ARGS__);                       \
@@ -1106,7 +1148,7 @@ out:
     if (rc != CM_OK)
         atomic_fetch_add(&ix->query_errors, 1);
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    search_index_release(ix, tenant, db);
     return rc;
 }
 
