@@ -287,8 +287,10 @@ int main(int argc, char **argv)
         cJSON_Delete(items);
         raw_match(kind, q, match, sizeof(match));
         if (sub && cp_len(q) < 3) {
-            snprintf(sql, sizeof(sql), "SELECT rowid, text FROM t WHERE text LIKE ?"
-                                       " ORDER BY rowid DESC LIMIT 20");
+            /* FTS5's trigram table answers no row for a LIKE shorter than 3 characters (its
+             * documented limit): raw FTS5's way to find them is a scan of its content. */
+            snprintf(sql, sizeof(sql), "SELECT id, c0 FROM t_content WHERE c0 LIKE ?"
+                                       " ORDER BY id DESC LIMIT 20");
             snprintf(match, sizeof(match), "%%%s%%", q);
         } else {
             snprintf(sql, sizeof(sql),
