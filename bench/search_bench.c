@@ -287,8 +287,10 @@ int main(int argc, char **argv)
         cJSON_Delete(items);
         raw_match(kind, q, match, sizeof(match));
         if (sub && cp_len(q) < 3) {
-            snprintf(sql, sizeof(sql), "SELECT rowid, text FROM t WHERE text LIKE ?"
-                                       " ORDER BY rowid DESC LIMIT 20");
+            /* FTS5's trigram table answers no row for a LIKE shorter than 3 characters (its
+             * documented limit): raw FTS5's way to find them is a scan of its content. */
+            snprintf(sql, sizeof(sql), "SELECT id, c0 FROM t_content WHERE c0 LIKE ?"
+                                       " ORDER BY id DESC LIMIT 20");
             snprintf(match, sizeof(match), "%%%s%%", q);
         } else {
             snprintf(sql, sizeof(sql),
@@ -304,7 +306,12 @@ int main(int argc, char **argv)
             ;
         sqlite3_finalize(st);
         lat_raw[timed++] = now_s() - t0;
-        /* Untimed: every hit, for the recall check. */
+        /* Untimed: every hit, for the recall check (SEARCH_BENCH_NO_RECALL: skipped, for
+         * profiling the timed part). */
+        if (getenv("SEARCH_BENCH_NO_RECALL")) {
+            free(sq);
+            continue;
+        }
         items = cJSON_CreateArray();
         if (search_index_messages(ix, TENANT, USER, sq, 1, 0, 1000000, items, &more) != CM_OK)
             return 1;

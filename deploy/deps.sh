@@ -41,8 +41,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Tools only the tests and benchmarks use (not in the images): slowloris for the gateway's
-# edge test, nginx and wrk for `make bench`.
-TEST_APT_PACKAGES=(slowhttptest nginx-light wrk)
+# edge test, nginx and wrk for `make bench`; iso-codes and libc-l10n ship the translated
+# gettext catalogs that make the search benchmark's multilingual corpus (bench/search_bench.py).
+TEST_APT_PACKAGES=(slowhttptest nginx-light wrk iso-codes libc-l10n)
 
 # --- Debian packages ---------------------------------------------------------
 step_apt() {

@@ -192,11 +192,12 @@ static cm_err on_deleted(messaging_ctx *ctx, const char *tenant, const char *use
 /* Sends an event this service cannot read to users.dlq, with the reason. */
 static void dead_letter(messaging_ctx *ctx, const cm_kafka_record *rec, const char *why)
 {
-    cm_kafka_header h[] = {{"x-error", why}};
+    /* x-consumer: the search service parks what it cannot read in the same topic */
+    cm_kafka_header h[] = {{"x-error", why}, {"x-consumer", "messaging"}};
     cm_warn("users event at %d/%lld unreadable (%s): sent to users.dlq", rec->partition,
             (long long)rec->offset, why);
     if (cm_kafka_produce(ctx->kafka, "users.dlq", rec->key, rec->key_len, rec->value,
-                         rec->value_len, h, 1, NULL) != CM_OK)
+                         rec->value_len, h, 2, NULL) != CM_OK)
         cm_error("users.dlq: the unreadable event could not be parked");
 }
 

@@ -99,8 +99,19 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 
 /* Opens a connection of its own to `tenant`'s index file: read-only (`writable` 0) for
  * queries, read-write for the recent searches (the file is then created when missing).
- * CM_ENOTFOUND (read-only) when nothing was indexed for the tenant yet, CM_EINVAL for a malformed tenant, CM_EIO. The caller closes it (sqlite3_close). */
+ * CM_ENOTFOUND (read-only) when nothing was indexed for the tenant yet, CM_EINVAL for a
+ * malformed tenant, CM_EIO. A read-only one may come from the pool of idle connections; give
+ * it back with search_index_release. */
 cm_err search_index_open(search_index *ix, const char *tenant, int writable, sqlite3 **out);
+
+/* Writes into `out` (size n >= 3) a LIKE pattern matching `term` anywhere: '%', the term
+ * with % _ and \ escaped by \ (for ESCAPE '\'), '%'; a term too long is cut at a byte
+ * boundary that keeps the pattern valid SQL (callers size `out` for SEARCH_TERMS' 64 bytes). */
+void search_like_pattern(const char *term, char *out, size_t n);
+
+/* Gives back a connection of search_index_open: an idle read-only one is kept for the next
+ * query of `tenant` (READERS_MAX at most), any other is closed. Accepts NULL. */
+void search_index_release(search_index *ix, const char *tenant, sqlite3 *db);
 
 /* Counts one query for /metrics (`failed` 1: one that failed in SQLite). */
 void search_index_count_query(search_index *ix, int failed);
@@ -151,7 +162,7 @@ void search_reindex_get(cm_http_req *req, void *ud);
 
 /* Starts the consumer thread: group `group` on the topics messages and conversations, each
  * event applied and only then its offset stored; poison events go to <topic>.dlq with the
- * error in the header "error". */
+ * error in the header "x-error" and "x-consumer: search". */
 cm_err search_indexer_start(search_ctx *ctx, const char *brokers, const char *prefix,
                             const char *group, search_indexer **out);
 /* Stops and joins the thread, commits stored offsets. Accepts NULL. */
@@ -163,6 +174,17 @@ void search_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *c
 /* Remembers q as `user`'s most recent search in `tenant`'s index, keeping the newest
  * SEARCH_RECENT_MAX. A failure is logged and otherwise ignored: the search was answered. */
 void search_remember(search_ctx *ctx, const char *tenant, const char *user, const char *q);
+
+/* Authenticates the bearer token of `req` (verified, session not revoked), checks its tenant
+ * can name an index file and, when `perm` is not NULL, that it grants `perm` (cm_auth_can;
+ * 403 with `why` otherwise). Returns 1 with the claims in *c, or 0 once the error reply is
+ * sent. */
+int search_authenticate(cm_http_req *req, search_ctx *ctx, cm_jwt_claims *c, const char *perm,
+                        const char *why);
+
+/* Reads a page cursor of the search endpoints, "o<offset>" with 0 <= offset <=
+ * SEARCH_OFFSET_MAX, into *offset (0 when `c` is NULL or empty). Returns 0 when malformed. */
+int search_parse_cursor(const char *c, long *offset);
 
 /* GET /v1/search/messages */
 void search_messages(cm_http_req *req, void *ud);

@@ -176,18 +176,10 @@ static int begin(cm_http_req *req, search_ctx *ctx, cm_jwt_claims *c, int64_t *f
 {
     const char *f = cm_http_query(req, "from"), *t = cm_http_query(req, "to");
 
-    if (cm_auth_bearer(req, ctx->verifier, c) != CM_OK)
-        return 0;
-    if (!search_tenant_valid(c->tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return 0;
-    }
     /* tenant_admin holds every permission; tenant.manage is the one analytics require */
-    if (!cm_auth_can(c, "tenant.manage")) {
-        cm_http_reply_error(req, CM_EFORBIDDEN,
-                            "analytics are for the tenant's admins (permission tenant.manage)");
+    if (!search_authenticate(req, ctx, c, "tenant.manage",
+                             "analytics are for the tenant's admins (permission tenant.manage)"))
         return 0;
-    }
     *to = cm_clock_now_ms() + 1;
     if (t && t[0] && search_parse_time(t, to) != CM_OK) {
         cm_http_problem(req, 400, "validation", "Invalid parameter",
@@ -328,7 +320,7 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
         goto out;
 #undef Q
 out:
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     search_index_count_query(ctx->index, rc != CM_OK);
     if (rc != CM_OK) {
         cJSON_Delete(body);
@@ -401,7 +393,7 @@ void search_analytics_user(cm_http_req *req, void *ud)
                      from, to, uid, body, "active_days")) != CM_OK)
         goto out;
 out:
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     search_index_count_query(ctx->index, rc != CM_OK && rc != CM_ENOTFOUND);
     if (rc != CM_OK) {
         cJSON_Delete(body);

@@ -68,20 +68,6 @@ static const kind USERS = {
     "(t.id || ' ' || t.name || ' ' || t.username)",
     "t.discoverable = 1 AND t.status = 'active' AND ? IS NOT NULL", user_row};
 
-/* A LIKE pattern matching `term` anywhere, with % _ and \ escaped (ESCAPE '\'). */
-static void like_any(const char *term, char *out, size_t n)
-{
-    size_t at = 0;
-    out[at++] = '%';
-    for (const char *p = term; *p && at + 4 < n; p++) {
-        if (*p == '%' || *p == '_' || *p == '\\')
-            out[at++] = '\\';
-        out[at++] = *p;
-    }
-    out[at++] = '%';
-    out[at] = '\0';
-}
-
 /* One page of `k` matching the text terms of `q` for `user`, ranked by BM25 of the word index
  * (or of the trigram index for CJK-only queries), then newest first. Appends to `items`; sets
  * *more when another page follows. A q without text terms matches nothing. */
@@ -130,7 +116,7 @@ static cm_err find_kind(sqlite3 *db, const kind *k, const char *user, const sear
     if (q->words[0] && q->tri[0])
         sqlite3_bind_text(st, b++, q->tri, -1, SQLITE_STATIC);
     for (int i = 0; i < q->nlikes; i++) {
-        like_any(q->likes[i], likes[i], sizeof(likes[i]));
+        search_like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
         sqlite3_bind_text(st, b++, likes[i], -1, SQLITE_STATIC);
     }
     sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
@@ -187,7 +173,35 @@ void search_remember(search_ctx *ctx, const char *tenant, const char *user, cons
             cm_warn("search recent: %s", sqlite3_errmsg(db));
         sqlite3_finalize(st);
     }
-    sqlite3_close(db);
+    search_index_release(ctx->index, tenant, db);
+}
+
+/* Answers one page of `items` (taken) when rc is CM_OK, else the error (items freed). */
+static void reply_items(cm_http_req *req, cm_err rc, cJSON *items, const char *next)
+{
+    if (rc != CM_OK) {
+        cJSON_Delete(items);
+        cm_http_reply_error(req, rc == CM_ENOMEM ? rc : CM_EIO, "the index could not be read");
+        return;
+    }
+    cm_http_add_header(req, "Cache-Control", "private, no-store");
+    cm_http_reply_page(req, items, next);
+}
+
+int search_authenticate(cm_http_req *req, search_ctx *ctx, cm_jwt_claims *c, const char *perm,
+                        const char *why)
+{
+    if (cm_auth_bearer(req, ctx->verifier, c) != CM_OK)
+        return 0;
+    if (!search_tenant_valid(c->tid)) {
+        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
+        return 0;
+    }
+    if (perm && !cm_auth_can(c, perm)) {
+        cm_http_reply_error(req, CM_EFORBIDDEN, why);
+        return 0;
+    }
+    return 1;
 }
 
 /* Authenticates and parses q; on failure the reply is sent and 0 returned. `text_only`
@@ -198,12 +212,8 @@ static int begin(cm_http_req *req, search_ctx *ctx, cm_jwt_claims *c, search_que
     const char *qs = cm_http_query(req, "q");
     char why[256];
 
-    if (cm_auth_bearer(req, ctx->verifier, c) != CM_OK)
+    if (!search_authenticate(req, ctx, c, NULL, NULL))
         return 0;
-    if (!search_tenant_valid(c->tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return 0;
-    }
     *q = cm_http_alloc(req, sizeof(**q));
     if (*q == NULL) {
         cm_http_reply_error(req, CM_ENOMEM, NULL);
@@ -239,7 +249,7 @@ static void search_kind(cm_http_req *req, search_ctx *ctx, const kind *k)
     search_query *q;
     sqlite3 *db = NULL;
     const char *cur = cm_http_query(req, "cursor");
-    char next[32], *end;
+    char next[32];
     long limit, offset = 0;
     int more = 0;
     cJSON *items;
@@ -247,14 +257,11 @@ static void search_kind(cm_http_req *req, search_ctx *ctx, const kind *k)
 
     if (!begin(req, ctx, &c, &q, 1, 1))
         return;
-    if (cur && cur[0]) {
-        offset = cur[0] == 'o' && cur[1] >= '0' && cur[1] <= '9' ? strtol(cur + 1, &end, 10) : -1;
-        if (offset < 0 || *end != '\0' || offset > SEARCH_OFFSET_MAX) {
-            cm_http_problem(req, 400, "validation", "Invalid parameter",
-                            "cursor is not one this endpoint returned (results go %d deep)",
-                            SEARCH_OFFSET_MAX);
-            return;
-        }
+    if (!search_parse_cursor(cur, &offset)) {
+        cm_http_problem(req, 400, "validation", "Invalid parameter",
+                        "cursor is not one this endpoint returned (results go %d deep)",
+                        SEARCH_OFFSET_MAX);
+        return;
     }
     if (cm_http_query_long(req, "limit", 20, 1, SEARCH_LIMIT_MAX, &limit) != CM_OK)
         return;
@@ -268,17 +275,11 @@ static void search_kind(cm_http_req *req, search_ctx *ctx, const kind *k)
         rc = find_kind(db, k, c.sub, q, offset, limit, items, &more);
     else if (rc == CM_ENOTFOUND)
         rc = CM_OK; /* nothing indexed for the tenant yet */
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     search_index_count_query(ctx->index, rc != CM_OK);
-    if (rc != CM_OK) {
-        cJSON_Delete(items);
-        cm_http_reply_error(req, rc == CM_ENOMEM ? rc : CM_EIO, "the index could not be read");
-        return;
-    }
     more = more && offset + limit <= SEARCH_OFFSET_MAX;
     snprintf(next, sizeof(next), "o%ld", offset + limit);
-    cm_http_add_header(req, "Cache-Control", "private, no-store");
-    cm_http_reply_page(req, items, more ? next : NULL);
+    reply_items(req, rc, items, more ? next : NULL);
 }
 
 /* GET /v1/search/conversations */
@@ -344,7 +345,7 @@ void search_global(cm_http_req *req, void *ud)
         rc = add_group(body, "conversations", db, &CONVERSATIONS, c.sub, q, limit);
     if (rc == CM_OK)
         rc = add_group(body, "users", db, &USERS, c.sub, q, limit);
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     if (rc != CM_OK) {
         cJSON_Delete(body);
         cm_http_reply_error(req, rc == CM_ENOMEM ? rc : CM_EIO, "the index could not be read");
@@ -428,12 +429,8 @@ void search_suggest(cm_http_req *req, void *ud)
     int more;
     cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (!search_authenticate(req, ctx, &c, NULL, NULL))
         return;
-    if (!search_tenant_valid(c.tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return;
-    }
     if (typed == NULL || typed[0] == '\0') {
         cm_http_problem(req, 400, "validation", "Invalid query",
                         "q is required: the start of what the user is typing");
@@ -491,16 +488,10 @@ void search_suggest(cm_http_req *req, void *ud)
             goto out;
     }
 out:
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     cJSON_Delete(found);
     search_index_count_query(ctx->index, rc != CM_OK);
-    if (rc != CM_OK) {
-        cJSON_Delete(items);
-        cm_http_reply_error(req, rc == CM_ENOMEM ? rc : CM_EIO, "the index could not be read");
-        return;
-    }
-    cm_http_add_header(req, "Cache-Control", "private, no-store");
-    cm_http_reply_page(req, items, NULL);
+    reply_items(req, rc, items, NULL);
 }
 
 /* GET /v1/search/recent: the caller's recent searches, newest first. */
@@ -514,12 +505,8 @@ void search_recent_list(cm_http_req *req, void *ud)
     int src = SQLITE_DONE;
     cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (!search_authenticate(req, ctx, &c, NULL, NULL))
         return;
-    if (!search_tenant_valid(c.tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return;
-    }
     items = cJSON_CreateArray();
     if (items == NULL) {
         cm_http_reply_error(req, CM_ENOMEM, NULL);
@@ -551,14 +538,8 @@ void search_recent_list(cm_http_req *req, void *ud)
         rc = CM_OK;
     }
     sqlite3_finalize(st);
-    sqlite3_close(db);
-    if (rc != CM_OK) {
-        cJSON_Delete(items);
-        cm_http_reply_error(req, rc == CM_ENOMEM ? rc : CM_EIO, "the index could not be read");
-        return;
-    }
-    cm_http_add_header(req, "Cache-Control", "private, no-store");
-    cm_http_reply_page(req, items, NULL);
+    search_index_release(ctx->index, c.tid, db);
+    reply_items(req, rc, items, NULL);
 }
 
 /* DELETE /v1/search/recent[?q=]: forgets one recent search (q given) or all of the caller's. */
@@ -571,12 +552,8 @@ void search_recent_delete(cm_http_req *req, void *ud)
     sqlite3_stmt *st = NULL;
     cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (!search_authenticate(req, ctx, &c, NULL, NULL))
         return;
-    if (!search_tenant_valid(c.tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return;
-    }
     rc = search_index_open(ctx->index, c.tid, 1, &db);
     if (rc == CM_OK) {
         if (sqlite3_prepare_v2(db, q ? "DELETE FROM recent WHERE user_id = ? AND q = ?"
@@ -594,7 +571,7 @@ void search_recent_delete(cm_http_req *req, void *ud)
         rc = CM_OK;
     }
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    search_index_release(ctx->index, c.tid, db);
     if (rc != CM_OK) {
         cm_http_reply_error(req, CM_EIO, "the index could not be written");
         return;

@@ -21,6 +21,7 @@
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
 #define SCHEMA_VERSION 3
+#define READERS_MAX 32 /* idle read-only connections kept for queries */
 #define RID_PER_MS 4096 /* messages.rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -44,6 +45,12 @@ struct search_index {
     int batching;
     pthread_mutex_t lock;
     atomic_long applied, duplicates, queries, query_errors;
+    /* Idle read-only connections, by tenant: opening one (and reading the schema of ~30
+     * tables and FTS5 indexes) cost more than a newest-20 query (bench/README.md). */
+    pthread_mutex_t pool_lock;
+    int npool;
+    char pool_tenant[READERS_MAX][SEARCH_ID_MAX];
+    sqlite3 *pool_db[READERS_MAX];
 };
 
 /* The cache of the connection being written (set under the index lock by the writer). */
@@ -91,16 +98,6 @@ static void cache_clear(stmt_cache *c)
     for (int i = 0; i < STMTS_MAX; i++)
         sqlite3_finalize(c->st[i]);
     memset(c, 0, sizeof(*c));
-}
-
-/* Runs a statement without result rows through the cache; 1 when it succeeded. */
-static int run_cached(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = stmt_get(db, sql);
-    int rc = st && sqlite3_step(st) == SQLITE_DONE;
-    if (st)
-        stmt_release(st);
-    return rc;
 }
 
 static const char SCHEMA[] =
@@ -238,8 +235,8 @@ static int schema_apply(sqlite3 *db, char **err)
     /* Closing a connection skips the checkpoint (and its fsync): the next opener recovers the
      * WAL. Replays cycle through many tenants' connections (WRITERS_MAX). */
     sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
-    return sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL,
-                        err) == SQLITE_OK;
+    return sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                            "PRAGMA temp_store=MEMORY", NULL, NULL, err) == SQLITE_OK;
 }
 
 int search_tenant_valid(const char *t)
@@ -280,6 +277,7 @@ cm_err search_index_create(const char *dir, search_index **out)
         return CM_EINVAL;
     }
     pthread_mutex_init(&ix->lock, NULL);
+    pthread_mutex_init(&ix->pool_lock, NULL);
     *out = ix;
     return CM_OK;
 }
@@ -292,6 +290,9 @@ void search_index_destroy(search_index *ix)
         cache_clear(&ix->cache[i]);
         sqlite3_close(ix->db[i]);
     }
+    for (int i = 0; i < ix->npool; i++)
+        sqlite3_close(ix->pool_db[i]);
+    pthread_mutex_destroy(&ix->pool_lock);
     pthread_mutex_destroy(&ix->lock);
     free(ix);
 }
@@ -553,6 +554,24 @@ static cm_err upsert_member(sqlite3 *db, const char *cid, const char *uid, int a
     return CM_OK;
 }
 
+/* conversation.created's initial_members, checked whole before anything is written. */
+static cm_err members_valid(const cJSON *d, char *why, size_t n)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(d, "initial_members"), *m;
+    if (str(d, "id") == NULL || !cJSON_IsArray(list)) {
+        snprintf(why, n, "conversation.created: data lacks id or initial_members");
+        return CM_EINVAL;
+    }
+    cJSON_ArrayForEach(m, list)
+    {
+        if (str(m, "user_id") == NULL) {
+            snprintf(why, n, "conversation.created: an initial member lacks user_id");
+            return CM_EINVAL;
+        }
+    }
+    return CM_OK;
+}
+
 static cm_err apply_members(sqlite3 *db, const char *type, const cJSON *ev, const cJSON *d,
                             int64_t eseq, int *changed, char *why, size_t n)
 {
@@ -723,9 +742,6 @@ static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, i
     return CM_OK;
 }
 
-static const char SP_BEGIN[] = "SAVEPOINT ev", SP_ROLLBACK[] = "ROLLBACK TO ev",
-                  SP_RELEASE[] = "RELEASE ev";
-
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n)
 {
     const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
@@ -760,12 +776,11 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
         }
         ix->in_txn[slot] = 1;
     }
-    /* One savepoint per event: a refused event leaves nothing behind in the batch. */
+    /* No savepoint per event: each apply_* checks its whole event before its first write, so
+     * a refused event leaves nothing, and a failed write rolls the whole batch back.
+     * (A savepoint per event made SQLite copy every page an event touched into its
+     * sub-journal: 2.2x the indexing time, bench/README.md.) */
     tl_cache = &ix->cache[slot];
-    if (!run_cached(db, SP_BEGIN)) {
-        rc = CM_EIO;
-        goto out;
-    }
     if (strncmp(type, "message.", 8) == 0)
         rc = apply_message(db, type, d, version, &changed, why, n);
     else if (strcmp(type, "user.deleted") == 0)
@@ -773,14 +788,13 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
     else if (user_ev)
         rc = apply_user(db, type, d, version, &changed, why, n);
     else if (strncmp(type, "conversation.", 13) == 0) {
-        rc = apply_conversation(db, type, d, version, &changed, why, n);
+        rc = strcmp(type, "conversation.created") == 0 ? members_valid(d, why, n) : CM_OK;
+        if (rc == CM_OK)
+            rc = apply_conversation(db, type, d, version, &changed, why, n);
         if (rc == CM_OK && strcmp(type, "conversation.created") == 0)
             rc = apply_members(db, type, ev, d, version, &changed, why, n);
     } else
         rc = apply_members(db, type, ev, d, version, &changed, why, n);
-    if (rc != CM_OK)
-        run_cached(db, SP_ROLLBACK);
-    run_cached(db, SP_RELEASE);
     tl_cache = NULL;
     if ((rc == CM_OK || rc == CM_EINVAL) && !ix->batching && end_txn(ix, slot, 1) != CM_OK)
         rc = CM_EIO;
@@ -892,6 +906,20 @@ cm_err search_index_open(search_index *ix, const char *tenant, int writable, sql
     *out = NULL;
     if (!search_tenant_valid(tenant) || !tenant_path(ix, tenant, path, sizeof(path)))
         return CM_EINVAL;
+    if (!writable) {
+        pthread_mutex_lock(&ix->pool_lock);
+        for (int i = ix->npool - 1; i >= 0; i--)
+            if (strcmp(ix->pool_tenant[i], tenant) == 0) {
+                *out = ix->pool_db[i];
+                ix->npool--;
+                memcpy(ix->pool_tenant[i], ix->pool_tenant[ix->npool], SEARCH_ID_MAX);
+                ix->pool_db[i] = ix->pool_db[ix->npool];
+                break;
+            }
+        pthread_mutex_unlock(&ix->pool_lock);
+        if (*out)
+            return CM_OK;
+    }
     if (!writable && access(path, F_OK) != 0)
         return CM_ENOTFOUND;
     /* A writer may come before the tenant's first event: it creates the file and schema. */
@@ -910,13 +938,31 @@ cm_err search_index_open(search_index *ix, const char *tenant, int writable, sql
     return CM_OK;
 }
 
+void search_index_release(search_index *ix, const char *tenant, sqlite3 *db)
+{
+    if (db == NULL)
+        return;
+    /* Only idle read-only connections are kept (a reader holds no transaction between
+     * statements: WAL shows it each commit of the writer). */
+    if (sqlite3_db_readonly(db, "main") == 1 && sqlite3_next_stmt(db, NULL) == NULL &&
+        sqlite3_get_autocommit(db)) {
+        pthread_mutex_lock(&ix->pool_lock);
+        if (ix->npool < READERS_MAX) {
+            snprintf(ix->pool_tenant[ix->npool], SEARCH_ID_MAX, "%s", tenant);
+            ix->pool_db[ix->npool++] = db;
+            db = NULL;
+        }
+        pthread_mutex_unlock(&ix->pool_lock);
+    }
+    sqlite3_close(db);
+}
+
 void search_index_count_query(search_index *ix, int failed)
 {
     atomic_fetch_add(failed ? &ix->query_errors : &ix->queries, 1);
 }
 
-/* A LIKE pattern matching `term` anywhere, with % _ and \ escaped (ESCAPE '\'). */
-static void like_pattern(const char *term, char *out, size_t n)
+void search_like_pattern(const char *term, char *out, size_t n)
 {
     size_t at = 0;
     out[at++] = '%';
@@ -973,7 +1019,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 {
     const char *fts = q->words[0] ? "msg_words" : q->tri[0] ? "msg_tri" : NULL;
     const char *match = q->words[0] ? q->words : q->tri;
-    char path[600], sql[2048], likes[SEARCH_TERMS_MAX][160];
+    char sql[2048], likes[SEARCH_TERMS_MAX][160];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int w, b = 1, rows = 0, src;
@@ -981,14 +1027,12 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 
     *more = 0;
     atomic_fetch_add(&ix->queries, 1);
-    if (!tenant_path(ix, tenant, path, sizeof(path)))
-        return CM_EINVAL;
-    if (access(path, F_OK) != 0)
+    rc = search_index_open(ix, tenant, 0, &db);
+    if (rc == CM_ENOTFOUND)
         return CM_OK; /* nothing indexed for this tenant yet */
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-            SQLITE_OK ||
-        sqlite3_busy_timeout(db, 2000) != SQLITE_OK)
-        goto out;
+    if (rc != CM_OK)
+        return rc;
+    rc = CM_EIO;
 #define ADD(...)                                                                                \
     do {                                                                                        \
         int k_ = snprintf(sql + w, sizeof(sql) - (size_t)w, __VA_ARGS__);                       \
@@ -1047,7 +1091,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     if (q->words[0] && q->tri[0])
         sqlite3_bind_text(st, b++, q->tri, -1, SQLITE_STATIC);
     for (int i = 0; i < q->nlikes; i++) {
-        like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
+        search_like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
         sqlite3_bind_text(st, b++, likes[i], -1, SQLITE_STATIC);
     }
     sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
@@ -1104,7 +1148,7 @@ out:
     if (rc != CM_OK)
         atomic_fetch_add(&ix->query_errors, 1);
     sqlite3_finalize(st);
-    sqlite3_close(db);
+    search_index_release(ix, tenant, db);
     return rc;
 }
 

@@ -2,7 +2,7 @@
  * `messages`, `conversations` and `users`: records are taken in batches (what has arrived, up to
  * BATCH_MAX), applied in one transaction per tenant, and the batch's offsets are stored only
  * after every transaction committed (common/kafka.h), so a crash replays rather than loses. Records that can never be applied (not JSON, schema broken) go to
- * <topic>.dlq with the reason in the header "error"; SQLite failures are retried. */
+ * <topic>.dlq with the reason in the header "x-error"; SQLite failures are retried. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,12 +44,15 @@ int search_indexable(const char *type)
 static cm_err dead_letter(search_indexer *w, const cm_kafka_record *rec, const char *why)
 {
     char topic[128];
-    cm_kafka_header h[2] = {{"error", why}, {"source_topic", rec->topic}};
+    /* The headers of every .dlq (proto/asyncapi.yaml): the reason, and which consumer parked
+     * it (several consume `users`). */
+    cm_kafka_header h[3] = {{"x-error", why}, {"x-consumer", "search"},
+                            {"x-source-topic", rec->topic}};
     cm_err rc;
 
     snprintf(topic, sizeof(topic), "%s.dlq", rec->topic);
     rc = cm_kafka_produce(w->ctx->dlq, topic, rec->key, rec->key_len, rec->value,
-                          rec->value_len, h, 2, NULL);
+                          rec->value_len, h, 3, NULL);
     if (rc != CM_OK)
         return rc; /* not stored: retried until the DLQ takes it */
     atomic_fetch_add(&w->dead, 1);

@@ -44,8 +44,7 @@ static int merge_time(cm_http_req *req, const char *param, int64_t *dst, int upp
     return 1;
 }
 
-/* The cursor is the offset of the next page, "o<n>"; anything else is refused. */
-static int parse_cursor(const char *c, long *offset)
+int search_parse_cursor(const char *c, long *offset)
 {
     char *end;
     long v;
@@ -76,7 +75,7 @@ void search_messages(cm_http_req *req, void *ud)
     cJSON *items;
     cm_err rc;
 
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+    if (!search_authenticate(req, ctx, &c, NULL, NULL))
         return;
     q = cm_http_alloc(req, sizeof(*q));
     if (q == NULL) {
@@ -115,7 +114,7 @@ void search_messages(cm_http_req *req, void *ud)
         }
         newest = 1;
     }
-    if (!parse_cursor(cm_http_query(req, "cursor"), &offset)) {
+    if (!search_parse_cursor(cm_http_query(req, "cursor"), &offset)) {
         cm_http_problem(req, 400, "validation", "Invalid parameter",
                         "cursor is not one this endpoint returned (results go %d deep)",
                         SEARCH_OFFSET_MAX);
@@ -123,10 +122,6 @@ void search_messages(cm_http_req *req, void *ud)
     }
     if (cm_http_query_long(req, "limit", 20, 1, SEARCH_LIMIT_MAX, &limit) != CM_OK)
         return;
-    if (!search_tenant_valid(c.tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return;
-    }
     items = cJSON_CreateArray();
     if (items == NULL) {
         cm_http_reply_error(req, CM_ENOMEM, NULL);

@@ -147,7 +147,9 @@ static void test_index_lifecycle(void **state)
     assert_non_null(mkdtemp(dir));
     assert_int_equal(search_index_create(dir, &ix), CM_OK);
     apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
-              "\"c1\",\"initial_members\":[{\"user_id\":\"u1\"},{\"user_id\":\"u2\"}]}}");
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"},"
+              "{\"user_id\":\"u2\"}]}}");
     apply(ix, MSG("message.created", 2, "hello pelican"));
     apply(ix, MSG("message.created", 2, "hello pelican")); /* redelivered: no change */
     assert_int_equal(count(ix, "u2", "pelican"), 1);
@@ -163,11 +165,14 @@ static void test_index_lifecycle(void **state)
     apply(ix, MSG("message.updated", 7, "hello again")); /* a tombstone stays one */
     assert_int_equal(count(ix, "u1", "flamingo"), 0);
     assert_int_equal(count(ix, "u1", "again"), 0);
-    /* A batch: one transaction; a refused event inside it leaves nothing (its savepoint). */
+    /* A batch: one transaction; a refused event inside it leaves nothing (each event is
+     * checked whole before its first write). */
     search_index_batch_begin(ix);
     {
         cJSON *bad = cJSON_Parse("{\"type\":\"conversation.created\",\"tenant\":\"t1\","
-                                 "\"eseq\":1,\"data\":{\"id\":\"c1\",\"initial_members\":"
+                                 "\"eseq\":1,\"data\":{\"id\":\"c1\",\"type\":\"group\","
+                                 "\"created_by\":\"u1\",\"created_at\":"
+                                 "\"2024-01-01T00:00:00.000Z\",\"initial_members\":"
                                  "[{\"user_id\":\"u9\"},{\"role\":\"member\"}]}}");
         assert_int_equal(search_index_apply(ix, bad, why, sizeof(why)), CM_EINVAL);
         cJSON_Delete(bad);
@@ -181,6 +186,16 @@ static void test_index_lifecycle(void **state)
               "\"2024-01-01T00:00:01.000Z\"}}");
     assert_int_equal(count(ix, "u2", "heron"), 1); /* u2 is back */
     assert_int_equal(count(ix, "u9", "heron"), 0); /* the refused event added no one */
+    /* user.deleted: u1's words leave the index; a replay of u1's message stays erased. */
+    apply(ix, "{\"type\":\"user.deleted\",\"tenant\":\"t1\",\"time\":"
+              "\"2024-01-02T00:00:00.000Z\",\"data\":{\"user_id\":\"u1\","
+              "\"erase_policy\":\"anonymize\"}}");
+    assert_int_equal(count(ix, "u2", "heron"), 0);
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":10,\"data\":{"
+              "\"id\":\"m3\",\"conversation_id\":\"c1\",\"seq\":3,\"sender_id\":\"u1\","
+              "\"type\":\"text\",\"text\":\"egret\",\"created_at\":"
+              "\"2024-01-01T00:00:02.000Z\"}}");
+    assert_int_equal(count(ix, "u2", "egret"), 0);
     search_index_destroy(ix);
     snprintf(path, sizeof(path), "%s/t1.db", dir);
     unlink(path);

@@ -263,18 +263,8 @@ static cJSON *job_json(const job *j)
 
 static int admin(cm_http_req *req, search_ctx *ctx, cm_jwt_claims *c)
 {
-    if (cm_auth_bearer(req, ctx->verifier, c) != CM_OK)
-        return 0;
-    if (!search_tenant_valid(c->tid)) {
-        cm_http_reply_error(req, CM_EUNAUTH, "the token's tenant is malformed");
-        return 0;
-    }
-    if (!cm_auth_can(c, "tenant.manage")) {
-        cm_http_reply_error(req, CM_EFORBIDDEN,
-                            "reindexing is for the tenant's admins (permission tenant.manage)");
-        return 0;
-    }
-    return 1;
+    return search_authenticate(req, ctx, c, "tenant.manage",
+                               "reindexing is for the tenant's admins (permission tenant.manage)");
 }
 
 /* POST /v1/search/reindex */
