@@ -24,7 +24,8 @@ are not pinned.
 Figures are printed absolute and as ratios to each peer. Knobs: BENCH_PORT_BASE (23280),
 BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH_IDLE (1000),
 BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
-(1000), BENCH_WINDOW (0: every event at once),
+(1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
+only those),
 BUILD_DIR (build/rel).
 """
 
@@ -59,6 +60,7 @@ BROADCASTS = int(os.environ.get("BENCH_BROADCASTS", "200"))
 IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
 E2E_RATES = [int(x) for x in os.environ.get("BENCH_E2E_RATE", "100").split(",") if x]
 E2E_SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "5"))
+PARTS = set(os.environ.get("BENCH_PARTS", "fanout,e2e,idle").split(","))
 CLIENTS, ROOM = int(os.environ.get("BENCH_CLIENTS", "1000")), 5
 # Frames in flight at most (published x members - received); by default every event is
 # published at once (a burst): each connection then has at most EVENTS / 200 frames (100) or
@@ -580,8 +582,10 @@ def main():
               {**SVC_ENV, "HTTP_PORT": str(P_MSG), "MONGO_DB": DB, "SEND_RATE_PER_MIN": "0",
                "HTTP_THREADS": "8", "USERS_CONSUMER_GROUP": f"bench-socket-users-{RUN}"},
               1, http_ready(P_MSG), P_MSG)
-        rooms, big, eseq, e2e_rooms = setup_conversations()
-        log(f"{len(rooms)} conversations of {ROOM} and one of {CLIENTS} in the messaging service")
+        rooms, big, eseq, e2e_rooms = {}, None, {}, {}
+        if PARTS & {"fanout", "e2e"}:
+            rooms, big, eseq, e2e_rooms = setup_conversations()
+            log(f"{len(rooms)} conversations of {ROOM} and one of {CLIENTS} in the messaging service")
 
         ours_env = {**SVC_ENV, "WS_PORT": str(P_WS), "HTTP_PORT": str(P_HTTP),
                     "CONNECTIONS_PER_USER": "10000", "RATE_PER_S": "100000",
@@ -599,23 +603,27 @@ def main():
                                        {"NODE_PATH": str(NODE_MODULES)}, 0, port_open(P_SIO), P_SIO),
                   lambda: Peer("sio", P_SIO))]
         fan = {}
+        nan = float("nan")
         for name, launch, make in peers:
             proc = launch()
             srv = make()
-            fan[name] = run_fanout(srv, proc)
+            if "fanout" in PARTS or "e2e" in PARTS:
+                fan[name] = run_fanout(srv, proc)
+                log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s, "
+                    f"group of {CLIENTS}: {fan[name]['broadcast']:,.0f} frames/s")
+            else:
+                fan[name] = {"rooms": nan, "broadcast": nan, "load": Load(b"-")}
             fan[name]["srv"], fan[name]["proc"] = srv, proc
-            log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s, "
-                f"group of {CLIENTS}: {fan[name]['broadcast']:,.0f} frames/s")
         # Latency at half of Socket.IO's saturation (events/s of the rooms run), same rate for all.
         rate = fan["sio"]["rooms"] / ROOM / 2
         for name in ("ours", "uws", "sio"):
             f = fan[name]
-            f["p50"], f["p99"] = run_latency(f["srv"], f["load"], rate)
+            f["p50"], f["p99"] = run_latency(f["srv"], f["load"], rate) if "fanout" in PARTS else (nan, nan)
             log(f"{name}: latency at {rate:,.0f} events/s ({rate * ROOM:,.0f} frames/s): "
                 f"p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms")
         # End to end through the real messaging service (ours only: the peers store nothing).
         e2e = []
-        for r in E2E_RATES:
+        for r in E2E_RATES if "e2e" in PARTS else []:
             e2e.append((r, *run_e2e(fan["ours"]["load"], fan["ours"]["conns"], e2e_rooms, r, E2E_SECONDS)))
             log(f"ours: end to end at {r} messages/s offered: {e2e[-1][1]:,.0f} delivered/s, "
                 f"p50 {e2e[-1][2]:.1f} ms, p99 {e2e[-1][3]:.1f} ms ({e2e[-1][4]:.0f} of {e2e[-1][5]})")
@@ -624,6 +632,8 @@ def main():
             time.sleep(1.0)
             srv = fan[name]["srv"]
             try:
+                if "idle" not in PARTS:
+                    raise OSError("not asked for (BENCH_PARTS)")
                 fan[name]["idle"] = run_idle(srv, fan[name]["proc"], IDLE)
                 log(f"{name}: {IDLE:,} idle connections: {fan[name]['idle'] / 1024:.2f} KiB RSS each")
             except OSError as e:  # the other figures still stand

@@ -410,7 +410,8 @@ def test_killed_instance_clients_resume_on_the_other_exactly_once(api, sockets, 
                                  text=f"kill-{n}")
                 await alice.ack(f"k{n}", "accepted")
         sender = asyncio.ensure_future(flow())
-        await asyncio.sleep(0.3)
+        # Kill mid-flow: once Bob has some of the messages (a slow machine may take a while).
+        await bob.wait(lambda f: len(texts(bob, cid, "kill-")) >= 3, timeout=30)
         sockets[0].proc.send_signal(signal.SIGKILL)
         sockets[0].proc.wait()
         await bob.task
