@@ -184,10 +184,16 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search bench-socket
 	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
+
+# The socket service next to uWebSockets.js and Socket.IO (bench/socket_bench.py): release build.
+.PHONY: bench-socket
+bench-socket:
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bin/socket build/rel/bin/messaging
+	@BUILD_DIR=build/rel .local/venv/bin/python bench/socket_bench.py
 
 # Token verification and login cost, with their peers (bench/run.sh, bench/README.md).
 .PHONY: bench-auth

@@ -58,6 +58,7 @@ typedef struct conn {
     int fresh;          /* no position yet: the first catch-up starts "now" */
     int sync_again;     /* live events were dropped during a catch-up: one more */
     int sync_on_drain;  /* the next catch-up page waits until the send queue drained */
+    int loaded;         /* the conversation list is in (on_load): catch-ups may start */
     char sync_id[SOCKET_FRAME_ID_MAX + 1]; /* the client's sync frame to ack at the end */
     socket_event **held; /* live events held during a catch-up, in arrival order */
     size_t nheld;
@@ -699,6 +700,7 @@ static void on_load(conn *c, socket_job *j)
         conn_close(c, 1013, "try again later");
         return;
     }
+    c->loaded = 1;
     for (size_t i = 0; i < j->nids; i++)
         follow(c, j->ids[i]);
     /* Online from the moment the conversations (who may see it) are known. */
@@ -894,10 +896,13 @@ static void on_frame(conn *c, const char *text, size_t len)
         if (f.since && f.since[0]) {
             free(c->since);
             c->since = strdup(f.since);
+            c->fresh = 0;
         }
         if (f.id)
             snprintf(c->sync_id, sizeof(c->sync_id), "%s", f.id);
-        start_sync(c);
+        /* Before the conversation list is in, the first catch-up (on_load) serves it. */
+        if (c->loaded)
+            start_sync(c);
         break;
     case SOCKET_CMD_PING: {
         cJSON *o = cJSON_CreateObject();

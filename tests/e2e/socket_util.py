@@ -3,6 +3,8 @@
 
 import asyncio
 import json
+import struct
+import socket as pysocket
 
 import websockets
 
@@ -30,6 +32,60 @@ def ws_url(i, token=None, since=None):
     if since:
         q.append(f"since={since}")
     return f"ws://127.0.0.1:{WS_PORTS[i]}/v1/ws" + ("?" + "&".join(q) if q else "")
+
+
+def raw_connect(port, token, since=None, rcvbuf=None):
+    """A bare TCP WebSocket client (no library answering or reading behind the test's back),
+    upgraded on /v1/ws of `port`: to send frames no library would send, or to stop reading.
+    `rcvbuf` shrinks its receive buffer before connecting, so a reader that stalls stalls the
+    server soon."""
+    s = pysocket.socket(pysocket.AF_INET, pysocket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    q = f"access_token={token}" + (f"&since={since}" if since else "")
+    s.sendall((f"GET /v1/ws?{q} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def read_frames(s, timeout=10.0):
+    """Reads server frames until a close frame or EOF: ([(opcode, payload)...], the close code,
+    None when the connection ended without a close frame, or "timeout")."""
+    s.settimeout(timeout)
+    buf, out = b"", []
+    while True:
+        while len(buf) >= 2:
+            op, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, off = struct.unpack("!H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, off = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < off + n:
+                break
+            payload, buf = buf[off:off + n], buf[off + n:]
+            if op == 8:
+                return out, struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            out.append((op, payload))
+        try:
+            chunk = s.recv(65536)
+        except pysocket.timeout:
+            return out, "timeout"
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return out, None
+        buf += chunk
 
 
 class Client:

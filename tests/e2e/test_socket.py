@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import signal
-import socket as pysocket
 import struct
 
 import pytest
@@ -15,7 +14,7 @@ import websockets
 
 from chat import create, ok, send
 from conftest import new_tenant, token_for
-from socket_util import Client, HTTP_PORTS, socket_instance, ws_url
+from socket_util import Client, HTTP_PORTS, raw_connect, read_frames, socket_instance, ws_url
 
 
 @pytest.fixture(scope="module")
@@ -330,15 +329,7 @@ def test_bad_frames_get_a_clear_answer_and_reach_nobody(api, tenant, sockets, pa
 
 def raw_upgrade(port, token):
     """A bare TCP client speaking the handshake, to send frames no library would send."""
-    s = pysocket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall((f"GET /v1/ws?access_token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s
+    return raw_connect(port, token)
 
 
 def frame(opcode, payload, fin=True, rsv=0):
@@ -350,25 +341,10 @@ def frame(opcode, payload, fin=True, rsv=0):
 
 
 def read_close(s):
-    """Reads frames until a close frame; returns its code."""
-    buf = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            return None
-        buf += chunk
-        while len(buf) >= 2:
-            op, n = buf[0] & 0x0F, buf[1] & 0x7F
-            off = 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack("!H", buf[2:4])[0], 4
-            if len(buf) < off + n:
-                break
-            payload, buf = buf[off:off + n], buf[off + n:]
-            if op == 8:
-                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+    """Reads frames until a close frame; returns its code (None when the connection ended
+    without one)."""
+    code = read_frames(s)[1]
+    return None if code == "timeout" else code
 
 
 def test_protocol_conformance_ping_fragments_close_utf8_reserved_bits(sockets, pair):
@@ -434,7 +410,8 @@ def test_killed_instance_clients_resume_on_the_other_exactly_once(api, sockets, 
                                  text=f"kill-{n}")
                 await alice.ack(f"k{n}", "accepted")
         sender = asyncio.ensure_future(flow())
-        await asyncio.sleep(0.3)
+        # Kill mid-flow: once Bob has some of the messages (a slow machine may take a while).
+        await bob.wait(lambda f: len(texts(bob, cid, "kill-")) >= 3, timeout=30)
         sockets[0].proc.send_signal(signal.SIGKILL)
         sockets[0].proc.wait()
         await bob.task

@@ -9,7 +9,6 @@ import asyncio
 import json
 import re
 import signal
-import socket as pysocket
 import struct
 import time
 
@@ -19,7 +18,7 @@ import requests
 
 from chat import create, ok, send
 from conftest import KEYS, token_for
-from socket_util import Client, HTTP_PORTS, WS_PORTS, socket_instance
+from socket_util import Client, HTTP_PORTS, WS_PORTS, raw_connect, read_frames, socket_instance
 
 TIGHT = 2  # the index of the tight instance in socket_util's port tables
 DRAIN = 3
@@ -32,9 +31,9 @@ def check_log(s):
 
 @pytest.fixture(scope="module")
 def tight(platform):
+    # Pings rarely here: a reader stalled on purpose must not be dropped as dead first.
     s = socket_instance(TIGHT, RATE_PER_S="5", QUEUE_FRAMES="64", QUEUE_BYTES="65536",
-                        SNDBUF_BYTES="16384",
-                        PING_S="2", IDLE_TIMEOUT_S="8")
+                        SNDBUF_BYTES="16384", PING_S="60", IDLE_TIMEOUT_S="120")
     s.start()
     try:
         yield s
@@ -54,64 +53,12 @@ def metric(i, name):
     return int(m.group(1)) if m else 0
 
 
-def raw_connect(i, token, since=None, rcvbuf=None):
-    """A bare TCP WebSocket client (no library reading behind our back): `rcvbuf` shrinks its
-    receive buffer before connecting, so a client that stops reading stalls the server soon."""
-    s = pysocket.socket(pysocket.AF_INET, pysocket.SOCK_STREAM)
-    if rcvbuf:
-        s.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, rcvbuf)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", WS_PORTS[i]))
-    q = f"access_token={token}" + (f"&since={since}" if since else "")
-    s.sendall((f"GET /v1/ws?{q} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return s
-
-
 def masked(payload, opcode=1):
     mask = b"\x05\x06\x07\x08"
     n = len(payload)
     hdr = bytes([0x80 | opcode, 0x80 | n]) if n < 126 else \
         bytes([0x80 | opcode, 0x80 | 126]) + struct.pack("!H", n)
     return hdr + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-
-
-def read_frames(s, timeout=10.0):
-    """Reads server frames until a close frame or EOF: ([(opcode, payload)...], the close code,
-    None when the connection ended without a close frame, or "timeout")."""
-    s.settimeout(timeout)
-    buf, out = b"", []
-    while True:
-        while len(buf) >= 2:
-            op, n, off = buf[0] & 0x0F, buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, off = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < off + n:
-                break
-            payload, buf = buf[off:off + n], buf[off + n:]
-            if op == 8:
-                return out, struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            out.append((op, payload))
-        try:
-            chunk = s.recv(65536)
-        except pysocket.timeout:
-            return out, "timeout"
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            return out, None
-        buf += chunk
 
 
 def short_token(tenant_id, user, ttl_s):
@@ -227,7 +174,7 @@ def test_slow_consumer_catch_up_is_paced_and_live_overflow_closes_with_4003(api,
         ok(send(api, a, cid, f"slow-{n} " + pad))
     before = metric(TIGHT, "socket_slow_consumers_total")
 
-    s = raw_connect(TIGHT, b, since=cursor0, rcvbuf=4096)
+    s = raw_connect(WS_PORTS[TIGHT], b, since=cursor0, rcvbuf=4096)
     r = RawReader(s)
     r.until(lambda f: f.get("type") == "message.created" and f["data"]["seq"] == 30,
             chunk=4096, pause=0.01)
@@ -274,19 +221,31 @@ def test_expired_token_closes_with_4001(api, tenant, tight):
     run(go())
 
 
-def test_a_peer_that_answers_no_ping_is_dropped(api, tenant, tight):
+@pytest.fixture
+def pinging(platform):
+    s = socket_instance(DRAIN, PING_S="2", IDLE_TIMEOUT_S="8")
+    s.start()
+    try:
+        yield s
+    finally:
+        code = s.stop()
+        check_log(s)
+        assert code == 0, code
+
+
+def test_a_peer_that_answers_no_ping_is_dropped(api, tenant, pinging):
     """PING_S 2, IDLE_TIMEOUT_S 8: a client library answers pings and stays; a dead peer (a
     raw socket that never answers) gets pinged, then dropped."""
     t = token_for(api, tenant, "idler")
 
     async def alive():
-        c = await Client.connect(TIGHT, t)
+        c = await Client.connect(DRAIN, t)
         await asyncio.sleep(10)
         assert c.closed is None
         await c.send(type="ping", id="still")
         await c.ack("still", "accepted")
         await c.close()
-    s = raw_connect(TIGHT, t)
+    s = raw_connect(WS_PORTS[DRAIN], t)
     t0 = time.monotonic()
     run(alive())
     frames, code = read_frames(s, timeout=10)

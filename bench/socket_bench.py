@@ -1,0 +1,669 @@
+"""Socket benchmark (make bench): our socket service next to uWebSockets.js and Socket.IO 4 on
+Node (bench/socket_peers.js), in one run, with identical clients and payloads.
+
+Every server is pinned to core 0 (taskset); this load generator, and the messaging service our
+socket calls on connect, to core 1. Kafka, FerretDB and Redis are the shared local stack and
+are not pinned.
+
+- Fan-out (the delivery leg). Ours: the generator produces message.created events to the
+  `messages` topic (the next eseq of each conversation, as the messaging service would) and
+  the socket service writes them to its connections of the members. Peers: the generator
+  sends each event on a publisher connection and the peer broadcasts it to an in-memory room.
+  1,000 clients in 200 conversations of 5, then one group of 1,000; delivered frames per
+  second from the first publish to the last frame received, every event published at once.
+- Latency: open loop at half of Socket.IO's rooms-of-5 event rate; p50/p99 from publish to
+  receipt (the event carries its publish time).
+- End to end (ours only): message.send over the WebSocket -> accepted and stored by the real
+  messaging service (FerretDB) -> delivered to the other members; accepted messages per
+  second and p50/p99 send-to-delivery.
+- Memory: BENCH_IDLE (1,000) idle connections (ours authenticated, each having loaded its
+  conversations and caught up: two calls to the messaging service, about 0.1 s each against
+  FerretDB here, which is why the default is not the issue's 10,000); RSS growth per
+  connection.
+
+Figures are printed absolute and as ratios to each peer. Knobs: BENCH_PORT_BASE (23280),
+BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH_IDLE (1000),
+BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
+(1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
+only those),
+BUILD_DIR (build/rel).
+"""
+
+import json
+import os
+import pathlib
+import re
+import resource
+import secrets
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import jwt
+import pymongo
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUILD = ROOT / os.environ.get("BUILD_DIR", "build/rel")
+BASE = int(os.environ.get("BENCH_PORT_BASE", "23280"))
+P_MSG, P_WS, P_HTTP, P_UWS, P_SIO = BASE, BASE + 1, BASE + 2, BASE + 3, BASE + 4
+EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
+BROADCASTS = int(os.environ.get("BENCH_BROADCASTS", "200"))
+IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
+E2E_RATES = [int(x) for x in os.environ.get("BENCH_E2E_RATE", "100").split(",") if x]
+E2E_SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "5"))
+PARTS = set(os.environ.get("BENCH_PARTS", "fanout,e2e,idle").split(","))
+CLIENTS, ROOM = int(os.environ.get("BENCH_CLIENTS", "1000")), 5
+# Frames in flight at most (published x members - received); by default every event is
+# published at once (a burst): each connection then has at most EVENTS / 200 frames (100) or
+# BROADCASTS (200) pending, within every server's per-connection buffer (ours: QUEUE_FRAMES
+# 4096; uWS: maxBackpressure 4 MiB; Socket.IO: unbounded), so nobody drops or closes.
+WINDOW = int(os.environ.get("BENCH_WINDOW", "0")) or 1 << 62
+KAFKA = "127.0.0.1:9092"
+RUN = secrets.token_hex(4)
+PREFIX = f"bench-socket-{RUN}."
+DB = f"bench_socket_{RUN}"
+TENANT = str(uuid.uuid4())
+LOGS = ROOT / "build" / "bench-logs"
+KEYS = ROOT / ".local" / "keys"
+NODE_MODULES = ROOT / ".local" / "bench" / "node_modules"
+PRIVATE = (KEYS / "jwt-private.pem").read_bytes()
+CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
+
+
+def log(*a):
+    print("bench-socket:", *a, flush=True)
+
+
+def token(user, ttl=7200):
+    now = int(time.time())
+    return jwt.encode({"sub": user, "tid": TENANT, "sid": "bench-" + user, "roles": ["member"],
+                       "iss": "chat-platform", "aud": "chat-api", "iat": now, "nbf": now,
+                       "exp": now + ttl}, PRIVATE, algorithm="RS256", headers={"kid": "bench"})
+
+
+# --- processes ------------------------------------------------------------------------------
+
+PROCS = []
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start(name, argv, env, core, ready, port):
+    for _ in range(100):  # a previous run's process may still be draining
+        if not port_open(port)():
+            break
+        time.sleep(0.2)
+    else:
+        sys.exit(f"bench-socket: port {port} is taken; set BENCH_PORT_BASE")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    out = open(LOGS / f"{name}.log", "wb")
+    p = subprocess.Popen(["taskset", "-c", str(core), *argv], env={**os.environ, **env},
+                         stdout=out, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+    PROCS.append(p)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if p.poll() is not None:
+            sys.exit(f"bench-socket: {name} exited; see {LOGS / (name + '.log')}")
+        if ready():
+            return p
+        time.sleep(0.1)
+    sys.exit(f"bench-socket: {name} not ready; see {LOGS / (name + '.log')}")
+
+
+def http_ready(port):
+    def f():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2).status == 200
+        except OSError:
+            return False
+    return f
+
+
+def port_open(port):
+    def f():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return f
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def rss_kib(p):
+    """RSS of the server itself (the child of taskset, which execs: same pid)."""
+    for line in open(f"/proc/{p.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+SVC_ENV = {"JWT_PUBLIC_KEY_FILE": "bench=" + str(KEYS / "jwt-public.pem"), "KAFKA_TOPIC_PREFIX": PREFIX,
+           "LOG_LEVEL": "warn", "MESSAGING_URL": f"http://127.0.0.1:{P_MSG}"}
+
+
+def call(method, path, user, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{P_MSG}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {token(user)}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
+
+
+# --- a bare WebSocket client ------------------------------------------------------------------
+
+def masked(payload, opcode=1):
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        hdr = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        hdr = bytes([0x80 | opcode, 0xFE]) + struct.pack("!H", n)
+    else:
+        hdr = bytes([0x80 | opcode, 0xFF]) + struct.pack("!Q", n)
+    m = int.from_bytes(mask * (n // 4 + 1), "big") >> (8 * (4 * (n // 4 + 1) - n))
+    body = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big") if n else b""
+    return hdr + mask + body
+
+
+class Conn:
+    __slots__ = ("sock", "buf", "n", "lat", "ctl")
+
+    def __init__(self, port, path, sio=False):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise OSError(f"closed during the upgrade of {path}")
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise OSError(head.split(b"\r\n")[0].decode())
+        self.sock, self.buf, self.n, self.lat, self.ctl = s, bytearray(head.split(b"\r\n\r\n", 1)[1]), 0, None, []
+        if sio:
+            self.sock.sendall(masked(b"40"))  # Engine.IO open is answered by a Socket.IO connect
+        s.setblocking(False)
+
+    def send(self, text):
+        self.sock.settimeout(30)
+        self.sock.sendall(masked(text.encode() if isinstance(text, str) else text))
+        self.sock.setblocking(False)
+
+
+class Load:
+    """Clients on one epoll: counts frames that start with `marker`; samples latencies from
+    the "ts" (ms since the epoch, a float) inside the frame when `lat` is set."""
+
+    TS = re.compile(rb'(?:"ts":|ts=)([0-9.]+)')
+
+    def __init__(self, marker):
+        self.ep = select.epoll()
+        self.by_fd = {}
+        self.marker = marker
+        self.total = 0
+        self.lat = None
+        self.keep_ctl = False
+
+    def add(self, c):
+        self.by_fd[c.sock.fileno()] = c
+        self.ep.register(c.sock.fileno(), select.EPOLLIN)
+
+    def close(self):
+        for c in self.by_fd.values():
+            c.sock.close()
+        self.ep.close()
+
+    def pump(self, timeout=0.01):
+        marker, mlen = self.marker, len(self.marker)
+        for fd, _ in self.ep.poll(timeout):
+            c = self.by_fd[fd]
+            try:
+                data = c.sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise OSError("a server closed a client connection")
+            buf = c.buf
+            buf += data
+            pos, end = 0, len(buf)
+            now = time.time() * 1000 if self.lat is not None else 0
+            while end - pos >= 2:
+                b1 = buf[pos + 1] & 0x7F
+                if b1 < 126:
+                    hl, n = 2, b1
+                elif b1 == 126:
+                    if end - pos < 4:
+                        break
+                    hl, n = 4, (buf[pos + 2] << 8) | buf[pos + 3]
+                else:
+                    if end - pos < 10:
+                        break
+                    hl, n = 10, int.from_bytes(buf[pos + 2:pos + 10], "big")
+                if pos + hl + n > end:
+                    break
+                op = buf[pos] & 0x0F
+                p = pos + hl
+                if op == 1:
+                    if buf[p:p + mlen] == marker:
+                        c.n += 1
+                        self.total += 1
+                        if self.lat is not None:
+                            m = self.TS.search(buf, p, p + n)
+                            if m:
+                                self.lat.append(now - float(m.group(1)))
+                    elif self.keep_ctl:
+                        c.ctl.append(bytes(buf[p:p + n]))
+                elif op == 9:
+                    c.send(masked(bytes(buf[p:p + n]), 10))
+                elif op == 8:
+                    code = (buf[p] << 8) | buf[p + 1] if n >= 2 else 1005
+                    raise OSError(f"a server closed a client with {code}: {bytes(buf[p + 2:p + n])!r}")
+                pos += hl + n
+            del buf[:pos]
+
+    def wait_ctl(self, conns, pred, timeout=600):
+        """Pumps until every connection in `conns` received a control frame matching pred."""
+        self.keep_ctl = True
+        deadline = time.time() + timeout
+        pending = set(id(c) for c in conns)
+        while pending:
+            if time.time() > deadline:
+                raise OSError(f"{len(pending)} connections never got their answer")
+            self.pump(0.05)
+            for c in conns:
+                if id(c) in pending and any(pred(f) for f in c.ctl):
+                    pending.discard(id(c))
+        for c in conns:
+            c.ctl.clear()
+        self.keep_ctl = False
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+# --- the three servers behind one interface ------------------------------------------------------
+
+class Ours:
+    name = "ours"
+    marker = b'{"type":"message.created"'
+
+    def __init__(self, convs, eseq):
+        self.convs, self.eseq = convs, eseq  # conversation ids per room index; next eseq
+        self.producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1,
+                                  "enable.idempotence": True, "acks": "all"})
+
+    def connect(self, user, rooms):
+        return Conn(P_WS, f"/v1/ws?access_token={token(user)}")
+
+    def ready(self, load, conns):
+        # A sync frame is acked once the connection's first catch-up is done: then it is live.
+        for c in conns:
+            c.send('{"type":"sync","id":"r"}')
+        load.wait_ctl(conns, lambda f: f.startswith(b'{"type":"ack","id":"r","status":"accepted"'))
+
+    def ready_done(self, load):
+        pass
+
+    def probe(self, load, members):
+        """Publishes the next event of room 0 until it arrives: the consumer group may get its
+        partition a moment after the service reports ready, and an event produced before
+        that is never consumed (the group starts at the end). The same eseq again is the
+        same position, so a late first copy is dropped as a duplicate."""
+        cid = self.convs[0]
+        for _ in range(30):
+            before = load.total
+            self.publish(0, message_body(0))
+            self.producer.flush(5)
+            deadline = time.time() + 1.0
+            while time.time() < deadline and load.total - before < members:
+                load.pump(0.01)
+            if load.total - before >= members:
+                return
+            self.eseq[cid] -= 1
+        raise OSError("the socket service never delivered the probe")
+
+    def publish(self, room, body):
+        cid = self.convs[room]
+        self.eseq[cid] += 1
+        ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "message.created",
+              "source": "/messaging", "time": "2026-01-01T00:00:00.000Z", "subject": cid,
+              "datacontenttype": "application/json", "tenant": TENANT, "eseq": self.eseq[cid],
+              "data": dict(body, conversation_id=cid, seq=self.eseq[cid])}
+        self.producer.produce(PREFIX + "messages", json.dumps(ev, separators=(",", ":")), key=cid)
+
+    def flush(self):
+        self.producer.poll(0)
+
+
+class Peer:
+    def __init__(self, kind, port):
+        self.name, self.port, self.sio = kind, port, kind == "sio"
+        self.marker = b'42["event",{"type":"message.created"' if self.sio else b'{"type":"message.created"'
+        self.pub = None
+        self.out = []
+
+    def connect(self, user, rooms):
+        q = "rooms=" + ",".join(f"r{r}" for r in rooms)
+        path = f"/socket.io/?EIO=4&transport=websocket&{q}" if self.sio else f"/?{q}"
+        return Conn(self.port, path, self.sio)
+
+    def ready(self, load, conns):
+        if self.sio:  # the Socket.IO connect answer (40{"sid":...}) means joined
+            load.wait_ctl(conns, lambda f: f.startswith(b"40"))
+
+    def ready_done(self, load):
+        time.sleep(0.2)
+        load.pump(0)
+        if self.pub:
+            self.pub.sock.close()
+        path = ("/socket.io/?EIO=4&transport=websocket&publisher=1" if self.sio
+                else "/?publisher=1")
+        self.pub = Conn(self.port, path, self.sio)
+        time.sleep(0.1)
+
+    def publish(self, room, body):
+        ev = {"type": "message.created", "event_id": str(uuid.uuid4()), "conversation_id": f"r{room}",
+              "eseq": 1, "time": "2026-01-01T00:00:00.000Z", "data": dict(body, seq=1),
+              "cursor": CURSOR_PAD}
+        if self.sio:
+            self.out.append(masked(b'42' + json.dumps(["pub", f"r{room}", ev], separators=(",", ":")).encode()))
+        else:
+            self.out.append(masked(f"r{room}\n".encode() + json.dumps(ev, separators=(",", ":")).encode()))
+
+    def flush(self):
+        if self.out:
+            self.pub.sock.settimeout(30)
+            self.pub.sock.sendall(b"".join(self.out))
+            self.pub.sock.setblocking(False)
+            self.out.clear()
+
+
+def message_body(i):
+    return {"id": f"m{i:08d}", "sender_id": "u0000", "type": "text",
+            "text": "hello, this is a benchmark message of ordinary length", "ts": time.time() * 1000}
+
+
+def fanout(srv, load, rooms_of, n_events, per_event, rate=None):
+    """Publishes n_events round-robin over the rooms; returns (frames/s, latencies ms).
+    Closed loop (at most WINDOW frames in flight) or open loop at `rate` events/s."""
+    start_total = load.total
+    expect = n_events * per_event
+    load.lat = [] if rate else None
+    t0 = time.time()
+    sent = 0
+    while load.total - start_total < expect:
+        if rate:
+            due = min(n_events, int((time.time() - t0) * rate) + 1)
+            while sent < due:
+                srv.publish(rooms_of[sent % len(rooms_of)], message_body(sent))
+                sent += 1
+        else:
+            while sent < n_events and sent * per_event - (load.total - start_total) < WINDOW:
+                batch = min(n_events - sent, 100)
+                for _ in range(batch):
+                    srv.publish(rooms_of[sent % len(rooms_of)], message_body(sent))
+                    sent += 1
+        srv.flush()
+        load.pump(0.001)
+        if time.time() - t0 > 300:
+            raise OSError(f"{srv.name}: {load.total - start_total} of {expect} frames after 300 s")
+    dt = time.time() - t0
+    lat, load.lat = load.lat, None
+    return expect / dt, lat
+
+
+def setup_conversations():
+    """200 groups of 5 (u0000-u0004, ...) and one group of all 1,000, in the real messaging
+    service; returns (room -> conversation id, the broadcast group's id, next eseq by id)."""
+    rooms = {}
+    for r in range(CLIENTS // ROOM):
+        users = [f"u{r * ROOM + k:04d}" for k in range(ROOM)]
+        rooms[r] = call("POST", "/v1/conversations", users[0],
+                        {"type": "group", "members": users[1:], "title": f"room {r}"})["id"]
+    # The end-to-end run's conversations (same members), never given synthetic events: real
+    # messages there get the eseq the connections expect.
+    e2e = {}
+    for r in range(CLIENTS // ROOM):
+        users = [f"u{r * ROOM + k:04d}" for k in range(ROOM)]
+        e2e[r] = call("POST", "/v1/conversations", users[0],
+                      {"type": "group", "members": users[1:], "title": f"e2e {r}"})["id"]
+    everyone = [f"u{k:04d}" for k in range(CLIENTS)]
+    big = call("POST", "/v1/conversations", everyone[0],
+               {"type": "group", "members": everyone[1:100], "title": "everyone"})["id"]
+    for k in range(100, CLIENTS, 100):
+        call("POST", f"/v1/conversations/{big}/members", everyone[0], {"user_ids": everyone[k:k + 100]})
+    # The positions the socket's "now" catch-up will report: the last eseq of each log.
+    ids = set(rooms.values()) | set(e2e.values()) | {big}
+    eseq = {cid: 0 for cid in ids}
+    cons = Consumer({"bootstrap.servers": KAFKA, "group.id": f"bench-socket-{RUN}",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    cons.subscribe([PREFIX + "conversations", PREFIX + "messages"])
+    idle_since, deadline = None, time.time() + 60
+    while (idle_since is None or time.time() - idle_since < 3) and time.time() < deadline:
+        m = cons.poll(0.5)
+        if m is None or m.error():
+            continue
+        idle_since = time.time()
+        ev = json.loads(m.value())
+        cid = m.key().decode()
+        if cid in eseq:
+            eseq[cid] = max(eseq[cid], ev.get("eseq", 0))
+    cons.close()
+    missing = [c for c, e in eseq.items() if e == 0]
+    if missing:
+        raise OSError(f"no events seen for {len(missing)} conversations")
+    return rooms, big, eseq, e2e
+
+
+def run_fanout(srv, proc, rooms_ids=None):
+    """Connects the 1,000 clients (each in its room of 5 and in the group of 1,000) and runs
+    both fan-outs; returns {"rooms": frames/s, "broadcast": frames/s}."""
+    load = Load(srv.marker)
+    conns = []
+    for u in range(0, CLIENTS, 100):  # in waves: ours loads each user's conversations
+        wave = [srv.connect(f"u{k:04d}", [k // ROOM, "all"]) for k in range(u, min(CLIENTS, u + 100))]
+        for c in wave:
+            load.add(c)
+        srv.ready(load, wave)
+        conns += wave
+        log(f"{srv.name}: {len(conns)} clients live")
+    srv.ready_done(load)
+    if isinstance(srv, Ours):
+        srv.probe(load, ROOM)
+    room_list = list(range(CLIENTS // ROOM))
+    fanout(srv, load, room_list, 1000, ROOM)  # warm-up
+    rooms_fps, _ = fanout(srv, load, room_list, EVENTS, ROOM)
+    bcast_fps, _ = fanout(srv, load, ["all"], BROADCASTS, CLIENTS)
+    out = {"rooms": rooms_fps, "broadcast": bcast_fps, "load": load, "conns": conns}
+    return out
+
+
+def run_latency(srv, load, rate, seconds=5.0):
+    n = int(rate * seconds)
+    _, lat = fanout(srv, load, list(range(CLIENTS // ROOM)), n, ROOM, rate=rate)
+    return pct(lat, 0.5), pct(lat, 0.99)
+
+
+def run_idle(srv, proc, n):
+    """Connects n idle clients (no conversation) and returns the RSS growth per connection."""
+    load = Load(b"\x00never")
+    time.sleep(0.5)
+    before = rss_kib(proc)
+    t0 = time.time()
+    for u in range(0, n, 500):
+        wave = [srv.connect(f"idle{k:05d}", []) for k in range(u, min(n, u + 500))]
+        for c in wave:
+            load.add(c)
+        srv.ready(load, wave)
+    srv.ready_done(load)
+    log(f"{srv.name}: {n:,} connections open and live in {time.time() - t0:.1f} s")
+    time.sleep(1.0)
+    load.pump(0)
+    after = rss_kib(proc)
+    load.close()
+    return (after - before) * 1024 / n
+
+
+def run_e2e(load, conns, rooms, rate, seconds):
+    """message.send over the sockets at `rate` messages/s (open loop, round-robin over the
+    rooms' first members); returns (accepted/s, p50, p99 send->delivered at another member)."""
+    n = int(rate * seconds)
+    load.marker = b'{"type":"message.created"'
+    load.lat = []
+    start_total = load.total
+    t0 = time.time()
+    sent = 0
+    while True:
+        due = min(n, int((time.time() - t0) * rate) + 1)
+        while sent < due:
+            r = sent % (CLIENTS // ROOM)
+            body = {"type": "message.send", "conversation_id": rooms[r],
+                    "text": f"bench ts={time.time() * 1000:.3f}", "client_msg_id": f"e{RUN}{rate}-{sent}"}
+            conns[r * ROOM].send(json.dumps(body))
+            sent += 1
+        load.pump(0.001)
+        if load.total - start_total >= n * ROOM or time.time() - t0 > seconds + 60:
+            break
+    dt = time.time() - t0
+    lat = load.lat
+    load.lat = None
+    delivered = (load.total - start_total) / ROOM
+    return delivered / dt, pct(lat, 0.5), pct(lat, 0.99), delivered, n
+
+
+def main():
+    # SIGTERM and SIGINT end the run through the finally below (topics and database dropped).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(1))
+    os.sched_setaffinity(0, {1})
+    raise_nofile()
+    for mod in ("socket.io", "@trufflesuite/uws-js-unofficial"):
+        if not (NODE_MODULES / mod).exists():
+            log(f"installing the peers (socket.io 4.8.1, @trufflesuite/uws-js-unofficial 20.30.0-unofficial.0) into .local/bench")
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                            "socket.io@4.8.1", "@trufflesuite/uws-js-unofficial@20.30.0-unofficial.0"],
+                           cwd=NODE_MODULES.parent, check=True)
+            break
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    topics = [PREFIX + t for t in ("messages", "conversations", "users")]
+    for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
+        f.result()
+    results = {}
+    try:
+        start("messaging", [str(BUILD / "bin/messaging")],
+              {**SVC_ENV, "HTTP_PORT": str(P_MSG), "MONGO_DB": DB, "SEND_RATE_PER_MIN": "0",
+               "HTTP_THREADS": "8", "USERS_CONSUMER_GROUP": f"bench-socket-users-{RUN}"},
+              1, http_ready(P_MSG), P_MSG)
+        rooms, big, eseq, e2e_rooms = {}, None, {}, {}
+        if PARTS & {"fanout", "e2e"}:
+            rooms, big, eseq, e2e_rooms = setup_conversations()
+            log(f"{len(rooms)} conversations of {ROOM} and one of {CLIENTS} in the messaging service")
+
+        ours_env = {**SVC_ENV, "WS_PORT": str(P_WS), "HTTP_PORT": str(P_HTTP),
+                    "CONNECTIONS_PER_USER": "10000", "RATE_PER_S": "100000",
+                    "PING_S": "600", "IDLE_TIMEOUT_S": "1200", "UPSTREAM_THREADS": "16",
+                    "UPSTREAM_TIMEOUT_MS": "60000", "PRESENCE_BATCH_MS": "60000",
+                    "KAFKA_GROUP_PREFIX": f"bench-socket-{RUN}"}
+        rooms_of = dict(rooms)
+        rooms_of["all"] = big
+        peers = [("ours", lambda: start("socket", [str(BUILD / "bin/socket")], ours_env, 0, http_ready(P_HTTP), P_WS),
+                  lambda: Ours(rooms_of, eseq)),
+                 ("uws", lambda: start("uws", ["node", str(ROOT / "bench/socket_peers.js"), "uws", str(P_UWS)],
+                                       {"NODE_PATH": str(NODE_MODULES)}, 0, port_open(P_UWS), P_UWS),
+                  lambda: Peer("uws", P_UWS)),
+                 ("sio", lambda: start("sio", ["node", str(ROOT / "bench/socket_peers.js"), "sio", str(P_SIO)],
+                                       {"NODE_PATH": str(NODE_MODULES)}, 0, port_open(P_SIO), P_SIO),
+                  lambda: Peer("sio", P_SIO))]
+        fan = {}
+        nan = float("nan")
+        for name, launch, make in peers:
+            proc = launch()
+            srv = make()
+            if "fanout" in PARTS or "e2e" in PARTS:
+                fan[name] = run_fanout(srv, proc)
+                log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s, "
+                    f"group of {CLIENTS}: {fan[name]['broadcast']:,.0f} frames/s")
+            else:
+                fan[name] = {"rooms": nan, "broadcast": nan, "load": Load(b"-")}
+            fan[name]["srv"], fan[name]["proc"] = srv, proc
+        # Latency at half of Socket.IO's saturation (events/s of the rooms run), same rate for all.
+        rate = fan["sio"]["rooms"] / ROOM / 2
+        for name in ("ours", "uws", "sio"):
+            f = fan[name]
+            f["p50"], f["p99"] = run_latency(f["srv"], f["load"], rate) if "fanout" in PARTS else (nan, nan)
+            log(f"{name}: latency at {rate:,.0f} events/s ({rate * ROOM:,.0f} frames/s): "
+                f"p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms")
+        # End to end through the real messaging service (ours only: the peers store nothing).
+        e2e = []
+        for r in E2E_RATES if "e2e" in PARTS else []:
+            e2e.append((r, *run_e2e(fan["ours"]["load"], fan["ours"]["conns"], e2e_rooms, r, E2E_SECONDS)))
+            log(f"ours: end to end at {r} messages/s offered: {e2e[-1][1]:,.0f} delivered/s, "
+                f"p50 {e2e[-1][2]:.1f} ms, p99 {e2e[-1][3]:.1f} ms ({e2e[-1][4]:.0f} of {e2e[-1][5]})")
+        for name in ("ours", "uws", "sio"):
+            fan[name]["load"].close()
+            time.sleep(1.0)
+            srv = fan[name]["srv"]
+            try:
+                if "idle" not in PARTS:
+                    raise OSError("not asked for (BENCH_PARTS)")
+                fan[name]["idle"] = run_idle(srv, fan[name]["proc"], IDLE)
+                log(f"{name}: {IDLE:,} idle connections: {fan[name]['idle'] / 1024:.2f} KiB RSS each")
+            except OSError as e:  # the other figures still stand
+                fan[name]["idle"] = float("nan")
+                log(f"{name}: the idle-memory run failed: {e}")
+            stop(fan[name]["proc"])
+        results = fan
+    finally:
+        for p in PROCS:
+            stop(p)
+        admin.delete_topics(topics)
+        pymongo.MongoClient("mongodb://127.0.0.1:27017").drop_database(DB)
+
+    o = results["ours"]
+    print()
+    print(f"socket fan-out, latency and memory (server on core 0, load on core 1; {CLIENTS} clients)")
+    print(f"{'':34}{'ours':>12}{'uWS.js':>12}{'Socket.IO':>12}{'vs uWS':>9}{'vs SIO':>9}")
+    rows = [("rooms of 5, frames/s", "rooms", 1), ("group of 1000, frames/s", "broadcast", 1),
+            ("latency p50 ms", "p50", -1), ("latency p99 ms", "p99", -1),
+            ("idle RSS per connection KiB", "idle", -1)]
+    for label, k, _ in rows:
+        v = [results[n][k] / (1024 if k == "idle" else 1) for n in ("ours", "uws", "sio")]
+        fmt = "{:>12,.0f}" if k in ("rooms", "broadcast") else "{:>12.2f}"
+        print(f"{label:34}" + "".join(fmt.format(x) for x in v) +
+              f"{v[0] / v[1]:>8.2f}x{v[0] / v[2]:>8.2f}x")
+    print("(ratios are ours / peer: above 1 is better for frames/s, below 1 for latency and memory)")
+    for r, acc, p50, p99, delivered, n in e2e:
+        print(f"end to end at {r}/s offered (WebSocket send -> stored -> delivered): "
+              f"{acc:,.0f} messages/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms ({delivered:.0f} of {n})")
+
+
+if __name__ == "__main__":
+    main()
