@@ -49,57 +49,16 @@ static void curl_init_once(void)
 cm_err cm_httpc_get(const char *url, const char *bearer, long timeout_ms, size_t max,
                     char **body, size_t *len, long *status)
 {
-    struct body b = {.max = max};
-    struct curl_slist *headers = NULL;
     char auth[4096];
-    CURL *curl;
-    CURLcode cc;
-    cm_err rc = CM_ENOMEM;
+    const char *headers[2] = {NULL, NULL};
+    cm_httpc_request r = {"GET", url, headers, NULL, 0, timeout_ms, max, 0};
 
-    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
-        return CM_EIO;
-    pthread_once(&curl_once, curl_init_once);
-    curl = curl_easy_init();
-    if (curl == NULL)
-        return CM_ENOMEM;
     if (bearer) {
         if (snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer) >= (int)sizeof(auth))
-            goto out;
-        if ((headers = curl_slist_append(NULL, auth)) == NULL)
-            goto out;
+            return CM_ENOMEM;
+        headers[0] = auth;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
-    cc = curl_easy_perform(curl);
-    if (b.too_big) {
-        rc = CM_ETOOBIG;
-    } else if (b.oom) {
-        rc = CM_ENOMEM;
-    } else if (cc == CURLE_OPERATION_TIMEDOUT) {
-        rc = CM_ETIMEOUT;
-    } else if (cc != CURLE_OK) {
-        cm_warn("GET %s: %s", url, curl_easy_strerror(cc));
-        rc = CM_EIO;
-    } else {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
-        if (b.buf == NULL && (b.buf = calloc(1, 1)) == NULL)
-            goto out;
-        *body = b.buf;
-        *len = b.len;
-        b.buf = NULL;
-        rc = CM_OK;
-    }
-out:
-    free(b.buf);
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-    return rc;
+    return cm_httpc_request_do(&r, body, len, status);
 }
 
 cm_err cm_httpc_request_do(const cm_httpc_request *req, char **body, size_t *len, long *status)
