@@ -167,6 +167,7 @@ int main(int argc, char **argv)
     /* Literal segments before {id}: routes match in order. */
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "GET", "/v1/notifications", nf_list, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications", nf_request, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/unread_count", nf_unread_count, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/read_all", nf_read_all, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/diagnostics", nf_diagnostics, &ctx) ||

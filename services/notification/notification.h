@@ -34,6 +34,8 @@
 #define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
 #define NF_LIMIT_MAX 100          /* largest page of GET /v1/notifications */
 #define NF_RECIPIENTS_MAX 10000   /* members notified of one message at most */
+#define NF_REQUEST_USERS_MAX 10000 /* recipients of one POST /v1/notifications (issue 10) */
+#define NF_REQUEST_BATCH 500       /* recipients per notification.requested event */
 
 /* --- rules (notification_rules.c): plain functions, no I/O ------------------------------ */
 
@@ -231,5 +233,7 @@ void nf_unread_count(cm_http_req *req, void *ud);
 void nf_read_one(cm_http_req *req, void *ud);
 /* POST /v1/notifications/read_all */
 void nf_read_all(cm_http_req *req, void *ud);
+/* POST /v1/notifications (tenant backend) */
+void nf_request(cm_http_req *req, void *ud);
 
 #endif

@@ -185,7 +185,8 @@ cm_err nf_projection_since(nf_ctx *ctx)
 /* Builds and stores one in-app notification for `user`, then plans its push. */
 static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type type,
                      const char *cid, const char *message_id, const char *actor,
-                     const char *text, int64_t muted_until)
+                     const char *text, int64_t muted_until, const char *title,
+                     const cJSON *data)
 {
     char id[CM_UUID_STRLEN], stored[CM_UUID_STRLEN] = "", k[512],
         preview[NF_PREVIEW_CHARS * 4 + 4];
@@ -210,7 +211,22 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     BSON_APPEND_UTF8(&doc, "channel", "in_app");
     BSON_APPEND_UTF8(&doc, "type", nf_type_name(type));
     BSON_APPEND_UTF8(&doc, "event_id", ev->id);
-    BSON_APPEND_UTF8(&doc, "conversation_id", cid);
+    if (cid)
+        BSON_APPEND_UTF8(&doc, "conversation_id", cid);
+    if (title)
+        BSON_APPEND_UTF8(&doc, "title", title);
+    if (cJSON_IsObject(data)) {
+        /* Only string values (checked by the HTTP API): typed appends, never parsed JSON. */
+        const cJSON *kv;
+        bson_t d;
+        BSON_APPEND_DOCUMENT_BEGIN(&doc, "data", &d);
+        cJSON_ArrayForEach(kv, data)
+        {
+            if (cJSON_IsString(kv))
+                BSON_APPEND_UTF8(&d, kv->string, kv->valuestring);
+        }
+        bson_append_document_end(&doc, &d);
+    }
     if (message_id)
         BSON_APPEND_UTF8(&doc, "message_id", message_id);
     if (actor)
@@ -234,6 +250,7 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     it.muted_until = muted_until;
     it.push_off = !prefs.push[type];
     it.quiet_until = nf_quiet_until(&prefs, cm_clock_now_ms());
+    it.title = title;
     return nf_push_plan(ctx, &it);
 }
 
@@ -302,7 +319,8 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
         nf_type t;
         if (nf_classify_message(ev->data, m.ids[i], parent_sender[0] ? parent_sender : NULL,
                                 &t))
-            rc = notify(ctx, ev, m.ids[i], t, cid, mid, sender, text, m.muted_until[i]);
+            rc = notify(ctx, ev, m.ids[i], t, cid, mid, sender, text, m.muted_until[i], NULL,
+                        NULL);
     }
     members_free(&m);
     return rc;
@@ -336,7 +354,8 @@ static cm_err on_conversation_created(nf_ctx *ctx, const event *ev, char *why, s
     {
         const char *u = str_of(it, "user_id");
         if (u && cm_user_id_valid(u) && strcmp(u, by) != 0 &&
-            (rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, title ? title : "", 0)) != CM_OK)
+            (rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, title ? title : "", 0, NULL,
+                         NULL)) != CM_OK)
             return rc;
     }
     return CM_OK;
@@ -387,8 +406,34 @@ static cm_err on_member(nf_ctx *ctx, const event *ev, char *why, size_t n)
     }
     rc = member_apply(ctx, ev->tenant, cid, u, 1, -1, ev->eseq);
     if (rc == CM_OK && by != NULL && strcmp(by, u) != 0)
-        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, "", 0);
+        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, "", 0, NULL, NULL);
     return rc;
+}
+
+/* notification.requested (POST /v1/notifications, one event per batch of recipients): each
+ * recipient gets one custom notification, deduplicated by (batch event, user), so a crash in
+ * the middle of a batch redoes only what is missing. */
+static cm_err on_requested(nf_ctx *ctx, const event *ev, char *why, size_t n)
+{
+    const cJSON *users = cJSON_GetObjectItemCaseSensitive(ev->data, "user_ids"), *u;
+    const char *title = str_of(ev->data, "title"), *body = str_of(ev->data, "body"),
+               *by = str_of(ev->data, "requested_by");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev->data, "data");
+    cm_err rc = CM_OK;
+
+    if (!cJSON_IsArray(users) || title == NULL || body == NULL) {
+        snprintf(why, n, "notification.requested without user_ids, title or body");
+        return CM_EINVAL;
+    }
+    cJSON_ArrayForEach(u, users)
+    {
+        if (!cJSON_IsString(u) || !cm_user_id_valid(u->valuestring))
+            continue;
+        if ((rc = notify(ctx, ev, u->valuestring, NF_TYPE_CUSTOM, NULL, NULL, by, body, 0, title,
+                         data)) != CM_OK)
+            return rc;
+    }
+    return CM_OK;
 }
 
 /* One record: handled, dead-lettered, skipped, or left for a retry. */
@@ -421,6 +466,8 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
         rc = on_message_created(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "conversation.created") == 0)
         rc = on_conversation_created(w->ctx, &ev, why, sizeof(why));
+    else if (strcmp(ev.type, "notification.requested") == 0)
+        rc = on_requested(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "member.added") == 0 || strcmp(ev.type, "member.removed") == 0 ||
              strcmp(ev.type, "member.updated") == 0)
         rc = on_member(w->ctx, &ev, why, sizeof(why));
@@ -459,14 +506,14 @@ static void *run(void *arg)
 cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, const char *group,
                          int from_beginning, nf_consumer **out)
 {
-    static const char *const topics[] = {"messages", "conversations"};
+    static const char *const topics[] = {"messages", "conversations", NF_TOPIC};
     nf_consumer *w = calloc(1, sizeof(*w));
     cm_err rc;
 
     if (w == NULL)
         return CM_ENOMEM;
     w->ctx = ctx;
-    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 2, from_beginning,
+    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 3, from_beginning,
                                   &w->consumer);
     if (rc != CM_OK) {
         free(w);

@@ -9,6 +9,7 @@
 #include "common/auth.h"
 #include "common/clock.h"
 #include "common/event.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/uuid.h"
 #include "notification.h"
@@ -53,7 +54,7 @@ cJSON *nf_notification_json(const bson_t *doc)
     char ts[CM_RFC3339_LEN];
     bson_iter_t it;
     static const char *const strs[] = {"type", "channel", "conversation_id", "message_id",
-                                       "actor_id", "text", NULL};
+                                       "actor_id", "title", "text", NULL};
 
     if (o == NULL)
         return NULL;
@@ -62,6 +63,14 @@ cJSON *nf_notification_json(const bson_t *doc)
         const char *v = cm_bson_str(doc, strs[i], NULL);
         if (v)
             cJSON_AddStringToObject(o, strs[i], v);
+    }
+    if (bson_iter_init_find(&it, doc, "data") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_t kv;
+        cJSON *data = cJSON_AddObjectToObject(o, "data");
+        if (bson_iter_recurse(&it, &kv))
+            while (bson_iter_next(&kv))
+                if (BSON_ITER_HOLDS_UTF8(&kv))
+                    cJSON_AddStringToObject(data, bson_iter_key(&kv), bson_iter_utf8(&kv, NULL));
     }
     cJSON_AddBoolToObject(o, "read", cm_bson_bool(doc, "read", 0));
     if (cm_bson_bool(doc, "hidden", 0))
@@ -315,4 +324,117 @@ void nf_read_all(cm_http_req *req, void *ud)
 out:
     bson_destroy(&f);
     bson_destroy(&u);
+}
+
+/* POST /v1/notifications (tenant_admin: the tenant's backend) {"user_ids": [...], "title",
+ * "body", "data"}: a custom notification to 1..NF_REQUEST_USERS_MAX users of the caller's
+ * tenant, accepted at once (202) and processed in batches of NF_REQUEST_BATCH: one
+ * notification.requested event per batch through the outbox, so nothing accepted is lost and
+ * a restart in the middle of a batch notifies nobody twice. */
+void nf_request(cm_http_req *req, void *ud)
+{
+    static const char *const allowed[] = {"user_ids", "title", "body", "data", NULL};
+    nf_ctx *ctx = ud;
+    cm_jwt_claims c;
+    cJSON *body, *o;
+    const cJSON *users, *data, *u;
+    const char *title = NULL, *text = NULL;
+    char detail[200], rid[CM_UUID_STRLEN];
+    size_t n = 0, batches = 0;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
+        return;
+    if (!cm_auth_can(&c, "tenant.manage")) {
+        cm_http_problem(req, 403, "forbidden", "Forbidden",
+                        "sending notifications needs the permission tenant.manage (the tenant's backend)");
+        return;
+    }
+    if (cm_http_json_body(req, &body) != CM_OK)
+        return;
+    if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
+        cm_json_string(body, "title", 1, 1, 200, &title, detail, sizeof(detail)) ||
+        cm_json_string(body, "body", 1, 0, 2000, &text, detail, sizeof(detail))) {
+        cm_http_reply_error(req, CM_EINVAL, detail);
+        return;
+    }
+    users = cJSON_GetObjectItemCaseSensitive(body, "user_ids");
+    if (!cJSON_IsArray(users) || cJSON_GetArraySize(users) < 1 ||
+        cJSON_GetArraySize(users) > NF_REQUEST_USERS_MAX) {
+        cm_http_reply_error(req, CM_EINVAL, "field 'user_ids' must be an array of 1..10000 user ids");
+        return;
+    }
+    cJSON_ArrayForEach(u, users)
+    {
+        if (!cJSON_IsString(u) || !cm_user_id_valid(u->valuestring)) {
+            cm_http_problem(req, 400, "validation", "Invalid request",
+                            "user_ids[%zu] is not a user id (1..64 of A-Z a-z 0-9 _ . @ -)", n);
+            return;
+        }
+        n++;
+    }
+    data = cJSON_GetObjectItemCaseSensitive(body, "data");
+    if (data != NULL) {
+        const cJSON *kv;
+        int keys = 0;
+        char *printed = cJSON_IsObject(data) ? cm_json_print(data) : NULL;
+        size_t len = printed ? strlen(printed) : 0;
+        free(printed);
+        if (!cJSON_IsObject(data) || len > 4096) {
+            cm_http_reply_error(req, CM_EINVAL, "field 'data' must be an object of at most 4096 bytes");
+            return;
+        }
+        cJSON_ArrayForEach(kv, data)
+        {
+            if (!cJSON_IsString(kv) || ++keys > 20 || strlen(kv->string) == 0 ||
+                strlen(kv->string) > 64 || kv->string[0] == '$' || strchr(kv->string, '.')) {
+                cm_http_reply_error(req, CM_EINVAL,
+                                    "field 'data' holds at most 20 string values under keys of "
+                                    "1..64 characters without '.' or a leading '$'");
+                return;
+            }
+        }
+    }
+    if ((rc = cm_uuid_v7(rid)) != CM_OK) {
+        cm_http_reply_error(req, rc, "no id");
+        return;
+    }
+    for (size_t start = 0; start < n; start += NF_REQUEST_BATCH, batches++) {
+        cJSON *d = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(d, "user_ids");
+        char eid[CM_UUID_STRLEN + 16], *ev = NULL;
+        size_t i = 0;
+        cJSON_AddStringToObject(d, "request_id", rid);
+        cJSON_AddNumberToObject(d, "batch", (double)batches);
+        cJSON_ArrayForEach(u, users)
+        {
+            if (i >= start && i < start + NF_REQUEST_BATCH)
+                cJSON_AddItemToArray(list, cJSON_CreateString(u->valuestring));
+            i++;
+        }
+        cJSON_AddStringToObject(d, "title", title);
+        cJSON_AddStringToObject(d, "body", text);
+        if (data)
+            cJSON_AddItemToObject(d, "data", cJSON_Duplicate(data, 1));
+        cJSON_AddStringToObject(d, "requested_by", c.sub);
+        snprintf(eid, sizeof(eid), "%s.%zu", rid, batches);
+        if ((rc = cm_event_build(eid, "notification.requested", "/notification", rid, c.tid,
+                                 cm_clock_now_ms(), d, &ev)) != CM_OK) {
+            cm_http_reply_error(req, rc, "the request could not be queued");
+            return;
+        }
+        /* Stored in the outbox before the answer: what is accepted is not lost. A failure
+         * after some batches leaves those queued; the caller may retry the whole request
+         * (those users would then be notified twice: keep requests small when that matters). */
+        rc = cm_outbox_publish(ctx->outbox, NF_TOPIC, rid, eid, ev, NULL, 0);
+        free(ev);
+        if (rc != CM_OK) {
+            cm_http_reply_error(req, rc, "the request could not be queued");
+            return;
+        }
+    }
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", rid);
+    cJSON_AddNumberToObject(o, "recipients", (double)n);
+    cJSON_AddNumberToObject(o, "batches", (double)batches);
+    cm_http_reply_json(req, 202, o);
 }

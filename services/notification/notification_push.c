@@ -129,7 +129,8 @@ static cm_err queue_delivery(nf_ctx *ctx, const nf_push_item *it, const bson_t *
     BSON_APPEND_UTF8(&d, "event_id", it->event_id);
     BSON_APPEND_UTF8(&d, "notification_id", it->notification_id);
     BSON_APPEND_UTF8(&d, "type", it->type);
-    BSON_APPEND_UTF8(&d, "conversation_id", it->conversation_id);
+    if (it->conversation_id)
+        BSON_APPEND_UTF8(&d, "conversation_id", it->conversation_id);
     if (it->message_id)
         BSON_APPEND_UTF8(&d, "message_id", it->message_id);
     BSON_APPEND_UTF8(&d, "actor_id", it->actor ? it->actor : "");

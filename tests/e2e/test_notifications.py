@@ -456,3 +456,69 @@ def test_quiet_hours_defer_the_push_to_their_end(api, trio, provider):
         time.sleep(0.5)
     sent = provider.wait_message(tok, mid, timeout=30)
     assert sent[0]["at"] >= end_utc.timestamp() - 0.5
+
+
+# --- custom notifications from the tenant's backend --------------------------------------------
+
+def test_tenant_backend_notifies_many_users_in_batches_once_across_a_kill(api, trio, provider, platform):
+    import pymongo
+    from conftest import DBS, MONGO_URI
+    from users_lib import server
+    tenant, t = trio
+    since = int(time.time() * 1000) - 1000
+    server(api, tenant, "PUT", "/v1/server/users/backend", {"roles": ["tenant_admin"]})
+    admin = token_for(api, tenant, "backend")
+    tok = "fcm-" + secrets.token_hex(16)
+    device(api, t["bob"], "fcm", tok)
+    users = ["bob"] + [f"u{i:04d}" for i in range(1000)]  # 3 batches: 500, 500, 1
+    body = {"user_ids": users, "title": "Maintenance tonight",
+            "body": "Down from 02:00 to 03:00 UTC.", "data": {"kind": "maintenance"}}
+    # Who may send, and what is refused, first.
+    problem(api.call("POST", "/v1/notifications", t["ann"], body), 403, "tenant.manage")
+    problem(api.call("POST", "/v1/notifications", admin, {**body, "user_ids": ["ok", "no way"]}), 400, "user_ids[1]")
+    problem(api.call("POST", "/v1/notifications", admin, {**body, "user_ids": ["x"] * 10001}), 400, "10000")
+    problem(api.call("POST", "/v1/notifications", admin, {**body, "data": {"n": 1}}), 400, "string")
+    problem(api.call("POST", "/v1/notifications", admin, {**body, "title": ""}), 400, "title")
+    r = ok(api.call("POST", "/v1/notifications", admin, body), 202)
+    assert r["recipients"] == 1001 and r["batches"] == 3
+    rid = r["id"]
+    # Kill the service while it works through the batches, then let a new one finish.
+    coll = pymongo.MongoClient(MONGO_URI)[DBS["notification"]]["notifications"]
+    mine = {"tenant": tenant["id"], "event_id": {"$regex": f"^{rid}\\."}}
+    deadline = time.time() + 60
+    while coll.count_documents(mine) < 100:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    svc = platform["notification"]
+    assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
+    svc.start()
+    deadline = time.time() + 120
+    while coll.count_documents(mine) < 1001:
+        assert time.time() < deadline, coll.count_documents(mine)
+        time.sleep(0.5)
+    time.sleep(2)  # any duplicate a replay would make has had time to appear
+    per_user = list(coll.aggregate([{"$match": mine}, {"$group": {"_id": "$user_id", "n": {"$sum": 1}}}]))
+    assert len(per_user) == 1001 and {p["n"] for p in per_user} == {1}
+    n = notification_of_type(api, t["bob"], "custom")
+    assert (n["title"], n["text"], n["data"]) == ("Maintenance tonight", "Down from 02:00 to 03:00 UTC.",
+                                                  {"kind": "maintenance"})
+    assert "conversation_id" not in n
+    sent = [s for s in provider.sends(tok) if s["body"]["message"]["data"].get("notification_id") == n["id"]]
+    deadline = time.time() + 20
+    while not sent:
+        assert time.time() < deadline
+        time.sleep(0.1)
+        sent = [s for s in provider.sends(tok) if s["body"]["message"]["data"].get("notification_id") == n["id"]]
+    assert sent[0]["body"]["message"]["notification"] == {"title": "Maintenance tonight",
+                                                          "body": "Down from 02:00 to 03:00 UTC."}
+    events = read_events("notifications", lambda evs: sum(e["id"].startswith(rid) for e in evs) >= 3, since)
+    batches = sorted((e for e in events if e["id"].startswith(rid + ".")), key=lambda e: e["data"]["batch"])
+    assert [e["data"]["batch"] for e in batches][:3] == [0, 1, 2]
+    assert [len(e["data"]["user_ids"]) for e in batches[:3]] == [500, 500, 1]
+    for e in batches[:3]:
+        validate_event(e)
+
+
+def notification_of_type(api, token, type_):
+    items = wait_inbox(api, token, lambda i: any(n["type"] == type_ for n in i))
+    return next(n for n in items if n["type"] == type_)
