@@ -2,7 +2,10 @@
 sitting whole in memory: a raw POST /v1/media and a tus PATCH larger than a part are stored as
 several parts whose bytes and SHA-256 are the upload's; a type's size cap stops the body as
 soon as it is passed and leaves nothing stored; and a media instance's peak memory grows by
-far less than a 48 MiB upload while it takes one."""
+far less than a 48 MiB upload while it takes one.
+
+They run against a media instance of their own with a database of its own: tens of MiB of
+GridFS chunks in the platform's database would slow every later media test on FerretDB."""
 
 import base64
 import hashlib
@@ -13,26 +16,32 @@ import zlib
 import pytest
 import requests
 
-from conftest import DBS, LOGS, PORTS, SANITIZER_MARKS, Service, token_for
+import pymongo
+
+from conftest import DB_SUFFIX, LOGS, MONGO_URI, PORTS, SANITIZER_MARKS, Service, token_for
 from media_util import vm_hwm_kib, vm_rss_kib
-from test_media import media_db, problem
+from test_media import problem
 
 PART = 4 << 20
 MEM_MEDIA_PORT = PORTS["gateway"] + 11
-MEDIA = f"http://127.0.0.1:{PORTS['media']}"
+MEDIA = f"http://127.0.0.1:{MEM_MEDIA_PORT}"
+STREAM_DB = f"test_media_stream_{DB_SUFFIX}"
+
+
+def media_db():
+    return pymongo.MongoClient(MONGO_URI)[STREAM_DB]
 
 
 def upload(api, token, data, content_type):
-    """POST /v1/media straight to the media service: storing many MiB in GridFS on the shared
-    FerretDB takes longer than the gateway's 10 s upstream timeout (the gateway's own upload
-    path is covered by test_media.py)."""
+    """POST /v1/media straight to this module's media instance (storing many MiB in GridFS on
+    the shared FerretDB also takes longer than the gateway's 10 s upstream timeout; the
+    gateway's upload path is covered by test_media.py)."""
     return requests.post(f"{MEDIA}/v1/media", data=data, timeout=300,
                          headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
 
 
 def content(token, media_id, **headers):
-    """The bytes straight from the media service: reading back many MiB from GridFS on the
-    shared FerretDB takes longer than the gateway's upstream timeout allows."""
+    """The bytes straight from this module's media instance."""
     return requests.get(f"{MEDIA}/v1/media/{media_id}/content", timeout=300,
                         headers={"Authorization": f"Bearer {token}", **headers})
 
@@ -138,27 +147,31 @@ def test_a_tus_patch_larger_than_a_part_is_stored_in_parts(api, alice):
     assert hashlib.sha256(got.content).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def mem_media(platform):
-    """A media instance of its own, so its peak memory is this test's alone; ASan's quarantine
-    (which keeps freed memory resident to catch use-after-free) is off so that the peak shows
-    what the code holds, not what the sanitizer keeps."""
+    """This module's media instance: its own port and database, so its peak memory is these
+    tests' alone; ASan's quarantine (which keeps freed memory resident to catch use-after-free)
+    is off so that the peak shows what the code holds, not what the sanitizer keeps."""
     svc = Service("media", {
-        "HTTP_PORT": str(MEM_MEDIA_PORT),
+        "HTTP_PORT": str(MEM_MEDIA_PORT), "MONGO_DB": STREAM_DB,
         "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:quarantine_size_mb=0",
         "MEDIA_WORKER_GROUP": f"e2e-media-mem-worker-{PORTS['gateway']}"})  # kept across runs
     svc.port = MEM_MEDIA_PORT
-    svc.log_path = LOGS / "media_mem.log"
+    svc.log_path = LOGS / "media_stream.log"
     svc.start()
-    yield svc
-    code = svc.stop()
-    text = svc.log_path.read_text(errors="replace")
-    assert not [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKS)]
-    assert code == 0
+    try:
+        yield svc
+        code = svc.stop()
+        text = svc.log_path.read_text(errors="replace")
+        assert not [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKS)]
+        assert code == 0
+    finally:
+        svc.stop()
+        pymongo.MongoClient(MONGO_URI).drop_database(STREAM_DB)
 
 
 def test_memory_stays_bounded_while_a_large_upload_streams(alice, mem_media):
-    base = f"http://127.0.0.1:{MEM_MEDIA_PORT}"
+    base = MEDIA
     auth = {"Authorization": f"Bearer {alice}"}
     small = pdf(100_000)
     assert requests.post(base + "/v1/media", data=small, timeout=30,
