@@ -174,6 +174,28 @@ def check_dockerfile(rep, path, p, port):
 
 # --- docker-compose -----------------------------------------------------------------------------
 
+# {process: {VAR: default}}: the *_URL variables whose default is the process's own loopback
+# (another service's local port). Deployed, each must be set, or the call stays in the pod.
+LOOPBACK_URLS = {}
+
+
+def url_hosts(value):
+    """[(host, port)] of the http(s) URLs in a URL[*weight],... value."""
+    out = []
+    for part in str(value).split(","):
+        m = re.match(r"^\s*https?://([A-Za-z0-9.-]+):(\d+)", part)
+        if m:
+            out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+def check_loopback_urls(rep, where, p, env_names):
+    for var, default in sorted(LOOPBACK_URLS.get(p, {}).items()):
+        if var not in env_names:
+            rep.fail(where, f"{p}: {var} is not set, so {p} would call {default} inside its own "
+                            "container")
+
+
 def compose_env_names(svc):
     env = svc.get("environment") or {}
     if isinstance(env, list):
@@ -224,6 +246,7 @@ def check_compose(rep, compose, processes, known, ports):
         unknown = compose_env_names(svc) - known[p]
         if unknown:
             rep.fail(where, f"{p} sets {sorted(unknown)}, which {p} does not read (typo?)")
+        check_loopback_urls(rep, where, p, compose_env_names(svc))
         grace = parse_duration(svc.get("stop_grace_period", "10s"))
         if grace < 10 + KAFKA_FLUSH_S:
             rep.fail(where, f"{p}: stop_grace_period {grace}s < HTTP_DRAIN_S 10 + Kafka flush {KAFKA_FLUSH_S}")
@@ -319,6 +342,7 @@ def check_k8s(rep, overlay, docs, processes, known, readme_text):
         rep.fail(where, f"resources are spread over namespaces {sorted(map(str, namespaces))}; want one")
 
     secret_refs = set()
+    calls = {}  # process -> the processes its *_URL variables point to
     for p in processes:
         dep = deployments.get(p)
         if dep is None:
@@ -342,6 +366,9 @@ def check_k8s(rep, overlay, docs, processes, known, readme_text):
         unknown = set(env) - known[p]
         if unknown:
             rep.fail(where, f"{p}: sets {sorted(unknown)}, which {p} does not read (typo?)")
+        check_loopback_urls(rep, where, p, set(env))
+        calls[p] = {h for var, v in env.items() if var.endswith("_URL") for h, _ in url_hosts(v)
+                    if h in processes}
         ports = {pt.get("name"): pt["containerPort"] for pt in c.get("ports", [])}
         http = ports.get("http")
         if http is None or str(env.get("HTTP_PORT")) != str(http):
@@ -408,6 +435,23 @@ def check_k8s(rep, overlay, docs, processes, known, readme_text):
         if not any(not np["spec"].get("ingress") and not np["spec"].get("egress")
                    and {"Ingress", "Egress"} <= set(np["spec"].get("policyTypes", [])) for np in own):
             rep.fail(where, f"{p} is not under a default-deny NetworkPolicy")
+
+    # Every service-to-service call its URLs imply is let out by the caller's policy and in by
+    # the callee's (a default-deny policy drops it silently otherwise).
+    def peers(np, direction, key):
+        for rule in np["spec"].get(direction) or []:
+            for peer in rule.get(key) or []:
+                name = ((peer.get("podSelector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/name")
+                if name:
+                    yield name
+    own_policy = {np["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name"): np
+                  for np in policies.values()}
+    for p, targets in sorted(calls.items()):
+        for t in sorted(targets - {p}):
+            if own_policy.get(p) is not None and t not in set(peers(own_policy[p], "egress", "to")):
+                rep.fail(where, f"NetworkPolicy {p}: no egress to {t}, which {p} calls")
+            if own_policy.get(t) is not None and p not in set(peers(own_policy[t], "ingress", "from")):
+                rep.fail(where, f"NetworkPolicy {t}: no ingress from {p}, which calls it")
 
     for h in hpas.values():
         if h["spec"]["scaleTargetRef"].get("name") not in deployments:
@@ -537,6 +581,9 @@ def main(argv):
     readme = root / "deploy/README.md"
 
     pvars = {p: help_vars(args.bin_dir / p) for p in processes}
+    for p in processes:
+        LOOPBACK_URLS[p] = {n: d for n, d, _ in pvars[p]
+                            if n.endswith("_URL") and d and "127.0.0.1" in d}
     lib_vars = libcommon_vars(root)
     known = {p: {n for n, _, _ in pvars[p]} | set(lib_vars) for p in processes}
     ports = {}

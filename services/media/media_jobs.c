@@ -2,15 +2,13 @@
  * past the tenant's expiry (the seeds' 90-day GDPR rule). Each step is idempotent and safe on
  * several instances at once: deleting a media object is a conditional status flip that only
  * one instance wins, and removing a blob that is already gone is not an error. */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "media.h"
 
 #define BATCH 500
@@ -18,11 +16,7 @@
 
 struct media_jobs {
     media_ctx *ctx;
-    int64_t every_ms;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    int stop;
+    cm_ticker *ticker;
 };
 
 struct pass {
@@ -155,39 +149,27 @@ cm_err media_jobs_run(media_ctx *ctx, int64_t now_ms, int64_t *deleted)
     return rc;
 }
 
-static void *jobs_main(void *arg)
+static void jobs_tick(void *ud, int last)
 {
-    struct media_jobs *j = arg;
-    pthread_mutex_lock(&j->lock);
-    while (!j->stop) {
-        struct timespec until;
-        int64_t n = 0;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t)(j->every_ms / 1000);
-        pthread_cond_timedwait(&j->wake, &j->lock, &until);
-        if (j->stop)
-            break;
-        pthread_mutex_unlock(&j->lock);
-        if (media_jobs_run(j->ctx, cm_clock_now_ms(), &n) == CM_OK && n > 0)
-            cm_info("housekeeping deleted %lld expired uploads and media", (long long)n);
-        pthread_mutex_lock(&j->lock);
-    }
-    pthread_mutex_unlock(&j->lock);
-    return NULL;
+    media_jobs *j = ud;
+    int64_t n = 0;
+    (void)last;
+    if (media_jobs_run(j->ctx, cm_clock_now_ms(), &n) == CM_OK && n > 0)
+        cm_info("housekeeping deleted %lld expired uploads and media", (long long)n);
 }
 
 cm_err media_jobs_start(media_ctx *ctx, int64_t every_ms, media_jobs **out)
 {
     media_jobs *j = calloc(1, sizeof(*j));
+    cm_err rc;
+
     if (j == NULL)
         return CM_ENOMEM;
     j->ctx = ctx;
-    j->every_ms = every_ms;
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->wake, NULL);
-    if (pthread_create(&j->thread, NULL, jobs_main, j) != 0) {
+    rc = cm_ticker_start(every_ms, 0, jobs_tick, j, &j->ticker);
+    if (rc != CM_OK) {
         free(j);
-        return CM_ENOMEM;
+        return rc;
     }
     *out = j;
     return CM_OK;
@@ -197,13 +179,7 @@ void media_jobs_stop(media_jobs *j)
 {
     if (j == NULL)
         return;
-    pthread_mutex_lock(&j->lock);
-    j->stop = 1;
-    pthread_cond_signal(&j->wake);
-    pthread_mutex_unlock(&j->lock);
-    pthread_join(j->thread, NULL);
-    pthread_mutex_destroy(&j->lock);
-    pthread_cond_destroy(&j->wake);
+    cm_ticker_stop(j->ticker);
     free(j);
 }
 

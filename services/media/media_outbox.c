@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/event.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "common/uuid.h"
 #include "media.h"
 
@@ -28,11 +28,10 @@ struct delivered {
 
 struct media_outbox {
     media_ctx *ctx;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
+    cm_ticker *ticker;
+    pthread_mutex_t lock; /* guards head */
     struct delivered *head;
-    int stop;
+    int64_t next_sweep;
     atomic_ulong published, failed, republished;
 };
 
@@ -125,8 +124,8 @@ void media_outbox_delivered(cm_err status, void *opaque, void *ud)
     pthread_mutex_lock(&ob->lock);
     d->next = ob->head;
     ob->head = d;
-    pthread_cond_signal(&ob->wake);
     pthread_mutex_unlock(&ob->lock);
+    cm_ticker_wake(ob->ticker); /* marked at once: a media document is marked on its own */
 }
 
 /* Clears the pending fields for one delivered event (or drops a delivered tombstone). */
@@ -174,55 +173,44 @@ static void sweep(media_outbox *ob)
     bson_destroy(&opts);
 }
 
-static void *outbox_main(void *arg)
+/* Marks what was delivered (at once when woken, and once more at the stop), and sweeps every
+ * SWEEP_EVERY_MS. */
+static void outbox_tick(void *ud, int last)
 {
-    media_outbox *ob = arg;
-    int64_t next_sweep = cm_clock_now_ms() + 500;
+    media_outbox *ob = ud;
+    struct delivered *batch;
 
     pthread_mutex_lock(&ob->lock);
-    for (;;) {
-        struct delivered *batch;
-        struct timespec until;
-        int stop;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        if (ob->head == NULL && !ob->stop)
-            pthread_cond_timedwait(&ob->wake, &ob->lock, &until);
-        batch = ob->head;
-        ob->head = NULL;
-        stop = ob->stop;
-        pthread_mutex_unlock(&ob->lock);
-        while (batch) {
-            struct delivered *next = batch->next;
-            mark(ob, batch);
-            free(batch);
-            batch = next;
-        }
-        if (stop)
-            return NULL;
-        if (cm_clock_now_ms() >= next_sweep) {
-            sweep(ob);
-            next_sweep = cm_clock_now_ms() + SWEEP_EVERY_MS;
-        }
-        pthread_mutex_lock(&ob->lock);
+    batch = ob->head;
+    ob->head = NULL;
+    pthread_mutex_unlock(&ob->lock);
+    while (batch) {
+        struct delivered *next = batch->next;
+        mark(ob, batch);
+        free(batch);
+        batch = next;
+    }
+    if (!last && cm_clock_now_ms() >= ob->next_sweep) {
+        sweep(ob);
+        ob->next_sweep = cm_clock_now_ms() + SWEEP_EVERY_MS;
     }
 }
 
 cm_err media_outbox_start(media_ctx *ctx, media_outbox **out)
 {
     media_outbox *ob = calloc(1, sizeof(*ob));
+    cm_err rc;
+
     if (ob == NULL)
         return CM_ENOMEM;
     ob->ctx = ctx;
+    ob->next_sweep = cm_clock_now_ms() + 500;
     pthread_mutex_init(&ob->lock, NULL);
-    pthread_cond_init(&ob->wake, NULL);
-    if (pthread_create(&ob->thread, NULL, outbox_main, ob) != 0) {
+    rc = cm_ticker_start(100, 1, outbox_tick, ob, &ob->ticker);
+    if (rc != CM_OK) {
+        pthread_mutex_destroy(&ob->lock);
         free(ob);
-        return CM_ENOMEM;
+        return rc;
     }
     *out = ob;
     return CM_OK;
@@ -232,13 +220,8 @@ void media_outbox_stop(media_outbox *ob)
 {
     if (ob == NULL)
         return;
-    pthread_mutex_lock(&ob->lock);
-    ob->stop = 1;
-    pthread_cond_signal(&ob->wake);
-    pthread_mutex_unlock(&ob->lock);
-    pthread_join(ob->thread, NULL);
+    cm_ticker_stop(ob->ticker);
     pthread_mutex_destroy(&ob->lock);
-    pthread_cond_destroy(&ob->wake);
     free(ob);
 }
 

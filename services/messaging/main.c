@@ -29,15 +29,18 @@ static const cm_config_var vars[] = {
     {"JWT_ALG", "RS256", "pinned signing algorithm"},
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
-    {"SEND_RATE_PER_MIN", "60", "messages one user may send per minute (0: no limit)"},
-    {"GROUP_MEMBER_MAX", "1000", "members of a group conversation"},
+    {"USER_URL", "http://127.0.0.1:8081", "the user service, whose tenant settings override the defaults below"},
+    {"TENANT_SETTINGS_TTL_MS", "10000", "how long a tenant's settings are cached (a change applies within it)"},
+    {"SEND_RATE_PER_MIN", "60", "messages one user may send per minute (0: no limit), when the tenant's own setting cannot be read"},
+    {"MESSAGE_MAX_CHARS", "5000", "characters of a message text, when the tenant's own setting cannot be read"},
+    {"GROUP_MEMBER_MAX", "1000", "members of a group conversation, when the tenant's own setting cannot be read"},
     {"CHANNEL_MEMBER_MAX", "100000", "members of a channel"},
-    {"EDIT_WINDOW_S", "900", "how long after sending the sender may edit a message"},
+    {"EDIT_WINDOW_S", "900", "how long after sending the sender may edit a message, when the tenant's own setting cannot be read"},
     {"REACTION_EMOJI_MAX", "20", "distinct emojis on one message"},
     {"METADATA_MAX_BYTES", "4096", "size of a conversation's custom metadata as JSON"},
     {"MESSAGE_DELETION", "allow", "allow, or forbid: messages cannot be deleted for everyone"},
     {"AUTO_ARCHIVE_DAYS", "90", "conversations without a message for this long are archived for everyone (0: never)"},
-    {"RETENTION_DAYS", "0", "messages older than this are deleted (0: kept forever)"},
+    {"RETENTION_DAYS", "0", "the platform's longest retention: messages older are deleted even when the tenant's retention_days is longer or 0 (0: no cap)"},
     {"JOBS_EVERY_S", "3600", "how often the housekeeping pass runs"},
     {"MEDIA_URL", "http://127.0.0.1:8084", "the media service, which checks that attachments may be sent"},
     {"MEDIA_CHECK_TIMEOUT_MS", "2000", "time allowed to one attachment check"},
@@ -110,7 +113,7 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_health_deps health = {0};
     cm_http_server *srv = NULL;
-    long redis_port, stale_ms, jobs_every_s;
+    long redis_port, stale_ms, jobs_every_s, tenant_ttl_ms;
     messaging_jobs *jobs = NULL;
     const char *deletion;
     messaging_users *users = NULL;
@@ -136,6 +139,8 @@ int main(int argc, char **argv)
         cm_config_long("GROUP_MEMBER_MAX", 1000, 2, 100000, &l->group_member_max) ||
         cm_config_long("CHANNEL_MEMBER_MAX", 100000, 2, 10000000, &l->channel_member_max) ||
         cm_config_long("EDIT_WINDOW_S", 900, 0, 31536000, &l->edit_window_s) ||
+        cm_config_long("MESSAGE_MAX_CHARS", MSG_TEXT_MAX, 1, 20000, &l->text_max) ||
+        cm_config_long("TENANT_SETTINGS_TTL_MS", 10000, 0, 3600000, &tenant_ttl_ms) ||
         cm_config_long("REACTION_EMOJI_MAX", 20, 1, 1000, &l->reaction_emoji_max) ||
         cm_config_long("METADATA_MAX_BYTES", 4096, 2, 65536, &l->metadata_max) ||
         cm_config_long("AUTO_ARCHIVE_DAYS", 90, 0, 36500, &l->auto_archive_days) ||
@@ -147,6 +152,8 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 10000, 100, 3600000, &stale_ms) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_jwt_verifier_from_env(&ctx.verifier) ||
+        cm_tenant_settings_create(cm_config_str("USER_URL", "http://127.0.0.1:8081"),
+                                  tenant_ttl_ms, 2000, &ctx.tenants) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_messaging"), &ctx.db) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port,
@@ -185,6 +192,7 @@ out:
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);
+    cm_tenant_settings_destroy(ctx.tenants);
     curl_global_cleanup();
     return rc;
 }

@@ -10,13 +10,18 @@
 #include "common/kafka.h"
 #include "common/mongo.h"
 #include "common/redis.h"
+#include "common/tenant.h"
 #include "common/uuid.h"
 
 typedef struct messaging_outbox messaging_outbox;
 typedef struct messaging_jobs messaging_jobs;
 
-/* The limits and policies a tenant will set (issue 3); until tenant settings come from the
- * user service, every tenant gets these process-wide values (environment, main.c). */
+/* The limits and policies of a tenant (issue 3): the process-wide defaults (environment,
+ * main.c), over which messaging_limits_for() lays the tenant's own settings from the user
+ * service (send_rate_per_min, message_max_chars, group_member_max, edit_window_s;
+ * TenantSettings in proto/openapi.yaml). The process values apply when the user service cannot
+ * tell; retention is the shorter of the tenant's retention_days and the platform's
+ * RETENTION_DAYS (0: no limit on either side). */
 typedef struct messaging_limits {
     long send_rate_per_min;  /* sends per user per minute (0: none); default 60 */
     long group_member_max;   /* members of a group; default 1000 */
@@ -27,6 +32,7 @@ typedef struct messaging_limits {
     int deletion_allowed;    /* 0: messages cannot be deleted for everyone (tenant policy) */
     long auto_archive_days;  /* conversations inactive this long are archived; 0: never */
     long retention_days;     /* messages older than this are deleted; 0: kept */
+    long text_max;           /* characters (code points) of a message text; default 5000 */
 } messaging_limits;
 
 /* Everything a handler needs; created in main.c, read-only afterwards. */
@@ -36,7 +42,8 @@ typedef struct messaging_ctx {
     cm_redis *redis;
     cm_jwt *verifier;
     messaging_outbox *outbox;
-    messaging_limits limits;
+    messaging_limits limits;   /* the defaults; per tenant: messaging_limits_for() */
+    cm_tenant_settings *tenants; /* the tenants' settings, cached (common/tenant.h) */
     const char *db_name; /* MONGO_DB: names this deployment's job leases in Redis */
     const char *media_url;  /* the media service, which checks attachments (issue 8) */
     long media_timeout_ms;  /* budget of one attachment check */
@@ -73,7 +80,13 @@ typedef struct messaging_ctx {
 /* --- rules (messaging_rules.c): plain functions over plain data ---------------------- */
 
 /* Returns NULL when `text` (valid UTF-8, from the JSON parser) may be sent, else why. */
-const char *messaging_text_problem(const char *text);
+/* Why `text` cannot be a message text of at most `max` characters (code points), written to
+ * `detail` (size n); 0 when it can. */
+int messaging_text_problem(const char *text, long max, char *detail, size_t n);
+
+/* The limits for `tenant`: ctx->limits with the tenant's own settings laid over them. When
+ * the user service cannot tell (down, and no cached copy), the defaults, with a warning. */
+void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limits *out);
 
 /* Returns 1 when `id` is an acceptable client_msg_id: 1..64 printable ASCII, no spaces. */
 int messaging_client_msg_id_valid(const char *id);
@@ -354,7 +367,7 @@ void messaging_reply_open_error(cm_http_req *req, cm_err rc);
 
 /* --- housekeeping (messaging_jobs.c) and analytics (messaging_stats.c) ----------------- */
 
-/* One housekeeping pass: auto-archive (AUTO_ARCHIVE_DAYS) and retention (RETENTION_DAYS), each
+/* One housekeeping pass: auto-archive (AUTO_ARCHIVE_DAYS) and retention (per tenant), each
  * under a Redis lease so one instance runs it at a time; `*archived` and `*deleted` count what
  * this pass did. Idempotent. */
 cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *deleted);

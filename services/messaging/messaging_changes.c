@@ -40,15 +40,17 @@ cm_err messaging_open_message(cm_http_req *req, messaging_ctx *ctx, const cm_jwt
 }
 
 /* PATCH /v1/conversations/{id}/messages/{message_id} {"text": ...}: the sender edits their
- * message within EDIT_WINDOW_S; the previous text is kept as a version. */
+ * message within the tenant's edit_window_s (default EDIT_WINDOW_S); the previous text is kept
+ * as a version. */
 void messaging_messages_edit(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
     static const char *const allowed[] = {"text", NULL};
     cm_jwt_claims c;
     messaging_tx tx;
-    const char *text = NULL, *why;
+    const char *text = NULL;
     char detail[256], vid[CM_UUID_STRLEN + 24];
+    messaging_limits lim;
     bson_t msg, after, version = BSON_INITIALIZER, u = BSON_INITIALIZER, set;
     int have_msg = 0, edits;
     cJSON *body;
@@ -64,8 +66,9 @@ void messaging_messages_edit(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
-    if ((why = messaging_text_problem(text)) != NULL) {
-        cm_http_reply_error(req, CM_EINVAL, why);
+    messaging_limits_for(ctx, c.tid, &lim);
+    if (messaging_text_problem(text, lim.text_max, detail, sizeof(detail))) {
+        cm_http_reply_error(req, CM_EINVAL, detail);
         goto out;
     }
     if (messaging_open_message(req, ctx, &c, &tx, &msg) != CM_OK)
@@ -82,9 +85,9 @@ void messaging_messages_edit(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_ECONFLICT, "the message was deleted");
         goto out;
     }
-    if (tx.now - cm_bson_int(&msg, "created_at", 0) > ctx->limits.edit_window_s * 1000) {
+    if (tx.now - cm_bson_int(&msg, "created_at", 0) > lim.edit_window_s * 1000) {
         snprintf(detail, sizeof(detail), "a message can be edited for %ld seconds after it was sent",
-                 ctx->limits.edit_window_s);
+                 lim.edit_window_s);
         cm_http_reply_error(req, CM_EFORBIDDEN, detail);
         goto out;
     }

@@ -171,6 +171,7 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
     bson_t doc = BSON_INITIALIZER, arr;
     cJSON *body, *data, *mlist;
     messaging_tx tx;
+    messaging_limits lim;
     cm_err rc;
 
     memset(&tx, 0, sizeof(tx));
@@ -202,12 +203,12 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
         goto out;
     }
     direct = strcmp(type, "direct") == 0;
+    messaging_limits_for(ctx, c.tid, &lim);
     max = direct ? 2
           : strcmp(type, "group") == 0
-              ? (ctx->limits.group_member_max < CREATE_MEMBERS_MAX ? ctx->limits.group_member_max
-                                                                   : CREATE_MEMBERS_MAX)
-              : (ctx->limits.channel_member_max < CREATE_MEMBERS_MAX ? ctx->limits.channel_member_max
-                                                                     : CREATE_MEMBERS_MAX);
+              ? (lim.group_member_max < CREATE_MEMBERS_MAX ? lim.group_member_max : CREATE_MEMBERS_MAX)
+              : (lim.channel_member_max < CREATE_MEMBERS_MAX ? lim.channel_member_max
+                                                             : CREATE_MEMBERS_MAX);
     ids = cm_http_alloc(req, sizeof(*ids) * (size_t)(max + 1));
     if (ids == NULL) {
         cm_http_reply_error(req, CM_ENOMEM, NULL);

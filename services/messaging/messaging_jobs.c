@@ -1,18 +1,18 @@
 /* messaging_jobs.c - housekeeping: conversations inactive for AUTO_ARCHIVE_DAYS are archived for
- * everyone, and messages (with their log entries) older than RETENTION_DAYS are deleted. A pass
+ * everyone, and messages (with their log entries) older than the tenant's retention are deleted
+ * (its retention_days setting, capped by the platform's RETENTION_DAYS; messaging_limits_for). A pass
  * runs every JOBS_EVERY_S on a background thread and on POST /internal/v1/messaging/jobs/run.
  * Both jobs are idempotent and safe on several instances at once: a Redis lease lets one
  * instance run a job at a time, and each conversation is changed inside its own write section,
  * which re-checks the condition under the conversation's lock. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "messaging.h"
 
 #define DAY_MS 86400000LL
@@ -20,11 +20,7 @@
 
 struct messaging_jobs {
     messaging_ctx *ctx;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    int stop;
-    long every_s;
+    cm_ticker *ticker;
 };
 
 struct ids {
@@ -208,8 +204,8 @@ static cm_err retain_one(messaging_ctx *ctx, const char *tenant, const char *cid
     return rc;
 }
 
-/* Deletes messages older than `before` in every conversation that has some. */
-static cm_err retention(messaging_ctx *ctx, int64_t before, int64_t *deleted)
+/* Deletes the messages of `tenant` older than `before`, in every conversation that has some. */
+static cm_err retention(messaging_ctx *ctx, const char *tenant, int64_t before, int64_t *deleted)
 {
     bson_t f = BSON_INITIALIZER, lt, opts = BSON_INITIALIZER, proj;
     struct ids ids;
@@ -221,6 +217,7 @@ static cm_err retention(messaging_ctx *ctx, int64_t before, int64_t *deleted)
     }
     /* The conversations that still have log entries older than the cutoff (each pass removes
      * theirs, so the next one finds the others). */
+    BSON_APPEND_UTF8(&f, "tenant", tenant);
     BSON_APPEND_DOCUMENT_BEGIN(&f, "created_at", &lt);
     BSON_APPEND_DATE_TIME(&lt, "$lt", before);
     bson_append_document_end(&f, &lt);
@@ -256,6 +253,42 @@ static void release(messaging_ctx *ctx, const char *name, const char *token)
     cm_redis_unlock(ctx->redis, key, token);
 }
 
+struct tenants {
+    char (*id)[CM_JWT_ID_MAX + 1];
+    int n, cap;
+};
+
+static int collect_tenant(const char *tenant, void *ud)
+{
+    struct tenants *t = ud;
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 64;
+        void *p = realloc(t->id, (size_t)cap * sizeof(*t->id));
+        if (p == NULL)
+            return 1;
+        t->id = p;
+        t->cap = cap;
+    }
+    snprintf(t->id[t->n++], CM_JWT_ID_MAX + 1, "%s", tenant);
+    return 0;
+}
+
+/* Retention, tenant by tenant: each with its own number of days (messaging_limits_for). */
+static cm_err retention_all(messaging_ctx *ctx, int64_t now, int64_t *deleted)
+{
+    struct tenants t = {0};
+    cm_err rc = cm_mongo_distinct(ctx->db, MSG_COLL_CONVERSATIONS, "tenant", NULL, collect_tenant, &t);
+
+    for (int i = 0; rc == CM_OK && i < t.n; i++) {
+        messaging_limits l;
+        messaging_limits_for(ctx, t.id[i], &l);
+        if (l.retention_days > 0)
+            rc = retention(ctx, t.id[i], now - l.retention_days * DAY_MS, deleted);
+    }
+    free(t.id);
+    return rc;
+}
+
 cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *deleted)
 {
     char token[33];
@@ -267,8 +300,8 @@ cm_err messaging_jobs_run(messaging_ctx *ctx, int64_t *archived, int64_t *delete
         rc = auto_archive(ctx, now - ctx->limits.auto_archive_days * DAY_MS, archived);
         release(ctx, "auto-archive", token);
     }
-    if (rc == CM_OK && ctx->limits.retention_days > 0 && leased(ctx, "retention", token)) {
-        rc = retention(ctx, now - ctx->limits.retention_days * DAY_MS, deleted);
+    if (rc == CM_OK && leased(ctx, "retention", token)) {
+        rc = retention_all(ctx, now, deleted);
         release(ctx, "retention", token);
     }
     if (*archived || *deleted)
@@ -293,38 +326,26 @@ void messaging_jobs_http(cm_http_req *req, void *ud)
     cm_http_reply_json(req, 200, body);
 }
 
-static void *jobs_main(void *arg)
+static void jobs_tick(void *ud, int last)
 {
-    messaging_jobs *j = arg;
-    pthread_mutex_lock(&j->lock);
-    while (!j->stop) {
-        struct timespec until;
-        int64_t archived, deleted;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += j->every_s;
-        pthread_cond_timedwait(&j->wake, &j->lock, &until);
-        if (j->stop)
-            break;
-        pthread_mutex_unlock(&j->lock);
-        messaging_jobs_run(j->ctx, &archived, &deleted);
-        pthread_mutex_lock(&j->lock);
-    }
-    pthread_mutex_unlock(&j->lock);
-    return NULL;
+    messaging_jobs *j = ud;
+    int64_t archived, deleted;
+    (void)last;
+    messaging_jobs_run(j->ctx, &archived, &deleted);
 }
 
 cm_err messaging_jobs_start(messaging_ctx *ctx, long every_s, messaging_jobs **out)
 {
     messaging_jobs *j = calloc(1, sizeof(*j));
+    cm_err rc;
+
     if (j == NULL)
         return CM_ENOMEM;
     j->ctx = ctx;
-    j->every_s = every_s;
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->wake, NULL);
-    if (pthread_create(&j->thread, NULL, jobs_main, j) != 0) {
+    rc = cm_ticker_start((int64_t)every_s * 1000, 0, jobs_tick, j, &j->ticker);
+    if (rc != CM_OK) {
         free(j);
-        return CM_ENOMEM;
+        return rc;
     }
     *out = j;
     return CM_OK;
@@ -334,12 +355,6 @@ void messaging_jobs_stop(messaging_jobs *j)
 {
     if (j == NULL)
         return;
-    pthread_mutex_lock(&j->lock);
-    j->stop = 1;
-    pthread_cond_signal(&j->wake);
-    pthread_mutex_unlock(&j->lock);
-    pthread_join(j->thread, NULL);
-    pthread_mutex_destroy(&j->lock);
-    pthread_cond_destroy(&j->wake);
+    cm_ticker_stop(j->ticker);
     free(j);
 }

@@ -293,6 +293,7 @@ void messaging_members_add(cm_http_req *req, void *ud)
     const char *added[MSG_ADD_MAX], *banned[MSG_ADD_MAX];
     char detail[256], text[600];
     int n = 0, nadded = 0, nbanned = 0;
+    messaging_limits lim;
     long max;
     cJSON *body, *out_list;
     cm_err rc;
@@ -335,7 +336,8 @@ void messaging_members_add(cm_http_req *req, void *ud)
     messaging_rule_input_of(&tx, &c, &in);
     if (messaging_refuse_if_deleted(req, &tx) || messaging_refuse_unless(req, MSG_ACT_ADD_MEMBERS, &in))
         goto out;
-    max = strcmp(in.type, "channel") == 0 ? ctx->limits.channel_member_max : ctx->limits.group_member_max;
+    messaging_limits_for(ctx, c.tid, &lim);
+    max = strcmp(in.type, "channel") == 0 ? lim.channel_member_max : lim.group_member_max;
     for (int i = 0; i < n; i++) {
         if (cm_bson_int(&tx.conv, "member_count", 0) + nadded >= max) {
             snprintf(detail, sizeof(detail), "the conversation is full: at most %ld members", max);

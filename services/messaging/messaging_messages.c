@@ -293,7 +293,11 @@ static int over_rate(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *
 {
     char key[300], retry[24], lim[24], rem[24];
     int64_t count = 0, ms = 0;
-    long max = ctx->limits.send_rate_per_min;
+    messaging_limits l;
+    long max;
+
+    messaging_limits_for(ctx, c->tid, &l);
+    max = l.send_rate_per_min;
 
     if (max <= 0)
         return 0;
@@ -311,7 +315,8 @@ static int over_rate(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *
     if (count <= max)
         return 0;
     cm_http_add_header(req, "Retry-After", retry);
-    cm_http_reply_error(req, CM_ELIMIT, "at most the configured number of messages per minute may be sent");
+    snprintf(key, sizeof(key), "at most %ld messages per minute may be sent (send_rate_per_min)", max);
+    cm_http_reply_error(req, CM_ELIMIT, key);
     return 1;
 }
 
@@ -347,13 +352,14 @@ static cm_err id_array(const cJSON *body, const char *key, int max, int (*valid)
     return CM_OK;
 }
 
-/* Validates a send body into `nm`; answers 400 itself and returns non-CM_OK on bad input. */
-static cm_err read_send_body(cm_http_req *req, const cJSON *body, messaging_new_message *nm)
+/* Validates a send body into `nm` (texts of at most `text_max` characters); answers 400 itself
+ * and returns non-CM_OK on bad input. */
+static cm_err read_send_body(cm_http_req *req, const cJSON *body, long text_max,
+                             messaging_new_message *nm)
 {
     static const char *const allowed[] = {"text",     "client_msg_id", "type",        "attachments",
                                           "mentions", "reply_to",      "thread_root", NULL};
     char detail[256];
-    const char *why;
     int media;
 
     memset(nm, 0, sizeof(*nm));
@@ -393,10 +399,8 @@ static cm_err read_send_body(cm_http_req *req, const cJSON *body, messaging_new_
     }
     if (nm->text == NULL)
         nm->text = "";
-    else if ((why = messaging_text_problem(nm->text)) != NULL) {
-        snprintf(detail, sizeof(detail), "%s", why);
+    else if (messaging_text_problem(nm->text, text_max, detail, sizeof(detail)))
         goto bad;
-    }
     if (nm->client_msg_id && !messaging_client_msg_id_valid(nm->client_msg_id)) {
         snprintf(detail, sizeof(detail), "field 'client_msg_id' must be 1..64 printable ASCII characters");
         goto bad;
@@ -503,6 +507,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     messaging_tx tx;
     messaging_new_message nm;
     messaging_rule_input in;
+    messaging_limits lim;
     char loc[160], *moderated = NULL;
     const char *cid = cm_http_param(req, "id");
     bson_t doc, conv, me;
@@ -513,7 +518,9 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     memset(&tx, 0, sizeof(tx));
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto out;
-    if (cm_http_json_body(req, &body) != CM_OK || read_send_body(req, body, &nm) != CM_OK ||
+    messaging_limits_for(ctx, c.tid, &lim);
+    if (cm_http_json_body(req, &body) != CM_OK ||
+        read_send_body(req, body, lim.text_max, &nm) != CM_OK ||
         (nm.attachments && check_attachments(req, ctx, &c, &nm) != CM_OK))
         goto out;
     hook = messaging_moderation_has_hook(ctx, c.tid);

@@ -605,8 +605,11 @@ cm_err messaging_moderate_send(cm_http_req *req, messaging_ctx *ctx, const cm_jw
             }
             goto out;
         case HOOK_REWRITE: {
-            const char *bad = messaging_text_problem(rewritten);
-            if (bad && !(rewritten[0] == '\0' && strcmp(nm->type, "text") != 0)) {
+            messaging_limits lim;
+            char bad[160];
+            messaging_limits_for(ctx, c->tid, &lim);
+            if (messaging_text_problem(rewritten, lim.text_max, bad, sizeof(bad)) &&
+                !(rewritten[0] == '\0' && strcmp(nm->type, "text") != 0)) {
                 cm_warn("pre-send hook of tenant %s rewrote to an invalid text: %s", c->tid, bad);
                 snprintf(why, sizeof(why), "the tenant's check rewrote the message into an invalid one: %s", bad);
                 unprocessable(req, why);

@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "messaging.h"
 
 #define MARK_BATCH 512       /* ids per update */
@@ -24,12 +24,10 @@ struct delivered {
 
 struct messaging_outbox {
     messaging_ctx *ctx;
-    int64_t stale_ms;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
+    int64_t stale_ms, next_sweep;
+    cm_ticker *ticker;
+    pthread_mutex_t lock; /* guards head */
     struct delivered *head;
-    int stop;
     atomic_ulong published, failed, republished, marked;
 };
 
@@ -54,7 +52,6 @@ void messaging_outbox_delivered(cm_err status, void *opaque, void *ud)
         pthread_mutex_lock(&ob->lock);
         d->next = ob->head;
         ob->head = d;
-        pthread_cond_signal(&ob->wake);
         pthread_mutex_unlock(&ob->lock);
     }
     free(id);
@@ -142,51 +139,40 @@ static void sweep(messaging_outbox *ob)
     bson_destroy(&opts);
 }
 
-static void *outbox_main(void *arg)
+/* Every MARK_EVERY_MS, never sooner (a busy period marks in few updates), and once more at
+ * the stop, after the producer's last delivery reports. */
+static void outbox_tick(void *ud, int last)
 {
-    messaging_outbox *ob = arg;
-    int64_t next_sweep = cm_clock_now_ms() + 500; /* soon after start: a crash's leftovers */
+    messaging_outbox *ob = ud;
+    struct delivered *batch;
 
     pthread_mutex_lock(&ob->lock);
-    for (;;) {
-        struct delivered *batch;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += MARK_EVERY_MS * 1000000L;
-        while (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        /* Wait the whole interval (unless stopping), so a busy period marks in few updates. */
-        while (!ob->stop && pthread_cond_timedwait(&ob->wake, &ob->lock, &until) == 0)
-            ;
-        batch = ob->head;
-        ob->head = NULL;
-        int stop = ob->stop;
-        pthread_mutex_unlock(&ob->lock);
-        mark(ob, batch);
-        if (stop)
-            return NULL;
-        if (cm_clock_now_ms() >= next_sweep) {
-            sweep(ob);
-            next_sweep = cm_clock_now_ms() + SWEEP_EVERY_MS;
-        }
-        pthread_mutex_lock(&ob->lock);
+    batch = ob->head;
+    ob->head = NULL;
+    pthread_mutex_unlock(&ob->lock);
+    mark(ob, batch);
+    if (!last && cm_clock_now_ms() >= ob->next_sweep) {
+        sweep(ob);
+        ob->next_sweep = cm_clock_now_ms() + SWEEP_EVERY_MS;
     }
 }
 
 cm_err messaging_outbox_start(messaging_ctx *ctx, int64_t stale_ms, messaging_outbox **out)
 {
     messaging_outbox *ob = calloc(1, sizeof(*ob));
+    cm_err rc;
+
     if (ob == NULL)
         return CM_ENOMEM;
     ob->ctx = ctx;
     ob->stale_ms = stale_ms;
+    ob->next_sweep = cm_clock_now_ms() + 500; /* soon after start: a crash's leftovers */
     pthread_mutex_init(&ob->lock, NULL);
-    pthread_cond_init(&ob->wake, NULL);
-    if (pthread_create(&ob->thread, NULL, outbox_main, ob) != 0) {
+    rc = cm_ticker_start(MARK_EVERY_MS, 1, outbox_tick, ob, &ob->ticker);
+    if (rc != CM_OK) {
+        pthread_mutex_destroy(&ob->lock);
         free(ob);
-        return CM_ENOMEM;
+        return rc;
     }
     *out = ob;
     return CM_OK;
@@ -196,13 +182,8 @@ void messaging_outbox_stop(messaging_outbox *ob)
 {
     if (ob == NULL)
         return;
-    pthread_mutex_lock(&ob->lock);
-    ob->stop = 1;
-    pthread_cond_signal(&ob->wake);
-    pthread_mutex_unlock(&ob->lock);
-    pthread_join(ob->thread, NULL);
+    cm_ticker_stop(ob->ticker);
     pthread_mutex_destroy(&ob->lock);
-    pthread_cond_destroy(&ob->wake);
     free(ob);
 }
 

@@ -7,27 +7,32 @@
 
 #include "common/auth.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/utf8.h"
 #include "common/uuid.h"
 #include "messaging.h"
 
-const char *messaging_text_problem(const char *text)
+int messaging_text_problem(const char *text, long max, char *detail, size_t n)
 {
     size_t bytes = strlen(text), chars;
+    const char *why = "field 'text' must not be only whitespace";
 
-    if (!cm_utf8_valid(text, bytes))
-        return "field 'text' must be valid UTF-8";
-    chars = cm_utf8_count(text, bytes);
-    if (chars == 0)
-        return "field 'text' must not be empty";
-    if (chars > MSG_TEXT_MAX)
-        return "field 'text' has more than 5000 characters";
-    if (cm_utf8_has_control(text, bytes))
-        return "field 'text' must not hold control characters other than newline and tab";
-    for (const char *p = text; *p; p++)
-        if (!isspace((unsigned char)*p))
-            return NULL;
-    return "field 'text' must not be only whitespace";
+    if (!cm_utf8_valid(text, bytes)) {
+        why = "field 'text' must be valid UTF-8";
+    } else if ((chars = cm_utf8_count(text, bytes)) == 0) {
+        why = "field 'text' must not be empty";
+    } else if ((long)chars > max) {
+        snprintf(detail, n, "field 'text' has %zu characters, more than the %ld allowed", chars, max);
+        return 1;
+    } else if (cm_utf8_has_control(text, bytes)) {
+        why = "field 'text' must not hold control characters other than newline and tab";
+    } else {
+        for (const char *p = text; *p; p++)
+            if (!isspace((unsigned char)*p))
+                return 0;
+    }
+    snprintf(detail, n, "%s", why);
+    return 1;
 }
 
 int messaging_client_msg_id_valid(const char *id)
@@ -499,6 +504,33 @@ void messaging_page_cleanup(messaging_page *page)
     if (page->n > 0)
         bson_destroy(&page->last);
     page->n = 0;
+}
+
+void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limits *out)
+{
+    cJSON *s = NULL;
+    long days;
+    cm_err rc;
+
+    *out = ctx->limits;
+    if (ctx->tenants == NULL)
+        return;
+    rc = cm_tenant_settings_get(ctx->tenants, tenant, &s);
+    if (rc != CM_OK) {
+        if (rc != CM_ENOTFOUND) /* an unknown tenant has no token to get here with */
+            cm_warn("tenant %s: its settings are unknown (%s); the defaults apply", tenant,
+                    cm_strerror(rc));
+        return;
+    }
+    out->send_rate_per_min = cm_tenant_setting_long(s, "send_rate_per_min", out->send_rate_per_min);
+    out->text_max = cm_tenant_setting_long(s, "message_max_chars", out->text_max);
+    out->group_member_max = cm_tenant_setting_long(s, "group_member_max", out->group_member_max);
+    out->edit_window_s = cm_tenant_setting_long(s, "edit_window_s", out->edit_window_s);
+    /* Retention: the shorter of the tenant's and the platform's, 0 meaning no limit. */
+    days = cm_tenant_setting_long(s, "retention_days", 0);
+    if (days > 0 && (out->retention_days == 0 || days < out->retention_days))
+        out->retention_days = days;
+    cJSON_Delete(s);
 }
 
 int messaging_member_sees(const char *state, int64_t left_seq, int64_t left_at_ms,

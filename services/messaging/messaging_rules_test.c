@@ -28,15 +28,15 @@ static char *repeat(const char *unit, size_t count)
 
 static void expect_text_ok(const char *text)
 {
-    const char *why = messaging_text_problem(text);
-    if (why != NULL)
+    char why[160];
+    if (messaging_text_problem(text, MSG_TEXT_MAX, why, sizeof(why)))
         fail_msg("refused (%s): %.60s", why, text);
 }
 
 static void expect_text_refused(const char *text, const char *want)
 {
-    const char *why = messaging_text_problem(text);
-    if (why == NULL)
+    char why[160];
+    if (!messaging_text_problem(text, MSG_TEXT_MAX, why, sizeof(why)))
         fail_msg("accepted: %.60s", text);
     assert_string_equal(why, want);
 }
@@ -67,7 +67,7 @@ static void test_text_length_in_code_points(void **state)
     expect_text_ok(s);
     free(s);
     s = repeat("a", MSG_TEXT_MAX + 1);
-    expect_text_refused(s, "field 'text' has more than 5000 characters");
+    expect_text_refused(s, "field 'text' has 5001 characters, more than the 5000 allowed");
     free(s);
     /* 5000 characters in 10000 bytes (2-byte), 15000 (3-byte) and 20000 (4-byte). */
     const char *units[] = {"\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\x98\x80", NULL};
@@ -76,7 +76,7 @@ static void test_text_length_in_code_points(void **state)
         expect_text_ok(s);
         free(s);
         s = repeat(units[i], MSG_TEXT_MAX + 1);
-        expect_text_refused(s, "field 'text' has more than 5000 characters");
+        expect_text_refused(s, "field 'text' has 5001 characters, more than the 5000 allowed");
         free(s);
     }
     /* Mixed widths: 4999 ASCII + one emoji is 5000 characters. */

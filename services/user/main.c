@@ -108,6 +108,8 @@ int main(int argc, char **argv)
         cm_http_route(srv, "POST", "/v1/tenants", user_tenants_create, &ctx) ||
         cm_http_route(srv, "GET", "/v1/tenants", user_tenants_list, &ctx) ||
         cm_http_route(srv, "GET", "/v1/tenants/{id}", user_tenants_get, &ctx) ||
+        cm_http_route(srv, "GET", "/internal/v1/tenants/{id}/settings",
+                      user_tenants_settings_internal, &ctx) ||
         cm_http_route(srv, "PATCH", "/v1/tenants/{id}", user_tenants_update, &ctx) ||
         cm_http_route(srv, "POST", "/v1/tenants/{id}/suspend", user_tenants_suspend, &ctx) ||
         cm_http_route(srv, "POST", "/v1/tenants/{id}/resume", user_tenants_resume, &ctx) ||

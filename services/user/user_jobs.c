@@ -2,14 +2,13 @@
  * events outbox every second and, every JANITOR_EVERY_S (a minute), does the expiry MongoDB
  * cannot do by itself here (no TTL indexes on FerretDB): spent and expired tokens, old revoked
  * sessions, old exports, stuck export jobs. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "user.h"
 
 #define EXPORT_KEEP_MS (7 * 86400 * 1000LL) /* a finished export is kept a week */
@@ -18,20 +17,14 @@
 
 struct user_jobs {
     user_ctx *ctx;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int stop, woken;
+    cm_ticker *ticker;
+    int64_t last_janitor;
 };
 
 void user_jobs_wake(user_jobs *j)
 {
-    if (j == NULL)
-        return;
-    pthread_mutex_lock(&j->lock);
-    j->woken = 1;
-    pthread_cond_signal(&j->cond);
-    pthread_mutex_unlock(&j->lock);
+    if (j != NULL)
+        cm_ticker_wake(j->ticker);
 }
 
 /* Deletes the documents of `coll` whose date `field` is before `before` (and `extra`). */
@@ -119,52 +112,31 @@ static void run_exports(user_ctx *ctx)
     }
 }
 
-static void *run(void *arg)
+/* Every second (other instances' exports), at once when an export is created here. */
+static void tick(void *ud, int last)
 {
-    user_jobs *j = arg;
-    int64_t last_janitor = 0;
-    struct timespec until;
-
-    pthread_mutex_lock(&j->lock);
-    while (!j->stop) {
-        j->woken = 0;
-        pthread_mutex_unlock(&j->lock);
-        run_exports(j->ctx);
-        cm_outbox_tick(j->ctx->outbox); /* mark delivered events, produce stale ones again */
-        if (cm_clock_now_ms() - last_janitor >= j->ctx->janitor_every_s * 1000LL) {
-            janitor(j->ctx);
-            last_janitor = cm_clock_now_ms();
-        }
-        pthread_mutex_lock(&j->lock);
-        if (j->stop || j->woken)
-            continue;
-        /* Woken by a new export here, or every second for other instances' exports. */
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += 1;
-        pthread_cond_timedwait(&j->cond, &j->lock, &until);
+    user_jobs *j = ud;
+    (void)last;
+    run_exports(j->ctx);
+    cm_outbox_tick(j->ctx->outbox); /* mark delivered events, produce stale ones again */
+    if (cm_clock_now_ms() - j->last_janitor >= j->ctx->janitor_every_s * 1000LL) {
+        janitor(j->ctx);
+        j->last_janitor = cm_clock_now_ms();
     }
-    pthread_mutex_unlock(&j->lock);
-    return NULL;
 }
 
 cm_err user_jobs_start(user_ctx *ctx, user_jobs **out)
 {
-    pthread_condattr_t ca;
     user_jobs *j = calloc(1, sizeof(*j));
+    cm_err rc;
 
     if (j == NULL)
         return CM_ENOMEM;
     j->ctx = ctx;
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (pthread_create(&j->thread, NULL, run, j) != 0) {
-        pthread_cond_destroy(&j->cond);
-        pthread_mutex_destroy(&j->lock);
+    rc = cm_ticker_start(1000, 0, tick, j, &j->ticker);
+    if (rc != CM_OK) {
         free(j);
-        return CM_ENOMEM;
+        return rc;
     }
     *out = j;
     return CM_OK;
@@ -174,12 +146,6 @@ void user_jobs_stop(user_jobs *j)
 {
     if (j == NULL)
         return;
-    pthread_mutex_lock(&j->lock);
-    j->stop = 1;
-    pthread_cond_signal(&j->cond);
-    pthread_mutex_unlock(&j->lock);
-    pthread_join(j->thread, NULL); /* a running export finishes first */
-    pthread_cond_destroy(&j->cond);
-    pthread_mutex_destroy(&j->lock);
+    cm_ticker_stop(j->ticker); /* a running export finishes first */
     free(j);
 }

@@ -223,6 +223,25 @@ void user_tenants_get(cm_http_req *req, void *ud)
     bson_destroy(&doc);
 }
 
+/* GET /internal/v1/tenants/{id}/settings: the settings the other services enforce
+ * (common/tenant.h), without the webhook secret. Not routed by the gateway; the network
+ * policy lets only the services reach it. */
+void user_tenants_settings_internal(cm_http_req *req, void *ud)
+{
+    user_ctx *ctx = ud;
+    user_settings s;
+    cJSON *o;
+    bson_t doc;
+
+    if (load(req, ctx, cm_http_param(req, "id"), &doc) != CM_OK)
+        return;
+    user_settings_from_doc(&doc, &s);
+    o = settings_json(&s);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "webhook_secret");
+    cm_http_reply_json(req, 200, o);
+    bson_destroy(&doc);
+}
+
 /* PATCH /v1/tenants/{id}: name and any subset of the settings; nothing else (no status, id or
  * keys: those have their own endpoints). */
 void user_tenants_update(cm_http_req *req, void *ud)

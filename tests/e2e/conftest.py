@@ -72,6 +72,7 @@ class Service:
             "USERS_CONSUMER_GROUP": f"e2e-messaging-users-{DB_SUFFIX}",
             "JANITOR_EVERY_S": "1",  # the user service's expiry pass
             "OUTBOX_STALE_MS": "2000",
+            "TENANT_SETTINGS_TTL_MS": "500",  # messaging: a PATCHed tenant setting applies at once
             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
             "UBSAN_OPTIONS": "print_stacktrace=1",
         })

@@ -179,7 +179,12 @@ def test_members_add_remove_roles_and_their_rules(api, tenant):
 
 
 def test_member_limits(api, tenant, platform):
-    with configured(platform, GROUP_MEMBER_MAX=3, CHANNEL_MEMBER_MAX=4):
+    # group_member_max is the tenant's setting (user service); channels have a platform limit.
+    from conftest import ADMIN_KEY
+    r = api.call("PATCH", f"/v1/tenants/{tenant['id']}", body={"settings": {"group_member_max": 3}},
+                 headers={"X-Admin-Key": ADMIN_KEY})
+    assert r.status_code == 200, r.text
+    with configured(platform, CHANNEL_MEMBER_MAX=4):
         t = users(api, tenant, "la", "lb", "lc", "ld", "le")
         g = create(api, t["la"], "group", ["lb"])
         r = ok(api.call("POST", path(g["id"], "/members"), t["la"], {"user_ids": ["lc", "ld"]}), 200)

@@ -187,3 +187,50 @@ def test_bad_key_bodies(api, tenant):
     problem(api.call("POST", f"{path}/{tenant['api_key']}/rotate", body={"overlap_s": -1}, headers=ADMIN), 400)
     problem(api.call("POST", f"{path}/{tenant['api_key']}/rotate", body={"overlap_s": 10**9}, headers=ADMIN), 400)
     problem(api.call("POST", f"{path}/{tenant['api_key']}/rotate", body={"overlap_s": "1"}, headers=ADMIN), 400)
+
+
+def test_the_messaging_service_enforces_the_tenants_own_limits(api):
+    """send_rate_per_min, message_max_chars, group_member_max and edit_window_s are the tenant's
+    (PATCH /v1/tenants/{id}), not the process defaults; a change applies within the cache TTL
+    (TENANT_SETTINGS_TTL_MS, 500 ms here)."""
+    from chat import create as create_conv, send
+
+    r = create(api, {"name": "strict", "settings": {
+        "message_max_chars": 10, "edit_window_s": 0, "send_rate_per_min": 3, "group_member_max": 3}})
+    assert r.status_code == 201, r.text
+    t = r.json()
+    alice = token_for(api, t, "alice")
+    problem(api.call("POST", "/v1/conversations", alice,
+                     {"type": "group", "members": ["bob", "carol", "dave"]}),
+            400, "at most 3")
+    cid = create_conv(api, alice, "group", ["bob", "carol"])["id"]
+    problem(send(api, alice, cid, "x" * 11), 400, "11 characters, more than the 10 allowed")
+    r = send(api, alice, cid, "short")
+    assert r.status_code == 201, r.text
+    problem(api.call("PATCH", f"/v1/conversations/{cid}/messages/{r.json()['id']}", alice,
+                     {"text": "edited"}), 403, "edited for 0 seconds")
+    assert send(api, alice, cid, "two").status_code == 201
+    # The third attempt of the minute still passes (the 400 above did not count); the fourth not.
+    assert send(api, alice, cid, "three").status_code == 201
+    r = send(api, alice, cid, "four")
+    problem(r, 429, "at most 3 messages per minute")
+    assert r.headers["RateLimit-Limit"] == "3"
+
+    # Raised by the operator: applies within the TTL, for every member of the tenant.
+    r = api.call("PATCH", f"/v1/tenants/{t['id']}", body={"settings": {"message_max_chars": 20}},
+                 headers=ADMIN)
+    assert r.status_code == 200, r.text
+    bob = token_for(api, t, "bob")
+    deadline = time.time() + 5
+    while True:
+        r = send(api, bob, cid, "y" * 15)
+        if r.status_code == 201 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 201, r.text
+
+    # Another tenant keeps the defaults.
+    other = new_tenant(api)
+    eve = token_for(api, other, "eve")
+    cid2 = create_conv(api, eve, "group", ["f1", "f2", "f3"])["id"]
+    assert send(api, eve, cid2, "z" * 500).status_code == 201

@@ -2,7 +2,9 @@
  * Documents and filters are libbson values (bson_t), built by the caller with typed appends,
  * never from client JSON (STYLE.md). mongoc handles stay inside libcommon. Driver errors are
  * translated and logged once here: a duplicate key is CM_ECONFLICT, an unreachable server
- * CM_EIO. Every call is thread-safe. */
+ * CM_EIO. Every call is thread-safe. Updates and findAndModify are serialised per (collection,
+ * _id) inside a process, because FerretDB 1.x applies them as an unlocked read-modify-replace
+ * and would otherwise keep only one of two concurrent writes to a document (see mongo.c). */
 #ifndef COMMON_MONGO_H
 #define COMMON_MONGO_H
 
@@ -62,6 +64,12 @@ cm_err cm_mongo_find_page(cm_mongo *m, const char *coll, const bson_t *filter, c
                           long limit, const char *cursor_field,
                           cJSON *(*render)(const bson_t *doc, void *ud), void *ud, cJSON **items,
                           char *next, size_t n);
+
+/* Calls `fn(value, ud)` for each distinct string value of `field` among the documents matching
+ * `filter` (NULL: all); values of other types are skipped; `fn` returns non-zero to stop. The
+ * server answers in one reply (MongoDB's 16 MiB cap): meant for small sets, such as tenants. */
+cm_err cm_mongo_distinct(cm_mongo *m, const char *coll, const char *field, const bson_t *filter,
+                         int (*fn)(const char *value, void *ud), void *ud);
 
 /* Counts documents matching `filter`. */
 cm_err cm_mongo_count(cm_mongo *m, const char *coll, const bson_t *filter, int64_t *count);

@@ -1,0 +1,191 @@
+/* tenant.c - tenant settings from the user service, cached per process (common/tenant.h). */
+#include "common/tenant.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/httpc.h"
+#include "common/log.h"
+
+#define BUCKETS 1024
+#define ENTRIES_MAX 8192     /* tenants cached at once; past it the cache starts over */
+#define BODY_MAX (64 * 1024) /* a settings object is well under 4 KiB */
+#define TENANT_ID_MAX 64
+
+struct entry {
+    struct entry *next;
+    char tenant[TENANT_ID_MAX + 1];
+    char *json;       /* the settings as received; NULL: the user service said 404 */
+    int64_t fetched; /* ms, cm_clock_now_ms */
+};
+
+struct cm_tenant_settings {
+    char *user_url;
+    long ttl_ms, timeout_ms;
+    pthread_mutex_t lock;
+    struct entry *bucket[BUCKETS];
+    long n;
+};
+
+cm_err cm_tenant_settings_create(const char *user_url, long ttl_ms, long timeout_ms,
+                                 cm_tenant_settings **out)
+{
+    cm_tenant_settings *ts;
+
+    if (user_url == NULL || ttl_ms < 0 || timeout_ms <= 0)
+        return CM_EINVAL;
+    ts = calloc(1, sizeof(*ts));
+    if (ts == NULL || (ts->user_url = strdup(user_url)) == NULL) {
+        free(ts);
+        return CM_ENOMEM;
+    }
+    ts->ttl_ms = ttl_ms;
+    ts->timeout_ms = timeout_ms;
+    pthread_mutex_init(&ts->lock, NULL);
+    *out = ts;
+    return CM_OK;
+}
+
+static void clear(cm_tenant_settings *ts)
+{
+    for (int i = 0; i < BUCKETS; i++) {
+        struct entry *e = ts->bucket[i];
+        while (e) {
+            struct entry *next = e->next;
+            free(e->json);
+            free(e);
+            e = next;
+        }
+        ts->bucket[i] = NULL;
+    }
+    ts->n = 0;
+}
+
+void cm_tenant_settings_destroy(cm_tenant_settings *ts)
+{
+    if (ts == NULL)
+        return;
+    clear(ts);
+    pthread_mutex_destroy(&ts->lock);
+    free(ts->user_url);
+    free(ts);
+}
+
+static unsigned hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h % BUCKETS;
+}
+
+static int tenant_ok(const char *t)
+{
+    size_t n = 0;
+    for (; t[n]; n++)
+        if (!((t[n] >= 'a' && t[n] <= 'z') || (t[n] >= 'A' && t[n] <= 'Z') ||
+              (t[n] >= '0' && t[n] <= '9') || t[n] == '-' || t[n] == '_'))
+            return 0;
+    return n > 0 && n <= TENANT_ID_MAX;
+}
+
+/* Under the lock: the entry of `tenant`, or NULL. */
+static struct entry *lookup(cm_tenant_settings *ts, const char *tenant)
+{
+    for (struct entry *e = ts->bucket[hash(tenant)]; e; e = e->next)
+        if (strcmp(e->tenant, tenant) == 0)
+            return e;
+    return NULL;
+}
+
+/* Turns a cached answer into the caller's copy. */
+static cm_err answer(const char *json, cJSON **out)
+{
+    if (json == NULL)
+        return CM_ENOTFOUND;
+    *out = cJSON_Parse(json);
+    return *out ? CM_OK : CM_ENOMEM;
+}
+
+/* Stores the answer for `tenant` (json NULL: unknown tenant); takes `json`. */
+static void store(cm_tenant_settings *ts, const char *tenant, char *json)
+{
+    struct entry *e;
+
+    pthread_mutex_lock(&ts->lock);
+    e = lookup(ts, tenant);
+    if (e == NULL) {
+        if (ts->n >= ENTRIES_MAX)
+            clear(ts);
+        e = calloc(1, sizeof(*e));
+        if (e == NULL) {
+            pthread_mutex_unlock(&ts->lock);
+            free(json);
+            return;
+        }
+        snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+        e->next = ts->bucket[hash(tenant)];
+        ts->bucket[hash(tenant)] = e;
+        ts->n++;
+    }
+    free(e->json);
+    e->json = json;
+    e->fetched = cm_clock_now_ms();
+    pthread_mutex_unlock(&ts->lock);
+}
+
+cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON **out)
+{
+    char url[1024], *body = NULL;
+    size_t len = 0;
+    long status = 0;
+    struct entry *e;
+    cm_err rc;
+
+    *out = NULL;
+    if (tenant == NULL || !tenant_ok(tenant))
+        return CM_EINVAL;
+    pthread_mutex_lock(&ts->lock);
+    e = lookup(ts, tenant);
+    if (e && cm_clock_now_ms() - e->fetched < ts->ttl_ms) {
+        rc = answer(e->json, out);
+        pthread_mutex_unlock(&ts->lock);
+        return rc;
+    }
+    pthread_mutex_unlock(&ts->lock);
+
+    /* Fetched outside the lock: two threads may both ask, which is harmless. */
+    snprintf(url, sizeof(url), "%s/internal/v1/tenants/%s/settings", ts->user_url, tenant);
+    rc = cm_httpc_get(url, NULL, ts->timeout_ms, BODY_MAX, &body, &len, &status);
+    if (rc == CM_OK && status == 200) {
+        cJSON *o = cJSON_Parse(body);
+        if (cJSON_IsObject(o)) {
+            store(ts, tenant, body);
+            *out = o;
+            return CM_OK;
+        }
+        cJSON_Delete(o);
+    } else if (rc == CM_OK && status == 404) {
+        free(body);
+        store(ts, tenant, NULL);
+        return CM_ENOTFOUND;
+    }
+    free(body);
+    /* No usable answer: the last copy, however old, beats the defaults. */
+    cm_warn("tenant settings of %s: the user service did not answer (%s, HTTP %ld)", tenant,
+            cm_strerror(rc), status);
+    pthread_mutex_lock(&ts->lock);
+    e = lookup(ts, tenant);
+    rc = e ? answer(e->json, out) : CM_EIO;
+    pthread_mutex_unlock(&ts->lock);
+    return rc;
+}
+
+long cm_tenant_setting_long(const cJSON *settings, const char *name, long def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(settings, name);
+    return cJSON_IsNumber(v) ? (long)v->valuedouble : def;
+}
