@@ -185,7 +185,7 @@ integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
 bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search bench-socket
-	@BENCH_BIN=$(B)/bench/media_thumbs bash bench/media_bench.sh
+	@BENCH_BIN=$(B)/bench/media_thumbs BUILD_DIR=$(B) bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
 

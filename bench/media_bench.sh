@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Media benchmark (make bench): thumbnails per second of the media worker's image step side
-# by side with Debian's vipsthumbnail on the same images, one core each, ratio printed; and,
-# when a gateway answers at $GW (make run), upload throughput in MiB/s with curl.
+# by side with Debian's vipsthumbnail on the same images, one core each, ratio printed; and
+# upload throughput in MiB/s side by side with nginx and versitygw (bench/media_upload.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BENCH_BIN:-$ROOT/build/rel/bench/media_thumbs}
@@ -37,20 +37,5 @@ peer_tps=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", 3 * n / (
 echo "vipsthumbnail images=$N seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') thumbs_per_s=$peer_tps"
 awk -v o="$ours_tps" -v p="$peer_tps" 'BEGIN { printf "thumbnails ratio (media / vipsthumbnail): %.2fx (goal >= 0.9x)\n", o / p }'
 
-GW=${GW:-http://127.0.0.1:8080}
-if curl -fsS -m 2 "$GW/health/ready" >/dev/null 2>&1 && [ -s "$ROOT/.local/keys/admin-key" ]; then
-  ADMIN=$(cat "$ROOT/.local/keys/admin-key")
-  T=$(curl -fsS "$GW/v1/tenants" -H "X-Admin-Key: $ADMIN" -H 'Content-Type: application/json' -d '{"name":"bench"}')
-  KEY=$(echo "$T" | jq -r .api_key); SECRET=$(echo "$T" | jq -r .api_secret)
-  TOK=$(curl -fsS "$GW/v1/auth/token" -u "$KEY:$SECRET" -H 'Content-Type: application/json' -d '{"user_id":"bench"}' | jq -r .access_token)
-  { printf '%%PDF-1.4\n'; head -c $((32 << 20)) /dev/urandom; } > "$DIR/big.pdf"
-  t0=$(date +%s.%N)
-  for i in 1 2 3 4; do
-    curl -fsS -o /dev/null "$GW/v1/media?purpose=other" -H "Authorization: Bearer $TOK" \
-      -H 'Content-Type: application/pdf' --data-binary @"$DIR/big.pdf"
-  done
-  t1=$(date +%s.%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "upload via gateway: 4 x 32 MiB in %.2f s = %.1f MiB/s\n", b - a, 128 / (b - a) }'
-else
-  echo "upload: skipped (no gateway at $GW; start one with make run)"
-fi
+# Upload throughput (MiB/s) with its peers (nginx, versitygw), on media instances of its own.
+bash "$ROOT/bench/media_upload.sh"

@@ -46,6 +46,7 @@ struct route {
     char *segs[MAX_SEGS];
     cm_http_handler handler;
     void *ud;
+    const cm_http_body_sink *sink; /* cm_http_route_stream: the body is streamed, not kept */
     struct route_stats stats;
 };
 
@@ -107,6 +108,14 @@ struct cm_http_req {
     int up_started; /* up_fn was called: up_ud is the callee's */
     char log_extra[512]; /* cm_http_log_field: ,"name":"value"... */
     size_t log_extra_len;
+    int routed;          /* route_for has run (once per request) */
+    int sink_opened;     /* the route's sink: open has run */
+    int sink_buffer;     /* open declined streaming: the body is buffered */
+    int sink_stopped;    /* a write failed: the rest of the body is discarded */
+    void *sink_state;    /* what open returned; closed by req_free */
+    uint64_t streamed;   /* body bytes handed to the sink */
+    int defer;           /* replies made while the body streams wait for its end */
+    struct MHD_Response *deferred;
 };
 
 /* --- arena ------------------------------------------------------------------------------ */
@@ -132,6 +141,10 @@ char *cm_http_strdup(cm_http_req *req, const char *s)
 
 static void req_free(cm_http_req *req)
 {
+    if (req->sink_state && req->route && req->route->sink && req->route->sink->close)
+        req->route->sink->close(req->sink_state);
+    if (req->deferred)
+        MHD_destroy_response(req->deferred);
     while (req->arena) {
         struct chunk *n = req->arena->next;
         free(req->arena);
@@ -207,6 +220,23 @@ cm_err cm_http_route_prefix(cm_http_server *srv, const char *prefix, cm_http_han
                             void *ud)
 {
     return add_route(srv, "*", prefix, 1, handler, ud);
+}
+
+cm_err cm_http_route_stream(cm_http_server *srv, const char *method, const char *pattern,
+                            const cm_http_body_sink *sink, cm_http_handler handler, void *ud)
+{
+    cm_err rc;
+    if (sink == NULL || sink->open == NULL || sink->write == NULL)
+        return CM_EINVAL;
+    rc = add_route(srv, method, pattern, 0, handler, ud);
+    if (rc == CM_OK)
+        srv->routes[srv->nroutes - 1].sink = sink;
+    return rc;
+}
+
+void *cm_http_body_state(const cm_http_req *req)
+{
+    return req->sink_state;
 }
 
 /* Matches req->path against the routes; fills params. Returns the route, or NULL with
@@ -441,6 +471,12 @@ void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, c
     MHD_add_response_header(resp, "X-Request-Id", req->rid);
     for (struct hdr *h = req->hdrs; h; h = h->next)
         MHD_add_response_header(resp, h->name, h->value);
+    if (req->defer) {
+        /* Answered while the body streams in: sent once the body has been read (answering
+         * with unread data would make the connection's reset swallow the answer). */
+        req->deferred = resp;
+        return;
+    }
     MHD_queue_response(req->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
 }
@@ -739,6 +775,59 @@ static size_t body_limit_for(const cm_http_server *srv, const char *path)
     return max;
 }
 
+/* Queues the answer given while a streamed body was arriving. */
+static void flush_deferred(cm_http_req *req)
+{
+    if (req->deferred == NULL)
+        return;
+    MHD_queue_response(req->conn, (unsigned)req->status, req->deferred);
+    MHD_destroy_response(req->deferred);
+    req->deferred = NULL;
+}
+
+/* Hands one piece of a streamed route's body (`*size` bytes, 0 on the last call) to its sink,
+ * opening it first. Returns 1 when the piece was taken (or discarded), 0 when the request goes
+ * on the ordinary way: the last call, or open declined and the body is buffered. Answers made
+ * by open and write are deferred to the end of the body. */
+static int stream_piece(cm_http_req *req, const char *data, size_t *size)
+{
+    const cm_http_body_sink *sink = req->route->sink;
+    size_t n = *size;
+
+    if (!req->sink_opened) {
+        req->sink_opened = 1;
+        cm_log_set_request_id(req->rid);
+        req->defer = 1;
+        req->sink_state = sink->open(req, req->route->ud);
+        req->defer = 0;
+        if (req->replied) {
+            *size = 0;
+            return n > 0;
+        }
+        if (req->sink_state == NULL) {
+            req->sink_buffer = 1;
+            return 0;
+        }
+    }
+    if (n == 0)
+        return 0;
+    *size = 0;
+    if (req->too_big)
+        return 1;
+    if (req->streamed + n > req->max_body) {
+        req->too_big = 1; /* 413 at the end, as for buffered bodies */
+        return 1;
+    }
+    req->streamed += n;
+    if (!req->sink_stopped) {
+        req->defer = 1;
+        if (sink->write(req, req->sink_state, data, n) != CM_OK)
+            req->sink_stopped = 1;
+        req->defer = 0;
+    }
+    return 1;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -781,8 +870,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (req->replied) {
+        if (*upload_data_size == 0)
+            flush_deferred(req); /* a streamed body has been read: now its answer goes */
         *upload_data_size = 0; /* discard what follows an early answer */
         return MHD_YES;
+    }
+    if (!req->routed) {
+        req->route = route_for(req);
+        req->routed = 1;
+    }
+    if (req->route && req->route->sink && !req->sink_buffer) {
+        if (stream_piece(req, upload_data, upload_data_size))
+            return MHD_YES;
+        if (req->replied) { /* open answered an empty body */
+            flush_deferred(req);
+            return MHD_YES;
+        }
     }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
@@ -814,7 +917,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     /* Last call: the whole request is here. */
     cm_log_set_request_id(req->rid);
-    req->route = route_for(req);
     if (req->too_big) {
         cm_http_problem(req, 413, "too-large", "Content Too Large",
                         "the body is larger than the limit of %zu bytes", req->max_body);
@@ -1158,6 +1260,10 @@ void cm_http_reply_stream(cm_http_req *req, int status, const char *content_type
     MHD_add_response_header(resp, "X-Request-Id", req->rid);
     for (struct hdr *h = req->hdrs; h; h = h->next)
         MHD_add_response_header(resp, h->name, h->value);
+    if (req->defer) {
+        req->deferred = resp; /* as in cm_http_reply_raw */
+        return;
+    }
     MHD_queue_response(req->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
 }

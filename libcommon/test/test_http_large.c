@@ -1,5 +1,6 @@
 /* test_http_large.c - unit tests of common/http.h's large-body calls over real sockets:
- * per-prefix body caps, streamed replies and multipart/form-data parts. */
+ * per-prefix body caps, streamed replies, multipart/form-data parts and bodies streamed into
+ * a sink (cm_http_route_stream). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +17,7 @@
 
 #define MAX_BODY 100
 #define BIG_BODY 5000
+#define SINK_MAX (1u << 20)
 #define STREAM_SIZE (300 * 1024 + 17) /* several 64 KiB blocks and a short tail */
 
 static cm_http_server *srv;
@@ -78,6 +80,65 @@ static void h_form(cm_http_req *req, void *ud)
     cm_http_reply_raw(req, 200, "application/octet-stream", out, (size_t)n + p.len);
 }
 
+/* A sink that sums the bytes it is given and counts its pieces; a header makes open refuse,
+ * decline (buffer) or write fail. */
+typedef struct sink_state {
+    size_t bytes;
+    unsigned long sum;
+    int pieces, failed;
+} sink_state;
+
+static int sink_closed;
+
+static void *s_open(cm_http_req *req, void *ud)
+{
+    const char *mode = cm_http_header(req, "X-Mode");
+    (void)ud;
+    if (mode && strcmp(mode, "refuse") == 0) {
+        cm_http_problem(req, 403, "refused", "Refused", "open said no");
+        return NULL;
+    }
+    if (mode && strcmp(mode, "buffer") == 0)
+        return NULL;
+    return calloc(1, sizeof(sink_state));
+}
+
+static cm_err s_write(cm_http_req *req, void *state, const char *data, size_t len)
+{
+    sink_state *st = state;
+    const char *mode = cm_http_header(req, "X-Mode");
+    st->pieces++;
+    for (size_t i = 0; i < len; i++)
+        st->sum += (unsigned char)data[i];
+    st->bytes += len;
+    if (mode && strcmp(mode, "fail") == 0 && st->bytes > 1000) {
+        st->failed = 1;
+        return CM_EIO;
+    }
+    return CM_OK;
+}
+
+static void s_close(void *state)
+{
+    free(state);
+    __atomic_add_fetch(&sink_closed, 1, __ATOMIC_SEQ_CST);
+}
+
+static const cm_http_body_sink sink = {s_open, s_write, s_close};
+
+/* POST /sink: "<bytes> <sum> <failed> <buffered body length>". */
+static void h_sink(cm_http_req *req, void *ud)
+{
+    sink_state *st = cm_http_body_state(req);
+    char out[96];
+    size_t blen;
+    (void)ud;
+    cm_http_body(req, &blen);
+    int n = snprintf(out, sizeof(out), "%zu %lu %d %zu", st ? st->bytes : 0, st ? st->sum : 0,
+                     st ? st->failed : -1, blen);
+    cm_http_reply_raw(req, 200, "text/plain", out, (size_t)n);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -93,6 +154,8 @@ static int setup(void **state)
         cm_http_route(srv, "GET", "/stream", h_stream, NULL) ||
         cm_http_route(srv, "HEAD", "/stream", h_stream, NULL) ||
         cm_http_route(srv, "POST", "/form", h_form, NULL) ||
+        cm_http_route_stream(srv, "POST", "/sink", &sink, h_sink, NULL) ||
+        cm_http_body_limit(srv, "/sink", SINK_MAX) ||
         cm_http_body_limit(srv, "/big", BIG_BODY) || cm_http_body_limit(srv, "/form", BIG_BODY))
         return -1;
     return cm_http_server_start(srv) == CM_OK ? 0 : -1;
@@ -210,12 +273,70 @@ static void test_multipart(void **state)
     tu_resp_free(&r);
 }
 
+static void sink_post(const char *mode, size_t len, int want_status, const char *want)
+{
+    char *body = malloc(len + 1), hdr[64];
+    unsigned long sum = 0;
+    char expect[96];
+    tu_resp r;
+    for (size_t i = 0; i < len; i++) {
+        body[i] = (char)(i * 13 + 5);
+        sum += (unsigned char)body[i];
+    }
+    snprintf(hdr, sizeof(hdr), "X-Mode: %s\r\n", mode);
+    assert_int_equal(tu_http(port, "POST", "/sink", hdr, body, len, &r), 0);
+    if (r.status != want_status)
+        fail_msg("%s, %zu bytes: want %d, got %d: %s", mode, len, want_status, r.status, r.raw);
+    if (want == NULL) {
+        snprintf(expect, sizeof(expect), "%zu %lu 0 0", len, sum);
+        want = expect;
+    }
+    if (want[0] == '*') { /* only the "failed" field */
+        unsigned long b, sm;
+        int failed = -2;
+        char got[96];
+        snprintf(got, sizeof(got), "%.*s", (int)r.body_len, r.body);
+        assert_int_equal(sscanf(got, "%lu %lu %d", &b, &sm, &failed), 3);
+        assert_int_equal(failed, (int)strtol(want + 1, NULL, 10));
+        assert_true(b < len); /* the feeding stopped */
+    } else if (want[0] != '\0') {
+        assert_int_equal(r.body_len, strlen(want));
+        assert_memory_equal(r.body, want, r.body_len);
+    }
+    tu_resp_free(&r);
+    free(body);
+}
+
+static void test_streamed_body(void **state)
+{
+    (void)state;
+    int before = __atomic_load_n(&sink_closed, __ATOMIC_SEQ_CST);
+    /* Streamed: the sink sees every byte in order (the sum), the buffer stays empty. */
+    sink_post("stream", 700 * 1024 + 3, 200, NULL);
+    sink_post("stream", 0, 200, "0 0 0 0"); /* an empty body still opens the sink */
+    /* A write that fails stops the feeding; the handler still runs and sees it. */
+    sink_post("fail", 200 * 1024, 200, "*1");
+    /* open refusing: its answer, after the body has been read. */
+    sink_post("refuse", 300 * 1024, 403, "");
+    /* open declining: the body is buffered as usual. */
+    sink_post("buffer", 5000, 200, "0 0 -1 5000");
+    /* The cap holds: 413 from the Content-Length, before open or the handler run. */
+    sink_post("stream", SINK_MAX + 1, 413, "");
+    for (int i = 0; i < 100 && __atomic_load_n(&sink_closed, __ATOMIC_SEQ_CST) < before + 3; i++)
+        tu_sleep_ms(10);
+    /* Every state open made was closed: stream x2 and fail. */
+    tu_sleep_ms(50);
+    assert_int_equal(__atomic_load_n(&sink_closed, __ATOMIC_SEQ_CST), before + 3);
+    assert_int_equal(cm_http_route_stream(srv, "POST", "/x", NULL, h_sink, NULL), CM_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_body_limit_per_prefix),
         cmocka_unit_test(test_stream_reply),
         cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_streamed_body),
     };
     return cmocka_run_group_tests_name("http_large", tests, setup, teardown);
 }

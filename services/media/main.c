@@ -43,7 +43,7 @@ static const cm_config_var vars[] = {
     {"S3_ACCESS_KEY", "", "S3 access key id"},
     {"S3_SECRET_KEY", "", "S3 secret access key"},
     {"MESSAGING_URL", "http://127.0.0.1:8082", "the messaging service, which says which members may read an attachment (empty: uploaders and admins only)"},
-    {"MEDIA_ACCESS_TIMEOUT_MS", "2000", "time allowed to one such access check"},
+    {"MEDIA_ACCESS_TIMEOUT_MS", "2000", "time allowed to one member access check (MESSAGING_URL)"},
     {"MEDIA_URL_KEYS", "(random per start)", "signed URL keys kid:hexsecret,...; the first signs, all verify"},
     {"MEDIA_PUBLIC_BASE_URL", "", "prefix of signed URLs (empty: a path relative to the gateway)"},
     {"MEDIA_IMAGE_MAX_BYTES", "5242880", "default largest image upload"},
@@ -139,7 +139,7 @@ static cm_err routes(cm_http_server *srv, media_ctx *ctx)
     /* /v1/media/settings before /v1/media/{id}: routes match in order. */
     if (cm_http_route(srv, "GET", "/v1/media/settings", media_settings_get, ctx) ||
         cm_http_route(srv, "PUT", "/v1/media/settings", media_settings_put, ctx) ||
-        cm_http_route(srv, "POST", "/v1/media", media_upload, ctx) ||
+        cm_http_route_stream(srv, "POST", "/v1/media", &media_upload_sink, media_upload, ctx) ||
         cm_http_route(srv, "GET", "/v1/media/{id}", media_get, ctx) ||
         cm_http_route(srv, "DELETE", "/v1/media/{id}", media_delete, ctx) ||
         cm_http_route(srv, "GET", "/v1/media/{id}/content", media_content, ctx) ||
@@ -153,7 +153,8 @@ static cm_err routes(cm_http_server *srv, media_ctx *ctx)
         cm_http_route(srv, "OPTIONS", "/v1/uploads/{id}", media_tus_options, ctx) ||
         cm_http_route(srv, "POST", "/v1/uploads", media_tus_create, ctx) ||
         cm_http_route(srv, "HEAD", "/v1/uploads/{id}", media_tus_head, ctx) ||
-        cm_http_route(srv, "PATCH", "/v1/uploads/{id}", media_tus_patch, ctx) ||
+        cm_http_route_stream(srv, "PATCH", "/v1/uploads/{id}", &media_tus_patch_sink,
+                             media_tus_patch, ctx) ||
         cm_http_route(srv, "DELETE", "/v1/uploads/{id}", media_tus_delete, ctx) ||
         cm_http_route(srv, "GET", "/internal/v1/media/{id}/attachable", media_internal_check,
                       ctx) ||

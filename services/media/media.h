@@ -52,6 +52,60 @@ cm_err media_store_gridfs_create(cm_mongo *db, const char *bucket, media_store *
 cm_err media_store_s3_create(const char *endpoint, const char *bucket, const char *region,
                              const char *access_key, const char *secret_key, media_store **out);
 
+/* --- streaming uploads into parts (media_spool.c) ------------------------------------------ */
+
+/* Bytes of one stored part of an upload body: what an upload holds in memory at a time.
+ * 4 MiB: a few per server thread is affordable, and S3 and GridFS take a part in one call. */
+#define MEDIA_PART_BYTES (4u << 20)
+#define MEDIA_PARTS_MAX 4096      /* parts of one media object (media_content.c reads them) */
+#define MEDIA_HEAD_BYTES 65536    /* first bytes kept for libmagic */
+
+typedef struct media_spool media_spool;
+typedef struct media_ctx media_ctx;
+
+/* What a spool has stored so far; digests only after media_spool_finish. */
+typedef struct media_spool_parts {
+    int n, cap;
+    char (*keys)[MEDIA_KEY_LEN];
+    uint64_t *lens;
+    uint64_t size;                 /* bytes written */
+    char head[MEDIA_HEAD_BYTES];   /* the first bytes */
+    size_t head_len;
+    unsigned char sha256[32];
+    unsigned char sha1[20];        /* when asked for */
+} media_spool_parts;
+
+/* Creates a spool that takes at most `limit` bytes, computing SHA-256 (and SHA-1 when
+ * `want_sha1`). CM_ENOMEM. */
+cm_err media_spool_create(media_ctx *ctx, uint64_t limit, int want_sha1, media_spool **out);
+
+/* Appends `len` bytes; every full MEDIA_PART_BYTES is stored as a part under a new random key.
+ * CM_ETOOBIG past the limit (nothing of this call is taken) or MEDIA_PARTS_MAX parts; the
+ * store's error when a put fails. After an error the spool takes nothing more. */
+cm_err media_spool_write(media_spool *s, const char *data, size_t len);
+
+/* Stores what is left as the last part and finishes the digests. */
+cm_err media_spool_finish(media_spool *s);
+
+/* The parts stored (owned by the spool). */
+const media_spool_parts *media_spool_parts_of(const media_spool *s);
+
+/* After finish: the whole object in memory (for the image header probe; callers keep this to
+ * images, which are capped at a few MiB): the spool's own buffer when it is one part, else read
+ * back from the store. Release with media_spool_free_whole. */
+cm_err media_spool_whole(media_spool *s, char **out);
+void media_spool_free_whole(media_spool *s, char *whole);
+
+/* The parts now belong to something else (a media object, an upload): destroy keeps them. */
+void media_spool_keep(media_spool *s);
+
+/* Removes the parts stored so far (unless kept), before a refusal is answered, so a client
+ * that reads the answer finds nothing left. */
+void media_spool_discard(media_spool *s);
+
+/* Frees the spool and removes its parts from the store unless kept. Accepts NULL. */
+void media_spool_destroy(media_spool *s);
+
 /* --- per-tenant settings -------------------------------------------------------------------- */
 
 typedef struct media_settings {
@@ -78,7 +132,7 @@ typedef struct media_outbox media_outbox;
 typedef struct media_worker media_worker;
 
 /* Everything a handler needs; created in main.c, read-only afterwards. */
-typedef struct media_ctx {
+struct media_ctx {
     cm_mongo *db;
     cm_kafka_producer *kafka;
     cm_redis *redis;
@@ -94,7 +148,7 @@ typedef struct media_ctx {
     int64_t upload_ttl_s;             /* lifetime of an unfinished tus upload */
     int64_t body_max;                 /* the HTTP body cap: no upload limit may exceed it */
     int64_t outbox_stale_ms;
-} media_ctx;
+};
 
 /* --- rules (media_rules.c): plain functions over plain data --------------------------------- */
 
@@ -316,6 +370,7 @@ void media_remove_blobs(media_ctx *ctx, const bson_t *doc);
 cm_err media_new_key(char key[MEDIA_KEY_LEN]);
 
 void media_upload(cm_http_req *req, void *ud);       /* POST /v1/media */
+extern const cm_http_body_sink media_upload_sink;    /* its raw body streams into parts */
 void media_get(cm_http_req *req, void *ud);          /* GET /v1/media/{id} */
 void media_delete(cm_http_req *req, void *ud);       /* DELETE /v1/media/{id} */
 void media_content(cm_http_req *req, void *ud);      /* GET|HEAD /v1/media/{id}/content */
@@ -329,6 +384,7 @@ void media_tus_options(cm_http_req *req, void *ud); /* OPTIONS /v1/uploads[/{id}
 void media_tus_create(cm_http_req *req, void *ud);  /* POST /v1/uploads */
 void media_tus_head(cm_http_req *req, void *ud);    /* HEAD /v1/uploads/{id} */
 void media_tus_patch(cm_http_req *req, void *ud);   /* PATCH /v1/uploads/{id} */
+extern const cm_http_body_sink media_tus_patch_sink; /* its body streams into parts */
 void media_tus_delete(cm_http_req *req, void *ud);  /* DELETE /v1/uploads/{id} */
 
 /* --- background work (media_worker.c, media_jobs.c) ----------------------------------------- */

@@ -2,7 +2,8 @@
  * under /v1/uploads: core (HEAD, PATCH, OPTIONS), creation, termination, expiration and
  * checksum (sha1). Progress is the offset a HEAD returns.
  *
- * Each PATCH body is stored as one blob and recorded in upload_parts under a unique
+ * Each PATCH body streams into the store as parts of at most MEDIA_PART_BYTES (media_spool.c)
+ * recorded, once the body is complete, in upload_parts under a unique
  * (upload_id, offset) index, so two PATCHes racing for the same offset cannot both land
  * (FerretDB's updates are not atomic, its unique inserts are). The offset is derived from the
  * parts (the contiguous run from 0), so a crash between storing a part and anything else
@@ -23,8 +24,8 @@
 #include "media.h"
 
 #define TUS_VERSION "1.0.0"
-#define MAX_PARTS 4096
-#define HEAD_BYTES 65536
+#define MAX_PARTS MEDIA_PARTS_MAX
+#define HEAD_BYTES MEDIA_HEAD_BYTES
 
 /* Every tus response carries Tus-Resumable (tus 1.0 core). */
 static void tus_headers(cm_http_req *req)
@@ -348,129 +349,196 @@ out:
     free(whole);
 }
 
-/* PATCH /v1/uploads/{id}: appends the body at Upload-Offset. */
-void media_tus_patch(cm_http_req *req, void *ud)
+/* A PATCH body on its way into the store (media_spool.c): one MEDIA_PART_BYTES part in
+ * memory at a time, recorded as parts of the upload when the body is complete. */
+typedef struct patch_state {
+    media_ctx *ctx;
+    cm_jwt_claims c;
+    bson_t up;
+    parts *p;          /* the upload's parts before this PATCH */
+    uint64_t offset, total;
+    int ck;            /* 1: Upload-Checksum sha1 given */
+    unsigned char want[20];
+    media_spool *spool;
+    cm_err err;
+} patch_state;
+
+static void patch_close(void *state)
+{
+    patch_state *st = state;
+    if (st->p)
+        bson_destroy(&st->up);
+    media_spool_destroy(st->spool);
+    free(st->p);
+    free(st);
+}
+
+/* The checks of a PATCH before any byte of it is stored. */
+static void *patch_open(cm_http_req *req, void *ud)
 {
     media_ctx *ctx = ud;
-    cm_jwt_claims c;
     const char *id = cm_http_param(req, "id"), *ct = cm_http_header(req, "Content-Type");
-    const char *sum = cm_http_header(req, "Upload-Checksum"), *body;
-    unsigned char want[20], got[20];
-    unsigned int glen = 0;
-    char key[MEDIA_KEY_LEN], pid[80], off_s[24];
-    uint64_t offset, total;
-    size_t len;
-    parts *p = NULL;
-    int have_up = 0, ck = -2;
-    bson_t up, doc = BSON_INITIALIZER;
+    const char *sum = cm_http_header(req, "Upload-Checksum");
+    patch_state *st = calloc(1, sizeof(*st));
     cm_err rc;
 
     tus_headers(req);
-    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK || !version_ok(req))
-        goto out;
+    if (st == NULL) {
+        cm_http_reply_error(req, CM_ENOMEM, NULL);
+        return NULL;
+    }
+    st->ctx = ctx;
+    st->ck = -2;
+    if (cm_auth_bearer(req, ctx->verifier, &st->c) != CM_OK || !version_ok(req))
+        goto refuse;
     if (ct == NULL || strcasecmp(ct, "application/offset+octet-stream") != 0) {
         cm_http_problem(req, 415, "unsupported-media-type", "Unsupported Media Type",
                         "PATCH bodies must be sent as application/offset+octet-stream");
-        goto out;
+        goto refuse;
     }
-    if (media_parse_u64(cm_http_header(req, "Upload-Offset"), &offset) != 0) {
+    if (media_parse_u64(cm_http_header(req, "Upload-Offset"), &st->offset) != 0) {
         cm_http_reply_error(req, CM_EINVAL, "Upload-Offset must be a non-negative integer");
-        goto out;
+        goto refuse;
     }
     if (sum) {
-        ck = media_tus_checksum(sum, want);
-        if (ck <= 0) {
-            cm_http_reply_error(req, CM_EINVAL, ck == 0 ? "Upload-Checksum: only sha1 is supported"
-                                                        : "Upload-Checksum must be 'sha1 <base64 digest>'");
-            goto out;
+        st->ck = media_tus_checksum(sum, st->want);
+        if (st->ck <= 0) {
+            cm_http_reply_error(req, CM_EINVAL, st->ck == 0 ? "Upload-Checksum: only sha1 is supported"
+                                                            : "Upload-Checksum must be 'sha1 <base64 digest>'");
+            goto refuse;
         }
     }
-    rc = load_upload(ctx, &c, id, &up);
+    rc = load_upload(ctx, &st->c, id, &st->up);
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, rc == CM_ENOTFOUND ? "no such upload" : NULL);
-        goto out;
+        goto refuse;
     }
-    have_up = 1;
-    total = (uint64_t)cm_bson_int(&up, "length", 0);
-    p = malloc(sizeof(*p));
-    if (p == NULL) {
+    st->p = malloc(sizeof(*st->p));
+    if (st->p == NULL) {
+        bson_destroy(&st->up);
         cm_http_reply_error(req, CM_ENOMEM, NULL);
-        goto out;
+        goto refuse;
     }
-    if (cm_bson_bool(&up, "complete", 0)) {
-        p->offset = total;
-        p->n = 0;
-    } else if ((rc = load_parts(ctx, id, p)) != CM_OK) {
+    st->total = (uint64_t)cm_bson_int(&st->up, "length", 0);
+    if (cm_bson_bool(&st->up, "complete", 0)) {
+        st->p->offset = st->total;
+        st->p->n = 0;
+    } else if ((rc = load_parts(ctx, id, st->p)) != CM_OK) {
         cm_http_reply_error(req, rc, NULL);
-        goto out;
+        goto refuse;
     }
-    if (offset != p->offset) {
+    if (st->offset != st->p->offset) {
         cm_http_problem(req, 409, "offset-mismatch", "Conflict",
                         "Upload-Offset is %llu but the upload is at %llu",
-                        (unsigned long long)offset, (unsigned long long)p->offset);
-        goto out;
+                        (unsigned long long)st->offset, (unsigned long long)st->p->offset);
+        goto refuse;
     }
-    body = cm_http_body(req, &len);
-    if (offset + len > total) {
-        cm_http_reply_error(req, CM_EINVAL, "the body goes past Upload-Length");
-        goto out;
+    if (media_spool_create(ctx, st->total - st->offset, st->ck == 1, &st->spool) != CM_OK) {
+        cm_http_reply_error(req, CM_ENOMEM, NULL);
+        goto refuse;
     }
-    if (ck == 1) {
-        if (EVP_Digest(body, len, got, &glen, EVP_sha1(), NULL) != 1 || glen != 20 ||
-            memcmp(got, want, 20) != 0) {
-            cm_http_problem(req, 460, "checksum-mismatch", "Checksum Mismatch",
-                            "the body's sha1 differs from Upload-Checksum; nothing was stored");
-            goto out;
-        }
-    }
-    if (len > 0) {
-        if (media_new_key(key) != CM_OK) {
-            cm_http_reply_error(req, CM_EINTERNAL, "the random source failed");
-            goto out;
-        }
-        rc = ctx->store->put(ctx->store, key, body, len);
-        if (rc != CM_OK) {
-            cm_http_reply_error(req, rc, "the storage backend failed");
-            goto out;
-        }
-        snprintf(pid, sizeof(pid), "%s:%llu", id, (unsigned long long)offset);
+    return st;
+refuse:
+    patch_close(st);
+    return NULL;
+}
+
+static cm_err patch_write(cm_http_req *req, void *state, const char *data, size_t len)
+{
+    patch_state *st = state;
+    (void)req;
+    return st->err = media_spool_write(st->spool, data, len);
+}
+
+/* Records the spooled parts of this PATCH after the upload's own, at their offsets; the
+ * unique (upload_id, offset) index lets one of two racing PATCHes win. Parts that could not
+ * be recorded are removed; recorded ones belong to the upload. */
+static cm_err record_parts(cm_http_req *req, patch_state *st, const char *id)
+{
+    const media_spool_parts *sp = media_spool_parts_of(st->spool);
+    uint64_t off = st->offset;
+    char pid[80];
+    cm_err rc = CM_OK;
+    int i = 0;
+
+    for (; i < sp->n; i++) {
+        bson_t doc = BSON_INITIALIZER;
+        snprintf(pid, sizeof(pid), "%s:%llu", id, (unsigned long long)off);
         BSON_APPEND_UTF8(&doc, "_id", pid);
         BSON_APPEND_UTF8(&doc, "upload_id", id);
-        BSON_APPEND_INT64(&doc, "offset", (int64_t)offset);
-        BSON_APPEND_INT64(&doc, "len", (int64_t)len);
-        BSON_APPEND_UTF8(&doc, "key", key);
-        rc = cm_mongo_insert(ctx->db, MEDIA_COLL_PARTS, &doc);
-        if (rc != CM_OK) {
-            ctx->store->remove(ctx->store, key);
-            if (rc == CM_ECONFLICT)
-                cm_http_problem(req, 409, "offset-mismatch", "Conflict",
-                                "another request wrote at offset %llu first",
-                                (unsigned long long)offset);
-            else
-                cm_http_reply_error(req, rc, "the part could not be recorded");
-            goto out;
+        BSON_APPEND_INT64(&doc, "offset", (int64_t)off);
+        BSON_APPEND_INT64(&doc, "len", (int64_t)sp->lens[i]);
+        BSON_APPEND_UTF8(&doc, "key", sp->keys[i]);
+        rc = cm_mongo_insert(st->ctx->db, MEDIA_COLL_PARTS, &doc);
+        bson_destroy(&doc);
+        if (rc != CM_OK)
+            break;
+        if (st->p->n < MAX_PARTS) {
+            snprintf(st->p->keys[st->p->n], MEDIA_KEY_LEN, "%s", sp->keys[i]);
+            st->p->lens[st->p->n++] = sp->lens[i];
         }
-        if (p->n < MAX_PARTS) {
-            snprintf(p->keys[p->n], MEDIA_KEY_LEN, "%s", key);
-            p->lens[p->n++] = len;
-        }
-        p->offset += len;
+        st->p->offset += sp->lens[i];
+        off += sp->lens[i];
     }
-    if (p->offset == total && len > 0) {
-        finish(req, ctx, &c, &up, p);
-        goto out;
-    }
-    snprintf(off_s, sizeof(off_s), "%llu", (unsigned long long)p->offset);
-    cm_http_add_header(req, "Upload-Offset", off_s);
-    if (!cm_bson_bool(&up, "complete", 0))
-        expires_header(req, cm_bson_int(&up, "expires_at", 0));
-    cm_http_reply_raw(req, 204, NULL, "", 0);
-out:
-    if (have_up)
-        bson_destroy(&up);
-    bson_destroy(&doc);
-    free(p);
+    media_spool_keep(st->spool);
+    for (int j = i; j < sp->n; j++)
+        st->ctx->store->remove(st->ctx->store, sp->keys[j]);
+    if (rc == CM_ECONFLICT)
+        cm_http_problem(req, 409, "offset-mismatch", "Conflict",
+                        "another request wrote at offset %llu first", (unsigned long long)off);
+    else if (rc != CM_OK)
+        cm_http_reply_error(req, rc, "the part could not be recorded");
+    return rc;
 }
+
+/* PATCH /v1/uploads/{id}: appends the body at Upload-Offset (the body streamed in through
+ * patch_open and patch_write, which made every check that needs no body). */
+void media_tus_patch(cm_http_req *req, void *ud)
+{
+    patch_state *st = cm_http_body_state(req);
+    const char *id = cm_http_param(req, "id");
+    const media_spool_parts *sp;
+    char off_s[24];
+    cm_err rc;
+
+    (void)ud;
+    if (st == NULL) { /* open always streams or answers: not reached */
+        cm_http_reply_error(req, CM_EINTERNAL, "the upload body was not taken");
+        return;
+    }
+    if (st->err != CM_OK)
+        media_spool_discard(st->spool); /* before the answer: nothing of it stays */
+    if (st->err == CM_ETOOBIG) {
+        cm_http_reply_error(req, CM_EINVAL, "the body goes past Upload-Length");
+        return;
+    }
+    rc = st->err == CM_OK ? media_spool_finish(st->spool) : st->err;
+    if (rc != CM_OK) {
+        media_spool_discard(st->spool);
+        cm_http_reply_error(req, rc, "the storage backend failed");
+        return;
+    }
+    sp = media_spool_parts_of(st->spool);
+    if (st->ck == 1 && memcmp(sp->sha1, st->want, 20) != 0) {
+        media_spool_discard(st->spool);
+        cm_http_problem(req, 460, "checksum-mismatch", "Checksum Mismatch",
+                        "the body's sha1 differs from Upload-Checksum; nothing was stored");
+        return;
+    }
+    if (sp->size > 0 && record_parts(req, st, id) != CM_OK)
+        return;
+    if (st->p->offset == st->total && sp->size > 0) {
+        finish(req, st->ctx, &st->c, &st->up, st->p);
+        return;
+    }
+    snprintf(off_s, sizeof(off_s), "%llu", (unsigned long long)st->p->offset);
+    cm_http_add_header(req, "Upload-Offset", off_s);
+    if (!cm_bson_bool(&st->up, "complete", 0))
+        expires_header(req, cm_bson_int(&st->up, "expires_at", 0));
+    cm_http_reply_raw(req, 204, NULL, "", 0);
+}
+
+const cm_http_body_sink media_tus_patch_sink = {patch_open, patch_write, patch_close};
 
 /* DELETE /v1/uploads/{id} (termination). */
 void media_tus_delete(cm_http_req *req, void *ud)

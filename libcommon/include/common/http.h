@@ -187,6 +187,35 @@ typedef long (*cm_http_reader)(void *ud, uint64_t pos, char *buf, size_t max);
 void cm_http_reply_stream(cm_http_req *req, int status, const char *content_type, uint64_t size,
                           cm_http_reader read, void *ud, void (*free_ud)(void *ud));
 
+/* A request body taken in pieces as it arrives instead of being kept whole (large uploads,
+ * cm_http_route_stream). Every function runs on the request's server thread.
+ * - `open` runs once, when the first piece of the body arrives (or at its end when it is
+ *   empty), with the path parameters, headers and query available. It returns the state the
+ *   other calls get; or answers (a refusal: the rest of the body is read and discarded, the
+ *   answer goes once it has been, and neither write nor the handler runs) and returns NULL;
+ *   or returns NULL without answering to have this body buffered as cm_http_route does.
+ * - `write` takes the next `len` bytes (any size, in order). It may answer (as open). A
+ *   non-CM_OK return stops the feeding: the rest of the body is discarded and the handler
+ *   still runs, so the state should say what went wrong.
+ * - `close` (may be NULL) frees the state when the request ends, whatever happened (also when
+ *   the client went away mid-body and the handler never ran).
+ * The body cap (cm_http_body_limit) holds as for buffered bodies: 413 at the end, without
+ * calling the handler. The handler runs after the last piece, finds the state with
+ * cm_http_body_state and answers as usual; cm_http_body then gives an empty body. */
+typedef struct cm_http_body_sink {
+    void *(*open)(cm_http_req *req, void *ud);
+    cm_err (*write)(cm_http_req *req, void *state, const char *data, size_t len);
+    void (*close)(void *state);
+} cm_http_body_sink;
+
+/* cm_http_route for a route whose body streams into `sink` (kept by pointer: static storage).
+ * CM_EINVAL without open or write; otherwise as cm_http_route. */
+cm_err cm_http_route_stream(cm_http_server *srv, const char *method, const char *pattern,
+                            const cm_http_body_sink *sink, cm_http_handler handler, void *ud);
+
+/* The state the route's sink `open` returned, or NULL (no sink, declined, or empty). */
+void *cm_http_body_state(const cm_http_req *req);
+
 /* One part of a multipart/form-data body (RFC 7578). Strings and data are owned by the
  * request; `filename` and `content_type` are NULL when the part did not give them. */
 typedef struct cm_http_part {
