@@ -24,10 +24,11 @@ KEYS = ROOT / ".local" / "keys"
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
-# (+5..+9 are the extra instances of test_gateway_edge, test_socket and test_media_s3.)
+# The other offsets in use: +5..+9 the extra instances of test_gateway_edge, test_socket and
+# test_media_s3; +10 test_gateway_ws's gateway; +11 test_media_stream's media; +13..+16 the
+# socket instances of test_socket_limits (socket_util); +21 test_notifications' push provider.
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
-         "media": _BASE + 4, "search": _BASE + 12,
-         "notification": _BASE + 13}  # +10: test_gateway_ws's gateway
+         "media": _BASE + 4, "search": _BASE + 12, "notification": _BASE + 20}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
