@@ -371,7 +371,7 @@ cm_err gateway_ready(void *ud, char *detail, size_t n);
  * CM_ENOMEM. */
 cm_err gateway_cors_create(gateway_cors **out);
 
-/* Replaces the allowlists with the user service's answer to GET /v1/tenants/cors-origins,
+/* Replaces the allowlists with the user service's answer to GET /internal/v1/tenants/cors-origins,
  * {"items": [{"tenant_id": "...", "origins": ["https://app.example.com", ...]}, ...]}.
  * CM_EINVAL (reason in `detail`, size n) for another shape, CM_ENOMEM; the old lists stay. */
 cm_err gateway_cors_load(gateway_cors *c, const char *json, size_t len, char *detail, size_t n);

@@ -1,6 +1,6 @@
 /* gateway_cors.c - CORS per tenant (Fetch standard, "CORS protocol"): each tenant's allowlist
  * of browser origins lives in its settings in the user service (cors_allowed_origins); the
- * gateway keeps a copy, refreshed in the background from GET /v1/tenants/cors-origins, and
+ * gateway keeps a copy, refreshed in the background from GET /internal/v1/tenants/cors-origins, and
  * answers preflights and adds the Access-Control-* headers itself. */
 #include <pthread.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@
 
 #include "common/httpc.h"
 #include "common/log.h"
+#include "common/ticker.h"
 #include "gateway.h"
 
 #define CORS_ORIGIN_MAX 255 /* the user service's USER_ORIGIN_MAX */
@@ -28,12 +29,8 @@ struct gateway_cors {
     struct cors_entry *e;  /* sorted by origin (case-insensitive), then tenant */
     size_t n;
     int loaded;            /* at least one load succeeded */
-    pthread_mutex_t m;
-    pthread_cond_t cv;
-    int stop, started;
-    pthread_t thread;
+    cm_ticker *ticker; /* the refresher */
     gateway_ctx *ctx;
-    long refresh_ms;
     atomic_ulong loads, load_errors, preflights, refused;
 };
 
@@ -50,8 +47,6 @@ cm_err gateway_cors_create(gateway_cors **out)
     if (c == NULL)
         return CM_ENOMEM;
     pthread_rwlock_init(&c->lock, NULL);
-    pthread_mutex_init(&c->m, NULL);
-    pthread_cond_init(&c->cv, NULL);
     *out = c;
     return CM_OK;
 }
@@ -148,7 +143,7 @@ static void refresh(gateway_cors *c)
     gateway_ctx *ctx = c->ctx;
     gateway_pool *pool = gateway_pool_find(ctx, "user");
     gateway_instance *inst = NULL;
-    char base[GW_URL_MAX], connect_to[GW_URL_MAX], url[GW_URL_MAX + 64], hdr[512], detail[160];
+    char base[GW_URL_MAX], connect_to[GW_URL_MAX], url[GW_URL_MAX + 64], detail[160];
     char *body = NULL;
     size_t len = 0;
     long status = 0;
@@ -159,9 +154,8 @@ static void refresh(gateway_cors *c)
         atomic_fetch_add(&c->load_errors, 1);
         return;
     }
-    snprintf(url, sizeof(url), "%s/v1/tenants/cors-origins", base);
-    snprintf(hdr, sizeof(hdr), "X-Admin-Key: %s", ctx->admin_key);
-    rc = cm_httpc_get_with(url, hdr, ctx->timeout_ms, CORS_BODY_MAX, &body, &len, &status);
+    snprintf(url, sizeof(url), "%s/internal/v1/tenants/cors-origins", base);
+    rc = cm_httpc_get(url, NULL, ctx->timeout_ms, CORS_BODY_MAX, &body, &len, &status);
     gateway_done(ctx, inst, rc == CM_OK && status < 500, 0);
     if (rc != CM_OK || status != 200) {
         atomic_fetch_add(&c->load_errors, 1);
@@ -176,60 +170,29 @@ static void refresh(gateway_cors *c)
     free(body);
 }
 
-static void *refresher(void *ud)
+static void refresh_tick(void *ud, int last)
 {
-    gateway_cors *c = ud;
-
-    for (;;) {
-        struct timespec ts;
-        refresh(c);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += c->refresh_ms / 1000;
-        ts.tv_nsec += (c->refresh_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_mutex_lock(&c->m);
-        while (!c->stop && pthread_cond_timedwait(&c->cv, &c->m, &ts) == 0)
-            ;
-        if (c->stop) {
-            pthread_mutex_unlock(&c->m);
-            return NULL;
-        }
-        pthread_mutex_unlock(&c->m);
-    }
+    (void)last;
+    refresh(ud);
 }
 
 cm_err gateway_cors_start(gateway_cors *c, gateway_ctx *ctx, long refresh_ms)
 {
-    if (ctx->admin_key == NULL || ctx->admin_key[0] == '\0') {
-        cm_warn("gateway: PLATFORM_ADMIN_KEY unset: tenants' CORS allowlists cannot be read, "
-                "browsers on other origins get no CORS answer");
-        return CM_OK;
-    }
+    cm_err rc;
+
     c->ctx = ctx;
-    c->refresh_ms = refresh_ms;
-    if (pthread_create(&c->thread, NULL, refresher, c) != 0)
-        return CM_EINTERNAL;
-    c->started = 1;
-    return CM_OK;
+    rc = cm_ticker_start(refresh_ms, 0, refresh_tick, c, &c->ticker);
+    if (rc == CM_OK)
+        cm_ticker_wake(c->ticker); /* the first load at once */
+    return rc;
 }
 
 void gateway_cors_destroy(gateway_cors *c)
 {
     if (c == NULL)
         return;
-    if (c->started) {
-        pthread_mutex_lock(&c->m);
-        c->stop = 1;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->m);
-        pthread_join(c->thread, NULL);
-    }
+    cm_ticker_stop(c->ticker);
     pthread_rwlock_destroy(&c->lock);
-    pthread_mutex_destroy(&c->m);
-    pthread_cond_destroy(&c->cv);
     free(c->e);
     free(c);
 }

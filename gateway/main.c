@@ -55,8 +55,7 @@ static const cm_config_var vars[] = {
     {"RATELIMIT_TENANT", "500/1000", "token bucket per tenant"},
     {"RATELIMIT_REDIS_HOST", "", "Redis of the shared buckets (default REDIS_HOST)"},
     {"RATELIMIT_REDIS_PORT", "0", "its port (default REDIS_PORT)"},
-    {"PLATFORM_ADMIN_KEY", "", "operator key: admin routes and /v1/gateway/*, and the gateway's "
-                               "reads of tenants' CORS allowlists (unset: refused, no CORS)"},
+    {"PLATFORM_ADMIN_KEY", "", "operator key: admin routes and /v1/gateway/* (unset: refused)"},
     {"GATEWAY_CORS_REFRESH_S", "10", "reload period of tenants' CORS allowlists "
                                      "(cors_allowed_origins) from the user service"},
     {"GATEWAY_HSTS_MAX_AGE_S", "31536000", "Strict-Transport-Security max-age on every answer "

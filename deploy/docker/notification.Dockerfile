@@ -24,10 +24,11 @@ FROM debian:12-slim
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=build /runtime-packages.txt /tmp/runtime-packages.txt
 # runtime-packages.txt names the packages of the libraries the binary links (nothing else);
-# curl runs the HEALTHCHECK, ca-certificates lets the clients use TLS.
+# curl runs the HEALTHCHECK, ca-certificates lets the clients use TLS, tzdata gives quiet hours
+# their IANA time zones (the slim image has none: every zone would be refused).
 RUN apt-get update \
  && xargs -a /tmp/runtime-packages.txt env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y --no-install-recommends curl ca-certificates \
+      apt-get install -y --no-install-recommends curl ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
  && groupadd --gid 10001 chat \
  && useradd --uid 10001 --gid chat --home-dir /nonexistent --no-create-home \

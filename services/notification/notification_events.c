@@ -437,6 +437,30 @@ static cm_err on_requested(nf_ctx *ctx, const event *ev, char *why, size_t n)
 }
 
 /* One record: handled, dead-lettered, skipped, or left for a retry. */
+/* user.deleted (topic `users`): everything this service holds about the user goes, whatever
+ * the tenant's erase_policy (a notification quotes messages: anonymising would keep their
+ * text). Idempotent, so a redelivery is harmless (issue 5's erasure, in every service). */
+static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
+{
+    static const char *const colls[] = {NF_COLL_NOTIFICATIONS, NF_COLL_DEVICES, NF_COLL_DELIVERIES,
+                                        NF_COLL_DECISIONS,     NF_COLL_PREFS,   NF_COLL_MEMBERS};
+    const char *user = str_of(ev->data, "user_id");
+    cm_err rc = CM_OK;
+
+    if (user == NULL) {
+        snprintf(why, n, "user.deleted without data.user_id");
+        return CM_EINVAL;
+    }
+    for (size_t i = 0; rc == CM_OK && i < sizeof(colls) / sizeof(colls[0]); i++) {
+        bson_t f = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&f, "tenant", ev->tenant);
+        BSON_APPEND_UTF8(&f, "user_id", user);
+        rc = cm_mongo_delete(ctx->db, colls[i], &f, 1, NULL);
+        bson_destroy(&f);
+    }
+    return rc;
+}
+
 static cm_err handle(const cm_kafka_record *rec, void *ud)
 {
     nf_consumer *w = ud;
@@ -468,6 +492,8 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
         rc = on_conversation_created(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "notification.requested") == 0)
         rc = on_requested(w->ctx, &ev, why, sizeof(why));
+    else if (strcmp(ev.type, "user.deleted") == 0)
+        rc = on_user_deleted(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "member.added") == 0 || strcmp(ev.type, "member.removed") == 0 ||
              strcmp(ev.type, "member.updated") == 0)
         rc = on_member(w->ctx, &ev, why, sizeof(why));
@@ -506,14 +532,14 @@ static void *run(void *arg)
 cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, const char *group,
                          int from_beginning, nf_consumer **out)
 {
-    static const char *const topics[] = {"messages", "conversations", NF_TOPIC};
+    static const char *const topics[] = {"messages", "conversations", NF_TOPIC, "users"};
     nf_consumer *w = calloc(1, sizeof(*w));
     cm_err rc;
 
     if (w == NULL)
         return CM_ENOMEM;
     w->ctx = ctx;
-    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 3, from_beginning,
+    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 4, from_beginning,
                                   &w->consumer);
     if (rc != CM_OK) {
         free(w);

@@ -107,7 +107,7 @@ int main(int argc, char **argv)
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "POST", "/v1/tenants", user_tenants_create, &ctx) ||
         cm_http_route(srv, "GET", "/v1/tenants", user_tenants_list, &ctx) ||
-        cm_http_route(srv, "GET", "/v1/tenants/cors-origins", user_tenants_cors, &ctx) ||
+        cm_http_route(srv, "GET", "/internal/v1/tenants/cors-origins", user_tenants_cors, &ctx) ||
         cm_http_route(srv, "GET", "/v1/tenants/{id}", user_tenants_get, &ctx) ||
         cm_http_route(srv, "GET", "/internal/v1/tenants/{id}/settings",
                       user_tenants_settings_internal, &ctx) ||

@@ -356,7 +356,7 @@ void user_publish(user_ctx *ctx, const char *type, const char *tenant, const cha
 
 void user_tenants_create(cm_http_req *req, void *ud);        /* POST /v1/tenants */
 void user_tenants_list(cm_http_req *req, void *ud);          /* GET /v1/tenants */
-void user_tenants_cors(cm_http_req *req, void *ud);          /* GET /v1/tenants/cors-origins */
+void user_tenants_cors(cm_http_req *req, void *ud); /* GET /internal/v1/tenants/cors-origins */
 void user_tenants_get(cm_http_req *req, void *ud);           /* GET /v1/tenants/{id} */
 void user_tenants_settings_internal(cm_http_req *req, void *ud); /* GET /internal/v1/tenants/{id}/settings */
 void user_tenants_update(cm_http_req *req, void *ud);        /* PATCH /v1/tenants/{id} */

@@ -374,9 +374,11 @@ def test_cors_allowlist_per_tenant(echo_gateway, api):
     assert r.headers["Content-Type"] == "application/problem+json" and oa in r.json()["detail"], r.text
     set_cors(api, a, [oa])
     set_cors(api, b, [ob])
-    # The list the gateways read is the operator's only.
-    assert api.call("GET", "/v1/tenants/cors-origins").status_code == 401
-    items = api.call("GET", "/v1/tenants/cors-origins", headers={"X-Admin-Key": ADMIN_KEY}).json()["items"]
+    # The list the gateways read is on the user service's internal route, which the gateway
+    # does not route (the public path is only the operator's tenant API, where it is no tenant).
+    assert api.call("GET", "/internal/v1/tenants/cors-origins").status_code == 404
+    items = requests.get(f"http://127.0.0.1:{PORTS['user']}/internal/v1/tenants/cors-origins",
+                         timeout=5).json()["items"]
     assert {"tenant_id": a["id"], "origins": [oa]} in items and {"tenant_id": b["id"], "origins": [ob]} in items
     wait_for(lambda: preflight(echo_gateway, oa).status_code == 204, "tenant a's origin reaches the gateway")
     wait_for(lambda: preflight(echo_gateway, ob).status_code == 204, "tenant b's origin reaches the gateway")
