@@ -323,9 +323,9 @@ static int stop_after_two(const bson_t *doc, void *ud)
 
 static int add_value(const char *v, void *ud)
 {
-    char *seen = ud;
-    strcat(seen, v);
-    strcat(seen, ",");
+    char *seen = ud; /* 64 bytes */
+    size_t n = strlen(seen);
+    snprintf(seen + n, 64 - n, "%s,", v);
     return 0;
 }
 
