@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -501,4 +502,72 @@ void cm_kafka_consumer_destroy(cm_kafka_consumer *c)
     rd_kafka_consumer_close(c->rk);
     rd_kafka_destroy(c->rk);
     free(c);
+}
+
+struct cm_kafka_worker {
+    cm_kafka_consumer *c;
+    cm_kafka_worker_config cfg;
+    pthread_t thread;
+    atomic_int stop;
+};
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    if (ms > 0)
+        nanosleep(&ts, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+    cm_kafka_worker *w = arg;
+    while (!atomic_load(&w->stop)) {
+        cm_err rc = w->cfg.one
+                        ? cm_kafka_consumer_poll(w->c, 200, w->cfg.one, w->cfg.ud)
+                        : cm_kafka_consumer_poll_batch(w->c, 200, w->cfg.batch, w->cfg.many,
+                                                       w->cfg.ud);
+        if (rc == CM_EAGAIN) {
+            /* Nothing came, or a handler is not ready: then let the others come first. */
+            if (w->cfg.again_ms > 0 && cm_kafka_consumer_lag(w->c) > 0)
+                pause_ms(w->cfg.again_ms);
+        } else if (rc != CM_OK) {
+            pause_ms(w->cfg.backoff_ms); /* rewound: redelivered after the pause */
+        }
+    }
+    return NULL;
+}
+
+cm_err cm_kafka_worker_start(cm_kafka_consumer *c, const cm_kafka_worker_config *cfg,
+                             cm_kafka_worker **out)
+{
+    cm_kafka_worker *w;
+
+    if (cfg->one == NULL && (cfg->many == NULL || cfg->batch == 0)) {
+        cm_kafka_consumer_destroy(c);
+        return CM_EINVAL;
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        cm_kafka_consumer_destroy(c);
+        return CM_ENOMEM;
+    }
+    w->c = c;
+    w->cfg = *cfg;
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        cm_kafka_consumer_destroy(c);
+        free(w);
+        return CM_ENOMEM;
+    }
+    *out = w;
+    return CM_OK;
+}
+
+void cm_kafka_worker_stop(cm_kafka_worker *w)
+{
+    if (w == NULL)
+        return;
+    atomic_store(&w->stop, 1);
+    pthread_join(w->thread, NULL);
+    cm_kafka_consumer_destroy(w->c);
+    free(w);
 }

@@ -7,12 +7,9 @@
  * pending and the offset unstored, so the event is redelivered and the job redone; the redo
  * removes the blobs an earlier attempt staged. No reader ever sees a half-written variant:
  * variants are looked up through the document only after the flip. */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -25,9 +22,7 @@
 
 struct media_worker {
     media_ctx *ctx;
-    cm_kafka_consumer *consumer;
-    pthread_t thread;
-    atomic_int stop;
+    cm_kafka_worker *kw;
     /* The record that failed last and how often in a row (worker thread only). */
     int32_t fail_partition;
     int64_t fail_offset;
@@ -333,39 +328,24 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
     return rc;
 }
 
-static void *worker_main(void *arg)
-{
-    media_worker *w = arg;
-    while (!atomic_load(&w->stop)) {
-        cm_err rc = cm_kafka_consumer_poll(w->consumer, 200, handle, w);
-        if (rc != CM_OK && rc != CM_EAGAIN) {
-            /* The record is redelivered; give the failing dependency a moment. */
-            struct timespec ts = {0, 500 * 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
-}
-
 cm_err media_worker_start(media_ctx *ctx, const char *brokers, const char *prefix,
                           const char *group, media_worker **out)
 {
     static const char *const topics[] = {"media", "users"};
     media_worker *w = calloc(1, sizeof(*w));
+    cm_kafka_worker_config kc = {.one = handle, .backoff_ms = 500, .ud = w};
+    cm_kafka_consumer *c;
     cm_err rc;
 
     if (w == NULL)
         return CM_ENOMEM;
     w->ctx = ctx;
-    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 2, 1, &w->consumer);
+    rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 2, 1, &c);
+    if (rc == CM_OK)
+        rc = cm_kafka_worker_start(c, &kc, &w->kw); /* a failing record waits 500 ms */
     if (rc != CM_OK) {
         free(w);
         return rc;
-    }
-    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-        cm_kafka_consumer_destroy(w->consumer);
-        free(w);
-        return CM_ENOMEM;
     }
     *out = w;
     return CM_OK;
@@ -375,8 +355,6 @@ void media_worker_stop(media_worker *w)
 {
     if (w == NULL)
         return;
-    atomic_store(&w->stop, 1);
-    pthread_join(w->thread, NULL);
-    cm_kafka_consumer_destroy(w->consumer);
+    cm_kafka_worker_stop(w->kw);
     free(w);
 }

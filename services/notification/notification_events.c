@@ -5,11 +5,9 @@
  * conversation log's eseq, notifications by their unique dedupe key), so a replay after a
  * crash changes nothing and sends nothing twice. Records that can never be handled go to
  * <topic>.dlq with the reason in the header "error"; MongoDB failures are retried. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/auth.h"
 #include "common/clock.h"
@@ -20,9 +18,8 @@
 
 struct nf_consumer {
     nf_ctx *ctx;
-    cm_kafka_consumer *consumer;
-    pthread_t thread;
-    atomic_int stop;
+    cm_kafka_consumer *consumer; /* owned by kw; read for the lag */
+    cm_kafka_worker *kw;
     atomic_long handled, dead, retries;
 };
 
@@ -503,30 +500,11 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
         rc = dead_letter(w, rec, why);
     else if (rc == CM_OK)
         atomic_fetch_add(&w->handled, 1);
+    else
+        atomic_fetch_add(&w->retries, 1); /* rewound: comes again (cm_kafka_worker) */
 out:
     cJSON_Delete(root);
     return rc;
-}
-
-static void *run(void *arg)
-{
-    nf_consumer *w = arg;
-    while (!atomic_load(&w->stop)) {
-        cm_err rc = cm_kafka_consumer_poll(w->consumer, 200, handle, w);
-        if (rc != CM_OK && rc != CM_EAGAIN) {
-            /* The record was rewound: back off so a down database is not spun on. */
-            struct timespec ts = {0, 200 * 1000 * 1000};
-            atomic_fetch_add(&w->retries, 1);
-            nanosleep(&ts, NULL);
-        } else if (rc == CM_EAGAIN && cm_kafka_consumer_lag(w->consumer) > 0) {
-            /* A handler asked to retry (membership not projected yet): a short pause lets
-             * the other topic's records come first. */
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            atomic_fetch_add(&w->retries, 1);
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
 }
 
 cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, const char *group,
@@ -534,6 +512,9 @@ cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, c
 {
     static const char *const topics[] = {"messages", "conversations", NF_TOPIC, "users"};
     nf_consumer *w = calloc(1, sizeof(*w));
+    /* A down database: 200 ms between attempts. A message whose conversation is not projected
+     * yet (CM_EAGAIN): 50 ms, while the other topic's records come first. */
+    cm_kafka_worker_config kc = {.one = handle, .backoff_ms = 200, .again_ms = 50, .ud = w};
     cm_err rc;
 
     if (w == NULL)
@@ -541,14 +522,11 @@ cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, c
     w->ctx = ctx;
     rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 4, from_beginning,
                                   &w->consumer);
+    if (rc == CM_OK)
+        rc = cm_kafka_worker_start(w->consumer, &kc, &w->kw);
     if (rc != CM_OK) {
         free(w);
         return rc;
-    }
-    if (pthread_create(&w->thread, NULL, run, w) != 0) {
-        cm_kafka_consumer_destroy(w->consumer);
-        free(w);
-        return CM_EIO;
     }
     *out = w;
     return CM_OK;
@@ -558,9 +536,7 @@ void nf_consumer_stop(nf_consumer *w)
 {
     if (w == NULL)
         return;
-    atomic_store(&w->stop, 1);
-    pthread_join(w->thread, NULL);
-    cm_kafka_consumer_destroy(w->consumer);
+    cm_kafka_worker_stop(w->kw);
     free(w);
 }
 

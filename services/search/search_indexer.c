@@ -3,12 +3,10 @@
  * BATCH_MAX), applied in one transaction per tenant, and the batch's offsets are stored only
  * after every transaction committed (common/kafka.h), so a crash replays rather than loses. Records that can never be applied (not JSON, schema broken) go to
  * <topic>.dlq with the reason in the header "x-error"; SQLite failures are retried. */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "common/json.h"
@@ -17,9 +15,8 @@
 
 struct search_indexer {
     search_ctx *ctx;
-    cm_kafka_consumer *consumer;
-    pthread_t thread;
-    atomic_int stop;
+    cm_kafka_consumer *consumer; /* owned by kw; read for the lag */
+    cm_kafka_worker *kw;
     atomic_long handled, dead, retries, batches;
     atomic_llong last_event_ms, last_applied_ms;
 };
@@ -115,40 +112,26 @@ static cm_err handle_batch(const cm_kafka_record *recs, size_t n, void *ud)
     return rc;
 }
 
-static void *run(void *arg)
-{
-    search_indexer *w = arg;
-    while (!atomic_load(&w->stop)) {
-        cm_err rc = cm_kafka_consumer_poll_batch(w->consumer, 200, BATCH_MAX, handle_batch, w);
-        if (rc != CM_OK && rc != CM_EAGAIN) {
-            /* The record was rewound: back off so a broken disk is not spun on. */
-            struct timespec ts = {0, 200 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return NULL;
-}
-
 cm_err search_indexer_start(search_ctx *ctx, const char *brokers, const char *prefix,
                             const char *group, search_indexer **out)
 {
     static const char *const topics[] = {"messages", "conversations", "users"};
     search_indexer *w = calloc(1, sizeof(*w));
+    cm_kafka_worker_config kc = {.many = handle_batch, .batch = BATCH_MAX, .backoff_ms = 200,
+                                 .ud = w};
     cm_err rc;
 
     if (w == NULL)
         return CM_ENOMEM;
     w->ctx = ctx;
-    /* From the beginning: the index is rebuilt from the topics when the group is new. */
+    /* From the beginning: the index is rebuilt from the topics when the group is new. A
+     * failed batch (a broken disk) is retried after 200 ms. */
     rc = cm_kafka_consumer_create(brokers, prefix, group, topics, 3, 1, &w->consumer);
+    if (rc == CM_OK)
+        rc = cm_kafka_worker_start(w->consumer, &kc, &w->kw);
     if (rc != CM_OK) {
         free(w);
         return rc;
-    }
-    if (pthread_create(&w->thread, NULL, run, w) != 0) {
-        cm_kafka_consumer_destroy(w->consumer);
-        free(w);
-        return CM_EIO;
     }
     *out = w;
     return CM_OK;
@@ -158,9 +141,7 @@ void search_indexer_stop(search_indexer *w)
 {
     if (w == NULL)
         return;
-    atomic_store(&w->stop, 1);
-    pthread_join(w->thread, NULL);
-    cm_kafka_consumer_destroy(w->consumer);
+    cm_kafka_worker_stop(w->kw);
     free(w);
 }
 

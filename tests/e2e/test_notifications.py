@@ -135,6 +135,36 @@ def test_another_tenant_sees_nothing(api, trio, tenant):
     assert not any(n.get("message_id") == mid for n in inbox(api, bob2, limit=100)["items"])
 
 
+def test_an_erased_user_leaves_nothing_here(api, trio):
+    """user.deleted (the tenant's backend erases bob through the user service): his
+    notifications, devices, preferences and memberships go; the others' stay."""
+    import pymongo
+    from conftest import DBS, MONGO_URI
+    from users_lib import server
+    tenant, t = trio
+    cid = create(api, t["ann"], "group", ["bob", "cat"])["id"]
+    m = ok(send(api, t["ann"], cid, "before bob goes"))
+    for u in ("bob", "cat"):
+        wait_inbox(api, t[u], lambda i: any(n.get("message_id") == m["id"] for n in i))
+    device(api, t["bob"], "fcm", "bob-token-" + secrets.token_hex(8))
+    ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"types": {"message": {"push": False}}}))
+    db = pymongo.MongoClient(MONGO_URI)[DBS["notification"]]
+    mine = {"tenant": tenant["id"], "user_id": "bob"}
+    assert db.notifications.count_documents(mine) > 0 and db.devices.count_documents(mine) == 1
+    r = server(api, tenant, "DELETE", "/v1/server/users/bob")
+    assert r.status_code == 204, r.text
+    deadline = time.time() + 30
+    left = None
+    while time.time() < deadline:
+        left = {c: db[c].count_documents(mine)
+                for c in ("notifications", "devices", "preferences", "members", "decisions", "deliveries")}
+        if not any(left.values()):
+            break
+        time.sleep(0.3)
+    assert not any(left.values()), left
+    assert any(n.get("message_id") == m["id"] for n in inbox(api, t["cat"], limit=100)["items"])
+
+
 def test_a_kill_mid_batch_notifies_each_recipient_once(api, trio, platform):
     _, t = trio
     svc = platform["notification"]
@@ -523,32 +553,3 @@ def notification_of_type(api, token, type_):
     items = wait_inbox(api, token, lambda i: any(n["type"] == type_ for n in i))
     return next(n for n in items if n["type"] == type_)
 
-
-def test_an_erased_user_leaves_nothing_here(api, trio):
-    """user.deleted (the tenant's backend erases bob through the user service): his
-    notifications, devices, preferences and memberships go; the others' stay."""
-    import pymongo
-    from conftest import DBS, MONGO_URI
-    from users_lib import server
-    tenant, t = trio
-    cid = create(api, t["ann"], "group", ["bob", "cat"])["id"]
-    m = ok(send(api, t["ann"], cid, "before bob goes"))
-    for u in ("bob", "cat"):
-        wait_inbox(api, t[u], lambda i: any(n.get("message_id") == m["id"] for n in i))
-    device(api, t["bob"], "fcm", "bob-token-" + secrets.token_hex(8))
-    ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"types": {"message": {"push": False}}}))
-    db = pymongo.MongoClient(MONGO_URI)[DBS["notification"]]
-    mine = {"tenant": tenant["id"], "user_id": "bob"}
-    assert db.notifications.count_documents(mine) > 0 and db.devices.count_documents(mine) == 1
-    r = server(api, tenant, "DELETE", "/v1/server/users/bob")
-    assert r.status_code == 204, r.text
-    deadline = time.time() + 30
-    left = None
-    while time.time() < deadline:
-        left = {c: db[c].count_documents(mine)
-                for c in ("notifications", "devices", "preferences", "members", "decisions", "deliveries")}
-        if not any(left.values()):
-            break
-        time.sleep(0.3)
-    assert not any(left.values()), left
-    assert any(n.get("message_id") == m["id"] for n in inbox(api, t["cat"], limit=100)["items"])

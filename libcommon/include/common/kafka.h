@@ -94,6 +94,34 @@ typedef cm_err (*cm_kafka_batch_handler)(const cm_kafka_record *recs, size_t n, 
 cm_err cm_kafka_consumer_poll_batch(cm_kafka_consumer *c, int timeout_ms, size_t max,
                                     cm_kafka_batch_handler handler, void *ud);
 
+/* --- a consumer thread ------------------------------------------------------------------
+ * The loop of every service that consumes (the media worker, the search indexer, the
+ * notification consumer): a thread polls `c` for up to 200 ms at a time and hands what came to
+ * `one` (record by record) or, when `one` is NULL, to `many` in batches of up to `batch`.
+ * A failed handler rewinds (as the poll functions say) and the thread waits `backoff_ms` before
+ * polling again, so a dependency that is down is not spun on. CM_EAGAIN from a handler (not
+ * ready yet) rewinds too, and waits `again_ms` while other records are waiting (lag > 0), so
+ * they come first. */
+typedef struct cm_kafka_worker cm_kafka_worker;
+
+typedef struct cm_kafka_worker_config {
+    cm_kafka_handler one;        /* record by record, or NULL */
+    cm_kafka_batch_handler many; /* batches, when `one` is NULL */
+    size_t batch;                /* records per batch for `many` (>= 1) */
+    int backoff_ms;              /* wait after a failure */
+    int again_ms;                /* wait after CM_EAGAIN while records wait (0: none) */
+    void *ud;                    /* passed to the handler */
+} cm_kafka_worker_config;
+
+/* Starts the thread over `c`, which it owns from then on (also on failure: destroyed).
+ * CM_EINVAL (no handler), CM_ENOMEM. */
+cm_err cm_kafka_worker_start(cm_kafka_consumer *c, const cm_kafka_worker_config *cfg,
+                             cm_kafka_worker **out);
+
+/* Stops the thread after the poll in progress, then destroys the consumer (closing it leaves
+ * the group). Accepts NULL. */
+void cm_kafka_worker_stop(cm_kafka_worker *w);
+
 /* Consumer lag: the records of the partitions assigned to `c` not yet consumed (high watermark
  * minus position, from the watermarks librdkafka caches from its fetches: no broker round
  * trip), summed. -1 when nothing is assigned yet. Safe to call from another thread than the
