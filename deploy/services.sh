@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts and stops the platform's own processes (user, messaging, media, search, notification, gateway) on the local stack.
+# Starts and stops the platform's own processes (user, messaging, media, search, notification, socket, gateway) on the local stack.
 #   deploy/services.sh start [rel|asan]   start what is not running, wait until ready
 #   deploy/services.sh stop               stop what this script started
 #   deploy/services.sh status
@@ -12,8 +12,9 @@ LOGS="$LOCAL/logs"
 MODE=${2:-rel}
 BIN="$ROOT/build/$MODE/bin"
 
-# name:port, in start order (the gateway last: it fronts the others).
-SERVICES="user:8081 messaging:8082 media:8084 search:8085 notification:8086 gateway:8080"
+# name:port (its HTTP side, /health/ready), in start order (the gateway last: it fronts the
+# others). The socket service takes WebSockets on WS_PORT 8083; the gateway relays /v1/ws there.
+SERVICES="user:8081 messaging:8082 media:8084 search:8085 notification:8086 socket:8183 gateway:8080"
 
 mkdir -p "$RUN" "$LOGS" "$LOCAL/keys"
 
@@ -66,7 +67,7 @@ start() {
 }
 
 stop() {
-  for entry in gateway:8080 notification:8086 search:8085 media:8084 messaging:8082 user:8081; do
+  for entry in gateway:8080 socket:8183 notification:8086 search:8085 media:8084 messaging:8082 user:8081; do
     name=${entry%%:*}
     alive "$name" || { rm -f "$RUN/svc-$name.pid"; continue; }
     pid=$(cat "$RUN/svc-$name.pid")
