@@ -287,17 +287,13 @@ cm_err messaging_system_message(messaging_tx *tx, const char *text)
     return rc;
 }
 
-/* Applies the per-user send limit (Redis, fixed one-minute window, shared by instances).
+/* Applies the per-user send limit of `max` a minute (the tenant's send_rate_per_min; Redis,
+ * fixed one-minute window, shared by instances).
  * Redis being down lets the send through: availability over the limit, logged. */
-static int over_rate(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c)
+static int over_rate(cm_http_req *req, messaging_ctx *ctx, const cm_jwt_claims *c, long max)
 {
     char key[300], retry[24], lim[24], rem[24];
     int64_t count = 0, ms = 0;
-    messaging_limits l;
-    long max;
-
-    messaging_limits_for(ctx, c->tid, &l);
-    max = l.send_rate_per_min;
 
     if (max <= 0)
         return 0;
@@ -555,7 +551,7 @@ void messaging_messages_send(cm_http_req *req, void *ud)
     }
     /* The rate limit counts attempts, retries included: a retry is told apart only by the
      * insert below, which keeps the common path to a single write. */
-    if (over_rate(req, ctx, &c) || check_references(req, &tx, &nm) != CM_OK)
+    if (over_rate(req, ctx, &c, lim.send_rate_per_min) || check_references(req, &tx, &nm) != CM_OK)
         goto out;
     rc = messaging_message_insert(&tx, &nm, &doc);
     if (rc == CM_ECONFLICT) {
@@ -848,6 +844,7 @@ void messaging_messages_forward(cm_http_req *req, void *ud)
     messaging_ctx *ctx = ud;
     static const char *const allowed[] = {"message_ids", "to", NULL};
     cm_jwt_claims c;
+    messaging_limits lim;
     const char *cid = cm_http_param(req, "id");
     const char *mids[MSG_FORWARD_MESSAGES_MAX], *targets[MSG_FORWARD_TARGETS_MAX];
     bson_t *msgs[MSG_FORWARD_MESSAGES_MAX] = {0};
@@ -895,7 +892,8 @@ void messaging_messages_forward(cm_http_req *req, void *ud)
         bson_destroy(&conv);
         bson_destroy(&me);
     }
-    if (over_rate(req, ctx, &c))
+    messaging_limits_for(ctx, c.tid, &lim);
+    if (over_rate(req, ctx, &c, lim.send_rate_per_min))
         goto done;
     out = cJSON_CreateArray();
     for (int i = 0; i < nt; i++) {
