@@ -51,7 +51,10 @@ step_kustomize() {
   GOTOOLCHAIN=local GOFLAGS= GOBIN="$LOCAL/bin" \
     go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" >"$LOCAL/logs/kustomize-build.log" 2>&1 \
     || { tail -n 30 "$LOCAL/logs/kustomize-build.log" >&2; die "go install kustomize failed"; }
-  "$bin" version | grep -q "$KUSTOMIZE_VERSION" || die "built kustomize does not report $KUSTOMIZE_VERSION"
+  case "$("$bin" version 2>&1)" in  # captured, not piped to grep -q (SIGPIPE under pipefail)
+    *"$KUSTOMIZE_VERSION"*) ;;
+    *) die "built kustomize does not report $KUSTOMIZE_VERSION" ;;
+  esac
   echo "$KUSTOMIZE_VERSION" > "$stamp"
   installed+=("kustomize $KUSTOMIZE_VERSION in $(since "$t")")
 }

@@ -31,10 +31,11 @@ our_pid() {
   local f="$RUN/$1.pid" pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
-     && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "${CMDLINE_MARK[$1]}"; then
-    echo "$pid"
-  fi
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  # Read whole, not piped into grep -q: under pipefail an early grep exit SIGPIPEs tr on a
+  # long command line (Kafka's classpath) and the live process would look dead.
+  local cmd; cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+  case "$cmd" in *"${CMDLINE_MARK[$1]}"*) echo "$pid" ;; esac
 }
 
 healthy() {
