@@ -231,15 +231,15 @@ cm_err cm_redis_eval_ints(cm_redis *r, const char *script, size_t nkeys, const c
                           size_t nargs, const char *const *args, int64_t *out, size_t max,
                           size_t *n)
 {
-    const char *argv[3 + 32];
-    size_t lens[3 + 32];
+    const char *argv[3 + 64 + 16];
+    size_t lens[3 + 64 + 16];
     char nk[8], sha[41];
     int has_sha;
     redisReply *rep;
     cm_err rc = CM_EINVAL;
     int argc = 0;
 
-    if (nkeys > 16 || nargs > 16)
+    if (nkeys > 64 || nargs > 16)
         return CM_EINVAL;
     snprintf(nk, sizeof(nk), "%zu", nkeys);
     has_sha = script_sha(r, script, sha) == 0;

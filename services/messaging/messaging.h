@@ -271,6 +271,9 @@ typedef struct messaging_tx {
     int have_last_message;
     int activity; /* a message was added: last_activity_at moves to now */
     struct messaging_appended *appended; /* to publish after commit */
+    int64_t opened_seq;                  /* last_seq when the section opened */
+    struct messaging_unread_note *unread; /* members' unread changes, applied at commit */
+    int nunread;
 } messaging_tx;
 
 /* Opens a write section on conversation `cid` for the caller `c` (which must outlive the
@@ -425,6 +428,41 @@ typedef struct messaging_memberships {
     messaging_membership *items;
     int n, cap;
 } messaging_memberships;
+
+/* Unread totals (messaging_unread.c): a per-user Redis hash kept by the write sections, so
+ * GET /v1/conversations/unread is O(1) (issue 3). */
+#define MSG_UNREAD_KEY_MAX (8 + CM_JWT_ID_MAX + 1 + CM_JWT_ID_MAX + 1) /* "unread:<t>:<u>" */
+
+typedef struct messaging_unread_totals {
+    int64_t unread;       /* unread messages in conversations not muted */
+    int64_t with_unread;  /* conversations not muted with at least one */
+    int64_t mentions;     /* unread mentions, muted conversations included */
+    int64_t muted_unread; /* unread messages in muted conversations */
+} messaging_unread_totals;
+
+/* Notes in the open section that `user`'s read position (`read_seq`), unread mentions
+ * (`mentions`) or mute end (`muted_until`, ms; 0 none) change, -1 for unchanged, and whether
+ * they join (`membership` 1) or leave (-1); messaging_tx_commit applies it. Best effort: a
+ * failure leaves the cached totals stale until they expire (a day), never wrong in MongoDB. */
+void messaging_unread_note(messaging_tx *tx, const char *user, int64_t read_seq,
+                           int64_t mentions, int64_t muted_until, int membership);
+
+/* Applies the section's notes and, when it added messages (last_seq above `opened_seq`), the
+ * new last seq to every active member's totals. Called by messaging_tx_commit. */
+void messaging_unread_apply(messaging_tx *tx, int64_t opened_seq);
+void messaging_unread_free(messaging_tx *tx);
+
+/* The caller's totals: one Redis call when cached (`*cached` 1); otherwise summed from
+ * MongoDB (one record per conversation) while the cache is built. CM_EIO from MongoDB. */
+cm_err messaging_unread_totals_get(messaging_ctx *ctx, const char *tenant, const char *user,
+                                   messaging_unread_totals *out, int *cached);
+
+/* Erasure: drops the user's cached totals (CM_EIO when Redis cannot be reached; the
+ * caller retries the event). */
+cm_err messaging_unread_forget(messaging_ctx *ctx, const char *tenant, const char *user);
+
+/* Mention positions in `member` above `read_seq`: the member's unread mentions. */
+int64_t messaging_unread_mentions(const bson_t *member, int64_t read_seq);
 
 /* Loads a user's membership records (only active ones, or also those they left). */
 cm_err messaging_memberships_load(messaging_ctx *ctx, const char *tenant, const char *user,

@@ -187,6 +187,7 @@ static cm_err open_section(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_cl
     }
     tx->last_eseq = cm_bson_int(&tx->conv, "last_eseq", 0);
     tx->last_seq = cm_bson_int(&tx->conv, "last_seq", 0);
+    tx->opened_seq = tx->last_seq;
     tx->now = cm_clock_now_ms();
     bson_init(&tx->set);
     bson_destroy(&f);
@@ -285,6 +286,13 @@ cm_err messaging_tx_set_me(messaging_tx *tx, const bson_t *fields, const char *t
     messaging_member_key(tx->cid, tx->user, key);
     BSON_APPEND_DOCUMENT(&u, "$set", fields);
     rc = messaging_update_id(tx->ctx, MSG_COLL_MEMBERS, key, &u);
+    if (rc == CM_OK && (bson_has_field(fields, "read_seq") || bson_has_field(fields, "muted_until"))) {
+        int64_t rs = bson_has_field(fields, "read_seq") ? cm_bson_int(fields, "read_seq", 0)
+                                                       : cm_bson_int(&tx->me, "read_seq", 0);
+        int64_t muted = bson_has_field(fields, "muted_until") ? cm_bson_int(fields, "muted_until", 0)
+                                                             : cm_bson_int(&tx->me, "muted_until", 0);
+        messaging_unread_note(tx, tx->user, rs, messaging_unread_mentions(&tx->me, rs), muted, 0);
+    }
     bson_destroy(&u);
     if (rc != CM_OK) {
         cJSON_Delete(data);
@@ -456,6 +464,8 @@ cm_err messaging_tx_commit(messaging_tx *tx)
     bson_destroy(&u);
     unlock_conversation(tx);
     messaging_tx_publish(tx);
+    if (rc == CM_OK)
+        messaging_unread_apply(tx, tx->opened_seq); /* versioned: needs no lock */
     return rc;
 }
 
@@ -499,6 +509,7 @@ void messaging_tx_close(messaging_tx *tx)
         bson_destroy(&tx->set); /* initialised with them (open_section) */
     if (tx->have_last_message)
         bson_destroy(&tx->last_message);
+    messaging_unread_free(tx);
     tx->have_conv = tx->have_me = tx->have_last_message = 0;
     tx->ctx = NULL;
 }

@@ -111,6 +111,7 @@ cm_err messaging_member_add(messaging_tx *tx, const char *uid, const char *role)
     }
     if (rc != CM_OK)
         goto out;
+    messaging_unread_note(tx, uid, tx->last_seq, 0, 0, 1);
     add_member_count(tx, +1);
     d = member_event(tx->cid, uid, role, tx->user);
     rc = messaging_tx_append(tx, "member.added", NULL, NULL, d, &got);
@@ -151,6 +152,7 @@ cm_err messaging_member_remove(messaging_tx *tx, const char *uid, const bson_t *
     bson_destroy(&u);
     if (rc != CM_OK)
         return rc;
+    messaging_unread_note(tx, uid, -1, -1, -1, -1);
     add_member_count(tx, -1);
     d = member_event(tx->cid, uid, cm_bson_str(member, "role", "member"), tx->user);
     cJSON_AddStringToObject(d, "reason", reason);

@@ -149,6 +149,12 @@ static cm_err note_mention(messaging_tx *tx, const char *uid, int64_t seq)
     bson_append_document_end(&u, &set);
     messaging_member_key(tx->cid, uid, key);
     rc = messaging_update_id(tx->ctx, MSG_COLL_MEMBERS, key, &u);
+    if (rc == CM_OK) {
+        int64_t rs = cm_bson_int(&m, "read_seq", 0), unread = 0;
+        for (int i = 0; i < n; i++)
+            unread += keep[i] > rs;
+        messaging_unread_note(tx, uid, -1, unread, -1, 0);
+    }
     bson_destroy(&u);
     bson_destroy(&m);
     return rc;
@@ -167,6 +173,8 @@ static cm_err sender_read(messaging_tx *tx, int64_t seq)
     bson_append_document_end(&u, &set);
     rc = messaging_update_id(tx->ctx, MSG_COLL_MEMBERS, key, &u);
     bson_destroy(&u);
+    if (rc == CM_OK) /* every mention is at or below the sender's own message */
+        messaging_unread_note(tx, tx->user, seq, 0, -1, 0);
     return rc;
 }
 

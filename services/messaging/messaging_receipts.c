@@ -206,73 +206,19 @@ out_conv:
     bson_destroy(&f);
 }
 
-struct totals {
-    messaging_memberships *ms;
-    int64_t now, unread, mentions, with_unread, muted_unread;
-};
-
-static int add_conversation(const bson_t *conv, void *ud)
-{
-    struct totals *t = ud;
-    const char *cid = cm_bson_str(conv, "_id", "");
-    for (int i = 0; i < t->ms->n; i++) {
-        cJSON *c;
-        int64_t unread, mentions;
-        if (strcmp(t->ms->items[i].cid, cid) != 0)
-            continue;
-        c = cJSON_CreateObject();
-        messaging_conversation_add_mine(c, conv, t->ms->items[i].doc, t->now);
-        unread = (int64_t)cJSON_GetObjectItem(c, "unread_count")->valuedouble;
-        mentions = (int64_t)cJSON_GetObjectItem(c, "unread_mentions")->valuedouble;
-        if (cm_bson_int(t->ms->items[i].doc, "muted_until", 0) > t->now) {
-            t->muted_unread += unread;
-        } else {
-            t->unread += unread;
-            t->with_unread += unread > 0;
-        }
-        t->mentions += mentions;
-        cJSON_Delete(c);
-        break;
-    }
-    return 0;
-}
-
-/* GET /v1/conversations/unread : the caller's unread totals across their conversations
- * (archived and deleted ones included; muted ones counted apart). */
 void messaging_receipts_unread(cm_http_req *req, void *ud)
 {
     messaging_ctx *ctx = ud;
     cm_jwt_claims c;
-    messaging_memberships ms = {0};
-    struct totals t = {0};
-    bson_t f = BSON_INITIALIZER, in, arr, opts = BSON_INITIALIZER, proj;
+    messaging_unread_totals t;
+    int cached;
     cJSON *body;
-    char k[16];
-    cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
-        goto out;
-    rc = messaging_memberships_load(ctx, c.tid, c.sub, 1, &ms);
-    if (rc == CM_OK && ms.n > 0) {
-        BSON_APPEND_UTF8(&f, "tenant", c.tid);
-        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
-        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-        for (int i = 0; i < ms.n; i++) {
-            snprintf(k, sizeof(k), "%d", i);
-            BSON_APPEND_UTF8(&arr, k, ms.items[i].cid);
-        }
-        bson_append_array_end(&in, &arr);
-        bson_append_document_end(&f, &in);
-        BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-        BSON_APPEND_INT32(&proj, "last_seq", 1);
-        bson_append_document_end(&opts, &proj);
-        t.ms = &ms;
-        t.now = cm_clock_now_ms();
-        rc = cm_mongo_find(ctx->db, MSG_COLL_CONVERSATIONS, &f, &opts, add_conversation, &t);
-    }
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, "the unread counts could not be read");
-        goto out;
+        return;
+    if (messaging_unread_totals_get(ctx, c.tid, c.sub, &t, &cached) != CM_OK) {
+        cm_http_reply_error(req, CM_EIO, "the unread counts could not be read");
+        return;
     }
     body = cJSON_CreateObject();
     cJSON_AddNumberToObject(body, "unread_count", (double)t.unread);
@@ -280,8 +226,4 @@ void messaging_receipts_unread(cm_http_req *req, void *ud)
     cJSON_AddNumberToObject(body, "unread_mentions", (double)t.mentions);
     cJSON_AddNumberToObject(body, "muted_unread_count", (double)t.muted_unread);
     cm_http_reply_json(req, 200, body);
-out:
-    messaging_memberships_free(&ms);
-    bson_destroy(&f);
-    bson_destroy(&opts);
 }

@@ -400,8 +400,7 @@ cJSON *messaging_conversation_json(const bson_t *conv)
     return c;
 }
 
-/* Mention positions above the read position: the member's unread mentions. */
-static int64_t unread_mentions(const bson_t *member, int64_t read_seq)
+int64_t messaging_unread_mentions(const bson_t *member, int64_t read_seq)
 {
     bson_iter_t it, arr;
     int64_t n = 0;
@@ -429,7 +428,7 @@ void messaging_conversation_add_mine(cJSON *c, const bson_t *conv, const bson_t 
     cJSON_AddNumberToObject(c, "delivered_seq", (double)cm_bson_int(member, "delivered_seq", 0));
     /* Sending moves the sender's read_seq, so own messages never count as unread. */
     cJSON_AddNumberToObject(c, "unread_count", (double)(last > rs ? last - rs : 0));
-    cJSON_AddNumberToObject(c, "unread_mentions", (double)unread_mentions(member, rs));
+    cJSON_AddNumberToObject(c, "unread_mentions", (double)messaging_unread_mentions(member, rs));
 }
 
 cJSON *messaging_member_json(const bson_t *member)

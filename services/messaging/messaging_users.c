@@ -183,6 +183,8 @@ static cm_err on_deleted(messaging_ctx *ctx, const char *tenant, const char *use
         rc = cm_mongo_delete(ctx->db, MSG_COLL_BLOCKS, &f, 1, NULL);
     }
     if (rc == CM_OK)
+        rc = messaging_unread_forget(ctx, tenant, user);
+    if (rc == CM_OK)
         cm_info("messages of %s/%s %s", tenant, user, delete ? "deleted" : "anonymised");
     bson_destroy(&f);
     bson_destroy(&u);

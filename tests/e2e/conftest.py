@@ -32,6 +32,7 @@ PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": 
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
 MONGO_URI = "mongodb://127.0.0.1:27017"
 KAFKA = "127.0.0.1:9092"
+REDIS_PORT = "6379"
 ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
 DB_SUFFIX = secrets.token_hex(3)  # fresh databases per run
 DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFIX}",
@@ -194,6 +195,12 @@ def tenant(api):
 @pytest.fixture
 def mongo():
     return pymongo.MongoClient(MONGO_URI)[DBS["messaging"]]
+
+
+def redis_cli(*args):
+    """Runs one Redis command with redis-cli against the stack's Redis; returns its output lines."""
+    out = subprocess.run(["redis-cli", "-p", REDIS_PORT, *args], capture_output=True, text=True, check=True)
+    return out.stdout.rstrip("\n").split("\n")
 
 
 def read_events(topic, want, since_ms, timeout=30.0):

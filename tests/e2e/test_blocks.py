@@ -9,7 +9,7 @@ import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import ADMIN_KEY, KAFKA, new_tenant, token_for
+from conftest import ADMIN_KEY, KAFKA, new_tenant, redis_cli, token_for
 from users_lib import problem, server, wait_event
 
 
@@ -113,6 +113,9 @@ def test_erasure_anonymises_the_users_messages(api, tenant):
     for text in ("my secret", "my address"):
         assert send(api, erin, cid, text).status_code == 201
     assert send(api, bob, cid, "ok").status_code == 201
+    assert api.call("GET", "/v1/conversations/unread", erin).json()["unread_count"] == 1
+    totals = f"unread:{tenant['id']}:erin"  # the kept unread totals (messaging_unread.c)
+    assert redis_cli('EXISTS', totals) == ['1']
     assert api.call("DELETE", "/v1/users/me", erin).status_code == 204  # self-service erasure
     problem(api.call("GET", "/v1/users/me", erin), 401, "revoked")
     wait_event(t0, lambda e: e["type"] == "user.deleted" and e["subject"] == "erin" and e["tenant"] == tenant["id"])
@@ -126,6 +129,7 @@ def test_erasure_anonymises_the_users_messages(api, tenant):
     assert [m["seq"] for m in items] == [1, 2, 3]  # no gap: anonymised, not deleted
     convs = api.call("GET", "/v1/conversations", bob).json()["items"]
     assert [c["last_message"]["text"] for c in convs if c["id"] == cid] == ["ok"]
+    assert eventually(lambda: not redis_cli('EXISTS', totals) == ['1'])
 
 
 def test_erasure_deletes_the_messages_when_the_tenant_says_so(api):

@@ -2,11 +2,12 @@
 unread counts per conversation and in total, who read a message (per member up to 100 members,
 counts above), and the events."""
 
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from chat import configured, create, ok, problem, send, validate_event
-from conftest import read_events, token_for
+from chat import all_pages, configured, create, ok, problem, send, validate_event
+from conftest import read_events, redis_cli, token_for
 
 
 def users(api, tenant, *names):
@@ -110,3 +111,80 @@ def test_receipt_events(api, tenant):
         validate_event(e)
         assert "audience" not in e  # small conversation: every member sees receipts
     assert evs[1]["data"]["read_seq"] == 1 and evs[1]["data"]["user_id"] == "eb"
+
+
+def redis_hash(key):
+    out = redis_cli("HGETALL", key)
+    return dict(zip(out[0::2], out[1::2]))
+
+
+def totals_from_conversations(api, token):
+    """The totals summed from each conversation's own unread numbers (from MongoDB)."""
+    t = {"unread_count": 0, "conversations_with_unread": 0, "unread_mentions": 0, "muted_unread_count": 0}
+    for c in all_pages(api, token, "/v1/conversations", "?limit=200"):
+        if c["muted_until"]:
+            t["muted_unread_count"] += c["unread_count"]
+        else:
+            t["unread_count"] += c["unread_count"]
+            t["conversations_with_unread"] += c["unread_count"] > 0
+        t["unread_mentions"] += c["unread_mentions"]
+    return t
+
+
+def test_total_unread_is_kept_not_summed_and_equals_the_conversations(api, tenant):
+    """The total is a kept sum (O(1) to read): it must equal the per-conversation numbers through
+    a random mix of sends, mentions, reads, mutes, leaves and re-adds, after a rebuild, and when
+    a mute ends by itself."""
+    t = users(api, tenant, "ka", "kb", "kc")
+    key = f"unread:{tenant['id']}:ka"
+    convs = [create(api, t["kb"], "direct", ["ka"])["id"],
+             create(api, t["kb"], "group", ["ka", "kc"])["id"],
+             create(api, t["kc"], "group", ["ka"])["id"],
+             create(api, t["kb"], "channel", ["ka", "kc"], members_can_post=True)["id"]]
+    total = lambda: ok(api.call("GET", "/v1/conversations/unread", t["ka"]), 200)  # noqa: E731
+    assert total()["unread_count"] == 0
+    assert redis_hash(key).get("v") == "1"  # built by the first read
+    rnd = random.Random(7)
+    left = set()
+    for step in range(60):
+        cid = rnd.choice(convs)
+        op = rnd.random()
+        if op < 0.5:
+            sender = "kb" if cid != convs[2] else "kc"
+            mention = ["ka"] if rnd.random() < 0.3 else []
+            ok(send(api, t[sender], cid, f"m{step}", mentions=mention))
+        elif op < 0.65 and cid not in left:
+            seq = conv_of(api, t["ka"], cid)["last_seq"]
+            ok(api.call("POST", f"/v1/conversations/{cid}/read", t["ka"], {"seq": rnd.randint(0, seq)}), 200)
+        elif op < 0.75 and cid not in left:
+            until = "2099-01-01T00:00:00Z" if rnd.random() < 0.6 else None
+            ok(api.call("PATCH", f"/v1/conversations/{cid}/me", t["ka"], {"muted_until": until}), 200)
+        elif op < 0.85 and cid not in left:
+            ok(send(api, t["ka"], cid, f"own {step}"))
+        elif cid in (convs[1], convs[3]):
+            if cid in left:
+                ok(api.call("POST", f"/v1/conversations/{cid}/members", t["kb"], {"user_ids": ["ka"]}), 200)
+                left.discard(cid)
+            else:
+                assert api.call("POST", f"/v1/conversations/{cid}/leave", t["ka"]).status_code == 204
+                left.add(cid)
+        if step % 6 == 5:
+            assert total() == totals_from_conversations(api, t["ka"]), f"step {step}"
+    want = totals_from_conversations(api, t["ka"])
+    assert total() == want and int(redis_hash(key)["total"]) == want["unread_count"]
+    redis_cli("DEL", key)
+    assert total() == want  # rebuilt from the member records
+    # A mute that ends moves the conversation back without any write.
+    for cid in convs:
+        if cid not in left:
+            ok(api.call("PATCH", f"/v1/conversations/{cid}/me", t["ka"], {"muted_until": None}), 200)
+    ok(send(api, t["kb"], convs[0], "mute me"))
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
+    ok(api.call("PATCH", f"/v1/conversations/{convs[0]}/me", t["ka"], {"muted_until": until}), 200)
+    muted = total()
+    assert muted["muted_unread_count"] >= 1
+    time.sleep(4.2)
+    after = total()
+    assert after["muted_unread_count"] == 0
+    assert after["unread_count"] == muted["unread_count"] + muted["muted_unread_count"]
+    assert after == totals_from_conversations(api, t["ka"])

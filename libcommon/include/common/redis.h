@@ -24,7 +24,7 @@ cm_err cm_redis_ping(cm_redis *r);
 cm_err cm_redis_window_incr(cm_redis *r, const char *key, int64_t window_ms, int64_t *count,
                             int64_t *remaining_ms);
 
-/* Runs `script` with `nkeys` keys and `nargs` arguments (at most 16 of each), expecting an
+/* Runs `script` with `nkeys` keys (at most 64) and `nargs` arguments (at most 16), expecting an
  * array of integers: writes up to `max` of them to `out` and their count to `*n`. CM_EIO when
  * Redis cannot be reached or the script fails (logged), CM_EINVAL for too many keys or
  * arguments or a reply that is not an array of integers. The script is sent once (SCRIPT
