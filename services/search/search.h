@@ -33,6 +33,8 @@
 typedef struct search_query {
     char words[SEARCH_EXPR_MAX]; /* MATCH on the unicode61 table ("" when none) */
     char tri[SEARCH_EXPR_MAX];   /* MATCH on the trigram table ("" when none) */
+    char subs[SEARCH_EXPR_MAX];  /* MATCH on msg_tri (trigram_cjk) of the CJK terms of every
+                                    length, for message search ("" when none) */
     char likes[SEARCH_TERMS_MAX][64]; /* CJK substrings under 3 characters (raw UTF-8) */
     int nlikes;
     int nterms;                           /* text terms in all */
@@ -61,6 +63,14 @@ int search_is_unspaced(uint32_t cp);
  * API's {"text": ..., "highlights": [{"start", "end"}]} with offsets in Unicode code points
  * of "text" (end exclusive). Returns NULL when out of memory. */
 cJSON *search_snippet_json(const char *marked);
+
+/* --- the FTS5 tokenizer of the message substring index (search_tokenizer.c) ------------- */
+
+/* Registers the tokenizer "trigram_cjk" (SQLite's trigram plus unigrams and bigrams of
+ * unspaced scripts) on every SQLite connection the process opens from now on
+ * (sqlite3_auto_extension): an index file using it cannot be read without it. Idempotent.
+ * CM_EIO when SQLite refuses. */
+cm_err search_tokenizer_register(void);
 
 /* --- the per-tenant index (search_index.c) --------------------------------------------- */
 

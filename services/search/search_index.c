@@ -1,8 +1,8 @@
 /* search_index.c - the per-tenant search index: one SQLite database per tenant under the data
  * directory (<dir>/<tenant>.db, erasable by deleting the file), with the messages, the
  * memberships, and two FTS5 indexes over the message text kept in step by apply_message: unicode61
- * with diacritics removed for words and prefixes, trigram for substrings of unspaced scripts
- * (CJK, Thai). Written by the indexer thread only; each query opens its own read-only
+ * with diacritics removed for words and prefixes, trigram_cjk (trigrams plus CJK unigrams and
+ * bigrams, search_tokenizer.c) for substrings of unspaced scripts (CJK, Thai). Written by the indexer thread only; each query opens its own read-only
  * connection (WAL: readers never wait for the writer). */
 #include <errno.h>
 #include <pthread.h>
@@ -20,7 +20,7 @@
 #include "search.h"
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
 #define RID_PER_MS 4096 /* messages.rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
@@ -111,7 +111,7 @@ static const char SCHEMA[] =
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
-    " content_rowid='rid', tokenize='trigram');"
+    " content_rowid='rid', tokenize='trigram_cjk');"
     "CREATE TABLE IF NOT EXISTS members("
     " conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, active INTEGER NOT NULL,"
     " left_eseq INTEGER, eseq INTEGER NOT NULL, PRIMARY KEY (conversation_id, user_id))"
@@ -190,6 +190,16 @@ static const char MIGRATE_3[] =
     "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
     "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
 
+/* Version 4 indexes the unigrams and bigrams of CJK (and other unspaced scripts) in msg_tri
+ * beside the trigrams (tokenizer trigram_cjk, search_tokenizer.c), so terms of 1-2 such
+ * characters are index lookups instead of a LIKE scan: msg_tri is recreated and rebuilt from
+ * the content table. */
+static const char MIGRATE_4[] =
+    "DROP TABLE msg_tri;"
+    "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages', content_rowid='rid',"
+    " tokenize='trigram_cjk');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
+
 /* One integer a PRAGMA answers (-1 when it fails). */
 static int pragma_int(sqlite3 *db, const char *sql)
 {
@@ -225,6 +235,7 @@ static int schema_apply(sqlite3 *db, char **err)
                                       " WHERE name = 'attachments'")) < 0 ||
             (has_col == 0 && sqlite3_exec(db, MIGRATE_2, NULL, NULL, err) != SQLITE_OK) ||
             (version < 3 && !fresh && sqlite3_exec(db, MIGRATE_3, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 4 && !fresh && sqlite3_exec(db, MIGRATE_4, NULL, NULL, err) != SQLITE_OK) ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
             sqlite3_exec(db, "COMMIT", NULL, NULL, err) != SQLITE_OK) {
@@ -266,6 +277,10 @@ cm_err search_index_create(const char *dir, search_index **out)
     }
     if (access(dir, W_OK) != 0) {
         cm_error("SEARCH_DATA_DIR %s is not writable", dir);
+        return CM_EIO;
+    }
+    if (search_tokenizer_register() != CM_OK) {
+        cm_error("search index: cannot register the FTS5 tokenizer trigram_cjk");
         return CM_EIO;
     }
     ix = calloc(1, sizeof(*ix));
@@ -1017,9 +1032,14 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
                              const search_query *q, int newest, long offset, long limit,
                              cJSON *items, int *more)
 {
-    const char *fts = q->words[0] ? "msg_words" : q->tri[0] ? "msg_tri" : NULL;
-    const char *match = q->words[0] ? q->words : q->tri;
-    char sql[2048], likes[SEARCH_TERMS_MAX][160];
+    /* The words drive when there are some, else the CJK terms of 3+ characters (their snippet
+     * highlights whole terms), else the short CJK ones (marked by mark_substring: FTS5 would
+     * highlight the trigram at their position, one or two characters too many). */
+    const char *fts = q->words[0] || q->subs[0] ? q->words[0] ? "msg_words" : "msg_tri" : NULL;
+    const char *match = q->words[0] ? q->words : q->tri[0] ? q->tri : q->subs;
+    int own_snippet = !q->words[0] && !q->tri[0] && q->subs[0];
+    int subs_filter = q->words[0] ? q->subs[0] != 0 : q->tri[0] && q->nlikes;
+    char sql[2048];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int w, b = 1, rows = 0, src;
@@ -1044,10 +1064,11 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         w = snprintf(sql, sizeof(sql),
                      "SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.created_ms,"
                      " m.has_attachment, m.text,"
-                     " snippet(%s, 0, char(1), char(2), '…', 16)"
+                     " %s%s%s"
                      " FROM %s JOIN messages m ON m.rid = %s.rowid"
                      " WHERE %s MATCH ? AND m.deleted = 0",
-                     fts, fts, fts, fts);
+                     own_snippet ? "NULL" : "snippet(", own_snippet ? "" : fts,
+                     own_snippet ? "" : ", 0, char(1), char(2), '…', 16)", fts, fts, fts);
         if (w <= 0 || (size_t)w >= sizeof(sql))
             goto out;
     } else {
@@ -1055,10 +1076,10 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
                      "SELECT m.id, m.conversation_id, m.sender_id, m.seq, m.created_ms,"
                      " m.has_attachment, m.text, NULL FROM messages m WHERE m.deleted = 0");
     }
-    if (q->words[0] && q->tri[0])
+    /* The CJK terms of the words' query, or the short ones of a long CJK term's query (which
+     * stay out of the driving MATCH for the sake of its highlights). */
+    if (subs_filter)
         ADD(" AND m.rid IN (SELECT rowid FROM msg_tri WHERE msg_tri MATCH ?)");
-    for (int i = 0; i < q->nlikes; i++)
-        ADD(" AND m.text LIKE ? ESCAPE '\\'");
     /* Who may see what (README.md): members see the whole history of their conversations;
      * after leaving, what was sent before they left. */
     ADD(" AND EXISTS (SELECT 1 FROM members mb WHERE mb.conversation_id = m.conversation_id"
@@ -1088,12 +1109,8 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     }
     if (fts)
         sqlite3_bind_text(st, b++, match, -1, SQLITE_STATIC);
-    if (q->words[0] && q->tri[0])
-        sqlite3_bind_text(st, b++, q->tri, -1, SQLITE_STATIC);
-    for (int i = 0; i < q->nlikes; i++) {
-        search_like_pattern(q->likes[i], likes[i], sizeof(likes[i]));
-        sqlite3_bind_text(st, b++, likes[i], -1, SQLITE_STATIC);
-    }
+    if (subs_filter)
+        sqlite3_bind_text(st, b++, q->subs, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
     if (q->conversation[0])
         sqlite3_bind_text(st, b++, q->conversation, -1, SQLITE_STATIC);
