@@ -75,7 +75,8 @@ int main(int argc, char **argv)
                                 &ctx.reindexer) ||
         cm_kafka_producer_create(brokers, prefix, NULL, NULL, &ctx.dlq) ||
         search_indexer_start(&ctx, brokers, prefix,
-                             cm_config_str("SEARCH_GROUP", "search-indexer"), &ctx.indexer))
+                             cm_config_str("SEARCH_GROUP", "search-indexer"), &ctx.indexer) ||
+        search_reindexer_resume(&ctx))
         goto out;
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "GET", "/v1/search/messages", search_messages, &ctx) ||

@@ -164,7 +164,12 @@ int search_indexable(const char *type);
  * a rebuild under `dir`. Free with search_reindexer_destroy, before the index. */
 cm_err search_reindexer_create(const char *brokers, const char *prefix, const char *group,
                                const char *dir, search_reindexer **out);
-/* Stops running jobs (the live index stays as it was) and frees. Accepts NULL. */
+/* Starts again the jobs a previous process left running (their state is kept in
+ * <dir>/_reindex-jobs.db), each from where it was. Call once, after ctx->index and
+ * ctx->reindexer are set. CM_EIO when a job's thread could not start (that job is failed). */
+cm_err search_reindexer_resume(search_ctx *ctx);
+/* Stops running jobs (the live index stays as it was; they resume at the next start) and
+ * frees. Accepts NULL. */
 void search_reindexer_destroy(search_reindexer *r);
 /* POST /v1/search/reindex and GET /v1/search/reindex/{id} (search_reindex.c) */
 void search_reindex_start(cm_http_req *req, void *ud);

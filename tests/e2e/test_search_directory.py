@@ -292,3 +292,44 @@ def test_reindex_rebuilds_the_index_from_the_topics(api, tenant, platform):
     assert "kept across the rebuild" in [i["q"] for i in get(api, ivy, "/v1/search/recent").json()["items"]]
     problem(api.call("GET", f"/v1/search/reindex/{job['id']}", admin_of(api, new_tenant(api))), 404)
     problem(api.call("GET", "/v1/search/reindex/nope", root), 404)
+
+
+def test_reindex_job_survives_a_restart(api, tenant, platform):
+    """A reindex job's state is kept on disk: after the search service restarts, the job is
+    still readable at its URL, goes on from where it was (its progress does not go back) and
+    completes; the message the live index lost is found again."""
+    import sqlite3
+    from conftest import ROOT, _BASE
+    root = admin_of(api, tenant)
+    cid = create(api, root, "group", [], title="restart me")["id"]
+    word = "griffin" + uuid.uuid4().hex[:6]
+    mid = ok(send(api, root, cid, f"{word} lands"))["id"]
+    q = lambda: item_ids(get(api, root, "/v1/search/messages", q=word))
+    eventually(q, [mid])
+    db = sqlite3.connect(ROOT / "build" / f"search-data-{_BASE}" / f"{tenant['id']}.db", timeout=10)
+    db.execute("DELETE FROM messages WHERE id = ?", (mid,))
+    db.commit()
+    db.close()
+    assert q() == []
+    r = api.call("POST", "/v1/search/reindex", root)
+    assert r.status_code == 202, r.text
+    url = r.headers["Location"]
+    before, end = r.json(), time.time() + 60
+    while before["status"] == "running" and before["records_read"] == 0 and time.time() < end:
+        time.sleep(0.1)
+        before = api.call("GET", url, root).json()
+    search = platform["search"]
+    assert search.stop() == 0                          # SIGTERM: the job pauses
+    search.start()
+    st = api.call("GET", url, root)
+    assert st.status_code == 200, st.text               # the job outlived the process
+    st = st.json()
+    assert st["id"] == before["id"] and st["started_at"] == before["started_at"], st
+    assert st["records_read"] >= before["records_read"], (before, st)
+    end = time.time() + 240
+    while st["status"] == "running" and time.time() < end:
+        time.sleep(0.5)
+        st = api.call("GET", url, root).json()
+    assert st["status"] == "done", st
+    assert st["progress"] == 1.0 and st["records_read"] >= before["records_read"], st
+    assert q() == [mid]                                # the resumed job rebuilt the index
