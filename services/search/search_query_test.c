@@ -115,6 +115,18 @@ static void test_snippet_offsets_are_code_points(void **state)
     cJSON_Delete(o);
 }
 
+/* Removes the test index directory `dir` and tenant t1's files in it. */
+static void remove_index(const char *dir)
+{
+    static const char *const SUFFIX[] = {".db", ".db-wal", ".db-shm"};
+    char path[64];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/t1%s", dir, SUFFIX[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 /* A real index in a temporary directory: events applied, replayed, edited, deleted, left. */
 static void apply(search_index *ix, const char *json)
 {
@@ -143,7 +155,7 @@ static int count(search_index *ix, const char *user, const char *text)
 
 static void test_index_lifecycle(void **state)
 {
-    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    char dir[] = "/tmp/search-test-XXXXXX";
     search_index *ix;
     (void)state;
     assert_non_null(mkdtemp(dir));
@@ -199,13 +211,7 @@ static void test_index_lifecycle(void **state)
               "\"2024-01-01T00:00:02.000Z\"}}");
     assert_int_equal(count(ix, "u2", "egret"), 0);
     search_index_destroy(ix);
-    snprintf(path, sizeof(path), "%s/t1.db", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-wal", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-shm", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_index(dir);
 }
 
 /* The first hit's snippet as JSON text (NULL when none); caller frees. */
@@ -227,7 +233,7 @@ static char *first_snippet(search_index *ix, const char *text)
  * at the start, in the middle and among the last two characters (which start no trigram). */
 static void test_cjk_short_terms(void **state)
 {
-    char dir[] = "/tmp/search-test-XXXXXX", path[64], *s;
+    char dir[] = "/tmp/search-test-XXXXXX", *s;
     search_index *ix;
     (void)state;
     assert_non_null(mkdtemp(dir));
@@ -270,13 +276,7 @@ static void test_cjk_short_terms(void **state)
     assert_int_equal(count(ix, "u1", "我"), 0);
     assert_int_equal(count(ix, "u1", "上海"), 1);
     search_index_destroy(ix);
-    snprintf(path, sizeof(path), "%s/t1.db", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-wal", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-shm", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_index(dir);
 }
 
 /* A file of schema version 3 (msg_tri on the plain trigram tokenizer) is migrated when the
@@ -314,12 +314,7 @@ static void test_migrates_version_3(void **state)
     assert_int_equal(count(ix, "u1", "北京"), 1);
     assert_int_equal(count(ix, "u1", "北京开"), 1);
     search_index_destroy(ix);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-wal", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-shm", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_index(dir);
 }
 
 int main(void)

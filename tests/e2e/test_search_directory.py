@@ -246,12 +246,20 @@ def test_tenant_and_user_analytics(api):
     assert api.call("GET", "/v1/analytics/tenant").status_code == 401
 
 
+def lose_from_index(tenant, mid):
+    """Deletes message `mid` from the tenant's live index file behind the service's back."""
+    import sqlite3
+    from conftest import ROOT, _BASE
+    db = sqlite3.connect(ROOT / "build" / f"search-data-{_BASE}" / f"{tenant['id']}.db", timeout=10)
+    db.execute("DELETE FROM messages WHERE id = ?", (mid,))
+    db.commit()
+    db.close()
+
+
 def test_reindex_rebuilds_the_index_from_the_topics(api, tenant, platform):
     """A message lost from the live index (deleted from its file behind the service's back)
     is found again after an admin's reindex, which replays the topics; recent searches
     survive; progress is reported; members cannot start one."""
-    import sqlite3
-    from conftest import ROOT, _BASE
     root = admin_of(api, tenant)
     ivy = token_for(api, tenant, "ivy")
     cid = create(api, root, "group", ["ivy"], title="rebuild me")["id"]
@@ -259,10 +267,7 @@ def test_reindex_rebuilds_the_index_from_the_topics(api, tenant, platform):
     mid = ok(send(api, root, cid, f"{word} rises"))["id"]
     q = lambda: item_ids(get(api, ivy, "/v1/search/messages", q=word))
     eventually(q, [mid])
-    db = sqlite3.connect(ROOT / "build" / f"search-data-{_BASE}" / f"{tenant['id']}.db", timeout=10)
-    db.execute("DELETE FROM messages WHERE id = ?", (mid,))
-    db.commit()
-    db.close()
+    lose_from_index(tenant, mid)
     assert q() == []                                   # the index lost it
     ok(get(api, ivy, "/v1/search/messages", q="kept across the rebuild"))
 
@@ -298,18 +303,13 @@ def test_reindex_job_survives_a_restart(api, tenant, platform):
     """A reindex job's state is kept on disk: after the search service restarts, the job is
     still readable at its URL, goes on from where it was (its progress does not go back) and
     completes; the message the live index lost is found again."""
-    import sqlite3
-    from conftest import ROOT, _BASE
     root = admin_of(api, tenant)
     cid = create(api, root, "group", [], title="restart me")["id"]
     word = "griffin" + uuid.uuid4().hex[:6]
     mid = ok(send(api, root, cid, f"{word} lands"))["id"]
     q = lambda: item_ids(get(api, root, "/v1/search/messages", q=word))
     eventually(q, [mid])
-    db = sqlite3.connect(ROOT / "build" / f"search-data-{_BASE}" / f"{tenant['id']}.db", timeout=10)
-    db.execute("DELETE FROM messages WHERE id = ?", (mid,))
-    db.commit()
-    db.close()
+    lose_from_index(tenant, mid)
     assert q() == []
     r = api.call("POST", "/v1/search/reindex", root)
     assert r.status_code == 202, r.text
