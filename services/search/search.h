@@ -161,9 +161,11 @@ int search_indexable(const char *type);
 
 /* The reindex jobs of POST /v1/search/reindex: each replays the topics (prefix `prefix`)
  * through brokers `brokers` in a consumer group of its own ("<group>-reindex-<job id>") into
- * a rebuild under `dir`. Free with search_reindexer_destroy, before the index. */
+ * a rebuild under `dir`, after backfilling from the messaging service at `messaging_url`
+ * (GET /internal/v1/messaging/events; "" : never) when asked or when the topics lost records. Free with search_reindexer_destroy, before the index. */
 cm_err search_reindexer_create(const char *brokers, const char *prefix, const char *group,
-                               const char *dir, search_reindexer **out);
+                               const char *dir, const char *messaging_url,
+                               search_reindexer **out);
 /* Starts again the jobs a previous process left running (their state is kept in
  * <dir>/_reindex-jobs.db), each from where it was. Call once, after ctx->index and
  * ctx->reindexer are set. CM_EIO when a job's thread could not start (that job is failed). */

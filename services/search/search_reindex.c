@@ -22,6 +22,7 @@
 
 #include "common/auth.h"
 #include "common/clock.h"
+#include "common/httpc.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/uuid.h"
@@ -31,6 +32,9 @@
 #define POLL_MS 500        /* one poll of the replay consumer */
 #define BATCH 500          /* records per rebuild transaction */
 #define QUIET_POLLS 2      /* empty polls at lag 0 that mean "caught up" */
+#define BACKFILL_PAGE 500  /* events per page of the messaging service's export */
+#define BACKFILL_TIMEOUT_MS 30000 /* one page */
+#define BACKFILL_MAX_BYTES (64L << 20) /* one page's body */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -53,12 +57,15 @@ typedef struct job {
     cm_kafka_consumer *consumer;
     atomic_int stop;
     int resume; /* loaded as running from the store: resumed by search_reindexer_resume */
+    atomic_int backfill; /* read the messaging service's conversation logs before the topics */
+    atomic_llong backfilled; /* events read from them */
 } job;
 
 struct search_reindexer {
     pthread_mutex_t lock;
     job *jobs[JOBS_MAX];
     char brokers[512], prefix[128], group[128], dir[512];
+    char messaging_url[512]; /* "" : no backfill */
     pthread_mutex_t store_lock;
     sqlite3 *store; /* the jobs' state (module comment) */
 };
@@ -68,14 +75,15 @@ static const char STORE_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS jobs(id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
     " state INTEGER NOT NULL, merge INTEGER NOT NULL, dropped INTEGER NOT NULL,"
     " total INTEGER NOT NULL, read INTEGER NOT NULL, applied INTEGER NOT NULL,"
-    " started_ms INTEGER NOT NULL, finished_ms INTEGER NOT NULL, error TEXT NOT NULL)";
+    " started_ms INTEGER NOT NULL, finished_ms INTEGER NOT NULL, error TEXT NOT NULL,"
+    " backfill INTEGER NOT NULL, backfilled INTEGER NOT NULL)";
 
 /* Writes job j's state and progress to the store. A failure is logged: the job goes on (only
  * its progress after a restart would be older). */
 static void store_save(search_reindexer *r, const job *j)
 {
     static const char SQL[] = "INSERT OR REPLACE INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-                              " ?8, ?9, ?10, ?11)";
+                              " ?8, ?9, ?10, ?11, ?12, ?13)";
     sqlite3_stmt *st = NULL;
 
     pthread_mutex_lock(&r->store_lock);
@@ -91,6 +99,8 @@ static void store_save(search_reindexer *r, const job *j)
         sqlite3_bind_int64(st, 9, atomic_load(&j->started_ms));
         sqlite3_bind_int64(st, 10, atomic_load(&j->finished_ms));
         sqlite3_bind_text(st, 11, j->error, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 12, atomic_load(&j->backfill));
+        sqlite3_bind_int64(st, 13, atomic_load(&j->backfilled));
     }
     if (st == NULL || sqlite3_step(st) != SQLITE_DONE)
         cm_warn("search reindex %s: saving its state: %s", j->id, sqlite3_errmsg(r->store));
@@ -111,7 +121,8 @@ static cm_err store_load(search_reindexer *r)
                      NULL, NULL, NULL) != SQLITE_OK)
         return CM_EIO;
     if (sqlite3_prepare_v2(r->store, "SELECT id, tenant, state, merge, dropped, total, read,"
-                                     " applied, started_ms, finished_ms, error FROM jobs"
+                                     " applied, started_ms, finished_ms, error, backfill,"
+                                     " backfilled FROM jobs"
                                      " ORDER BY started_ms DESC LIMIT " STR(JOBS_MAX),
                            -1, &st, NULL) != SQLITE_OK)
         return CM_EIO;
@@ -139,6 +150,8 @@ static cm_err store_load(search_reindexer *r)
         atomic_store(&j->started_ms, sqlite3_column_int64(st, 8));
         atomic_store(&j->finished_ms, sqlite3_column_int64(st, 9));
         snprintf(j->error, sizeof(j->error), "%s", (const char *)sqlite3_column_text(st, 10));
+        atomic_store(&j->backfill, sqlite3_column_int(st, 11));
+        atomic_store(&j->backfilled, sqlite3_column_int64(st, 12));
         j->joined = 1; /* no thread yet */
         j->resume = state == JOB_RUNNING;
         r->jobs[n++] = j;
@@ -148,7 +161,8 @@ static cm_err store_load(search_reindexer *r)
 }
 
 cm_err search_reindexer_create(const char *brokers, const char *prefix, const char *group,
-                               const char *dir, search_reindexer **out)
+                               const char *dir, const char *messaging_url,
+                               search_reindexer **out)
 {
     search_reindexer *r = calloc(1, sizeof(*r));
     char path[600];
@@ -160,6 +174,7 @@ cm_err search_reindexer_create(const char *brokers, const char *prefix, const ch
     snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
     snprintf(r->group, sizeof(r->group), "%s", group);
     snprintf(r->dir, sizeof(r->dir), "%s", dir);
+    snprintf(r->messaging_url, sizeof(r->messaging_url), "%s", messaging_url ? messaging_url : "");
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->store_lock, NULL);
     if (snprintf(path, sizeof(path), "%s/_reindex-jobs.db", dir) >= (int)sizeof(path) ||
@@ -275,6 +290,87 @@ static cm_err catch_up(job *j)
     return CM_ETIMEOUT; /* stopped by shutdown */
 }
 
+/* Applies one page's events (an array of CloudEvents) of the job's tenant to the rebuild, in
+ * one batch. */
+static cm_err backfill_page(job *j, const cJSON *items)
+{
+    const cJSON *ev;
+    char why[256];
+    cm_err rc = CM_OK;
+
+    search_index_batch_begin(j->rebuild);
+    cJSON_ArrayForEach(ev, items)
+    {
+        const char *tenant = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "tenant")),
+                   *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "type"));
+        atomic_fetch_add(&j->backfilled, 1);
+        if (!tenant || !type || strcmp(tenant, j->tenant) != 0 || !search_indexable(type))
+            continue;
+        rc = search_index_apply(j->rebuild, ev, why, sizeof(why));
+        if (rc == CM_EINVAL)
+            rc = CM_OK; /* as the live indexer, which dead-letters it */
+        else if (rc == CM_OK)
+            atomic_fetch_add(&j->applied, 1);
+        if (rc != CM_OK)
+            break;
+    }
+    if (search_index_batch_end(j->rebuild, rc == CM_OK) != CM_OK && rc == CM_OK)
+        rc = CM_EIO;
+    return rc;
+}
+
+/* The backfill: every page of the messaging service's export of the tenant's conversation
+ * logs (GET /internal/v1/messaging/events), which keeps the history the topics' retention
+ * dropped, applied to the rebuild before the topics are replayed. Events apply idempotently
+ * by eseq in any order, so the replay that follows and a resumed job's second backfill change
+ * nothing they already hold. */
+static cm_err backfill(job *j)
+{
+    search_reindexer *r = j->ctx->reindexer;
+    char url[1024], *body = NULL, cursor[128] = "";
+    cm_err rc = CM_OK;
+
+    atomic_store(&j->backfilled, 0);
+    while (rc == CM_OK && !atomic_load(&j->stop)) {
+        size_t len;
+        long status;
+        cJSON *page = NULL;
+        const char *next;
+        int w = snprintf(url, sizeof(url),
+                         "%s/internal/v1/messaging/events?tenant=%s&limit=" STR(BACKFILL_PAGE)
+                         "%s%s",
+                         r->messaging_url, j->tenant, cursor[0] ? "&after=" : "", cursor);
+        if (w <= 0 || (size_t)w >= sizeof(url))
+            return CM_EINVAL;
+        rc = cm_httpc_get(url, NULL, BACKFILL_TIMEOUT_MS, BACKFILL_MAX_BYTES, &body, &len, &status);
+        if (rc != CM_OK)
+            break;
+        if (status != 200 || (page = cJSON_ParseWithLength(body, len)) == NULL ||
+            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(page, "items"))) {
+            cm_warn("search reindex %s: backfill: messaging answered %ld", j->id, status);
+            rc = CM_EIO;
+        }
+        free(body);
+        body = NULL;
+        if (rc == CM_OK)
+            rc = backfill_page(j, cJSON_GetObjectItemCaseSensitive(page, "items"));
+        next = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(page, "next_cursor"));
+        /* cursors are event ids (UUIDs): nothing in them needs escaping in a query */
+        if (rc == CM_OK && next && strlen(next) < sizeof(cursor) && strspn(next,
+                "0123456789abcdefABCDEF-") == strlen(next))
+            snprintf(cursor, sizeof(cursor), "%s", next);
+        else if (rc == CM_OK && next)
+            rc = CM_EIO;
+        else if (rc == CM_OK)
+            cursor[0] = '\0';
+        cJSON_Delete(page);
+        store_save(r, j);
+        if (rc == CM_OK && cursor[0] == '\0')
+            return CM_OK; /* the last page */
+    }
+    return rc != CM_OK ? rc : CM_ETIMEOUT; /* stopped by a shutdown */
+}
+
 /* Runs under the live index's lock, right before the swap: the last records, which the live
  * indexer may have applied to the old file meanwhile, go into the rebuild too. */
 static cm_err last_catch_up(void *ud)
@@ -321,12 +417,17 @@ static void *run(void *arg)
         rc = CM_EIO;
     if (rc == CM_OK && atomic_load(&j->dropped) > 0) {
         atomic_store(&j->merge, 1);
+        /* what the topics lost, the messaging service's logs still hold */
+        if (r->messaging_url[0])
+            atomic_store(&j->backfill, 1);
         rc = search_index_copy(j->ctx->index, j->tenant, path);
     }
     store_save(r, j);
 replay:
     if (rc == CM_OK)
         rc = search_index_create(j->dir, &j->rebuild);
+    if (rc == CM_OK && atomic_load(&j->backfill))
+        rc = backfill(j);
     if (rc == CM_OK)
         rc = catch_up(j);
     if (rc == CM_OK)
@@ -385,6 +486,8 @@ static cJSON *job_json(const job *j)
     cJSON_AddNumberToObject(o, "records_read", (double)read);
     cJSON_AddNumberToObject(o, "records_total", (double)total);
     cJSON_AddNumberToObject(o, "events_applied", (double)atomic_load(&j->applied));
+    cJSON_AddBoolToObject(o, "backfill", atomic_load(&j->backfill));
+    cJSON_AddNumberToObject(o, "events_backfilled", (double)atomic_load(&j->backfilled));
     cJSON_AddNumberToObject(o, "progress", st == JOB_DONE             ? 1.0
                                            : total > 0 && read < total ? (double)read / (double)total
                                            : total > 0                 ? 0.999
@@ -415,11 +518,31 @@ void search_reindex_start(cm_http_req *req, void *ud)
     search_reindexer *r = ctx->reindexer;
     cm_jwt_claims c;
     job *j = NULL;
-    int slot = -1;
+    int slot = -1, want_backfill = 0;
     char loc[128];
+    size_t blen = 0;
 
     if (!admin(req, ctx, &c))
         return;
+    /* optional body {"backfill": true}: read the messaging service's logs too, whatever the
+     * topics hold (merge mode does it by itself) */
+    cm_http_body(req, &blen);
+    if (blen > 0) {
+        cJSON *body, *b;
+        if (cm_http_json_body(req, &body) != CM_OK)
+            return;
+        b = cJSON_GetObjectItemCaseSensitive(body, "backfill");
+        if (b && !cJSON_IsBool(b)) {
+            cm_http_reply_error(req, CM_EINVAL, "backfill must be true or false");
+            return;
+        }
+        want_backfill = cJSON_IsTrue(b);
+        if (want_backfill && r->messaging_url[0] == '\0') {
+            cm_http_reply_error(req, CM_EINVAL, "backfill needs the messaging service "
+                                                "(MESSAGING_URL is empty here)");
+            return;
+        }
+    }
     pthread_mutex_lock(&r->lock);
     for (int i = 0; i < JOBS_MAX; i++) {
         job *o = r->jobs[i];
@@ -459,6 +582,7 @@ void search_reindex_start(cm_http_req *req, void *ud)
         return;
     }
     j->ctx = ctx;
+    atomic_store(&j->backfill, want_backfill);
     atomic_store(&j->started_ms, cm_clock_now_ms());
     store_save(r, j);
     if (pthread_create(&j->thread, NULL, run, j) != 0) {
