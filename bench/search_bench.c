@@ -38,6 +38,13 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static char **read_lines(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "r");
@@ -115,13 +122,9 @@ static int apply_json(search_index *ix, const char *json)
     return rc == CM_OK;
 }
 
-/* Ours: the conversations (the reader a member of each), then the corpus, batch by batch. */
-static double index_ours(search_index *ix, char **texts, size_t n)
+/* Ours: the conversations (the reader a member of each), untimed. */
+static void index_ours_setup(search_index *ix)
 {
-    char **events = malloc(n * sizeof(*events));
-    int64_t *eseq = calloc(CONVERSATIONS, sizeof(*eseq));
-    double t0, t;
-
     search_index_batch_begin(ix);
     for (size_t c = 0; c < CONVERSATIONS; c++) {
         char buf[1024];
@@ -134,66 +137,92 @@ static double index_ours(search_index *ix, char **texts, size_t n)
                  c, c);
         if (!apply_json(ix, buf))
             exit(1);
-        eseq[c] = 1;
     }
     search_index_batch_end(ix, 1);
-    for (size_t i = 0; i < n; i++)
-        events[i] = event_json(i, texts[i], ++eseq[i % CONVERSATIONS]);
-    t0 = now_s();
-    for (size_t i = 0; i < n; i += BATCH) {
-        search_index_batch_begin(ix);
-        for (size_t k = i; k < n && k < i + BATCH; k++)
-            if (!apply_json(ix, events[k]))
-                exit(1);
-        if (search_index_batch_end(ix, 1) != CM_OK)
+}
+
+/* Ours: events [i, end) as one batch (parsed and applied as the indexer does). */
+static void index_ours_batch(search_index *ix, char **events, size_t i, size_t end)
+{
+    search_index_batch_begin(ix);
+    for (size_t k = i; k < end; k++)
+        if (!apply_json(ix, events[k]))
             exit(1);
-    }
-    t = now_s() - t0;
-    for (size_t i = 0; i < n; i++)
-        cJSON_free(events[i]);
-    free(events);
-    free(eseq);
-    return t;
+    if (search_index_batch_end(ix, 1) != CM_OK)
+        exit(1);
 }
 
 /* Raw FTS5: the same two indexes (unicode61 with diacritics removed and prefixes 2 and 3;
- * trigram), rowid = line number, 500 rows per transaction. */
-static double index_raw(sqlite3 *db, char **texts, size_t n)
+ * trigram), rowid = line number. */
+static void index_raw_setup(sqlite3 *db, sqlite3_stmt **w, sqlite3_stmt **t)
 {
-    sqlite3_stmt *w, *t;
-    double t0;
-
     if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                          "CREATE VIRTUAL TABLE w USING fts5(text, tokenize='unicode61"
                          " remove_diacritics 2', prefix='2 3');"
                          "CREATE VIRTUAL TABLE t USING fts5(text, tokenize='trigram');",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO w(rowid, text) VALUES (?, ?)", -1, &w, NULL) ||
-        sqlite3_prepare_v2(db, "INSERT INTO t(rowid, text) VALUES (?, ?)", -1, &t, NULL)) {
+        sqlite3_prepare_v2(db, "INSERT INTO w(rowid, text) VALUES (?, ?)", -1, w, NULL) ||
+        sqlite3_prepare_v2(db, "INSERT INTO t(rowid, text) VALUES (?, ?)", -1, t, NULL)) {
         fprintf(stderr, "raw: %s\n", sqlite3_errmsg(db));
         exit(1);
     }
-    t0 = now_s();
-    for (size_t i = 0; i < n; i += BATCH) {
-        sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-        for (size_t k = i; k < n && k < i + BATCH; k++) {
-            sqlite3_stmt *st[2] = {w, t};
-            for (int s = 0; s < 2; s++) {
-                sqlite3_bind_int64(st[s], 1, (sqlite3_int64)k);
-                sqlite3_bind_text(st[s], 2, texts[k], -1, SQLITE_STATIC);
-                if (sqlite3_step(st[s]) != SQLITE_DONE) {
-                    fprintf(stderr, "raw insert: %s\n", sqlite3_errmsg(db));
-                    exit(1);
-                }
-                sqlite3_reset(st[s]);
+}
+
+/* Raw: rows [i, end) in one transaction. */
+static void index_raw_batch(sqlite3 *db, sqlite3_stmt *w, sqlite3_stmt *t, char **texts, size_t i,
+                            size_t end)
+{
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    for (size_t k = i; k < end; k++) {
+        sqlite3_stmt *st[2] = {w, t};
+        for (int s = 0; s < 2; s++) {
+            sqlite3_bind_int64(st[s], 1, (sqlite3_int64)k);
+            sqlite3_bind_text(st[s], 2, texts[k], -1, SQLITE_STATIC);
+            if (sqlite3_step(st[s]) != SQLITE_DONE) {
+                fprintf(stderr, "raw insert: %s\n", sqlite3_errmsg(db));
+                exit(1);
             }
+            sqlite3_reset(st[s]);
         }
-        if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-            exit(1);
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        exit(1);
+}
+
+/* Both, batch by batch of BATCH, interleaved (raw, then ours, then raw...) so that the load
+ * of the shared machine falls on both alike; wall and thread CPU time summed per side. */
+static void index_both(search_index *ix, sqlite3 *raw, char **texts, size_t n, double *wall,
+                       double *cpu)
+{
+    char **events = malloc(n * sizeof(*events));
+    int64_t *eseq = calloc(CONVERSATIONS, sizeof(*eseq));
+    sqlite3_stmt *w, *t;
+
+    for (size_t c = 0; c < CONVERSATIONS; c++)
+        eseq[c] = 1;
+    index_ours_setup(ix);
+    index_raw_setup(raw, &w, &t);
+    for (size_t i = 0; i < n; i++)
+        events[i] = event_json(i, texts[i], ++eseq[i % CONVERSATIONS]);
+    wall[0] = wall[1] = cpu[0] = cpu[1] = 0;
+    for (size_t i = 0; i < n; i += BATCH) {
+        size_t end = i + BATCH < n ? i + BATCH : n;
+        double w0 = now_s(), c0 = cpu_s(), w1, c1;
+        index_raw_batch(raw, w, t, texts, i, end);
+        w1 = now_s();
+        c1 = cpu_s();
+        wall[1] += w1 - w0;
+        cpu[1] += c1 - c0;
+        index_ours_batch(ix, events, i, end);
+        wall[0] += now_s() - w1;
+        cpu[0] += cpu_s() - c1;
     }
     sqlite3_finalize(w);
     sqlite3_finalize(t);
-    return now_s() - t0;
+    for (size_t i = 0; i < n; i++)
+        cJSON_free(events[i]);
+    free(events);
+    free(eseq);
 }
 
 /* The raw MATCH expression of a query: the term quoted as our parser quotes it. */
@@ -230,7 +259,7 @@ int main(int argc, char **argv)
     char **texts, **queries, path[1024];
     search_index *ix;
     sqlite3 *raw;
-    double t_ours, t_raw, *lat_ours, *lat_raw;
+    double wall[2], cpu[2], *lat_ours, *lat_raw, *cpu_ours, *cpu_raw;
     FILE *res;
     size_t timed = 0;
 
@@ -248,15 +277,17 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/raw.db", argv[3]);
     if (search_index_create(argv[3], &ix) != CM_OK || sqlite3_open(path, &raw) != SQLITE_OK)
         return 1;
-    /* Raw first, then ours: each builds on a cold file of its own. */
-    t_raw = index_raw(raw, texts, n);
-    t_ours = index_ours(ix, texts, n);
+    index_both(ix, raw, texts, n, wall, cpu);
     printf("texts %zu\n", n);
-    printf("index_ours_per_s %.0f\n", (double)n / t_ours);
-    printf("index_raw_per_s %.0f\n", (double)n / t_raw);
+    printf("index_ours_per_s %.0f\n", (double)n / wall[0]);
+    printf("index_raw_per_s %.0f\n", (double)n / wall[1]);
+    printf("index_ours_cpu_per_s %.0f\n", (double)n / cpu[0]);
+    printf("index_raw_cpu_per_s %.0f\n", (double)n / cpu[1]);
 
     lat_ours = calloc(nq, sizeof(double));
     lat_raw = calloc(nq, sizeof(double));
+    cpu_ours = calloc(nq, sizeof(double));
+    cpu_raw = calloc(nq, sizeof(double));
     res = fopen(argv[4], "w");
     for (size_t i = 0; i < nq; i++) {
         char *tab = strchr(queries[i], '\t'), why[256], match[1100], sql[256];
@@ -265,7 +296,7 @@ int main(int argc, char **argv)
         cJSON *items;
         int more = 0, sub;
         sqlite3_stmt *st;
-        double t0;
+        double t0, c0;
 
         if (tab == NULL)
             continue;
@@ -279,9 +310,11 @@ int main(int argc, char **argv)
         /* Timed: the newest 20, ours then raw, alternating query by query. */
         items = cJSON_CreateArray();
         t0 = now_s();
+        c0 = cpu_s();
         if (search_index_messages(ix, TENANT, USER, sq, 1, 0, 20, items, &more) != CM_OK)
             return 1;
         lat_ours[timed] = now_s() - t0;
+        cpu_ours[timed] = cpu_s() - c0;
         if (getenv("SEARCH_BENCH_SLOW") && lat_ours[timed] > atof(getenv("SEARCH_BENCH_SLOW")))
             fprintf(stderr, "slow: %s %s %.3f ms\n", kind, q, lat_ours[timed] * 1e3);
         cJSON_Delete(items);
@@ -299,13 +332,15 @@ int main(int argc, char **argv)
                      sub ? "t" : "w", sub ? "t" : "w", sub ? "t" : "w");
         }
         t0 = now_s();
+        c0 = cpu_s();
         if (sqlite3_prepare_v2(raw, sql, -1, &st, NULL) != SQLITE_OK)
             return 1;
         sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
         while (sqlite3_step(st) == SQLITE_ROW)
             ;
         sqlite3_finalize(st);
-        lat_raw[timed++] = now_s() - t0;
+        lat_raw[timed] = now_s() - t0;
+        cpu_raw[timed++] = cpu_s() - c0;
         /* Untimed: every hit, for the recall check (SEARCH_BENCH_NO_RECALL: skipped, for
          * profiling the timed part). */
         if (getenv("SEARCH_BENCH_NO_RECALL")) {
@@ -338,6 +373,12 @@ int main(int argc, char **argv)
     printf("query_ours_p99_ms %.3f\n", pct(lat_ours, timed, 0.99) * 1e3);
     printf("query_raw_p50_ms %.3f\n", pct(lat_raw, timed, 0.50) * 1e3);
     printf("query_raw_p99_ms %.3f\n", pct(lat_raw, timed, 0.99) * 1e3);
+    qsort(cpu_ours, timed, sizeof(double), cmp_double);
+    qsort(cpu_raw, timed, sizeof(double), cmp_double);
+    printf("query_ours_cpu_p50_ms %.3f\n", pct(cpu_ours, timed, 0.50) * 1e3);
+    printf("query_ours_cpu_p99_ms %.3f\n", pct(cpu_ours, timed, 0.99) * 1e3);
+    printf("query_raw_cpu_p50_ms %.3f\n", pct(cpu_raw, timed, 0.50) * 1e3);
+    printf("query_raw_cpu_p99_ms %.3f\n", pct(cpu_raw, timed, 0.99) * 1e3);
     search_index_destroy(ix);
     sqlite3_close(raw);
     return 0;

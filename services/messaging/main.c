@@ -97,6 +97,7 @@ static cm_err add_routes(cm_http_server *srv, messaging_ctx *ctx)
         {"GET", "/v1/conversations/{id}/stats", messaging_stats},
         {"POST", "/internal/v1/messaging/jobs/run", messaging_jobs_http},
         {"GET", "/internal/v1/messaging/attachments/{media_id}", messaging_attachment_access},
+        {"GET", "/internal/v1/messaging/events", messaging_export_events},
         {"GET", "/v1/sync", messaging_sync},
         {"POST", "/v1/sync", messaging_sync},
     };

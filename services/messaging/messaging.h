@@ -411,6 +411,11 @@ void messaging_outbox_metrics(void *ud, void (*emit)(void *ctx, const char *text
  * references it is in a conversation they see (messaging_member_sees). Service port only. */
 void messaging_attachment_access(cm_http_req *req, void *ud);
 
+/* GET /internal/v1/messaging/events?tenant=&after=&limit= (messaging_export.c): the tenant's
+ * conversation logs as CloudEvent envelopes, by event id, for search's reindex backfill.
+ * Service port only. */
+void messaging_export_events(cm_http_req *req, void *ud);
+
 /* --- conversations and members (messaging_conversations.c, messaging_members.c) ------- */
 
 /* Loads conversation `cid` of `tenant` and `user`'s active member record in it (both for the

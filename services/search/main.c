@@ -21,6 +21,8 @@ static const cm_config_var vars[] = {
     {"SEARCH_GROUP", "search-indexer", "Kafka consumer group of the indexer"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
+    {"MESSAGING_URL", "http://127.0.0.1:8082",
+     "the messaging service, whose conversation logs a reindex backfills from (empty: never)"},
     {"REDIS_HOST", "127.0.0.1", "Redis host (revoked sessions)"},
     {"REDIS_PORT", "6379", "Redis port"},
     {"JWT_JWKS_URL", "", "JWK Set URL of the signing keys; replaces JWT_PUBLIC_KEY_FILE"},
@@ -72,10 +74,12 @@ int main(int argc, char **argv)
     cm_session_enforce(redis); /* revoked sessions' tokens are refused (session.h) */
     if (search_reindexer_create(brokers, prefix, cm_config_str("SEARCH_GROUP", "search-indexer"),
                                 cm_config_str("SEARCH_DATA_DIR", "./search-data"),
+                                cm_config_str("MESSAGING_URL", "http://127.0.0.1:8082"),
                                 &ctx.reindexer) ||
         cm_kafka_producer_create(brokers, prefix, NULL, NULL, &ctx.dlq) ||
         search_indexer_start(&ctx, brokers, prefix,
-                             cm_config_str("SEARCH_GROUP", "search-indexer"), &ctx.indexer))
+                             cm_config_str("SEARCH_GROUP", "search-indexer"), &ctx.indexer) ||
+        search_reindexer_resume(&ctx))
         goto out;
     if (cm_http_server_create(&hc, &srv) ||
         cm_http_route(srv, "GET", "/v1/search/messages", search_messages, &ctx) ||

@@ -33,6 +33,8 @@
 typedef struct search_query {
     char words[SEARCH_EXPR_MAX]; /* MATCH on the unicode61 table ("" when none) */
     char tri[SEARCH_EXPR_MAX];   /* MATCH on the trigram table ("" when none) */
+    char subs[SEARCH_EXPR_MAX];  /* MATCH on msg_tri (trigram_cjk) of the CJK terms of every
+                                    length, for message search ("" when none) */
     char likes[SEARCH_TERMS_MAX][64]; /* CJK substrings under 3 characters (raw UTF-8) */
     int nlikes;
     int nterms;                           /* text terms in all */
@@ -61,6 +63,14 @@ int search_is_unspaced(uint32_t cp);
  * API's {"text": ..., "highlights": [{"start", "end"}]} with offsets in Unicode code points
  * of "text" (end exclusive). Returns NULL when out of memory. */
 cJSON *search_snippet_json(const char *marked);
+
+/* --- the FTS5 tokenizer of the message substring index (search_tokenizer.c) ------------- */
+
+/* Registers the tokenizer "trigram_cjk" (SQLite's trigram plus unigrams and bigrams of
+ * unspaced scripts) on every SQLite connection the process opens from now on
+ * (sqlite3_auto_extension): an index file using it cannot be read without it. Idempotent.
+ * CM_EIO when SQLite refuses. */
+cm_err search_tokenizer_register(void);
 
 /* --- the per-tenant index (search_index.c) --------------------------------------------- */
 
@@ -151,10 +161,17 @@ int search_indexable(const char *type);
 
 /* The reindex jobs of POST /v1/search/reindex: each replays the topics (prefix `prefix`)
  * through brokers `brokers` in a consumer group of its own ("<group>-reindex-<job id>") into
- * a rebuild under `dir`. Free with search_reindexer_destroy, before the index. */
+ * a rebuild under `dir`, after backfilling from the messaging service at `messaging_url`
+ * (GET /internal/v1/messaging/events; "" : never) when asked or when the topics lost records. Free with search_reindexer_destroy, before the index. */
 cm_err search_reindexer_create(const char *brokers, const char *prefix, const char *group,
-                               const char *dir, search_reindexer **out);
-/* Stops running jobs (the live index stays as it was) and frees. Accepts NULL. */
+                               const char *dir, const char *messaging_url,
+                               search_reindexer **out);
+/* Starts again the jobs a previous process left running (their state is kept in
+ * <dir>/_reindex-jobs.db), each from where it was. Call once, after ctx->index and
+ * ctx->reindexer are set. CM_EIO when a job's thread could not start (that job is failed). */
+cm_err search_reindexer_resume(search_ctx *ctx);
+/* Stops running jobs (the live index stays as it was; they resume at the next start) and
+ * frees. Accepts NULL. */
 void search_reindexer_destroy(search_reindexer *r);
 /* POST /v1/search/reindex and GET /v1/search/reindex/{id} (search_reindex.c) */
 void search_reindex_start(cm_http_req *req, void *ud);

@@ -107,8 +107,12 @@ static cm_err add_term(search_query *q, const char *t, size_t len, int prefix, c
         return append_string(q->words, t, len, prefix) == CM_OK
                    ? CM_OK
                    : fail(CM_ETOOBIG, why, n, "q is too long once quoted");
-    /* CJK and other unspaced scripts: substrings. The trigram index needs 3 characters; a
-     * shorter term is matched with LIKE (a prefix is a substring there anyway). */
+    /* CJK and other unspaced scripts: substrings (a prefix is a substring there anyway).
+     * Messages have unigrams and bigrams too (search_tokenizer.c): every such term goes to
+     * `subs`. The conversation and user indexes are plain trigram, which needs 3 characters:
+     * a shorter term is matched there with LIKE. */
+    if (append_string(q->subs, t, len, 0) != CM_OK)
+        return fail(CM_ETOOBIG, why, n, "q is too long once quoted");
     if (cps >= 3)
         return append_string(q->tri, t, len, 0) == CM_OK
                    ? CM_OK

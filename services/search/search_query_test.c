@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "search.h"
 
 static search_query q;
@@ -113,6 +115,18 @@ static void test_snippet_offsets_are_code_points(void **state)
     cJSON_Delete(o);
 }
 
+/* Removes the test index directory `dir` and tenant t1's files in it. */
+static void remove_index(const char *dir)
+{
+    static const char *const SUFFIX[] = {".db", ".db-wal", ".db-shm"};
+    char path[64];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/t1%s", dir, SUFFIX[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 /* A real index in a temporary directory: events applied, replayed, edited, deleted, left. */
 static void apply(search_index *ix, const char *json)
 {
@@ -141,7 +155,7 @@ static int count(search_index *ix, const char *user, const char *text)
 
 static void test_index_lifecycle(void **state)
 {
-    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    char dir[] = "/tmp/search-test-XXXXXX";
     search_index *ix;
     (void)state;
     assert_non_null(mkdtemp(dir));
@@ -197,13 +211,110 @@ static void test_index_lifecycle(void **state)
               "\"2024-01-01T00:00:02.000Z\"}}");
     assert_int_equal(count(ix, "u2", "egret"), 0);
     search_index_destroy(ix);
+    remove_index(dir);
+}
+
+/* The first hit's snippet as JSON text (NULL when none); caller frees. */
+static char *first_snippet(search_index *ix, const char *text)
+{
+    cJSON *items = cJSON_CreateArray();
+    char *s = NULL;
+    int more = 0;
+    assert_int_equal(search_query_parse(text, &q, why, sizeof(why)), CM_OK);
+    assert_int_equal(search_index_messages(ix, "t1", "u1", &q, 1, 0, 50, items, &more), CM_OK);
+    if (cJSON_GetArraySize(items) > 0)
+        s = cJSON_PrintUnformatted(cJSON_GetObjectItem(cJSON_GetArrayItem(items, 0), "snippet"));
+    cJSON_Delete(items);
+    return s;
+}
+
+/* CJK terms of one and two characters are found through the unigrams and bigrams of the
+ * trigram_cjk tokenizer (search_tokenizer.c) exactly as a substring test would find them,
+ * at the start, in the middle and among the last two characters (which start no trigram). */
+static void test_cjk_short_terms(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", *s;
+    search_index *ix;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
+    apply(ix, MSG("message.created", 2, "我们明天在北京开会"));
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":3,\"data\":{"
+              "\"id\":\"m2\",\"conversation_id\":\"c1\",\"seq\":2,\"sender_id\":\"u1\","
+              "\"type\":\"text\",\"text\":\"猫\",\"created_at\":\"2024-01-01T00:00:01.000Z\"}}");
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":4,\"data\":{"
+              "\"id\":\"m3\",\"conversation_id\":\"c1\",\"seq\":3,\"sender_id\":\"u1\","
+              "\"type\":\"text\",\"text\":\"version 2の説明 ABC中\",\"created_at\":"
+              "\"2024-01-01T00:00:02.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "我"), 1);        /* first character */
+    assert_int_equal(count(ix, "u1", "会"), 1);        /* last character */
+    assert_int_equal(count(ix, "u1", "开会"), 1);      /* last two */
+    assert_int_equal(count(ix, "u1", "北京"), 1);
+    assert_int_equal(count(ix, "u1", "京北"), 0);      /* order matters */
+    assert_int_equal(count(ix, "u1", "东"), 0);
+    assert_int_equal(count(ix, "u1", "猫"), 1);        /* a text of one character */
+    assert_int_equal(count(ix, "u1", "明天在"), 1);    /* trigrams as before */
+    assert_int_equal(count(ix, "u1", "明天 北京"), 1); /* two terms, both */
+    assert_int_equal(count(ix, "u1", "明天 猫"), 0);
+    assert_int_equal(count(ix, "u1", "在北京开 会"), 1);
+    assert_int_equal(count(ix, "u1", "2の"), 1);       /* mixed bigram */
+    assert_int_equal(count(ix, "u1", "c中"), 1);       /* ASCII folded next to CJK */
+    assert_int_equal(count(ix, "u1", "version 説明"), 1); /* a word and a short CJK term */
+    assert_int_equal(count(ix, "u1", "version 北京"), 0);
+    /* the highlight covers the term, not the trigram at its position */
+    s = first_snippet(ix, "北京");
+    assert_non_null(s);
+    assert_string_equal(s, "{\"text\":\"我们明天在北京开会\",\"highlights\":[{\"start\":5,"
+                           "\"end\":7}]}");
+    free(s);
+    /* an edit takes the old unigrams and bigrams out of the index */
+    apply(ix, MSG("message.updated", 5, "上海"));
+    assert_int_equal(count(ix, "u1", "北京"), 0);
+    assert_int_equal(count(ix, "u1", "我"), 0);
+    assert_int_equal(count(ix, "u1", "上海"), 1);
+    search_index_destroy(ix);
+    remove_index(dir);
+}
+
+/* A file of schema version 3 (msg_tri on the plain trigram tokenizer) is migrated when the
+ * indexer opens it: msg_tri is rebuilt with trigram_cjk, so its old messages are found by
+ * short CJK terms too. */
+static void test_migrates_version_3(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    search_index *ix;
+    sqlite3 *db;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/t1.db", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-wal", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/t1.db-shm", dir);
-    unlink(path);
-    rmdir(dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                     " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
+                     " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
+                     " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
+                     " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                     "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
+                     " content_rowid='rid', tokenize='trigram');"
+                     "INSERT INTO messages VALUES (4096, 'm9', 'c1', 'u2', 1, 1, 1, 1, 0, 0,"
+                     " '在北京开会', 0);"
+                     "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                     "PRAGMA user_version = 3;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
+    assert_int_equal(count(ix, "u1", "北京"), 1);
+    assert_int_equal(count(ix, "u1", "北京开"), 1);
+    search_index_destroy(ix);
+    remove_index(dir);
 }
 
 int main(void)
@@ -215,6 +326,8 @@ int main(void)
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_snippet_offsets_are_code_points),
         cmocka_unit_test(test_index_lifecycle),
+        cmocka_unit_test(test_cjk_short_terms),
+        cmocka_unit_test(test_migrates_version_3),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
