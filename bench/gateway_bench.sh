@@ -53,6 +53,10 @@ wait_ready "$USER_PORT"
 TENANT=$(curl -fsS "http://127.0.0.1:$USER_PORT/v1/tenants" -H "X-Admin-Key: $ADMIN" \
   -H 'Content-Type: application/json' -d '{"name":"bench"}')
 KEY=$(echo "$TENANT" | jq -r .api_key) SECRET=$(echo "$TENANT" | jq -r .api_secret)
+# The tenant's own api_rate_per_min (1200 by default) would bind the user bucket below the
+# gateway's RATELIMIT_USER: the highest it takes, so no request is refused.
+curl -fsS -o /dev/null -X PATCH "http://127.0.0.1:$USER_PORT/v1/tenants/$(echo "$TENANT" | jq -r .id)" \
+  -H "X-Admin-Key: $ADMIN" -H 'Content-Type: application/json' -d '{"settings":{"api_rate_per_min":1000000}}'
 TOKEN=$(curl -fsS "http://127.0.0.1:$USER_PORT/v1/auth/token" -u "$KEY:$SECRET" \
   -H 'Content-Type: application/json' -d '{"user_id":"bench"}' | jq -r .access_token)
 PATH_=/.well-known/jwks.json
