@@ -44,6 +44,8 @@ struct gateway_denylist {
     struct dl_entry **tab;
     size_t count;
     redisContext *sub; /* the subscribed connection; NULL while down */
+    atomic_int sub_fd; /* its socket (-1: none) and how many times it was replaced, so a check */
+    atomic_uint sub_gen; /* can look at the socket before it takes the lock */
     int valid;         /* subscribed and loaded: the copy is complete */
     atomic_int valid_hint; /* `valid`, read without the lock to skip it while down */
     atomic_int stopping;
@@ -242,6 +244,8 @@ static void dl_connect(gateway_denylist *dl)
     ok = dl_load(dl, c, CM_SESSION_DENY_PREFIX "*") == 0 &&
          dl_load(dl, c, CM_SESSION_SUSPENDED_PREFIX "*") == 0 && dl_drain(dl, 0) == 0;
     if (ok) {
+        atomic_store(&dl->sub_fd, sub->fd);
+        atomic_fetch_add(&dl->sub_gen, 1);
         dl->valid = 1;
         atomic_store(&dl->valid_hint, 1);
         atomic_fetch_add(&dl->loads, 1);
@@ -290,6 +294,8 @@ static void *dl_thread(void *arg)
                 cm_warn("gateway: denylist copy: subscription lost; asking Redis per request");
                 dl->valid = 0;
                 atomic_store(&dl->valid_hint, 0);
+                atomic_store(&dl->sub_fd, -1);
+                atomic_fetch_add(&dl->sub_gen, 1);
                 redisFree(dl->sub);
                 dl->sub = NULL;
             }
@@ -314,6 +320,7 @@ cm_err gateway_denylist_create(const char *host, int port, gateway_denylist **ou
         return CM_ENOMEM;
     }
     snprintf(dl->host, sizeof(dl->host), "%s", host);
+    atomic_store(&dl->sub_fd, -1);
     dl->port = port;
     pthread_mutex_init(&dl->lock, NULL);
     *out = dl;
@@ -347,7 +354,8 @@ int gateway_denylist_check(gateway_denylist *dl, const cm_jwt_claims *c)
 {
     char key[DL_KEY_MAX + 1];
     int64_t now;
-    int verdict = 0;
+    int verdict = 0, avail = 1, fd;
+    unsigned gen;
 
     if (dl == NULL || !atomic_load(&dl->valid_hint)) {
         if (dl)
@@ -355,9 +363,17 @@ int gateway_denylist_check(gateway_denylist *dl, const cm_jwt_claims *c)
         return -1;
     }
     now = gateway_now_ms();
+    /* A change acknowledged before this request may still sit in the socket. Looked at before
+     * the lock is taken (no system call under it); should the connection be replaced
+     * meanwhile, the generation tells, and the socket is drained under the lock. */
+    gen = atomic_load(&dl->sub_gen);
+    fd = atomic_load(&dl->sub_fd);
+    if (fd >= 0 && ioctl(fd, FIONREAD, &avail) != 0)
+        avail = 1;
     pthread_mutex_lock(&dl->lock);
-    /* A change acknowledged before this request may still sit in the socket: apply it. */
-    if (dl->valid && dl->sub && dl_drain(dl, 0) != 0) {
+    if (dl->valid && dl->sub && (avail > 0 || gen != atomic_load(&dl->sub_gen) ||
+                                 dl->sub->reader->len > dl->sub->reader->pos) &&
+        dl_drain(dl, 0) != 0) {
         dl->valid = 0; /* the thread notices the broken connection and reconnects */
         atomic_store(&dl->valid_hint, 0);
     }
