@@ -16,7 +16,10 @@ DUR=${BENCH_SECONDS:-10}
 RATE=${BENCH_RATE:-5000}
 CONNS=${BENCH_CONNS:-64}
 AC=$ROOT/.local/bench/node_modules/.bin/autocannon
-USER_PORT=$((BASE + 1)) GW_PORT=$BASE NGINX_PORT=$((BASE + 2)) RL_REDIS_PORT=$((BASE + 3))
+USER_PORT=$((BASE + 1)) GW_PORT=$BASE NGINX_PORT=$((BASE + 2))
+# BENCH_RL_REDIS_PORT=6379: the rate limits in the shared Redis with the denylist (one script
+# takes both), as a deployment with a single Redis has them.
+RL_REDIS_PORT=${BENCH_RL_REDIS_PORT:-$((BASE + 3))}
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -65,9 +68,11 @@ PATH_=/.well-known/jwks.json
 # by every other gateway on this machine at their own (low) rates. The denylist stays in the
 # shared Redis (REDIS_PORT), so it is not checked in the rate limits' round trip: the
 # gateway's copy of it answers (or, when the copy is not loaded, a round trip of its own).
-taskset -c 1 redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  >"$DIR/redis.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 1 50); do redis-cli -p "$RL_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+if [ -z "${BENCH_RL_REDIS_PORT:-}" ]; then
+  taskset -c 1 redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$DIR/redis.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 1 50); do redis-cli -p "$RL_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
 
 # Our gateway on core 0: the route needs a verified token; limits high enough not to refuse.
 HTTP_PORT=$GW_PORT USER_URL=http://127.0.0.1:$USER_PORT HTTP_THREADS=${BENCH_GW_THREADS:-16} \

@@ -176,6 +176,7 @@ typedef struct gateway_ctx {
     gateway_ratelimit *limits;
     gateway_cors *cors;       /* tenants' CORS allowlists (gateway_cors.c) */
     long hsts_max_age_s;      /* Strict-Transport-Security max-age; 0: not sent */
+    char hsts[64];            /* its header value, made once ("": not sent) */
     struct cm_redis *denylist; /* the session denylist's Redis (session.h) */
     gateway_denylist *denylist_copy; /* its copy here (NULL: Redis asked per request) */
     gateway_ws ws;

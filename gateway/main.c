@@ -190,6 +190,8 @@ int main(int argc, char **argv)
         gateway_cors_create(&ctx.cors))
         goto out;
     ctx.ws_idle_ms *= 1000;
+    if (ctx.hsts_max_age_s > 0)
+        snprintf(ctx.hsts, sizeof(ctx.hsts), "max-age=%ld; includeSubDomains", ctx.hsts_max_age_s);
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
         hc.threads = 8; /* blocking upstream calls: more threads than the services */
     gateway_ws_init(&ctx.ws);
