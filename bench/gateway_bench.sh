@@ -17,6 +17,9 @@ RATE=${BENCH_RATE:-5000}
 CONNS=${BENCH_CONNS:-64}
 AC=$ROOT/.local/bench/node_modules/.bin/autocannon
 USER_PORT=$((BASE + 1)) GW_PORT=$BASE NGINX_PORT=$((BASE + 2))
+# BENCH_RL_REDIS_PORT=6379: the rate limits in the shared Redis with the denylist (one script
+# takes both), as a deployment with a single Redis has them.
+RL_REDIS_PORT=${BENCH_RL_REDIS_PORT:-$((BASE + 3))}
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -26,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in wrk nginx taskset; do
+for tool in wrk nginx taskset redis-server; do
   command -v "$tool" >/dev/null || { echo "bench: $tool missing (deploy/deps.sh installs it)"; exit 1; }
 done
 if [ ! -x "$AC" ]; then
@@ -53,12 +56,27 @@ wait_ready "$USER_PORT"
 TENANT=$(curl -fsS "http://127.0.0.1:$USER_PORT/v1/tenants" -H "X-Admin-Key: $ADMIN" \
   -H 'Content-Type: application/json' -d '{"name":"bench"}')
 KEY=$(echo "$TENANT" | jq -r .api_key) SECRET=$(echo "$TENANT" | jq -r .api_secret)
+# The tenant's own api_rate_per_min (1200 by default) would bind the user bucket below the
+# gateway's RATELIMIT_USER: the highest it takes, so no request is refused.
+curl -fsS -o /dev/null -X PATCH "http://127.0.0.1:$USER_PORT/v1/tenants/$(echo "$TENANT" | jq -r .id)" \
+  -H "X-Admin-Key: $ADMIN" -H 'Content-Type: application/json' -d '{"settings":{"api_rate_per_min":1000000}}'
 TOKEN=$(curl -fsS "http://127.0.0.1:$USER_PORT/v1/auth/token" -u "$KEY:$SECRET" \
   -H 'Content-Type: application/json' -d '{"user_id":"bench"}' | jq -r .access_token)
 PATH_=/.well-known/jwks.json
 
+# The rate limits' Redis, of the bench's own: the shared one's rl:ip:127.0.0.1 bucket is taken
+# by every other gateway on this machine at their own (low) rates. The denylist stays in the
+# shared Redis (REDIS_PORT), so it is not checked in the rate limits' round trip: the
+# gateway's copy of it answers (or, when the copy is not loaded, a round trip of its own).
+if [ -z "${BENCH_RL_REDIS_PORT:-}" ]; then
+  taskset -c 1 redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$DIR/redis.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 1 50); do redis-cli -p "$RL_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
 # Our gateway on core 0: the route needs a verified token; limits high enough not to refuse.
 HTTP_PORT=$GW_PORT USER_URL=http://127.0.0.1:$USER_PORT HTTP_THREADS=${BENCH_GW_THREADS:-16} \
+  RATELIMIT_REDIS_PORT=$RL_REDIS_PORT \
   GATEWAY_ROUTES="$PATH_ user auth=bearer" RATELIMIT_IP=1000000/1000000 \
   RATELIMIT_USER=1000000/1000000 RATELIMIT_TENANT=1000000/1000000 HTTP_MAX_CONNECTIONS_PER_IP=10000 \
   taskset -c 0 "$BIN/gateway" 2>"$DIR/gateway.log" & PIDS+=($!)
@@ -120,6 +138,14 @@ for target in direct:$USER_PORT:$USER_PID gateway:$GW_PORT:$GW_PID nginx:$NGINX_
   printf 'bench: %-8s wrk %9.0f req/s, CPU %6s us/request   at %d req/s: p50 %s ms, p99 %s ms (errors+non-2xx %s)\n' \
     "$name" "${RPS[$name]}" "${CPU[$name]}" "$RATE" "${P50[$name]}" "${P99[$name]}" "$errs"
 done
+
+# How many Redis round trips the gateway made per request (rate-limit leases, denylist).
+curl -fsS "http://127.0.0.1:$GW_PORT/metrics" | awk '
+  /^gateway_ratelimit_redis_round_trips_total / {rt = $2}
+  /^gateway_ratelimit_leased_decisions_total / {ld = $2}
+  /^gateway_denylist_copy_unknown_total / {du = $2}
+  /^gateway_denylist_copy_valid / {dv = $2}
+  END {printf "bench: gateway Redis: %d rate-limit round trips for %d leased decisions; denylist copy valid %d, %d checks it could not answer\n", rt, ld, dv, du}'
 
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${P99[direct]}" -v gp="${P99[gateway]}" \
     -v np="${P99[nginx]}" -v gc="${CPU[gateway]}" -v nc="${CPU[nginx]}" 'BEGIN {

@@ -129,6 +129,7 @@ typedef struct gateway_route {
 } gateway_route;
 
 typedef struct gateway_ratelimit gateway_ratelimit;
+typedef struct gateway_denylist gateway_denylist;
 typedef struct gateway_cors gateway_cors;
 
 /* Where a relayed WebSocket stream from an instance stands (RFC 6455 section 5.2 framing):
@@ -175,7 +176,9 @@ typedef struct gateway_ctx {
     gateway_ratelimit *limits;
     gateway_cors *cors;       /* tenants' CORS allowlists (gateway_cors.c) */
     long hsts_max_age_s;      /* Strict-Transport-Security max-age; 0: not sent */
+    char hsts[64];            /* its header value, made once ("": not sent) */
     struct cm_redis *denylist; /* the session denylist's Redis (session.h) */
+    gateway_denylist *denylist_copy; /* its copy here (NULL: Redis asked per request) */
     gateway_ws ws;
     long ws_idle_ms;          /* a relayed WebSocket silent both ways this long is closed */
     atomic_int stopping;
@@ -295,9 +298,13 @@ typedef struct gateway_rl_verdict {
 struct cm_redis;
 struct cm_tenant_settings;
 
-/* Creates the limiter over `redis` (not owned; NULL: local buckets only). CM_ENOMEM. */
+/* Creates the limiter over `redis` (not owned; NULL: local buckets only). A take that reaches
+ * Redis leases L-1 more tokens of a bucket, L = rate x lease_ms (at most a quarter of its
+ * burst), spent by the next requests without a round trip and dropped lease_ms after; 0: every
+ * take is a round trip. Over any interval each instance admits at most L-1 requests more per
+ * bucket than the shared bucket alone would (gateway_ratelimit.c). CM_ENOMEM. */
 cm_err gateway_ratelimit_create(struct cm_redis *redis, gateway_rate ip, gateway_rate user,
-                                gateway_rate tenant, gateway_ratelimit **out);
+                                gateway_rate tenant, long lease_ms, gateway_ratelimit **out);
 void gateway_ratelimit_destroy(gateway_ratelimit *rl); /* accepts NULL */
 
 /* Takes a token from the client IP's bucket (before authentication). */
@@ -322,16 +329,38 @@ void gateway_ratelimit_share_denylist(gateway_ratelimit *rl);
 
 /* The per-request take of an authenticated request in one Redis round trip (one Lua script):
  * the IP's (ip NULL: already taken), the user's and the tenant's buckets at once (all or
- * none) and, when the Redis
- * holds the denylist, the claims' tenant and session checked against it first. Returns 0 when
+ * none) and, when `check_denylist` and the Redis holds the denylist, the claims' tenant and
+ * session checked against it first. With leases (gateway_ratelimit_create) and no denylist to
+ * check, most takes make no round trip at all. Returns 0 when
  * neither is listed, 1 when the tenant is suspended, 2 when the session was revoked (nothing
  * taken then), -1 when the denylist was not checked (not shared, or Redis unreachable and the
  * buckets were local): the caller then asks cm_session_check_claims. */
 int gateway_ratelimit_request(gateway_ratelimit *rl, const char *ip, const cm_jwt_claims *c,
-                              gateway_rl_verdict *v);
+                              int check_denylist, gateway_rl_verdict *v);
 
 void gateway_ratelimit_metrics(gateway_ratelimit *rl, void (*emit)(void *ctx, const char *text),
                                void *ectx);
+
+/* --- the denylist's copy (gateway_denylist.c) ---------------------------------------------- */
+
+/* Creates an empty copy of the session denylist (common/session.h) kept in the Redis at
+ * host:port; nothing is trusted until gateway_denylist_start's thread has loaded it. CM_ENOMEM. */
+cm_err gateway_denylist_create(const char *host, int port, gateway_denylist **out);
+
+/* Starts the thread that subscribes to CM_SESSION_CHANNEL, loads every denylist key and
+ * follows the changes, resubscribing and reloading after a lost connection. CM_ENOMEM. */
+cm_err gateway_denylist_start(gateway_denylist *dl);
+
+/* Stops the thread and frees everything; accepts NULL. */
+void gateway_denylist_destroy(gateway_denylist *dl);
+
+/* The claims' tenant and session against the copy, with every change acknowledged before this
+ * call applied first: 0 neither listed, 1 the tenant is suspended, 2 the session was revoked,
+ * -1 unknown (no complete copy now: the caller asks Redis). No round trip. */
+int gateway_denylist_check(gateway_denylist *dl, const cm_jwt_claims *c);
+
+void gateway_denylist_metrics(gateway_denylist *dl, void (*emit)(void *ctx, const char *text),
+                              void *ectx);
 
 /* --- proxy, admin, metrics ----------------------------------------------------------------- */
 

@@ -198,6 +198,8 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
     }
     if (ctx->limits)
         gateway_ratelimit_metrics(ctx->limits, emit, ectx);
+    if (ctx->denylist_copy)
+        gateway_denylist_metrics(ctx->denylist_copy, emit, ectx);
     gateway_ws_metrics(&ctx->ws, emit, ectx);
     if (ctx->cors)
         gateway_cors_metrics(ctx->cors, emit, ectx);

@@ -53,6 +53,9 @@ static const cm_config_var vars[] = {
     {"RATELIMIT_USER", "20/40", "token bucket per user (after the token check); a tenant's api_rate_per_min may only lower it"},
     {"TENANT_SETTINGS_TTL_MS", "10000", "how long a tenant's settings (from the first USER_URL) are cached"},
     {"RATELIMIT_TENANT", "500/1000", "token bucket per tenant"},
+    {"RATELIMIT_LEASE_MS", "100", "a busy bucket's tokens taken from Redis ahead, rate x this "
+                                  "(at most burst/4), spent here without a round trip; unspent "
+                                  "ones dropped after it (0: a round trip per request)"},
     {"RATELIMIT_REDIS_HOST", "", "Redis of the shared buckets (default REDIS_HOST)"},
     {"RATELIMIT_REDIS_PORT", "0", "its port (default REDIS_PORT)"},
     {"PLATFORM_ADMIN_KEY", "", "operator key: admin routes and /v1/gateway/* (unset: refused)"},
@@ -71,6 +74,8 @@ static const cm_config_var vars[] = {
     {"JWT_ISSUER", "chat-platform", "required iss"},
     {"JWT_AUDIENCE", "chat-api", "required aud"},
     {"REDIS_HOST", "127.0.0.1", "Redis host (revoked-session denylist)"},
+    {"DENYLIST_COPY", "1", "keep a copy of the denylist here, loaded from Redis and followed on "
+                           "its pub/sub channel, instead of a round trip per request (0: off)"},
     {"REDIS_PORT", "6379", "Redis port"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -155,7 +160,7 @@ int main(int argc, char **argv)
     cm_redis *redis = NULL, *rl_redis = NULL;
     gateway_rate ip, user, tenant;
     long media_max, redis_port, rl_port, v, max_conns, per_ip, max_header, cors_refresh_s;
-    long tenant_ttl_ms;
+    long tenant_ttl_ms, lease_ms;
     cm_tenant_settings *tenants = NULL;
     char user_base[512];
     const char *redis_host, *rl_host;
@@ -185,6 +190,8 @@ int main(int argc, char **argv)
         gateway_cors_create(&ctx.cors))
         goto out;
     ctx.ws_idle_ms *= 1000;
+    if (ctx.hsts_max_age_s > 0)
+        snprintf(ctx.hsts, sizeof(ctx.hsts), "max-age=%ld; includeSubDomains", ctx.hsts_max_age_s);
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
         hc.threads = 8; /* blocking upstream calls: more threads than the services */
     gateway_ws_init(&ctx.ws);
@@ -227,6 +234,9 @@ int main(int argc, char **argv)
                         hc.threads, 500, &redis))
         goto out;
     ctx.denylist = redis; /* a revoked session's tokens are refused at the edge */
+    if (cm_config_long("DENYLIST_COPY", 1, 0, 1, &v) ||
+        (v && gateway_denylist_create(redis_host, (int)redis_port, &ctx.denylist_copy) != CM_OK))
+        goto out;
     /* The shared buckets may live in another Redis than the denylist; 100 ms at most per take,
      * so a sick Redis costs little before the local buckets take over. */
     rl_host = cm_config_str("RATELIMIT_REDIS_HOST", redis_host);
@@ -235,8 +245,9 @@ int main(int argc, char **argv)
     if (rl_port == 0)
         rl_port = redis_port;
     /* A connection per server thread: a request never waits for another's round trip. */
-    if (cm_redis_create(rl_host, (int)rl_port, hc.threads, 100, &rl_redis) ||
-        gateway_ratelimit_create(rl_redis, ip, user, tenant, &ctx.limits))
+    if (cm_config_long("RATELIMIT_LEASE_MS", 100, 0, 10000, &lease_ms) ||
+        cm_redis_create(rl_host, (int)rl_port, hc.threads, 100, &rl_redis) ||
+        gateway_ratelimit_create(rl_redis, ip, user, tenant, lease_ms, &ctx.limits))
         goto out;
     /* One Redis for both: the denylist is checked in the rate limits' round trip. */
     if (strcmp(rl_host, redis_host) == 0 && rl_port == redis_port)
@@ -264,7 +275,8 @@ int main(int argc, char **argv)
         if (ctx.routes[i].max_body && ctx.routes[i].max_body != hc.max_body &&
             cm_http_body_limit(srv, ctx.routes[i].prefix, ctx.routes[i].max_body))
             goto out;
-    if (cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK ||
+    if ((ctx.denylist_copy && gateway_denylist_start(ctx.denylist_copy) != CM_OK) ||
+        cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK ||
         gateway_cors_start(ctx.cors, &ctx, cors_refresh_s * 1000) != CM_OK)
         goto out;
     for (int i = 0; i < ctx.nroutes; i++)
@@ -280,6 +292,7 @@ out:
     if (upstreams)
         gateway_upstreams_cleanup(&ctx);
     gateway_ratelimit_destroy(ctx.limits);
+    gateway_denylist_destroy(ctx.denylist_copy);
     cm_tenant_settings_destroy(tenants);
     cm_jwt_destroy(ctx.verifier);
     cm_redis_destroy(redis);

@@ -428,6 +428,8 @@ void cm_http_log_field(cm_http_req *req, const char *name, const char *value)
 {
     char ev[256];
     int n;
+    if (!cm_log_enabled(CM_LOG_INFO))
+        return; /* only the access log (on_completed) reads them */
     cm_json_escape(value ? value : "", ev, sizeof(ev));
     n = snprintf(req->log_extra + req->log_extra_len, sizeof(req->log_extra) - req->log_extra_len,
                  ",\"%s\":\"%s\"", name, ev);
@@ -441,13 +443,14 @@ void cm_http_log_field(cm_http_req *req, const char *name, const char *value)
 
 void cm_http_add_header(cm_http_req *req, const char *name, const char *value)
 {
-    struct hdr *h = cm_http_alloc(req, sizeof(*h));
+    size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
+    struct hdr *h = cm_http_alloc(req, sizeof(*h) + nl + vl); /* one allocation, not three */
     if (h == NULL)
         return;
-    h->name = cm_http_strdup(req, name);
-    h->value = cm_http_strdup(req, value);
-    if (h->name == NULL || h->value == NULL)
-        return;
+    h->name = (char *)(h + 1);
+    h->value = h->name + nl;
+    memcpy(h->name, name, nl);
+    memcpy(h->value, value, vl);
     h->next = req->hdrs;
     req->hdrs = h;
 }
@@ -965,7 +968,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_add(&r->stats.count, 1);
     atomic_fetch_add(&r->stats.sum_us, (unsigned long)(secs * 1e6));
 
-    if (r != &srv->builtin_live && r != &srv->builtin_ready && r != &srv->builtin_metrics) {
+    if (r != &srv->builtin_live && r != &srv->builtin_ready && r != &srv->builtin_metrics &&
+        cm_log_enabled(CM_LOG_INFO)) {
         cm_json_escape(req->path, epath, sizeof(epath));
         snprintf(fields, sizeof(fields),
                  "\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"

@@ -1064,6 +1064,43 @@ static cm_err check_times(const cm_jwt *j, const cm_jwt_claims *c, time_t now, c
 static cm_err verify_uncached(cm_jwt *j, const char *token, time_t now, cm_jwt_claims *claims,
                               char *detail, size_t n);
 
+/* SHA-256 of a token, the cache's key. OpenSSL 3's one-shot SHA256() looks the algorithm up
+ * (EVP_MD_fetch, with its locks) and allocates a context on every call, which cost more than
+ * the hashing itself per request: the algorithm is fetched once and each thread keeps one
+ * context (freed when the thread ends). Falls back to SHA256() when either cannot be had. */
+static EVP_MD *digest_md;
+static pthread_key_t digest_key;
+static int digest_key_ok;
+static pthread_once_t digest_once = PTHREAD_ONCE_INIT;
+
+static void digest_ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void digest_init(void)
+{
+    digest_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    digest_key_ok = pthread_key_create(&digest_key, digest_ctx_free) == 0;
+}
+
+static void token_digest(const char *token, size_t len, unsigned char d[SHA256_DIGEST_LENGTH])
+{
+    EVP_MD_CTX *digest_ctx = NULL;
+
+    pthread_once(&digest_once, digest_init);
+    if (digest_key_ok && digest_md != NULL &&
+        (digest_ctx = pthread_getspecific(digest_key)) == NULL &&
+        (digest_ctx = EVP_MD_CTX_new()) != NULL && pthread_setspecific(digest_key, digest_ctx) != 0) {
+        EVP_MD_CTX_free(digest_ctx);
+        digest_ctx = NULL;
+    }
+    if (digest_ctx == NULL || EVP_DigestInit_ex2(digest_ctx, digest_md, NULL) != 1 ||
+        EVP_DigestUpdate(digest_ctx, token, len) != 1 ||
+        EVP_DigestFinal_ex(digest_ctx, d, NULL) != 1)
+        SHA256((const unsigned char *)token, len, d);
+}
+
 cm_err cm_jwt_verify(const cm_jwt *cj, const char *token, time_t now, cm_jwt_claims *claims,
                      char *detail, size_t n)
 {
@@ -1074,7 +1111,7 @@ cm_err cm_jwt_verify(const cm_jwt *cj, const char *token, time_t now, cm_jwt_cla
 
     if (j->cache == NULL || token == NULL || *token == '\0' || strlen(token) > MAX_TOKEN)
         return verify_uncached(j, token, now, claims, detail, n);
-    SHA256((const unsigned char *)token, strlen(token), d);
+    token_digest(token, strlen(token), d);
     if (cache_get(j, d, &c, 1)) {
         if (check_times(j, &c, now, detail, n) != CM_OK)
             return CM_EUNAUTH;
@@ -1098,7 +1135,7 @@ cm_err cm_jwt_verify_cached(const cm_jwt *cj, const char *token, time_t now,
 
     if (j->cache == NULL || token == NULL || *token == '\0' || strlen(token) > MAX_TOKEN)
         return CM_ENOTFOUND;
-    SHA256((const unsigned char *)token, strlen(token), d);
+    token_digest(token, strlen(token), d);
     if (!cache_get(j, d, &c, 0))
         return CM_ENOTFOUND;
     if (check_times(j, &c, now, detail, n) != CM_OK)

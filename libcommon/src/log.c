@@ -12,6 +12,11 @@ static _Thread_local char log_rid[65];
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
+int cm_log_enabled(cm_log_level level)
+{
+    return level >= log_min;
+}
+
 void cm_log_init(const char *service, cm_log_level min_level)
 {
     log_service = service ? service : "unknown";

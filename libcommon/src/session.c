@@ -22,13 +22,31 @@ static int key_for(const char *sid, char *out, size_t n)
     return key_with(CM_SESSION_DENY_PREFIX, sid, out, n);
 }
 
+/* Tells the copies of the denylist (CM_SESSION_CHANNEL) about a change already made, then
+ * waits one more round trip so that the message has been written to every subscriber before
+ * the caller acknowledges the change. */
+static cm_err announce(cm_redis *r, char sign, const char *key, int64_t ttl_ms)
+{
+    char msg[KEY_MAX + 32];
+
+    if (sign == '+')
+        snprintf(msg, sizeof(msg), "+%s %lld", key, (long long)ttl_ms);
+    else
+        snprintf(msg, sizeof(msg), "-%s", key);
+    if (cm_redis_publish(r, CM_SESSION_CHANNEL, msg, NULL) != CM_OK || cm_redis_ping(r) != CM_OK)
+        return CM_EIO;
+    return CM_OK;
+}
+
 cm_err cm_session_deny(cm_redis *r, const char *sid, int64_t ttl_ms)
 {
     char key[KEY_MAX];
+    cm_err rc;
 
     if (ttl_ms <= 0 || key_for(sid, key, sizeof(key)) != 0)
         return CM_EINVAL;
-    return cm_redis_set(r, key, "1", ttl_ms);
+    rc = cm_redis_set(r, key, "1", ttl_ms);
+    return rc != CM_OK ? rc : announce(r, '+', key, ttl_ms);
 }
 
 cm_err cm_session_check(cm_redis *r, const char *sid)
@@ -52,9 +70,12 @@ cm_err cm_session_tenant_suspend(cm_redis *r, const char *tid, int suspended)
 {
     char key[KEY_MAX];
 
+    cm_err rc;
+
     if (key_with(CM_SESSION_SUSPENDED_PREFIX, tid, key, sizeof(key)) != 0)
         return CM_EINVAL;
-    return suspended ? cm_redis_set(r, key, "1", 0) : cm_redis_del(r, key);
+    rc = suspended ? cm_redis_set(r, key, "1", 0) : cm_redis_del(r, key);
+    return rc != CM_OK ? rc : announce(r, suspended ? '+' : '-', key, 0);
 }
 
 cm_err cm_session_check_claims(cm_redis *r, const cm_jwt_claims *c, char *detail, size_t n)

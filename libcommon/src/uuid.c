@@ -11,7 +11,7 @@ static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t uuid_last_ms;
 static uint16_t uuid_counter;
 
-static cm_err fill_random(void *buf, size_t n)
+static cm_err getrandom_all(void *buf, size_t n)
 {
     unsigned char *p = buf;
     while (n > 0) {
@@ -21,6 +21,41 @@ static cm_err fill_random(void *buf, size_t n)
         p += r;
         n -= (size_t)r;
     }
+    return CM_OK;
+}
+
+/* Random bytes from the kernel's CSPRNG, read 256 at a time per thread: a request id and a
+ * trace context cost three getrandom calls per request otherwise. Each byte is handed out
+ * once and wiped from the buffer; a forked child starts with an empty buffer. */
+static _Thread_local struct {
+    unsigned char b[256];
+    size_t left;
+} rnd;
+static pthread_once_t rnd_once = PTHREAD_ONCE_INIT;
+
+static void rnd_forget(void)
+{
+    explicit_bzero(&rnd, sizeof(rnd));
+}
+
+static void rnd_init(void)
+{
+    pthread_atfork(NULL, NULL, rnd_forget);
+}
+
+static cm_err fill_random(void *buf, size_t n)
+{
+    if (n > sizeof(rnd.b) / 4)
+        return getrandom_all(buf, n);
+    pthread_once(&rnd_once, rnd_init);
+    if (rnd.left < n) {
+        if (getrandom_all(rnd.b, sizeof(rnd.b)) != CM_OK)
+            return CM_EIO;
+        rnd.left = sizeof(rnd.b);
+    }
+    memcpy(buf, rnd.b + sizeof(rnd.b) - rnd.left, n);
+    explicit_bzero(rnd.b + sizeof(rnd.b) - rnd.left, n);
+    rnd.left -= n;
     return CM_OK;
 }
 

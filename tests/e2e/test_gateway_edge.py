@@ -250,6 +250,40 @@ def test_two_gateways_share_limits_and_keep_serving_without_redis(platform, api,
     sanitizer_clean(a, b)
 
 
+def metric(port, name):
+    m = re.search(rf"^{name} (\d+)", requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, re.M)
+    assert m, name
+    return int(m.group(1))
+
+
+def test_two_gateways_lease_one_bucket(platform, api, own_redis):
+    """RATELIMIT_LEASE_MS: a busy bucket's tokens are taken from Redis ahead, so most admitted
+    requests make no round trip; two gateways spending leases of one shared bucket still admit
+    no more than it holds (plus its refill), and at most the tokens left in their leases
+    (L-1 each, L = 1/s x 10 s = 10) go unused."""
+    env = {"RATELIMIT_USER": "1/40", "RATELIMIT_LEASE_MS": "10000", "RATELIMIT_REDIS_PORT": str(REDIS_PORT),
+           "GATEWAY_ROUTES": "/.well-known/jwks.json user auth=bearer"}
+    a = gateway(GW2_PORT, env, "gateway-lease-a")
+    b = gateway(GW3_PORT, env, "gateway-lease-b")
+    try:
+        tok = token_for(api, new_tenant(api), "lease1")
+        h = {"Authorization": f"Bearer {tok}"}
+        t0 = time.time()
+        codes = [requests.get(f"http://127.0.0.1:{GW2_PORT if i % 2 else GW3_PORT}/.well-known/jwks.json",
+                              headers=h, timeout=5).status_code for i in range(70)]
+        elapsed = time.time() - t0
+        ok = codes.count(200)
+        assert codes.count(429) == 70 - ok, codes
+        assert 40 - 2 * 9 <= ok <= 40 + int(elapsed) + 1, (ok, elapsed, codes)
+        leased = metric(GW2_PORT, "gateway_ratelimit_leased_decisions_total") + \
+            metric(GW3_PORT, "gateway_ratelimit_leased_decisions_total")
+        assert leased >= ok - 12, (leased, ok)  # one lease of 10 per round trip, a few refills
+    finally:
+        a.stop()
+        b.stop()
+    sanitizer_clean(a, b)
+
+
 def test_user_and_tenant_buckets(platform, api):
     gw = gateway(GW2_PORT, {"RATELIMIT_USER": "0.2/3", "RATELIMIT_TENANT": "0.2/5"}, "gateway-rl-user")
     try:
@@ -457,6 +491,11 @@ def test_revoked_sessions_and_suspended_tenants_refused_at_the_edge(echo_gateway
     assert r.status_code == 401 and r.json()["detail"] == "the tenant is suspended", r.text
     assert api.call("POST", f"/v1/tenants/{t['id']}/resume", headers={"X-Admin-Key": ADMIN_KEY}).status_code == 200
     assert requests.get(echo_gateway + "/secure-echo", headers=h2, timeout=5).status_code == 200
+    # Answered by the gateway's copy of the denylist (followed on its pub/sub channel), no
+    # round trip: both refusals were its own.
+    port = int(echo_gateway.rsplit(":", 1)[1])
+    assert metric(port, "gateway_denylist_copy_valid") == 1
+    assert metric(port, "gateway_denylist_copy_refused_total") >= 2
 
 
 def test_route_auth_kinds_and_caps(echo_gateway):

@@ -21,6 +21,10 @@ void cm_log_set_request_id(const char *request_id);
 /* Returns the calling thread's request id, or "" when none is set. */
 const char *cm_log_request_id(void);
 
+/* 1 when lines of `level` are written (cm_log_init's min_level), so that a caller can skip
+ * formatting what would be dropped; 0 otherwise. */
+int cm_log_enabled(cm_log_level level);
+
 /* Writes {"ts","level","service","request_id","msg"} as one line to stderr.
  * The message is printf-formatted, truncated at 2 KiB, and JSON-escaped. */
 void cm_log(cm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -15,16 +15,26 @@
 #define CM_SESSION_DENY_PREFIX "revoked:sid:"
 #define CM_SESSION_SUSPENDED_PREFIX "suspended:tid:"
 
-/* Adds session `sid` to the denylist for `ttl_ms` milliseconds (> 0). CM_EINVAL for an empty
- * or over-long sid (CM_JWT_ID_MAX), CM_EIO when Redis cannot be reached. */
+/* Every change of the denylist is also published on this channel, for processes that keep a
+ * copy of it (the gateway): "+<key> <ttl_ms>" when a key is set (ttl_ms 0: no expiry),
+ * "-<key>" when one is deleted. The writer sets the key, publishes, then makes one more round
+ * trip (PING) before it returns: Redis writes a published message to its subscribers in the
+ * event-loop turn that ran PUBLISH, before any later command's reply, so once a change is
+ * acknowledged its message is already in every subscriber's socket. */
+#define CM_SESSION_CHANNEL "denylist"
+
+/* Adds session `sid` to the denylist for `ttl_ms` milliseconds (> 0), and publishes it on
+ * CM_SESSION_CHANNEL. CM_EINVAL for an empty or over-long sid (CM_JWT_ID_MAX), CM_EIO when Redis
+ * cannot be reached. */
 cm_err cm_session_deny(cm_redis *r, const char *sid, int64_t ttl_ms);
 
 /* CM_OK when session `sid` may be used (not on the denylist), CM_EUNAUTH when it was revoked,
  * CM_EIO when Redis cannot tell. A token without a sid ("") is never on the list. */
 cm_err cm_session_check(cm_redis *r, const char *sid);
 
-/* Marks tenant `tid` suspended (no expiry) or, with `suspended` 0, resumed. CM_EINVAL for an
- * empty or over-long id, CM_EIO when Redis cannot be reached. */
+/* Marks tenant `tid` suspended (no expiry) or, with `suspended` 0, resumed, and publishes it on
+ * CM_SESSION_CHANNEL. CM_EINVAL for an empty or over-long id, CM_EIO when Redis cannot be
+ * reached. */
 cm_err cm_session_tenant_suspend(cm_redis *r, const char *tid, int suspended);
 
 /* The check of a token's claims: CM_OK, or CM_EUNAUTH with the reason in `detail` (size n:
