@@ -131,7 +131,7 @@ static void *run_loop(void *arg)
 
 int main(int argc, char **argv)
 {
-    static const char *const topics[] = {"messages", "conversations", "users"};
+    static const char *const topics[] = {"messages", "conversations", "users", "notifications"};
     socket_srv_config sc = {0};
     consumer_ctx cc = {0};
     ready_ctx rd = {0};
@@ -226,7 +226,7 @@ int main(int argc, char **argv)
         goto out;
     socket_srv_attach_ephemeral(srv, eph);
     if (cm_kafka_consumer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
-                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), group, topics, 3, 0,
+                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), group, topics, 4, 0,
                                  &cc.kafka) != CM_OK)
         goto out;
     if (pthread_create(&loop_thread, NULL, run_loop, srv) != 0)
