@@ -1519,7 +1519,7 @@ void socket_srv_destroy(socket_srv *s)
 void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
 {
     socket_srv *s = ud;
-    char line[256];
+    char line[512];
     long calls = 0, failures = 0;
     int open = 0;
 
@@ -1557,13 +1557,14 @@ void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), voi
              atomic_load(&s->m_notifications));
     emit(ctx, line);
     if (s->eph) {
-        long pub = 0, rec = 0, failed = 0;
-        socket_ephemeral_stats(s->eph, &pub, &rec, &failed);
+        long pub = 0, rec = 0, failed = 0, swept = 0;
+        socket_ephemeral_stats(s->eph, &pub, &rec, &failed, &swept);
         snprintf(line, sizeof(line),
                  "# TYPE socket_redis_ops_total counter\nsocket_redis_ops_total %ld\n"
                  "socket_redis_ops_failed_total %ld\n"
-                 "# TYPE socket_pubsub_received_total counter\nsocket_pubsub_received_total %ld\n",
-                 pub, failed, rec);
+                 "# TYPE socket_pubsub_received_total counter\nsocket_pubsub_received_total %ld\n"
+                 "# TYPE socket_presence_swept_total counter\nsocket_presence_swept_total %ld\n",
+                 pub, failed, rec, swept);
         emit(ctx, line);
     }
     emit(ctx, "# TYPE socket_closes_total counter\n");
