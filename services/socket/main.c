@@ -35,6 +35,7 @@ static const cm_config_var vars[] = {
     {"TYPING_TTL_MS", "6000", "a typing.start not repeated for this long ends with a stop"},
     {"PRESENCE_TTL_MS", "60000", "a connection not refreshed for this long counts as gone"},
     {"PRESENCE_BEAT_MS", "20000", "how often each connection refreshes its presence"},
+    {"INSTANCE_TTL_MS", "15000", "an instance silent this long is dead: others mark its users offline"},
     {"PRESENCE_BATCH_MS", "250", "presence changes to one connection are batched this long"},
     {"USER_URL", "http://127.0.0.1:8081", "the user service: each tenant's ws_allowed_origins"},
     {"TENANT_SETTINGS_TTL_MS", "10000", "how long a tenant's settings are cached (a change applies within it)"},
@@ -131,7 +132,7 @@ static void *run_loop(void *arg)
 
 int main(int argc, char **argv)
 {
-    static const char *const topics[] = {"messages", "conversations", "users"};
+    static const char *const topics[] = {"messages", "conversations", "users", "notifications"};
     socket_srv_config sc = {0};
     consumer_ctx cc = {0};
     ready_ctx rd = {0};
@@ -177,6 +178,7 @@ int main(int argc, char **argv)
         cm_config_long("TYPING_TTL_MS", 6000, 500, 600000, &sc.typing_ttl_ms) ||
         cm_config_long("PRESENCE_TTL_MS", 60000, 1000, 86400000, &presence_ttl_ms) ||
         cm_config_long("PRESENCE_BEAT_MS", 20000, 250, 86400000, &sc.presence_beat_ms) ||
+        cm_config_long("INSTANCE_TTL_MS", 15000, 1000, 86400000, &ec.instance_ttl_ms) ||
         cm_config_long("PRESENCE_BATCH_MS", 250, 0, 60000, &sc.presence_batch_ms) ||
         cm_jwt_verifier_from_env(&verifier) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 3, 500,
@@ -226,7 +228,7 @@ int main(int argc, char **argv)
         goto out;
     socket_srv_attach_ephemeral(srv, eph);
     if (cm_kafka_consumer_create(cm_config_str("KAFKA_BROKERS", "127.0.0.1:9092"),
-                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), group, topics, 3, 0,
+                                 cm_config_str("KAFKA_TOPIC_PREFIX", ""), group, topics, 4, 0,
                                  &cc.kafka) != CM_OK)
         goto out;
     if (pthread_create(&loop_thread, NULL, run_loop, srv) != 0)

@@ -111,6 +111,7 @@ typedef enum socket_event_kind {
     SOCKET_EV_CONVERSATION, /* an event of a conversation's log (messages, conversations) */
     SOCKET_EV_REVOKED,      /* session.revoked: close that session's connections */
     SOCKET_EV_EPHEMERAL,    /* typing or presence from Redis pub/sub */
+    SOCKET_EV_NOTIFICATION, /* notification.created: to the recipient's connections only */
 } socket_event_kind;
 
 /* An event to deliver, shared by every connection it goes to (reference counted on the loop
@@ -124,14 +125,17 @@ typedef struct socket_event {
     char type[48];
     char audience[CM_JWT_ID_MAX + 1]; /* "" when everyone in the conversation sees it */
     char sid[CM_JWT_ID_MAX + 1];      /* SOCKET_EV_REVOKED */
-    char user_id[CM_JWT_ID_MAX + 1];  /* revoked user, or the member added or removed */
+    char user_id[CM_JWT_ID_MAX + 1];  /* revoked user, the member added or removed, or the
+                                         recipient of a notification */
+    char event_id[64];                /* notification: the CloudEvent id (= notification id) */
     char sender[CM_JWT_ID_MAX + 1];   /* ephemeral: who is typing or whose presence */
     char **members;                   /* conversation.created: the member ids; presence: the
                                          user's conversation ids (who may see the change) */
     size_t nmembers;
     uint64_t key;  /* cm_cursor_key(conversation_id) */
     int64_t eseq;  /* position in the conversation's log; 0 when not a log event */
-    char *frame;   /* the frame without its closing brace: "{...,"data":{...}" */
+    char *frame;   /* the frame without its closing brace: "{...,"data":{...}" (a
+                      notification's is whole: it carries no cursor) */
     size_t frame_len;
     char state[16];    /* ephemeral: typing "start"/"stop"; presence online/away/offline */
     int64_t last_seen; /* presence: ms since the epoch the user was last seen online, 0 never */
@@ -139,7 +143,8 @@ typedef struct socket_event {
 
 /* Builds an event from one consumed CloudEvent (record value `json`, key `key`): a
  * conversation log event for topics messages and conversations, SOCKET_EV_REVOKED for a
- * session.revoked on users. CM_ENOTFOUND for events the service does not deliver,
+ * session.revoked on users, SOCKET_EV_NOTIFICATION for a notification.created on
+ * notifications (its frame {"type":"notification.created","event_id","time","data"} whole). CM_ENOTFOUND for events the service does not deliver,
  * CM_EINVAL for malformed ones (logged by the caller). `*out` has refs 1. */
 cm_err socket_event_from_cloudevent(const char *topic, const char *key, size_t key_len,
                                     const char *json, size_t len, socket_event **out);

@@ -13,36 +13,101 @@
 #include "common/json.h"
 #include "common/log.h"
 
+/* The Lua shared by the presence scripts: settle(uk, now, channel, msg) recomputes what others
+ * see of the user whose hash is `uk` (connections in the zset uk..':conns') after a change: the
+ * chosen status while a connection lives, except invisible, which shows offline. When that
+ * changes it records it (and the last-seen time) and PUBLISHes `msg` (the message prefix,
+ * socket_presence_prefix) completed with the status and last_seen on `channel` (not when `msg`
+ * is false or ''). Returns shown, seen, own. */
+#define PRESENCE_SETTLE_LUA                                                                   \
+    "local function settle(uk, now, channel, msg) "                                           \
+    "  local ck = uk .. ':conns' "                                                            \
+    "  local own = redis.call('HGET', uk, 'status') or 'online' "                             \
+    "  local shown = 'offline' "                                                              \
+    "  if redis.call('ZCARD', ck) > 0 and own ~= 'invisible' then shown = own end "           \
+    "  local before = redis.call('HGET', uk, 'shown') or 'offline' "                          \
+    "  if shown ~= 'offline' or before ~= 'offline' then redis.call('HSET', uk, 'seen', now) end " \
+    "  redis.call('HSET', uk, 'shown', shown) "                                               \
+    "  local seen = tonumber(redis.call('HGET', uk, 'seen') or '0') "                         \
+    "  if shown ~= before and msg and msg ~= '' then "                                        \
+    "    redis.call('PUBLISH', channel, msg .. ',\"status\":\"' .. shown .. '\",\"last_seen\":' " \
+    "      .. string.format('%d', seen) .. '}') "                                             \
+    "  end "                                                                                  \
+    "  return shown, seen, own "                                                              \
+    "end "
+
 /* KEYS[1] the user's live connections (zset: member -> expiry ms), KEYS[2] the user's hash
- * (status chosen, shown = what others saw last, seen = last seen ms). ARGV: op, now ms, TTL ms,
- * connection member, chosen status, channel, message prefix. What others see is the chosen
- * status while a connection lives, except invisible, which shows offline; when it changes the
- * script publishes it (atomically, so changes are published in the order they happen).
- * Returns {known, shown, seen, own} with 0 offline, 1 online, 2 away, 3 invisible. */
+ * (status chosen, shown = what others saw last, seen = last seen ms, msg = the latest message
+ * prefix, so that another instance can publish a change for this user), KEYS[3] this
+ * instance's connections (hash: member -> the user's hash key; what a survivor sweeps when
+ * this instance dies, INSTANCE_LUA). ARGV: op, now ms, TTL ms, connection member, chosen
+ * status, channel, message prefix. Changes are published atomically, so in the order they
+ * happen. Returns {known, shown, seen, own} with 0 offline, 1 online, 2 away, 3 invisible. */
 static const char PRESENCE_LUA[] =
+    PRESENCE_SETTLE_LUA
     "local op, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]) "
     "local codes = {offline = 0, online = 1, away = 2, invisible = 3} "
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
     "if op == 'connect' or op == 'beat' then redis.call('ZADD', KEYS[1], now + ttl, ARGV[4]) "
+    "  redis.call('HSET', KEYS[3], ARGV[4], KEYS[2]) "
     "elseif op == 'disconnect' then redis.call('ZREM', KEYS[1], ARGV[4]) "
+    "  redis.call('HDEL', KEYS[3], ARGV[4]) "
     "elseif op == 'set' then redis.call('HSET', KEYS[2], 'status', ARGV[5]) end "
-    "if op == 'read' and redis.call('EXISTS', KEYS[2]) == 0 then return {0, 0, 0, 0} end "
-    "local own = redis.call('HGET', KEYS[2], 'status') or 'online' "
-    "local shown = 'offline' "
-    "if redis.call('ZCARD', KEYS[1]) > 0 and own ~= 'invisible' then shown = own end "
-    "local before = redis.call('HGET', KEYS[2], 'shown') or 'offline' "
-    "if op ~= 'read' then "
-    "  if shown ~= 'offline' or before ~= 'offline' then redis.call('HSET', KEYS[2], 'seen', now) end "
-    "  redis.call('HSET', KEYS[2], 'shown', shown) "
-    "  redis.call('PEXPIRE', KEYS[1], ttl) "
-    "  redis.call('PEXPIRE', KEYS[2], 2592000000) "
+    "if op == 'read' then "
+    "  if redis.call('EXISTS', KEYS[2]) == 0 then return {0, 0, 0, 0} end "
+    "  local own = redis.call('HGET', KEYS[2], 'status') or 'online' "
+    "  local shown = 'offline' "
+    "  if redis.call('ZCARD', KEYS[1]) > 0 and own ~= 'invisible' then shown = own end "
+    "  return {1, codes[shown], tonumber(redis.call('HGET', KEYS[2], 'seen') or '0'), codes[own]} "
     "end "
-    "local seen = tonumber(redis.call('HGET', KEYS[2], 'seen') or '0') "
-    "if op ~= 'read' and shown ~= before and ARGV[7] ~= '' then "
-    "  redis.call('PUBLISH', ARGV[6], ARGV[7] .. ',\"status\":\"' .. shown .. '\",\"last_seen\":' "
-    "    .. string.format('%d', seen) .. '}') "
-    "end "
+    "if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'msg', ARGV[7]) end "
+    "local shown, seen, own = settle(KEYS[2], now, ARGV[6], ARGV[7]) "
+    "redis.call('PEXPIRE', KEYS[1], ttl) "
+    "redis.call('PEXPIRE', KEYS[2], 2592000000) "
     "return {1, codes[shown], seen, codes[own]}";
+
+/* The instances' heartbeat and the sweep of dead ones. KEYS[1] the zset of instances (id ->
+ * expiry ms). ARGV: now ms, this instance's id, instance TTL ms, channel, presence TTL ms, the
+ * most connections swept per call. Refreshes this instance, then takes up to that many
+ * connections of instances whose heartbeat ran out (their hash presence:instance:<id>, kept
+ * by PRESENCE_LUA), removes each from its user's live connections and settles the user (so
+ * members see them go offline when no other connection lives); a fully swept instance is
+ * forgotten. Atomic: two survivors sweeping at once remove each connection once. The user keys
+ * come from the instance's hash, not KEYS: fine on one Redis (not on Redis Cluster). Returns
+ * {connections swept, 1 when more are left}. */
+static const char INSTANCE_LUA[] =
+    PRESENCE_SETTLE_LUA
+    "local now, me, ittl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]) "
+    "local channel, pttl, max = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]) "
+    "redis.call('ZADD', KEYS[1], now + ittl, me) "
+    "redis.call('PEXPIRE', 'presence:instance:' .. me, pttl + ittl) "
+    "local swept, more = 0, 0 "
+    "for _, inst in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 8)) do "
+    "  local hk = 'presence:instance:' .. inst "
+    "  local fields = redis.call('HSCAN', hk, 0, 'COUNT', max)[2] "
+    "  for i = 1, #fields, 2 do "
+    "    local member, uk = fields[i], fields[i + 1] "
+    "    if redis.call('ZREM', uk .. ':conns', member) == 1 then "
+    "      redis.call('ZREMRANGEBYSCORE', uk .. ':conns', '-inf', now) "
+    "      settle(uk, now, channel, redis.call('HGET', uk, 'msg')) "
+    "    end "
+    "    redis.call('HDEL', hk, member) "
+    "    swept = swept + 1 "
+    "  end "
+    "  if redis.call('HLEN', hk) == 0 then redis.call('ZREM', KEYS[1], inst) else more = 1 end "
+    "  if swept >= max then more = 1 break end "
+    "end "
+    "return {swept, more}";
+
+/* KEYS[1] the zset of instances; ARGV[1] this instance's id: a clean stop forgets it (its
+ * connections were disconnected one by one before). */
+static const char INSTANCE_GONE_LUA[] =
+    "redis.call('ZREM', KEYS[1], ARGV[1]) "
+    "redis.call('DEL', 'presence:instance:' .. ARGV[1]) "
+    "return {1}";
+
+#define INSTANCES_KEY "presence:instances"
+#define SWEEP_MAX 500
 
 /* KEYS[1] the user's live connections; ARGV[1] now (ms). Returns {live connections}. */
 static const char CONNS_LUA[] =
@@ -248,7 +313,7 @@ struct socket_ephemeral {
     size_t len;
     int stop;
     atomic_int listen_stop;
-    atomic_long published, received, failed, dropped;
+    atomic_long published, received, failed, dropped, swept;
 };
 
 static void keys_of(const char *tenant, const char *user, char *conns, char *hash, size_t n)
@@ -261,8 +326,8 @@ static cm_err run_presence(socket_ephemeral *e, const char *tenant, const char *
                            const char *opname, uint64_t conn_id, const char *status,
                            const char *prefix, int64_t res[4])
 {
-    char kc[256], kh[256], now[24], ttl[24], member[160];
-    const char *keys[2] = {kc, kh};
+    char kc[256], kh[256], ki[200], now[24], ttl[24], member[160];
+    const char *keys[3] = {kc, kh, ki};
     const char *args[7] = {opname, now, ttl, member, status ? status : "", e->channel,
                            prefix ? prefix : ""};
     size_t n = 0;
@@ -272,7 +337,8 @@ static cm_err run_presence(socket_ephemeral *e, const char *tenant, const char *
     snprintf(now, sizeof(now), "%" PRId64, cm_clock_now_ms());
     snprintf(ttl, sizeof(ttl), "%ld", e->cfg.presence_ttl_ms);
     snprintf(member, sizeof(member), "%s:%" PRIu64, e->instance, conn_id);
-    rc = cm_redis_eval_ints(e->cfg.redis, PRESENCE_LUA, 2, keys, 7, args, res, 4, &n);
+    snprintf(ki, sizeof(ki), "presence:instance:%s", e->instance);
+    rc = cm_redis_eval_ints(e->cfg.redis, PRESENCE_LUA, 3, keys, 7, args, res, 4, &n);
     if (rc == CM_OK && n != 4)
         rc = CM_EINVAL;
     return rc;
@@ -294,14 +360,61 @@ static void run_op(socket_ephemeral *e, op *o)
         atomic_fetch_add(&e->failed, 1); /* logged by the Redis module */
 }
 
+/* This instance's heartbeat, and the sweep of instances whose heartbeat ran out (INSTANCE_LUA),
+ * until nothing is left to sweep. Returns when the next beat is due (ms, cm_clock_now_ms). */
+static int64_t instance_beat(socket_ephemeral *e)
+{
+    char now[24], ttl[24], pttl[24], max[24];
+    const char *keys[1] = {INSTANCES_KEY},
+               *args[6] = {now, e->instance, ttl, e->channel, pttl, max};
+    int64_t res[2] = {0, 0}, t = cm_clock_now_ms();
+    size_t n = 0;
+    int rounds = 0;
+
+    snprintf(ttl, sizeof(ttl), "%ld", e->cfg.instance_ttl_ms);
+    snprintf(pttl, sizeof(pttl), "%ld", e->cfg.presence_ttl_ms);
+    snprintf(max, sizeof(max), "%d", SWEEP_MAX);
+    do {
+        snprintf(now, sizeof(now), "%" PRId64, cm_clock_now_ms());
+        if (cm_redis_eval_ints(e->cfg.redis, INSTANCE_LUA, 1, keys, 6, args, res, 2, &n) != CM_OK ||
+            n != 2) {
+            atomic_fetch_add(&e->failed, 1);
+            break;
+        }
+        atomic_fetch_add(&e->swept, (long)res[0]);
+        if (res[0] > 0)
+            cm_info("swept %lld presence connections of stopped socket instances",
+                    (long long)res[0]);
+    } while (res[1] && ++rounds < 20);
+    /* A third of the TTL: two beats may fail before the others take this one for dead. */
+    return t + e->cfg.instance_ttl_ms / 3;
+}
+
 static void *work(void *arg)
 {
     socket_ephemeral *e = arg;
+    int64_t beat_at = 0;
 
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        while (e->head == NULL && !e->stop)
-            pthread_cond_wait(&e->cv, &e->mu);
+        while (e->head == NULL && !e->stop) {
+            int64_t now = cm_clock_now_ms();
+            struct timespec until;
+            if (now >= beat_at) {
+                pthread_mutex_unlock(&e->mu);
+                beat_at = instance_beat(e);
+                pthread_mutex_lock(&e->mu);
+                continue;
+            }
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += (beat_at - now) / 1000;
+            until.tv_nsec += (long)((beat_at - now) % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&e->cv, &e->mu, &until);
+        }
         if (e->head == NULL)
             break;
         op *o = e->head;
@@ -415,6 +528,11 @@ void socket_ephemeral_destroy(socket_ephemeral *e)
         pthread_cond_signal(&e->cv);
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->worker, NULL);
+        /* Stopped cleanly: its connections were disconnected one by one; nothing to sweep. */
+        const char *keys[1] = {INSTANCES_KEY}, *args[1] = {e->instance};
+        int64_t one;
+        size_t n;
+        (void)cm_redis_eval_ints(e->cfg.redis, INSTANCE_GONE_LUA, 1, keys, 1, args, &one, 1, &n);
     }
     for (op *o = e->head, *next; o; o = next) {
         next = o->next;
@@ -498,8 +616,10 @@ cm_err socket_ephemeral_connections(socket_ephemeral *e, const char *tenant, con
     return CM_OK;
 }
 
-void socket_ephemeral_stats(socket_ephemeral *e, long *published, long *received, long *failed)
+void socket_ephemeral_stats(socket_ephemeral *e, long *published, long *received, long *failed,
+                            long *swept)
 {
+    *swept = atomic_load(&e->swept);
     *published = atomic_load(&e->published);
     *received = atomic_load(&e->received);
     *failed = atomic_load(&e->failed) + atomic_load(&e->dropped);

@@ -16,6 +16,8 @@ typedef struct socket_ephemeral_config {
     const char *channel;   /* the pub/sub channel every instance publishes to and reads */
     const char *instance;  /* this instance's id (connection members in Redis) */
     long presence_ttl_ms;  /* a connection not refreshed for this long counts as gone */
+    long instance_ttl_ms;  /* an instance whose heartbeat (every third of this) stopped for this
+                              long is dead: the others sweep its connections out of presence */
     void (*post)(void *ud, socket_event *ev); /* hands an event to the loop (taken over) */
     void *post_ud;
 } socket_ephemeral_config;
@@ -28,7 +30,10 @@ typedef enum socket_presence_op {
     SOCKET_PRESENCE_SET,        /* the user chose online, away or invisible */
 } socket_presence_op;
 
-/* Starts the worker and subscriber threads. CM_ENOMEM, CM_EIO when a thread cannot start. */
+/* Starts the worker and subscriber threads. The worker also beats this instance's heartbeat
+ * (presence:instances) and sweeps the connections of instances whose heartbeat ran out, so the
+ * members of a user whose only connection was on a killed instance see them go offline within
+ * about `instance_ttl_ms` (plus a third of it). On destroy a clean stop forgets the instance. CM_ENOMEM, CM_EIO when a thread cannot start. */
 cm_err socket_ephemeral_create(const socket_ephemeral_config *cfg, socket_ephemeral **out);
 /* Runs the operations still queued, stops both threads, frees. Accepts NULL. */
 void socket_ephemeral_destroy(socket_ephemeral *e);
@@ -64,7 +69,8 @@ typedef struct socket_presence_ctx {
 } socket_presence_ctx;
 void socket_presence_get(cm_http_req *req, void *ud);
 
-/* Counters for /metrics. */
-void socket_ephemeral_stats(socket_ephemeral *e, long *published, long *received, long *failed);
+/* Counters for /metrics; `swept`: connections of dead instances this one removed. */
+void socket_ephemeral_stats(socket_ephemeral *e, long *published, long *received, long *failed,
+                            long *swept);
 
 #endif

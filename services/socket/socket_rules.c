@@ -263,6 +263,37 @@ static cm_err render(socket_event *ev, const char *event_id, const char *time, c
     return CM_OK;
 }
 
+/* A notification.created (proto/events/notification.created.schema.json): its recipient
+ * (data.user_id) and the whole frame {"type","event_id","time","data"}. CM_EINVAL without a
+ * tenant, recipient, id or data object. */
+static cm_err render_notification(socket_event *ev, const cJSON *ce, const cJSON *data)
+{
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ce, "id")),
+               *time = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ce, "time"));
+    cJSON *o;
+    char *s;
+
+    ev->kind = SOCKET_EV_NOTIFICATION;
+    copy_str(ev->user_id, sizeof(ev->user_id), cJSON_GetObjectItemCaseSensitive(data, "user_id"));
+    if (!cJSON_IsObject(data) || id == NULL || strlen(id) >= sizeof(ev->event_id) ||
+        !ev->tenant[0] || !ev->user_id[0])
+        return CM_EINVAL;
+    memcpy(ev->event_id, id, strlen(id) + 1);
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", ev->type);
+    cJSON_AddStringToObject(o, "event_id", id);
+    if (time)
+        cJSON_AddStringToObject(o, "time", time);
+    cJSON_AddItemToObject(o, "data", cJSON_Duplicate(data, 1));
+    s = cm_json_print(o);
+    cJSON_Delete(o);
+    if (s == NULL)
+        return CM_ENOMEM;
+    ev->frame = s;
+    ev->frame_len = strlen(s);
+    return CM_OK;
+}
+
 /* Remembers who a membership event is about, so the index can follow it. */
 static void note_members(socket_event *ev, const cJSON *data)
 {
@@ -318,6 +349,13 @@ cm_err socket_event_from_cloudevent(const char *topic, const char *key, size_t k
         copy_str(ev->user_id, sizeof(ev->user_id),
                  cJSON_GetObjectItemCaseSensitive(data, "user_id"));
         rc = ev->sid[0] && ev->tenant[0] ? CM_OK : CM_EINVAL;
+        goto out;
+    }
+    if (strcmp(topic, "notifications") == 0) {
+        rc = CM_ENOTFOUND; /* notification.requested is the notification service's own */
+        if (strcmp(ev->type, "notification.created") != 0)
+            goto out;
+        rc = render_notification(ev, ce, data);
         goto out;
     }
     eseq = cJSON_GetObjectItemCaseSensitive(ce, "eseq");

@@ -137,6 +137,31 @@ static void test_cloudevents_become_frames(void **state)
     assert_string_equal(ev->sid, "s9");
     socket_event_release(ev);
     assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, "{", 1, &ev), CM_EINVAL);
+    /* notification.created: whole frame for its recipient; notification.requested is not ours;
+     * one without a recipient is malformed. */
+    static const char note[] =
+        "{\"id\":\"n1\",\"type\":\"notification.created\",\"tenant\":\"t1\","
+        "\"time\":\"2024-07-01T12:00:01.250Z\",\"data\":{\"id\":\"n1\",\"user_id\":\"bob\","
+        "\"type\":\"custom\",\"text\":\"hi\"}}";
+    assert_int_equal(socket_event_from_cloudevent("notifications", "bob", 3, note, strlen(note), &ev),
+                     CM_OK);
+    assert_int_equal(ev->kind, SOCKET_EV_NOTIFICATION);
+    assert_string_equal(ev->user_id, "bob");
+    assert_string_equal(ev->event_id, "n1");
+    assert_string_equal(ev->frame,
+                        "{\"type\":\"notification.created\",\"event_id\":\"n1\",\"time\":"
+                        "\"2024-07-01T12:00:01.250Z\",\"data\":{\"id\":\"n1\",\"user_id\":\"bob\","
+                        "\"type\":\"custom\",\"text\":\"hi\"}}");
+    assert_int_equal(ev->frame_len, strlen(ev->frame));
+    socket_event_release(ev);
+    static const char req[] = "{\"id\":\"r1\",\"type\":\"notification.requested\",\"tenant\":"
+                              "\"t1\",\"data\":{}}";
+    assert_int_equal(socket_event_from_cloudevent("notifications", "r1", 2, req, strlen(req), &ev),
+                     CM_ENOTFOUND);
+    static const char bad[] = "{\"id\":\"n2\",\"type\":\"notification.created\",\"tenant\":"
+                              "\"t1\",\"data\":{\"id\":\"n2\"}}";
+    assert_int_equal(socket_event_from_cloudevent("notifications", "bob", 3, bad, strlen(bad), &ev),
+                     CM_EINVAL);
 }
 
 static void test_index_sets(void **state)

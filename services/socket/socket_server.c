@@ -24,6 +24,9 @@
 #define W_SYNC 2
 #define W_SEND 3
 #define W_RECEIPT 4
+/* notification.created is produced at least once (its outbox may produce it again after a
+ * crash, with the same id): the ids of this many recent ones are remembered to drop repeats. */
+#define NOTIFIED_MAX 4096
 
 typedef struct outframe {
     struct outframe *next;
@@ -99,6 +102,8 @@ struct socket_srv {
     size_t ntyping, cap_typing;
     uint64_t pres_serial, pres_order;
     int64_t pres_flush_at;
+    uint64_t notified[NOTIFIED_MAX]; /* the last notifications delivered (hashed ids), a ring */
+    size_t notified_next;
     /* inbox, filled by the Kafka consumer */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -111,7 +116,7 @@ struct socket_srv {
     atomic_int serving;
     /* metrics */
     atomic_long m_conns, m_opened, m_frames_in, m_frames_out, m_events, m_dropped_slow,
-        m_closed[10], m_presence_frames, m_typing;
+        m_closed[10], m_presence_frames, m_typing, m_notifications;
 };
 
 static const int close_codes[10] = {1000, 1001, 1003, 1007, 1008, 1009, 4001, 4002, 4003, 4004};
@@ -498,6 +503,28 @@ static void route_presence(socket_srv *s, const socket_event *ev)
     }
 }
 
+/* notification.created: to every local connection of the recipient (tenant and user), at
+ * once whatever the connection's catch-up state (notifications are not in the conversation
+ * log and carry no cursor), once per notification id. */
+static void route_notification(socket_srv *s, const socket_event *ev)
+{
+    char key[2 * CM_JWT_ID_MAX + 2];
+    const socket_set *set;
+    uint64_t h = cm_cursor_key(ev->event_id);
+
+    for (size_t i = 0; i < NOTIFIED_MAX; i++)
+        if (s->notified[i] == h)
+            return; /* produced again: already delivered */
+    s->notified[s->notified_next] = h;
+    s->notified_next = (s->notified_next + 1) % NOTIFIED_MAX;
+    snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->user_id);
+    if ((set = socket_index_get(s->by_user, key)) == NULL)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        conn_send2(set->items[i], ev->frame, ev->frame_len, NULL, 0);
+    atomic_fetch_add(&s->m_notifications, 1);
+}
+
 /* Routes a consumed event to the local connections it concerns. */
 static void route(socket_srv *s, socket_event *ev)
 {
@@ -509,6 +536,10 @@ static void route(socket_srv *s, socket_event *ev)
             route_typing(s, ev);
         else
             route_presence(s, ev);
+        return;
+    }
+    if (ev->kind == SOCKET_EV_NOTIFICATION) {
+        route_notification(s, ev);
         return;
     }
     if (ev->kind == SOCKET_EV_REVOKED) {
@@ -1488,7 +1519,7 @@ void socket_srv_destroy(socket_srv *s)
 void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
 {
     socket_srv *s = ud;
-    char line[256];
+    char line[512];
     long calls = 0, failures = 0;
     int open = 0;
 
@@ -1520,14 +1551,20 @@ void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), voi
              "# TYPE socket_typing_relayed_total counter\nsocket_typing_relayed_total %ld\n",
              atomic_load(&s->m_presence_frames), atomic_load(&s->m_typing));
     emit(ctx, line);
+    snprintf(line, sizeof(line),
+             "# TYPE socket_notifications_relayed_total counter\n"
+             "socket_notifications_relayed_total %ld\n",
+             atomic_load(&s->m_notifications));
+    emit(ctx, line);
     if (s->eph) {
-        long pub = 0, rec = 0, failed = 0;
-        socket_ephemeral_stats(s->eph, &pub, &rec, &failed);
+        long pub = 0, rec = 0, failed = 0, swept = 0;
+        socket_ephemeral_stats(s->eph, &pub, &rec, &failed, &swept);
         snprintf(line, sizeof(line),
                  "# TYPE socket_redis_ops_total counter\nsocket_redis_ops_total %ld\n"
                  "socket_redis_ops_failed_total %ld\n"
-                 "# TYPE socket_pubsub_received_total counter\nsocket_pubsub_received_total %ld\n",
-                 pub, failed, rec);
+                 "# TYPE socket_pubsub_received_total counter\nsocket_pubsub_received_total %ld\n"
+                 "# TYPE socket_presence_swept_total counter\nsocket_presence_swept_total %ld\n",
+                 pub, failed, rec, swept);
         emit(ctx, line);
     }
     emit(ctx, "# TYPE socket_closes_total counter\n");

@@ -23,7 +23,7 @@ def sockets(platform):
     try:
         for i in (0, 1):
             s = socket_instance(i, TYPING_TTL_MS="1500", PRESENCE_BATCH_MS="100",
-                                CONNECTIONS_PER_USER="4",
+                                CONNECTIONS_PER_USER="4", INSTANCE_TTL_MS="2000",
                                 WS_ALLOWED_ORIGINS="https://app.example.com, http://localhost:3000")
             s.start()
             started.append(s)
@@ -615,3 +615,95 @@ def test_connection_cap_counts_every_instance(api, tenant, sockets):
         for c in conns:
             await c.close()
     run(go())
+
+
+def notes(client, pred=lambda d: True):
+    return [f for f in client.frames if f.get("type") == "notification.created" and pred(f["data"])]
+
+
+def test_notifications_reach_the_recipients_connections_live_and_nobody_else(api, tenant, sockets):
+    """The notification service's notification.created (topic notifications) reaches every live
+    connection of its recipient, on both instances, once each: for a message from someone else
+    and for a tenant backend's custom notification. The sender, another member of the tenant and
+    a user of another tenant with the same user id get nothing."""
+    from users_lib import server
+    a, b, c = (token_for(api, tenant, n) for n in ("nalice", "nbob", "ncarl"))
+    other = new_tenant(api)
+    b2 = token_for(api, other, "nbob")
+    cid = create(api, a, "direct", ["nbob"])["id"]
+    server(api, tenant, "PUT", "/v1/server/users/nbackend", {"roles": ["tenant_admin"]})
+    admin = token_for(api, tenant, "nbackend")
+
+    async def go():
+        alice = await Client.connect(0, a)
+        bob0 = await Client.connect(0, b)
+        bob1 = await Client.connect(1, b)
+        carl = await Client.connect(1, c)
+        bob_other = await Client.connect(1, b2)
+        await warm_all(api, a, cid, [alice, bob0, bob1])
+        m = ok(send(api, a, cid, "a notification for bob"))
+        for bob in (bob0, bob1):
+            got = await bob.wait(lambda f: f.get("type") == "notification.created"
+                                 and f["data"].get("message_id") == m["id"], timeout=30)
+            assert got["data"]["user_id"] == "nbob" and got["data"]["type"] == "message"
+            assert got["data"]["actor_id"] == "nalice" and got["data"]["text"] == "a notification for bob"
+            assert got["event_id"] == got["data"]["id"] and got["time"] and "cursor" not in got
+        r = ok(api.call("POST", "/v1/notifications", admin,
+                        {"user_ids": ["nbob"], "title": "Maintenance", "body": "tonight",
+                         "data": {"kind": "ops"}}), 202)
+        assert r["recipients"] == 1
+        for bob in (bob0, bob1):
+            got = await bob.wait(lambda f: f.get("type") == "notification.created"
+                                 and f["data"].get("type") == "custom", timeout=30)
+            assert got["data"]["title"] == "Maintenance" and got["data"]["text"] == "tonight"
+            assert got["data"]["data"] == {"kind": "ops"}
+        await asyncio.sleep(1.0)  # a duplicate or a stray delivery has had time to arrive
+        for bob in (bob0, bob1):
+            ids = [f["data"]["id"] for f in notes(bob)]
+            assert len(ids) == len(set(ids)), ids  # each notification once per connection
+        assert notes(alice, lambda d: d.get("message_id") == m["id"]) == []
+        assert notes(alice, lambda d: d["type"] == "custom") == []
+        assert notes(carl) == [] and notes(bob_other) == []
+        for cl in (alice, bob0, bob1, carl, bob_other):
+            await cl.close()
+    run(go())
+
+
+def test_users_of_a_killed_instance_go_offline_for_the_members(api, tenant, sockets):
+    """Instance 1 is killed (SIGKILL: no disconnect reaches Redis). Bob, whose only connection was
+    there, goes offline for Alice (on instance 2) within a bound set by INSTANCE_TTL_MS (2 s
+    here), not PRESENCE_TTL_MS (60 s): instance 2 sweeps the dead one's connections. Carol,
+    connected to both, stays online and nobody is told otherwise."""
+    a, b, c = (token_for(api, tenant, n) for n in ("kalice", "kbob", "kcarol"))
+    cid = create(api, a, "group", ["kbob", "kcarol"], title="kill")["id"]
+
+    async def go():
+        alice = await Client.connect(1, a)
+        wait_presence(a, "kalice", "online", instance=1)
+        bob = await Client.connect(0, b)
+        carol0 = await Client.connect(0, c)
+        carol1 = await Client.connect(1, c)
+        await alice.wait(lambda f: any(i["status"] == "online" for i in presence_items(alice, "kbob")))
+        await alice.wait(lambda f: any(i["status"] == "online" for i in presence_items(alice, "kcarol")))
+        wait_presence(a, "kcarol", "online", instance=1)
+        await asyncio.sleep(1.0)  # carol's second connection is registered too
+        sockets[0].proc.send_signal(signal.SIGKILL)
+        sockets[0].proc.wait()
+        killed = time.monotonic()
+        await bob.task
+        await carol0.task
+        await alice.wait(lambda f: presence_items(alice, "kbob")[-1]["status"] == "offline",
+                         timeout=15)
+        took = time.monotonic() - killed
+        assert took < 8.0, took  # INSTANCE_TTL_MS 2 s + a beat period + the batch, with slack
+        assert presence_items(alice, "kbob")[-1]["last_seen"]
+        assert wait_presence(a, "kbob", "offline", instance=1, timeout=1)["last_seen"]
+        await asyncio.sleep(1.0)
+        assert all(i["status"] == "online" for i in presence_items(alice, "kcarol"))
+        assert presence_of(a, "kcarol", instance=1).json()["status"] == "online"
+        for cl in (alice, carol1):
+            await cl.close()
+    try:
+        run(go())
+    finally:
+        sockets[0].start()
