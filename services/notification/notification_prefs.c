@@ -1,5 +1,5 @@
 /* notification_prefs.c - a user's notification preferences: per type and channel (in_app,
- * push), and quiet hours in their IANA time zone (GET/PUT /v1/notifications/preferences). */
+ * push, email), and quiet hours in their IANA time zone (GET/PUT /v1/notifications/preferences). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +40,8 @@ cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs
         p->in_app[t] = cm_bson_bool(&doc, path, 1);
         snprintf(path, sizeof(path), "types.%s.push", nf_type_name((nf_type)t));
         p->push[t] = cm_bson_bool(&doc, path, 1);
+        snprintf(path, sizeof(path), "types.%s.email", nf_type_name((nf_type)t));
+        p->email[t] = cm_bson_bool(&doc, path, 0);
     }
     if (cm_bson_str(&doc, "quiet.time_zone", NULL) != NULL) {
         p->quiet = 1;
@@ -58,6 +60,7 @@ static cJSON *prefs_json(const nf_prefs *p)
         cJSON *c = cJSON_AddObjectToObject(types, nf_type_name((nf_type)t));
         cJSON_AddBoolToObject(c, "in_app", p->in_app[t]);
         cJSON_AddBoolToObject(c, "push", p->push[t]);
+        cJSON_AddBoolToObject(c, "email", p->email[t]);
     }
     if (p->quiet) {
         cJSON *q = cJSON_AddObjectToObject(o, "quiet_hours");
@@ -94,7 +97,7 @@ void nf_prefs_get(cm_http_req *req, void *ud)
 static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
 {
     static const char *const top[] = {"types", "quiet_hours", NULL};
-    static const char *const chans[] = {"in_app", "push", NULL};
+    static const char *const chans[] = {"in_app", "push", "email", NULL};
     static const char *const qkeys[] = {"start", "end", "time_zone", NULL};
     const cJSON *types = cJSON_GetObjectItemCaseSensitive(body, "types"),
                 *q = cJSON_GetObjectItemCaseSensitive(body, "quiet_hours"), *it;
@@ -118,7 +121,7 @@ static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
         }
         if (!cJSON_IsObject(it) || cm_json_only_keys(it, chans, why, n)) {
             if (!cJSON_IsObject(it))
-                snprintf(why, n, "types.%s must be an object {\"in_app\": bool, \"push\": bool}",
+                snprintf(why, n, "types.%s must be an object {\"in_app\": bool, \"push\": bool, \"email\": bool}",
                          it->string);
             return CM_EINVAL;
         }
@@ -130,6 +133,10 @@ static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
         if (cm_json_bool(it, "push", 0, &v, why, n))
             return CM_EINVAL;
         p->push[t] = v;
+        v = 0;
+        if (cm_json_bool(it, "email", 0, &v, why, n))
+            return CM_EINVAL;
+        p->email[t] = v;
     }
     if (q == NULL || cJSON_IsNull(q))
         return CM_OK;
@@ -189,6 +196,7 @@ void nf_prefs_put(cm_http_req *req, void *ud)
         BSON_APPEND_DOCUMENT_BEGIN(&types, nf_type_name((nf_type)t), &ch);
         BSON_APPEND_BOOL(&ch, "in_app", p.in_app[t]);
         BSON_APPEND_BOOL(&ch, "push", p.push[t]);
+        BSON_APPEND_BOOL(&ch, "email", p.email[t]);
         bson_append_document_end(&types, &ch);
     }
     bson_append_document_end(&set, &types);
