@@ -219,6 +219,12 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/notifications/diagnostics", nf_diagnostics, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/preferences", nf_prefs_get, &ctx) ||
         cm_http_route(srv, "PUT", "/v1/notifications/preferences", nf_prefs_put, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/notifications/templates/{kind}/{channel}/{locale}",
+                      nf_templates_put, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/templates/{kind}/{channel}/{locale}",
+                      nf_templates_get, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/notifications/templates/{kind}/{channel}/{locale}",
+                      nf_templates_delete, &ctx) ||
         cm_http_route(srv, "PUT", "/v1/notifications/contacts/{user_id}", nf_contacts_put,
                       &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/contacts/{user_id}", nf_contacts_get,

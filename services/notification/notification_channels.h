@@ -90,6 +90,13 @@ cm_err nf_template_render(const char *src, const nf_vars *vars, int html, char *
 cm_err nf_template_email(nf_ctx *ctx, const char *tenant, const char *kind, const char *locale,
                          const nf_vars *vars, nf_rendered *out);
 
+/* PUT /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin) */
+void nf_templates_put(cm_http_req *req, void *ud);
+/* GET /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin) */
+void nf_templates_get(cm_http_req *req, void *ud);
+/* DELETE /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin) */
+void nf_templates_delete(cm_http_req *req, void *ud);
+
 /* --- the e-mail sender (notification_email.c) -------------------------------------------- */
 
 /* nf_mail: declared in notification.h */

@@ -6,7 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/auth.h"
+#include "common/clock.h"
+#include "common/json.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "notification_channels.h"
 
 static const char *const var_names[NF_VAR_COUNT] = {
@@ -222,4 +226,227 @@ cm_err nf_template_email(nf_ctx *ctx, const char *tenant, const char *kind, cons
     if (d < 0)
         return CM_EINVAL;
     return render3(defaults[d].subject, defaults[d].text, defaults[d].html, vars, out);
+}
+
+/* --- HTTP: a tenant's own templates ------------------------------------------------------- */
+
+static int kind_known(const char *k)
+{
+    return default_of(k) >= 0;
+}
+
+/* "default" (the fallback for every locale) or a BCP 47 tag; written to `out` ("" default). */
+static int locale_of(const char *s, char *out, size_t n)
+{
+    size_t len = s ? strlen(s) : 0;
+    if (s && strcmp(s, "default") == 0) {
+        out[0] = '\0';
+        return 1;
+    }
+    if (len < 2 || len > 35 || len >= n ||
+        strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != len ||
+        strcspn(s, "-") < 2 || strcspn(s, "-") > 3 || s[len - 1] == '-' || strstr(s, "--"))
+        return 0;
+    memcpy(out, s, len + 1);
+    return 1;
+}
+
+/* Checks the route's {kind}, {channel}, {locale}; answers 404 and returns 0 when unknown. */
+static int route_of(cm_http_req *req, const cm_jwt_claims *c, const char **kind, char *locale,
+                    size_t n, char *id, size_t idn)
+{
+    const char *channel = cm_http_param(req, "channel"), *loc = cm_http_param(req, "locale");
+    *kind = cm_http_param(req, "kind");
+    if (*kind == NULL || !kind_known(*kind)) {
+        cm_http_problem(req, 404, "not-found", "Not Found",
+                        "no template kind '%.40s' (mention, reply, message, added, custom, "
+                        "verification, password_reset)", *kind ? *kind : "");
+        return 0;
+    }
+    if (channel == NULL || strcmp(channel, "email") != 0) {
+        cm_http_problem(req, 404, "not-found", "Not Found",
+                        "no template channel '%.20s' (email)", channel ? channel : "");
+        return 0;
+    }
+    if (!locale_of(loc, locale, n)) {
+        cm_http_problem(req, 404, "not-found", "Not Found",
+                        "the locale must be 'default' or a BCP 47 tag such as fr or pt-BR");
+        return 0;
+    }
+    snprintf(id, idn, "%s|%s|%s|%s", c->tid, *kind, channel, locale);
+    return 1;
+}
+
+static cJSON *template_json(const char *kind, const char *locale, const char *subject,
+                            const char *text, const char *html, const char *source)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "kind", kind);
+    cJSON_AddStringToObject(o, "channel", "email");
+    cJSON_AddStringToObject(o, "locale", locale[0] ? locale : "default");
+    cJSON_AddStringToObject(o, "subject", subject);
+    cJSON_AddStringToObject(o, "text", text);
+    if (html)
+        cJSON_AddStringToObject(o, "html", html);
+    else
+        cJSON_AddNullToObject(o, "html");
+    cJSON_AddStringToObject(o, "source", source);
+    return o;
+}
+
+static int may_manage(cm_http_req *req, const cm_jwt_claims *c)
+{
+    if (cm_auth_can(c, "tenant.manage"))
+        return 1;
+    cm_http_problem(req, 403, "forbidden", "Forbidden",
+                    "templates are the tenant's: the permission tenant.manage is needed");
+    return 0;
+}
+
+/* Checks one template field: a string of 1..max bytes of UTF-8 that renders. */
+static cm_err check_field(const cJSON *body, const char *key, int required, size_t max,
+                          int one_line, const char **out, char *why, size_t n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, key);
+    char detail[200], *r = NULL;
+
+    *out = NULL;
+    if (v == NULL || (!required && cJSON_IsNull(v))) {
+        if (!required)
+            return CM_OK;
+        snprintf(why, n, "field '%s' is required", key);
+        return CM_EINVAL;
+    }
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) > max ||
+        !cm_utf8_valid(v->valuestring, strlen(v->valuestring))) {
+        snprintf(why, n, "field '%s' must be a string of 1..%zu bytes of UTF-8", key, max);
+        return CM_EINVAL;
+    }
+    if (one_line && strpbrk(v->valuestring, "\r\n")) {
+        snprintf(why, n, "field '%s' must be one line", key);
+        return CM_EINVAL;
+    }
+    if (nf_template_render(v->valuestring, NULL, 0, &r, detail, sizeof(detail)) != CM_OK) {
+        snprintf(why, n, "field '%s': %s", key, detail);
+        return CM_EINVAL;
+    }
+    free(r);
+    *out = v->valuestring;
+    return CM_OK;
+}
+
+/* PUT /v1/notifications/templates/{kind}/{channel}/{locale} {"subject", "text", "html"}
+ * (tenant_admin): the tenant's template for that kind, channel and locale ("default": every
+ * locale without its own). 200 with it as stored; a template that does not render is 400. */
+void nf_templates_put(cm_http_req *req, void *ud)
+{
+    static const char *const allowed[] = {"subject", "text", "html", NULL};
+    nf_ctx *ctx = ud;
+    cm_jwt_claims c;
+    cJSON *body;
+    const char *kind, *subject, *text, *html;
+    char locale[40], id[300], why[300];
+    bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, un;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK || !may_manage(req, &c) ||
+        !route_of(req, &c, &kind, locale, sizeof(locale), id, sizeof(id)) ||
+        cm_http_json_body(req, &body) != CM_OK)
+        goto out;
+    if (cm_json_only_keys(body, allowed, why, sizeof(why)) ||
+        check_field(body, "subject", 1, 998, 1, &subject, why, sizeof(why)) ||
+        check_field(body, "text", 1, NF_TEMPLATE_MAX, 0, &text, why, sizeof(why)) ||
+        check_field(body, "html", 0, NF_TEMPLATE_MAX, 0, &html, why, sizeof(why))) {
+        cm_http_reply_error(req, CM_EINVAL, why);
+        goto out;
+    }
+    BSON_APPEND_UTF8(&f, "_id", id);
+    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+    BSON_APPEND_UTF8(&set, "tenant", c.tid);
+    BSON_APPEND_UTF8(&set, "kind", kind);
+    BSON_APPEND_UTF8(&set, "channel", "email");
+    BSON_APPEND_UTF8(&set, "locale", locale);
+    BSON_APPEND_UTF8(&set, "subject", subject);
+    BSON_APPEND_UTF8(&set, "text", text);
+    if (html)
+        BSON_APPEND_UTF8(&set, "html", html);
+    BSON_APPEND_DATE_TIME(&set, "updated_at", cm_clock_now_ms());
+    bson_append_document_end(&u, &set);
+    if (html == NULL) {
+        BSON_APPEND_DOCUMENT_BEGIN(&u, "$unset", &un);
+        BSON_APPEND_UTF8(&un, "html", "");
+        bson_append_document_end(&u, &un);
+    }
+    if ((rc = cm_mongo_update(ctx->db, NF_COLL_TEMPLATES, &f, &u, 1, 0, NULL)) != CM_OK) {
+        cm_http_reply_error(req, rc, "the template could not be stored");
+        goto out;
+    }
+    cm_http_reply_json(req, 200, template_json(kind, locale, subject, text, html, "tenant"));
+out:
+    bson_destroy(&f);
+    bson_destroy(&u);
+}
+
+/* GET /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin): the tenant's
+ * template, or the default shipped in code ("source": "default") when it has none. */
+void nf_templates_get(cm_http_req *req, void *ud)
+{
+    nf_ctx *ctx = ud;
+    cm_jwt_claims c;
+    const char *kind;
+    char locale[40], id[300];
+    bson_t f = BSON_INITIALIZER, doc;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK || !may_manage(req, &c) ||
+        !route_of(req, &c, &kind, locale, sizeof(locale), id, sizeof(id)))
+        goto out;
+    BSON_APPEND_UTF8(&f, "_id", id);
+    rc = cm_mongo_find_one(ctx->db, NF_COLL_TEMPLATES, &f, NULL, &doc);
+    if (rc == CM_OK) {
+        cm_http_reply_json(req, 200,
+                           template_json(kind, locale, cm_bson_str(&doc, "subject", ""),
+                                         cm_bson_str(&doc, "text", ""),
+                                         cm_bson_str(&doc, "html", NULL), "tenant"));
+        bson_destroy(&doc);
+    } else if (rc == CM_ENOTFOUND) {
+        int d = default_of(kind);
+        cm_http_reply_json(req, 200, template_json(kind, locale, defaults[d].subject,
+                                                   defaults[d].text, defaults[d].html,
+                                                   "default"));
+    } else {
+        cm_http_reply_error(req, rc, "the template could not be read");
+    }
+out:
+    bson_destroy(&f);
+}
+
+/* DELETE /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin): back to the
+ * default. 204; 404 when the tenant had no such template. */
+void nf_templates_delete(cm_http_req *req, void *ud)
+{
+    nf_ctx *ctx = ud;
+    cm_jwt_claims c;
+    const char *kind;
+    char locale[40], id[300];
+    bson_t f = BSON_INITIALIZER;
+    int64_t n = 0;
+    cm_err rc;
+
+    if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK || !may_manage(req, &c) ||
+        !route_of(req, &c, &kind, locale, sizeof(locale), id, sizeof(id)))
+        goto out;
+    BSON_APPEND_UTF8(&f, "_id", id);
+    if ((rc = cm_mongo_delete(ctx->db, NF_COLL_TEMPLATES, &f, 0, &n)) != CM_OK) {
+        cm_http_reply_error(req, rc, "the template could not be deleted");
+        goto out;
+    }
+    if (n == 0) {
+        cm_http_problem(req, 404, "not-found", "Not Found",
+                        "the tenant has no %s template for this channel and locale", kind);
+        goto out;
+    }
+    cm_http_reply_json(req, 204, NULL);
+out:
+    bson_destroy(&f);
 }

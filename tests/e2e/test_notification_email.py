@@ -269,3 +269,61 @@ def test_contacts_are_the_tenant_backends_and_checked(api, mailbox, team):
     p = ok(api.call("GET", "/v1/notifications/preferences", t["cat"]))
     assert p["types"]["message"] == {"in_app": True, "push": True, "email": False}
     problem(api.call("PUT", "/v1/notifications/preferences", t["cat"], {"types": {"message": {"email": "yes"}}}), 400, "email")
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+def test_templates_are_the_tenants_and_checked(api, mailbox, team):
+    tenant, t, _ = team
+    base = "/v1/notifications/templates"
+    d = ok(api.call("GET", f"{base}/message/email/default", t["root"]))
+    assert d["source"] == "default" and "{{sender_name}}" in d["subject"] and "{{text}}" in d["html"]
+    good = {"subject": "{{sender_name}} te écrit", "text": "{{text}}\n{{link}}", "html": "<p>{{ text }}</p>"}
+    problem(api.call("PUT", f"{base}/message/email/fr", t["bob"], good), 403, "tenant.manage")
+    for body, part in (({**good, "text": "hi {{nobody}}"}, "nobody"),
+                       ({**good, "html": "<p>{{text</p>"}, "unclosed"),
+                       ({**good, "subject": "two\nlines"}, "one line"),
+                       ({**good, "subject": ""}, "subject"),
+                       ({"text": "x"}, "subject"),
+                       ({**good, "css": "x"}, "css"),
+                       ({**good, "text": 5}, "text")):
+        problem(api.call("PUT", f"{base}/message/email/fr", t["root"], body), 400, part)
+    problem(api.call("PUT", f"{base}/poke/email/fr", t["root"], good), 404, "poke")
+    problem(api.call("PUT", f"{base}/message/pigeon/fr", t["root"], good), 404, "pigeon")
+    problem(api.call("PUT", f"{base}/message/email/fr_FR!", t["root"], good), 404, "BCP 47")
+    assert ok(api.call("GET", f"{base}/message/email/fr", t["root"]))["source"] == "default"  # unchanged
+    put = ok(api.call("PUT", f"{base}/message/email/fr", t["root"], good))
+    assert put == {"kind": "message", "channel": "email", "locale": "fr", **good, "source": "tenant"}
+    assert ok(api.call("GET", f"{base}/message/email/fr", t["root"])) == put
+    # Another tenant still has the default.
+    other = new_tenant(api)
+    server(api, other, "PUT", "/v1/server/users/root", {"roles": ["tenant_admin"]})
+    assert ok(api.call("GET", f"{base}/message/email/fr", token_for(api, other, "root")))["source"] == "default"
+    assert api.call("DELETE", f"{base}/message/email/fr", t["root"]).status_code == 204
+    problem(api.call("DELETE", f"{base}/message/email/fr", t["root"]), 404)
+    assert ok(api.call("GET", f"{base}/message/email/fr", t["root"]))["source"] == "default"
+
+
+def test_the_users_locale_picks_the_tenants_template(api, mailbox):
+    t = new_tenant(api, self_registration=True)
+    server(api, t, "PUT", "/v1/server/users/root", {"roles": ["tenant_admin"]})
+    root = token_for(api, t, "root")
+    base = "/v1/notifications/templates/verification/email"
+    ok(api.call("PUT", f"{base}/fr", root, {
+        "subject": "Vérifiez votre adresse", "text": "Votre code : {{token}}",
+        "html": "<p>Votre code : <b>{{token}}</b> pour {{email}}</p>"}))
+    ok(api.call("PUT", f"{base}/default", root, {"subject": "Confirm {{email}}", "text": "Code {{token}}"}))
+    address = f"zoe.{secrets.token_hex(4)}@example.test"
+    s = register(api, t, email=address)
+    first = mailbox.wait(address)[0]["msg"]
+    assert first["Subject"] == f"Confirm {address}"  # no locale known yet: the tenant's default
+    assert list(bodies(first)) == ["text/plain"]  # that template has no HTML part
+    ok(api.call("PUT", f"/v1/notifications/contacts/{s['user']['id']}", root, {"locale": "fr-CA"}))
+    r = api.call("POST", "/v1/auth/verify-email/request", s["access_token"])
+    assert r.status_code == 202, r.text
+    second = mailbox.wait(address, n=2)[1]["msg"]
+    assert second["Subject"] == "Vérifiez votre adresse"  # fr-CA falls back to fr
+    b = bodies(second)
+    token = re.search(r"ev_[0-9a-f]{64}", b["text/plain"]).group(0)
+    assert f"<b>{token}</b> pour {address}" in b["text/html"]
+    assert api.call("POST", "/v1/auth/verify-email", body={"token": token}).status_code == 200
