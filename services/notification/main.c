@@ -59,6 +59,9 @@ static const cm_config_var vars[] = {
     {"SMTP_TIMEOUT_MS", "30000", "one SMTP exchange"},
     {"NOTIFY_APP_URL", "", "base of the links in e-mails (<url>/conversations/<id>, "
                            "<url>/verify-email?token=...); unset: no links"},
+    {"NOTIFY_DIGEST_AFTER_S", "1800", "messages still unread this long are mailed in one digest "
+                                      "per user per window (users who turn email_digest on); "
+                                      "0: no digests"},
     {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -130,11 +133,12 @@ static cm_err push_config(nf_push_config *pc)
 /* Reads the e-mail configuration; the retry delays are the push ones (`pc`). */
 static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
 {
-    long tls, timeout;
+    long tls, timeout, digest_s;
 
     memset(mc, 0, sizeof(*mc));
     if (cm_config_long("SMTP_REQUIRE_TLS", 0, 0, 1, &tls) ||
-        cm_config_long("SMTP_TIMEOUT_MS", 30000, 100, 600000, &timeout))
+        cm_config_long("SMTP_TIMEOUT_MS", 30000, 100, 600000, &timeout) ||
+        cm_config_long("NOTIFY_DIGEST_AFTER_S", 1800, 0, 7 * 86400, &digest_s))
         return CM_EINVAL;
     mc->smtp_url = cm_config_str("SMTP_URL", "");
     mc->from = cm_config_str("SMTP_FROM", "noreply@localhost");
@@ -144,6 +148,7 @@ static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
     mc->app_url = cm_config_str("NOTIFY_APP_URL", "");
     mc->require_tls = (int)tls;
     mc->timeout_ms = timeout;
+    mc->digest_after_ms = (int64_t)digest_s * 1000;
     memcpy(mc->retry_ms, pc->retry_ms, sizeof(mc->retry_ms));
     mc->nretries = pc->nretries;
     mc->dlq_topic = pc->dlq_topic;

@@ -56,16 +56,20 @@ typedef enum nf_var {
     NF_VAR_EXPIRES_AT,         /* when the token expires (RFC 3339) */
     NF_VAR_USER_ID,            /* the recipient */
     NF_VAR_EMAIL,              /* the recipient's address */
+    NF_VAR_ITEMS,              /* the digest's list of conversations and messages */
     NF_VAR_COUNT
 } nf_var;
 
 typedef struct nf_vars {
     const char *v[NF_VAR_COUNT];
+    const char *html[NF_VAR_COUNT]; /* HTML made by the service from escaped values, used as
+                                       is in HTML instead of v[] (NULL: escape v[]) */
 } nf_vars;
 
 /* The templated kinds: the notification types, then the account e-mails. */
 #define NF_KIND_VERIFICATION "verification"
 #define NF_KIND_PASSWORD_RESET "password_reset"
+#define NF_KIND_DIGEST "digest"
 
 /* A rendered message (heap strings, nf_rendered_cleanup frees them). */
 typedef struct nf_rendered {
@@ -114,6 +118,7 @@ typedef struct nf_mail_config {
     int nretries;
     long timeout_ms;           /* one SMTP exchange */
     const char *dlq_topic;     /* notifications.dlq */
+    int64_t digest_after_ms;   /* unread this long -> in the digest (0: no digests) */
 } nf_mail_config;
 
 /* Starts the e-mail sender thread; `cfg` is copied (its strings must outlive it). */
@@ -132,6 +137,34 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p);
  * fields; CM_EIO when MongoDB failed. */
 cm_err nf_account_email(nf_ctx *ctx, const char *event_id, const char *type, const char *tenant,
                         const cJSON *data, char *why, size_t n);
+
+/* Queues one e-mail delivery of rendered `r` to `to`, unique per (tenant, event_id, user,
+ * "email") so a replay queues nothing twice, due at `at` (Unix ms), and wakes the sender.
+ * `notification_id`, `conversation_id`, `message_id` may be NULL. CM_EIO when MongoDB failed. */
+cm_err nf_mail_queue(nf_ctx *ctx, const char *tenant, const char *event_id, const char *user,
+                     const char *notification_id, const char *kind, const char *conversation_id,
+                     const char *message_id, const char *to, const nf_rendered *r, int64_t at);
+
+/* --- digests (notification_digest.c) ------------------------------------------------------ */
+
+#define NF_COLL_DIGESTS "digests" /* per user: an open digest window (since, due_at) */
+#define NF_COLL_READS "reads"     /* per (conversation, user): read_seq, from conversation.read */
+
+/* Opens the user's digest window for notification `it` unless one is open: it is mailed
+ * `digest_after_ms` later with whatever is still unread then. CM_EIO when MongoDB failed. */
+cm_err nf_digest_note(nf_ctx *ctx, const nf_push_item *it, int64_t after_ms);
+
+/* One pass over the due windows (the sender thread calls it): each is claimed by a Redis
+ * lease; the user's unread, not yet digested message notifications are mailed in one
+ * e-mail (template kind "digest") and marked digested; none left (all read): nothing is
+ * sent. The window closes either way. */
+void nf_digest_round(nf_ctx *ctx, const char *instance, const char *app_url);
+
+/* conversation.read (topic `conversations`): the reader's notifications of that conversation
+ * up to read_seq are read (inbox, unread count, digests). CM_EINVAL (with `why`) for an event
+ * without conversation_id, user_id or read_seq. */
+cm_err nf_conversation_read(nf_ctx *ctx, const char *tenant, const cJSON *data, char *why,
+                            size_t n);
 
 /* Adds to a deliveries filter what keeps the push sender to push deliveries (platform not
  * "email" nor "sms"). */

@@ -35,6 +35,7 @@ struct nf_mail {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop, kick;
+    int64_t next_digest_ms; /* the next pass over the digest windows (sender thread only) */
     atomic_long sent, retried, dead_lettered, failed;
 };
 
@@ -59,9 +60,7 @@ static void kick(nf_mail *m)
     pthread_mutex_unlock(&m->mu);
 }
 
-/* Queues one e-mail delivery (unique per (tenant, event, user, email)) at `at` (Unix ms).
- * CM_OK also when a replay finds it queued already. */
-static cm_err queue_email(nf_ctx *ctx, const char *tenant, const char *event_id,
+cm_err nf_mail_queue(nf_ctx *ctx, const char *tenant, const char *event_id,
                           const char *user, const char *notification_id, const char *kind,
                           const char *conversation_id, const char *message_id, const char *to,
                           const nf_rendered *r, int64_t at)
@@ -97,6 +96,8 @@ static cm_err queue_email(nf_ctx *ctx, const char *tenant, const char *event_id,
     BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
     rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
     bson_destroy(&d);
+    if (rc == CM_OK)
+        kick(ctx->mail);
     return rc == CM_ECONFLICT ? CM_OK : rc;
 }
 
@@ -113,14 +114,22 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
     nf_type t = nf_type_parse(it->type);
     nf_push_item e = *it;
     nf_contact c;
-    nf_vars v = {{0}};
+    nf_vars v = {{0}, {0}};
     nf_rendered r = {0};
     char link[512], detail[160];
     cm_err rc;
 
     e.channel = "email";
-    if (t == NF_TYPE_COUNT || !p->email[t])
-        return CM_OK; /* e-mail is opt-in per type: off is the default, not worth a record */
+    if (t == NF_TYPE_COUNT)
+        return CM_OK;
+    if (!p->email[t]) {
+        /* Not mailed one by one: into the digest when the user wants one and it is about a
+         * message (e-mail is opt-in per type: off is the default, not worth a record). */
+        if (p->email_digest && ctx->mail && ctx->mail->cfg.digest_after_ms > 0 &&
+            it->message_id && it->muted_until <= cm_clock_now_ms())
+            return nf_digest_note(ctx, it, ctx->mail->cfg.digest_after_ms);
+        return CM_OK;
+    }
     if (it->muted_until > cm_clock_now_ms()) {
         nf_decision(ctx, &e, "muted", NULL, "the conversation is muted: no e-mail");
         return CM_OK;
@@ -147,7 +156,7 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
     v.v[NF_VAR_EMAIL] = c.email;
     if ((rc = nf_template_email(ctx, it->tenant, it->type, c.locale, &v, &r)) != CM_OK)
         return rc == CM_EINVAL ? CM_OK : rc;
-    rc = queue_email(ctx, it->tenant, it->event_id, it->user, it->notification_id, it->type,
+    rc = nf_mail_queue(ctx, it->tenant, it->event_id, it->user, it->notification_id, it->type,
                      it->conversation_id, it->message_id, c.email, &r,
                      it->quiet_until > 0 ? it->quiet_until : cm_clock_now_ms());
     nf_rendered_cleanup(&r);
@@ -180,7 +189,7 @@ cm_err nf_account_email(nf_ctx *ctx, const char *event_id, const char *type, con
                                                                         : NF_KIND_PASSWORD_RESET;
     nf_push_item e = {0};
     nf_contact c;
-    nf_vars v = {{0}};
+    nf_vars v = {{0}, {0}};
     nf_rendered r = {0};
     char link[700] = "";
     cm_err rc;
@@ -213,7 +222,7 @@ cm_err nf_account_email(nf_ctx *ctx, const char *event_id, const char *type, con
     if ((rc = nf_template_email(ctx, tenant, kind, c.locale, &v, &r)) != CM_OK)
         return rc == CM_EINVAL ? CM_OK : rc;
     /* To the address the event names: the one being verified, or the account's. */
-    rc = queue_email(ctx, tenant, event_id, user, NULL, kind, NULL, NULL, email, &r,
+    rc = nf_mail_queue(ctx, tenant, event_id, user, NULL, kind, NULL, NULL, email, &r,
                      cm_clock_now_ms());
     nf_rendered_cleanup(&r);
     if (rc == CM_OK) {
@@ -431,6 +440,10 @@ static void *run(void *arg)
         size_t done;
         pthread_mutex_unlock(&m->mu);
         done = round_once(m);
+        if (m->cfg.digest_after_ms > 0 && cm_clock_now_ms() >= m->next_digest_ms) {
+            nf_digest_round(m->ctx, m->instance, m->cfg.app_url);
+            m->next_digest_ms = cm_clock_now_ms() + 500;
+        }
         pthread_mutex_lock(&m->mu);
         if (done == 0 && !m->kick && !m->stop) {
             /* Retries and quiet hours fall due by the clock: look again within 100 ms. */

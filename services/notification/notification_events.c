@@ -227,6 +227,10 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     }
     if (message_id)
         BSON_APPEND_UTF8(&doc, "message_id", message_id);
+    if (message_id && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ev->data, "seq")))
+        /* Reading the conversation up to this seq (conversation.read) reads it here too. */
+        BSON_APPEND_INT64(&doc, "seq",
+                          (int64_t)cJSON_GetObjectItemCaseSensitive(ev->data, "seq")->valuedouble);
     if (actor)
         BSON_APPEND_UTF8(&doc, "actor_id", actor);
     BSON_APPEND_UTF8(&doc, "text", preview);
@@ -444,7 +448,7 @@ static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
 {
     static const char *const colls[] = {NF_COLL_NOTIFICATIONS, NF_COLL_DEVICES, NF_COLL_DELIVERIES,
                                         NF_COLL_DECISIONS,     NF_COLL_PREFS,   NF_COLL_MEMBERS,
-                                        NF_COLL_CONTACTS};
+                                        NF_COLL_CONTACTS,      NF_COLL_DIGESTS, NF_COLL_READS};
     const char *user = str_of(ev->data, "user_id");
     cm_err rc = CM_OK;
 
@@ -495,6 +499,8 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
         rc = on_requested(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "user.deleted") == 0)
         rc = on_user_deleted(w->ctx, &ev, why, sizeof(why));
+    else if (strcmp(ev.type, "conversation.read") == 0)
+        rc = nf_conversation_read(w->ctx, ev.tenant, ev.data, why, sizeof(why));
     else if (strcmp(ev.type, "user.verification_requested") == 0 ||
              strcmp(ev.type, "user.password_reset_requested") == 0)
         rc = nf_account_email(w->ctx, ev.id, ev.type, ev.tenant, ev.data, why, sizeof(why));

@@ -29,6 +29,8 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {NF_COLL_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DELIVERIES, "due", "state", "next_at", NULL, 0},
         {NF_COLL_DELIVERIES, "notification", "tenant", "notification_id", NULL, 0},
+        {NF_COLL_NOTIFICATIONS, "conversation", "tenant", "user_id", "conversation_id", 0},
+        {"digests", "due", "due_at", NULL, NULL, 0},
         {NF_COLL_DECISIONS, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DECISIONS, "message", "tenant", "user_id", "message_id", 0},
     };

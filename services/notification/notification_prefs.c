@@ -43,6 +43,7 @@ cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs
         snprintf(path, sizeof(path), "types.%s.email", nf_type_name((nf_type)t));
         p->email[t] = cm_bson_bool(&doc, path, 0);
     }
+    p->email_digest = cm_bson_bool(&doc, "email_digest", 0);
     if (cm_bson_str(&doc, "quiet.time_zone", NULL) != NULL) {
         p->quiet = 1;
         p->quiet_start = (int)cm_bson_int(&doc, "quiet.start", 0);
@@ -62,6 +63,7 @@ static cJSON *prefs_json(const nf_prefs *p)
         cJSON_AddBoolToObject(c, "push", p->push[t]);
         cJSON_AddBoolToObject(c, "email", p->email[t]);
     }
+    cJSON_AddBoolToObject(o, "email_digest", p->email_digest);
     if (p->quiet) {
         cJSON *q = cJSON_AddObjectToObject(o, "quiet_hours");
         char a[8], b[8];
@@ -96,7 +98,7 @@ void nf_prefs_get(cm_http_req *req, void *ud)
 /* Parses the body of a PUT into `p`; CM_EINVAL with the reason in `why`. */
 static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
 {
-    static const char *const top[] = {"types", "quiet_hours", NULL};
+    static const char *const top[] = {"types", "quiet_hours", "email_digest", NULL};
     static const char *const chans[] = {"in_app", "push", "email", NULL};
     static const char *const qkeys[] = {"start", "end", "time_zone", NULL};
     const cJSON *types = cJSON_GetObjectItemCaseSensitive(body, "types"),
@@ -138,6 +140,8 @@ static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
             return CM_EINVAL;
         p->email[t] = v;
     }
+    if (cm_json_bool(body, "email_digest", 0, &p->email_digest, why, n))
+        return CM_EINVAL;
     if (q == NULL || cJSON_IsNull(q))
         return CM_OK;
     if (!cJSON_IsObject(q) || cm_json_only_keys(q, qkeys, why, n) ||
@@ -200,6 +204,7 @@ void nf_prefs_put(cm_http_req *req, void *ud)
         bson_append_document_end(&types, &ch);
     }
     bson_append_document_end(&set, &types);
+    BSON_APPEND_BOOL(&set, "email_digest", p.email_digest);
     if (p.quiet) {
         BSON_APPEND_DOCUMENT_BEGIN(&set, "quiet", &q);
         BSON_APPEND_INT32(&q, "start", p.quiet_start);

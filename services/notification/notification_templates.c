@@ -15,7 +15,7 @@
 
 static const char *const var_names[NF_VAR_COUNT] = {
     "sender_name", "text", "title", "conversation_title", "conversation_id", "message_id",
-    "link", "token", "expires_at", "user_id", "email"};
+    "link", "token", "expires_at", "user_id", "email", "items"};
 
 /* The defaults: one per kind, e-mail (subject, text, HTML). */
 static const struct {
@@ -38,6 +38,9 @@ static const struct {
      "<p><b>{{sender_name}}</b> added you to the conversation "
      "<b>{{conversation_title}}</b>.</p>\n<p><a href=\"{{link}}\">Open it</a></p>\n"},
     {"custom", "{{title}}", "{{text}}\n", "<h3>{{title}}</h3>\n<p>{{text}}</p>\n"},
+    {NF_KIND_DIGEST, "{{text}}",
+     "While you were away: {{text}}.\n\n{{items}}\n{{link}}\n",
+     "<p>While you were away: {{text}}.</p>\n{{items}}\n<p><a href=\"{{link}}\">Open the app</a></p>\n"},
     {NF_KIND_VERIFICATION, "Verify your e-mail address",
      "Confirm that {{email}} is your address with this code:\n\n{{token}}\n\n{{link}}\n\n"
      "It expires at {{expires_at}}. If you did not ask for it, ignore this e-mail.\n",
@@ -135,14 +138,18 @@ cm_err nf_template_render(const char *src, const nf_vars *vars, int html, char *
         if (v == NF_VAR_COUNT) {
             snprintf(why, n,
                      "unknown variable '{{%.*s}}' (sender_name, text, title, conversation_title, "
-                     "conversation_id, message_id, link, token, expires_at, user_id, email)",
+                     "conversation_id, message_id, link, token, expires_at, user_id, email, items)",
                      (int)((z - a) > 40 ? 40 : (z - a)), a);
             free(b.p);
             return CM_EINVAL;
         }
-        if (vars && vars->v[v] &&
-            (html ? put_escaped(&b, vars->v[v]) : put(&b, vars->v[v], strlen(vars->v[v]))))
+        if (html && vars && vars->html[v]) {
+            if (put(&b, vars->html[v], strlen(vars->html[v])))
+                goto oom;
+        } else if (vars && vars->v[v] &&
+                   (html ? put_escaped(&b, vars->v[v]) : put(&b, vars->v[v], strlen(vars->v[v])))) {
             goto oom;
+        }
         p = close + 2;
     }
     *out = b.p;
@@ -260,7 +267,7 @@ static int route_of(cm_http_req *req, const cm_jwt_claims *c, const char **kind,
     if (*kind == NULL || !kind_known(*kind)) {
         cm_http_problem(req, 404, "not-found", "Not Found",
                         "no template kind '%.40s' (mention, reply, message, added, custom, "
-                        "verification, password_reset)", *kind ? *kind : "");
+                        "verification, password_reset, digest)", *kind ? *kind : "");
         return 0;
     }
     if (channel == NULL || strcmp(channel, "email") != 0) {

@@ -15,7 +15,7 @@
 
 static void test_render(void **state)
 {
-    nf_vars v = {{0}};
+    nf_vars v = {{0}, {0}};
     char why[200], *out = NULL;
     (void)state;
     v.v[NF_VAR_SENDER_NAME] = "ann";
@@ -36,6 +36,16 @@ static void test_render(void **state)
     assert_int_equal(nf_template_render("hello {{text", &v, 0, &out, why, sizeof(why)),
                      CM_EINVAL);
     assert_non_null(strstr(why, "unclosed"));
+    /* HTML the service built (the digest's list) goes in as is; in text the plain value. */
+    v.v[NF_VAR_ITEMS] = "ann: <hi>";
+    v.html[NF_VAR_ITEMS] = "<li>ann: &lt;hi&gt;</li>";
+    assert_int_equal(nf_template_render("<ul>{{items}}</ul>", &v, 1, &out, why, sizeof(why)),
+                     CM_OK);
+    assert_string_equal(out, "<ul><li>ann: &lt;hi&gt;</li></ul>");
+    free(out);
+    assert_int_equal(nf_template_render("{{items}}", &v, 0, &out, why, sizeof(why)), CM_OK);
+    assert_string_equal(out, "ann: <hi>");
+    free(out);
     assert_int_equal(nf_template_render("", &v, 0, &out, why, sizeof(why)), CM_OK);
     assert_string_equal(out, "");
     free(out);

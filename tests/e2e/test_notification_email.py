@@ -25,7 +25,7 @@ APP_URL = "https://app.example.test"
 @pytest.fixture(scope="module")
 def mailbox(platform):
     """The SMTP server, and the notification service restarted to mail through it with short
-    retry delays (the defaults are 1 s, 5 s, 30 s)."""
+    retry delays (the defaults are 1 s, 5 s, 30 s) and digests of what is unread after 4 s."""
     box = Mailbox(PORTS["notification"] + 2).start()
     svc = platform["notification"]
     assert svc.stop() == 0
@@ -35,7 +35,7 @@ def mailbox(platform):
     svc.env["NOTIFY_GROUP"] = f"e2e-notification-{DB_SUFFIX}-mail"
     svc.env.update({"SMTP_URL": box.url, "SMTP_FROM": "chat@example.test",
                     "SMTP_FROM_NAME": "Chat Écho", "NOTIFY_APP_URL": APP_URL,
-                    "PUSH_RETRY_DELAYS_MS": "300,600,900"})
+                    "PUSH_RETRY_DELAYS_MS": "300,600,900", "NOTIFY_DIGEST_AFTER_S": "4"})
     svc.start()
     yield box
     box.stop()
@@ -327,3 +327,62 @@ def test_the_users_locale_picks_the_tenants_template(api, mailbox):
     token = re.search(r"ev_[0-9a-f]{64}", b["text/plain"]).group(0)
     assert f"<b>{token}</b> pour {address}" in b["text/html"]
     assert api.call("POST", "/v1/auth/verify-email", body={"token": token}).status_code == 200
+
+
+# --- digests -------------------------------------------------------------------------------
+
+def is_digest(m):
+    return "unread message" in m["msg"]["Subject"]
+
+
+def test_a_digest_lists_what_is_still_unread_once_per_window(api, mailbox, team):
+    tenant, t, addr = team
+    for u in ("bob", "cat"):
+        ok(api.call("PUT", "/v1/notifications/preferences", t[u], {"email_digest": True}))
+    group = create(api, t["ann"], "group", ["bob", "cat"], title="plans")["id"]
+    direct = create(api, t["ann"], "direct", ["bob"])["id"]
+    m1 = ok(send(api, t["ann"], group, "first <b>bold</b> idea"))
+    m2 = ok(send(api, t["ann"], group, "second idea"))
+    m3 = ok(send(api, t["ann"], direct, "just for you"))
+    # cat reads the group before her window ends: nothing is left for her digest.
+    ok(api.call("POST", f"/v1/conversations/{group}/read", t["cat"], {"seq": m2["seq"]}))
+    start = time.time()
+    d = mailbox.wait(addr["bob"], match=is_digest)[0]
+    assert time.time() - start >= 2.5  # not before the window (4 s after the first message)
+    assert d["msg"]["Subject"] == "3 unread messages in 2 conversations"
+    b = bodies(d["msg"])
+    text = b["text/plain"]
+    for cid, line in ((group, "ann: first <b>bold</b> idea"), (group, "ann: second idea"),
+                      (direct, "ann: just for you")):
+        assert line in text and f"{APP_URL}/conversations/{cid}" in text
+    assert text.index("first <b>bold</b>") < text.index("second idea")
+    assert "ann</b>: first &lt;b&gt;bold&lt;/b&gt; idea" in b["text/html"]
+    assert "<b>bold</b>" not in b["text/html"]
+    # One digest per window: nothing more for bob, nothing at all for cat.
+    time.sleep(6)
+    assert len([m for m in mailbox.to(addr["bob"]) if is_digest(m)]) == 1
+    assert mailbox.to(addr["cat"]) == []
+    # What arrives later opens a new window, whose digest lists only the new message.
+    ok(send(api, t["ann"], direct, "one more thing"))
+    later = mailbox.wait(addr["bob"], n=2, match=is_digest)[1]
+    assert later["msg"]["Subject"] == "1 unread message in 1 conversation"
+    assert "one more thing" in bodies(later["msg"])["text/plain"]
+    assert "just for you" not in bodies(later["msg"])["text/plain"]
+    # Reading the conversation read its notifications in the inbox too.
+    items = ok(api.call("GET", "/v1/notifications?limit=100", t["cat"]))["items"]
+    assert all(n["read"] for n in items if n.get("message_id") in (m1["id"], m2["id"]))
+
+
+def test_no_digest_without_asking_or_when_everything_was_read(api, mailbox, team):
+    tenant, t, addr = team
+    ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"email_digest": True}))
+    cid = create(api, t["ann"], "direct", ["bob"])["id"]
+    cid2 = create(api, t["ann"], "direct", ["cat"])["id"]  # cat did not ask for digests
+    m = ok(send(api, t["ann"], cid, "read me quickly"))
+    ok(send(api, t["ann"], cid2, "cat gets no digest"))
+    notification_of(api, t["bob"], m["id"])
+    ok(api.call("POST", f"/v1/conversations/{cid}/read", t["bob"], {"seq": m["seq"]}))
+    time.sleep(8)  # two windows' worth
+    assert mailbox.to(addr["bob"]) == [] and mailbox.to(addr["cat"]) == []
+    assert ok(api.call("GET", "/v1/notifications/preferences", t["bob"]))["email_digest"] is True
+    problem(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"email_digest": "daily"}), 400, "email_digest")
