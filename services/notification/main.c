@@ -62,6 +62,12 @@ static const cm_config_var vars[] = {
     {"NOTIFY_DIGEST_AFTER_S", "1800", "messages still unread this long are mailed in one digest "
                                       "per user per window (users who turn email_digest on); "
                                       "0: no digests"},
+    {"SMS_BASE_URL", "https://api.twilio.com", "Twilio-compatible SMS API (tests: a local one)"},
+    {"SMS_ACCOUNT_SID", "", "account sid (Basic auth user); unset: nothing is texted"},
+    {"SMS_AUTH_TOKEN", "", "auth token (Basic auth password)"},
+    {"SMS_FROM", "", "sender number (E.164) or messaging service sid"},
+    {"SMS_TENANT_PER_HOUR", "1000", "SMS one tenant may send per hour (SMS pumping protection)"},
+    {"SMS_RECIPIENT_PER_HOUR", "5", "SMS one phone number may receive per hour"},
     {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -133,12 +139,14 @@ static cm_err push_config(nf_push_config *pc)
 /* Reads the e-mail configuration; the retry delays are the push ones (`pc`). */
 static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
 {
-    long tls, timeout, digest_s;
+    long tls, timeout, digest_s, per_tenant, per_recipient;
 
     memset(mc, 0, sizeof(*mc));
     if (cm_config_long("SMTP_REQUIRE_TLS", 0, 0, 1, &tls) ||
         cm_config_long("SMTP_TIMEOUT_MS", 30000, 100, 600000, &timeout) ||
-        cm_config_long("NOTIFY_DIGEST_AFTER_S", 1800, 0, 7 * 86400, &digest_s))
+        cm_config_long("NOTIFY_DIGEST_AFTER_S", 1800, 0, 7 * 86400, &digest_s) ||
+        cm_config_long("SMS_TENANT_PER_HOUR", 1000, 0, 100000000, &per_tenant) ||
+        cm_config_long("SMS_RECIPIENT_PER_HOUR", 5, 0, 100000, &per_recipient))
         return CM_EINVAL;
     mc->smtp_url = cm_config_str("SMTP_URL", "");
     mc->from = cm_config_str("SMTP_FROM", "noreply@localhost");
@@ -149,6 +157,16 @@ static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
     mc->require_tls = (int)tls;
     mc->timeout_ms = timeout;
     mc->digest_after_ms = (int64_t)digest_s * 1000;
+    mc->sms_base = cm_config_str("SMS_BASE_URL", "https://api.twilio.com");
+    mc->sms_sid = cm_config_str("SMS_ACCOUNT_SID", "");
+    mc->sms_token = cm_config_str("SMS_AUTH_TOKEN", "");
+    mc->sms_from = cm_config_str("SMS_FROM", "");
+    mc->sms_per_tenant = per_tenant;
+    mc->sms_per_recipient = per_recipient;
+    if (mc->sms_sid[0] && (mc->sms_token[0] == '\0' || mc->sms_from[0] == '\0')) {
+        cm_error("config: SMS_ACCOUNT_SID is set but SMS_AUTH_TOKEN or SMS_FROM is not");
+        return CM_EINVAL;
+    }
     memcpy(mc->retry_ms, pc->retry_ms, sizeof(mc->retry_ms));
     mc->nretries = pc->nretries;
     mc->dlq_topic = pc->dlq_topic;
@@ -179,7 +197,7 @@ int main(int argc, char **argv)
 
     if (cm_config_help_requested(argc, argv,
                                  "Notifications: in-app inbox from the messaging events "
-                                 "(published as notification.created), push to FCM and APNs, and e-mail over SMTP.",
+                                 "(published as notification.created), push to FCM and APNs, e-mail over SMTP and SMS.",
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
@@ -208,7 +226,7 @@ int main(int argc, char **argv)
         cm_error("indexes could not be created or the projection's start not read");
         goto out;
     }
-    if (mc.smtp_url[0] && nf_mail_start(&ctx, &mc, &ctx.mail) != CM_OK)
+    if ((mc.smtp_url[0] || mc.sms_sid[0]) && nf_mail_start(&ctx, &mc, &ctx.mail) != CM_OK)
         goto out;
     if (nf_push_start(&ctx, &pc, &ctx.push) ||
         nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),

@@ -62,6 +62,7 @@ typedef struct nf_prefs {
     int in_app[NF_TYPE_COUNT]; /* 1: stored in the inbox (and published) */
     int push[NF_TYPE_COUNT];   /* 1: pushed to the user's devices */
     int email[NF_TYPE_COUNT];  /* 1: mailed to the user's address (default off) */
+    int sms[NF_TYPE_COUNT];    /* 1: texted to the user's phone (default off) */
     int email_digest;          /* 1: unread messages are mailed in a digest (default off) */
     int quiet;                 /* 1: quiet hours set */
     int quiet_start, quiet_end; /* minutes after local midnight, start != end; may wrap */

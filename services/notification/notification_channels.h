@@ -94,6 +94,11 @@ cm_err nf_template_render(const char *src, const nf_vars *vars, int html, char *
 cm_err nf_template_email(nf_ctx *ctx, const char *tenant, const char *kind, const char *locale,
                          const nf_vars *vars, nf_rendered *out);
 
+/* Renders the SMS text of `kind` for `tenant` in `locale` into a new heap string `*out`, with
+ * the same fallbacks as nf_template_email (channel "sms"). CM_EIO when MongoDB failed. */
+cm_err nf_template_sms(nf_ctx *ctx, const char *tenant, const char *kind, const char *locale,
+                       const nf_vars *vars, char **out);
+
 /* PUT /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin) */
 void nf_templates_put(cm_http_req *req, void *ud);
 /* GET /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin) */
@@ -119,6 +124,13 @@ typedef struct nf_mail_config {
     long timeout_ms;           /* one SMTP exchange */
     const char *dlq_topic;     /* notifications.dlq */
     int64_t digest_after_ms;   /* unread this long -> in the digest (0: no digests) */
+    /* SMS through a Twilio-compatible API; an empty sms_sid turns SMS off. */
+    const char *sms_base;      /* e.g. https://api.twilio.com */
+    const char *sms_sid;       /* account sid (Basic auth user, in the path) */
+    const char *sms_token;     /* auth token (Basic auth password) */
+    const char *sms_from;      /* sender number (E.164) or messaging service */
+    long sms_per_tenant;       /* SMS per tenant per hour */
+    long sms_per_recipient;    /* SMS per recipient number per hour */
 } nf_mail_config;
 
 /* Starts the e-mail sender thread; `cfg` is copied (its strings must outlive it). */
@@ -144,6 +156,24 @@ cm_err nf_account_email(nf_ctx *ctx, const char *event_id, const char *type, con
 cm_err nf_mail_queue(nf_ctx *ctx, const char *tenant, const char *event_id, const char *user,
                      const char *notification_id, const char *kind, const char *conversation_id,
                      const char *message_id, const char *to, const nf_rendered *r, int64_t at);
+
+/* Wakes the sender thread (queued work); accepts NULL. */
+void nf_mail_kick(nf_mail *m);
+
+/* --- SMS (notification_sms.c) ------------------------------------------------------------- */
+
+/* The SMS decision for notification `it` to contact `c` (the user turned SMS on for its
+ * type): muted, no phone, over the tenant's or the number's hourly budget (Redis; fails
+ * closed), or one SMS delivery queued, unique per (event, user, channel). Every decision is
+ * recorded (channel "sms"). `cfg` NULL or without sid: "sms_unconfigured". */
+cm_err nf_sms_plan(nf_ctx *ctx, const nf_mail_config *cfg, const nf_push_item *it,
+                   const nf_contact *c);
+
+/* Sends `body` to `to` through the Twilio-compatible API of `cfg`. `*status` the HTTP
+ * status (0 when unreachable), `why` (size n) a one-line explanation. CM_OK when accepted;
+ * CM_EAGAIN for 429, 5xx or an unreachable provider; CM_EINVAL for a refusal. */
+cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, long *status,
+                   char *why, size_t n);
 
 /* --- digests (notification_digest.c) ------------------------------------------------------ */
 

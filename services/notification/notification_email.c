@@ -50,7 +50,7 @@ void nf_push_only(bson_t *filter)
     bson_append_document_end(filter, &nin);
 }
 
-static void kick(nf_mail *m)
+void nf_mail_kick(nf_mail *m)
 {
     if (m == NULL)
         return;
@@ -97,8 +97,14 @@ cm_err nf_mail_queue(nf_ctx *ctx, const char *tenant, const char *event_id,
     rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
     bson_destroy(&d);
     if (rc == CM_OK)
-        kick(ctx->mail);
+        nf_mail_kick(ctx->mail);
     return rc == CM_ECONFLICT ? CM_OK : rc;
+}
+
+/* 1 when e-mail is on (an SMTP server is configured). */
+static int email_on(const nf_ctx *ctx)
+{
+    return ctx->mail != NULL && ctx->mail->cfg.smtp_url[0] != '\0';
 }
 
 /* The link of a conversation in the app, or "" without NOTIFY_APP_URL. */
@@ -109,7 +115,8 @@ static void conversation_link(const nf_mail *m, const char *cid, char *out, size
         snprintf(out, n, "%s/conversations/%s", m->cfg.app_url, cid);
 }
 
-cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
+/* The e-mail part of nf_channels_plan. */
+static cm_err email_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
 {
     nf_type t = nf_type_parse(it->type);
     nf_push_item e = *it;
@@ -125,7 +132,7 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
     if (!p->email[t]) {
         /* Not mailed one by one: into the digest when the user wants one and it is about a
          * message (e-mail is opt-in per type: off is the default, not worth a record). */
-        if (p->email_digest && ctx->mail && ctx->mail->cfg.digest_after_ms > 0 &&
+        if (p->email_digest && email_on(ctx) && ctx->mail->cfg.digest_after_ms > 0 &&
             it->message_id && it->muted_until <= cm_clock_now_ms())
             return nf_digest_note(ctx, it, ctx->mail->cfg.digest_after_ms);
         return CM_OK;
@@ -134,7 +141,7 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
         nf_decision(ctx, &e, "muted", NULL, "the conversation is muted: no e-mail");
         return CM_OK;
     }
-    if (ctx->mail == NULL) {
+    if (!email_on(ctx)) {
         nf_decision(ctx, &e, "email_unconfigured", NULL, "no SMTP server is configured (SMTP_URL)");
         return CM_OK;
     }
@@ -170,8 +177,21 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
     } else {
         nf_decision(ctx, &e, "queued", NULL, "e-mail queued");
     }
-    kick(ctx->mail);
+    nf_mail_kick(ctx->mail);
     return CM_OK;
+}
+
+cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
+{
+    nf_type t = nf_type_parse(it->type);
+    nf_contact c;
+    cm_err rc;
+
+    if (t == NF_TYPE_COUNT || (rc = email_plan(ctx, it, p)) != CM_OK || !p->sms[t])
+        return t == NF_TYPE_COUNT ? CM_OK : rc;
+    if ((rc = nf_contact_load(ctx, it->tenant, it->user, &c)) != CM_OK)
+        return rc;
+    return nf_sms_plan(ctx, ctx->mail ? &ctx->mail->cfg : NULL, it, &c);
 }
 
 static const char *str_of(const cJSON *o, const char *key)
@@ -204,7 +224,7 @@ cm_err nf_account_email(nf_ctx *ctx, const char *event_id, const char *type, con
     e.event_id = event_id;
     e.notification_id = "";
     e.channel = "email";
-    if (ctx->mail == NULL) {
+    if (!email_on(ctx)) {
         nf_decision(ctx, &e, "email_unconfigured", NULL, "no SMTP server is configured (SMTP_URL)");
         return CM_OK;
     }
@@ -227,7 +247,7 @@ cm_err nf_account_email(nf_ctx *ctx, const char *event_id, const char *type, con
     nf_rendered_cleanup(&r);
     if (rc == CM_OK) {
         nf_decision(ctx, &e, "queued", NULL, kind);
-        kick(ctx->mail);
+        nf_mail_kick(ctx->mail);
     }
     return rc;
 }
@@ -244,8 +264,22 @@ const char *nf_channel_explain(const char *channel, const char *decision)
         {"email_unconfigured", "not mailed: this deployment has no SMTP server (SMTP_URL)"},
         {"quiet_hours", "e-mail deferred to the end of the user's quiet hours (not dropped)"},
         {"provider_error", "not mailed: the SMTP server refused it or kept failing (see deliveries)"},
+    }, sms[] = {
+        {"queued", "SMS queued for the user's phone"},
+        {"sent", "texted: the SMS provider accepted it"},
+        {"muted", "no SMS: the user muted the conversation"},
+        {"no_phone", "no SMS: the user has no phone number (contacts)"},
+        {"sms_unconfigured", "no SMS: this deployment has no SMS provider (SMS_ACCOUNT_SID)"},
+        {"rate_limited", "no SMS: the tenant's or the number's hourly SMS budget is spent (SMS pumping protection)"},
+        {"quiet_hours", "SMS deferred to the end of the user's quiet hours (not dropped)"},
+        {"provider_error", "no SMS: the provider refused it or kept failing (see deliveries)"},
     };
-    (void)channel;
+    if (strcmp(channel, "sms") == 0) {
+        for (size_t i = 0; i < sizeof(sms) / sizeof(sms[0]); i++)
+            if (strcmp(sms[i].d, decision) == 0)
+                return sms[i].text;
+        return decision;
+    }
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strcmp(words[i].d, decision) == 0)
             return words[i].text;
@@ -327,7 +361,14 @@ static void attempt(nf_mail *m, const bson_t *d)
     msg.text = cm_bson_str(d, "text", "");
     msg.html = cm_bson_str(d, "html", NULL);
     msg.message_id = msgid;
-    rc = cm_smtp_send(&srv, &msg, &reply, why, sizeof(why));
+    if (strcmp(cm_bson_str(d, "platform", ""), "sms") == 0)
+        rc = m->cfg.sms_sid[0]
+                 ? nf_sms_send(&m->cfg, msg.to, msg.text, &reply, why, sizeof(why))
+                 : (snprintf(why, sizeof(why), "no SMS provider is configured"), CM_EINVAL);
+    else if (m->cfg.smtp_url[0])
+        rc = cm_smtp_send(&srv, &msg, &reply, why, sizeof(why));
+    else
+        rc = (snprintf(why, sizeof(why), "no SMTP server is configured"), CM_EINVAL);
     now = cm_clock_now_ms();
     if (rc == CM_OK) {
         state = outcome = decision = "sent";
@@ -380,7 +421,7 @@ static void attempt(nf_mail *m, const bson_t *d)
         it.event_id = cm_bson_str(d, "event_id", "");
         it.notification_id = cm_bson_str(d, "notification_id", "");
         it.message_id = cm_bson_str(d, "message_id", NULL);
-        it.channel = "email";
+        it.channel = cm_bson_str(d, "platform", "email");
         nf_decision(m->ctx, &it, decision, NULL, why);
     }
 }
@@ -406,7 +447,15 @@ static size_t round_once(nf_mail *m)
     size_t done = 0;
 
     BSON_APPEND_UTF8(&f, "state", "queued");
-    BSON_APPEND_UTF8(&f, "platform", "email");
+    {
+        bson_t in, arr;
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "platform", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+        BSON_APPEND_UTF8(&arr, "0", "email");
+        BSON_APPEND_UTF8(&arr, "1", "sms");
+        bson_append_array_end(&in, &arr);
+        bson_append_document_end(&f, &in);
+    }
     BSON_APPEND_DOCUMENT_BEGIN(&f, "next_at", &lte);
     BSON_APPEND_INT64(&lte, "$lte", cm_clock_now_ms());
     bson_append_document_end(&f, &lte);

@@ -17,36 +17,43 @@ static const char *const var_names[NF_VAR_COUNT] = {
     "sender_name", "text", "title", "conversation_title", "conversation_id", "message_id",
     "link", "token", "expires_at", "user_id", "email", "items"};
 
-/* The defaults: one per kind, e-mail (subject, text, HTML). */
+/* The defaults: one per kind, e-mail (subject, text, HTML) and SMS (text). */
 static const struct {
-    const char *kind, *subject, *text, *html;
+    const char *kind, *subject, *text, *html, *sms;
 } defaults[] = {
     {"mention", "{{sender_name}} mentioned you",
      "{{sender_name}} mentioned you:\n\n{{text}}\n\n{{link}}\n",
      "<p><b>{{sender_name}}</b> mentioned you:</p>\n<blockquote>{{text}}</blockquote>\n"
-     "<p><a href=\"{{link}}\">Open the conversation</a></p>\n"},
+     "<p><a href=\"{{link}}\">Open the conversation</a></p>\n",
+     "{{sender_name}} mentioned you: {{text}}"},
     {"reply", "{{sender_name}} replied to you",
      "{{sender_name}} replied to you:\n\n{{text}}\n\n{{link}}\n",
      "<p><b>{{sender_name}}</b> replied to you:</p>\n<blockquote>{{text}}</blockquote>\n"
-     "<p><a href=\"{{link}}\">Open the conversation</a></p>\n"},
+     "<p><a href=\"{{link}}\">Open the conversation</a></p>\n",
+     "{{sender_name}} replied: {{text}}"},
     {"message", "New message from {{sender_name}}",
      "{{sender_name}} wrote:\n\n{{text}}\n\n{{link}}\n",
      "<p><b>{{sender_name}}</b> wrote:</p>\n<blockquote>{{text}}</blockquote>\n"
-     "<p><a href=\"{{link}}\">Open the conversation</a></p>\n"},
+     "<p><a href=\"{{link}}\">Open the conversation</a></p>\n",
+     "{{sender_name}}: {{text}}"},
     {"added", "{{sender_name}} added you to {{conversation_title}}",
      "{{sender_name}} added you to the conversation {{conversation_title}}.\n\n{{link}}\n",
      "<p><b>{{sender_name}}</b> added you to the conversation "
-     "<b>{{conversation_title}}</b>.</p>\n<p><a href=\"{{link}}\">Open it</a></p>\n"},
-    {"custom", "{{title}}", "{{text}}\n", "<h3>{{title}}</h3>\n<p>{{text}}</p>\n"},
+     "<b>{{conversation_title}}</b>.</p>\n<p><a href=\"{{link}}\">Open it</a></p>\n",
+     "{{sender_name}} added you to {{conversation_title}}"},
+    {"custom", "{{title}}", "{{text}}\n", "<h3>{{title}}</h3>\n<p>{{text}}</p>\n",
+     "{{title}}: {{text}}"},
     {NF_KIND_DIGEST, "{{text}}",
      "While you were away: {{text}}.\n\n{{items}}\n{{link}}\n",
-     "<p>While you were away: {{text}}.</p>\n{{items}}\n<p><a href=\"{{link}}\">Open the app</a></p>\n"},
+     "<p>While you were away: {{text}}.</p>\n{{items}}\n<p><a href=\"{{link}}\">Open the app</a></p>\n",
+     "{{text}}"},
     {NF_KIND_VERIFICATION, "Verify your e-mail address",
      "Confirm that {{email}} is your address with this code:\n\n{{token}}\n\n{{link}}\n\n"
      "It expires at {{expires_at}}. If you did not ask for it, ignore this e-mail.\n",
      "<p>Confirm that <b>{{email}}</b> is your address with this code:</p>\n"
      "<p><code>{{token}}</code></p>\n<p><a href=\"{{link}}\">Verify my address</a></p>\n"
-     "<p>It expires at {{expires_at}}. If you did not ask for it, ignore this e-mail.</p>\n"},
+     "<p>It expires at {{expires_at}}. If you did not ask for it, ignore this e-mail.</p>\n",
+     "Your verification code: {{token}}"},
     {NF_KIND_PASSWORD_RESET, "Reset your password",
      "Someone asked to reset the password of the account of {{email}}. The code:\n\n"
      "{{token}}\n\n{{link}}\n\nIt expires at {{expires_at}}. If it was not you, ignore this "
@@ -54,7 +61,8 @@ static const struct {
      "<p>Someone asked to reset the password of the account of <b>{{email}}</b>. The code:</p>\n"
      "<p><code>{{token}}</code></p>\n<p><a href=\"{{link}}\">Choose a new password</a></p>\n"
      "<p>It expires at {{expires_at}}. If it was not you, ignore this e-mail: the password "
-     "stays as it is.</p>\n"},
+     "stays as it is.</p>\n",
+     "Your password reset code: {{token}}"},
 };
 
 void nf_rendered_cleanup(nf_rendered *r)
@@ -270,9 +278,9 @@ static int route_of(cm_http_req *req, const cm_jwt_claims *c, const char **kind,
                         "verification, password_reset, digest)", *kind ? *kind : "");
         return 0;
     }
-    if (channel == NULL || strcmp(channel, "email") != 0) {
+    if (channel == NULL || (strcmp(channel, "email") != 0 && strcmp(channel, "sms") != 0)) {
         cm_http_problem(req, 404, "not-found", "Not Found",
-                        "no template channel '%.20s' (email)", channel ? channel : "");
+                        "no template channel '%.20s' (email, sms)", channel ? channel : "");
         return 0;
     }
     if (!locale_of(loc, locale, n)) {
@@ -284,18 +292,21 @@ static int route_of(cm_http_req *req, const cm_jwt_claims *c, const char **kind,
     return 1;
 }
 
-static cJSON *template_json(const char *kind, const char *locale, const char *subject,
-                            const char *text, const char *html, const char *source)
+static cJSON *template_json(const char *kind, const char *channel, const char *locale,
+                            const char *subject, const char *text, const char *html,
+                            const char *source)
 {
     cJSON *o = cJSON_CreateObject();
+    int email = strcmp(channel, "email") == 0;
     cJSON_AddStringToObject(o, "kind", kind);
-    cJSON_AddStringToObject(o, "channel", "email");
+    cJSON_AddStringToObject(o, "channel", channel);
     cJSON_AddStringToObject(o, "locale", locale[0] ? locale : "default");
-    cJSON_AddStringToObject(o, "subject", subject);
+    if (email)
+        cJSON_AddStringToObject(o, "subject", subject);
     cJSON_AddStringToObject(o, "text", text);
-    if (html)
+    if (email && html)
         cJSON_AddStringToObject(o, "html", html);
-    else
+    else if (email)
         cJSON_AddNullToObject(o, "html");
     cJSON_AddStringToObject(o, "source", source);
     return o;
@@ -348,10 +359,12 @@ static cm_err check_field(const cJSON *body, const char *key, int required, size
 void nf_templates_put(cm_http_req *req, void *ud)
 {
     static const char *const allowed[] = {"subject", "text", "html", NULL};
+    static const char *const allowed_sms[] = {"text", NULL}; /* 1600: Twilio's Body limit */
     nf_ctx *ctx = ud;
     cm_jwt_claims c;
     cJSON *body;
-    const char *kind, *subject, *text, *html;
+    const char *kind, *subject, *text, *html, *channel;
+    int sms;
     char locale[40], id[300], why[300];
     bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, un;
     cm_err rc;
@@ -360,10 +373,13 @@ void nf_templates_put(cm_http_req *req, void *ud)
         !route_of(req, &c, &kind, locale, sizeof(locale), id, sizeof(id)) ||
         cm_http_json_body(req, &body) != CM_OK)
         goto out;
-    if (cm_json_only_keys(body, allowed, why, sizeof(why)) ||
-        check_field(body, "subject", 1, 998, 1, &subject, why, sizeof(why)) ||
-        check_field(body, "text", 1, NF_TEMPLATE_MAX, 0, &text, why, sizeof(why)) ||
-        check_field(body, "html", 0, NF_TEMPLATE_MAX, 0, &html, why, sizeof(why))) {
+    channel = cm_http_param(req, "channel");
+    sms = strcmp(channel, "sms") == 0;
+    subject = html = NULL;
+    if (cm_json_only_keys(body, sms ? allowed_sms : allowed, why, sizeof(why)) ||
+        (!sms && check_field(body, "subject", 1, 998, 1, &subject, why, sizeof(why))) ||
+        check_field(body, "text", 1, sms ? 1600 : NF_TEMPLATE_MAX, 0, &text, why, sizeof(why)) ||
+        (!sms && check_field(body, "html", 0, NF_TEMPLATE_MAX, 0, &html, why, sizeof(why)))) {
         cm_http_reply_error(req, CM_EINVAL, why);
         goto out;
     }
@@ -371,9 +387,10 @@ void nf_templates_put(cm_http_req *req, void *ud)
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
     BSON_APPEND_UTF8(&set, "tenant", c.tid);
     BSON_APPEND_UTF8(&set, "kind", kind);
-    BSON_APPEND_UTF8(&set, "channel", "email");
+    BSON_APPEND_UTF8(&set, "channel", channel);
     BSON_APPEND_UTF8(&set, "locale", locale);
-    BSON_APPEND_UTF8(&set, "subject", subject);
+    if (subject)
+        BSON_APPEND_UTF8(&set, "subject", subject);
     BSON_APPEND_UTF8(&set, "text", text);
     if (html)
         BSON_APPEND_UTF8(&set, "html", html);
@@ -388,7 +405,8 @@ void nf_templates_put(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the template could not be stored");
         goto out;
     }
-    cm_http_reply_json(req, 200, template_json(kind, locale, subject, text, html, "tenant"));
+    cm_http_reply_json(req, 200,
+                       template_json(kind, channel, locale, subject, text, html, "tenant"));
 out:
     bson_destroy(&f);
     bson_destroy(&u);
@@ -400,7 +418,7 @@ void nf_templates_get(cm_http_req *req, void *ud)
 {
     nf_ctx *ctx = ud;
     cm_jwt_claims c;
-    const char *kind;
+    const char *kind, *channel;
     char locale[40], id[300];
     bson_t f = BSON_INITIALIZER, doc;
     cm_err rc;
@@ -409,18 +427,21 @@ void nf_templates_get(cm_http_req *req, void *ud)
         !route_of(req, &c, &kind, locale, sizeof(locale), id, sizeof(id)))
         goto out;
     BSON_APPEND_UTF8(&f, "_id", id);
+    channel = cm_http_param(req, "channel");
     rc = cm_mongo_find_one(ctx->db, NF_COLL_TEMPLATES, &f, NULL, &doc);
     if (rc == CM_OK) {
         cm_http_reply_json(req, 200,
-                           template_json(kind, locale, cm_bson_str(&doc, "subject", ""),
+                           template_json(kind, channel, locale, cm_bson_str(&doc, "subject", ""),
                                          cm_bson_str(&doc, "text", ""),
                                          cm_bson_str(&doc, "html", NULL), "tenant"));
         bson_destroy(&doc);
     } else if (rc == CM_ENOTFOUND) {
         int d = default_of(kind);
-        cm_http_reply_json(req, 200, template_json(kind, locale, defaults[d].subject,
-                                                   defaults[d].text, defaults[d].html,
-                                                   "default"));
+        int sms = strcmp(channel, "sms") == 0;
+        cm_http_reply_json(req, 200,
+                           template_json(kind, channel, locale, defaults[d].subject,
+                                         sms ? defaults[d].sms : defaults[d].text,
+                                         defaults[d].html, "default"));
     } else {
         cm_http_reply_error(req, rc, "the template could not be read");
     }
@@ -456,4 +477,35 @@ void nf_templates_delete(cm_http_req *req, void *ud)
     cm_http_reply_json(req, 204, NULL);
 out:
     bson_destroy(&f);
+}
+
+cm_err nf_template_sms(nf_ctx *ctx, const char *tenant, const char *kind, const char *locale,
+                       const nf_vars *vars, char **out)
+{
+    char tries[3][40], why[200];
+    size_t ntries = 0;
+    int d = default_of(kind);
+    cm_err rc;
+
+    if (locale && locale[0]) {
+        snprintf(tries[ntries++], sizeof(tries[0]), "%s", locale);
+        if (strchr(locale, '-'))
+            snprintf(tries[ntries++], sizeof(tries[0]), "%.*s", (int)strcspn(locale, "-"), locale);
+    }
+    tries[ntries++][0] = '\0';
+    for (size_t i = 0; i < ntries; i++) {
+        bson_t doc;
+        rc = stored(ctx, tenant, kind, "sms", tries[i], &doc);
+        if (rc == CM_ENOTFOUND)
+            continue;
+        if (rc != CM_OK)
+            return rc;
+        rc = nf_template_render(cm_bson_str(&doc, "text", ""), vars, 0, out, why, sizeof(why));
+        bson_destroy(&doc);
+        if (rc == CM_OK)
+            return CM_OK;
+    }
+    if (d < 0)
+        return CM_EINVAL;
+    return nf_template_render(defaults[d].sms, vars, 0, out, why, sizeof(why));
 }
