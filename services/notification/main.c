@@ -68,6 +68,8 @@ static const cm_config_var vars[] = {
     {"SMS_FROM", "", "sender number (E.164) or messaging service sid"},
     {"SMS_TENANT_PER_HOUR", "1000", "SMS one tenant may send per hour (SMS pumping protection)"},
     {"SMS_RECIPIENT_PER_HOUR", "5", "SMS one phone number may receive per hour"},
+    {"NOTIFY_ESCALATE_AFTER_S", "300", "priority notifications still unread this long are "
+                                       "e-mailed, and as long again later texted; 0: never"},
     {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -139,14 +141,15 @@ static cm_err push_config(nf_push_config *pc)
 /* Reads the e-mail configuration; the retry delays are the push ones (`pc`). */
 static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
 {
-    long tls, timeout, digest_s, per_tenant, per_recipient;
+    long tls, timeout, digest_s, per_tenant, per_recipient, escalate_s;
 
     memset(mc, 0, sizeof(*mc));
     if (cm_config_long("SMTP_REQUIRE_TLS", 0, 0, 1, &tls) ||
         cm_config_long("SMTP_TIMEOUT_MS", 30000, 100, 600000, &timeout) ||
         cm_config_long("NOTIFY_DIGEST_AFTER_S", 1800, 0, 7 * 86400, &digest_s) ||
         cm_config_long("SMS_TENANT_PER_HOUR", 1000, 0, 100000000, &per_tenant) ||
-        cm_config_long("SMS_RECIPIENT_PER_HOUR", 5, 0, 100000, &per_recipient))
+        cm_config_long("SMS_RECIPIENT_PER_HOUR", 5, 0, 100000, &per_recipient) ||
+        cm_config_long("NOTIFY_ESCALATE_AFTER_S", 300, 0, 7 * 86400, &escalate_s))
         return CM_EINVAL;
     mc->smtp_url = cm_config_str("SMTP_URL", "");
     mc->from = cm_config_str("SMTP_FROM", "noreply@localhost");
@@ -163,6 +166,7 @@ static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
     mc->sms_from = cm_config_str("SMS_FROM", "");
     mc->sms_per_tenant = per_tenant;
     mc->sms_per_recipient = per_recipient;
+    mc->escalate_after_ms = (int64_t)escalate_s * 1000;
     if (mc->sms_sid[0] && (mc->sms_token[0] == '\0' || mc->sms_from[0] == '\0')) {
         cm_error("config: SMS_ACCOUNT_SID is set but SMS_AUTH_TOKEN or SMS_FROM is not");
         return CM_EINVAL;

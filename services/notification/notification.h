@@ -184,6 +184,7 @@ typedef struct nf_push_item {
     int64_t quiet_until; /* quiet hours hold until then (ms; 0 none): deliveries wait */
     const char *title;   /* custom notifications: the title (NULL: from type and actor) */
     const char *channel; /* of the decisions nf_decision records: NULL is "push" */
+    int priority;        /* the tenant marked it priority: escalated when left unread */
 } nf_push_item;
 
 /* Reads the preferences of `user` of `tenant` into `p` (the defaults when none are stored).

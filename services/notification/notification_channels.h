@@ -131,6 +131,7 @@ typedef struct nf_mail_config {
     const char *sms_from;      /* sender number (E.164) or messaging service */
     long sms_per_tenant;       /* SMS per tenant per hour */
     long sms_per_recipient;    /* SMS per recipient number per hour */
+    int64_t escalate_after_ms; /* priority: unread this long -> e-mail, as long again -> SMS */
 } nf_mail_config;
 
 /* Starts the e-mail sender thread; `cfg` is copied (its strings must outlive it). */
@@ -174,6 +175,19 @@ cm_err nf_sms_plan(nf_ctx *ctx, const nf_mail_config *cfg, const nf_push_item *i
  * CM_EAGAIN for 429, 5xx or an unreachable provider; CM_EINVAL for a refusal. */
 cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, long *status,
                    char *why, size_t n);
+
+/* --- escalation (notification_escalation.c) ---------------------------------------------- */
+
+#define NF_COLL_ESCALATIONS "escalations" /* per (event, user): the next stage and when */
+
+/* Schedules the escalation of priority notification `it`: unless read within `after_ms`, it
+ * is mailed, then as long again later texted. Unique per (event, user). CM_EIO when MongoDB
+ * failed. */
+cm_err nf_escalation_note(nf_ctx *ctx, const nf_push_item *it, int64_t after_ms);
+
+/* One pass over the due escalations (the sender thread calls it), each claimed by a Redis
+ * lease. */
+void nf_escalation_round(nf_ctx *ctx, const nf_mail_config *cfg, const char *instance);
 
 /* --- digests (notification_digest.c) ------------------------------------------------------ */
 

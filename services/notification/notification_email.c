@@ -187,8 +187,13 @@ cm_err nf_channels_plan(nf_ctx *ctx, const nf_push_item *it, const nf_prefs *p)
     nf_contact c;
     cm_err rc;
 
-    if (t == NF_TYPE_COUNT || (rc = email_plan(ctx, it, p)) != CM_OK || !p->sms[t])
-        return t == NF_TYPE_COUNT ? CM_OK : rc;
+    if (t == NF_TYPE_COUNT)
+        return CM_OK;
+    if (it->priority && ctx->mail && ctx->mail->cfg.escalate_after_ms > 0 &&
+        (rc = nf_escalation_note(ctx, it, ctx->mail->cfg.escalate_after_ms)) != CM_OK)
+        return rc;
+    if ((rc = email_plan(ctx, it, p)) != CM_OK || !p->sms[t])
+        return rc;
     if ((rc = nf_contact_load(ctx, it->tenant, it->user, &c)) != CM_OK)
         return rc;
     return nf_sms_plan(ctx, ctx->mail ? &ctx->mail->cfg : NULL, it, &c);
@@ -273,7 +278,19 @@ const char *nf_channel_explain(const char *channel, const char *decision)
         {"rate_limited", "no SMS: the tenant's or the number's hourly SMS budget is spent (SMS pumping protection)"},
         {"quiet_hours", "SMS deferred to the end of the user's quiet hours (not dropped)"},
         {"provider_error", "no SMS: the provider refused it or kept failing (see deliveries)"},
+    }, esc[] = {
+        {"scheduled", "priority: escalated to e-mail, then SMS, unless read in time"},
+        {"acknowledged", "escalation stopped: the user read it"},
+        {"escalated_email", "escalated: still unread, e-mailed"},
+        {"escalated_sms", "escalated: still unread after the e-mail, texted"},
+        {"escalation_skipped", "escalation step skipped (no address or no server): the next one follows"},
     };
+    if (strcmp(channel, "escalation") == 0) {
+        for (size_t i = 0; i < sizeof(esc) / sizeof(esc[0]); i++)
+            if (strcmp(esc[i].d, decision) == 0)
+                return esc[i].text;
+        return decision;
+    }
     if (strcmp(channel, "sms") == 0) {
         for (size_t i = 0; i < sizeof(sms) / sizeof(sms[0]); i++)
             if (strcmp(sms[i].d, decision) == 0)
@@ -489,8 +506,11 @@ static void *run(void *arg)
         size_t done;
         pthread_mutex_unlock(&m->mu);
         done = round_once(m);
-        if (m->cfg.digest_after_ms > 0 && cm_clock_now_ms() >= m->next_digest_ms) {
-            nf_digest_round(m->ctx, m->instance, m->cfg.app_url);
+        if (cm_clock_now_ms() >= m->next_digest_ms) {
+            if (m->cfg.digest_after_ms > 0)
+                nf_digest_round(m->ctx, m->instance, m->cfg.app_url);
+            if (m->cfg.escalate_after_ms > 0)
+                nf_escalation_round(m->ctx, &m->cfg, m->instance);
             m->next_digest_ms = cm_clock_now_ms() + 500;
         }
         pthread_mutex_lock(&m->mu);

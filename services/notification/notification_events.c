@@ -253,6 +253,8 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     it.push_off = !prefs.push[type];
     it.quiet_until = nf_quiet_until(&prefs, cm_clock_now_ms());
     it.title = title;
+    it.priority = type == NF_TYPE_CUSTOM &&
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev->data, "priority"));
     if ((rc = nf_push_plan(ctx, &it)) != CM_OK)
         return rc;
     return nf_channels_plan(ctx, &it, &prefs);
@@ -448,7 +450,8 @@ static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
 {
     static const char *const colls[] = {NF_COLL_NOTIFICATIONS, NF_COLL_DEVICES, NF_COLL_DELIVERIES,
                                         NF_COLL_DECISIONS,     NF_COLL_PREFS,   NF_COLL_MEMBERS,
-                                        NF_COLL_CONTACTS,      NF_COLL_DIGESTS, NF_COLL_READS};
+                                        NF_COLL_CONTACTS,      NF_COLL_DIGESTS, NF_COLL_READS,
+                                        NF_COLL_ESCALATIONS};
     const char *user = str_of(ev->data, "user_id");
     cm_err rc = CM_OK;
 
