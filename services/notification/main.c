@@ -14,6 +14,7 @@
 #include "common/process.h"
 #include "common/session.h"
 #include "notification.h"
+#include "notification_channels.h"
 
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
@@ -45,9 +46,30 @@ static const cm_config_var vars[] = {
     {"APNS_KEY_ID", "", "kid of the APNs key"},
     {"APNS_TEAM_ID", "", "Apple team id (iss of the provider token)"},
     {"APNS_TOPIC", "", "bundle id for devices registered without app_id"},
-    {"PUSH_RETRY_DELAYS_MS", "1000,5000,30000", "delays before each retry of a failed push "
-                                                "(+-20% jitter); then the DLQ"},
+    {"PUSH_RETRY_DELAYS_MS", "1000,5000,30000", "delays before each retry of a failed push or "
+                                                "e-mail (+-20% jitter); then the DLQ"},
     {"PUSH_TIMEOUT_MS", "10000", "one provider request"},
+    {"SMTP_URL", "", "SMTP server for e-mail: smtp://host:port (STARTTLS when offered) or "
+                     "smtps://host:port; unset: nothing is mailed"},
+    {"SMTP_FROM", "noreply@localhost", "sender address of the e-mails"},
+    {"SMTP_FROM_NAME", "", "sender display name of the e-mails"},
+    {"SMTP_USER", "", "SMTP AUTH user; unset: no authentication"},
+    {"SMTP_PASSWORD", "", "SMTP AUTH password"},
+    {"SMTP_REQUIRE_TLS", "0", "1: never send over a connection that STARTTLS did not protect"},
+    {"SMTP_TIMEOUT_MS", "30000", "one SMTP exchange"},
+    {"NOTIFY_APP_URL", "", "base of the links in e-mails (<url>/conversations/<id>, "
+                           "<url>/verify-email?token=...); unset: no links"},
+    {"NOTIFY_DIGEST_AFTER_S", "1800", "messages still unread this long are mailed in one digest "
+                                      "per user per window (users who turn email_digest on); "
+                                      "0: no digests"},
+    {"SMS_BASE_URL", "https://api.twilio.com", "Twilio-compatible SMS API (tests: a local one)"},
+    {"SMS_ACCOUNT_SID", "", "account sid (Basic auth user); unset: nothing is texted"},
+    {"SMS_AUTH_TOKEN", "", "auth token (Basic auth password)"},
+    {"SMS_FROM", "", "sender number (E.164) or messaging service sid"},
+    {"SMS_TENANT_PER_HOUR", "1000", "SMS one tenant may send per hour (SMS pumping protection)"},
+    {"SMS_RECIPIENT_PER_HOUR", "5", "SMS one phone number may receive per hour"},
+    {"NOTIFY_ESCALATE_AFTER_S", "300", "priority notifications still unread this long are "
+                                       "e-mailed, and as long again later texted; 0: never"},
     {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -116,6 +138,54 @@ static cm_err push_config(nf_push_config *pc)
     return CM_OK;
 }
 
+/* Reads the e-mail configuration; the retry delays are the push ones (`pc`). */
+static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
+{
+    long tls, timeout, digest_s, per_tenant, per_recipient, escalate_s;
+
+    memset(mc, 0, sizeof(*mc));
+    if (cm_config_long("SMTP_REQUIRE_TLS", 0, 0, 1, &tls) ||
+        cm_config_long("SMTP_TIMEOUT_MS", 30000, 100, 600000, &timeout) ||
+        cm_config_long("NOTIFY_DIGEST_AFTER_S", 1800, 0, 7 * 86400, &digest_s) ||
+        cm_config_long("SMS_TENANT_PER_HOUR", 1000, 0, 100000000, &per_tenant) ||
+        cm_config_long("SMS_RECIPIENT_PER_HOUR", 5, 0, 100000, &per_recipient) ||
+        cm_config_long("NOTIFY_ESCALATE_AFTER_S", 300, 0, 7 * 86400, &escalate_s))
+        return CM_EINVAL;
+    mc->smtp_url = cm_config_str("SMTP_URL", "");
+    mc->from = cm_config_str("SMTP_FROM", "noreply@localhost");
+    mc->from_name = cm_config_str("SMTP_FROM_NAME", "");
+    mc->user = cm_config_str("SMTP_USER", "");
+    mc->password = cm_config_str("SMTP_PASSWORD", "");
+    mc->app_url = cm_config_str("NOTIFY_APP_URL", "");
+    mc->require_tls = (int)tls;
+    mc->timeout_ms = timeout;
+    mc->digest_after_ms = (int64_t)digest_s * 1000;
+    mc->sms_base = cm_config_str("SMS_BASE_URL", "https://api.twilio.com");
+    mc->sms_sid = cm_config_str("SMS_ACCOUNT_SID", "");
+    mc->sms_token = cm_config_str("SMS_AUTH_TOKEN", "");
+    mc->sms_from = cm_config_str("SMS_FROM", "");
+    mc->sms_per_tenant = per_tenant;
+    mc->sms_per_recipient = per_recipient;
+    mc->escalate_after_ms = (int64_t)escalate_s * 1000;
+    if (mc->sms_sid[0] && (mc->sms_token[0] == '\0' || mc->sms_from[0] == '\0')) {
+        cm_error("config: SMS_ACCOUNT_SID is set but SMS_AUTH_TOKEN or SMS_FROM is not");
+        return CM_EINVAL;
+    }
+    memcpy(mc->retry_ms, pc->retry_ms, sizeof(mc->retry_ms));
+    mc->nretries = pc->nretries;
+    mc->dlq_topic = pc->dlq_topic;
+    if (mc->smtp_url[0] && strncmp(mc->smtp_url, "smtp://", 7) != 0 &&
+        strncmp(mc->smtp_url, "smtps://", 8) != 0) {
+        cm_error("config: SMTP_URL must start with smtp:// or smtps://");
+        return CM_EINVAL;
+    }
+    if (mc->smtp_url[0] && !nf_email_valid(mc->from)) {
+        cm_error("config: SMTP_FROM must be an e-mail address");
+        return CM_EINVAL;
+    }
+    return CM_OK;
+}
+
 int main(int argc, char **argv)
 {
     nf_ctx ctx = {0};
@@ -124,13 +194,14 @@ int main(int argc, char **argv)
     cm_http_server *srv = NULL;
     nf_jobs *jobs = NULL;
     nf_push_config pc = {0};
+    nf_mail_config mc;
     long redis_port, stale_ms, from_beginning, wait_ms;
     const char *brokers, *prefix;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv,
                                  "Notifications: in-app inbox from the messaging events "
-                                 "(published as notification.created) and push to FCM and APNs.",
+                                 "(published as notification.created), push to FCM and APNs, e-mail over SMTP and SMS.",
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
@@ -144,7 +215,7 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
         cm_config_long("NOTIFY_FROM_BEGINNING", 0, 0, 1, &from_beginning) ||
         cm_config_long("NOTIFY_MEMBERSHIP_WAIT_MS", 10000, 0, 600000, &wait_ms) ||
-        push_config(&pc) || cm_jwt_verifier_from_env(&ctx.verifier) ||
+        push_config(&pc) || mail_config(&pc, &mc) || cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_notification"), &ctx.db) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
@@ -159,6 +230,8 @@ int main(int argc, char **argv)
         cm_error("indexes could not be created or the projection's start not read");
         goto out;
     }
+    if ((mc.smtp_url[0] || mc.sms_sid[0]) && nf_mail_start(&ctx, &mc, &ctx.mail) != CM_OK)
+        goto out;
     if (nf_push_start(&ctx, &pc, &ctx.push) ||
         nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),
                           (int)from_beginning, &ctx.consumer) ||
@@ -173,6 +246,18 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/notifications/diagnostics", nf_diagnostics, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/preferences", nf_prefs_get, &ctx) ||
         cm_http_route(srv, "PUT", "/v1/notifications/preferences", nf_prefs_put, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/notifications/templates/{kind}/{channel}/{locale}",
+                      nf_templates_put, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/templates/{kind}/{channel}/{locale}",
+                      nf_templates_get, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/notifications/templates/{kind}/{channel}/{locale}",
+                      nf_templates_delete, &ctx) ||
+        cm_http_route(srv, "PUT", "/v1/notifications/contacts/{user_id}", nf_contacts_put,
+                      &ctx) ||
+        cm_http_route(srv, "GET", "/v1/notifications/contacts/{user_id}", nf_contacts_get,
+                      &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/notifications/contacts/{user_id}",
+                      nf_contacts_delete, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/{id}/read", nf_read_one, &ctx) ||
         cm_http_route(srv, "GET", "/v1/notifications/{id}/deliveries", nf_deliveries, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/redrive", nf_redrive,
@@ -197,6 +282,7 @@ out:
     cm_http_server_destroy(srv);
     nf_consumer_stop(ctx.consumer);
     nf_push_stop(ctx.push);
+    nf_mail_stop(ctx.mail);
     nf_jobs_stop(jobs);
     cm_kafka_producer_destroy(ctx.kafka);
     if (ctx.outbox && ctx.db)

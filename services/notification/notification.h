@@ -61,6 +61,9 @@ nf_type nf_type_parse(const char *name);
 typedef struct nf_prefs {
     int in_app[NF_TYPE_COUNT]; /* 1: stored in the inbox (and published) */
     int push[NF_TYPE_COUNT];   /* 1: pushed to the user's devices */
+    int email[NF_TYPE_COUNT];  /* 1: mailed to the user's address (default off) */
+    int sms[NF_TYPE_COUNT];    /* 1: texted to the user's phone (default off) */
+    int email_digest;          /* 1: unread messages are mailed in a digest (default off) */
     int quiet;                 /* 1: quiet hours set */
     int quiet_start, quiet_end; /* minutes after local midnight, start != end; may wrap */
     char time_zone[64];        /* IANA name, e.g. "Europe/Paris" */
@@ -104,6 +107,7 @@ cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
 typedef struct nf_consumer nf_consumer;
 typedef struct nf_jobs nf_jobs;
 typedef struct nf_push nf_push;
+typedef struct nf_mail nf_mail; /* notification_channels.h */
 
 #define NF_RETRIES_MAX 8 /* retry delays configurable at most */
 
@@ -132,6 +136,7 @@ typedef struct nf_ctx {
     cm_outbox *outbox;
     nf_consumer *consumer;
     nf_push *push;
+    nf_mail *mail; /* e-mail sender (notification_email.c) */
     long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
     int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
     atomic_long created, duplicates, published;
@@ -178,6 +183,8 @@ typedef struct nf_push_item {
     int push_off;        /* the recipient turned push off for this type */
     int64_t quiet_until; /* quiet hours hold until then (ms; 0 none): deliveries wait */
     const char *title;   /* custom notifications: the title (NULL: from type and actor) */
+    const char *channel; /* of the decisions nf_decision records: NULL is "push" */
+    int priority;        /* the tenant marked it priority: escalated when left unread */
 } nf_push_item;
 
 /* Reads the preferences of `user` of `tenant` into `p` (the defaults when none are stored).

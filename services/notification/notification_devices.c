@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "notification.h"
+#include "notification_channels.h"
 
 #define DEVICES_MAX 16 /* devices one user may register (the oldest is not evicted: 409) */
 #define TOKEN_MAX 4096 /* bytes of a push token (a web push subscription fits) */
@@ -417,7 +418,10 @@ static int collect_decision(const bson_t *doc, void *ud)
     const char *dev = cm_bson_str(doc, "device_id", NULL), *dec = cm_bson_str(doc, "decision", "");
     cJSON_AddStringToObject(o, "channel", cm_bson_str(doc, "channel", ""));
     cJSON_AddStringToObject(o, "decision", dec);
-    cJSON_AddStringToObject(o, "explanation", explain(dec));
+    cJSON_AddStringToObject(o, "explanation",
+                            strcmp(cm_bson_str(doc, "channel", "push"), "push") == 0
+                                ? explain(dec)
+                                : nf_channel_explain(cm_bson_str(doc, "channel", ""), dec));
     if (dev)
         cJSON_AddStringToObject(o, "device_id", dev);
     cJSON_AddStringToObject(o, "detail", cm_bson_str(doc, "detail", ""));

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "notification.h"
+#include "notification_channels.h"
 
 struct nf_consumer {
     nf_ctx *ctx;
@@ -226,6 +227,10 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     }
     if (message_id)
         BSON_APPEND_UTF8(&doc, "message_id", message_id);
+    if (message_id && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ev->data, "seq")))
+        /* Reading the conversation up to this seq (conversation.read) reads it here too. */
+        BSON_APPEND_INT64(&doc, "seq",
+                          (int64_t)cJSON_GetObjectItemCaseSensitive(ev->data, "seq")->valuedouble);
     if (actor)
         BSON_APPEND_UTF8(&doc, "actor_id", actor);
     BSON_APPEND_UTF8(&doc, "text", preview);
@@ -248,7 +253,11 @@ static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type typ
     it.push_off = !prefs.push[type];
     it.quiet_until = nf_quiet_until(&prefs, cm_clock_now_ms());
     it.title = title;
-    return nf_push_plan(ctx, &it);
+    it.priority = type == NF_TYPE_CUSTOM &&
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev->data, "priority"));
+    if ((rc = nf_push_plan(ctx, &it)) != CM_OK)
+        return rc;
+    return nf_channels_plan(ctx, &it, &prefs);
 }
 
 /* The sender of message `id` of `tenant` as the projection knows it, into `out` (size n). */
@@ -440,7 +449,9 @@ static cm_err on_requested(nf_ctx *ctx, const event *ev, char *why, size_t n)
 static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
 {
     static const char *const colls[] = {NF_COLL_NOTIFICATIONS, NF_COLL_DEVICES, NF_COLL_DELIVERIES,
-                                        NF_COLL_DECISIONS,     NF_COLL_PREFS,   NF_COLL_MEMBERS};
+                                        NF_COLL_DECISIONS,     NF_COLL_PREFS,   NF_COLL_MEMBERS,
+                                        NF_COLL_CONTACTS,      NF_COLL_DIGESTS, NF_COLL_READS,
+                                        NF_COLL_ESCALATIONS};
     const char *user = str_of(ev->data, "user_id");
     cm_err rc = CM_OK;
 
@@ -491,6 +502,11 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
         rc = on_requested(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "user.deleted") == 0)
         rc = on_user_deleted(w->ctx, &ev, why, sizeof(why));
+    else if (strcmp(ev.type, "conversation.read") == 0)
+        rc = nf_conversation_read(w->ctx, ev.tenant, ev.data, why, sizeof(why));
+    else if (strcmp(ev.type, "user.verification_requested") == 0 ||
+             strcmp(ev.type, "user.password_reset_requested") == 0)
+        rc = nf_account_email(w->ctx, ev.id, ev.type, ev.tenant, ev.data, why, sizeof(why));
     else if (strcmp(ev.type, "member.added") == 0 || strcmp(ev.type, "member.removed") == 0 ||
              strcmp(ev.type, "member.updated") == 0)
         rc = on_member(w->ctx, &ev, why, sizeof(why));
@@ -579,4 +595,5 @@ void nf_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
              atomic_load(&c->duplicates), c->outbox ? cm_outbox_republished(c->outbox) : 0L);
     emit(ctx, buf);
     nf_push_metrics(c->push, emit, ctx);
+    nf_mail_metrics(c->mail, emit, ctx);
 }

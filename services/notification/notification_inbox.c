@@ -29,6 +29,9 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {NF_COLL_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DELIVERIES, "due", "state", "next_at", NULL, 0},
         {NF_COLL_DELIVERIES, "notification", "tenant", "notification_id", NULL, 0},
+        {NF_COLL_NOTIFICATIONS, "conversation", "tenant", "user_id", "conversation_id", 0},
+        {"digests", "due", "due_at", NULL, NULL, 0},
+        {"escalations", "due", "due_at", NULL, NULL, 0},
         {NF_COLL_DECISIONS, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DECISIONS, "message", "tenant", "user_id", "message_id", 0},
     };
@@ -333,7 +336,7 @@ out:
  * a restart in the middle of a batch notifies nobody twice. */
 void nf_request(cm_http_req *req, void *ud)
 {
-    static const char *const allowed[] = {"user_ids", "title", "body", "data", NULL};
+    static const char *const allowed[] = {"user_ids", "title", "body", "data", "priority", NULL};
     nf_ctx *ctx = ud;
     cm_jwt_claims c;
     cJSON *body, *o;
@@ -341,6 +344,7 @@ void nf_request(cm_http_req *req, void *ud)
     const char *title = NULL, *text = NULL;
     char detail[200], rid[CM_UUID_STRLEN];
     size_t n = 0, batches = 0;
+    int priority = 0; /* escalated push -> e-mail -> SMS while unread (notification_escalation.c) */
     cm_err rc;
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
@@ -354,7 +358,8 @@ void nf_request(cm_http_req *req, void *ud)
         return;
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
         cm_json_string(body, "title", 1, 1, 200, &title, detail, sizeof(detail)) ||
-        cm_json_string(body, "body", 1, 0, 2000, &text, detail, sizeof(detail))) {
+        cm_json_string(body, "body", 1, 0, 2000, &text, detail, sizeof(detail)) ||
+        cm_json_bool(body, "priority", 0, &priority, detail, sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
         return;
     }
@@ -416,6 +421,8 @@ void nf_request(cm_http_req *req, void *ud)
         if (data)
             cJSON_AddItemToObject(d, "data", cJSON_Duplicate(data, 1));
         cJSON_AddStringToObject(d, "requested_by", c.sub);
+        if (priority)
+            cJSON_AddBoolToObject(d, "priority", 1);
         snprintf(eid, sizeof(eid), "%s.%zu", rid, batches);
         if ((rc = cm_event_build(eid, "notification.requested", "/notification", rid, c.tid,
                                  cm_clock_now_ms(), d, &ev)) != CM_OK) {

@@ -1,5 +1,5 @@
 /* notification_prefs.c - a user's notification preferences: per type and channel (in_app,
- * push), and quiet hours in their IANA time zone (GET/PUT /v1/notifications/preferences). */
+ * push, email, sms), and quiet hours in their IANA time zone (GET/PUT /v1/notifications/preferences). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +40,12 @@ cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs
         p->in_app[t] = cm_bson_bool(&doc, path, 1);
         snprintf(path, sizeof(path), "types.%s.push", nf_type_name((nf_type)t));
         p->push[t] = cm_bson_bool(&doc, path, 1);
+        snprintf(path, sizeof(path), "types.%s.email", nf_type_name((nf_type)t));
+        p->email[t] = cm_bson_bool(&doc, path, 0);
+        snprintf(path, sizeof(path), "types.%s.sms", nf_type_name((nf_type)t));
+        p->sms[t] = cm_bson_bool(&doc, path, 0);
     }
+    p->email_digest = cm_bson_bool(&doc, "email_digest", 0);
     if (cm_bson_str(&doc, "quiet.time_zone", NULL) != NULL) {
         p->quiet = 1;
         p->quiet_start = (int)cm_bson_int(&doc, "quiet.start", 0);
@@ -58,7 +63,10 @@ static cJSON *prefs_json(const nf_prefs *p)
         cJSON *c = cJSON_AddObjectToObject(types, nf_type_name((nf_type)t));
         cJSON_AddBoolToObject(c, "in_app", p->in_app[t]);
         cJSON_AddBoolToObject(c, "push", p->push[t]);
+        cJSON_AddBoolToObject(c, "email", p->email[t]);
+        cJSON_AddBoolToObject(c, "sms", p->sms[t]);
     }
+    cJSON_AddBoolToObject(o, "email_digest", p->email_digest);
     if (p->quiet) {
         cJSON *q = cJSON_AddObjectToObject(o, "quiet_hours");
         char a[8], b[8];
@@ -93,8 +101,8 @@ void nf_prefs_get(cm_http_req *req, void *ud)
 /* Parses the body of a PUT into `p`; CM_EINVAL with the reason in `why`. */
 static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
 {
-    static const char *const top[] = {"types", "quiet_hours", NULL};
-    static const char *const chans[] = {"in_app", "push", NULL};
+    static const char *const top[] = {"types", "quiet_hours", "email_digest", NULL};
+    static const char *const chans[] = {"in_app", "push", "email", "sms", NULL};
     static const char *const qkeys[] = {"start", "end", "time_zone", NULL};
     const cJSON *types = cJSON_GetObjectItemCaseSensitive(body, "types"),
                 *q = cJSON_GetObjectItemCaseSensitive(body, "quiet_hours"), *it;
@@ -118,7 +126,7 @@ static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
         }
         if (!cJSON_IsObject(it) || cm_json_only_keys(it, chans, why, n)) {
             if (!cJSON_IsObject(it))
-                snprintf(why, n, "types.%s must be an object {\"in_app\": bool, \"push\": bool}",
+                snprintf(why, n, "types.%s must be an object {\"in_app\": bool, \"push\": bool, \"email\": bool, \"sms\": bool}",
                          it->string);
             return CM_EINVAL;
         }
@@ -130,7 +138,17 @@ static cm_err parse(const cJSON *body, nf_prefs *p, char *why, size_t n)
         if (cm_json_bool(it, "push", 0, &v, why, n))
             return CM_EINVAL;
         p->push[t] = v;
+        v = 0;
+        if (cm_json_bool(it, "email", 0, &v, why, n))
+            return CM_EINVAL;
+        p->email[t] = v;
+        v = 0;
+        if (cm_json_bool(it, "sms", 0, &v, why, n))
+            return CM_EINVAL;
+        p->sms[t] = v;
     }
+    if (cm_json_bool(body, "email_digest", 0, &p->email_digest, why, n))
+        return CM_EINVAL;
     if (q == NULL || cJSON_IsNull(q))
         return CM_OK;
     if (!cJSON_IsObject(q) || cm_json_only_keys(q, qkeys, why, n) ||
@@ -189,9 +207,12 @@ void nf_prefs_put(cm_http_req *req, void *ud)
         BSON_APPEND_DOCUMENT_BEGIN(&types, nf_type_name((nf_type)t), &ch);
         BSON_APPEND_BOOL(&ch, "in_app", p.in_app[t]);
         BSON_APPEND_BOOL(&ch, "push", p.push[t]);
+        BSON_APPEND_BOOL(&ch, "email", p.email[t]);
+        BSON_APPEND_BOOL(&ch, "sms", p.sms[t]);
         bson_append_document_end(&types, &ch);
     }
     bson_append_document_end(&set, &types);
+    BSON_APPEND_BOOL(&set, "email_digest", p.email_digest);
     if (p.quiet) {
         BSON_APPEND_DOCUMENT_BEGIN(&set, "quiet", &q);
         BSON_APPEND_INT32(&q, "start", p.quiet_start);

@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "notification.h"
+#include "notification_channels.h"
 
 #define LEASE_MS 60000          /* a claimed delivery is someone's for this long */
 #define BATCH 32                /* deliveries taken per round */
@@ -51,12 +52,13 @@ void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, cons
                  const char *detail)
 {
     char id[CM_UUID_STRLEN], k[600];
+    const char *channel = it->channel ? it->channel : "push";
     bson_t d = BSON_INITIALIZER;
 
     if (cm_uuid_v7(id) != CM_OK)
         return;
-    snprintf(k, sizeof(k), "%s|%s|%s|push|%s|%s", it->tenant, it->event_id, it->user, decision,
-             device_id ? device_id : "");
+    snprintf(k, sizeof(k), "%s|%s|%s|%s|%s|%s", it->tenant, it->event_id, it->user, channel,
+             decision, device_id ? device_id : "");
     BSON_APPEND_UTF8(&d, "_id", id);
     BSON_APPEND_UTF8(&d, "k", k);
     BSON_APPEND_UTF8(&d, "tenant", it->tenant);
@@ -65,7 +67,7 @@ void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, cons
     BSON_APPEND_UTF8(&d, "notification_id", it->notification_id);
     if (it->message_id)
         BSON_APPEND_UTF8(&d, "message_id", it->message_id);
-    BSON_APPEND_UTF8(&d, "channel", "push");
+    BSON_APPEND_UTF8(&d, "channel", channel);
     BSON_APPEND_UTF8(&d, "decision", decision);
     if (device_id)
         BSON_APPEND_UTF8(&d, "device_id", device_id);
@@ -665,6 +667,7 @@ static size_t round_once(nf_push *p)
     size_t done = 0;
 
     BSON_APPEND_UTF8(&f, "state", "queued");
+    nf_push_only(&f); /* e-mail and SMS have their own sender (notification_email.c) */
     BSON_APPEND_DOCUMENT_BEGIN(&f, "next_at", &lte);
     BSON_APPEND_INT64(&lte, "$lte", cm_clock_now_ms());
     bson_append_document_end(&f, &lte);
