@@ -659,7 +659,17 @@ static int collect_due(const bson_t *doc, void *ud)
     return 0;
 }
 
-/* One round: the due deliveries, oldest first, each claimed by a Redis lease. */
+static int stopping(nf_push *p)
+{
+    int stop;
+    pthread_mutex_lock(&p->mu);
+    stop = p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return stop;
+}
+
+/* One round: the due deliveries, oldest first, each claimed by a Redis lease. A stop ends it
+ * between two deliveries: a round of slow providers must not hold up the shutdown. */
 static size_t round_once(nf_push *p)
 {
     bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, lte, sort;
@@ -676,7 +686,7 @@ static size_t round_once(nf_push *p)
     bson_append_document_end(&opts, &sort);
     BSON_APPEND_INT64(&opts, "limit", BATCH);
     if (cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_due, &q) == CM_OK) {
-        for (size_t i = 0; i < q.n; i++) {
+        for (size_t i = 0; i < q.n && !stopping(p); i++) {
             char key[80];
             snprintf(key, sizeof(key), "nf:delivery:%s", cm_bson_str(&q.docs[i], "_id", ""));
             if (cm_redis_lock(p->ctx->redis, key, p->instance, LEASE_MS) == CM_OK) {

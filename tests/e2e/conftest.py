@@ -106,12 +106,23 @@ class Service:
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after 30 s; see {self.log_path}")
 
+    def dump_stacks(self):
+        """A process that does not stop: every thread's stack into its log, to say where."""
+        try:
+            out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt"],
+                                 capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out = f"no stacks: {e}"
+        with open(self.log_path, "a") as log:
+            log.write(f"--- {self.name} did not stop within 20 s; its threads:\n{out}\n")
+
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                self.dump_stacks()
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
