@@ -457,7 +457,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     int deleted = strcmp(type, "message.deleted") == 0 ||
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
     int64_t created_ms, rid = 0, old_eseq = 0;
-    int erased, found, old_deleted = 0, src;
+    int erased, old_deleted = 0, src, same;
     char *old_text = NULL;
     sqlite3_stmt *st;
     cm_err rc = CM_EIO;
@@ -519,8 +519,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
         return CM_EIO;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     src = sqlite3_step(st);
-    found = src == SQLITE_ROW;
-    if (found) {
+    if (src == SQLITE_ROW) {
         rid = sqlite3_column_int64(st, 0);
         old_eseq = sqlite3_column_int64(st, 1);
         old_deleted = sqlite3_column_int(st, 2);
@@ -529,26 +528,23 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     stmt_release(st);
     if (src != SQLITE_ROW || old_text == NULL)
         goto out; /* the insert said the id exists: anything else is a failure */
-    if (found && (eseq <= old_eseq || old_deleted)) {
+    if (eseq <= old_eseq || old_deleted) {
         rc = CM_OK; /* not newer, or a tombstone: nothing changes */
         goto out;
     }
-    if (found) {
-        int same = strcmp(old_text, text) == 0;
-        if ((!same && !fts_message(db, rid, old_text, 0)) || (st = stmt_get(db, UPDATE)) == NULL)
-            goto out;
-        sqlite3_bind_int64(st, 1, rid);
-        sqlite3_bind_int64(st, 2, eseq);
-        sqlite3_bind_int(st, 3, cJSON_GetArraySize(att) > 0);
-        sqlite3_bind_int(st, 4, deleted);
-        sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
-        if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
-            goto out;
-        *changed += 1;
-        rc = CM_OK;
+    same = strcmp(old_text, text) == 0;
+    if ((!same && !fts_message(db, rid, old_text, 0)) || (st = stmt_get(db, UPDATE)) == NULL)
         goto out;
-    }
+    sqlite3_bind_int64(st, 1, rid);
+    sqlite3_bind_int64(st, 2, eseq);
+    sqlite3_bind_int(st, 3, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 4, deleted);
+    sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
+    if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
+        goto out;
+    *changed += 1;
+    rc = CM_OK;
 out:
     free(old_text);
     return rc;
