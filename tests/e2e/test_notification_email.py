@@ -267,7 +267,7 @@ def test_contacts_are_the_tenant_backends_and_checked(api, mailbox, team):
     assert ok(api.call("GET", "/v1/notifications/contacts/bob", root2))["email"] is None
     # The preferences take an e-mail switch per type, off by default.
     p = ok(api.call("GET", "/v1/notifications/preferences", t["cat"]))
-    assert p["types"]["message"] == {"in_app": True, "push": True, "email": False}
+    assert p["types"]["message"] == {"in_app": True, "push": True, "email": False, "sms": False}
     problem(api.call("PUT", "/v1/notifications/preferences", t["cat"], {"types": {"message": {"email": "yes"}}}), 400, "email")
 
 
