@@ -43,6 +43,20 @@ void nf_contacts_delete(cm_http_req *req, void *ud);
 
 /* --- templates (notification_templates.c) ------------------------------------------------ */
 
+/* A growing string: `p` is NUL-terminated (or NULL while empty), `oom` set once an
+ * allocation failed (everything after is dropped). The owner frees `p`. */
+typedef struct nf_buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} nf_buf;
+
+/* Appends `n` bytes of `s`. */
+void nf_buf_add(nf_buf *b, const char *s, size_t n);
+
+/* Appends `s` escaped for HTML text and attribute values (& < > " ', as OWASP advises). */
+void nf_buf_add_html(nf_buf *b, const char *s);
+
 /* The variables a template may use, by name ({{name}}). A NULL value renders as "". */
 typedef enum nf_var {
     NF_VAR_SENDER_NAME,        /* who caused it (the sender's user id) */

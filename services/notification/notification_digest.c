@@ -66,49 +66,14 @@ static int collect(const bson_t *doc, void *ud)
     return 0;
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void add(sbuf *b, const char *s)
+static void add(nf_buf *b, const char *s)
 {
-    size_t n = strlen(s);
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2 + 256;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n + 1);
-    b->len += n;
-}
-
-static void add_escaped(sbuf *b, const char *s)
-{
-    char one[2] = {0, 0};
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': add(b, "&amp;"); break;
-        case '<': add(b, "&lt;"); break;
-        case '>': add(b, "&gt;"); break;
-        case '"': add(b, "&quot;"); break;
-        case '\'': add(b, "&#39;"); break;
-        default: one[0] = *s; add(b, one); break;
-        }
-    }
+    nf_buf_add(b, s, strlen(s));
 }
 
 /* The digest's list in text and HTML: per conversation (in the order of their first unread
  * message), its messages as "sender: text". */
-static void list_of(const items *l, const char *app_url, sbuf *text, sbuf *html)
+static void list_of(const items *l, const char *app_url, nf_buf *text, nf_buf *html)
 {
     add(html, "<ul>\n");
     for (size_t i = 0; i < l->n; i++) {
@@ -131,13 +96,13 @@ static void list_of(const items *l, const char *app_url, sbuf *text, sbuf *html)
         add(html, "<li><p>");
         if (app_url[0]) {
             add(html, "<a href=\"");
-            add_escaped(html, link);
+            nf_buf_add_html(html, link);
             add(html, "\">Conversation ");
-            add_escaped(html, l->v[i].cid);
+            nf_buf_add_html(html, l->v[i].cid);
             add(html, "</a>");
         } else {
             add(html, "Conversation ");
-            add_escaped(html, l->v[i].cid);
+            nf_buf_add_html(html, l->v[i].cid);
         }
         add(html, "</p>\n<ul>\n");
         for (size_t k = i; k < l->n; k++) {
@@ -149,9 +114,9 @@ static void list_of(const items *l, const char *app_url, sbuf *text, sbuf *html)
             add(text, l->v[k].text);
             add(text, "\n");
             add(html, "<li><b>");
-            add_escaped(html, l->v[k].actor);
+            nf_buf_add_html(html, l->v[k].actor);
             add(html, "</b>: ");
-            add_escaped(html, l->v[k].text);
+            nf_buf_add_html(html, l->v[k].text);
             add(html, "</li>\n");
         }
         add(html, "</ul></li>\n");
@@ -238,7 +203,7 @@ static void one_window(nf_ctx *ctx, const bson_t *w, const char *app_url)
     items *l = calloc(1, sizeof(*l));
     nf_contact c;
     nf_prefs p;
-    sbuf text = {0}, html = {0};
+    nf_buf text = {0}, html = {0};
     char summary[120], event_id[80], link[512];
     nf_vars v = {{0}, {0}};
     nf_rendered r = {0};

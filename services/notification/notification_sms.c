@@ -97,35 +97,34 @@ cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, 
     return rc;
 }
 
-/* Counts one SMS against the recipient's and the tenant's hourly budgets. CM_OK when both
- * allow it; CM_ELIMIT with the reason in `why`; CM_EIO when Redis cannot count. */
+/* Counts one SMS against the recipient's and then the tenant's hourly budget. CM_OK when
+ * both allow it; CM_ELIMIT with the reason in `why`; CM_EIO when Redis cannot count. */
 static cm_err budget(nf_ctx *ctx, const nf_mail_config *cfg, const char *tenant,
                      const char *phone, char *why, size_t n)
 {
-    char key[200];
-    int64_t count = 0, left = 0;
+    const struct {
+        const char *what, *unit, *setting;
+        long limit;
+    } b[2] = {{"recipient", "to this number", "SMS_RECIPIENT_PER_HOUR", cfg->sms_per_recipient},
+              {"tenant", "of this tenant", "SMS_TENANT_PER_HOUR", cfg->sms_per_tenant}};
 
-    snprintf(key, sizeof(key), "nf:sms:r:%s:%s", tenant, phone);
-    if (cm_redis_window_incr(ctx->redis, key, 3600000, &count, &left) != CM_OK) {
-        snprintf(why, n, "the SMS budgets could not be counted (Redis): not sent");
-        return CM_EIO;
-    }
-    if (count > cfg->sms_per_recipient) {
-        snprintf(why, n, "recipient limit: %" PRId64 " SMS to this number this hour, at most %ld "
-                 "(SMS_RECIPIENT_PER_HOUR); the window ends in %" PRId64 " s",
-                 count, cfg->sms_per_recipient, (left + 999) / 1000);
-        return CM_ELIMIT;
-    }
-    snprintf(key, sizeof(key), "nf:sms:t:%s", tenant);
-    if (cm_redis_window_incr(ctx->redis, key, 3600000, &count, &left) != CM_OK) {
-        snprintf(why, n, "the SMS budgets could not be counted (Redis): not sent");
-        return CM_EIO;
-    }
-    if (count > cfg->sms_per_tenant) {
-        snprintf(why, n, "tenant limit: %" PRId64 " SMS of this tenant this hour, at most %ld "
-                 "(SMS_TENANT_PER_HOUR); the window ends in %" PRId64 " s",
-                 count, cfg->sms_per_tenant, (left + 999) / 1000);
-        return CM_ELIMIT;
+    for (int i = 0; i < 2; i++) {
+        char key[200];
+        int64_t count = 0, left = 0;
+        if (i == 0)
+            snprintf(key, sizeof(key), "nf:sms:r:%s:%s", tenant, phone);
+        else
+            snprintf(key, sizeof(key), "nf:sms:t:%s", tenant);
+        if (cm_redis_window_incr(ctx->redis, key, 3600000, &count, &left) != CM_OK) {
+            snprintf(why, n, "the SMS budgets could not be counted (Redis): not sent");
+            return CM_EIO;
+        }
+        if (count > b[i].limit) {
+            snprintf(why, n, "%s limit: %" PRId64 " SMS %s this hour, at most %ld (%s); the "
+                     "window ends in %" PRId64 " s", b[i].what, count, b[i].unit, b[i].limit,
+                     b[i].setting, (left + 999) / 1000);
+            return CM_ELIMIT;
+        }
     }
     return CM_OK;
 }

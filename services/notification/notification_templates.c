@@ -73,29 +73,26 @@ void nf_rendered_cleanup(nf_rendered *r)
     r->subject = r->text = r->html = NULL;
 }
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf;
-
-static int put(buf *b, const char *s, size_t n)
+void nf_buf_add(nf_buf *b, const char *s, size_t n)
 {
+    if (b->oom)
+        return;
     if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
+        size_t cap = (b->len + n + 1) * 2 + 64;
         char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
         b->p = p;
         b->cap = cap;
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
-    return 0;
 }
 
-/* Appends `s`, escaped for HTML text and attribute values (OWASP's five characters). */
-static int put_escaped(buf *b, const char *s)
+void nf_buf_add_html(nf_buf *b, const char *s)
 {
     for (; *s; s++) {
         const char *e = NULL;
@@ -107,30 +104,28 @@ static int put_escaped(buf *b, const char *s)
         case '\'': e = "&#39;"; break;
         default: break;
         }
-        if (e ? put(b, e, strlen(e)) : put(b, s, 1))
-            return -1;
+        if (e)
+            nf_buf_add(b, e, strlen(e));
+        else
+            nf_buf_add(b, s, 1);
     }
-    return 0;
 }
 
 cm_err nf_template_render(const char *src, const nf_vars *vars, int html, char **out,
                           char *why, size_t n)
 {
-    buf b = {0};
+    nf_buf b = {0};
     const char *p = src;
 
-    if (put(&b, "", 0))
-        return CM_ENOMEM;
-    while (*p) {
+    nf_buf_add(&b, "", 0);
+    while (*p && !b.oom) {
         const char *open = strstr(p, "{{"), *close, *a, *z;
         int v;
         if (open == NULL) {
-            if (put(&b, p, strlen(p)))
-                goto oom;
+            nf_buf_add(&b, p, strlen(p));
             break;
         }
-        if (put(&b, p, (size_t)(open - p)))
-            goto oom;
+        nf_buf_add(&b, p, (size_t)(open - p));
         if ((close = strstr(open + 2, "}}")) == NULL) {
             snprintf(why, n, "unclosed '{{' at character %zu", (size_t)(open - src));
             free(b.p);
@@ -151,20 +146,20 @@ cm_err nf_template_render(const char *src, const nf_vars *vars, int html, char *
             free(b.p);
             return CM_EINVAL;
         }
-        if (html && vars && vars->html[v]) {
-            if (put(&b, vars->html[v], strlen(vars->html[v])))
-                goto oom;
-        } else if (vars && vars->v[v] &&
-                   (html ? put_escaped(&b, vars->v[v]) : put(&b, vars->v[v], strlen(vars->v[v])))) {
-            goto oom;
-        }
+        if (html && vars && vars->html[v])
+            nf_buf_add(&b, vars->html[v], strlen(vars->html[v]));
+        else if (html && vars && vars->v[v])
+            nf_buf_add_html(&b, vars->v[v]);
+        else if (vars && vars->v[v])
+            nf_buf_add(&b, vars->v[v], strlen(vars->v[v]));
         p = close + 2;
+    }
+    if (b.oom) {
+        free(b.p);
+        return CM_ENOMEM;
     }
     *out = b.p;
     return CM_OK;
-oom:
-    free(b.p);
-    return CM_ENOMEM;
 }
 
 static int default_of(const char *kind)

@@ -415,12 +415,12 @@ def test_preferences_round_trip_and_refuse_bad_input(api, trio):
     _, t = trio
     got = ok(api.call("GET", "/v1/notifications/preferences", t["bob"]))
     assert got["quiet_hours"] is None
-    assert got["types"]["mention"] == {"in_app": True, "push": True, "email": False} and set(got["types"]) == \
+    assert got["types"]["mention"] == {"in_app": True, "push": True, "email": False, "sms": False} and set(got["types"]) == \
         {"mention", "reply", "message", "added", "custom"}
     want = {"types": {"message": {"push": False}},
             "quiet_hours": {"start": "22:30", "end": "07:00", "time_zone": "America/New_York"}}
     put = ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], want))
-    assert put["types"]["message"] == {"in_app": True, "push": False, "email": False}
+    assert put["types"]["message"] == {"in_app": True, "push": False, "email": False, "sms": False}
     assert put["quiet_hours"] == want["quiet_hours"]
     assert ok(api.call("GET", "/v1/notifications/preferences", t["bob"])) == put
     assert ok(api.call("GET", "/v1/notifications/preferences", t["cat"]))["quiet_hours"] is None
