@@ -277,6 +277,16 @@ static void *dl_thread(void *arg)
         struct pollfd pfd;
         int rc;
 
+        if (dl->sub != NULL && !atomic_load(&dl->valid_hint)) {
+            /* A check found the connection broken, or an entry could not be stored: start
+             * again from a fresh subscription and load. */
+            pthread_mutex_lock(&dl->lock);
+            atomic_store(&dl->sub_fd, -1);
+            atomic_fetch_add(&dl->sub_gen, 1);
+            redisFree(dl->sub);
+            dl->sub = NULL;
+            pthread_mutex_unlock(&dl->lock);
+        }
         if (dl->sub == NULL) { /* only this thread sets it */
             dl_connect(dl);
             if (dl->sub == NULL) {

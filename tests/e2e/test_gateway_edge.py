@@ -498,6 +498,66 @@ def test_revoked_sessions_and_suspended_tenants_refused_at_the_edge(echo_gateway
     assert metric(port, "gateway_denylist_copy_refused_total") >= 2
 
 
+def redis_server(port):
+    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True).returncode == 0,
+             "redis-server answers")
+    return proc
+
+
+def test_denylist_copy_loads_follows_and_falls_back(platform, api, own_redis):
+    """The gateway's copy of the denylist (on a Redis of this test's own, written as
+    cm_session_* write it): keys set before the gateway started are loaded, a change published
+    afterwards is refused by the very next request, and while Redis is away the gateway asks it
+    per request (503: the session state cannot be checked), never letting a token through on a
+    stale copy; when Redis is back the copy is loaded again."""
+    cli = lambda *a: subprocess.run(["redis-cli", "-p", str(REDIS_PORT), *a], check=True, capture_output=True)
+    t = new_tenant(api, self_registration=True)
+    s1, s2 = register(api, t), register(api, t)
+    cli("SET", f"revoked:sid:{s1['session_id']}", "1", "PX", "600000")
+    gw = gateway(GW2_PORT, {"REDIS_PORT": str(REDIS_PORT), "GATEWAY_ROUTES": "/.well-known/jwks.json user auth=bearer"},
+                 "gateway-denylist-copy")
+    second = None
+    try:
+        url = f"http://127.0.0.1:{GW2_PORT}/.well-known/jwks.json"
+        get = lambda s: requests.get(url, headers={"Authorization": f"Bearer {s['access_token']}"}, timeout=5)
+        wait_for(lambda: metric(GW2_PORT, "gateway_denylist_copy_valid") == 1, "the copy is loaded")
+        r = get(s1)
+        assert r.status_code == 401 and r.json()["detail"] == "the session was revoked", r.text
+        assert get(s2).status_code == 200
+        key = f"revoked:sid:{s2['session_id']}"
+        cli("SET", key, "1", "PX", "600000")
+        cli("PUBLISH", "denylist", f"+{key} 600000")
+        cli("PING")
+        r = get(s2)
+        assert r.status_code == 401 and r.json()["detail"] == "the session was revoked", r.text
+        cli("DEL", key)
+        cli("PUBLISH", "denylist", f"-{key}")
+        cli("PING")
+        assert get(s2).status_code == 200
+        assert metric(GW2_PORT, "gateway_denylist_copy_unknown_total") == 0
+        own_redis.terminate()
+        own_redis.wait(10)
+        wait_for(lambda: metric(GW2_PORT, "gateway_denylist_copy_valid") == 0, "the copy is dropped")
+        r = get(s2)
+        assert r.status_code == 503 and "session state" in r.json()["detail"], r.text
+        second = redis_server(REDIS_PORT)
+        cli("SET", key, "1", "PX", "600000")  # before or after the copy is back: the load or the message has it
+        cli("PUBLISH", "denylist", f"+{key} 600000")
+        cli("PING")
+        wait_for(lambda: metric(GW2_PORT, "gateway_denylist_copy_valid") == 1, "the copy is loaded again")
+        r = get(s2)
+        assert r.status_code == 401 and r.json()["detail"] == "the session was revoked", r.text
+        assert metric(GW2_PORT, "gateway_denylist_copy_loads_total") >= 2
+    finally:
+        gw.stop()
+        if second:
+            second.terminate()
+            second.wait(10)
+    sanitizer_clean(gw)
+
+
 def test_route_auth_kinds_and_caps(echo_gateway):
     r = requests.get(echo_gateway + "/secure-echo", timeout=5)
     assert r.status_code == 401 and r.headers["Content-Type"] == "application/problem+json", r.text
