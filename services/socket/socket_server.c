@@ -1583,7 +1583,9 @@ cm_err socket_srv_create(const socket_srv_config *cfg, socket_srv **out)
     retry->secs_since_valid_ping = (uint16_t)cfg->lim.ping_s;
     retry->secs_since_valid_hangup = (uint16_t)cfg->lim.idle_s;
     static struct lws_protocols protocols[2];
-    protocols[0] = (struct lws_protocols){"chat", callback, sizeof(pss), RX_BUFFER, 0, NULL, 0};
+    /* tx_packet_size: left at 0, lws would cap each write at RX_BUFFER bytes. */
+    protocols[0] = (struct lws_protocols){"chat", callback, sizeof(pss), RX_BUFFER, 0, NULL,
+                                          WRITE_BATCH + 16};
     memset(&info, 0, sizeof(info));
     info.port = cfg->port;
     info.iface = cfg->host;
@@ -1633,6 +1635,8 @@ int socket_srv_serving(socket_srv *s)
 
 void socket_srv_post(socket_srv *s, socket_event *ev)
 {
+    int wake;
+
     ev->next = NULL;
     pthread_mutex_lock(&s->mu);
     while (s->in_len >= INBOX_MAX && !atomic_load(&s->stopping))
@@ -1642,9 +1646,12 @@ void socket_srv_post(socket_srv *s, socket_event *ev)
     else
         s->in_head = ev;
     s->in_tail = ev;
-    s->in_len++;
+    /* Only the first event of a batch wakes the loop (a pipe write each): the loop takes the
+     * whole inbox at once (drain_inbox), so later ones ride along until it empties it. */
+    wake = s->in_len++ == 0;
     pthread_mutex_unlock(&s->mu);
-    lws_cancel_service(s->lws);
+    if (wake)
+        lws_cancel_service(s->lws);
 }
 
 void socket_srv_destroy(socket_srv *s)
