@@ -26,7 +26,7 @@ BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH
 BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those),
-BUILD_DIR (build/rel).
+BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket).
 """
 
 import json
@@ -53,6 +53,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILD = ROOT / os.environ.get("BUILD_DIR", "build/rel")
+# Another socket binary (an earlier commit's, say) to measure instead of BUILD's: a before/after
+# comparison is two runs, each with its own peers.
+SOCKET_BIN = os.environ.get("BENCH_SOCKET_BIN", str(BUILD / "bin/socket"))
 BASE = int(os.environ.get("BENCH_PORT_BASE", "23280"))
 P_MSG, P_WS, P_HTTP, P_UWS, P_SIO = BASE, BASE + 1, BASE + 2, BASE + 3, BASE + 4
 EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
@@ -573,7 +576,7 @@ def main():
                            cwd=NODE_MODULES.parent, check=True)
             break
     admin = AdminClient({"bootstrap.servers": KAFKA})
-    topics = [PREFIX + t for t in ("messages", "conversations", "users")]
+    topics = [PREFIX + t for t in ("messages", "conversations", "users", "notifications")]
     for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
         f.result()
     results = {}
@@ -594,7 +597,7 @@ def main():
                     "KAFKA_GROUP_PREFIX": f"bench-socket-{RUN}"}
         rooms_of = dict(rooms)
         rooms_of["all"] = big
-        peers = [("ours", lambda: start("socket", [str(BUILD / "bin/socket")], ours_env, 0, http_ready(P_HTTP), P_WS),
+        peers = [("ours", lambda: start("socket", [SOCKET_BIN], ours_env, 0, http_ready(P_HTTP), P_WS),
                   lambda: Ours(rooms_of, eseq)),
                  ("uws", lambda: start("uws", ["node", str(ROOT / "bench/socket_peers.js"), "uws", str(P_UWS)],
                                        {"NODE_PATH": str(NODE_MODULES)}, 0, port_open(P_UWS), P_UWS),
@@ -651,7 +654,7 @@ def main():
     print()
     print(f"socket fan-out, latency and memory (server on core 0, load on core 1; {CLIENTS} clients)")
     print(f"{'':34}{'ours':>12}{'uWS.js':>12}{'Socket.IO':>12}{'vs uWS':>9}{'vs SIO':>9}")
-    rows = [("rooms of 5, frames/s", "rooms", 1), ("group of 1000, frames/s", "broadcast", 1),
+    rows = [("rooms of 5, frames/s", "rooms", 1), (f"group of {CLIENTS}, frames/s", "broadcast", 1),
             ("latency p50 ms", "p50", -1), ("latency p99 ms", "p99", -1),
             ("idle RSS per connection KiB", "idle", -1)]
     for label, k, _ in rows:

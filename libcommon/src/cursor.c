@@ -72,27 +72,22 @@ out:
     return rc;
 }
 
-cm_err cm_cursor_encode(cm_cursor_pos *pos, size_t n, char **out)
+cm_err cm_cursor_encode_to(const cm_cursor_pos *pos, size_t n, char *out, size_t cap,
+                           size_t *len)
 {
-    unsigned char *buf = NULL;
-    char *text = NULL;
-    size_t o = 0, cap;
+    unsigned char stack[1 + 16 * ENTRY_MAX], *buf = stack;
+    size_t o = 0;
+    long w;
     cm_err rc = CM_EINVAL;
 
     if (n > CM_CURSOR_MAX)
         return CM_ETOOBIG;
-    if (n > 0)
-        qsort(pos, n, sizeof(*pos), by_key);
     for (size_t i = 0; i < n; i++)
-        if (pos[i].seq < 0 || (i > 0 && pos[i].key == pos[i - 1].key))
+        if (pos[i].seq < 0 || (i > 0 && pos[i].key <= pos[i - 1].key))
             return CM_EINVAL;
-    buf = malloc(1 + n * ENTRY_MAX);
-    cap = (1 + n * ENTRY_MAX) * 4 / 3 + 4;
-    text = malloc(cap);
-    if (buf == NULL || text == NULL) {
-        rc = CM_ENOMEM;
-        goto out;
-    }
+    /* The common case (a connection in a few conversations) needs no allocation. */
+    if (n > 16 && (buf = malloc(1 + n * ENTRY_MAX)) == NULL)
+        return CM_ENOMEM;
     buf[o++] = CM_CURSOR_VERSION;
     for (size_t i = 0; i < n; i++) {
         uint64_t seq = (uint64_t)pos[i].seq;
@@ -104,17 +99,36 @@ cm_err cm_cursor_encode(cm_cursor_pos *pos, size_t n, char **out)
             buf[o++] = seq ? (c | 0x80) : c;
         } while (seq);
     }
-    if (cm_base64url_encode(buf, o, text, cap) < 0) {
-        rc = CM_EINTERNAL;
+    if ((w = cm_base64url_encode(buf, o, out, cap)) < 0) {
+        rc = CM_ETOOBIG;
         goto out;
     }
-    *out = text;
-    text = NULL;
+    *len = (size_t)w;
     rc = CM_OK;
 out:
-    free(buf);
-    free(text);
+    if (buf != stack)
+        free(buf);
     return rc;
+}
+
+cm_err cm_cursor_encode(cm_cursor_pos *pos, size_t n, char **out)
+{
+    size_t cap = CM_CURSOR_TEXT_MAX(n), len = 0;
+    char *text;
+    cm_err rc;
+
+    if (n > CM_CURSOR_MAX)
+        return CM_ETOOBIG;
+    if (n > 0)
+        qsort(pos, n, sizeof(*pos), by_key);
+    if ((text = malloc(cap)) == NULL)
+        return CM_ENOMEM;
+    if ((rc = cm_cursor_encode_to(pos, n, text, cap, &len)) != CM_OK) {
+        free(text);
+        return rc == CM_ETOOBIG ? CM_EINTERNAL : rc;
+    }
+    *out = text;
+    return CM_OK;
 }
 
 cm_cursor_pos *cm_cursor_find(cm_cursor_pos *pos, size_t n, uint64_t key)

@@ -123,6 +123,33 @@ static void test_capacity_and_bad_input_to_encode(void **state)
     assert_null(text);
 }
 
+/* The no-allocation encoder (the socket's per-frame cursor) writes what cm_cursor_encode
+ * does, into the caller's buffer, and refuses a short buffer and unsorted input. */
+static void test_encode_into_a_buffer(void **state)
+{
+    cm_cursor_pos pos[40];
+    char *heap = NULL, buf[CM_CURSOR_TEXT_MAX(40)];
+    size_t len = 0;
+    (void)state;
+    for (size_t n = 0; n <= 40; n += 20) { /* 0, 20 (past the 16 on the stack), 40 */
+        for (size_t i = 0; i < n; i++) {
+            pos[i].key = 1000 + i * 7;
+            pos[i].seq = (int64_t)(i * i * 1000);
+        }
+        assert_int_equal(cm_cursor_encode(pos, n, &heap), CM_OK);
+        assert_int_equal(cm_cursor_encode_to(pos, n, buf, sizeof(buf), &len), CM_OK);
+        assert_int_equal(len, strlen(heap));
+        assert_string_equal(buf, heap);
+        assert_true(len < CM_CURSOR_TEXT_MAX(n));
+        if (n > 0)
+            assert_int_equal(cm_cursor_encode_to(pos, n, buf, len, &len), CM_ETOOBIG); /* no room for the NUL */
+        free(heap);
+    }
+    pos[0].key = 5;
+    pos[1].key = 4;
+    assert_int_equal(cm_cursor_encode_to(pos, 2, buf, sizeof(buf), &len), CM_EINVAL);
+}
+
 static void test_keys_differ_per_id(void **state)
 {
     (void)state;
@@ -142,6 +169,7 @@ int main(void)
         cmocka_unit_test(test_malformed_cursors_are_refused),
         cmocka_unit_test(test_capacity_and_bad_input_to_encode),
         cmocka_unit_test(test_keys_differ_per_id),
+        cmocka_unit_test(test_encode_into_a_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -250,9 +250,13 @@ static cm_err render(socket_event *ev, const char *event_id, const char *time, c
     cJSON_AddNumberToObject(o, "eseq", (double)ev->eseq);
     if (time)
         cJSON_AddStringToObject(o, "time", time);
+    /* References, not copies: printed once here, while the caller still holds them. */
     if (extra)
-        cJSON_AddItemToObject(o, "reason", cJSON_Duplicate(extra, 1));
-    cJSON_AddItemToObject(o, "data", data ? cJSON_Duplicate(data, 1) : cJSON_CreateObject());
+        cJSON_AddItemReferenceToObject(o, "reason", (cJSON *)extra);
+    if (data)
+        cJSON_AddItemReferenceToObject(o, "data", (cJSON *)data);
+    else
+        cJSON_AddItemToObject(o, "data", cJSON_CreateObject());
     s = cm_json_print(o);
     cJSON_Delete(o);
     if (s == NULL)

@@ -28,11 +28,24 @@
  * crash, with the same id): the ids of this many recent ones are remembered to drop repeats. */
 #define NOTIFIED_MAX 4096
 
+/* One queued text frame: the shared bytes of an event (a reference, so a fan-out to many
+ * connections serialises the event once), then the connection's own bytes (its cursor), or
+ * only its own bytes (acks, errors, presence batches) when `ev` is NULL. */
 typedef struct outframe {
     struct outframe *next;
-    size_t len;
-    unsigned char buf[]; /* LWS_PRE bytes, then the frame */
+    socket_event *ev;
+    size_t len;  /* bytes of `own` */
+    char own[];
 } outframe;
+
+/* A writable callback gathers the queued frames into one write of about this many bytes (the
+ * "cork" of uWebSockets): one send() for many small frames instead of one each. */
+#define WRITE_BATCH 65536
+
+/* lws allocates this much per connection for what it reads from the client, whatever the
+ * message size (larger messages arrive in pieces, joined in conn.rx). Client frames are small
+ * (a send is a few hundred bytes): 4096, lws's default, was 4 KiB of every idle connection. */
+#define RX_BUFFER 256
 
 typedef enum conn_state { ST_LOADING, ST_SYNCING, ST_LIVE } conn_state;
 
@@ -40,19 +53,22 @@ typedef struct conn {
     struct lws *wsi;
     socket_srv *srv;
     uint64_t id;
-    cm_jwt_claims claims;
+    /* Who (from the token's claims, kept small: a connection holds only these): one block
+     * "tenant/user\0tenant\0user\0session\0" that the four point into. */
+    char *user_key, *tid, *sub, *sid;
+    time_t exp; /* the token's expiry (Unix seconds, 0 none) */
     char *token;
-    char user_key[2 * CM_JWT_ID_MAX + 2]; /* tenant/user */
     /* receiving */
     char *rx;
     size_t rx_len;
+    int rx_discard; /* the rest of a message over the cap is being read and dropped */
     int64_t rate_window;
     long rate_count;
     /* sending */
     outframe *q_head, *q_tail;
     size_t q_frames, q_bytes;
     int close_code;
-    char close_reason[96];
+    const char *close_reason; /* a string constant, or NULL (none) */
     /* delivery */
     conn_state state;
     cm_cursor_pos *pos;
@@ -102,6 +118,8 @@ struct socket_srv {
     size_t ntyping, cap_typing;
     uint64_t pres_serial, pres_order;
     int64_t pres_flush_at;
+    unsigned char *wbuf; /* the write buffer of write_batch (LWS_PRE, then frames) */
+    size_t wcap;
     uint64_t notified[NOTIFIED_MAX]; /* the last notifications delivered (hashed ids), a ring */
     size_t notified_next;
     /* inbox, filled by the Kafka consumer */
@@ -194,53 +212,78 @@ static cm_err pos_load(conn *c, const char *text)
 
 /* --- sending ---------------------------------------------------------------------------------- */
 
+/* Closes with `code` and `reason` (a string constant, at most 123 bytes) once the frames
+ * already queued are written. */
 static void conn_close(conn *c, int code, const char *reason)
 {
     if (c->close_code || c->gone)
         return;
     c->close_code = code;
-    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    c->close_reason = reason;
     lws_callback_on_writable(c->wsi);
 }
 
-/* Queues `a` then `b` (may be NULL) as one text frame. A full queue closes the connection
- * with 4003: the client resumes with its cursor instead of the server growing memory. */
-static void conn_send2(conn *c, const char *a, size_t alen, const char *b, size_t blen)
+static size_t frame_len(const outframe *f)
 {
+    return (f->ev ? f->ev->frame_len : 0) + f->len;
+}
+
+/* Queues one text frame: the bytes of event `shared` (may be NULL; not copied, a reference is
+ * taken) followed by `own[0..len)` (copied). Returns 1 when queued, 0 when not. A full queue
+ * closes the connection with 4003: the client resumes with its cursor instead of the server
+ * growing memory. */
+static int conn_queue(conn *c, socket_event *shared, const char *own, size_t len)
+{
+    size_t total = (shared ? shared->frame_len : 0) + len;
     outframe *f;
 
     if (c->close_code || c->gone)
-        return;
+        return 0;
     if (c->q_frames >= (size_t)c->srv->cfg.lim.queue_frames ||
-        c->q_bytes + alen + blen > (size_t)c->srv->cfg.lim.queue_bytes) {
+        c->q_bytes + total > (size_t)c->srv->cfg.lim.queue_bytes) {
         atomic_fetch_add(&c->srv->m_dropped_slow, 1);
         conn_close(c, SOCKET_CLOSE_SLOW, "send queue full: reconnect with since=<cursor>");
-        return;
+        return 0;
     }
-    if ((f = malloc(sizeof(*f) + LWS_PRE + alen + blen)) == NULL) {
+    if ((f = malloc(sizeof(*f) + len)) == NULL) {
         conn_close(c, SOCKET_CLOSE_SLOW, "out of memory: reconnect with since=<cursor>");
-        return;
+        return 0;
     }
     f->next = NULL;
-    f->len = alen + blen;
-    memcpy(f->buf + LWS_PRE, a, alen);
-    if (blen)
-        memcpy(f->buf + LWS_PRE + alen, b, blen);
+    f->ev = shared;
+    if (shared)
+        shared->refs++;
+    f->len = len;
+    if (len)
+        memcpy(f->own, own, len);
     if (c->q_tail)
         c->q_tail->next = f;
     else
         c->q_head = f;
     c->q_tail = f;
     c->q_frames++;
-    c->q_bytes += f->len;
+    c->q_bytes += total;
     lws_callback_on_writable(c->wsi);
+    return 1;
+}
+
+/* Queues `a[0..alen)` as one text frame (copied). */
+static void conn_send(conn *c, const char *a, size_t alen)
+{
+    conn_queue(c, NULL, a, alen);
+}
+
+/* Queues the whole frame of event `ev` (shared, not copied). */
+static void conn_send_shared(conn *c, socket_event *ev)
+{
+    conn_queue(c, ev, NULL, 0);
 }
 
 /* Queues a heap string `s` (freed here; NULL is out of memory and ignored). */
 static void conn_send_take(conn *c, char *s)
 {
     if (s)
-        conn_send2(c, s, strlen(s), NULL, 0);
+        conn_send(c, s, strlen(s));
     free(s);
 }
 
@@ -255,32 +298,38 @@ static void conn_error(conn *c, const char *code, const char *detail)
     cJSON_Delete(o);
 }
 
-/* Sends an event with the connection's cursor after it appended. */
-static void conn_send_event(conn *c, const socket_event *ev)
+/* Sends an event (its shared bytes) with the connection's cursor after it appended: the frame
+ * is {...shared...,"cursor":"<cursor>"}; cursors are base64url, no escaping. The positions are
+ * kept sorted (pos_set), so the cursor is encoded without sorting or allocating. */
+static void conn_send_event(conn *c, socket_event *ev)
 {
-    char *cursor = NULL, tail[64];
+    static const char head[] = ",\"cursor\":\"";
+    char stack[512], *buf = stack;
+    size_t hl = sizeof(head) - 1, cap = hl + CM_CURSOR_TEXT_MAX(c->npos) + 2, clen = 0;
 
-    if (cm_cursor_encode(c->pos, c->npos, &cursor) != CM_OK)
+    if (c->close_code || c->gone)
         return;
-    /* The frame is {...shared...,"cursor":"<cursor>"}: cursors are base64url, no escaping. */
-    size_t clen = strlen(cursor), tlen = (size_t)snprintf(tail, sizeof(tail), ",\"cursor\":\"");
-    char *rest = malloc(tlen + clen + 3);
-    if (rest) {
-        memcpy(rest, tail, tlen);
-        memcpy(rest + tlen, cursor, clen);
-        memcpy(rest + tlen + clen, "\"}", 3);
-        conn_send2(c, ev->frame, ev->frame_len, rest, tlen + clen + 2);
-        atomic_fetch_add(&c->srv->m_events, 1);
+    if (cap > sizeof(stack) && (buf = malloc(cap)) == NULL) {
+        conn_close(c, SOCKET_CLOSE_SLOW, "out of memory: reconnect with since=<cursor>");
+        return;
     }
-    free(rest);
-    free(cursor);
+    memcpy(buf, head, hl);
+    if (cm_cursor_encode_to(c->pos, c->npos, buf + hl, cap - hl - 2, &clen) != CM_OK) {
+        conn_close(c, SOCKET_CLOSE_SLOW, "cursor too large: reconnect with since=<cursor>");
+    } else {
+        memcpy(buf + hl + clen, "\"}", 2);
+        if (conn_queue(c, ev, buf, hl + clen + 2))
+            atomic_fetch_add(&c->srv->m_events, 1);
+    }
+    if (buf != stack)
+        free(buf);
 }
 
 /* --- the index --------------------------------------------------------------------------------- */
 
 static void conv_key(const conn *c, const char *cid, char *out, size_t n)
 {
-    snprintf(out, n, "%s/%s", c->claims.tid, cid);
+    snprintf(out, n, "%s/%s", c->tid, cid);
 }
 
 static int conn_follows(const conn *c, const char *cid)
@@ -329,7 +378,7 @@ static void start_sync(conn *c);
 
 static int is_me(const conn *c, const char *user)
 {
-    return strcmp(c->claims.sub, user) == 0;
+    return strcmp(c->sub, user) == 0;
 }
 
 /* Membership bookkeeping of an event applied to this connection: a conversation it joined is
@@ -387,21 +436,25 @@ static void offer(conn *c, socket_event *ev)
 /* Sends a typing frame to the local connections following `conv_key` (tenant/conversation),
  * except the typist's own. */
 static void typing_deliver(socket_srv *s, const char *conv_key, const char *user,
-                           const char *frame, size_t len)
+                           socket_event *shared, const char *frame, size_t len)
 {
     const socket_set *set = socket_index_get(s->by_conv, conv_key);
 
     for (size_t i = 0; set && i < set->n; i++) {
         conn *c = set->items[i];
-        if (!is_me(c, user))
-            conn_send2(c, frame, len, NULL, 0);
+        if (is_me(c, user))
+            continue;
+        if (shared)
+            conn_send_shared(c, shared);
+        else
+            conn_send(c, frame, len);
     }
     atomic_fetch_add(&s->m_typing, 1);
 }
 
 /* A typing change seen by every instance: a start is delivered when the user begins (a
  * repeated start only extends it), a stop when the user was typing. */
-static void route_typing(socket_srv *s, const socket_event *ev)
+static void route_typing(socket_srv *s, socket_event *ev)
 {
     char key[SOCKET_ID_MAX + CM_JWT_ID_MAX + 2];
     int64_t now = socket_now_ms();
@@ -433,7 +486,7 @@ static void route_typing(socket_srv *s, const socket_event *ev)
             return;
         s->typing[i] = s->typing[--s->ntyping];
     }
-    typing_deliver(s, key, ev->sender, ev->frame, ev->frame_len);
+    typing_deliver(s, key, ev->sender, ev, NULL, 0);
 }
 
 /* Ends the typing of users whose start was not refreshed within typing_ttl_ms. */
@@ -448,7 +501,7 @@ static void typing_expire(socket_srv *s, int64_t now)
         s->typing[i] = s->typing[--s->ntyping];
         char *frame = socket_typing_frame(strchr(t.conv_key, '/') + 1, t.user, "stop");
         if (frame)
-            typing_deliver(s, t.conv_key, t.user, frame, strlen(frame));
+            typing_deliver(s, t.conv_key, t.user, NULL, frame, strlen(frame));
         free(frame);
     }
 }
@@ -506,7 +559,7 @@ static void route_presence(socket_srv *s, const socket_event *ev)
 /* notification.created: to every local connection of the recipient (tenant and user), at
  * once whatever the connection's catch-up state (notifications are not in the conversation
  * log and carry no cursor), once per notification id. */
-static void route_notification(socket_srv *s, const socket_event *ev)
+static void route_notification(socket_srv *s, socket_event *ev)
 {
     char key[2 * CM_JWT_ID_MAX + 2];
     const socket_set *set;
@@ -521,7 +574,7 @@ static void route_notification(socket_srv *s, const socket_event *ev)
     if ((set = socket_index_get(s->by_user, key)) == NULL)
         return;
     for (size_t i = 0; i < set->n; i++)
-        conn_send2(set->items[i], ev->frame, ev->frame_len, NULL, 0);
+        conn_send_shared(set->items[i], ev);
     atomic_fetch_add(&s->m_notifications, 1);
 }
 
@@ -547,7 +600,7 @@ static void route(socket_srv *s, socket_event *ev)
         if ((set = socket_index_get(s->by_user, key)))
             for (size_t i = 0; i < set->n; i++) {
                 conn *c = set->items[i];
-                if (strcmp(c->claims.sid, ev->sid) == 0)
+                if (strcmp(c->sid, ev->sid) == 0)
                     conn_close(c, SOCKET_CLOSE_REVOKED, "session revoked");
             }
         return;
@@ -687,7 +740,7 @@ static void on_sync(conn *c, socket_job *j)
             cut = 1;
             break;
         }
-        if (socket_event_from_sync_item(c->claims.tid, it, &ev) != CM_OK)
+        if (socket_event_from_sync_item(c->tid, it, &ev) != CM_OK)
             continue;
         if (strcmp(ev->type, "reset") == 0) {
             if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
@@ -738,8 +791,8 @@ static void on_load(conn *c, socket_job *j)
     if (c->srv->eph) {
         c->present = 1;
         c->beat_at = socket_now_ms() + c->srv->cfg.presence_beat_ms;
-        socket_ephemeral_presence(c->srv->eph, SOCKET_PRESENCE_CONNECT, c->claims.tid,
-                                  c->claims.sub, c->id, NULL, c->convs, c->nconvs);
+        socket_ephemeral_presence(c->srv->eph, SOCKET_PRESENCE_CONNECT, c->tid,
+                                  c->sub, c->id, NULL, c->convs, c->nconvs);
     }
     start_sync(c);
 }
@@ -846,7 +899,7 @@ static void typing(conn *c, const socket_frame_in *f)
         return;
     }
     if (c->srv->eph)
-        socket_ephemeral_typing(c->srv->eph, c->claims.tid, f->conversation_id, c->claims.sub,
+        socket_ephemeral_typing(c->srv->eph, c->tid, f->conversation_id, c->sub,
                                 f->cmd == SOCKET_CMD_TYPING_START);
     if (f->id)
         conn_send_take(c, socket_ack_json(f->id, "accepted", NULL));
@@ -857,7 +910,7 @@ static void typing(conn *c, const socket_frame_in *f)
 static void presence_set(conn *c, const socket_frame_in *f)
 {
     if (c->srv->eph)
-        socket_ephemeral_presence(c->srv->eph, SOCKET_PRESENCE_SET, c->claims.tid, c->claims.sub,
+        socket_ephemeral_presence(c->srv->eph, SOCKET_PRESENCE_SET, c->tid, c->sub,
                                   c->id, f->status, c->convs, c->nconvs);
     if (f->id)
         conn_send_take(c, socket_ack_json(f->id, "accepted", NULL));
@@ -1006,12 +1059,18 @@ static void conns_remove(socket_srv *s, conn *c)
         }
 }
 
+static void outframe_free(outframe *f)
+{
+    socket_event_release(f->ev);
+    free(f);
+}
+
 static void conn_free(conn *c)
 {
     conns_remove(c->srv, c);
     for (outframe *f = c->q_head, *next; f; f = next) {
         next = f->next;
-        free(f);
+        outframe_free(f);
     }
     for (size_t i = 0; i < c->nheld; i++)
         socket_event_release(c->held[i]);
@@ -1021,13 +1080,37 @@ static void conn_free(conn *c)
     free(c->pos);
     free(c->since);
     free(c->token);
+    free(c->user_key);
     free(c->rx);
     free(c);
+}
+
+/* Keeps what the connection needs of `claims` in one allocation (conn.user_key). CM_ENOMEM. */
+static cm_err conn_identify(conn *c, const cm_jwt_claims *claims)
+{
+    size_t lt = strlen(claims->tid), lu = strlen(claims->sub), ls = strlen(claims->sid);
+    char *b = malloc(2 * (lt + lu) + ls + 5);
+
+    if (b == NULL)
+        return CM_ENOMEM;
+    c->user_key = b;
+    memcpy(b, claims->tid, lt);
+    b[lt] = '/';
+    memcpy(b + lt + 1, claims->sub, lu + 1);
+    c->tid = b + lt + lu + 2;
+    memcpy(c->tid, claims->tid, lt + 1);
+    c->sub = c->tid + lt + 1;
+    memcpy(c->sub, claims->sub, lu + 1);
+    c->sid = c->sub + lu + 1;
+    memcpy(c->sid, claims->sid, ls + 1);
+    c->exp = claims->exp;
+    return CM_OK;
 }
 
 static conn *conn_open(socket_srv *s, struct lws *wsi)
 {
     char token[TOKEN_MAX + 1], detail[256], since[SINCE_MAX];
+    cm_jwt_claims claims;
     conn *c = calloc(1, sizeof(*c));
     conn **grown;
 
@@ -1039,8 +1122,8 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     c->fresh = 1;
     /* The upgrade was authenticated in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE; the claims are read
      * again here because lws gives the WebSocket its own session data. */
-    if (authenticate(s, wsi, token, &c->claims, detail, sizeof(detail)) != CM_OK ||
-        (c->token = strdup(token)) == NULL)
+    if (authenticate(s, wsi, token, &claims, detail, sizeof(detail)) != CM_OK ||
+        (c->token = strdup(token)) == NULL || conn_identify(c, &claims) != CM_OK)
         goto fail;
     if (query_arg(wsi, "since=", since, sizeof(since))) {
         if ((c->since = strdup(since)) == NULL)
@@ -1054,7 +1137,6 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
         s->conns = grown;
         s->cap_conns = cap;
     }
-    snprintf(c->user_key, sizeof(c->user_key), "%s/%s", c->claims.tid, c->claims.sub);
     if (socket_index_add(s->by_user, c->user_key, c) != CM_OK)
         goto fail;
     s->conns[s->nconns++] = c;
@@ -1062,6 +1144,7 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     atomic_fetch_add(&s->m_opened, 1);
     return c;
 fail:
+    free(c->user_key);
     free(c->token);
     free(c->since);
     free(c);
@@ -1073,8 +1156,8 @@ static void conn_closed(conn *c)
     socket_srv *s = c->srv;
 
     if (c->present && s->eph)
-        socket_ephemeral_presence(s->eph, SOCKET_PRESENCE_DISCONNECT, c->claims.tid,
-                                  c->claims.sub, c->id, NULL, c->convs, c->nconvs);
+        socket_ephemeral_presence(s->eph, SOCKET_PRESENCE_DISCONNECT, c->tid,
+                                  c->sub, c->id, NULL, c->convs, c->nconvs);
     c->present = 0;
     while (c->nconvs)
         unfollow(c, c->convs[c->nconvs - 1]);
@@ -1195,19 +1278,78 @@ static int confirm_upgrade(socket_srv *s, struct lws *wsi)
     return 0;
 }
 
-static int on_writeable(conn *c)
+/* Writes the RFC 6455 section 5.2 header of an unmasked, final text frame of `len` payload
+ * bytes into `out` (room for 10); returns its length. */
+static size_t frame_header(unsigned char *out, size_t len)
 {
+    out[0] = 0x81; /* FIN, text */
+    if (len < 126) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (unsigned char)((uint64_t)len >> (8 * (7 - i)));
+    return 10;
+}
+
+/* Gathers queued frames (at least one, then up to WRITE_BATCH bytes) into the loop's write
+ * buffer, framed, and hands them to lws in one write: lws 4.1 has no cork or writev, and one
+ * send() per small frame is what capped fan-out (DESIGN.md, performance notes). lws keeps
+ * what the socket does not take and sends it before anything else (its own pings, pongs and
+ * the close frame included), so frames stay whole and in order. 0, or -1 to hang up. */
+static int write_batch(conn *c)
+{
+    socket_srv *s = c->srv;
+    size_t o = LWS_PRE, nframes = 0;
+
     while (c->q_head) {
         outframe *f = c->q_head;
-        if (lws_write(c->wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT) < (int)f->len)
-            return -1;
-        atomic_fetch_add(&c->srv->m_frames_out, 1);
+        size_t len = frame_len(f), need = o + 10 + len;
+        if (nframes > 0 && need - LWS_PRE > WRITE_BATCH)
+            break;
+        if (need > s->wcap) {
+            unsigned char *grown = realloc(s->wbuf, need);
+            if (grown == NULL)
+                break; /* what is gathered goes now; nothing at all is a hang-up below */
+            s->wbuf = grown;
+            s->wcap = need;
+        }
+        o += frame_header(s->wbuf + o, len);
+        if (f->ev) {
+            memcpy(s->wbuf + o, f->ev->frame, f->ev->frame_len);
+            o += f->ev->frame_len;
+        }
+        memcpy(s->wbuf + o, f->own, f->len);
+        o += f->len;
         c->q_head = f->next;
         if (c->q_head == NULL)
             c->q_tail = NULL;
         c->q_frames--;
-        c->q_bytes -= f->len;
-        free(f);
+        c->q_bytes -= len;
+        outframe_free(f);
+        nframes++;
+    }
+    if (nframes == 0)
+        return -1;
+    /* LWS_WRITE_RAW: the bytes are already frames (lws's framing would make them one). */
+    if (lws_write(c->wsi, s->wbuf + LWS_PRE, o - LWS_PRE, LWS_WRITE_RAW) < (int)(o - LWS_PRE))
+        return -1;
+    atomic_fetch_add(&s->m_frames_out, (long)nframes);
+    return 0;
+}
+
+static int on_writeable(conn *c)
+{
+    while (c->q_head) {
+        if (write_batch(c) != 0)
+            return -1;
         if (c->sync_on_drain && !queue_half_full(c) && !c->close_code) {
             c->sync_on_drain = 0;
             start_sync(c); /* the catch-up's next page (on_sync) */
@@ -1224,8 +1366,9 @@ static int on_writeable(conn *c)
             lws_callback_on_writable(c->wsi);
             return 0;
         }
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason, strlen(c->close_reason));
+        const char *why = c->close_reason ? c->close_reason : ""; /* none: the peer's close */
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)why,
+                         strlen(why));
         return -1;
     }
     return 0;
@@ -1244,12 +1387,25 @@ static int on_receive(conn *c, const char *in, size_t len)
         c->close_code = SOCKET_CLOSE_UNSUPPORTED;
         return -1;
     }
-    if (c->rx_len + len + lws_remaining_packet_payload(wsi) > max) {
+    if (c->rx_discard || c->rx_len + len + lws_remaining_packet_payload(wsi) > max) {
+        /* Over the cap: the rest of the message is read and dropped, then the connection is
+         * closed with 1009 (hanging up with the rest unread would make the kernel answer
+         * with a reset, which can overtake the close frame). A message more than 16 times the
+         * cap is not worth reading: hang up now. */
         static const char r[] = "message over the size cap";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)r,
-                         sizeof(r) - 1);
-        c->close_code = SOCKET_CLOSE_TOO_BIG;
-        return -1;
+        c->rx_len = 0;
+        if (!c->rx_discard && lws_remaining_packet_payload(wsi) > 16 * max) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)r,
+                             sizeof(r) - 1);
+            c->close_code = SOCKET_CLOSE_TOO_BIG;
+            return -1;
+        }
+        c->rx_discard = 1;
+        if (lws_is_final_fragment(wsi)) {
+            c->rx_discard = 0;
+            conn_close(c, SOCKET_CLOSE_TOO_BIG, r);
+        }
+        return 0;
     }
     if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && c->rx_len == 0) {
         on_frame(c, in, len);
@@ -1287,10 +1443,10 @@ static void on_tick(lws_sorted_usec_list_t *sul)
             presence_flush(c);
         if (c->present && ms >= c->beat_at) {
             c->beat_at = ms + s->cfg.presence_beat_ms;
-            socket_ephemeral_presence(s->eph, SOCKET_PRESENCE_BEAT, c->claims.tid, c->claims.sub,
+            socket_ephemeral_presence(s->eph, SOCKET_PRESENCE_BEAT, c->tid, c->sub,
                                       c->id, NULL, c->convs, c->nconvs);
         }
-        if (c->claims.exp && now >= c->claims.exp)
+        if (c->exp && now >= c->exp)
             conn_close(c, SOCKET_CLOSE_TOKEN_EXPIRED, "access token expired");
         else if (c->retry_at && ms >= c->retry_at) {
             c->retry_at = 0;
@@ -1427,7 +1583,9 @@ cm_err socket_srv_create(const socket_srv_config *cfg, socket_srv **out)
     retry->secs_since_valid_ping = (uint16_t)cfg->lim.ping_s;
     retry->secs_since_valid_hangup = (uint16_t)cfg->lim.idle_s;
     static struct lws_protocols protocols[2];
-    protocols[0] = (struct lws_protocols){"chat", callback, sizeof(pss), 4096, 0, NULL, 0};
+    /* tx_packet_size: left at 0, lws would cap each write at RX_BUFFER bytes. */
+    protocols[0] = (struct lws_protocols){"chat", callback, sizeof(pss), RX_BUFFER, 0, NULL,
+                                          WRITE_BATCH + 16};
     memset(&info, 0, sizeof(info));
     info.port = cfg->port;
     info.iface = cfg->host;
@@ -1477,6 +1635,8 @@ int socket_srv_serving(socket_srv *s)
 
 void socket_srv_post(socket_srv *s, socket_event *ev)
 {
+    int wake;
+
     ev->next = NULL;
     pthread_mutex_lock(&s->mu);
     while (s->in_len >= INBOX_MAX && !atomic_load(&s->stopping))
@@ -1486,9 +1646,12 @@ void socket_srv_post(socket_srv *s, socket_event *ev)
     else
         s->in_head = ev;
     s->in_tail = ev;
-    s->in_len++;
+    /* Only the first event of a batch wakes the loop (a pipe write each): the loop takes the
+     * whole inbox at once (drain_inbox), so later ones ride along until it empties it. */
+    wake = s->in_len++ == 0;
     pthread_mutex_unlock(&s->mu);
-    lws_cancel_service(s->lws);
+    if (wake)
+        lws_cancel_service(s->lws);
 }
 
 void socket_srv_destroy(socket_srv *s)
@@ -1511,6 +1674,7 @@ void socket_srv_destroy(socket_srv *s)
     socket_index_destroy(s->by_conv);
     socket_index_destroy(s->by_user);
     free(s->typing);
+    free(s->wbuf);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

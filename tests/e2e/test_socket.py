@@ -634,6 +634,12 @@ def test_notifications_reach_the_recipients_connections_live_and_nobody_else(api
     server(api, tenant, "PUT", "/v1/server/users/nbackend", {"roles": ["tenant_admin"]})
     admin = token_for(api, tenant, "nbackend")
 
+    async def in_inbox(token, pred, timeout=90.0):
+        deadline = time.monotonic() + timeout
+        while not any(pred(n) for n in ok(api.call("GET", "/v1/notifications?limit=100", token))["items"]):
+            assert time.monotonic() < deadline, "the notification service never stored it"
+            await asyncio.sleep(0.2)
+
     async def go():
         alice = await Client.connect(0, a)
         bob0 = await Client.connect(0, b)
@@ -642,9 +648,12 @@ def test_notifications_reach_the_recipients_connections_live_and_nobody_else(api
         bob_other = await Client.connect(1, b2)
         await warm_all(api, a, cid, [alice, bob0, bob1])
         m = ok(send(api, a, cid, "a notification for bob"))
+        # The notification service works through every message of the run in order (FerretDB
+        # writes): wait until it stored this one, then the frame follows at once.
+        await in_inbox(b, lambda n: n.get("message_id") == m["id"])
         for bob in (bob0, bob1):
             got = await bob.wait(lambda f: f.get("type") == "notification.created"
-                                 and f["data"].get("message_id") == m["id"], timeout=30)
+                                 and f["data"].get("message_id") == m["id"], timeout=15)
             assert got["data"]["user_id"] == "nbob" and got["data"]["type"] == "message"
             assert got["data"]["actor_id"] == "nalice" and got["data"]["text"] == "a notification for bob"
             assert got["event_id"] == got["data"]["id"] and got["time"] and "cursor" not in got
@@ -652,9 +661,10 @@ def test_notifications_reach_the_recipients_connections_live_and_nobody_else(api
                         {"user_ids": ["nbob"], "title": "Maintenance", "body": "tonight",
                          "data": {"kind": "ops"}}), 202)
         assert r["recipients"] == 1
+        await in_inbox(b, lambda n: n["type"] == "custom")
         for bob in (bob0, bob1):
             got = await bob.wait(lambda f: f.get("type") == "notification.created"
-                                 and f["data"].get("type") == "custom", timeout=30)
+                                 and f["data"].get("type") == "custom", timeout=15)
             assert got["data"]["title"] == "Maintenance" and got["data"]["text"] == "tonight"
             assert got["data"]["data"] == {"kind": "ops"}
         await asyncio.sleep(1.0)  # a duplicate or a stray delivery has had time to arrive

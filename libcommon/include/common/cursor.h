@@ -37,6 +37,18 @@ cm_err cm_cursor_decode(const char *text, cm_cursor_pos *out, size_t cap, size_t
  * CM_ENOMEM. */
 cm_err cm_cursor_encode(cm_cursor_pos *pos, size_t n, char **out);
 
+/* Bytes of the text of a cursor of `n` positions at most, with its NUL (18 bytes each before
+ * base64url, which makes 4 characters of every 3 bytes). */
+#define CM_CURSOR_TEXT_MAX(n) ((1 + (size_t)(n) * 18) * 4 / 3 + 4)
+
+/* Encodes `pos` (n of them, already sorted by strictly increasing key) into `out` (room for
+ * `cap` bytes, NUL included; CM_CURSOR_TEXT_MAX(n) always suffices) without allocating for up
+ * to 16 positions; `*len` receives the length without the NUL. CM_EINVAL for a negative seq
+ * or keys not strictly increasing, CM_ETOOBIG past CM_CURSOR_MAX or when `cap` is too small,
+ * CM_ENOMEM. On failure `out` may have been written. */
+cm_err cm_cursor_encode_to(const cm_cursor_pos *pos, size_t n, char *out, size_t cap,
+                           size_t *len);
+
 /* Returns the position of `key` in sorted `pos` (n of them), or NULL (binary search). */
 cm_cursor_pos *cm_cursor_find(cm_cursor_pos *pos, size_t n, uint64_t key);
 
