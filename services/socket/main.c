@@ -264,6 +264,10 @@ out:
     /* Then the Redis side: the drain's disconnects are run before it stops. */
     cm_http_server_destroy(http);
     http = NULL;
+    /* Detached first: connections lws closes in socket_srv_destroy must not report their
+     * disconnect to a freed ephemeral (ASan heap-use-after-free at shutdown). */
+    if (srv)
+        socket_srv_attach_ephemeral(srv, NULL);
     socket_ephemeral_destroy(eph);
     if (consumer_started) {
         atomic_store(&cc.stop, 1);
