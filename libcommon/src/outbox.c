@@ -110,6 +110,48 @@ cm_err cm_outbox_publish(cm_outbox *o, const char *topic, const char *key, const
     return rc;
 }
 
+cm_err cm_outbox_publish_many(cm_outbox *o, const cm_outbox_event *evs, size_t n,
+                              const cm_kafka_header *headers, size_t nheaders)
+{
+    bson_t *docs = n ? calloc(n, sizeof(*docs)) : NULL;
+    const bson_t **ptrs = n ? calloc(n, sizeof(*ptrs)) : NULL;
+    unsigned char *dup = n ? calloc(n, 1) : NULL;
+    int64_t now = cm_clock_now_ms();
+    size_t built = 0;
+    cm_err rc = CM_ENOMEM;
+
+    if (n == 0)
+        return CM_OK;
+    if (docs == NULL || ptrs == NULL || dup == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        bson_init(&docs[i]);
+        BSON_APPEND_UTF8(&docs[i], "_id", evs[i].id);
+        BSON_APPEND_UTF8(&docs[i], "topic", evs[i].topic);
+        BSON_APPEND_UTF8(&docs[i], "key", evs[i].key);
+        BSON_APPEND_UTF8(&docs[i], "value", evs[i].value);
+        BSON_APPEND_BOOL(&docs[i], "published", 0);
+        BSON_APPEND_DATE_TIME(&docs[i], "created_at", now);
+        ptrs[i] = &docs[i];
+        built++;
+    }
+    /* An event stored before (a replay) stays as it is: the sweep produces it if need be. */
+    rc = cm_mongo_insert_many(o->db, o->coll, ptrs, n, dup);
+    if (rc != CM_OK)
+        cm_error("outbox %s: %zu events not stored; produced unprotected", o->coll, n);
+    for (size_t i = 0; i < n; i++)
+        if (produce(o, evs[i].topic, evs[i].key, evs[i].id, evs[i].value, headers, nheaders) !=
+            CM_OK)
+            cm_warn("outbox %s: event %s not produced yet; the sweep will", o->coll, evs[i].id);
+out:
+    for (size_t i = 0; i < built; i++)
+        bson_destroy(&docs[i]);
+    free(docs);
+    free(ptrs);
+    free(dup);
+    return rc;
+}
+
 /* Marks up to MARK_BATCH delivered events published; returns how many were taken. */
 static int mark_some(cm_outbox *o)
 {

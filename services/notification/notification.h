@@ -168,6 +168,34 @@ void nf_jobs_stop(nf_jobs *j); /* accepts NULL */
  * one) is written to `id`. CM_EIO when MongoDB failed (retry). */
 cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37]);
 
+/* The notification.created event (CloudEvents JSON, id = the notification's) of stored
+ * notification `doc`, into `*out` (caller frees). CM_ENOMEM. */
+cm_err nf_created_event(const bson_t *doc, char **out);
+
+/* --- batches (notification_batch.c) ------------------------------------------------------ */
+
+/* One recipient of an event. */
+typedef struct nf_recipient {
+    const char *user;
+    nf_type type;
+    int64_t muted_until; /* their mute of the conversation (ms; 0 none) */
+} nf_recipient;
+
+/* What an event's notifications are about (any field may be NULL but `text`). */
+typedef struct nf_about {
+    const char *cid, *message_id, *actor, *text;
+    const char *title;  /* custom notifications */
+    const cJSON *data;  /* custom notifications: string values only */
+} nf_about;
+
+/* Stores the in-app notification of each recipient `r[0..n)` of event `event_id` (per their
+ * preferences), publishes their notification.created and plans their push, in a few round
+ * trips per 1,000 recipients (notification_batch.c). Once per (event, user, channel): what a
+ * replay finds stored is not stored again, and its event is published again only when the
+ * outbox no longer holds it. CM_EIO (retry), CM_EAGAIN (a duplicate not readable yet). */
+cm_err nf_notify_many(nf_ctx *ctx, const char *tenant, const char *event_id, const nf_about *a,
+                      const nf_recipient *r, size_t n);
+
 /* --- push (notification_push.c) ------------------------------------------------------------ */
 
 /* What a push is about: the stored notification and the text to show. */
@@ -184,6 +212,10 @@ typedef struct nf_push_item {
  * CM_EIO when MongoDB failed. */
 cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs *p);
 
+/* nf_prefs_load for `users[0..n)` of `tenant` in one query, into `out[0..n)`. */
+cm_err nf_prefs_load_many(nf_ctx *ctx, const char *tenant, const char *const *users, size_t n,
+                          nf_prefs *out);
+
 /* GET /v1/notifications/preferences */
 void nf_prefs_get(cm_http_req *req, void *ud);
 /* PUT /v1/notifications/preferences */
@@ -197,6 +229,16 @@ void nf_push_stop(nf_push *p); /* accepts NULL */
  * WebSocket connection in Redis), no device, or one queued delivery per device (unique per
  * notification and device, so a replay queues nothing twice). CM_EIO when MongoDB failed. */
 cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it);
+
+/* nf_push_plan for `items[0..n)` (one event's recipients, all of one tenant) in a few round
+ * trips whatever n: one presence pipeline to Redis, one devices query, one insert of the
+ * deliveries and one of the decisions; the new deliveries are handed to the sender at once
+ * (nf_push_kick). CM_EIO when MongoDB failed (retry: what was stored is not stored twice). */
+cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n);
+
+/* Hands the sender `deliveries[0..n)` just stored (copied; those not due yet are left to
+ * the sender's scan of the store) and wakes it. */
+void nf_push_kick(nf_push *p, const bson_t *deliveries, size_t n);
 
 /* Records a decision about pushing notification `it` (`device_id` may be NULL): unique per
  * (event, user, decision, device), so replays record nothing twice. */

@@ -179,76 +179,13 @@ cm_err nf_projection_since(nf_ctx *ctx)
 
 /* --- notifications ------------------------------------------------------------------------ */
 
-/* Builds and stores one in-app notification for `user`, then plans its push. */
+/* One notification for `user` (a membership change): nf_notify_many for one recipient. */
 static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type type,
-                     const char *cid, const char *message_id, const char *actor,
-                     const char *text, int64_t muted_until, const char *title,
-                     const cJSON *data)
+                     const char *cid, const char *actor, const char *text)
 {
-    char id[CM_UUID_STRLEN], stored[CM_UUID_STRLEN] = "", k[512],
-        preview[NF_PREVIEW_CHARS * 4 + 4];
-    bson_t doc = BSON_INITIALIZER;
-    nf_push_item it = {0};
-    nf_prefs prefs;
-    cm_err rc;
-
-    if (nf_dedupe_key(ev->tenant, ev->id, user, "in_app", k, sizeof(k)) != CM_OK)
-        return CM_EINVAL;
-    if ((rc = cm_uuid_v7(id)) != CM_OK)
-        return rc;
-    if ((rc = nf_prefs_load(ctx, ev->tenant, user, &prefs)) != CM_OK)
-        return rc;
-    nf_preview(text, preview, sizeof(preview));
-    BSON_APPEND_UTF8(&doc, "_id", id);
-    BSON_APPEND_UTF8(&doc, "k", k);
-    if (!prefs.in_app[type])
-        BSON_APPEND_BOOL(&doc, "hidden", true); /* kept for push and diagnostics only */
-    BSON_APPEND_UTF8(&doc, "tenant", ev->tenant);
-    BSON_APPEND_UTF8(&doc, "user_id", user);
-    BSON_APPEND_UTF8(&doc, "channel", "in_app");
-    BSON_APPEND_UTF8(&doc, "type", nf_type_name(type));
-    BSON_APPEND_UTF8(&doc, "event_id", ev->id);
-    if (cid)
-        BSON_APPEND_UTF8(&doc, "conversation_id", cid);
-    if (title)
-        BSON_APPEND_UTF8(&doc, "title", title);
-    if (cJSON_IsObject(data)) {
-        /* Only string values (checked by the HTTP API): typed appends, never parsed JSON. */
-        const cJSON *kv;
-        bson_t d;
-        BSON_APPEND_DOCUMENT_BEGIN(&doc, "data", &d);
-        cJSON_ArrayForEach(kv, data)
-        {
-            if (cJSON_IsString(kv))
-                BSON_APPEND_UTF8(&d, kv->string, kv->valuestring);
-        }
-        bson_append_document_end(&doc, &d);
-    }
-    if (message_id)
-        BSON_APPEND_UTF8(&doc, "message_id", message_id);
-    if (actor)
-        BSON_APPEND_UTF8(&doc, "actor_id", actor);
-    BSON_APPEND_UTF8(&doc, "text", preview);
-    BSON_APPEND_BOOL(&doc, "read", false);
-    BSON_APPEND_DATE_TIME(&doc, "created_at", cm_clock_now_ms());
-    rc = nf_notify(ctx, &doc, stored);
-    bson_destroy(&doc);
-    if (rc != CM_OK)
-        return rc;
-    it.tenant = ev->tenant;
-    it.user = user;
-    it.event_id = ev->id;
-    it.notification_id = stored;
-    it.type = nf_type_name(type);
-    it.conversation_id = cid;
-    it.message_id = message_id;
-    it.actor = actor;
-    it.text = preview;
-    it.muted_until = muted_until;
-    it.push_off = !prefs.push[type];
-    it.quiet_until = nf_quiet_until(&prefs, cm_clock_now_ms());
-    it.title = title;
-    return nf_push_plan(ctx, &it);
+    nf_recipient r = {user, type, 0};
+    nf_about a = {.cid = cid, .actor = actor, .text = text};
+    return nf_notify_many(ctx, ev->tenant, ev->id, &a, &r, 1);
 }
 
 /* The sender of message `id` of `tenant` as the projection knows it, into `out` (size n). */
@@ -312,12 +249,23 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
             return CM_EAGAIN;
         }
     }
-    for (size_t i = 0; i < m.n && rc == CM_OK; i++) {
-        nf_type t;
-        if (nf_classify_message(ev->data, m.ids[i], parent_sender[0] ? parent_sender : NULL,
-                                &t))
-            rc = notify(ctx, ev, m.ids[i], t, cid, mid, sender, text, m.muted_until[i], NULL,
-                        NULL);
+    {
+        /* Every recipient at once: a few round trips per message, not per recipient. */
+        nf_recipient *r = calloc(m.n ? m.n : 1, sizeof(*r));
+        nf_about a = {.cid = cid, .message_id = mid, .actor = sender, .text = text};
+        size_t k = 0;
+        if (r == NULL) {
+            members_free(&m);
+            return CM_ENOMEM;
+        }
+        for (size_t i = 0; i < m.n; i++) {
+            nf_type t;
+            if (nf_classify_message(ev->data, m.ids[i], parent_sender[0] ? parent_sender : NULL,
+                                    &t))
+                r[k++] = (nf_recipient){m.ids[i], t, m.muted_until[i]};
+        }
+        rc = nf_notify_many(ctx, ev->tenant, ev->id, &a, r, k);
+        free(r);
     }
     members_free(&m);
     return rc;
@@ -347,15 +295,22 @@ static cm_err on_conversation_created(nf_ctx *ctx, const event *ev, char *why, s
     }
     if (type != NULL && strcmp(type, "direct") == 0)
         return CM_OK;
-    cJSON_ArrayForEach(it, list)
     {
-        const char *u = str_of(it, "user_id");
-        if (u && cm_user_id_valid(u) && strcmp(u, by) != 0 &&
-            (rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, title ? title : "", 0, NULL,
-                         NULL)) != CM_OK)
-            return rc;
+        nf_recipient *r = calloc((size_t)cJSON_GetArraySize(list) + 1, sizeof(*r));
+        nf_about a = {.cid = cid, .actor = by, .text = title ? title : ""};
+        size_t k = 0;
+        if (r == NULL)
+            return CM_ENOMEM;
+        cJSON_ArrayForEach(it, list)
+        {
+            const char *u = str_of(it, "user_id");
+            if (u && cm_user_id_valid(u) && strcmp(u, by) != 0)
+                r[k++] = (nf_recipient){u, NF_TYPE_ADDED, 0};
+        }
+        rc = nf_notify_many(ctx, ev->tenant, ev->id, &a, r, k);
+        free(r);
     }
-    return CM_OK;
+    return rc;
 }
 
 /* Parses RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into Unix ms; -1 when malformed. */
@@ -403,7 +358,7 @@ static cm_err on_member(nf_ctx *ctx, const event *ev, char *why, size_t n)
     }
     rc = member_apply(ctx, ev->tenant, cid, u, 1, -1, ev->eseq);
     if (rc == CM_OK && by != NULL && strcmp(by, u) != 0)
-        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, "", 0, NULL, NULL);
+        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, by, "");
     return rc;
 }
 
@@ -416,21 +371,25 @@ static cm_err on_requested(nf_ctx *ctx, const event *ev, char *why, size_t n)
     const char *title = str_of(ev->data, "title"), *body = str_of(ev->data, "body"),
                *by = str_of(ev->data, "requested_by");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev->data, "data");
-    cm_err rc = CM_OK;
+    nf_about a = {.actor = by, .text = body, .title = title, .data = data};
+    nf_recipient *r;
+    size_t k = 0;
+    cm_err rc;
 
     if (!cJSON_IsArray(users) || title == NULL || body == NULL) {
         snprintf(why, n, "notification.requested without user_ids, title or body");
         return CM_EINVAL;
     }
+    if ((r = calloc((size_t)cJSON_GetArraySize(users) + 1, sizeof(*r))) == NULL)
+        return CM_ENOMEM;
     cJSON_ArrayForEach(u, users)
     {
-        if (!cJSON_IsString(u) || !cm_user_id_valid(u->valuestring))
-            continue;
-        if ((rc = notify(ctx, ev, u->valuestring, NF_TYPE_CUSTOM, NULL, NULL, by, body, 0, title,
-                         data)) != CM_OK)
-            return rc;
+        if (cJSON_IsString(u) && cm_user_id_valid(u->valuestring))
+            r[k++] = (nf_recipient){u->valuestring, NF_TYPE_CUSTOM, 0};
     }
-    return CM_OK;
+    rc = nf_notify_many(ctx, ev->tenant, ev->id, &a, r, k);
+    free(r);
+    return rc;
 }
 
 /* One record: handled, dead-lettered, skipped, or left for a retry. */
