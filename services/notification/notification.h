@@ -174,26 +174,33 @@ cm_err nf_created_event(const bson_t *doc, char **out);
 
 /* --- batches (notification_batch.c) ------------------------------------------------------ */
 
-/* One recipient of an event. */
-typedef struct nf_recipient {
-    const char *user;
-    nf_type type;
-    int64_t muted_until; /* their mute of the conversation (ms; 0 none) */
-} nf_recipient;
-
 /* What an event's notifications are about (any field may be NULL but `text`). */
 typedef struct nf_about {
     const char *cid, *message_id, *actor, *text;
     const char *title;  /* custom notifications */
     const cJSON *data;  /* custom notifications: string values only */
+    char preview[NF_PREVIEW_CHARS * 4 + 4]; /* of text: filled by nf_notify_batch */
 } nf_about;
 
-/* Stores the in-app notification of each recipient `r[0..n)` of event `event_id` (per their
- * preferences), publishes their notification.created and plans their push, in a few round
- * trips per 1,000 recipients (notification_batch.c). Once per (event, user, channel): what a
- * replay finds stored is not stored again, and its event is published again only when the
- * outbox no longer holds it. CM_EIO (retry), CM_EAGAIN (a duplicate not readable yet). */
-cm_err nf_notify_many(nf_ctx *ctx, const char *tenant, const char *event_id, const nf_about *a,
+/* One recipient of an event. */
+typedef struct nf_recipient {
+    const char *user;
+    nf_type type;
+    int64_t muted_until;  /* their mute of the conversation (ms; 0 none) */
+    const char *event_id; /* nf_notify_batch: the event (nf_notify_many sets it) */
+    nf_about *about;      /* nf_notify_batch: what it is about (nf_notify_many sets it) */
+} nf_recipient;
+
+/* Stores the in-app notification of each recipient `r[0..n)` of `tenant` (each of its own
+ * event, per their preferences), publishes their notification.created and plans their push,
+ * in a few round trips per 1,000 recipients whatever the number of events
+ * (notification_batch.c). Once per (event, user, channel): what a replay finds stored is not
+ * stored again, and its event is published again only when the outbox no longer holds it.
+ * CM_EIO (retry), CM_EAGAIN (a duplicate not readable yet). */
+cm_err nf_notify_batch(nf_ctx *ctx, const char *tenant, nf_recipient *r, size_t n);
+
+/* nf_notify_batch for recipients `r[0..n)` of one event `event_id` about `a`. */
+cm_err nf_notify_many(nf_ctx *ctx, const char *tenant, const char *event_id, nf_about *a,
                       const nf_recipient *r, size_t n);
 
 /* --- push (notification_push.c) ------------------------------------------------------------ */
@@ -238,7 +245,7 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n);
 
 /* Hands the sender `deliveries[0..n)` just stored (copied; those not due yet are left to
  * the sender's scan of the store) and wakes it. */
-void nf_push_kick(nf_push *p, const bson_t *deliveries, size_t n);
+void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n);
 
 /* Records a decision about pushing notification `it` (`device_id` may be NULL): unique per
  * (event, user, decision, device), so replays record nothing twice. */

@@ -78,10 +78,12 @@ static void append_in(bson_t *f, const char *field, const char *base, size_t str
 }
 
 /* Builds the in-app notification document of recipient `r` into `doc`. */
-static void build(const char *tenant, const char *event_id, const nf_about *a,
-                  const nf_recipient *r, const nf_prefs *prefs, const char *id, const char *k,
-                  const char *preview, int64_t now, bson_t *doc)
+static void build(const char *tenant, const nf_recipient *r, const nf_prefs *prefs,
+                  const char *id, const char *k, int64_t now, bson_t *doc)
 {
+    const nf_about *a = r->about;
+    const char *event_id = r->event_id, *preview = a->preview;
+
     bson_init(doc);
     BSON_APPEND_UTF8(doc, "_id", id);
     BSON_APPEND_UTF8(doc, "k", k);
@@ -149,9 +151,7 @@ out:
     return rc;
 }
 
-static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const char *event_id,
-                           const nf_about *a, const char *preview, const nf_recipient *r,
-                           size_t n)
+static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *r, size_t n)
 {
     const char **users = calloc(n, sizeof(*users));
     nf_prefs *prefs = calloc(n, sizeof(*prefs));
@@ -178,15 +178,14 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const char *event_id
     if ((rc = nf_prefs_load_many(ctx, tenant, users, n, prefs)) != CM_OK)
         goto out;
     for (size_t i = 0; i < n; i++, built++) {
-        if (nf_dedupe_key(tenant, event_id, r[i].user, "in_app", st.keys[i],
+        if (nf_dedupe_key(tenant, r[i].event_id, r[i].user, "in_app", st.keys[i],
                           sizeof(st.keys[i])) != CM_OK) {
             rc = CM_EINVAL;
             goto out;
         }
         if ((rc = cm_uuid_v7(st.ids[i])) != CM_OK)
             goto out;
-        build(tenant, event_id, a, &r[i], &prefs[i], st.ids[i], st.keys[i], preview, now,
-              &docs[i]);
+        build(tenant, &r[i], &prefs[i], st.ids[i], st.keys[i], now, &docs[i]);
         ptrs[i] = &docs[i];
         st.hidden[i] = !prefs[i].in_app[r[i].type];
     }
@@ -245,15 +244,16 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const char *event_id
         goto out;
     for (size_t i = 0; i < n; i++) {
         nf_push_item *it = &items[i];
+        const nf_about *a = r[i].about;
         it->tenant = tenant;
         it->user = r[i].user;
-        it->event_id = event_id;
+        it->event_id = r[i].event_id;
         it->notification_id = st.ids[i];
         it->type = nf_type_name(r[i].type);
         it->conversation_id = a->cid;
         it->message_id = a->message_id;
         it->actor = a->actor;
-        it->text = preview;
+        it->text = a->preview;
         it->muted_until = r[i].muted_until;
         it->push_off = !prefs[i].push[r[i].type];
         it->quiet_until = nf_quiet_until(&prefs[i], now);
@@ -283,15 +283,33 @@ out:
     return rc;
 }
 
-cm_err nf_notify_many(nf_ctx *ctx, const char *tenant, const char *event_id, const nf_about *a,
-                      const nf_recipient *r, size_t n)
+cm_err nf_notify_batch(nf_ctx *ctx, const char *tenant, nf_recipient *r, size_t n)
 {
-    char preview[NF_PREVIEW_CHARS * 4 + 4];
     cm_err rc = CM_OK;
 
-    nf_preview(a->text ? a->text : "", preview, sizeof(preview));
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || r[i].about != r[i - 1].about)
+            nf_preview(r[i].about->text ? r[i].about->text : "", r[i].about->preview,
+                       sizeof(r[i].about->preview));
     for (size_t at = 0; at < n && rc == CM_OK; at += CHUNK)
-        rc = notify_chunk(ctx, tenant, event_id, a, preview, r + at,
-                          n - at < CHUNK ? n - at : CHUNK);
+        rc = notify_chunk(ctx, tenant, r + at, n - at < CHUNK ? n - at : CHUNK);
+    return rc;
+}
+
+cm_err nf_notify_many(nf_ctx *ctx, const char *tenant, const char *event_id, nf_about *a,
+                      const nf_recipient *r, size_t n)
+{
+    nf_recipient *all = calloc(n ? n : 1, sizeof(*all));
+    cm_err rc;
+
+    if (all == NULL)
+        return CM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        all[i] = r[i];
+        all[i].event_id = event_id;
+        all[i].about = a;
+    }
+    rc = nf_notify_batch(ctx, tenant, all, n);
+    free(all);
     return rc;
 }

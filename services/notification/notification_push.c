@@ -95,56 +95,61 @@ void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, cons
     bson_destroy(&d);
 }
 
-/* A growing list of documents written with one insert_many. */
+/* A growing list of documents written with one insert_many. Each document is allocated on
+ * its own: a bson_t cannot be moved (a grown one points into itself), so the array holds
+ * pointers. */
 typedef struct doc_list {
-    bson_t *docs;
+    bson_t **docs;
     size_t n, cap;
 } doc_list;
 
-/* A new document at the end of `l`, uninitialised (the caller bson_init's it); NULL when out
- * of memory. */
+/* A new document at the end of `l`, uninitialised (the caller bson_init's it, or drops it
+ * with doc_list_drop_last); NULL when out of memory. */
 static bson_t *doc_list_add(doc_list *l)
 {
+    bson_t *d;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
-        bson_t *d = realloc(l->docs, cap * sizeof(*d));
-        if (d == NULL)
+        bson_t **nd = realloc(l->docs, cap * sizeof(*nd));
+        if (nd == NULL)
             return NULL;
-        l->docs = d;
+        l->docs = nd;
         l->cap = cap;
     }
-    return &l->docs[l->n++];
+    if ((d = malloc(sizeof(*d))) == NULL)
+        return NULL;
+    l->docs[l->n++] = d;
+    return d;
+}
+
+/* Forgets the last document added, never initialised. */
+static void doc_list_drop_last(doc_list *l)
+{
+    free(l->docs[--l->n]);
 }
 
 /* Inserts the documents of `l` into `coll` in one round trip; those stored before (a replay)
  * are left as they are. */
 static cm_err doc_list_insert(nf_ctx *ctx, const char *coll, const doc_list *l)
 {
-    const bson_t **ptrs;
     unsigned char *dup;
     cm_err rc;
 
     if (l->n == 0)
         return CM_OK;
-    ptrs = calloc(l->n, sizeof(*ptrs));
-    dup = calloc(l->n, 1);
-    if (ptrs == NULL || dup == NULL) {
-        free(ptrs);
-        free(dup);
+    if ((dup = calloc(l->n, 1)) == NULL)
         return CM_ENOMEM;
-    }
-    for (size_t i = 0; i < l->n; i++)
-        ptrs[i] = &l->docs[i];
-    rc = cm_mongo_insert_many(ctx->db, coll, ptrs, l->n, dup);
-    free(ptrs);
+    rc = cm_mongo_insert_many(ctx->db, coll, (const bson_t *const *)l->docs, l->n, dup);
     free(dup);
     return rc;
 }
 
 static void doc_list_cleanup(doc_list *l)
 {
-    for (size_t i = 0; i < l->n; i++)
-        bson_destroy(&l->docs[i]);
+    for (size_t i = 0; i < l->n; i++) {
+        bson_destroy(l->docs[i]);
+        free(l->docs[i]);
+    }
     free(l->docs);
     l->docs = NULL;
     l->n = l->cap = 0;
@@ -156,7 +161,7 @@ static void decide(doc_list *l, const nf_push_item *it, const char *decision,
 {
     bson_t *d = doc_list_add(l);
     if (d != NULL && decision_doc(it, decision, device_id, detail, d) != CM_OK)
-        l->n--;
+        doc_list_drop_last(l);
 }
 
 /* --- the plan ------------------------------------------------------------------------- */
@@ -356,7 +361,7 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
                 goto out;
             }
             if ((rc = delivery_doc(it, dev, at, d)) != CM_OK) {
-                deliveries.n--;
+                doc_list_drop_last(&deliveries);
                 goto out;
             }
             if (it->quiet_until > 0) {
@@ -379,7 +384,7 @@ record:
         goto out;
     (void)doc_list_insert(ctx, NF_COLL_DECISIONS, &decisions);
     if (deliveries.n > 0 && ctx->push)
-        nf_push_kick(ctx->push, &deliveries.docs[0], deliveries.n);
+        nf_push_kick(ctx->push, (const bson_t *const *)deliveries.docs, deliveries.n);
 out:
     device_list_cleanup(&l);
     doc_list_cleanup(&decisions);
@@ -1028,8 +1033,11 @@ static size_t round_once(nf_push *p)
     if ((q.jobs = calloc(BATCH, sizeof(*q.jobs))) == NULL)
         return 0;
     pthread_mutex_lock(&p->mu);
-    while (q.n < BATCH && p->qn > 0)
-        q.jobs[q.n++].d = p->q[--p->qn]; /* taken over */
+    while (q.n < BATCH && p->qn > 0) {
+        /* A bson_t cannot be moved by value (a grown one points into itself): copied. */
+        bson_copy_to(&p->q[--p->qn], &q.jobs[q.n++].d);
+        bson_destroy(&p->q[p->qn]);
+    }
     /* The store is scanned when a retry falls due, or at least every SCAN_MS (deferred
      * deliveries, what a crash left): a scan is a costly query on FerretDB. */
     scan = now - p->last_scan >= SCAN_MS || (p->next_retry > 0 && now >= p->next_retry);
@@ -1094,7 +1102,7 @@ out:
     return sent;
 }
 
-void nf_push_kick(nf_push *p, const bson_t *deliveries, size_t n)
+void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n)
 {
     int64_t now = cm_clock_now_ms();
 
@@ -1102,9 +1110,9 @@ void nf_push_kick(nf_push *p, const bson_t *deliveries, size_t n)
     for (size_t i = 0; i < n; i++) {
         /* Deferred ones (quiet hours) wait for the store's scan; past QUEUE_MAX the store
          * holds them all the same. */
-        if (cm_bson_int(&deliveries[i], "next_at", 0) > now || p->qn == QUEUE_MAX)
+        if (cm_bson_int(deliveries[i], "next_at", 0) > now || p->qn == QUEUE_MAX)
             continue;
-        bson_copy_to(&deliveries[i], &p->q[p->qn++]);
+        bson_copy_to(deliveries[i], &p->q[p->qn++]);
     }
     p->kick = 1;
     pthread_cond_signal(&p->cv);
