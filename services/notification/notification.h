@@ -29,6 +29,8 @@
 #define NF_COLL_DELIVERIES "deliveries"       /* one per (notification, device): the attempts */
 #define NF_COLL_DECISIONS "decisions"         /* why a user was or was not pushed to */
 #define NF_COLL_PREFS "preferences"           /* per user: types, channels, quiet hours */
+#define NF_COLL_WEBHOOKS "webhooks"           /* tenant webhook endpoints (with their secret) */
+#define NF_COLL_WEBHOOK_DELIVERIES "webhook_deliveries" /* one per (endpoint, event) */
 
 #define NF_TOPIC "notifications" /* where notification.created goes, keyed by user id */
 #define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
@@ -104,6 +106,7 @@ cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
 typedef struct nf_consumer nf_consumer;
 typedef struct nf_jobs nf_jobs;
 typedef struct nf_push nf_push;
+typedef struct nf_webhooks nf_webhooks;
 
 #define NF_RETRIES_MAX 8 /* retry delays configurable at most */
 
@@ -132,6 +135,7 @@ typedef struct nf_ctx {
     cm_outbox *outbox;
     nf_consumer *consumer;
     nf_push *push;
+    nf_webhooks *webhooks;
     long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
     int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
     atomic_long created, duplicates, published;
@@ -284,5 +288,49 @@ void nf_read_one(cm_http_req *req, void *ud);
 void nf_read_all(cm_http_req *req, void *ud);
 /* POST /v1/notifications (tenant backend) */
 void nf_request(cm_http_req *req, void *ud);
+
+/* --- webhooks (notification_webhooks.c) --------------------------------------------------- */
+
+/* Webhook sender configuration (environment: main.c). */
+typedef struct nf_webhooks_config {
+    long retry_ms[NF_RETRIES_MAX]; /* delays before retries 1..n (1 s, 5 s, 30 s), +-20 % */
+    int nretries;
+    long timeout_ms;               /* one request */
+    long disable_after;            /* consecutive failed attempts that disable an endpoint */
+    const char *allow_private;     /* comma-separated CIDRs exempt from the address check
+                                      (tests only; "" none) */
+} nf_webhooks_config;
+
+/* 1 when events of `type` can be sent to webhooks (the list in proto/openapi.yaml). */
+int nf_webhook_event_type(const char *type);
+
+/* The signature header value "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" of `body`
+ * (len bytes) at Unix time `t` (seconds), into `out` (size n). CM_ETOOBIG, CM_ENOMEM. */
+cm_err nf_webhook_sign(const char *secret, int64_t t, const char *body, size_t len, char *out,
+                       size_t n);
+
+/* 1 when the connection to `sa` must be refused: not IPv4/IPv6, or a loopback, private
+ * (RFC 1918, RFC 4193), link-local, CGNAT, multicast, reserved or unspecified address not in
+ * the `nallow` CIDRs at `allow` (internal type). */
+struct sockaddr;
+int nf_webhook_addr_refused(const struct sockaddr *sa, const void *allow, int nallow);
+
+/* Starts the webhook sender thread. CM_EINVAL for a malformed allow list. */
+cm_err nf_webhooks_start(nf_ctx *ctx, const nf_webhooks_config *cfg, nf_webhooks **out);
+void nf_webhooks_stop(nf_webhooks *w); /* accepts NULL */
+void nf_webhooks_metrics(nf_webhooks *w, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* Queues event `event_id` of `type` (its CloudEvent JSON `body`, len bytes) for every enabled
+ * endpoint of `tenant` subscribed to the type: one delivery per (endpoint, event), so a
+ * replay queues nothing twice. CM_EIO when MongoDB failed (retry). */
+cm_err nf_webhooks_enqueue(nf_ctx *ctx, const char *tenant, const char *type,
+                           const char *event_id, const char *body, size_t len);
+
+/* POST /v1/webhooks */
+void nf_webhooks_create(cm_http_req *req, void *ud);
+/* GET /v1/webhooks */
+void nf_webhooks_list(cm_http_req *req, void *ud);
+/* DELETE /v1/webhooks/{id} */
+void nf_webhooks_delete(cm_http_req *req, void *ud);
 
 #endif

@@ -576,8 +576,9 @@ static cm_err handle(nf_consumer *w, const cm_kafka_record *rec)
     else if (strcmp(ev.type, "member.added") == 0 || strcmp(ev.type, "member.removed") == 0 ||
              strcmp(ev.type, "member.updated") == 0)
         rc = on_member(w->ctx, &ev, why, sizeof(why));
-    else
-        goto out; /* reactions, receipts, edits: nobody is notified (yet) */
+    /* Reactions, receipts, edits: nobody is notified in-app (yet); webhooks may want them. */
+    if (rc == CM_OK && nf_webhook_event_type(ev.type))
+        rc = nf_webhooks_enqueue(w->ctx, ev.tenant, ev.type, ev.id, rec->value, rec->value_len);
     if (rc == CM_EINVAL)
         rc = dead_letter(w, rec, why);
     else if (rc == CM_OK)
@@ -713,4 +714,5 @@ void nf_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
              atomic_load(&c->duplicates), c->outbox ? cm_outbox_republished(c->outbox) : 0L);
     emit(ctx, buf);
     nf_push_metrics(c->push, emit, ctx);
+    nf_webhooks_metrics(c->webhooks, emit, ctx);
 }

@@ -31,6 +31,9 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {NF_COLL_DELIVERIES, "notification", "tenant", "notification_id", NULL, 0},
         {NF_COLL_DECISIONS, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DECISIONS, "message", "tenant", "user_id", "message_id", 0},
+        {NF_COLL_WEBHOOKS, "tenant", "tenant", NULL, NULL, 0},
+        {NF_COLL_WEBHOOK_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
+        {NF_COLL_WEBHOOK_DELIVERIES, "due", "state", "next_at", NULL, 0},
     };
     for (size_t i = 0; i < sizeof(ix) / sizeof(ix[0]); i++) {
         bson_t keys = BSON_INITIALIZER;
