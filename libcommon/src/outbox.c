@@ -10,7 +10,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 
-#define MARK_BATCH 256
+#define MARK_BATCH 64          /* ids per update: FerretDB updates each document in turn */
+#define MARK_BUDGET_MS 2000    /* marking per tick at most (what is left waits for the next) */
 #define SWEEP_BATCH 500
 #define KEEP_PUBLISHED_MS (24 * 3600 * 1000LL)
 
@@ -226,7 +227,10 @@ cm_err cm_outbox_tick(cm_outbox *o)
     int64_t now = cm_clock_now_ms();
     cm_err rc;
 
-    while (mark_some(o) == MARK_BATCH)
+    /* Bounded, so a stop is never held up for long by a backlog of marks (FerretDB takes
+     * about 10 ms per document updated under load); marks left over at exit only mean the
+     * next instance's sweep produces those events again (same ids: consumers deduplicate). */
+    while (mark_some(o) == MARK_BATCH && cm_clock_now_ms() - now < MARK_BUDGET_MS)
         ;
     BSON_APPEND_BOOL(&f, "published", 0);
     BSON_APPEND_DOCUMENT_BEGIN(&f, "created_at", &lt);

@@ -45,8 +45,9 @@ typedef struct cm_outbox_event {
 cm_err cm_outbox_publish_many(cm_outbox *o, const cm_outbox_event *evs, size_t n,
                               const cm_kafka_header *headers, size_t nheaders);
 
-/* Marks the delivered events published, produces again those unpublished for longer than
- * the stale age (oldest first, at most 500), and deletes published events older than a day.
+/* Marks the delivered events published (for about 2 s at most: the rest waits for the next
+ * tick), produces again those unpublished for longer than the stale age (oldest first, at
+ * most 500), and deletes published events older than a day.
  * Call it periodically from one thread, and once after the producer's final flush. */
 cm_err cm_outbox_tick(cm_outbox *o);
 
