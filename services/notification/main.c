@@ -241,8 +241,12 @@ out:
     nf_webhooks_stop(ctx.webhooks);
     nf_jobs_stop(jobs);
     cm_kafka_producer_destroy(ctx.kafka);
-    if (ctx.outbox && ctx.db)
+    if (ctx.outbox && ctx.db) {
+        /* Marks only: the producer is gone, so the sweep must not produce (the next instance's
+         * does; a bounded tick may leave stale events behind). */
+        cm_outbox_set_producer(ctx.outbox, NULL);
         cm_outbox_tick(ctx.outbox);
+    }
     cm_outbox_destroy(ctx.outbox);
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);
