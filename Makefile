@@ -184,7 +184,7 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search bench-socket
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search bench-socket bench-notification
 	@BENCH_BIN=$(B)/bench/media_thumbs BUILD_DIR=$(B) bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
@@ -207,6 +207,13 @@ bench-auth: deps
 bench-search:
 	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/search_bench
 	@.local/venv/bin/python bench/search_bench.py build/rel/bench/search_bench $(SEARCH_BENCH_TEXTS)
+
+# Push fan-out end to end next to the provider endpoint's own capacity (wrk), release build
+# (bench/notification_bench.py).
+.PHONY: bench-notification
+bench-notification:
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bin/notification
+	@BUILD_DIR=build/rel .local/venv/bin/python bench/notification_bench.py
 
 # The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
 .PHONY: bench-gateway

@@ -139,7 +139,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
                  "/.well-known/jwks.json user auth=none;"
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
                  "/v1/search search; /v1/analytics search; /v1/ws socket auth=none;"
-                 "/v1/notifications notification; /v1/devices notification;"
+                 "/v1/notifications notification; /v1/devices notification; /v1/webhooks notification;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);

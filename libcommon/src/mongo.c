@@ -197,6 +197,67 @@ cm_err cm_mongo_insert(cm_mongo *m, const char *coll, const bson_t *doc)
     return rc;
 }
 
+cm_err cm_mongo_insert_many(cm_mongo *m, const char *coll, const bson_t *const *docs, size_t n,
+                            unsigned char *dup)
+{
+    mongoc_client_t *client;
+    mongoc_collection_t *c;
+    bson_t opts = BSON_INITIALIZER, reply = BSON_INITIALIZER;
+    bson_iter_t it, errs;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+    size_t ndup = 0, nerr = 0;
+
+    if (dup)
+        memset(dup, 0, n);
+    if (n == 0)
+        return CM_OK;
+    c = take(m, coll, &client);
+    /* Unordered: one refused document (a replay's duplicate) does not stop the others. */
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    bson_destroy(&reply);
+    if (!mongoc_collection_insert_many(c, (const bson_t **)docs, n, &opts, &reply, &e)) {
+        /* The reply lists each refused document by its index: duplicates are outcomes, any
+         * other write error (or none listed: a transport failure) fails the call. */
+        if (bson_iter_init_find(&it, &reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &errs)) {
+            while (bson_iter_next(&errs)) {
+                bson_t one;
+                const uint8_t *data;
+                uint32_t len;
+                int64_t idx, code;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&errs))
+                    continue;
+                bson_iter_document(&errs, &len, &data);
+                if (!bson_init_static(&one, data, len))
+                    continue;
+                idx = cm_bson_int(&one, "index", -1);
+                code = cm_bson_int(&one, "code", 0);
+                if (idx >= 0 && (size_t)idx < n &&
+                    (code == 11000 || code == 11001 ||
+                     strstr(cm_bson_str(&one, "errmsg", ""), "UNIQUE constraint failed"))) {
+                    if (dup)
+                        dup[idx] = 1;
+                    ndup++;
+                } else {
+                    nerr++;
+                }
+            }
+        }
+        if (nerr == 0 && ndup > 0) {
+            rc = dup ? CM_OK : CM_ECONFLICT;
+        } else {
+            rc = translate("insert_many", coll, &e);
+            if (rc == CM_ECONFLICT && (dup || nerr > 0))
+                rc = CM_EIO; /* refused, but which documents is unknown */
+        }
+    }
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    give_back(m, client, c);
+    return rc;
+}
+
 cm_err cm_mongo_find(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *opts,
                      int (*fn)(const bson_t *doc, void *ud), void *ud)
 {

@@ -409,6 +409,57 @@ cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token)
     return rc;
 }
 
+cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_t *out)
+{
+    struct conn *c;
+    size_t sent = 0, got = 0;
+    int broken = 0;
+
+    if (n == 0)
+        return CM_OK;
+    for (size_t i = 0; i < n; i++)
+        if (cmds[i].argc < 1 || cmds[i].argc > CM_REDIS_CMD_ARGS)
+            return CM_EINVAL;
+    c = acquire(r);
+    if (c->ctx == NULL || c->ctx->err) {
+        cm_warn("redis: cannot connect to %s:%d: %s", r->host, r->port,
+                c->ctx ? c->ctx->errstr : "out of memory");
+        release(r, c, 1);
+        return CM_EIO;
+    }
+    /* Every command is buffered, then written in one go by the first redisGetReply. */
+    for (; sent < n; sent++)
+        if (redisAppendCommandArgv(c->ctx, cmds[sent].argc, (const char **)cmds[sent].argv, NULL) != REDIS_OK)
+            break;
+    for (; got < sent; got++) {
+        redisReply *rep = NULL;
+        if (redisGetReply(c->ctx, (void **)&rep) != REDIS_OK || rep == NULL) {
+            broken = 1;
+            break;
+        }
+        switch (rep->type) {
+        case REDIS_REPLY_INTEGER:
+            out[got] = rep->integer;
+            break;
+        case REDIS_REPLY_NIL:
+            out[got] = 0;
+            break;
+        case REDIS_REPLY_ERROR:
+            cm_warn("redis: %s: %s", cmds[got].argv[0], rep->str);
+            out[got] = -1;
+            break;
+        default:
+            out[got] = 1;
+        }
+        freeReplyObject(rep);
+    }
+    if (sent < n || broken)
+        cm_warn("redis: pipeline of %zu failed: %s", n, c->ctx->errstr);
+    /* A connection left with replies unread is out of step: dropped. */
+    release(r, c, sent < n || broken);
+    return sent < n || broken ? CM_EIO : CM_OK;
+}
+
 cm_err cm_redis_publish(cm_redis *r, const char *channel, const char *message,
                         int64_t *receivers)
 {

@@ -70,6 +70,12 @@ static const cm_config_var vars[] = {
     {"SMS_RECIPIENT_PER_HOUR", "5", "SMS one phone number may receive per hour"},
     {"NOTIFY_ESCALATE_AFTER_S", "300", "priority notifications still unread this long are "
                                        "e-mailed, and as long again later texted; 0: never"},
+    {"WEBHOOK_RETRY_DELAYS_MS", "1000,5000,30000", "delays before each retry of a failed webhook "
+                                                   "(+-20% jitter); then the DLQ"},
+    {"WEBHOOK_TIMEOUT_MS", "10000", "one webhook request"},
+    {"WEBHOOK_DISABLE_AFTER", "20", "consecutive failed webhook attempts that disable an endpoint"},
+    {"WEBHOOK_ALLOW_PRIVATE_CIDRS", "", "comma-separated CIDRs a webhook may reach although not "
+                                        "public (loopback, private, link-local); tests only"},
     {"OUTBOX_STALE_MS", "5000", "age after which an unpublished notification.created is produced again"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
 };
@@ -186,6 +192,36 @@ static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
     return CM_OK;
 }
 
+/* Parses a comma-separated list of millisecond delays (0..3600000) into `out`. */
+static cm_err delays(const char *name, const char *def, long *out, int *n)
+{
+    const char *p = cm_config_str(name, def);
+    *n = 0;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 3600000 || (*end != ',' && *end != '\0') ||
+            *n == NF_RETRIES_MAX) {
+            cm_error("config: %s must be up to %d comma-separated millisecond delays "
+                     "(0..3600000)", name, NF_RETRIES_MAX);
+            return CM_EINVAL;
+        }
+        out[(*n)++] = v;
+        p = *end ? end + 1 : end;
+    }
+    return CM_OK;
+}
+
+static cm_err webhooks_config(nf_webhooks_config *wc)
+{
+    memset(wc, 0, sizeof(*wc));
+    wc->allow_private = cm_config_str("WEBHOOK_ALLOW_PRIVATE_CIDRS", "");
+    if (cm_config_long("WEBHOOK_TIMEOUT_MS", 10000, 100, 120000, &wc->timeout_ms) ||
+        cm_config_long("WEBHOOK_DISABLE_AFTER", 20, 1, 1000000, &wc->disable_after))
+        return CM_EINVAL;
+    return delays("WEBHOOK_RETRY_DELAYS_MS", "1000,5000,30000", wc->retry_ms, &wc->nretries);
+}
+
 int main(int argc, char **argv)
 {
     nf_ctx ctx = {0};
@@ -195,13 +231,15 @@ int main(int argc, char **argv)
     nf_jobs *jobs = NULL;
     nf_push_config pc = {0};
     nf_mail_config mc;
+    nf_webhooks_config wc;
     long redis_port, stale_ms, from_beginning, wait_ms;
     const char *brokers, *prefix;
     int rc = 1;
 
     if (cm_config_help_requested(argc, argv,
                                  "Notifications: in-app inbox from the messaging events "
-                                 "(published as notification.created), push to FCM and APNs, e-mail over SMTP and SMS.",
+                                 "(published as notification.created), push to FCM and APNs, e-mail over SMTP, SMS "
+                                 "and signed webhooks to tenant URLs.",
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
     cm_process_block_signals();
@@ -215,7 +253,8 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
         cm_config_long("NOTIFY_FROM_BEGINNING", 0, 0, 1, &from_beginning) ||
         cm_config_long("NOTIFY_MEMBERSHIP_WAIT_MS", 10000, 0, 600000, &wait_ms) ||
-        push_config(&pc) || mail_config(&pc, &mc) || cm_jwt_verifier_from_env(&ctx.verifier) ||
+        push_config(&pc) || mail_config(&pc, &mc) || webhooks_config(&wc) ||
+        cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_notification"), &ctx.db) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
@@ -232,7 +271,7 @@ int main(int argc, char **argv)
     }
     if ((mc.smtp_url[0] || mc.sms_sid[0]) && nf_mail_start(&ctx, &mc, &ctx.mail) != CM_OK)
         goto out;
-    if (nf_push_start(&ctx, &pc, &ctx.push) ||
+    if (nf_push_start(&ctx, &pc, &ctx.push) || nf_webhooks_start(&ctx, &wc, &ctx.webhooks) ||
         nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),
                           (int)from_beginning, &ctx.consumer) ||
         nf_jobs_start(&ctx, 1000, &jobs))
@@ -264,7 +303,10 @@ int main(int argc, char **argv)
                       &ctx) ||
         cm_http_route(srv, "POST", "/v1/devices", nf_devices_create, &ctx) ||
         cm_http_route(srv, "GET", "/v1/devices", nf_devices_list, &ctx) ||
-        cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx))
+        cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/webhooks", nf_webhooks_create, &ctx) ||
+        cm_http_route(srv, "GET", "/v1/webhooks", nf_webhooks_list, &ctx) ||
+        cm_http_route(srv, "DELETE", "/v1/webhooks/{id}", nf_webhooks_delete, &ctx))
         goto out;
     rd.deps.mongo = ctx.db;
     rd.deps.kafka = ctx.kafka;
@@ -283,10 +325,15 @@ out:
     nf_consumer_stop(ctx.consumer);
     nf_push_stop(ctx.push);
     nf_mail_stop(ctx.mail);
+    nf_webhooks_stop(ctx.webhooks);
     nf_jobs_stop(jobs);
     cm_kafka_producer_destroy(ctx.kafka);
-    if (ctx.outbox && ctx.db)
+    if (ctx.outbox && ctx.db) {
+        /* Marks only: the producer is gone, so the sweep must not produce (the next instance's
+         * does; a bounded tick may leave stale events behind). */
+        cm_outbox_set_producer(ctx.outbox, NULL);
         cm_outbox_tick(ctx.outbox);
+    }
     cm_outbox_destroy(ctx.outbox);
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);

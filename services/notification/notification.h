@@ -29,6 +29,8 @@
 #define NF_COLL_DELIVERIES "deliveries"       /* one per (notification, device): the attempts */
 #define NF_COLL_DECISIONS "decisions"         /* why a user was or was not pushed to */
 #define NF_COLL_PREFS "preferences"           /* per user: types, channels, quiet hours */
+#define NF_COLL_WEBHOOKS "webhooks"           /* tenant webhook endpoints (with their secret) */
+#define NF_COLL_WEBHOOK_DELIVERIES "webhook_deliveries" /* one per (endpoint, event) */
 
 #define NF_TOPIC "notifications" /* where notification.created goes, keyed by user id */
 #define NF_PREVIEW_CHARS 200      /* characters of a message's text kept in a notification */
@@ -108,6 +110,7 @@ typedef struct nf_consumer nf_consumer;
 typedef struct nf_jobs nf_jobs;
 typedef struct nf_push nf_push;
 typedef struct nf_mail nf_mail; /* notification_channels.h */
+typedef struct nf_webhooks nf_webhooks;
 
 #define NF_RETRIES_MAX 8 /* retry delays configurable at most */
 
@@ -137,6 +140,7 @@ typedef struct nf_ctx {
     nf_consumer *consumer;
     nf_push *push;
     nf_mail *mail; /* e-mail sender (notification_email.c) */
+    nf_webhooks *webhooks;
     long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
     int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
     atomic_long created, duplicates, published;
@@ -173,6 +177,43 @@ void nf_jobs_stop(nf_jobs *j); /* accepts NULL */
  * one) is written to `id`. CM_EIO when MongoDB failed (retry). */
 cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37]);
 
+/* The notification.created event (CloudEvents JSON, id = the notification's) of stored
+ * notification `doc`, into `*out` (caller frees). CM_ENOMEM. */
+cm_err nf_created_event(const bson_t *doc, char **out);
+
+/* --- batches (notification_batch.c) ------------------------------------------------------ */
+
+/* What an event's notifications are about (any field may be NULL but `text`). */
+typedef struct nf_about {
+    const char *cid, *message_id, *actor, *text;
+    const char *title;  /* custom notifications */
+    const cJSON *data;  /* custom notifications: string values only */
+    int64_t seq;        /* the message's seq (0: none): conversation.read up to it reads it */
+    int priority;       /* custom notifications: escalated push -> e-mail -> SMS (issue 10) */
+    char preview[NF_PREVIEW_CHARS * 4 + 4]; /* of text: filled by nf_notify_batch */
+} nf_about;
+
+/* One recipient of an event. */
+typedef struct nf_recipient {
+    const char *user;
+    nf_type type;
+    int64_t muted_until;  /* their mute of the conversation (ms; 0 none) */
+    const char *event_id; /* nf_notify_batch: the event (nf_notify_many sets it) */
+    nf_about *about;      /* nf_notify_batch: what it is about (nf_notify_many sets it) */
+} nf_recipient;
+
+/* Stores the in-app notification of each recipient `r[0..n)` of `tenant` (each of its own
+ * event, per their preferences), publishes their notification.created and plans their push,
+ * in a few round trips per 1,000 recipients whatever the number of events
+ * (notification_batch.c). Once per (event, user, channel): what a replay finds stored is not
+ * stored again, and its event is published again only when the outbox no longer holds it.
+ * CM_EIO (retry), CM_EAGAIN (a duplicate not readable yet). */
+cm_err nf_notify_batch(nf_ctx *ctx, const char *tenant, nf_recipient *r, size_t n);
+
+/* nf_notify_batch for recipients `r[0..n)` of one event `event_id` about `a`. */
+cm_err nf_notify_many(nf_ctx *ctx, const char *tenant, const char *event_id, nf_about *a,
+                      const nf_recipient *r, size_t n);
+
 /* --- push (notification_push.c) ------------------------------------------------------------ */
 
 /* What a push is about: the stored notification and the text to show. */
@@ -191,6 +232,10 @@ typedef struct nf_push_item {
  * CM_EIO when MongoDB failed. */
 cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs *p);
 
+/* nf_prefs_load for `users[0..n)` of `tenant` in one query, into `out[0..n)`. */
+cm_err nf_prefs_load_many(nf_ctx *ctx, const char *tenant, const char *const *users, size_t n,
+                          nf_prefs *out);
+
 /* GET /v1/notifications/preferences */
 void nf_prefs_get(cm_http_req *req, void *ud);
 /* PUT /v1/notifications/preferences */
@@ -204,6 +249,16 @@ void nf_push_stop(nf_push *p); /* accepts NULL */
  * WebSocket connection in Redis), no device, or one queued delivery per device (unique per
  * notification and device, so a replay queues nothing twice). CM_EIO when MongoDB failed. */
 cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it);
+
+/* nf_push_plan for `items[0..n)` (one event's recipients, all of one tenant) in a few round
+ * trips whatever n: one presence pipeline to Redis, one devices query, one insert of the
+ * deliveries and one of the decisions; the new deliveries are handed to the sender at once
+ * (nf_push_kick). CM_EIO when MongoDB failed (retry: what was stored is not stored twice). */
+cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n);
+
+/* Hands the sender `deliveries[0..n)` just stored (copied; those not due yet are left to
+ * the sender's scan of the store) and wakes it. */
+void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n);
 
 /* Records a decision about pushing notification `it` (`device_id` may be NULL): unique per
  * (event, user, decision, device), so replays record nothing twice. */
@@ -242,5 +297,49 @@ void nf_read_one(cm_http_req *req, void *ud);
 void nf_read_all(cm_http_req *req, void *ud);
 /* POST /v1/notifications (tenant backend) */
 void nf_request(cm_http_req *req, void *ud);
+
+/* --- webhooks (notification_webhooks.c) --------------------------------------------------- */
+
+/* Webhook sender configuration (environment: main.c). */
+typedef struct nf_webhooks_config {
+    long retry_ms[NF_RETRIES_MAX]; /* delays before retries 1..n (1 s, 5 s, 30 s), +-20 % */
+    int nretries;
+    long timeout_ms;               /* one request */
+    long disable_after;            /* consecutive failed attempts that disable an endpoint */
+    const char *allow_private;     /* comma-separated CIDRs exempt from the address check
+                                      (tests only; "" none) */
+} nf_webhooks_config;
+
+/* 1 when events of `type` can be sent to webhooks (the list in proto/openapi.yaml). */
+int nf_webhook_event_type(const char *type);
+
+/* The signature header value "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" of `body`
+ * (len bytes) at Unix time `t` (seconds), into `out` (size n). CM_ETOOBIG, CM_ENOMEM. */
+cm_err nf_webhook_sign(const char *secret, int64_t t, const char *body, size_t len, char *out,
+                       size_t n);
+
+/* 1 when the connection to `sa` must be refused: not IPv4/IPv6, or a loopback, private
+ * (RFC 1918, RFC 4193), link-local, CGNAT, multicast, reserved or unspecified address not in
+ * the `nallow` CIDRs at `allow` (internal type). */
+struct sockaddr;
+int nf_webhook_addr_refused(const struct sockaddr *sa, const void *allow, int nallow);
+
+/* Starts the webhook sender thread. CM_EINVAL for a malformed allow list. */
+cm_err nf_webhooks_start(nf_ctx *ctx, const nf_webhooks_config *cfg, nf_webhooks **out);
+void nf_webhooks_stop(nf_webhooks *w); /* accepts NULL */
+void nf_webhooks_metrics(nf_webhooks *w, void (*emit)(void *ctx, const char *text), void *ctx);
+
+/* Queues event `event_id` of `type` (its CloudEvent JSON `body`, len bytes) for every enabled
+ * endpoint of `tenant` subscribed to the type: one delivery per (endpoint, event), so a
+ * replay queues nothing twice. CM_EIO when MongoDB failed (retry). */
+cm_err nf_webhooks_enqueue(nf_ctx *ctx, const char *tenant, const char *type,
+                           const char *event_id, const char *body, size_t len);
+
+/* POST /v1/webhooks */
+void nf_webhooks_create(cm_http_req *req, void *ud);
+/* GET /v1/webhooks */
+void nf_webhooks_list(cm_http_req *req, void *ud);
+/* DELETE /v1/webhooks/{id} */
+void nf_webhooks_delete(cm_http_req *req, void *ud);
 
 #endif

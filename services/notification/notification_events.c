@@ -17,10 +17,30 @@
 #include "notification.h"
 #include "notification_channels.h"
 
+/* Records taken per batch: their notifications are stored together (one round of inserts
+ * for all their recipients), so one-recipient events (direct conversations) cost a few round
+ * trips per batch rather than per event. */
+#define EVENTS_PER_BATCH 128
+
+/* The notifications of the batch's events, stored at its end (flush). The recipients point
+ * into `users` (copies) and `abouts`, whose strings point into the batch's parsed events. */
+typedef struct pending {
+    nf_recipient *r;
+    size_t n, cap;
+    char **users;  /* n copies */
+    nf_about **abouts;
+    size_t nabouts, cap_abouts;
+    const char **tenants; /* per recipient */
+    cJSON **roots; /* the batch's parsed events, freed after the flush */
+    size_t nroots;
+} pending;
+
 struct nf_consumer {
     nf_ctx *ctx;
     cm_kafka_consumer *consumer; /* owned by kw; read for the lag */
     cm_kafka_worker *kw;
+    pending p; /* consumer thread only */
+    atomic_int stopping; /* a batch in progress gives up (rewound) so a stop is quick */
     atomic_long handled, dead, retries;
 };
 
@@ -180,84 +200,111 @@ cm_err nf_projection_since(nf_ctx *ctx)
 
 /* --- notifications ------------------------------------------------------------------------ */
 
-/* Builds and stores one in-app notification for `user`, then plans its push. */
-static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type type,
-                     const char *cid, const char *message_id, const char *actor,
-                     const char *text, int64_t muted_until, const char *title,
-                     const cJSON *data)
+/* Queues the notifications of recipients `r[0..n)` of event `ev` about `a` (copied) for the
+ * end of the batch. CM_ENOMEM. */
+static cm_err queue_notify(nf_ctx *ctx, const event *ev, const nf_about *a, const nf_recipient *r,
+                           size_t n)
 {
-    char id[CM_UUID_STRLEN], stored[CM_UUID_STRLEN] = "", k[512],
-        preview[NF_PREVIEW_CHARS * 4 + 4];
-    bson_t doc = BSON_INITIALIZER;
-    nf_push_item it = {0};
-    nf_prefs prefs;
-    cm_err rc;
+    pending *p = &ctx->consumer->p;
+    nf_about *about;
 
-    if (nf_dedupe_key(ev->tenant, ev->id, user, "in_app", k, sizeof(k)) != CM_OK)
-        return CM_EINVAL;
-    if ((rc = cm_uuid_v7(id)) != CM_OK)
-        return rc;
-    if ((rc = nf_prefs_load(ctx, ev->tenant, user, &prefs)) != CM_OK)
-        return rc;
-    nf_preview(text, preview, sizeof(preview));
-    BSON_APPEND_UTF8(&doc, "_id", id);
-    BSON_APPEND_UTF8(&doc, "k", k);
-    if (!prefs.in_app[type])
-        BSON_APPEND_BOOL(&doc, "hidden", true); /* kept for push and diagnostics only */
-    BSON_APPEND_UTF8(&doc, "tenant", ev->tenant);
-    BSON_APPEND_UTF8(&doc, "user_id", user);
-    BSON_APPEND_UTF8(&doc, "channel", "in_app");
-    BSON_APPEND_UTF8(&doc, "type", nf_type_name(type));
-    BSON_APPEND_UTF8(&doc, "event_id", ev->id);
-    if (cid)
-        BSON_APPEND_UTF8(&doc, "conversation_id", cid);
-    if (title)
-        BSON_APPEND_UTF8(&doc, "title", title);
-    if (cJSON_IsObject(data)) {
-        /* Only string values (checked by the HTTP API): typed appends, never parsed JSON. */
-        const cJSON *kv;
-        bson_t d;
-        BSON_APPEND_DOCUMENT_BEGIN(&doc, "data", &d);
-        cJSON_ArrayForEach(kv, data)
-        {
-            if (cJSON_IsString(kv))
-                BSON_APPEND_UTF8(&d, kv->string, kv->valuestring);
-        }
-        bson_append_document_end(&doc, &d);
+    if (n == 0)
+        return CM_OK;
+    if (p->nabouts == p->cap_abouts) {
+        size_t cap = p->cap_abouts ? p->cap_abouts * 2 : 64;
+        nf_about **na = realloc(p->abouts, cap * sizeof(*na));
+        if (na == NULL)
+            return CM_ENOMEM;
+        p->abouts = na;
+        p->cap_abouts = cap;
     }
-    if (message_id)
-        BSON_APPEND_UTF8(&doc, "message_id", message_id);
-    if (message_id && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ev->data, "seq")))
-        /* Reading the conversation up to this seq (conversation.read) reads it here too. */
-        BSON_APPEND_INT64(&doc, "seq",
-                          (int64_t)cJSON_GetObjectItemCaseSensitive(ev->data, "seq")->valuedouble);
-    if (actor)
-        BSON_APPEND_UTF8(&doc, "actor_id", actor);
-    BSON_APPEND_UTF8(&doc, "text", preview);
-    BSON_APPEND_BOOL(&doc, "read", false);
-    BSON_APPEND_DATE_TIME(&doc, "created_at", cm_clock_now_ms());
-    rc = nf_notify(ctx, &doc, stored);
-    bson_destroy(&doc);
-    if (rc != CM_OK)
-        return rc;
-    it.tenant = ev->tenant;
-    it.user = user;
-    it.event_id = ev->id;
-    it.notification_id = stored;
-    it.type = nf_type_name(type);
-    it.conversation_id = cid;
-    it.message_id = message_id;
-    it.actor = actor;
-    it.text = preview;
-    it.muted_until = muted_until;
-    it.push_off = !prefs.push[type];
-    it.quiet_until = nf_quiet_until(&prefs, cm_clock_now_ms());
-    it.title = title;
-    it.priority = type == NF_TYPE_CUSTOM &&
-                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev->data, "priority"));
-    if ((rc = nf_push_plan(ctx, &it)) != CM_OK)
-        return rc;
-    return nf_channels_plan(ctx, &it, &prefs);
+    if (p->n + n > p->cap) {
+        size_t cap = p->cap ? p->cap : 256;
+        nf_recipient *nr;
+        char **nu;
+        const char **nt;
+        while (cap < p->n + n)
+            cap *= 2;
+        if ((nr = realloc(p->r, cap * sizeof(*nr))) == NULL)
+            return CM_ENOMEM;
+        p->r = nr;
+        if ((nu = realloc(p->users, cap * sizeof(*nu))) == NULL)
+            return CM_ENOMEM;
+        p->users = nu;
+        if ((nt = realloc(p->tenants, cap * sizeof(*nt))) == NULL)
+            return CM_ENOMEM;
+        p->tenants = nt;
+        p->cap = cap;
+    }
+    if ((about = malloc(sizeof(*about))) == NULL)
+        return CM_ENOMEM;
+    *about = *a;
+    p->abouts[p->nabouts++] = about;
+    for (size_t i = 0; i < n; i++) {
+        char *u = strdup(r[i].user);
+        if (u == NULL)
+            return CM_ENOMEM;
+        p->users[p->n] = u;
+        p->tenants[p->n] = ev->tenant;
+        p->r[p->n] = r[i];
+        p->r[p->n].user = u;
+        p->r[p->n].event_id = ev->id;
+        p->r[p->n].about = about;
+        p->n++;
+    }
+    return CM_OK;
+}
+
+/* Stores the queued notifications, one nf_notify_batch per tenant. */
+static cm_err flush(nf_consumer *w)
+{
+    pending *p = &w->p;
+    nf_recipient *one = p->n ? calloc(p->n, sizeof(*one)) : NULL;
+    unsigned char *done = p->n ? calloc(p->n, 1) : NULL;
+    cm_err rc = CM_OK;
+
+    if (p->n > 0 && (one == NULL || done == NULL))
+        rc = CM_ENOMEM;
+    for (size_t i = 0; rc == CM_OK && i < p->n; i++) {
+        size_t k = 0;
+        if (done[i])
+            continue;
+        for (size_t j = i; j < p->n; j++)
+            if (!done[j] && strcmp(p->tenants[j], p->tenants[i]) == 0) {
+                one[k++] = p->r[j];
+                done[j] = 1;
+            }
+        rc = nf_notify_batch(w->ctx, p->tenants[i], one, k);
+    }
+    free(one);
+    free(done);
+    for (size_t i = 0; i < p->n; i++)
+        free(p->users[i]);
+    for (size_t i = 0; i < p->nabouts; i++)
+        free(p->abouts[i]);
+    p->n = p->nabouts = 0;
+    return rc;
+}
+
+/* Forgets the queued notifications (the batch is rewound). */
+static cm_err flush_drop(nf_consumer *w)
+{
+    pending *p = &w->p;
+    for (size_t i = 0; i < p->n; i++)
+        free(p->users[i]);
+    for (size_t i = 0; i < p->nabouts; i++)
+        free(p->abouts[i]);
+    p->n = p->nabouts = 0;
+    return CM_OK;
+}
+
+/* One notification for `user` (a membership change). */
+static cm_err notify(nf_ctx *ctx, const event *ev, const char *user, nf_type type,
+                     const char *cid, const char *actor, const char *text)
+{
+    nf_recipient r = {user, type, 0, NULL, NULL};
+    nf_about a = {.cid = cid, .actor = actor, .text = text};
+    return queue_notify(ctx, ev, &a, &r, 1);
 }
 
 /* The sender of message `id` of `tenant` as the projection knows it, into `out` (size n). */
@@ -321,12 +368,25 @@ static cm_err on_message_created(nf_ctx *ctx, const event *ev, char *why, size_t
             return CM_EAGAIN;
         }
     }
-    for (size_t i = 0; i < m.n && rc == CM_OK; i++) {
-        nf_type t;
-        if (nf_classify_message(ev->data, m.ids[i], parent_sender[0] ? parent_sender : NULL,
-                                &t))
-            rc = notify(ctx, ev, m.ids[i], t, cid, mid, sender, text, m.muted_until[i], NULL,
-                        NULL);
+    {
+        /* Every recipient at once: a few round trips per message, not per recipient. */
+        nf_recipient *r = calloc(m.n ? m.n : 1, sizeof(*r));
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(ev->data, "seq");
+        nf_about a = {.cid = cid, .message_id = mid, .actor = sender, .text = text,
+                      .seq = cJSON_IsNumber(seq) ? (int64_t)seq->valuedouble : 0};
+        size_t k = 0;
+        if (r == NULL) {
+            members_free(&m);
+            return CM_ENOMEM;
+        }
+        for (size_t i = 0; i < m.n; i++) {
+            nf_type t;
+            if (nf_classify_message(ev->data, m.ids[i], parent_sender[0] ? parent_sender : NULL,
+                                    &t))
+                r[k++] = (nf_recipient){m.ids[i], t, m.muted_until[i], NULL, NULL};
+        }
+        rc = queue_notify(ctx, ev, &a, r, k);
+        free(r);
     }
     members_free(&m);
     return rc;
@@ -356,15 +416,22 @@ static cm_err on_conversation_created(nf_ctx *ctx, const event *ev, char *why, s
     }
     if (type != NULL && strcmp(type, "direct") == 0)
         return CM_OK;
-    cJSON_ArrayForEach(it, list)
     {
-        const char *u = str_of(it, "user_id");
-        if (u && cm_user_id_valid(u) && strcmp(u, by) != 0 &&
-            (rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, title ? title : "", 0, NULL,
-                         NULL)) != CM_OK)
-            return rc;
+        nf_recipient *r = calloc((size_t)cJSON_GetArraySize(list) + 1, sizeof(*r));
+        nf_about a = {.cid = cid, .actor = by, .text = title ? title : ""};
+        size_t k = 0;
+        if (r == NULL)
+            return CM_ENOMEM;
+        cJSON_ArrayForEach(it, list)
+        {
+            const char *u = str_of(it, "user_id");
+            if (u && cm_user_id_valid(u) && strcmp(u, by) != 0)
+                r[k++] = (nf_recipient){u, NF_TYPE_ADDED, 0, NULL, NULL};
+        }
+        rc = queue_notify(ctx, ev, &a, r, k);
+        free(r);
     }
-    return CM_OK;
+    return rc;
 }
 
 /* Parses RFC 3339 UTC "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into Unix ms; -1 when malformed. */
@@ -412,7 +479,7 @@ static cm_err on_member(nf_ctx *ctx, const event *ev, char *why, size_t n)
     }
     rc = member_apply(ctx, ev->tenant, cid, u, 1, -1, ev->eseq);
     if (rc == CM_OK && by != NULL && strcmp(by, u) != 0)
-        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, NULL, by, "", 0, NULL, NULL);
+        rc = notify(ctx, ev, u, NF_TYPE_ADDED, cid, by, "");
     return rc;
 }
 
@@ -425,21 +492,26 @@ static cm_err on_requested(nf_ctx *ctx, const event *ev, char *why, size_t n)
     const char *title = str_of(ev->data, "title"), *body = str_of(ev->data, "body"),
                *by = str_of(ev->data, "requested_by");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev->data, "data");
-    cm_err rc = CM_OK;
+    nf_about a = {.actor = by, .text = body, .title = title, .data = data,
+                  .priority = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ev->data, "priority"))};
+    nf_recipient *r;
+    size_t k = 0;
+    cm_err rc;
 
     if (!cJSON_IsArray(users) || title == NULL || body == NULL) {
         snprintf(why, n, "notification.requested without user_ids, title or body");
         return CM_EINVAL;
     }
+    if ((r = calloc((size_t)cJSON_GetArraySize(users) + 1, sizeof(*r))) == NULL)
+        return CM_ENOMEM;
     cJSON_ArrayForEach(u, users)
     {
-        if (!cJSON_IsString(u) || !cm_user_id_valid(u->valuestring))
-            continue;
-        if ((rc = notify(ctx, ev, u->valuestring, NF_TYPE_CUSTOM, NULL, NULL, by, body, 0, title,
-                         data)) != CM_OK)
-            return rc;
+        if (cJSON_IsString(u) && cm_user_id_valid(u->valuestring))
+            r[k++] = (nf_recipient){u->valuestring, NF_TYPE_CUSTOM, 0, NULL, NULL};
     }
-    return CM_OK;
+    rc = queue_notify(ctx, ev, &a, r, k);
+    free(r);
+    return rc;
 }
 
 /* One record: handled, dead-lettered, skipped, or left for a retry. */
@@ -469,9 +541,11 @@ static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
     return rc;
 }
 
-static cm_err handle(const cm_kafka_record *rec, void *ud)
+/* One record of a batch: handled (its notifications queued), dead-lettered, skipped, or an
+ * error that rewinds the batch. Its parsed event stays alive in w->p.roots until the batch
+ * ends (the queued notifications point into it). */
+static cm_err handle(nf_consumer *w, const cm_kafka_record *rec)
 {
-    nf_consumer *w = ud;
     char why[256] = "";
     cJSON *root = NULL;
     const cJSON *eseq;
@@ -500,8 +574,11 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
         rc = on_conversation_created(w->ctx, &ev, why, sizeof(why));
     else if (strcmp(ev.type, "notification.requested") == 0)
         rc = on_requested(w->ctx, &ev, why, sizeof(why));
-    else if (strcmp(ev.type, "user.deleted") == 0)
-        rc = on_user_deleted(w->ctx, &ev, why, sizeof(why));
+    else if (strcmp(ev.type, "user.deleted") == 0) {
+        /* What the batch queued for this user is stored before the erasure, not after. */
+        if ((rc = flush(w)) == CM_OK)
+            rc = on_user_deleted(w->ctx, &ev, why, sizeof(why));
+    }
     else if (strcmp(ev.type, "conversation.read") == 0)
         rc = nf_conversation_read(w->ctx, ev.tenant, ev.data, why, sizeof(why));
     else if (strcmp(ev.type, "user.verification_requested") == 0 ||
@@ -510,8 +587,9 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
     else if (strcmp(ev.type, "member.added") == 0 || strcmp(ev.type, "member.removed") == 0 ||
              strcmp(ev.type, "member.updated") == 0)
         rc = on_member(w->ctx, &ev, why, sizeof(why));
-    else
-        goto out; /* reactions, receipts, edits: nobody is notified (yet) */
+    /* Reactions, receipts, edits: nobody is notified in-app (yet); webhooks may want them. */
+    if (rc == CM_OK && nf_webhook_event_type(ev.type))
+        rc = nf_webhooks_enqueue(w->ctx, ev.tenant, ev.type, ev.id, rec->value, rec->value_len);
     if (rc == CM_EINVAL)
         rc = dead_letter(w, rec, why);
     else if (rc == CM_OK)
@@ -519,7 +597,53 @@ static cm_err handle(const cm_kafka_record *rec, void *ud)
     else
         atomic_fetch_add(&w->retries, 1); /* rewound: comes again (cm_kafka_worker) */
 out:
-    cJSON_Delete(root);
+    w->p.roots[w->p.nroots++] = root;
+    return rc;
+}
+
+/* A batch of records (cm_kafka_worker): each handled in order (the membership projection is
+ * applied as it goes), then the notifications of all of them stored together. Any failure
+ * rewinds the whole batch, which is then handled again: every write is idempotent (a poison
+ * record may then be dead-lettered twice). */
+static cm_err handle_batch(const cm_kafka_record *recs, size_t n, void *ud)
+{
+    nf_consumer *w = ud;
+    cm_err rc = CM_OK;
+
+    unsigned char *later = calloc(n, 1);
+
+    w->p.nroots = 0;
+    /* A record may be handled twice (deferred below): room for two parses each. */
+    if (later == NULL || (w->p.roots = calloc(2 * n, sizeof(*w->p.roots))) == NULL) {
+        free(later);
+        return CM_ENOMEM;
+    }
+    for (size_t i = 0; i < n && rc == CM_OK; i++) {
+        if (atomic_load(&w->stopping)) {
+            rc = CM_EAGAIN; /* rewound: the next instance handles the batch */
+            break;
+        }
+        rc = handle(w, &recs[i]);
+        if (rc == CM_EAGAIN) {
+            /* A message whose conversation is not projected yet: its conversation.created
+             * (another topic) may be later in this batch; try it again at the end. */
+            later[i] = 1;
+            rc = CM_OK;
+        }
+    }
+    for (size_t i = 0; i < n && rc == CM_OK; i++)
+        if (later[i])
+            rc = handle(w, &recs[i]);
+    free(later);
+    if (rc == CM_OK)
+        rc = flush(w);
+    else
+        (void)flush_drop(w);
+    for (size_t i = 0; i < w->p.nroots; i++)
+        cJSON_Delete(w->p.roots[i]);
+    free(w->p.roots);
+    w->p.roots = NULL;
+    w->p.nroots = 0;
     return rc;
 }
 
@@ -530,7 +654,8 @@ cm_err nf_consumer_start(nf_ctx *ctx, const char *brokers, const char *prefix, c
     nf_consumer *w = calloc(1, sizeof(*w));
     /* A down database: 200 ms between attempts. A message whose conversation is not projected
      * yet (CM_EAGAIN): 50 ms, while the other topic's records come first. */
-    cm_kafka_worker_config kc = {.one = handle, .backoff_ms = 200, .again_ms = 50, .ud = w};
+    cm_kafka_worker_config kc = {.many = handle_batch, .batch = EVENTS_PER_BATCH,
+                                 .backoff_ms = 200, .again_ms = 50, .ud = w};
     cm_err rc;
 
     if (w == NULL)
@@ -552,7 +677,12 @@ void nf_consumer_stop(nf_consumer *w)
 {
     if (w == NULL)
         return;
+    atomic_store(&w->stopping, 1);
     cm_kafka_worker_stop(w->kw);
+    free(w->p.r);
+    free(w->p.users);
+    free(w->p.tenants);
+    free(w->p.abouts);
     free(w);
 }
 
@@ -596,4 +726,5 @@ void nf_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx)
     emit(ctx, buf);
     nf_push_metrics(c->push, emit, ctx);
     nf_mail_metrics(c->mail, emit, ctx);
+    nf_webhooks_metrics(c->webhooks, emit, ctx);
 }

@@ -34,6 +34,9 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {"escalations", "due", "due_at", NULL, NULL, 0},
         {NF_COLL_DECISIONS, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DECISIONS, "message", "tenant", "user_id", "message_id", 0},
+        {NF_COLL_WEBHOOKS, "tenant", "tenant", NULL, NULL, 0},
+        {NF_COLL_WEBHOOK_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
+        {NF_COLL_WEBHOOK_DELIVERIES, "due", "state", "next_at", NULL, 0},
     };
     for (size_t i = 0; i < sizeof(ix) / sizeof(ix[0]); i++) {
         bson_t keys = BSON_INITIALIZER;
@@ -91,20 +94,27 @@ cJSON *nf_notification_json(const bson_t *doc)
 
 /* Publishes notification.created for stored document `doc` through the outbox (event id = the
  * notification id, so a second publication is the same event). */
-static cm_err publish_created(nf_ctx *ctx, const bson_t *doc)
+cm_err nf_created_event(const bson_t *doc, char **out)
 {
     const char *id = cm_bson_str(doc, "_id", ""), *user = cm_bson_str(doc, "user_id", ""),
                *tenant = cm_bson_str(doc, "tenant", "");
     cJSON *data = nf_notification_json(doc);
-    char *ev = NULL;
-    cm_kafka_header h[] = {{"x-request-id", cm_log_request_id()}};
-    cm_err rc;
 
     if (data == NULL)
         return CM_ENOMEM;
     cJSON_AddStringToObject(data, "user_id", user);
-    if ((rc = cm_event_build(id, "notification.created", "/notification", user, tenant,
-                             cm_clock_now_ms(), data, &ev)) != CM_OK)
+    return cm_event_build(id, "notification.created", "/notification", user, tenant,
+                          cm_clock_now_ms(), data, out);
+}
+
+static cm_err publish_created(nf_ctx *ctx, const bson_t *doc)
+{
+    const char *id = cm_bson_str(doc, "_id", ""), *user = cm_bson_str(doc, "user_id", "");
+    char *ev = NULL;
+    cm_kafka_header h[] = {{"x-request-id", cm_log_request_id()}};
+    cm_err rc;
+
+    if ((rc = nf_created_event(doc, &ev)) != CM_OK)
         return rc;
     rc = cm_outbox_publish(ctx->outbox, NF_TOPIC, user, id, ev, h, 1);
     free(ev);

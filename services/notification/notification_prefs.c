@@ -19,41 +19,81 @@ static void hhmm(int minutes, char out[8])
     out[5] = '\0';
 }
 
-cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs *p)
+/* Reads stored preferences document `doc` into `p` (over the defaults). */
+static void prefs_of_doc(const bson_t *doc, nf_prefs *p)
 {
-    char id[200];
-    bson_t f = BSON_INITIALIZER, doc;
-    cm_err rc;
-
     nf_prefs_default(p);
-    snprintf(id, sizeof(id), "%s/%s", tenant, user);
-    BSON_APPEND_UTF8(&f, "_id", id);
-    rc = cm_mongo_find_one(ctx->db, NF_COLL_PREFS, &f, NULL, &doc);
-    bson_destroy(&f);
-    if (rc == CM_ENOTFOUND)
-        return CM_OK;
-    if (rc != CM_OK)
-        return rc;
     for (int t = 0; t < NF_TYPE_COUNT; t++) {
         char path[64];
         snprintf(path, sizeof(path), "types.%s.in_app", nf_type_name((nf_type)t));
-        p->in_app[t] = cm_bson_bool(&doc, path, 1);
+        p->in_app[t] = cm_bson_bool(doc, path, 1);
         snprintf(path, sizeof(path), "types.%s.push", nf_type_name((nf_type)t));
-        p->push[t] = cm_bson_bool(&doc, path, 1);
+        p->push[t] = cm_bson_bool(doc, path, 1);
         snprintf(path, sizeof(path), "types.%s.email", nf_type_name((nf_type)t));
-        p->email[t] = cm_bson_bool(&doc, path, 0);
+        p->email[t] = cm_bson_bool(doc, path, 0);
         snprintf(path, sizeof(path), "types.%s.sms", nf_type_name((nf_type)t));
-        p->sms[t] = cm_bson_bool(&doc, path, 0);
+        p->sms[t] = cm_bson_bool(doc, path, 0);
     }
-    p->email_digest = cm_bson_bool(&doc, "email_digest", 0);
-    if (cm_bson_str(&doc, "quiet.time_zone", NULL) != NULL) {
+    p->email_digest = cm_bson_bool(doc, "email_digest", 0);
+    if (cm_bson_str(doc, "quiet.time_zone", NULL) != NULL) {
         p->quiet = 1;
-        p->quiet_start = (int)cm_bson_int(&doc, "quiet.start", 0);
-        p->quiet_end = (int)cm_bson_int(&doc, "quiet.end", 0);
-        snprintf(p->time_zone, sizeof(p->time_zone), "%s", cm_bson_str(&doc, "quiet.time_zone", ""));
+        p->quiet_start = (int)cm_bson_int(doc, "quiet.start", 0);
+        p->quiet_end = (int)cm_bson_int(doc, "quiet.end", 0);
+        snprintf(p->time_zone, sizeof(p->time_zone), "%s", cm_bson_str(doc, "quiet.time_zone", ""));
     }
-    bson_destroy(&doc);
-    return CM_OK;
+}
+
+cm_err nf_prefs_load(nf_ctx *ctx, const char *tenant, const char *user, nf_prefs *p)
+{
+    return nf_prefs_load_many(ctx, tenant, &user, 1, p);
+}
+
+typedef struct prefs_many {
+    const char *tenant;
+    const char *const *users;
+    size_t n;
+    nf_prefs *out;
+} prefs_many;
+
+static int collect_prefs(const bson_t *doc, void *ud)
+{
+    prefs_many *pm = ud;
+    const char *user = cm_bson_str(doc, "user_id", NULL), *id = cm_bson_str(doc, "_id", "");
+    size_t tl = strlen(pm->tenant);
+
+    /* Older documents may lack user_id: the _id is "<tenant>/<user>". */
+    if (user == NULL && strncmp(id, pm->tenant, tl) == 0 && id[tl] == '/')
+        user = id + tl + 1;
+    for (size_t i = 0; user && i < pm->n; i++)
+        if (strcmp(pm->users[i], user) == 0)
+            prefs_of_doc(doc, &pm->out[i]); /* a user listed twice gets both */
+    return 0;
+}
+
+cm_err nf_prefs_load_many(nf_ctx *ctx, const char *tenant, const char *const *users, size_t n,
+                          nf_prefs *out)
+{
+    prefs_many pm = {tenant, users, n, out};
+    bson_t f = BSON_INITIALIZER, in, arr;
+    char id[320], idx[24];
+    cm_err rc;
+
+    for (size_t i = 0; i < n; i++)
+        nf_prefs_default(&out[i]);
+    if (n == 0)
+        return CM_OK;
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "%s/%s", tenant, users[i]);
+        snprintf(idx, sizeof(idx), "%zu", i);
+        BSON_APPEND_UTF8(&arr, idx, id);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&f, &in);
+    rc = cm_mongo_find(ctx->db, NF_COLL_PREFS, &f, NULL, collect_prefs, &pm);
+    bson_destroy(&f);
+    return rc;
 }
 
 static cJSON *prefs_json(const nf_prefs *p)

@@ -25,7 +25,10 @@
 #include "notification_channels.h"
 
 #define LEASE_MS 60000          /* a claimed delivery is someone's for this long */
-#define BATCH 32                /* deliveries taken per round */
+#define BATCH 256               /* deliveries taken per round */
+#define PARALLEL 64             /* provider requests in flight at once */
+#define SCAN_MS 1000            /* the store is scanned for due deliveries at least this often */
+#define QUEUE_MAX 20000         /* deliveries handed over in memory at most (the rest: scan) */
 #define PROVIDER_BODY_MAX 65536 /* bytes of a provider's answer kept */
 
 struct nf_push {
@@ -36,6 +39,11 @@ struct nf_push {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop, kick;
+    bson_t *q;          /* deliveries the consumer just stored, due now (guarded by mu) */
+    size_t qn;
+    int64_t last_scan;  /* sender thread only */
+    int64_t next_retry; /* earliest retry scheduled since the last scan (ms; 0 none) */
+    cm_httpc_pool *http; /* kept-alive provider connections, sender thread only */
     /* FCM access token (RFC 6749 section 5.1), used by the sender thread only. */
     char fcm_token[4096];
     int64_t fcm_token_until;
@@ -48,178 +56,345 @@ struct nf_push {
 
 /* --- decisions ------------------------------------------------------------------------- */
 
-void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, const char *device_id,
-                 const char *detail)
+/* Builds the decision document (unique k per event, user, decision and device) into `d`. */
+static cm_err decision_doc(const nf_push_item *it, const char *decision, const char *device_id,
+                           const char *detail, bson_t *d)
 {
     char id[CM_UUID_STRLEN], k[600];
     const char *channel = it->channel ? it->channel : "push";
-    bson_t d = BSON_INITIALIZER;
 
     if (cm_uuid_v7(id) != CM_OK)
-        return;
+        return CM_EIO;
     snprintf(k, sizeof(k), "%s|%s|%s|%s|%s|%s", it->tenant, it->event_id, it->user, channel,
              decision, device_id ? device_id : "");
-    BSON_APPEND_UTF8(&d, "_id", id);
-    BSON_APPEND_UTF8(&d, "k", k);
-    BSON_APPEND_UTF8(&d, "tenant", it->tenant);
-    BSON_APPEND_UTF8(&d, "user_id", it->user);
-    BSON_APPEND_UTF8(&d, "event_id", it->event_id);
-    BSON_APPEND_UTF8(&d, "notification_id", it->notification_id);
+    bson_init(d);
+    BSON_APPEND_UTF8(d, "_id", id);
+    BSON_APPEND_UTF8(d, "k", k);
+    BSON_APPEND_UTF8(d, "tenant", it->tenant);
+    BSON_APPEND_UTF8(d, "user_id", it->user);
+    BSON_APPEND_UTF8(d, "event_id", it->event_id);
+    BSON_APPEND_UTF8(d, "notification_id", it->notification_id);
     if (it->message_id)
-        BSON_APPEND_UTF8(&d, "message_id", it->message_id);
-    BSON_APPEND_UTF8(&d, "channel", channel);
-    BSON_APPEND_UTF8(&d, "decision", decision);
+        BSON_APPEND_UTF8(d, "message_id", it->message_id);
+    BSON_APPEND_UTF8(d, "channel", channel);
+    BSON_APPEND_UTF8(d, "decision", decision);
     if (device_id)
-        BSON_APPEND_UTF8(&d, "device_id", device_id);
-    BSON_APPEND_UTF8(&d, "detail", detail ? detail : "");
-    BSON_APPEND_DATE_TIME(&d, "at", cm_clock_now_ms());
+        BSON_APPEND_UTF8(d, "device_id", device_id);
+    BSON_APPEND_UTF8(d, "detail", detail ? detail : "");
+    BSON_APPEND_DATE_TIME(d, "at", cm_clock_now_ms());
+    return CM_OK;
+}
+
+void nf_decision(nf_ctx *ctx, const nf_push_item *it, const char *decision, const char *device_id,
+                 const char *detail)
+{
+    bson_t d;
+
+    if (decision_doc(it, decision, device_id, detail, &d) != CM_OK)
+        return;
     /* A replay finds its decision already recorded (unique k): nothing to do. */
     (void)cm_mongo_insert(ctx->db, NF_COLL_DECISIONS, &d);
     bson_destroy(&d);
 }
 
-/* --- the plan ------------------------------------------------------------------------- */
+/* A growing list of documents written with one insert_many. Each document is allocated on
+ * its own: a bson_t cannot be moved (a grown one points into itself), so the array holds
+ * pointers. */
+typedef struct doc_list {
+    bson_t **docs;
+    size_t n, cap;
+} doc_list;
 
-/* 1 when the user has a live WebSocket connection: the socket service keeps each live
- * connection in the sorted set presence:<tenant>:<user>:conns scored by its expiry (ms),
- * refreshed by heartbeats (services/socket/socket_ephemeral.c). -1 when Redis cannot tell. */
-static int online(nf_ctx *ctx, const char *tenant, const char *user)
+/* A new document at the end of `l`, uninitialised (the caller bson_init's it, or drops it
+ * with doc_list_drop_last); NULL when out of memory. */
+static bson_t *doc_list_add(doc_list *l)
 {
-    static const char LIVE_LUA[] = "return {redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf')}";
-    char key[300], now[24];
-    const char *keys[1] = {key}, *args[1] = {now};
-    int64_t n = 0;
-    size_t got = 0;
-
-    snprintf(key, sizeof(key), "presence:%s:%s:conns", tenant, user);
-    snprintf(now, sizeof(now), "(%" PRId64, cm_clock_now_ms());
-    if (cm_redis_eval_ints(ctx->redis, LIVE_LUA, 1, keys, 1, args, &n, 1, &got) != CM_OK ||
-        got != 1)
-        return -1;
-    return n > 0;
+    bson_t *d;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        bson_t **nd = realloc(l->docs, cap * sizeof(*nd));
+        if (nd == NULL)
+            return NULL;
+        l->docs = nd;
+        l->cap = cap;
+    }
+    if ((d = malloc(sizeof(*d))) == NULL)
+        return NULL;
+    l->docs[l->n++] = d;
+    return d;
 }
 
+/* Forgets the last document added, never initialised. */
+static void doc_list_drop_last(doc_list *l)
+{
+    free(l->docs[--l->n]);
+}
+
+/* Inserts the documents of `l` into `coll` in one round trip; those stored before (a replay)
+ * are left as they are. */
+static cm_err doc_list_insert(nf_ctx *ctx, const char *coll, const doc_list *l)
+{
+    unsigned char *dup;
+    cm_err rc;
+
+    if (l->n == 0)
+        return CM_OK;
+    if ((dup = calloc(l->n, 1)) == NULL)
+        return CM_ENOMEM;
+    rc = cm_mongo_insert_many(ctx->db, coll, (const bson_t *const *)l->docs, l->n, dup);
+    free(dup);
+    return rc;
+}
+
+static void doc_list_cleanup(doc_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        bson_destroy(l->docs[i]);
+        free(l->docs[i]);
+    }
+    free(l->docs);
+    l->docs = NULL;
+    l->n = l->cap = 0;
+}
+
+/* Adds a decision to `l` (dropped when out of memory: a decision only explains). */
+static void decide(doc_list *l, const nf_push_item *it, const char *decision,
+                   const char *device_id, const char *detail)
+{
+    bson_t *d = doc_list_add(l);
+    if (d != NULL && decision_doc(it, decision, device_id, detail, d) != CM_OK)
+        doc_list_drop_last(l);
+}
+
+/* --- the plan ------------------------------------------------------------------------- */
+
+/* Whether each user of `items[0..n)` has a live WebSocket connection, in one round trip: the
+ * socket service keeps each live connection in the sorted set presence:<tenant>:<user>:conns
+ * scored by its expiry (ms), refreshed by heartbeats (services/socket/socket_ephemeral.c).
+ * on[i] is 1 (online), 0 (offline) or -1 (Redis cannot tell). */
+static void online_many(nf_ctx *ctx, const nf_push_item *const *items, size_t n, int *on)
+{
+    cm_redis_cmd *cmds = calloc(n, sizeof(*cmds));
+    char (*keys)[300] = calloc(n, sizeof(*keys)), now[24];
+    int64_t *counts = calloc(n, sizeof(*counts));
+
+    for (size_t i = 0; i < n; i++)
+        on[i] = -1;
+    if (cmds && keys && counts) {
+        snprintf(now, sizeof(now), "(%" PRId64, cm_clock_now_ms());
+        for (size_t i = 0; i < n; i++) {
+            snprintf(keys[i], sizeof(keys[i]), "presence:%s:%s:conns", items[i]->tenant,
+                     items[i]->user);
+            cmds[i] = (cm_redis_cmd){4, {"ZCOUNT", keys[i], now, "+inf"}};
+        }
+        if (cm_redis_pipeline(ctx->redis, cmds, n, counts) == CM_OK)
+            for (size_t i = 0; i < n; i++)
+                on[i] = counts[i] < 0 ? -1 : counts[i] > 0;
+    }
+    free(cmds);
+    free(keys);
+    free(counts);
+}
+
+#define DEVICES_PER_USER 16 /* devices of one user pushed to at most */
+
 typedef struct device_list {
-    bson_t docs[16];
+    const nf_push_item *const *items; /* the users asked about */
     size_t n;
+    bson_t (*docs)[DEVICES_PER_USER]; /* per item */
+    size_t *count;                    /* per item */
 } device_list;
 
 static int collect_device(const bson_t *doc, void *ud)
 {
     device_list *l = ud;
-    if (l->n == sizeof(l->docs) / sizeof(l->docs[0]))
-        return 1;
-    bson_copy_to(doc, &l->docs[l->n++]);
+    const char *user = cm_bson_str(doc, "user_id", "");
+    for (size_t i = 0; i < l->n; i++)
+        if (l->count[i] < DEVICES_PER_USER && strcmp(l->items[i]->user, user) == 0)
+            bson_copy_to(doc, &l->docs[i][l->count[i]++]);
     return 0;
 }
 
-static cm_err queue_delivery(nf_ctx *ctx, const nf_push_item *it, const bson_t *dev,
-                             int64_t at)
+/* The delivery document of `it` to device `dev`, due at `at` (ms), into `d`. */
+static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at, bson_t *d)
 {
     char id[CM_UUID_STRLEN], k[200];
     const char *device_id = cm_bson_str(dev, "_id", "");
-    bson_t d = BSON_INITIALIZER;
+
+    if (cm_uuid_v7(id) != CM_OK)
+        return CM_EIO;
+    snprintf(k, sizeof(k), "%s|%s", it->notification_id, device_id);
+    bson_init(d);
+    BSON_APPEND_UTF8(d, "_id", id);
+    BSON_APPEND_UTF8(d, "k", k);
+    BSON_APPEND_UTF8(d, "tenant", it->tenant);
+    BSON_APPEND_UTF8(d, "user_id", it->user);
+    BSON_APPEND_UTF8(d, "event_id", it->event_id);
+    BSON_APPEND_UTF8(d, "notification_id", it->notification_id);
+    BSON_APPEND_UTF8(d, "type", it->type);
+    if (it->conversation_id)
+        BSON_APPEND_UTF8(d, "conversation_id", it->conversation_id);
+    if (it->message_id)
+        BSON_APPEND_UTF8(d, "message_id", it->message_id);
+    BSON_APPEND_UTF8(d, "actor_id", it->actor ? it->actor : "");
+    BSON_APPEND_UTF8(d, "text", it->text ? it->text : "");
+    BSON_APPEND_UTF8(d, "device_id", device_id);
+    BSON_APPEND_UTF8(d, "platform", cm_bson_str(dev, "platform", ""));
+    BSON_APPEND_UTF8(d, "token", cm_bson_str(dev, "token", ""));
+    BSON_APPEND_UTF8(d, "app_id", cm_bson_str(dev, "app_id", ""));
+    BSON_APPEND_UTF8(d, "state", "queued");
+    BSON_APPEND_INT32(d, "attempts", 0);
+    BSON_APPEND_INT64(d, "next_at", at);
+    if (it->title)
+        BSON_APPEND_UTF8(d, "title", it->title);
+    BSON_APPEND_DATE_TIME(d, "created_at", cm_clock_now_ms());
+    return CM_OK;
+}
+
+/* The devices of the users of `items[0..n)` (one query), into `l`. */
+static cm_err devices_of(nf_ctx *ctx, const nf_push_item *const *items, size_t n, device_list *l)
+{
+    bson_t f = BSON_INITIALIZER, in, arr;
+    char idx[24];
     cm_err rc;
 
-    if ((rc = cm_uuid_v7(id)) != CM_OK)
-        return rc;
-    snprintf(k, sizeof(k), "%s|%s", it->notification_id, device_id);
-    BSON_APPEND_UTF8(&d, "_id", id);
-    BSON_APPEND_UTF8(&d, "k", k);
-    BSON_APPEND_UTF8(&d, "tenant", it->tenant);
-    BSON_APPEND_UTF8(&d, "user_id", it->user);
-    BSON_APPEND_UTF8(&d, "event_id", it->event_id);
-    BSON_APPEND_UTF8(&d, "notification_id", it->notification_id);
-    BSON_APPEND_UTF8(&d, "type", it->type);
-    if (it->conversation_id)
-        BSON_APPEND_UTF8(&d, "conversation_id", it->conversation_id);
-    if (it->message_id)
-        BSON_APPEND_UTF8(&d, "message_id", it->message_id);
-    BSON_APPEND_UTF8(&d, "actor_id", it->actor ? it->actor : "");
-    BSON_APPEND_UTF8(&d, "text", it->text ? it->text : "");
-    BSON_APPEND_UTF8(&d, "device_id", device_id);
-    BSON_APPEND_UTF8(&d, "platform", cm_bson_str(dev, "platform", ""));
-    BSON_APPEND_UTF8(&d, "token", cm_bson_str(dev, "token", ""));
-    BSON_APPEND_UTF8(&d, "app_id", cm_bson_str(dev, "app_id", ""));
-    BSON_APPEND_UTF8(&d, "state", "queued");
-    BSON_APPEND_INT32(&d, "attempts", 0);
-    BSON_APPEND_INT64(&d, "next_at", at);
-    if (it->title)
-        BSON_APPEND_UTF8(&d, "title", it->title);
-    BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
-    rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
-    bson_destroy(&d);
-    return rc == CM_ECONFLICT ? CM_OK : rc; /* queued before this replay */
+    l->items = items;
+    l->n = n;
+    l->docs = calloc(n, sizeof(*l->docs));
+    l->count = calloc(n, sizeof(*l->count));
+    if (l->docs == NULL || l->count == NULL)
+        return CM_ENOMEM;
+    BSON_APPEND_UTF8(&f, "tenant", items[0]->tenant);
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "user_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(idx, sizeof(idx), "%zu", i);
+        BSON_APPEND_UTF8(&arr, idx, items[i]->user);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&f, &in);
+    rc = cm_mongo_find(ctx->db, NF_COLL_DEVICES, &f, NULL, collect_device, l);
+    bson_destroy(&f);
+    return rc;
+}
+
+static void device_list_cleanup(device_list *l)
+{
+    for (size_t i = 0; l->count && i < l->n; i++)
+        for (size_t j = 0; j < l->count[i]; j++)
+            bson_destroy(&l->docs[i][j]);
+    free(l->docs);
+    free(l->count);
 }
 
 cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it)
 {
-    bson_t f = BSON_INITIALIZER;
-    device_list l = {.n = 0};
-    char detail[128];
-    int on;
-    cm_err rc = CM_OK;
+    return nf_push_plan_many(ctx, it, 1);
+}
 
-    if (it->push_off) {
-        nf_decision(ctx, it, "preference", NULL,
-                    "the user turned push off for this type of notification");
-        return CM_OK;
-    }
-    if (it->muted_until > cm_clock_now_ms()) {
-        char until[CM_RFC3339_LEN];
-        cm_clock_rfc3339(it->muted_until, until);
-        snprintf(detail, sizeof(detail), "the conversation is muted until %s", until);
-        nf_decision(ctx, it, "muted", NULL, detail);
-        return CM_OK;
-    }
-    on = online(ctx, it->tenant, it->user);
-    if (on == 1) {
-        nf_decision(ctx, it, "online", NULL,
-                    "the user had a live connection: delivered in-app over the WebSocket");
-        return CM_OK;
-    }
-    BSON_APPEND_UTF8(&f, "tenant", it->tenant);
-    BSON_APPEND_UTF8(&f, "user_id", it->user);
-    rc = cm_mongo_find(ctx->db, NF_COLL_DEVICES, &f, NULL, collect_device, &l);
-    bson_destroy(&f);
-    if (rc != CM_OK)
+cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
+{
+    const nf_push_item **left = calloc(n ? n : 1, sizeof(*left)), **offline = NULL;
+    int *on = calloc(n ? n : 1, sizeof(*on)), *off_on = NULL;
+    doc_list decisions = {0}, deliveries = {0};
+    device_list l = {0};
+    size_t nleft = 0, noff = 0;
+    int64_t now = cm_clock_now_ms();
+    char detail[128];
+    cm_err rc = CM_ENOMEM;
+
+    if (left == NULL || on == NULL)
         goto out;
-    if (l.n == 0) {
-        nf_decision(ctx, it, "no_device", NULL, "the user has no registered device");
-        goto out;
-    }
-    for (size_t i = 0; i < l.n && rc == CM_OK; i++) {
-        const char *platform = cm_bson_str(&l.docs[i], "platform", ""),
-                   *dev = cm_bson_str(&l.docs[i], "_id", "");
-        if (strcmp(platform, "webpush") == 0) {
-            nf_decision(ctx, it, "unsupported", dev, "web push is not sent yet");
-            continue;
-        }
-        if (it->quiet_until > 0) {
-            /* Quiet hours defer the push to their end; they never drop it. */
+    rc = CM_OK;
+    for (size_t i = 0; i < n; i++) {
+        const nf_push_item *it = &items[i];
+        if (it->push_off) {
+            decide(&decisions, it, "preference", NULL,
+                   "the user turned push off for this type of notification");
+        } else if (it->muted_until > now) {
             char until[CM_RFC3339_LEN];
-            cm_clock_rfc3339(it->quiet_until, until);
-            snprintf(detail, sizeof(detail), "quiet hours: deferred until %s", until);
-            rc = queue_delivery(ctx, it, &l.docs[i], it->quiet_until);
-            if (rc == CM_OK)
-                nf_decision(ctx, it, "quiet_hours", dev, detail);
+            cm_clock_rfc3339(it->muted_until, until);
+            snprintf(detail, sizeof(detail), "the conversation is muted until %s", until);
+            decide(&decisions, it, "muted", NULL, detail);
+        } else {
+            left[nleft++] = it;
+        }
+    }
+    if (nleft == 0)
+        goto record;
+    online_many(ctx, left, nleft, on);
+    offline = calloc(nleft, sizeof(*offline));
+    off_on = calloc(nleft, sizeof(*off_on));
+    if (offline == NULL || off_on == NULL) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nleft; i++) {
+        if (on[i] == 1) {
+            decide(&decisions, left[i], "online", NULL,
+                   "the user had a live connection: delivered in-app over the WebSocket");
+        } else {
+            off_on[noff] = on[i];
+            offline[noff++] = left[i];
+        }
+    }
+    if (noff == 0)
+        goto record;
+    if ((rc = devices_of(ctx, offline, noff, &l)) != CM_OK)
+        goto out;
+    for (size_t i = 0; i < noff; i++) {
+        const nf_push_item *it = offline[i];
+        if (l.count[i] == 0) {
+            decide(&decisions, it, "no_device", NULL, "the user has no registered device");
             continue;
         }
-        rc = queue_delivery(ctx, it, &l.docs[i], cm_clock_now_ms());
-        if (rc == CM_OK)
-            nf_decision(ctx, it, "queued", dev,
-                        on < 0 ? "presence unknown (Redis unreachable): pushed to be safe"
-                               : "the user was offline");
+        for (size_t j = 0; j < l.count[i]; j++) {
+            const bson_t *dev = &l.docs[i][j];
+            const char *platform = cm_bson_str(dev, "platform", ""),
+                       *did = cm_bson_str(dev, "_id", "");
+            int64_t at = it->quiet_until > 0 ? it->quiet_until : now;
+            bson_t *d;
+            if (strcmp(platform, "webpush") == 0) {
+                decide(&decisions, it, "unsupported", did, "web push is not sent yet");
+                continue;
+            }
+            if ((d = doc_list_add(&deliveries)) == NULL) {
+                rc = CM_ENOMEM;
+                goto out;
+            }
+            if ((rc = delivery_doc(it, dev, at, d)) != CM_OK) {
+                doc_list_drop_last(&deliveries);
+                goto out;
+            }
+            if (it->quiet_until > 0) {
+                /* Quiet hours defer the push to their end; they never drop it. */
+                char until[CM_RFC3339_LEN];
+                cm_clock_rfc3339(it->quiet_until, until);
+                snprintf(detail, sizeof(detail), "quiet hours: deferred until %s", until);
+                decide(&decisions, it, "quiet_hours", did, detail);
+            } else {
+                decide(&decisions, it, "queued", did,
+                       off_on[i] < 0 ? "presence unknown (Redis unreachable): pushed to be safe"
+                                     : "the user was offline");
+            }
+        }
     }
-    if (rc == CM_OK && ctx->push) {
-        pthread_mutex_lock(&ctx->push->mu);
-        ctx->push->kick = 1;
-        pthread_cond_signal(&ctx->push->cv);
-        pthread_mutex_unlock(&ctx->push->mu);
-    }
+record:
+    /* Deliveries first: a decision "queued" must not exist without its delivery. A replay
+     * finds both stored (unique k) and changes nothing. */
+    if ((rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &deliveries)) != CM_OK)
+        goto out;
+    (void)doc_list_insert(ctx, NF_COLL_DECISIONS, &decisions);
+    if (deliveries.n > 0 && ctx->push)
+        nf_push_kick(ctx->push, (const bson_t *const *)deliveries.docs, deliveries.n);
 out:
-    for (size_t i = 0; i < l.n; i++)
-        bson_destroy(&l.docs[i]);
+    device_list_cleanup(&l);
+    doc_list_cleanup(&decisions);
+    doc_list_cleanup(&deliveries);
+    free(left);
+    free(on);
+    free(offline);
+    free(off_on);
     return rc;
 }
 
@@ -290,7 +465,7 @@ static cm_err fcm_access_token(nf_push *p, char *why, size_t n)
     {
         const char *hdr[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
         cm_httpc_request r = {"POST", uri->valuestring, hdr, form, strlen(form),
-                              p->cfg.timeout_ms, PROVIDER_BODY_MAX, 0};
+                              p->cfg.timeout_ms, PROVIDER_BODY_MAX, 0, NULL, NULL};
         rc = cm_httpc_request_do(&r, &body, &len, &status);
     }
     atomic_fetch_add(&p->token_fetches, 1);
@@ -350,68 +525,83 @@ static void title_of(const bson_t *d, char *out, size_t n)
         snprintf(out, n, "%s", actor[0] ? actor : "New message");
 }
 
-/* One FCM HTTP v1 send (projects.messages.send). */
-static outcome send_fcm(nf_push *p, const bson_t *d, long *status, char *why, size_t n)
+/* One job of a sending round: a delivery, its request, and what came of it. */
+typedef struct job {
+    bson_t d;               /* the delivery as read after its lease was taken */
+    int leased;             /* 1: ours to send */
+    int ready;              /* 1: req is to be performed */
+    char url[600], auth[4200], topic[300], *json;
+    const char *hdr[6];
+    outcome o;
+    long status;
+    char why[300];
+} job;
+
+/* The FCM HTTP v1 request of `j` (projects.messages.send), or its outcome when none can be
+ * made (not configured, no access token). */
+static void prepare_fcm(nf_push *p, job *j)
 {
-    char url[512], auth[4200], title[160], *json = NULL, *body = NULL;
-    cJSON *m = cJSON_CreateObject(), *msg, *note, *data, *android;
-    size_t len = 0;
-    outcome out = OUT_RETRY;
+    char title[160];
+    cJSON *m, *msg, *note, *data, *android;
     cm_err rc;
 
-    *status = 0;
     if (p->cfg.fcm_credentials == NULL) {
-        snprintf(why, n, "FCM is not configured (FCM_CREDENTIALS_FILE)");
-        out = OUT_FAIL;
-        goto done;
+        snprintf(j->why, sizeof(j->why), "FCM is not configured (FCM_CREDENTIALS_FILE)");
+        j->o = OUT_FAIL;
+        return;
     }
-    if ((rc = fcm_access_token(p, why, n)) != CM_OK) {
-        out = rc == CM_EAGAIN ? OUT_RETRY : OUT_FAIL;
-        goto done;
+    if ((rc = fcm_access_token(p, j->why, sizeof(j->why))) != CM_OK) {
+        j->o = rc == CM_EAGAIN ? OUT_RETRY : OUT_FAIL;
+        return;
     }
-    title_of(d, title, sizeof(title));
+    title_of(&j->d, title, sizeof(title));
+    m = cJSON_CreateObject();
     msg = cJSON_AddObjectToObject(m, "message");
-    cJSON_AddStringToObject(msg, "token", cm_bson_str(d, "token", ""));
+    cJSON_AddStringToObject(msg, "token", cm_bson_str(&j->d, "token", ""));
     note = cJSON_AddObjectToObject(msg, "notification");
     cJSON_AddStringToObject(note, "title", title);
-    cJSON_AddStringToObject(note, "body", cm_bson_str(d, "text", ""));
+    cJSON_AddStringToObject(note, "body", cm_bson_str(&j->d, "text", ""));
     data = cJSON_AddObjectToObject(msg, "data");
-    add_data(data, d);
+    add_data(data, &j->d);
     android = cJSON_AddObjectToObject(msg, "android");
     cJSON_AddStringToObject(android, "priority", "high");
-    if ((json = cm_json_print(m)) == NULL)
-        goto done;
-    snprintf(url, sizeof(url), "%s/v1/projects/%s/messages:send", p->cfg.fcm_base,
-             p->cfg.fcm_project);
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", p->fcm_token);
-    {
-        const char *hdr[] = {auth, "Content-Type: application/json; charset=UTF-8", NULL};
-        cm_httpc_request r = {"POST", url, hdr, json, strlen(json), p->cfg.timeout_ms,
-                              PROVIDER_BODY_MAX, 0};
-        rc = cm_httpc_request_do(&r, &body, &len, status);
-    }
-    if (rc != CM_OK) {
-        snprintf(why, n, "FCM unreachable: %s", cm_strerror(rc));
-        goto done;
-    }
-    /* FCM v1 errors: 404 NOT_FOUND / errorCode UNREGISTERED is a token no longer valid
-     * (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode); 401: our token expired. */
-    if (*status == 404 || strstr(body, "UNREGISTERED") != NULL) {
-        snprintf(why, n, "FCM: the token is unregistered (%ld)", *status);
-        out = OUT_DEAD;
-    } else if (*status == 401) {
-        p->fcm_token[0] = '\0';
-        snprintf(why, n, "FCM refused the access token (401): fetched again next time");
-        out = OUT_RETRY;
-    } else {
-        out = classify_status(*status);
-        snprintf(why, n, "FCM answered %ld", *status);
-    }
-done:
+    j->json = cm_json_print(m);
     cJSON_Delete(m);
-    free(json);
-    free(body);
-    return out;
+    if (j->json == NULL) {
+        snprintf(j->why, sizeof(j->why), "out of memory");
+        j->o = OUT_RETRY;
+        return;
+    }
+    snprintf(j->url, sizeof(j->url), "%s/v1/projects/%s/messages:send", p->cfg.fcm_base,
+             p->cfg.fcm_project);
+    snprintf(j->auth, sizeof(j->auth), "Authorization: Bearer %s", p->fcm_token);
+    j->hdr[0] = j->auth;
+    j->hdr[1] = "Content-Type: application/json; charset=UTF-8";
+    j->hdr[2] = NULL;
+    j->ready = 1;
+}
+
+/* What FCM's answer to `j` means. */
+static void finish_fcm(nf_push *p, job *j, const cm_httpc_result *r)
+{
+    j->status = r->status;
+    if (r->rc != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "FCM unreachable: %s", cm_strerror(r->rc));
+        j->o = OUT_RETRY;
+    } else if (r->status == 404 || strstr(r->body, "UNREGISTERED") != NULL) {
+        /* FCM v1 errors: 404 NOT_FOUND / errorCode UNREGISTERED is a token no longer valid
+         * (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode). */
+        snprintf(j->why, sizeof(j->why), "FCM: the token is unregistered (%ld)", r->status);
+        j->o = OUT_DEAD;
+    } else if (r->status == 401) {
+        p->fcm_token[0] = '\0'; /* our access token expired */
+        snprintf(j->why, sizeof(j->why),
+                 "FCM refused the access token (401): fetched again next time");
+        j->o = OUT_RETRY;
+    } else {
+        j->o = classify_status(r->status);
+        snprintf(j->why, sizeof(j->why), "FCM answered %ld", r->status);
+    }
 }
 
 static cm_err apns_provider_token(nf_push *p, char *why, size_t n)
@@ -440,67 +630,70 @@ static cm_err apns_provider_token(nf_push *p, char *why, size_t n)
     return CM_OK;
 }
 
-/* One APNs send (POST /3/device/<token>, HTTP/2). */
-static outcome send_apns(nf_push *p, const bson_t *d, long *status, char *why, size_t n)
+/* The APNs request of `j` (POST /3/device/<token>, HTTP/2), or its outcome. */
+static void prepare_apns(nf_push *p, job *j)
 {
-    char url[600], auth[1100], topic[300], title[160], *json = NULL, *body = NULL;
-    const char *app = cm_bson_str(d, "app_id", "");
-    cJSON *m = cJSON_CreateObject(), *aps, *alert;
-    size_t len = 0;
-    outcome out = OUT_RETRY;
-    cm_err rc;
+    char title[160];
+    const char *app = cm_bson_str(&j->d, "app_id", "");
+    cJSON *m, *aps, *alert;
 
-    *status = 0;
     if (p->cfg.apns_key == NULL) {
-        snprintf(why, n, "APNs is not configured (APNS_KEY_FILE)");
-        out = OUT_FAIL;
-        goto done;
+        snprintf(j->why, sizeof(j->why), "APNs is not configured (APNS_KEY_FILE)");
+        j->o = OUT_FAIL;
+        return;
     }
-    if (apns_provider_token(p, why, n) != CM_OK) {
-        out = OUT_FAIL;
-        goto done;
+    if (apns_provider_token(p, j->why, sizeof(j->why)) != CM_OK) {
+        j->o = OUT_FAIL;
+        return;
     }
-    title_of(d, title, sizeof(title));
+    title_of(&j->d, title, sizeof(title));
+    m = cJSON_CreateObject();
     aps = cJSON_AddObjectToObject(m, "aps");
     alert = cJSON_AddObjectToObject(aps, "alert");
     cJSON_AddStringToObject(alert, "title", title);
-    cJSON_AddStringToObject(alert, "body", cm_bson_str(d, "text", ""));
+    cJSON_AddStringToObject(alert, "body", cm_bson_str(&j->d, "text", ""));
     cJSON_AddStringToObject(aps, "sound", "default");
-    add_data(m, d);
-    if ((json = cm_json_print(m)) == NULL)
-        goto done;
-    snprintf(url, sizeof(url), "%s/3/device/%s", p->cfg.apns_base, cm_bson_str(d, "token", ""));
-    snprintf(auth, sizeof(auth), "authorization: bearer %s", p->apns_token);
-    snprintf(topic, sizeof(topic), "apns-topic: %s", app[0] ? app : p->cfg.apns_topic);
-    {
-        const char *hdr[] = {auth, topic, "apns-push-type: alert", "apns-priority: 10",
-                             "content-type: application/json", NULL};
-        cm_httpc_request r = {"POST", url, hdr, json, strlen(json), p->cfg.timeout_ms,
-                              PROVIDER_BODY_MAX, 1};
-        rc = cm_httpc_request_do(&r, &body, &len, status);
-    }
-    if (rc != CM_OK) {
-        snprintf(why, n, "APNs unreachable: %s", cm_strerror(rc));
-        goto done;
-    }
-    /* APNs: 410 Unregistered, or 400 BadDeviceToken, means the token is dead ("Handling
-     * notification responses from APNs"); 403 ExpiredProviderToken: make a new one. */
-    if (*status == 410 || (*status == 400 && strstr(body, "BadDeviceToken") != NULL)) {
-        snprintf(why, n, "APNs: the token is dead (%ld)", *status);
-        out = OUT_DEAD;
-    } else if (*status == 403 && strstr(body, "ExpiredProviderToken") != NULL) {
-        p->apns_token[0] = '\0';
-        snprintf(why, n, "APNs: provider token expired: made again next time");
-        out = OUT_RETRY;
-    } else {
-        out = classify_status(*status);
-        snprintf(why, n, "APNs answered %ld", *status);
-    }
-done:
+    add_data(m, &j->d);
+    j->json = cm_json_print(m);
     cJSON_Delete(m);
-    free(json);
-    free(body);
-    return out;
+    if (j->json == NULL) {
+        snprintf(j->why, sizeof(j->why), "out of memory");
+        j->o = OUT_RETRY;
+        return;
+    }
+    snprintf(j->url, sizeof(j->url), "%s/3/device/%s", p->cfg.apns_base,
+             cm_bson_str(&j->d, "token", ""));
+    snprintf(j->auth, sizeof(j->auth), "authorization: bearer %s", p->apns_token);
+    snprintf(j->topic, sizeof(j->topic), "apns-topic: %s", app[0] ? app : p->cfg.apns_topic);
+    j->hdr[0] = j->auth;
+    j->hdr[1] = j->topic;
+    j->hdr[2] = "apns-push-type: alert";
+    j->hdr[3] = "apns-priority: 10";
+    j->hdr[4] = "content-type: application/json";
+    j->hdr[5] = NULL;
+    j->ready = 1;
+}
+
+static void finish_apns(nf_push *p, job *j, const cm_httpc_result *r)
+{
+    j->status = r->status;
+    if (r->rc != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "APNs unreachable: %s", cm_strerror(r->rc));
+        j->o = OUT_RETRY;
+    } else if (r->status == 410 ||
+               (r->status == 400 && strstr(r->body, "BadDeviceToken") != NULL)) {
+        /* APNs: 410 Unregistered, or 400 BadDeviceToken, means the token is dead ("Handling
+         * notification responses from APNs"); 403 ExpiredProviderToken: make a new one. */
+        snprintf(j->why, sizeof(j->why), "APNs: the token is dead (%ld)", r->status);
+        j->o = OUT_DEAD;
+    } else if (r->status == 403 && strstr(r->body, "ExpiredProviderToken") != NULL) {
+        p->apns_token[0] = '\0';
+        snprintf(j->why, sizeof(j->why), "APNs: provider token expired: made again next time");
+        j->o = OUT_RETRY;
+    } else {
+        j->o = classify_status(r->status);
+        snprintf(j->why, sizeof(j->why), "APNs answered %ld", r->status);
+    }
 }
 
 /* --- the sender ------------------------------------------------------------------------ */
@@ -569,112 +762,250 @@ static void prune_device(nf_push *p, const bson_t *d)
     bson_destroy(&f);
 }
 
-/* One attempt of delivery `d`: the provider call, then one update that records it. */
-static void attempt(nf_push *p, const bson_t *d)
+/* What attempt `j` (number `n`) comes to: its state, the time of the next attempt (0 none)
+ * and the decision to record (NULL none); prunes a dead token and dead-letters what is given
+ * up. */
+static const char *settle(nf_push *p, const job *j, int n, int64_t now, int64_t *next,
+                          const char **decision)
 {
-    const char *platform = cm_bson_str(d, "platform", ""), *id = cm_bson_str(d, "_id", "");
-    int n = (int)cm_bson_int(d, "attempts", 0) + 1;
-    char why[300] = "";
-    long status = 0;
-    outcome o;
-    const char *state, *decision = NULL;
-    int64_t next = 0, now;
-    bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, push, h;
-    nf_push_item it = {0};
-
-    o = strcmp(platform, "fcm") == 0    ? send_fcm(p, d, &status, why, sizeof(why))
-        : strcmp(platform, "apns") == 0 ? send_apns(p, d, &status, why, sizeof(why))
-                                        : (snprintf(why, sizeof(why), "unknown platform"), OUT_FAIL);
-    now = cm_clock_now_ms();
-    switch (o) {
+    *next = 0;
+    *decision = NULL;
+    switch (j->o) {
     case OUT_SENT:
-        state = "sent";
-        decision = "sent";
         atomic_fetch_add(&p->sent, 1);
-        break;
+        *decision = "sent";
+        return "sent";
     case OUT_DEAD:
-        state = "failed";
-        decision = "dead_token";
         atomic_fetch_add(&p->dead_tokens, 1);
-        prune_device(p, d);
-        break;
+        prune_device(p, &j->d);
+        *decision = "dead_token";
+        return "failed";
     case OUT_RETRY:
         if (n <= p->cfg.nretries) {
-            state = "queued";
-            next = now + retry_delay(p, n);
+            *next = now + retry_delay(p, n);
+            if (p->next_retry == 0 || *next < p->next_retry)
+                p->next_retry = *next;
             atomic_fetch_add(&p->retried, 1);
-        } else {
-            state = "dead_lettered";
-            decision = "provider_error";
-            atomic_fetch_add(&p->dead_lettered, 1);
-            dead_letter(p, d, n, why);
+            return "queued";
         }
-        break;
+        atomic_fetch_add(&p->dead_lettered, 1);
+        dead_letter(p, &j->d, n, j->why);
+        *decision = "provider_error";
+        return "dead_lettered";
     default:
-        state = "failed";
-        decision = "provider_error";
         atomic_fetch_add(&p->failed, 1);
-        break;
-    }
-    BSON_APPEND_UTF8(&f, "_id", id);
-    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
-    BSON_APPEND_UTF8(&set, "state", state);
-    BSON_APPEND_INT32(&set, "attempts", n);
-    BSON_APPEND_INT64(&set, "next_at", next);
-    bson_append_document_end(&u, &set);
-    BSON_APPEND_DOCUMENT_BEGIN(&u, "$push", &push);
-    BSON_APPEND_DOCUMENT_BEGIN(&push, "history", &h);
-    BSON_APPEND_INT32(&h, "attempt", n);
-    BSON_APPEND_DATE_TIME(&h, "at", now);
-    BSON_APPEND_UTF8(&h, "outcome", outcome_name(o));
-    BSON_APPEND_INT32(&h, "status", (int32_t)status);
-    BSON_APPEND_UTF8(&h, "detail", why);
-    bson_append_document_end(&push, &h);
-    bson_append_document_end(&u, &push);
-    if (cm_mongo_update(p->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
-        cm_warn("push: attempt %d of delivery %s (%s) not recorded", n, id, state);
-    bson_destroy(&f);
-    bson_destroy(&u);
-    if (decision) {
-        it.tenant = cm_bson_str(d, "tenant", "");
-        it.user = cm_bson_str(d, "user_id", "");
-        it.event_id = cm_bson_str(d, "event_id", "");
-        it.notification_id = cm_bson_str(d, "notification_id", "");
-        it.message_id = cm_bson_str(d, "message_id", NULL);
-        nf_decision(p->ctx, &it, decision, cm_bson_str(d, "device_id", ""), why);
+        *decision = "provider_error";
+        return "failed";
     }
 }
 
+/* Records the attempts of the sent jobs: attempts that come to the same update (the usual
+ * case: every success of a round) share one update of all their deliveries, since each update
+ * is slow on FerretDB (a read-modify-replace per document); decisions in one insert. */
+static void record(nf_push *p, job *jobs, size_t n, int64_t now)
+{
+    typedef struct rec {
+        const char *state, *decision;
+        int attempt;
+        int64_t next;
+        int done;
+    } rec;
+    rec *r = calloc(n ? n : 1, sizeof(*r));
+    doc_list decisions = {0};
+
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (!jobs[i].leased)
+            continue;
+        r[i].attempt = (int)cm_bson_int(&jobs[i].d, "attempts", 0) + 1;
+        r[i].state = settle(p, &jobs[i], r[i].attempt, now, &r[i].next, &r[i].decision);
+    }
+    for (size_t i = 0; i < n; i++) {
+        bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, in, arr, set, push, h;
+        size_t k = 0;
+        char idx[24];
+        if (!jobs[i].leased || r[i].done)
+            continue;
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+        for (size_t j = i; j < n; j++) {
+            if (!jobs[j].leased || r[j].done || r[j].attempt != r[i].attempt ||
+                r[j].next != r[i].next || strcmp(r[j].state, r[i].state) != 0 ||
+                jobs[j].o != jobs[i].o || jobs[j].status != jobs[i].status ||
+                strcmp(jobs[j].why, jobs[i].why) != 0)
+                continue;
+            r[j].done = 1;
+            snprintf(idx, sizeof(idx), "%zu", k++);
+            BSON_APPEND_UTF8(&arr, idx, cm_bson_str(&jobs[j].d, "_id", ""));
+        }
+        bson_append_array_end(&in, &arr);
+        bson_append_document_end(&f, &in);
+        BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+        BSON_APPEND_UTF8(&set, "state", r[i].state);
+        BSON_APPEND_INT32(&set, "attempts", r[i].attempt);
+        BSON_APPEND_INT64(&set, "next_at", r[i].next);
+        bson_append_document_end(&u, &set);
+        BSON_APPEND_DOCUMENT_BEGIN(&u, "$push", &push);
+        BSON_APPEND_DOCUMENT_BEGIN(&push, "history", &h);
+        BSON_APPEND_INT32(&h, "attempt", r[i].attempt);
+        BSON_APPEND_DATE_TIME(&h, "at", now);
+        BSON_APPEND_UTF8(&h, "outcome", outcome_name(jobs[i].o));
+        BSON_APPEND_INT32(&h, "status", (int32_t)jobs[i].status);
+        BSON_APPEND_UTF8(&h, "detail", jobs[i].why);
+        bson_append_document_end(&push, &h);
+        bson_append_document_end(&u, &push);
+        if (cm_mongo_update(p->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 1, NULL) != CM_OK)
+            cm_warn("push: %zu attempts (%s) not recorded", k, r[i].state);
+        bson_destroy(&f);
+        bson_destroy(&u);
+    }
+    for (size_t i = 0; i < n; i++) {
+        nf_push_item it = {0};
+        if (!jobs[i].leased || r[i].decision == NULL)
+            continue;
+        it.tenant = cm_bson_str(&jobs[i].d, "tenant", "");
+        it.user = cm_bson_str(&jobs[i].d, "user_id", "");
+        it.event_id = cm_bson_str(&jobs[i].d, "event_id", "");
+        it.notification_id = cm_bson_str(&jobs[i].d, "notification_id", "");
+        it.message_id = cm_bson_str(&jobs[i].d, "message_id", NULL);
+        decide(&decisions, &it, r[i].decision, cm_bson_str(&jobs[i].d, "device_id", ""),
+               jobs[i].why);
+    }
+    (void)doc_list_insert(p->ctx, NF_COLL_DECISIONS, &decisions);
+    doc_list_cleanup(&decisions);
+    free(r);
+}
+
+/* Deletes the lease only while it is still ours. */
+static const char UNLOCK_LUA[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0";
+
+/* Takes (or with `release`, gives back) the Redis leases of the jobs in one round trip; on
+ * taking, marks the jobs whose lease was had. */
+static void leases(nf_push *p, job *jobs, size_t n, int release)
+{
+    cm_redis_cmd *cmds = calloc(n ? n : 1, sizeof(*cmds));
+    char (*keys)[80] = calloc(n ? n : 1, sizeof(*keys)), ms[24];
+    int64_t *out = calloc(n ? n : 1, sizeof(*out));
+    size_t k = 0;
+
+    if (cmds && keys && out) {
+        snprintf(ms, sizeof(ms), "%d", LEASE_MS);
+        for (size_t i = 0; i < n; i++) {
+            if (release && !jobs[i].leased)
+                continue;
+            snprintf(keys[k], sizeof(keys[k]), "nf:delivery:%s",
+                     cm_bson_str(&jobs[i].d, "_id", ""));
+            cmds[k] = release ? (cm_redis_cmd){5, {"EVAL", UNLOCK_LUA, "1", keys[k], p->instance}}
+                              : (cm_redis_cmd){6, {"SET", keys[k], p->instance, "NX", "PX", ms}};
+            k++;
+        }
+        if (cm_redis_pipeline(p->ctx->redis, cmds, k, out) == CM_OK && !release)
+            for (size_t i = 0; i < n; i++)
+                jobs[i].leased = out[i] == 1; /* OK; nil when someone else holds it */
+    }
+    free(cmds);
+    free(keys);
+    free(out);
+}
+
+typedef struct fresh {
+    job *jobs;
+    size_t n;
+    int64_t now;
+    int *ok;
+} fresh;
+
+static int collect_fresh(const bson_t *doc, void *ud)
+{
+    fresh *f = ud;
+    const char *id = cm_bson_str(doc, "_id", "");
+    for (size_t i = 0; i < f->n; i++) {
+        job *j = &f->jobs[i];
+        if (!j->leased || f->ok[i] || strcmp(cm_bson_str(&j->d, "_id", ""), id) != 0)
+            continue;
+        /* Still queued, due, and not attempted since the copy was read. */
+        if (strcmp(cm_bson_str(doc, "state", ""), "queued") == 0 &&
+            cm_bson_int(doc, "next_at", 0) <= f->now &&
+            cm_bson_int(doc, "attempts", 0) == cm_bson_int(&j->d, "attempts", 0)) {
+            bson_destroy(&j->d);
+            bson_copy_to(doc, &j->d);
+            f->ok[i] = 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the leased deliveries again (one query): a copy taken before another sender finished
+ * the delivery and let its lease go must not be sent twice. Jobs no longer due lose `leased`
+ * (their lease is given back first). */
+static void refresh(nf_push *p, job *jobs, size_t n, int64_t now)
+{
+    bson_t f = BSON_INITIALIZER, in, arr;
+    int *ok = calloc(n ? n : 1, sizeof(*ok));
+    fresh fr = {jobs, n, now, ok};
+    size_t k = 0;
+    char idx[24];
+
+    if (ok == NULL)
+        goto fail;
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i].leased) {
+            snprintf(idx, sizeof(idx), "%zu", k++);
+            BSON_APPEND_UTF8(&arr, idx, cm_bson_str(&jobs[i].d, "_id", ""));
+        }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&f, &in);
+    if (k > 0 && cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_fresh, &fr) !=
+                     CM_OK)
+        goto fail;
+    bson_destroy(&f);
+    /* Give back the leases of what is not to be sent, then forget those jobs. */
+    for (size_t i = 0; i < n; i++)
+        ok[i] = jobs[i].leased && !ok[i];
+    for (size_t i = 0; i < n; i++) {
+        int keep = jobs[i].leased && !ok[i];
+        jobs[i].leased = ok[i];
+        ok[i] = keep;
+    }
+    leases(p, jobs, n, 1);
+    for (size_t i = 0; i < n; i++)
+        jobs[i].leased = ok[i];
+    free(ok);
+    return;
+fail:
+    bson_destroy(&f);
+    leases(p, jobs, n, 1);
+    for (size_t i = 0; i < n; i++)
+        jobs[i].leased = 0;
+    free(ok);
+}
+
 typedef struct due {
-    bson_t docs[BATCH];
+    job *jobs; /* BATCH of them */
     size_t n;
 } due;
 
 static int collect_due(const bson_t *doc, void *ud)
 {
     due *q = ud;
+    for (size_t i = 0; i < q->n; i++)
+        if (strcmp(cm_bson_str(&q->jobs[i].d, "_id", ""), cm_bson_str(doc, "_id", "")) == 0)
+            return 0; /* handed over by the consumer too */
     if (q->n == BATCH)
         return 1;
-    bson_copy_to(doc, &q->docs[q->n++]);
+    bson_copy_to(doc, &q->jobs[q->n++].d);
     return 0;
 }
 
-static int stopping(nf_push *p)
-{
-    int stop;
-    pthread_mutex_lock(&p->mu);
-    stop = p->stop;
-    pthread_mutex_unlock(&p->mu);
-    return stop;
-}
-
-/* One round: the due deliveries, oldest first, each claimed by a Redis lease. A stop ends it
- * between two deliveries: a round of slow providers must not hold up the shutdown. */
-static size_t round_once(nf_push *p)
+/* The due deliveries of the store, oldest first, after those in `q`. */
+static void scan_due(nf_push *p, due *q)
 {
     bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, lte, sort;
-    due q = {.n = 0};
-    size_t done = 0;
 
     BSON_APPEND_UTF8(&f, "state", "queued");
     nf_push_only(&f); /* e-mail and SMS have their own sender (notification_email.c) */
@@ -685,22 +1016,110 @@ static size_t round_once(nf_push *p)
     BSON_APPEND_INT32(&sort, "next_at", 1);
     bson_append_document_end(&opts, &sort);
     BSON_APPEND_INT64(&opts, "limit", BATCH);
-    if (cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_due, &q) == CM_OK) {
-        for (size_t i = 0; i < q.n && !stopping(p); i++) {
-            char key[80];
-            snprintf(key, sizeof(key), "nf:delivery:%s", cm_bson_str(&q.docs[i], "_id", ""));
-            if (cm_redis_lock(p->ctx->redis, key, p->instance, LEASE_MS) == CM_OK) {
-                attempt(p, &q.docs[i]);
-                cm_redis_unlock(p->ctx->redis, key, p->instance);
-                done++;
-            }
-        }
-    }
-    for (size_t i = 0; i < q.n; i++)
-        bson_destroy(&q.docs[i]);
+    (void)cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_due, q);
     bson_destroy(&f);
     bson_destroy(&opts);
-    return done;
+}
+
+/* One round: up to BATCH due deliveries (those the consumer just queued first, the store's
+ * due ones, retries included, at least every SCAN_MS), each claimed by a Redis lease and read
+ * again, sent concurrently over kept-alive connections, and recorded. */
+static size_t round_once(nf_push *p)
+{
+    due q = {.n = 0};
+    cm_httpc_request *reqs = NULL;
+    cm_httpc_result *res = NULL;
+    size_t nreq = 0, sent = 0, *which = NULL;
+    int64_t now = cm_clock_now_ms();
+    int scan;
+
+    if ((q.jobs = calloc(BATCH, sizeof(*q.jobs))) == NULL)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    while (q.n < BATCH && p->qn > 0) {
+        /* A bson_t cannot be moved by value (a grown one points into itself): copied. */
+        bson_copy_to(&p->q[--p->qn], &q.jobs[q.n++].d);
+        bson_destroy(&p->q[p->qn]);
+    }
+    /* The store is scanned when a retry falls due, or at least every SCAN_MS (deferred
+     * deliveries, what a crash left): a scan is a costly query on FerretDB. */
+    scan = now - p->last_scan >= SCAN_MS || (p->next_retry > 0 && now >= p->next_retry);
+    pthread_mutex_unlock(&p->mu);
+    if (scan && q.n < BATCH) {
+        p->next_retry = 0;
+        scan_due(p, &q);
+        p->last_scan = now;
+    }
+    if (q.n == 0)
+        goto out;
+    leases(p, q.jobs, q.n, 0);
+    refresh(p, q.jobs, q.n, now);
+    reqs = calloc(q.n, sizeof(*reqs));
+    res = calloc(q.n, sizeof(*res));
+    which = calloc(q.n, sizeof(*which));
+    if (reqs == NULL || res == NULL || which == NULL) {
+        leases(p, q.jobs, q.n, 1);
+        goto out;
+    }
+    for (size_t i = 0; i < q.n; i++) {
+        job *j = &q.jobs[i];
+        const char *platform = cm_bson_str(&j->d, "platform", "");
+        if (!j->leased)
+            continue;
+        sent++;
+        if (strcmp(platform, "fcm") == 0) {
+            prepare_fcm(p, j);
+        } else if (strcmp(platform, "apns") == 0) {
+            prepare_apns(p, j);
+        } else {
+            snprintf(j->why, sizeof(j->why), "unknown platform");
+            j->o = OUT_FAIL;
+        }
+        if (j->ready) {
+            reqs[nreq] = (cm_httpc_request){"POST", j->url, j->hdr, j->json, strlen(j->json),
+                                            p->cfg.timeout_ms, PROVIDER_BODY_MAX,
+                                            strcmp(platform, "apns") == 0, NULL, NULL};
+            which[nreq++] = i;
+        }
+    }
+    (void)cm_httpc_pool_perform(p->http, reqs, nreq, res);
+    for (size_t k = 0; k < nreq; k++) {
+        job *j = &q.jobs[which[k]];
+        if (strcmp(cm_bson_str(&j->d, "platform", ""), "fcm") == 0)
+            finish_fcm(p, j, &res[k]);
+        else
+            finish_apns(p, j, &res[k]);
+        free(res[k].body);
+    }
+    record(p, q.jobs, q.n, cm_clock_now_ms());
+    leases(p, q.jobs, q.n, 1);
+out:
+    for (size_t i = 0; i < q.n; i++) {
+        bson_destroy(&q.jobs[i].d);
+        free(q.jobs[i].json);
+    }
+    free(q.jobs);
+    free(reqs);
+    free(res);
+    free(which);
+    return sent;
+}
+
+void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n)
+{
+    int64_t now = cm_clock_now_ms();
+
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < n; i++) {
+        /* Deferred ones (quiet hours) wait for the store's scan; past QUEUE_MAX the store
+         * holds them all the same. */
+        if (cm_bson_int(deliveries[i], "next_at", 0) > now || p->qn == QUEUE_MAX)
+            continue;
+        bson_copy_to(deliveries[i], &p->q[p->qn++]);
+    }
+    p->kick = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void *run(void *arg)
@@ -712,11 +1131,17 @@ static void *run(void *arg)
         pthread_mutex_unlock(&p->mu);
         done = round_once(p);
         pthread_mutex_lock(&p->mu);
-        if (done == 0 && !p->kick && !p->stop) {
-            /* Retries fall due by the clock: look again within 100 ms. */
+        if (done == 0 && !p->kick && !p->stop && p->qn == 0) {
+            /* Sleep until the next scan or the next retry, whichever comes first. */
             struct timespec ts;
+            int64_t now = cm_clock_now_ms(), wake = p->last_scan + SCAN_MS;
+            if (p->next_retry > 0 && p->next_retry < wake)
+                wake = p->next_retry;
+            if (wake < now + 10)
+                wake = now + 10;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
+            ts.tv_sec += (wake - now) / 1000;
+            ts.tv_nsec += ((wake - now) % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
@@ -738,7 +1163,9 @@ cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out)
     p->cfg = *cfg;
     cfg->fcm_credentials = NULL; /* taken over */
     cfg->apns_key = NULL;
-    if (cm_random_hex(p->instance, 16) != CM_OK) {
+    if (cm_random_hex(p->instance, 16) != CM_OK || (p->q = calloc(QUEUE_MAX, sizeof(*p->q))) == NULL ||
+        cm_httpc_pool_create(PARALLEL, &p->http) != CM_OK) {
+        free(p->q);
         free(p);
         return CM_EIO;
     }
@@ -747,6 +1174,8 @@ cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out)
     if (pthread_create(&p->thread, NULL, run, p) != 0) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
+        cm_httpc_pool_destroy(p->http);
+        free(p->q);
         free(p);
         return CM_EIO;
     }
@@ -765,6 +1194,10 @@ void nf_push_stop(nf_push *p)
     pthread_join(p->thread, NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    for (size_t i = 0; i < p->qn; i++)
+        bson_destroy(&p->q[i]); /* stored: the next start's scan sends them */
+    free(p->q);
+    cm_httpc_pool_destroy(p->http);
     free(p->cfg.fcm_credentials);
     free(p->cfg.apns_key);
     free(p);

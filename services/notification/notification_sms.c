@@ -73,7 +73,8 @@ cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, 
     snprintf(auth, sizeof(auth), "Authorization: Basic %s", (const char *)b64);
     {
         const char *hdr[] = {auth, "Content-Type: application/x-www-form-urlencoded", NULL};
-        cm_httpc_request r = {"POST", url, hdr, form, at, cfg->timeout_ms, 65536, 0};
+        cm_httpc_request r = {.method = "POST", .url = url, .headers = hdr, .body = form,
+                              .body_len = at, .timeout_ms = cfg->timeout_ms, .max = 65536};
         rc = cm_httpc_request_do(&r, &answer, &len, status);
     }
     free(form);

@@ -173,8 +173,10 @@ out:
     cm_http_server_destroy(srv);
     user_jobs_stop(ctx.jobs);
     cm_kafka_producer_destroy(ctx.kafka); /* flushes: the last delivery reports come in */
-    if (ctx.outbox && ctx.db)
-        cm_outbox_tick(ctx.outbox); /* and are marked */
+    if (ctx.outbox && ctx.db) {
+        cm_outbox_set_producer(ctx.outbox, NULL); /* gone: the sweep must not produce */
+        cm_outbox_tick(ctx.outbox);               /* the last delivery reports are marked */
+    }
     cm_outbox_destroy(ctx.outbox);
     cm_mongo_destroy(ctx.db);
     cm_redis_destroy(ctx.redis);

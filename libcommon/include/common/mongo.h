@@ -32,6 +32,15 @@ cm_err cm_mongo_create_index(cm_mongo *m, const char *coll, const bson_t *keys, 
 /* Inserts `doc`. CM_ECONFLICT when a unique index refuses it. */
 cm_err cm_mongo_insert(cm_mongo *m, const char *coll, const bson_t *doc);
 
+/* Inserts `docs[0..n)` in one round trip, unordered: a document refused by a unique index
+ * does not stop the others. With `dup` (n bytes, may be NULL) each refused document's byte is
+ * set to 1 (the others to 0) and duplicates are not an error: CM_OK when every other document
+ * was inserted. Without `dup`, any duplicate gives CM_ECONFLICT (the others are inserted all
+ * the same). CM_EIO when the server failed or refused a document for another reason (which
+ * documents were stored is then unknown: retry with the same documents). */
+cm_err cm_mongo_insert_many(cm_mongo *m, const char *coll, const bson_t *const *docs, size_t n,
+                            unsigned char *dup);
+
 /* Finds the first document matching `filter` (with optional `opts`: projection, sort) and
  * copies it into `out`, which the caller then owns (bson_destroy). CM_ENOTFOUND if none;
  * `out` is then not initialised. */

@@ -34,8 +34,20 @@ void cm_outbox_delivered(cm_err status, void *opaque, void *ud);
 cm_err cm_outbox_publish(cm_outbox *o, const char *topic, const char *key, const char *id,
                          const char *value, const cm_kafka_header *headers, size_t nheaders);
 
-/* Marks the delivered events published, produces again those unpublished for longer than
- * the stale age (oldest first, at most 500), and deletes published events older than a day.
+/* One event of cm_outbox_publish_many (strings borrowed for the call). */
+typedef struct cm_outbox_event {
+    const char *topic, *key, *id, *value;
+} cm_outbox_event;
+
+/* cm_outbox_publish for `evs[0..n)` with one insert (one round trip) instead of n: an event
+ * whose id is stored already is left as it is, then every event is produced (each with the
+ * same headers). CM_OK once stored; CM_EIO when the insert failed (after producing anyway). */
+cm_err cm_outbox_publish_many(cm_outbox *o, const cm_outbox_event *evs, size_t n,
+                              const cm_kafka_header *headers, size_t nheaders);
+
+/* Marks the delivered events published (for about 2 s at most: the rest waits for the next
+ * tick), produces again those unpublished for longer than the stale age (oldest first, at
+ * most 500), and deletes published events older than a day.
  * Call it periodically from one thread, and once after the producer's final flush. */
 cm_err cm_outbox_tick(cm_outbox *o);
 

@@ -61,6 +61,20 @@ cm_err cm_redis_lock(cm_redis *r, const char *key, const char *token, int64_t tt
  * CM_EIO when Redis cannot be reached. */
 cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token);
 
+/* One command of a pipeline: argv[0..argc) (1..CM_REDIS_CMD_ARGS strings, borrowed). */
+#define CM_REDIS_CMD_ARGS 8
+typedef struct cm_redis_cmd {
+    int argc;
+    const char *argv[CM_REDIS_CMD_ARGS];
+} cm_redis_cmd;
+
+/* Sends `cmds[0..n)` in one round trip on one connection and writes one number per reply to
+ * `out[i]`: an integer reply's value, 0 for nil, -1 for an error reply (logged), 1 for any
+ * other reply (OK, a string, an array). CM_EINVAL for a command without arguments or with
+ * too many, CM_EIO when Redis cannot be reached or the connection broke midway (`out` is
+ * then partly written: treat every command as not run, or as run, whichever is safe). */
+cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_t *out);
+
 /* PUBLISH `message` on `channel`: writes how many subscribers received it to `*receivers` (may
  * be NULL). CM_EIO when Redis cannot be reached. */
 cm_err cm_redis_publish(cm_redis *r, const char *channel, const char *message,
