@@ -457,13 +457,39 @@ static int collect_due(const bson_t *doc, void *ud)
     return 0;
 }
 
+/* Under the lease, whether delivery `d` is still as the scan read it (not attempted since by
+ * a sender whose lease ended between that read and ours): never sent twice from a stale copy. */
+static int still_due(nf_mail *m, const bson_t *d)
+{
+    bson_t f = BSON_INITIALIZER;
+    int64_t n = 0;
+    BSON_APPEND_UTF8(&f, "_id", cm_bson_str(d, "_id", ""));
+    BSON_APPEND_INT32(&f, "attempts", (int32_t)cm_bson_int(d, "attempts", 0));
+    BSON_APPEND_UTF8(&f, "state", cm_bson_str(d, "state", ""));
+    if (cm_mongo_count(m->ctx->db, NF_COLL_DELIVERIES, &f, &n) != CM_OK)
+        n = 0;
+    bson_destroy(&f);
+    return n == 1;
+}
+
+/* One round: the due e-mail and SMS deliveries, each claimed by a Redis lease. "sending" ones
+ * are taken too: one left so by a sender that died mid-attempt is sent again once its lease
+ * runs out (at least once); a live sender still holds the lease of its own. */
 static size_t round_once(nf_mail *m)
 {
     bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, lte, sort;
     due q = {.n = 0};
     size_t done = 0;
 
-    BSON_APPEND_UTF8(&f, "state", "queued");
+    {
+        bson_t in, arr;
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "state", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+        BSON_APPEND_UTF8(&arr, "0", "queued");
+        BSON_APPEND_UTF8(&arr, "1", "sending");
+        bson_append_array_end(&in, &arr);
+        bson_append_document_end(&f, &in);
+    }
     {
         bson_t in, arr;
         BSON_APPEND_DOCUMENT_BEGIN(&f, "platform", &in);
@@ -485,9 +511,11 @@ static size_t round_once(nf_mail *m)
             char key[80];
             snprintf(key, sizeof(key), "nf:delivery:%s", cm_bson_str(&q.docs[i], "_id", ""));
             if (cm_redis_lock(m->ctx->redis, key, m->instance, LEASE_MS) == CM_OK) {
-                attempt(m, &q.docs[i]);
+                if (still_due(m, &q.docs[i])) {
+                    attempt(m, &q.docs[i]);
+                    done++;
+                }
                 cm_redis_unlock(m->ctx->redis, key, m->instance);
-                done++;
             }
         }
     }
