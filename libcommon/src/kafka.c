@@ -394,13 +394,26 @@ int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c)
         rd_kafka_topic_partition_list_destroy(l);
         return -1;
     }
+    /* No position yet (nothing fetched since the assignment): the group's committed offset is
+     * where it resumes, so a resumed consumer at the end has no lag (counting from the low
+     * watermark made a resumed reindex wait minutes for traffic on every partition). */
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].offset < 0) {
+            rd_kafka_topic_partition_list_t *u = rd_kafka_topic_partition_list_copy(l);
+            if (rd_kafka_committed(c->rk, u, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                for (int k = 0; k < l->cnt; k++)
+                    if (l->elems[k].offset < 0 && u->elems[k].offset >= 0)
+                        l->elems[k].offset = u->elems[k].offset;
+            rd_kafka_topic_partition_list_destroy(u);
+            break;
+        }
     for (int i = 0; i < l->cnt; i++) {
         int64_t lo = -1, hi = -1;
         rd_kafka_topic_partition_t *p = &l->elems[i];
         if (rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi) !=
                 RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0)
             continue;
-        /* No position yet (nothing fetched): everything from the low watermark is pending. */
+        /* Neither fetched nor committed: everything from the low watermark is pending. */
         lag += hi - (p->offset >= 0 ? p->offset : (lo >= 0 ? lo : hi));
     }
     rd_kafka_topic_partition_list_destroy(l);

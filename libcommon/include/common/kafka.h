@@ -123,9 +123,10 @@ cm_err cm_kafka_worker_start(cm_kafka_consumer *c, const cm_kafka_worker_config 
 void cm_kafka_worker_stop(cm_kafka_worker *w);
 
 /* Consumer lag: the records of the partitions assigned to `c` not yet consumed (high watermark
- * minus position, from the watermarks librdkafka caches from its fetches: no broker round
- * trip), summed. -1 when nothing is assigned yet. Safe to call from another thread than the
- * polling one. */
+ * minus position, from the watermarks librdkafka caches from its fetches), summed. A partition
+ * not fetched from since its assignment counts from the group's committed offset (one broker
+ * round trip, at most 2 s), else from its low watermark. -1 when nothing is assigned yet.
+ * Safe to call from another thread than the polling one. */
 int64_t cm_kafka_consumer_lag(cm_kafka_consumer *c);
 
 /* The watermarks of `topic` (name without the prefix), asked of the brokers, waiting up to
