@@ -47,6 +47,9 @@ typedef struct outframe {
  * (a send is a few hundred bytes): 4096, lws's default, was 4 KiB of every idle connection. */
 #define RX_BUFFER 256
 
+/* Seconds a connection waits for the client's close frame after sending its own (send_close). */
+#define CLOSE_LINGER_S 2
+
 typedef enum conn_state { ST_LOADING, ST_SYNCING, ST_LIVE } conn_state;
 
 typedef struct conn {
@@ -69,6 +72,7 @@ typedef struct conn {
     size_t q_frames, q_bytes;
     int close_code;
     const char *close_reason; /* a string constant, or NULL (none) */
+    int close_sent; /* our close frame is out: waiting for the peer's (CLOSE_LINGER_S) */
     /* delivery */
     conn_state state;
     cm_cursor_pos *pos;
@@ -1345,8 +1349,37 @@ static int write_batch(conn *c)
     return 0;
 }
 
+/* Sends our close frame and waits, reading and dropping, for the peer's close (RFC 6455
+ * 7.1.1: the server closes the TCP connection once the close handshake is done), at most
+ * CLOSE_LINGER_S. Hanging up at once, as lws does on its libuv loop, would leave the frames the
+ * client sent meanwhile unread: the kernel then answers with a reset, which can destroy the
+ * close frame before the client reads it (the client sees 1006, not our code). */
+static int send_close(conn *c)
+{
+    unsigned char buf[LWS_PRE + 2 + 125], *p = buf + LWS_PRE;
+    size_t n = strlen(c->close_reason);
+
+    if (n > 123) /* a control frame's payload is at most 125 bytes (RFC 6455 5.5) */
+        n = 123;
+    /* lws 4.1 does not export a close opcode for lws_write: framed here, written raw, as the
+     * text frames of write_batch are. */
+    p[0] = 0x88; /* FIN, close */
+    p[1] = (unsigned char)(n + 2);
+    p[2] = (unsigned char)(c->close_code >> 8);
+    p[3] = (unsigned char)(c->close_code & 0xff);
+    memcpy(p + 4, c->close_reason, n);
+    if (lws_write(c->wsi, p, n + 4, LWS_WRITE_RAW) < (int)(n + 4))
+        return -1;
+    c->close_sent = 1;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_LINGER_S);
+    return 0;
+}
+
 static int on_writeable(conn *c)
 {
+    if (c->close_sent)
+        return 0; /* nothing goes after the close frame */
+
     while (c->q_head) {
         if (write_batch(c) != 0)
             return -1;
@@ -1366,10 +1399,11 @@ static int on_writeable(conn *c)
             lws_callback_on_writable(c->wsi);
             return 0;
         }
-        const char *why = c->close_reason ? c->close_reason : ""; /* none: the peer's close */
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)why,
-                         strlen(why));
-        return -1;
+        if (c->close_reason == NULL) { /* the peer's close: lws answers it and hangs up */
+            lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)"", 0);
+            return -1;
+        }
+        return send_close(c);
     }
     return 0;
 }
@@ -1380,12 +1414,11 @@ static int on_receive(conn *c, const char *in, size_t len)
     size_t max = (size_t)c->srv->cfg.lim.frame_max;
     char *grown;
 
+    if (c->close_code)
+        return 0; /* closing: what the peer sends until its close frame is dropped */
     if (lws_frame_is_binary(wsi)) {
-        static const char r[] = "binary frames are not supported: send JSON text";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, (unsigned char *)r,
-                         sizeof(r) - 1);
-        c->close_code = SOCKET_CLOSE_UNSUPPORTED;
-        return -1;
+        conn_close(c, SOCKET_CLOSE_UNSUPPORTED, "binary frames are not supported: send JSON text");
+        return 0;
     }
     if (c->rx_discard || c->rx_len + len + lws_remaining_packet_payload(wsi) > max) {
         /* Over the cap: the rest of the message is read and dropped, then the connection is
@@ -1532,6 +1565,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return p->c ? on_writeable(p->c) : 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (p->c && p->c->close_sent)
+            return -1; /* the answer to our close: the handshake is done, hang up */
         if (p->c && !p->c->close_code)
             p->c->close_code = 1000;
         return 0;

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import signal
+import socket as pysocket
 import struct
 import time
 
@@ -149,6 +150,50 @@ class RawReader:
     def created(self, cid):
         return [f for f in self.frames if f.get("type") == "message.created"
                 and f.get("conversation_id") == cid]
+
+
+def test_server_close_waits_for_the_clients_close_frame(api, tenant, tight):
+    """A server that hangs up right after its close frame, with the client's later frames still
+    unread, makes the kernel answer with a reset, which can destroy the close frame before the
+    client reads it (the client then sees 1006, not 1008). The server sends its close, drops
+    what follows, waits for the client's close, and only then ends the connection: with a FIN,
+    never a reset."""
+    t = token_for(api, tenant, "closer")
+    s = raw_connect(WS_PORTS[TIGHT], t)
+    try:
+        time.sleep(1.1)  # a fresh one-second window
+        # 30 frames in one write: the 21st trips the cap while 9 are still unread.
+        s.sendall(b"".join(masked(json.dumps({"type": "ping", "id": f"q{n}"}).encode())
+                           for n in range(30)))
+        frames, code = read_frames(s)
+        assert code == 1008, (code, frames[-3:])
+        assert len(frames) == 25, len(frames)  # 5 pongs and acks, 15 rejected, nothing after
+        s.settimeout(1.0)
+        try:
+            early = s.recv(1)  # still open: the server waits for our close
+        except pysocket.timeout:
+            early = None
+        assert early is None, early
+        s.sendall(masked(struct.pack("!H", 1000), opcode=8))
+        s.settimeout(5.0)
+        assert s.recv(1) == b""  # a FIN: recv() raises ConnectionResetError on a reset
+    finally:
+        s.close()
+
+    # A client that never answers is hung up on after the linger (2 s), not kept.
+    s = raw_connect(WS_PORTS[TIGHT], t)
+    try:
+        time.sleep(1.1)
+        s.sendall(b"".join(masked(json.dumps({"type": "ping", "id": f"r{n}"}).encode())
+                           for n in range(21)))
+        frames, code = read_frames(s)
+        assert code == 1008
+        t0 = time.monotonic()
+        s.settimeout(10.0)
+        assert s.recv(1) == b""
+        assert 1.0 < time.monotonic() - t0 < 6.0
+    finally:
+        s.close()
 
 
 def test_slow_consumer_catch_up_is_paced_and_live_overflow_closes_with_4003(api, tenant, tight):
