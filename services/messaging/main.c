@@ -181,6 +181,7 @@ int main(int argc, char **argv)
         goto out;
     cm_info("messaging service ready");
     cm_info("stopping on signal %d", cm_process_wait_signal());
+    atomic_store(&ctx.stopping, 1);
     rc = 0;
 out:
     /* Order matters: stop taking requests, flush Kafka (delivery reports reach the outbox),

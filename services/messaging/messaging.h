@@ -2,6 +2,7 @@
 #ifndef MESSAGING_H
 #define MESSAGING_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,7 @@ typedef struct messaging_ctx {
     long media_timeout_ms;  /* budget of one attachment check */
     long lock_ttl_ms;  /* lease of a conversation's write lock */
     long lock_wait_ms; /* how long a writer waits for it before answering 503 */
+    atomic_int stopping; /* set at SIGTERM: long housekeeping passes end at the next tenant */
 } messaging_ctx;
 
 #define MSG_COLL_CONVERSATIONS "conversations"

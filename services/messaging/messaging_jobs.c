@@ -107,7 +107,7 @@ static cm_err auto_archive(messaging_ctx *ctx, int64_t before, int64_t *done)
     bson_append_document_end(&opts, &proj);
     BSON_APPEND_INT64(&opts, "limit", BATCH);
     rc = cm_mongo_find(ctx->db, MSG_COLL_CONVERSATIONS, &f, &opts, collect_id, &ids);
-    for (int i = 0; rc == CM_OK && i < ids.n; i++) {
+    for (int i = 0; rc == CM_OK && i < ids.n && !atomic_load(&ctx->stopping); i++) {
         messaging_tx tx;
         cm_jwt_claims sys;
         cJSON *data;
@@ -279,7 +279,10 @@ static cm_err retention_all(messaging_ctx *ctx, int64_t now, int64_t *deleted)
     struct tenants t = {0};
     cm_err rc = cm_mongo_distinct(ctx->db, MSG_COLL_CONVERSATIONS, "tenant", NULL, collect_tenant, &t);
 
-    for (int i = 0; rc == CM_OK && i < t.n; i++) {
+    /* A tenant's settings may take a round trip (USER_URL, up to its timeout): a stopping
+     * service ends the pass at the next tenant instead of holding its stop for all of them
+     * (the next pass does the rest). */
+    for (int i = 0; rc == CM_OK && i < t.n && !atomic_load(&ctx->stopping); i++) {
         messaging_limits l;
         messaging_limits_for(ctx, t.id[i], &l);
         if (l.retention_days > 0)

@@ -26,7 +26,8 @@ KEYS = ROOT / ".local" / "keys"
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
 # The other offsets in use: +5..+9 the extra instances of test_gateway_edge, test_socket and
 # test_media_s3; +10 test_gateway_ws's gateway; +11 test_media_stream's media; +13..+16 the
-# socket instances of test_socket_limits (socket_util); +21 test_notifications' push provider;
+# socket instances of test_socket_limits (socket_util); +17 test_housekeeping's extra messaging;
+# +21 test_notifications' push provider;
 # +22 the SMTP server and +23 the SMS provider of test_notification_{email,sms,escalation};
 # +24 and +25 (on 127.0.0.2) test_webhooks' receiver and canary.
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,

@@ -4,6 +4,7 @@ once. Time is moved by backdating stored documents, the jobs run through the mes
 service's internal endpoint."""
 
 import datetime as dt
+import socket as pysocket
 import statistics
 import time
 import uuid
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from chat import SyncClient, all_pages, configured, create, ok, problem, send
-from conftest import PORTS, read_events, token_for
+from conftest import PORTS, Service, new_tenant, read_events, token_for
 
 DAY = 86400000
 
@@ -151,3 +152,39 @@ def test_retention_follows_each_tenants_own_setting(api, mongo):
     got = texts()
     assert got["short"] == ["new"]
     assert sorted(got["keep"]) == ["new", "old0", "old1"]
+
+
+def test_a_stopping_service_ends_its_housekeeping_pass_at_the_next_tenant(api):
+    """Retention reads each tenant's settings from the user service (up to 2 s each). A
+    housekeeping pass over many tenants with a user service that does not answer took
+    tenants x 2 s, and SIGTERM waited for all of it (the stop was killed after 20 s, failing
+    every later test that needed the service). A stopping service ends the pass at the next
+    tenant: it exits 0 within a few seconds."""
+    silent = pysocket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts, never answers
+    for _ in range(12):  # conversations of 12 tenants at least, whatever ran before
+        tn = new_tenant(api)
+        create(api, token_for(api, tn, "hk"), "group", [])
+    extra = Service("messaging", {"HTTP_PORT": str(PORTS["messaging"] + 15),
+                                  "USER_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+    extra.port = PORTS["messaging"] + 15
+    extra.log_path = extra.log_path.with_name("messaging-silent-users.log")
+    extra.start()
+    try:
+        url = f"http://127.0.0.1:{extra.port}/internal/v1/messaging/jobs/run"
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(lambda: requests.post(url, timeout=120))
+            time.sleep(3)  # the pass is waiting on the second tenant's settings
+            assert not job.done()
+            t0 = time.monotonic()
+            code = extra.stop()
+            took = time.monotonic() - t0
+            assert code == 0 and took < 12, (code, took)
+            try:
+                job.result()
+            except requests.RequestException:
+                pass  # answered or cut by the stop: either way the process is gone
+    finally:
+        extra.stop()
+        silent.close()
