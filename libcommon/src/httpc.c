@@ -299,6 +299,7 @@ cm_err cm_httpc_pool_perform(cm_httpc_pool *p, const cm_httpc_request *reqs, siz
                     continue;
                 }
                 curl_multi_add_handle(p->multi, t->curl);
+                running++; /* `running` was counted before this transfer was added */
                 break;
             }
         }

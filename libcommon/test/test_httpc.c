@@ -105,11 +105,39 @@ static void test_limits(void **state)
     assert_int_equal(cm_httpc_get(dead, NULL, 500, 1024, &body, &len, &status), CM_EIO);
 }
 
+/* More requests than slots, over and over: every one gets its answer. A slot reused for the
+ * last requests while libcurl had just reported nothing running once ended the call early,
+ * leaving those requests unanswered (CM_EIO: the push sender retried them as "unreachable"). */
+static void test_pool_answers_every_request(void **state)
+{
+    enum { N = 200 };
+    cm_httpc_request reqs[N];
+    cm_httpc_result res[N];
+    cm_httpc_pool *pool;
+    const char *hdr[] = {"Authorization: Bearer p", NULL};
+    (void)state;
+    assert_int_equal(cm_httpc_pool_create(4, &pool), CM_OK);
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < N; i++)
+            reqs[i] = (cm_httpc_request){"GET", url("/echo"), hdr, NULL, 0, 5000, 1024, 0, NULL,
+                                         NULL};
+        assert_int_equal(cm_httpc_pool_perform(pool, reqs, N, res), CM_OK);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(res[i].rc, CM_OK);
+            assert_int_equal(res[i].status, 200);
+            assert_string_equal(res[i].body, "Bearer p");
+            free(res[i].body);
+        }
+    }
+    cm_httpc_pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_pool_answers_every_request),
     };
     return cmocka_run_group_tests_name("httpc", tests, setup, teardown);
 }
