@@ -929,6 +929,7 @@ cm_err search_index_open(search_index *ix, const char *tenant, int writable, sql
 {
     char path[600];
     sqlite3 *db = NULL;
+    int version;
 
     *out = NULL;
     if (!search_tenant_valid(tenant) || !tenant_path(ix, tenant, path, sizeof(path)))
@@ -960,6 +961,15 @@ cm_err search_index_open(search_index *ix, const char *tenant, int writable, sql
         cm_warn("search index %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
         sqlite3_close(db);
         return CM_EIO;
+    }
+    /* The writer that creates a tenant's file commits its schema (and user_version) in one
+     * transaction after the file exists: a reader in between sees an empty database, which is
+     * "nothing indexed yet", not an error (a search racing the tenant's first event). */
+    if (!writable && (version = pragma_int(db, "PRAGMA user_version")) <= 0) {
+        if (version < 0)
+            cm_warn("search index %s: %s", path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return version < 0 ? CM_EIO : CM_ENOTFOUND;
     }
     *out = db;
     return CM_OK;
