@@ -279,6 +279,17 @@ static void test_cjk_short_terms(void **state)
     remove_index(dir);
 }
 
+static int scalar_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
 /* A file of schema version 3 (msg_tri on the plain trigram tokenizer) is migrated when the
  * indexer opens it: msg_tri is rebuilt with trigram_cjk, so its old messages are found by
  * short CJK terms too. */
@@ -314,6 +325,31 @@ static void test_migrates_version_3(void **state)
     assert_int_equal(count(ix, "u1", "北京"), 1);
     assert_int_equal(count(ix, "u1", "北京开"), 1);
     search_index_destroy(ix);
+    /* the current version, with the FTS5 settings of FTS_CONFIG */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 5);
+    assert_int_equal(scalar_int(db, "SELECT v FROM msg_words_config WHERE k = 'automerge'"), 16);
+    assert_int_equal(scalar_int(db, "SELECT v FROM msg_tri_config WHERE k = 'automerge'"), 16);
+    sqlite3_close(db);
+    remove_index(dir);
+}
+
+/* A search that comes between the creation of a tenant's file and the commit of its schema
+ * (the writer of the tenant's first event) finds an empty database: no results, not an
+ * error (it was a 503, seen by the merge-mode reindex e2e test). */
+static void test_reader_before_the_schema(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    search_index *ix;
+    FILE *f;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/t1.db", dir);
+    assert_non_null(f = fopen(path, "w")); /* the file as sqlite3_open_v2 leaves it */
+    fclose(f);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    assert_int_equal(count(ix, "u1", "anything"), 0);
+    search_index_destroy(ix);
     remove_index(dir);
 }
 
@@ -328,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_index_lifecycle),
         cmocka_unit_test(test_cjk_short_terms),
         cmocka_unit_test(test_migrates_version_3),
+        cmocka_unit_test(test_reader_before_the_schema),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,8 @@
 from the index (GDPR), conversation and user search, the global search grouped by kind,
 typeahead suggestions and recent searches. Everything reaches the index only through Kafka."""
 
+import json
+import sqlite3
 import time
 import uuid
 from urllib.parse import quote
@@ -395,3 +397,91 @@ def test_reindex_backfills_history_the_topics_no_longer_hold(api, tenant, mongo)
         assert q(word) == [mid]
     finally:
         mongo.events.delete_one({"_id": fake["_id"]})
+
+
+def test_reindex_merges_onto_the_live_index_when_the_topics_dropped_records(api, tenant, platform):
+    """When retention dropped records from the topics, a reindex is a `merge`: the replay goes
+    onto a copy of the live index, so history only the live index still holds survives it,
+    and what the live index lost within the retention comes back. A search instance of its
+    own reads topics of its own (KAFKA_TOPIC_PREFIX), whose first records this test deletes
+    as retention would (Kafka DeleteRecords), without touching the shared topics."""
+    import shutil
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from conftest import KAFKA, LOGS, PORTS, ROOT, SANITIZER_MARKS, Api, Service
+
+    prefix = f"e2e-merge-{uuid.uuid4().hex[:8]}-"
+    data_dir = ROOT / "build" / f"search-merge-{PORTS['gateway']}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    topics = [prefix + t for t in ("messages", "conversations", "users")]
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
+        f.result(30)
+    search = Service("search", {"KAFKA_TOPIC_PREFIX": prefix, "SEARCH_GROUP": prefix + "search",
+                                "SEARCH_DATA_DIR": str(data_dir),
+                                "HTTP_PORT": str(PORTS["gateway"] + 26)})
+    search.port = PORTS["gateway"] + 26
+    search.log_path = LOGS / "search-merge.log"
+    try:
+        search.start()
+        direct = Api(f"http://127.0.0.1:{search.port}")
+        root, reader = admin_of(api, tenant), token_for(api, tenant, "reader")
+        cid, t = str(uuid.uuid4()), tenant["id"]
+        old_word, new_word = "manticore" + uuid.uuid4().hex[:6], "chimera" + uuid.uuid4().hex[:6]
+        old_id, new_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+        def event(type_, eseq, data):
+            return json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "type": type_,
+                               "source": "/e2e", "tenant": t, "time": "2026-01-02T03:04:05.000Z",
+                               "eseq": eseq, "data": data})
+
+        def message(mid, seq, text):
+            return {"id": mid, "conversation_id": cid, "sender_id": "root", "seq": seq,
+                    "type": "text", "text": text, "created_at": f"2026-01-02T03:04:0{seq}.000Z"}
+
+        prod = Producer({"bootstrap.servers": KAFKA})
+        prod.produce(prefix + "conversations", key=cid, value=event(
+            "conversation.created", 1, {"id": cid, "type": "group", "title": "merge me",
+                                        "created_by": "root", "created_at": "2026-01-02T03:04:00.000Z",
+                                        "initial_members": [{"user_id": "root"}, {"user_id": "reader"}]}))
+        offsets = []
+        for mid, seq, text in ((old_id, 1, f"{old_word} long ago"), (new_id, 2, f"{new_word} lately")):
+            prod.produce(prefix + "messages", key=cid, value=event("message.created", seq + 1,
+                                                                   message(mid, seq, text)),
+                         on_delivery=lambda err, msg: offsets.append((err, msg.offset())))
+        assert prod.flush(30) == 0 and [e for e, _ in offsets] == [None, None], offsets
+        q = lambda w: item_ids(get(direct, reader, "/v1/search/messages", q=w))
+        eventually(lambda: q(old_word), [old_id])
+        eventually(lambda: q(new_word), [new_id])
+        # Retention drops the older message from the topic: the live index alone holds it.
+        part = TopicPartition(prefix + "messages", 0, offsets[1][1])
+        for f in admin.delete_records([part]).values():
+            assert f.result(30).low_watermark == offsets[1][1]
+        # The live index loses the newer one, which the topic still holds.
+        db = sqlite3.connect(data_dir / f"{t}.db", timeout=10)
+        db.execute("DELETE FROM messages WHERE id = ?", (new_id,))
+        db.commit()
+        db.close()
+        assert q(new_word) == []
+        r = direct.call("POST", "/v1/search/reindex", root)
+        assert r.status_code == 202, r.text
+        st, end = r.json(), time.time() + 240
+        while st["status"] == "running" and time.time() < end:
+            time.sleep(0.5)
+            st = direct.call("GET", r.headers["Location"], root).json()
+        assert st["status"] == "done", st
+        assert st["mode"] == "merge" and st["records_dropped"] == 1, st
+        assert st["backfill"] is True, st                # merge mode backfills from messaging
+        assert q(new_word) == [new_id]                   # replayed from the topic
+        assert q(old_word) == [old_id]                   # kept from the live index's copy
+    finally:
+        search.stop()
+        for f in admin.delete_topics(topics).values():
+            try:
+                f.result(30)
+            except Exception:
+                pass
+        shutil.rmtree(data_dir, ignore_errors=True)
+    text = search.log_path.read_text(errors="replace") if search.log_path.exists() else ""
+    assert not [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKS)], text[-2000:]
+    assert search.proc.returncode == 0
