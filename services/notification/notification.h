@@ -129,6 +129,11 @@ typedef struct nf_push_config {
     int nretries;
     long timeout_ms;             /* one provider request */
     const char *dlq_topic;       /* where deliveries given up go (notifications.dlq) */
+    /* Web push (RFC 8291 encryption, RFC 8292 VAPID): notification_webpush.h. */
+    char *vapid_key;             /* PEM P-256 private key (owned; NULL: web push off) */
+    const char *vapid_subject;   /* sub of the VAPID JWT: mailto: or https: contact */
+    long webpush_ttl_s;          /* TTL header: how long a push service keeps a message */
+    nf_webhooks *guard;          /* its connect-time address check (WEBHOOK_ALLOW_PRIVATE_CIDRS) */
 } nf_push_config;
 
 typedef struct nf_ctx {

@@ -1,7 +1,8 @@
 /* notification_push.c - push notifications: the plan (muted? online? which devices?), the
  * decisions recorded for diagnostics, and the sender thread that delivers queued deliveries to
  * FCM HTTP v1 (OAuth 2.0 access token from a service-account assertion, RFC 7523, cached) and
- * APNs (ES256 provider token, HTTP/2), retries at the configured delays (1 s, 5 s, 30 s) with
+ * APNs (ES256 provider token, HTTP/2) and web push endpoints (RFC 8291 encryption, RFC 8292
+ * VAPID: notification_webpush.c), retries at the configured delays (1 s, 5 s, 30 s) with
  * jitter, gives up to the DLQ topic, and prunes the tokens a provider reports dead.
  *
  * One delivery per (notification, device), created with a unique key, so a replayed event
@@ -23,6 +24,7 @@
 #include "common/uuid.h"
 #include "notification.h"
 #include "notification_channels.h"
+#include "notification_webpush.h"
 
 #define LEASE_MS 60000          /* a claimed delivery is someone's for this long */
 #define BATCH 256               /* deliveries taken per round */
@@ -242,6 +244,11 @@ static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at
     BSON_APPEND_UTF8(d, "platform", cm_bson_str(dev, "platform", ""));
     BSON_APPEND_UTF8(d, "token", cm_bson_str(dev, "token", ""));
     BSON_APPEND_UTF8(d, "app_id", cm_bson_str(dev, "app_id", ""));
+    if (cm_bson_str(dev, "p256dh", NULL) != NULL) {
+        /* A web push subscription's keys: the message is encrypted to them when sent. */
+        BSON_APPEND_UTF8(d, "p256dh", cm_bson_str(dev, "p256dh", ""));
+        BSON_APPEND_UTF8(d, "auth", cm_bson_str(dev, "auth", ""));
+    }
     BSON_APPEND_UTF8(d, "state", "queued");
     BSON_APPEND_INT32(d, "attempts", 0);
     BSON_APPEND_INT64(d, "next_at", at);
@@ -350,14 +357,9 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
         }
         for (size_t j = 0; j < l.count[i]; j++) {
             const bson_t *dev = &l.docs[i][j];
-            const char *platform = cm_bson_str(dev, "platform", ""),
-                       *did = cm_bson_str(dev, "_id", "");
+            const char *did = cm_bson_str(dev, "_id", "");
             int64_t at = it->quiet_until > 0 ? it->quiet_until : now;
             bson_t *d;
-            if (strcmp(platform, "webpush") == 0) {
-                decide(&decisions, it, "unsupported", did, "web push is not sent yet");
-                continue;
-            }
             if ((d = doc_list_add(&deliveries)) == NULL) {
                 rc = CM_ENOMEM;
                 goto out;
@@ -530,7 +532,8 @@ typedef struct job {
     bson_t d;               /* the delivery as read after its lease was taken */
     int leased;             /* 1: ours to send */
     int ready;              /* 1: req is to be performed */
-    char url[600], auth[4200], topic[300], *json;
+    char url[NF_WEBPUSH_ENDPOINT_MAX + 1], auth[4200], topic[300], *json;
+    size_t len;             /* bytes of json when binary (web push); 0: strlen */
     const char *hdr[6];
     outcome o;
     long status;
@@ -693,6 +696,86 @@ static void finish_apns(nf_push *p, job *j, const cm_httpc_result *r)
     } else {
         j->o = classify_status(r->status);
         snprintf(j->why, sizeof(j->why), "APNs answered %ld", r->status);
+    }
+}
+
+/* The web push request of `j`: the payload encrypted to the subscription's keys (RFC 8291)
+ * and POSTed to its endpoint with a VAPID Authorization (RFC 8292), or its outcome. */
+static void prepare_webpush(nf_push *p, job *j)
+{
+    char title[160], vapid[NF_WEBPUSH_VAPID_MAX];
+    const char *endpoint = cm_bson_str(&j->d, "token", "");
+    cJSON *m, *note, *data;
+    unsigned char *enc = NULL;
+    char *plain;
+    size_t enclen = 0;
+    cm_err rc;
+
+    if (p->cfg.vapid_key == NULL || p->cfg.guard == NULL) {
+        snprintf(j->why, sizeof(j->why), "web push is not configured (WEBPUSH_VAPID_KEY_FILE)");
+        j->o = OUT_FAIL;
+        return;
+    }
+    if (nf_webpush_vapid(p->cfg.vapid_key, strlen(p->cfg.vapid_key), endpoint,
+                         p->cfg.vapid_subject, cm_clock_now_ms() / 1000, vapid,
+                         sizeof(vapid)) != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "the VAPID key cannot sign for this endpoint");
+        j->o = OUT_FAIL;
+        return;
+    }
+    title_of(&j->d, title, sizeof(title));
+    m = cJSON_CreateObject();
+    note = cJSON_AddObjectToObject(m, "notification");
+    cJSON_AddStringToObject(note, "title", title);
+    cJSON_AddStringToObject(note, "body", cm_bson_str(&j->d, "text", ""));
+    data = cJSON_AddObjectToObject(m, "data");
+    add_data(data, &j->d);
+    plain = cm_json_print(m);
+    cJSON_Delete(m);
+    if (plain == NULL) {
+        snprintf(j->why, sizeof(j->why), "out of memory");
+        j->o = OUT_RETRY;
+        return;
+    }
+    rc = nf_webpush_encrypt(cm_bson_str(&j->d, "p256dh", ""), cm_bson_str(&j->d, "auth", ""),
+                            (const unsigned char *)plain, strlen(plain), &enc, &enclen);
+    free(plain);
+    if (rc != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "the message cannot be encrypted for this subscription "
+                                         "(%s)", cm_strerror(rc));
+        j->o = rc == CM_ENOMEM ? OUT_RETRY : OUT_FAIL;
+        return;
+    }
+    j->json = (char *)enc;
+    j->len = enclen;
+    snprintf(j->url, sizeof(j->url), "%s", endpoint);
+    snprintf(j->auth, sizeof(j->auth), "Authorization: %s", vapid);
+    snprintf(j->topic, sizeof(j->topic), "TTL: %ld", p->cfg.webpush_ttl_s);
+    j->hdr[0] = j->auth;
+    j->hdr[1] = j->topic;
+    j->hdr[2] = "Content-Encoding: aes128gcm";
+    j->hdr[3] = "Content-Type: application/octet-stream";
+    j->hdr[4] = "Urgency: high";
+    j->hdr[5] = NULL;
+    j->ready = 1;
+}
+
+static void finish_webpush(job *j, const cm_httpc_result *r)
+{
+    j->status = r->status;
+    if (r->rc != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "push service unreachable: %s (a refused private "
+                                         "address, the network, or a timeout)",
+                 cm_strerror(r->rc));
+        j->o = OUT_RETRY;
+    } else if (r->status == 404 || r->status == 410) {
+        /* RFC 8030 section 7.3: a subscription that expired or was unsubscribed is 404 or
+         * 410 Gone; the user agent must subscribe again. */
+        snprintf(j->why, sizeof(j->why), "web push: the subscription is gone (%ld)", r->status);
+        j->o = OUT_DEAD;
+    } else {
+        j->o = classify_status(r->status);
+        snprintf(j->why, sizeof(j->why), "the push service answered %ld", r->status);
     }
 }
 
@@ -1071,14 +1154,22 @@ static size_t round_once(nf_push *p)
             prepare_fcm(p, j);
         } else if (strcmp(platform, "apns") == 0) {
             prepare_apns(p, j);
+        } else if (strcmp(platform, "webpush") == 0) {
+            prepare_webpush(p, j);
         } else {
             snprintf(j->why, sizeof(j->why), "unknown platform");
             j->o = OUT_FAIL;
         }
         if (j->ready) {
-            reqs[nreq] = (cm_httpc_request){"POST", j->url, j->hdr, j->json, strlen(j->json),
+            int web = strcmp(platform, "webpush") == 0;
+            /* A web push endpoint is the user's to choose: its address is checked at connect
+             * time like a webhook's. */
+            reqs[nreq] = (cm_httpc_request){"POST", j->url, j->hdr, j->json,
+                                            j->len ? j->len : strlen(j->json),
                                             p->cfg.timeout_ms, PROVIDER_BODY_MAX,
-                                            strcmp(platform, "apns") == 0, NULL, NULL};
+                                            strcmp(platform, "apns") == 0,
+                                            web ? (void *)nf_webhook_open_checked : NULL,
+                                            web ? (void *)p->cfg.guard : NULL};
             which[nreq++] = i;
         }
     }
@@ -1087,6 +1178,8 @@ static size_t round_once(nf_push *p)
         job *j = &q.jobs[which[k]];
         if (strcmp(cm_bson_str(&j->d, "platform", ""), "fcm") == 0)
             finish_fcm(p, j, &res[k]);
+        else if (strcmp(cm_bson_str(&j->d, "platform", ""), "webpush") == 0)
+            finish_webpush(j, &res[k]);
         else
             finish_apns(p, j, &res[k]);
         free(res[k].body);
@@ -1163,6 +1256,7 @@ cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out)
     p->cfg = *cfg;
     cfg->fcm_credentials = NULL; /* taken over */
     cfg->apns_key = NULL;
+    cfg->vapid_key = NULL;
     if (cm_random_hex(p->instance, 16) != CM_OK || (p->q = calloc(QUEUE_MAX, sizeof(*p->q))) == NULL ||
         cm_httpc_pool_create(PARALLEL, &p->http) != CM_OK) {
         free(p->q);
@@ -1200,6 +1294,7 @@ void nf_push_stop(nf_push *p)
     cm_httpc_pool_destroy(p->http);
     free(p->cfg.fcm_credentials);
     free(p->cfg.apns_key);
+    free(p->cfg.vapid_key);
     free(p);
 }
 
