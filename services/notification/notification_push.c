@@ -217,8 +217,10 @@ static int collect_device(const bson_t *doc, void *ud)
     return 0;
 }
 
-/* The delivery document of `it` to device `dev`, due at `at` (ms), into `d`. */
-static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at, bson_t *d)
+/* The delivery document of `it` to device `dev`, due at `at` (ms), saying `txt` (rendered
+ * from the tenant's push templates), into `d`. */
+static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at,
+                           const nf_push_text *txt, bson_t *d)
 {
     char id[CM_UUID_STRLEN], k[200];
     const char *device_id = cm_bson_str(dev, "_id", "");
@@ -254,6 +256,8 @@ static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at
     BSON_APPEND_INT64(d, "next_at", at);
     if (it->title)
         BSON_APPEND_UTF8(d, "title", it->title);
+    BSON_APPEND_UTF8(d, "push_title", txt->title);
+    BSON_APPEND_UTF8(d, "push_body", txt->body);
     BSON_APPEND_DATE_TIME(d, "created_at", cm_clock_now_ms());
     return CM_OK;
 }
@@ -305,6 +309,9 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
     int *on = calloc(n ? n : 1, sizeof(*on)), *off_on = NULL;
     doc_list decisions = {0}, deliveries = {0};
     device_list l = {0};
+    nf_push_templates *tpl = NULL;
+    const char **users = NULL;
+    char (*locale)[36] = NULL;
     size_t nleft = 0, noff = 0;
     int64_t now = cm_clock_now_ms();
     char detail[128];
@@ -349,11 +356,39 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
         goto record;
     if ((rc = devices_of(ctx, offline, noff, &l)) != CM_OK)
         goto out;
+    /* The wording: the tenant's push templates in one query, and the recipients' locales in
+     * another only when some template is localized. */
+    if ((rc = nf_push_templates_load(ctx, offline[0]->tenant, &tpl)) != CM_OK)
+        goto out;
+    users = calloc(noff, sizeof(*users));
+    locale = calloc(noff, sizeof(*locale));
+    if (users == NULL || locale == NULL) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < noff; i++)
+        users[i] = offline[i]->user;
+    if (nf_push_templates_localized(tpl) &&
+        (rc = nf_locales_load(ctx, offline[0]->tenant, users, noff, locale)) != CM_OK)
+        goto out;
     for (size_t i = 0; i < noff; i++) {
         const nf_push_item *it = offline[i];
+        nf_vars vars = {{0}, {0}};
+        nf_push_text txt;
         if (l.count[i] == 0) {
             decide(&decisions, it, "no_device", NULL, "the user has no registered device");
             continue;
+        }
+        vars.v[NF_VAR_SENDER_NAME] = it->actor;
+        vars.v[NF_VAR_TEXT] = it->text;
+        vars.v[NF_VAR_TITLE] = it->title;
+        vars.v[NF_VAR_CONVERSATION_ID] = it->conversation_id;
+        vars.v[NF_VAR_MESSAGE_ID] = it->message_id;
+        vars.v[NF_VAR_USER_ID] = it->user;
+        if (nf_push_render(tpl, it->type, locale[i], &vars, &txt) != CM_OK) {
+            /* A type without a push default: said plainly rather than not at all. */
+            nf_preview(it->title ? it->title : "New message", txt.title, sizeof(txt.title));
+            nf_preview(it->text ? it->text : "", txt.body, sizeof(txt.body));
         }
         for (size_t j = 0; j < l.count[i]; j++) {
             const bson_t *dev = &l.docs[i][j];
@@ -364,7 +399,7 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
                 rc = CM_ENOMEM;
                 goto out;
             }
-            if ((rc = delivery_doc(it, dev, at, d)) != CM_OK) {
+            if ((rc = delivery_doc(it, dev, at, &txt, d)) != CM_OK) {
                 doc_list_drop_last(&deliveries);
                 goto out;
             }
@@ -391,6 +426,9 @@ record:
         nf_push_kick(ctx->push, (const bson_t *const *)deliveries.docs, deliveries.n);
 out:
     device_list_cleanup(&l);
+    nf_push_templates_destroy(tpl);
+    free(users);
+    free(locale);
     doc_list_cleanup(&decisions);
     doc_list_cleanup(&deliveries);
     free(left);
@@ -512,10 +550,14 @@ static void add_data(cJSON *o, const bson_t *d)
     }
 }
 
+/* The title of delivery `d`: rendered from the templates when it was queued, else (a
+ * delivery queued before push templates) the built-in wording. */
 static void title_of(const bson_t *d, char *out, size_t n)
 {
     const char *type = cm_bson_str(d, "type", ""), *actor = cm_bson_str(d, "actor_id", "");
-    if (cm_bson_str(d, "title", NULL) != NULL)
+    if (cm_bson_str(d, "push_title", NULL) != NULL)
+        snprintf(out, n, "%s", cm_bson_str(d, "push_title", ""));
+    else if (cm_bson_str(d, "title", NULL) != NULL)
         snprintf(out, n, "%s", cm_bson_str(d, "title", ""));
     else if (strcmp(type, "mention") == 0)
         snprintf(out, n, "%s mentioned you", actor);
@@ -525,6 +567,12 @@ static void title_of(const bson_t *d, char *out, size_t n)
         snprintf(out, n, "%s added you to a conversation", actor);
     else
         snprintf(out, n, "%s", actor[0] ? actor : "New message");
+}
+
+/* The body of delivery `d` (as title_of). */
+static const char *body_of(const bson_t *d)
+{
+    return cm_bson_str(d, "push_body", cm_bson_str(d, "text", ""));
 }
 
 /* One job of a sending round: a delivery, its request, and what came of it. */
@@ -544,7 +592,7 @@ typedef struct job {
  * made (not configured, no access token). */
 static void prepare_fcm(nf_push *p, job *j)
 {
-    char title[160];
+    char title[NF_PREVIEW_CHARS * 4 + 4];
     cJSON *m, *msg, *note, *data, *android;
     cm_err rc;
 
@@ -563,7 +611,7 @@ static void prepare_fcm(nf_push *p, job *j)
     cJSON_AddStringToObject(msg, "token", cm_bson_str(&j->d, "token", ""));
     note = cJSON_AddObjectToObject(msg, "notification");
     cJSON_AddStringToObject(note, "title", title);
-    cJSON_AddStringToObject(note, "body", cm_bson_str(&j->d, "text", ""));
+    cJSON_AddStringToObject(note, "body", body_of(&j->d));
     data = cJSON_AddObjectToObject(msg, "data");
     add_data(data, &j->d);
     android = cJSON_AddObjectToObject(msg, "android");
@@ -636,7 +684,7 @@ static cm_err apns_provider_token(nf_push *p, char *why, size_t n)
 /* The APNs request of `j` (POST /3/device/<token>, HTTP/2), or its outcome. */
 static void prepare_apns(nf_push *p, job *j)
 {
-    char title[160];
+    char title[NF_PREVIEW_CHARS * 4 + 4];
     const char *app = cm_bson_str(&j->d, "app_id", "");
     cJSON *m, *aps, *alert;
 
@@ -654,7 +702,7 @@ static void prepare_apns(nf_push *p, job *j)
     aps = cJSON_AddObjectToObject(m, "aps");
     alert = cJSON_AddObjectToObject(aps, "alert");
     cJSON_AddStringToObject(alert, "title", title);
-    cJSON_AddStringToObject(alert, "body", cm_bson_str(&j->d, "text", ""));
+    cJSON_AddStringToObject(alert, "body", body_of(&j->d));
     cJSON_AddStringToObject(aps, "sound", "default");
     add_data(m, &j->d);
     j->json = cm_json_print(m);
@@ -703,7 +751,7 @@ static void finish_apns(nf_push *p, job *j, const cm_httpc_result *r)
  * and POSTed to its endpoint with a VAPID Authorization (RFC 8292), or its outcome. */
 static void prepare_webpush(nf_push *p, job *j)
 {
-    char title[160], vapid[NF_WEBPUSH_VAPID_MAX];
+    char title[NF_PREVIEW_CHARS * 4 + 4], vapid[NF_WEBPUSH_VAPID_MAX];
     const char *endpoint = cm_bson_str(&j->d, "token", "");
     cJSON *m, *note, *data;
     unsigned char *enc = NULL;
@@ -727,7 +775,7 @@ static void prepare_webpush(nf_push *p, job *j)
     m = cJSON_CreateObject();
     note = cJSON_AddObjectToObject(m, "notification");
     cJSON_AddStringToObject(note, "title", title);
-    cJSON_AddStringToObject(note, "body", cm_bson_str(&j->d, "text", ""));
+    cJSON_AddStringToObject(note, "body", body_of(&j->d));
     data = cJSON_AddObjectToObject(m, "data");
     add_data(data, &j->d);
     plain = cm_json_print(m);

@@ -3,7 +3,8 @@ is registered as a device; an offline recipient's notification reaches the subsc
 endpoint (a local push service stand-in on base+26) encrypted per RFC 8291 (decrypted here
 with the subscription's private key as a browser would) with a VAPID Authorization whose
 ES256 JWT verifies against the configured key (RFC 8292); 410 Gone prunes the subscription;
-an endpoint on a non-public address (the canary on 127.0.0.2, not allowed) receives nothing."""
+an endpoint on a non-public address (the canary on 127.0.0.2, not allowed) receives nothing;
+and what a push says comes from the tenant's push templates."""
 
 import json
 import secrets
@@ -14,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from chat import create, ok, problem, send
-from conftest import DB_SUFFIX, PORTS, token_for
+from conftest import DB_SUFFIX, PORTS, new_tenant, token_for
 from webpush_service import PushService, b64u, unb64u
 
 SUBJECT = "mailto:push-ops@example.test"
@@ -48,6 +49,19 @@ def pair(api, tenant):
 def register(api, user_token, sub, **extra):
     return ok(api.call("POST", "/v1/devices", user_token, {"platform": "webpush", "subscription": sub.json(), **extra}),
               200, 201)
+
+
+def pushed_about(push, sub, mid, timeout=30.0):
+    """The decrypted payload of the push to `sub` about message `mid` (being added to a
+    conversation is pushed too)."""
+    deadline = time.time() + timeout
+    while True:
+        for r in push.to(sub):
+            p = json.loads(sub.decrypt(r["body"]))
+            if p["data"].get("message_id") == mid:
+                return p
+        assert time.time() < deadline, f"no push about {mid}"
+        time.sleep(0.05)
 
 
 def deliveries(api, token, mid, until, timeout=30.0):
@@ -173,3 +187,47 @@ def test_an_endpoint_on_a_private_address_is_never_reached(api, pair, pushsvc):
     assert [a["outcome"] for a in dl[0]["attempts"]] == ["provider_error"] * 4
     assert "unreachable" in dl[0]["attempts"][0]["detail"]
     assert canary.to(sub) == []
+
+
+def test_a_tenant_template_changes_what_the_push_says(api, pushsvc):
+    """Push titles and bodies come from the tenant's templates of channel "push" (per kind
+    and locale, falling back to the language, then "default", then the wording in code)."""
+    from users_lib import server
+    push, _ = pushsvc
+    tenant = new_tenant(api)
+    server(api, tenant, "PUT", "/v1/server/users/root", {"roles": ["tenant_admin"]})
+    t = {u: token_for(api, tenant, u) for u in ("ann", "bob", "cat", "root")}
+    path = "/v1/notifications/templates/message/push"
+    d = ok(api.call("GET", f"{path}/default", t["root"]))
+    assert d == {"kind": "message", "channel": "push", "locale": "default", "title": "{{sender_name}}",
+                 "text": "{{text}}", "source": "default"}
+    problem(api.call("PUT", f"{path}/default", t["bob"], {"title": "x", "text": "y"}), 403)
+    problem(api.call("PUT", "/v1/notifications/templates/verification/push/default", t["root"],
+                     {"title": "x", "text": "y"}), 404, "not pushed")
+    problem(api.call("PUT", f"{path}/default", t["root"], {"subject": "x", "text": "y"}), 400, "subject")
+    problem(api.call("PUT", f"{path}/default", t["root"], {"title": "a\nb", "text": "y"}), 400, "one line")
+    problem(api.call("PUT", f"{path}/default", t["root"], {"title": "{{nope}}", "text": "y"}), 400, "nope")
+    problem(api.call("PUT", f"{path}/default", t["root"], {"text": "y"}), 400, "title")
+    put = ok(api.call("PUT", f"{path}/default", t["root"], {"title": "{{sender_name}} says", "text": "« {{text}} »"}))
+    assert put["source"] == "tenant" and put["title"] == "{{sender_name}} says"
+    ok(api.call("PUT", f"{path}/fr", t["root"], {"title": "Nouveau message de {{sender_name}}", "text": "{{text}}"}))
+    assert ok(api.call("GET", f"{path}/fr", t["root"]))["title"] == "Nouveau message de {{sender_name}}"
+    ok(api.call("PUT", "/v1/notifications/contacts/bob", t["root"], {"locale": "fr-FR"}))
+    subs = {u: push.subscribe() for u in ("bob", "cat")}
+    for u, s in subs.items():
+        register(api, t[u], s)
+    cid = create(api, t["ann"], "group", ["bob", "cat"])["id"]
+    mid = ok(send(api, t["ann"], cid, "le déjeuner est prêt"))["id"]
+    said = {u: pushed_about(push, s, mid) for u, s in subs.items()}
+    assert said["bob"]["notification"] == {"title": "Nouveau message de ann", "body": "le déjeuner est prêt"}
+    assert said["cat"]["notification"] == {"title": "ann says", "body": "« le déjeuner est prêt »"}
+    assert said["cat"]["data"]["message_id"] == mid
+    # Without the tenant's default template, the wording in code again (cat has no locale).
+    assert api.call("DELETE", f"{path}/default", t["root"]).status_code == 204
+    mid2 = ok(send(api, t["ann"], cid, "back to normal"))["id"]
+    again = pushed_about(push, subs["cat"], mid2)
+    assert again["notification"] == {"title": "ann", "body": "back to normal"}
+    # Another tenant's templates are not this one's.
+    other = new_tenant(api)
+    server(api, other, "PUT", "/v1/server/users/root", {"roles": ["tenant_admin"]})
+    assert ok(api.call("GET", f"{path}/fr", token_for(api, other, "root")))["source"] == "default"
