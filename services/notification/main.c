@@ -333,6 +333,8 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/notifications/{id}/deliveries", nf_deliveries, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/redrive", nf_redrive,
                       &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/status",
+                      nf_delivery_status, &ctx) ||
         cm_http_route(srv, "POST", "/v1/devices", nf_devices_create, &ctx) ||
         cm_http_route(srv, "GET", "/v1/devices", nf_devices_list, &ctx) ||
         cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx) ||

@@ -283,6 +283,10 @@ void nf_devices_delete(cm_http_req *req, void *ud);
 void nf_deliveries(cm_http_req *req, void *ud);
 /* POST /v1/notifications/deliveries/{id}/redrive */
 void nf_redrive(cm_http_req *req, void *ud);
+/* POST /v1/notifications/deliveries/{id}/status (notification_receipts.c) */
+void nf_delivery_status(cm_http_req *req, void *ud);
+/* The API's Delivery object of stored delivery `d` (`ud` unused); NULL when out of memory. */
+cJSON *nf_delivery_json(const bson_t *d, void *ud);
 /* GET /v1/notifications/diagnostics?user_id=&message_id= */
 void nf_diagnostics(cm_http_req *req, void *ud);
 

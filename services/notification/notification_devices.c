@@ -361,6 +361,11 @@ static cJSON *delivery_json(const bson_t *d, void *ud)
     return o;
 }
 
+cJSON *nf_delivery_json(const bson_t *d, void *ud)
+{
+    return delivery_json(d, ud);
+}
+
 /* Whether the caller may look at `user`'s notifications: they are that user, or they may
  * manage the tenant (tenant_admin). */
 static int may_inspect(const cm_jwt_claims *c, const char *user)
@@ -501,6 +506,8 @@ static const char *explain(const char *decision)
         {"unsupported", "not pushed: the device's platform is not supported yet"},
         {"preference", "not pushed: the user turned push off for this type"},
         {"quiet_hours", "push deferred to the end of the user's quiet hours (not dropped)"},
+        {"delivered", "pushed and delivered: the device or the tenant's backend confirmed it"},
+        {"bounced", "pushed but not delivered: the tenant's backend reported it bounced"},
     };
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strcmp(words[i].d, decision) == 0)
