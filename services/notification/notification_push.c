@@ -357,9 +357,10 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
     if ((rc = devices_of(ctx, offline, noff, &l)) != CM_OK)
         goto out;
     /* The wording: the tenant's push templates in one query, and the recipients' locales in
-     * another only when some template is localized. */
-    if ((rc = nf_push_templates_load(ctx, offline[0]->tenant, &tpl)) != CM_OK)
-        goto out;
+     * another only when some template is localized; neither when nobody has a device. */
+    for (size_t i = 0; i < noff && tpl == NULL; i++)
+        if (l.count[i] > 0 && (rc = nf_push_templates_load(ctx, offline[0]->tenant, &tpl)) != CM_OK)
+            goto out;
     users = calloc(noff, sizeof(*users));
     locale = calloc(noff, sizeof(*locale));
     if (users == NULL || locale == NULL) {
