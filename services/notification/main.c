@@ -15,6 +15,7 @@
 #include "common/session.h"
 #include "notification.h"
 #include "notification_channels.h"
+#include "notification_webpush.h"
 
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
@@ -46,6 +47,12 @@ static const cm_config_var vars[] = {
     {"APNS_KEY_ID", "", "kid of the APNs key"},
     {"APNS_TEAM_ID", "", "Apple team id (iss of the provider token)"},
     {"APNS_TOPIC", "", "bundle id for devices registered without app_id"},
+    {"WEBPUSH_VAPID_KEY_FILE", "", "VAPID key (RFC 8292): P-256 private key PEM whose public key "
+                                   "the web app subscribes with; unset: web push devices are "
+                                   "not pushed"},
+    {"WEBPUSH_VAPID_SUBJECT", "mailto:ops@localhost", "VAPID contact (sub claim): a mailto: or "
+                                                      "https: URI the push service may reach"},
+    {"WEBPUSH_TTL_S", "86400", "how long a push service keeps an undelivered web push (TTL)"},
     {"PUSH_RETRY_DELAYS_MS", "1000,5000,30000", "delays before each retry of a failed push or "
                                                 "e-mail (+-20% jitter); then the DLQ"},
     {"PUSH_TIMEOUT_MS", "10000", "one provider request"},
@@ -103,11 +110,20 @@ static cm_err push_config(nf_push_config *pc)
 {
     const char *delays = cm_config_str("PUSH_RETRY_DELAYS_MS", "1000,5000,30000"), *p = delays;
     size_t len;
-    long timeout;
+    long timeout, ttl;
 
     memset(pc, 0, sizeof(*pc));
-    if (cm_config_long("PUSH_TIMEOUT_MS", 10000, 100, 120000, &timeout))
+    if (cm_config_long("PUSH_TIMEOUT_MS", 10000, 100, 120000, &timeout) ||
+        cm_config_long("WEBPUSH_TTL_S", 86400, 0, 28 * 86400, &ttl))
         return CM_EINVAL;
+    pc->webpush_ttl_s = ttl;
+    pc->vapid_subject = cm_config_str("WEBPUSH_VAPID_SUBJECT", "mailto:ops@localhost");
+    if (strncmp(pc->vapid_subject, "mailto:", 7) != 0 &&
+        strncmp(pc->vapid_subject, "https://", 8) != 0) {
+        /* RFC 8292 section 2.1: the sub claim is a mailto: or https: URI. */
+        cm_error("config: WEBPUSH_VAPID_SUBJECT must be a mailto: or https: URI");
+        return CM_EINVAL;
+    }
     pc->timeout_ms = timeout;
     pc->fcm_base = cm_config_str("FCM_BASE_URL", "https://fcm.googleapis.com");
     pc->fcm_project = cm_config_str("FCM_PROJECT_ID", "");
@@ -137,6 +153,18 @@ static cm_err push_config(nf_push_config *pc)
         pc->apns_key = NULL;
     else if (pc->apns_key == NULL)
         return CM_EINVAL;
+    if (cm_config_file("WEBPUSH_VAPID_KEY_FILE", 16384, &pc->vapid_key, &len) == CM_ENOTFOUND)
+        pc->vapid_key = NULL;
+    else if (pc->vapid_key == NULL)
+        return CM_EINVAL;
+    if (pc->vapid_key) {
+        char probe[NF_WEBPUSH_VAPID_MAX];
+        if (nf_webpush_vapid(pc->vapid_key, strlen(pc->vapid_key), "https://push.invalid/",
+                             pc->vapid_subject, 0, probe, sizeof(probe)) != CM_OK) {
+            cm_error("config: WEBPUSH_VAPID_KEY_FILE is not a P-256 private key (PEM)");
+            return CM_EINVAL;
+        }
+    }
     if (pc->fcm_credentials && pc->fcm_project[0] == '\0') {
         cm_error("config: FCM_CREDENTIALS_FILE is set but FCM_PROJECT_ID is not");
         return CM_EINVAL;
@@ -238,7 +266,7 @@ int main(int argc, char **argv)
 
     if (cm_config_help_requested(argc, argv,
                                  "Notifications: in-app inbox from the messaging events "
-                                 "(published as notification.created), push to FCM and APNs, e-mail over SMTP, SMS "
+                                 "(published as notification.created), push to FCM, APNs and web push, e-mail over SMTP, SMS "
                                  "and signed webhooks to tenant URLs.",
                                  vars, sizeof(vars) / sizeof(vars[0])))
         return 0;
@@ -271,7 +299,11 @@ int main(int argc, char **argv)
     }
     if ((mc.smtp_url[0] || mc.sms_sid[0]) && nf_mail_start(&ctx, &mc, &ctx.mail) != CM_OK)
         goto out;
-    if (nf_push_start(&ctx, &pc, &ctx.push) || nf_webhooks_start(&ctx, &wc, &ctx.webhooks) ||
+    /* Webhooks first: the push sender checks web push endpoints' addresses with their rule. */
+    if (nf_webhooks_start(&ctx, &wc, &ctx.webhooks))
+        goto out;
+    pc.guard = ctx.webhooks;
+    if (nf_push_start(&ctx, &pc, &ctx.push) ||
         nf_consumer_start(&ctx, brokers, prefix, cm_config_str("NOTIFY_GROUP", "notification"),
                           (int)from_beginning, &ctx.consumer) ||
         nf_jobs_start(&ctx, 1000, &jobs))
@@ -301,6 +333,8 @@ int main(int argc, char **argv)
         cm_http_route(srv, "GET", "/v1/notifications/{id}/deliveries", nf_deliveries, &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/redrive", nf_redrive,
                       &ctx) ||
+        cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/status",
+                      nf_delivery_status, &ctx) ||
         cm_http_route(srv, "POST", "/v1/devices", nf_devices_create, &ctx) ||
         cm_http_route(srv, "GET", "/v1/devices", nf_devices_list, &ctx) ||
         cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx) ||
@@ -340,6 +374,7 @@ out:
     cm_jwt_destroy(ctx.verifier);
     free(pc.fcm_credentials);
     free(pc.apns_key);
+    free(pc.vapid_key);
     curl_global_cleanup();
     return rc;
 }

@@ -129,6 +129,11 @@ typedef struct nf_push_config {
     int nretries;
     long timeout_ms;             /* one provider request */
     const char *dlq_topic;       /* where deliveries given up go (notifications.dlq) */
+    /* Web push (RFC 8291 encryption, RFC 8292 VAPID): notification_webpush.h. */
+    char *vapid_key;             /* PEM P-256 private key (owned; NULL: web push off) */
+    const char *vapid_subject;   /* sub of the VAPID JWT: mailto: or https: contact */
+    long webpush_ttl_s;          /* TTL header: how long a push service keeps a message */
+    nf_webhooks *guard;          /* its connect-time address check (WEBHOOK_ALLOW_PRIVATE_CIDRS) */
 } nf_push_config;
 
 typedef struct nf_ctx {
@@ -278,6 +283,10 @@ void nf_devices_delete(cm_http_req *req, void *ud);
 void nf_deliveries(cm_http_req *req, void *ud);
 /* POST /v1/notifications/deliveries/{id}/redrive */
 void nf_redrive(cm_http_req *req, void *ud);
+/* POST /v1/notifications/deliveries/{id}/status (notification_receipts.c) */
+void nf_delivery_status(cm_http_req *req, void *ud);
+/* The API's Delivery object of stored delivery `d` (`ud` unused); NULL when out of memory. */
+cJSON *nf_delivery_json(const bson_t *d, void *ud);
 /* GET /v1/notifications/diagnostics?user_id=&message_id= */
 void nf_diagnostics(cm_http_req *req, void *ud);
 

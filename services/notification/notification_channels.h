@@ -1,6 +1,7 @@
-/* notification_channels.h - the e-mail (and later SMS) channels of the notification service:
- * users' contact addresses (notification_contacts.c), the templates a message is rendered
- * from (notification_templates.c: defaults in code, a tenant's own over HTTP), and the sender
+/* notification_channels.h - the e-mail and SMS channels of the notification service and the
+ * wording of every channel: users' contact addresses (notification_contacts.c), the templates
+ * a message is rendered from (notification_templates.c: defaults in code, a tenant's own over
+ * HTTP; notification_push_templates.c: push titles and bodies), and the sender
  * thread that delivers queued e-mail over SMTP with retries and the DLQ
  * (notification_email.c). Deliveries share the push collection (NF_COLL_DELIVERIES) with
  * `platform` "email", so GET /v1/notifications/{id}/deliveries lists them beside the pushes. */
@@ -94,6 +95,11 @@ typedef struct nf_rendered {
 
 void nf_rendered_cleanup(nf_rendered *r); /* accepts a zeroed struct */
 
+/* The locales a template is looked up for, most specific first, into `tries`: `locale`
+ * (NULL or "" none), its language ("fr-CA" -> "fr"), then "" (the tenant's default).
+ * Returns how many (1..3). */
+size_t nf_locale_fallbacks(const char *locale, char tries[3][40]);
+
 /* Renders template source `src` with `vars` into a new heap string `*out`: each {{name}}
  * (spaces allowed inside the braces) is replaced by the variable's value, HTML-escaped (& < > "
  * ') when `html`. CM_EINVAL with the reason in `why` (size n) when `src` has an unclosed
@@ -112,6 +118,45 @@ cm_err nf_template_email(nf_ctx *ctx, const char *tenant, const char *kind, cons
  * the same fallbacks as nf_template_email (channel "sms"). CM_EIO when MongoDB failed. */
 cm_err nf_template_sms(nf_ctx *ctx, const char *tenant, const char *kind, const char *locale,
                        const nf_vars *vars, char **out);
+
+/* --- push wording (notification_push_templates.c) ----------------------------------------- */
+
+/* A tenant's push templates (channel "push": title and text per kind and locale), read in
+ * one query so a batch of pushes renders without a query per recipient. */
+typedef struct nf_push_templates nf_push_templates;
+
+/* A rendered push: title (one line) and body, each at most NF_PREVIEW_CHARS characters. */
+typedef struct nf_push_text {
+    char title[NF_PREVIEW_CHARS * 4 + 4];
+    char body[NF_PREVIEW_CHARS * 4 + 4];
+} nf_push_text;
+
+/* The default push template of `kind` (a notification type) into `*title` and `*text`
+ * (static strings); 0 when `kind` is not pushed (the account e-mails, the digest). */
+int nf_push_template_default(const char *kind, const char **title, const char **text);
+
+/* Reads the push templates of `tenant` into `*out` (nf_push_templates_destroy frees it).
+ * CM_EIO when MongoDB failed; CM_ENOMEM. */
+cm_err nf_push_templates_load(nf_ctx *ctx, const char *tenant, nf_push_templates **out);
+
+/* 1 when some template of `t` is for a locale other than "default" (the recipients' locales
+ * are then worth reading). */
+int nf_push_templates_localized(const nf_push_templates *t);
+
+void nf_push_templates_destroy(nf_push_templates *t); /* accepts NULL */
+
+/* Renders the push of `kind` in `locale` (may be "" or NULL) from `t` (may be NULL: the
+ * defaults): the template for (kind, locale), else for the language of locale, else for
+ * "default", else the default in code; a stored template that no longer renders falls back
+ * to the next. An empty title becomes "New message". CM_EINVAL for a kind without a push
+ * default. */
+cm_err nf_push_render(const nf_push_templates *t, const char *kind, const char *locale,
+                      const nf_vars *vars, nf_push_text *out);
+
+/* The contact locale of each of `users[0..n)` of `tenant` ("" when none) into `out[i]`, in
+ * one query. CM_EIO when MongoDB failed. */
+cm_err nf_locales_load(nf_ctx *ctx, const char *tenant, const char *const *users, size_t n,
+                       char (*out)[36]);
 
 /* PUT /v1/notifications/templates/{kind}/{channel}/{locale} (tenant_admin) */
 void nf_templates_put(cm_http_req *req, void *ud);

@@ -13,6 +13,7 @@
 #include "common/uuid.h"
 #include "notification.h"
 #include "notification_channels.h"
+#include "notification_webpush.h"
 
 #define DEVICES_MAX 16 /* devices one user may register (the oldest is not evicted: 409) */
 #define TOKEN_MAX 4096 /* bytes of a push token (a web push subscription fits) */
@@ -60,16 +61,80 @@ static int app_id_valid(const char *a)
     return strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == n;
 }
 
-/* POST /v1/devices {"platform": "fcm"|"apns"|"webpush", "token": ..., "app_id": ...}:
+/* The string `key` of object `o` (named `name` in problems), 1..max characters; NULL with
+ * the reason in `detail` when missing or not such a string. */
+static const char *sub_string(const cJSON *o, const char *key, const char *name, size_t max,
+                              char *detail, size_t n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) > max) {
+        snprintf(detail, n, "field '%s' must be a string of 1..%zu characters", name, max);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+/* The web push subscription of `body` (a browser's PushSubscription.toJSON(): endpoint,
+ * expirationTime, keys.p256dh, keys.auth) into the out-parameters (pointing into `body`);
+ * -1 with the reason in `detail` when it is missing or malformed. */
+static int parse_subscription(const cJSON *body, const char **endpoint, const char **p256dh,
+                              const char **auth, char *detail, size_t n)
+{
+    const cJSON *sub = cJSON_GetObjectItemCaseSensitive(body, "subscription"), *keys, *e;
+    const cJSON *item;
+
+    if (!cJSON_IsObject(sub)) {
+        snprintf(detail, n, "field 'subscription' (the browser's PushSubscription: endpoint, "
+                            "keys.p256dh, keys.auth) is required for platform 'webpush'");
+        return -1;
+    }
+    cJSON_ArrayForEach(item, sub)
+    {
+        if (strcmp(item->string, "endpoint") != 0 && strcmp(item->string, "keys") != 0 &&
+            strcmp(item->string, "expirationTime") != 0) {
+            snprintf(detail, n, "unknown field 'subscription.%.64s'", item->string);
+            return -1;
+        }
+    }
+    e = cJSON_GetObjectItemCaseSensitive(sub, "expirationTime");
+    if (e && !cJSON_IsNull(e) && !cJSON_IsNumber(e)) {
+        snprintf(detail, n, "field 'subscription.expirationTime' must be a number or null");
+        return -1;
+    }
+    if ((*endpoint = sub_string(sub, "endpoint", "subscription.endpoint",
+                                NF_WEBPUSH_ENDPOINT_MAX, detail, n)) == NULL)
+        return -1;
+    if (!nf_webpush_endpoint_valid(*endpoint)) {
+        snprintf(detail, n, "field 'subscription.endpoint' must be an http:// or https:// URL "
+                            "of printable ASCII without spaces");
+        return -1;
+    }
+    keys = cJSON_GetObjectItemCaseSensitive(sub, "keys");
+    if (!cJSON_IsObject(keys)) {
+        snprintf(detail, n, "field 'subscription.keys' must be an object with p256dh and auth");
+        return -1;
+    }
+    if ((*p256dh = sub_string(keys, "p256dh", "subscription.keys.p256dh", 100, detail, n)) ==
+            NULL ||
+        (*auth = sub_string(keys, "auth", "subscription.keys.auth", 100, detail, n)) == NULL ||
+        !nf_webpush_keys_valid(*p256dh, *auth, detail, n))
+        return -1;
+    return 0;
+}
+
+/* POST /v1/devices {"platform": "fcm"|"apns"|"webpush", "token": ..., "app_id": ...,
+ * "subscription": {...} (webpush only; its endpoint is the token)}:
  * 201 with the new device; 200 with the device when the token is already registered (to the
  * caller, or moved to the caller from another user of the tenant: one token, one device). */
 void nf_devices_create(cm_http_req *req, void *ud)
 {
-    static const char *const allowed[] = {"platform", "token", "app_id", NULL};
+    static const char *const allowed[] = {"platform", "token", "app_id", "subscription", NULL};
     nf_ctx *ctx = ud;
     cm_jwt_claims c;
     cJSON *body;
-    const char *platform = NULL, *token = NULL, *app = NULL;
+    const char *platform = NULL, *token = NULL, *app = NULL, *p256dh = NULL, *auth = NULL;
+    const char *endpoint = NULL;
+    int web;
     char detail[160], id[CM_UUID_STRLEN], k[TOKEN_MAX + 300];
     bson_t doc = BSON_INITIALIZER, f = BSON_INITIALIZER, old;
     int64_t count = 0;
@@ -78,10 +143,30 @@ void nf_devices_create(cm_http_req *req, void *ud)
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK || cm_http_json_body(req, &body) != CM_OK)
         goto out;
     if (cm_json_only_keys(body, allowed, detail, sizeof(detail)) ||
-        cm_json_string(body, "platform", 1, 1, 16, &platform, detail, sizeof(detail)) ||
-        cm_json_string(body, "token", 1, 1, TOKEN_MAX, &token, detail, sizeof(detail)) ||
+        cm_json_string(body, "platform", 1, 1, 16, &platform, detail, sizeof(detail))) {
+        cm_http_reply_error(req, CM_EINVAL, detail);
+        goto out;
+    }
+    web = strcmp(platform, "webpush") == 0;
+    if (cm_json_string(body, "token", !web, 1, TOKEN_MAX, &token, detail, sizeof(detail)) ||
         cm_json_string(body, "app_id", 0, 1, 255, &app, detail, sizeof(detail))) {
         cm_http_reply_error(req, CM_EINVAL, detail);
+        goto out;
+    }
+    if (web) {
+        if (parse_subscription(body, &endpoint, &p256dh, &auth, detail, sizeof(detail)) != 0) {
+            cm_http_reply_error(req, CM_EINVAL, detail);
+            goto out;
+        }
+        if (token && strcmp(token, endpoint) != 0) {
+            cm_http_reply_error(req, CM_EINVAL, "field 'token' of a web push device is its "
+                                                "subscription's endpoint: leave it out");
+            goto out;
+        }
+        token = endpoint;
+    } else if (cJSON_GetObjectItemCaseSensitive(body, "subscription") != NULL) {
+        cm_http_reply_error(req, CM_EINVAL,
+                            "field 'subscription' is for platform 'webpush' only");
         goto out;
     }
     if (strcmp(platform, "fcm") != 0 && strcmp(platform, "apns") != 0 &&
@@ -103,11 +188,18 @@ void nf_devices_create(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&f, "k", k);
     rc = cm_mongo_find_one(ctx->db, NF_COLL_DEVICES, &f, NULL, &old);
     if (rc == CM_OK) {
-        if (strcmp(cm_bson_str(&old, "user_id", ""), c.sub) != 0) {
-            /* The device changed hands within the tenant: the token now reaches the caller. */
+        if (strcmp(cm_bson_str(&old, "user_id", ""), c.sub) != 0 ||
+            (web && (strcmp(cm_bson_str(&old, "p256dh", ""), p256dh) != 0 ||
+                     strcmp(cm_bson_str(&old, "auth", ""), auth) != 0))) {
+            /* The device changed hands within the tenant (the token now reaches the caller),
+             * or the browser subscribed again with new keys. */
             bson_t u = BSON_INITIALIZER, set;
             BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
             BSON_APPEND_UTF8(&set, "user_id", c.sub);
+            if (web) {
+                BSON_APPEND_UTF8(&set, "p256dh", p256dh);
+                BSON_APPEND_UTF8(&set, "auth", auth);
+            }
             bson_append_document_end(&u, &set);
             rc = cm_mongo_update(ctx->db, NF_COLL_DEVICES, &f, &u, 0, 0, NULL);
             bson_destroy(&u);
@@ -149,6 +241,10 @@ void nf_devices_create(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&doc, "token", token);
     if (app)
         BSON_APPEND_UTF8(&doc, "app_id", app);
+    if (web) {
+        BSON_APPEND_UTF8(&doc, "p256dh", p256dh);
+        BSON_APPEND_UTF8(&doc, "auth", auth);
+    }
     BSON_APPEND_DATE_TIME(&doc, "created_at", cm_clock_now_ms());
     rc = cm_mongo_insert(ctx->db, NF_COLL_DEVICES, &doc);
     if (rc == CM_ECONFLICT) {
@@ -263,6 +359,11 @@ static cJSON *delivery_json(const bson_t *d, void *ud)
         }
     }
     return o;
+}
+
+cJSON *nf_delivery_json(const bson_t *d, void *ud)
+{
+    return delivery_json(d, ud);
 }
 
 /* Whether the caller may look at `user`'s notifications: they are that user, or they may
@@ -405,6 +506,8 @@ static const char *explain(const char *decision)
         {"unsupported", "not pushed: the device's platform is not supported yet"},
         {"preference", "not pushed: the user turned push off for this type"},
         {"quiet_hours", "push deferred to the end of the user's quiet hours (not dropped)"},
+        {"delivered", "pushed and delivered: the device or the tenant's backend confirmed it"},
+        {"bounced", "pushed but not delivered: the tenant's backend reported it bounced"},
     };
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strcmp(words[i].d, decision) == 0)

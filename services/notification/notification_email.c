@@ -269,6 +269,8 @@ const char *nf_channel_explain(const char *channel, const char *decision)
         {"email_unconfigured", "not mailed: this deployment has no SMTP server (SMTP_URL)"},
         {"quiet_hours", "e-mail deferred to the end of the user's quiet hours (not dropped)"},
         {"provider_error", "not mailed: the SMTP server refused it or kept failing (see deliveries)"},
+        {"delivered", "mailed and delivered: the provider reported it delivered"},
+        {"bounced", "mailed but bounced: the provider reported it undeliverable"},
     }, sms[] = {
         {"queued", "SMS queued for the user's phone"},
         {"sent", "texted: the SMS provider accepted it"},
@@ -278,6 +280,8 @@ const char *nf_channel_explain(const char *channel, const char *decision)
         {"rate_limited", "no SMS: the tenant's or the number's hourly SMS budget is spent (SMS pumping protection)"},
         {"quiet_hours", "SMS deferred to the end of the user's quiet hours (not dropped)"},
         {"provider_error", "no SMS: the provider refused it or kept failing (see deliveries)"},
+        {"delivered", "texted and delivered: the provider reported it delivered"},
+        {"bounced", "texted but undelivered: the provider reported it failed"},
     }, esc[] = {
         {"scheduled", "priority: escalated to e-mail, then SMS, unless read in time"},
         {"acknowledged", "escalation stopped: the user read it"},

@@ -1,7 +1,8 @@
 /* notification_push.c - push notifications: the plan (muted? online? which devices?), the
  * decisions recorded for diagnostics, and the sender thread that delivers queued deliveries to
  * FCM HTTP v1 (OAuth 2.0 access token from a service-account assertion, RFC 7523, cached) and
- * APNs (ES256 provider token, HTTP/2), retries at the configured delays (1 s, 5 s, 30 s) with
+ * APNs (ES256 provider token, HTTP/2) and web push endpoints (RFC 8291 encryption, RFC 8292
+ * VAPID: notification_webpush.c), retries at the configured delays (1 s, 5 s, 30 s) with
  * jitter, gives up to the DLQ topic, and prunes the tokens a provider reports dead.
  *
  * One delivery per (notification, device), created with a unique key, so a replayed event
@@ -23,6 +24,7 @@
 #include "common/uuid.h"
 #include "notification.h"
 #include "notification_channels.h"
+#include "notification_webpush.h"
 
 #define LEASE_MS 60000          /* a claimed delivery is someone's for this long */
 #define BATCH 256               /* deliveries taken per round */
@@ -215,8 +217,10 @@ static int collect_device(const bson_t *doc, void *ud)
     return 0;
 }
 
-/* The delivery document of `it` to device `dev`, due at `at` (ms), into `d`. */
-static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at, bson_t *d)
+/* The delivery document of `it` to device `dev`, due at `at` (ms), saying `txt` (rendered
+ * from the tenant's push templates), into `d`. */
+static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at,
+                           const nf_push_text *txt, bson_t *d)
 {
     char id[CM_UUID_STRLEN], k[200];
     const char *device_id = cm_bson_str(dev, "_id", "");
@@ -242,11 +246,18 @@ static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at
     BSON_APPEND_UTF8(d, "platform", cm_bson_str(dev, "platform", ""));
     BSON_APPEND_UTF8(d, "token", cm_bson_str(dev, "token", ""));
     BSON_APPEND_UTF8(d, "app_id", cm_bson_str(dev, "app_id", ""));
+    if (cm_bson_str(dev, "p256dh", NULL) != NULL) {
+        /* A web push subscription's keys: the message is encrypted to them when sent. */
+        BSON_APPEND_UTF8(d, "p256dh", cm_bson_str(dev, "p256dh", ""));
+        BSON_APPEND_UTF8(d, "auth", cm_bson_str(dev, "auth", ""));
+    }
     BSON_APPEND_UTF8(d, "state", "queued");
     BSON_APPEND_INT32(d, "attempts", 0);
     BSON_APPEND_INT64(d, "next_at", at);
     if (it->title)
         BSON_APPEND_UTF8(d, "title", it->title);
+    BSON_APPEND_UTF8(d, "push_title", txt->title);
+    BSON_APPEND_UTF8(d, "push_body", txt->body);
     BSON_APPEND_DATE_TIME(d, "created_at", cm_clock_now_ms());
     return CM_OK;
 }
@@ -298,6 +309,9 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
     int *on = calloc(n ? n : 1, sizeof(*on)), *off_on = NULL;
     doc_list decisions = {0}, deliveries = {0};
     device_list l = {0};
+    nf_push_templates *tpl = NULL;
+    const char **users = NULL;
+    char (*locale)[36] = NULL;
     size_t nleft = 0, noff = 0;
     int64_t now = cm_clock_now_ms();
     char detail[128];
@@ -342,27 +356,51 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
         goto record;
     if ((rc = devices_of(ctx, offline, noff, &l)) != CM_OK)
         goto out;
+    /* The wording: the tenant's push templates in one query, and the recipients' locales in
+     * another only when some template is localized; neither when nobody has a device. */
+    for (size_t i = 0; i < noff && tpl == NULL; i++)
+        if (l.count[i] > 0 && (rc = nf_push_templates_load(ctx, offline[0]->tenant, &tpl)) != CM_OK)
+            goto out;
+    users = calloc(noff, sizeof(*users));
+    locale = calloc(noff, sizeof(*locale));
+    if (users == NULL || locale == NULL) {
+        rc = CM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < noff; i++)
+        users[i] = offline[i]->user;
+    if (nf_push_templates_localized(tpl) &&
+        (rc = nf_locales_load(ctx, offline[0]->tenant, users, noff, locale)) != CM_OK)
+        goto out;
     for (size_t i = 0; i < noff; i++) {
         const nf_push_item *it = offline[i];
+        nf_vars vars = {{0}, {0}};
+        nf_push_text txt;
         if (l.count[i] == 0) {
             decide(&decisions, it, "no_device", NULL, "the user has no registered device");
             continue;
         }
+        vars.v[NF_VAR_SENDER_NAME] = it->actor;
+        vars.v[NF_VAR_TEXT] = it->text;
+        vars.v[NF_VAR_TITLE] = it->title;
+        vars.v[NF_VAR_CONVERSATION_ID] = it->conversation_id;
+        vars.v[NF_VAR_MESSAGE_ID] = it->message_id;
+        vars.v[NF_VAR_USER_ID] = it->user;
+        if (nf_push_render(tpl, it->type, locale[i], &vars, &txt) != CM_OK) {
+            /* A type without a push default: said plainly rather than not at all. */
+            nf_preview(it->title ? it->title : "New message", txt.title, sizeof(txt.title));
+            nf_preview(it->text ? it->text : "", txt.body, sizeof(txt.body));
+        }
         for (size_t j = 0; j < l.count[i]; j++) {
             const bson_t *dev = &l.docs[i][j];
-            const char *platform = cm_bson_str(dev, "platform", ""),
-                       *did = cm_bson_str(dev, "_id", "");
+            const char *did = cm_bson_str(dev, "_id", "");
             int64_t at = it->quiet_until > 0 ? it->quiet_until : now;
             bson_t *d;
-            if (strcmp(platform, "webpush") == 0) {
-                decide(&decisions, it, "unsupported", did, "web push is not sent yet");
-                continue;
-            }
             if ((d = doc_list_add(&deliveries)) == NULL) {
                 rc = CM_ENOMEM;
                 goto out;
             }
-            if ((rc = delivery_doc(it, dev, at, d)) != CM_OK) {
+            if ((rc = delivery_doc(it, dev, at, &txt, d)) != CM_OK) {
                 doc_list_drop_last(&deliveries);
                 goto out;
             }
@@ -389,6 +427,9 @@ record:
         nf_push_kick(ctx->push, (const bson_t *const *)deliveries.docs, deliveries.n);
 out:
     device_list_cleanup(&l);
+    nf_push_templates_destroy(tpl);
+    free(users);
+    free(locale);
     doc_list_cleanup(&decisions);
     doc_list_cleanup(&deliveries);
     free(left);
@@ -510,10 +551,14 @@ static void add_data(cJSON *o, const bson_t *d)
     }
 }
 
+/* The title of delivery `d`: rendered from the templates when it was queued, else (a
+ * delivery queued before push templates) the built-in wording. */
 static void title_of(const bson_t *d, char *out, size_t n)
 {
     const char *type = cm_bson_str(d, "type", ""), *actor = cm_bson_str(d, "actor_id", "");
-    if (cm_bson_str(d, "title", NULL) != NULL)
+    if (cm_bson_str(d, "push_title", NULL) != NULL)
+        snprintf(out, n, "%s", cm_bson_str(d, "push_title", ""));
+    else if (cm_bson_str(d, "title", NULL) != NULL)
         snprintf(out, n, "%s", cm_bson_str(d, "title", ""));
     else if (strcmp(type, "mention") == 0)
         snprintf(out, n, "%s mentioned you", actor);
@@ -525,12 +570,19 @@ static void title_of(const bson_t *d, char *out, size_t n)
         snprintf(out, n, "%s", actor[0] ? actor : "New message");
 }
 
+/* The body of delivery `d` (as title_of). */
+static const char *body_of(const bson_t *d)
+{
+    return cm_bson_str(d, "push_body", cm_bson_str(d, "text", ""));
+}
+
 /* One job of a sending round: a delivery, its request, and what came of it. */
 typedef struct job {
     bson_t d;               /* the delivery as read after its lease was taken */
     int leased;             /* 1: ours to send */
     int ready;              /* 1: req is to be performed */
-    char url[600], auth[4200], topic[300], *json;
+    char url[NF_WEBPUSH_ENDPOINT_MAX + 1], auth[4200], topic[300], *json;
+    size_t len;             /* bytes of json when binary (web push); 0: strlen */
     const char *hdr[6];
     outcome o;
     long status;
@@ -541,7 +593,7 @@ typedef struct job {
  * made (not configured, no access token). */
 static void prepare_fcm(nf_push *p, job *j)
 {
-    char title[160];
+    char title[NF_PREVIEW_CHARS * 4 + 4];
     cJSON *m, *msg, *note, *data, *android;
     cm_err rc;
 
@@ -560,7 +612,7 @@ static void prepare_fcm(nf_push *p, job *j)
     cJSON_AddStringToObject(msg, "token", cm_bson_str(&j->d, "token", ""));
     note = cJSON_AddObjectToObject(msg, "notification");
     cJSON_AddStringToObject(note, "title", title);
-    cJSON_AddStringToObject(note, "body", cm_bson_str(&j->d, "text", ""));
+    cJSON_AddStringToObject(note, "body", body_of(&j->d));
     data = cJSON_AddObjectToObject(msg, "data");
     add_data(data, &j->d);
     android = cJSON_AddObjectToObject(msg, "android");
@@ -633,7 +685,7 @@ static cm_err apns_provider_token(nf_push *p, char *why, size_t n)
 /* The APNs request of `j` (POST /3/device/<token>, HTTP/2), or its outcome. */
 static void prepare_apns(nf_push *p, job *j)
 {
-    char title[160];
+    char title[NF_PREVIEW_CHARS * 4 + 4];
     const char *app = cm_bson_str(&j->d, "app_id", "");
     cJSON *m, *aps, *alert;
 
@@ -651,7 +703,7 @@ static void prepare_apns(nf_push *p, job *j)
     aps = cJSON_AddObjectToObject(m, "aps");
     alert = cJSON_AddObjectToObject(aps, "alert");
     cJSON_AddStringToObject(alert, "title", title);
-    cJSON_AddStringToObject(alert, "body", cm_bson_str(&j->d, "text", ""));
+    cJSON_AddStringToObject(alert, "body", body_of(&j->d));
     cJSON_AddStringToObject(aps, "sound", "default");
     add_data(m, &j->d);
     j->json = cm_json_print(m);
@@ -693,6 +745,86 @@ static void finish_apns(nf_push *p, job *j, const cm_httpc_result *r)
     } else {
         j->o = classify_status(r->status);
         snprintf(j->why, sizeof(j->why), "APNs answered %ld", r->status);
+    }
+}
+
+/* The web push request of `j`: the payload encrypted to the subscription's keys (RFC 8291)
+ * and POSTed to its endpoint with a VAPID Authorization (RFC 8292), or its outcome. */
+static void prepare_webpush(nf_push *p, job *j)
+{
+    char title[NF_PREVIEW_CHARS * 4 + 4], vapid[NF_WEBPUSH_VAPID_MAX];
+    const char *endpoint = cm_bson_str(&j->d, "token", "");
+    cJSON *m, *note, *data;
+    unsigned char *enc = NULL;
+    char *plain;
+    size_t enclen = 0;
+    cm_err rc;
+
+    if (p->cfg.vapid_key == NULL || p->cfg.guard == NULL) {
+        snprintf(j->why, sizeof(j->why), "web push is not configured (WEBPUSH_VAPID_KEY_FILE)");
+        j->o = OUT_FAIL;
+        return;
+    }
+    if (nf_webpush_vapid(p->cfg.vapid_key, strlen(p->cfg.vapid_key), endpoint,
+                         p->cfg.vapid_subject, cm_clock_now_ms() / 1000, vapid,
+                         sizeof(vapid)) != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "the VAPID key cannot sign for this endpoint");
+        j->o = OUT_FAIL;
+        return;
+    }
+    title_of(&j->d, title, sizeof(title));
+    m = cJSON_CreateObject();
+    note = cJSON_AddObjectToObject(m, "notification");
+    cJSON_AddStringToObject(note, "title", title);
+    cJSON_AddStringToObject(note, "body", body_of(&j->d));
+    data = cJSON_AddObjectToObject(m, "data");
+    add_data(data, &j->d);
+    plain = cm_json_print(m);
+    cJSON_Delete(m);
+    if (plain == NULL) {
+        snprintf(j->why, sizeof(j->why), "out of memory");
+        j->o = OUT_RETRY;
+        return;
+    }
+    rc = nf_webpush_encrypt(cm_bson_str(&j->d, "p256dh", ""), cm_bson_str(&j->d, "auth", ""),
+                            (const unsigned char *)plain, strlen(plain), &enc, &enclen);
+    free(plain);
+    if (rc != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "the message cannot be encrypted for this subscription "
+                                         "(%s)", cm_strerror(rc));
+        j->o = rc == CM_ENOMEM ? OUT_RETRY : OUT_FAIL;
+        return;
+    }
+    j->json = (char *)enc;
+    j->len = enclen;
+    snprintf(j->url, sizeof(j->url), "%s", endpoint);
+    snprintf(j->auth, sizeof(j->auth), "Authorization: %s", vapid);
+    snprintf(j->topic, sizeof(j->topic), "TTL: %ld", p->cfg.webpush_ttl_s);
+    j->hdr[0] = j->auth;
+    j->hdr[1] = j->topic;
+    j->hdr[2] = "Content-Encoding: aes128gcm";
+    j->hdr[3] = "Content-Type: application/octet-stream";
+    j->hdr[4] = "Urgency: high";
+    j->hdr[5] = NULL;
+    j->ready = 1;
+}
+
+static void finish_webpush(job *j, const cm_httpc_result *r)
+{
+    j->status = r->status;
+    if (r->rc != CM_OK) {
+        snprintf(j->why, sizeof(j->why), "push service unreachable: %s (a refused private "
+                                         "address, the network, or a timeout)",
+                 cm_strerror(r->rc));
+        j->o = OUT_RETRY;
+    } else if (r->status == 404 || r->status == 410) {
+        /* RFC 8030 section 7.3: a subscription that expired or was unsubscribed is 404 or
+         * 410 Gone; the user agent must subscribe again. */
+        snprintf(j->why, sizeof(j->why), "web push: the subscription is gone (%ld)", r->status);
+        j->o = OUT_DEAD;
+    } else {
+        j->o = classify_status(r->status);
+        snprintf(j->why, sizeof(j->why), "the push service answered %ld", r->status);
     }
 }
 
@@ -1071,14 +1203,22 @@ static size_t round_once(nf_push *p)
             prepare_fcm(p, j);
         } else if (strcmp(platform, "apns") == 0) {
             prepare_apns(p, j);
+        } else if (strcmp(platform, "webpush") == 0) {
+            prepare_webpush(p, j);
         } else {
             snprintf(j->why, sizeof(j->why), "unknown platform");
             j->o = OUT_FAIL;
         }
         if (j->ready) {
-            reqs[nreq] = (cm_httpc_request){"POST", j->url, j->hdr, j->json, strlen(j->json),
+            int web = strcmp(platform, "webpush") == 0;
+            /* A web push endpoint is the user's to choose: its address is checked at connect
+             * time like a webhook's. */
+            reqs[nreq] = (cm_httpc_request){"POST", j->url, j->hdr, j->json,
+                                            j->len ? j->len : strlen(j->json),
                                             p->cfg.timeout_ms, PROVIDER_BODY_MAX,
-                                            strcmp(platform, "apns") == 0, NULL, NULL};
+                                            strcmp(platform, "apns") == 0,
+                                            web ? (void *)nf_webhook_open_checked : NULL,
+                                            web ? (void *)p->cfg.guard : NULL};
             which[nreq++] = i;
         }
     }
@@ -1087,6 +1227,8 @@ static size_t round_once(nf_push *p)
         job *j = &q.jobs[which[k]];
         if (strcmp(cm_bson_str(&j->d, "platform", ""), "fcm") == 0)
             finish_fcm(p, j, &res[k]);
+        else if (strcmp(cm_bson_str(&j->d, "platform", ""), "webpush") == 0)
+            finish_webpush(j, &res[k]);
         else
             finish_apns(p, j, &res[k]);
         free(res[k].body);
@@ -1163,6 +1305,7 @@ cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out)
     p->cfg = *cfg;
     cfg->fcm_credentials = NULL; /* taken over */
     cfg->apns_key = NULL;
+    cfg->vapid_key = NULL;
     if (cm_random_hex(p->instance, 16) != CM_OK || (p->q = calloc(QUEUE_MAX, sizeof(*p->q))) == NULL ||
         cm_httpc_pool_create(PARALLEL, &p->http) != CM_OK) {
         free(p->q);
@@ -1200,6 +1343,7 @@ void nf_push_stop(nf_push *p)
     cm_httpc_pool_destroy(p->http);
     free(p->cfg.fcm_credentials);
     free(p->cfg.apns_key);
+    free(p->cfg.vapid_key);
     free(p);
 }
 

@@ -162,6 +162,19 @@ cm_err nf_template_render(const char *src, const nf_vars *vars, int html, char *
     return CM_OK;
 }
 
+size_t nf_locale_fallbacks(const char *locale, char tries[3][40])
+{
+    size_t n = 0;
+    if (locale && locale[0]) {
+        snprintf(tries[n++], 40, "%.39s", locale);
+        size_t lang = strcspn(locale, "-");
+        if (locale[lang] == '-') /* "fr-CA" falls back to "fr" */
+            snprintf(tries[n++], 40, "%.*s", (int)(lang < 39 ? lang : 39), locale);
+    }
+    tries[n++][0] = '\0';
+    return n;
+}
+
 static int default_of(const char *kind)
 {
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
@@ -208,16 +221,10 @@ cm_err nf_template_email(nf_ctx *ctx, const char *tenant, const char *kind, cons
                          const nf_vars *vars, nf_rendered *out)
 {
     char tries[3][40];
-    size_t ntries = 0;
+    size_t ntries = nf_locale_fallbacks(locale, tries);
     int d = default_of(kind);
     cm_err rc;
 
-    if (locale && locale[0]) {
-        snprintf(tries[ntries++], sizeof(tries[0]), "%s", locale);
-        if (strchr(locale, '-')) /* "fr-CA" falls back to "fr" */
-            snprintf(tries[ntries++], sizeof(tries[0]), "%.*s", (int)strcspn(locale, "-"), locale);
-    }
-    tries[ntries++][0] = '\0';
     for (size_t i = 0; i < ntries; i++) {
         bson_t doc;
         rc = stored(ctx, tenant, kind, "email", tries[i], &doc);
@@ -273,10 +280,20 @@ static int route_of(cm_http_req *req, const cm_jwt_claims *c, const char **kind,
                         "verification, password_reset, digest)", *kind ? *kind : "");
         return 0;
     }
-    if (channel == NULL || (strcmp(channel, "email") != 0 && strcmp(channel, "sms") != 0)) {
+    if (channel == NULL || (strcmp(channel, "email") != 0 && strcmp(channel, "sms") != 0 &&
+                            strcmp(channel, "push") != 0)) {
         cm_http_problem(req, 404, "not-found", "Not Found",
-                        "no template channel '%.20s' (email, sms)", channel ? channel : "");
+                        "no template channel '%.20s' (email, sms, push)", channel ? channel : "");
         return 0;
+    }
+    if (strcmp(channel, "push") == 0) {
+        const char *t, *x;
+        if (!nf_push_template_default(*kind, &t, &x)) {
+            cm_http_problem(req, 404, "not-found", "Not Found",
+                            "'%.40s' is not pushed: push templates are for mention, reply, "
+                            "message, added and custom", *kind);
+            return 0;
+        }
     }
     if (!locale_of(loc, locale, n)) {
         cm_http_problem(req, 404, "not-found", "Not Found",
@@ -296,6 +313,8 @@ static cJSON *template_json(const char *kind, const char *channel, const char *l
     cJSON_AddStringToObject(o, "kind", kind);
     cJSON_AddStringToObject(o, "channel", channel);
     cJSON_AddStringToObject(o, "locale", locale[0] ? locale : "default");
+    if (strcmp(channel, "push") == 0)
+        cJSON_AddStringToObject(o, "title", subject); /* a push's title is its subject */
     if (email)
         cJSON_AddStringToObject(o, "subject", subject);
     cJSON_AddStringToObject(o, "text", text);
@@ -349,17 +368,19 @@ static cm_err check_field(const cJSON *body, const char *key, int required, size
 }
 
 /* PUT /v1/notifications/templates/{kind}/{channel}/{locale} {"subject", "text", "html"}
- * (tenant_admin): the tenant's template for that kind, channel and locale ("default": every
- * locale without its own). 200 with it as stored; a template that does not render is 400. */
+ * (email), {"text"} (sms) or {"title", "text"} (push) (tenant_admin): the tenant's template
+ * for that kind, channel and locale ("default": every locale without its own). 200 with it as
+ * stored; a template that does not render is 400. */
 void nf_templates_put(cm_http_req *req, void *ud)
 {
     static const char *const allowed[] = {"subject", "text", "html", NULL};
     static const char *const allowed_sms[] = {"text", NULL}; /* 1600: Twilio's Body limit */
+    static const char *const allowed_push[] = {"title", "text", NULL};
     nf_ctx *ctx = ud;
     cm_jwt_claims c;
     cJSON *body;
     const char *kind, *subject, *text, *html, *channel;
-    int sms;
+    int sms, push;
     char locale[40], id[300], why[300];
     bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, un;
     cm_err rc;
@@ -370,11 +391,18 @@ void nf_templates_put(cm_http_req *req, void *ud)
         goto out;
     channel = cm_http_param(req, "channel");
     sms = strcmp(channel, "sms") == 0;
+    push = strcmp(channel, "push") == 0;
     subject = html = NULL;
-    if (cm_json_only_keys(body, sms ? allowed_sms : allowed, why, sizeof(why)) ||
-        (!sms && check_field(body, "subject", 1, 998, 1, &subject, why, sizeof(why))) ||
-        check_field(body, "text", 1, sms ? 1600 : NF_TEMPLATE_MAX, 0, &text, why, sizeof(why)) ||
-        (!sms && check_field(body, "html", 0, NF_TEMPLATE_MAX, 0, &html, why, sizeof(why)))) {
+    /* A push shows NF_PREVIEW_CHARS characters of title and body at most (the rendered
+     * ones are cut there); its sources are kept short for the same reason. */
+    if (cm_json_only_keys(body, sms ? allowed_sms : push ? allowed_push : allowed, why,
+                          sizeof(why)) ||
+        (push && check_field(body, "title", 1, 400, 1, &subject, why, sizeof(why))) ||
+        (!sms && !push && check_field(body, "subject", 1, 998, 1, &subject, why, sizeof(why))) ||
+        check_field(body, "text", 1, sms ? 1600 : push ? 2000 : NF_TEMPLATE_MAX, 0, &text, why,
+                    sizeof(why)) ||
+        (!sms && !push && check_field(body, "html", 0, NF_TEMPLATE_MAX, 0, &html, why,
+                                      sizeof(why)))) {
         cm_http_reply_error(req, CM_EINVAL, why);
         goto out;
     }
@@ -385,7 +413,7 @@ void nf_templates_put(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&set, "channel", channel);
     BSON_APPEND_UTF8(&set, "locale", locale);
     if (subject)
-        BSON_APPEND_UTF8(&set, "subject", subject);
+        BSON_APPEND_UTF8(&set, push ? "title" : "subject", subject);
     BSON_APPEND_UTF8(&set, "text", text);
     if (html)
         BSON_APPEND_UTF8(&set, "html", html);
@@ -425,11 +453,17 @@ void nf_templates_get(cm_http_req *req, void *ud)
     channel = cm_http_param(req, "channel");
     rc = cm_mongo_find_one(ctx->db, NF_COLL_TEMPLATES, &f, NULL, &doc);
     if (rc == CM_OK) {
+        const char *subj = strcmp(channel, "push") == 0 ? "title" : "subject";
         cm_http_reply_json(req, 200,
-                           template_json(kind, channel, locale, cm_bson_str(&doc, "subject", ""),
+                           template_json(kind, channel, locale, cm_bson_str(&doc, subj, ""),
                                          cm_bson_str(&doc, "text", ""),
                                          cm_bson_str(&doc, "html", NULL), "tenant"));
         bson_destroy(&doc);
+    } else if (rc == CM_ENOTFOUND && strcmp(channel, "push") == 0) {
+        const char *title = "", *text = "";
+        (void)nf_push_template_default(kind, &title, &text); /* route_of checked the kind */
+        cm_http_reply_json(req, 200, template_json(kind, channel, locale, title, text, NULL,
+                                                   "default"));
     } else if (rc == CM_ENOTFOUND) {
         int d = default_of(kind);
         int sms = strcmp(channel, "sms") == 0;
@@ -478,16 +512,10 @@ cm_err nf_template_sms(nf_ctx *ctx, const char *tenant, const char *kind, const 
                        const nf_vars *vars, char **out)
 {
     char tries[3][40], why[200];
-    size_t ntries = 0;
+    size_t ntries = nf_locale_fallbacks(locale, tries);
     int d = default_of(kind);
     cm_err rc;
 
-    if (locale && locale[0]) {
-        snprintf(tries[ntries++], sizeof(tries[0]), "%s", locale);
-        if (strchr(locale, '-'))
-            snprintf(tries[ntries++], sizeof(tries[0]), "%.*s", (int)strcspn(locale, "-"), locale);
-    }
-    tries[ntries++][0] = '\0';
     for (size_t i = 0; i < ntries; i++) {
         bson_t doc;
         rc = stored(ctx, tenant, kind, "sms", tries[i], &doc);

@@ -90,9 +90,36 @@ static void test_header_encode(void **state)
     }
 }
 
+static void test_push_defaults(void **state)
+{
+    nf_vars v = {{0}, {0}};
+    nf_push_text t;
+    char big[2000];
+    (void)state;
+    v.v[NF_VAR_SENDER_NAME] = "ann";
+    v.v[NF_VAR_TEXT] = "lunch?";
+    assert_int_equal(nf_push_render(NULL, "mention", "fr", &v, &t), CM_OK);
+    assert_string_equal(t.title, "ann mentioned you");
+    assert_string_equal(t.body, "lunch?");
+    assert_int_equal(nf_push_render(NULL, "message", NULL, &v, &t), CM_OK);
+    assert_string_equal(t.title, "ann");
+    /* No sender, no title: still a title. */
+    v.v[NF_VAR_SENDER_NAME] = NULL;
+    assert_int_equal(nf_push_render(NULL, "custom", "", &v, &t), CM_OK);
+    assert_string_equal(t.title, "New message");
+    /* A long body is cut to a preview. */
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    v.v[NF_VAR_TEXT] = big;
+    assert_int_equal(nf_push_render(NULL, "message", "", &v, &t), CM_OK);
+    assert_true(strlen(t.body) < 210);
+    assert_int_equal(nf_push_render(NULL, "verification", "", &v, &t), CM_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_push_defaults),
         cmocka_unit_test(test_render),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_header_encode),

@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/uuid.h"
 #include "notification.h"
+#include "notification_webpush.h"
 
 #define WH_BATCH 64             /* deliveries taken per round */
 #define WH_LEASE_MS 60000       /* a claimed delivery is this sender's for this long */
@@ -194,6 +195,13 @@ static curl_socket_t open_checked(void *ud, curlsocktype purpose, struct curl_so
         return CURL_SOCKET_BAD;
     }
     return socket(addr->family, addr->socktype, addr->protocol);
+}
+
+/* The same check for web push endpoints (notification_webpush.h). */
+curl_socket_t nf_webhook_open_checked(void *webhooks, curlsocktype purpose,
+                                      struct curl_sockaddr *addr)
+{
+    return open_checked(webhooks, purpose, addr);
 }
 
 /* --- signatures -------------------------------------------------------------------------- */

@@ -30,7 +30,8 @@ _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
 # +21 test_notifications' push provider;
 # +22 the SMTP server and +23 the SMS provider of test_notification_{email,sms,escalation};
 # +24 and +25 (on 127.0.0.2) test_webhooks' receiver and canary; +26 the search instance of
-# test_search_directory's merge-mode reindex (topics of its own).
+# test_search_directory's merge-mode reindex (topics of its own); +28 and +29 (on 127.0.0.2)
+# test_notification_webpush's push service and canary.
 PORTS = {"gateway": _BASE, "user": _BASE + 1, "messaging": _BASE + 2, "socket": _BASE + 3,
          "media": _BASE + 4, "search": _BASE + 12, "notification": _BASE + 20}
 GATEWAY = f"http://127.0.0.1:{PORTS['gateway']}"
