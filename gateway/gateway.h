@@ -188,6 +188,7 @@ typedef struct gateway_ctx {
     long ws_idle_ms;          /* a relayed WebSocket silent both ways this long is closed */
     atomic_int stopping;
     gateway_loop *loops[GW_MAX_LOOPS]; /* upstream event loops (gateway_relay.c) */
+    int max_inflight;         /* transfers under way per pool and loop; more wait their turn */
     int nloops;
     atomic_uint next_loop;
     pthread_t health_thread;
@@ -405,6 +406,9 @@ typedef struct gateway_job {
     CURL *easy;                      /* the handle of the attempt under way, or NULL */
     const char *method, *body;
     size_t body_len;
+    struct gateway_job *wnext;       /* the loop's queue of a pool at its max_inflight */
+    int in_multi;                    /* 1: its transfer is in the multi handle; 2: waiting for
+                                        a turn of its pool (max_inflight); 0: neither */
     int retryable;
     int tries;
     int cc;                          /* CURLcode of the last attempt */

@@ -37,6 +37,8 @@ struct gateway_loop {
     int aborting, stop;
     gateway_job *jobs;    /* every job this loop holds (its thread only) */
     int njobs;            /* guarded by lock (read by the aborting thread) */
+    int active[GW_MAX_POOLS]; /* transfers under way per pool (its thread only) */
+    gateway_job *wait_head[GW_MAX_POOLS], *wait_tail[GW_MAX_POOLS]; /* waiting their turn */
     CURL *free_easy[64];  /* idle handles (its thread only) */
     int nfree;
     atomic_ulong transfers, wakeups;
@@ -250,6 +252,11 @@ static void finish(gateway_loop *l, gateway_job *j, const char *why)
 
 /* Starts the job's next attempt: picks an instance and adds the transfer to the multi handle.
  * When no instance admits one it answers (the last attempt's failure when there was one). */
+static int pool_index(const gateway_job *j)
+{
+    return (int)(j->route->pool - j->ctx->pools);
+}
+
 static void attempt_start(gateway_loop *l, gateway_job *j)
 {
     gateway_ctx *ctx = j->ctx;
@@ -257,9 +264,23 @@ static void attempt_start(gateway_loop *l, gateway_job *j)
     gateway_instance *prev = j->inst;
     char base[GW_URL_MAX], url[GW_URL_MAX + 4096];
     int64_t retry_in = 0;
+    int p = pool_index(j);
     CURL *c;
 
     j->due_ms = 0;
+    if (ctx->max_inflight > 0 && l->active[p] >= ctx->max_inflight) {
+        /* The pool has its share under way: wait for a turn (the attempt's timeout starts
+         * when it is sent, as when a server thread used to wait for a free one). */
+        j->in_multi = 2;
+        j->wnext = NULL;
+        if (l->wait_tail[p])
+            l->wait_tail[p]->wnext = j;
+        else
+            l->wait_head[p] = j;
+        l->wait_tail[p] = j;
+        return;
+    }
+    j->in_multi = 0;
     if (gateway_pick(ctx, route->pool, prev, &j->inst, base, j->connect_to, &retry_in) != CM_OK) {
         char ra[24];
         if (j->tries > 0) {
@@ -326,6 +347,31 @@ static void attempt_start(gateway_loop *l, gateway_job *j)
         gateway_done(ctx, j->inst, 1, 0);
         j->cc = CURLE_FAILED_INIT;
         finish(l, j, NULL);
+        return;
+    }
+    j->in_multi = 1;
+    l->active[p]++;
+}
+
+/* Detaches a job's transfer from the multi handle (its pool's turn is free again). */
+static void transfer_remove(gateway_loop *l, gateway_job *j)
+{
+    curl_multi_remove_handle(l->multi, j->easy);
+    j->in_multi = 0;
+    l->active[pool_index(j)]--;
+}
+
+/* Starts the jobs waiting for their pool's turn, in order, while turns are free. */
+static void start_waiting(gateway_loop *l)
+{
+    for (int p = 0; p < GW_MAX_POOLS; p++) {
+        while (l->wait_head[p] && (l->ctx->max_inflight <= 0 || l->active[p] < l->ctx->max_inflight)) {
+            gateway_job *j = l->wait_head[p];
+            l->wait_head[p] = j->wnext;
+            if (l->wait_head[p] == NULL)
+                l->wait_tail[p] = NULL;
+            attempt_start(l, j);
+        }
     }
 }
 
@@ -343,7 +389,7 @@ static void attempt_done(gateway_loop *l, gateway_job *j, CURLcode cc)
     gateway_ctx *ctx = j->ctx;
     int failed;
 
-    curl_multi_remove_handle(l->multi, j->easy);
+    transfer_remove(l, j);
     j->cc = cc;
     if (cc == CURLE_OK)
         curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
@@ -406,10 +452,12 @@ static void take_queue(gateway_loop *l)
 /* Answers every job (the drain is over): transfers under way are dropped. */
 static void abort_all(gateway_loop *l)
 {
+    for (int p = 0; p < GW_MAX_POOLS; p++)
+        l->wait_head[p] = l->wait_tail[p] = NULL;
     while (l->jobs) {
         gateway_job *j = l->jobs;
-        if (j->easy && j->due_ms == 0) {
-            curl_multi_remove_handle(l->multi, j->easy);
+        if (j->in_multi == 1) {
+            transfer_remove(l, j);
             gateway_done(j->ctx, j->inst, 1, since(&j->t0)); /* not the instance's fault */
         }
         finish(l, j, "the gateway is shutting down; retry");
@@ -459,6 +507,7 @@ static void *loop_main(void *arg)
             if (j->due_ms && j->due_ms <= now)
                 attempt_start(l, j);
         }
+        start_waiting(l);
         if (l->timer_ms >= 0 && l->timer_ms <= gateway_now_ms()) {
             l->timer_ms = -1;
             curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
@@ -471,6 +520,7 @@ static void *loop_main(void *arg)
             if (priv)
                 attempt_done(l, (gateway_job *)(void *)priv, msg->data.result);
         }
+        start_waiting(l); /* turns freed by the transfers that ended */
         if (stop && l->jobs == NULL)
             break;
     }

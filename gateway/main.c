@@ -21,6 +21,8 @@ static const cm_config_var vars[] = {
                           "calls are the loops')"},
     {"UPSTREAM_LOOPS", "1", "upstream event loop threads (libcurl multi, each with its own "
                             "keep-alive connections), 1 to 8"},
+    {"UPSTREAM_MAX_INFLIGHT", "8", "requests under way to one pool per loop; more wait their turn "
+                                   "in the gateway (their attempt timeout starts when sent)"},
     {"HTTP_MAX_BODY", "1048576", "largest request body in bytes (413 above), unless a route says"},
     {"HTTP_IDLE_TIMEOUT_S", "15", "a client connection idle (or trickling a request) this long is closed"},
     {"HTTP_DRAIN_S", "10", "on SIGTERM, how long in-flight requests may finish"},
@@ -197,8 +199,13 @@ int main(int argc, char **argv)
         snprintf(ctx.hsts, sizeof(ctx.hsts), "max-age=%ld; includeSubDomains", ctx.hsts_max_age_s);
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
         hc.threads = 8; /* admission may wait for Redis (cold buckets, denylist fallback) */
-    if (cm_config_long("UPSTREAM_LOOPS", 1, 1, GW_MAX_LOOPS, &loops))
+    if (cm_config_long("UPSTREAM_LOOPS", 1, 1, GW_MAX_LOOPS, &loops) ||
+        cm_config_long("UPSTREAM_MAX_INFLIGHT", 8, 1, 100000, &v))
         goto out;
+    /* As many as the blocking model's 8 server threads could have under way: an upstream with
+     * few threads of its own (libmicrohttpd's pool) serves a short queue better than it
+     * queues behind busy threads. */
+    ctx.max_inflight = (int)v;
     gateway_ws_init(&ctx.ws);
     hc.idle_timeout_s = (unsigned)v; /* shorter than the services': slow clients are shed */
     ctx.max_body = hc.max_body;
