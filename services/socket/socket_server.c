@@ -53,15 +53,14 @@ typedef struct conn {
     struct lws *wsi;
     socket_srv *srv;
     uint64_t id;
-    /* Who (from the token's claims, kept small: a connection holds only these): one block
-     * "tenant/user\0tenant\0user\0session\0" that the four point into. */
-    char *user_key, *tid, *sub, *sid;
+    /* Who (from the token's claims, kept small: a connection holds only these) and the token
+     * itself (for the calls made on the user's behalf): one block
+     * "tenant/user\0tenant\0user\0session\0token\0" that the five point into. */
+    char *user_key, *tid, *sub, *sid, *token;
     time_t exp; /* the token's expiry (Unix seconds, 0 none) */
-    char *token;
     /* receiving */
     char *rx;
     size_t rx_len;
-    int rx_discard; /* the rest of a message over the cap is being read and dropped */
     int64_t rate_window;
     long rate_count;
     /* sending */
@@ -70,15 +69,10 @@ typedef struct conn {
     int close_code;
     const char *close_reason; /* a string constant, or NULL (none) */
     /* delivery */
-    conn_state state;
     cm_cursor_pos *pos;
     size_t npos, cap_pos;
-    char *since;        /* the cursor of the next catch-up; NULL: the current positions */
-    int fresh;          /* no position yet: the first catch-up starts "now" */
-    int sync_again;     /* live events were dropped during a catch-up: one more */
-    int sync_on_drain;  /* the next catch-up page waits until the send queue drained */
-    int loaded;         /* the conversation list is in (on_load): catch-ups may start */
-    char sync_id[SOCKET_FRAME_ID_MAX + 1]; /* the client's sync frame to ack at the end */
+    char *since;         /* the cursor of the next catch-up; NULL: the current positions */
+    char *sync_id;       /* the client's sync frame to ack at the end (heap), or NULL */
     socket_event **held; /* live events held during a catch-up, in arrival order */
     size_t nheld;
     char **convs;        /* conversations this connection is indexed under */
@@ -86,12 +80,19 @@ typedef struct conn {
     int64_t retry_at;    /* ms; a failed catch-up is retried then */
     int jobs;            /* upstream jobs in flight */
     /* presence */
-    int present;         /* counted among the user's live connections in Redis */
     int64_t beat_at;     /* ms; next presence refresh */
     socket_presence_item *pres; /* changes of others waiting for the next batch */
     size_t npres, cap_pres;
     uint64_t pres_seen;  /* the last presence event queued here (one per event) */
-    int gone;            /* the wsi closed; freed when jobs reaches 0 */
+    /* Flags, packed: every idle connection pays for this struct (bench/README.md, memory). */
+    unsigned char state;         /* conn_state */
+    unsigned rx_discard : 1;     /* the rest of a message over the cap is read and dropped */
+    unsigned fresh : 1;          /* no position yet: the first catch-up starts "now" */
+    unsigned sync_again : 1;     /* live events were dropped during a catch-up: one more */
+    unsigned sync_on_drain : 1;  /* the next catch-up page waits until the send queue drained */
+    unsigned loaded : 1;         /* the conversation list is in (on_load): catch-ups may start */
+    unsigned present : 1;        /* counted among the user's live connections in Redis */
+    unsigned gone : 1;           /* the wsi closed; freed when jobs reaches 0 */
 } conn;
 
 typedef struct typing_entry {
@@ -618,15 +619,17 @@ static void route(socket_srv *s, socket_event *ev)
     snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->conversation_id);
     if ((set = socket_index_get(s->by_conv, key)) == NULL)
         return;
-    /* offer() may unfollow (member.removed), which reorders the set: walk a copy. */
+    /* offer() may unfollow (member.removed), which reorders the set: walk a copy (on the
+     * stack for the usual conversation, so a small fan-out allocates nothing here). */
     size_t n = set->n;
-    conn **copy = malloc(n * sizeof(conn *));
+    conn *stack[64], **copy = n <= 64 ? stack : malloc(n * sizeof(conn *));
     if (copy == NULL)
         return;
     memcpy(copy, set->items, n * sizeof(conn *));
     for (size_t i = 0; i < n; i++)
         offer(copy[i], ev);
-    free(copy);
+    if (copy != stack)
+        free(copy);
 }
 
 static void submit(conn *c, socket_job *j)
@@ -676,14 +679,15 @@ static void sync_finished(conn *c)
     c->held = NULL;
     c->nheld = 0;
     c->state = ST_LIVE;
-    if (c->sync_id[0]) {
+    if (c->sync_id) {
         cJSON *extra = cJSON_CreateObject();
         char *cursor = NULL;
         if (cm_cursor_encode(c->pos, c->npos, &cursor) == CM_OK)
             cJSON_AddStringToObject(extra, "cursor", cursor);
         free(cursor);
         conn_send_take(c, socket_ack_json(c->sync_id, "accepted", extra));
-        c->sync_id[0] = '\0';
+        free(c->sync_id);
+        c->sync_id = NULL;
     }
     for (size_t i = 0; i < n; i++) {
         offer(c, held[i]);
@@ -982,8 +986,11 @@ static void on_frame(conn *c, const char *text, size_t len)
             c->since = strdup(f.since);
             c->fresh = 0;
         }
-        if (f.id)
-            snprintf(c->sync_id, sizeof(c->sync_id), "%s", f.id);
+        if (f.id) {
+            /* Out of memory: the catch-up still runs, only its ack is lost. */
+            free(c->sync_id);
+            c->sync_id = f.id[0] ? strdup(f.id) : NULL;
+        }
         /* Before the conversation list is in, the first catch-up (on_load) serves it. */
         if (c->loaded)
             start_sync(c);
@@ -1079,17 +1086,19 @@ static void conn_free(conn *c)
     free(c->convs);
     free(c->pos);
     free(c->since);
-    free(c->token);
+    free(c->sync_id);
     free(c->user_key);
     free(c->rx);
     free(c);
 }
 
-/* Keeps what the connection needs of `claims` in one allocation (conn.user_key). CM_ENOMEM. */
-static cm_err conn_identify(conn *c, const cm_jwt_claims *claims)
+/* Keeps what the connection needs of `claims`, and `token`, in one allocation (conn.user_key).
+ * CM_ENOMEM. */
+static cm_err conn_identify(conn *c, const cm_jwt_claims *claims, const char *token)
 {
-    size_t lt = strlen(claims->tid), lu = strlen(claims->sub), ls = strlen(claims->sid);
-    char *b = malloc(2 * (lt + lu) + ls + 5);
+    size_t lt = strlen(claims->tid), lu = strlen(claims->sub), ls = strlen(claims->sid),
+           lk = strlen(token);
+    char *b = malloc(2 * (lt + lu) + ls + lk + 6);
 
     if (b == NULL)
         return CM_ENOMEM;
@@ -1103,6 +1112,8 @@ static cm_err conn_identify(conn *c, const cm_jwt_claims *claims)
     memcpy(c->sub, claims->sub, lu + 1);
     c->sid = c->sub + lu + 1;
     memcpy(c->sid, claims->sid, ls + 1);
+    c->token = c->sid + ls + 1;
+    memcpy(c->token, token, lk + 1);
     c->exp = claims->exp;
     return CM_OK;
 }
@@ -1123,7 +1134,7 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     /* The upgrade was authenticated in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE; the claims are read
      * again here because lws gives the WebSocket its own session data. */
     if (authenticate(s, wsi, token, &claims, detail, sizeof(detail)) != CM_OK ||
-        (c->token = strdup(token)) == NULL || conn_identify(c, &claims) != CM_OK)
+        conn_identify(c, &claims, token) != CM_OK)
         goto fail;
     if (query_arg(wsi, "since=", since, sizeof(since))) {
         if ((c->since = strdup(since)) == NULL)
@@ -1145,7 +1156,6 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     return c;
 fail:
     free(c->user_key);
-    free(c->token);
     free(c->since);
     free(c);
     return NULL;
@@ -1635,20 +1645,29 @@ int socket_srv_serving(socket_srv *s)
 
 void socket_srv_post(socket_srv *s, socket_event *ev)
 {
+    ev->next = NULL;
+    socket_srv_post_chain(s, ev, 1);
+}
+
+void socket_srv_post_chain(socket_srv *s, socket_event *head, size_t n)
+{
+    socket_event *tail = head;
     int wake;
 
-    ev->next = NULL;
+    while (tail->next)
+        tail = tail->next;
     pthread_mutex_lock(&s->mu);
     while (s->in_len >= INBOX_MAX && !atomic_load(&s->stopping))
         pthread_cond_wait(&s->cv, &s->mu);
     if (s->in_tail)
-        s->in_tail->next = ev;
+        s->in_tail->next = head;
     else
-        s->in_head = ev;
-    s->in_tail = ev;
-    /* Only the first event of a batch wakes the loop (a pipe write each): the loop takes the
+        s->in_head = head;
+    s->in_tail = tail;
+    /* Only the first events of a batch wake the loop (a pipe write each): the loop takes the
      * whole inbox at once (drain_inbox), so later ones ride along until it empties it. */
-    wake = s->in_len++ == 0;
+    wake = s->in_len == 0;
+    s->in_len += n;
     pthread_mutex_unlock(&s->mu);
     if (wake)
         lws_cancel_service(s->lws);
