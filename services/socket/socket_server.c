@@ -53,14 +53,15 @@ typedef struct conn {
     struct lws *wsi;
     socket_srv *srv;
     uint64_t id;
-    /* Who (from the token's claims, kept small: a connection holds only these) and the token
-     * itself (for the calls made on the user's behalf): one block
-     * "tenant/user\0tenant\0user\0session\0token\0" that the five point into. */
-    char *user_key, *tid, *sub, *sid, *token;
+    /* Who (from the token's claims, kept small: a connection holds only these): one block
+     * "tenant/user\0tenant\0user\0session\0" that the four point into. */
+    char *user_key, *tid, *sub, *sid;
     time_t exp; /* the token's expiry (Unix seconds, 0 none) */
+    char *token;
     /* receiving */
     char *rx;
     size_t rx_len;
+    int rx_discard; /* the rest of a message over the cap is being read and dropped */
     int64_t rate_window;
     long rate_count;
     /* sending */
@@ -69,10 +70,15 @@ typedef struct conn {
     int close_code;
     const char *close_reason; /* a string constant, or NULL (none) */
     /* delivery */
+    conn_state state;
     cm_cursor_pos *pos;
     size_t npos, cap_pos;
-    char *since;         /* the cursor of the next catch-up; NULL: the current positions */
-    char *sync_id;       /* the client's sync frame to ack at the end (heap), or NULL */
+    char *since;        /* the cursor of the next catch-up; NULL: the current positions */
+    int fresh;          /* no position yet: the first catch-up starts "now" */
+    int sync_again;     /* live events were dropped during a catch-up: one more */
+    int sync_on_drain;  /* the next catch-up page waits until the send queue drained */
+    int loaded;         /* the conversation list is in (on_load): catch-ups may start */
+    char sync_id[SOCKET_FRAME_ID_MAX + 1]; /* the client's sync frame to ack at the end */
     socket_event **held; /* live events held during a catch-up, in arrival order */
     size_t nheld;
     char **convs;        /* conversations this connection is indexed under */
@@ -80,19 +86,12 @@ typedef struct conn {
     int64_t retry_at;    /* ms; a failed catch-up is retried then */
     int jobs;            /* upstream jobs in flight */
     /* presence */
+    int present;         /* counted among the user's live connections in Redis */
     int64_t beat_at;     /* ms; next presence refresh */
     socket_presence_item *pres; /* changes of others waiting for the next batch */
     size_t npres, cap_pres;
     uint64_t pres_seen;  /* the last presence event queued here (one per event) */
-    /* Flags, packed: every idle connection pays for this struct (bench/README.md, memory). */
-    unsigned char state;         /* conn_state */
-    unsigned rx_discard : 1;     /* the rest of a message over the cap is read and dropped */
-    unsigned fresh : 1;          /* no position yet: the first catch-up starts "now" */
-    unsigned sync_again : 1;     /* live events were dropped during a catch-up: one more */
-    unsigned sync_on_drain : 1;  /* the next catch-up page waits until the send queue drained */
-    unsigned loaded : 1;         /* the conversation list is in (on_load): catch-ups may start */
-    unsigned present : 1;        /* counted among the user's live connections in Redis */
-    unsigned gone : 1;           /* the wsi closed; freed when jobs reaches 0 */
+    int gone;            /* the wsi closed; freed when jobs reaches 0 */
 } conn;
 
 typedef struct typing_entry {
@@ -679,15 +678,14 @@ static void sync_finished(conn *c)
     c->held = NULL;
     c->nheld = 0;
     c->state = ST_LIVE;
-    if (c->sync_id) {
+    if (c->sync_id[0]) {
         cJSON *extra = cJSON_CreateObject();
         char *cursor = NULL;
         if (cm_cursor_encode(c->pos, c->npos, &cursor) == CM_OK)
             cJSON_AddStringToObject(extra, "cursor", cursor);
         free(cursor);
         conn_send_take(c, socket_ack_json(c->sync_id, "accepted", extra));
-        free(c->sync_id);
-        c->sync_id = NULL;
+        c->sync_id[0] = '\0';
     }
     for (size_t i = 0; i < n; i++) {
         offer(c, held[i]);
@@ -986,11 +984,8 @@ static void on_frame(conn *c, const char *text, size_t len)
             c->since = strdup(f.since);
             c->fresh = 0;
         }
-        if (f.id) {
-            /* Out of memory: the catch-up still runs, only its ack is lost. */
-            free(c->sync_id);
-            c->sync_id = f.id[0] ? strdup(f.id) : NULL;
-        }
+        if (f.id)
+            snprintf(c->sync_id, sizeof(c->sync_id), "%s", f.id);
         /* Before the conversation list is in, the first catch-up (on_load) serves it. */
         if (c->loaded)
             start_sync(c);
@@ -1086,19 +1081,17 @@ static void conn_free(conn *c)
     free(c->convs);
     free(c->pos);
     free(c->since);
-    free(c->sync_id);
+    free(c->token);
     free(c->user_key);
     free(c->rx);
     free(c);
 }
 
-/* Keeps what the connection needs of `claims`, and `token`, in one allocation (conn.user_key).
- * CM_ENOMEM. */
-static cm_err conn_identify(conn *c, const cm_jwt_claims *claims, const char *token)
+/* Keeps what the connection needs of `claims` in one allocation (conn.user_key). CM_ENOMEM. */
+static cm_err conn_identify(conn *c, const cm_jwt_claims *claims)
 {
-    size_t lt = strlen(claims->tid), lu = strlen(claims->sub), ls = strlen(claims->sid),
-           lk = strlen(token);
-    char *b = malloc(2 * (lt + lu) + ls + lk + 6);
+    size_t lt = strlen(claims->tid), lu = strlen(claims->sub), ls = strlen(claims->sid);
+    char *b = malloc(2 * (lt + lu) + ls + 5);
 
     if (b == NULL)
         return CM_ENOMEM;
@@ -1112,8 +1105,6 @@ static cm_err conn_identify(conn *c, const cm_jwt_claims *claims, const char *to
     memcpy(c->sub, claims->sub, lu + 1);
     c->sid = c->sub + lu + 1;
     memcpy(c->sid, claims->sid, ls + 1);
-    c->token = c->sid + ls + 1;
-    memcpy(c->token, token, lk + 1);
     c->exp = claims->exp;
     return CM_OK;
 }
@@ -1134,7 +1125,7 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     /* The upgrade was authenticated in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE; the claims are read
      * again here because lws gives the WebSocket its own session data. */
     if (authenticate(s, wsi, token, &claims, detail, sizeof(detail)) != CM_OK ||
-        conn_identify(c, &claims, token) != CM_OK)
+        (c->token = strdup(token)) == NULL || conn_identify(c, &claims) != CM_OK)
         goto fail;
     if (query_arg(wsi, "since=", since, sizeof(since))) {
         if ((c->since = strdup(since)) == NULL)
@@ -1156,6 +1147,7 @@ static conn *conn_open(socket_srv *s, struct lws *wsi)
     return c;
 fail:
     free(c->user_key);
+    free(c->token);
     free(c->since);
     free(c);
     return NULL;
