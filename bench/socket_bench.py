@@ -10,7 +10,9 @@ are not pinned.
   the socket service writes them to its connections of the members. Peers: the generator
   sends each event on a publisher connection and the peer broadcasts it to an in-memory room.
   1,000 clients in 200 conversations of 5, then one group of 1,000; delivered frames per
-  second from the first publish to the last frame received, every event published at once.
+  second from the first publish to the last frame received, every event published at once,
+  and the server's CPU time per delivered frame (every thread, from /proc: on a machine shared
+  with other work the wall-clock rate moves with that work, the CPU per frame much less).
 - Latency: open loop at half of Socket.IO's rooms-of-5 event rate; p50/p99 from publish to
   receipt (the event carries its publish time).
 - End to end (ours only): message.send over the WebSocket -> accepted and stored by the real
@@ -152,6 +154,15 @@ def stop(p):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def cpu_s(p):
+    """CPU seconds (user + system, every thread) the server has used so far: a figure the other
+    load on a shared machine does not inflate the way it does wall-clock rates."""
+    if p is None:
+        return 0.0
+    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(p):
@@ -414,10 +425,12 @@ def message_body(i):
             "text": "hello, this is a benchmark message of ordinary length", "ts": time.time() * 1000}
 
 
-def fanout(srv, load, rooms_of, n_events, per_event, rate=None):
-    """Publishes n_events round-robin over the rooms; returns (frames/s, latencies ms).
+def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
+    """Publishes n_events round-robin over the rooms; returns (frames/s, latencies ms), and
+    when `proc` is given the server's CPU microseconds per delivered frame as a third value.
     Closed loop (at most WINDOW frames in flight) or open loop at `rate` events/s."""
     start_total = load.total
+    cpu0 = cpu_s(proc)
     expect = n_events * per_event
     load.lat = [] if rate else None
     t0 = time.time()
@@ -440,6 +453,8 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None):
             raise OSError(f"{srv.name}: {load.total - start_total} of {expect} frames after 300 s")
     dt = time.time() - t0
     lat, load.lat = load.lat, None
+    if proc is not None:
+        return expect / dt, lat, (cpu_s(proc) - cpu0) * 1e6 / expect
     return expect / dt, lat
 
 
@@ -503,9 +518,10 @@ def run_fanout(srv, proc, rooms_ids=None):
         srv.probe(load, ROOM)
     room_list = list(range(CLIENTS // ROOM))
     fanout(srv, load, room_list, 1000, ROOM)  # warm-up
-    rooms_fps, _ = fanout(srv, load, room_list, EVENTS, ROOM)
-    bcast_fps, _ = fanout(srv, load, ["all"], BROADCASTS, CLIENTS)
-    out = {"rooms": rooms_fps, "broadcast": bcast_fps, "load": load, "conns": conns}
+    rooms_fps, _, rooms_cpu = fanout(srv, load, room_list, EVENTS, ROOM, proc=proc)
+    bcast_fps, _, bcast_cpu = fanout(srv, load, ["all"], BROADCASTS, CLIENTS, proc=proc)
+    out = {"rooms": rooms_fps, "broadcast": bcast_fps, "rooms_cpu": rooms_cpu,
+           "broadcast_cpu": bcast_cpu, "load": load, "conns": conns}
     return out
 
 
@@ -612,10 +628,12 @@ def main():
             srv = make()
             if "fanout" in PARTS or "e2e" in PARTS:
                 fan[name] = run_fanout(srv, proc)
-                log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s, "
-                    f"group of {CLIENTS}: {fan[name]['broadcast']:,.0f} frames/s")
+                log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s "
+                    f"({fan[name]['rooms_cpu']:.2f} CPU us/frame), group of {CLIENTS}: "
+                    f"{fan[name]['broadcast']:,.0f} frames/s ({fan[name]['broadcast_cpu']:.2f} CPU us/frame)")
             else:
-                fan[name] = {"rooms": nan, "broadcast": nan, "load": Load(b"-")}
+                fan[name] = {"rooms": nan, "broadcast": nan, "rooms_cpu": nan, "broadcast_cpu": nan,
+                             "load": Load(b"-")}
             fan[name]["srv"], fan[name]["proc"] = srv, proc
         # Latency at half of Socket.IO's saturation (events/s of the rooms run), same rate for all.
         rate = fan["sio"]["rooms"] / ROOM / 2
@@ -655,6 +673,8 @@ def main():
     print(f"socket fan-out, latency and memory (server on core 0, load on core 1; {CLIENTS} clients)")
     print(f"{'':34}{'ours':>12}{'uWS.js':>12}{'Socket.IO':>12}{'vs uWS':>9}{'vs SIO':>9}")
     rows = [("rooms of 5, frames/s", "rooms", 1), (f"group of {CLIENTS}, frames/s", "broadcast", 1),
+            ("rooms of 5, server CPU us/frame", "rooms_cpu", -1),
+            (f"group of {CLIENTS}, server CPU us/frame", "broadcast_cpu", -1),
             ("latency p50 ms", "p50", -1), ("latency p99 ms", "p99", -1),
             ("idle RSS per connection KiB", "idle", -1)]
     for label, k, _ in rows:
@@ -662,7 +682,9 @@ def main():
         fmt = "{:>12,.0f}" if k in ("rooms", "broadcast") else "{:>12.2f}"
         print(f"{label:34}" + "".join(fmt.format(x) for x in v) +
               f"{v[0] / v[1]:>8.2f}x{v[0] / v[2]:>8.2f}x")
-    print("(ratios are ours / peer: above 1 is better for frames/s, below 1 for latency and memory)")
+    print("(ratios are ours / peer: above 1 is better for frames/s, below 1 for CPU per frame, latency"
+          " and memory; CPU per frame counts every thread of the server, ours's Kafka consumer included,"
+          " and is the figure the machine's other load disturbs least)")
     for r, acc, p50, p99, delivered, n in e2e:
         print(f"end to end at {r}/s offered (WebSocket send -> stored -> delivered): "
               f"{acc:,.0f} messages/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms ({delivered:.0f} of {n})")

@@ -622,15 +622,17 @@ static void route(socket_srv *s, socket_event *ev)
     snprintf(key, sizeof(key), "%s/%s", ev->tenant, ev->conversation_id);
     if ((set = socket_index_get(s->by_conv, key)) == NULL)
         return;
-    /* offer() may unfollow (member.removed), which reorders the set: walk a copy. */
+    /* offer() may unfollow (member.removed), which reorders the set: walk a copy (on the
+     * stack for the usual conversation, so a small fan-out allocates nothing here). */
     size_t n = set->n;
-    conn **copy = malloc(n * sizeof(conn *));
+    conn *stack[64], **copy = n <= 64 ? stack : malloc(n * sizeof(conn *));
     if (copy == NULL)
         return;
     memcpy(copy, set->items, n * sizeof(conn *));
     for (size_t i = 0; i < n; i++)
         offer(copy[i], ev);
-    free(copy);
+    if (copy != stack)
+        free(copy);
 }
 
 static void submit(conn *c, socket_job *j)
@@ -1670,20 +1672,29 @@ int socket_srv_serving(socket_srv *s)
 
 void socket_srv_post(socket_srv *s, socket_event *ev)
 {
+    ev->next = NULL;
+    socket_srv_post_chain(s, ev, 1);
+}
+
+void socket_srv_post_chain(socket_srv *s, socket_event *head, size_t n)
+{
+    socket_event *tail = head;
     int wake;
 
-    ev->next = NULL;
+    while (tail->next)
+        tail = tail->next;
     pthread_mutex_lock(&s->mu);
     while (s->in_len >= INBOX_MAX && !atomic_load(&s->stopping))
         pthread_cond_wait(&s->cv, &s->mu);
     if (s->in_tail)
-        s->in_tail->next = ev;
+        s->in_tail->next = head;
     else
-        s->in_head = ev;
-    s->in_tail = ev;
-    /* Only the first event of a batch wakes the loop (a pipe write each): the loop takes the
+        s->in_head = head;
+    s->in_tail = tail;
+    /* Only the first events of a batch wake the loop (a pipe write each): the loop takes the
      * whole inbox at once (drain_inbox), so later ones ride along until it empties it. */
-    wake = s->in_len++ == 0;
+    wake = s->in_len == 0;
+    s->in_len += n;
     pthread_mutex_unlock(&s->mu);
     if (wake)
         lws_cancel_service(s->lws);

@@ -45,6 +45,9 @@ void socket_srv_destroy(socket_srv *s);
 /* Hands a consumed event to the loop (any thread; taken over). Blocks while the inbox holds
  * more than its cap, so a slow loop slows the consumer instead of growing memory. */
 void socket_srv_post(socket_srv *s, socket_event *ev);
+/* The same for a chain of `n` events linked by `next` (from one consumer poll), in order: one
+ * lock and at most one wake-up for all of them. */
+void socket_srv_post_chain(socket_srv *s, socket_event *head, size_t n);
 /* Prometheus lines for /metrics (cm_http_metrics_fn). */
 void socket_srv_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *ctx);
 /* 1 once the loop is serving. */
