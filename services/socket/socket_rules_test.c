@@ -164,48 +164,6 @@ static void test_cloudevents_become_frames(void **state)
                      CM_EINVAL);
 }
 
-/* A consumed event's data goes into the frame as written (not printed again from the tree):
- * strings holding brackets and quotes, nesting, numbers and spacing survive, the members
- * around it are escaped as cJSON escapes them, and a key written with escapes before "data"
- * falls back to the tree (which matches that key unescaped, as before). */
-static void test_consumed_data_is_kept_as_written(void **state)
-{
-    static const char ce[] =
-        "{ \"id\" : \"e\\\"1\", \"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":7,"
-        "\"time\":\"T\\n\",\"data\" : {\"text\":\"a } ] \\\" [ {\",\"n\":[1,[2,{\"x\":null}]],"
-        "\"ts\":1732212345678.1234,\"ok\":true} , \"subject\":\"c1\"}";
-    static const char esc[] =
-        "{\"id\":\"e2\",\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":8,"
-        "\"d\\u0061ta\":{\"x\":1},\"data\":{\"y\":2}}";
-    socket_event *ev = NULL;
-    cJSON *frame, *src;
-    char *whole;
-
-    (void)state;
-    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, ce, strlen(ce), &ev), CM_OK);
-    assert_string_equal(ev->frame,
-                        "{\"type\":\"message.created\",\"event_id\":\"e\\\"1\",\"conversation_id\":"
-                        "\"c1\",\"eseq\":7,\"time\":\"T\\n\",\"data\":{\"text\":\"a } ] \\\" [ {\","
-                        "\"n\":[1,[2,{\"x\":null}]],\"ts\":1732212345678.1234,\"ok\":true}");
-    assert_int_equal(ev->frame_len, strlen(ev->frame));
-    assert_non_null(whole = malloc(ev->frame_len + 2));
-    memcpy(whole, ev->frame, ev->frame_len);
-    memcpy(whole + ev->frame_len, "}", 2);
-    assert_non_null(frame = cJSON_Parse(whole));
-    assert_non_null(src = cJSON_Parse(ce));
-    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(frame, "data"),
-                              cJSON_GetObjectItemCaseSensitive(src, "data"), 1));
-    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(frame, "event_id")),
-                        "e\"1");
-    cJSON_Delete(frame);
-    cJSON_Delete(src);
-    free(whole);
-    socket_event_release(ev);
-    assert_int_equal(socket_event_from_cloudevent("messages", "c2", 2, esc, strlen(esc), &ev), CM_OK);
-    assert_string_equal(ev->frame + ev->frame_len - 15, ",\"data\":{\"x\":1}");
-    socket_event_release(ev);
-}
-
 static void test_index_sets(void **state)
 {
     socket_index *ix = socket_index_create();
@@ -319,7 +277,6 @@ int main(void)
         cmocka_unit_test(test_order_decision),
         cmocka_unit_test(test_breaker_opens_and_half_opens),
         cmocka_unit_test(test_cloudevents_become_frames),
-        cmocka_unit_test(test_consumed_data_is_kept_as_written),
         cmocka_unit_test(test_index_sets),
         cmocka_unit_test(test_presence_batches_keep_each_users_latest),
         cmocka_unit_test(test_ephemeral_messages_round_trip),
