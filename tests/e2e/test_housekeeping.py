@@ -105,11 +105,17 @@ def test_retention_deletes_old_messages_and_sync_resets(api, tenant, platform, m
     mongo.reactions.update_many({"message_id": {"$in": old_ids}}, {"$set": {"created_at": past}})
     mongo.events.update_many({"conversation_id": cid, "eseq": {"$lte": third}}, {"$set": {"created_at": past}})
     with configured(platform, RETENTION_DAYS=2, AUTO_ARCHIVE_DAYS=0):
-        first = run_jobs()
-        assert first["deleted"] >= 3
+        # The restarted service's own pass may come first and hold the job's lease (a run then
+        # reports 0): what counts is the result, reached within a few passes.
+        deadline = time.time() + 20
+        while True:
+            deleted = run_jobs()["deleted"]
+            left = [m["text"] for m in all_pages(api, t["rb"], f"/v1/conversations/{cid}/messages")]
+            if left == ["m3", "m4"] or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert left == ["m3", "m4"], (left, deleted)
         assert run_jobs()["deleted"] == 0  # idempotent
-    left = [m["text"] for m in all_pages(api, t["rb"], f"/v1/conversations/{cid}/messages")]
-    assert left == ["m3", "m4"]
     assert mongo.message_versions.count_documents({"message_id": {"$in": old_ids}}) == 0
     assert mongo.reactions.count_documents({"message_id": {"$in": old_ids}}) == 0
     assert mongo.conversations.find_one({"_id": cid})["log_floor"] == third + 1
