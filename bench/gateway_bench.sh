@@ -75,7 +75,10 @@ if [ -z "${BENCH_RL_REDIS_PORT:-}" ]; then
 fi
 
 # Our gateway on core 0: the route needs a verified token; limits high enough not to refuse.
-HTTP_PORT=$GW_PORT USER_URL=http://127.0.0.1:$USER_PORT HTTP_THREADS=${BENCH_GW_THREADS:-16} \
+# Two server threads (admission only: the upstream calls are the one upstream loop's), as
+# nginx has one worker on that core; more threads only add switches (gateway/README.md).
+HTTP_PORT=$GW_PORT USER_URL=http://127.0.0.1:$USER_PORT HTTP_THREADS=${BENCH_GW_THREADS:-2} \
+  UPSTREAM_LOOPS=${BENCH_GW_LOOPS:-1} \
   RATELIMIT_REDIS_PORT=$RL_REDIS_PORT \
   GATEWAY_ROUTES="$PATH_ user auth=bearer" RATELIMIT_IP=1000000/1000000 \
   RATELIMIT_USER=1000000/1000000 RATELIMIT_TENANT=1000000/1000000 HTTP_MAX_CONNECTIONS_PER_IP=10000 \
@@ -145,7 +148,10 @@ curl -fsS "http://127.0.0.1:$GW_PORT/metrics" | awk '
   /^gateway_ratelimit_leased_decisions_total / {ld = $2}
   /^gateway_denylist_copy_unknown_total / {du = $2}
   /^gateway_denylist_copy_valid / {dv = $2}
-  END {printf "bench: gateway Redis: %d rate-limit round trips for %d leased decisions; denylist copy valid %d, %d checks it could not answer\n", rt, ld, dv, du}'
+  /^gateway_upstream_transfers_total / {tr = $2}
+  /^gateway_upstream_loop_wakeups_total / {wk = $2}
+  END {printf "bench: gateway Redis: %d rate-limit round trips for %d leased decisions; denylist copy valid %d, %d checks it could not answer\n", rt, ld, dv, du;
+       if (tr > 0) printf "bench: gateway upstream loop: %d transfers, %.2f wake-ups per transfer\n", tr, wk / tr}'
 
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${P99[direct]}" -v gp="${P99[gateway]}" \
     -v np="${P99[nginx]}" -v gc="${CPU[gateway]}" -v nc="${CPU[nginx]}" 'BEGIN {

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <curl/curl.h>
+
 #include "common/error.h"
 #include "common/http.h"
 #include "common/jwt.h"
@@ -18,6 +20,8 @@
 #define GW_MAX_TARGETS 8    /* configured URLs per pool */
 #define GW_URL_MAX 256
 #define GW_NBUCKETS 12      /* latency histogram buckets (gateway_metrics.c) */
+#define GW_MAX_LOOPS 8      /* upstream event loop threads (UPSTREAM_LOOPS) */
+#define GW_KEPT_MAX 32      /* upstream response headers relayed at most */
 
 /* What a route asks of a client before the request is relayed. */
 typedef enum gateway_auth {
@@ -130,6 +134,7 @@ typedef struct gateway_route {
 
 typedef struct gateway_ratelimit gateway_ratelimit;
 typedef struct gateway_denylist gateway_denylist;
+typedef struct gateway_loop gateway_loop;
 typedef struct gateway_cors gateway_cors;
 
 /* Where a relayed WebSocket stream from an instance stands (RFC 6455 section 5.2 framing):
@@ -182,6 +187,10 @@ typedef struct gateway_ctx {
     gateway_ws ws;
     long ws_idle_ms;          /* a relayed WebSocket silent both ways this long is closed */
     atomic_int stopping;
+    gateway_loop *loops[GW_MAX_LOOPS]; /* upstream event loops (gateway_relay.c) */
+    int max_inflight;         /* transfers under way per pool and loop; more wait their turn */
+    int nloops;
+    atomic_uint next_loop;
     pthread_t health_thread;
     int health_started;
 } gateway_ctx;
@@ -372,13 +381,71 @@ void gateway_proxy(cm_http_req *req, void *ud);
  * target sent upstream. -1 when it does not fit. */
 int gateway_request_target(cm_http_req *req, char *out, size_t n);
 
-struct curl_slist;
-
 /* The headers sent upstream: the client's minus the dropped ones (gateway_header_dropped),
  * then X-Request-Id, X-Forwarded-For, traceparent (logged too) and, when `claims` is not NULL,
- * X-Auth-Tenant and X-Auth-User, as "Name: value" lines. NULL when out of memory; the caller
- * frees the list with curl_slist_free_all. */
+ * X-Auth-Tenant and X-Auth-User, as "Name: value" lines. NULL when out of memory. The list
+ * lives in the request's memory (cm_http_alloc): not to be freed. */
 struct curl_slist *gateway_forward_headers(cm_http_req *req, const cm_jwt_claims *claims);
+
+/* Adds the RateLimit-* fields of draft-ietf-httpapi-ratelimit-headers (the -07 form most
+ * clients read) for the binding bucket `v` (nothing when no bucket applied). */
+void gateway_ratelimit_headers(cm_http_req *req, const gateway_rl_verdict *v);
+
+/* --- the upstream event loops (gateway_relay.c) --------------------------------------------- */
+
+/* One admitted request on its way upstream: built by gateway_proxy on a server thread (which
+ * then suspends the request), carried through its attempts by one loop thread, which answers
+ * and resumes it. Lives in the request's memory (cm_http_alloc). */
+typedef struct gateway_job {
+    struct gateway_job *next, *prev; /* the submission queue, then the loop's list */
+    gateway_ctx *ctx;
+    cm_http_req *req;
+    gateway_route *route;
+    gateway_instance *inst;          /* the current (or last) attempt's instance */
+    struct curl_slist *headers;      /* in the request's memory (gateway_forward_headers) */
+    CURL *easy;                      /* the handle of the attempt under way, or NULL */
+    const char *method, *body;
+    size_t body_len;
+    struct gateway_job *wnext;       /* the loop's queue of a pool at its max_inflight */
+    int in_multi;                    /* 1: its transfer is in the multi handle; 2: waiting for
+                                        a turn of its pool (max_inflight); 0: neither */
+    int retryable;
+    int tries;
+    int cc;                          /* CURLcode of the last attempt */
+    long status;                     /* its HTTP status (0 when none) */
+    int64_t due_ms;                  /* a retry waiting for its backoff: when it starts */
+    struct timespec start, t0;       /* the request's start; the attempt's */
+    gateway_rl_verdict rl;           /* the binding bucket, for RateLimit-* (scope NULL: none) */
+    /* the attempt's answer */
+    char *body_buf;
+    size_t len, cap, max;
+    int too_big;
+    const char *kept_name[GW_KEPT_MAX];
+    char *kept_value[GW_KEPT_MAX];
+    int nkept, has_ratelimit;
+    struct curl_slist ct;            /* CONNECT_TO as a one-entry list (libcurl keeps it) */
+    char connect_to[GW_URL_MAX];
+    char tail[];                     /* path and query sent upstream */
+} gateway_job;
+
+/* Starts `n` loops (1..GW_MAX_LOOPS) into ctx->loops, each a thread driving one libcurl multi
+ * handle (its own connection cache and keep-alive connections) with epoll and
+ * curl_multi_socket_action. CM_ENOMEM / CM_EIO (logged). */
+cm_err gateway_loops_start(gateway_ctx *ctx, int n);
+
+/* Hands a suspended request's job to a loop (round robin), which makes its attempts, answers
+ * and resumes it. Never blocks on the network. */
+void gateway_loop_submit(gateway_ctx *ctx, gateway_job *job);
+
+/* The server's drain hook: every job still under way is answered 503 and resumed, and jobs
+ * submitted afterwards at once; returns when none is left. */
+void gateway_loops_abort(void *ctx);
+
+/* Stops the threads and frees the loops (after the server is gone). */
+void gateway_loops_stop(gateway_ctx *ctx);
+
+void gateway_loops_metrics(gateway_ctx *ctx, void (*emit)(void *ctx, const char *text),
+                           void *ectx);
 
 /* GET /v1/gateway/upstreams and POST /v1/gateway/upstreams/{pool}/reset (admin key). */
 void gateway_admin_upstreams(cm_http_req *req, void *ud);

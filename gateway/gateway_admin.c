@@ -201,6 +201,7 @@ void gateway_metrics(void *ud, void (*emit)(void *ctx, const char *text), void *
     if (ctx->denylist_copy)
         gateway_denylist_metrics(ctx->denylist_copy, emit, ectx);
     gateway_ws_metrics(&ctx->ws, emit, ectx);
+    gateway_loops_metrics(ctx, emit, ectx);
     if (ctx->cors)
         gateway_cors_metrics(ctx->cors, emit, ectx);
     if (ctx->verifier) {

@@ -1,7 +1,7 @@
 /* gateway_proxy.c - the catch-all route: rate limits, auth per the route, then the request
- * relayed with libcurl to an instance of the route's pool, retried where that is safe.
- * Each server thread keeps one libcurl easy handle, so upstream connections are reused
- * (keep-alive) without locking. */
+ * built for its upstream (target, headers) and handed, suspended, to an upstream event loop
+ * (gateway_relay.c), which relays it with libcurl to an instance of the route's pool, retries
+ * where that is safe, answers and resumes it. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,128 +17,42 @@
 #include "gateway.h"
 
 #define URL_MAX 4096
-#define KEPT_MAX 32
-
-static pthread_key_t curl_key;
-static pthread_once_t curl_key_once = PTHREAD_ONCE_INIT;
-
-static void curl_free_handle(void *h)
-{
-    curl_easy_cleanup(h);
-}
-
-static void curl_key_init(void)
-{
-    pthread_key_create(&curl_key, curl_free_handle);
-}
-
-struct upstream_reply {
-    char *body;
-    size_t len, cap, max;
-    int too_big;
-    cm_http_req *req;
-    /* Headers kept from the upstream's answer, applied only to the attempt that is relayed. */
-    const char *kept_name[KEPT_MAX];
-    char *kept_value[KEPT_MAX];
-    int nkept;
-    int has_ratelimit;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct upstream_reply *r = ud;
-    size_t n = size * nmemb;
-
-    if (r->len + n > r->max) {
-        r->too_big = 1;
-        return 0; /* aborts the transfer */
-    }
-    if (r->len + n > r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8192;
-        while (cap < r->len + n)
-            cap *= 2;
-        char *p = realloc(r->body, cap);
-        if (p == NULL)
-            return 0;
-        r->body = p;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    return n;
-}
-
-/* Keeps the upstream response headers worth relaying. */
-static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
-{
-    struct upstream_reply *r = ud;
-    size_t n = size * nmemb;
-    static const char *const kept[] = {"Location", "Retry-After", "RateLimit-Limit",
-                                       "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy",
-                                       "Cache-Control", "WWW-Authenticate", "ETag", "Allow",
-                                       /* media content (RFC 9110 ranges) and tus 1.0 */
-                                       "Content-Range", "Accept-Ranges", "Content-Disposition",
-                                       "Content-Security-Policy", "Upload-Offset",
-                                       "Upload-Length", "Upload-Expires", "Upload-Metadata",
-                                       "Tus-Resumable", "Tus-Version", "Tus-Extension",
-                                       "Tus-Max-Size", "Tus-Checksum-Algorithm", NULL};
-    char buf[1024];
-    char *colon;
-
-    if (n >= sizeof(buf) || n < 3)
-        return n;
-    memcpy(buf, line, n);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\r' || buf[n - 1] == '\n'))
-        buf[--n] = '\0';
-    if (strncmp(buf, "HTTP/", 5) == 0) {
-        r->nkept = 0; /* a new response (after a 1xx): forget the previous one's headers */
-        r->has_ratelimit = 0;
-        return size * nmemb;
-    }
-    colon = strchr(buf, ':');
-    if (colon == NULL)
-        return size * nmemb;
-    *colon = '\0';
-    for (const char *const *k = kept; *k; k++) {
-        if (strcasecmp(buf, *k) == 0 && r->nkept < KEPT_MAX) {
-            const char *v = colon + 1;
-            while (*v == ' ')
-                v++;
-            r->kept_value[r->nkept] = cm_http_strdup(r->req, v);
-            if (r->kept_value[r->nkept] == NULL)
-                return 0;
-            r->kept_name[r->nkept++] = *k;
-            if (strncmp(*k, "RateLimit", 9) == 0)
-                r->has_ratelimit = 1;
-        }
-    }
-    return size * nmemb;
-}
 
 struct hdr_ctx {
-    struct curl_slist *list;
+    cm_http_req *req;
+    struct curl_slist *list, *tail;
     int oom;
 };
 
+/* Appends "Name: value" (or "Name:", which removes a header libcurl adds) as one node and its
+ * text in one piece of the request's memory: no list to free, one allocation a line. Lines
+ * past 8 KiB are left out. */
 static void add_line(struct hdr_ctx *h, const char *name, const char *value)
 {
-    char line[8192];
-    size_t nl = strlen(name), vl = strlen(value);
+    size_t nl = strlen(name), vl = strlen(value), n;
     struct curl_slist *l;
+    char *line;
 
-    if (nl + vl + 3 > sizeof(line))
+    if (nl + vl + 3 > 8192)
         return;
-    memcpy(line, name, nl); /* "Name: value", or "Name:" that removes a header libcurl adds */
-    line[nl++] = ':';
-    if (vl)
-        line[nl++] = ' ';
-    memcpy(line + nl, value, vl + 1);
-    l = curl_slist_append(h->list, line);
-    if (l == NULL)
+    if ((l = cm_http_alloc(h->req, sizeof(*l) + nl + vl + 3)) == NULL) {
         h->oom = 1;
+        return;
+    }
+    line = (char *)(l + 1);
+    memcpy(line, name, nl);
+    n = nl;
+    line[n++] = ':';
+    if (vl)
+        line[n++] = ' ';
+    memcpy(line + n, value, vl + 1);
+    l->data = line;
+    l->next = NULL;
+    if (h->tail)
+        h->tail->next = l;
     else
         h->list = l;
+    h->tail = l;
 }
 
 static void add_client_header(void *ud, const char *name, const char *value)
@@ -192,7 +106,7 @@ int gateway_request_target(cm_http_req *req, char *out, size_t n)
 
 struct curl_slist *gateway_forward_headers(cm_http_req *req, const cm_jwt_claims *claims)
 {
-    struct hdr_ctx hc = {0};
+    struct hdr_ctx hc = {.req = req};
     char tp[64];
 
     cm_http_each_header(req, add_client_header, &hc);
@@ -206,40 +120,10 @@ struct curl_slist *gateway_forward_headers(cm_http_req *req, const cm_jwt_claims
         add_line(&hc, "X-Auth-Tenant", claims->tid);
         add_line(&hc, "X-Auth-User", claims->sub);
     }
-    if (hc.oom) {
-        curl_slist_free_all(hc.list);
-        return NULL;
-    }
-    return hc.list;
+    return hc.oom ? NULL : hc.list;
 }
 
-/* The calling thread's handle, freed when the thread ends (pthread key destructor). It is
- * not reset between requests (a reset frees and rebuilds every option, a measurable cost per
- * request): the options that never change are set once here, and attempt() sets every option
- * that differs between requests each time. */
-static CURL *curl_for_thread(void)
-{
-    CURL *c;
-
-    pthread_once(&curl_key_once, curl_key_init);
-    c = pthread_getspecific(curl_key);
-    if (c == NULL) {
-        c = curl_easy_init();
-        if (c == NULL)
-            return NULL;
-        pthread_setspecific(curl_key, c);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 64L);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    }
-    return c;
-}
-
-/* Adds the RateLimit-* fields of draft-ietf-httpapi-ratelimit-headers (the -07 form most
- * clients read) for the binding bucket. */
-static void ratelimit_headers(cm_http_req *req, const gateway_rl_verdict *v)
+void gateway_ratelimit_headers(cm_http_req *req, const gateway_rl_verdict *v)
 {
     char num[32];
     if (v->scope == NULL)
@@ -256,7 +140,7 @@ static void ratelimit_headers(cm_http_req *req, const gateway_rl_verdict *v)
 static void too_many(cm_http_req *req, const gateway_rl_verdict *v)
 {
     char num[32];
-    ratelimit_headers(req, v);
+    gateway_ratelimit_headers(req, v);
     snprintf(num, sizeof(num), "%ld", v->retry_after_s);
     cm_http_add_header(req, "Retry-After", num);
     cm_http_log_field(req, "ratelimit", v->scope);
@@ -411,94 +295,21 @@ static cm_err admit(gateway_ctx *ctx, cm_http_req *req, const gateway_route *rou
     return CM_OK;
 }
 
-/* Statuses that count against an instance's breaker: it could not serve, not the client. */
-static int upstream_failed(CURLcode cc, long status)
-{
-    return cc != CURLE_OK || status == 502 || status == 503 || status == 504;
-}
-
-/* Sleeps the retry backoff: base * 2^attempt, with full jitter (AWS architecture blog). */
-static void backoff(long base_ms, int attempt)
-{
-    long cap = base_ms << (attempt < 6 ? attempt : 6);
-    long ms = cap > 0 ? (long)((unsigned long)gateway_now_ms() * 2654435761u % (unsigned long)cap) : 0;
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-/* One attempt against `inst`; the caller has built url (full) and headers. */
-static CURLcode attempt(gateway_ctx *ctx, cm_http_req *req, const gateway_route *route,
-                        const char *url, const char *connect_to, struct curl_slist *headers,
-                        struct upstream_reply *up, long *status)
-{
-    struct curl_slist ct = {(char *)connect_to, NULL};
-    const char *method = cm_http_method(req), *body;
-    size_t body_len;
-    CURLcode cc;
-    CURL *curl = curl_for_thread();
-
-    if (curl == NULL)
-        return CURLE_OUT_OF_MEMORY;
-    body = cm_http_body(req, &body_len);
-    up->len = 0;
-    up->too_big = 0;
-    up->nkept = 0;
-    up->has_ratelimit = 0;
-    *status = 0;
-    /* Every option a previous request of this handle may have set differently. */
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, route->timeout_ms ? route->timeout_ms : ctx->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, ctx->connect_timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, up);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, up);
-    curl_easy_setopt(curl, CURLOPT_CONNECT_TO, connect_to[0] ? &ct : NULL);
-    curl_easy_setopt(curl, CURLOPT_NOBODY, 0L);
-    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
-        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, NULL);
-        if (strcmp(method, "HEAD") == 0)
-            curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    } else {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    }
-    cc = curl_easy_perform(curl);
-    if (cc == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
-    return cc;
-}
-
-/* The relayed answer: status, body and kept headers of the last attempt. */
-static void relay(cm_http_req *req, struct upstream_reply *up, long status)
-{
-    CURL *curl = pthread_getspecific(curl_key);
-    const char *ct = NULL;
-    if (curl == NULL || curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
-        ct = NULL;
-    for (int i = 0; i < up->nkept; i++)
-        cm_http_add_header(req, up->kept_name[i], up->kept_value[i]);
-    cm_http_reply_raw(req, (int)status, ct, up->body ? up->body : "", up->len);
-}
-
-/* Any path: the route table decides where it goes and what it needs first. */
+/* Any path: the route table decides where it goes and what it needs first. Admitted requests
+ * are suspended and handed to an upstream loop (gateway_relay.c), which answers them. */
 void gateway_proxy(cm_http_req *req, void *ud)
 {
     gateway_ctx *ctx = ud;
     gateway_route *route = gateway_route_find(ctx, cm_http_path(req));
-    struct upstream_reply up = {.req = req};
-    struct hdr_ctx hc = {0};
-    char tail[URL_MAX], url[URL_MAX + GW_URL_MAX], base[GW_URL_MAX], connect_to[GW_URL_MAX];
+    struct hdr_ctx hc = {.req = req};
+    char tail[URL_MAX];
     gateway_rl_verdict rl_ip = {0}, rl_id = {0};
-    gateway_instance *inst = NULL;
-    const char *method = cm_http_method(req);
-    long status = 0;
-    int have_claims = 0, retryable, tries = 0;
+    int have_claims = 0;
+    size_t tlen;
     cm_jwt_claims claims;
-    CURLcode cc = CURLE_OK;
+    gateway_job *j;
     cm_err rc;
-    struct timespec start, t0, t1;
+    struct timespec start;
 
     clock_gettime(CLOCK_MONOTONIC, &start);
     /* Security headers on every answer, the gateway's own problems included. */
@@ -511,7 +322,7 @@ void gateway_proxy(cm_http_req *req, void *ud)
         cm_http_add_header(req, "Vary", "Origin");
         gateway_cors_headers(ctx, req, NULL);
         cm_http_reply_error(req, CM_ENOTFOUND, "no such API route");
-        goto out;
+        return;
     }
     cm_http_log_field(req, "gw_route", route->prefix);
     if (gateway_cors_is_preflight(req)) {
@@ -538,94 +349,46 @@ void gateway_proxy(cm_http_req *req, void *ud)
         gateway_ws_proxy(ctx, req, route, have_claims ? &claims : NULL);
         goto out;
     }
-    up.max = route->max_body ? route->max_body : ctx->max_response;
-
     if (gateway_request_target(req, tail, sizeof(tail)) != 0) {
         cm_http_problem(req, 414, "uri-too-long", "URI Too Long", "the request URI is too long");
         goto out;
     }
-    hc.list = gateway_forward_headers(req, have_claims ? &claims : NULL);
+    tlen = strlen(tail);
+    hc.list = hc.tail = gateway_forward_headers(req, have_claims ? &claims : NULL);
+    while (hc.tail && hc.tail->next)
+        hc.tail = hc.tail->next;
     add_line(&hc, "Expect", ""); /* "Expect:" removes it: no 100-continue round trip */
-    if (hc.oom || hc.list == NULL) {
+    if (hc.oom || hc.list == NULL ||
+        (j = cm_http_alloc(req, sizeof(*j) + tlen + 1)) == NULL) {
         cm_http_reply_error(req, CM_ENOMEM, NULL);
         goto out;
     }
-
+    memset(j, 0, sizeof(*j));
+    memcpy(j->tail, tail, tlen + 1);
+    j->ctx = ctx;
+    j->req = req;
+    j->route = route;
+    j->headers = hc.list;
+    j->method = cm_http_method(req);
+    j->body = cm_http_body(req, &j->body_len);
+    j->retryable = gateway_retryable(j->method, cm_http_header(req, "Idempotency-Key") != NULL);
+    j->max = route->max_body ? route->max_body : ctx->max_response;
+    j->start = start;
+    j->rl = rl_id.scope ? rl_id : rl_ip;
     gateway_retry_deposit(ctx, route->pool);
-    retryable = gateway_retryable(method, cm_http_header(req, "Idempotency-Key") != NULL);
-    for (;;) {
-        int64_t retry_in = 0;
-        gateway_instance *prev = inst;
-        double secs;
-        int failed;
-
-        if (gateway_pick(ctx, route->pool, prev, &inst, base, connect_to, &retry_in) != CM_OK) {
-            char ra[24];
-            if (tries > 0)
-                break; /* answer with the last attempt's failure */
-            snprintf(ra, sizeof(ra), "%lld", (long long)(retry_in > 0 ? (retry_in + 999) / 1000 : 1));
-            cm_http_add_header(req, "Retry-After", ra);
-            cm_http_log_field(req, "upstream", "");
-            cm_http_problem(req, 503, "upstream-unavailable", "Service Unavailable",
-                            "no instance of the %s service can take requests now (circuit open "
-                            "or failing health checks)",
-                            route->pool->name);
-            goto out;
-        }
-        if (snprintf(url, sizeof(url), "%s%s", base, tail) >= (int)sizeof(url)) {
-            gateway_done(ctx, inst, 1, 0);
-            cm_http_problem(req, 414, "uri-too-long", "URI Too Long", "the request URI is too long");
-            goto out;
-        }
-        tries++;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        cc = attempt(ctx, req, route, url, connect_to, hc.list, &up, &status);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-        failed = upstream_failed(cc, status) && !up.too_big;
-        gateway_done(ctx, inst, !failed, secs);
-        if (!failed)
-            break;
-        /* Safe to try again elsewhere: an idempotent request, or one that never left (the
-         * connection was refused, so the upstream saw nothing). */
-        if (tries > ctx->retry_max ||
-            !(retryable || cc == CURLE_COULDNT_CONNECT) ||
-            !gateway_retry_take(ctx, route->pool))
-            break;
-        atomic_fetch_add(&inst->stats.retries, 1);
-        atomic_fetch_add(&route->stats.retries, 1);
-        cm_info("gateway: retrying %s %s after %s from %s", method, cm_http_path(req),
-                cc != CURLE_OK ? curl_easy_strerror(cc) : "a 5xx", inst->id);
-        backoff(ctx->retry_backoff_ms, tries - 1);
-    }
-    cm_http_log_field(req, "upstream", inst ? inst->id : "");
-    if (cc != CURLE_OK) {
-        if (up.too_big) {
-            cm_http_problem(req, 502, "bad-gateway", "Bad Gateway",
-                            "the upstream response is larger than %zu bytes", up.max);
-        } else if (cc == CURLE_OPERATION_TIMEDOUT) {
-            cm_http_problem(req, 504, "gateway-timeout", "Gateway Timeout",
-                            "the %s service did not answer within %ld ms", route->pool->name,
-                            route->timeout_ms ? route->timeout_ms : ctx->timeout_ms);
-        } else {
-            cm_warn("upstream %s: %s", inst ? inst->id : "?", curl_easy_strerror(cc));
-            cm_http_add_header(req, "Retry-After", "1");
-            cm_http_problem(req, 503, "unavailable", "Service Unavailable",
-                            "the %s service is unavailable", route->pool->name);
-        }
+    if (cm_http_suspend(req) != CM_OK) {
+        cm_http_reply_error(req, CM_EINTERNAL, "the request could not be suspended");
         goto out;
     }
-    if (!up.has_ratelimit)
-        ratelimit_headers(req, rl_id.scope ? &rl_id : &rl_ip);
-    relay(req, &up, status);
+    gateway_loop_submit(ctx, j); /* req belongs to the loop from here: not touched again */
+    return;
 out:
-    if (route) {
+    {
+        struct timespec t1;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         gateway_stats_observe(&route->stats,
                               (double)(t1.tv_sec - start.tv_sec) +
                                   (double)(t1.tv_nsec - start.tv_nsec) / 1e9,
                               cm_http_reply_status(req) >= 500);
     }
-    curl_slist_free_all(hc.list);
-    free(up.body);
 }

@@ -586,7 +586,6 @@ void gateway_ws_proxy(gateway_ctx *ctx, cm_http_req *req, gateway_route *route,
                     "no instance of the %s service can take WebSocket connections now",
                     route->pool->name);
 out:
-    curl_slist_free_all(headers);
     free(request);
 }
 

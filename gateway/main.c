@@ -17,7 +17,12 @@
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
     {"HTTP_PORT", "8080", "port to listen on"},
-    {"HTTP_THREADS", "8", "worker threads (each holds one upstream connection cache)"},
+    {"HTTP_THREADS", "8", "worker threads (admission: rate limits, token, denylist; the upstream "
+                          "calls are the loops')"},
+    {"UPSTREAM_LOOPS", "1", "upstream event loop threads (libcurl multi, each with its own "
+                            "keep-alive connections), 1 to 8"},
+    {"UPSTREAM_MAX_INFLIGHT", "8", "requests under way to one pool per loop; more wait their turn "
+                                   "in the gateway (their attempt timeout starts when sent)"},
     {"HTTP_MAX_BODY", "1048576", "largest request body in bytes (413 above), unless a route says"},
     {"HTTP_IDLE_TIMEOUT_S", "15", "a client connection idle (or trickling a request) this long is closed"},
     {"HTTP_DRAIN_S", "10", "on SIGTERM, how long in-flight requests may finish"},
@@ -160,7 +165,7 @@ int main(int argc, char **argv)
     cm_redis *redis = NULL, *rl_redis = NULL;
     gateway_rate ip, user, tenant;
     long media_max, redis_port, rl_port, v, max_conns, per_ip, max_header, cors_refresh_s;
-    long tenant_ttl_ms, lease_ms;
+    long tenant_ttl_ms, lease_ms, loops;
     cm_tenant_settings *tenants = NULL;
     char user_base[512];
     const char *redis_host, *rl_host;
@@ -193,7 +198,14 @@ int main(int argc, char **argv)
     if (ctx.hsts_max_age_s > 0)
         snprintf(ctx.hsts, sizeof(ctx.hsts), "max-age=%ld; includeSubDomains", ctx.hsts_max_age_s);
     if (cm_config_str("HTTP_THREADS", NULL) == NULL)
-        hc.threads = 8; /* blocking upstream calls: more threads than the services */
+        hc.threads = 8; /* admission may wait for Redis (cold buckets, denylist fallback) */
+    if (cm_config_long("UPSTREAM_LOOPS", 1, 1, GW_MAX_LOOPS, &loops) ||
+        cm_config_long("UPSTREAM_MAX_INFLIGHT", 8, 1, 100000, &v))
+        goto out;
+    /* As many as the blocking model's 8 server threads could have under way: an upstream with
+     * few threads of its own (libmicrohttpd's pool) serves a short queue better than it
+     * queues behind busy threads. */
+    ctx.max_inflight = (int)v;
     gateway_ws_init(&ctx.ws);
     hc.idle_timeout_s = (unsigned)v; /* shorter than the services': slow clients are shed */
     ctx.max_body = hc.max_body;
@@ -263,6 +275,10 @@ int main(int argc, char **argv)
     if (cm_http_server_create(&hc, &srv))
         goto out;
     cm_http_set_connection_limits(srv, (unsigned)max_conns, (unsigned)per_ip, (size_t)max_header);
+    /* Proxied requests are suspended while an upstream loop relays them; whatever the drain
+     * left is answered 503 before the server closes. */
+    cm_http_allow_suspend(srv);
+    cm_http_set_drain_hook(srv, gateway_loops_abort, &ctx);
     cm_http_set_metrics(srv, gateway_metrics, &ctx);
     cm_http_set_ready(srv, gateway_ready, &ctx);
     if (cm_http_route(srv, "GET", "/v1/gateway/upstreams", gateway_admin_upstreams, &ctx) ||
@@ -276,7 +292,7 @@ int main(int argc, char **argv)
             cm_http_body_limit(srv, ctx.routes[i].prefix, ctx.routes[i].max_body))
             goto out;
     if ((ctx.denylist_copy && gateway_denylist_start(ctx.denylist_copy) != CM_OK) ||
-        cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK ||
+        gateway_loops_start(&ctx, (int)loops) != CM_OK || cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK ||
         gateway_cors_start(ctx.cors, &ctx, cors_refresh_s * 1000) != CM_OK)
         goto out;
     for (int i = 0; i < ctx.nroutes; i++)
@@ -288,6 +304,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     cm_http_server_destroy(srv); /* drains in-flight requests first */
+    gateway_loops_stop(&ctx);
     gateway_cors_destroy(ctx.cors); /* its thread picks upstreams: before they go */
     if (upstreams)
         gateway_upstreams_cleanup(&ctx);

@@ -68,6 +68,9 @@ struct cm_http_server {
     int nlimits;
     unsigned max_conns, per_ip_conns; /* cm_http_set_connection_limits; 0: libmicrohttpd's */
     size_t conn_memory;
+    int allow_suspend;                /* cm_http_allow_suspend */
+    void (*drain_fn)(void *ud);       /* cm_http_set_drain_hook */
+    void *drain_ud;
 };
 
 struct chunk {
@@ -114,7 +117,8 @@ struct cm_http_req {
     int sink_stopped;    /* a write failed: the rest of the body is discarded */
     void *sink_state;    /* what open returned; closed by req_free */
     uint64_t streamed;   /* body bytes handed to the sink */
-    int defer;           /* replies made while the body streams wait for its end */
+    int defer;           /* replies made while the body streams (or suspended) wait */
+    int suspended;       /* cm_http_suspend: answered later by another thread */
     struct MHD_Response *deferred;
 };
 
@@ -455,20 +459,25 @@ void cm_http_add_header(cm_http_req *req, const char *name, const char *value)
     req->hdrs = h;
 }
 
-void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, const void *body,
-                       size_t len)
+static void reply_buffer(cm_http_req *req, int status, const char *content_type, void *body,
+                         size_t len, enum MHD_ResponseMemoryMode mode)
 {
     struct MHD_Response *resp;
 
     if (req->replied) {
         cm_error("http: second reply to %s %s ignored (bug)", req->method, req->path);
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(body);
         return;
     }
     req->replied = 1;
     req->status = status;
-    resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (resp == NULL)
+    resp = MHD_create_response_from_buffer(len, body, mode);
+    if (resp == NULL) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(body);
         return;
+    }
     if (content_type)
         MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "X-Request-Id", req->rid);
@@ -482,6 +491,22 @@ void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, c
     }
     MHD_queue_response(req->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
+}
+
+void cm_http_reply_raw(cm_http_req *req, int status, const char *content_type, const void *body,
+                       size_t len)
+{
+    reply_buffer(req, status, content_type, (void *)body, len, MHD_RESPMEM_MUST_COPY);
+}
+
+void cm_http_reply_take(cm_http_req *req, int status, const char *content_type, char *body,
+                        size_t len)
+{
+    if (body == NULL) {
+        reply_buffer(req, status, content_type, (void *)"", 0, MHD_RESPMEM_PERSISTENT);
+        return;
+    }
+    reply_buffer(req, status, content_type, body, len, MHD_RESPMEM_MUST_FREE);
 }
 
 void cm_http_reply_json(cm_http_req *req, int status, cJSON *body)
@@ -932,6 +957,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             cm_http_problem(req, 404, "not-found", "Not Found", "no route for %s", req->path);
     } else {
         req->route->handler(req, req->route->ud);
+        if (req->suspended)
+            return MHD_YES; /* another thread answers, then cm_http_resume: req is its now */
         if (!req->replied) {
             cm_error("http: handler for %s %s answered nothing (bug)", req->method, req->path);
             cm_http_reply_error(req, CM_EINTERNAL, "the handler produced no answer");
@@ -1082,7 +1109,7 @@ cm_err cm_http_server_start(cm_http_server *srv)
     limits[nl] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     srv->mhd = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-            MHD_ALLOW_UPGRADE, 0, NULL,
+            MHD_ALLOW_UPGRADE | (srv->allow_suspend ? MHD_ALLOW_SUSPEND_RESUME : 0), 0, NULL,
         NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
@@ -1115,6 +1142,8 @@ void cm_http_server_stop(cm_http_server *srv)
     if (atomic_load(&srv->inflight) > 0)
         cm_warn("http: %d requests still in flight after %us drain", atomic_load(&srv->inflight),
                 srv->cfg.drain_s);
+    if (srv->drain_fn)
+        srv->drain_fn(srv->drain_ud); /* no suspended connection may outlive the daemon */
     MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
 }
@@ -1131,6 +1160,40 @@ void cm_http_server_destroy(cm_http_server *srv)
     for (int i = 0; i < srv->nlimits; i++)
         free(srv->limits[i].prefix);
     free(srv);
+}
+
+/* --- answers made later ----------------------------------------------------------------- */
+
+void cm_http_allow_suspend(cm_http_server *srv)
+{
+    srv->allow_suspend = 1;
+}
+
+void cm_http_set_drain_hook(cm_http_server *srv, void (*fn)(void *ud), void *ud)
+{
+    srv->drain_fn = fn;
+    srv->drain_ud = ud;
+}
+
+cm_err cm_http_suspend(cm_http_req *req)
+{
+    if (!req->srv->allow_suspend || req->replied || req->suspended)
+        return CM_EINVAL;
+    req->suspended = 1;
+    req->defer = 1; /* the reply is queued by the server thread that resumes it (on_request) */
+    MHD_suspend_connection(req->conn);
+    return CM_OK;
+}
+
+void cm_http_resume(cm_http_req *req)
+{
+    if (!req->replied) {
+        cm_error("http: suspended %s %s resumed without an answer (bug)", req->method, req->path);
+        cm_http_reply_error(req, CM_EINTERNAL, "the handler produced no answer");
+    }
+    /* libmicrohttpd calls on_request again on a server thread, which finds req->replied and
+     * queues the deferred answer (its resume list is locked: what this thread wrote is seen). */
+    MHD_resume_connection(req->conn);
 }
 
 /* --- protocol upgrades ------------------------------------------------------------------ */

@@ -5,8 +5,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,6 +106,36 @@ static void h_prefix(cm_http_req *req, void *ud)
     cm_http_reply_raw(req, 200, "text/plain", out, (size_t)n);
 }
 
+/* GET /later/{ms}: suspended; another thread answers after ms milliseconds. */
+static void *answer_later(void *arg)
+{
+    cm_http_req *req = arg;
+    long ms = strtol(cm_http_param(req, "ms"), NULL, 10);
+    char *body = strdup("later");
+    tu_sleep_ms(ms);
+    cm_http_add_header(req, "X-Answered-By", "another thread");
+    cm_http_reply_take(req, 202, "text/plain", body, strlen(body));
+    cm_http_resume(req);
+    return NULL;
+}
+
+static void h_later(cm_http_req *req, void *ud)
+{
+    pthread_t t;
+    (void)ud;
+    assert_int_equal(cm_http_suspend(req), CM_OK);
+    assert_int_equal(pthread_create(&t, NULL, answer_later, req), 0);
+    pthread_detach(t);
+}
+
+/* GET /answered: a request that has its answer cannot be suspended. */
+static void h_answered(cm_http_req *req, void *ud)
+{
+    (void)ud;
+    cm_http_reply_raw(req, 200, "text/plain", "now", 3);
+    assert_int_equal(cm_http_suspend(req), CM_EINVAL);
+}
+
 static cm_err ready(void *ud, char *detail, size_t n)
 {
     fixture *f = ud;
@@ -135,8 +167,11 @@ static int setup(void **state)
         cm_http_route(fx.srv, "POST", "/raw", h_raw, NULL) ||
         cm_http_route(fx.srv, "GET", "/silent", h_silent, NULL) ||
         cm_http_route(fx.srv, "GET", "/err/{n}", h_err, NULL) ||
+        cm_http_route(fx.srv, "GET", "/later/{ms}", h_later, NULL) ||
+        cm_http_route(fx.srv, "GET", "/answered", h_answered, NULL) ||
         cm_http_route_prefix(fx.srv, "/proxy", h_prefix, NULL))
         return -1;
+    cm_http_allow_suspend(fx.srv);
     cm_http_set_ready(fx.srv, ready, &fx);
     cm_http_set_metrics(fx.srv, metrics, NULL);
     return cm_http_server_start(fx.srv) == CM_OK ? 0 : -1;
@@ -691,6 +726,118 @@ static void test_port_in_use(void **state)
     close(fd);
 }
 
+struct later_call {
+    int port;
+    const char *path;
+    tu_resp r;
+    int rc;
+};
+
+static void *call(void *arg)
+{
+    struct later_call *c = arg;
+    c->rc = tu_http(c->port, "GET", c->path, NULL, NULL, 0, &c->r);
+    return NULL;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A suspended request holds no server thread: with both of the fixture's threads' requests
+ * suspended, another request is still answered at once; the suspended ones get the answer
+ * another thread made (status, body, headers) once it resumes them. */
+static void test_suspended_requests_answered_by_another_thread(void **state)
+{
+    struct later_call c[3];
+    pthread_t t[3];
+    struct timespec t0;
+    tu_resp r;
+    char h[64];
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        c[i] = (struct later_call){.port = fx.port, .path = "/later/1500"};
+        assert_int_equal(pthread_create(&t[i], NULL, call, &c[i]), 0);
+    }
+    tu_sleep_ms(200); /* the three are suspended by now */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(tu_http(fx.port, "GET", "/items/7", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(ms_since(&t0) < 1000);
+    tu_resp_free(&r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(c[i].rc, 0);
+        assert_int_equal(c[i].r.status, 202);
+        assert_int_equal(c[i].r.body_len, 5);
+        assert_memory_equal(c[i].r.body, "later", 5);
+        assert_non_null(tu_resp_header(&c[i].r, "X-Answered-By", h, sizeof(h)));
+        assert_string_equal(h, "another thread");
+        assert_non_null(tu_resp_header(&c[i].r, "X-Request-Id", h, sizeof(h)));
+        tu_resp_free(&c[i].r);
+    }
+    assert_int_equal(tu_http(fx.port, "GET", "/answered", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    tu_resp_free(&r);
+}
+
+/* The drain hook: a request still suspended when the drain time is over is answered by the
+ * hook before the server closes (libmicrohttpd forbids closing with one suspended). */
+static cm_http_req *parked;
+static atomic_int hook_runs;
+
+static void h_park(cm_http_req *req, void *ud)
+{
+    (void)ud;
+    assert_int_equal(cm_http_suspend(req), CM_OK);
+    parked = req;
+}
+
+static void drain_hook(void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&hook_runs, 1);
+    if (parked) {
+        cm_http_reply_raw(parked, 503, "text/plain", "closing", 7);
+        cm_http_resume(parked);
+        parked = NULL;
+    }
+}
+
+static void test_drain_hook_answers_suspended(void **state)
+{
+    cm_http_server *s = NULL;
+    struct later_call c;
+    pthread_t t;
+    int port = tu_free_port();
+    (void)state;
+    cm_http_config cfg = {.host = "127.0.0.1", .port = port, .threads = 2,
+                          .max_body = 10, .idle_timeout_s = 5, .drain_s = 1};
+    assert_int_equal(cm_http_server_create(&cfg, &s), CM_OK);
+    assert_int_equal(cm_http_route(s, "GET", "/park", h_park, NULL), CM_OK);
+    cm_http_allow_suspend(s);
+    cm_http_set_drain_hook(s, drain_hook, NULL);
+    assert_int_equal(cm_http_server_start(s), CM_OK);
+    c = (struct later_call){.port = port, .path = "/park"};
+    assert_int_equal(pthread_create(&t, NULL, call, &c), 0);
+    for (int i = 0; i < 100 && parked == NULL; i++)
+        tu_sleep_ms(20);
+    assert_non_null(parked);
+    cm_log_init("test_http", CM_LOG_ERROR + 1); /* "still in flight after drain": expected */
+    cm_http_server_stop(s);
+    cm_log_init("test_http", CM_LOG_ERROR);
+    assert_int_equal(atomic_load(&hook_runs), 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* The answer may or may not have left before the daemon closed; either way no hang. */
+    if (c.rc == 0 && c.r.status != 0)
+        assert_int_equal(c.r.status, 503);
+    tu_resp_free(&c.r);
+    cm_http_server_destroy(s);
+}
+
 static void test_config_from_env(void **state)
 {
     cm_http_config cfg;
@@ -741,6 +888,8 @@ int main(void)
         cmocka_unit_test(test_route_and_config_errors),
         cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_config_from_env),
+        cmocka_unit_test(test_suspended_requests_answered_by_another_thread),
+        cmocka_unit_test(test_drain_hook_answers_suspended),
     };
     return cmocka_run_group_tests_name("http", tests, setup, teardown);
 }

@@ -636,3 +636,72 @@ def test_a_tenant_lowers_its_users_api_rate(platform, api):
     finally:
         gw.stop()
     sanitizer_clean(gw)
+
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    """An upstream whose /slow answers take 0.6 s; it records how many it held at once."""
+    lock = threading.Lock()
+    now = 0
+    most = 0
+
+    def do_GET(self):
+        slow = self.path.startswith("/slow")
+        if slow:
+            with Slow.lock:
+                Slow.now += 1
+                Slow.most = max(Slow.most, Slow.now)
+            time.sleep(0.6)
+            with Slow.lock:
+                Slow.now -= 1
+        body = b'{"slow": true}' if slow else b'{"slow": false}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_upstream_calls_hold_no_server_thread_and_wait_their_turn_per_pool(platform):
+    """Requests under way upstream hold no server thread (two of them serve a third request at
+    once while six wait on a slow upstream); a pool gets at most UPSTREAM_MAX_INFLIGHT at a time,
+    the others wait in the gateway without their attempt timeout running (1 s each, 1.8 s in
+    all), and another pool is not held up by it."""
+    Slow.now = Slow.most = 0
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", ECHO_PORT), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    gw = gateway(GW2_PORT, {"GATEWAY_POOLS": f"slow=http://127.0.0.1:{ECHO_PORT} health=off; "
+                                             f"fast=http://127.0.0.1:{ECHO_PORT} health=off",
+                            "GATEWAY_ROUTES": "/slow slow auth=none timeout_ms=1000; /fast fast auth=none",
+                            "HTTP_THREADS": "2", "UPSTREAM_MAX_INFLIGHT": "2", "RETRY_MAX": "0"},
+                 "gateway-inflight")
+    base = f"http://127.0.0.1:{GW2_PORT}"
+    try:
+        results = []
+
+        def call(i):
+            r = requests.get(f"{base}/slow/{i}", timeout=10)
+            results.append((r.status_code, r.text))
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        f0 = time.monotonic()
+        r = requests.get(f"{base}/fast/x", timeout=10)
+        assert r.status_code == 200 and r.json() == {"slow": False}, r.text
+        assert time.monotonic() - f0 < 0.5, "a request of another pool waited for the slow ones"
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        assert [c for c, _ in results] == [200] * 6, results
+        assert Slow.most == 2, Slow.most
+        assert took >= 1.7, took  # three rounds of two
+    finally:
+        gw.stop()
+        srv.shutdown()
+        srv.server_close()
+    sanitizer_clean(gw)

@@ -141,6 +141,35 @@ void cm_http_problem(cm_http_req *req, int status, const char *slug, const char 
  * CM_ETIMEOUT 503, anything else 500. The one place errors become statuses. */
 void cm_http_reply_error(cm_http_req *req, cm_err err, const char *detail);
 
+/* --- answers made later, from another thread (the gateway's event-driven upstream) ------- */
+
+/* Lets handlers of `srv` answer after they return (cm_http_suspend), using libmicrohttpd's
+ * suspend/resume. Before cm_http_server_start. */
+void cm_http_allow_suspend(cm_http_server *srv);
+
+/* Called by a handler: its answer comes later, from any thread. The handler returns without
+ * answering; whoever holds the request then makes exactly one reply (cm_http_reply_*, with
+ * cm_http_add_header, cm_http_log_field, cm_http_alloc as usual; the request's lookups such as
+ * cm_http_header and cm_http_each_* belong in the handler) and calls cm_http_resume. Meanwhile
+ * the connection is neither read nor timed out (libmicrohttpd's rule for suspended
+ * connections): the holder owns the timeout. CM_EINVAL, nothing changed, when the server did
+ * not allow it (cm_http_allow_suspend) or the request already has an answer. */
+cm_err cm_http_suspend(cm_http_req *req);
+
+/* Sends the answer made since cm_http_suspend (a 500 when there is none) and hands the
+ * request back to the server: the caller must not touch `req` afterwards. Any thread. */
+void cm_http_resume(cm_http_req *req);
+
+/* `fn(ud)` runs in cm_http_server_stop once the drain wait is over, before the server closes:
+ * it must answer and resume every request still suspended, and return once it has (closing
+ * the server with a suspended connection is an API violation of libmicrohttpd's). */
+void cm_http_set_drain_hook(cm_http_server *srv, void (*fn)(void *ud), void *ud);
+
+/* cm_http_reply_raw that takes `body` (from malloc; freed with free once sent or when the
+ * answer cannot be made) instead of copying it. */
+void cm_http_reply_take(cm_http_req *req, int status, const char *content_type, char *body,
+                        size_t len);
+
 /* --- protocol upgrades (the gateway's WebSocket proxy) ----------------------------------- */
 
 typedef struct cm_http_upgrade cm_http_upgrade;
