@@ -165,7 +165,7 @@ int main(int argc, char **argv)
     cm_redis *redis = NULL, *rl_redis = NULL;
     gateway_rate ip, user, tenant;
     long media_max, redis_port, rl_port, v, max_conns, per_ip, max_header, cors_refresh_s;
-    long tenant_ttl_ms, lease_ms, loops;
+    long tenant_ttl_ms, lease_ms, loops, idle_s;
     cm_tenant_settings *tenants = NULL;
     char user_base[512];
     const char *redis_host, *rl_host;
@@ -180,7 +180,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ctx.max_response = 16u << 20;
     if (cm_http_config_from_env(8080, &hc) ||
-        cm_config_long("HTTP_IDLE_TIMEOUT_S", 15, 1, 3600, &v) ||
+        cm_config_long("HTTP_IDLE_TIMEOUT_S", 15, 1, 3600, &idle_s) ||
         cm_config_long("HTTP_MAX_CONNECTIONS", 10000, 1, 1000000, &max_conns) ||
         cm_config_long("HTTP_MAX_CONNECTIONS_PER_IP", 256, 1, 1000000, &per_ip) ||
         cm_config_long("HTTP_MAX_HEADER_BYTES", 16384, 4096, 1 << 20, &max_header) ||
@@ -207,7 +207,10 @@ int main(int argc, char **argv)
      * queues behind busy threads. */
     ctx.max_inflight = (int)v;
     gateway_ws_init(&ctx.ws);
-    hc.idle_timeout_s = (unsigned)v; /* shorter than the services': slow clients are shed */
+    /* Its own variable: `v` is reused for every other setting (issue-6e's merge took the idle
+     * timeout from UPSTREAM_MAX_INFLIGHT, 8 s, and clients reusing a connection after 8 s met
+     * its close). */
+    hc.idle_timeout_s = (unsigned)idle_s; /* shorter than the services': slow clients are shed */
     ctx.max_body = hc.max_body;
     if (cm_config_long("UPSTREAM_HEALTH_FAILURES", 2, 1, 100, &v))
         goto out;
@@ -292,7 +295,8 @@ int main(int argc, char **argv)
             cm_http_body_limit(srv, ctx.routes[i].prefix, ctx.routes[i].max_body))
             goto out;
     if ((ctx.denylist_copy && gateway_denylist_start(ctx.denylist_copy) != CM_OK) ||
-        gateway_loops_start(&ctx, (int)loops) != CM_OK || cm_http_server_start(srv) != CM_OK || gateway_upstreams_start(&ctx) != CM_OK ||
+        gateway_loops_start(&ctx, (int)loops) != CM_OK || cm_http_server_start(srv) != CM_OK ||
+        gateway_upstreams_start(&ctx) != CM_OK ||
         gateway_cors_start(ctx.cors, &ctx, cors_refresh_s * 1000) != CM_OK)
         goto out;
     for (int i = 0; i < ctx.nroutes; i++)

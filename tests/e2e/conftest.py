@@ -24,8 +24,8 @@ KEYS = ROOT / ".local" / "keys"
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
-# The other offsets in use: +5..+9 the extra instances of test_gateway_edge, test_socket and
-# test_media_s3; +10 test_gateway_ws's gateway; +11 test_media_stream's media; +13..+16 the
+# The other offsets in use: +5..+9 the extra instances of test_gateway_edge (and
+# test_gateway_keepalive), test_socket and test_media_s3; +10 test_gateway_ws's gateway; +11 test_media_stream's media; +13..+16 the
 # socket instances of test_socket_limits (socket_util); +17 test_housekeeping's extra messaging;
 # +21 test_notifications' push provider;
 # +22 the SMTP server and +23 the SMS provider of test_notification_{email,sms,escalation};
