@@ -70,7 +70,8 @@ void nf_delivery_event(nf_ctx *ctx, const bson_t *d, const char *state, const ch
      * the same id, which consumers deduplicate. */
     snprintf(id, sizeof(id), "%s.%s", did, state);
     cJSON_AddStringToObject(data, "delivery_id", did);
-    cJSON_AddStringToObject(data, "notification_id", cm_bson_str(d, "notification_id", ""));
+    if (cm_bson_str(d, "notification_id", "")[0]) /* account e-mails have none */
+        cJSON_AddStringToObject(data, "notification_id", cm_bson_str(d, "notification_id", ""));
     cJSON_AddStringToObject(data, "user_id", user);
     cJSON_AddStringToObject(data, "channel", channel_of(cm_bson_str(d, "platform", "")));
     cJSON_AddStringToObject(data, "platform", cm_bson_str(d, "platform", ""));
