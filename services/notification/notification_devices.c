@@ -496,7 +496,6 @@ static const char *explain(const char *decision)
         {"dead_token", "not pushed: the provider said the device token is dead (device removed)"},
         {"provider_error", "not pushed: the provider refused or kept failing (see deliveries)"},
         {"queued", "push queued for a device"},
-        {"unsupported", "not pushed: the device's platform is not supported yet"},
         {"preference", "not pushed: the user turned push off for this type"},
         {"quiet_hours", "push deferred to the end of the user's quiet hours (not dropped)"},
         {"delivered", "pushed and delivered: the device or the tenant's backend confirmed it"},

@@ -95,3 +95,41 @@ def test_answers_match_the_documented_schemas(api, world):
     # Problems too.
     check(api.call("GET", "/v1/users/nobody", me["access_token"]), "/v1/users/{id}", "get", 404)
     check(api.call("POST", "/v1/auth/refresh", body={"refresh_token": 1}), "/v1/auth/refresh", "post", 400)
+
+
+# --- the notification service ------------------------------------------------------------------
+
+NOTIF_SRC = sorted((ROOT / "services/notification").glob("*.c"))
+
+
+def test_every_notification_route_is_documented():
+    main = (ROOT / "services/notification/main.c").read_text()
+    routes = re.findall(r'cm_http_route\(srv, "([A-Z]+)",\s*"([^"]+)"', main)
+    assert len(routes) > 20
+    missing = [f"{m} {p}" for m, p in routes
+               if p not in OPENAPI["paths"] or m.lower() not in OPENAPI["paths"][p]]
+    assert not missing, f"routes missing from proto/openapi.yaml: {missing}"
+
+
+def test_the_diagnostics_decision_enum_is_what_the_code_records():
+    """Every decision string the code records (nf_decision, the push planner's decide, the
+    senders' `decision = "..."`) and every one the diagnostics explain is in the
+    NotificationDiagnostics enum, and the enum has nothing else."""
+    recorded, explained = set(), set()
+    for f in NOTIF_SRC:
+        src = f.read_text()
+        for arg in re.findall(r'(?:nf_decision|decide)\(\s*[^,()]+,\s*[^,()]+,\s*([^,]+),', src):
+            recorded |= set(re.findall(r'"(\w+)"', arg))
+        recorded |= set(re.findall(r'\bdecision = "(\w+)"', src))
+        for fn in ("static const char *explain(const char *decision)",
+                   "const char *nf_channel_explain(const char *channel, const char *decision)"):
+            if fn in src:
+                body = src[src.index(fn):]
+                body = body[:body.index("\n}\n")]
+                explained |= set(re.findall(r'\{"(\w+)", "', body))
+    assert {"preference", "rate_limited", "escalated_email", "no_address"} <= recorded  # the scan works
+    enum = OPENAPI["components"]["schemas"]["NotificationDiagnostics"]["properties"]["decisions"]["items"][
+        "properties"]["decision"]["enum"]
+    assert recorded <= explained, f"recorded but not explained: {recorded - explained}"
+    assert set(enum) == explained, (f"missing from the enum: {explained - set(enum)}; "
+                                    f"in the enum but never recorded: {set(enum) - explained}")
