@@ -302,6 +302,10 @@ cm_err nf_delivery_find(nf_ctx *ctx, cm_http_req *req, const char *tenant, const
  * meanwhile; CM_EIO when MongoDB failed. */
 cm_err nf_delivery_report(nf_ctx *ctx, const bson_t *d, const char *state, const char *detail,
                           bson_t *after, char *why, size_t n);
+/* Records `decision` (with `detail`) about stored delivery `d` for the diagnostics, on the
+ * delivery's channel (push, email or sms) and, for a push, its device. */
+void nf_delivery_decision(nf_ctx *ctx, const bson_t *d, const char *decision,
+                          const char *detail);
 /* Publishes notification.delivered (topic notifications, key user id, id "<delivery
  * id>.<state>") for delivery `d` now in `state` (delivered, bounced or failed) through the
  * outbox; a failure is logged (the delivery's own record stays the source of truth). */

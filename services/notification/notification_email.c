@@ -452,16 +452,8 @@ static void attempt(nf_mail *m, const bson_t *d)
         cm_warn("email: attempt %d of delivery %s (%s) not recorded", n, id, state);
     bson_destroy(&f);
     bson_destroy(&u);
-    if (decision) {
-        nf_push_item it = {0};
-        it.tenant = cm_bson_str(d, "tenant", "");
-        it.user = cm_bson_str(d, "user_id", "");
-        it.event_id = cm_bson_str(d, "event_id", "");
-        it.notification_id = cm_bson_str(d, "notification_id", "");
-        it.message_id = cm_bson_str(d, "message_id", NULL);
-        it.channel = cm_bson_str(d, "platform", "email");
-        nf_decision(m->ctx, &it, decision, NULL, why);
-    }
+    if (decision)
+        nf_delivery_decision(m->ctx, d, decision, why);
     if (strcmp(state, "failed") == 0)
         nf_delivery_event(m->ctx, d, "failed", why);
 }

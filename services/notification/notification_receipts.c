@@ -39,6 +39,21 @@ static const char *channel_of(const char *platform)
     return "push";
 }
 
+void nf_delivery_decision(nf_ctx *ctx, const bson_t *d, const char *decision,
+                          const char *detail)
+{
+    nf_push_item it = {0};
+    it.tenant = cm_bson_str(d, "tenant", "");
+    it.user = cm_bson_str(d, "user_id", "");
+    it.event_id = cm_bson_str(d, "event_id", "");
+    it.notification_id = cm_bson_str(d, "notification_id", "");
+    it.message_id = cm_bson_str(d, "message_id", NULL);
+    it.channel = channel_of(cm_bson_str(d, "platform", ""));
+    nf_decision(ctx, &it, decision,
+                strcmp(it.channel, "push") == 0 ? cm_bson_str(d, "device_id", NULL) : NULL,
+                detail);
+}
+
 cm_err nf_delivery_find(nf_ctx *ctx, cm_http_req *req, const char *tenant, const char *id,
                         bson_t *out)
 {
@@ -134,18 +149,7 @@ cm_err nf_delivery_report(nf_ctx *ctx, const bson_t *d, const char *state, const
         rc = CM_ECONFLICT;
         goto out;
     }
-    {
-        nf_push_item it = {0};
-        it.tenant = cm_bson_str(d, "tenant", "");
-        it.user = cm_bson_str(d, "user_id", "");
-        it.event_id = cm_bson_str(d, "event_id", "");
-        it.notification_id = cm_bson_str(d, "notification_id", "");
-        it.message_id = cm_bson_str(d, "message_id", NULL);
-        it.channel = channel_of(cm_bson_str(d, "platform", ""));
-        nf_decision(ctx, &it, state,
-                    strcmp(it.channel, "push") == 0 ? cm_bson_str(d, "device_id", NULL) : NULL,
-                    detail);
-    }
+    nf_delivery_decision(ctx, d, state, detail);
     nf_delivery_event(ctx, d, state, detail);
     if (after) {
         bson_reinit(&f);
