@@ -208,9 +208,13 @@ static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
     mc->sms_token = cm_config_str("SMS_AUTH_TOKEN", "");
     mc->sms_from = cm_config_str("SMS_FROM", "");
     mc->sms_callback_base = cm_config_str("SMS_STATUS_CALLBACK_BASE_URL", "");
-    if (mc->sms_callback_base[0] && strncmp(mc->sms_callback_base, "https://", 8) != 0 &&
-        strncmp(mc->sms_callback_base, "http://", 7) != 0) {
-        cm_error("config: SMS_STATUS_CALLBACK_BASE_URL must be an http(s) URL");
+    if (mc->sms_callback_base[0] &&
+        ((strncmp(mc->sms_callback_base, "https://", 8) != 0 &&
+          strncmp(mc->sms_callback_base, "http://", 7) != 0) ||
+         mc->sms_callback_base[strlen(mc->sms_callback_base) - 1] == '/')) {
+        /* The provider signs the URL it was given: base + path must be that URL exactly. */
+        cm_error("config: SMS_STATUS_CALLBACK_BASE_URL must be an http(s) URL without a "
+                 "trailing '/'");
         return CM_EINVAL;
     }
     mc->sms_per_tenant = per_tenant;
