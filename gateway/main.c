@@ -137,7 +137,8 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
      * in the user service; everything else needs an access token here first,
      * except /v1/ws, whose token the socket service verifies on the upgrade it is relayed. Media: uploads
      * and downloads get their own body cap; signed URLs carry their own credentials (an HMAC
-     * in the query), so no token is asked for them. */
+     * in the query), so no token is asked for them; nor for providers' delivery reports
+     * (/v1/callbacks), which the notification service checks by the provider's signature. */
     n = snprintf(spec, sizeof(spec),
                  "/v1/tenants user auth=none; /v1/auth user auth=none; /v1/users user;"
                  "/v1/sessions user; /v1/roles user; /v1/server user auth=none;"
@@ -145,6 +146,7 @@ static cm_err build_table(gateway_ctx *ctx, long media_max)
                  "/v1/conversations messaging; /v1/sync messaging; /v1/moderation messaging;"
                  "/v1/search search; /v1/analytics search; /v1/ws socket auth=none;"
                  "/v1/notifications notification; /v1/devices notification; /v1/webhooks notification;"
+                 "/v1/callbacks notification auth=none;"
                  "/v1/media media max_body=%ld; /v1/uploads media max_body=%ld;"
                  "/v1/signed-media media auth=none max_body=%ld",
                  media_max, media_max, media_max);

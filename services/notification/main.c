@@ -14,6 +14,7 @@
 #include "common/process.h"
 #include "common/session.h"
 #include "notification.h"
+#include "notification_callbacks.h"
 #include "notification_channels.h"
 #include "notification_webpush.h"
 
@@ -73,6 +74,14 @@ static const cm_config_var vars[] = {
     {"SMS_ACCOUNT_SID", "", "account sid (Basic auth user); unset: nothing is texted"},
     {"SMS_AUTH_TOKEN", "", "auth token (Basic auth password)"},
     {"SMS_FROM", "", "sender number (E.164) or messaging service sid"},
+    {"SMS_STATUS_CALLBACK_BASE_URL", "", "public base URL of this API (the gateway's) that the SMS "
+                                         "provider posts delivery reports to: each SMS asks for "
+                                         "<url>/v1/callbacks/twilio/<tenant>; unset: none asked"},
+    {"SNS_TOPIC_ARNS", "", "comma-separated Amazon SNS topics whose SES notifications (bounce, "
+                           "complaint, delivery) POST /v1/callbacks/ses accepts; unset: none"},
+    {"SNS_CERT_HOSTS", "https://sns.*.amazonaws.com", "comma-separated fnmatch patterns of the "
+                                                     "scheme://host[:port] SNS signing "
+                                                     "certificates and subscribe URLs may come from"},
     {"SMS_TENANT_PER_HOUR", "1000", "SMS one tenant may send per hour (SMS pumping protection)"},
     {"SMS_RECIPIENT_PER_HOUR", "5", "SMS one phone number may receive per hour"},
     {"NOTIFY_ESCALATE_AFTER_S", "300", "priority notifications still unread this long are "
@@ -198,6 +207,16 @@ static cm_err mail_config(const nf_push_config *pc, nf_mail_config *mc)
     mc->sms_sid = cm_config_str("SMS_ACCOUNT_SID", "");
     mc->sms_token = cm_config_str("SMS_AUTH_TOKEN", "");
     mc->sms_from = cm_config_str("SMS_FROM", "");
+    mc->sms_callback_base = cm_config_str("SMS_STATUS_CALLBACK_BASE_URL", "");
+    if (mc->sms_callback_base[0] &&
+        ((strncmp(mc->sms_callback_base, "https://", 8) != 0 &&
+          strncmp(mc->sms_callback_base, "http://", 7) != 0) ||
+         mc->sms_callback_base[strlen(mc->sms_callback_base) - 1] == '/')) {
+        /* The provider signs the URL it was given: base + path must be that URL exactly. */
+        cm_error("config: SMS_STATUS_CALLBACK_BASE_URL must be an http(s) URL without a "
+                 "trailing '/'");
+        return CM_EINVAL;
+    }
     mc->sms_per_tenant = per_tenant;
     mc->sms_per_recipient = per_recipient;
     mc->escalate_after_ms = (int64_t)escalate_s * 1000;
@@ -260,6 +279,7 @@ int main(int argc, char **argv)
     nf_push_config pc = {0};
     nf_mail_config mc;
     nf_webhooks_config wc;
+    nf_callbacks_config cc;
     long redis_port, stale_ms, from_beginning, wait_ms;
     const char *brokers, *prefix;
     int rc = 1;
@@ -291,6 +311,13 @@ int main(int argc, char **argv)
         cm_kafka_producer_create(brokers, prefix, cm_outbox_delivered, ctx.outbox, &ctx.kafka))
         goto out;
     ctx.retry_max_age_ms = wait_ms;
+    cc.public_base = mc.sms_callback_base;
+    cc.twilio_token = mc.sms_token;
+    cc.sns_topics = cm_config_str("SNS_TOPIC_ARNS", "");
+    cc.sns_hosts = cm_config_str("SNS_CERT_HOSTS", "https://sns.*.amazonaws.com");
+    cc.timeout_ms = pc.timeout_ms;
+    if (nf_callbacks_create(&cc, &ctx.callbacks) != CM_OK)
+        goto out;
     cm_outbox_set_producer(ctx.outbox, ctx.kafka);
     cm_session_enforce(ctx.redis); /* revoked sessions' tokens are refused (session.h) */
     if (nf_ensure_indexes(&ctx) != CM_OK || nf_projection_since(&ctx) != CM_OK) {
@@ -335,6 +362,8 @@ int main(int argc, char **argv)
                       &ctx) ||
         cm_http_route(srv, "POST", "/v1/notifications/deliveries/{id}/status",
                       nf_delivery_status, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/callbacks/twilio/{tenant}", nf_callback_twilio, &ctx) ||
+        cm_http_route(srv, "POST", "/v1/callbacks/ses", nf_callback_ses, &ctx) ||
         cm_http_route(srv, "POST", "/v1/devices", nf_devices_create, &ctx) ||
         cm_http_route(srv, "GET", "/v1/devices", nf_devices_list, &ctx) ||
         cm_http_route(srv, "DELETE", "/v1/devices/{id}", nf_devices_delete, &ctx) ||
@@ -369,6 +398,7 @@ out:
         cm_outbox_tick(ctx.outbox);
     }
     cm_outbox_destroy(ctx.outbox);
+    nf_callbacks_destroy(ctx.callbacks);
     cm_redis_destroy(ctx.redis);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);

@@ -111,6 +111,7 @@ typedef struct nf_jobs nf_jobs;
 typedef struct nf_push nf_push;
 typedef struct nf_mail nf_mail; /* notification_channels.h */
 typedef struct nf_webhooks nf_webhooks;
+typedef struct nf_callbacks nf_callbacks; /* notification_callbacks.h */
 
 #define NF_RETRIES_MAX 8 /* retry delays configurable at most */
 
@@ -146,6 +147,7 @@ typedef struct nf_ctx {
     nf_push *push;
     nf_mail *mail; /* e-mail sender (notification_email.c) */
     nf_webhooks *webhooks;
+    nf_callbacks *callbacks; /* providers' own delivery reports */
     long retry_max_age_ms; /* a message whose conversation is still unknown is retried this long */
     int64_t projection_since_ms; /* when the membership projection started (Unix ms) */
     atomic_long created, duplicates, published;
@@ -285,6 +287,29 @@ void nf_deliveries(cm_http_req *req, void *ud);
 void nf_redrive(cm_http_req *req, void *ud);
 /* POST /v1/notifications/deliveries/{id}/status (notification_receipts.c) */
 void nf_delivery_status(cm_http_req *req, void *ud);
+/* Reads delivery `id` of `tenant` into `out` (caller destroys it). Otherwise replies to
+ * `req` (404 when there is none, the store's error else), leaves `out` untouched and returns
+ * that error (CM_ENOTFOUND, CM_EIO). */
+cm_err nf_delivery_find(nf_ctx *ctx, cm_http_req *req, const char *tenant, const char *id,
+                        bson_t *out);
+/* The one rule for what a provider reports after it accepted a delivery (the status endpoint
+ * and the providers' own callbacks, notification_callbacks.c): moves stored delivery `d` to
+ * `state` ("delivered" or "bounced") when it is sent, or delivered and now bounced; records
+ * the report as one more attempt entry with `detail`, the decision for the diagnostics and a
+ * notification.delivered event. The same state again changes nothing (providers retry). When
+ * `after` is not NULL it receives the delivery as it is now (caller destroys it, on CM_OK
+ * only). CM_ECONFLICT (with `why`, size n) when the state does not allow it or changed
+ * meanwhile; CM_EIO when MongoDB failed. */
+cm_err nf_delivery_report(nf_ctx *ctx, const bson_t *d, const char *state, const char *detail,
+                          bson_t *after, char *why, size_t n);
+/* Records `decision` (with `detail`) about stored delivery `d` for the diagnostics, on the
+ * delivery's channel (push, email or sms) and, for a push, its device. */
+void nf_delivery_decision(nf_ctx *ctx, const bson_t *d, const char *decision,
+                          const char *detail);
+/* Publishes notification.delivered (topic notifications, key user id, id "<delivery
+ * id>.<state>") for delivery `d` now in `state` (delivered, bounced or failed) through the
+ * outbox; a failure is logged (the delivery's own record stays the source of truth). */
+void nf_delivery_event(nf_ctx *ctx, const bson_t *d, const char *state, const char *detail);
 /* The API's Delivery object of stored delivery `d` (`ud` unused); NULL when out of memory. */
 cJSON *nf_delivery_json(const bson_t *d, void *ud);
 /* GET /v1/notifications/diagnostics?user_id=&message_id= */

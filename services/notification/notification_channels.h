@@ -188,6 +188,7 @@ typedef struct nf_mail_config {
     const char *sms_sid;       /* account sid (Basic auth user, in the path) */
     const char *sms_token;     /* auth token (Basic auth password) */
     const char *sms_from;      /* sender number (E.164) or messaging service */
+    const char *sms_callback_base; /* public base URL the provider reports delivery to ("" none) */
     long sms_per_tenant;       /* SMS per tenant per hour */
     long sms_per_recipient;    /* SMS per recipient number per hour */
     int64_t escalate_after_ms; /* priority: unread this long -> e-mail, as long again -> SMS */
@@ -229,11 +230,18 @@ void nf_mail_kick(nf_mail *m);
 cm_err nf_sms_plan(nf_ctx *ctx, const nf_mail_config *cfg, const nf_push_item *it,
                    const nf_contact *c);
 
-/* Sends `body` to `to` through the Twilio-compatible API of `cfg`. `*status` the HTTP
- * status (0 when unreachable), `why` (size n) a one-line explanation. CM_OK when accepted;
- * CM_EAGAIN for 429, 5xx or an unreachable provider; CM_EINVAL for a refusal. */
-cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, long *status,
-                   char *why, size_t n);
+/* Sends `body` to `to` through the Twilio-compatible API of `cfg`, asking for delivery
+ * reports at `callback` (a full URL; NULL: none). `*status` the HTTP status (0 when
+ * unreachable), `sid` (size sid_n) the provider's message sid when accepted ("" when its
+ * answer had none), `why` (size n) a one-line explanation. CM_OK when accepted; CM_EAGAIN
+ * for 429, 5xx or an unreachable provider; CM_EINVAL for a refusal. */
+cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body,
+                   const char *callback, long *status, char *sid, size_t sid_n, char *why,
+                   size_t n);
+
+/* The StatusCallback URL of `tenant`: `base` + "/v1/callbacks/twilio/" + tenant, into `out`
+ * (size n). CM_ETOOBIG when it does not fit. */
+cm_err nf_sms_callback_url(const char *base, const char *tenant, char *out, size_t n);
 
 /* --- escalation (notification_escalation.c) ---------------------------------------------- */
 

@@ -438,17 +438,10 @@ void nf_redrive(cm_http_req *req, void *ud)
                         "redriving a delivery needs the permission tenant.manage");
         goto out;
     }
+    if (nf_delivery_find(ctx, req, c.tid, id, &d) != CM_OK)
+        goto out;
     BSON_APPEND_UTF8(&f, "_id", id);
     BSON_APPEND_UTF8(&f, "tenant", c.tid);
-    rc = cm_mongo_find_one(ctx->db, NF_COLL_DELIVERIES, &f, NULL, &d);
-    if (rc == CM_ENOTFOUND) {
-        cm_http_problem(req, 404, "not-found", "Not Found", "no delivery %s", id);
-        goto out;
-    }
-    if (rc != CM_OK) {
-        cm_http_reply_error(req, rc, "the delivery could not be read");
-        goto out;
-    }
     snprintf(state, sizeof(state), "%s", cm_bson_str(&d, "state", ""));
     if (strcmp(state, "dead_lettered") != 0 && strcmp(state, "failed") != 0) {
         cm_http_problem(req, 409, "conflict", "Conflict",
@@ -503,7 +496,6 @@ static const char *explain(const char *decision)
         {"dead_token", "not pushed: the provider said the device token is dead (device removed)"},
         {"provider_error", "not pushed: the provider refused or kept failing (see deliveries)"},
         {"queued", "push queued for a device"},
-        {"unsupported", "not pushed: the device's platform is not supported yet"},
         {"preference", "not pushed: the user turned push off for this type"},
         {"quiet_hours", "push deferred to the end of the user's quiet hours (not dropped)"},
         {"delivered", "pushed and delivered: the device or the tenant's backend confirmed it"},

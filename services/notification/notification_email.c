@@ -364,7 +364,7 @@ static void attempt(nf_mail *m, const bson_t *d)
 {
     const char *id = cm_bson_str(d, "_id", "");
     int n = (int)cm_bson_int(d, "attempts", 0) + 1;
-    char why[300] = "", msgid[CM_UUID_STRLEN + 32];
+    char why[300] = "", msgid[CM_UUID_STRLEN + 32], sid[80] = "", callback[600];
     long reply = 0;
     const char *state, *outcome, *decision = NULL;
     int64_t next = 0, now;
@@ -382,10 +382,17 @@ static void attempt(nf_mail *m, const bson_t *d)
     msg.text = cm_bson_str(d, "text", "");
     msg.html = cm_bson_str(d, "html", NULL);
     msg.message_id = msgid;
-    if (strcmp(cm_bson_str(d, "platform", ""), "sms") == 0)
+    if (strcmp(cm_bson_str(d, "platform", ""), "sms") == 0) {
+        const char *cb = NULL;
+        if (m->cfg.sms_callback_base[0] &&
+            nf_sms_callback_url(m->cfg.sms_callback_base, cm_bson_str(d, "tenant", ""), callback,
+                                sizeof(callback)) == CM_OK)
+            cb = callback;
         rc = m->cfg.sms_sid[0]
-                 ? nf_sms_send(&m->cfg, msg.to, msg.text, &reply, why, sizeof(why))
+                 ? nf_sms_send(&m->cfg, msg.to, msg.text, cb, &reply, sid, sizeof(sid), why,
+                               sizeof(why))
                  : (snprintf(why, sizeof(why), "no SMS provider is configured"), CM_EINVAL);
+    }
     else if (m->cfg.smtp_url[0])
         rc = cm_smtp_send(&srv, &msg, &reply, why, sizeof(why));
     else
@@ -414,6 +421,16 @@ static void attempt(nf_mail *m, const bson_t *d)
     BSON_APPEND_UTF8(&set, "state", state);
     BSON_APPEND_INT32(&set, "attempts", n);
     BSON_APPEND_INT64(&set, "next_at", next);
+    if (rc == CM_OK) {
+        /* What the provider's later reports name it by (notification_callbacks.c): the SMS
+         * provider's message sid, or the Message-ID this e-mail was sent with. */
+        if (strcmp(cm_bson_str(d, "platform", ""), "sms") == 0) {
+            if (sid[0])
+                BSON_APPEND_UTF8(&set, "provider_id", sid);
+        } else {
+            BSON_APPEND_UTF8(&set, "provider_id", msgid);
+        }
+    }
     bson_append_document_end(&u, &set);
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$push", &push);
     BSON_APPEND_DOCUMENT_BEGIN(&push, "history", &h);
@@ -435,16 +452,10 @@ static void attempt(nf_mail *m, const bson_t *d)
         cm_warn("email: attempt %d of delivery %s (%s) not recorded", n, id, state);
     bson_destroy(&f);
     bson_destroy(&u);
-    if (decision) {
-        nf_push_item it = {0};
-        it.tenant = cm_bson_str(d, "tenant", "");
-        it.user = cm_bson_str(d, "user_id", "");
-        it.event_id = cm_bson_str(d, "event_id", "");
-        it.notification_id = cm_bson_str(d, "notification_id", "");
-        it.message_id = cm_bson_str(d, "message_id", NULL);
-        it.channel = cm_bson_str(d, "platform", "email");
-        nf_decision(m->ctx, &it, decision, NULL, why);
-    }
+    if (decision)
+        nf_delivery_decision(m->ctx, d, decision, why);
+    if (strcmp(state, "failed") == 0)
+        nf_delivery_event(m->ctx, d, "failed", why);
 }
 
 typedef struct due {

@@ -29,6 +29,7 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {NF_COLL_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_DELIVERIES, "due", "state", "next_at", NULL, 0},
         {NF_COLL_DELIVERIES, "notification", "tenant", "notification_id", NULL, 0},
+        {NF_COLL_DELIVERIES, "provider", "provider_id", NULL, NULL, 0}, /* callbacks */
         {NF_COLL_NOTIFICATIONS, "conversation", "tenant", "user_id", "conversation_id", 0},
         {"digests", "due", "due_at", NULL, NULL, 0},
         {"escalations", "due", "due_at", NULL, NULL, 0},

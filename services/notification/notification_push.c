@@ -911,6 +911,7 @@ static const char *settle(nf_push *p, const job *j, int n, int64_t now, int64_t 
         atomic_fetch_add(&p->dead_tokens, 1);
         prune_device(p, &j->d);
         *decision = "dead_token";
+        nf_delivery_event(p->ctx, &j->d, "failed", j->why);
         return "failed";
     case OUT_RETRY:
         if (n <= p->cfg.nretries) {
@@ -927,6 +928,7 @@ static const char *settle(nf_push *p, const job *j, int n, int64_t now, int64_t 
     default:
         atomic_fetch_add(&p->failed, 1);
         *decision = "provider_error";
+        nf_delivery_event(p->ctx, &j->d, "failed", j->why);
         return "failed";
     }
 }

@@ -1,12 +1,15 @@
 /* notification_sms.c - the SMS channel: a Twilio-compatible REST API (POST
  * {SMS_BASE_URL}/2010-04-01/Accounts/{sid}/Messages.json, HTTP Basic auth with the account
- * sid and auth token, a form body To/From/Body), to the phone number the tenant's backend set
+ * sid and auth token, a form body To/From/Body and, when SMS_STATUS_CALLBACK_BASE_URL is set, a
+ * StatusCallback URL of the tenant that Twilio reports delivery to: notification_callbacks.c),
+ * to the phone number the tenant's backend set
  * (contacts), for the types the user turned SMS on for. Texts cost money and are the target
  * of SMS pumping (fraudsters making a service text premium numbers), so every SMS first
  * passes two fixed-window counters in Redis, per tenant and per recipient number (per hour),
  * and fails closed when Redis cannot count; each decision is recorded for the diagnostics.
  * Queued SMS deliveries are sent by the e-mail sender thread (notification_email.c) with the
  * same retries, DLQ and redrive. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,20 +51,44 @@ static int form_add(char *out, size_t n, size_t *at, const char *name, const cha
     return 1;
 }
 
-cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, long *status,
-                   char *why, size_t n)
+/* Copies the message sid of Twilio's answer (JSON {"sid": "SM...", ...}) into `sid` (size
+ * n); "" when there is none or it is not 2..64 letters and digits. */
+static void answer_sid(const char *answer, char *sid, size_t n)
+{
+    cJSON *o = cJSON_Parse(answer);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "sid");
+    size_t len = cJSON_IsString(v) ? strlen(v->valuestring) : 0;
+
+    sid[0] = '\0';
+    if (len >= 2 && len <= 64 && len < n) {
+        for (size_t i = 0; i < len; i++)
+            if (!isalnum((unsigned char)v->valuestring[i]))
+                goto out;
+        memcpy(sid, v->valuestring, len + 1);
+    }
+out:
+    cJSON_Delete(o);
+}
+
+cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body,
+                   const char *callback, long *status, char *sid, size_t sid_n, char *why,
+                   size_t n)
 {
     char url[600], cred[300], auth[500], *form = NULL, *answer = NULL;
     unsigned char b64[420];
-    size_t at = 0, cap = strlen(body) * 3 + strlen(to) * 3 + strlen(cfg->sms_from) * 3 + 64, len;
+    size_t at = 0, len,
+           cap = strlen(body) * 3 + strlen(to) * 3 + strlen(cfg->sms_from) * 3 +
+                 (callback ? strlen(callback) * 3 : 0) + 80;
     cm_err rc;
 
     *status = 0;
+    sid[0] = '\0';
     if ((form = malloc(cap)) == NULL)
         return CM_ENOMEM;
     form[0] = '\0';
     if (!form_add(form, cap, &at, "To", to) || !form_add(form, cap, &at, "From", cfg->sms_from) ||
-        !form_add(form, cap, &at, "Body", body)) {
+        !form_add(form, cap, &at, "Body", body) ||
+        (callback && !form_add(form, cap, &at, "StatusCallback", callback))) {
         free(form);
         snprintf(why, n, "the SMS does not fit its form");
         return CM_EINVAL;
@@ -85,7 +112,8 @@ cm_err nf_sms_send(const nf_mail_config *cfg, const char *to, const char *body, 
     /* Twilio: 201 Created with the message; 429 and 5xx are worth a retry; other 4xx (21211
      * invalid To, 21610 unsubscribed recipient...) will not work later either. */
     if (*status >= 200 && *status < 300) {
-        snprintf(why, n, "accepted (%ld)", *status);
+        answer_sid(answer, sid, sid_n);
+        snprintf(why, n, "accepted (%ld)%s%s", *status, sid[0] ? ": " : "", sid);
         rc = CM_OK;
     } else if (*status == 429 || *status >= 500) {
         snprintf(why, n, "the SMS provider answered %ld", *status);
@@ -215,4 +243,10 @@ out:
     free(text);
     bson_destroy(&d);
     return rc;
+}
+
+cm_err nf_sms_callback_url(const char *base, const char *tenant, char *out, size_t n)
+{
+    int w = snprintf(out, n, "%s/v1/callbacks/twilio/%s", base, tenant);
+    return w < 0 || (size_t)w >= n ? CM_ETOOBIG : CM_OK;
 }

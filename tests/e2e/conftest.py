@@ -28,7 +28,8 @@ _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
 # test_gateway_keepalive), test_socket and test_media_s3; +10 test_gateway_ws's gateway; +11 test_media_stream's media; +13..+16 the
 # socket instances of test_socket_limits (socket_util); +17 test_housekeeping's extra messaging;
 # +21 test_notifications' push provider;
-# +22 the SMTP server and +23 the SMS provider of test_notification_{email,sms,escalation};
+# +22 the SMTP server and +23 the SMS provider of test_notification_{email,sms,escalation,ses};
+# +27 the SNS stand-in of test_notification_ses;
 # +24 and +25 (on 127.0.0.2) test_webhooks' receiver and canary; +26 the search instance of
 # test_search_directory's merge-mode reindex (topics of its own); +28 and +29 (on 127.0.0.2)
 # test_notification_webpush's push service and canary.

@@ -200,6 +200,36 @@ def test_every_route_and_event_is_documented():
     asyncapi = yaml.safe_load((ROOT / "proto/asyncapi.yaml").read_text())
     assert asyncapi["components"]["messages"]["notificationCreated"]["payload"]["$ref"] == \
         "./events/notification.created.schema.json"
+    assert asyncapi["components"]["messages"]["notificationDelivered"]["payload"]["$ref"] == \
+        "./events/notification.delivered.schema.json"
+
+
+def test_the_diagnostics_decision_enum_is_what_the_code_records():
+    """Every decision string the code records (nf_decision, the push planner's decide, the
+    senders' `decision = "..."`) and every one the diagnostics explain is in the
+    NotificationDiagnostics enum, and the enum has nothing else."""
+    import re
+    import yaml
+    from conftest import ROOT
+    openapi = yaml.safe_load((ROOT / "proto/openapi.yaml").read_text())
+    recorded, explained = set(), set()
+    for f in sorted((ROOT / "services/notification").glob("*.c")):
+        src = f.read_text()
+        for arg in re.findall(r'(?:nf_decision|decide)\(\s*[^,()]+,\s*[^,()]+,\s*([^,]+),', src):
+            recorded |= set(re.findall(r'"(\w+)"', arg))
+        recorded |= set(re.findall(r'\bdecision = "(\w+)"', src))
+        for fn in ("static const char *explain(const char *decision)",
+                   "const char *nf_channel_explain(const char *channel, const char *decision)"):
+            if fn in src:
+                body = src[src.index(fn):]
+                body = body[:body.index("\n}\n")]
+                explained |= set(re.findall(r'\{"(\w+)", "', body))
+    assert {"preference", "rate_limited", "escalated_email", "no_address"} <= recorded  # the scan works
+    enum = openapi["components"]["schemas"]["NotificationDiagnostics"]["properties"]["decisions"]["items"][
+        "properties"]["decision"]["enum"]
+    assert recorded <= explained, f"recorded but not explained: {recorded - explained}"
+    assert set(enum) == explained, (f"missing from the enum: {explained - set(enum)}; "
+                                    f"in the enum but never recorded: {set(enum) - explained}")
 
 
 # --- push ----------------------------------------------------------------------------------

@@ -8,64 +8,35 @@ canary outside WEBHOOK_ALLOW_PRIVATE_CIDRS receives nothing)."""
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
 from chat import create, ok, problem, send, validate_event
 from conftest import PORTS, new_tenant, read_events, token_for
+from recording_server import RecordingServer
 from users_lib import server
 
 NOTIF = f"http://127.0.0.1:{PORTS['notification']}"
 
 
-class Receiver:
-    """Records every POST; /fail answers 500, anything else 200."""
+class Receiver(RecordingServer):
+    """Records every POST (path, headers, raw); /fail answers 500, anything else 200."""
 
     def __init__(self, host, port):
-        self.lock = threading.Lock()
-        self.got = []  # dicts: path, headers, raw, at
-        rec = self
+        super().__init__(host, port)
+        self.start()
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with rec.lock:
-                    rec.got.append({"path": self.path, "headers": dict(self.headers), "raw": raw,
-                                    "at": time.time()})
-                status = 500 if self.path == "/fail" else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-        self.server = ThreadingHTTPServer((host, port), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, req, method, raw):
+        self.record(path=req.path, headers=dict(req.headers), raw=raw)
+        return (500 if req.path == "/fail" else 200), b"{}", []
 
     def on(self, path):
-        with self.lock:
-            return [g for g in self.got if g["path"] == path]
+        return self.matching(lambda g: g["path"] == path)
 
     def wait(self, path, pred, timeout=30.0):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            got = [g for g in self.on(path) if pred(g)]
-            if got:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"{path}: nothing matching among {[g['raw'][:80] for g in self.on(path)]}")
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return self.wait_for(lambda g: g["path"] == path and pred(g), 1, timeout, f"{path}: matching")
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +115,7 @@ def test_signed_filtered_and_never_to_a_private_address(api, tenant, hooks):
     time.sleep(2)
     assert {json.loads(g["raw"])["type"] for g in recv.on("/ok")} == {"message.created"}
     # The canary listens on loopback outside the allowed CIDRs: refused at connect time.
-    assert canary.got == []
+    assert canary.requests == []
     metrics = requests.get(NOTIF + "/metrics", timeout=10).text
     refused = [line for line in metrics.splitlines() if line.startswith("notification_webhook_refused_total")]
     assert refused and int(refused[0].split()[1]) >= 1

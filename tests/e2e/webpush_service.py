@@ -5,16 +5,14 @@ would: a subscription's P-256 key pair and auth secret, to decrypt a recorded me
 way the user agent does (RFC 8291 over RFC 8188's aes128gcm), and the VAPID key pair."""
 
 import base64
-import json
 import secrets
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from recording_server import RecordingServer
 
 
 def b64u(data):
@@ -61,26 +59,14 @@ class Subscription:
         return record[:-1]
 
 
-class PushService:
+class PushService(RecordingServer):
     def __init__(self, host, port, workdir):
-        self.base = f"http://{host}:{port}"
-        self.lock = threading.Lock()
-        self.requests = []  # dicts: id, headers, body (bytes), at
-        self.fail = {}      # subscription id -> 410 | 500
+        super().__init__(host, port)
+        self.fail = {}      # subscription id -> 410 | 500; requests: dicts id, headers, body (bytes), at
         self.vapid = ec.generate_private_key(ec.SECP256R1())
         self.vapid_file = workdir / "vapid.pem"
         self.vapid_file.write_bytes(self.vapid.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
     def subscribe(self):
         """A new subscription whose endpoint is on this service."""
@@ -88,41 +74,18 @@ class PushService:
 
     def to(self, sub):
         sid = sub.endpoint.rsplit("/", 1)[1]
-        with self.lock:
-            return [r for r in self.requests if r["id"] == sid]
+        return self.matching(lambda r: r["id"] == sid)
 
     def wait(self, sub, n=1, timeout=30.0):
-        deadline = time.time() + timeout
-        while True:
-            got = self.to(sub)
-            if len(got) >= n:
-                return got
-            assert time.time() < deadline, f"{sub.endpoint}: {len(got)} pushes, wanted {n}"
-            time.sleep(0.05)
+        sid = sub.endpoint.rsplit("/", 1)[1]
+        return self.wait_for(lambda r: r["id"] == sid, n, timeout, f"{sub.endpoint}: pushes")
 
-    def _handler(svc):
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if not self.path.startswith("/push/"):
-                    status = 404
-                else:
-                    sid = self.path[len("/push/"):]
-                    with svc.lock:
-                        svc.requests.append({"id": sid, "headers": dict(self.headers), "body": raw,
-                                             "at": time.time()})
-                        status = svc.fail.get(sid, 201)
-                body = json.dumps({"status": status}).encode()
-                self.send_response(status)
-                if status == 201:
-                    self.send_header("Location", f"{svc.base}/message/{secrets.token_hex(8)}")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-        return H
+    def answer(self, req, method, raw):
+        if method != "POST" or not req.path.startswith("/push/"):
+            return 404, {"status": 404}, []
+        sid = req.path[len("/push/"):]
+        self.record(id=sid, headers=dict(req.headers), body=raw)
+        with self.lock:
+            status = self.fail.get(sid, 201)
+        headers = [("Location", f"{self.base}/message/{secrets.token_hex(8)}")] if status == 201 else []
+        return status, {"status": status}, headers
