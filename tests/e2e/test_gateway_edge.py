@@ -63,6 +63,7 @@ def test_kill_one_of_two_instances_under_traffic(platform, api):
     m1, m2 = f"127.0.0.1:{PORTS['messaging']}", f"127.0.0.1:{MSG2_PORT}"
     gw = gateway(GW2_PORT, {"MESSAGING_URL": f"http://{m1},http://{m2}", "BREAKER_OPEN_MS": "3000",
                             "UPSTREAM_HEALTH_INTERVAL_MS": "500", "RETRY_BACKOFF_MS": "5"}, "gateway-failover")
+    stop, threads = threading.Event(), []
     try:
         tenant = new_tenant(api)
         users = [f"f{i}" for i in range(6)]
@@ -72,7 +73,6 @@ def test_kill_one_of_two_instances_under_traffic(platform, api):
                           headers={"Authorization": f"Bearer {tok['f0']}"}, timeout=10)
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
-        stop = threading.Event()
         lock = threading.Lock()
         stats = {"get_ok": 0, "get_fail": [], "post_ok": 0, "post_fail": []}
 
@@ -149,6 +149,9 @@ def test_kill_one_of_two_instances_under_traffic(platform, api):
         assert state["circuit"] == "closed" and state["healthy"], state
         assert state["requests"] > mid[m2]["requests"], state
     finally:
+        stop.set()  # a failed assertion must not leave the clients running into the next test
+        for t in threads:
+            t.join(15)
         gw.stop()
         msg2.stop()
     sanitizer_clean(gw, msg2)

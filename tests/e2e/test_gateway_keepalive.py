@@ -137,7 +137,8 @@ class Slow(http.server.BaseHTTPRequestHandler):
 def test_idle_timeout_counts_idleness_and_closes_cleanly(platform):
     """With HTTP_IDLE_TIMEOUT_S=2: a connection used every 1.2 s lives past 2 s (the timeout
     counts idleness, not age); a request whose upstream takes 2.5 s is answered, and its
-    connection is not timed out for the time the request was under way; a connection idle
+    connection is not timed out for the time the request was under way (nor is another
+    connection kept waiting by it); a connection idle
     longer than 2 s is closed with a FIN, not a reset, and none is closed early."""
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", ECHO_PORT), Slow)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -149,7 +150,17 @@ def test_idle_timeout_counts_idleness_and_closes_cleanly(platform):
         for _ in range(4):  # 4.8 s in all, never 2 s idle
             assert c.get("/fast/x")[0] == 200
             time.sleep(1.2)
-        assert c.get("/slow/x")[0] == 200  # 2.5 s upstream: the connection was busy, not idle
+        got = []
+        slow = threading.Thread(target=lambda: got.append(c.get("/slow/x")[0]))
+        slow.start()  # 2.5 s upstream: the connection is busy, not idle
+        time.sleep(0.3)
+        d = Conn(GW2_PORT)
+        t = time.monotonic()
+        assert d.get("/fast/x")[0] == 200  # a request under way upstream holds up nobody else
+        assert time.monotonic() - t < 1.0
+        d.close()
+        slow.join()
+        assert got == [200], got
         time.sleep(0.5)
         assert c.get("/fast/x")[0] == 200  # and stays usable at once afterwards
         t = time.monotonic()
