@@ -190,7 +190,7 @@ def call(method, path, user, body=None):
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"Bearer {token(user)}",
                                           "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
+    with urllib.request.urlopen(req, timeout=300) as r:  # the shared FerretDB under load
         return json.loads(r.read() or b"null")
 
 
