@@ -18,10 +18,10 @@ are not pinned.
 - End to end (ours only): message.send over the WebSocket -> accepted and stored by the real
   messaging service (FerretDB) -> delivered to the other members; accepted messages per
   second and p50/p99 send-to-delivery.
-- Memory: BENCH_IDLE (1,000) idle connections (ours authenticated, each having loaded its
-  conversations and caught up: two calls to the messaging service, about 0.1 s each against
-  FerretDB here, which is why the default is not the issue's 10,000); RSS growth per
-  connection.
+- Memory: BENCH_IDLE (1,000; the issue's figure is 10,000) idle connections (ours
+  authenticated, each having loaded its conversations and caught up: two calls to the
+  messaging service, answered by bench/messaging_standin.py in an idle-only run, see
+  BENCH_IDLE_MESSAGING); RSS growth per connection.
 
 Figures are printed absolute and as ratios to each peer. Knobs: BENCH_PORT_BASE (23280),
 BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH_IDLE (1000),
