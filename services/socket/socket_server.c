@@ -38,6 +38,15 @@ typedef struct outframe {
     char own[];
 } outframe;
 
+/* Queue entries whose own bytes (an event's cursor, a short ack) fit in this many are all
+ * allocated with this capacity and recycled through the server's pool (at most OUTFRAME_POOL
+ * of them kept): a fan-out queues and frees one entry per recipient in bursts of hundreds,
+ * which overflowed malloc's per-thread cache (perf: about 8% of the fan-out's CPU in
+ * _int_malloc, consolidation and unlinking). 128 bytes hold the cursor of about 8
+ * conversations; longer ones are malloc'ed as before. */
+#define OUTFRAME_SMALL 128
+#define OUTFRAME_POOL 16384
+
 /* A writable callback gathers the queued frames into one write of about this many bytes (the
  * "cork" of uWebSockets): one send() for many small frames instead of one each. */
 #define WRITE_BATCH 65536
@@ -123,6 +132,8 @@ struct socket_srv {
     uint64_t pres_serial, pres_order;
     int64_t pres_flush_at;
     unsigned char *wbuf; /* the write buffer of write_batch (LWS_PRE, then frames) */
+    outframe *pool;      /* free queue entries of OUTFRAME_SMALL bytes (linked by next) */
+    size_t npool;
     size_t wcap;
     uint64_t notified[NOTIFIED_MAX]; /* the last notifications delivered (hashed ids), a ring */
     size_t notified_next;
@@ -227,6 +238,34 @@ static void conn_close(conn *c, int code, const char *reason)
     lws_callback_on_writable(c->wsi);
 }
 
+/* A queue entry with room for `len` own bytes (from the pool when they fit OUTFRAME_SMALL),
+ * or NULL. Loop thread only. */
+static outframe *outframe_new(socket_srv *s, size_t len)
+{
+    outframe *f = s->pool;
+
+    if (len > OUTFRAME_SMALL)
+        return malloc(sizeof(*f) + len);
+    if (f == NULL)
+        return malloc(sizeof(*f) + OUTFRAME_SMALL);
+    s->pool = f->next;
+    s->npool--;
+    return f;
+}
+
+/* Drops the entry's event reference and returns it to the pool (or frees it). */
+static void outframe_free(socket_srv *s, outframe *f)
+{
+    socket_event_release(f->ev);
+    if (f->len <= OUTFRAME_SMALL && s->npool < OUTFRAME_POOL) {
+        f->next = s->pool;
+        s->pool = f;
+        s->npool++;
+        return;
+    }
+    free(f);
+}
+
 static size_t frame_len(const outframe *f)
 {
     return (f->ev ? f->ev->frame_len : 0) + f->len;
@@ -249,7 +288,7 @@ static int conn_queue(conn *c, socket_event *shared, const char *own, size_t len
         conn_close(c, SOCKET_CLOSE_SLOW, "send queue full: reconnect with since=<cursor>");
         return 0;
     }
-    if ((f = malloc(sizeof(*f) + len)) == NULL) {
+    if ((f = outframe_new(c->srv, len)) == NULL) {
         conn_close(c, SOCKET_CLOSE_SLOW, "out of memory: reconnect with since=<cursor>");
         return 0;
     }
@@ -835,16 +874,36 @@ static void on_call(conn *c, socket_job *j)
                                                             : "refused by messaging"));
 }
 
+/* The live connection with id `id`, or NULL. s->conns is in increasing id order (ids grow and
+ * connections are appended; conns_remove keeps the order), so this is a binary search: a linear
+ * one per finished upstream job cost O(connections) each, 20,000 jobs x 10,000 connections
+ * while 10,000 clients connected. */
+static conn *conns_find(const socket_srv *s, uint64_t id, size_t *at)
+{
+    size_t lo = 0, hi = s->nconns;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->conns[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < s->nconns && s->conns[lo]->id == id) {
+        if (at)
+            *at = lo;
+        return s->conns[lo];
+    }
+    return NULL;
+}
+
 static void conn_free(conn *c);
 
 static void jobs_done(socket_srv *s)
 {
     for (socket_job *j = socket_upstream_take_done(s->up), *next; j; j = next) {
-        conn *c = NULL;
+        conn *c = conns_find(s, j->conn_id, NULL);
         next = j->next;
-        for (size_t i = 0; i < s->nconns && c == NULL; i++)
-            if (s->conns[i]->id == j->conn_id)
-                c = s->conns[i];
         if (c) {
             c->jobs--;
             if (c->gone) {
@@ -1058,17 +1117,12 @@ static cm_err authenticate(socket_srv *s, struct lws *wsi, char *token, cm_jwt_c
 
 static void conns_remove(socket_srv *s, conn *c)
 {
-    for (size_t i = 0; i < s->nconns; i++)
-        if (s->conns[i] == c) {
-            s->conns[i] = s->conns[--s->nconns];
-            return;
-        }
-}
+    size_t i;
 
-static void outframe_free(outframe *f)
-{
-    socket_event_release(f->ev);
-    free(f);
+    if (conns_find(s, c->id, &i) == c) {
+        memmove(s->conns + i, s->conns + i + 1, (s->nconns - i - 1) * sizeof(conn *));
+        s->nconns--;
+    }
 }
 
 static void conn_free(conn *c)
@@ -1076,7 +1130,7 @@ static void conn_free(conn *c)
     conns_remove(c->srv, c);
     for (outframe *f = c->q_head, *next; f; f = next) {
         next = f->next;
-        outframe_free(f);
+        outframe_free(c->srv, f);
     }
     for (size_t i = 0; i < c->nheld; i++)
         socket_event_release(c->held[i]);
@@ -1339,7 +1393,7 @@ static int write_batch(conn *c)
             c->q_tail = NULL;
         c->q_frames--;
         c->q_bytes -= len;
-        outframe_free(f);
+        outframe_free(s, f);
         nframes++;
     }
     if (nframes == 0)
@@ -1721,6 +1775,10 @@ void socket_srv_destroy(socket_srv *s)
     socket_index_destroy(s->by_user);
     free(s->typing);
     free(s->wbuf);
+    for (outframe *f = s->pool, *next; f; f = next) {
+        next = f->next;
+        free(f);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
