@@ -7,9 +7,11 @@
  *            cannot drift from services/search/search_index.c) written with plain INSERTs:
  *            the messages row (rid, unique id, conversation, time and sender indexes), then
  *            msg_words and msg_tri (trigram_cjk) as apply_message writes them; no JSON;
- *   -time    sql without the messages(created_ms) index;
- *   -idx     sql without the conversation, time and sender indexes (the unique id kept);
- *   ids-fts  sql with those three indexes replaced by conversation_id and sender_id columns
+ *   v5       sql with the indexes of schema version 5: messages(created_ms), and
+ *            (conversation_id, created_ms), (sender_id, created_ms) instead of the ids alone;
+ *   +time    sql with the messages(created_ms) index that schema versions 1-5 had;
+ *   -idx     sql without the conversation and sender indexes (the unique id kept);
+ *   ids-fts  sql with those two indexes replaced by conversation_id and sender_id columns
  *            of msg_words (FTS5 batches its writes per transaction; b-trees write per row);
  *   plaintri sql with SQLite's plain trigram tokenizer on msg_tri (no CJK unigrams/bigrams);
  *   2files   sql with msg_tri moved to a second file (its own text table, rid, eseq and
@@ -228,9 +230,9 @@ static void real_batch(search_index *ix, char **events, size_t b, size_t e, doub
     *cpu += cpu_s() - c0;
 }
 
-enum { V_SQL, V_NOTIME, V_NOIDX, V_IDSFTS, V_PLAINTRI, V_2FILES, V_REAL, NV };
-static const char *const NAMES[NV] = {"sql", "-time", "-idx", "ids-fts", "plaintri", "2files",
-                                      "real"};
+enum { V_SQL, V_V5, V_TIME, V_NOIDX, V_IDSFTS, V_PLAINTRI, V_2FILES, V_REAL, NV };
+static const char *const NAMES[NV] = {"sql",      "v5",     "+time", "-idx", "ids-fts",
+                                      "plaintri", "2files", "real"};
 
 int main(int argc, char **argv)
 {
@@ -274,13 +276,19 @@ int main(int argc, char **argv)
     add_stmt(&raw, "INSERT INTO t(rowid, text) VALUES (:rid, :text)");
 
     ours_sql(ix, TENANT_PREFIX "sql", NULL, NULL, 1, &v[V_SQL]);
-    ours_sql(ix, TENANT_PREFIX "notime", "DROP INDEX messages_time", NULL, 1, &v[V_NOTIME]);
+    ours_sql(ix, TENANT_PREFIX "time", "CREATE INDEX messages_time ON messages(created_ms)", NULL,
+             1, &v[V_TIME]);
+    ours_sql(ix, TENANT_PREFIX "v5",
+             "DROP INDEX messages_by_conv; DROP INDEX messages_by_sender;"
+             "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
+             "CREATE INDEX messages_time ON messages(created_ms);"
+             "CREATE INDEX messages_sender ON messages(sender_id, created_ms)",
+             NULL, 1, &v[V_V5]);
     ours_sql(ix, TENANT_PREFIX "noidx",
-             "DROP INDEX messages_time; DROP INDEX messages_conv; DROP INDEX messages_sender",
-             NULL, 1, &v[V_NOIDX]);
+             "DROP INDEX messages_by_conv; DROP INDEX messages_by_sender", NULL, 1, &v[V_NOIDX]);
     ours_sql(ix, TENANT_PREFIX "idsfts",
-             "DROP INDEX messages_time; DROP INDEX messages_conv; DROP INDEX messages_sender;"
-             "DROP TABLE msg_words; CREATE VIRTUAL TABLE msg_words USING fts5(text,"
+             "DROP INDEX messages_by_conv; DROP INDEX messages_by_sender; DROP TABLE msg_words;"
+             " CREATE VIRTUAL TABLE msg_words USING fts5(text,"
              " conversation_id, sender_id, content='messages', content_rowid='rid',"
              " tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
              "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16)",

@@ -319,7 +319,8 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
                          " AND m.attachments > 0",
                      from, to, NULL, media, "messages_with_attachments")) != CM_OK ||
         (rc = scalar(db, "SELECT coalesce(sum(m.attachments), 0) FROM messages m WHERE"
-                         SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED,
+                         SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2"
+                         " AND " COUNTED,
                      from, to, NULL, media, "attachments")) != CM_OK)
         goto out;
 #undef Q
@@ -375,7 +376,8 @@ void search_analytics_user(cm_http_req *req, void *ud)
     cJSON_AddStringToObject(body, "user_id", uid);
     add_range(body, from, to);
     if ((rc = scalar(db, "SELECT count(*) FROM messages m WHERE m.sender_id = ?3 AND"
-                         " m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED,
+                         SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2"
+                         " AND " COUNTED,
                      from, to, uid, body, "messages_sent")) != CM_OK ||
         /* received: others' messages of the conversations the user could read (the search's
          * rule: members, and before they left) */
@@ -389,12 +391,12 @@ void search_analytics_user(cm_http_req *req, void *ud)
                          " active = 1",
                      from, to, uid, body, "conversations")) != CM_OK ||
         (rc = scalar(db, "SELECT count(DISTINCT m.conversation_id) FROM messages m WHERE"
-                         " m.sender_id = ?3 AND m.created_ms >= ?1 AND m.created_ms < ?2 AND "
-                         COUNTED,
+                         " m.sender_id = ?3 AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+                         " AND m.created_ms < ?2 AND " COUNTED,
                      from, to, uid, body, "conversations_posted_in")) != CM_OK ||
         (rc = scalar(db, "SELECT count(DISTINCT m.created_ms / 86400000) FROM messages m WHERE"
-                         " m.sender_id = ?3 AND m.created_ms >= ?1 AND m.created_ms < ?2 AND "
-                         COUNTED,
+                         " m.sender_id = ?3 AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+                         " AND m.created_ms < ?2 AND " COUNTED,
                      from, to, uid, body, "active_days")) != CM_OK)
         goto out;
 out:

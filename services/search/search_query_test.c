@@ -356,6 +356,8 @@ static void test_migrates_version_3(void **state)
                      " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
                      " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
                      "CREATE INDEX messages_time ON messages(created_ms);"
+                     "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
+                     "CREATE INDEX messages_sender ON messages(sender_id, created_ms);"
                      "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
                      " content_rowid='rid', tokenize='trigram');"
                      "INSERT INTO messages VALUES (4096, 'm9', 'c1', 'u2', 1, 1, 1, 1, 0, 0,"
@@ -375,9 +377,15 @@ static void test_migrates_version_3(void **state)
     /* the current version, with the FTS5 settings of FTS_CONFIG */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(scalar_int(db, "PRAGMA user_version"), 6);
-    /* version 6: no index on created_ms (time ranges are rid ranges) */
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name ="
-                                    " 'messages_time'"), 0);
+    /* version 6: no index on created_ms (time ranges are rid ranges), the conversation and
+     * sender indexes on the id alone */
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name IN"
+                                    " ('messages_time', 'messages_conv', 'messages_sender')"),
+                     0);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_info('messages_by_conv')"),
+                     1);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_info('messages_by_sender')"),
+                     1);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_words_config WHERE k = 'automerge'"), 16);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_tri_config WHERE k = 'automerge'"), 16);
     sqlite3_close(db);
