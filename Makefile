@@ -143,6 +143,10 @@ $(B)/bench/search_bench: bench/search_bench.c $(call svc_objs,search,services/se
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Iservices/search $(LDFLAGS) -o $@ $^ $(call pkglibs,$(SEARCH_LIBS)) -lm
 
+$(B)/bench/search_parts: bench/search_parts.c $(call svc_objs,search,services/search) $(CM_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Iservices/search $(LDFLAGS) -o $@ $^ $(call pkglibs,$(SEARCH_LIBS)) -lm
+
 # --- entry points ---------------------------------------------------------------------------
 .PHONY: all build deps run stop status test unit integration check-unit bench fuzz format clean help
 
@@ -184,7 +188,7 @@ check-unit: $(UNIT_BINS)
 integration: $(BINS)
 	@BUILD_DIR=$(B) .local/venv/bin/python -m pytest -q tests/e2e
 
-bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search bench-socket bench-notification
+bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search bench-search-parts bench-socket bench-notification
 	@BENCH_BIN=$(B)/bench/media_thumbs BUILD_DIR=$(B) bash bench/media_bench.sh
 	@bash deploy/stack.sh start >/dev/null
 	@BUILD_DIR=$(B) .local/venv/bin/python bench/messaging_send.py
@@ -207,6 +211,13 @@ bench-auth: deps
 bench-search:
 	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/search_bench
 	@.local/venv/bin/python bench/search_bench.py build/rel/bench/search_bench $(SEARCH_BENCH_TEXTS)
+
+# Where the index's indexing time goes: its parts, each next to raw FTS5 in one run
+# (bench/search_parts.c, bench/README.md), on the first 100,000 texts of the same corpus.
+.PHONY: bench-search-parts
+bench-search-parts:
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bench/search_parts
+	@.local/venv/bin/python bench/search_bench.py --parts build/rel/bench/search_parts $(SEARCH_PARTS_TEXTS)
 
 # Push fan-out end to end next to the provider endpoint's own capacity (wrk), release build
 # (bench/notification_bench.py).

@@ -19,6 +19,8 @@ substrings with Python's `in`. Recall = hits of ours found by the scan too / hit
 scan, over all queries; any difference is printed.
 
 Usage: search_bench.py BENCH_BINARY [TEXTS]   (TEXTS default 200000, at least 100000)
+       search_bench.py --parts PARTS_BINARY [TEXTS]   (bench/search_parts.c on the first
+       TEXTS, default 100000, of the same corpus)
 """
 
 import collections
@@ -150,7 +152,21 @@ def brute(texts, toks, kind, q):
     return {i for i, ts in enumerate(toks) if any(x.startswith(p) for x in ts)}
 
 
+def parts(binary, limit):
+    texts, _, _ = corpus(max(limit, 100000))
+    with tempfile.TemporaryDirectory(prefix="search-parts-") as d:
+        cpath = os.path.join(d, "corpus.txt")
+        with open(cpath, "w", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t in texts[:limit]))
+        work = os.path.join(d, "work")
+        os.mkdir(work)
+        subprocess.run([binary, cpath, work, str(limit)], check=True)
+
+
 def main():
+    if sys.argv[1] == "--parts":
+        parts(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 100000)
+        return
     binary = sys.argv[1]
     limit = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
     t0 = time.time()

@@ -25,6 +25,18 @@
 #define SEARCH_DELETED_USER "deleted-user" /* sender of an erased user's messages (messaging's) */
 #define SEARCH_ERASED 2        /* messages.deleted of a message erased with the policy delete */
 #define SEARCH_ERASED_STR "2"
+/* messages.rid orders messages by time: created_ms * SEARCH_RID_PER_MS plus a tie-breaker
+ * (seq % SEARCH_RID_PER_MS, moved up by less than SEARCH_RID_SPILL on a clash; search_index.c
+ * apply_message). So created_ms >= F implies rid >= F * SEARCH_RID_PER_MS, and created_ms < T
+ * implies rid < T * SEARCH_RID_PER_MS + SEARCH_RID_SPILL: time ranges are rid ranges (the
+ * primary key) plus the exact created_ms test, with no index on created_ms (bench/README.md,
+ * schema version 6). */
+#define SEARCH_RID_PER_MS 4096
+#define SEARCH_RID_SPILL 66
+/* SQL: the rid window of "m.created_ms >= ?1 AND m.created_ms < ?2" (?1, ?2 in ms). */
+#define SEARCH_RID_WINDOW " m.rid >= ?1 * 4096 AND m.rid < ?2 * 4096 + 66 "
+/* SQL: the rid window of "m.created_ms < ?2". */
+#define SEARCH_RID_BEFORE " m.rid < ?2 * 4096 + 66 "
 
 /* --- the query language (search_query.c): plain functions, no SQLite -------------------- */
 

@@ -133,7 +133,7 @@ static cm_err top_conversations(sqlite3 *db, int64_t from, int64_t to, cJSON *ob
     static const char SQL[] =
         "SELECT m.conversation_id, count(*) AS n, c.title, c.type FROM messages m"
         " LEFT JOIN conversations c ON c.id = m.conversation_id"
-        " WHERE m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED
+        " WHERE" SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED
         " GROUP BY m.conversation_id ORDER BY n DESC, m.conversation_id LIMIT 10";
     sqlite3_stmt *st;
     cJSON *arr = cJSON_AddArrayToObject(obj, "top_conversations");
@@ -266,8 +266,8 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
             goto out;                                                                           \
         }                                                                                       \
     } while (0)
-    Q("SELECT %s AS b, count(*) FROM messages m WHERE m.created_ms >= ?1 AND m.created_ms < ?2"
-      " AND " COUNTED " GROUP BY b ORDER BY b", start);
+    Q("SELECT %s AS b, count(*) FROM messages m WHERE" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+      " AND m.created_ms < ?2 AND " COUNTED " GROUP BY b ORDER BY b", start);
     if ((rc = series(db, sql, from, to, NULL, body, "messages")) != CM_OK)
         goto out;
     active = cJSON_AddObjectToObject(body, "active_users");
@@ -277,12 +277,14 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
     }
     /* Active: sent at least one message; deleted users' anonymised messages are nobody's. */
     Q("SELECT ((m.created_ms / 86400000) * 86400000) AS b, count(DISTINCT m.sender_id)"
-      " FROM messages m WHERE m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED
-      " AND m.sender_id <> '" SEARCH_DELETED_USER "' GROUP BY b ORDER BY b");
+      " FROM messages m WHERE" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+      " AND m.created_ms < ?2 AND " COUNTED " AND m.sender_id <> '" SEARCH_DELETED_USER "'"
+      " GROUP BY b ORDER BY b");
     if ((rc = series(db, sql, from, to, NULL, active, "daily")) != CM_OK)
         goto out;
-    Q("SELECT %s AS b, count(DISTINCT m.sender_id) FROM messages m WHERE m.created_ms >= ?1"
-      " AND m.created_ms < ?2 AND " COUNTED " AND m.sender_id <> '" SEARCH_DELETED_USER "'"
+    Q("SELECT %s AS b, count(DISTINCT m.sender_id) FROM messages m WHERE" SEARCH_RID_WINDOW
+      "AND m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED
+      " AND m.sender_id <> '" SEARCH_DELETED_USER "'"
       " GROUP BY b ORDER BY b", mstart);
     if ((rc = series(db, sql, from, to, NULL, active, "monthly")) != CM_OK)
         goto out;
@@ -300,7 +302,8 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
     if ((rc = scalar(db,
                      "WITH r AS (SELECT m.created_ms - lag(m.created_ms) OVER w AS d,"
                      " m.sender_id <> lag(m.sender_id) OVER w AS other, m.created_ms AS at"
-                     " FROM messages m WHERE " COUNTED " AND m.created_ms < ?2"
+                     " FROM messages m WHERE" SEARCH_RID_BEFORE "AND " COUNTED
+                     " AND m.created_ms < ?2"
                      " WINDOW w AS (PARTITION BY m.conversation_id ORDER BY m.seq)),"
                      " s AS (SELECT d FROM r WHERE other AND at >= ?1 AND d IS NOT NULL)"
                      " SELECT d FROM s ORDER BY d LIMIT 1 OFFSET (SELECT count(*) FROM s) / 2",
@@ -311,11 +314,13 @@ void search_analytics_tenant(cm_http_req *req, void *ud)
         rc = CM_ENOMEM;
         goto out;
     }
-    if ((rc = scalar(db, "SELECT count(*) FROM messages m WHERE m.created_ms >= ?1 AND"
-                         " m.created_ms < ?2 AND " COUNTED " AND m.attachments > 0",
+    if ((rc = scalar(db, "SELECT count(*) FROM messages m WHERE" SEARCH_RID_WINDOW
+                         "AND m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED
+                         " AND m.attachments > 0",
                      from, to, NULL, media, "messages_with_attachments")) != CM_OK ||
         (rc = scalar(db, "SELECT coalesce(sum(m.attachments), 0) FROM messages m WHERE"
-                         " m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED,
+                         SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2"
+                         " AND " COUNTED,
                      from, to, NULL, media, "attachments")) != CM_OK)
         goto out;
 #undef Q
@@ -371,25 +376,27 @@ void search_analytics_user(cm_http_req *req, void *ud)
     cJSON_AddStringToObject(body, "user_id", uid);
     add_range(body, from, to);
     if ((rc = scalar(db, "SELECT count(*) FROM messages m WHERE m.sender_id = ?3 AND"
-                         " m.created_ms >= ?1 AND m.created_ms < ?2 AND " COUNTED,
+                         SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2"
+                         " AND " COUNTED,
                      from, to, uid, body, "messages_sent")) != CM_OK ||
         /* received: others' messages of the conversations the user could read (the search's
          * rule: members, and before they left) */
         (rc = scalar(db, "SELECT count(*) FROM messages m JOIN members mb ON"
                          " mb.conversation_id = m.conversation_id AND mb.user_id = ?3"
-                         " WHERE m.sender_id <> ?3 AND m.created_ms >= ?1 AND m.created_ms < ?2"
+                         " WHERE" SEARCH_RID_WINDOW "AND m.sender_id <> ?3 AND m.created_ms >= ?1"
+                         " AND m.created_ms < ?2"
                          " AND " COUNTED " AND (mb.active = 1 OR m.created_eseq < mb.left_eseq)",
                      from, to, uid, body, "messages_received")) != CM_OK ||
         (rc = scalar(db, "SELECT count(*) + 0 * ?1 * ?2 FROM members WHERE user_id = ?3 AND"
                          " active = 1",
                      from, to, uid, body, "conversations")) != CM_OK ||
         (rc = scalar(db, "SELECT count(DISTINCT m.conversation_id) FROM messages m WHERE"
-                         " m.sender_id = ?3 AND m.created_ms >= ?1 AND m.created_ms < ?2 AND "
-                         COUNTED,
+                         " m.sender_id = ?3 AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+                         " AND m.created_ms < ?2 AND " COUNTED,
                      from, to, uid, body, "conversations_posted_in")) != CM_OK ||
         (rc = scalar(db, "SELECT count(DISTINCT m.created_ms / 86400000) FROM messages m WHERE"
-                         " m.sender_id = ?3 AND m.created_ms >= ?1 AND m.created_ms < ?2 AND "
-                         COUNTED,
+                         " m.sender_id = ?3 AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+                         " AND m.created_ms < ?2 AND " COUNTED,
                      from, to, uid, body, "active_days")) != CM_OK)
         goto out;
 out:

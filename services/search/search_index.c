@@ -20,9 +20,9 @@
 #include "search.h"
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 5
+#define SCHEMA_VERSION 6
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
-#define RID_PER_MS 4096 /* messages.rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
+#define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -106,8 +106,7 @@ static const char SCHEMA[] =
     " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
     " created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL, has_attachment INTEGER NOT NULL,"
     " deleted INTEGER NOT NULL, text TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS messages_conv ON messages(conversation_id, created_ms);"
-    "CREATE INDEX IF NOT EXISTS messages_time ON messages(created_ms);"
+    "CREATE INDEX IF NOT EXISTS messages_by_conv ON messages(conversation_id);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
@@ -169,7 +168,7 @@ static const char SCHEMA[] =
     /* A user's recent searches (search_directory.c), at most SEARCH_RECENT_MAX each. */
     "CREATE TABLE IF NOT EXISTS recent(user_id TEXT NOT NULL, q TEXT NOT NULL,"
     " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender_id, created_ms);";
+    "CREATE INDEX IF NOT EXISTS messages_by_sender ON messages(sender_id);";
 
 /* Schema version 2 adds messages.attachments (the count, for analytics' media volume) to the
  * files of version 1; PRAGMA user_version says which a file has. */
@@ -202,6 +201,15 @@ static const char MIGRATE_4[] =
 
 /* Version 5 has no statement of its own: FTS_CONFIG (run by every migration) sets automerge
  * 16 on msg_words in files of version 4. */
+
+/* Version 6 drops the index on messages(created_ms) and the created_ms of the conversation
+ * and sender indexes (SCHEMA creates theirs on the id alone): rid follows created_ms
+ * (SEARCH_RID_WINDOW) and ends every index entry, so time ranges are rid ranges, alone or
+ * after a conversation or sender. The index on created_ms cost a b-tree insert per message
+ * (indexing +0.03-0.04 of raw FTS5's rate, bench/search_parts.c), the longer entries +0.02. */
+static const char MIGRATE_6[] = "DROP INDEX IF EXISTS messages_time;"
+                                "DROP INDEX IF EXISTS messages_conv;"
+                                "DROP INDEX IF EXISTS messages_sender;";
 
 /* FTS5 settings of the message indexes (kept in their %_config tables), applied after the
  * schema and its migrations: 'automerge' above the default 4 merges segments less often while
@@ -251,6 +259,7 @@ static int schema_apply(sqlite3 *db, char **err)
             (has_col == 0 && sqlite3_exec(db, MIGRATE_2, NULL, NULL, err) != SQLITE_OK) ||
             (version < 3 && !fresh && sqlite3_exec(db, MIGRATE_3, NULL, NULL, err) != SQLITE_OK) ||
             (version < 4 && !fresh && sqlite3_exec(db, MIGRATE_4, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 6 && !fresh && sqlite3_exec(db, MIGRATE_6, NULL, NULL, err) != SQLITE_OK) ||
             sqlite3_exec(db, FTS_CONFIG, NULL, NULL, err) != SQLITE_OK ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
@@ -505,7 +514,8 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
         sqlite3_bind_int64(st, 1, rid);
         if (sqlite3_step(st) == SQLITE_DONE)
             break;
-        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY || tries > 64) {
+        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY ||
+            tries >= SEARCH_RID_SPILL - 1) {
             cm_warn("search index: %s", sqlite3_errmsg(db));
             stmt_release(st);
             return CM_EIO;
@@ -1127,10 +1137,12 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         ADD(" AND m.conversation_id = ?");
     if (q->sender[0])
         ADD(" AND m.sender_id = ?");
+    /* with their rid windows (SEARCH_RID_WINDOW): no index on created_ms */
     if (q->from_ms)
-        ADD(" AND m.created_ms >= ?");
+        ADD(" AND m.rid >= %lld AND m.created_ms >= ?", (long long)q->from_ms * RID_PER_MS);
     if (q->to_ms)
-        ADD(" AND m.created_ms < ?");
+        ADD(" AND m.rid < %lld AND m.created_ms < ?",
+            (long long)q->to_ms * RID_PER_MS + SEARCH_RID_SPILL);
     if (q->has_attachment)
         ADD(" AND m.has_attachment = 1");
     /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards

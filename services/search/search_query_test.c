@@ -215,6 +215,52 @@ static void test_index_lifecycle(void **state)
 }
 
 /* The first hit's snippet as JSON text (NULL when none); caller frees. */
+/* Time filters read rid windows (SEARCH_RID_WINDOW, no index on created_ms): messages of the
+ * same millisecond whose rids clash are moved up, past the millisecond's slots when the seq
+ * is at their end, and are still found by exactly the times they were created at. */
+static void test_time_filters_and_rid_clashes(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", ev[512];
+    search_index *ix;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    for (int c = 1; c <= 3; c++) {
+        snprintf(ev, sizeof(ev),
+                 "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":"
+                 "{\"id\":\"c%d\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+                 "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}",
+                 c);
+        apply(ix, ev);
+    }
+    /* seq 4095 (the last slot of its millisecond) in three conversations at 00:00:01.000:
+     * rids ms*4096+4095, then +4096 and +4097 (the next millisecond's slots) */
+    for (int c = 1; c <= 3; c++) {
+        snprintf(ev, sizeof(ev),
+                 "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":4096,\"data\":"
+                 "{\"id\":\"m%d\",\"conversation_id\":\"c%d\",\"sender_id\":\"u1\","
+                 "\"seq\":4095,\"type\":\"text\",\"text\":\"heron\",\"created_at\":"
+                 "\"2024-01-02T00:00:00.000Z\"}}",
+                 c, c);
+        apply(ix, ev);
+    }
+    /* and one at the next millisecond, whose own slot 0 is taken by a moved rid */
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2,\"data\":"
+              "{\"id\":\"m9\",\"conversation_id\":\"c1\",\"sender_id\":\"u1\",\"seq\":0,"
+              "\"type\":\"text\",\"text\":\"heron\",\"created_at\":"
+              "\"2024-01-02T00:00:00.001Z\"}}");
+    assert_int_equal(count(ix, "u1", "heron"), 4);
+    assert_int_equal(count(ix, "u1", "heron before:2024-01-02T00:00:00.001Z"), 3);
+    /* after:<time> is exclusive; after:<date> is from the next day on */
+    assert_int_equal(count(ix, "u1", "heron after:2024-01-02T00:00:00.000Z"), 1);
+    assert_int_equal(count(ix, "u1", "before:2024-01-02T00:00:00.001Z"), 3);
+    assert_int_equal(count(ix, "u1", "after:2024-01-02T00:00:00.000Z"), 1);
+    assert_int_equal(count(ix, "u1", "after:2024-01-01 before:2024-01-02T00:00:00.001Z"), 3);
+    assert_int_equal(count(ix, "u1", "after:2024-01-02T00:00:00.001Z"), 0);
+    search_index_destroy(ix);
+    remove_index(dir);
+}
+
 static char *first_snippet(search_index *ix, const char *text)
 {
     cJSON *items = cJSON_CreateArray();
@@ -309,6 +355,9 @@ static void test_migrates_version_3(void **state)
                      " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
                      " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
                      " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                     "CREATE INDEX messages_time ON messages(created_ms);"
+                     "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
+                     "CREATE INDEX messages_sender ON messages(sender_id, created_ms);"
                      "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
                      " content_rowid='rid', tokenize='trigram');"
                      "INSERT INTO messages VALUES (4096, 'm9', 'c1', 'u2', 1, 1, 1, 1, 0, 0,"
@@ -327,7 +376,16 @@ static void test_migrates_version_3(void **state)
     search_index_destroy(ix);
     /* the current version, with the FTS5 settings of FTS_CONFIG */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 5);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 6);
+    /* version 6: no index on created_ms (time ranges are rid ranges), the conversation and
+     * sender indexes on the id alone */
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name IN"
+                                    " ('messages_time', 'messages_conv', 'messages_sender')"),
+                     0);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_info('messages_by_conv')"),
+                     1);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_info('messages_by_sender')"),
+                     1);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_words_config WHERE k = 'automerge'"), 16);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_tri_config WHERE k = 'automerge'"), 16);
     sqlite3_close(db);
@@ -363,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_snippet_offsets_are_code_points),
         cmocka_unit_test(test_index_lifecycle),
         cmocka_unit_test(test_cjk_short_terms),
+        cmocka_unit_test(test_time_filters_and_rid_clashes),
         cmocka_unit_test(test_migrates_version_3),
         cmocka_unit_test(test_reader_before_the_schema),
     };
