@@ -109,6 +109,7 @@ cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
 typedef struct nf_consumer nf_consumer;
 typedef struct nf_jobs nf_jobs;
 typedef struct nf_push nf_push;
+typedef struct nf_push_batch nf_push_batch; /* pushes handed to the sender (nf_push_submit) */
 typedef struct nf_mail nf_mail; /* notification_channels.h */
 typedef struct nf_webhooks nf_webhooks;
 
@@ -271,16 +272,27 @@ cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it);
  * (nf_push_kick). CM_EIO when MongoDB failed (retry: what was stored is not stored twice). */
 cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n);
 
+/* nf_push_plan_many without waiting for the pushes due now: `*pending` is the handle to give
+ * nf_push_wait (NULL when none is being sent), so the caller prepares its next recipients
+ * while these are sent. */
+cm_err nf_push_plan_async(nf_ctx *ctx, const nf_push_item *items, size_t n,
+                          nf_push_batch **pending);
+
 /* Hands the sender `deliveries[0..n)`, stored and queued (a redrive, deferred ones), to send
  * when their next_at comes (copied), and wakes it. */
 void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n);
 
-/* Sends `deliveries[0..n)`, built but not stored (their `_id` derived from their unique `k`),
- * on the sender thread and waits until each is sent and stored with its first attempt (or
- * stored queued for a retry, or found stored already by another sender). Called by the
- * consumer before it stores its offsets: a crash before this returns replays the event, and
- * the replay finds stored what was recorded. CM_EIO when the sender stopped. */
-cm_err nf_push_send(nf_push *p, bson_t *const *deliveries, size_t n);
+/* Hands `deliveries[0..n)`, built but not stored (their `_id` derived from their unique `k`;
+ * the array and each document, allocated with malloc, are taken over), to the sender thread,
+ * which sends each and stores it with its first attempt (or queued for a retry; or leaves it
+ * when another sender holds it and stores it). `*out` is the handle nf_push_wait awaits.
+ * CM_ENOMEM (nothing taken over). */
+cm_err nf_push_submit(nf_push *p, bson_t **deliveries, size_t n, nf_push_batch **out);
+
+/* Waits until every delivery of `b` is sent and stored, then frees `b`. The consumer waits
+ * before it stores its offsets: a crash before then replays the event, and the replay finds
+ * stored what was recorded. CM_EIO when the sender stopped first. Accepts NULL. */
+cm_err nf_push_wait(nf_push *p, nf_push_batch *b);
 
 /* The delivery id of `k` ("<notification id>|<device id>"): a UUIDv8 (RFC 9562 section 5.8)
  * whose first 48 bits are the notification's UUIDv7 time (ids sort by creation) and whose

@@ -189,7 +189,8 @@ static cm_err publish(nf_ctx *ctx, const bson_t *const *docs, const int *pick, s
     return rc;
 }
 
-static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *r, size_t n)
+static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *r, size_t n,
+                           nf_push_batch **pending)
 {
     const char **users = calloc(n, sizeof(*users));
     nf_prefs *prefs = calloc(n, sizeof(*prefs));
@@ -288,7 +289,7 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
         it->priority = r[i].type == NF_TYPE_CUSTOM && a->priority;
         it->replay = dup[i];
     }
-    rc = nf_push_plan_many(ctx, items, n);
+    rc = nf_push_plan_async(ctx, items, n, pending);
     /* E-mail and SMS (notification_email.c), per recipient after the push plan. */
     for (size_t i = 0; rc == CM_OK && i < n; i++)
         rc = nf_channels_plan(ctx, &items[i], &prefs[i]);
@@ -316,14 +317,26 @@ out:
 
 cm_err nf_notify_batch(nf_ctx *ctx, const char *tenant, nf_recipient *r, size_t n)
 {
+    nf_push_batch **pending = calloc(n / CHUNK + 1, sizeof(*pending));
+    size_t k = 0;
     cm_err rc = CM_OK;
 
     for (size_t i = 0; i < n; i++)
         if (i == 0 || r[i].about != r[i - 1].about)
             nf_preview(r[i].about->text ? r[i].about->text : "", r[i].about->preview,
                        sizeof(r[i].about->preview));
+    if (pending == NULL)
+        return CM_ENOMEM;
+    /* Each chunk's pushes are sent while the next chunk is stored; all are awaited before
+     * the offsets of their events may be stored. */
     for (size_t at = 0; at < n && rc == CM_OK; at += CHUNK)
-        rc = notify_chunk(ctx, tenant, r + at, n - at < CHUNK ? n - at : CHUNK);
+        rc = notify_chunk(ctx, tenant, r + at, n - at < CHUNK ? n - at : CHUNK, &pending[k++]);
+    for (size_t i = 0; i < k; i++) {
+        cm_err wrc = nf_push_wait(ctx->push, pending[i]);
+        if (rc == CM_OK)
+            rc = wrc;
+    }
+    free(pending);
     return rc;
 }
 

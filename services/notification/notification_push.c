@@ -414,6 +414,14 @@ cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it)
 
 cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
 {
+    nf_push_batch *b = NULL;
+    cm_err rc = nf_push_plan_async(ctx, items, n, &b), wrc = nf_push_wait(ctx->push, b);
+    return rc != CM_OK ? rc : wrc;
+}
+
+cm_err nf_push_plan_async(nf_ctx *ctx, const nf_push_item *items, size_t n,
+                          nf_push_batch **pending)
+{
     const nf_push_item **left = calloc(n ? n : 1, sizeof(*left)), **offline = NULL;
     int *on = calloc(n ? n : 1, sizeof(*on)), *off_on = NULL;
     doc_list decisions = {0}, now_list = {0}, later = {0};
@@ -428,6 +436,7 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
     char detail[128];
     cm_err rc = CM_ENOMEM;
 
+    *pending = NULL;
     if (left == NULL || on == NULL)
         goto out;
     rc = CM_OK;
@@ -562,9 +571,10 @@ record:
     if (later.n > 0 && ctx->push)
         nf_push_kick(ctx->push, (const bson_t *const *)later.docs, later.n);
     if (now_list.n > 0) {
-        if (ctx->push)
-            rc = nf_push_send(ctx->push, now_list.docs, now_list.n);
-        else
+        if (ctx->push && (rc = nf_push_submit(ctx->push, now_list.docs, now_list.n, pending)) ==
+                             CM_OK)
+            now_list = (doc_list){0}; /* the sender's now */
+        else if (ctx->push == NULL)
             rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &now_list);
     }
 out:
@@ -1158,10 +1168,26 @@ static void append_attempt(bson_t *h, const job *j, int attempt, int64_t now)
     BSON_APPEND_UTF8(h, "detail", j->why);
 }
 
-/* `d` (a delivery as built, never stored) with its first attempt recorded, into `out`. */
+/* What a sent delivery no longer needs: what the push said and where it went (a sent one
+ * is never sent again; e-mail drops its bodies the same way). Every byte counts: FerretDB
+ * spends its time per byte inserted. */
+static int content_field(const char *key)
+{
+    static const char *const content[] = {"type",  "actor_id",   "text",      "token",
+                                          "app_id", "p256dh",    "auth",      "title",
+                                          "push_title", "push_body", "conversation_id", NULL};
+    for (int i = 0; content[i]; i++)
+        if (strcmp(content[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+/* `d` (a delivery as built, never stored) with its first attempt recorded, into `out`; when
+ * it is sent, without its content. */
 static void with_first_attempt(const bson_t *d, const job *j, const char *state, int64_t next,
                                int64_t now, bson_t *out)
 {
+    int sent = strcmp(state, "sent") == 0;
     bson_iter_t it;
     bson_t arr, h;
 
@@ -1170,7 +1196,8 @@ static void with_first_attempt(const bson_t *d, const job *j, const char *state,
         while (bson_iter_next(&it)) {
             const char *key = bson_iter_key(&it);
             if (strcmp(key, "state") != 0 && strcmp(key, "attempts") != 0 &&
-                strcmp(key, "next_at") != 0 && strcmp(key, "history") != 0)
+                strcmp(key, "next_at") != 0 && strcmp(key, "history") != 0 &&
+                !(sent && content_field(key)))
                 bson_append_iter(out, key, -1, &it);
         }
     BSON_APPEND_UTF8(out, "state", state);
@@ -1333,9 +1360,9 @@ static int still_due(nf_push *p, job *j, int64_t now)
     return ok;
 }
 
-/* The deliveries a consumer batch hands over (nf_push_send), sent in rounds of BATCH. */
+/* The deliveries a consumer batch hands over (nf_push_submit), sent in rounds of BATCH. */
 struct nf_push_batch {
-    bson_t *const *docs;
+    bson_t **docs; /* owned, each malloc'd */
     size_t n, taken, done;
     struct nf_push_batch *next;
 };
@@ -1504,29 +1531,50 @@ void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n)
     pthread_mutex_unlock(&p->mu);
 }
 
-cm_err nf_push_send(nf_push *p, bson_t *const *deliveries, size_t n)
+cm_err nf_push_submit(nf_push *p, bson_t **deliveries, size_t n, nf_push_batch **out)
 {
-    struct nf_push_batch b = {deliveries, n, 0, 0, NULL}, **at;
-    cm_err rc = CM_OK;
+    nf_push_batch *b = calloc(1, sizeof(*b)), **at;
 
-    if (n == 0)
-        return CM_OK;
+    *out = NULL;
+    if (b == NULL)
+        return CM_ENOMEM;
+    b->docs = deliveries;
+    b->n = n;
     pthread_mutex_lock(&p->mu);
     for (at = &p->batches; *at; at = &(*at)->next)
         ;
-    *at = &b;
+    *at = b;
     p->kick = 1;
     pthread_cond_signal(&p->cv);
-    while (b.done < b.n && !p->stop)
+    pthread_mutex_unlock(&p->mu);
+    *out = b;
+    return CM_OK;
+}
+
+cm_err nf_push_wait(nf_push *p, nf_push_batch *b)
+{
+    nf_push_batch **at;
+    cm_err rc = CM_OK;
+
+    if (b == NULL)
+        return CM_OK;
+    pthread_mutex_lock(&p->mu);
+    while (b->done < b->n && !p->stop)
         pthread_cond_wait(&p->done_cv, &p->mu);
-    if (b.done < b.n)
+    if (b->done < b->n)
         rc = CM_EIO; /* stopping: the event is consumed again by the next process */
     for (at = &p->batches; *at; at = &(*at)->next)
-        if (*at == &b) {
-            *at = b.next;
+        if (*at == b) {
+            *at = b->next;
             break;
         }
     pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < b->n; i++) {
+        bson_destroy(b->docs[i]);
+        free(b->docs[i]);
+    }
+    free(b->docs);
+    free(b);
     return rc;
 }
 
