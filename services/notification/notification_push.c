@@ -34,6 +34,7 @@
 #define SWEEP_MS 300000         /* queued deliveries are read from the store at start and then
                                    this often (what another instance's timers held) */
 #define QUEUE_MAX 20000         /* timers held at most (the rest: the next sweep) */
+#define TIMERS_PER_ROUND 64     /* timers taken per round (each round reads them again) */
 #define PROVIDER_BODY_MAX 65536 /* bytes of a provider's answer kept */
 
 struct nf_push {
@@ -48,6 +49,7 @@ struct nf_push {
     struct nf_push_batch *batches; /* handed over by the consumer, in order (guarded by mu) */
     struct timer *timers;          /* min-heap on due (guarded by mu) */
     size_t ntimers;
+    int timers_turn;               /* the next round takes timers before batches (mu) */
     cm_httpc_pool *http; /* kept-alive provider connections, sender thread only */
     /* FCM access token (RFC 6749 section 5.1), used by the sender thread only. */
     char fcm_token[4096];
@@ -1326,38 +1328,95 @@ static void leases(nf_push *p, job *jobs, size_t n, int release)
     free(out);
 }
 
-/* Under its lease, whether stored job `j` is still to be sent: read again by `_id` (cheap on
- * FerretDB), still queued, due and not attempted since the copy was taken; a verify job,
- * whether its delivery is still not stored. Updates j->d to what is stored. */
-static int still_due(nf_push *p, job *j, int64_t now)
-{
-    bson_t f = BSON_INITIALIZER, cur;
-    int ok = 0;
-    cm_err rc;
+typedef struct fresh {
+    job *jobs;
+    size_t n;
+    unsigned char *found;
+} fresh;
 
-    BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&j->d, "_id", ""));
-    rc = cm_mongo_find_one(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, &cur);
-    bson_destroy(&f);
-    if (j->verify) {
-        if (rc == CM_ENOTFOUND) {
-            j->verify = 0; /* its sender died before recording it: a first attempt */
-            return 1;
+static int collect_fresh(const bson_t *doc, void *ud)
+{
+    fresh *f = ud;
+    const char *id = cm_bson_str(doc, "_id", "");
+    for (size_t i = 0; i < f->n; i++) {
+        job *j = &f->jobs[i];
+        if (f->found[i] || !j->leased || !(j->stored || j->verify) ||
+            strcmp(cm_bson_str(&j->d, "_id", ""), id) != 0)
+            continue;
+        f->found[i] = 1;
+        /* Still queued, due and not attempted since the copy was taken: sent from what is
+         * stored now. */
+        if (j->stored && strcmp(cm_bson_str(doc, "state", ""), "queued") == 0 &&
+            cm_bson_int(doc, "attempts", 0) == cm_bson_int(&j->d, "attempts", 0)) {
+            bson_destroy(&j->d);
+            bson_copy_to(doc, &j->d);
+            f->found[i] = 2;
         }
-        if (rc == CM_OK)
-            bson_destroy(&cur);
-        return 0;
     }
-    if (rc != CM_OK)
-        return 0;
-    if (strcmp(cm_bson_str(&cur, "state", ""), "queued") == 0 &&
-        cm_bson_int(&cur, "next_at", 0) <= now &&
-        cm_bson_int(&cur, "attempts", 0) == cm_bson_int(&j->d, "attempts", 0)) {
-        bson_destroy(&j->d);
-        bson_copy_to(&cur, &j->d);
-        ok = 1;
+    return 0;
+}
+
+/* Under their leases, reads the stored jobs (retries, deferred pushes, redrives) and the
+ * verify jobs again, in one query: a stored job is sent only while still queued, due and not
+ * attempted since its copy was taken (another sender may have done it meanwhile); a verify
+ * job only when its delivery is still not stored (its sender died before recording it: it
+ * becomes a first attempt). The leases of the others are given back. When the store cannot
+ * be read, none of them is sent this round (their timers come back). */
+static void refresh(nf_push *p, job *jobs, size_t n, int64_t now)
+{
+    bson_t f = BSON_INITIALIZER, in, arr;
+    unsigned char *found = calloc(n ? n : 1, 1);
+    fresh fr = {jobs, n, found};
+    size_t k = 0;
+    char idx[24];
+    cm_err rc = CM_ENOMEM;
+
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i].leased && (jobs[i].stored || jobs[i].verify)) {
+            snprintf(idx, sizeof(idx), "%zu", k++);
+            BSON_APPEND_UTF8(&arr, idx, cm_bson_str(&jobs[i].d, "_id", ""));
+        }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&f, &in);
+    if (k == 0) {
+        bson_destroy(&f);
+        free(found);
+        return;
     }
-    bson_destroy(&cur);
-    return ok;
+    if (found != NULL)
+        rc = cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_fresh, &fr);
+    bson_destroy(&f);
+    for (size_t i = 0; i < n; i++) {
+        job *j = &jobs[i];
+        int keep;
+        if (!j->leased || !(j->stored || j->verify))
+            continue;
+        if (rc != CM_OK) {
+            keep = 0;
+            pthread_mutex_lock(&p->mu);
+            timer_add(p, &j->d, now + 1000, j->verify);
+            pthread_mutex_unlock(&p->mu);
+        } else if (j->verify) {
+            keep = !found[i];
+            j->verify = 0; /* not stored: a first attempt */
+        } else {
+            keep = found[i] == 2 && cm_bson_int(&j->d, "next_at", 0) <= now;
+            if (found[i] == 2 && !keep) {
+                /* Deferred further (a redrive's timer replaced it): its own time. */
+                pthread_mutex_lock(&p->mu);
+                timer_add(p, &j->d, cm_bson_int(&j->d, "next_at", 0), 0);
+                pthread_mutex_unlock(&p->mu);
+            }
+        }
+        if (!keep) {
+            job gone = *j;
+            j->leased = 0;
+            leases(p, &gone, 1, 1);
+        }
+    }
+    free(found);
 }
 
 /* The deliveries a consumer batch hands over (nf_push_submit), sent in rounds of BATCH. */
@@ -1402,6 +1461,7 @@ static size_t round_once(nf_push *p)
     cm_httpc_result *res = NULL;
     size_t n = 0, nreq = 0, sent = 0, *which = NULL;
     int64_t now = cm_clock_now_ms();
+    int timers_due, batch_round;
 
     if (jobs == NULL || from == NULL) {
         free(jobs);
@@ -1409,12 +1469,18 @@ static size_t round_once(nf_push *p)
         return 0;
     }
     pthread_mutex_lock(&p->mu);
-    for (struct nf_push_batch *b = p->batches; b && n < BATCH; b = b->next)
-        while (b->taken < b->n && n < BATCH) {
-            from[n] = b;
-            bson_copy_to(b->docs[b->taken++], &jobs[n++].d);
-        }
-    while (n < BATCH && p->ntimers > 0 && p->timers[0].due <= now) {
+    /* A round takes the consumer's deliveries or the timers due, in turn when both wait: a
+     * round of timers reads the store first, and must not hold up a batch. */
+    timers_due = p->ntimers > 0 && p->timers[0].due <= now;
+    if (!timers_due || !p->timers_turn)
+        for (struct nf_push_batch *b = p->batches; b && n < BATCH; b = b->next)
+            while (b->taken < b->n && n < BATCH) {
+                from[n] = b;
+                bson_copy_to(b->docs[b->taken++], &jobs[n++].d);
+            }
+    batch_round = n > 0;
+    p->timers_turn = batch_round;
+    while (!batch_round && n < TIMERS_PER_ROUND && p->ntimers > 0 && p->timers[0].due <= now) {
         timer t;
         timer_pop(p, &t);
         bson_copy_to(&t.d, &jobs[n].d);
@@ -1438,13 +1504,8 @@ static size_t round_once(nf_push *p)
             }
             continue;
         }
-        if ((j->stored || j->verify) && !still_due(p, j, now)) {
-            job gone = *j;
-            j->leased = 0;
-            gone.leased = 1;
-            leases(p, &gone, 1, 1);
-        }
     }
+    refresh(p, jobs, n, now);
     reqs = calloc(n, sizeof(*reqs));
     res = calloc(n, sizeof(*res));
     which = calloc(n, sizeof(*which));
