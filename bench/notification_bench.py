@@ -5,16 +5,19 @@ request bodies straight to it (what the service could reach if it cost nothing).
 
 The path measured: POST /v1/notifications (a tenant backend, BENCH_USERS recipients per
 request, BENCH_REQUESTS requests) -> notification.requested events (500 recipients each,
-through the outbox and Kafka) -> the consumer (preferences, in-app notifications, outbox
-notification.created, presence in Redis, devices, deliveries and decisions, a few round trips
-per event) -> the sender (leases, FCM HTTP v1 requests over kept-alive connections, recorded
-attempts) -> a local FCM stand-in (bench/fcm_sink.py) that records each request's arrival.
+through the outbox and Kafka) -> the consumer (preferences, in-app notifications inserted,
+notification.created produced and acknowledged, presence and the devices cache in Redis) ->
+the sender (leases, FCM HTTP v1 requests over kept-alive connections, each delivery stored
+with its first attempt) -> a local FCM stand-in (bench/fcm_sink.py) that records each
+request's arrival.
 The latency of a notification runs from the start of the POST that asked for it to its
 arrival at the stand-in.
 
 It starts its own notification process (release build) on BENCH_PORT_BASE (23190) against the
 local Kafka, FerretDB and Redis with a fresh database and consumer group, registers one FCM
-device per user straight in the database (fixture setup, not measured), then stops everything
+device per user straight in the database (fixture setup, not measured; the service copies
+them into its Redis devices cache at the warm-up's first event for the tenant: one query,
+once an hour), then stops everything
 and drops the database. The issue's goal on this machine: 5,000 notifications/s.
 
     BUILD_DIR=build/rel .local/venv/bin/python bench/notification_bench.py

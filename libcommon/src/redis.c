@@ -409,7 +409,12 @@ cm_err cm_redis_unlock(cm_redis *r, const char *key, const char *token)
     return rc;
 }
 
-cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_t *out)
+/* Sends `cmds[0..n)` in one round trip and hands each reply to `each` (with `i`); shared by
+ * the two pipeline flavours. */
+static cm_err pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n,
+                       void (*each)(void *ud, size_t i, const cm_redis_cmd *cmd,
+                                    const redisReply *rep),
+                       void *ud)
 {
     struct conn *c;
     size_t sent = 0, got = 0;
@@ -437,20 +442,9 @@ cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_
             broken = 1;
             break;
         }
-        switch (rep->type) {
-        case REDIS_REPLY_INTEGER:
-            out[got] = rep->integer;
-            break;
-        case REDIS_REPLY_NIL:
-            out[got] = 0;
-            break;
-        case REDIS_REPLY_ERROR:
+        if (rep->type == REDIS_REPLY_ERROR)
             cm_warn("redis: %s: %s", cmds[got].argv[0], rep->str);
-            out[got] = -1;
-            break;
-        default:
-            out[got] = 1;
-        }
+        each(ud, got, &cmds[got], rep);
         freeReplyObject(rep);
     }
     if (sent < n || broken)
@@ -458,6 +452,65 @@ cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_
     /* A connection left with replies unread is out of step: dropped. */
     release(r, c, sent < n || broken);
     return sent < n || broken ? CM_EIO : CM_OK;
+}
+
+static void reply_int(void *ud, size_t i, const cm_redis_cmd *cmd, const redisReply *rep)
+{
+    int64_t *out = ud;
+    (void)cmd;
+    switch (rep->type) {
+    case REDIS_REPLY_INTEGER:
+        out[i] = rep->integer;
+        break;
+    case REDIS_REPLY_NIL:
+        out[i] = 0;
+        break;
+    case REDIS_REPLY_ERROR:
+        out[i] = -1;
+        break;
+    default:
+        out[i] = 1;
+    }
+}
+
+cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_t *out)
+{
+    return pipeline(r, cmds, n, reply_int, out);
+}
+
+typedef struct strs_ctx {
+    cm_redis_strings_fn fn;
+    void *ud;
+} strs_ctx;
+
+/* A reply's strings: a bulk or status string is one, an array its string elements (at most
+ * 1024 of them: a pipeline of hashes of a few fields), anything else none. */
+static void reply_strs(void *ud, size_t i, const cm_redis_cmd *cmd, const redisReply *rep)
+{
+    enum { MAXN = 1024 };
+    strs_ctx *s = ud;
+    const char *v[MAXN];
+    size_t len[MAXN], k = 0;
+    (void)cmd;
+    if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS) {
+        v[0] = rep->str;
+        len[0] = rep->len;
+        k = 1;
+    } else if (rep->type == REDIS_REPLY_ARRAY) {
+        for (size_t j = 0; j < rep->elements && k < MAXN; j++)
+            if (rep->element[j]->type == REDIS_REPLY_STRING) {
+                v[k] = rep->element[j]->str;
+                len[k++] = rep->element[j]->len;
+            }
+    }
+    s->fn(s->ud, i, rep->type == REDIS_REPLY_ERROR ? -1 : 0, v, len, k);
+}
+
+cm_err cm_redis_pipeline_strings(cm_redis *r, const cm_redis_cmd *cmds, size_t n,
+                                 cm_redis_strings_fn fn, void *ud)
+{
+    strs_ctx s = {fn, ud};
+    return pipeline(r, cmds, n, reply_strs, &s);
 }
 
 cm_err cm_redis_publish(cm_redis *r, const char *channel, const char *message,

@@ -349,10 +349,57 @@ static void test_eval_ints_by_sha(void **state)
     cm_redis_del(r, k);
 }
 
+typedef struct strs_seen {
+    char text[6][64]; /* "<i>:<err>:<strings joined by ,>" per reply */
+    size_t n;
+} strs_seen;
+
+static void collect_strs(void *ud, size_t i, int err, const char *const *v, const size_t *len,
+                         size_t n)
+{
+    strs_seen *s = ud;
+    char *o = s->text[i];
+    int w = snprintf(o, 64, "%zu:%d:", i, err);
+    for (size_t j = 0; j < n && w > 0 && w < 64; j++)
+        w += snprintf(o + w, 64 - (size_t)w, "%s%.*s", j ? "," : "", (int)len[j], v[j]);
+    s->n++;
+}
+
+/* One round trip, each reply handed over in order: a hash's fields and values, a string,
+ * nil, an integer and an error reply (which does not stop the others). */
+static void test_pipeline_strings(void **state)
+{
+    char h[128], s[128], none[128];
+    strs_seen seen = {.n = 0};
+    int64_t out[3];
+    (void)state;
+    key(h, sizeof(h), "ps-hash");
+    key(s, sizeof(s), "ps-str");
+    key(none, sizeof(none), "ps-none");
+    cm_redis_cmd w[] = {{4, {"HSET", h, "f1", "v1"}}, {4, {"HSET", h, "f2", "v2"}},
+                        {3, {"SET", s, "text"}}};
+    assert_int_equal(cm_redis_pipeline(r, w, 3, out), CM_OK);
+    cm_redis_cmd rd[] = {{2, {"HGETALL", h}}, {2, {"GET", s}},     {2, {"GET", none}},
+                         {2, {"EXISTS", s}},  {2, {"HGETALL", s}}, {2, {"HGETALL", none}}};
+    assert_int_equal(cm_redis_pipeline_strings(r, rd, 6, collect_strs, &seen), CM_OK);
+    assert_int_equal(seen.n, 6);
+    /* Redis keeps a small hash in insertion order (listpack). */
+    assert_string_equal(seen.text[0], "0:0:f1,v1,f2,v2");
+    assert_string_equal(seen.text[1], "1:0:text");
+    assert_string_equal(seen.text[2], "2:0:");
+    assert_string_equal(seen.text[3], "3:0:");
+    assert_string_equal(seen.text[4], "4:-1:"); /* WRONGTYPE */
+    assert_string_equal(seen.text[5], "5:0:");
+    assert_int_equal(cm_redis_pipeline_strings(r, rd, 0, collect_strs, &seen), CM_OK);
+    cm_redis_del(r, h);
+    cm_redis_del(r, s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exists),
+        cmocka_unit_test(test_pipeline_strings),
         cmocka_unit_test(test_ping),
         cmocka_unit_test(test_set_get_del),
         cmocka_unit_test(test_get_missing),

@@ -308,8 +308,10 @@ int main(int argc, char **argv)
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
                         &ctx.redis) ||
         cm_outbox_create(ctx.db, NF_COLL_OUTBOX, stale_ms, &ctx.outbox) ||
-        cm_kafka_producer_create(brokers, prefix, cm_outbox_delivered, ctx.outbox, &ctx.kafka))
+        cm_kafka_producer_create(brokers, prefix, cm_outbox_delivered, ctx.outbox, &ctx.kafka) ||
+        cm_kafka_producer_create(brokers, prefix, nf_created_delivered, NULL, &ctx.created_producer))
         goto out;
+    ctx.db_name = cm_config_str("MONGO_DB", "chat_notification");
     ctx.retry_max_age_ms = wait_ms;
     cc.public_base = mc.sms_callback_base;
     cc.twilio_token = mc.sms_token;
@@ -391,6 +393,7 @@ out:
     nf_webhooks_stop(ctx.webhooks);
     nf_jobs_stop(jobs);
     cm_kafka_producer_destroy(ctx.kafka);
+    cm_kafka_producer_destroy(ctx.created_producer);
     if (ctx.outbox && ctx.db) {
         /* Marks only: the producer is gone, so the sweep must not produce (the next instance's
          * does; a bounded tick may leave stale events behind). */

@@ -109,6 +109,7 @@ cm_err nf_dedupe_key(const char *tenant, const char *event_id, const char *user,
 typedef struct nf_consumer nf_consumer;
 typedef struct nf_jobs nf_jobs;
 typedef struct nf_push nf_push;
+typedef struct nf_push_batch nf_push_batch; /* pushes handed to the sender (nf_push_submit) */
 typedef struct nf_mail nf_mail; /* notification_channels.h */
 typedef struct nf_webhooks nf_webhooks;
 typedef struct nf_callbacks nf_callbacks; /* notification_callbacks.h */
@@ -139,9 +140,13 @@ typedef struct nf_push_config {
 
 typedef struct nf_ctx {
     cm_mongo *db;
+    const char *db_name; /* MONGO_DB: names this database's keys in the shared Redis */
     cm_redis *redis;
     cm_jwt *verifier;
-    cm_kafka_producer *kafka; /* notification.created (through the outbox) and the DLQ */
+    cm_kafka_producer *kafka; /* the outbox's events and the DLQ */
+    /* notification.created of the consumer's batches, produced directly (event id = the
+     * notification's id) and awaited before the batch's offsets are stored. */
+    cm_kafka_producer *created_producer;
     cm_outbox *outbox;
     nf_consumer *consumer;
     nf_push *push;
@@ -190,6 +195,10 @@ cm_err nf_created_event(const bson_t *doc, char **out);
 
 /* --- batches (notification_batch.c) ------------------------------------------------------ */
 
+/* The delivery report callback of ctx->created (cm_kafka_delivery_fn): counts the
+ * acknowledgements a batch's publish waits for. */
+void nf_created_delivered(cm_err status, void *opaque, void *ud);
+
 /* What an event's notifications are about (any field may be NULL but `text`). */
 typedef struct nf_about {
     const char *cid, *message_id, *actor, *text;
@@ -233,6 +242,8 @@ typedef struct nf_push_item {
     const char *title;   /* custom notifications: the title (NULL: from type and actor) */
     const char *channel; /* of the decisions nf_decision records: NULL is "push" */
     int priority;        /* the tenant marked it priority: escalated when left unread */
+    int replay;          /* the notification was stored before (a replayed event): its
+                            deliveries may be stored too, and are then not sent again */
 } nf_push_item;
 
 /* Reads the preferences of `user` of `tenant` into `p` (the defaults when none are stored).
@@ -263,9 +274,52 @@ cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it);
  * (nf_push_kick). CM_EIO when MongoDB failed (retry: what was stored is not stored twice). */
 cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n);
 
-/* Hands the sender `deliveries[0..n)` just stored (copied; those not due yet are left to
- * the sender's scan of the store) and wakes it. */
+/* nf_push_plan_many without waiting for the pushes due now: `*pending` is the handle to give
+ * nf_push_wait (NULL when none is being sent), so the caller prepares its next recipients
+ * while these are sent. */
+cm_err nf_push_plan_async(nf_ctx *ctx, const nf_push_item *items, size_t n,
+                          nf_push_batch **pending);
+
+/* Hands the sender `deliveries[0..n)`, stored and queued (a redrive, deferred ones), to send
+ * when their next_at comes (copied), and wakes it. */
 void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n);
+
+/* Hands `deliveries[0..n)`, built but not stored (their `_id` derived from their unique `k`;
+ * the array and each document, allocated with malloc, are taken over), to the sender thread,
+ * which sends each and stores it with its first attempt (or queued for a retry; or leaves it
+ * when another sender holds it and stores it). `*out` is the handle nf_push_wait awaits.
+ * CM_ENOMEM (nothing taken over). */
+cm_err nf_push_submit(nf_push *p, bson_t **deliveries, size_t n, nf_push_batch **out);
+
+/* Waits until every delivery of `b` is sent and stored, then frees `b`. The consumer waits
+ * before it stores its offsets: a crash before then replays the event, and the replay finds
+ * stored what was recorded. CM_EIO when the sender stopped first. Accepts NULL. */
+cm_err nf_push_wait(nf_push *p, nf_push_batch *b);
+
+/* The delivery id of `k` ("<notification id>|<device id>"): a UUIDv8 (RFC 9562 section 5.8)
+ * whose first 48 bits are the notification's UUIDv7 time (ids sort by creation) and whose
+ * rest is SHA-256(k), so a replay computes the same id and finds it by `_id`. */
+void nf_delivery_id(const char *notification_id, const char *k, char out[37]);
+
+/* --- devices cache (notification_devcache.c) --------------------------------------------- */
+
+#define NF_DEVICES_PER_USER 16 /* devices of one user pushed to at most */
+
+/* The devices of `users[0..n)` of `tenant` from Redis (one pipeline; the first time for a
+ * tenant, or an hour after, all its devices are copied in from MongoDB with one query),
+ * into docs[i][0..count[i]) (documents with _id, user_id, platform, token, app_id, p256dh,
+ * auth; caller destroys). CM_EIO when Redis or MongoDB cannot answer (nothing returned:
+ * read MongoDB instead). */
+cm_err nf_devcache_devices(nf_ctx *ctx, const char *tenant, const char *const *users, size_t n,
+                           bson_t (*docs)[NF_DEVICES_PER_USER], size_t *count);
+
+/* Writes stored device `dev` (tenant, user_id, _id, platform, token, ...) through to the
+ * cache. A failure is logged (the device is missed until the tenant is read again). */
+void nf_devcache_put(nf_ctx *ctx, const bson_t *dev);
+
+/* Removes device `device_id` of `user` from the cache, or all their devices when NULL. */
+void nf_devcache_forget(nf_ctx *ctx, const char *tenant, const char *user,
+                        const char *device_id);
 
 /* Records a decision about pushing notification `it` (`device_id` may be NULL): unique per
  * (event, user, decision, device), so replays record nothing twice. */

@@ -1,10 +1,12 @@
 /* notification_batch.c - one event's notifications for all its recipients in a few round
  * trips, whatever their number (issue 10, throughput): one preferences query, one unordered
  * insert of every notification (the unique key <tenant>|<event id>|<user>|<channel> refuses
- * what a replay stored before, which then counts as stored), one outbox insert of their
- * notification.created events, and the push plan (one presence pipeline, one devices query,
- * one insert of the deliveries and one of the decisions). Before, each recipient cost about
- * five round trips in order on the consumer thread. */
+ * what a replay stored before, which then counts as stored), their notification.created
+ * events produced straight to Kafka and awaited, and the push plan (one Redis pipeline of
+ * presence, one of the devices cache, the pushes sent and then stored with their first
+ * attempt in one insert). Before, each recipient cost about five round trips in order on the
+ * consumer thread. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,22 +41,6 @@ static int collect_stored(const bson_t *doc, void *ud)
             s->found[i] = 1;
             return 0;
         }
-    return 0;
-}
-
-typedef struct in_outbox {
-    char (*ids)[CM_UUID_STRLEN];
-    int *there;
-    size_t n;
-} in_outbox;
-
-static int collect_outbox(const bson_t *doc, void *ud)
-{
-    in_outbox *o = ud;
-    const char *id = cm_bson_str(doc, "_id", "");
-    for (size_t i = 0; i < o->n; i++)
-        if (strcmp(o->ids[i], id) == 0)
-            o->there[i] = 1;
     return 0;
 }
 
@@ -123,46 +109,95 @@ static void build(const char *tenant, const nf_recipient *r, const nf_prefs *pre
     BSON_APPEND_DATE_TIME(doc, "created_at", now);
 }
 
-/* Publishes notification.created for the documents `docs[0..n)` whose `pick` is set, with
- * one outbox insert. */
+/* The acknowledgements awaited by one publish(): shared with the producer's delivery
+ * reports, freed by whichever of them and the waiter lets go last (a waiter that gives up
+ * must not leave the reports a freed counter). */
+typedef struct acks {
+    atomic_long pending, failed, refs; /* refs: pending reports + the waiter */
+} acks;
+
+static void acks_release(acks *a)
+{
+    if (atomic_fetch_sub(&a->refs, 1) == 1)
+        free(a);
+}
+
+void nf_created_delivered(cm_err status, void *opaque, void *ud)
+{
+    acks *a = opaque;
+    (void)ud;
+    if (a == NULL)
+        return;
+    if (status != CM_OK)
+        atomic_fetch_add(&a->failed, 1);
+    atomic_fetch_sub(&a->pending, 1);
+    acks_release(a);
+}
+
+/* Produces notification.created for the documents `docs[0..n)` whose `pick` is set, straight
+ * to Kafka (event id = the notification id, so a replay's copy is the same event and is
+ * deduplicated by its consumers), and waits until the broker has acknowledged each (acks=all):
+ * only then may the consumer store the offsets of the events they came from. Before, each
+ * went through the outbox collection: an insert and a delete per notification on FerretDB.
+ * CM_EIO when one was not acknowledged within 30 s (the batch is handled again). */
 static cm_err publish(nf_ctx *ctx, const bson_t *const *docs, const int *pick, size_t n)
 {
-    cm_outbox_event *evs = calloc(n ? n : 1, sizeof(*evs));
-    char **values = calloc(n ? n : 1, sizeof(*values));
     cm_kafka_header h[] = {{"x-request-id", cm_log_request_id()}};
+    acks *a = calloc(1, sizeof(*a));
+    int64_t deadline = cm_clock_now_ms() + 30000;
     size_t k = 0;
-    cm_err rc = CM_ENOMEM;
+    cm_err rc = CM_OK;
 
-    if (evs == NULL || values == NULL)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
+    if (a == NULL)
+        return CM_ENOMEM;
+    atomic_store(&a->refs, 1);
+    for (size_t i = 0; i < n && rc == CM_OK; i++) {
+        const char *user = cm_bson_str(docs[i], "user_id", "");
+        char *value = NULL;
         if (!pick[i])
             continue;
-        if ((rc = nf_created_event(docs[i], &values[k])) != CM_OK)
-            goto out;
-        evs[k] = (cm_outbox_event){NF_TOPIC, cm_bson_str(docs[i], "user_id", ""),
-                                   cm_bson_str(docs[i], "_id", ""), values[k]};
-        k++;
+        if ((rc = nf_created_event(docs[i], &value)) != CM_OK)
+            break;
+        atomic_fetch_add(&a->pending, 1);
+        atomic_fetch_add(&a->refs, 1);
+        for (;;) {
+            rc = cm_kafka_produce(ctx->created_producer, NF_TOPIC, user, strlen(user), value,
+                                  strlen(value), h, 1, a);
+            if (rc != CM_EAGAIN || cm_clock_now_ms() > deadline)
+                break;
+            (void)cm_kafka_flush(ctx->created_producer, 100); /* the local queue is full: drain it */
+        }
+        free(value);
+        if (rc != CM_OK) {
+            /* Never reported: the callback will not come for this one. */
+            atomic_fetch_sub(&a->pending, 1);
+            atomic_fetch_sub(&a->refs, 1);
+        } else {
+            k++;
+        }
     }
-    rc = cm_outbox_publish_many(ctx->outbox, evs, k, h, 1);
+    while (atomic_load(&a->pending) > 0 && cm_clock_now_ms() < deadline)
+        (void)cm_kafka_flush(ctx->created_producer, 100);
+    if (rc == CM_OK && (atomic_load(&a->pending) > 0 || atomic_load(&a->failed) > 0)) {
+        cm_warn("notification.created: %ld of %zu not acknowledged: the batch is handled again",
+                atomic_load(&a->pending) + atomic_load(&a->failed), k);
+        rc = CM_EIO;
+    }
     if (rc == CM_OK)
         atomic_fetch_add(&ctx->published, (long)k);
-out:
-    for (size_t i = 0; values && i < n; i++)
-        free(values[i]);
-    free(values);
-    free(evs);
+    acks_release(a);
     return rc;
 }
 
-static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *r, size_t n)
+static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *r, size_t n,
+                           nf_push_batch **pending)
 {
     const char **users = calloc(n, sizeof(*users));
     nf_prefs *prefs = calloc(n, sizeof(*prefs));
     bson_t *docs = calloc(n, sizeof(*docs));
     const bson_t **ptrs = calloc(n, sizeof(*ptrs)), **pub = calloc(n, sizeof(*pub));
     unsigned char *dup = calloc(n, 1);
-    int *pick = calloc(n, sizeof(*pick)), *there = calloc(n, sizeof(*there));
+    int *pick = calloc(n, sizeof(*pick));
     nf_push_item *items = calloc(n, sizeof(*items));
     stored_of st = {0};
     size_t built = 0, ndup = 0;
@@ -174,7 +209,7 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
     st.hidden = calloc(n, sizeof(*st.hidden));
     st.old = calloc(n, sizeof(*st.old));
     st.found = calloc(n, sizeof(*st.found));
-    if (!users || !prefs || !docs || !ptrs || !pub || !dup || !pick || !there || !items ||
+    if (!users || !prefs || !docs || !ptrs || !pub || !dup || !pick || !items ||
         !st.keys || !st.ids || !st.hidden || !st.old || !st.found)
         goto out;
     for (size_t i = 0; i < n; i++)
@@ -207,11 +242,11 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
     atomic_fetch_add(&ctx->created, (long)(n - ndup));
     atomic_fetch_add(&ctx->duplicates, (long)ndup);
     if (ndup > 0) {
-        /* Stored before (a replay after a crash): publish the stored ones again unless the
-         * outbox still holds them (it does while unpublished and for a day after). */
-        bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
+        /* Stored before (a replay after a crash): read back, and published again (the same
+         * event id: consumers deduplicate), since the crash may have come before Kafka had
+         * it. One `k $in` query, on this rare path only. */
+        bson_t f = BSON_INITIALIZER;
         int *want = calloc(n, sizeof(*want));
-        in_outbox ob = {st.ids, there, n};
         if (want == NULL)
             goto out;
         for (size_t i = 0; i < n; i++)
@@ -220,26 +255,15 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
         st.n = n;
         /* collect_stored matches only those not found yet: the duplicates. */
         rc = cm_mongo_find(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, collect_stored, &st);
-        bson_reinit(&f);
         for (size_t i = 0; rc == CM_OK && i < n; i++)
             if (dup[i] && !st.found[i])
                 rc = CM_EAGAIN; /* refused as a duplicate yet not found: look again */
-        for (size_t i = 0; i < n; i++)
-            want[i] = dup[i] && st.found[i] && !st.hidden[i];
-        if (rc == CM_OK) {
-            append_in(&f, "_id", (const char *)st.ids, sizeof(st.ids[0]), n, want);
-            BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-            BSON_APPEND_INT32(&proj, "_id", 1);
-            bson_append_document_end(&opts, &proj);
-            rc = cm_mongo_find(ctx->db, NF_COLL_OUTBOX, &f, &opts, collect_outbox, &ob);
-        }
         for (size_t i = 0; rc == CM_OK && i < n; i++)
-            if (want[i] && !there[i]) {
+            if (dup[i] && st.found[i] && !st.hidden[i]) {
                 pub[i] = &st.old[i];
                 pick[i] = 1;
             }
         bson_destroy(&f);
-        bson_destroy(&opts);
         free(want);
         if (rc != CM_OK)
             goto out;
@@ -263,8 +287,9 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
         it->quiet_until = nf_quiet_until(&prefs[i], now);
         it->title = a->title;
         it->priority = r[i].type == NF_TYPE_CUSTOM && a->priority;
+        it->replay = dup[i];
     }
-    rc = nf_push_plan_many(ctx, items, n);
+    rc = nf_push_plan_async(ctx, items, n, pending);
     /* E-mail and SMS (notification_email.c), per recipient after the push plan. */
     for (size_t i = 0; rc == CM_OK && i < n; i++)
         rc = nf_channels_plan(ctx, &items[i], &prefs[i]);
@@ -281,7 +306,6 @@ out:
     free(pub);
     free(dup);
     free(pick);
-    free(there);
     free(items);
     free(st.keys);
     free(st.ids);
@@ -293,14 +317,26 @@ out:
 
 cm_err nf_notify_batch(nf_ctx *ctx, const char *tenant, nf_recipient *r, size_t n)
 {
+    nf_push_batch **pending = calloc(n / CHUNK + 1, sizeof(*pending));
+    size_t k = 0;
     cm_err rc = CM_OK;
 
     for (size_t i = 0; i < n; i++)
         if (i == 0 || r[i].about != r[i - 1].about)
             nf_preview(r[i].about->text ? r[i].about->text : "", r[i].about->preview,
                        sizeof(r[i].about->preview));
+    if (pending == NULL)
+        return CM_ENOMEM;
+    /* Each chunk's pushes are sent while the next chunk is stored; all are awaited before
+     * the offsets of their events may be stored. */
     for (size_t at = 0; at < n && rc == CM_OK; at += CHUNK)
-        rc = notify_chunk(ctx, tenant, r + at, n - at < CHUNK ? n - at : CHUNK);
+        rc = notify_chunk(ctx, tenant, r + at, n - at < CHUNK ? n - at : CHUNK, &pending[k++]);
+    for (size_t i = 0; i < k; i++) {
+        cm_err wrc = nf_push_wait(ctx->push, pending[i]);
+        if (rc == CM_OK)
+            rc = wrc;
+    }
+    free(pending);
     return rc;
 }
 

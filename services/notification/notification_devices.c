@@ -122,6 +122,28 @@ static int parse_subscription(const cJSON *body, const char **endpoint, const ch
     return 0;
 }
 
+/* The devices cache after stored device `old` moved to `user` (web push: with new keys
+ * `p256dh` and `auth`, else NULL): gone from its former user's devices, in the new one's. */
+static void cache_moved(nf_ctx *ctx, const bson_t *old, const char *user, const char *p256dh,
+                        const char *auth)
+{
+    static const char *const keep[] = {"_id", "tenant", "platform", "token", "app_id", NULL};
+    bson_t d = BSON_INITIALIZER;
+
+    nf_devcache_forget(ctx, cm_bson_str(old, "tenant", ""), cm_bson_str(old, "user_id", ""),
+                       cm_bson_str(old, "_id", ""));
+    for (int i = 0; keep[i]; i++)
+        if (cm_bson_str(old, keep[i], NULL))
+            BSON_APPEND_UTF8(&d, keep[i], cm_bson_str(old, keep[i], ""));
+    BSON_APPEND_UTF8(&d, "user_id", user);
+    if (p256dh && auth) {
+        BSON_APPEND_UTF8(&d, "p256dh", p256dh);
+        BSON_APPEND_UTF8(&d, "auth", auth);
+    }
+    nf_devcache_put(ctx, &d);
+    bson_destroy(&d);
+}
+
 /* POST /v1/devices {"platform": "fcm"|"apns"|"webpush", "token": ..., "app_id": ...,
  * "subscription": {...} (webpush only; its endpoint is the token)}:
  * 201 with the new device; 200 with the device when the token is already registered (to the
@@ -208,6 +230,7 @@ void nf_devices_create(cm_http_req *req, void *ud)
                 cm_http_reply_error(req, rc, "the device could not be stored");
                 goto out;
             }
+            cache_moved(ctx, &old, c.sub, p256dh, auth);
         }
         cm_http_reply_json(req, 200, device_json(&old, NULL));
         bson_destroy(&old);
@@ -257,6 +280,7 @@ void nf_devices_create(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the device could not be stored");
         goto out;
     }
+    nf_devcache_put(ctx, &doc);
     {
         char loc[80];
         snprintf(loc, sizeof(loc), "/v1/devices/%s", id);
@@ -318,6 +342,7 @@ void nf_devices_delete(cm_http_req *req, void *ud)
         cm_http_problem(req, 404, "not-found", "Not Found", "no device %s", id);
         goto out;
     }
+    nf_devcache_forget(ctx, c.tid, c.sub, id);
     cm_http_reply_json(req, 204, NULL);
 out:
     bson_destroy(&f);
@@ -476,6 +501,12 @@ void nf_redrive(cm_http_req *req, void *ud)
         goto out;
     }
     cm_http_reply_json(req, 202, delivery_json(&d, NULL));
+    if (ctx->push && strcmp(cm_bson_str(&d, "platform", ""), "email") != 0 &&
+        strcmp(cm_bson_str(&d, "platform", ""), "sms") != 0) {
+        /* This process's sender takes it now (its timers; the others' sweeps would later). */
+        const bson_t *one = &d;
+        nf_push_kick(ctx->push, &one, 1);
+    }
     bson_destroy(&d);
 out:
     bson_destroy(&f);
@@ -523,6 +554,80 @@ static int collect_decision(const bson_t *doc, void *ud)
     add_time(o, "at", doc, "at");
     cJSON_AddItemToArray(arr, o);
     return 0;
+}
+
+/* The decisions a push delivery stands for (one document less per push): "queued" when the
+ * consumer queued it (the reason is in queued_detail; a deferred one has its "quiet_hours"
+ * decision instead), and "sent" for each attempt the provider accepted. */
+static int collect_delivery_decisions(const bson_t *d, void *ud)
+{
+    cJSON *arr = ud;
+    const char *platform = cm_bson_str(d, "platform", ""), *dev = cm_bson_str(d, "device_id", "");
+    bson_iter_t it, hist;
+
+    if (strcmp(platform, "email") == 0 || strcmp(platform, "sms") == 0)
+        return 0; /* their decisions are documents of their own */
+    if (cm_bson_str(d, "queued_detail", NULL) != NULL) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "channel", "push");
+        cJSON_AddStringToObject(o, "decision", "queued");
+        cJSON_AddStringToObject(o, "explanation", explain("queued"));
+        cJSON_AddStringToObject(o, "device_id", dev);
+        cJSON_AddStringToObject(o, "detail", cm_bson_str(d, "queued_detail", ""));
+        add_time(o, "at", d, "created_at");
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (bson_iter_init_find(&it, d, "history") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &hist)) {
+        while (bson_iter_next(&hist)) {
+            const uint8_t *data;
+            uint32_t len;
+            bson_t h;
+            cJSON *o;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&hist))
+                continue;
+            bson_iter_document(&hist, &len, &data);
+            if (!bson_init_static(&h, data, len) ||
+                strcmp(cm_bson_str(&h, "outcome", ""), "sent") != 0)
+                continue;
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "channel", "push");
+            cJSON_AddStringToObject(o, "decision", "sent");
+            cJSON_AddStringToObject(o, "explanation", explain("sent"));
+            cJSON_AddStringToObject(o, "device_id", dev);
+            cJSON_AddStringToObject(o, "detail", cm_bson_str(&h, "detail", ""));
+            add_time(o, "at", &h, "at");
+            cJSON_AddItemToArray(arr, o);
+        }
+    }
+    return 0;
+}
+
+/* Orders `arr` by "at" (RFC 3339 in UTC with milliseconds: sorts as text), stably. */
+static void sort_by_at(cJSON *arr)
+{
+    int n = cJSON_GetArraySize(arr);
+    cJSON **v = calloc(n > 0 ? (size_t)n : 1, sizeof(*v));
+    if (v == NULL)
+        return;
+    for (int i = n - 1; i >= 0; i--)
+        v[i] = cJSON_DetachItemFromArray(arr, i);
+    for (int i = 1; i < n; i++) {
+        cJSON *x = v[i];
+        const cJSON *xa = cJSON_GetObjectItemCaseSensitive(x, "at");
+        const char *xs = cJSON_IsString(xa) ? xa->valuestring : "";
+        int j = i - 1;
+        for (; j >= 0; j--) {
+            const cJSON *ya = cJSON_GetObjectItemCaseSensitive(v[j], "at");
+            if (strcmp(cJSON_IsString(ya) ? ya->valuestring : "", xs) <= 0)
+                break;
+            v[j + 1] = v[j];
+        }
+        v[j + 1] = x;
+    }
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, v[i]);
+    free(v);
 }
 
 /* GET /v1/notifications/diagnostics?user_id=U&message_id=M: whether U got an in-app
@@ -574,6 +679,12 @@ void nf_diagnostics(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the decisions could not be read");
         goto done;
     }
+    if ((rc = cm_mongo_find(ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_delivery_decisions,
+                            decisions)) != CM_OK) {
+        cm_http_reply_error(req, rc, "the deliveries could not be read");
+        goto done;
+    }
+    sort_by_at(decisions);
     cJSON_AddStringToObject(
         out, "summary",
         cJSON_GetObjectItemCaseSensitive(out, "in_app") &&

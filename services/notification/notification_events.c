@@ -538,6 +538,8 @@ static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
         rc = cm_mongo_delete(ctx->db, colls[i], &f, 1, NULL);
         bson_destroy(&f);
     }
+    if (rc == CM_OK)
+        nf_devcache_forget(ctx, ev->tenant, user, NULL);
     return rc;
 }
 

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "common/clock.h"
 #include "common/event.h"
 #include "common/httpc.h"
@@ -27,10 +29,12 @@
 #include "notification_webpush.h"
 
 #define LEASE_MS 60000          /* a claimed delivery is someone's for this long */
-#define BATCH 256               /* deliveries taken per round */
+#define BATCH 512               /* deliveries taken per round */
 #define PARALLEL 64             /* provider requests in flight at once */
-#define SCAN_MS 1000            /* the store is scanned for due deliveries at least this often */
-#define QUEUE_MAX 20000         /* deliveries handed over in memory at most (the rest: scan) */
+#define SWEEP_MS 300000         /* queued deliveries are read from the store at start and then
+                                   this often (what another instance's timers held) */
+#define QUEUE_MAX 20000         /* timers held at most (the rest: the next sweep) */
+#define TIMERS_PER_ROUND 64     /* timers taken per round (each round reads them again) */
 #define PROVIDER_BODY_MAX 65536 /* bytes of a provider's answer kept */
 
 struct nf_push {
@@ -40,11 +44,12 @@ struct nf_push {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t done_cv; /* a consumer batch's deliveries are recorded */
     int stop, kick;
-    bson_t *q;          /* deliveries the consumer just stored, due now (guarded by mu) */
-    size_t qn;
-    int64_t last_scan;  /* sender thread only */
-    int64_t next_retry; /* earliest retry scheduled since the last scan (ms; 0 none) */
+    struct nf_push_batch *batches; /* handed over by the consumer, in order (guarded by mu) */
+    struct timer *timers;          /* min-heap on due (guarded by mu) */
+    size_t ntimers;
+    int timers_turn;               /* the next round takes timers before batches (mu) */
     cm_httpc_pool *http; /* kept-alive provider connections, sender thread only */
     /* FCM access token (RFC 6749 section 5.1), used by the sender thread only. */
     char fcm_token[4096];
@@ -198,13 +203,11 @@ static void online_many(nf_ctx *ctx, const nf_push_item *const *items, size_t n,
     free(counts);
 }
 
-#define DEVICES_PER_USER 16 /* devices of one user pushed to at most */
-
 typedef struct device_list {
     const nf_push_item *const *items; /* the users asked about */
     size_t n;
-    bson_t (*docs)[DEVICES_PER_USER]; /* per item */
-    size_t *count;                    /* per item */
+    bson_t (*docs)[NF_DEVICES_PER_USER]; /* per item */
+    size_t *count;                       /* per item */
 } device_list;
 
 static int collect_device(const bson_t *doc, void *ud)
@@ -212,22 +215,49 @@ static int collect_device(const bson_t *doc, void *ud)
     device_list *l = ud;
     const char *user = cm_bson_str(doc, "user_id", "");
     for (size_t i = 0; i < l->n; i++)
-        if (l->count[i] < DEVICES_PER_USER && strcmp(l->items[i]->user, user) == 0)
+        if (l->count[i] < NF_DEVICES_PER_USER && strcmp(l->items[i]->user, user) == 0)
             bson_copy_to(doc, &l->docs[i][l->count[i]++]);
     return 0;
 }
 
+void nf_delivery_id(const char *notification_id, const char *k, char out[37])
+{
+    unsigned char h[32], b[16];
+    unsigned int hl = 0;
+    int64_t ms = cm_uuid_v7_time_ms(notification_id);
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (!EVP_Digest(k, strlen(k), h, &hl, EVP_sha256(), NULL))
+        memset(h, 0, sizeof(h)); /* cannot happen with OpenSSL's SHA-256; ids stay unique by k */
+    if (ms < 0)
+        ms = 0;
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)((uint64_t)ms >> (40 - 8 * i));
+    memcpy(b + 6, h, 10);
+    b[6] = (unsigned char)(0x80 | (b[6] & 0x0f)); /* version 8 */
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f)); /* variant 10 */
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
 /* The delivery document of `it` to device `dev`, due at `at` (ms), saying `txt` (rendered
- * from the tenant's push templates), into `d`. */
+ * from the tenant's push templates), into `d`. `queued` (NULL for a deferred one) is why it
+ * was queued: the diagnostics show it as the decision "queued" (one document less per push
+ * than a decision of its own). */
 static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at,
-                           const nf_push_text *txt, bson_t *d)
+                           const nf_push_text *txt, const char *queued, bson_t *d)
 {
     char id[CM_UUID_STRLEN], k[200];
     const char *device_id = cm_bson_str(dev, "_id", "");
 
-    if (cm_uuid_v7(id) != CM_OK)
-        return CM_EIO;
     snprintf(k, sizeof(k), "%s|%s", it->notification_id, device_id);
+    nf_delivery_id(it->notification_id, k, id);
     bson_init(d);
     BSON_APPEND_UTF8(d, "_id", id);
     BSON_APPEND_UTF8(d, "k", k);
@@ -251,30 +281,28 @@ static cm_err delivery_doc(const nf_push_item *it, const bson_t *dev, int64_t at
         BSON_APPEND_UTF8(d, "p256dh", cm_bson_str(dev, "p256dh", ""));
         BSON_APPEND_UTF8(d, "auth", cm_bson_str(dev, "auth", ""));
     }
-    BSON_APPEND_UTF8(d, "state", "queued");
-    BSON_APPEND_INT32(d, "attempts", 0);
-    BSON_APPEND_INT64(d, "next_at", at);
+    if (queued)
+        BSON_APPEND_UTF8(d, "queued_detail", queued);
     if (it->title)
         BSON_APPEND_UTF8(d, "title", it->title);
     BSON_APPEND_UTF8(d, "push_title", txt->title);
     BSON_APPEND_UTF8(d, "push_body", txt->body);
     BSON_APPEND_DATE_TIME(d, "created_at", cm_clock_now_ms());
+    /* Last: the sender rewrites these three when it records an attempt. */
+    BSON_APPEND_UTF8(d, "state", "queued");
+    BSON_APPEND_INT32(d, "attempts", 0);
+    BSON_APPEND_INT64(d, "next_at", at);
     return CM_OK;
 }
 
-/* The devices of the users of `items[0..n)` (one query), into `l`. */
+/* The devices of the users of `items[0..n)` (one query: the fallback when the cache cannot
+ * answer), into `l` (allocated by the caller). */
 static cm_err devices_of(nf_ctx *ctx, const nf_push_item *const *items, size_t n, device_list *l)
 {
     bson_t f = BSON_INITIALIZER, in, arr;
     char idx[24];
     cm_err rc;
 
-    l->items = items;
-    l->n = n;
-    l->docs = calloc(n, sizeof(*l->docs));
-    l->count = calloc(n, sizeof(*l->count));
-    if (l->docs == NULL || l->count == NULL)
-        return CM_ENOMEM;
     BSON_APPEND_UTF8(&f, "tenant", items[0]->tenant);
     BSON_APPEND_DOCUMENT_BEGIN(&f, "user_id", &in);
     BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
@@ -289,6 +317,31 @@ static cm_err devices_of(nf_ctx *ctx, const nf_push_item *const *items, size_t n
     return rc;
 }
 
+/* The devices of the users of `items[0..n)`: from the Redis cache (notification_devcache.c),
+ * or from MongoDB when it cannot answer. */
+static cm_err devices_for(nf_ctx *ctx, const nf_push_item *const *items, size_t n, device_list *l)
+{
+    const char **users = calloc(n, sizeof(*users));
+    cm_err rc = CM_ENOMEM;
+
+    l->items = items;
+    l->n = n;
+    l->docs = calloc(n, sizeof(*l->docs));
+    l->count = calloc(n, sizeof(*l->count));
+    if (users == NULL || l->docs == NULL || l->count == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        users[i] = items[i]->user;
+    rc = nf_devcache_devices(ctx, items[0]->tenant, users, n, l->docs, l->count);
+    if (rc != CM_OK) {
+        cm_warn("push: the devices cache cannot answer (%s): read from MongoDB", cm_strerror(rc));
+        rc = devices_of(ctx, items, n, l);
+    }
+out:
+    free(users);
+    return rc;
+}
+
 static void device_list_cleanup(device_list *l)
 {
     for (size_t i = 0; l->count && i < l->n; i++)
@@ -298,6 +351,64 @@ static void device_list_cleanup(device_list *l)
     free(l->count);
 }
 
+typedef struct stored_ids {
+    doc_list *l;
+    unsigned char *there;
+} stored_ids;
+
+static int collect_stored_id(const bson_t *doc, void *ud)
+{
+    stored_ids *s = ud;
+    const char *id = cm_bson_str(doc, "_id", "");
+    for (size_t i = 0; i < s->l->n; i++)
+        if (strcmp(cm_bson_str(s->l->docs[i], "_id", ""), id) == 0)
+            s->there[i] = 1;
+    return 0;
+}
+
+/* A replayed event's notifications were stored before: of their deliveries, drops from `l`
+ * those stored already (sent, or queued: the sender has them), with one `_id $in` query. */
+static cm_err drop_stored(nf_ctx *ctx, doc_list *l, const unsigned char *replay)
+{
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, in, arr, proj;
+    unsigned char *there = calloc(l->n ? l->n : 1, 1);
+    stored_ids s = {l, there};
+    size_t k = 0, w = 0;
+    char idx[24];
+    cm_err rc;
+
+    if (there == NULL)
+        return CM_ENOMEM;
+    BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < l->n; i++)
+        if (replay[i]) {
+            snprintf(idx, sizeof(idx), "%zu", k++);
+            BSON_APPEND_UTF8(&arr, idx, cm_bson_str(l->docs[i], "_id", ""));
+        }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&f, &in);
+    BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+    BSON_APPEND_INT32(&proj, "_id", 1);
+    bson_append_document_end(&opts, &proj);
+    rc = k == 0 ? CM_OK : cm_mongo_find(ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_stored_id, &s);
+    if (rc == CM_OK) {
+        for (size_t i = 0; i < l->n; i++) {
+            if (there[i]) {
+                bson_destroy(l->docs[i]);
+                free(l->docs[i]);
+            } else {
+                l->docs[w++] = l->docs[i];
+            }
+        }
+        l->n = w;
+    }
+    bson_destroy(&f);
+    bson_destroy(&opts);
+    free(there);
+    return rc;
+}
+
 cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it)
 {
     return nf_push_plan_many(ctx, it, 1);
@@ -305,9 +416,19 @@ cm_err nf_push_plan(nf_ctx *ctx, const nf_push_item *it)
 
 cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
 {
+    nf_push_batch *b = NULL;
+    cm_err rc = nf_push_plan_async(ctx, items, n, &b), wrc = nf_push_wait(ctx->push, b);
+    return rc != CM_OK ? rc : wrc;
+}
+
+cm_err nf_push_plan_async(nf_ctx *ctx, const nf_push_item *items, size_t n,
+                          nf_push_batch **pending)
+{
     const nf_push_item **left = calloc(n ? n : 1, sizeof(*left)), **offline = NULL;
     int *on = calloc(n ? n : 1, sizeof(*on)), *off_on = NULL;
-    doc_list decisions = {0}, deliveries = {0};
+    doc_list decisions = {0}, now_list = {0}, later = {0};
+    unsigned char *replay = NULL;
+    size_t replays = 0;
     device_list l = {0};
     nf_push_templates *tpl = NULL;
     const char **users = NULL;
@@ -317,6 +438,7 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
     char detail[128];
     cm_err rc = CM_ENOMEM;
 
+    *pending = NULL;
     if (left == NULL || on == NULL)
         goto out;
     rc = CM_OK;
@@ -354,7 +476,7 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
     }
     if (noff == 0)
         goto record;
-    if ((rc = devices_of(ctx, offline, noff, &l)) != CM_OK)
+    if ((rc = devices_for(ctx, offline, noff, &l)) != CM_OK)
         goto out;
     /* The wording: the tenant's push templates in one query, and the recipients' locales in
      * another only when some template is localized; neither when nobody has a device. */
@@ -394,44 +516,78 @@ cm_err nf_push_plan_many(nf_ctx *ctx, const nf_push_item *items, size_t n)
         for (size_t j = 0; j < l.count[i]; j++) {
             const bson_t *dev = &l.docs[i][j];
             const char *did = cm_bson_str(dev, "_id", "");
-            int64_t at = it->quiet_until > 0 ? it->quiet_until : now;
+            int deferred = it->quiet_until > 0;
+            doc_list *dl = deferred ? &later : &now_list;
             bson_t *d;
-            if ((d = doc_list_add(&deliveries)) == NULL) {
+            if ((d = doc_list_add(dl)) == NULL) {
                 rc = CM_ENOMEM;
                 goto out;
             }
-            if ((rc = delivery_doc(it, dev, at, &txt, d)) != CM_OK) {
-                doc_list_drop_last(&deliveries);
+            if ((rc = delivery_doc(it, dev, deferred ? it->quiet_until : now, &txt,
+                                   deferred ? NULL
+                                   : off_on[i] < 0
+                                       ? "presence unknown (Redis unreachable): pushed to be safe"
+                                       : "the user was offline",
+                                   d)) != CM_OK) {
+                doc_list_drop_last(dl);
                 goto out;
             }
-            if (it->quiet_until > 0) {
+            if (deferred) {
                 /* Quiet hours defer the push to their end; they never drop it. */
                 char until[CM_RFC3339_LEN];
                 cm_clock_rfc3339(it->quiet_until, until);
                 snprintf(detail, sizeof(detail), "quiet hours: deferred until %s", until);
                 decide(&decisions, it, "quiet_hours", did, detail);
-            } else {
-                decide(&decisions, it, "queued", did,
-                       off_on[i] < 0 ? "presence unknown (Redis unreachable): pushed to be safe"
-                                     : "the user was offline");
+            } else if (it->replay) {
+                unsigned char *r = realloc(replay, now_list.n);
+                if (r == NULL) {
+                    rc = CM_ENOMEM;
+                    goto out;
+                }
+                replay = r;
+                memset(replay + replays, 0, now_list.n - replays);
+                replays = now_list.n;
+                replay[now_list.n - 1] = 1;
             }
         }
     }
 record:
-    /* Deliveries first: a decision "queued" must not exist without its delivery. A replay
-     * finds both stored (unique k) and changes nothing. */
-    if ((rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &deliveries)) != CM_OK)
+    /* A replayed event: what was recorded before the crash is not sent again. */
+    if (replays > 0) {
+        unsigned char *r = realloc(replay, now_list.n ? now_list.n : 1);
+        if (r == NULL) {
+            rc = CM_ENOMEM;
+            goto out;
+        }
+        replay = r;
+        memset(replay + replays, 0, now_list.n - replays);
+        if ((rc = drop_stored(ctx, &now_list, replay)) != CM_OK)
+            goto out;
+    }
+    /* Deferred deliveries are stored queued (a replay finds them stored: unique k) and
+     * handed to the sender's timers; the due ones are sent now and stored with their first
+     * attempt: nothing is stored for them before, and nothing updated after. */
+    if ((rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &later)) != CM_OK)
         goto out;
     (void)doc_list_insert(ctx, NF_COLL_DECISIONS, &decisions);
-    if (deliveries.n > 0 && ctx->push)
-        nf_push_kick(ctx->push, (const bson_t *const *)deliveries.docs, deliveries.n);
+    if (later.n > 0 && ctx->push)
+        nf_push_kick(ctx->push, (const bson_t *const *)later.docs, later.n);
+    if (now_list.n > 0) {
+        if (ctx->push && (rc = nf_push_submit(ctx->push, now_list.docs, now_list.n, pending)) ==
+                             CM_OK)
+            now_list = (doc_list){0}; /* the sender's now */
+        else if (ctx->push == NULL)
+            rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &now_list);
+    }
 out:
     device_list_cleanup(&l);
     nf_push_templates_destroy(tpl);
     free(users);
     free(locale);
+    free(replay);
     doc_list_cleanup(&decisions);
-    doc_list_cleanup(&deliveries);
+    doc_list_cleanup(&now_list);
+    doc_list_cleanup(&later);
     free(left);
     free(on);
     free(offline);
@@ -578,7 +734,9 @@ static const char *body_of(const bson_t *d)
 
 /* One job of a sending round: a delivery, its request, and what came of it. */
 typedef struct job {
-    bson_t d;               /* the delivery as read after its lease was taken */
+    bson_t d;               /* the delivery (as read again after its lease was taken) */
+    int stored;             /* 1: in the store (a retry...); 0: a first attempt, not stored */
+    int verify;             /* 1: a first attempt another sender had: sent if still not stored */
     int leased;             /* 1: ours to send */
     int ready;              /* 1: req is to be performed */
     char url[NF_WEBPUSH_ENDPOINT_MAX + 1], auth[4200], topic[300], *json;
@@ -887,11 +1045,85 @@ static void dead_letter(nf_push *p, const bson_t *d, int attempts, const char *w
 static void prune_device(nf_push *p, const bson_t *d)
 {
     bson_t f = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&f, "_id", cm_bson_str(d, "device_id", ""));
-    BSON_APPEND_UTF8(&f, "tenant", cm_bson_str(d, "tenant", ""));
-    if (cm_mongo_delete(p->ctx->db, NF_COLL_DEVICES, &f, 0, NULL) == CM_OK)
-        cm_info("push: device %s pruned (dead token)", cm_bson_str(d, "device_id", ""));
+    const char *tenant = cm_bson_str(d, "tenant", ""), *did = cm_bson_str(d, "device_id", "");
+    BSON_APPEND_UTF8(&f, "_id", did);
+    BSON_APPEND_UTF8(&f, "tenant", tenant);
+    if (cm_mongo_delete(p->ctx->db, NF_COLL_DEVICES, &f, 0, NULL) == CM_OK) {
+        nf_devcache_forget(p->ctx, tenant, cm_bson_str(d, "user_id", ""), did);
+        cm_info("push: device %s pruned (dead token)", did);
+    }
     bson_destroy(&f);
+}
+
+/* --- timers: deliveries stored queued, sent when their next_at comes -------------------- */
+
+/* Timers are a binary min-heap on `due` (guarded by mu). `verify`: a delivery another sender
+ * held the lease of when it was to be sent for the first time: at `due` it is sent only when
+ * it is still not stored (that sender died before recording it). */
+typedef struct timer {
+    int64_t due;
+    int verify;
+    bson_t d;
+} timer;
+
+/* Adds a copy of `d` due at `due`, unless a timer for the same delivery is there already
+ * (a sweep finds what the timers hold). Called with mu held. */
+static void timer_add(nf_push *p, const bson_t *d, int64_t due, int verify)
+{
+    const char *id = cm_bson_str(d, "_id", "");
+    size_t i;
+    if (p->ntimers == QUEUE_MAX) {
+        cm_warn("push: %d timers: delivery %s is left to the next sweep", QUEUE_MAX, id);
+        return;
+    }
+    for (i = 0; i < p->ntimers; i++)
+        if (strcmp(cm_bson_str(&p->timers[i].d, "_id", ""), id) == 0)
+            return;
+    i = p->ntimers++;
+    while (i > 0 && p->timers[(i - 1) / 2].due > due) {
+        /* A bson_t cannot be moved by value (a grown one points into itself): the parent is
+         * copied down, then destroyed. */
+        timer *parent = &p->timers[(i - 1) / 2];
+        p->timers[i].due = parent->due;
+        p->timers[i].verify = parent->verify;
+        bson_copy_to(&parent->d, &p->timers[i].d);
+        bson_destroy(&parent->d);
+        i = (i - 1) / 2;
+    }
+    p->timers[i].due = due;
+    p->timers[i].verify = verify;
+    bson_copy_to(d, &p->timers[i].d);
+}
+
+/* Takes the earliest timer into `out` (caller destroys out->d). Called with mu held. */
+static void timer_pop(nf_push *p, timer *out)
+{
+    size_t i = 0, n = --p->ntimers;
+    out->due = p->timers[0].due;
+    out->verify = p->timers[0].verify;
+    bson_copy_to(&p->timers[0].d, &out->d);
+    bson_destroy(&p->timers[0].d);
+    if (n == 0)
+        return;
+    /* The last one sinks from the root. */
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && p->timers[c + 1].due < p->timers[c].due)
+            c++;
+        if (p->timers[c].due >= p->timers[n].due)
+            break;
+        p->timers[i].due = p->timers[c].due;
+        p->timers[i].verify = p->timers[c].verify;
+        bson_copy_to(&p->timers[c].d, &p->timers[i].d);
+        bson_destroy(&p->timers[c].d);
+        i = c;
+    }
+    p->timers[i].due = p->timers[n].due;
+    p->timers[i].verify = p->timers[n].verify;
+    bson_copy_to(&p->timers[n].d, &p->timers[i].d);
+    bson_destroy(&p->timers[n].d);
 }
 
 /* What attempt `j` (number `n`) comes to: its state, the time of the next attempt (0 none)
@@ -905,8 +1137,7 @@ static const char *settle(nf_push *p, const job *j, int n, int64_t now, int64_t 
     switch (j->o) {
     case OUT_SENT:
         atomic_fetch_add(&p->sent, 1);
-        *decision = "sent";
-        return "sent";
+        return "sent"; /* the diagnostics read it from the delivery: no decision document */
     case OUT_DEAD:
         atomic_fetch_add(&p->dead_tokens, 1);
         prune_device(p, &j->d);
@@ -916,8 +1147,6 @@ static const char *settle(nf_push *p, const job *j, int n, int64_t now, int64_t 
     case OUT_RETRY:
         if (n <= p->cfg.nretries) {
             *next = now + retry_delay(p, n);
-            if (p->next_retry == 0 || *next < p->next_retry)
-                p->next_retry = *next;
             atomic_fetch_add(&p->retried, 1);
             return "queued";
         }
@@ -933,82 +1162,135 @@ static const char *settle(nf_push *p, const job *j, int n, int64_t now, int64_t 
     }
 }
 
-/* Records the attempts of the sent jobs: attempts that come to the same update (the usual
- * case: every success of a round) share one update of all their deliveries, since each update
- * is slow on FerretDB (a read-modify-replace per document); decisions in one insert. */
+/* The attempt's entry of the history. */
+static void append_attempt(bson_t *h, const job *j, int attempt, int64_t now)
+{
+    BSON_APPEND_INT32(h, "attempt", attempt);
+    BSON_APPEND_DATE_TIME(h, "at", now);
+    BSON_APPEND_UTF8(h, "outcome", outcome_name(j->o));
+    BSON_APPEND_INT32(h, "status", (int32_t)j->status);
+    BSON_APPEND_UTF8(h, "detail", j->why);
+}
+
+/* What a sent delivery no longer needs: what the push said and where it went (a sent one
+ * is never sent again; e-mail drops its bodies the same way). Every byte counts: FerretDB
+ * spends its time per byte inserted. */
+static int content_field(const char *key)
+{
+    static const char *const content[] = {"type",  "actor_id",   "text",      "token",
+                                          "app_id", "p256dh",    "auth",      "title",
+                                          "push_title", "push_body", "conversation_id", NULL};
+    for (int i = 0; content[i]; i++)
+        if (strcmp(content[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+/* `d` (a delivery as built, never stored) with its first attempt recorded, into `out`; when
+ * it is sent, without its content. */
+static void with_first_attempt(const bson_t *d, const job *j, const char *state, int64_t next,
+                               int64_t now, bson_t *out)
+{
+    int sent = strcmp(state, "sent") == 0;
+    bson_iter_t it;
+    bson_t arr, h;
+
+    bson_init(out);
+    if (bson_iter_init(&it, d))
+        while (bson_iter_next(&it)) {
+            const char *key = bson_iter_key(&it);
+            if (strcmp(key, "state") != 0 && strcmp(key, "attempts") != 0 &&
+                strcmp(key, "next_at") != 0 && strcmp(key, "history") != 0 &&
+                !(sent && content_field(key)))
+                bson_append_iter(out, key, -1, &it);
+        }
+    BSON_APPEND_UTF8(out, "state", state);
+    BSON_APPEND_INT32(out, "attempts", 1);
+    BSON_APPEND_INT64(out, "next_at", next);
+    BSON_APPEND_ARRAY_BEGIN(out, "history", &arr);
+    BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &h);
+    append_attempt(&h, j, 1, now);
+    bson_append_document_end(&arr, &h);
+    bson_append_array_end(out, &arr);
+}
+
+/* Records the attempts of the sent jobs. A first attempt stores its delivery for the first
+ * time, with the attempt in it (one insert of the round's deliveries: FerretDB inserts are
+ * cheap, its updates a read-modify-replace each); a later one (a retry, a redrive, a
+ * deferred push) updates its delivery by `_id`. A retry's next attempt becomes a timer.
+ * Decisions only for what failed: "queued" and "sent" are read from the delivery. */
 static void record(nf_push *p, job *jobs, size_t n, int64_t now)
 {
-    typedef struct rec {
+    doc_list decisions = {0}, first = {0};
+
+    for (size_t i = 0; i < n; i++) {
+        job *j = &jobs[i];
         const char *state, *decision;
         int attempt;
         int64_t next;
-        int done;
-    } rec;
-    rec *r = calloc(n ? n : 1, sizeof(*r));
-    doc_list decisions = {0};
-
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        if (!jobs[i].leased)
+        if (!j->leased)
             continue;
-        r[i].attempt = (int)cm_bson_int(&jobs[i].d, "attempts", 0) + 1;
-        r[i].state = settle(p, &jobs[i], r[i].attempt, now, &r[i].next, &r[i].decision);
-    }
-    for (size_t i = 0; i < n; i++) {
-        bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, in, arr, set, push, h;
-        size_t k = 0;
-        char idx[24];
-        if (!jobs[i].leased || r[i].done)
-            continue;
-        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
-        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-        for (size_t j = i; j < n; j++) {
-            if (!jobs[j].leased || r[j].done || r[j].attempt != r[i].attempt ||
-                r[j].next != r[i].next || strcmp(r[j].state, r[i].state) != 0 ||
-                jobs[j].o != jobs[i].o || jobs[j].status != jobs[i].status ||
-                strcmp(jobs[j].why, jobs[i].why) != 0)
-                continue;
-            r[j].done = 1;
-            snprintf(idx, sizeof(idx), "%zu", k++);
-            BSON_APPEND_UTF8(&arr, idx, cm_bson_str(&jobs[j].d, "_id", ""));
+        attempt = (int)cm_bson_int(&j->d, "attempts", 0) + 1;
+        state = settle(p, j, attempt, now, &next, &decision);
+        if (!j->stored) {
+            bson_t *d = doc_list_add(&first);
+            if (d != NULL)
+                with_first_attempt(&j->d, j, state, next, now, d);
+        } else {
+            bson_t f = BSON_INITIALIZER, u = BSON_INITIALIZER, set, push, h;
+            BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&j->d, "_id", ""));
+            BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+            BSON_APPEND_UTF8(&set, "state", state);
+            BSON_APPEND_INT32(&set, "attempts", attempt);
+            BSON_APPEND_INT64(&set, "next_at", next);
+            bson_append_document_end(&u, &set);
+            BSON_APPEND_DOCUMENT_BEGIN(&u, "$push", &push);
+            BSON_APPEND_DOCUMENT_BEGIN(&push, "history", &h);
+            append_attempt(&h, j, attempt, now);
+            bson_append_document_end(&push, &h);
+            bson_append_document_end(&u, &push);
+            if (cm_mongo_update(p->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
+                cm_warn("push: attempt %d of delivery %s not recorded", attempt,
+                        cm_bson_str(&j->d, "_id", ""));
+            bson_destroy(&f);
+            bson_destroy(&u);
         }
-        bson_append_array_end(&in, &arr);
-        bson_append_document_end(&f, &in);
-        BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
-        BSON_APPEND_UTF8(&set, "state", r[i].state);
-        BSON_APPEND_INT32(&set, "attempts", r[i].attempt);
-        BSON_APPEND_INT64(&set, "next_at", r[i].next);
-        bson_append_document_end(&u, &set);
-        BSON_APPEND_DOCUMENT_BEGIN(&u, "$push", &push);
-        BSON_APPEND_DOCUMENT_BEGIN(&push, "history", &h);
-        BSON_APPEND_INT32(&h, "attempt", r[i].attempt);
-        BSON_APPEND_DATE_TIME(&h, "at", now);
-        BSON_APPEND_UTF8(&h, "outcome", outcome_name(jobs[i].o));
-        BSON_APPEND_INT32(&h, "status", (int32_t)jobs[i].status);
-        BSON_APPEND_UTF8(&h, "detail", jobs[i].why);
-        bson_append_document_end(&push, &h);
-        bson_append_document_end(&u, &push);
-        if (cm_mongo_update(p->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 1, NULL) != CM_OK)
-            cm_warn("push: %zu attempts (%s) not recorded", k, r[i].state);
-        bson_destroy(&f);
-        bson_destroy(&u);
+        if (next > 0) {
+            /* The retry's timer holds the delivery as it now stands. */
+            bson_t cur = BSON_INITIALIZER;
+            bson_iter_t it;
+            if (bson_iter_init(&it, &j->d))
+                while (bson_iter_next(&it)) {
+                    const char *key = bson_iter_key(&it);
+                    if (strcmp(key, "state") != 0 && strcmp(key, "attempts") != 0 &&
+                        strcmp(key, "next_at") != 0 && strcmp(key, "history") != 0)
+                        bson_append_iter(&cur, key, -1, &it);
+                }
+            BSON_APPEND_UTF8(&cur, "state", "queued");
+            BSON_APPEND_INT32(&cur, "attempts", attempt);
+            BSON_APPEND_INT64(&cur, "next_at", next);
+            pthread_mutex_lock(&p->mu);
+            timer_add(p, &cur, next, 0);
+            pthread_mutex_unlock(&p->mu);
+            bson_destroy(&cur);
+        }
+        if (decision != NULL) {
+            nf_push_item it = {0};
+            it.tenant = cm_bson_str(&j->d, "tenant", "");
+            it.user = cm_bson_str(&j->d, "user_id", "");
+            it.event_id = cm_bson_str(&j->d, "event_id", "");
+            it.notification_id = cm_bson_str(&j->d, "notification_id", "");
+            it.message_id = cm_bson_str(&j->d, "message_id", NULL);
+            decide(&decisions, &it, decision, cm_bson_str(&j->d, "device_id", ""), j->why);
+        }
     }
-    for (size_t i = 0; i < n; i++) {
-        nf_push_item it = {0};
-        if (!jobs[i].leased || r[i].decision == NULL)
-            continue;
-        it.tenant = cm_bson_str(&jobs[i].d, "tenant", "");
-        it.user = cm_bson_str(&jobs[i].d, "user_id", "");
-        it.event_id = cm_bson_str(&jobs[i].d, "event_id", "");
-        it.notification_id = cm_bson_str(&jobs[i].d, "notification_id", "");
-        it.message_id = cm_bson_str(&jobs[i].d, "message_id", NULL);
-        decide(&decisions, &it, r[i].decision, cm_bson_str(&jobs[i].d, "device_id", ""),
-               jobs[i].why);
-    }
+    /* A duplicate key is a copy another sender recorded first (it held the lease after
+     * ours ran out): left as it is. */
+    if (doc_list_insert(p->ctx, NF_COLL_DELIVERIES, &first) != CM_OK)
+        cm_warn("push: %zu first attempts not recorded", first.n);
     (void)doc_list_insert(p->ctx, NF_COLL_DECISIONS, &decisions);
+    doc_list_cleanup(&first);
     doc_list_cleanup(&decisions);
-    free(r);
 }
 
 /* Deletes the lease only while it is still ours. */
@@ -1017,7 +1299,7 @@ static const char UNLOCK_LUA[] =
     "return 0";
 
 /* Takes (or with `release`, gives back) the Redis leases of the jobs in one round trip; on
- * taking, marks the jobs whose lease was had. */
+ * taking, marks the jobs whose lease was had. When Redis cannot answer, nothing is leased. */
 static void leases(nf_push *p, job *jobs, size_t n, int release)
 {
     cm_redis_cmd *cmds = calloc(n ? n : 1, sizeof(*cmds));
@@ -1025,6 +1307,9 @@ static void leases(nf_push *p, job *jobs, size_t n, int release)
     int64_t *out = calloc(n ? n : 1, sizeof(*out));
     size_t k = 0;
 
+    if (!release)
+        for (size_t i = 0; i < n; i++)
+            jobs[i].leased = 0;
     if (cmds && keys && out) {
         snprintf(ms, sizeof(ms), "%d", LEASE_MS);
         for (size_t i = 0; i < n; i++) {
@@ -1048,8 +1333,7 @@ static void leases(nf_push *p, job *jobs, size_t n, int release)
 typedef struct fresh {
     job *jobs;
     size_t n;
-    int64_t now;
-    int *ok;
+    unsigned char *found;
 } fresh;
 
 static int collect_fresh(const bson_t *doc, void *ud)
@@ -1058,145 +1342,187 @@ static int collect_fresh(const bson_t *doc, void *ud)
     const char *id = cm_bson_str(doc, "_id", "");
     for (size_t i = 0; i < f->n; i++) {
         job *j = &f->jobs[i];
-        if (!j->leased || f->ok[i] || strcmp(cm_bson_str(&j->d, "_id", ""), id) != 0)
+        if (f->found[i] || !j->leased || !(j->stored || j->verify) ||
+            strcmp(cm_bson_str(&j->d, "_id", ""), id) != 0)
             continue;
-        /* Still queued, due, and not attempted since the copy was read. */
-        if (strcmp(cm_bson_str(doc, "state", ""), "queued") == 0 &&
-            cm_bson_int(doc, "next_at", 0) <= f->now &&
+        f->found[i] = 1;
+        /* Still queued, due and not attempted since the copy was taken: sent from what is
+         * stored now. */
+        if (j->stored && strcmp(cm_bson_str(doc, "state", ""), "queued") == 0 &&
             cm_bson_int(doc, "attempts", 0) == cm_bson_int(&j->d, "attempts", 0)) {
             bson_destroy(&j->d);
             bson_copy_to(doc, &j->d);
-            f->ok[i] = 1;
+            f->found[i] = 2;
         }
     }
     return 0;
 }
 
-/* Reads the leased deliveries again (one query): a copy taken before another sender finished
- * the delivery and let its lease go must not be sent twice. Jobs no longer due lose `leased`
- * (their lease is given back first). */
+/* Under their leases, reads the stored jobs (retries, deferred pushes, redrives) and the
+ * verify jobs again, in one query: a stored job is sent only while still queued, due and not
+ * attempted since its copy was taken (another sender may have done it meanwhile); a verify
+ * job only when its delivery is still not stored (its sender died before recording it: it
+ * becomes a first attempt). The leases of the others are given back. When the store cannot
+ * be read, none of them is sent this round (their timers come back). */
 static void refresh(nf_push *p, job *jobs, size_t n, int64_t now)
 {
     bson_t f = BSON_INITIALIZER, in, arr;
-    int *ok = calloc(n ? n : 1, sizeof(*ok));
-    fresh fr = {jobs, n, now, ok};
+    unsigned char *found = calloc(n ? n : 1, 1);
+    fresh fr = {jobs, n, found};
     size_t k = 0;
     char idx[24];
+    cm_err rc = CM_ENOMEM;
 
-    if (ok == NULL)
-        goto fail;
     BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
     BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
     for (size_t i = 0; i < n; i++)
-        if (jobs[i].leased) {
+        if (jobs[i].leased && (jobs[i].stored || jobs[i].verify)) {
             snprintf(idx, sizeof(idx), "%zu", k++);
             BSON_APPEND_UTF8(&arr, idx, cm_bson_str(&jobs[i].d, "_id", ""));
         }
     bson_append_array_end(&in, &arr);
     bson_append_document_end(&f, &in);
-    if (k > 0 && cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_fresh, &fr) !=
-                     CM_OK)
-        goto fail;
-    bson_destroy(&f);
-    /* Give back the leases of what is not to be sent, then forget those jobs. */
-    for (size_t i = 0; i < n; i++)
-        ok[i] = jobs[i].leased && !ok[i];
-    for (size_t i = 0; i < n; i++) {
-        int keep = jobs[i].leased && !ok[i];
-        jobs[i].leased = ok[i];
-        ok[i] = keep;
+    if (k == 0) {
+        bson_destroy(&f);
+        free(found);
+        return;
     }
-    leases(p, jobs, n, 1);
-    for (size_t i = 0; i < n; i++)
-        jobs[i].leased = ok[i];
-    free(ok);
-    return;
-fail:
+    if (found != NULL)
+        rc = cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_fresh, &fr);
     bson_destroy(&f);
-    leases(p, jobs, n, 1);
-    for (size_t i = 0; i < n; i++)
-        jobs[i].leased = 0;
-    free(ok);
+    for (size_t i = 0; i < n; i++) {
+        job *j = &jobs[i];
+        int keep;
+        if (!j->leased || !(j->stored || j->verify))
+            continue;
+        if (rc != CM_OK) {
+            keep = 0;
+            pthread_mutex_lock(&p->mu);
+            timer_add(p, &j->d, now + 1000, j->verify);
+            pthread_mutex_unlock(&p->mu);
+        } else if (j->verify) {
+            keep = !found[i];
+            j->verify = 0; /* not stored: a first attempt */
+        } else {
+            keep = found[i] == 2 && cm_bson_int(&j->d, "next_at", 0) <= now;
+            if (found[i] == 2 && !keep) {
+                /* Deferred further (a redrive's timer replaced it): its own time. */
+                pthread_mutex_lock(&p->mu);
+                timer_add(p, &j->d, cm_bson_int(&j->d, "next_at", 0), 0);
+                pthread_mutex_unlock(&p->mu);
+            }
+        }
+        if (!keep) {
+            job gone = *j;
+            j->leased = 0;
+            leases(p, &gone, 1, 1);
+        }
+    }
+    free(found);
 }
 
-typedef struct due {
-    job *jobs; /* BATCH of them */
-    size_t n;
-} due;
+/* The deliveries a consumer batch hands over (nf_push_submit), sent in rounds of BATCH. */
+struct nf_push_batch {
+    bson_t **docs; /* owned, each malloc'd */
+    size_t n, taken, done;
+    struct nf_push_batch *next;
+};
 
-static int collect_due(const bson_t *doc, void *ud)
+/* The queued deliveries of the store (push platforms), at most QUEUE_MAX, as timers: at
+ * start (what a crashed process left: retries, deferred pushes, redrives) and every
+ * SWEEP_MS (what a dead instance's timers held, or more than the timers could). */
+static int collect_queued(const bson_t *doc, void *ud)
 {
-    due *q = ud;
-    for (size_t i = 0; i < q->n; i++)
-        if (strcmp(cm_bson_str(&q->jobs[i].d, "_id", ""), cm_bson_str(doc, "_id", "")) == 0)
-            return 0; /* handed over by the consumer too */
-    if (q->n == BATCH)
-        return 1;
-    bson_copy_to(doc, &q->jobs[q->n++].d);
-    return 0;
+    nf_push *p = ud;
+    int full;
+    pthread_mutex_lock(&p->mu);
+    timer_add(p, doc, cm_bson_int(doc, "next_at", 0), 0);
+    full = p->ntimers >= QUEUE_MAX;
+    pthread_mutex_unlock(&p->mu);
+    return full;
 }
 
-/* The due deliveries of the store, oldest first, after those in `q`. */
-static void scan_due(nf_push *p, due *q)
+static void sweep(nf_push *p)
 {
-    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, lte, sort;
-
+    bson_t f = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&f, "state", "queued");
     nf_push_only(&f); /* e-mail and SMS have their own sender (notification_email.c) */
-    BSON_APPEND_DOCUMENT_BEGIN(&f, "next_at", &lte);
-    BSON_APPEND_INT64(&lte, "$lte", cm_clock_now_ms());
-    bson_append_document_end(&f, &lte);
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "next_at", 1);
-    bson_append_document_end(&opts, &sort);
-    BSON_APPEND_INT64(&opts, "limit", BATCH);
-    (void)cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_due, q);
+    if (cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_queued, p) != CM_OK)
+        cm_warn("push: the queued deliveries could not be read: swept again later");
     bson_destroy(&f);
-    bson_destroy(&opts);
 }
 
-/* One round: up to BATCH due deliveries (those the consumer just queued first, the store's
- * due ones, retries included, at least every SCAN_MS), each claimed by a Redis lease and read
- * again, sent concurrently over kept-alive connections, and recorded. */
+/* One round: up to BATCH deliveries, first those a consumer batch hands over (not stored
+ * yet), then the timers due, each claimed by a Redis lease, sent concurrently over kept-alive
+ * connections, and recorded. */
 static size_t round_once(nf_push *p)
 {
-    due q = {.n = 0};
+    job *jobs = calloc(BATCH, sizeof(*jobs));
+    struct nf_push_batch **from = calloc(BATCH, sizeof(*from));
     cm_httpc_request *reqs = NULL;
     cm_httpc_result *res = NULL;
-    size_t nreq = 0, sent = 0, *which = NULL;
+    size_t n = 0, nreq = 0, sent = 0, *which = NULL;
     int64_t now = cm_clock_now_ms();
-    int scan;
+    int timers_due, batch_round;
 
-    if ((q.jobs = calloc(BATCH, sizeof(*q.jobs))) == NULL)
+    if (jobs == NULL || from == NULL) {
+        free(jobs);
+        free(from);
         return 0;
+    }
     pthread_mutex_lock(&p->mu);
-    while (q.n < BATCH && p->qn > 0) {
-        /* A bson_t cannot be moved by value (a grown one points into itself): copied. */
-        bson_copy_to(&p->q[--p->qn], &q.jobs[q.n++].d);
-        bson_destroy(&p->q[p->qn]);
+    /* A round takes the consumer's deliveries or the timers due, in turn when both wait: a
+     * round of timers reads the store first, and must not hold up a batch. */
+    timers_due = p->ntimers > 0 && p->timers[0].due <= now;
+    if (!timers_due || !p->timers_turn)
+        for (struct nf_push_batch *b = p->batches; b && n < BATCH; b = b->next)
+            while (b->taken < b->n && n < BATCH) {
+                from[n] = b;
+                bson_copy_to(b->docs[b->taken++], &jobs[n++].d);
+            }
+    batch_round = n > 0;
+    p->timers_turn = batch_round;
+    while (!batch_round && n < TIMERS_PER_ROUND && p->ntimers > 0 && p->timers[0].due <= now) {
+        timer t;
+        timer_pop(p, &t);
+        bson_copy_to(&t.d, &jobs[n].d);
+        bson_destroy(&t.d);
+        jobs[n].stored = !t.verify;
+        jobs[n++].verify = t.verify;
     }
-    /* The store is scanned when a retry falls due, or at least every SCAN_MS (deferred
-     * deliveries, what a crash left): a scan is a costly query on FerretDB. */
-    scan = now - p->last_scan >= SCAN_MS || (p->next_retry > 0 && now >= p->next_retry);
     pthread_mutex_unlock(&p->mu);
-    if (scan && q.n < BATCH) {
-        p->next_retry = 0;
-        scan_due(p, &q);
-        p->last_scan = now;
-    }
-    if (q.n == 0)
+    if (n == 0)
         goto out;
-    leases(p, q.jobs, q.n, 0);
-    refresh(p, q.jobs, q.n, now);
-    reqs = calloc(q.n, sizeof(*reqs));
-    res = calloc(q.n, sizeof(*res));
-    which = calloc(q.n, sizeof(*which));
+    leases(p, jobs, n, 0);
+    for (size_t i = 0; i < n; i++) {
+        job *j = &jobs[i];
+        if (!j->leased) {
+            /* Another sender has it (a consumer that took over the partition, a sweep): for
+             * a first attempt, look again once its lease has run out, in case it died. */
+            if (!j->stored) {
+                pthread_mutex_lock(&p->mu);
+                timer_add(p, &j->d, now + LEASE_MS, 1);
+                pthread_mutex_unlock(&p->mu);
+            }
+            continue;
+        }
+    }
+    refresh(p, jobs, n, now);
+    reqs = calloc(n, sizeof(*reqs));
+    res = calloc(n, sizeof(*res));
+    which = calloc(n, sizeof(*which));
     if (reqs == NULL || res == NULL || which == NULL) {
-        leases(p, q.jobs, q.n, 1);
-        goto out;
+        leases(p, jobs, n, 1);
+        for (size_t i = 0; i < n; i++)
+            if (jobs[i].leased && !jobs[i].stored) {
+                pthread_mutex_lock(&p->mu);
+                timer_add(p, &jobs[i].d, now + 1000, 1);
+                pthread_mutex_unlock(&p->mu);
+            }
+        goto done;
     }
-    for (size_t i = 0; i < q.n; i++) {
-        job *j = &q.jobs[i];
+    for (size_t i = 0; i < n; i++) {
+        job *j = &jobs[i];
         const char *platform = cm_bson_str(&j->d, "platform", "");
         if (!j->leased)
             continue;
@@ -1226,7 +1552,7 @@ static size_t round_once(nf_push *p)
     }
     (void)cm_httpc_pool_perform(p->http, reqs, nreq, res);
     for (size_t k = 0; k < nreq; k++) {
-        job *j = &q.jobs[which[k]];
+        job *j = &jobs[which[k]];
         if (strcmp(cm_bson_str(&j->d, "platform", ""), "fcm") == 0)
             finish_fcm(p, j, &res[k]);
         else if (strcmp(cm_bson_str(&j->d, "platform", ""), "webpush") == 0)
@@ -1235,65 +1561,129 @@ static size_t round_once(nf_push *p)
             finish_apns(p, j, &res[k]);
         free(res[k].body);
     }
-    record(p, q.jobs, q.n, cm_clock_now_ms());
-    leases(p, q.jobs, q.n, 1);
+    record(p, jobs, n, cm_clock_now_ms());
+    leases(p, jobs, n, 1);
+done:
+    /* The consumer batches whose deliveries are all sent and recorded may go on. */
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < n; i++)
+        if (from[i] != NULL)
+            from[i]->done++;
+    pthread_cond_broadcast(&p->done_cv);
+    pthread_mutex_unlock(&p->mu);
 out:
-    for (size_t i = 0; i < q.n; i++) {
-        bson_destroy(&q.jobs[i].d);
-        free(q.jobs[i].json);
+    for (size_t i = 0; i < n; i++) {
+        bson_destroy(&jobs[i].d);
+        free(jobs[i].json);
     }
-    free(q.jobs);
+    free(jobs);
+    free(from);
     free(reqs);
     free(res);
     free(which);
-    return sent;
+    return n > 0 ? (sent > 0 ? sent : 1) : 0;
 }
 
 void nf_push_kick(nf_push *p, const bson_t *const *deliveries, size_t n)
 {
-    int64_t now = cm_clock_now_ms();
-
     pthread_mutex_lock(&p->mu);
-    for (size_t i = 0; i < n; i++) {
-        /* Deferred ones (quiet hours) wait for the store's scan; past QUEUE_MAX the store
-         * holds them all the same. */
-        if (cm_bson_int(deliveries[i], "next_at", 0) > now || p->qn == QUEUE_MAX)
-            continue;
-        bson_copy_to(deliveries[i], &p->q[p->qn++]);
-    }
+    for (size_t i = 0; i < n; i++)
+        timer_add(p, deliveries[i], cm_bson_int(deliveries[i], "next_at", 0), 0);
     p->kick = 1;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
+cm_err nf_push_submit(nf_push *p, bson_t **deliveries, size_t n, nf_push_batch **out)
+{
+    nf_push_batch *b = calloc(1, sizeof(*b)), **at;
+
+    *out = NULL;
+    if (b == NULL)
+        return CM_ENOMEM;
+    b->docs = deliveries;
+    b->n = n;
+    pthread_mutex_lock(&p->mu);
+    for (at = &p->batches; *at; at = &(*at)->next)
+        ;
+    *at = b;
+    p->kick = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    *out = b;
+    return CM_OK;
+}
+
+cm_err nf_push_wait(nf_push *p, nf_push_batch *b)
+{
+    nf_push_batch **at;
+    cm_err rc = CM_OK;
+
+    if (b == NULL)
+        return CM_OK;
+    pthread_mutex_lock(&p->mu);
+    while (b->done < b->n && !p->stop)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    if (b->done < b->n)
+        rc = CM_EIO; /* stopping: the event is consumed again by the next process */
+    for (at = &p->batches; *at; at = &(*at)->next)
+        if (*at == b) {
+            *at = b->next;
+            break;
+        }
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < b->n; i++) {
+        bson_destroy(b->docs[i]);
+        free(b->docs[i]);
+    }
+    free(b->docs);
+    free(b);
+    return rc;
+}
+
 static void *run(void *arg)
 {
     nf_push *p = arg;
+    int64_t next_sweep = 0;
+
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         size_t done;
+        int64_t now = cm_clock_now_ms();
         pthread_mutex_unlock(&p->mu);
+        if (now >= next_sweep) {
+            /* The first sweep, at start, is the recovery of what a crash left. */
+            sweep(p);
+            next_sweep = cm_clock_now_ms() + SWEEP_MS;
+        }
         done = round_once(p);
         pthread_mutex_lock(&p->mu);
-        if (done == 0 && !p->kick && !p->stop && p->qn == 0) {
-            /* Sleep until the next scan or the next retry, whichever comes first. */
+        if (done == 0 && !p->kick && !p->stop) {
+            /* Sleep until the next timer or sweep, whichever comes first. */
             struct timespec ts;
-            int64_t now = cm_clock_now_ms(), wake = p->last_scan + SCAN_MS;
-            if (p->next_retry > 0 && p->next_retry < wake)
-                wake = p->next_retry;
-            if (wake < now + 10)
-                wake = now + 10;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (wake - now) / 1000;
-            ts.tv_nsec += ((wake - now) % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
+            int64_t wake = next_sweep;
+            int has_batch = 0;
+            for (struct nf_push_batch *b = p->batches; b; b = b->next)
+                has_batch |= b->taken < b->n;
+            now = cm_clock_now_ms();
+            if (p->ntimers > 0 && p->timers[0].due < wake)
+                wake = p->timers[0].due;
+            if (wake < now + 1)
+                wake = now + 1;
+            if (!has_batch) {
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (wake - now) / 1000;
+                ts.tv_nsec += ((wake - now) % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&p->cv, &p->mu, &ts);
             }
-            pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
         p->kick = 0;
     }
+    pthread_cond_broadcast(&p->done_cv);
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
@@ -1308,19 +1698,22 @@ cm_err nf_push_start(nf_ctx *ctx, nf_push_config *cfg, nf_push **out)
     cfg->fcm_credentials = NULL; /* taken over */
     cfg->apns_key = NULL;
     cfg->vapid_key = NULL;
-    if (cm_random_hex(p->instance, 16) != CM_OK || (p->q = calloc(QUEUE_MAX, sizeof(*p->q))) == NULL ||
+    if (cm_random_hex(p->instance, 16) != CM_OK ||
+        (p->timers = calloc(QUEUE_MAX, sizeof(*p->timers))) == NULL ||
         cm_httpc_pool_create(PARALLEL, &p->http) != CM_OK) {
-        free(p->q);
+        free(p->timers);
         free(p);
         return CM_EIO;
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
     if (pthread_create(&p->thread, NULL, run, p) != 0) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
+        pthread_cond_destroy(&p->done_cv);
         cm_httpc_pool_destroy(p->http);
-        free(p->q);
+        free(p->timers);
         free(p);
         return CM_EIO;
     }
@@ -1335,13 +1728,15 @@ void nf_push_stop(nf_push *p)
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
     pthread_cond_signal(&p->cv);
+    pthread_cond_broadcast(&p->done_cv);
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
-    for (size_t i = 0; i < p->qn; i++)
-        bson_destroy(&p->q[i]); /* stored: the next start's scan sends them */
-    free(p->q);
+    pthread_cond_destroy(&p->done_cv);
+    for (size_t i = 0; i < p->ntimers; i++)
+        bson_destroy(&p->timers[i].d); /* stored: the next start's sweep finds them */
+    free(p->timers);
     cm_httpc_pool_destroy(p->http);
     free(p->cfg.fcm_credentials);
     free(p->cfg.apns_key);

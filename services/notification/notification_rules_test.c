@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "common/uuid.h"
 #include "notification.h"
 
 static cJSON *msg(const char *json)
@@ -113,6 +114,25 @@ static void test_quiet_hours(void **state)
     assert_int_equal(nf_quiet_until(&p, utc(2026, 5, 1, 5, 0)), 0);
 }
 
+/* A delivery's id is a function of its key (a replay finds it by _id), a canonical UUIDv8
+ * whose first 48 bits are the notification's time (ids sort by creation), and differs per
+ * device. */
+static void test_delivery_id(void **state)
+{
+    const char *nid = "01a2006b-9a6c-7002-84c8-4602984a3052";
+    char a[37], b[37], c[37];
+    (void)state;
+    nf_delivery_id(nid, "01a2006b-9a6c-7002-84c8-4602984a3052|dev-1", a);
+    nf_delivery_id(nid, "01a2006b-9a6c-7002-84c8-4602984a3052|dev-1", b);
+    nf_delivery_id(nid, "01a2006b-9a6c-7002-84c8-4602984a3052|dev-2", c);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_int_equal(strlen(a), 36);
+    assert_true(cm_uuid_valid(a));
+    assert_memory_equal(a, "01a2006b-9a6c-8", 15); /* the notification's ms, version 8 */
+    assert_true(strchr("89ab", a[19]) != NULL);     /* variant 10 */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +140,7 @@ int main(void)
         cmocka_unit_test(test_preview),
         cmocka_unit_test(test_dedupe_key),
         cmocka_unit_test(test_quiet_hours),
+        cmocka_unit_test(test_delivery_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

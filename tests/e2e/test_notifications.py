@@ -414,6 +414,73 @@ def test_a_dead_token_is_pruned_and_explained(api, trio, provider):
     assert not provider.sends_of(dead, mid2)
 
 
+def test_a_deleted_or_moved_device_is_not_pushed_to(api, trio, provider):
+    """The devices the consumer pushes to come from a cache the device endpoints write
+    through: a device deleted, or whose token moved to another user, is pushed to no more."""
+    _, t = trio
+    gone, moved, kept = ("fcm-" + secrets.token_hex(16) for _ in range(3))
+    d_gone = device(api, t["bob"], "fcm", gone)
+    device(api, t["bob"], "fcm", moved)
+    device(api, t["bob"], "fcm", kept)
+    cid = create(api, t["ann"], "direct", ["bob"])["id"]
+    m1 = ok(send(api, t["ann"], cid, "three phones"))["id"]
+    for tok in (gone, moved, kept):
+        provider.wait_message(tok, m1)
+    assert api.call("DELETE", f"/v1/devices/{d_gone['id']}", t["bob"]).status_code == 204
+    assert device(api, t["cat"], "fcm", moved)["id"]  # the phone now belongs to cat
+    m2 = ok(send(api, t["ann"], cid, "two of them are not yours any more"))["id"]
+    provider.wait_message(kept, m2)
+    time.sleep(0.5)
+    assert not provider.sends_of(gone, m2) and not provider.sends_of(moved, m2)
+    d = diagnose(api, t["bob"], "bob", m2, until=lambda g: "sent" in g)
+    assert [x["decision"] for x in d["decisions"]] == ["queued", "sent"]
+
+
+def test_a_retry_left_by_a_kill_goes_out_at_its_time_after_the_restart(api, trio, provider, platform):
+    """A retry is a timer in the sender's memory over a delivery stored queued: a process
+    killed before it falls due leaves it to the next one, which reads the queued deliveries
+    at start and sends it when due (not after a lease of a minute), once."""
+    _, t = trio
+    svc = platform["notification"]
+    assert svc.stop() == 0
+    svc.env["PUSH_RETRY_DELAYS_MS"] = "4000,4000,4000"
+    svc.start()
+    tok = "fcm-" + secrets.token_hex(16)
+    try:
+        provider.fail[tok] = "500"
+        device(api, t["bob"], "fcm", tok)
+        cid = create(api, t["ann"], "direct", ["bob"])["id"]
+        mid = ok(send(api, t["ann"], cid, "are you there after the crash?"))["id"]
+        n = notification_of(api, t["bob"], mid)
+        first = provider.wait_sends(tok, 1, timeout=60)[0]
+        deadline = time.time() + 30
+        while True:
+            dl = ok(api.call("GET", f"/v1/notifications/{n['id']}/deliveries", t["bob"]))["items"]
+            if dl and dl[0]["attempts"]:
+                break
+            assert time.time() < deadline, dl
+            time.sleep(0.05)
+        assert dl[0]["state"] == "queued" and [a["outcome"] for a in dl[0]["attempts"]] == ["provider_error"]
+        assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
+        del provider.fail[tok]
+        svc.start()
+        sends = provider.wait_sends(tok, 2, timeout=60)
+        # Due 4 s (+-20 %) after the first attempt: never before; after it, as soon as the new
+        # process has read the queued deliveries (seconds on a loaded store), well before the
+        # minute a lease would have made it wait.
+        assert 3.2 <= sends[1]["at"] - first["at"] <= 30, sends
+        time.sleep(1.0)
+        assert len(provider.sends(tok)) == 2
+        final = ok(api.call("GET", f"/v1/notifications/{n['id']}/deliveries", t["bob"]))["items"][0]
+        assert final["state"] == "sent"
+        assert [(a["attempt"], a["outcome"]) for a in final["attempts"]] == [(1, "provider_error"), (2, "sent")]
+    finally:
+        provider.fail.pop(tok, None)
+        svc.stop()
+        svc.env["PUSH_RETRY_DELAYS_MS"] = "300,600,900"
+        svc.start()
+
+
 def test_diagnostics_explain_mute_and_missing_devices(api, trio, provider):
     _, t = trio
     cid = create(api, t["ann"], "group", ["bob", "cat"])["id"]

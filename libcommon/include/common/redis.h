@@ -75,6 +75,19 @@ typedef struct cm_redis_cmd {
  * then partly written: treat every command as not run, or as run, whichever is safe). */
 cm_err cm_redis_pipeline(cm_redis *r, const cm_redis_cmd *cmds, size_t n, int64_t *out);
 
+/* What cm_redis_pipeline_strings hands over per reply `i`: `err` -1 for an error reply
+ * (logged), else 0; the reply's strings v[0..n) (lengths len[0..n)): one for a bulk or status
+ * string, the string elements of an array (HGETALL: field, value, field, value...), none for
+ * nil or an integer. The strings live until the callback returns. */
+typedef void (*cm_redis_strings_fn)(void *ud, size_t i, int err, const char *const *v,
+                                    const size_t *len, size_t n);
+
+/* cm_redis_pipeline for commands whose replies are strings or arrays of strings (GET,
+ * HGETALL, SMEMBERS): `fn` is called once per reply, in order, on this thread. Errors as
+ * cm_redis_pipeline; after CM_EIO some replies may not have been handed over. */
+cm_err cm_redis_pipeline_strings(cm_redis *r, const cm_redis_cmd *cmds, size_t n,
+                                 cm_redis_strings_fn fn, void *ud);
+
 /* PUBLISH `message` on `channel`: writes how many subscribers received it to `*receivers` (may
  * be NULL). CM_EIO when Redis cannot be reached. */
 cm_err cm_redis_publish(cm_redis *r, const char *channel, const char *message,
