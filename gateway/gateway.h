@@ -316,6 +316,11 @@ cm_err gateway_ratelimit_create(struct cm_redis *redis, gateway_rate ip, gateway
                                 gateway_rate tenant, long lease_ms, gateway_ratelimit **out);
 void gateway_ratelimit_destroy(gateway_ratelimit *rl); /* accepts NULL */
 
+/* Sets what every bucket's Redis key starts with ("rl:" by default; the key then names the
+ * scope and its owner, e.g. "rl:ip:127.0.0.1"). Gateways sharing a prefix share their buckets;
+ * separate deployments on one Redis need separate prefixes. CM_EINVAL over 31 bytes. */
+cm_err gateway_ratelimit_set_prefix(gateway_ratelimit *rl, const char *prefix);
+
 /* Takes a token from the client IP's bucket (before authentication). */
 void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verdict *v);
 

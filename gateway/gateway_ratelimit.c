@@ -97,6 +97,7 @@ struct gateway_ratelimit {
     cm_redis *redis;
     gateway_rate ip, user, tenant;
     char rate_arg[3][32], burst_arg[3][32]; /* the script's arguments per scope, made once */
+    char prefix[32];     /* of every bucket's key: RATELIMIT_KEY_PREFIX, "rl:" by default */
     int shares_denylist; /* `redis` also holds the session denylist */
     cm_tenant_settings *tenants; /* each tenant's api_rate_per_min (not owned; NULL: none) */
     atomic_llong redis_down_until;
@@ -137,6 +138,7 @@ cm_err gateway_ratelimit_create(cm_redis *redis, gateway_rate ip, gateway_rate u
     }
     rl->lease_ms = lease_ms;
     rl->redis = redis;
+    strcpy(rl->prefix, "rl:");
     rl->ip = ip;
     rl->user = user;
     rl->tenant = tenant;
@@ -405,7 +407,7 @@ void gateway_ratelimit_ip(gateway_ratelimit *rl, const char *ip, gateway_rl_verd
         v->allowed = 1;
         return;
     }
-    snprintf(keys[0], sizeof(keys[0]), "rl:ip:%s", ip);
+    snprintf(keys[0], sizeof(keys[0]), "%sip:%s", rl->prefix, ip);
     take(rl, 1, keys, &rl->ip, &scope, 0, NULL, NULL, v);
 }
 
@@ -438,16 +440,24 @@ void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const
     int scopes[2], n = 0;
 
     if (rl->user.per_s > 0 && user && *user) {
-        snprintf(keys[n], sizeof(keys[0]), "rl:user:%s:%s", tenant, user);
+        snprintf(keys[n], sizeof(keys[0]), "%suser:%s:%s", rl->prefix, tenant, user);
         rates[n] = user_rate(rl, tenant);
         scopes[n++] = 1;
     }
     if (rl->tenant.per_s > 0 && tenant && *tenant) {
-        snprintf(keys[n], sizeof(keys[0]), "rl:tenant:%s", tenant);
+        snprintf(keys[n], sizeof(keys[0]), "%stenant:%s", rl->prefix, tenant);
         rates[n] = rl->tenant;
         scopes[n++] = 2;
     }
     take(rl, n, keys, rates, scopes, 0, NULL, NULL, v);
+}
+
+cm_err gateway_ratelimit_set_prefix(gateway_ratelimit *rl, const char *prefix)
+{
+    if (strlen(prefix) >= sizeof(rl->prefix))
+        return CM_EINVAL;
+    strcpy(rl->prefix, prefix);
+    return CM_OK;
 }
 
 void gateway_ratelimit_share_denylist(gateway_ratelimit *rl)
@@ -463,17 +473,17 @@ int gateway_ratelimit_request(gateway_ratelimit *rl, const char *ip, const cm_jw
     int scopes[3], n = 0, nd = 0, deny = -1;
 
     if (rl->ip.per_s > 0 && ip) {
-        snprintf(keys[n], sizeof(keys[0]), "rl:ip:%s", ip);
+        snprintf(keys[n], sizeof(keys[0]), "%sip:%s", rl->prefix, ip);
         rates[n] = rl->ip;
         scopes[n++] = 0;
     }
     if (rl->user.per_s > 0 && c->sub[0]) {
-        snprintf(keys[n], sizeof(keys[0]), "rl:user:%s:%s", c->tid, c->sub);
+        snprintf(keys[n], sizeof(keys[0]), "%suser:%s:%s", rl->prefix, c->tid, c->sub);
         rates[n] = user_rate(rl, c->tid);
         scopes[n++] = 1;
     }
     if (rl->tenant.per_s > 0 && c->tid[0]) {
-        snprintf(keys[n], sizeof(keys[0]), "rl:tenant:%s", c->tid);
+        snprintf(keys[n], sizeof(keys[0]), "%stenant:%s", rl->prefix, c->tid);
         rates[n] = rl->tenant;
         scopes[n++] = 2;
     }

@@ -63,6 +63,7 @@ static const cm_config_var vars[] = {
                                   "ones dropped after it (0: a round trip per request)"},
     {"RATELIMIT_REDIS_HOST", "", "Redis of the shared buckets (default REDIS_HOST)"},
     {"RATELIMIT_REDIS_PORT", "0", "its port (default REDIS_PORT)"},
+    {"RATELIMIT_KEY_PREFIX", "rl:", "start of the buckets' Redis keys (at most 31 bytes); gateways with one prefix share buckets"},
     {"PLATFORM_ADMIN_KEY", "", "operator key: admin routes and /v1/gateway/* (unset: refused)"},
     {"GATEWAY_CORS_REFRESH_S", "10", "reload period of tenants' CORS allowlists "
                                      "(cors_allowed_origins) from the user service"},
@@ -264,7 +265,8 @@ int main(int argc, char **argv)
     /* A connection per server thread: a request never waits for another's round trip. */
     if (cm_config_long("RATELIMIT_LEASE_MS", 100, 0, 10000, &lease_ms) ||
         cm_redis_create(rl_host, (int)rl_port, hc.threads, 100, &rl_redis) ||
-        gateway_ratelimit_create(rl_redis, ip, user, tenant, lease_ms, &ctx.limits))
+        gateway_ratelimit_create(rl_redis, ip, user, tenant, lease_ms, &ctx.limits) ||
+        gateway_ratelimit_set_prefix(ctx.limits, cm_config_str("RATELIMIT_KEY_PREFIX", "rl:")))
         goto out;
     /* One Redis for both: the denylist is checked in the rate limits' round trip. */
     if (strcmp(rl_host, redis_host) == 0 && rl_port == redis_port)

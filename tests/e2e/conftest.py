@@ -84,6 +84,9 @@ class Service:
             "JWT_JWKS_MIN_REFRESH_S": "1",
             # Our messaging instance's own consumer group on the shared users topic.
             "USERS_CONSUMER_GROUP": f"e2e-messaging-users-{DB_SUFFIX}",
+            # The gateways' rate-limit buckets per checkout: the shared Redis would otherwise
+            # give every checkout's suite one bucket for the client address 127.0.0.1.
+            "RATELIMIT_KEY_PREFIX": f"rl:e2e-{_BASE}:",
             "JANITOR_EVERY_S": "1",  # the user service's expiry pass
             "OUTBOX_STALE_MS": "2000",
             "TENANT_SETTINGS_TTL_MS": "500",  # messaging: a PATCHed tenant setting applies at once

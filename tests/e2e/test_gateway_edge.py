@@ -253,6 +253,27 @@ def test_two_gateways_share_limits_and_keep_serving_without_redis(platform, api,
     sanitizer_clean(a, b)
 
 
+def test_gateways_with_different_key_prefixes_keep_separate_buckets(platform, api, own_redis):
+    """RATELIMIT_KEY_PREFIX: two deployments (here two e2e checkouts) on one Redis must not
+    spend each other's per-address bucket."""
+    env = {"RATELIMIT_IP": "0.5/8", "RATELIMIT_REDIS_PORT": str(REDIS_PORT)}
+    a = gateway(GW2_PORT, {**env, "RATELIMIT_KEY_PREFIX": "rl:deploy-a:"}, "gateway-prefix-a")
+    b = gateway(GW3_PORT, {**env, "RATELIMIT_KEY_PREFIX": "rl:deploy-b:"}, "gateway-prefix-b")
+    try:
+        path = "/.well-known/jwks.json"
+        ra = [requests.get(f"http://127.0.0.1:{GW2_PORT}{path}", timeout=5).status_code for _ in range(10)]
+        assert ra.count(200) in (8, 9) and ra[-1] == 429, ra
+        rb = [requests.get(f"http://127.0.0.1:{GW3_PORT}{path}", timeout=5).status_code for _ in range(5)]
+        assert rb == [200] * 5, rb
+        keys = subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "--raw", "keys", "rl:*"],
+                              capture_output=True, text=True, timeout=10).stdout.split()
+        assert sorted(keys) == ["rl:deploy-a:ip:127.0.0.1", "rl:deploy-b:ip:127.0.0.1"], keys
+    finally:
+        a.stop()
+        b.stop()
+    sanitizer_clean(a, b)
+
+
 def metric(port, name):
     m = re.search(rf"^{name} (\d+)", requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, re.M)
     assert m, name
