@@ -1110,11 +1110,12 @@ cm_err cm_http_server_start(cm_http_server *srv)
     srv->mhd = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
             MHD_ALLOW_UPGRADE | (srv->allow_suspend ? MHD_ALLOW_SUSPEND_RESUME : 0), 0, NULL,
-        NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        NULL, on_request, srv,
+        /* The logger first: libmicrohttpd warns about any option that comes before it. */
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_ARRAY, limits,
-        MHD_OPTION_END);
+        MHD_OPTION_ARRAY, limits, MHD_OPTION_END);
     if (srv->mhd == NULL) {
         cm_error("http: cannot listen on %s:%d", srv->cfg.host, srv->cfg.port);
         return CM_EIO;
