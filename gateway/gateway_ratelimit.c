@@ -138,7 +138,7 @@ cm_err gateway_ratelimit_create(cm_redis *redis, gateway_rate ip, gateway_rate u
     }
     rl->lease_ms = lease_ms;
     rl->redis = redis;
-    strcpy(rl->prefix, "rl:");
+    snprintf(rl->prefix, sizeof(rl->prefix), "rl:");
     rl->ip = ip;
     rl->user = user;
     rl->tenant = tenant;
@@ -454,9 +454,11 @@ void gateway_ratelimit_identity(gateway_ratelimit *rl, const char *tenant, const
 
 cm_err gateway_ratelimit_set_prefix(gateway_ratelimit *rl, const char *prefix)
 {
-    if (strlen(prefix) >= sizeof(rl->prefix))
+    int n = snprintf(rl->prefix, sizeof(rl->prefix), "%s", prefix);
+    if (n < 0 || (size_t)n >= sizeof(rl->prefix)) {
+        snprintf(rl->prefix, sizeof(rl->prefix), "rl:");
         return CM_EINVAL;
-    strcpy(rl->prefix, prefix);
+    }
     return CM_OK;
 }
 
