@@ -25,25 +25,12 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "search.h"
+#include "bench_clock.h"
 
 #define CONVERSATIONS 100 /* the corpus is spread over this many conversations */
 #define BATCH 500
 #define TENANT "bench-tenant"
 #define USER "reader"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static char **read_lines(const char *path, size_t *n)
 {

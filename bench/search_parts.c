@@ -40,6 +40,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "search.h"
+#include "bench_clock.h"
 
 #define BATCH 500
 #define CONVERSATIONS 100
@@ -47,20 +48,6 @@
 
 static char **texts;
 static size_t ntexts;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void must(sqlite3 *db, const char *sql)
 {
@@ -241,11 +228,20 @@ int main(int argc, char **argv)
     tri_job job = {.w = &tri};
     pthread_t th;
     char **events, path[1024], *line = NULL;
-    size_t sz = 0, cap = 0, limit = argc > 3 ? (size_t)atol(argv[3]) : 100000;
+    size_t sz = 0, cap = 0, limit = 100000;
     double wall_raw = 0, wall[NV] = {0};
     ssize_t got;
     FILE *f;
 
+    if (argc > 3) {
+        char *end;
+        long n = strtol(argv[3], &end, 10);
+        if (*end != '\0' || n <= 0) {
+            fprintf(stderr, "TEXTS must be a positive count, not %s\n", argv[3]);
+            return 2;
+        }
+        limit = (size_t)n;
+    }
     if (argc < 3 || (f = fopen(argv[1], "r")) == NULL) {
         fprintf(stderr, "usage: %s CORPUS WORKDIR [TEXTS]\n", argv[0]);
         return 2;
