@@ -18,12 +18,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = ROOT / os.environ.get("BUILD_DIR", "build/asan")
-LOGS = ROOT / "build" / "test-logs"
 KEYS = ROOT / ".local" / "keys"
 
 # Ports of the instances under test: apart from `make run`'s 8080-8082 so both can coexist;
 # E2E_PORT_BASE moves them, so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("E2E_PORT_BASE", "18080"))
+# Logs of the default run in build/test-logs; another port base keeps its own folder, so a run
+# started beside it (which wipes its logs first) does not wipe the logs of the one running.
+LOGS = ROOT / "build" / ("test-logs" if _BASE == 18080 else f"test-logs-{_BASE}")
 # The other offsets in use: +5..+9 the extra instances of test_gateway_edge (and
 # test_gateway_keepalive), test_socket and test_media_s3; +10 test_gateway_ws's gateway; +11 test_media_stream's media; +13..+16 the
 # socket instances of test_socket_limits (socket_util); +17 test_housekeeping's extra messaging;
@@ -48,7 +50,7 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime e
 
 
 class Service:
-    """One platform process started from the build directory, logging to build/test-logs."""
+    """One platform process started from the build directory, logging to LOGS (build/test-logs)."""
 
     def __init__(self, name, extra_env=None):
         self.name = name
