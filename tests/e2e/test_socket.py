@@ -260,7 +260,9 @@ def test_resume_with_a_cursor_has_no_gap_and_no_duplicate_at_the_seam(api, socke
         assert cursor
         await bob.close()
         for n in range(25):
-            ok(send(api, a, cid, f"away-{n}"))
+            # In a thread: Alice's connection must keep answering the server's pings (PING_S)
+            # while the HTTP sends run, or a slow store makes the server hang up on her.
+            ok(await asyncio.to_thread(send, api, a, cid, f"away-{n}"))
 
         def frame(n, id_):
             return dict(type="message.send", id=id_, conversation_id=cid, text=f"during-{n}",
