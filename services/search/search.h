@@ -63,6 +63,14 @@ typedef struct search_query {
  * the user in `why` (size n); `out` is then unspecified. A q with filters only is valid. */
 cm_err search_query_parse(const char *q, search_query *out, char *why, size_t n);
 
+/* Writes to `out` (size n) the FTS5 expression that finds the rows of msg_words whose column
+ * `column` (conversation_id or sender_id) may hold `id` (an id of cm_user_id_valid): the id as
+ * one quoted phrase, `column : "id"`. The unicode61 tokenizer splits ids at _ . @ - and folds
+ * case, so the phrase also finds ids that merely contain the same tokens ("c1" in "c1-x"):
+ * callers test the stored id exactly as well. Returns 0 (out "") when the id has no letter
+ * or digit, so no token to look up (the caller tests every row), or when it does not fit. */
+int search_id_match(const char *column, const char *id, char *out, size_t n);
+
 /* Parses "YYYY-MM-DD" (start of that UTC day) or RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into
  * Unix milliseconds. CM_EINVAL when it is neither. */
 cm_err search_parse_time(const char *s, int64_t *ms);

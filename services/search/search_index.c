@@ -20,19 +20,22 @@
 #include "search.h"
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
 #define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-#define STMTS_MAX 16 /* prepared statements cached per writer connection */
+#define STMTS_MAX 32 /* prepared statements cached per writer connection */
 
 /* A writer connection's prepared statements, by their SQL text's address (the static
  * strings of this file): preparing costs more than running most of them. */
 typedef struct stmt_cache {
     const char *sql[STMTS_MAX];
     sqlite3_stmt *st[STMTS_MAX];
+    /* erased_users of the connection's file: 0 not known yet, 1 empty, 2 not empty (set by
+     * user.deleted; a rolled-back erasure leaves 2, which only costs lookups) */
+    int erased;
 } stmt_cache;
 
 struct search_index {
@@ -106,9 +109,12 @@ static const char SCHEMA[] =
     " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
     " created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL, has_attachment INTEGER NOT NULL,"
     " deleted INTEGER NOT NULL, text TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS messages_by_conv ON messages(conversation_id);"
-    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
-    " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
+    /* The conversation and sender ids are columns of msg_words, not b-tree indexes of
+     * messages (MIGRATE_7): in:, from:, analytics per user and erasure find their rows with a
+     * MATCH on the column, then test the stored id exactly (search_id_match). */
+    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, conversation_id, sender_id,"
+    " content='messages', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='trigram_cjk');"
     "CREATE TABLE IF NOT EXISTS members("
@@ -167,8 +173,7 @@ static const char SCHEMA[] =
     " erased_ms INTEGER NOT NULL) WITHOUT ROWID;"
     /* A user's recent searches (search_directory.c), at most SEARCH_RECENT_MAX each. */
     "CREATE TABLE IF NOT EXISTS recent(user_id TEXT NOT NULL, q TEXT NOT NULL,"
-    " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS messages_by_sender ON messages(sender_id);";
+    " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;";
 
 /* Schema version 2 adds messages.attachments (the count, for analytics' media volume) to the
  * files of version 1; PRAGMA user_version says which a file has. */
@@ -210,6 +215,19 @@ static const char MIGRATE_4[] =
 static const char MIGRATE_6[] = "DROP INDEX IF EXISTS messages_time;"
                                 "DROP INDEX IF EXISTS messages_conv;"
                                 "DROP INDEX IF EXISTS messages_sender;";
+
+/* Version 7 moves the conversation and sender ids from b-tree indexes of messages into
+ * columns of msg_words: a b-tree writes a page per row while FTS5 writes its tokens once per
+ * transaction, and those two indexes cost 0.15-0.2 of the indexing rate against raw FTS5
+ * (bench/search_parts.c, bench/README.md). msg_words is recreated with the two columns and
+ * rebuilt from the content table (messages holds both ids). */
+static const char MIGRATE_7[] =
+    "DROP INDEX IF EXISTS messages_by_conv; DROP INDEX IF EXISTS messages_by_sender;"
+    "DROP TABLE msg_words;"
+    "CREATE VIRTUAL TABLE msg_words USING fts5(text, conversation_id, sender_id,"
+    " content='messages', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+    " prefix='2 3');"
+    "INSERT INTO msg_words(msg_words) VALUES ('rebuild');";
 
 /* FTS5 settings of the message indexes (kept in their %_config tables), applied after the
  * schema and its migrations: 'automerge' above the default 4 merges segments less often while
@@ -260,6 +278,7 @@ static int schema_apply(sqlite3 *db, char **err)
             (version < 3 && !fresh && sqlite3_exec(db, MIGRATE_3, NULL, NULL, err) != SQLITE_OK) ||
             (version < 4 && !fresh && sqlite3_exec(db, MIGRATE_4, NULL, NULL, err) != SQLITE_OK) ||
             (version < 6 && !fresh && sqlite3_exec(db, MIGRATE_6, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 7 && !fresh && sqlite3_exec(db, MIGRATE_7, NULL, NULL, err) != SQLITE_OK) ||
             sqlite3_exec(db, FTS_CONFIG, NULL, NULL, err) != SQLITE_OK ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
@@ -415,6 +434,16 @@ static int erased_policy(sqlite3 *db, const char *user)
     sqlite3_stmt *st;
     int rc;
     static const char SQL[] = "SELECT policy FROM erased_users WHERE user_id = ?";
+    stmt_cache *c = tl_cache;
+
+    /* Most files never saw a user.deleted: one look per connection instead of one per event. */
+    if (c && c->erased == 0) {
+        if ((rc = pragma_int(db, "SELECT EXISTS (SELECT 1 FROM erased_users)")) < 0)
+            return -1;
+        c->erased = rc ? 2 : 1;
+    }
+    if (c && c->erased == 1)
+        return 0;
     if ((st = stmt_get(db, SQL)) == NULL)
         return -1;
     sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
@@ -427,16 +456,18 @@ static int erased_policy(sqlite3 *db, const char *user)
     return rc;
 }
 
-/* message.created / message.updated / message.deleted: the whole message after the change. */
-/* Adds (`add` 1) or removes (0) text `text` of row `rid` in both FTS5 indexes. The message
- * text is external content: FTS5 must be told the exact text it indexed to remove it. Done
- * here rather than by triggers, which cost 2.7x the indexing time (bench/README.md). */
-static int fts_message(sqlite3 *db, int64_t rid, const char *text, int add)
+/* Adds (`add` 1) or removes (0) row `rid` (text `text`, conversation `cid`, sender `sender`)
+ * in both FTS5 indexes. They are external content: FTS5 must be told the exact values it
+ * indexed to remove them. Done here rather than by triggers, which cost 2.7x the indexing time
+ * (bench/README.md). */
+static int fts_message(sqlite3 *db, int64_t rid, const char *text, const char *cid,
+                       const char *sender, int add)
 {
-    static const char ADD_W[] = "INSERT INTO msg_words(rowid, text) VALUES (?1, ?2)",
+    static const char ADD_W[] = "INSERT INTO msg_words(rowid, text, conversation_id, sender_id)"
+                                " VALUES (?1, ?2, ?3, ?4)",
                       ADD_T[] = "INSERT INTO msg_tri(rowid, text) VALUES (?1, ?2)",
-                      DEL_W[] = "INSERT INTO msg_words(msg_words, rowid, text)"
-                                " VALUES ('delete', ?1, ?2)",
+                      DEL_W[] = "INSERT INTO msg_words(msg_words, rowid, text, conversation_id,"
+                                " sender_id) VALUES ('delete', ?1, ?2, ?3, ?4)",
                       DEL_T[] = "INSERT INTO msg_tri(msg_tri, rowid, text)"
                                 " VALUES ('delete', ?1, ?2)";
     const char *sql[2] = {add ? ADD_W : DEL_W, add ? ADD_T : DEL_T};
@@ -446,6 +477,10 @@ static int fts_message(sqlite3 *db, int64_t rid, const char *text, int add)
             return 0;
         sqlite3_bind_int64(st, 1, rid);
         sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+        if (i == 0) {
+            sqlite3_bind_text(st, 3, cid, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, sender, -1, SQLITE_STATIC);
+        }
         if (!step_done(db, st))
             return 0;
     }
@@ -456,7 +491,8 @@ static int fts_message(sqlite3 *db, int64_t rid, const char *text, int add)
 static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
-    static const char FIND[] = "SELECT rid, eseq, deleted, text FROM messages WHERE id = ?",
+    static const char FIND[] = "SELECT rid, eseq, deleted, text, conversation_id, sender_id"
+                               " FROM messages WHERE id = ?",
                       INSERT[] =
                           "INSERT INTO messages(rid, id, conversation_id, sender_id, seq,"
                           " created_ms, created_eseq, eseq, has_attachment, deleted, text,"
@@ -472,7 +508,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
     int64_t created_ms, rid = 0, old_eseq = 0;
     int erased, old_deleted = 0, src, same;
-    char *old_text = NULL;
+    char *old_text = NULL, *old_cid = NULL, *old_sender = NULL;
     sqlite3_stmt *st;
     cm_err rc = CM_EIO;
 
@@ -525,7 +561,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     }
     stmt_release(st);
     if (sqlite3_changes(db) == 1) {
-        if (!fts_message(db, rid, text, 1))
+        if (!fts_message(db, rid, text, cid, sender, 1))
             return CM_EIO;
         *changed += 1;
         return CM_OK;
@@ -539,16 +575,21 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
         old_eseq = sqlite3_column_int64(st, 1);
         old_deleted = sqlite3_column_int(st, 2);
         old_text = strdup((const char *)sqlite3_column_text(st, 3));
+        old_cid = strdup((const char *)sqlite3_column_text(st, 4));
+        old_sender = strdup((const char *)sqlite3_column_text(st, 5));
     }
     stmt_release(st);
-    if (src != SQLITE_ROW || old_text == NULL)
+    if (src != SQLITE_ROW || old_text == NULL || old_cid == NULL || old_sender == NULL)
         goto out; /* the insert said the id exists: anything else is a failure */
     if (eseq <= old_eseq || old_deleted) {
         rc = CM_OK; /* not newer, or a tombstone: nothing changes */
         goto out;
     }
+    /* An edit changes the text only: the row keeps its conversation and sender (those stored,
+     * which msg_words indexed). */
     same = strcmp(old_text, text) == 0;
-    if ((!same && !fts_message(db, rid, old_text, 0)) || (st = stmt_get(db, UPDATE)) == NULL)
+    if ((!same && !fts_message(db, rid, old_text, old_cid, old_sender, 0)) ||
+        (st = stmt_get(db, UPDATE)) == NULL)
         goto out;
     sqlite3_bind_int64(st, 1, rid);
     sqlite3_bind_int64(st, 2, eseq);
@@ -556,12 +597,14 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_int(st, 4, deleted);
     sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
-    if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
+    if (!step_done(db, st) || (!same && !fts_message(db, rid, text, old_cid, old_sender, 1)))
         goto out;
     *changed += 1;
     rc = CM_OK;
 out:
     free(old_text);
+    free(old_cid);
+    free(old_sender);
     return rc;
 }
 
@@ -748,38 +791,68 @@ static cm_err apply_user(sqlite3 *db, const char *type, const cJSON *d, int64_t 
 static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, int *changed,
                                  char *why, size_t n)
 {
+    /* The user's message rows: found through msg_words' sender_id column (MIGRATE_7) and
+     * tested exactly, or every row tested when the id has no token to look up. Collected
+     * first: msg_words is then written from them. */
+    static const char ROWS_FTS[] = "INSERT INTO temp.erased_rids SELECT m.rid FROM messages m"
+                                   " WHERE m.rid IN (SELECT rowid FROM msg_words WHERE"
+                                   " msg_words MATCH ?2) AND m.sender_id = ?1",
+                      ROWS_SCAN[] = "INSERT INTO temp.erased_rids SELECT m.rid FROM messages m"
+                                    " WHERE m.sender_id = ?1 AND ?2 IS NULL";
     static const char *const SQL[] = {
         "INSERT OR REPLACE INTO erased_users(user_id, policy, erased_ms) VALUES (?1, ?2, ?3)",
         "DELETE FROM users WHERE id = ?1",
         "DELETE FROM members WHERE user_id = ?1",
         "DELETE FROM recent WHERE user_id = ?1",
-        /* the text leaves both FTS5 indexes (external content: told the text it indexed) */
-        "INSERT INTO msg_words(msg_words, rowid, text) SELECT 'delete', rid, text FROM messages"
-        " WHERE sender_id = ?1 AND text <> ''",
+        "DELETE FROM temp.erased_rids",
+        NULL, /* ROWS_FTS or ROWS_SCAN */
+        /* the rows leave both FTS5 indexes (external content: told the values they indexed) */
+        "INSERT INTO msg_words(msg_words, rowid, text, conversation_id, sender_id)"
+        " SELECT 'delete', rid, text, conversation_id, sender_id FROM messages"
+        " WHERE rid IN temp.erased_rids",
         "INSERT INTO msg_tri(msg_tri, rowid, text) SELECT 'delete', rid, text FROM messages"
-        " WHERE sender_id = ?1 AND text <> ''",
+        " WHERE rid IN temp.erased_rids AND text <> ''",
         "UPDATE messages SET text = '', sender_id = '" SEARCH_DELETED_USER "',"
         " deleted = CASE ?2 WHEN 'delete' THEN " SEARCH_ERASED_STR " ELSE 1 END"
-        " WHERE sender_id = ?1",
+        " WHERE rid IN temp.erased_rids",
+        /* and come back to msg_words as what is left: no text, the deleted user's id */
+        "INSERT INTO msg_words(rowid, text, conversation_id, sender_id)"
+        " SELECT rid, text, conversation_id, sender_id FROM messages"
+        " WHERE rid IN temp.erased_rids",
     };
     const char *uid = str(d, "user_id"), *policy = str(d, "erase_policy");
+    char match[SEARCH_ID_MAX + 32];
+    int fts;
     sqlite3_stmt *st;
 
     if (!uid || !policy || (strcmp(policy, "delete") != 0 && strcmp(policy, "anonymize") != 0)) {
         snprintf(why, n, "user.deleted: data lacks user_id or erase_policy (anonymize|delete)");
         return CM_EINVAL;
     }
+    fts = search_id_match("sender_id", uid, match, sizeof(match));
+    if (tl_cache)
+        tl_cache->erased = 2;
+    if (sqlite3_exec(db, "CREATE TEMP TABLE IF NOT EXISTS erased_rids(rid INTEGER PRIMARY KEY)",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        cm_warn("search index: %s", sqlite3_errmsg(db));
+        return CM_EIO;
+    }
     for (size_t i = 0; i < sizeof(SQL) / sizeof(SQL[0]); i++) {
-        if ((st = stmt_get(db, SQL[i])) == NULL)
+        const char *sql = SQL[i] ? SQL[i] : fts ? ROWS_FTS : ROWS_SCAN;
+        int rows = SQL[i] == NULL; /* ?2 is the MATCH there, not the policy */
+        if ((st = stmt_get(db, sql)) == NULL)
             return CM_EIO;
         sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
-        if (sqlite3_bind_parameter_count(st) >= 2)
+        if (rows && fts)
+            sqlite3_bind_text(st, 2, match, -1, SQLITE_STATIC);
+        else if (!rows && sqlite3_bind_parameter_count(st) >= 2)
             sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
         if (sqlite3_bind_parameter_count(st) >= 3)
             sqlite3_bind_int64(st, 3, version);
         if (!step_done(db, st))
             return CM_EIO;
-        *changed += sqlite3_changes(db);
+        if (i < 4 || i == 8)
+            *changed += sqlite3_changes(db);
     }
     return CM_OK;
 }
@@ -905,6 +978,7 @@ cm_err search_index_replace(search_index *ix, const char *tenant, const char *pa
                           "DETACH live", NULL, NULL, NULL) != SQLITE_OK)
         goto out;
     bk = sqlite3_backup_init(ix->db[slot], "main", src, "main");
+    ix->cache[slot].erased = 0; /* the copied file's erased_users: looked at again */
     if (bk == NULL || sqlite3_backup_step(bk, -1) != SQLITE_DONE)
         goto out;
     rc = CM_OK;
@@ -1083,11 +1157,21 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 {
     /* The words drive when there are some, else the CJK terms of 3+ characters (their snippet
      * highlights whole terms), else the short CJK ones (marked by mark_substring: FTS5 would
-     * highlight the trigram at their position, one or two characters too many). */
-    const char *fts = q->words[0] || q->subs[0] ? q->words[0] ? "msg_words" : "msg_tri" : NULL;
-    const char *match = q->words[0] ? q->words : q->tri[0] ? q->tri : q->subs;
-    int own_snippet = !q->words[0] && !q->tri[0] && q->subs[0];
+     * highlight the trigram at their position, one or two characters too many), else the
+     * in:/from: ids (msg_words' id columns), else the rid order of messages. */
+    char conv_m[SEARCH_ID_MAX + 32], sender_m[SEARCH_ID_MAX + 32], ids[2 * SEARCH_ID_MAX + 80];
+    char words[SEARCH_EXPR_MAX + sizeof(ids) + 32];
+    int has_conv = q->conversation[0] &&
+                   search_id_match("conversation_id", q->conversation, conv_m, sizeof(conv_m));
+    int has_sender = q->sender[0] && search_id_match("sender_id", q->sender, sender_m,
+                                                     sizeof(sender_m));
+    int ids_only = !q->words[0] && !q->subs[0] && (has_conv || has_sender);
+    const char *fts = q->words[0] || ids_only ? "msg_words" : q->subs[0] ? "msg_tri" : NULL;
+    const char *match = q->words[0] || ids_only ? words : q->tri[0] ? q->tri : q->subs;
+    int own_snippet = ids_only || (!q->words[0] && !q->tri[0] && q->subs[0]);
     int subs_filter = q->words[0] ? q->subs[0] != 0 : q->tri[0] && q->nlikes;
+    /* the ids' MATCH beside msg_tri's (msg_words holds them) */
+    int ids_filter = fts && strcmp(fts, "msg_tri") == 0 && (has_conv || has_sender);
     char sql[2048];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -1102,6 +1186,15 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     if (rc != CM_OK)
         return rc;
     rc = CM_EIO;
+    /* The words are searched in the text column only (the ids are columns of msg_words
+     * too); the ids' phrases are ANDed (either alone, or both). */
+    snprintf(ids, sizeof(ids), "%s%s%s", has_conv ? conv_m : "",
+             has_conv && has_sender ? " AND " : "", has_sender ? sender_m : "");
+    w = q->words[0] ? snprintf(words, sizeof(words), "text : (%s)%s%s", q->words,
+                               ids[0] ? " AND " : "", ids)
+                    : snprintf(words, sizeof(words), "%s", ids);
+    if (w < 0 || (size_t)w >= sizeof(words))
+        goto out;
 #define ADD(...)                                                                                \
     do {                                                                                        \
         int k_ = snprintf(sql + w, sizeof(sql) - (size_t)w, __VA_ARGS__);                       \
@@ -1129,10 +1222,13 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
      * stay out of the driving MATCH for the sake of its highlights). */
     if (subs_filter)
         ADD(" AND m.rid IN (SELECT rowid FROM msg_tri WHERE msg_tri MATCH ?)");
+    if (ids_filter)
+        ADD(" AND m.rid IN (SELECT rowid FROM msg_words WHERE msg_words MATCH ?)");
     /* Who may see what (README.md): members see the whole history of their conversations;
      * after leaving, what was sent before they left. */
     ADD(" AND EXISTS (SELECT 1 FROM members mb WHERE mb.conversation_id = m.conversation_id"
         " AND mb.user_id = ? AND (mb.active = 1 OR m.created_eseq < mb.left_eseq))");
+    /* the exact test of the ids (their MATCH also finds ids made of the same tokens) */
     if (q->conversation[0])
         ADD(" AND m.conversation_id = ?");
     if (q->sender[0])
@@ -1147,8 +1243,9 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         ADD(" AND m.has_attachment = 1");
     /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards
      * and stops after the page, instead of sorting every match. */
-    if (fts && !newest)
-        ADD(" ORDER BY bm25(%s), m.rid DESC LIMIT ? OFFSET ?", fts);
+    if (fts && !newest && !ids_only)
+        ADD(" ORDER BY bm25(%s%s), m.rid DESC LIMIT ? OFFSET ?", fts,
+            strcmp(fts, "msg_words") == 0 ? ", 1.0, 0.0, 0.0" : ""); /* the text column's */
     else if (fts)
         ADD(" ORDER BY %s.rowid DESC LIMIT ? OFFSET ?", fts);
     else
@@ -1162,6 +1259,8 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         sqlite3_bind_text(st, b++, match, -1, SQLITE_STATIC);
     if (subs_filter)
         sqlite3_bind_text(st, b++, q->subs, -1, SQLITE_STATIC);
+    if (ids_filter)
+        sqlite3_bind_text(st, b++, ids, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
     if (q->conversation[0])
         sqlite3_bind_text(st, b++, q->conversation, -1, SQLITE_STATIC);

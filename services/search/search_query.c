@@ -303,6 +303,21 @@ cm_err search_query_parse(const char *s, search_query *q, char *why, size_t n)
     return CM_OK;
 }
 
+int search_id_match(const char *column, const char *id, char *out, size_t n)
+{
+    int tokens = 0, w;
+    for (const char *p = id; *p; p++)
+        tokens |= (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z');
+    /* ids hold no '"' (cm_user_id_valid): the phrase needs no escaping */
+    w = tokens && strchr(id, '"') == NULL ? snprintf(out, n, "%s : \"%s\"", column, id) : -1;
+    if (w < 0 || (size_t)w >= n) {
+        if (n)
+            out[0] = '\0';
+        return 0;
+    }
+    return 1;
+}
+
 cJSON *search_snippet_json(const char *marked)
 {
     cJSON *o = cJSON_CreateObject(), *hl = cJSON_CreateArray(), *one = NULL;
