@@ -5,11 +5,12 @@
  *            (unicode61 remove_diacritics 2 prefix '2 3'; trigram), rowid = line number;
  *   sql      the index's own schema (a tenant file created by search_index_open, so it
  *            cannot drift from services/search/search_index.c) written with plain INSERTs:
- *            the messages row (rid, unique id), then msg_words (text, conversation_id,
- *            sender_id) and msg_tri (trigram_cjk) as apply_message writes them; no JSON;
- *   v6       sql with the schema of version 6: conversation and sender as b-tree indexes of
- *            messages, msg_words on the text alone (schema 7 moved the ids into msg_words:
- *            FTS5 batches its writes per transaction; b-trees write per row);
+ *            the messages row (by rid alone), then msg_words, msg_tri (trigram_cjk) and
+ *            msg_ids (conversation and sender ids) as apply_message writes them; no JSON;
+ *   v6       sql with the schema of version 6: a unique index on the message id, and
+ *            conversation and sender as b-tree indexes of messages instead of msg_ids (FTS5
+ *            batches its writes per transaction; b-trees write per row);
+ *   noids    sql without msg_ids: what the ids cost;
  *   plaintri sql with SQLite's plain trigram tokenizer on msg_tri (no CJK unigrams/bigrams);
  *   2files   sql with msg_tri moved to a second file (its own text table, rid, eseq and
  *            sender, as an idempotent replica would need) written by a second thread while
@@ -117,9 +118,10 @@ static void write_batch(writer *w, size_t b, size_t e)
 static const char INS_MSG[] =
     "INSERT INTO messages(rid, id, conversation_id, sender_id, seq, created_ms, created_eseq,"
     " eseq, has_attachment, deleted, text, attachments) VALUES (:rid, :id, :cid, 'writer',"
-    " :seq, :ms, :seq, :seq, 0, 0, :text, 0) ON CONFLICT(id) DO NOTHING",
-                  INS_W[] = "INSERT INTO msg_words(rowid, text, conversation_id, sender_id)"
-                            " VALUES (:rid, :text, :cid, 'writer')",
+    " :seq, :ms, :seq, :seq, 0, 0, :text, 0)",
+                  INS_W[] = "INSERT INTO msg_words(rowid, text) VALUES (:rid, :text)",
+                  INS_I[] = "INSERT INTO msg_ids(rowid, conversation_id, sender_id)"
+                            " VALUES (:rid, :cid, 'writer')",
                   INS_T[] = "INSERT INTO msg_tri(rowid, text) VALUES (:rid, :text)";
 
 /* A tenant file of the index itself (schema, PRAGMAs, FTS5 settings), then `alter`. */
@@ -215,8 +217,8 @@ static void real_batch(search_index *ix, char **events, size_t b, size_t e, doub
     *cpu += cpu_s() - c0;
 }
 
-enum { V_SQL, V_V6, V_PLAINTRI, V_2FILES, V_REAL, NV };
-static const char *const NAMES[NV] = {"sql", "v6", "plaintri", "2files", "real"};
+enum { V_SQL, V_V6, V_NOIDS, V_PLAINTRI, V_2FILES, V_REAL, NV };
+static const char *const NAMES[NV] = {"sql", "v6", "noids", "plaintri", "2files", "real"};
 
 int main(int argc, char **argv)
 {
@@ -269,20 +271,22 @@ int main(int argc, char **argv)
     add_stmt(&raw, "INSERT INTO t(rowid, text) VALUES (:rid, :text)");
 
     ours_sql(ix, TENANT_PREFIX "sql", NULL, NULL, 1, &v[V_SQL]);
+    add_stmt(&v[V_SQL], INS_I);
     ours_sql(ix, TENANT_PREFIX "v6",
-             "DROP TABLE msg_words;"
-             "CREATE VIRTUAL TABLE msg_words USING fts5(text, content='messages',"
-             " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
-             "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16);"
+             "DROP TABLE msg_ids;"
+             "CREATE UNIQUE INDEX messages_by_id ON messages(id);"
              "CREATE INDEX messages_by_conv ON messages(conversation_id);"
              "CREATE INDEX messages_by_sender ON messages(sender_id)",
-             "INSERT INTO msg_words(rowid, text) VALUES (:rid, :text)", 1, &v[V_V6]);
+             NULL, 1, &v[V_V6]);
+    ours_sql(ix, TENANT_PREFIX "noids", "DROP TABLE msg_ids", NULL, 1, &v[V_NOIDS]);
     ours_sql(ix, TENANT_PREFIX "plaintri",
              "DROP TABLE msg_tri; CREATE VIRTUAL TABLE msg_tri USING fts5(text,"
              " content='messages', content_rowid='rid', tokenize='trigram');"
              "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16)",
              NULL, 1, &v[V_PLAINTRI]);
+    add_stmt(&v[V_PLAINTRI], INS_I);
     ours_sql(ix, TENANT_PREFIX "2files", "DROP TABLE msg_tri", NULL, 0, &v[V_2FILES]);
+    add_stmt(&v[V_2FILES], INS_I);
     snprintf(path, sizeof(path), "%s/" TENANT_PREFIX "2files.tri.db", argv[2]);
     if (sqlite3_open(path, &tri.db) != SQLITE_OK)
         return 1;

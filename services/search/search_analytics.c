@@ -136,10 +136,10 @@ static cm_err scalar(sqlite3 *db, const char *sql, int64_t from, int64_t to, con
     return scalar_m(db, sql, from, to, text, NULL, obj, name);
 }
 
-/* The messages of sender ?3 (SQL, alias m): the rows msg_words' sender_id column finds by
+/* The messages of sender ?3 (SQL, alias m): the rows msg_ids' sender_id column finds by
  * the MATCH ?4 (search_id_match), tested exactly; there is no b-tree index on the sender
  * (schema version 7, search_index.c). SENT_ALL: every row tested, for an id without a token. */
-#define SENT_FTS "m.rid IN (SELECT rowid FROM msg_words WHERE msg_words MATCH ?4) AND m.sender_id = ?3"
+#define SENT_FTS "m.rid IN (SELECT rowid FROM msg_ids WHERE msg_ids MATCH ?4) AND m.sender_id = ?3"
 #define SENT_ALL "m.sender_id = ?3"
 
 /* A number about sender `uid`: `sql` holds SENT_FTS; with an id of no token, SENT_ALL in its

@@ -105,16 +105,20 @@ static void cache_clear(stmt_cache *c)
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS messages("
-    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, conversation_id TEXT NOT NULL,"
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL, conversation_id TEXT NOT NULL,"
     " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
     " created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL, has_attachment INTEGER NOT NULL,"
     " deleted INTEGER NOT NULL, text TEXT NOT NULL);"
-    /* The conversation and sender ids are columns of msg_words, not b-tree indexes of
-     * messages (MIGRATE_7): in:, from:, analytics per user and erasure find their rows with a
-     * MATCH on the column, then test the stored id exactly (search_id_match). */
-    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, conversation_id, sender_id,"
-    " content='messages', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
-    " prefix='2 3');"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
+    " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
+    /* The conversation and sender ids: an FTS5 index, not b-tree indexes of messages
+     * (MIGRATE_7). in: and from: without text terms, analytics per user and erasure find
+     * their rows with a MATCH on its column, then test the stored id exactly
+     * (search_id_match). Only rowids per column (detail=column: an id's tokens, not their
+     * order), no sizes (columnsize=0: nothing ranks by it). */
+    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_ids USING fts5(conversation_id, sender_id,"
+    " content='messages', content_rowid='rid', tokenize='unicode61', detail=column,"
+    " columnsize=0);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='trigram_cjk');"
     "CREATE TABLE IF NOT EXISTS members("
@@ -216,18 +220,24 @@ static const char MIGRATE_6[] = "DROP INDEX IF EXISTS messages_time;"
                                 "DROP INDEX IF EXISTS messages_conv;"
                                 "DROP INDEX IF EXISTS messages_sender;";
 
-/* Version 7 moves the conversation and sender ids from b-tree indexes of messages into
- * columns of msg_words: a b-tree writes a page per row while FTS5 writes its tokens once per
- * transaction, and those two indexes cost 0.15-0.2 of the indexing rate against raw FTS5
- * (bench/search_parts.c, bench/README.md). msg_words is recreated with the two columns and
- * rebuilt from the content table (messages holds both ids). */
+/* Version 7 moves the conversation and sender ids from b-tree indexes of messages into the
+ * FTS5 index msg_ids (SCHEMA creates it): a b-tree writes a page per row while FTS5 writes its
+ * tokens once per transaction, and those two indexes cost 0.15-0.2 of the indexing rate
+ * against raw FTS5 (bench/search_parts.c, bench/README.md). It drops the unique index on
+ * messages.id too (a message is found by its rid, apply_message): the table is copied without
+ * it (which drops its other indexes), then msg_ids is built from it (it holds both ids). The
+ * FTS5 indexes name their content table, so they read the copy under the same name. */
 static const char MIGRATE_7[] =
-    "DROP INDEX IF EXISTS messages_by_conv; DROP INDEX IF EXISTS messages_by_sender;"
-    "DROP TABLE msg_words;"
-    "CREATE VIRTUAL TABLE msg_words USING fts5(text, conversation_id, sender_id,"
-    " content='messages', content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
-    " prefix='2 3');"
-    "INSERT INTO msg_words(msg_words) VALUES ('rebuild');";
+    "CREATE TABLE messages_v7(rid INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+    " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL,"
+    " has_attachment INTEGER NOT NULL, deleted INTEGER NOT NULL, text TEXT NOT NULL,"
+    " attachments INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO messages_v7 SELECT rid, id, conversation_id, sender_id, seq, created_ms,"
+    " created_eseq, eseq, has_attachment, deleted, text, attachments FROM messages;"
+    "DROP TABLE messages;"
+    "ALTER TABLE messages_v7 RENAME TO messages;"
+    "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');";
 
 /* FTS5 settings of the message indexes (kept in their %_config tables), applied after the
  * schema and its migrations: 'automerge' above the default 4 merges segments less often while
@@ -239,7 +249,8 @@ static const char MIGRATE_7[] =
  * within the 0.5 ms the issue allows (bench/README.md). */
 static const char FTS_CONFIG[] =
     "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16);"
-    "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16);";
+    "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16);"
+    "INSERT INTO msg_ids(msg_ids, rank) VALUES ('automerge', 16);";
 
 /* One integer a PRAGMA answers (-1 when it fails). */
 static int pragma_int(sqlite3 *db, const char *sql)
@@ -456,18 +467,15 @@ static int erased_policy(sqlite3 *db, const char *user)
     return rc;
 }
 
-/* Adds (`add` 1) or removes (0) row `rid` (text `text`, conversation `cid`, sender `sender`)
- * in both FTS5 indexes. They are external content: FTS5 must be told the exact values it
- * indexed to remove them. Done here rather than by triggers, which cost 2.7x the indexing time
- * (bench/README.md). */
-static int fts_message(sqlite3 *db, int64_t rid, const char *text, const char *cid,
-                       const char *sender, int add)
+/* Adds (`add` 1) or removes (0) text `text` of row `rid` in both FTS5 indexes. The message
+ * text is external content: FTS5 must be told the exact text it indexed to remove it. Done
+ * here rather than by triggers, which cost 2.7x the indexing time (bench/README.md). */
+static int fts_message(sqlite3 *db, int64_t rid, const char *text, int add)
 {
-    static const char ADD_W[] = "INSERT INTO msg_words(rowid, text, conversation_id, sender_id)"
-                                " VALUES (?1, ?2, ?3, ?4)",
+    static const char ADD_W[] = "INSERT INTO msg_words(rowid, text) VALUES (?1, ?2)",
                       ADD_T[] = "INSERT INTO msg_tri(rowid, text) VALUES (?1, ?2)",
-                      DEL_W[] = "INSERT INTO msg_words(msg_words, rowid, text, conversation_id,"
-                                " sender_id) VALUES ('delete', ?1, ?2, ?3, ?4)",
+                      DEL_W[] = "INSERT INTO msg_words(msg_words, rowid, text)"
+                                " VALUES ('delete', ?1, ?2)",
                       DEL_T[] = "INSERT INTO msg_tri(msg_tri, rowid, text)"
                                 " VALUES ('delete', ?1, ?2)";
     const char *sql[2] = {add ? ADD_W : DEL_W, add ? ADD_T : DEL_T};
@@ -477,27 +485,36 @@ static int fts_message(sqlite3 *db, int64_t rid, const char *text, const char *c
             return 0;
         sqlite3_bind_int64(st, 1, rid);
         sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
-        if (i == 0) {
-            sqlite3_bind_text(st, 3, cid, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 4, sender, -1, SQLITE_STATIC);
-        }
         if (!step_done(db, st))
             return 0;
     }
     return 1;
 }
 
+/* Adds new row `rid`'s conversation and sender to msg_ids (an edit changes neither). */
+static int ids_message(sqlite3 *db, int64_t rid, const char *cid, const char *sender)
+{
+    static const char SQL[] =
+        "INSERT INTO msg_ids(rowid, conversation_id, sender_id) VALUES (?1, ?2, ?3)";
+    sqlite3_stmt *st = stmt_get(db, SQL);
+    if (st == NULL)
+        return 0;
+    sqlite3_bind_int64(st, 1, rid);
+    sqlite3_bind_text(st, 2, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, sender, -1, SQLITE_STATIC);
+    return step_done(db, st);
+}
+
 /* message.created / message.updated / message.deleted: the whole message after the change. */
 static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
-    static const char FIND[] = "SELECT rid, eseq, deleted, text, conversation_id, sender_id"
-                               " FROM messages WHERE id = ?",
+    static const char FIND[] = "SELECT eseq, deleted, text FROM messages WHERE rid = ?1"
+                               " AND id = ?2",
                       INSERT[] =
                           "INSERT INTO messages(rid, id, conversation_id, sender_id, seq,"
                           " created_ms, created_eseq, eseq, has_attachment, deleted, text,"
-                          " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)"
-                          " ON CONFLICT(id) DO NOTHING",
+                          " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
                       UPDATE[] = "UPDATE messages SET eseq = ?2, has_attachment = ?3,"
                                  " deleted = ?4, text = ?5, attachments = ?6 WHERE rid = ?1";
     const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
@@ -508,7 +525,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
     int64_t created_ms, rid = 0, old_eseq = 0;
     int erased, old_deleted = 0, src, same;
-    char *old_text = NULL, *old_cid = NULL, *old_sender = NULL;
+    char *old_text = NULL;
     sqlite3_stmt *st;
     cm_err rc = CM_EIO;
 
@@ -530,8 +547,13 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     /* A tombstone keeps no text: nothing of a deleted message stays in either index. */
     if (deleted)
         text = "";
-    /* Most events are a new message: insert first (the unique id says whether it is known)
-     * and look the row up only when it is, which saved a b-tree lookup per message. */
+    /* A message's rid follows from its created_at and seq, which its events all carry and
+     * never change (MIGRATE_3; proto/events/message.*.schema.json): its own slot, or on the
+     * rare clash (same ms, same low seq bits) the next free one, rows being never removed.
+     * So the rid slots from its own on, up to the first free one, hold it if it is known: most
+     * events are a new message, inserted at once; a taken slot is looked at (its id). This
+     * replaced a unique index on messages.id, a b-tree insert per message (0.08 of the
+     * indexing rate against raw FTS5, bench/search_parts.c). */
     if ((st = stmt_get(db, INSERT)) == NULL)
         return CM_EIO;
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
@@ -544,51 +566,57 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_int(st, 9, deleted);
     sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 11, cJSON_GetArraySize(att));
-    /* rid by time (MIGRATE_3); on the rare clash (same ms, same low seq bits) the next one. */
     rid = created_ms * RID_PER_MS + ((int64_t)seq->valuedouble % RID_PER_MS);
     for (int tries = 0;; tries++) {
+        sqlite3_stmt *find;
         sqlite3_bind_int64(st, 1, rid);
-        if (sqlite3_step(st) == SQLITE_DONE)
-            break;
-        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY ||
-            tries >= SEARCH_RID_SPILL - 1) {
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            stmt_release(st);
+            if (!fts_message(db, rid, text, 1) || !ids_message(db, rid, cid, sender))
+                return CM_EIO;
+            *changed += 1;
+            return CM_OK;
+        }
+        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY) {
             cm_warn("search index: %s", sqlite3_errmsg(db));
             stmt_release(st);
             return CM_EIO;
         }
         sqlite3_reset(st);
+        /* the slot is taken: by this message? */
+        if ((find = stmt_get(db, FIND)) == NULL) {
+            stmt_release(st);
+            return CM_EIO;
+        }
+        sqlite3_bind_int64(find, 1, rid);
+        sqlite3_bind_text(find, 2, id, -1, SQLITE_STATIC);
+        src = sqlite3_step(find);
+        if (src == SQLITE_ROW) {
+            old_eseq = sqlite3_column_int64(find, 0);
+            old_deleted = sqlite3_column_int(find, 1);
+            old_text = strdup((const char *)sqlite3_column_text(find, 2));
+        }
+        stmt_release(find);
+        if (src == SQLITE_ROW)
+            break;
+        if (src != SQLITE_DONE || tries >= SEARCH_RID_SPILL - 1) {
+            cm_warn("search index: message %s: %s", id,
+                    src != SQLITE_DONE ? sqlite3_errmsg(db) : "no free rid slot");
+            stmt_release(st);
+            return CM_EIO;
+        }
         rid++;
     }
     stmt_release(st);
-    if (sqlite3_changes(db) == 1) {
-        if (!fts_message(db, rid, text, cid, sender, 1))
-            return CM_EIO;
-        *changed += 1;
-        return CM_OK;
-    }
-    if ((st = stmt_get(db, FIND)) == NULL)
-        return CM_EIO;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        rid = sqlite3_column_int64(st, 0);
-        old_eseq = sqlite3_column_int64(st, 1);
-        old_deleted = sqlite3_column_int(st, 2);
-        old_text = strdup((const char *)sqlite3_column_text(st, 3));
-        old_cid = strdup((const char *)sqlite3_column_text(st, 4));
-        old_sender = strdup((const char *)sqlite3_column_text(st, 5));
-    }
-    stmt_release(st);
-    if (src != SQLITE_ROW || old_text == NULL || old_cid == NULL || old_sender == NULL)
-        goto out; /* the insert said the id exists: anything else is a failure */
+    if (old_text == NULL)
+        goto out;
     if (eseq <= old_eseq || old_deleted) {
         rc = CM_OK; /* not newer, or a tombstone: nothing changes */
         goto out;
     }
-    /* An edit changes the text only: the row keeps its conversation and sender (those stored,
-     * which msg_words indexed). */
+    /* An edit changes the text only (msg_ids keeps the row's conversation and sender). */
     same = strcmp(old_text, text) == 0;
-    if ((!same && !fts_message(db, rid, old_text, old_cid, old_sender, 0)) ||
+    if ((!same && !fts_message(db, rid, old_text, 0)) ||
         (st = stmt_get(db, UPDATE)) == NULL)
         goto out;
     sqlite3_bind_int64(st, 1, rid);
@@ -597,14 +625,12 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_int(st, 4, deleted);
     sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
-    if (!step_done(db, st) || (!same && !fts_message(db, rid, text, old_cid, old_sender, 1)))
+    if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
         goto out;
     *changed += 1;
     rc = CM_OK;
 out:
     free(old_text);
-    free(old_cid);
-    free(old_sender);
     return rc;
 }
 
@@ -791,12 +817,12 @@ static cm_err apply_user(sqlite3 *db, const char *type, const cJSON *d, int64_t 
 static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, int *changed,
                                  char *why, size_t n)
 {
-    /* The user's message rows: found through msg_words' sender_id column (MIGRATE_7) and
+    /* The user's message rows: found through msg_ids' sender_id column (MIGRATE_7) and
      * tested exactly, or every row tested when the id has no token to look up. Collected
-     * first: msg_words is then written from them. */
+     * first: msg_ids is then written from them. */
     static const char ROWS_FTS[] = "INSERT INTO temp.erased_rids SELECT m.rid FROM messages m"
-                                   " WHERE m.rid IN (SELECT rowid FROM msg_words WHERE"
-                                   " msg_words MATCH ?2) AND m.sender_id = ?1",
+                                   " WHERE m.rid IN (SELECT rowid FROM msg_ids WHERE"
+                                   " msg_ids MATCH ?2) AND m.sender_id = ?1",
                       ROWS_SCAN[] = "INSERT INTO temp.erased_rids SELECT m.rid FROM messages m"
                                     " WHERE m.sender_id = ?1 AND ?2 IS NULL";
     static const char *const SQL[] = {
@@ -806,19 +832,21 @@ static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, i
         "DELETE FROM recent WHERE user_id = ?1",
         "DELETE FROM temp.erased_rids",
         NULL, /* ROWS_FTS or ROWS_SCAN */
-        /* the rows leave both FTS5 indexes (external content: told the values they indexed) */
-        "INSERT INTO msg_words(msg_words, rowid, text, conversation_id, sender_id)"
-        " SELECT 'delete', rid, text, conversation_id, sender_id FROM messages"
-        " WHERE rid IN temp.erased_rids",
+        /* the text leaves both FTS5 indexes and the ids msg_ids (external content: FTS5 is
+         * told the values it indexed) */
+        "INSERT INTO msg_words(msg_words, rowid, text) SELECT 'delete', rid, text FROM messages"
+        " WHERE rid IN temp.erased_rids AND text <> ''",
         "INSERT INTO msg_tri(msg_tri, rowid, text) SELECT 'delete', rid, text FROM messages"
         " WHERE rid IN temp.erased_rids AND text <> ''",
+        "INSERT INTO msg_ids(msg_ids, rowid, conversation_id, sender_id)"
+        " SELECT 'delete', rid, conversation_id, sender_id FROM messages"
+        " WHERE rid IN temp.erased_rids",
         "UPDATE messages SET text = '', sender_id = '" SEARCH_DELETED_USER "',"
         " deleted = CASE ?2 WHEN 'delete' THEN " SEARCH_ERASED_STR " ELSE 1 END"
         " WHERE rid IN temp.erased_rids",
-        /* and come back to msg_words as what is left: no text, the deleted user's id */
-        "INSERT INTO msg_words(rowid, text, conversation_id, sender_id)"
-        " SELECT rid, text, conversation_id, sender_id FROM messages"
-        " WHERE rid IN temp.erased_rids",
+        /* and come back to msg_ids under the deleted user's id */
+        "INSERT INTO msg_ids(rowid, conversation_id, sender_id)"
+        " SELECT rid, conversation_id, sender_id FROM messages WHERE rid IN temp.erased_rids",
     };
     const char *uid = str(d, "user_id"), *policy = str(d, "erase_policy");
     char match[SEARCH_ID_MAX + 32];
@@ -851,7 +879,7 @@ static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, i
             sqlite3_bind_int64(st, 3, version);
         if (!step_done(db, st))
             return CM_EIO;
-        if (i < 4 || i == 8)
+        if (i < 4 || i == 9)
             *changed += sqlite3_changes(db);
     }
     return CM_OK;
@@ -1158,20 +1186,20 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     /* The words drive when there are some, else the CJK terms of 3+ characters (their snippet
      * highlights whole terms), else the short CJK ones (marked by mark_substring: FTS5 would
      * highlight the trigram at their position, one or two characters too many), else the
-     * in:/from: ids (msg_words' id columns), else the rid order of messages. */
-    char conv_m[SEARCH_ID_MAX + 32], sender_m[SEARCH_ID_MAX + 32], ids[2 * SEARCH_ID_MAX + 80];
-    char words[SEARCH_EXPR_MAX + sizeof(ids) + 32];
+     * in:/from: ids (msg_ids), else the rid order of messages. With text terms, the ids are
+     * only tested on the rows the text finds, as they were with the b-tree indexes of
+     * schema 6 (a MATCH on msg_ids beside would collect every row of the conversation). */
+    char conv_m[2 * SEARCH_ID_MAX + 32], sender_m[2 * SEARCH_ID_MAX + 32];
+    char ids[sizeof(conv_m) + sizeof(sender_m) + 8];
     int has_conv = q->conversation[0] &&
                    search_id_match("conversation_id", q->conversation, conv_m, sizeof(conv_m));
     int has_sender = q->sender[0] && search_id_match("sender_id", q->sender, sender_m,
                                                      sizeof(sender_m));
     int ids_only = !q->words[0] && !q->subs[0] && (has_conv || has_sender);
-    const char *fts = q->words[0] || ids_only ? "msg_words" : q->subs[0] ? "msg_tri" : NULL;
-    const char *match = q->words[0] || ids_only ? words : q->tri[0] ? q->tri : q->subs;
+    const char *fts = q->words[0] ? "msg_words" : q->subs[0] ? "msg_tri" : ids_only ? "msg_ids" : NULL;
+    const char *match = q->words[0] ? q->words : q->tri[0] ? q->tri : q->subs[0] ? q->subs : ids;
     int own_snippet = ids_only || (!q->words[0] && !q->tri[0] && q->subs[0]);
     int subs_filter = q->words[0] ? q->subs[0] != 0 : q->tri[0] && q->nlikes;
-    /* the ids' MATCH beside msg_tri's (msg_words holds them) */
-    int ids_filter = fts && strcmp(fts, "msg_tri") == 0 && (has_conv || has_sender);
     char sql[2048];
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -1186,15 +1214,8 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     if (rc != CM_OK)
         return rc;
     rc = CM_EIO;
-    /* The words are searched in the text column only (the ids are columns of msg_words
-     * too); the ids' phrases are ANDed (either alone, or both). */
     snprintf(ids, sizeof(ids), "%s%s%s", has_conv ? conv_m : "",
              has_conv && has_sender ? " AND " : "", has_sender ? sender_m : "");
-    w = q->words[0] ? snprintf(words, sizeof(words), "text : (%s)%s%s", q->words,
-                               ids[0] ? " AND " : "", ids)
-                    : snprintf(words, sizeof(words), "%s", ids);
-    if (w < 0 || (size_t)w >= sizeof(words))
-        goto out;
 #define ADD(...)                                                                                \
     do {                                                                                        \
         int k_ = snprintf(sql + w, sizeof(sql) - (size_t)w, __VA_ARGS__);                       \
@@ -1222,8 +1243,6 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
      * stay out of the driving MATCH for the sake of its highlights). */
     if (subs_filter)
         ADD(" AND m.rid IN (SELECT rowid FROM msg_tri WHERE msg_tri MATCH ?)");
-    if (ids_filter)
-        ADD(" AND m.rid IN (SELECT rowid FROM msg_words WHERE msg_words MATCH ?)");
     /* Who may see what (README.md): members see the whole history of their conversations;
      * after leaving, what was sent before they left. */
     ADD(" AND EXISTS (SELECT 1 FROM members mb WHERE mb.conversation_id = m.conversation_id"
@@ -1244,8 +1263,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards
      * and stops after the page, instead of sorting every match. */
     if (fts && !newest && !ids_only)
-        ADD(" ORDER BY bm25(%s%s), m.rid DESC LIMIT ? OFFSET ?", fts,
-            strcmp(fts, "msg_words") == 0 ? ", 1.0, 0.0, 0.0" : ""); /* the text column's */
+        ADD(" ORDER BY bm25(%s), m.rid DESC LIMIT ? OFFSET ?", fts);
     else if (fts)
         ADD(" ORDER BY %s.rowid DESC LIMIT ? OFFSET ?", fts);
     else
@@ -1259,8 +1277,6 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         sqlite3_bind_text(st, b++, match, -1, SQLITE_STATIC);
     if (subs_filter)
         sqlite3_bind_text(st, b++, q->subs, -1, SQLITE_STATIC);
-    if (ids_filter)
-        sqlite3_bind_text(st, b++, ids, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, b++, user, -1, SQLITE_STATIC);
     if (q->conversation[0])
         sqlite3_bind_text(st, b++, q->conversation, -1, SQLITE_STATIC);

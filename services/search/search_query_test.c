@@ -69,6 +69,20 @@ static void test_operators(void **state)
     parses("from:bob", "", ""); /* filters only */
 }
 
+/* in:/from: reach msg_ids as the id's tokens, each quoted (ids hold no FTS5 syntax). */
+static void test_id_match(void **state)
+{
+    char m[160];
+    (void)state;
+    assert_int_equal(search_id_match("conversation_id", "c1", m, sizeof(m)), 1);
+    assert_string_equal(m, "conversation_id : (\"c1\")");
+    assert_int_equal(search_id_match("sender_id", "Al.ice@x-1_", m, sizeof(m)), 1);
+    assert_string_equal(m, "sender_id : (\"Al\" \"ice\" \"x\" \"1\")");
+    assert_int_equal(search_id_match("sender_id", "_.@-", m, sizeof(m)), 0); /* no token */
+    assert_string_equal(m, "");
+    assert_int_equal(search_id_match("sender_id", "abcdefgh", m, 16), 0); /* does not fit */
+}
+
 static void test_refusals(void **state)
 {
     char big[SEARCH_Q_MAX_BYTES + 2];
@@ -99,6 +113,17 @@ static void test_time(void **state)
     assert_int_equal(search_parse_time("1970-01-01T00:00:01.5Z", &ms), CM_OK);
     assert_int_equal(ms, 1500);
     assert_int_equal(search_parse_time("2023-02-30", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2023-02-29", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2100-02-29", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2023-04-31", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2000-02-29T23:59:59.999Z", &ms), CM_OK);
+    assert_int_equal(ms, 951868799999LL);
+    assert_int_equal(search_parse_time("2024-02-29", &ms), CM_OK);
+    assert_int_equal(ms, 1709164800000LL);
+    assert_int_equal(search_parse_time("1969-12-31T23:59:59Z", &ms), CM_OK);
+    assert_int_equal(ms, -1000);
+    assert_int_equal(search_parse_time("2026-11-22T02:23:00.5Z", &ms), CM_OK);
+    assert_int_equal(ms, 1795314180500LL);
     assert_int_equal(search_parse_time("2023-02-01T10:00:00+02:00", &ms), CM_EINVAL);
 }
 
@@ -257,6 +282,20 @@ static void test_time_filters_and_rid_clashes(void **state)
     assert_int_equal(count(ix, "u1", "after:2024-01-02T00:00:00.000Z"), 1);
     assert_int_equal(count(ix, "u1", "after:2024-01-01 before:2024-01-02T00:00:00.001Z"), 3);
     assert_int_equal(count(ix, "u1", "after:2024-01-02T00:00:00.001Z"), 0);
+    /* a moved message is found again past the slots of others: its redelivery adds no row,
+     * its edit replaces its own text only */
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":4096,\"data\":"
+              "{\"id\":\"m3\",\"conversation_id\":\"c3\",\"sender_id\":\"u1\","
+              "\"seq\":4095,\"type\":\"text\",\"text\":\"heron\",\"created_at\":"
+              "\"2024-01-02T00:00:00.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "heron"), 4);
+    apply(ix, "{\"type\":\"message.updated\",\"tenant\":\"t1\",\"eseq\":4097,\"data\":"
+              "{\"id\":\"m3\",\"conversation_id\":\"c3\",\"sender_id\":\"u1\","
+              "\"seq\":4095,\"type\":\"text\",\"text\":\"egret\",\"created_at\":"
+              "\"2024-01-02T00:00:00.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "heron"), 3);
+    assert_int_equal(count(ix, "u1", "egret in:c3"), 1);
+    assert_int_equal(count(ix, "u1", "in:c3"), 1);
     search_index_destroy(ix);
     remove_index(dir);
 }
@@ -378,11 +417,9 @@ static void test_migrates_version_3(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
     /* version 6: no index on created_ms (time ranges are rid ranges); version 7: no
-     * conversation or sender index either (msg_words holds the ids) */
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index'"
-                                    " AND tbl_name = 'messages' AND sql IS NOT NULL"),
-                     0);
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_words')"), 3);
+     * conversation or sender index either (msg_ids holds the ids), nor the unique id */
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_ids')"), 2);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_words_config WHERE k = 'automerge'"), 16);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_tri_config WHERE k = 'automerge'"), 16);
     sqlite3_close(db);
@@ -390,8 +427,8 @@ static void test_migrates_version_3(void **state)
 }
 
 /* A file of schema version 6 (conversation and sender as b-tree indexes of messages,
- * msg_words on the text alone) is migrated when the indexer opens it: the indexes are dropped
- * and msg_words is rebuilt with the ids, so in: and from: find the old messages. */
+ * no msg_ids) is migrated when the indexer opens it: the indexes are dropped and msg_ids is
+ * built from the messages, so in: and from: find the old messages. */
 static void test_migrates_version_6(void **state)
 {
     char dir[] = "/tmp/search-test-XXXXXX", path[64];
@@ -416,9 +453,9 @@ static void test_migrates_version_6(void **state)
                      " prefix='2 3');"
                      "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
                      " content_rowid='rid', tokenize='trigram_cjk');"
-                     "INSERT INTO messages VALUES (4096, 'm1', 'c1', 'u2', 1, 1, 1, 1, 0, 0,"
+                     "INSERT INTO messages VALUES (4096, 'm1', 'c1', 'u2', 0, 1, 1, 1, 0, 0,"
                      " 'old pelican', 0);"
-                     "INSERT INTO messages VALUES (8192, 'm2', 'c1-x', 'u2-x', 1, 2, 1, 1, 0, 0,"
+                     "INSERT INTO messages VALUES (8192, 'm2', 'c1-x', 'u2-x', 0, 2, 1, 1, 0, 0,"
                      " 'old pelican', 0);"
                      "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
                      "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
@@ -438,23 +475,32 @@ static void test_migrates_version_6(void **state)
     assert_int_equal(count(ix, "u1", "from:u2"), 1);
     assert_int_equal(count(ix, "u1", "from:u2-x"), 1);
     assert_int_equal(count(ix, "u1", "pelican from:u2 in:c1-x"), 0);
+    /* an old message is still found by its rid (no unique index on id any more): its edit
+     * replaces it, its redelivery changes nothing */
+    apply(ix, "{\"type\":\"message.updated\",\"tenant\":\"t1\",\"eseq\":5,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":0,\"sender_id\":\"u2\",\"type\":"
+              "\"text\",\"text\":\"new heron\",\"created_at\":\"1970-01-01T00:00:00.001Z\"}}");
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":0,\"sender_id\":\"u2\",\"type\":"
+              "\"text\",\"text\":\"old pelican\",\"created_at\":\"1970-01-01T00:00:00.001Z\"}}");
+    assert_int_equal(count(ix, "u1", "pelican"), 1);
+    assert_int_equal(count(ix, "u1", "heron in:c1"), 1);
+    assert_int_equal(count(ix, "u1", "in:c1"), 1);
     search_index_destroy(ix);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name IN"
-                                    " ('messages_by_conv', 'messages_by_sender')"),
-                     0);
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_words')"), 3);
-    assert_int_equal(scalar_int(db, "SELECT v FROM msg_words_config WHERE k = 'automerge'"), 16);
-    /* the rebuilt index is the content's (FTS5's own consistency check) */
-    assert_int_equal(sqlite3_exec(db, "INSERT INTO msg_words(msg_words) VALUES ('integrity-check')",
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_ids')"), 2);
+    assert_int_equal(scalar_int(db, "SELECT v FROM msg_ids_config WHERE k = 'automerge'"), 16);
+    /* the built index is the content's (FTS5's own consistency check) */
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO msg_ids(msg_ids) VALUES ('integrity-check')",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     remove_index(dir);
 }
 
-/* in: and from: are exact: msg_words finds the ids by their tokens (unicode61 splits at
+/* in: and from: are exact: msg_ids finds the ids by their tokens (unicode61 splits at
  * - _ . @ and folds case), and the stored id is tested too, so an id that contains another's
  * tokens (c1 in c1-x, U1 for u1) is not the other. On every path of the query: the ids alone,
  * with words, with CJK terms of 3+ and of 1-2 characters, with an id without letters or digits
@@ -541,16 +587,17 @@ static void test_ids_are_exact(void **state)
         char path[64];
         snprintf(path, sizeof(path), "%s/t1.db", dir);
         assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-        /* what is left: the erased messages under the deleted user, in msg_words too */
+        /* what is left: the erased messages under the deleted user, in msg_ids too */
         assert_int_equal(scalar_int(db, "SELECT count(*) FROM messages WHERE sender_id ="
                                         " 'deleted-user' AND text = ''"),
                          4);
-        assert_int_equal(scalar_int(db, "SELECT count(*) FROM msg_words WHERE msg_words MATCH"
-                                        " 'sender_id : \"deleted-user\"'"),
+        assert_int_equal(scalar_int(db, "SELECT count(*) FROM msg_ids WHERE msg_ids MATCH"
+                                        " 'sender_id : (\"deleted\" \"user\")'"),
                          4);
         assert_int_equal(
             sqlite3_exec(db, "INSERT INTO msg_words(msg_words) VALUES ('integrity-check');"
-                             "INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check')",
+                             "INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check');"
+                             "INSERT INTO msg_ids(msg_ids) VALUES ('integrity-check')",
                          NULL, NULL, NULL),
             SQLITE_OK);
         sqlite3_close(db);
@@ -582,6 +629,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_terms_are_quoted),
         cmocka_unit_test(test_operators),
+        cmocka_unit_test(test_id_match),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_snippet_offsets_are_code_points),
