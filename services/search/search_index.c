@@ -226,7 +226,10 @@ static const char MIGRATE_6[] = "DROP INDEX IF EXISTS messages_time;"
  * against raw FTS5 (bench/search_parts.c, bench/README.md). It drops the unique index on
  * messages.id too (a message is found by its rid, apply_message): the table is copied without
  * it (which drops its other indexes), then msg_ids is built from it (it holds both ids). The
- * FTS5 indexes name their content table, so they read the copy under the same name. */
+ * FTS5 indexes name their content table, so they read the copy under the same name. And
+ * trigram_cjk no longer emits the bigram of two unspaced characters (a phrase of their
+ * unigrams finds them, search_tokenizer.c): msg_tri is rebuilt, else deleting an old row's
+ * text would leave its bigrams behind. */
 static const char MIGRATE_7[] =
     "CREATE TABLE messages_v7(rid INTEGER PRIMARY KEY, id TEXT NOT NULL,"
     " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -237,7 +240,8 @@ static const char MIGRATE_7[] =
     " created_eseq, eseq, has_attachment, deleted, text, attachments FROM messages;"
     "DROP TABLE messages;"
     "ALTER TABLE messages_v7 RENAME TO messages;"
-    "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');";
+    "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
 
 /* FTS5 settings of the message indexes (kept in their %_config tables), applied after the
  * schema and its migrations: 'automerge' above the default 4 merges segments less often while

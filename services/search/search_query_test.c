@@ -339,6 +339,8 @@ static void test_cjk_short_terms(void **state)
     assert_int_equal(count(ix, "u1", "开会"), 1);      /* last two */
     assert_int_equal(count(ix, "u1", "北京"), 1);
     assert_int_equal(count(ix, "u1", "京北"), 0);      /* order matters */
+    assert_int_equal(count(ix, "u1", "京开"), 1);      /* last trigram's start, then tail */
+    assert_int_equal(count(ix, "u1", "我明"), 0);      /* not adjacent */
     assert_int_equal(count(ix, "u1", "东"), 0);
     assert_int_equal(count(ix, "u1", "猫"), 1);        /* a text of one character */
     assert_int_equal(count(ix, "u1", "明天在"), 1);    /* trigrams as before */
@@ -361,6 +363,31 @@ static void test_cjk_short_terms(void **state)
     assert_int_equal(count(ix, "u1", "我"), 0);
     assert_int_equal(count(ix, "u1", "上海"), 1);
     search_index_destroy(ix);
+    {
+        /* two unspaced characters in a row are their unigrams only (no bigram token); the
+         * edit left no token of the old text behind */
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        char path[64];
+        snprintf(path, sizeof(path), "%s/t1.db", dir);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(
+            sqlite3_exec(db, "CREATE VIRTUAL TABLE temp.tri_terms USING fts5vocab(main, msg_tri,"
+                             " row); INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check')",
+                         NULL, NULL, NULL),
+            SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM temp.tri_terms WHERE"
+                                                " term IN (?1, ?2, ?3, ?4)", -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, "上海", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, "北京", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, "上", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, "海", -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 2); /* 上 and 海 */
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
     remove_index(dir);
 }
 
