@@ -5,14 +5,12 @@
  *            (unicode61 remove_diacritics 2 prefix '2 3'; trigram), rowid = line number;
  *   sql      the index's own schema (a tenant file created by search_index_open, so it
  *            cannot drift from services/search/search_index.c) written with plain INSERTs:
- *            the messages row (rid, unique id, conversation, time and sender indexes), then
- *            msg_words and msg_tri (trigram_cjk) as apply_message writes them; no JSON;
- *   v5       sql with the indexes of schema version 5: messages(created_ms), and
- *            (conversation_id, created_ms), (sender_id, created_ms) instead of the ids alone;
- *   +time    sql with the messages(created_ms) index that schema versions 1-5 had;
- *   -idx     sql without the conversation and sender indexes (the unique id kept);
- *   ids-fts  sql with those two indexes replaced by conversation_id and sender_id columns
- *            of msg_words (FTS5 batches its writes per transaction; b-trees write per row);
+ *            the messages row (by rid alone), then msg_words, msg_tri (trigram_cjk) and
+ *            msg_ids (conversation and sender ids) as apply_message writes them; no JSON;
+ *   v6       sql with the schema of version 6: a unique index on the message id, and
+ *            conversation and sender as b-tree indexes of messages instead of msg_ids (FTS5
+ *            batches its writes per transaction; b-trees write per row);
+ *   noids    sql without msg_ids: what the ids cost;
  *   plaintri sql with SQLite's plain trigram tokenizer on msg_tri (no CJK unigrams/bigrams);
  *   2files   sql with msg_tri moved to a second file (its own text table, rid, eseq and
  *            sender, as an idempotent replica would need) written by a second thread while
@@ -120,8 +118,10 @@ static void write_batch(writer *w, size_t b, size_t e)
 static const char INS_MSG[] =
     "INSERT INTO messages(rid, id, conversation_id, sender_id, seq, created_ms, created_eseq,"
     " eseq, has_attachment, deleted, text, attachments) VALUES (:rid, :id, :cid, 'writer',"
-    " :seq, :ms, :seq, :seq, 0, 0, :text, 0) ON CONFLICT(id) DO NOTHING",
+    " :seq, :ms, :seq, :seq, 0, 0, :text, 0)",
                   INS_W[] = "INSERT INTO msg_words(rowid, text) VALUES (:rid, :text)",
+                  INS_I[] = "INSERT INTO msg_ids(rowid, conversation_id, sender_id)"
+                            " VALUES (:rid, :cid, 'writer')",
                   INS_T[] = "INSERT INTO msg_tri(rowid, text) VALUES (:rid, :text)";
 
 /* A tenant file of the index itself (schema, PRAGMAs, FTS5 settings), then `alter`. */
@@ -217,9 +217,8 @@ static void real_batch(search_index *ix, char **events, size_t b, size_t e, doub
     *cpu += cpu_s() - c0;
 }
 
-enum { V_SQL, V_V5, V_TIME, V_NOIDX, V_IDSFTS, V_PLAINTRI, V_2FILES, V_REAL, NV };
-static const char *const NAMES[NV] = {"sql",      "v5",     "+time", "-idx", "ids-fts",
-                                      "plaintri", "2files", "real"};
+enum { V_SQL, V_V6, V_NOIDS, V_PLAINTRI, V_2FILES, V_REAL, NV };
+static const char *const NAMES[NV] = {"sql", "v6", "noids", "plaintri", "2files", "real"};
 
 int main(int argc, char **argv)
 {
@@ -272,31 +271,22 @@ int main(int argc, char **argv)
     add_stmt(&raw, "INSERT INTO t(rowid, text) VALUES (:rid, :text)");
 
     ours_sql(ix, TENANT_PREFIX "sql", NULL, NULL, 1, &v[V_SQL]);
-    ours_sql(ix, TENANT_PREFIX "time", "CREATE INDEX messages_time ON messages(created_ms)", NULL,
-             1, &v[V_TIME]);
-    ours_sql(ix, TENANT_PREFIX "v5",
-             "DROP INDEX messages_by_conv; DROP INDEX messages_by_sender;"
-             "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
-             "CREATE INDEX messages_time ON messages(created_ms);"
-             "CREATE INDEX messages_sender ON messages(sender_id, created_ms)",
-             NULL, 1, &v[V_V5]);
-    ours_sql(ix, TENANT_PREFIX "noidx",
-             "DROP INDEX messages_by_conv; DROP INDEX messages_by_sender", NULL, 1, &v[V_NOIDX]);
-    ours_sql(ix, TENANT_PREFIX "idsfts",
-             "DROP INDEX messages_by_conv; DROP INDEX messages_by_sender; DROP TABLE msg_words;"
-             " CREATE VIRTUAL TABLE msg_words USING fts5(text,"
-             " conversation_id, sender_id, content='messages', content_rowid='rid',"
-             " tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
-             "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16)",
-             "INSERT INTO msg_words(rowid, text, conversation_id, sender_id)"
-             " VALUES (:rid, :text, :cid, 'writer')",
-             1, &v[V_IDSFTS]);
+    add_stmt(&v[V_SQL], INS_I);
+    ours_sql(ix, TENANT_PREFIX "v6",
+             "DROP TABLE msg_ids;"
+             "CREATE UNIQUE INDEX messages_by_id ON messages(id);"
+             "CREATE INDEX messages_by_conv ON messages(conversation_id);"
+             "CREATE INDEX messages_by_sender ON messages(sender_id)",
+             NULL, 1, &v[V_V6]);
+    ours_sql(ix, TENANT_PREFIX "noids", "DROP TABLE msg_ids", NULL, 1, &v[V_NOIDS]);
     ours_sql(ix, TENANT_PREFIX "plaintri",
              "DROP TABLE msg_tri; CREATE VIRTUAL TABLE msg_tri USING fts5(text,"
              " content='messages', content_rowid='rid', tokenize='trigram');"
              "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16)",
              NULL, 1, &v[V_PLAINTRI]);
+    add_stmt(&v[V_PLAINTRI], INS_I);
     ours_sql(ix, TENANT_PREFIX "2files", "DROP TABLE msg_tri", NULL, 0, &v[V_2FILES]);
+    add_stmt(&v[V_2FILES], INS_I);
     snprintf(path, sizeof(path), "%s/" TENANT_PREFIX "2files.tri.db", argv[2]);
     if (sqlite3_open(path, &tri.db) != SQLITE_OK)
         return 1;

@@ -63,6 +63,15 @@ typedef struct search_query {
  * the user in `why` (size n); `out` is then unspecified. A q with filters only is valid. */
 cm_err search_query_parse(const char *q, search_query *out, char *why, size_t n);
 
+/* Writes to `out` (size n) the FTS5 expression that finds the rows of msg_ids whose column
+ * `column` (conversation_id or sender_id) may hold `id` (an id of cm_user_id_valid): every
+ * token of the id (its runs of letters and digits, as unicode61 splits it), quoted and ANDed:
+ * `column : ("c1" "x")` for "c1-x". msg_ids keeps no token order (detail=column) and folds
+ * case, so this also finds ids made of the same tokens ("c1" in "c1-x", "x-c1", "C1"):
+ * callers test the stored id exactly as well. Returns 0 (out "") when the id has no letter
+ * or digit, so no token to look up (the caller tests every row), or when it does not fit. */
+int search_id_match(const char *column, const char *id, char *out, size_t n);
+
 /* Parses "YYYY-MM-DD" (start of that UTC day) or RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into
  * Unix milliseconds. CM_EINVAL when it is neither. */
 cm_err search_parse_time(const char *s, int64_t *ms);

@@ -93,9 +93,10 @@ static cm_err series(sqlite3 *db, const char *sql, int64_t from, int64_t to, con
     return rc;
 }
 
-/* One number `sql` answers (params as in series), or JSON null when it answers NULL. */
-static cm_err scalar(sqlite3 *db, const char *sql, int64_t from, int64_t to, const char *text,
-                     cJSON *obj, const char *name)
+/* One number `sql` answers (params as in series, and ?4 `match` when not NULL), or JSON null
+ * when it answers NULL. */
+static cm_err scalar_m(sqlite3 *db, const char *sql, int64_t from, int64_t to, const char *text,
+                       const char *match, cJSON *obj, const char *name)
 {
     sqlite3_stmt *st;
     cm_err rc = CM_EIO;
@@ -108,6 +109,8 @@ static cm_err scalar(sqlite3 *db, const char *sql, int64_t from, int64_t to, con
     sqlite3_bind_int64(st, 2, to);
     if (text)
         sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+    if (match)
+        sqlite3_bind_text(st, 4, match, -1, SQLITE_STATIC);
     switch (sqlite3_step(st)) {
     case SQLITE_ROW:
         if (sqlite3_column_type(st, 0) == SQLITE_NULL)
@@ -125,6 +128,38 @@ static cm_err scalar(sqlite3 *db, const char *sql, int64_t from, int64_t to, con
     }
     sqlite3_finalize(st);
     return rc;
+}
+
+static cm_err scalar(sqlite3 *db, const char *sql, int64_t from, int64_t to, const char *text,
+                     cJSON *obj, const char *name)
+{
+    return scalar_m(db, sql, from, to, text, NULL, obj, name);
+}
+
+/* The messages of sender ?3 (SQL, alias m): the rows msg_ids' sender_id column finds by
+ * the MATCH ?4 (search_id_match), tested exactly; there is no b-tree index on the sender
+ * (schema version 7, search_index.c). SENT_ALL: every row tested, for an id without a token. */
+#define SENT_FTS "m.rid IN (SELECT rowid FROM msg_ids WHERE msg_ids MATCH ?4) AND m.sender_id = ?3"
+#define SENT_ALL "m.sender_id = ?3"
+
+/* A number about sender `uid`: `sql` holds SENT_FTS; with an id of no token, SENT_ALL in its
+ * place. */
+static cm_err sent_scalar(sqlite3 *db, const char *sql, int64_t from, int64_t to,
+                          const char *uid, cJSON *obj, const char *name)
+{
+    char match[SEARCH_ID_MAX + 32], alt[1024];
+    const char *at = strstr(sql, SENT_FTS);
+    int w;
+
+    if (at == NULL)
+        return CM_EINVAL;
+    if (search_id_match("sender_id", uid, match, sizeof(match)))
+        return scalar_m(db, sql, from, to, uid, match, obj, name);
+    w = snprintf(alt, sizeof(alt), "%.*s" SENT_ALL "%s", (int)(at - sql), sql,
+                 at + strlen(SENT_FTS));
+    if (w < 0 || (size_t)w >= sizeof(alt))
+        return CM_EINVAL;
+    return scalar(db, alt, from, to, uid, obj, name);
 }
 
 /* The conversations with the most messages in the range, with their titles. */
@@ -362,10 +397,11 @@ void search_analytics_user(cm_http_req *req, void *ud)
     rc = search_index_open(ctx->index, c.tid, 0, &db);
     if (rc != CM_OK)
         goto out;
-    if ((rc = scalar(db, "SELECT (SELECT count(*) FROM users WHERE id = ?3) +"
-                         " (SELECT count(*) FROM members WHERE user_id = ?3) +"
-                         " (SELECT count(*) FROM messages WHERE sender_id = ?3) + 0 * ?1 * ?2",
-                     from, to, uid, body, "known")) != CM_OK)
+    if ((rc = sent_scalar(db, "SELECT (SELECT count(*) FROM users WHERE id = ?3) +"
+                              " (SELECT count(*) FROM members WHERE user_id = ?3) +"
+                              " EXISTS (SELECT 1 FROM messages m WHERE " SENT_FTS ")"
+                              " + 0 * ?1 * ?2",
+                          from, to, uid, body, "known")) != CM_OK)
         goto out;
     known = cJSON_GetObjectItemCaseSensitive(body, "known");
     if (!cJSON_IsNumber(known) || known->valuedouble == 0) {
@@ -375,10 +411,10 @@ void search_analytics_user(cm_http_req *req, void *ud)
     cJSON_DeleteItemFromObjectCaseSensitive(body, "known");
     cJSON_AddStringToObject(body, "user_id", uid);
     add_range(body, from, to);
-    if ((rc = scalar(db, "SELECT count(*) FROM messages m WHERE m.sender_id = ?3 AND"
-                         SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2"
-                         " AND " COUNTED,
-                     from, to, uid, body, "messages_sent")) != CM_OK ||
+    if ((rc = sent_scalar(db, "SELECT count(*) FROM messages m WHERE " SENT_FTS " AND"
+                              SEARCH_RID_WINDOW "AND m.created_ms >= ?1 AND m.created_ms < ?2"
+                              " AND " COUNTED,
+                          from, to, uid, body, "messages_sent")) != CM_OK ||
         /* received: others' messages of the conversations the user could read (the search's
          * rule: members, and before they left) */
         (rc = scalar(db, "SELECT count(*) FROM messages m JOIN members mb ON"
@@ -390,14 +426,14 @@ void search_analytics_user(cm_http_req *req, void *ud)
         (rc = scalar(db, "SELECT count(*) + 0 * ?1 * ?2 FROM members WHERE user_id = ?3 AND"
                          " active = 1",
                      from, to, uid, body, "conversations")) != CM_OK ||
-        (rc = scalar(db, "SELECT count(DISTINCT m.conversation_id) FROM messages m WHERE"
-                         " m.sender_id = ?3 AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
-                         " AND m.created_ms < ?2 AND " COUNTED,
-                     from, to, uid, body, "conversations_posted_in")) != CM_OK ||
-        (rc = scalar(db, "SELECT count(DISTINCT m.created_ms / 86400000) FROM messages m WHERE"
-                         " m.sender_id = ?3 AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
-                         " AND m.created_ms < ?2 AND " COUNTED,
-                     from, to, uid, body, "active_days")) != CM_OK)
+        (rc = sent_scalar(db, "SELECT count(DISTINCT m.conversation_id) FROM messages m WHERE "
+                              SENT_FTS " AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+                              " AND m.created_ms < ?2 AND " COUNTED,
+                          from, to, uid, body, "conversations_posted_in")) != CM_OK ||
+        (rc = sent_scalar(db, "SELECT count(DISTINCT m.created_ms / 86400000) FROM messages m"
+                              " WHERE " SENT_FTS " AND" SEARCH_RID_WINDOW "AND m.created_ms >= ?1"
+                              " AND m.created_ms < ?2 AND " COUNTED,
+                          from, to, uid, body, "active_days")) != CM_OK)
         goto out;
 out:
     search_index_release(ctx->index, c.tid, db);

@@ -20,19 +20,22 @@
 #include "search.h"
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
 #define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-#define STMTS_MAX 16 /* prepared statements cached per writer connection */
+#define STMTS_MAX 32 /* prepared statements cached per writer connection */
 
 /* A writer connection's prepared statements, by their SQL text's address (the static
  * strings of this file): preparing costs more than running most of them. */
 typedef struct stmt_cache {
     const char *sql[STMTS_MAX];
     sqlite3_stmt *st[STMTS_MAX];
+    /* erased_users of the connection's file: 0 not known yet, 1 empty, 2 not empty (set by
+     * user.deleted; a rolled-back erasure leaves 2, which only costs lookups) */
+    int erased;
 } stmt_cache;
 
 struct search_index {
@@ -102,13 +105,20 @@ static void cache_clear(stmt_cache *c)
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS messages("
-    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, conversation_id TEXT NOT NULL,"
+    " rid INTEGER PRIMARY KEY, id TEXT NOT NULL, conversation_id TEXT NOT NULL,"
     " sender_id TEXT NOT NULL, seq INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
     " created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL, has_attachment INTEGER NOT NULL,"
     " deleted INTEGER NOT NULL, text TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS messages_by_conv ON messages(conversation_id);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
+    /* The conversation and sender ids: an FTS5 index, not b-tree indexes of messages
+     * (MIGRATE_7). in: and from: without text terms, analytics per user and erasure find
+     * their rows with a MATCH on its column, then test the stored id exactly
+     * (search_id_match). Only rowids per column (detail=column: an id's tokens, not their
+     * order), no sizes (columnsize=0: nothing ranks by it). */
+    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_ids USING fts5(conversation_id, sender_id,"
+    " content='messages', content_rowid='rid', tokenize='unicode61', detail=column,"
+    " columnsize=0);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='trigram_cjk');"
     "CREATE TABLE IF NOT EXISTS members("
@@ -167,8 +177,7 @@ static const char SCHEMA[] =
     " erased_ms INTEGER NOT NULL) WITHOUT ROWID;"
     /* A user's recent searches (search_directory.c), at most SEARCH_RECENT_MAX each. */
     "CREATE TABLE IF NOT EXISTS recent(user_id TEXT NOT NULL, q TEXT NOT NULL,"
-    " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS messages_by_sender ON messages(sender_id);";
+    " at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, q)) WITHOUT ROWID;";
 
 /* Schema version 2 adds messages.attachments (the count, for analytics' media volume) to the
  * files of version 1; PRAGMA user_version says which a file has. */
@@ -211,6 +220,29 @@ static const char MIGRATE_6[] = "DROP INDEX IF EXISTS messages_time;"
                                 "DROP INDEX IF EXISTS messages_conv;"
                                 "DROP INDEX IF EXISTS messages_sender;";
 
+/* Version 7 moves the conversation and sender ids from b-tree indexes of messages into the
+ * FTS5 index msg_ids (SCHEMA creates it): a b-tree writes a page per row while FTS5 writes its
+ * tokens once per transaction, and those two indexes cost 0.15-0.2 of the indexing rate
+ * against raw FTS5 (bench/search_parts.c, bench/README.md). It drops the unique index on
+ * messages.id too (a message is found by its rid, apply_message): the table is copied without
+ * it (which drops its other indexes), then msg_ids is built from it (it holds both ids). The
+ * FTS5 indexes name their content table, so they read the copy under the same name. And
+ * trigram_cjk no longer emits the bigram of two unspaced characters (a phrase of their
+ * unigrams finds them, search_tokenizer.c): msg_tri is rebuilt, else deleting an old row's
+ * text would leave its bigrams behind. */
+static const char MIGRATE_7[] =
+    "CREATE TABLE messages_v7(rid INTEGER PRIMARY KEY, id TEXT NOT NULL,"
+    " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq INTEGER NOT NULL,"
+    " has_attachment INTEGER NOT NULL, deleted INTEGER NOT NULL, text TEXT NOT NULL,"
+    " attachments INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO messages_v7 SELECT rid, id, conversation_id, sender_id, seq, created_ms,"
+    " created_eseq, eseq, has_attachment, deleted, text, attachments FROM messages;"
+    "DROP TABLE messages;"
+    "ALTER TABLE messages_v7 RENAME TO messages;"
+    "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
+
 /* FTS5 settings of the message indexes (kept in their %_config tables), applied after the
  * schema and its migrations: 'automerge' above the default 4 merges segments less often while
  * indexing, at the price of more segments per level for a query to read. Measured on the
@@ -221,7 +253,8 @@ static const char MIGRATE_6[] = "DROP INDEX IF EXISTS messages_time;"
  * within the 0.5 ms the issue allows (bench/README.md). */
 static const char FTS_CONFIG[] =
     "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16);"
-    "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16);";
+    "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16);"
+    "INSERT INTO msg_ids(msg_ids, rank) VALUES ('automerge', 16);";
 
 /* One integer a PRAGMA answers (-1 when it fails). */
 static int pragma_int(sqlite3 *db, const char *sql)
@@ -260,6 +293,7 @@ static int schema_apply(sqlite3 *db, char **err)
             (version < 3 && !fresh && sqlite3_exec(db, MIGRATE_3, NULL, NULL, err) != SQLITE_OK) ||
             (version < 4 && !fresh && sqlite3_exec(db, MIGRATE_4, NULL, NULL, err) != SQLITE_OK) ||
             (version < 6 && !fresh && sqlite3_exec(db, MIGRATE_6, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 7 && !fresh && sqlite3_exec(db, MIGRATE_7, NULL, NULL, err) != SQLITE_OK) ||
             sqlite3_exec(db, FTS_CONFIG, NULL, NULL, err) != SQLITE_OK ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
@@ -415,6 +449,16 @@ static int erased_policy(sqlite3 *db, const char *user)
     sqlite3_stmt *st;
     int rc;
     static const char SQL[] = "SELECT policy FROM erased_users WHERE user_id = ?";
+    stmt_cache *c = tl_cache;
+
+    /* Most files never saw a user.deleted: one look per connection instead of one per event. */
+    if (c && c->erased == 0) {
+        if ((rc = pragma_int(db, "SELECT EXISTS (SELECT 1 FROM erased_users)")) < 0)
+            return -1;
+        c->erased = rc ? 2 : 1;
+    }
+    if (c && c->erased == 1)
+        return 0;
     if ((st = stmt_get(db, SQL)) == NULL)
         return -1;
     sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC);
@@ -427,7 +471,6 @@ static int erased_policy(sqlite3 *db, const char *user)
     return rc;
 }
 
-/* message.created / message.updated / message.deleted: the whole message after the change. */
 /* Adds (`add` 1) or removes (0) text `text` of row `rid` in both FTS5 indexes. The message
  * text is external content: FTS5 must be told the exact text it indexed to remove it. Done
  * here rather than by triggers, which cost 2.7x the indexing time (bench/README.md). */
@@ -452,16 +495,30 @@ static int fts_message(sqlite3 *db, int64_t rid, const char *text, int add)
     return 1;
 }
 
+/* Adds new row `rid`'s conversation and sender to msg_ids (an edit changes neither). */
+static int ids_message(sqlite3 *db, int64_t rid, const char *cid, const char *sender)
+{
+    static const char SQL[] =
+        "INSERT INTO msg_ids(rowid, conversation_id, sender_id) VALUES (?1, ?2, ?3)";
+    sqlite3_stmt *st = stmt_get(db, SQL);
+    if (st == NULL)
+        return 0;
+    sqlite3_bind_int64(st, 1, rid);
+    sqlite3_bind_text(st, 2, cid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, sender, -1, SQLITE_STATIC);
+    return step_done(db, st);
+}
+
 /* message.created / message.updated / message.deleted: the whole message after the change. */
 static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
-    static const char FIND[] = "SELECT rid, eseq, deleted, text FROM messages WHERE id = ?",
+    static const char FIND[] = "SELECT eseq, deleted, text FROM messages WHERE rid = ?1"
+                               " AND id = ?2",
                       INSERT[] =
                           "INSERT INTO messages(rid, id, conversation_id, sender_id, seq,"
                           " created_ms, created_eseq, eseq, has_attachment, deleted, text,"
-                          " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)"
-                          " ON CONFLICT(id) DO NOTHING",
+                          " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
                       UPDATE[] = "UPDATE messages SET eseq = ?2, has_attachment = ?3,"
                                  " deleted = ?4, text = ?5, attachments = ?6 WHERE rid = ?1";
     const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
@@ -494,8 +551,13 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     /* A tombstone keeps no text: nothing of a deleted message stays in either index. */
     if (deleted)
         text = "";
-    /* Most events are a new message: insert first (the unique id says whether it is known)
-     * and look the row up only when it is, which saved a b-tree lookup per message. */
+    /* A message's rid follows from its created_at and seq, which its events all carry and
+     * never change (MIGRATE_3; proto/events/message.*.schema.json): its own slot, or on the
+     * rare clash (same ms, same low seq bits) the next free one, rows being never removed.
+     * So the rid slots from its own on, up to the first free one, hold it if it is known: most
+     * events are a new message, inserted at once; a taken slot is looked at (its id). This
+     * replaced a unique index on messages.id, a b-tree insert per message (0.08 of the
+     * indexing rate against raw FTS5, bench/search_parts.c). */
     if ((st = stmt_get(db, INSERT)) == NULL)
         return CM_EIO;
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
@@ -508,47 +570,58 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_int(st, 9, deleted);
     sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 11, cJSON_GetArraySize(att));
-    /* rid by time (MIGRATE_3); on the rare clash (same ms, same low seq bits) the next one. */
     rid = created_ms * RID_PER_MS + ((int64_t)seq->valuedouble % RID_PER_MS);
     for (int tries = 0;; tries++) {
+        sqlite3_stmt *find;
         sqlite3_bind_int64(st, 1, rid);
-        if (sqlite3_step(st) == SQLITE_DONE)
-            break;
-        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY ||
-            tries >= SEARCH_RID_SPILL - 1) {
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            stmt_release(st);
+            if (!fts_message(db, rid, text, 1) || !ids_message(db, rid, cid, sender))
+                return CM_EIO;
+            *changed += 1;
+            return CM_OK;
+        }
+        if (sqlite3_extended_errcode(db) != SQLITE_CONSTRAINT_PRIMARYKEY) {
             cm_warn("search index: %s", sqlite3_errmsg(db));
             stmt_release(st);
             return CM_EIO;
         }
         sqlite3_reset(st);
+        /* the slot is taken: by this message? */
+        if ((find = stmt_get(db, FIND)) == NULL) {
+            stmt_release(st);
+            return CM_EIO;
+        }
+        sqlite3_bind_int64(find, 1, rid);
+        sqlite3_bind_text(find, 2, id, -1, SQLITE_STATIC);
+        src = sqlite3_step(find);
+        if (src == SQLITE_ROW) {
+            old_eseq = sqlite3_column_int64(find, 0);
+            old_deleted = sqlite3_column_int(find, 1);
+            old_text = strdup((const char *)sqlite3_column_text(find, 2));
+        }
+        stmt_release(find);
+        if (src == SQLITE_ROW)
+            break;
+        if (src != SQLITE_DONE || tries >= SEARCH_RID_SPILL - 1) {
+            cm_warn("search index: message %s: %s", id,
+                    src != SQLITE_DONE ? sqlite3_errmsg(db) : "no free rid slot");
+            stmt_release(st);
+            return CM_EIO;
+        }
         rid++;
     }
     stmt_release(st);
-    if (sqlite3_changes(db) == 1) {
-        if (!fts_message(db, rid, text, 1))
-            return CM_EIO;
-        *changed += 1;
-        return CM_OK;
-    }
-    if ((st = stmt_get(db, FIND)) == NULL)
-        return CM_EIO;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        rid = sqlite3_column_int64(st, 0);
-        old_eseq = sqlite3_column_int64(st, 1);
-        old_deleted = sqlite3_column_int(st, 2);
-        old_text = strdup((const char *)sqlite3_column_text(st, 3));
-    }
-    stmt_release(st);
-    if (src != SQLITE_ROW || old_text == NULL)
-        goto out; /* the insert said the id exists: anything else is a failure */
+    if (old_text == NULL)
+        goto out;
     if (eseq <= old_eseq || old_deleted) {
         rc = CM_OK; /* not newer, or a tombstone: nothing changes */
         goto out;
     }
+    /* An edit changes the text only (msg_ids keeps the row's conversation and sender). */
     same = strcmp(old_text, text) == 0;
-    if ((!same && !fts_message(db, rid, old_text, 0)) || (st = stmt_get(db, UPDATE)) == NULL)
+    if ((!same && !fts_message(db, rid, old_text, 0)) ||
+        (st = stmt_get(db, UPDATE)) == NULL)
         goto out;
     sqlite3_bind_int64(st, 1, rid);
     sqlite3_bind_int64(st, 2, eseq);
@@ -748,38 +821,70 @@ static cm_err apply_user(sqlite3 *db, const char *type, const cJSON *d, int64_t 
 static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, int *changed,
                                  char *why, size_t n)
 {
+    /* The user's message rows: found through msg_ids' sender_id column (MIGRATE_7) and
+     * tested exactly, or every row tested when the id has no token to look up. Collected
+     * first: msg_ids is then written from them. */
+    static const char ROWS_FTS[] = "INSERT INTO temp.erased_rids SELECT m.rid FROM messages m"
+                                   " WHERE m.rid IN (SELECT rowid FROM msg_ids WHERE"
+                                   " msg_ids MATCH ?2) AND m.sender_id = ?1",
+                      ROWS_SCAN[] = "INSERT INTO temp.erased_rids SELECT m.rid FROM messages m"
+                                    " WHERE m.sender_id = ?1 AND ?2 IS NULL";
     static const char *const SQL[] = {
         "INSERT OR REPLACE INTO erased_users(user_id, policy, erased_ms) VALUES (?1, ?2, ?3)",
         "DELETE FROM users WHERE id = ?1",
         "DELETE FROM members WHERE user_id = ?1",
         "DELETE FROM recent WHERE user_id = ?1",
-        /* the text leaves both FTS5 indexes (external content: told the text it indexed) */
+        "DELETE FROM temp.erased_rids",
+        NULL, /* ROWS_FTS or ROWS_SCAN */
+        /* the text leaves both FTS5 indexes and the ids msg_ids (external content: FTS5 is
+         * told the values it indexed) */
         "INSERT INTO msg_words(msg_words, rowid, text) SELECT 'delete', rid, text FROM messages"
-        " WHERE sender_id = ?1 AND text <> ''",
+        " WHERE rid IN temp.erased_rids AND text <> ''",
         "INSERT INTO msg_tri(msg_tri, rowid, text) SELECT 'delete', rid, text FROM messages"
-        " WHERE sender_id = ?1 AND text <> ''",
+        " WHERE rid IN temp.erased_rids AND text <> ''",
+        "INSERT INTO msg_ids(msg_ids, rowid, conversation_id, sender_id)"
+        " SELECT 'delete', rid, conversation_id, sender_id FROM messages"
+        " WHERE rid IN temp.erased_rids",
         "UPDATE messages SET text = '', sender_id = '" SEARCH_DELETED_USER "',"
         " deleted = CASE ?2 WHEN 'delete' THEN " SEARCH_ERASED_STR " ELSE 1 END"
-        " WHERE sender_id = ?1",
+        " WHERE rid IN temp.erased_rids",
+        /* and come back to msg_ids under the deleted user's id */
+        "INSERT INTO msg_ids(rowid, conversation_id, sender_id)"
+        " SELECT rid, conversation_id, sender_id FROM messages WHERE rid IN temp.erased_rids",
     };
     const char *uid = str(d, "user_id"), *policy = str(d, "erase_policy");
+    char match[SEARCH_ID_MAX + 32];
+    int fts;
     sqlite3_stmt *st;
 
     if (!uid || !policy || (strcmp(policy, "delete") != 0 && strcmp(policy, "anonymize") != 0)) {
         snprintf(why, n, "user.deleted: data lacks user_id or erase_policy (anonymize|delete)");
         return CM_EINVAL;
     }
+    fts = search_id_match("sender_id", uid, match, sizeof(match));
+    if (tl_cache)
+        tl_cache->erased = 2;
+    if (sqlite3_exec(db, "CREATE TEMP TABLE IF NOT EXISTS erased_rids(rid INTEGER PRIMARY KEY)",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        cm_warn("search index: %s", sqlite3_errmsg(db));
+        return CM_EIO;
+    }
     for (size_t i = 0; i < sizeof(SQL) / sizeof(SQL[0]); i++) {
-        if ((st = stmt_get(db, SQL[i])) == NULL)
+        const char *sql = SQL[i] ? SQL[i] : fts ? ROWS_FTS : ROWS_SCAN;
+        int rows = SQL[i] == NULL; /* ?2 is the MATCH there, not the policy */
+        if ((st = stmt_get(db, sql)) == NULL)
             return CM_EIO;
         sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
-        if (sqlite3_bind_parameter_count(st) >= 2)
+        if (rows && fts)
+            sqlite3_bind_text(st, 2, match, -1, SQLITE_STATIC);
+        else if (!rows && sqlite3_bind_parameter_count(st) >= 2)
             sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
         if (sqlite3_bind_parameter_count(st) >= 3)
             sqlite3_bind_int64(st, 3, version);
         if (!step_done(db, st))
             return CM_EIO;
-        *changed += sqlite3_changes(db);
+        if (i < 4 || i == 9)
+            *changed += sqlite3_changes(db);
     }
     return CM_OK;
 }
@@ -905,6 +1010,7 @@ cm_err search_index_replace(search_index *ix, const char *tenant, const char *pa
                           "DETACH live", NULL, NULL, NULL) != SQLITE_OK)
         goto out;
     bk = sqlite3_backup_init(ix->db[slot], "main", src, "main");
+    ix->cache[slot].erased = 0; /* the copied file's erased_users: looked at again */
     if (bk == NULL || sqlite3_backup_step(bk, -1) != SQLITE_DONE)
         goto out;
     rc = CM_OK;
@@ -1083,10 +1189,20 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
 {
     /* The words drive when there are some, else the CJK terms of 3+ characters (their snippet
      * highlights whole terms), else the short CJK ones (marked by mark_substring: FTS5 would
-     * highlight the trigram at their position, one or two characters too many). */
-    const char *fts = q->words[0] || q->subs[0] ? q->words[0] ? "msg_words" : "msg_tri" : NULL;
-    const char *match = q->words[0] ? q->words : q->tri[0] ? q->tri : q->subs;
-    int own_snippet = !q->words[0] && !q->tri[0] && q->subs[0];
+     * highlight the trigram at their position, one or two characters too many), else the
+     * in:/from: ids (msg_ids), else the rid order of messages. With text terms, the ids are
+     * only tested on the rows the text finds, as they were with the b-tree indexes of
+     * schema 6 (a MATCH on msg_ids beside would collect every row of the conversation). */
+    char conv_m[2 * SEARCH_ID_MAX + 32], sender_m[2 * SEARCH_ID_MAX + 32];
+    char ids[sizeof(conv_m) + sizeof(sender_m) + 8];
+    int has_conv = q->conversation[0] &&
+                   search_id_match("conversation_id", q->conversation, conv_m, sizeof(conv_m));
+    int has_sender = q->sender[0] && search_id_match("sender_id", q->sender, sender_m,
+                                                     sizeof(sender_m));
+    int ids_only = !q->words[0] && !q->subs[0] && (has_conv || has_sender);
+    const char *fts = q->words[0] ? "msg_words" : q->subs[0] ? "msg_tri" : ids_only ? "msg_ids" : NULL;
+    const char *match = q->words[0] ? q->words : q->tri[0] ? q->tri : q->subs[0] ? q->subs : ids;
+    int own_snippet = ids_only || (!q->words[0] && !q->tri[0] && q->subs[0]);
     int subs_filter = q->words[0] ? q->subs[0] != 0 : q->tri[0] && q->nlikes;
     char sql[2048];
     sqlite3 *db = NULL;
@@ -1102,6 +1218,8 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
     if (rc != CM_OK)
         return rc;
     rc = CM_EIO;
+    snprintf(ids, sizeof(ids), "%s%s%s", has_conv ? conv_m : "",
+             has_conv && has_sender ? " AND " : "", has_sender ? sender_m : "");
 #define ADD(...)                                                                                \
     do {                                                                                        \
         int k_ = snprintf(sql + w, sizeof(sql) - (size_t)w, __VA_ARGS__);                       \
@@ -1133,6 +1251,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
      * after leaving, what was sent before they left. */
     ADD(" AND EXISTS (SELECT 1 FROM members mb WHERE mb.conversation_id = m.conversation_id"
         " AND mb.user_id = ? AND (mb.active = 1 OR m.created_eseq < mb.left_eseq))");
+    /* the exact test of the ids (their MATCH also finds ids made of the same tokens) */
     if (q->conversation[0])
         ADD(" AND m.conversation_id = ?");
     if (q->sender[0])
@@ -1147,7 +1266,7 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         ADD(" AND m.has_attachment = 1");
     /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards
      * and stops after the page, instead of sorting every match. */
-    if (fts && !newest)
+    if (fts && !newest && !ids_only)
         ADD(" ORDER BY bm25(%s), m.rid DESC LIMIT ? OFFSET ?", fts);
     else if (fts)
         ADD(" ORDER BY %s.rowid DESC LIMIT ? OFFSET ?", fts);

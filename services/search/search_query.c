@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "common/auth.h"
 #include "common/utf8.h"
@@ -132,12 +131,25 @@ static int two(const char *s, int *v)
     return 1;
 }
 
+/* Days from 1970-01-01 to year y, month m (1-12), day d of the proleptic Gregorian calendar
+ * (H. Hinnant's days_from_civil, http://howardhinnant.github.io/date_algorithms.html): plain
+ * arithmetic instead of glibc's timegm, on the indexer's path (one created_at per message). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    int64_t era, yoe, doy, doe;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
 cm_err search_parse_time(const char *s, int64_t *ms)
 {
-    struct tm tm = {0};
-    int c, y, mo, d, h = 0, mi = 0, se = 0, milli = 0;
+    static const int MDAYS[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int c, y, mo, d, h = 0, mi = 0, se = 0, milli = 0, year;
     size_t len = strlen(s);
-    time_t t;
 
     if (len < 10 || !two(s, &c) || !two(s + 2, &y) || s[4] != '-' || !two(s + 5, &mo) ||
         s[7] != '-' || !two(s + 8, &d))
@@ -162,18 +174,13 @@ cm_err search_parse_time(const char *s, int64_t *ms)
             return CM_EINVAL;
         }
     }
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    year = c * 100 + y;
+    if (mo < 1 || mo > 12 || d < 1 || d > MDAYS[mo - 1] || h > 23 || mi > 59 || se > 60)
         return CM_EINVAL;
-    tm.tm_year = c * 100 + y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = se;
-    t = timegm(&tm);
-    if (tm.tm_mday != d) /* timegm normalised an impossible date such as 02-30 */
+    /* an impossible date such as 02-30, or 02-29 of a common year */
+    if (mo == 2 && d == 29 && !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)))
         return CM_EINVAL;
-    *ms = (int64_t)t * 1000 + milli;
+    *ms = ((days_from_civil(year, mo, d) * 24 + h) * 60 + mi) * 60000LL + se * 1000LL + milli;
     return CM_OK;
 }
 
@@ -301,6 +308,42 @@ cm_err search_query_parse(const char *s, search_query *q, char *why, size_t n)
                     "q has nothing to search for: give words, \"a phrase\", a prefix* or a "
                     "filter such as from:alice");
     return CM_OK;
+}
+
+int search_id_match(const char *column, const char *id, char *out, size_t n)
+{
+    size_t at = 0;
+    int tokens = 0, w = snprintf(out, n, "%s : (", column);
+
+    if (w < 0 || (size_t)w >= n)
+        goto none;
+    at = (size_t)w;
+    /* each run of letters and digits is a token of unicode61; ids hold no '"' */
+    for (const char *p = id; *p;) {
+        size_t len = 0;
+        while (p[len] && ((p[len] >= '0' && p[len] <= '9') ||
+                          ((p[len] | 0x20) >= 'a' && (p[len] | 0x20) <= 'z')))
+            len++;
+        if (len == 0) {
+            p++;
+            continue;
+        }
+        w = snprintf(out + at, n - at, "%s\"%.*s\"", tokens ? " " : "", (int)len, p);
+        if (w < 0 || (size_t)w >= n - at)
+            goto none;
+        at += (size_t)w;
+        tokens++;
+        p += len;
+    }
+    if (tokens == 0 || at + 2 > n)
+        goto none;
+    out[at++] = ')';
+    out[at] = '\0';
+    return 1;
+none:
+    if (n)
+        out[0] = '\0';
+    return 0;
 }
 
 cJSON *search_snippet_json(const char *marked)

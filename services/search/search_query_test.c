@@ -69,6 +69,20 @@ static void test_operators(void **state)
     parses("from:bob", "", ""); /* filters only */
 }
 
+/* in:/from: reach msg_ids as the id's tokens, each quoted (ids hold no FTS5 syntax). */
+static void test_id_match(void **state)
+{
+    char m[160];
+    (void)state;
+    assert_int_equal(search_id_match("conversation_id", "c1", m, sizeof(m)), 1);
+    assert_string_equal(m, "conversation_id : (\"c1\")");
+    assert_int_equal(search_id_match("sender_id", "Al.ice@x-1_", m, sizeof(m)), 1);
+    assert_string_equal(m, "sender_id : (\"Al\" \"ice\" \"x\" \"1\")");
+    assert_int_equal(search_id_match("sender_id", "_.@-", m, sizeof(m)), 0); /* no token */
+    assert_string_equal(m, "");
+    assert_int_equal(search_id_match("sender_id", "abcdefgh", m, 16), 0); /* does not fit */
+}
+
 static void test_refusals(void **state)
 {
     char big[SEARCH_Q_MAX_BYTES + 2];
@@ -99,6 +113,17 @@ static void test_time(void **state)
     assert_int_equal(search_parse_time("1970-01-01T00:00:01.5Z", &ms), CM_OK);
     assert_int_equal(ms, 1500);
     assert_int_equal(search_parse_time("2023-02-30", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2023-02-29", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2100-02-29", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2023-04-31", &ms), CM_EINVAL);
+    assert_int_equal(search_parse_time("2000-02-29T23:59:59.999Z", &ms), CM_OK);
+    assert_int_equal(ms, 951868799999LL);
+    assert_int_equal(search_parse_time("2024-02-29", &ms), CM_OK);
+    assert_int_equal(ms, 1709164800000LL);
+    assert_int_equal(search_parse_time("1969-12-31T23:59:59Z", &ms), CM_OK);
+    assert_int_equal(ms, -1000);
+    assert_int_equal(search_parse_time("2026-11-22T02:23:00.5Z", &ms), CM_OK);
+    assert_int_equal(ms, 1795314180500LL);
     assert_int_equal(search_parse_time("2023-02-01T10:00:00+02:00", &ms), CM_EINVAL);
 }
 
@@ -257,6 +282,20 @@ static void test_time_filters_and_rid_clashes(void **state)
     assert_int_equal(count(ix, "u1", "after:2024-01-02T00:00:00.000Z"), 1);
     assert_int_equal(count(ix, "u1", "after:2024-01-01 before:2024-01-02T00:00:00.001Z"), 3);
     assert_int_equal(count(ix, "u1", "after:2024-01-02T00:00:00.001Z"), 0);
+    /* a moved message is found again past the slots of others: its redelivery adds no row,
+     * its edit replaces its own text only */
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":4096,\"data\":"
+              "{\"id\":\"m3\",\"conversation_id\":\"c3\",\"sender_id\":\"u1\","
+              "\"seq\":4095,\"type\":\"text\",\"text\":\"heron\",\"created_at\":"
+              "\"2024-01-02T00:00:00.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "heron"), 4);
+    apply(ix, "{\"type\":\"message.updated\",\"tenant\":\"t1\",\"eseq\":4097,\"data\":"
+              "{\"id\":\"m3\",\"conversation_id\":\"c3\",\"sender_id\":\"u1\","
+              "\"seq\":4095,\"type\":\"text\",\"text\":\"egret\",\"created_at\":"
+              "\"2024-01-02T00:00:00.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "heron"), 3);
+    assert_int_equal(count(ix, "u1", "egret in:c3"), 1);
+    assert_int_equal(count(ix, "u1", "in:c3"), 1);
     search_index_destroy(ix);
     remove_index(dir);
 }
@@ -300,6 +339,8 @@ static void test_cjk_short_terms(void **state)
     assert_int_equal(count(ix, "u1", "开会"), 1);      /* last two */
     assert_int_equal(count(ix, "u1", "北京"), 1);
     assert_int_equal(count(ix, "u1", "京北"), 0);      /* order matters */
+    assert_int_equal(count(ix, "u1", "京开"), 1);      /* last trigram's start, then tail */
+    assert_int_equal(count(ix, "u1", "我明"), 0);      /* not adjacent */
     assert_int_equal(count(ix, "u1", "东"), 0);
     assert_int_equal(count(ix, "u1", "猫"), 1);        /* a text of one character */
     assert_int_equal(count(ix, "u1", "明天在"), 1);    /* trigrams as before */
@@ -322,6 +363,31 @@ static void test_cjk_short_terms(void **state)
     assert_int_equal(count(ix, "u1", "我"), 0);
     assert_int_equal(count(ix, "u1", "上海"), 1);
     search_index_destroy(ix);
+    {
+        /* two unspaced characters in a row are their unigrams only (no bigram token); the
+         * edit left no token of the old text behind */
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        char path[64];
+        snprintf(path, sizeof(path), "%s/t1.db", dir);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(
+            sqlite3_exec(db, "CREATE VIRTUAL TABLE temp.tri_terms USING fts5vocab(main, msg_tri,"
+                             " row); INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check')",
+                         NULL, NULL, NULL),
+            SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM temp.tri_terms WHERE"
+                                                " term IN (?1, ?2, ?3, ?4)", -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, "上海", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, "北京", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, "上", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, "海", -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 2); /* 上 and 海 */
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
     remove_index(dir);
 }
 
@@ -376,19 +442,193 @@ static void test_migrates_version_3(void **state)
     search_index_destroy(ix);
     /* the current version, with the FTS5 settings of FTS_CONFIG */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 6);
-    /* version 6: no index on created_ms (time ranges are rid ranges), the conversation and
-     * sender indexes on the id alone */
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name IN"
-                                    " ('messages_time', 'messages_conv', 'messages_sender')"),
-                     0);
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_info('messages_by_conv')"),
-                     1);
-    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_info('messages_by_sender')"),
-                     1);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
+    /* version 6: no index on created_ms (time ranges are rid ranges); version 7: no
+     * conversation or sender index either (msg_ids holds the ids), nor the unique id */
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_ids')"), 2);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_words_config WHERE k = 'automerge'"), 16);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_tri_config WHERE k = 'automerge'"), 16);
     sqlite3_close(db);
+    remove_index(dir);
+}
+
+/* A file of schema version 6 (conversation and sender as b-tree indexes of messages,
+ * no msg_ids) is migrated when the indexer opens it: the indexes are dropped and msg_ids is
+ * built from the messages, so in: and from: find the old messages. */
+static void test_migrates_version_6(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    search_index *ix;
+    sqlite3 *db;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/t1.db", dir);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK); /* registers trigram_cjk */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                     " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
+                     " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
+                     " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
+                     " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                     "CREATE INDEX messages_by_conv ON messages(conversation_id);"
+                     "CREATE INDEX messages_by_sender ON messages(sender_id);"
+                     "CREATE VIRTUAL TABLE msg_words USING fts5(text, content='messages',"
+                     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+                     " prefix='2 3');"
+                     "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
+                     " content_rowid='rid', tokenize='trigram_cjk');"
+                     "INSERT INTO messages VALUES (4096, 'm1', 'c1', 'u2', 0, 1, 1, 1, 0, 0,"
+                     " 'old pelican', 0);"
+                     "INSERT INTO messages VALUES (8192, 'm2', 'c1-x', 'u2-x', 0, 2, 1, 1, 0, 0,"
+                     " 'old pelican', 0);"
+                     "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
+                     "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                     "PRAGMA user_version = 6;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1-x\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
+    assert_int_equal(count(ix, "u1", "pelican"), 2);
+    assert_int_equal(count(ix, "u1", "pelican in:c1"), 1);
+    assert_int_equal(count(ix, "u1", "in:c1"), 1);
+    assert_int_equal(count(ix, "u1", "from:u2"), 1);
+    assert_int_equal(count(ix, "u1", "from:u2-x"), 1);
+    assert_int_equal(count(ix, "u1", "pelican from:u2 in:c1-x"), 0);
+    /* an old message is still found by its rid (no unique index on id any more): its edit
+     * replaces it, its redelivery changes nothing */
+    apply(ix, "{\"type\":\"message.updated\",\"tenant\":\"t1\",\"eseq\":5,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":0,\"sender_id\":\"u2\",\"type\":"
+              "\"text\",\"text\":\"new heron\",\"created_at\":\"1970-01-01T00:00:00.001Z\"}}");
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":0,\"sender_id\":\"u2\",\"type\":"
+              "\"text\",\"text\":\"old pelican\",\"created_at\":\"1970-01-01T00:00:00.001Z\"}}");
+    assert_int_equal(count(ix, "u1", "pelican"), 1);
+    assert_int_equal(count(ix, "u1", "heron in:c1"), 1);
+    assert_int_equal(count(ix, "u1", "in:c1"), 1);
+    search_index_destroy(ix);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_ids')"), 2);
+    assert_int_equal(scalar_int(db, "SELECT v FROM msg_ids_config WHERE k = 'automerge'"), 16);
+    /* the built index is the content's (FTS5's own consistency check) */
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO msg_ids(msg_ids) VALUES ('integrity-check')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    remove_index(dir);
+}
+
+/* in: and from: are exact: msg_ids finds the ids by their tokens (unicode61 splits at
+ * - _ . @ and folds case), and the stored id is tested too, so an id that contains another's
+ * tokens (c1 in c1-x, U1 for u1) is not the other. On every path of the query: the ids alone,
+ * with words, with CJK terms of 3+ and of 1-2 characters, with an id without letters or digits
+ * (no token: every row tested); words never match an id; erasure by sender is exact too. */
+static void test_ids_are_exact(void **state)
+{
+    static const char *const CONV[] = {"c1", "c1-x", "C1", "c1", "___", "c1"};
+    static const char *const SENDER[] = {"u1", "u1", "u1-x", "U1", "u1", "..."};
+    char dir[] = "/tmp/search-test-XXXXXX", ev[640];
+    search_index *ix;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    for (int c = 0; c < 6; c++) {
+        if (c == 3 || c == 5)
+            continue; /* c1 again */
+        snprintf(ev, sizeof(ev),
+                 "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":"
+                 "{\"id\":\"%s\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+                 "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"r\"}]}}",
+                 CONV[c]);
+        apply(ix, ev);
+    }
+    /* message m<i>: conversation CONV[i], sender SENDER[i], text "heron 北京开会 <i>" */
+    for (int i = 0; i < 6; i++) {
+        snprintf(ev, sizeof(ev),
+                 "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":%d,\"data\":"
+                 "{\"id\":\"m%d\",\"conversation_id\":\"%s\",\"sender_id\":\"%s\",\"seq\":%d,"
+                 "\"type\":\"text\",\"text\":\"heron 北京开会\",\"created_at\":"
+                 "\"2024-01-02T00:00:0%d.000Z\"}}",
+                 i + 2, i, CONV[i], SENDER[i], i + 1, i);
+        apply(ix, ev);
+    }
+    assert_int_equal(count(ix, "r", "heron"), 6);
+    assert_int_equal(count(ix, "r", "in:c1"), 3);          /* m0, m3, m5: not c1-x, not C1 */
+    assert_int_equal(count(ix, "r", "heron in:c1"), 3);
+    assert_int_equal(count(ix, "r", "北京开 in:c1"), 3);   /* msg_tri drives */
+    assert_int_equal(count(ix, "r", "北京 in:c1"), 3);     /* a short CJK term drives */
+    assert_int_equal(count(ix, "r", "in:c1-x"), 1);
+    assert_int_equal(count(ix, "r", "in:C1"), 1);
+    assert_int_equal(count(ix, "r", "in:c"), 0);
+    assert_int_equal(count(ix, "r", "from:u1"), 3);        /* m0, m1, m4 */
+    assert_int_equal(count(ix, "r", "from:u1 in:c1"), 1);
+    assert_int_equal(count(ix, "r", "heron from:U1"), 1);
+    assert_int_equal(count(ix, "r", "from:u1-x"), 1);
+    assert_int_equal(count(ix, "r", "in:___"), 1);         /* no token: every row tested */
+    assert_int_equal(count(ix, "r", "heron from:..."), 1);
+    assert_int_equal(count(ix, "r", "北京 from:... in:c1"), 1);
+    /* an id is no word of the text */
+    assert_int_equal(count(ix, "r", "u1"), 0);
+    assert_int_equal(count(ix, "r", "c1"), 0);
+    /* newest first, the ids alone: rid order */
+    {
+        cJSON *items = cJSON_CreateArray();
+        int more = 0;
+        assert_int_equal(search_query_parse("in:c1", &q, why, sizeof(why)), CM_OK);
+        assert_int_equal(search_index_messages(ix, "t1", "r", &q, 1, 0, 2, items, &more), CM_OK);
+        assert_int_equal(cJSON_GetArraySize(items), 2);
+        assert_int_equal(more, 1);
+        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(
+                                cJSON_GetArrayItem(items, 0), "id")), "m5");
+        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(
+                                cJSON_GetArrayItem(items, 1), "id")), "m3");
+        cJSON_Delete(items);
+    }
+    /* u1 erased: its three messages lose their text and sender; u1-x's and U1's stay */
+    apply(ix, "{\"type\":\"user.deleted\",\"tenant\":\"t1\",\"time\":"
+              "\"2024-01-03T00:00:00.000Z\",\"data\":{\"user_id\":\"u1\","
+              "\"erase_policy\":\"anonymize\"}}");
+    assert_int_equal(count(ix, "r", "heron"), 3);
+    assert_int_equal(count(ix, "r", "from:u1"), 0);
+    assert_int_equal(count(ix, "r", "from:u1-x"), 1);
+    assert_int_equal(count(ix, "r", "heron from:U1"), 1);
+    assert_int_equal(count(ix, "r", "北京 from:U1"), 1);
+    /* an id without token is erased by testing every row */
+    apply(ix, "{\"type\":\"user.deleted\",\"tenant\":\"t1\",\"time\":"
+              "\"2024-01-03T00:00:00.000Z\",\"data\":{\"user_id\":\"...\","
+              "\"erase_policy\":\"delete\"}}");
+    assert_int_equal(count(ix, "r", "heron"), 2);
+    assert_int_equal(count(ix, "r", "from:..."), 0);
+    search_index_destroy(ix);
+    {
+        sqlite3 *db;
+        char path[64];
+        snprintf(path, sizeof(path), "%s/t1.db", dir);
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        /* what is left: the erased messages under the deleted user, in msg_ids too */
+        assert_int_equal(scalar_int(db, "SELECT count(*) FROM messages WHERE sender_id ="
+                                        " 'deleted-user' AND text = ''"),
+                         4);
+        assert_int_equal(scalar_int(db, "SELECT count(*) FROM msg_ids WHERE msg_ids MATCH"
+                                        " 'sender_id : (\"deleted\" \"user\")'"),
+                         4);
+        assert_int_equal(
+            sqlite3_exec(db, "INSERT INTO msg_words(msg_words) VALUES ('integrity-check');"
+                             "INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check');"
+                             "INSERT INTO msg_ids(msg_ids) VALUES ('integrity-check')",
+                         NULL, NULL, NULL),
+            SQLITE_OK);
+        sqlite3_close(db);
+    }
     remove_index(dir);
 }
 
@@ -416,6 +656,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_terms_are_quoted),
         cmocka_unit_test(test_operators),
+        cmocka_unit_test(test_id_match),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_snippet_offsets_are_code_points),
@@ -423,6 +664,8 @@ int main(void)
         cmocka_unit_test(test_cjk_short_terms),
         cmocka_unit_test(test_time_filters_and_rid_clashes),
         cmocka_unit_test(test_migrates_version_3),
+        cmocka_unit_test(test_migrates_version_6),
+        cmocka_unit_test(test_ids_are_exact),
         cmocka_unit_test(test_reader_before_the_schema),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,14 +7,17 @@
  * emits it (one per character, at consecutive positions, so trigram phrases match as before);
  * with the trigram that starts at character i, colocated (FTS5_TOKEN_COLOCATED: same
  * position), the unigram of character i when it is unspaced and the bigram of characters i,i+1
- * when either is; the last two characters, which start no trigram, get theirs at positions of
- * their own after the trigrams. Extra tokens are 1 or 2 characters long and trigrams always 3,
- * so they never collide. Only single-token queries ever match an extra token, so their
- * positions do not matter.
+ * when exactly one of them is; the last two characters, which start no trigram, get theirs at
+ * positions of their own after the trigrams. So the unigram of character i is at position i,
+ * and two unspaced characters in a row are two unigrams at consecutive positions: a phrase of
+ * them finds the pair (no bigram token for it: a third fewer tokens in CJK text, which cost
+ * indexing time, bench/README.md). Extra tokens are 1 or 2 characters long and trigrams
+ * always 3, so they never collide.
  *
  * Queries (FTS5_TOKENIZE_QUERY): a string of 3 or more characters is trigrams only (a phrase
- * of them, as before); one of 1 or 2 characters is the single unigram or bigram token, when
- * it qualifies as above (otherwise nothing: it matches no row, as with plain trigram).
+ * of them, as before); one of 1 character is its unigram when unspaced; one of 2 characters is
+ * the phrase of their two unigrams when both are unspaced, their bigram when one is
+ * (otherwise nothing: it matches no row, as with plain trigram).
  *
  * Folding: trigrams fold case as the built-in does (Unicode); extra tokens fold ASCII letters
  * only (as the LIKE they replace did). */
@@ -76,7 +79,7 @@ static void fold_ascii(char *s, int n)
 }
 
 /* Emits the extra tokens of the character at byte offset `at` (unigram when unspaced; bigram
- * with the next character when either is unspaced). `coloc` 1: at the previous token's
+ * with the next character when exactly one of the two is unspaced). `coloc` 1: at the previous token's
  * position. Returns an SQLite code. */
 static int extras(tok_run *r, int at, int coloc)
 {
@@ -94,7 +97,7 @@ static int extras(tok_run *r, int at, int coloc)
             return rc;
         r->emitted = coloc = 1;
     }
-    if (c2 && (u1 || u2)) {
+    if (c2 && u1 != u2) {
         memcpy(buf, r->text + at, (size_t)(l1 + l2));
         fold_ascii(buf, l1 + l2);
         rc = r->xToken(r->ctx, coloc && r->emitted ? FTS5_TOKEN_COLOCATED : 0, buf, l1 + l2,
@@ -175,8 +178,13 @@ static int tri_tokenize(Fts5Tokenizer *p, void *ctx, int flags, const char *text
             int l2;
             uint32_t c1 = cp_at(&r, 0, &l), c2 = cp_at(&r, l, &l2);
             char buf[8];
-            if (!search_is_unspaced(c1) && !search_is_unspaced(c2))
+            int u1 = search_is_unspaced(c1), u2 = search_is_unspaced(c2), rc2;
+            if (!u1 && !u2)
                 return SQLITE_OK;
+            if (u1 && u2) { /* a phrase of the two unigrams */
+                rc2 = xToken(ctx, 0, text, l, 0, l);
+                return rc2 == SQLITE_OK ? xToken(ctx, 0, text + l, l2, l, l + l2) : rc2;
+            }
             memcpy(buf, text, (size_t)(l + l2));
             fold_ascii(buf, l + l2);
             return xToken(ctx, 0, buf, l + l2, 0, l + l2);
