@@ -506,6 +506,8 @@ void nf_redrive(cm_http_req *req, void *ud)
         /* This process's sender takes it now (its timers; the others' sweeps would later). */
         const bson_t *one = &d;
         nf_push_kick(ctx->push, &one, 1);
+    } else {
+        nf_mail_kick(ctx->mail); /* the e-mail and SMS sender sleeps until a kick or a due time */
     }
     bson_destroy(&d);
 out:
