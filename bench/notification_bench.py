@@ -220,6 +220,7 @@ def main():
         sink.send_signal(signal.SIGTERM)
         sink.wait()
         mongo.drop_database(DB)
+        mongo.drop_database(DB + "_deliveries")
 
 
 if __name__ == "__main__":

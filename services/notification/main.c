@@ -25,6 +25,8 @@ static const cm_config_var vars[] = {
     {"HTTP_MAX_BODY", "1048576", "largest request body in bytes"},
     {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},
     {"MONGO_DB", "chat_notification", "database of this service"},
+    {"MONGO_DELIVERIES_DB", "", "database of the delivery attempts; unset: <MONGO_DB>_deliveries "
+                                "(its own file on FerretDB's SQLite backend: its own writer)"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
     {"NOTIFY_GROUP", "notification", "Kafka consumer group on messages and conversations"},
@@ -269,6 +271,29 @@ static cm_err webhooks_config(nf_webhooks_config *wc)
     return delays("WEBHOOK_RETRY_DELAYS_MS", "1000,5000,30000", wc->retry_ms, &wc->nretries);
 }
 
+/* ctx->ddb: the deliveries' database, MONGO_DELIVERIES_DB or <MONGO_DB>_deliveries (the same
+ * handle as ctx->db when that names MONGO_DB). CM_EINVAL when the name is too long. */
+static cm_err deliveries_db(nf_ctx *ctx)
+{
+    const char *main_db = cm_config_str("MONGO_DB", "chat_notification");
+    const char *name = cm_config_str("MONGO_DELIVERIES_DB", "");
+    char derived[128];
+
+    if (name[0] == '\0') {
+        if (snprintf(derived, sizeof(derived), "%s_deliveries", main_db) >= (int)sizeof(derived)) {
+            cm_error("MONGO_DB is too long to derive the deliveries' database from");
+            return CM_EINVAL;
+        }
+        name = derived;
+    }
+    if (strcmp(name, main_db) == 0) {
+        ctx->ddb = ctx->db;
+        return CM_OK;
+    }
+    return cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"), name,
+                           &ctx->ddb);
+}
+
 int main(int argc, char **argv)
 {
     nf_ctx ctx = {0};
@@ -305,6 +330,7 @@ int main(int argc, char **argv)
         cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_notification"), &ctx.db) ||
+        deliveries_db(&ctx) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
                         &ctx.redis) ||
         cm_outbox_create(ctx.db, NF_COLL_OUTBOX, stale_ms, &ctx.outbox) ||
@@ -403,6 +429,8 @@ out:
     cm_outbox_destroy(ctx.outbox);
     nf_callbacks_destroy(ctx.callbacks);
     cm_redis_destroy(ctx.redis);
+    if (ctx.ddb != ctx.db)
+        cm_mongo_destroy(ctx.ddb);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);
     free(pc.fcm_credentials);

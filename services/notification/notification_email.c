@@ -103,7 +103,7 @@ cm_err nf_mail_queue(nf_ctx *ctx, const char *tenant, const char *event_id,
     BSON_APPEND_INT32(&d, "attempts", 0);
     BSON_APPEND_INT64(&d, "next_at", at);
     BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
-    rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
+    rc = cm_mongo_insert(ctx->ddb, NF_COLL_DELIVERIES, &d);
     bson_destroy(&d);
     if (rc == CM_OK)
         nf_mail_kick(ctx->mail);
@@ -362,7 +362,7 @@ static void set_state(nf_mail *m, const char *id, const char *state)
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
     BSON_APPEND_UTF8(&set, "state", state);
     bson_append_document_end(&u, &set);
-    (void)cm_mongo_update(m->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL);
+    (void)cm_mongo_update(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL);
     bson_destroy(&f);
     bson_destroy(&u);
 }
@@ -457,7 +457,7 @@ static void attempt(nf_mail *m, const bson_t *d)
         BSON_APPEND_UTF8(&un, "html", "");
         bson_append_document_end(&u, &un);
     }
-    if (cm_mongo_update(m->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
+    if (cm_mongo_update(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
         cm_warn("email: attempt %d of delivery %s (%s) not recorded", n, id, state);
     bson_destroy(&f);
     bson_destroy(&u);
@@ -497,7 +497,7 @@ static int still_due(nf_mail *m, const bson_t *d)
     BSON_APPEND_UTF8(&f, "_id", cm_bson_str(d, "_id", ""));
     BSON_APPEND_INT32(&f, "attempts", (int32_t)cm_bson_int(d, "attempts", 0));
     BSON_APPEND_UTF8(&f, "state", cm_bson_str(d, "state", ""));
-    if (cm_mongo_count(m->ctx->db, NF_COLL_DELIVERIES, &f, &n) != CM_OK)
+    if (cm_mongo_count(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &n) != CM_OK)
         n = 0;
     bson_destroy(&f);
     return n == 1;
@@ -539,7 +539,7 @@ static size_t round_once(nf_mail *m)
     BSON_APPEND_INT64(&opts, "limit", BATCH + 1); /* + the first not due */
     atomic_fetch_add(&m->scans, 1);
     m->next_scan_ms = now + IDLE_MAX_MS;
-    if (cm_mongo_find(m->ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_due, &q) != CM_OK) {
+    if (cm_mongo_find(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &opts, collect_due, &q) != CM_OK) {
         m->next_scan_ms = now + LEASED_MS; /* the store is unwell: not in a tight loop */
     } else {
         if (q.next != INT64_MAX && q.next < m->next_scan_ms)
