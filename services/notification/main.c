@@ -25,6 +25,10 @@ static const cm_config_var vars[] = {
     {"HTTP_MAX_BODY", "1048576", "largest request body in bytes"},
     {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},
     {"MONGO_DB", "chat_notification", "database of this service"},
+    {"STOP_DEADLINE_MS", "15000", "longest shutdown after SIGTERM before the process exits "
+                                  "without its busy threads (exit code 1); 0: none"},
+    {"MONGO_DELIVERIES_DB", "", "database of the delivery attempts; unset: <MONGO_DB>_deliveries "
+                                "(its own file on FerretDB's SQLite backend: its own writer)"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
     {"KAFKA_TOPIC_PREFIX", "", "prefix of every topic name"},
     {"NOTIFY_GROUP", "notification", "Kafka consumer group on messages and conversations"},
@@ -269,6 +273,39 @@ static cm_err webhooks_config(nf_webhooks_config *wc)
     return delays("WEBHOOK_RETRY_DELAYS_MS", "1000,5000,30000", wc->retry_ms, &wc->nretries);
 }
 
+/* ctx->ddb: the deliveries' database, MONGO_DELIVERIES_DB or <MONGO_DB>_deliveries (the same
+ * handle as ctx->db when that names MONGO_DB). CM_EINVAL when the name is too long. */
+static cm_err deliveries_db(nf_ctx *ctx)
+{
+    const char *main_db = cm_config_str("MONGO_DB", "chat_notification");
+    const char *name = cm_config_str("MONGO_DELIVERIES_DB", "");
+    char derived[128];
+
+    if (name[0] == '\0') {
+        if (snprintf(derived, sizeof(derived), "%s_deliveries", main_db) >= (int)sizeof(derived)) {
+            cm_error("MONGO_DB is too long to derive the deliveries' database from");
+            return CM_EINVAL;
+        }
+        name = derived;
+    }
+    if (strcmp(name, main_db) == 0) {
+        ctx->ddb = ctx->db;
+        return CM_OK;
+    }
+    return cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"), name,
+                           &ctx->ddb);
+}
+
+/* The stop deadline's last work (cm_stop_deadline_arm): what the producers hold goes to Kafka
+ * (dead letters, outbox events; notification.created a batch still waits for is produced
+ * again with the batch, whose offsets were not stored). */
+static void flush_producers(void *ud)
+{
+    nf_ctx *ctx = ud;
+    (void)cm_kafka_flush(ctx->kafka, 1000);
+    (void)cm_kafka_flush(ctx->created_producer, 1000);
+}
+
 int main(int argc, char **argv)
 {
     nf_ctx ctx = {0};
@@ -276,11 +313,12 @@ int main(int argc, char **argv)
     cm_http_config hc;
     cm_http_server *srv = NULL;
     nf_jobs *jobs = NULL;
+    cm_stop_deadline *deadline = NULL;
     nf_push_config pc = {0};
     nf_mail_config mc;
     nf_webhooks_config wc;
     nf_callbacks_config cc;
-    long redis_port, stale_ms, from_beginning, wait_ms;
+    long redis_port, stale_ms, from_beginning, wait_ms, stop_deadline_ms;
     const char *brokers, *prefix;
     int rc = 1;
 
@@ -301,10 +339,12 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
         cm_config_long("NOTIFY_FROM_BEGINNING", 0, 0, 1, &from_beginning) ||
         cm_config_long("NOTIFY_MEMBERSHIP_WAIT_MS", 10000, 0, 600000, &wait_ms) ||
+        cm_config_long("STOP_DEADLINE_MS", 15000, 0, 3600000, &stop_deadline_ms) ||
         push_config(&pc) || mail_config(&pc, &mc) || webhooks_config(&wc) ||
         cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
                         cm_config_str("MONGO_DB", "chat_notification"), &ctx.db) ||
+        deliveries_db(&ctx) ||
         cm_redis_create(cm_config_str("REDIS_HOST", "127.0.0.1"), (int)redis_port, 8, 500,
                         &ctx.redis) ||
         cm_outbox_create(ctx.db, NF_COLL_OUTBOX, stale_ms, &ctx.outbox) ||
@@ -382,6 +422,12 @@ int main(int argc, char **argv)
         goto out;
     cm_info("notification service ready");
     cm_info("stopping on signal %d", cm_process_wait_signal());
+    /* A consumer held in a slow store call, or the sender waiting on a provider, must not
+     * keep the process past its grace period: offsets are stored only after a batch is
+     * stored and sent, so what is cut short is consumed again (tests/e2e: a stalled
+     * provider). */
+    if (cm_stop_deadline_arm(stop_deadline_ms, 1, flush_producers, &ctx, &deadline) != CM_OK)
+        cm_warn("no stop deadline: the shutdown is unbounded");
     rc = 0;
 out:
     /* Stop taking requests, stop consuming (commits stored offsets), stop housekeeping, flush
@@ -392,6 +438,7 @@ out:
     nf_mail_stop(ctx.mail);
     nf_webhooks_stop(ctx.webhooks);
     nf_jobs_stop(jobs);
+    cm_stop_deadline_disarm(deadline);
     cm_kafka_producer_destroy(ctx.kafka);
     cm_kafka_producer_destroy(ctx.created_producer);
     if (ctx.outbox && ctx.db) {
@@ -403,6 +450,8 @@ out:
     cm_outbox_destroy(ctx.outbox);
     nf_callbacks_destroy(ctx.callbacks);
     cm_redis_destroy(ctx.redis);
+    if (ctx.ddb != ctx.db)
+        cm_mongo_destroy(ctx.ddb);
     cm_mongo_destroy(ctx.db);
     cm_jwt_destroy(ctx.verifier);
     free(pc.fcm_credentials);

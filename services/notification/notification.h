@@ -20,7 +20,7 @@
 #include "common/outbox.h"
 #include "common/redis.h"
 
-/* Collections of this service's database. */
+/* Collections of this service's database (the deliveries: of its deliveries database, ctx->ddb). */
 #define NF_COLL_NOTIFICATIONS "notifications" /* one document per (event, user, channel) */
 #define NF_COLL_MEMBERS "members"             /* membership projection from `conversations` */
 #define NF_COLL_MESSAGES "message_senders"    /* message id -> sender, for reply detection */
@@ -140,6 +140,12 @@ typedef struct nf_push_config {
 
 typedef struct nf_ctx {
     cm_mongo *db;
+    /* NF_COLL_DELIVERIES' database (MONGO_DELIVERIES_DB, by default <MONGO_DB>_deliveries):
+     * on FerretDB's SQLite backend a database is a file with one writer at a time, so the
+     * sender's insert of the deliveries it sent no longer waits behind the consumer's insert
+     * of the next notifications (measured: two writers on one file reach about half of
+     * what they reach on two; bench/README.md). Equal to `db` when configured so. */
+    cm_mongo *ddb;
     const char *db_name; /* MONGO_DB: names this database's keys in the shared Redis */
     cm_redis *redis;
     cm_jwt *verifier;

@@ -384,7 +384,7 @@ static void apply(nf_ctx *ctx, cm_http_req *req, const bson_t *f, const char *re
 {
     bson_t d;
     char why[300];
-    cm_err rc = cm_mongo_find_one(ctx->db, NF_COLL_DELIVERIES, f, NULL, &d);
+    cm_err rc = cm_mongo_find_one(ctx->ddb, NF_COLL_DELIVERIES, f, NULL, &d);
 
     if (rc == CM_ENOTFOUND) {
         cm_http_problem(req, 404, "not-found", "Not Found", "no delivery was sent as %s", ref);

@@ -433,7 +433,7 @@ void nf_deliveries(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&f, "tenant", c.tid);
     BSON_APPEND_UTF8(&f, "notification_id", id);
     BSON_APPEND_INT32(&sort, "_id", 1);
-    rc = cm_mongo_find_page(ctx->db, NF_COLL_DELIVERIES, &f, &sort, 100, "_id", delivery_json,
+    rc = cm_mongo_find_page(ctx->ddb, NF_COLL_DELIVERIES, &f, &sort, 100, "_id", delivery_json,
                             NULL, &items, next, sizeof(next));
     if (rc != CM_OK) {
         cm_http_reply_error(req, rc, "the deliveries could not be read");
@@ -490,13 +490,13 @@ void nf_redrive(cm_http_req *req, void *ud)
     BSON_APPEND_UTF8(&h, "detail", c.sub);
     bson_append_document_end(&push, &h);
     bson_append_document_end(&u, &push);
-    if ((rc = cm_mongo_update(ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL)) != CM_OK) {
+    if ((rc = cm_mongo_update(ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL)) != CM_OK) {
         cm_http_reply_error(req, rc, "the delivery could not be queued again");
         goto out;
     }
     bson_reinit(&f);
     BSON_APPEND_UTF8(&f, "_id", id);
-    if (cm_mongo_find_one(ctx->db, NF_COLL_DELIVERIES, &f, NULL, &d) != CM_OK) {
+    if (cm_mongo_find_one(ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, &d) != CM_OK) {
         cm_http_reply_error(req, CM_EIO, "the delivery could not be read back");
         goto out;
     }
@@ -506,6 +506,8 @@ void nf_redrive(cm_http_req *req, void *ud)
         /* This process's sender takes it now (its timers; the others' sweeps would later). */
         const bson_t *one = &d;
         nf_push_kick(ctx->push, &one, 1);
+    } else {
+        nf_mail_kick(ctx->mail); /* the e-mail and SMS sender sleeps until a kick or a due time */
     }
     bson_destroy(&d);
 out:
@@ -679,7 +681,7 @@ void nf_diagnostics(cm_http_req *req, void *ud)
         cm_http_reply_error(req, rc, "the decisions could not be read");
         goto done;
     }
-    if ((rc = cm_mongo_find(ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_delivery_decisions,
+    if ((rc = cm_mongo_find(ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, collect_delivery_decisions,
                             decisions)) != CM_OK) {
         cm_http_reply_error(req, rc, "the deliveries could not be read");
         goto done;

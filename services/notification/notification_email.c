@@ -11,6 +11,7 @@
  * bodies are removed: a verification mail carries a secret token. */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,13 @@
 
 #define LEASE_MS 60000 /* a claimed delivery is this sender's for this long */
 #define BATCH 32       /* deliveries taken per round */
+/* Idle, the sender sleeps until the earliest queued delivery falls due or a kick (a delivery
+ * queued or redriven by this process); it looks again at least every IDLE_MAX_MS for what
+ * another instance queued or left, and every LEASED_MS while the due ones are leased by
+ * another sender (a killed one's lease runs LEASE_MS). Before, it scanned every 100 ms:
+ * a read of the whole deliveries collection on FerretDB. */
+#define IDLE_MAX_MS 5000
+#define LEASED_MS 1000
 
 struct nf_mail {
     nf_ctx *ctx;
@@ -36,7 +44,8 @@ struct nf_mail {
     pthread_cond_t cv;
     int stop, kick;
     int64_t next_digest_ms; /* the next pass over the digest windows (sender thread only) */
-    atomic_long sent, retried, dead_lettered, failed;
+    int64_t next_scan_ms;   /* the next look at the deliveries without a kick (sender thread) */
+    atomic_long sent, retried, dead_lettered, failed, scans;
 };
 
 void nf_push_only(bson_t *filter)
@@ -94,7 +103,7 @@ cm_err nf_mail_queue(nf_ctx *ctx, const char *tenant, const char *event_id,
     BSON_APPEND_INT32(&d, "attempts", 0);
     BSON_APPEND_INT64(&d, "next_at", at);
     BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
-    rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
+    rc = cm_mongo_insert(ctx->ddb, NF_COLL_DELIVERIES, &d);
     bson_destroy(&d);
     if (rc == CM_OK)
         nf_mail_kick(ctx->mail);
@@ -353,7 +362,7 @@ static void set_state(nf_mail *m, const char *id, const char *state)
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
     BSON_APPEND_UTF8(&set, "state", state);
     bson_append_document_end(&u, &set);
-    (void)cm_mongo_update(m->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL);
+    (void)cm_mongo_update(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL);
     bson_destroy(&f);
     bson_destroy(&u);
 }
@@ -448,7 +457,7 @@ static void attempt(nf_mail *m, const bson_t *d)
         BSON_APPEND_UTF8(&un, "html", "");
         bson_append_document_end(&u, &un);
     }
-    if (cm_mongo_update(m->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
+    if (cm_mongo_update(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
         cm_warn("email: attempt %d of delivery %s (%s) not recorded", n, id, state);
     bson_destroy(&f);
     bson_destroy(&u);
@@ -461,11 +470,18 @@ static void attempt(nf_mail *m, const bson_t *d)
 typedef struct due {
     bson_t docs[BATCH];
     size_t n;
+    int64_t now, next; /* next: the first next_at after now (INT64_MAX: none read) */
 } due;
 
+/* The documents come by next_at: those due are kept, the first one not due ends the read. */
 static int collect_due(const bson_t *doc, void *ud)
 {
     due *q = ud;
+    int64_t at = cm_bson_int(doc, "next_at", 0);
+    if (at > q->now) {
+        q->next = at;
+        return 1;
+    }
     if (q->n == BATCH)
         return 1;
     bson_copy_to(doc, &q->docs[q->n++]);
@@ -481,7 +497,7 @@ static int still_due(nf_mail *m, const bson_t *d)
     BSON_APPEND_UTF8(&f, "_id", cm_bson_str(d, "_id", ""));
     BSON_APPEND_INT32(&f, "attempts", (int32_t)cm_bson_int(d, "attempts", 0));
     BSON_APPEND_UTF8(&f, "state", cm_bson_str(d, "state", ""));
-    if (cm_mongo_count(m->ctx->db, NF_COLL_DELIVERIES, &f, &n) != CM_OK)
+    if (cm_mongo_count(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &n) != CM_OK)
         n = 0;
     bson_destroy(&f);
     return n == 1;
@@ -489,11 +505,14 @@ static int still_due(nf_mail *m, const bson_t *d)
 
 /* One round: the due e-mail and SMS deliveries, each claimed by a Redis lease. "sending" ones
  * are taken too: one left so by a sender that died mid-attempt is sent again once its lease
- * runs out (at least once); a live sender still holds the lease of its own. */
+ * runs out (at least once); a live sender still holds the lease of its own. One query, by
+ * next_at: it also tells when the next one falls due. Returns how many were attempted and
+ * sets m->next_scan_ms to when to look again without a kick. */
 static size_t round_once(nf_mail *m)
 {
-    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, lte, sort;
-    due q = {.n = 0};
+    bson_t f = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort;
+    int64_t now = cm_clock_now_ms();
+    due q = {.n = 0, .now = now, .next = INT64_MAX};
     size_t done = 0;
 
     {
@@ -514,14 +533,19 @@ static size_t round_once(nf_mail *m)
         bson_append_array_end(&in, &arr);
         bson_append_document_end(&f, &in);
     }
-    BSON_APPEND_DOCUMENT_BEGIN(&f, "next_at", &lte);
-    BSON_APPEND_INT64(&lte, "$lte", cm_clock_now_ms());
-    bson_append_document_end(&f, &lte);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
     BSON_APPEND_INT32(&sort, "next_at", 1);
     bson_append_document_end(&opts, &sort);
-    BSON_APPEND_INT64(&opts, "limit", BATCH);
-    if (cm_mongo_find(m->ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_due, &q) == CM_OK) {
+    BSON_APPEND_INT64(&opts, "limit", BATCH + 1); /* + the first not due */
+    atomic_fetch_add(&m->scans, 1);
+    m->next_scan_ms = now + IDLE_MAX_MS;
+    if (cm_mongo_find(m->ctx->ddb, NF_COLL_DELIVERIES, &f, &opts, collect_due, &q) != CM_OK) {
+        m->next_scan_ms = now + LEASED_MS; /* the store is unwell: not in a tight loop */
+    } else {
+        if (q.next != INT64_MAX && q.next < m->next_scan_ms)
+            m->next_scan_ms = q.next;
+        if (q.n > 0 && now + LEASED_MS < m->next_scan_ms)
+            m->next_scan_ms = now + LEASED_MS; /* due but leased by another sender */
         for (size_t i = 0; i < q.n; i++) {
             char key[80];
             snprintf(key, sizeof(key), "nf:delivery:%s", cm_bson_str(&q.docs[i], "_id", ""));
@@ -544,11 +568,15 @@ static size_t round_once(nf_mail *m)
 static void *run(void *arg)
 {
     nf_mail *m = arg;
+    int scan = 1; /* at start: what a crash left */
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
-        size_t done;
+        size_t done = 0;
+        int64_t now, wake;
+        m->kick = 0;
         pthread_mutex_unlock(&m->mu);
-        done = round_once(m);
+        if (scan)
+            done = round_once(m);
         if (cm_clock_now_ms() >= m->next_digest_ms) {
             if (m->cfg.digest_after_ms > 0)
                 nf_digest_round(m->ctx, m->instance, m->cfg.app_url);
@@ -557,18 +585,28 @@ static void *run(void *arg)
             m->next_digest_ms = cm_clock_now_ms() + 500;
         }
         pthread_mutex_lock(&m->mu);
-        if (done == 0 && !m->kick && !m->stop) {
-            /* Retries and quiet hours fall due by the clock: look again within 100 ms. */
+        if (done > 0) {
+            scan = 1; /* maybe more due: at once */
+            continue;
+        }
+        /* Retries and quiet hours fall due by the clock, new deliveries kick. */
+        wake = m->next_scan_ms;
+        if ((m->cfg.digest_after_ms > 0 || m->cfg.escalate_after_ms > 0) &&
+            m->next_digest_ms < wake)
+            wake = m->next_digest_ms;
+        now = cm_clock_now_ms();
+        if (!m->kick && !m->stop && wake > now) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
+            ts.tv_sec += (time_t)((wake - now) / 1000);
+            ts.tv_nsec += (long)((wake - now) % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
-        m->kick = 0;
+        scan = m->kick || cm_clock_now_ms() >= m->next_scan_ms;
     }
     pthread_mutex_unlock(&m->mu);
     return NULL;
@@ -625,5 +663,11 @@ void nf_mail_metrics(nf_mail *m, void (*emit)(void *ctx, const char *text), void
              "notification_email_total{outcome=\"failed\"} %ld\n",
              atomic_load(&m->sent), atomic_load(&m->retried), atomic_load(&m->dead_lettered),
              atomic_load(&m->failed));
+    emit(ctx, buf);
+    snprintf(buf, sizeof(buf),
+             "# HELP notification_email_scans_total Reads of the due e-mail and SMS deliveries.\n"
+             "# TYPE notification_email_scans_total counter\n"
+             "notification_email_scans_total %ld\n",
+             atomic_load(&m->scans));
     emit(ctx, buf);
 }

@@ -535,7 +535,8 @@ static cm_err on_user_deleted(nf_ctx *ctx, const event *ev, char *why, size_t n)
         bson_t f = BSON_INITIALIZER;
         BSON_APPEND_UTF8(&f, "tenant", ev->tenant);
         BSON_APPEND_UTF8(&f, "user_id", user);
-        rc = cm_mongo_delete(ctx->db, colls[i], &f, 1, NULL);
+        rc = cm_mongo_delete(strcmp(colls[i], NF_COLL_DELIVERIES) == 0 ? ctx->ddb : ctx->db,
+                             colls[i], &f, 1, NULL);
         bson_destroy(&f);
     }
     if (rc == CM_OK)

@@ -47,7 +47,8 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
             BSON_APPEND_INT32(&keys, ix[i].f2, 1);
         if (ix[i].f3)
             BSON_APPEND_INT32(&keys, ix[i].f3, 1);
-        rc = cm_mongo_create_index(ctx->db, ix[i].coll, &keys, ix[i].name, ix[i].unique);
+        rc = cm_mongo_create_index(strcmp(ix[i].coll, NF_COLL_DELIVERIES) == 0 ? ctx->ddb : ctx->db,
+                                   ix[i].coll, &keys, ix[i].name, ix[i].unique);
         bson_destroy(&keys);
         if (rc != CM_OK)
             return rc;

@@ -137,9 +137,9 @@ static void doc_list_drop_last(doc_list *l)
     free(l->docs[--l->n]);
 }
 
-/* Inserts the documents of `l` into `coll` in one round trip; those stored before (a replay)
- * are left as they are. */
-static cm_err doc_list_insert(nf_ctx *ctx, const char *coll, const doc_list *l)
+/* Inserts the documents of `l` into `coll` of `db` in one round trip; those stored before (a
+ * replay) are left as they are. */
+static cm_err doc_list_insert(cm_mongo *db, const char *coll, const doc_list *l)
 {
     unsigned char *dup;
     cm_err rc;
@@ -148,7 +148,7 @@ static cm_err doc_list_insert(nf_ctx *ctx, const char *coll, const doc_list *l)
         return CM_OK;
     if ((dup = calloc(l->n, 1)) == NULL)
         return CM_ENOMEM;
-    rc = cm_mongo_insert_many(ctx->db, coll, (const bson_t *const *)l->docs, l->n, dup);
+    rc = cm_mongo_insert_many(db, coll, (const bson_t *const *)l->docs, l->n, dup);
     free(dup);
     return rc;
 }
@@ -391,7 +391,8 @@ static cm_err drop_stored(nf_ctx *ctx, doc_list *l, const unsigned char *replay)
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
     BSON_APPEND_INT32(&proj, "_id", 1);
     bson_append_document_end(&opts, &proj);
-    rc = k == 0 ? CM_OK : cm_mongo_find(ctx->db, NF_COLL_DELIVERIES, &f, &opts, collect_stored_id, &s);
+    rc = k == 0 ? CM_OK
+                : cm_mongo_find(ctx->ddb, NF_COLL_DELIVERIES, &f, &opts, collect_stored_id, &s);
     if (rc == CM_OK) {
         for (size_t i = 0; i < l->n; i++) {
             if (there[i]) {
@@ -567,9 +568,9 @@ record:
     /* Deferred deliveries are stored queued (a replay finds them stored: unique k) and
      * handed to the sender's timers; the due ones are sent now and stored with their first
      * attempt: nothing is stored for them before, and nothing updated after. */
-    if ((rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &later)) != CM_OK)
+    if ((rc = doc_list_insert(ctx->ddb, NF_COLL_DELIVERIES, &later)) != CM_OK)
         goto out;
-    (void)doc_list_insert(ctx, NF_COLL_DECISIONS, &decisions);
+    (void)doc_list_insert(ctx->db, NF_COLL_DECISIONS, &decisions);
     if (later.n > 0 && ctx->push)
         nf_push_kick(ctx->push, (const bson_t *const *)later.docs, later.n);
     if (now_list.n > 0) {
@@ -577,7 +578,7 @@ record:
                              CM_OK)
             now_list = (doc_list){0}; /* the sender's now */
         else if (ctx->push == NULL)
-            rc = doc_list_insert(ctx, NF_COLL_DELIVERIES, &now_list);
+            rc = doc_list_insert(ctx->ddb, NF_COLL_DELIVERIES, &now_list);
     }
 out:
     device_list_cleanup(&l);
@@ -1249,7 +1250,7 @@ static void record(nf_push *p, job *jobs, size_t n, int64_t now)
             append_attempt(&h, j, attempt, now);
             bson_append_document_end(&push, &h);
             bson_append_document_end(&u, &push);
-            if (cm_mongo_update(p->ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
+            if (cm_mongo_update(p->ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, NULL) != CM_OK)
                 cm_warn("push: attempt %d of delivery %s not recorded", attempt,
                         cm_bson_str(&j->d, "_id", ""));
             bson_destroy(&f);
@@ -1286,9 +1287,9 @@ static void record(nf_push *p, job *jobs, size_t n, int64_t now)
     }
     /* A duplicate key is a copy another sender recorded first (it held the lease after
      * ours ran out): left as it is. */
-    if (doc_list_insert(p->ctx, NF_COLL_DELIVERIES, &first) != CM_OK)
+    if (doc_list_insert(p->ctx->ddb, NF_COLL_DELIVERIES, &first) != CM_OK)
         cm_warn("push: %zu first attempts not recorded", first.n);
-    (void)doc_list_insert(p->ctx, NF_COLL_DECISIONS, &decisions);
+    (void)doc_list_insert(p->ctx->db, NF_COLL_DECISIONS, &decisions);
     doc_list_cleanup(&first);
     doc_list_cleanup(&decisions);
 }
@@ -1388,7 +1389,7 @@ static void refresh(nf_push *p, job *jobs, size_t n, int64_t now)
         return;
     }
     if (found != NULL)
-        rc = cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_fresh, &fr);
+        rc = cm_mongo_find(p->ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, collect_fresh, &fr);
     bson_destroy(&f);
     for (size_t i = 0; i < n; i++) {
         job *j = &jobs[i];
@@ -1447,7 +1448,7 @@ static void sweep(nf_push *p)
     bson_t f = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&f, "state", "queued");
     nf_push_only(&f); /* e-mail and SMS have their own sender (notification_email.c) */
-    if (cm_mongo_find(p->ctx->db, NF_COLL_DELIVERIES, &f, NULL, collect_queued, p) != CM_OK)
+    if (cm_mongo_find(p->ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, collect_queued, p) != CM_OK)
         cm_warn("push: the queued deliveries could not be read: swept again later");
     bson_destroy(&f);
 }

@@ -62,7 +62,7 @@ cm_err nf_delivery_find(nf_ctx *ctx, cm_http_req *req, const char *tenant, const
 
     BSON_APPEND_UTF8(&f, "_id", id);
     BSON_APPEND_UTF8(&f, "tenant", tenant);
-    rc = cm_mongo_find_one(ctx->db, NF_COLL_DELIVERIES, &f, NULL, out);
+    rc = cm_mongo_find_one(ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, out);
     bson_destroy(&f);
     if (rc == CM_ENOTFOUND)
         cm_http_problem(req, 404, "not-found", "Not Found", "no delivery %s", id);
@@ -140,7 +140,7 @@ cm_err nf_delivery_report(nf_ctx *ctx, const bson_t *d, const char *state, const
     BSON_APPEND_UTF8(&h, "detail", detail);
     bson_append_document_end(&push, &h);
     bson_append_document_end(&u, &push);
-    if ((rc = cm_mongo_update(ctx->db, NF_COLL_DELIVERIES, &f, &u, 0, 0, &matched)) != CM_OK) {
+    if ((rc = cm_mongo_update(ctx->ddb, NF_COLL_DELIVERIES, &f, &u, 0, 0, &matched)) != CM_OK) {
         snprintf(why, n, "the delivery could not be updated");
         goto out;
     }
@@ -154,7 +154,7 @@ cm_err nf_delivery_report(nf_ctx *ctx, const bson_t *d, const char *state, const
     if (after) {
         bson_reinit(&f);
         BSON_APPEND_UTF8(&f, "_id", id);
-        if ((rc = cm_mongo_find_one(ctx->db, NF_COLL_DELIVERIES, &f, NULL, after)) != CM_OK) {
+        if ((rc = cm_mongo_find_one(ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, after)) != CM_OK) {
             snprintf(why, n, "the delivery could not be read back");
             rc = CM_EIO;
         }

@@ -186,7 +186,7 @@ cm_err nf_sms_plan(nf_ctx *ctx, const nf_mail_config *cfg, const nf_push_item *i
     {
         bson_t f = BSON_INITIALIZER, old;
         BSON_APPEND_UTF8(&f, "k", k);
-        rc = cm_mongo_find_one(ctx->db, NF_COLL_DELIVERIES, &f, NULL, &old);
+        rc = cm_mongo_find_one(ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, &old);
         bson_destroy(&f);
         if (rc == CM_OK) {
             bson_destroy(&old);
@@ -230,7 +230,7 @@ cm_err nf_sms_plan(nf_ctx *ctx, const nf_mail_config *cfg, const nf_push_item *i
     BSON_APPEND_INT32(&d, "attempts", 0);
     BSON_APPEND_INT64(&d, "next_at", it->quiet_until > 0 ? it->quiet_until : cm_clock_now_ms());
     BSON_APPEND_DATE_TIME(&d, "created_at", cm_clock_now_ms());
-    rc = cm_mongo_insert(ctx->db, NF_COLL_DELIVERIES, &d);
+    rc = cm_mongo_insert(ctx->ddb, NF_COLL_DELIVERIES, &d);
     if (rc == CM_ECONFLICT)
         rc = CM_OK;
     if (rc == CM_OK) {

@@ -1,8 +1,8 @@
 /* notification_webhooks.c - webhooks to tenant URLs (issue 10): a tenant_admin registers
  * endpoints (URL, event filter; a secret generated and shown once), lists and deletes them;
- * each matching event the consumer reads (notification.created, messages, reactions,
- * conversations, members) is queued once per endpoint (unique key <endpoint>|<event id>) and
- * POSTed by a sender thread with a Stripe-style signature header
+ * each matching event the consumer reads (notification.created and notification.delivered,
+ * messages, reactions, conversations, members) is queued once per endpoint (unique key
+ * <endpoint>|<event id>) and POSTed by a sender thread with a Stripe-style signature header
  * `Chat-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, retried at
  * WEBHOOK_RETRY_DELAYS_MS (1 s, 5 s, 30 s, +-20 % jitter), then dead-lettered to
  * notifications.dlq; WEBHOOK_DISABLE_AFTER consecutive failed attempts disable the endpoint.
@@ -48,9 +48,10 @@
 
 /* Event types an endpoint may subscribe to (asyncapi.yaml). */
 static const char *const EVENT_TYPES[] = {
-    "notification.created", "message.created",      "message.updated", "message.deleted",
-    "reaction.added",       "reaction.removed",     "conversation.created",
-    "conversation.updated", "member.added",         "member.removed",  NULL};
+    "notification.created", "notification.delivered", "message.created",
+    "message.updated",      "message.deleted",        "reaction.added",
+    "reaction.removed",     "conversation.created",   "conversation.updated",
+    "member.added",         "member.removed",         NULL};
 
 typedef struct cidr {
     int family; /* AF_INET or AF_INET6 */

@@ -44,7 +44,9 @@ REDIS_PORT = "6379"
 ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
 DB_SUFFIX = secrets.token_hex(3)  # fresh databases per run
 DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFIX}",
-       "media": f"test_media_{DB_SUFFIX}", "notification": f"test_notification_{DB_SUFFIX}"}
+       "media": f"test_media_{DB_SUFFIX}", "notification": f"test_notification_{DB_SUFFIX}",
+       # The notification service's deliveries (MONGO_DELIVERIES_DB's default: <MONGO_DB>_deliveries).
+       "notification_deliveries": f"test_notification_{DB_SUFFIX}_deliveries"}
 MEDIA_URL_KEYS = "t2:" + secrets.token_hex(32) + ",t1:" + secrets.token_hex(32)
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 

@@ -1,8 +1,9 @@
 """A local stand-in for FCM HTTP v1 (with Google's OAuth 2.0 token endpoint) and APNs: it
 checks the credentials the way the providers do (the service-account assertion's RS256
 signature and claims, the APNs provider token's ES256 signature, team and key id), records
-every request, and answers per device token as told: accept, fail with 500, or report the
-token dead (FCM 404 UNREGISTERED, APNs 410 Unregistered)."""
+every request, and answers per device token as told: accept, fail with 500, report the
+token dead (FCM 404 UNREGISTERED, APNs 410 Unregistered), or hold the request STALL_S
+seconds before accepting it (a provider that hangs)."""
 
 import json
 import time
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from recording_server import RecordingServer
 
 PROJECT = "chat-e2e"
+STALL_S = 40  # longer than the e2e harness waits for a stop (20 s)
 TEAM = "TEAM123456"
 KEY_ID = "KEY1234567"
 EMAIL = "push@chat-e2e.iam.gserviceaccount.com"
@@ -23,7 +25,8 @@ EMAIL = "push@chat-e2e.iam.gserviceaccount.com"
 class Provider(RecordingServer):
     def __init__(self, port, workdir):
         super().__init__("127.0.0.1", port)
-        # requests: dicts kind, token, headers, body (json), at; fail: device token -> "500" | "dead"
+        # requests: dicts kind, token, headers, body (json), at;
+        # fail: device token -> "500" | "dead" | "stall"
         self.access_tokens = set()
         rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         ec_key = ec.generate_private_key(ec.SECP256R1())
@@ -105,6 +108,8 @@ class Provider(RecordingServer):
             return 401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}, []
         body = json.loads(raw)
         mode = self._record(req, "fcm", body["message"]["token"], body)
+        if mode == "stall":
+            time.sleep(STALL_S)
         if mode == "500":
             return 500, {"error": {"code": 500, "status": "INTERNAL"}}, []
         if mode == "dead":

@@ -14,6 +14,7 @@ import secrets
 import time
 
 import pytest
+import requests
 
 from chat import create, ok, problem, send, validate_event
 from conftest import DB_SUFFIX, PORTS, new_tenant, read_events, token_for
@@ -88,6 +89,22 @@ def notification_of(api, token, mid, timeout=120.0):
 
 
 # --- account e-mails from the users topic ----------------------------------------------------
+
+def email_scans():
+    metrics = requests.get(f"http://127.0.0.1:{PORTS['notification']}/metrics", timeout=10).text
+    return int(next(line.split()[1] for line in metrics.splitlines()
+                    if line.startswith("notification_email_scans_total")))
+
+
+def test_an_idle_sender_does_not_scan_its_deliveries(api, mailbox):
+    """With nothing queued, the e-mail sender sleeps until a kick or its next due time (at most
+    5 s): it used to read the deliveries (the whole collection on FerretDB) every 100 ms. The
+    first test of the module, while nothing of this run is queued or leased."""
+    time.sleep(1)
+    before = email_scans()
+    time.sleep(3)
+    assert email_scans() - before <= 2
+
 
 def test_verification_email_arrives_and_its_token_verifies(api, mailbox):
     t = new_tenant(api, self_registration=True)

@@ -5,13 +5,15 @@ confirm it displayed a push; both are recorded on the delivery (GET
 /v1/notifications/{id}/deliveries) and explained by the diagnostics. The deliveries here are
 web pushes to the local push service of test_notification_webpush."""
 
+import json
 import time
 
 import pytest
 
-from chat import create, ok, problem, send
-from conftest import new_tenant, token_for
+from chat import create, ok, problem, send, validate_event
+from conftest import PORTS, new_tenant, token_for
 from test_notification_webpush import deliveries, pushsvc, register  # noqa: F401 (fixture)
+from test_webhooks import Receiver, verify
 from users_lib import server
 
 
@@ -83,3 +85,34 @@ def test_only_a_sent_delivery_can_be_delivered_or_bounced(api, pushsvc, team):
     time.sleep(0.2)
     after = ok(api.call("GET", f"/v1/notifications/{dl[0]['notification_id']}/deliveries", t["bob"]))["items"][0]
     assert after["state"] == "failed" and len(after["attempts"]) == len(dl[0]["attempts"])
+
+
+def test_a_webhook_subscribed_to_notification_delivered_receives_it_signed(api, pushsvc, team):
+    """notification.delivered is an event type a webhook can filter on (the pushsvc fixture
+    allows 127.0.0.1 as a webhook address): the recipient's confirmation reaches the tenant's
+    endpoint, signed; the notification.created of the same message does not (not in the
+    filter)."""
+    push, _ = pushsvc
+    tenant, t = team
+    recv = Receiver("127.0.0.1", PORTS["notification"] + 6)
+    try:
+        hook = ok(api.call("POST", "/v1/webhooks", t["root"], {"url": f"http://127.0.0.1:{PORTS['notification'] + 6}/d",
+                                                                "events": ["notification.delivered"]}), 201)
+        assert hook["events"] == ["notification.delivered"]
+        sub = push.subscribe()
+        register(api, t["bob"], sub)
+        cid = create(api, t["ann"], "direct", ["bob"])["id"]
+        mid = ok(send(api, t["ann"], cid, "hooked?"))["id"]
+        _, dl = deliveries(api, t["bob"], mid, lambda d: d and d[0]["state"] == "sent")
+        did = dl[0]["id"]
+        ok(status(api, t["bob"], did, {"state": "delivered"}))
+        got = recv.wait("/d", lambda g: json.loads(g["raw"])["data"].get("delivery_id") == did)
+        ev = verify(hook["secret"], got[0])
+        validate_event(ev)
+        assert ev["type"] == "notification.delivered" and ev["tenant"] == tenant["id"]
+        assert ev["data"]["state"] == "delivered" and ev["data"]["message_id"] == mid
+        assert got[0]["headers"]["Chat-Event-Type"] == "notification.delivered"
+        time.sleep(1)
+        assert {json.loads(g["raw"])["type"] for g in recv.on("/d")} == {"notification.delivered"}
+    finally:
+        recv.stop()

@@ -149,6 +149,7 @@ def test_an_erased_user_leaves_nothing_here(api, trio):
     device(api, t["bob"], "fcm", "bob-token-" + secrets.token_hex(8))
     ok(api.call("PUT", "/v1/notifications/preferences", t["bob"], {"types": {"message": {"push": False}}}))
     db = pymongo.MongoClient(MONGO_URI)[DBS["notification"]]
+    ddb = pymongo.MongoClient(MONGO_URI)[DBS["notification_deliveries"]]
     mine = {"tenant": tenant["id"], "user_id": "bob"}
     assert db.notifications.count_documents(mine) > 0 and db.devices.count_documents(mine) == 1
     r = server(api, tenant, "DELETE", "/v1/server/users/bob")
@@ -157,7 +158,8 @@ def test_an_erased_user_leaves_nothing_here(api, trio):
     left = None
     while time.time() < deadline:
         left = {c: db[c].count_documents(mine)
-                for c in ("notifications", "devices", "preferences", "members", "decisions", "deliveries")}
+                for c in ("notifications", "devices", "preferences", "members", "decisions")}
+        left["deliveries"] = ddb.deliveries.count_documents(mine)
         if not any(left.values()):
             break
         time.sleep(0.3)
@@ -478,6 +480,52 @@ def test_a_retry_left_by_a_kill_goes_out_at_its_time_after_the_restart(api, trio
         provider.fail.pop(tok, None)
         svc.stop()
         svc.env["PUSH_RETRY_DELAYS_MS"] = "300,600,900"
+        svc.start()
+
+
+def test_a_stop_held_by_a_hung_provider_ends_at_its_deadline_and_loses_nothing(api, trio, provider, platform):
+    """STOP_DEADLINE_MS bounds the shutdown: a consumer waiting for a push that the provider
+    holds (here 40 s, past the 20 s this harness, like an orchestrator, waits before killing)
+    would keep the process alive; at the deadline it exits (code 1) without it, and since the
+    batch's offsets were not stored, the next process consumes the event again and sends the
+    push (at least once: the hung request may have reached the provider), with the in-app
+    notification stored once."""
+    _, t = trio
+    svc = platform["notification"]
+    assert svc.stop() == 0
+    svc.env.update({"STOP_DEADLINE_MS": "2000", "PUSH_TIMEOUT_MS": "60000"})
+    svc.start()
+    tok = "fcm-" + secrets.token_hex(16)
+    try:
+        provider.fail[tok] = "stall"
+        device(api, t["bob"], "fcm", tok)
+        cid = create(api, t["ann"], "direct", ["bob"])["id"]
+        mid = ok(send(api, t["ann"], cid, "held up at the provider"))["id"]
+        provider.wait_message(tok, mid, 1, timeout=60)  # arrived, and held
+        t0 = time.time()
+        code = svc.stop()
+        took = time.time() - t0
+        assert code == 1 and took < 12, (code, took)
+        del provider.fail[tok]
+        svc.start()
+        # The push's Redis lease (60 s, as long as PUSH_TIMEOUT_MS here) outlives the process
+        # that was cut short: the new one sends it once the lease has run out.
+        sends = provider.wait_message(tok, mid, 2, timeout=150)
+        assert len(sends) == 2
+        n = notification_of(api, t["bob"], mid)
+        assert [x["id"] for x in inbox(api, t["bob"], limit=100)["items"] if x.get("message_id") == mid] == [n["id"]]
+        deadline = time.time() + 30
+        while True:
+            dl = ok(api.call("GET", f"/v1/notifications/{n['id']}/deliveries", t["bob"]))["items"]
+            if dl and dl[0]["state"] == "sent":
+                break
+            assert time.time() < deadline, dl
+            time.sleep(0.1)
+    finally:
+        provider.fail.pop(tok, None)
+        svc.stop()
+        for k in ("STOP_DEADLINE_MS", "PUSH_TIMEOUT_MS"):
+            svc.env.pop(k, None)
         svc.start()
 
 
