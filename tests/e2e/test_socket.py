@@ -156,7 +156,7 @@ def test_a_send_queued_behind_a_busy_conversation_is_accepted(api, sockets, pair
                                 and f.get("status") != "pending", timeout=30.0)
         waited = time.monotonic() - t0
         assert done["status"] == "accepted", done
-        assert waited >= (LOCK_WAIT_MS - 50) / 1000, waited  # it did wait for the lease
+        assert waited >= (LOCK_WAIT_MS - 500) / 1000, waited  # it did wait for the lease
         got = await bob.wait(lambda f: f.get("type") == "message.created"
                              and f["data"].get("text") == "held back")
         assert got["data"]["id"] == done["message_id"]
