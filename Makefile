@@ -33,7 +33,7 @@ PKG_sodium := libsodium
 PKG_cmocka := cmocka
 PKG_vips  := vips
 PKG_magic := libmagic
-PKG_lws   := libwebsockets
+PKG_lws   := libwebsockets libuv
 PKG_sqlite := sqlite3
 
 pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
@@ -91,6 +91,10 @@ $(eval $(call process,media,services/media,$(MEDIA_SRC),$(MEDIA_LIBS)))
 $(eval $(call process,socket,services/socket,$(SOCKET_SRC),$(SOCKET_LIBS)))
 $(eval $(call process,search,services/search,$(SEARCH_SRC),$(SEARCH_LIBS)))
 $(eval $(call process,notification,services/notification,$(NOTIFICATION_SRC),$(NOTIFICATION_LIBS)))
+
+# lws loads its libuv event-lib plugin at run time (dlopen); linking it as well names it in the
+# binary (DT_NEEDED), so deploy/docker/runtime-packages.sh puts its package into the image.
+$(B)/bin/socket: LDFLAGS += -Wl,--push-state,--no-as-needed -l:libwebsockets-evlib_uv.so -Wl,--pop-state
 
 # The media objects also see libvips' (glib) and libmagic's headers.
 $(B)/obj/media/%.o: CFLAGS += $(call pkgcflags,$(PKG_vips) $(PKG_magic))

@@ -14,7 +14,9 @@ are not pinned.
   and the server's CPU time per delivered frame (every thread, from /proc: on a machine shared
   with other work the wall-clock rate moves with that work, the CPU per frame much less).
 - Latency: open loop at half of Socket.IO's rooms-of-5 event rate; p50/p99 from publish to
-  receipt (the event carries its publish time).
+  receipt (the event carries its publish time). Then the Kafka hop alone at that rate (the
+  same producer settings, a plain consumer pinned to the servers' core): the floor under
+  ours's figures, which the peers' in-process publish does not pay.
 - End to end (ours only): message.send over the WebSocket -> accepted and stored by the real
   messaging service (FerretDB) -> delivered to the other members; accepted messages per
   second and p50/p99 send-to-delivery.
@@ -553,6 +555,68 @@ def run_latency(srv, load, rate, seconds=5.0):
     return pct(lat, 0.5), pct(lat, 0.99)
 
 
+def _hop_consumer(topic, out, ready):
+    """The Kafka hop's far end (run_kafka_hop): a plain consumer pinned to core 0, like the
+    servers, recording receipt time minus the publish time each record carries."""
+    os.sched_setaffinity(0, {0})
+    c = Consumer({"bootstrap.servers": KAFKA, "group.id": topic, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    lat = []
+    while True:
+        m = c.poll(0.2)
+        if m is None:
+            if c.assignment():
+                ready.set()
+            continue
+        if m.error():
+            continue
+        if m.value() == b"end":
+            break
+        if m.value() != b"warm":
+            lat.append(time.time() * 1000 - float(m.value()))
+    c.close()
+    out.put(lat)
+
+
+def run_kafka_hop(rate, seconds=5.0):
+    """The Kafka hop alone at `rate` records/s, produced as the fan-out's events are (same
+    producer settings) and consumed by a plain consumer on the servers' core: the floor under
+    ours's delivery latency, which the peers (an in-process publish) do not have. Returns
+    (p50, p99) ms."""
+    import multiprocessing as mp
+    topic = PREFIX + "hop"
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        f.result()
+    ctx = mp.get_context("spawn")  # not fork: this process runs librdkafka threads
+    out, ready = ctx.Queue(), ctx.Event()
+    p = ctx.Process(target=_hop_consumer, args=(topic, out, ready))
+    p.start()
+    prod = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1, "enable.idempotence": True,
+                     "acks": "all"})
+    try:
+        deadline = time.time() + 60
+        while not ready.is_set() and time.time() < deadline:  # records before the assignment
+            prod.produce(topic, b"warm")  # are read too (earliest), but not timed
+            prod.poll(0.1)
+        n, sent, t0 = int(rate * seconds), 0, time.time()
+        while sent < n:
+            due = min(n, int((time.time() - t0) * rate) + 1)
+            while sent < due:
+                prod.produce(topic, f"{time.time() * 1000:.3f}".encode())
+                sent += 1
+            prod.poll(0)
+            time.sleep(0.001)
+        prod.produce(topic, b"end")
+        prod.flush(30)
+        lat = out.get(timeout=120)
+    finally:
+        p.join(30)
+        admin.delete_topics([topic])
+    return pct(lat, 0.5), pct(lat, 0.99)
+
+
 def run_idle(srv, proc, n):
     """Connects n idle clients (no conversation) and returns the RSS growth per connection."""
     load = Load(b"\x00never")
@@ -672,6 +736,8 @@ def main():
             f["p50"], f["p99"] = run_latency(f["srv"], f["load"], rate) if "fanout" in PARTS else (nan, nan)
             log(f"{name}: latency at {rate:,.0f} events/s ({rate * ROOM:,.0f} frames/s): "
                 f"p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms")
+        hop = run_kafka_hop(rate) if "fanout" in PARTS else (nan, nan)
+        log(f"the Kafka hop alone at {rate:,.0f} records/s: p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms")
         # End to end through the real messaging service (ours only: the peers store nothing).
         e2e = []
         for r in E2E_RATES if "e2e" in PARTS else []:
@@ -716,6 +782,8 @@ def main():
     print("(ratios are ours / peer: above 1 is better for frames/s, below 1 for CPU per frame, latency"
           " and memory; CPU per frame counts every thread of the server, ours's Kafka consumer included,"
           " and is the figure the machine's other load disturbs least)")
+    print(f"the Kafka hop alone (producer -> broker -> a consumer on core 0, no socket) at the same rate: "
+          f"p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms: the floor under ours's latency")
     for r, acc, p50, p99, delivered, n in e2e:
         print(f"end to end at {r}/s offered (WebSocket send -> stored -> delivered): "
               f"{acc:,.0f} messages/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms ({delivered:.0f} of {n})")

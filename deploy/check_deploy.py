@@ -564,6 +564,50 @@ def check_topics(rep, root, compose_t, strimzi_t, readme_text):
             rep.fail("deploy/README.md", f"topic {t} is missing from the topics table")
 
 
+# --- timeouts across processes ----------------------------------------------------------------
+
+# A caller of the messaging service must wait longer than messaging's slowest write: up to
+# LOCK_WAIT_MS for the conversation's write lease, then up to LOCK_TTL_MS under it
+# (services/messaging/README.md). A shorter timeout reports a stored message as failed
+# (services/socket/README.md, "Sends").
+MESSAGING_CALLERS = (("socket", "UPSTREAM_TIMEOUT_MS"), ("gateway", "UPSTREAM_TIMEOUT_MS"))
+
+
+def check_timeouts(rep, where, envs):
+    """envs: {process: {variable: value}}, each process's defaults overridden by the deployment."""
+    def ms(p, name):
+        try:
+            return int(str(envs.get(p, {}).get(name)))
+        except ValueError:
+            return None  # unset or from a Secret: nothing to compare
+    wait, ttl = ms("messaging", "LOCK_WAIT_MS"), ms("messaging", "LOCK_TTL_MS")
+    if wait is None or ttl is None:
+        return
+    for p, name in MESSAGING_CALLERS:
+        t = ms(p, name)
+        if t is not None and t <= wait + ttl:
+            rep.fail(where, f"{p}: {name} {t} must exceed messaging's LOCK_WAIT_MS + LOCK_TTL_MS "
+                            f"({wait} + {ttl}): a write answered later is reported as failed")
+
+
+def compose_env(svc):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        return dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
+    return dict(env)
+
+
+def k8s_envs(docs):
+    """{process: its container's environment} of each Deployment with a container of its name."""
+    configmaps = by_kind(docs, "ConfigMap")
+    out = {}
+    for name, dep in by_kind(docs, "Deployment").items():
+        for c in dep["spec"]["template"]["spec"].get("containers", []):
+            if c.get("name") == name:
+                out[name] = container_env(dep, c, configmaps)
+    return out
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def main(argv):
@@ -596,6 +640,8 @@ def main(argv):
     if args.write_config_table:
         return 0
     readme_text = readme.read_text()
+    defaults = {p: {n: d for n, d, _ in pvars[p]} for p in processes}
+    check_timeouts(rep, "defaults (--help)", defaults)
     print(f"check_deploy: configuration table lists the {sum(len(v) for v in pvars.values())} "
           f"variables of {len(processes)} processes (from --help) and {len(set(lib_vars) - set().union(*[{n for n, _, _ in v} for v in pvars.values()]))} read by libcommon")
 
@@ -610,6 +656,9 @@ def main(argv):
     if args.compose:
         compose = yaml.safe_load(pathlib.Path(args.compose).read_text())
         check_compose(rep, compose, processes, known, ports)
+        services = compose.get("services", {})
+        check_timeouts(rep, "docker-compose.yml",
+                       {p: {**defaults[p], **compose_env(services.get(p) or {})} for p in processes})
         compose_t = compose_topics(compose)
         print(f"check_deploy: docker-compose.yml: {len(compose.get('services', {}))} services, "
               f"{len(compose_t)} topics, dependencies wait for health")
@@ -620,6 +669,8 @@ def main(argv):
         docs = [d for d in yaml.safe_load_all(pathlib.Path(path).read_text()) if d]
         validated, skipped = validate_schemas(rep, overlay, docs)
         refs = check_k8s(rep, overlay, docs, processes, known, readme_text)
+        envs = k8s_envs(docs)
+        check_timeouts(rep, f"k8s/{overlay}", {p: {**defaults[p], **envs.get(p, {})} for p in processes})
         check_crds(rep, overlay, docs, refs)
         if any(d.get("kind") == "KafkaTopic" for d in docs):
             strimzi_t = strimzi_topics(docs)

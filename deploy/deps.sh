@@ -16,7 +16,7 @@ APT_PACKAGES=(
   libhiredis-dev libcjson-dev libjwt-dev libssl-dev libcurl4-openssl-dev libsodium-dev
   libcmocka-dev redis-server kcat openssl curl jq
   libvips-dev libmagic-dev libvips-tools libimage-exiftool-perl
-  libwebsockets-dev
+  libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libjsmn-dev
 )
 
 # The images' build stage (deploy/docker/*.Dockerfile) installs exactly this list, so an image

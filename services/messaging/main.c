@@ -45,7 +45,7 @@ static const cm_config_var vars[] = {
     {"MEDIA_URL", "http://127.0.0.1:8084", "the media service, which checks that attachments may be sent"},
     {"MEDIA_CHECK_TIMEOUT_MS", "2000", "time allowed to one attachment check"},
     {"LOCK_TTL_MS", "3000", "lease of a conversation's write lock (Redis); bounds how long a crashed writer blocks it"},
-    {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503"},
+    {"LOCK_WAIT_MS", "5000", "how long a write waits for a busy conversation before 503; callers' timeouts (socket and gateway UPSTREAM_TIMEOUT_MS) must exceed it + LOCK_TTL_MS"},
     {"OUTBOX_STALE_MS", "10000", "age after which an unpublished event is republished"},
     {"USERS_CONSUMER_GROUP", "messaging-users", "consumer group reading the users topic (blocks, erasures)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},

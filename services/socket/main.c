@@ -23,7 +23,7 @@ static const cm_config_var vars[] = {
     {"HTTP_PORT", "8183", "port of the HTTP side: /health/live, /health/ready, /metrics"},
     {"MESSAGING_URL", "http://127.0.0.1:8082", "base URL of the messaging service"},
     {"UPSTREAM_THREADS", "8", "threads calling the messaging service"},
-    {"UPSTREAM_TIMEOUT_MS", "5000", "time allowed to one call to the messaging service"},
+    {"UPSTREAM_TIMEOUT_MS", "10000", "time allowed to one call to the messaging service; must exceed messaging's LOCK_WAIT_MS + LOCK_TTL_MS (8000 by default)"},
     {"BREAKER_FAILURES", "5", "consecutive failed calls that open the circuit breaker"},
     {"BREAKER_OPEN_MS", "5000", "how long the open breaker refuses calls before a trial"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
@@ -175,7 +175,10 @@ int main(int argc, char **argv)
         cm_config_long("WS_PORT", 8083, 1, 65535, &ws_port) ||
         cm_config_long("REDIS_PORT", 6379, 1, 65535, &redis_port) ||
         cm_config_long("UPSTREAM_THREADS", 8, 1, 256, &threads) ||
-        cm_config_long("UPSTREAM_TIMEOUT_MS", 5000, 100, 600000, &timeout_ms) ||
+        /* A send may wait LOCK_WAIT_MS for its conversation's write lease in the messaging
+         * service, then hold it up to LOCK_TTL_MS: timing out before that answers `rejected`
+         * for a message messaging then stores (services/socket/README.md, "Sends"). */
+        cm_config_long("UPSTREAM_TIMEOUT_MS", 10000, 100, 600000, &timeout_ms) ||
         cm_config_long("BREAKER_FAILURES", 5, 1, 1000, &failures) ||
         cm_config_long("BREAKER_OPEN_MS", 5000, 100, 600000, &open_ms) ||
         cm_config_long("FRAME_MAX_BYTES", 65536, 256, 16 << 20, &l->frame_max) ||

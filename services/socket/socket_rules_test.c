@@ -164,6 +164,87 @@ static void test_cloudevents_become_frames(void **state)
                      CM_EINVAL);
 }
 
+/* A log event's frame from the CloudEvent's text: the data's bytes as the producer wrote them
+ * (the fast path, no tree); unusual events take the tree path and come out printed by cJSON. */
+static void test_log_events_forward_their_data_as_written(void **state)
+{
+    static const char spaced[] =
+        "{\"specversion\":\"1.0\",\"id\":\"e7\",\"type\":\"message.updated\",\"tenant\":\"t1\","
+        "\"eseq\":12,\"time\":\"2026-01-01T00:00:00.000Z\",\"audience\":\"bob\","
+        "\"data\":{\"text\": \"caf\u00e9 {[\\\"]}\",  \"n\":1.50, \"tags\":[1,{\"a\":null}]}}";
+    static const char expect[] =
+        "{\"type\":\"message.updated\",\"event_id\":\"e7\",\"conversation_id\":\"c1\",\"eseq\":12,"
+        "\"time\":\"2026-01-01T00:00:00.000Z\",\"data\":{\"text\": \"caf\u00e9 {[\\\"]}\",  "
+        "\"n\":1.50, \"tags\":[1,{\"a\":null}]}";
+    socket_event *ev = NULL;
+
+    (void)state;
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, spaced, strlen(spaced), &ev),
+                     CM_OK);
+    assert_string_equal(ev->frame, expect);
+    assert_int_equal(ev->frame_len, strlen(expect));
+    assert_int_equal(ev->eseq, 12);
+    assert_string_equal(ev->type, "message.updated");
+    assert_string_equal(ev->tenant, "t1");
+    assert_string_equal(ev->audience, "bob");
+    assert_int_equal(ev->key, cm_cursor_key("c1"));
+    socket_event_release(ev);
+
+    /* A newline between tokens: the tree path, which prints the data again. */
+    static const char nl[] = "{\"id\":\"e1\",\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":3,"
+                             "\"data\":{\"text\": \"hi\",\n\"n\":1.50}}";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, nl, strlen(nl), &ev), CM_OK);
+    assert_string_equal(ev->frame, "{\"type\":\"message.created\",\"event_id\":\"e1\","
+                                   "\"conversation_id\":\"c1\",\"eseq\":3,\"data\":{\"text\":\"hi\","
+                                   "\"n\":1.5}");
+    socket_event_release(ev);
+    /* An escaped envelope string and a key that needs escaping: printed by cJSON. */
+    static const char esc[] = "{\"id\":\"e\\\"2\",\"type\":\"message.created\",\"tenant\":\"t1\","
+                              "\"eseq\":4,\"data\":{}}";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c\"1", 3, esc, strlen(esc), &ev),
+                     CM_OK);
+    assert_string_equal(ev->frame, "{\"type\":\"message.created\",\"event_id\":\"e\\\"2\","
+                                   "\"conversation_id\":\"c\\\"1\",\"eseq\":4,\"data\":{}");
+    socket_event_release(ev);
+    /* Membership events keep their members and user (the index follows them). */
+    static const char added[] = "{\"id\":\"e3\",\"type\":\"member.added\",\"tenant\":\"t1\","
+                                "\"eseq\":5,\"data\":{\"user_id\":\"carol\",\"members\":[\"carol\",\"dan\"]}}";
+    assert_int_equal(socket_event_from_cloudevent("conversations", "c1", 2, added, strlen(added), &ev),
+                     CM_OK);
+    assert_string_equal(ev->user_id, "carol");
+    assert_int_equal(ev->nmembers, 2);
+    assert_string_equal(ev->members[1], "dan");
+    socket_event_release(ev);
+    /* Not a log event (no eseq), a fractional eseq, malformed JSON, invalid UTF-8: as before. */
+    static const char noseq[] = "{\"type\":\"message.created\",\"tenant\":\"t1\",\"data\":{}}";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, noseq, strlen(noseq), &ev),
+                     CM_ENOTFOUND);
+    static const char frac[] = "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":6.0,\"data\":{}}";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, frac, strlen(frac), &ev), CM_OK);
+    assert_int_equal(ev->eseq, 6);
+    socket_event_release(ev);
+    static const char cut[] = "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":7,\"data\":{";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, cut, strlen(cut), &ev),
+                     CM_EINVAL);
+    static const char trail[] = "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":7,\"data\":{}} x";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, trail, strlen(trail), &ev),
+                     CM_EINVAL);
+    static const char bad8[] = "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":8,"
+                               "\"data\":{\"text\":\"\xff\"}}";
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, bad8, strlen(bad8), &ev),
+                     CM_EINVAL);
+    /* More tokens than the fast path reads: the tree path delivers it whole. */
+    char big[4096];
+    size_t o = (size_t)snprintf(big, sizeof(big), "{\"type\":\"message.created\",\"tenant\":\"t1\","
+                                                  "\"eseq\":9,\"data\":{\"ids\":[");
+    for (int i = 0; i < 300; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "%s%d", i ? "," : "", i);
+    o += (size_t)snprintf(big + o, sizeof(big) - o, "]}}");
+    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, big, o, &ev), CM_OK);
+    assert_non_null(strstr(ev->frame, ",298,299]}"));
+    socket_event_release(ev);
+}
+
 static void test_index_sets(void **state)
 {
     socket_index *ix = socket_index_create();
@@ -277,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_order_decision),
         cmocka_unit_test(test_breaker_opens_and_half_opens),
         cmocka_unit_test(test_cloudevents_become_frames),
+        cmocka_unit_test(test_log_events_forward_their_data_as_written),
         cmocka_unit_test(test_index_sets),
         cmocka_unit_test(test_presence_batches_keep_each_users_latest),
         cmocka_unit_test(test_ephemeral_messages_round_trip),

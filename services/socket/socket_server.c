@@ -1,4 +1,4 @@
-/* socket_server.c - the WebSocket endpoint /v1/ws on libwebsockets (its poll loop): authentication on the
+/* socket_server.c - the WebSocket endpoint /v1/ws on libwebsockets (on a libuv loop): authentication on the
  * upgrade, client frames and their acks, per-connection caps (frame size, rate, send queue,
  * token lifetime), and in-order delivery with the sync cursor (catch-up, then live, with no gap
  * and no duplicate at the seam). Everything here runs on the loop thread except
@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <libwebsockets.h>
+#include <uv.h>
 
 #include "common/json.h"
 #include "common/log.h"
@@ -82,6 +83,7 @@ typedef struct conn {
     int close_code;
     const char *close_reason; /* a string constant, or NULL (none) */
     int close_sent; /* our close frame is out: waiting for the peer's (CLOSE_LINGER_S) */
+    int dirty;      /* in the server's list of connections to write after this inbox drain */
     /* delivery */
     conn_state state;
     cm_cursor_pos *pos;
@@ -120,6 +122,9 @@ typedef struct pss {
 struct socket_srv {
     socket_srv_config cfg;
     struct lws_context *lws;
+    uv_loop_t loop;       /* the libuv loop lws joins (epoll), run by socket_srv_run */
+    int loop_ready;
+    void *loops[1];       /* info.foreign_loops */
     socket_upstream *up;
     socket_index *by_conv, *by_user;
     conn **conns; /* by id: open addressing would be faster; a list is enough per tick */
@@ -132,6 +137,11 @@ struct socket_srv {
     uint64_t pres_serial, pres_order;
     int64_t pres_flush_at;
     unsigned char *wbuf; /* the write buffer of write_batch (LWS_PRE, then frames) */
+    /* While the inbox is routed (drain_inbox), connections given frames are listed here and
+     * written once at the end, instead of each asking lws for a writable callback. */
+    int deferring;
+    conn **dirty;
+    size_t ndirty, cap_dirty;
     outframe *pool;      /* free queue entries of OUTFRAME_SMALL bytes (linked by next) */
     size_t npool;
     size_t wcap;
@@ -271,6 +281,27 @@ static size_t frame_len(const outframe *f)
     return (f->ev ? f->ev->frame_len : 0) + f->len;
 }
 
+/* Lists `c` for the write at the end of the inbox drain (flush_dirty). 0 when it cannot be
+ * listed (out of memory): the caller asks lws for a writable callback instead. */
+static int defer_write(conn *c)
+{
+    socket_srv *s = c->srv;
+
+    if (c->dirty)
+        return 1;
+    if (s->ndirty == s->cap_dirty) {
+        size_t cap = s->cap_dirty ? s->cap_dirty * 2 : 256;
+        conn **grown = realloc(s->dirty, cap * sizeof(*grown));
+        if (grown == NULL)
+            return 0;
+        s->dirty = grown;
+        s->cap_dirty = cap;
+    }
+    s->dirty[s->ndirty++] = c;
+    c->dirty = 1;
+    return 1;
+}
+
 /* Queues one text frame: the bytes of event `shared` (may be NULL; not copied, a reference is
  * taken) followed by `own[0..len)` (copied). Returns 1 when queued, 0 when not. A full queue
  * closes the connection with 4003: the client resumes with its cursor instead of the server
@@ -306,7 +337,8 @@ static int conn_queue(conn *c, socket_event *shared, const char *own, size_t len
     c->q_tail = f;
     c->q_frames++;
     c->q_bytes += total;
-    lws_callback_on_writable(c->wsi);
+    if (!c->srv->deferring || !defer_write(c))
+        lws_callback_on_writable(c->wsi);
     return 1;
 }
 
@@ -1407,7 +1439,7 @@ static int write_batch(conn *c)
 
 /* Sends our close frame and waits, reading and dropping, for the peer's close (RFC 6455
  * 7.1.1: the server closes the TCP connection once the close handshake is done), at most
- * CLOSE_LINGER_S. Hanging up at once, as lws does on its libuv loop, would leave the frames the
+ * CLOSE_LINGER_S. Hanging up at once (lws's default) would leave the frames the
  * client sent meanwhile unread: the kernel then answers with a reset, which can destroy the
  * close frame before the client reads it (the client sees 1006, not our code). */
 static int send_close(conn *c)
@@ -1447,6 +1479,10 @@ static int on_writeable(conn *c)
             lws_callback_on_writable(c->wsi);
             return 0;
         }
+    }
+    if (c->sync_on_drain && !queue_half_full(c) && !c->close_code) {
+        c->sync_on_drain = 0; /* the queue was written elsewhere (flush_dirty) */
+        start_sync(c);
     }
     if (c->close_code) {
         if (lws_send_pipe_choked(c->wsi)) {
@@ -1542,7 +1578,37 @@ static void on_tick(lws_sorted_usec_list_t *sul)
             start_sync(c);
         }
     }
-    lws_sul_schedule(s->lws, 0, &s->tick, on_tick, 250 * LWS_US_PER_MS);
+    if (!s->done) /* the loop's last turns run after the drain, while lws is destroyed */
+        lws_sul_schedule(s->lws, 0, &s->tick, on_tick, 250 * LWS_US_PER_MS);
+}
+
+/* Writes the queued frames of the connections listed during an inbox drain, directly, as
+ * uWebSockets does at the end of its loop iteration: a socket with room takes them now (one
+ * send of up to WRITE_BATCH bytes each), and lws is asked for a writable callback only where
+ * something is left. Asking for one per connection and event made lws's libuv loop add and
+ * remove each socket's EPOLLOUT (two epoll_ctl calls per connection per drain). lws keeps what
+ * a socket does not take (lws_partial_buffered) and sends it before anything written later,
+ * so frames stay whole and in order; a connection with such a remainder waits for its
+ * writable callback (on_writeable) instead of growing lws's buffer. */
+static void flush_dirty(socket_srv *s)
+{
+    for (size_t i = 0; i < s->ndirty; i++) {
+        conn *c = s->dirty[i];
+        c->dirty = 0;
+        if (c->gone || c->close_sent || c->q_head == NULL)
+            continue;
+        if (!lws_partial_buffered(c->wsi) && write_batch(c) != 0) {
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (c->sync_on_drain && !queue_half_full(c) && !c->close_code) {
+            c->sync_on_drain = 0;
+            start_sync(c); /* the catch-up's next page (on_sync), as on_writeable would */
+        }
+        if (c->q_head || c->close_code)
+            lws_callback_on_writable(c->wsi);
+    }
+    s->ndirty = 0;
 }
 
 static void drain_inbox(socket_srv *s)
@@ -1555,12 +1621,15 @@ static void drain_inbox(socket_srv *s)
     s->in_len = 0;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    s->deferring = 1;
     while (ev) {
         socket_event *next = ev->next;
         route(s, ev);
         socket_event_release(ev);
         ev = next;
     }
+    s->deferring = 0;
+    flush_dirty(s);
 }
 
 static void on_cancelled(socket_srv *s)
@@ -1684,9 +1753,18 @@ cm_err socket_srv_create(const socket_srv_config *cfg, socket_srv **out)
     info.user = s;
     info.retry_and_idle_policy = retry;
     info.max_http_header_data = (unsigned short)(SINCE_MAX + TOKEN_MAX > 65535 ? 65535 : SINCE_MAX + TOKEN_MAX);
-    /* lws's own poll loop: with Debian's libuv event-lib plugin, lws_service never returns
-     * and the plugin does not export lws_uv_getloop to stop it, so SIGTERM could not drain. */
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* libuv (epoll) through Debian's event-lib plugin, on a loop of ours: lws joins it
+     * (foreign_loops) and socket_srv_run runs it one turn at a time, so the drain can end it
+     * (lws_service with the plugin runs the loop until it has no handles: it never returned).
+     * lws's own poll loop polled every connection's descriptor on each turn: at 500
+     * connections that was about a quarter of the fan-out's CPU. */
+    if (uv_loop_init(&s->loop) != 0)
+        goto fail;
+    s->loop_ready = 1;
+    s->loops[0] = &s->loop;
+    info.foreign_loops = s->loops;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_LIBUV;
     info.fd_limit_per_thread = 0;
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
     if ((s->lws = lws_create_context(&info)) == NULL) {
@@ -1708,8 +1786,7 @@ void socket_srv_attach_ephemeral(socket_srv *s, socket_ephemeral *eph)
 void socket_srv_run(socket_srv *s)
 {
     while (!s->done)
-        if (lws_service(s->lws, 0) < 0)
-            break;
+        uv_run(&s->loop, UV_RUN_ONCE);
 }
 
 void socket_srv_stop(socket_srv *s, long drain_ms)
@@ -1754,6 +1831,13 @@ void socket_srv_post_chain(socket_srv *s, socket_event *head, size_t n)
         lws_cancel_service(s->lws);
 }
 
+static void close_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
 void socket_srv_destroy(socket_srv *s)
 {
     if (s == NULL)
@@ -1761,9 +1845,19 @@ void socket_srv_destroy(socket_srv *s)
     /* Workers first (they wake the loop), then lws (LWS_CALLBACK_CLOSED for what is left). */
     socket_upstream_destroy(s->up);
     s->up = NULL;
-    if (s->lws)
+    if (s->lws) {
+        if (atomic_load(&s->serving))
+            lws_sul_schedule(s->lws, 0, &s->tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
         lws_context_destroy(s->lws);
+    }
     s->lws = NULL;
+    if (s->loop_ready) {
+        /* lws closes its handles on the loop: run it until they are closed. */
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_walk(&s->loop, close_handle, NULL);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
+    }
     while (s->nconns)
         conn_free(s->conns[s->nconns - 1]);
     free(s->conns);
@@ -1775,6 +1869,7 @@ void socket_srv_destroy(socket_srv *s)
     socket_index_destroy(s->by_user);
     free(s->typing);
     free(s->wbuf);
+    free(s->dirty);
     for (outframe *f = s->pool, *next; f; f = next) {
         next = f->next;
         free(f);

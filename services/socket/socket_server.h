@@ -1,4 +1,4 @@
-/* socket_server.h - the WebSocket server (libwebsockets on its poll loop): the state the loop
+/* socket_server.h - the WebSocket server (libwebsockets on a libuv loop): the state the loop
  * thread owns, the inbox the Kafka consumer fills, and what main.c wires. */
 #ifndef SOCKET_SERVER_H
 #define SOCKET_SERVER_H

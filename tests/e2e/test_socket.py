@@ -13,7 +13,7 @@ import requests
 import websockets
 
 from chat import create, ok, send
-from conftest import new_tenant, token_for
+from conftest import new_tenant, redis_cli, token_for
 from socket_util import Client, HTTP_PORTS, raw_connect, read_frames, socket_instance, ws_url
 
 
@@ -122,6 +122,44 @@ def test_two_users_on_two_instances_chat_in_real_time(api, sockets, pair):
         await bob.ack("t1", "accepted")
         await alice.send(type="ping", id="p1")
         await alice.wait(lambda f: f.get("type") == "pong" and f.get("id") == "p1")
+        await alice.close()
+        await bob.close()
+    run(go())
+
+
+# The messaging service's defaults (services/messaging/main.c), which the platform fixture keeps:
+# a write waits up to LOCK_WAIT_MS for its conversation's lease.
+LOCK_WAIT_MS = 5000
+
+
+def test_a_send_queued_behind_a_busy_conversation_is_accepted(api, sockets, pair):
+    """Another writer holds the conversation's write lease for almost LOCK_WAIT_MS: messaging
+    waits for it and stores the message a little over 5 s after the send. The socket must still
+    be waiting for that answer (UPSTREAM_TIMEOUT_MS above LOCK_WAIT_MS + LOCK_TTL_MS): with
+    the 5 s it had, the client got `rejected`, retryable, for a message its members then
+    received."""
+    a, b, cid = pair
+
+    async def go():
+        alice = await Client.connect(0, a)
+        bob = await Client.connect(1, b)
+        await warm(alice, api, a, cid, bob)
+        # The lease ends 1 ms before messaging's own deadline for this send can (its wait
+        # starts after this SET): messaging takes it and answers after LOCK_WAIT_MS - 1 ms
+        # plus its polling pause and the write itself.
+        redis_cli("SET", f"lock:conv:{cid}", "held-by-the-test", "PX", str(LOCK_WAIT_MS - 1))
+        t0 = time.monotonic()
+        await alice.send(type="message.send", id="slow", conversation_id=cid, text="held back",
+                         client_msg_id="c-slow")
+        await alice.ack("slow", "pending")
+        done = await alice.wait(lambda f: f.get("type") == "ack" and f.get("id") == "slow"
+                                and f.get("status") != "pending", timeout=30.0)
+        waited = time.monotonic() - t0
+        assert done["status"] == "accepted", done
+        assert waited >= (LOCK_WAIT_MS - 500) / 1000, waited  # it did wait for the lease
+        got = await bob.wait(lambda f: f.get("type") == "message.created"
+                             and f["data"].get("text") == "held back")
+        assert got["data"]["id"] == done["message_id"]
         await alice.close()
         await bob.close()
     run(go())
