@@ -25,8 +25,9 @@ static const cm_config_var vars[] = {
     {"HTTP_MAX_BODY", "1048576", "largest request body in bytes"},
     {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},
     {"MONGO_DB", "chat_notification", "database of this service"},
-    {"STOP_DEADLINE_MS", "15000", "longest shutdown after SIGTERM before the process exits "
-                                  "without its busy threads (exit code 1); 0: none"},
+    {"STOP_DEADLINE_MS", "0", "longest shutdown after SIGTERM before the process exits "
+                              "without its busy threads (exit code 1); 0: none (deployments "
+                              "set it under their grace period)"},
     {"MONGO_DELIVERIES_DB", "", "database of the delivery attempts; unset: <MONGO_DB>_deliveries "
                                 "(its own file on FerretDB's SQLite backend: its own writer)"},
     {"KAFKA_BROKERS", "127.0.0.1:9092", "Kafka bootstrap servers"},
@@ -339,7 +340,7 @@ int main(int argc, char **argv)
         cm_config_long("OUTBOX_STALE_MS", 5000, 100, 3600000, &stale_ms) ||
         cm_config_long("NOTIFY_FROM_BEGINNING", 0, 0, 1, &from_beginning) ||
         cm_config_long("NOTIFY_MEMBERSHIP_WAIT_MS", 10000, 0, 600000, &wait_ms) ||
-        cm_config_long("STOP_DEADLINE_MS", 15000, 0, 3600000, &stop_deadline_ms) ||
+        cm_config_long("STOP_DEADLINE_MS", 0, 0, 3600000, &stop_deadline_ms) ||
         push_config(&pc) || mail_config(&pc, &mc) || webhooks_config(&wc) ||
         cm_jwt_verifier_from_env(&ctx.verifier) ||
         cm_mongo_create(cm_config_str("MONGO_URI", "mongodb://127.0.0.1:27017"),
