@@ -2,14 +2,13 @@
  * the shutdown that follows. */
 #include "common/process.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/ticker.h"
 
 static void shutdown_set(sigset_t *s)
 {
@@ -39,42 +38,31 @@ int cm_process_wait_signal(void)
 
 /* --- stop deadline ---------------------------------------------------------------------- */
 
+/* A ticker whose first run, `ms` after the arming, is the deadline: it never returns. */
 struct cm_stop_deadline {
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct timespec at; /* CLOCK_MONOTONIC */
-    int disarmed;
+    cm_ticker *ticker;
     int code;
     void (*last)(void *ud);
     void *ud;
 };
 
-static void *watch(void *arg)
+static void fire(void *arg, int final)
 {
     cm_stop_deadline *d = arg;
-    pthread_mutex_lock(&d->mu);
-    while (!d->disarmed)
-        if (pthread_cond_timedwait(&d->cv, &d->mu, &d->at) == ETIMEDOUT)
-            break;
-    if (!d->disarmed) {
-        /* The mutex stays held: the main thread's disarm waits here and tears nothing down
-         * under `last`, which runs alone until the process ends. */
-        cm_error("stop deadline passed with work still running: exiting without it "
-                 "(what it had not acknowledged is taken up again by the next instance)");
-        if (d->last)
-            d->last(d->ud);
-        _exit(d->code);
-    }
-    pthread_mutex_unlock(&d->mu);
-    return NULL;
+
+    (void)final;
+    cm_error("stop deadline passed with work still running: exiting without it "
+             "(what it had not acknowledged is taken up again by the next instance)");
+    if (d->last)
+        d->last(d->ud);
+    _exit(d->code);
 }
 
 cm_err cm_stop_deadline_arm(long ms, int code, void (*last)(void *ud), void *ud,
                             cm_stop_deadline **out)
 {
     cm_stop_deadline *d;
-    pthread_condattr_t ca;
+    cm_err rc;
 
     *out = NULL;
     if (ms <= 0)
@@ -84,23 +72,9 @@ cm_err cm_stop_deadline_arm(long ms, int code, void (*last)(void *ud), void *ud,
     d->code = code;
     d->last = last;
     d->ud = ud;
-    clock_gettime(CLOCK_MONOTONIC, &d->at);
-    d->at.tv_sec += ms / 1000;
-    d->at.tv_nsec += (ms % 1000) * 1000000L;
-    if (d->at.tv_nsec >= 1000000000L) {
-        d->at.tv_sec++;
-        d->at.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_init(&d->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (pthread_create(&d->thread, NULL, watch, d) != 0) {
-        pthread_mutex_destroy(&d->mu);
-        pthread_cond_destroy(&d->cv);
+    if ((rc = cm_ticker_start(ms, 0, fire, d, &d->ticker)) != CM_OK) {
         free(d);
-        return CM_EIO;
+        return rc;
     }
     *out = d;
     return CM_OK;
@@ -110,12 +84,8 @@ void cm_stop_deadline_disarm(cm_stop_deadline *d)
 {
     if (d == NULL)
         return;
-    pthread_mutex_lock(&d->mu);
-    d->disarmed = 1;
-    pthread_cond_signal(&d->cv);
-    pthread_mutex_unlock(&d->mu);
-    pthread_join(d->thread, NULL);
-    pthread_mutex_destroy(&d->mu);
-    pthread_cond_destroy(&d->cv);
+    /* Waits for a run in progress: one that started ends the process (fire), so nothing is
+     * torn down under its `last`. */
+    cm_ticker_stop(d->ticker);
     free(d);
 }

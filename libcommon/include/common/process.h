@@ -21,8 +21,9 @@ int cm_process_wait_signal(void);
  * _exit(`code`). It is safe only for a service whose acknowledgements all come after a
  * commit (Kafka offsets stored after the batch's writes, HTTP answers after the database's):
  * what is cut short was not acknowledged and is done again by the next instance. Disarm it
- * before tearing down what `last` uses. `ms` <= 0: no deadline (*out = NULL). CM_ENOMEM,
- * CM_EIO (no thread). */
+ * before tearing down what `last` uses. `ms` <= 0: no deadline (*out = NULL). CM_ENOMEM
+ * (no memory or no thread). The watchdog is a cm_ticker (common/ticker.h) whose first run is
+ * the deadline. */
 typedef struct cm_stop_deadline cm_stop_deadline;
 cm_err cm_stop_deadline_arm(long ms, int code, void (*last)(void *ud), void *ud,
                             cm_stop_deadline **out);
