@@ -45,7 +45,7 @@ CFLAGS  := $(STD) $(WARN) $(OPT) -Ilibcommon/include $(call pkgcflags,$(ALLPKG))
 LDFLAGS := $(LDOPT) -pthread
 
 # --- libcommon ------------------------------------------------------------------------------
-CM_MODULES := error log config uuid utf8 json http httpc jwt jws jwks kafka mongo outbox redis auth session ratelimit process clock event health cursor tenant ticker smtp
+CM_MODULES := error log config uuid utf8 json internal http httpc jwt jws jwks kafka mongo outbox redis auth session ratelimit process clock event health cursor tenant ticker smtp
 CM_OBJS := $(patsubst %,$(B)/libcommon/%.o,$(CM_MODULES))
 CM_LIB  := $(B)/libcommon.a
 

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/httpc.h"
+#include "common/internal.h"
 #include "common/log.h"
 #include "common/ticker.h"
 #include "gateway.h"
@@ -155,7 +156,7 @@ static void refresh(gateway_cors *c)
         return;
     }
     snprintf(url, sizeof(url), "%s/internal/v1/tenants/cors-origins", base);
-    rc = cm_httpc_get(url, NULL, ctx->timeout_ms, CORS_BODY_MAX, &body, &len, &status);
+    rc = cm_httpc_get_with(url, cm_internal_key_header(), ctx->timeout_ms, CORS_BODY_MAX, &body, &len, &status);
     gateway_done(ctx, inst, rc == CM_OK && status < 500, 0);
     if (rc != CM_OK || status != 200) {
         atomic_fetch_add(&c->load_errors, 1);

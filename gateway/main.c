@@ -17,6 +17,9 @@
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
     {"HTTP_PORT", "8080", "port to listen on"},
+    {"INTERNAL_KEY_FILE", "",
+     "file with the key of the /internal service-to-service routes, the same in every process; "
+     "unset: they are open"},
     {"HTTP_THREADS", "8", "worker threads (admission: rate limits, token, denylist; the upstream "
                           "calls are the loops')"},
     {"UPSTREAM_LOOPS", "1", "upstream event loop threads (libcurl multi, each with its own "

@@ -16,6 +16,7 @@
 #include <microhttpd.h>
 
 #include "common/config.h"
+#include "common/internal.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/uuid.h"
@@ -42,6 +43,7 @@ struct route {
     char *pattern;
     char *seg_buf; /* owns the strings segs[] point into */
     int prefix; /* match everything under pattern, any method */
+    int internal; /* under /internal/: only with the shared key (internal.h) */
     int nsegs;
     char *segs[MAX_SEGS];
     cm_http_handler handler;
@@ -208,6 +210,7 @@ static cm_err add_route(cm_http_server *srv, const char *method, const char *pat
     r->seg_buf = copy;
     snprintf(r->method, sizeof(r->method), "%s", method);
     r->prefix = prefix;
+    r->internal = strncmp(pattern, "/internal/", 10) == 0;
     r->handler = handler;
     r->ud = ud;
     srv->nroutes++;
@@ -955,6 +958,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                             "%s is not allowed on %s", req->method, req->path);
         } else
             cm_http_problem(req, 404, "not-found", "Not Found", "no route for %s", req->path);
+    } else if (req->route->internal &&
+               !cm_internal_key_accepts(cm_http_header(req, CM_INTERNAL_KEY_HEADER))) {
+        cm_http_problem(req, 401, "unauthenticated", "Unauthenticated",
+                        "%s is a service-to-service route: the " CM_INTERNAL_KEY_HEADER
+                        " header is missing or does not match INTERNAL_KEY_FILE", req->path);
     } else {
         req->route->handler(req, req->route->ud);
         if (req->suspended)
@@ -1033,7 +1041,7 @@ cm_err cm_http_config_from_env(int default_port, cm_http_config *cfg)
         cm_config_long("HTTP_THREADS", 4, 1, 256, &threads) ||
         cm_config_long("HTTP_MAX_BODY", 1 << 20, 1, 1L << 30, &body) ||
         cm_config_long("HTTP_IDLE_TIMEOUT_S", 60, 1, 3600, &idle) ||
-        cm_config_long("HTTP_DRAIN_S", 10, 0, 300, &drain))
+        cm_config_long("HTTP_DRAIN_S", 10, 0, 300, &drain) || cm_internal_key_load() != CM_OK)
         return CM_EINVAL;
     cfg->host = cm_config_str("HTTP_HOST", "127.0.0.1");
     cfg->port = (int)port;

@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/httpc.h"
+#include "common/internal.h"
 #include "common/log.h"
 
 #define BUCKETS 1024
@@ -159,7 +160,7 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
 
     /* Fetched outside the lock: two threads may both ask, which is harmless. */
     snprintf(url, sizeof(url), "%s/internal/v1/tenants/%s/settings", ts->user_url, tenant);
-    rc = cm_httpc_get(url, NULL, ts->timeout_ms, BODY_MAX, &body, &len, &status);
+    rc = cm_httpc_get_with(url, cm_internal_key_header(), ts->timeout_ms, BODY_MAX, &body, &len, &status);
     if (rc == CM_OK && status == 200) {
         cJSON *o = cJSON_Parse(body);
         free(body);

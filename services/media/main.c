@@ -22,6 +22,9 @@
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
     {"HTTP_PORT", "8084", "port to listen on"},
+    {"INTERNAL_KEY_FILE", "",
+     "file with the key of the /internal service-to-service routes, the same in every process; "
+     "unset: they are open"},
     {"HTTP_THREADS", "4", "worker threads (each may hold one upload body in memory)"},
     {"HTTP_MAX_BODY", "MEDIA_FILE_MAX_BYTES + 64 KiB", "largest request body in bytes"},
     {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},

@@ -10,6 +10,7 @@
 
 #include "common/auth.h"
 #include "common/httpc.h"
+#include "common/internal.h"
 #include "common/log.h"
 #include "media.h"
 
@@ -42,7 +43,7 @@ cm_err media_member_reads(media_ctx *ctx, const char *tenant, const char *user, 
                  (int)base, ctx->messaging_url, id, tenant, user);
     if (w < 0 || (size_t)w >= sizeof(url))
         return CM_ENOTFOUND;
-    rc = cm_httpc_get(url, NULL, ctx->messaging_timeout_ms, ANSWER_MAX, &body, &len, &status);
+    rc = cm_httpc_get_with(url, cm_internal_key_header(), ctx->messaging_timeout_ms, ANSWER_MAX, &body, &len, &status);
     free(body);
     if (rc != CM_OK) {
         cm_warn("media %s: the messaging service did not answer the access check: %s", id,

@@ -16,6 +16,9 @@
 static const cm_config_var vars[] = {
     {"HTTP_HOST", "127.0.0.1", "address to listen on"},
     {"HTTP_PORT", "8082", "port to listen on"},
+    {"INTERNAL_KEY_FILE", "",
+     "file with the key of the /internal service-to-service routes, the same in every process; "
+     "unset: they are open"},
     {"HTTP_THREADS", "4", "worker threads"},
     {"HTTP_MAX_BODY", "1048576", "largest request body in bytes (413 above)"},
     {"MONGO_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string"},

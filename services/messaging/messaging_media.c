@@ -1,5 +1,6 @@
 /* messaging_media.c - the messaging service's client of the media service's attachment check
- * (GET /internal/v1/media/{id}/attachable), with libcurl and cJSON only. */
+ * (GET /internal/v1/media/{id}/attachable), over libcommon's HTTP client with the shared
+ * internal key. */
 #include "messaging_media.h"
 
 #include <stdio.h>
@@ -7,7 +8,9 @@
 #include <string.h>
 
 #include <cJSON.h>
-#include <curl/curl.h>
+
+#include "common/httpc.h"
+#include "common/internal.h"
 
 #define BODY_MAX 16384
 
@@ -81,65 +84,31 @@ cm_err messaging_media_status_err(long status)
     }
 }
 
-struct body {
-    char buf[BODY_MAX];
-    size_t len;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct body *b = ud;
-    size_t k = size * nmemb, take = k;
-    if (take > sizeof(b->buf) - 1 - b->len)
-        take = sizeof(b->buf) - 1 - b->len; /* only the problem's detail is wanted */
-    memcpy(b->buf + b->len, data, take);
-    b->len += take;
-    b->buf[b->len] = '\0';
-    return k;
-}
-
 cm_err messaging_media_attachable(const char *media_url, const char *tenant, const char *user,
                                   const char *media_id, long timeout_ms, char *why, size_t n)
 {
     char url[1024];
-    struct body *b;
+    char *body = NULL;
+    size_t len = 0;
     long status = 0;
-    CURL *c;
-    CURLcode cc;
     cm_err rc;
 
     if (n)
         why[0] = '\0';
     if (messaging_media_check_url(media_url, tenant, user, media_id, url, sizeof(url)) != 0)
         return CM_EINVAL;
-    b = calloc(1, sizeof(*b));
-    c = curl_easy_init();
-    if (b == NULL || c == NULL) {
-        free(b);
-        curl_easy_cleanup(c);
-        return CM_ENOMEM;
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    cc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    if (cc != CURLE_OK) {
-        free(b);
-        return cc == CURLE_OPERATION_TIMEDOUT ? CM_ETIMEOUT : CM_EIO;
-    }
+    rc = cm_httpc_get_with(url, cm_internal_key_header(), timeout_ms, BODY_MAX, &body, &len,
+                           &status);
+    if (rc != CM_OK)
+        return rc == CM_ETIMEOUT || rc == CM_ENOMEM ? rc : CM_EIO;
     rc = messaging_media_status_err(status);
     if (rc != CM_OK && n) {
-        cJSON *p = cJSON_ParseWithLength(b->buf, b->len);
+        cJSON *p = cJSON_ParseWithLength(body, len);
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(p, "detail");
         if (cJSON_IsString(d))
             snprintf(why, n, "%s", d->valuestring);
         cJSON_Delete(p);
     }
-    free(b);
+    free(body);
     return rc;
 }

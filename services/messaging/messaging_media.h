@@ -16,7 +16,8 @@
  * CM_ECONFLICT when it exists but another user uploaded it or it is not processed yet (the
  * media service's reason is copied into `why`, size `n`); CM_EINVAL for an id or user that
  * cannot be a media id or user id (nothing is sent); CM_EIO or CM_ETIMEOUT when the media
- * service cannot answer within `timeout_ms`. Thread-safe; uses only libcurl and cJSON. */
+ * service cannot answer within `timeout_ms`, CM_ENOMEM. Thread-safe; sends the shared key of
+ * the /internal routes (common/internal.h). */
 cm_err messaging_media_attachable(const char *media_url, const char *tenant, const char *user,
                                   const char *media_id, long timeout_ms, char *why, size_t n);
 

@@ -23,6 +23,7 @@
 #include "common/auth.h"
 #include "common/clock.h"
 #include "common/httpc.h"
+#include "common/internal.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/uuid.h"
@@ -342,7 +343,7 @@ static cm_err backfill(job *j)
                          r->messaging_url, j->tenant, cursor[0] ? "&after=" : "", cursor);
         if (w <= 0 || (size_t)w >= sizeof(url))
             return CM_EINVAL;
-        rc = cm_httpc_get(url, NULL, BACKFILL_TIMEOUT_MS, BACKFILL_MAX_BYTES, &body, &len, &status);
+        rc = cm_httpc_get_with(url, cm_internal_key_header(), BACKFILL_TIMEOUT_MS, BACKFILL_MAX_BYTES, &body, &len, &status);
         if (rc != CM_OK)
             break;
         if (status != 200 || (page = cJSON_ParseWithLength(body, len)) == NULL ||

@@ -21,6 +21,9 @@ static const cm_config_var vars[] = {
     {"WS_PORT", "8083", "port of the WebSocket endpoint /v1/ws"},
     {"HTTP_HOST", "127.0.0.1", "address of the HTTP side (health, metrics)"},
     {"HTTP_PORT", "8183", "port of the HTTP side: /health/live, /health/ready, /metrics"},
+    {"INTERNAL_KEY_FILE", "",
+     "file with the key of the /internal service-to-service routes, the same in every process; "
+     "unset: they are open"},
     {"MESSAGING_URL", "http://127.0.0.1:8082", "base URL of the messaging service"},
     {"UPSTREAM_THREADS", "8", "threads calling the messaging service"},
     {"UPSTREAM_TIMEOUT_MS", "10000", "time allowed to one call to the messaging service; must exceed messaging's LOCK_WAIT_MS + LOCK_TTL_MS (8000 by default)"},

@@ -48,6 +48,16 @@ DBS = {"user": f"test_user_{DB_SUFFIX}", "messaging": f"test_messaging_{DB_SUFFI
        # The notification service's deliveries (MONGO_DELIVERIES_DB's default: <MONGO_DB>_deliveries).
        "notification_deliveries": f"test_notification_{DB_SUFFIX}_deliveries"}
 MEDIA_URL_KEYS = "t2:" + secrets.token_hex(32) + ",t1:" + secrets.token_hex(32)
+# The keys of the services' /internal routes (INTERNAL_KEY_FILE, libcommon/internal.h), fresh
+# per run, as in the middle of a rotation: the services send the first and accept both. Tests
+# that call those routes themselves send INTERNAL_HEADERS.
+INTERNAL_KEY = "test-internal-" + secrets.token_hex(16)
+INTERNAL_KEY_OLD = "test-internal-old-" + secrets.token_hex(16)
+INTERNAL_KEY_FILE = ROOT / "build" / f"internal-key-{_BASE}"
+INTERNAL_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+INTERNAL_KEY_FILE.write_text(f"{INTERNAL_KEY}\n\n  {INTERNAL_KEY_OLD}\r\n")
+INTERNAL_KEY_FILE.chmod(0o600)
+INTERNAL_HEADERS = {"X-Internal-Key": INTERNAL_KEY}
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -65,6 +75,7 @@ class Service:
             "JWT_PRIVATE_KEY_FILE": str(KEYS / "jwt-private.pem"),
             "JWT_PUBLIC_KEY_FILE": str(KEYS / "jwt-public.pem"),
             "PLATFORM_ADMIN_KEY": ADMIN_KEY,
+            "INTERNAL_KEY_FILE": str(INTERNAL_KEY_FILE),
             "USER_URL": f"http://127.0.0.1:{PORTS['user']}",
             "MESSAGING_URL": f"http://127.0.0.1:{PORTS['messaging']}",
             "MEDIA_URL": f"http://127.0.0.1:{PORTS['media']}",

@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from conftest import ADMIN_KEY, LOGS, PORTS, Service, new_tenant, token_for
+from conftest import ADMIN_KEY, INTERNAL_HEADERS, LOGS, PORTS, Service, new_tenant, token_for
 from users_lib import register
 
 BASE = PORTS["gateway"]
@@ -436,7 +436,7 @@ def test_cors_allowlist_per_tenant(echo_gateway, api):
     # does not route (the public path is only the operator's tenant API, where it is no tenant).
     assert api.call("GET", "/internal/v1/tenants/cors-origins").status_code == 404
     items = requests.get(f"http://127.0.0.1:{PORTS['user']}/internal/v1/tenants/cors-origins",
-                         timeout=5).json()["items"]
+                         headers=INTERNAL_HEADERS, timeout=5).json()["items"]
     assert {"tenant_id": a["id"], "origins": [oa]} in items and {"tenant_id": b["id"], "origins": [ob]} in items
     wait_for(lambda: preflight(echo_gateway, oa).status_code == 204, "tenant a's origin reaches the gateway")
     wait_for(lambda: preflight(echo_gateway, ob).status_code == 204, "tenant b's origin reaches the gateway")

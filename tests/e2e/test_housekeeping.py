@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from chat import SyncClient, all_pages, configured, create, ok, problem, send
-from conftest import PORTS, Service, new_tenant, read_events, token_for
+from conftest import INTERNAL_HEADERS, PORTS, Service, new_tenant, read_events, token_for
 
 DAY = 86400000
 
@@ -27,7 +27,8 @@ def iso(ms):
 
 
 def run_jobs():
-    r = requests.post(f"http://127.0.0.1:{PORTS['messaging']}/internal/v1/messaging/jobs/run", timeout=60)
+    r = requests.post(f"http://127.0.0.1:{PORTS['messaging']}/internal/v1/messaging/jobs/run", headers=INTERNAL_HEADERS,
+                      timeout=60)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -180,7 +181,7 @@ def test_a_stopping_service_ends_its_housekeeping_pass_at_the_next_tenant(api):
     try:
         url = f"http://127.0.0.1:{extra.port}/internal/v1/messaging/jobs/run"
         with ThreadPoolExecutor(1) as pool:
-            job = pool.submit(lambda: requests.post(url, timeout=120))
+            job = pool.submit(lambda: requests.post(url, headers=INTERNAL_HEADERS, timeout=120))
             time.sleep(3)  # the pass is waiting on the second tenant's settings
             assert not job.done()
             t0 = time.monotonic()

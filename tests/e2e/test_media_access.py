@@ -15,7 +15,7 @@ import pytest
 import requests
 from confluent_kafka import Producer
 
-from conftest import KAFKA, MEDIA_URL_KEYS, PORTS, new_tenant, read_events, token_for
+from conftest import INTERNAL_HEADERS, KAFKA, MEDIA_URL_KEYS, PORTS, new_tenant, read_events, token_for
 from media_util import admin_token, make_image, upload, wait_status
 from test_media import media_db, problem
 from users_lib import server
@@ -159,16 +159,17 @@ def test_delete_by_uploader_or_admin(api, tenant, users, image):
 
 def test_attachable_check_for_the_messaging_service(api, tenant, users, image):
     mid = image["id"]
-    ok = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable",
+    ok = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable", headers=INTERNAL_HEADERS,
                       params={"tenant": tenant["id"], "user": "alice"}, timeout=10)
     assert ok.status_code == 200 and ok.json()["id"] == mid
-    r = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable",
+    r = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable", headers=INTERNAL_HEADERS,
                      params={"tenant": tenant["id"], "user": "bob"}, timeout=10)
     problem(r, 409, "media-not-attachable", "another user")
-    r = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable",
+    r = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable", headers=INTERNAL_HEADERS,
                      params={"tenant": new_tenant(api)["id"], "user": "alice"}, timeout=10)
     problem(r, 404)
-    r = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable", params={"tenant": tenant["id"]}, timeout=10)
+    r = requests.get(f"{MEDIA}/internal/v1/media/{mid}/attachable", headers=INTERNAL_HEADERS,
+                     params={"tenant": tenant["id"]}, timeout=10)
     problem(r, 400)
     # Not routed by the gateway.
     assert api.call("GET", f"/internal/v1/media/{mid}/attachable").status_code == 404
@@ -199,7 +200,7 @@ def test_message_media_expire_when_the_tenant_asks(api, tenant, users, image):
     fresh = upload(api, users["alice"], b"%PDF-1.4\nfresh").json()["id"]
     old = datetime.now(timezone.utc) - timedelta(days=91)
     media_db().media.update_many({"_id": {"$in": [image["id"], avatar]}}, {"$set": {"created_at": old}})
-    run = lambda: requests.post(f"{MEDIA}/internal/v1/jobs/run", timeout=30)
+    run = lambda: requests.post(f"{MEDIA}/internal/v1/jobs/run", headers=INTERNAL_HEADERS, timeout=30)
     assert run().status_code == 200
     # The tenant has not asked yet: nothing goes.
     assert api.call("GET", f"/v1/media/{image['id']}", token=admin).status_code == 200
@@ -351,8 +352,9 @@ def readable_file(api, token, mid):
 
 def test_the_member_check_is_internal_and_fails_closed(api, tenant, users, image):
     base = f"http://127.0.0.1:{PORTS['messaging']}/internal/v1/messaging/attachments/{image['id']}"
-    r = requests.get(base, params={"tenant": tenant["id"], "user": "bob"}, timeout=10)
+    r = requests.get(base, params={"tenant": tenant["id"], "user": "bob"}, headers=INTERNAL_HEADERS,
+                     timeout=10)
     problem(r, 404, detail="no message")
-    problem(requests.get(base, params={"tenant": tenant["id"]}, timeout=10), 400)
+    problem(requests.get(base, params={"tenant": tenant["id"]}, headers=INTERNAL_HEADERS, timeout=10), 400)
     # Not routed by the gateway.
     assert api.call("GET", f"/internal/v1/messaging/attachments/{image['id']}").status_code == 404

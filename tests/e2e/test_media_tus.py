@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import GATEWAY, PORTS, ROOT, token_for
+from conftest import GATEWAY, INTERNAL_HEADERS, PORTS, ROOT, token_for
 from media_util import admin_token, make_image, wait_status
 from test_media import media_db, problem
 
@@ -165,7 +165,8 @@ def test_expired_uploads_are_gone(api, alice):
     key = media_db().upload_parts.find_one({"upload_id": uid})["key"]
     media_db().uploads.update_one({"_id": uid}, {"$set": {"expires_at": media_db().uploads.find_one({"_id": uid})["created_at"]}})
     assert head(alice, url).status_code == 404
-    r = requests.post(f"http://127.0.0.1:{PORTS['media']}/internal/v1/jobs/run", timeout=30)
+    r = requests.post(f"http://127.0.0.1:{PORTS['media']}/internal/v1/jobs/run", headers=INTERNAL_HEADERS,
+                      timeout=30)
     assert r.status_code == 200 and r.json()["deleted"] >= 1
     assert media_db().uploads.count_documents({"_id": uid}) == 0
     assert media_db()["media.files"].count_documents({"_id": key}) == 0

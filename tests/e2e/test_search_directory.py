@@ -365,12 +365,13 @@ def test_reindex_backfills_history_the_topics_no_longer_hold(api, tenant, mongo)
     try:
         # messaging's export, page by page (service port: the gateway routes no /internal)
         import requests
-        from conftest import PORTS
+        from conftest import INTERNAL_HEADERS, PORTS
         base = f"http://127.0.0.1:{PORTS['messaging']}/internal/v1/messaging/events"
         seen, cursor = [], None
         while True:
             page = requests.get(base, params={"tenant": tenant["id"], "limit": 1,
-                                              **({"after": cursor} if cursor else {})}, timeout=10)
+                                              **({"after": cursor} if cursor else {})},
+                                headers=INTERNAL_HEADERS, timeout=10)
             assert page.status_code == 200, page.text
             page = page.json()
             seen += page["items"]
@@ -381,8 +382,9 @@ def test_reindex_backfills_history_the_topics_no_longer_hold(api, tenant, mongo)
         assert all(e["tenant"] == tenant["id"] and e["specversion"] == "1.0" for e in seen)
         assert [e["id"] for e in seen] == sorted(e["id"] for e in seen)
         assert {fake["_id"], real["_id"]} <= {e["id"] for e in seen}
-        assert requests.get(base, timeout=10).status_code == 400          # no tenant
-        assert requests.get(base, params={"tenant": tenant["id"], "limit": "x"}, timeout=10).status_code == 400
+        assert requests.get(base, headers=INTERNAL_HEADERS, timeout=10).status_code == 400  # no tenant
+        assert requests.get(base, params={"tenant": tenant["id"], "limit": "x"}, headers=INTERNAL_HEADERS,
+                            timeout=10).status_code == 400
         problem(api.call("POST", "/v1/search/reindex", root, body={"backfill": 1}), 400, "true or false")
         r = api.call("POST", "/v1/search/reindex", root, body={"backfill": True})
         assert r.status_code == 202, r.text

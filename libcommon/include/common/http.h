@@ -37,8 +37,9 @@ typedef struct cm_http_config {
 } cm_http_config;
 
 /* Fills `cfg` from HTTP_HOST (default 127.0.0.1), HTTP_PORT (default `default_port`),
- * HTTP_THREADS (4), HTTP_MAX_BODY (1 MiB), HTTP_IDLE_TIMEOUT_S (60), HTTP_DRAIN_S (10).
- * CM_EINVAL (logged) when a value is out of range. */
+ * HTTP_THREADS (4), HTTP_MAX_BODY (1 MiB), HTTP_IDLE_TIMEOUT_S (60), HTTP_DRAIN_S (10), and
+ * loads the shared key of the /internal routes (INTERNAL_KEY_FILE, common/internal.h).
+ * CM_EINVAL (logged) when a value is out of range or the key file is unusable. */
 cm_err cm_http_config_from_env(int default_port, cm_http_config *cfg);
 
 /* Creates a server (not yet listening). Returns CM_EINVAL for a bad config, CM_ENOMEM. */
@@ -46,7 +47,9 @@ cm_err cm_http_server_create(const cm_http_config *cfg, cm_http_server **out);
 
 /* Adds a route. `pattern` is a path such as "/v1/conversations/{id}/messages": literal
  * segments and whole-segment parameters. `method` is "GET", "POST", ... Routes are matched
- * in the order added. CM_EINVAL for a malformed pattern, CM_ETOOBIG past 64 routes. */
+ * in the order added. A pattern under "/internal/" answers 401 problem+json without the
+ * shared X-Internal-Key (common/internal.h). CM_EINVAL for a malformed pattern, CM_ETOOBIG
+ * past 64 routes. */
 cm_err cm_http_route(cm_http_server *srv, const char *method, const char *pattern,
                      cm_http_handler handler, void *ud);
 
