@@ -247,6 +247,13 @@ def check_compose(rep, compose, processes, known, ports):
         if unknown:
             rep.fail(where, f"{p} sets {sorted(unknown)}, which {p} does not read (typo?)")
         check_loopback_urls(rep, where, p, compose_env_names(svc))
+        key = compose_env(svc).get("INTERNAL_KEY_FILE")
+        targets = [v.get("target", "") if isinstance(v, dict) else str(v).split(":")[1]
+                   for v in svc.get("volumes") or [] if isinstance(v, dict) or ":" in str(v)]
+        if not key:
+            rep.fail(where, f"{p}: INTERNAL_KEY_FILE is unset: its /internal routes would accept any caller")
+        elif not any(key.startswith(t.rstrip("/") + "/") for t in targets):
+            rep.fail(where, f"{p}: INTERNAL_KEY_FILE={key} is not under any of its volumes")
         grace = parse_duration(svc.get("stop_grace_period", "10s"))
         if grace < 10 + KAFKA_FLUSH_S:
             rep.fail(where, f"{p}: stop_grace_period {grace}s < HTTP_DRAIN_S 10 + Kafka flush {KAFKA_FLUSH_S}")
@@ -405,7 +412,9 @@ def check_k8s(rep, overlay, docs, processes, known, readme_text):
             rep.fail(where, f"{p}: terminationGracePeriodSeconds {grace} < preStop {pre_s} + "
                             f"HTTP_DRAIN_S {drain} + Kafka flush {KAFKA_FLUSH_S}")
         mounts = [m["mountPath"] for m in c.get("volumeMounts") or []]
-        for var in ("JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE"):
+        if not env.get("INTERNAL_KEY_FILE"):
+            rep.fail(where, f"{p}: INTERNAL_KEY_FILE is unset: its /internal routes would accept any caller")
+        for var in ("JWT_PUBLIC_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "INTERNAL_KEY_FILE"):
             path = env.get(var)
             if isinstance(path, str) and not any(path.startswith(m.rstrip("/") + "/") for m in mounts):
                 rep.fail(where, f"{p}: {var}={path} is not under any volumeMount")

@@ -29,6 +29,13 @@ export JWT_PRIVATE_KEY_FILE=${JWT_PRIVATE_KEY_FILE:-$LOCAL/keys/jwt-private.pem}
 export JWT_PUBLIC_KEY_FILE=${JWT_PUBLIC_KEY_FILE:-$LOCAL/keys/jwt-public.pem}
 export PLATFORM_ADMIN_KEY=${PLATFORM_ADMIN_KEY:-$(cat "$ADMIN_KEY_FILE")}
 
+# The key of the services' /internal routes (libcommon/internal.h), made once per checkout.
+INTERNAL_KEY_FILE_DEFAULT="$LOCAL/keys/internal-key"
+if [ ! -s "$INTERNAL_KEY_FILE_DEFAULT" ]; then
+  (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$INTERNAL_KEY_FILE_DEFAULT")
+fi
+export INTERNAL_KEY_FILE=${INTERNAL_KEY_FILE:-$INTERNAL_KEY_FILE_DEFAULT}
+
 # The media service's signed-URL key (kid:hexsecret), made once per checkout.
 MEDIA_KEYS_FILE="$LOCAL/keys/media-url-keys"
 if [ ! -s "$MEDIA_KEYS_FILE" ]; then
