@@ -5,6 +5,7 @@ event-driven path answers from another thread); a connection idle longer is clos
 (FIN, never a reset, never after the gateway accepted the next request)."""
 
 import http.server
+import os
 import socket
 import threading
 import time
@@ -185,4 +186,19 @@ def test_idle_timeout_counts_idleness_and_closes_cleanly(platform):
         gw.stop()
         srv.shutdown()
         srv.server_close()
+    sanitizer_clean(gw)
+
+
+def test_threads_run_as_sched_batch_unless_turned_off(platform):
+    """GATEWAY_SCHED_BATCH (1 by default): every thread of the gateway runs as SCHED_BATCH, so
+    a thread woken by a hand-over or a resume does not preempt the one that woke it
+    (gateway/README.md, issue 6h); with 0 they stay SCHED_OTHER."""
+    gw = gateway(GW2_PORT, {"GATEWAY_SCHED_BATCH": "0"}, "gateway-sched-normal")
+    try:
+        for pid, want in ((platform["gateway"].proc.pid, os.SCHED_BATCH), (gw.proc.pid, os.SCHED_OTHER)):
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            assert len(tids) > 3, tids  # server threads, the upstream loop, timers started
+            assert {os.sched_getscheduler(t) for t in tids} == {want}, (pid, want)
+    finally:
+        gw.stop()
     sanitizer_clean(gw)
