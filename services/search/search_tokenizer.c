@@ -70,6 +70,16 @@ static uint32_t cp_at(const tok_run *r, int at, int *len)
     return cp;
 }
 
+/* 1 when text[0..n) holds the lead byte of a 3- or 4-byte UTF-8 sequence (a code point of
+ * U+0800 or above), which every unspaced script of search_is_unspaced (U+0E00..) needs. */
+static int has_lead3(const unsigned char *text, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (text[i] >= 0xE0)
+            return 1;
+    return 0;
+}
+
 /* ASCII letters next to a CJK character fold as the LIKE this index replaces folded them. */
 static void fold_ascii(char *s, int n)
 {
@@ -191,6 +201,11 @@ static int tri_tokenize(Fts5Tokenizer *p, void *ctx, int flags, const char *text
         }
         return SQLITE_OK;
     }
+    /* Every unspaced character (U+0E00 and above) is 3 or 4 bytes long in UTF-8: a text
+     * without such a lead byte has no extra token, and the trigram tokenizer's tokens go
+     * straight to FTS5 (most texts: no callback of ours, no decoding per character). */
+    if (!has_lead3(r.text, n))
+        return t->base.xTokenize(t->inst, ctx, flags, text, n, xToken);
     rc = t->base.xTokenize(t->inst, &r, flags, text, n, on_trigram);
     for (int at = r.next; rc == SQLITE_OK && cp_at(&r, at, &l); at += l)
         rc = extras(&r, at, 0);
