@@ -17,7 +17,16 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "search.h"
+
+/* jsmn (Debian libjsmn-dev, header only): a JSON tokenizer reporting where each value starts
+ * and ends, for search_index_apply_text's message events without a cJSON tree. Strict mode,
+ * parent links (the nesting depth); compiled into this file only. */
+#define JSMN_STATIC
+#define JSMN_STRICT
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
 #define SCHEMA_VERSION 7
@@ -509,8 +518,34 @@ static int ids_message(sqlite3 *db, int64_t rid, const char *cid, const char *se
     return step_done(db, st);
 }
 
+/* The fields of a message event's data that the index reads (proto/events/message.*), from
+ * the tree (msg_from_tree) or straight from the JSON text (msg_from_text). Strings are NULL
+ * when absent or not strings; they point into the event, which outlives the apply. */
+typedef struct msg_fields {
+    const char *id, *cid, *sender, *text, *mtype, *created;
+    int has_seq;     /* seq is a number */
+    int64_t seq;
+    int deleted;     /* data.deleted is true */
+    int attachments; /* members of data.attachments (0 when absent) */
+} msg_fields;
+
+static void msg_from_tree(const cJSON *d, msg_fields *f)
+{
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq");
+    f->id = str(d, "id");
+    f->cid = str(d, "conversation_id");
+    f->sender = str(d, "sender_id");
+    f->text = str(d, "text");
+    f->mtype = str(d, "type");
+    f->created = str(d, "created_at");
+    f->has_seq = cJSON_IsNumber(seq);
+    f->seq = f->has_seq ? (int64_t)seq->valuedouble : 0;
+    f->deleted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
+    f->attachments = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "attachments"));
+}
+
 /* message.created / message.updated / message.deleted: the whole message after the change. */
-static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
+static cm_err apply_message(sqlite3 *db, const char *type, const msg_fields *f, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
     static const char FIND[] = "SELECT eseq, deleted, text FROM messages WHERE rid = ?1"
@@ -521,19 +556,16 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
                           " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
                       UPDATE[] = "UPDATE messages SET eseq = ?2, has_attachment = ?3,"
                                  " deleted = ?4, text = ?5, attachments = ?6 WHERE rid = ?1";
-    const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
-               *text = str(d, "text"), *mtype = str(d, "type"), *created = str(d, "created_at");
-    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq"),
-                *att = cJSON_GetObjectItemCaseSensitive(d, "attachments");
-    int deleted = strcmp(type, "message.deleted") == 0 ||
-                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
+    const char *id = f->id, *cid = f->cid, *sender = f->sender, *text = f->text,
+               *mtype = f->mtype, *created = f->created;
+    int deleted = strcmp(type, "message.deleted") == 0 || f->deleted;
     int64_t created_ms, rid = 0, old_eseq = 0;
     int erased, old_deleted = 0, src, same;
     char *old_text = NULL;
     sqlite3_stmt *st;
     cm_err rc = CM_EIO;
 
-    if (!id || !cid || !sender || !text || !mtype || !created || !cJSON_IsNumber(seq) ||
+    if (!id || !cid || !sender || !text || !mtype || !created || !f->has_seq ||
         search_parse_time(created, &created_ms) != CM_OK) {
         snprintf(why, n, "%s: data lacks id, conversation_id, sender_id, seq, type, text or "
                  "created_at", type);
@@ -563,14 +595,14 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, cid, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, sender, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)seq->valuedouble);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)f->seq);
     sqlite3_bind_int64(st, 6, created_ms);
     sqlite3_bind_int64(st, 7, eseq);
-    sqlite3_bind_int(st, 8, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 8, f->attachments > 0);
     sqlite3_bind_int(st, 9, deleted);
     sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 11, cJSON_GetArraySize(att));
-    rid = created_ms * RID_PER_MS + ((int64_t)seq->valuedouble % RID_PER_MS);
+    sqlite3_bind_int(st, 11, f->attachments);
+    rid = created_ms * RID_PER_MS + (f->seq % RID_PER_MS);
     for (int tries = 0;; tries++) {
         sqlite3_stmt *find;
         sqlite3_bind_int64(st, 1, rid);
@@ -625,10 +657,10 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
         goto out;
     sqlite3_bind_int64(st, 1, rid);
     sqlite3_bind_int64(st, 2, eseq);
-    sqlite3_bind_int(st, 3, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 3, f->attachments > 0);
     sqlite3_bind_int(st, 4, deleted);
     sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
+    sqlite3_bind_int(st, 6, f->attachments);
     if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
         goto out;
     *changed += 1;
@@ -889,16 +921,18 @@ static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, i
     return CM_OK;
 }
 
+static cm_err apply_event(search_index *ix, const char *tenant, const char *type,
+                          const cJSON *ev, const cJSON *d, const msg_fields *mf,
+                          int64_t version, char *why, size_t n);
+
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n)
 {
     const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data"),
                 *es = cJSON_GetObjectItemCaseSensitive(ev, "eseq");
     const char *when = str(ev, "time");
-    int changed = 0, slot = -1, user_ev = type && strncmp(type, "user.", 5) == 0;
+    int user_ev = type && strncmp(type, "user.", 5) == 0;
     int64_t version = 0;
-    sqlite3 *db;
-    cm_err rc;
 
     /* Messaging's events are ordered by the conversation's log seq (eseq); the user service's
      * carry none and are ordered by their time. */
@@ -911,6 +945,25 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
     }
     if (!user_ev)
         version = (int64_t)es->valuedouble;
+    if (strncmp(type, "message.", 8) == 0) {
+        msg_fields f;
+        msg_from_tree(d, &f);
+        return apply_event(ix, tenant, type, ev, d, &f, version, why, n);
+    }
+    return apply_event(ix, tenant, type, ev, d, NULL, version, why, n);
+}
+
+/* Applies an event whose envelope is checked: in the tenant's open transaction (begun here
+ * when none is), committed at once outside a batch. A message event comes as its fields
+ * `mf`; any other as its tree (`ev`, its data `d`). */
+static cm_err apply_event(search_index *ix, const char *tenant, const char *type,
+                          const cJSON *ev, const cJSON *d, const msg_fields *mf,
+                          int64_t version, char *why, size_t n)
+{
+    int changed = 0, slot = -1, user_ev = strncmp(type, "user.", 5) == 0;
+    sqlite3 *db;
+    cm_err rc;
+
     pthread_mutex_lock(&ix->lock);
     rc = writer(ix, tenant, &slot);
     if (rc != CM_OK)
@@ -928,8 +981,8 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
      * (A savepoint per event made SQLite copy every page an event touched into its
      * sub-journal: 2.2x the indexing time, bench/README.md.) */
     tl_cache = &ix->cache[slot];
-    if (strncmp(type, "message.", 8) == 0)
-        rc = apply_message(db, type, d, version, &changed, why, n);
+    if (mf != NULL)
+        rc = apply_message(db, type, mf, version, &changed, why, n);
     else if (strcmp(type, "user.deleted") == 0)
         rc = apply_user_deleted(db, d, version, &changed, why, n);
     else if (user_ev)
@@ -952,6 +1005,216 @@ out:
     if (rc != CM_OK && rc != CM_EINVAL && slot >= 0)
         end_txn(ix, slot, 0); /* a failed write: the whole batch is redone */
     pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+/* --- message events from their JSON text ------------------------------------------------ */
+
+#define TEXT_TOKENS 128 /* jsmn tokens of an event the text path reads; more: the tree path */
+#define TEXT_STACK 2048 /* events up to this size are copied to the stack, larger to the heap */
+
+/* 1 when string token `t` of `js` is exactly `s`. */
+static int jtok_eq(const char *js, const jsmntok_t *t, const char *s)
+{
+    size_t n = strlen(s);
+    return (size_t)(t->end - t->start) == n && memcmp(js + t->start, s, n) == 0;
+}
+
+/* The token after token `i` and all it holds. */
+static int jtok_skip(const jsmntok_t *t, int n, int i)
+{
+    int end = t[i].end;
+    for (i++; i < n && t[i].start < end; i++)
+        ;
+    return i;
+}
+
+/* `v` as a NUL-terminated string in the copy `buf` of the text (its closing quote becomes the
+ * NUL; the text holds no escape): NULL when `v` is absent or not a string. */
+static const char *jtok_str(char *buf, const jsmntok_t *v)
+{
+    if (v == NULL || v->type != JSMN_STRING)
+        return NULL;
+    buf[v->end] = '\0';
+    return buf + v->start;
+}
+
+/* An integer primitive (no fraction, no exponent, |v| <= 2^53: where cJSON's double is exact)
+ * in *out: 1, else 0. */
+static int jtok_int(const char *js, const jsmntok_t *v, int64_t *out)
+{
+    int64_t x = 0;
+    int i = v->start, neg = 0;
+    if (v->type != JSMN_PRIMITIVE || v->end - v->start > 17)
+        return 0;
+    if (js[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    if (i >= v->end || (js[i] == '0' && v->end - i > 1))
+        return 0;
+    for (; i < v->end; i++) {
+        if (js[i] < '0' || js[i] > '9')
+            return 0;
+        x = x * 10 + (js[i] - '0');
+    }
+    if (x > ((int64_t)1 << 53))
+        return 0;
+    *out = neg ? -x : x;
+    return 1;
+}
+
+/* 1 when primitive token `t` is true, false, null or a number as RFC 8259 writes it (jsmn
+ * checks no more than the first character). */
+static int jtok_literal(const char *js, const jsmntok_t *t)
+{
+    const char *p = js + t->start, *e = js + t->end;
+    size_t n = (size_t)(e - p);
+    int digits;
+
+    if ((n == 4 && (memcmp(p, "true", 4) == 0 || memcmp(p, "null", 4) == 0)) ||
+        (n == 5 && memcmp(p, "false", 5) == 0))
+        return 1;
+    if (p < e && *p == '-')
+        p++;
+    if (p < e && *p == '0')
+        p++;
+    else {
+        for (digits = 0; p < e && *p >= '0' && *p <= '9'; p++)
+            digits++;
+        if (digits == 0)
+            return 0;
+    }
+    if (p < e && *p == '.') {
+        for (p++, digits = 0; p < e && *p >= '0' && *p <= '9'; p++)
+            digits++;
+        if (digits == 0)
+            return 0;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        for (digits = 0; p < e && *p >= '0' && *p <= '9'; p++)
+            digits++;
+        if (digits == 0)
+            return 0;
+    }
+    return p == e;
+}
+
+/* Points *var at value `v` when member name `k` is `name` and *var is not set (the first of a
+ * repeated name counts, as with cJSON). */
+static void jtok_take(const char *js, const jsmntok_t *k, const jsmntok_t *v, const char *name,
+                      const jsmntok_t **var)
+{
+    if (*var == NULL && jtok_eq(js, k, name))
+        *var = v;
+}
+
+cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, int max_depth,
+                               int64_t *time_ms, char *why, size_t n)
+{
+    jsmntok_t t[TEXT_TOKENS];
+    int depth[TEXT_TOKENS];
+    jsmn_parser parser;
+    const jsmntok_t *type = NULL, *tenant = NULL, *eseq = NULL, *tm = NULL, *data = NULL,
+                    *id = NULL, *cid = NULL, *sender = NULL, *text = NULL, *mtype = NULL,
+                    *created = NULL, *seq = NULL, *del = NULL, *att = NULL;
+    char stack[TEXT_STACK], *buf;
+    const char *stype, *stenant, *stm;
+    int64_t version;
+    msg_fields f;
+    int nt;
+    cm_err rc;
+
+    /* Whatever jsmn might accept and cm_json_parse refuse (control bytes, bad UTF-8, escapes
+     * such as lone surrogates, malformed literals, too deep) goes to the tree path, which
+     * decides and reports; so do tabs and newlines between tokens (cJSON prints none). */
+    if (len < 2 || len > ((size_t)1 << 24) || memchr(json, '\\', len) ||
+        memmem(json, len, "message.", 8) == NULL)
+        return CM_EAGAIN;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)json[i] < 0x20)
+            return CM_EAGAIN;
+    jsmn_init(&parser);
+    nt = jsmn_parse(&parser, json, len, t, TEXT_TOKENS);
+    if (nt < 1 || t[0].type != JSMN_OBJECT || t[0].start != 0 || (size_t)t[0].end != len)
+        return CM_EAGAIN;
+    for (int i = 0; i < nt; i++) {
+        /* containers nest one deeper than their parent container; a member's name is the
+         * parent of its value in jsmn, at the object's level */
+        int p = t[i].parent;
+        depth[i] = p < 0 ? 1 : depth[p] + (t[p].type == JSMN_STRING ? 0 : 1);
+        if ((t[i].type == JSMN_OBJECT || t[i].type == JSMN_ARRAY) && depth[i] > max_depth)
+            return CM_EAGAIN;
+        if (t[i].type == JSMN_PRIMITIVE && !jtok_literal(json, &t[i]))
+            return CM_EAGAIN;
+    }
+    if (!cm_utf8_valid(json, len))
+        return CM_EAGAIN;
+    for (int i = 1; i < nt && t[i].start < t[0].end;) {
+        const jsmntok_t *k = &t[i], *v = i + 1 < nt ? &t[i + 1] : NULL;
+        if (v == NULL || k->type != JSMN_STRING)
+            return CM_EAGAIN;
+        jtok_take(json, k, v, "type", &type);
+        jtok_take(json, k, v, "tenant", &tenant);
+        jtok_take(json, k, v, "eseq", &eseq);
+        jtok_take(json, k, v, "time", &tm);
+        jtok_take(json, k, v, "data", &data);
+        i = jtok_skip(t, nt, i + 1);
+    }
+    if (data == NULL || data->type != JSMN_OBJECT || eseq == NULL ||
+        !jtok_int(json, eseq, &version) || version < 1)
+        return CM_EAGAIN;
+    for (int i = (int)(data - t) + 1; i < nt && t[i].start < data->end;) {
+        const jsmntok_t *k = &t[i], *v = i + 1 < nt ? &t[i + 1] : NULL;
+        if (v == NULL || k->type != JSMN_STRING)
+            return CM_EAGAIN;
+        jtok_take(json, k, v, "id", &id);
+        jtok_take(json, k, v, "conversation_id", &cid);
+        jtok_take(json, k, v, "sender_id", &sender);
+        jtok_take(json, k, v, "text", &text);
+        jtok_take(json, k, v, "type", &mtype);
+        jtok_take(json, k, v, "created_at", &created);
+        jtok_take(json, k, v, "seq", &seq);
+        jtok_take(json, k, v, "deleted", &del);
+        jtok_take(json, k, v, "attachments", &att);
+        i = jtok_skip(t, nt, i + 1);
+    }
+    /* the copy whose strings are NUL-terminated in place */
+    buf = len < sizeof(stack) ? stack : malloc(len + 1);
+    if (buf == NULL)
+        return CM_ENOMEM;
+    memcpy(buf, json, len);
+    buf[len] = '\0';
+    memset(&f, 0, sizeof(f));
+    stype = jtok_str(buf, type);
+    stenant = jtok_str(buf, tenant);
+    stm = jtok_str(buf, tm);
+    f.id = jtok_str(buf, id);
+    f.cid = jtok_str(buf, cid);
+    f.sender = jtok_str(buf, sender);
+    f.text = jtok_str(buf, text);
+    f.mtype = jtok_str(buf, mtype);
+    f.created = jtok_str(buf, created);
+    /* cJSON_GetArraySize: the members of an array or object, 0 for anything else */
+    f.attachments = att && (att->type == JSMN_ARRAY || att->type == JSMN_OBJECT) ? att->size : 0;
+    f.deleted = del && del->type == JSMN_PRIMITIVE && buf[del->start] == 't';
+    f.has_seq = seq && jtok_int(json, seq, &f.seq);
+    if (stype == NULL || stenant == NULL || strncmp(stype, "message.", 8) != 0 ||
+        !search_indexable(stype) || !search_tenant_valid(stenant) ||
+        (seq && seq->type == JSMN_PRIMITIVE && !f.has_seq &&
+         (buf[seq->start] == '-' || (buf[seq->start] >= '0' && buf[seq->start] <= '9')))) {
+        rc = CM_EAGAIN; /* other events, a seq that is a number but not an integer */
+        goto out;
+    }
+    rc = apply_event(ix, stenant, stype, NULL, NULL, &f, version, why, n);
+    if (rc == CM_OK && time_ms && !(stm && search_parse_time(stm, time_ms) == CM_OK))
+        *time_ms = -1;
+out:
+    if (buf != stack)
+        free(buf);
     return rc;
 }
 
