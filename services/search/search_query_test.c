@@ -530,7 +530,7 @@ static void test_migrates_version_3(void **state)
     search_index_destroy(ix);
     /* the current version, with the FTS5 settings of FTS_CONFIG */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 8);
     /* version 6: no index on created_ms (time ranges are rid ranges); version 7: no
      * conversation or sender index either (msg_ids holds the ids), nor the unique id */
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
@@ -603,7 +603,7 @@ static void test_migrates_version_6(void **state)
     assert_int_equal(count(ix, "u1", "in:c1"), 1);
     search_index_destroy(ix);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 8);
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_ids')"), 2);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_ids_config WHERE k = 'automerge'"), 16);
@@ -620,6 +620,63 @@ static void test_migrates_version_6(void **state)
  * tokens (c1 in c1-x, U1 for u1) is not the other. On every path of the query: the ids alone,
  * with words, with CJK terms of 3+ and of 1-2 characters, with an id without letters or digits
  * (no token: every row tested); words never match an id; erasure by sender is exact too. */
+/* Version 7 -> 8: msg_tri is recreated with trigram_cjk and rebuilt (version 8 indexes CJK
+ * runs as unigrams only, no trigram): CJK terms of 3+ characters find old rows, and an old
+ * row's edit leaves none of its old tokens behind. The version 7 file's msg_tri is built here
+ * with plain trigrams, which version 7's trigram_cjk emitted for CJK runs too. */
+static void test_migrates_version_7(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    search_index *ix;
+    sqlite3 *db;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/t1.db", dir);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":1,\"sender_id\":\"u1\",\"type\":"
+              "\"text\",\"text\":\"打开文件名称\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}");
+    search_index_destroy(ix);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE msg_tri;"
+                                  "CREATE VIRTUAL TABLE msg_tri USING fts5(text,"
+                                  " content='messages', content_rowid='rid',"
+                                  " tokenize='trigram');"
+                                  "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                                  "PRAGMA user_version = 7;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    /* the indexer's next event opens the writer, which migrates */
+    apply(ix, "{\"type\":\"member.added\",\"tenant\":\"t1\",\"eseq\":3,\"data\":{"
+              "\"conversation_id\":\"c1\",\"user_id\":\"u2\"}}");
+    assert_int_equal(count(ix, "u1", "文件名"), 1);
+    assert_int_equal(count(ix, "u1", "打开文件名称"), 1);
+    assert_int_equal(count(ix, "u1", "文"), 1);
+    apply(ix, "{\"type\":\"message.updated\",\"tenant\":\"t1\",\"eseq\":4,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":1,\"sender_id\":\"u1\",\"type\":"
+              "\"text\",\"text\":\"保存\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "文件名"), 0);
+    assert_int_equal(count(ix, "u1", "保存"), 1);
+    search_index_destroy(ix);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 8);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'msg_tri'"
+                                    " AND sql LIKE '%trigram_cjk%'"), 1);
+    /* the index holds exactly the tokens of the current text ('integrity-check' compares
+     * it with the content table) */
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    remove_index(dir);
+}
+
 static void test_ids_are_exact(void **state)
 {
     static const char *const CONV[] = {"c1", "c1-x", "C1", "c1", "___", "c1"};
@@ -754,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_time_filters_and_rid_clashes),
         cmocka_unit_test(test_migrates_version_3),
         cmocka_unit_test(test_migrates_version_6),
+        cmocka_unit_test(test_migrates_version_7),
         cmocka_unit_test(test_ids_are_exact),
         cmocka_unit_test(test_reader_before_the_schema),
     };
