@@ -1034,15 +1034,6 @@ static int jtok_eq(const char *js, const jsmntok_t *t, const char *s)
     return (size_t)(t->end - t->start) == n && memcmp(js + t->start, s, n) == 0;
 }
 
-/* The token after token `i` and all it holds. */
-static int jtok_skip(const jsmntok_t *t, int n, int i)
-{
-    int end = t[i].end;
-    for (i++; i < n && t[i].start < end; i++)
-        ;
-    return i;
-}
-
 /* `v` as a NUL-terminated string in the copy `buf` of the text (its closing quote becomes the
  * NUL; the text holds no escape): NULL when `v` is absent or not a string. */
 static const char *jtok_str(char *buf, const jsmntok_t *v)
@@ -1117,13 +1108,23 @@ static int jtok_literal(const char *js, const jsmntok_t *t)
     return p == e;
 }
 
-/* Points *var at value `v` when member name `k` is `name` and *var is not set (the first of a
- * repeated name counts, as with cJSON). */
-static void jtok_take(const char *js, const jsmntok_t *k, const jsmntok_t *v, const char *name,
-                      const jsmntok_t **var)
+/* The values of the members of object token `obj` (of `nt` tokens `t`) named names[0..count):
+ * vals[k] the first such member's value (as cJSON finds it), NULL when there is none. A
+ * member's name is a token whose parent is the object, its value the token after it. */
+static void jtok_members(const char *js, const jsmntok_t *t, int nt, int obj,
+                         const char *const *names, const jsmntok_t **vals, int count)
 {
-    if (*var == NULL && jtok_eq(js, k, name))
-        *var = v;
+    for (int k = 0; k < count; k++)
+        vals[k] = NULL;
+    for (int i = obj + 1; i + 1 < nt && t[i].start < t[obj].end; i++) {
+        if (t[i].parent != obj)
+            continue;
+        for (int k = 0; k < count; k++)
+            if (vals[k] == NULL && jtok_eq(js, &t[i], names[k])) {
+                vals[k] = &t[i + 1];
+                break;
+            }
+    }
 }
 
 cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, int max_depth,
@@ -1132,9 +1133,11 @@ cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, i
     jsmntok_t t[TEXT_TOKENS];
     int depth[TEXT_TOKENS];
     jsmn_parser parser;
-    const jsmntok_t *type = NULL, *tenant = NULL, *eseq = NULL, *tm = NULL, *data = NULL,
-                    *id = NULL, *cid = NULL, *sender = NULL, *text = NULL, *mtype = NULL,
-                    *created = NULL, *seq = NULL, *del = NULL, *att = NULL;
+    static const char *const ENVELOPE[] = {"type", "tenant", "eseq", "time", "data"};
+    static const char *const DATA[] = {"id",   "conversation_id", "sender_id",
+                                       "text", "type",            "created_at",
+                                       "seq",  "deleted",         "attachments"};
+    const jsmntok_t *env[5], *dv[9], *seq;
     char stack[TEXT_STACK], *buf;
     const char *stype, *stenant, *stm;
     int64_t version;
@@ -1167,35 +1170,11 @@ cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, i
     }
     if (!cm_utf8_valid(json, len))
         return CM_EAGAIN;
-    for (int i = 1; i < nt && t[i].start < t[0].end;) {
-        const jsmntok_t *k = &t[i], *v = i + 1 < nt ? &t[i + 1] : NULL;
-        if (v == NULL || k->type != JSMN_STRING)
-            return CM_EAGAIN;
-        jtok_take(json, k, v, "type", &type);
-        jtok_take(json, k, v, "tenant", &tenant);
-        jtok_take(json, k, v, "eseq", &eseq);
-        jtok_take(json, k, v, "time", &tm);
-        jtok_take(json, k, v, "data", &data);
-        i = jtok_skip(t, nt, i + 1);
-    }
-    if (data == NULL || data->type != JSMN_OBJECT || eseq == NULL ||
-        !jtok_int(json, eseq, &version) || version < 1)
+    jtok_members(json, t, nt, 0, ENVELOPE, env, 5);
+    if (env[4] == NULL || env[4]->type != JSMN_OBJECT || env[2] == NULL ||
+        !jtok_int(json, env[2], &version) || version < 1)
         return CM_EAGAIN;
-    for (int i = (int)(data - t) + 1; i < nt && t[i].start < data->end;) {
-        const jsmntok_t *k = &t[i], *v = i + 1 < nt ? &t[i + 1] : NULL;
-        if (v == NULL || k->type != JSMN_STRING)
-            return CM_EAGAIN;
-        jtok_take(json, k, v, "id", &id);
-        jtok_take(json, k, v, "conversation_id", &cid);
-        jtok_take(json, k, v, "sender_id", &sender);
-        jtok_take(json, k, v, "text", &text);
-        jtok_take(json, k, v, "type", &mtype);
-        jtok_take(json, k, v, "created_at", &created);
-        jtok_take(json, k, v, "seq", &seq);
-        jtok_take(json, k, v, "deleted", &del);
-        jtok_take(json, k, v, "attachments", &att);
-        i = jtok_skip(t, nt, i + 1);
-    }
+    jtok_members(json, t, nt, (int)(env[4] - t), DATA, dv, 9);
     /* the copy whose strings are NUL-terminated in place */
     buf = len < sizeof(stack) ? stack : malloc(len + 1);
     if (buf == NULL)
@@ -1203,18 +1182,20 @@ cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, i
     memcpy(buf, json, len);
     buf[len] = '\0';
     memset(&f, 0, sizeof(f));
-    stype = jtok_str(buf, type);
-    stenant = jtok_str(buf, tenant);
-    stm = jtok_str(buf, tm);
-    f.id = jtok_str(buf, id);
-    f.cid = jtok_str(buf, cid);
-    f.sender = jtok_str(buf, sender);
-    f.text = jtok_str(buf, text);
-    f.mtype = jtok_str(buf, mtype);
-    f.created = jtok_str(buf, created);
+    stype = jtok_str(buf, env[0]);
+    stenant = jtok_str(buf, env[1]);
+    stm = jtok_str(buf, env[3]);
+    f.id = jtok_str(buf, dv[0]);
+    f.cid = jtok_str(buf, dv[1]);
+    f.sender = jtok_str(buf, dv[2]);
+    f.text = jtok_str(buf, dv[3]);
+    f.mtype = jtok_str(buf, dv[4]);
+    f.created = jtok_str(buf, dv[5]);
+    seq = dv[6];
     /* cJSON_GetArraySize: the members of an array or object, 0 for anything else */
-    f.attachments = att && (att->type == JSMN_ARRAY || att->type == JSMN_OBJECT) ? att->size : 0;
-    f.deleted = del && del->type == JSMN_PRIMITIVE && buf[del->start] == 't';
+    f.attachments = dv[8] && (dv[8]->type == JSMN_ARRAY || dv[8]->type == JSMN_OBJECT)
+                        ? dv[8]->size : 0;
+    f.deleted = dv[7] && dv[7]->type == JSMN_PRIMITIVE && buf[dv[7]->start] == 't';
     f.has_seq = seq && jtok_int(json, seq, &f.seq);
     if (stype == NULL || stenant == NULL || strncmp(stype, "message.", 8) != 0 ||
         !search_indexable(stype) || !search_tenant_valid(stenant) ||
