@@ -116,7 +116,8 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
 /* search_index_apply for the JSON text of a message.created/updated/deleted CloudEvent
  * (`len` bytes at `json`, as consumed from Kafka), read with jsmn instead of a cJSON tree:
  * the same checks and effects as cm_json_parse (nesting at most `max_depth`) followed by
- * search_index_apply, at a third of the parse's cost (bench/README.md). On CM_OK, *time_ms
+ * search_index_apply, at about half the CPU of cJSON's parse and free (perf, bench/README.md
+ * "Schema 8"). On CM_OK, *time_ms
  * (when not NULL) is the envelope's time in ms since the epoch, -1 when absent or not
  * RFC 3339. CM_EAGAIN, having changed nothing, for whatever it does not read itself: other
  * event types, strings with escapes, numbers that are not integers, more than 128 JSON
