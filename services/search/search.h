@@ -113,6 +113,19 @@ int search_tenant_valid(const char *tenant);
  * CM_EIO when SQLite failed (retry). */
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n);
 
+/* search_index_apply for the JSON text of a message.created/updated/deleted CloudEvent
+ * (`len` bytes at `json`, as consumed from Kafka), read with jsmn instead of a cJSON tree:
+ * the same checks and effects as cm_json_parse (nesting at most `max_depth`) followed by
+ * search_index_apply, at about half the CPU of cJSON's parse and free (perf, bench/README.md
+ * "Schema 8"). On CM_OK, *time_ms
+ * (when not NULL) is the envelope's time in ms since the epoch, -1 when absent or not
+ * RFC 3339. CM_EAGAIN, having changed nothing, for whatever it does not read itself: other
+ * event types, strings with escapes, numbers that are not integers, more than 128 JSON
+ * tokens, malformed text: the caller then takes the tree path (cm_json_parse +
+ * search_index_apply), which decides and reports. Otherwise as search_index_apply. */
+cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, int max_depth,
+                               int64_t *time_ms, char *why, size_t n);
+
 /* Starts a batch: the events applied until search_index_batch_end share one transaction per
  * tenant (a connection evicted meanwhile commits early, which is safe: offsets come later). */
 void search_index_batch_begin(search_index *ix);

@@ -17,10 +17,19 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "search.h"
 
+/* jsmn (Debian libjsmn-dev, header only): a JSON tokenizer reporting where each value starts
+ * and ends, for search_index_apply_text's message events without a cJSON tree. Strict mode,
+ * parent links (the nesting depth); compiled into this file only. */
+#define JSMN_STATIC
+#define JSMN_STRICT
+#define JSMN_PARENT_LINKS
+#include <jsmn.h>
+
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
 #define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
 #define STR_(x) #x
@@ -243,6 +252,18 @@ static const char MIGRATE_7[] =
     "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');"
     "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
 
+/* Version 8: trigram_cjk no longer indexes a trigram of three caseless unspaced characters
+ * (CJK, kana, Hangul, Thai...), whose unigrams at consecutive positions find the same
+ * substring as a phrase (search_tokenizer.c): one token per such character instead of two,
+ * which was the CJK index's cost against raw FTS5 (bench/README.md). msg_tri is recreated and
+ * rebuilt from the content table (its old trigrams would otherwise stay behind when an old
+ * row's text is deleted, and its CJK terms of 3+ characters would find nothing). */
+static const char MIGRATE_8[] =
+    "DROP TABLE msg_tri;"
+    "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages', content_rowid='rid',"
+    " tokenize='trigram_cjk');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
+
 /* FTS5 settings of the message indexes (kept in their %_config tables), applied after the
  * schema and its migrations: 'automerge' above the default 4 merges segments less often while
  * indexing, at the price of more segments per level for a query to read. Measured on the
@@ -294,6 +315,8 @@ static int schema_apply(sqlite3 *db, char **err)
             (version < 4 && !fresh && sqlite3_exec(db, MIGRATE_4, NULL, NULL, err) != SQLITE_OK) ||
             (version < 6 && !fresh && sqlite3_exec(db, MIGRATE_6, NULL, NULL, err) != SQLITE_OK) ||
             (version < 7 && !fresh && sqlite3_exec(db, MIGRATE_7, NULL, NULL, err) != SQLITE_OK) ||
+            /* MIGRATE_7 rebuilt msg_tri with the tokenizer of version 8 already */
+            (version == 7 && sqlite3_exec(db, MIGRATE_8, NULL, NULL, err) != SQLITE_OK) ||
             sqlite3_exec(db, FTS_CONFIG, NULL, NULL, err) != SQLITE_OK ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
@@ -509,8 +532,34 @@ static int ids_message(sqlite3 *db, int64_t rid, const char *cid, const char *se
     return step_done(db, st);
 }
 
+/* The fields of a message event's data that the index reads (proto/events/message.*), from
+ * the tree (msg_from_tree) or straight from the JSON text (msg_from_text). Strings are NULL
+ * when absent or not strings; they point into the event, which outlives the apply. */
+typedef struct msg_fields {
+    const char *id, *cid, *sender, *text, *mtype, *created;
+    int has_seq;     /* seq is a number */
+    int64_t seq;
+    int deleted;     /* data.deleted is true */
+    int attachments; /* members of data.attachments (0 when absent) */
+} msg_fields;
+
+static void msg_from_tree(const cJSON *d, msg_fields *f)
+{
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq");
+    f->id = str(d, "id");
+    f->cid = str(d, "conversation_id");
+    f->sender = str(d, "sender_id");
+    f->text = str(d, "text");
+    f->mtype = str(d, "type");
+    f->created = str(d, "created_at");
+    f->has_seq = cJSON_IsNumber(seq);
+    f->seq = f->has_seq ? (int64_t)seq->valuedouble : 0;
+    f->deleted = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
+    f->attachments = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(d, "attachments"));
+}
+
 /* message.created / message.updated / message.deleted: the whole message after the change. */
-static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64_t eseq,
+static cm_err apply_message(sqlite3 *db, const char *type, const msg_fields *f, int64_t eseq,
                             int *changed, char *why, size_t n)
 {
     static const char FIND[] = "SELECT eseq, deleted, text FROM messages WHERE rid = ?1"
@@ -521,19 +570,16 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
                           " attachments) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
                       UPDATE[] = "UPDATE messages SET eseq = ?2, has_attachment = ?3,"
                                  " deleted = ?4, text = ?5, attachments = ?6 WHERE rid = ?1";
-    const char *id = str(d, "id"), *cid = str(d, "conversation_id"), *sender = str(d, "sender_id"),
-               *text = str(d, "text"), *mtype = str(d, "type"), *created = str(d, "created_at");
-    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "seq"),
-                *att = cJSON_GetObjectItemCaseSensitive(d, "attachments");
-    int deleted = strcmp(type, "message.deleted") == 0 ||
-                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "deleted"));
+    const char *id = f->id, *cid = f->cid, *sender = f->sender, *text = f->text,
+               *mtype = f->mtype, *created = f->created;
+    int deleted = strcmp(type, "message.deleted") == 0 || f->deleted;
     int64_t created_ms, rid = 0, old_eseq = 0;
     int erased, old_deleted = 0, src, same;
     char *old_text = NULL;
     sqlite3_stmt *st;
     cm_err rc = CM_EIO;
 
-    if (!id || !cid || !sender || !text || !mtype || !created || !cJSON_IsNumber(seq) ||
+    if (!id || !cid || !sender || !text || !mtype || !created || !f->has_seq ||
         search_parse_time(created, &created_ms) != CM_OK) {
         snprintf(why, n, "%s: data lacks id, conversation_id, sender_id, seq, type, text or "
                  "created_at", type);
@@ -563,14 +609,14 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, cid, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, sender, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)seq->valuedouble);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)f->seq);
     sqlite3_bind_int64(st, 6, created_ms);
     sqlite3_bind_int64(st, 7, eseq);
-    sqlite3_bind_int(st, 8, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 8, f->attachments > 0);
     sqlite3_bind_int(st, 9, deleted);
     sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 11, cJSON_GetArraySize(att));
-    rid = created_ms * RID_PER_MS + ((int64_t)seq->valuedouble % RID_PER_MS);
+    sqlite3_bind_int(st, 11, f->attachments);
+    rid = created_ms * RID_PER_MS + (f->seq % RID_PER_MS);
     for (int tries = 0;; tries++) {
         sqlite3_stmt *find;
         sqlite3_bind_int64(st, 1, rid);
@@ -625,10 +671,10 @@ static cm_err apply_message(sqlite3 *db, const char *type, const cJSON *d, int64
         goto out;
     sqlite3_bind_int64(st, 1, rid);
     sqlite3_bind_int64(st, 2, eseq);
-    sqlite3_bind_int(st, 3, cJSON_GetArraySize(att) > 0);
+    sqlite3_bind_int(st, 3, f->attachments > 0);
     sqlite3_bind_int(st, 4, deleted);
     sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 6, cJSON_GetArraySize(att));
+    sqlite3_bind_int(st, 6, f->attachments);
     if (!step_done(db, st) || (!same && !fts_message(db, rid, text, 1)))
         goto out;
     *changed += 1;
@@ -889,16 +935,18 @@ static cm_err apply_user_deleted(sqlite3 *db, const cJSON *d, int64_t version, i
     return CM_OK;
 }
 
+static cm_err apply_event(search_index *ix, const char *tenant, const char *type,
+                          const cJSON *ev, const cJSON *d, const msg_fields *mf,
+                          int64_t version, char *why, size_t n);
+
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n)
 {
     const char *type = str(ev, "type"), *tenant = str(ev, "tenant");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data"),
                 *es = cJSON_GetObjectItemCaseSensitive(ev, "eseq");
     const char *when = str(ev, "time");
-    int changed = 0, slot = -1, user_ev = type && strncmp(type, "user.", 5) == 0;
+    int user_ev = type && strncmp(type, "user.", 5) == 0;
     int64_t version = 0;
-    sqlite3 *db;
-    cm_err rc;
 
     /* Messaging's events are ordered by the conversation's log seq (eseq); the user service's
      * carry none and are ordered by their time. */
@@ -911,6 +959,25 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
     }
     if (!user_ev)
         version = (int64_t)es->valuedouble;
+    if (strncmp(type, "message.", 8) == 0) {
+        msg_fields f;
+        msg_from_tree(d, &f);
+        return apply_event(ix, tenant, type, ev, d, &f, version, why, n);
+    }
+    return apply_event(ix, tenant, type, ev, d, NULL, version, why, n);
+}
+
+/* Applies an event whose envelope is checked: in the tenant's open transaction (begun here
+ * when none is), committed at once outside a batch. A message event comes as its fields
+ * `mf`; any other as its tree (`ev`, its data `d`). */
+static cm_err apply_event(search_index *ix, const char *tenant, const char *type,
+                          const cJSON *ev, const cJSON *d, const msg_fields *mf,
+                          int64_t version, char *why, size_t n)
+{
+    int changed = 0, slot = -1, user_ev = strncmp(type, "user.", 5) == 0;
+    sqlite3 *db;
+    cm_err rc;
+
     pthread_mutex_lock(&ix->lock);
     rc = writer(ix, tenant, &slot);
     if (rc != CM_OK)
@@ -928,8 +995,8 @@ cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n
      * (A savepoint per event made SQLite copy every page an event touched into its
      * sub-journal: 2.2x the indexing time, bench/README.md.) */
     tl_cache = &ix->cache[slot];
-    if (strncmp(type, "message.", 8) == 0)
-        rc = apply_message(db, type, d, version, &changed, why, n);
+    if (mf != NULL)
+        rc = apply_message(db, type, mf, version, &changed, why, n);
     else if (strcmp(type, "user.deleted") == 0)
         rc = apply_user_deleted(db, d, version, &changed, why, n);
     else if (user_ev)
@@ -952,6 +1019,197 @@ out:
     if (rc != CM_OK && rc != CM_EINVAL && slot >= 0)
         end_txn(ix, slot, 0); /* a failed write: the whole batch is redone */
     pthread_mutex_unlock(&ix->lock);
+    return rc;
+}
+
+/* --- message events from their JSON text ------------------------------------------------ */
+
+#define TEXT_TOKENS 128 /* jsmn tokens of an event the text path reads; more: the tree path */
+#define TEXT_STACK 2048 /* events up to this size are copied to the stack, larger to the heap */
+
+/* 1 when string token `t` of `js` is exactly `s`. */
+static int jtok_eq(const char *js, const jsmntok_t *t, const char *s)
+{
+    size_t n = strlen(s);
+    return (size_t)(t->end - t->start) == n && memcmp(js + t->start, s, n) == 0;
+}
+
+/* `v` as a NUL-terminated string in the copy `buf` of the text (its closing quote becomes the
+ * NUL; the text holds no escape): NULL when `v` is absent or not a string. */
+static const char *jtok_str(char *buf, const jsmntok_t *v)
+{
+    if (v == NULL || v->type != JSMN_STRING)
+        return NULL;
+    buf[v->end] = '\0';
+    return buf + v->start;
+}
+
+/* An integer primitive (no fraction, no exponent, |v| <= 2^53: where cJSON's double is exact)
+ * in *out: 1, else 0. */
+static int jtok_int(const char *js, const jsmntok_t *v, int64_t *out)
+{
+    int64_t x = 0;
+    int i = v->start, neg = 0;
+    if (v->type != JSMN_PRIMITIVE || v->end - v->start > 17)
+        return 0;
+    if (js[i] == '-') {
+        neg = 1;
+        i++;
+    }
+    if (i >= v->end || (js[i] == '0' && v->end - i > 1))
+        return 0;
+    for (; i < v->end; i++) {
+        if (js[i] < '0' || js[i] > '9')
+            return 0;
+        x = x * 10 + (js[i] - '0');
+    }
+    if (x > ((int64_t)1 << 53))
+        return 0;
+    *out = neg ? -x : x;
+    return 1;
+}
+
+/* 1 when primitive token `t` is true, false, null or a number as RFC 8259 writes it (jsmn
+ * checks no more than the first character). */
+static int jtok_literal(const char *js, const jsmntok_t *t)
+{
+    const char *p = js + t->start, *e = js + t->end;
+    size_t n = (size_t)(e - p);
+    int digits;
+
+    if ((n == 4 && (memcmp(p, "true", 4) == 0 || memcmp(p, "null", 4) == 0)) ||
+        (n == 5 && memcmp(p, "false", 5) == 0))
+        return 1;
+    if (p < e && *p == '-')
+        p++;
+    if (p < e && *p == '0')
+        p++;
+    else {
+        for (digits = 0; p < e && *p >= '0' && *p <= '9'; p++)
+            digits++;
+        if (digits == 0)
+            return 0;
+    }
+    if (p < e && *p == '.') {
+        for (p++, digits = 0; p < e && *p >= '0' && *p <= '9'; p++)
+            digits++;
+        if (digits == 0)
+            return 0;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        for (digits = 0; p < e && *p >= '0' && *p <= '9'; p++)
+            digits++;
+        if (digits == 0)
+            return 0;
+    }
+    return p == e;
+}
+
+/* The values of the members of object token `obj` (of `nt` tokens `t`) named names[0..count):
+ * vals[k] the first such member's value (as cJSON finds it), NULL when there is none. A
+ * member's name is a token whose parent is the object, its value the token after it. */
+static void jtok_members(const char *js, const jsmntok_t *t, int nt, int obj,
+                         const char *const *names, const jsmntok_t **vals, int count)
+{
+    for (int k = 0; k < count; k++)
+        vals[k] = NULL;
+    for (int i = obj + 1; i + 1 < nt && t[i].start < t[obj].end; i++) {
+        if (t[i].parent != obj)
+            continue;
+        for (int k = 0; k < count; k++)
+            if (vals[k] == NULL && jtok_eq(js, &t[i], names[k])) {
+                vals[k] = &t[i + 1];
+                break;
+            }
+    }
+}
+
+cm_err search_index_apply_text(search_index *ix, const char *json, size_t len, int max_depth,
+                               int64_t *time_ms, char *why, size_t n)
+{
+    jsmntok_t t[TEXT_TOKENS];
+    int depth[TEXT_TOKENS];
+    jsmn_parser parser;
+    static const char *const ENVELOPE[] = {"type", "tenant", "eseq", "time", "data"};
+    static const char *const DATA[] = {"id",   "conversation_id", "sender_id",
+                                       "text", "type",            "created_at",
+                                       "seq",  "deleted",         "attachments"};
+    const jsmntok_t *env[5], *dv[9], *seq;
+    char stack[TEXT_STACK], *buf;
+    const char *stype, *stenant, *stm;
+    int64_t version;
+    msg_fields f;
+    int nt;
+    cm_err rc;
+
+    /* Whatever jsmn might accept and cm_json_parse refuse (control bytes, bad UTF-8, escapes
+     * such as lone surrogates, malformed literals, too deep) goes to the tree path, which
+     * decides and reports; so do tabs and newlines between tokens (cJSON prints none). */
+    if (len < 2 || len > ((size_t)1 << 24) || memchr(json, '\\', len) ||
+        memmem(json, len, "message.", 8) == NULL)
+        return CM_EAGAIN;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)json[i] < 0x20)
+            return CM_EAGAIN;
+    jsmn_init(&parser);
+    nt = jsmn_parse(&parser, json, len, t, TEXT_TOKENS);
+    if (nt < 1 || t[0].type != JSMN_OBJECT || t[0].start != 0 || (size_t)t[0].end != len)
+        return CM_EAGAIN;
+    for (int i = 0; i < nt; i++) {
+        /* containers nest one deeper than their parent container; a member's name is the
+         * parent of its value in jsmn, at the object's level */
+        int p = t[i].parent;
+        depth[i] = p < 0 ? 1 : depth[p] + (t[p].type == JSMN_STRING ? 0 : 1);
+        if ((t[i].type == JSMN_OBJECT || t[i].type == JSMN_ARRAY) && depth[i] > max_depth)
+            return CM_EAGAIN;
+        if (t[i].type == JSMN_PRIMITIVE && !jtok_literal(json, &t[i]))
+            return CM_EAGAIN;
+    }
+    if (!cm_utf8_valid(json, len))
+        return CM_EAGAIN;
+    jtok_members(json, t, nt, 0, ENVELOPE, env, 5);
+    if (env[4] == NULL || env[4]->type != JSMN_OBJECT || env[2] == NULL ||
+        !jtok_int(json, env[2], &version) || version < 1)
+        return CM_EAGAIN;
+    jtok_members(json, t, nt, (int)(env[4] - t), DATA, dv, 9);
+    /* the copy whose strings are NUL-terminated in place */
+    buf = len < sizeof(stack) ? stack : malloc(len + 1);
+    if (buf == NULL)
+        return CM_ENOMEM;
+    memcpy(buf, json, len);
+    buf[len] = '\0';
+    memset(&f, 0, sizeof(f));
+    stype = jtok_str(buf, env[0]);
+    stenant = jtok_str(buf, env[1]);
+    stm = jtok_str(buf, env[3]);
+    f.id = jtok_str(buf, dv[0]);
+    f.cid = jtok_str(buf, dv[1]);
+    f.sender = jtok_str(buf, dv[2]);
+    f.text = jtok_str(buf, dv[3]);
+    f.mtype = jtok_str(buf, dv[4]);
+    f.created = jtok_str(buf, dv[5]);
+    seq = dv[6];
+    /* cJSON_GetArraySize: the members of an array or object, 0 for anything else */
+    f.attachments = dv[8] && (dv[8]->type == JSMN_ARRAY || dv[8]->type == JSMN_OBJECT)
+                        ? dv[8]->size : 0;
+    f.deleted = dv[7] && dv[7]->type == JSMN_PRIMITIVE && buf[dv[7]->start] == 't';
+    f.has_seq = seq && jtok_int(json, seq, &f.seq);
+    if (stype == NULL || stenant == NULL || strncmp(stype, "message.", 8) != 0 ||
+        !search_indexable(stype) || !search_tenant_valid(stenant) ||
+        (seq && seq->type == JSMN_PRIMITIVE && !f.has_seq &&
+         (buf[seq->start] == '-' || (buf[seq->start] >= '0' && buf[seq->start] <= '9')))) {
+        rc = CM_EAGAIN; /* other events, a seq that is a number but not an integer */
+        goto out;
+    }
+    rc = apply_event(ix, stenant, stype, NULL, NULL, &f, version, why, n);
+    if (rc == CM_OK && time_ms && !(stm && search_parse_time(stm, time_ms) == CM_OK))
+        *time_ms = -1;
+out:
+    if (buf != stack)
+        free(buf);
     return rc;
 }
 

@@ -64,8 +64,22 @@ static cm_err handle_one(search_indexer *w, const cm_kafka_record *rec)
     char why[256] = "";
     const char *type;
     cJSON *ev = NULL;
+    int64_t ms;
     cm_err rc;
 
+    /* Message events (most of the traffic) are read from the text without a tree. */
+    rc = search_index_apply_text(w->ctx->index, rec->value, rec->value_len, 32, &ms, why,
+                                 sizeof(why));
+    if (rc == CM_OK) {
+        atomic_fetch_add(&w->handled, 1);
+        if (ms >= 0)
+            atomic_store(&w->last_event_ms, ms);
+        return CM_OK;
+    }
+    if (rc == CM_EINVAL)
+        return dead_letter(w, rec, why);
+    if (rc != CM_EAGAIN)
+        return rc;
     if (cm_json_parse(rec->value, rec->value_len, 32, &ev, why, sizeof(why)) != CM_OK ||
         !cJSON_IsObject(ev) ||
         !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(ev, "type"))) {
@@ -80,7 +94,6 @@ static cm_err handle_one(search_indexer *w, const cm_kafka_record *rec)
     rc = search_index_apply(w->ctx->index, ev, why, sizeof(why));
     if (rc == CM_OK) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(ev, "time");
-        int64_t ms;
         atomic_fetch_add(&w->handled, 1);
         if (cJSON_IsString(t) && search_parse_time(t->valuestring, &ms) == CM_OK)
             atomic_store(&w->last_event_ms, ms);

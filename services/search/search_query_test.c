@@ -239,6 +239,94 @@ static void test_index_lifecycle(void **state)
     remove_index(dir);
 }
 
+/* search_index_apply_text, the indexer's path for message events: what it reads, it applies
+ * exactly as the tree path does; anything else (other types, escapes, whitespace, malformed or
+ * too deep JSON, non-integer numbers) is declined with CM_EAGAIN and changes nothing. */
+static cm_err apply_text(search_index *ix, const char *json, int64_t *ms)
+{
+    return search_index_apply_text(ix, json, strlen(json), 32, ms, why, sizeof(why));
+}
+
+#define TMSG(type, eseq, extra, text)                                                          \
+    "{\"type\":\"" type "\",\"tenant\":\"t1\",\"eseq\":" #eseq ",\"time\":"                    \
+    "\"2024-01-01T00:00:05.000Z\",\"data\":{\"id\":\"m1\",\"conversation_id\":\"c1\","         \
+    "\"seq\":1,\"sender_id\":\"u1\",\"type\":\"text\"" extra ",\"text\":\"" text "\","         \
+    "\"created_at\":\"2024-01-01T00:00:00.000Z\"}}"
+
+static void test_text_path(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", deep[600];
+    search_index *ix;
+    int64_t ms = 0;
+    static const char *const DECLINED[] = {
+        /* not a message event */
+        "{\"type\":\"member.added\",\"tenant\":\"t1\",\"eseq\":3,\"data\":{"
+        "\"conversation_id\":\"c1\",\"user_id\":\"u3\"}}",
+        /* an escape anywhere (the tree unescapes) */
+        TMSG("message.created", 2, "", "say \\\"ibis\\\""),
+        TMSG("message.created", 2, "", "ibis \\ud800"),
+        /* whitespace that is not a space, a control byte in a string */
+        "{\"type\":\"message.created\",\n\"tenant\":\"t1\",\"eseq\":2,\"data\":{}}",
+        TMSG("message.created", 2, "", "ibis\tstork"),
+        /* malformed: a bad literal, an unfinished object, trailing bytes, bad UTF-8 */
+        TMSG("message.created", 2, ",\"deleted\":tru", "ibis"),
+        TMSG("message.created", 2, ",\"deleted\":01", "ibis"),
+        "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2,\"data\":{}",
+        TMSG("message.created", 2, "", "ibis") "x",
+        TMSG("message.created", 2, "", "ibis \xff"),
+        /* numbers the tree reads as doubles: a fractional seq or eseq, an eseq below 1 */
+        "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2.5,\"data\":{}}",
+        "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":0,\"data\":{}}",
+        "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2,\"data\":{\"id\":\"m1\","
+        "\"conversation_id\":\"c1\",\"seq\":1e0,\"sender_id\":\"u1\",\"type\":\"text\","
+        "\"text\":\"ibis\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}",
+        /* an invalid tenant, data not an object, no type */
+        "{\"type\":\"message.created\",\"tenant\":\"t/1\",\"eseq\":2,\"data\":{}}",
+        "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2,\"data\":[]}",
+        "{\"tenant\":\"t1\",\"eseq\":2,\"data\":{},\"x\":\"message.created\"}",
+    };
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"},"
+              "{\"user_id\":\"u2\"}]}}");
+    for (size_t i = 0; i < sizeof(DECLINED) / sizeof(DECLINED[0]); i++) {
+        if (apply_text(ix, DECLINED[i], &ms) != CM_EAGAIN)
+            fail_msg("not declined: %s", DECLINED[i]);
+    }
+    /* nested deeper than max_depth: declined; the same nesting within it is read */
+    snprintf(deep, sizeof(deep), "%s", TMSG("message.created", 2, ",\"x\":[[[[1]]]]", "ibis"));
+    assert_int_equal(search_index_apply_text(ix, deep, strlen(deep), 5, &ms, why, sizeof(why)),
+                     CM_EAGAIN);
+    assert_int_equal(count(ix, "u2", "ibis"), 0); /* nothing declined was applied */
+    assert_int_equal(search_index_apply_text(ix, deep, strlen(deep), 6, &ms, why, sizeof(why)),
+                     CM_OK);
+    assert_int_equal(ms, 1704067205000LL); /* the envelope's time */
+    assert_int_equal(count(ix, "u2", "ibis"), 1);
+    assert_int_equal(count(ix, "u3", "ibis"), 0); /* not a member */
+    /* redelivered, then edited (an older edit changes nothing), as with the tree */
+    assert_int_equal(apply_text(ix, TMSG("message.created", 2, "", "ibis"), &ms), CM_OK);
+    assert_int_equal(apply_text(ix, TMSG("message.updated", 4, ",\"attachments\":[{}]",
+                                         "crane"), &ms), CM_OK);
+    assert_int_equal(apply_text(ix, TMSG("message.updated", 3, "", "stale ibis"), &ms), CM_OK);
+    assert_int_equal(count(ix, "u2", "ibis"), 0);
+    assert_int_equal(count(ix, "u2", "crane"), 1);
+    assert_int_equal(count(ix, "u2", "has:attachment crane"), 1);
+    /* a data.deleted of true is a tombstone; a message without text is refused with the
+     * tree path's reason (the caller dead-letters it) */
+    assert_int_equal(apply_text(ix, TMSG("message.updated", 5, ",\"deleted\":true", "crane"),
+                                &ms), CM_OK);
+    assert_int_equal(count(ix, "u2", "crane"), 0);
+    assert_int_equal(apply_text(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":6,"
+                                    "\"data\":{\"id\":\"m2\"}}", &ms),
+                     CM_EINVAL);
+    assert_non_null(strstr(why, "data lacks"));
+    search_index_destroy(ix);
+    remove_index(dir);
+}
+
 /* The first hit's snippet as JSON text (NULL when none); caller frees. */
 /* Time filters read rid windows (SEARCH_RID_WINDOW, no index on created_ms): messages of the
  * same millisecond whose rids clash are moved up, past the millisecond's slots when the seq
@@ -442,7 +530,7 @@ static void test_migrates_version_3(void **state)
     search_index_destroy(ix);
     /* the current version, with the FTS5 settings of FTS_CONFIG */
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 8);
     /* version 6: no index on created_ms (time ranges are rid ranges); version 7: no
      * conversation or sender index either (msg_ids holds the ids), nor the unique id */
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
@@ -515,7 +603,7 @@ static void test_migrates_version_6(void **state)
     assert_int_equal(count(ix, "u1", "in:c1"), 1);
     search_index_destroy(ix);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 8);
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_index_list('messages')"), 0);
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM pragma_table_info('msg_ids')"), 2);
     assert_int_equal(scalar_int(db, "SELECT v FROM msg_ids_config WHERE k = 'automerge'"), 16);
@@ -532,6 +620,63 @@ static void test_migrates_version_6(void **state)
  * tokens (c1 in c1-x, U1 for u1) is not the other. On every path of the query: the ids alone,
  * with words, with CJK terms of 3+ and of 1-2 characters, with an id without letters or digits
  * (no token: every row tested); words never match an id; erasure by sender is exact too. */
+/* Version 7 -> 8: msg_tri is recreated with trigram_cjk and rebuilt (version 8 indexes CJK
+ * runs as unigrams only, no trigram): CJK terms of 3+ characters find old rows, and an old
+ * row's edit leaves none of its old tokens behind. The version 7 file's msg_tri is built here
+ * with plain trigrams, which version 7's trigram_cjk emitted for CJK runs too. */
+static void test_migrates_version_7(void **state)
+{
+    char dir[] = "/tmp/search-test-XXXXXX", path[64];
+    search_index *ix;
+    sqlite3 *db;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/t1.db", dir);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
+              "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
+              "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
+    apply(ix, "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":2,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":1,\"sender_id\":\"u1\",\"type\":"
+              "\"text\",\"text\":\"打开文件名称\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}");
+    search_index_destroy(ix);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TABLE msg_tri;"
+                                  "CREATE VIRTUAL TABLE msg_tri USING fts5(text,"
+                                  " content='messages', content_rowid='rid',"
+                                  " tokenize='trigram');"
+                                  "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                                  "PRAGMA user_version = 7;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(search_index_create(dir, &ix), CM_OK);
+    /* the indexer's next event opens the writer, which migrates */
+    apply(ix, "{\"type\":\"member.added\",\"tenant\":\"t1\",\"eseq\":3,\"data\":{"
+              "\"conversation_id\":\"c1\",\"user_id\":\"u2\"}}");
+    assert_int_equal(count(ix, "u1", "文件名"), 1);
+    assert_int_equal(count(ix, "u1", "打开文件名称"), 1);
+    assert_int_equal(count(ix, "u1", "文"), 1);
+    apply(ix, "{\"type\":\"message.updated\",\"tenant\":\"t1\",\"eseq\":4,\"data\":{\"id\":"
+              "\"m1\",\"conversation_id\":\"c1\",\"seq\":1,\"sender_id\":\"u1\",\"type\":"
+              "\"text\",\"text\":\"保存\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}");
+    assert_int_equal(count(ix, "u1", "文件名"), 0);
+    assert_int_equal(count(ix, "u1", "保存"), 1);
+    search_index_destroy(ix);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(scalar_int(db, "PRAGMA user_version"), 8);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'msg_tri'"
+                                    " AND sql LIKE '%trigram_cjk%'"), 1);
+    /* the index holds exactly the tokens of the current text ('integrity-check' compares
+     * it with the content table) */
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO msg_tri(msg_tri) VALUES ('integrity-check')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    remove_index(dir);
+}
+
 static void test_ids_are_exact(void **state)
 {
     static const char *const CONV[] = {"c1", "c1-x", "C1", "c1", "___", "c1"};
@@ -661,10 +806,12 @@ int main(void)
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_snippet_offsets_are_code_points),
         cmocka_unit_test(test_index_lifecycle),
+        cmocka_unit_test(test_text_path),
         cmocka_unit_test(test_cjk_short_terms),
         cmocka_unit_test(test_time_filters_and_rid_clashes),
         cmocka_unit_test(test_migrates_version_3),
         cmocka_unit_test(test_migrates_version_6),
+        cmocka_unit_test(test_migrates_version_7),
         cmocka_unit_test(test_ids_are_exact),
         cmocka_unit_test(test_reader_before_the_schema),
     };

@@ -11,11 +11,18 @@
  * positions of their own after the trigrams. So the unigram of character i is at position i,
  * and two unspaced characters in a row are two unigrams at consecutive positions: a phrase of
  * them finds the pair (no bigram token for it: a third fewer tokens in CJK text, which cost
- * indexing time, bench/README.md). Extra tokens are 1 or 2 characters long and trigrams
- * always 3, so they never collide.
+ * indexing time, bench/README.md). And a trigram of three caseless unspaced characters
+ * (unigram_window) is not emitted at all (schema version 8): the unigram of its first
+ * character is the only token at its position, so a run of CJK text costs one token per
+ * character, as plain trigram does, not two. Extra tokens are 1 or 2 characters long and
+ * trigrams always 3, so they never collide.
  *
- * Queries (FTS5_TOKENIZE_QUERY): a string of 3 or more characters is trigrams only (a phrase
- * of them, as before); one of 1 character is its unigram when unspaced; one of 2 characters is
+ * Queries (FTS5_TOKENIZE_QUERY): a string of 3 or more characters is the phrase of its
+ * trigrams, where each trigram the documents lack (unigram_window) is the unigram of its first
+ * character instead, and when the last one is, the unigrams of the last two characters
+ * follow: every character of the term is in the phrase, each at its own position, so the
+ * phrase matches exactly where the documents hold the term. One of 1 character is its unigram
+ * when unspaced; one of 2 characters is
  * the phrase of their two unigrams when both are unspaced, their bigram when one is
  * (otherwise nothing: it matches no row, as with plain trigram).
  *
@@ -70,6 +77,16 @@ static uint32_t cp_at(const tok_run *r, int at, int *len)
     return cp;
 }
 
+/* 1 when text[0..n) holds the lead byte of a 3- or 4-byte UTF-8 sequence (a code point of
+ * U+0800 or above), which every unspaced script of search_is_unspaced (U+0E00..) needs. */
+static int has_lead3(const unsigned char *text, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (text[i] >= 0xE0)
+            return 1;
+    return 0;
+}
+
 /* ASCII letters next to a CJK character fold as the LIKE this index replaces folded them. */
 static void fold_ascii(char *s, int n)
 {
@@ -109,13 +126,46 @@ static int extras(tok_run *r, int at, int coloc)
     return SQLITE_OK;
 }
 
+/* 1 when code point `c` is unspaced and has no case (the fullwidth Latin letters of
+ * U+FF21..FF5A are unspaced but fold, which trigrams do and unigrams do not). */
+static int caseless_unspaced(uint32_t c)
+{
+    return c && search_is_unspaced(c) && !(c >= 0xFF21 && c <= 0xFF3A) &&
+           !(c >= 0xFF41 && c <= 0xFF5A);
+}
+
+/* 1 when the trigram starting at byte `at` is three caseless unspaced characters: such a
+ * trigram is not indexed (nor asked for), the unigram of its first character at its position
+ * standing for it; a phrase of unigrams at consecutive positions is the same substring. */
+static int unigram_window(const tok_run *r, int at)
+{
+    int l1, l2, l3;
+    uint32_t c1 = cp_at(r, at, &l1), c2, c3;
+    if (!caseless_unspaced(c1))
+        return 0;
+    c2 = cp_at(r, at + l1, &l2);
+    if (!caseless_unspaced(c2))
+        return 0;
+    c3 = cp_at(r, at + l1 + l2, &l3);
+    return caseless_unspaced(c3);
+}
+
 /* The trigram tokenizer's callback: passes the trigram on, then the extra tokens of the
- * character it starts with, at its position. */
+ * character it starts with, at its position; or only the unigram when the trigram is three
+ * caseless unspaced characters (unigram_window). */
 static int on_trigram(void *ctx, int tflags, const char *tok, int ntok, int start, int end)
 {
     tok_run *r = ctx;
-    int rc = r->xToken(r->ctx, tflags, tok, ntok, start, end), l;
+    int rc, l;
 
+    if (start < r->n && unigram_window(r, start)) {
+        cp_at(r, start, &l);
+        rc = r->xToken(r->ctx, tflags, (const char *)r->text + start, l, start, start + l);
+        r->emitted = 1;
+        r->next = start + l;
+        return rc;
+    }
+    rc = r->xToken(r->ctx, tflags, tok, ntok, start, end);
     if (rc != SQLITE_OK)
         return rc;
     r->emitted = 1;
@@ -125,6 +175,23 @@ static int on_trigram(void *ctx, int tflags, const char *tok, int ntok, int star
     cp_at(r, start, &l);
     r->next = start + (l ? l : 1);
     return rc;
+}
+
+/* The trigram tokenizer's callback for a query of 3 or more characters: its trigrams as a
+ * phrase, each replaced by the unigram of its first character where the document has only
+ * that (unigram_window); `next` is left after the last trigram's first character and
+ * `emitted` says whether that trigram was such a window. */
+static int on_query_trigram(void *ctx, int tflags, const char *tok, int ntok, int start, int end)
+{
+    tok_run *r = ctx;
+    int l, uni = unigram_window(r, start);
+
+    cp_at(r, start, &l);
+    r->next = start + l;
+    r->emitted = uni;
+    if (uni)
+        return r->xToken(r->ctx, tflags, (const char *)r->text + start, l, start, start + l);
+    return r->xToken(r->ctx, tflags, tok, ntok, start, end);
 }
 
 static int tri_create(void *ud, const char **argv, int argc, Fts5Tokenizer **out)
@@ -167,8 +234,17 @@ static int tri_tokenize(Fts5Tokenizer *p, void *ctx, int flags, const char *text
     if (flags & FTS5_TOKENIZE_QUERY) {
         for (int at = 0; chars < 3 && cp_at(&r, at, &l); at += l)
             chars++;
-        if (chars >= 3)
+        if (chars >= 3 && !has_lead3(r.text, n))
             return t->base.xTokenize(t->inst, ctx, flags, text, n, xToken);
+        if (chars >= 3) {
+            /* the last trigram a unigram: its other two characters follow as unigrams (both
+             * caseless unspaced), so every character of the term is in the phrase */
+            rc = t->base.xTokenize(t->inst, &r, flags, text, n, on_query_trigram);
+            for (int at = r.next, k = 0; rc == SQLITE_OK && r.emitted && k < 2; k++, at += l)
+                if (cp_at(&r, at, &l))
+                    rc = xToken(ctx, 0, text + at, l, at, at + l);
+            return rc;
+        }
         /* 1 or 2 characters: the one extra token spelling all of them, or nothing */
         if (chars == 1) {
             uint32_t c = cp_at(&r, 0, &l);
@@ -191,6 +267,11 @@ static int tri_tokenize(Fts5Tokenizer *p, void *ctx, int flags, const char *text
         }
         return SQLITE_OK;
     }
+    /* Every unspaced character (U+0E00 and above) is 3 or 4 bytes long in UTF-8: a text
+     * without such a lead byte has no extra token, and the trigram tokenizer's tokens go
+     * straight to FTS5 (most texts: no callback of ours, no decoding per character). */
+    if (!has_lead3(r.text, n))
+        return t->base.xTokenize(t->inst, ctx, flags, text, n, xToken);
     rc = t->base.xTokenize(t->inst, &r, flags, text, n, on_trigram);
     for (int at = r.next; rc == SQLITE_OK && cp_at(&r, at, &l); at += l)
         rc = extras(&r, at, 0);
