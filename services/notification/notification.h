@@ -190,6 +190,13 @@ int nf_consumer_assigned(nf_consumer *c);
 cm_err nf_jobs_start(nf_ctx *ctx, long every_ms, nf_jobs **out);
 void nf_jobs_stop(nf_jobs *j); /* accepts NULL */
 
+/* Stores the in-app notification described by `doc` (fields as in NF_COLL_NOTIFICATIONS,
+ * with `_id` and `k` set) and publishes notification.created through the outbox. A document
+ * whose `k` is already stored is not stored again; its event is published again (same id)
+ * unless the outbox still holds it. The stored notification's id (the new one or the earlier
+ * one) is written to `id`. CM_EIO when MongoDB failed (retry). */
+cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37]);
+
 /* The notification.created event (CloudEvents JSON, id = the notification's) of stored
  * notification `doc`, into `*out` (caller frees). CM_ENOMEM. */
 cm_err nf_created_event(const bson_t *doc, char **out);
@@ -297,15 +304,9 @@ cm_err nf_push_submit(nf_push *p, bson_t **deliveries, size_t n, nf_push_batch *
  * stored what was recorded. CM_EIO when the sender stopped first. Accepts NULL. */
 cm_err nf_push_wait(nf_push *p, nf_push_batch *b);
 
-/* The id of a document whose unique key is `k`: a UUIDv8 (RFC 9562 section 5.8) whose first
- * 48 bits are the time of `time_of` (a UUIDv7, or a UUIDv8 made here: its first 48 bits; any
- * other string: 0) and whose rest is SHA-256(k), so a replay computes the same id and the
- * unique `_id` refuses it: no unique index on `k` is needed (each index costs every insert on
- * FerretDB). Ids sort by that time. */
-void nf_keyed_id(const char *time_of, const char *k, char out[37]);
-
-/* The delivery id of `k` ("<notification id>|<device id>"): nf_keyed_id with the
- * notification's time. */
+/* The delivery id of `k` ("<notification id>|<device id>"): a UUIDv8 (RFC 9562 section 5.8)
+ * whose first 48 bits are the notification's UUIDv7 time (ids sort by creation) and whose
+ * rest is SHA-256(k), so a replay computes the same id and finds it by `_id`. */
 void nf_delivery_id(const char *notification_id, const char *k, char out[37]);
 
 /* --- devices cache (notification_devcache.c) --------------------------------------------- */

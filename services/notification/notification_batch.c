@@ -241,8 +241,8 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
             rc = CM_EINVAL;
             goto out;
         }
-        /* The id is a function of the key: a replay's insert is refused by `_id`. */
-        nf_keyed_id(r[i].event_id, st.keys[i], st.ids[i]);
+        if ((rc = cm_uuid_v7(st.ids[i])) != CM_OK)
+            goto out;
         build(tenant, &r[i], &prefs[i], st.ids[i], st.keys[i], now, &docs[i]);
         ptrs[i] = &docs[i];
         st.hidden[i] = !prefs[i].in_app[r[i].type];
@@ -263,27 +263,17 @@ static cm_err notify_chunk(nf_ctx *ctx, const char *tenant, const nf_recipient *
     if (ndup > 0) {
         /* Stored before (a replay after a crash): read back, and published again (the same
          * event id: consumers deduplicate), since the crash may have come before Kafka had
-         * it. One `_id $in` query, on this rare path only; then, for what it did not find,
-         * one `k $in`: a notification stored by a version before keyed ids (random UUIDv7),
-         * refused by the unique `dedupe` index on `k` such a deployment still has. */
+         * it. One `k $in` query, on this rare path only. */
         bson_t f = BSON_INITIALIZER;
         int *want = calloc(n, sizeof(*want));
-        size_t left = 0;
         if (want == NULL)
             goto out;
         for (size_t i = 0; i < n; i++)
             want[i] = dup[i];
-        append_in(&f, "_id", (const char *)st.ids, sizeof(st.ids[0]), n, want);
+        append_in(&f, "k", (const char *)st.keys, sizeof(st.keys[0]), n, want);
         st.n = n;
-        /* collect_stored matches by `k` only those not found yet: the duplicates. */
+        /* collect_stored matches only those not found yet: the duplicates. */
         rc = cm_mongo_find(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, collect_stored, &st);
-        for (size_t i = 0; i < n; i++)
-            left += (want[i] = dup[i] && !st.found[i]) != 0;
-        if (rc == CM_OK && left > 0) {
-            bson_reinit(&f);
-            append_in(&f, "k", (const char *)st.keys, sizeof(st.keys[0]), n, want);
-            rc = cm_mongo_find(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, collect_stored, &st);
-        }
         for (size_t i = 0; rc == CM_OK && i < n; i++)
             if (dup[i] && !st.found[i])
                 rc = CM_EAGAIN; /* refused as a duplicate yet not found: look again */

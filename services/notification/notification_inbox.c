@@ -20,6 +20,7 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         const char *coll, *name, *f1, *f2, *f3;
         int unique;
     } ix[] = {
+        {NF_COLL_NOTIFICATIONS, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_NOTIFICATIONS, "inbox", "tenant", "user_id", "_id", 0},
         {NF_COLL_NOTIFICATIONS, "unread", "tenant", "user_id", "read", 0},
         {NF_COLL_MEMBERS, "conversation", "tenant", "conversation_id", "active", 0},
@@ -124,6 +125,68 @@ cm_err nf_created_event(const bson_t *doc, char **out)
     cJSON_AddStringToObject(data, "user_id", user);
     return cm_event_build(id, "notification.created", "/notification", user, tenant,
                           cm_clock_now_ms(), data, out);
+}
+
+static cm_err publish_created(nf_ctx *ctx, const bson_t *doc)
+{
+    const char *id = cm_bson_str(doc, "_id", ""), *user = cm_bson_str(doc, "user_id", "");
+    char *ev = NULL;
+    cm_kafka_header h[] = {{"x-request-id", cm_log_request_id()}};
+    cm_err rc;
+
+    if ((rc = nf_created_event(doc, &ev)) != CM_OK)
+        return rc;
+    rc = cm_outbox_publish(ctx->outbox, NF_TOPIC, user, id, ev, h, 1);
+    free(ev);
+    if (rc == CM_ECONFLICT)
+        rc = CM_OK; /* already in the outbox: produced (again) from there */
+    if (rc == CM_OK)
+        atomic_fetch_add(&ctx->published, 1);
+    return rc;
+}
+
+cm_err nf_notify(nf_ctx *ctx, const bson_t *doc, char id[37])
+{
+    bson_t f = BSON_INITIALIZER, old;
+    cm_err rc = cm_mongo_insert(ctx->db, NF_COLL_NOTIFICATIONS, doc);
+
+    if (rc == CM_OK) {
+        atomic_fetch_add(&ctx->created, 1);
+        snprintf(id, CM_UUID_STRLEN, "%s", cm_bson_str(doc, "_id", ""));
+        /* Turned off in-app by the user's preferences: kept for push and diagnostics only. */
+        return cm_bson_bool(doc, "hidden", 0) ? CM_OK : publish_created(ctx, doc);
+    }
+    if (rc != CM_ECONFLICT)
+        return rc;
+    /* Stored before (a replay after a crash): publish the stored one again, in case the crash
+     * came between the insert and the outbox. */
+    atomic_fetch_add(&ctx->duplicates, 1);
+    BSON_APPEND_UTF8(&f, "k", cm_bson_str(doc, "k", ""));
+    rc = cm_mongo_find_one(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, &old);
+    if (rc != CM_OK) {
+        bson_destroy(&f);
+        return rc == CM_ENOTFOUND ? CM_EAGAIN : rc;
+    }
+    snprintf(id, CM_UUID_STRLEN, "%s", cm_bson_str(&old, "_id", ""));
+    if (cm_bson_bool(&old, "hidden", 0)) {
+        bson_destroy(&f);
+        bson_destroy(&old);
+        return CM_OK;
+    }
+    /* The outbox holds it while unpublished and for a day after: then it is on its way. */
+    bson_reinit(&f);
+    BSON_APPEND_UTF8(&f, "_id", cm_bson_str(&old, "_id", ""));
+    {
+        bson_t ob;
+        rc = cm_mongo_find_one(ctx->db, NF_COLL_OUTBOX, &f, NULL, &ob);
+        if (rc == CM_OK)
+            bson_destroy(&ob);
+        else if (rc == CM_ENOTFOUND)
+            rc = publish_created(ctx, &old);
+    }
+    bson_destroy(&f);
+    bson_destroy(&old);
+    return rc;
 }
 
 /* --- HTTP --------------------------------------------------------------------------------- */

@@ -220,20 +220,13 @@ static int collect_device(const bson_t *doc, void *ud)
     return 0;
 }
 
-void nf_keyed_id(const char *time_of, const char *k, char out[37])
+void nf_delivery_id(const char *notification_id, const char *k, char out[37])
 {
     unsigned char h[32], b[16];
     unsigned int hl = 0;
-    int64_t ms = -1;
+    int64_t ms = cm_uuid_v7_time_ms(notification_id);
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
-
-    if (cm_uuid_valid(time_of) && (time_of[14] == '7' || time_of[14] == '8')) {
-        ms = 0;
-        for (int i = 0; i < 13; i++)
-            if (time_of[i] != '-')
-                ms = ms * 16 + (time_of[i] <= '9' ? time_of[i] - '0' : time_of[i] - 'a' + 10);
-    }
 
     if (!EVP_Digest(k, strlen(k), h, &hl, EVP_sha256(), NULL))
         memset(h, 0, sizeof(h)); /* cannot happen with OpenSSL's SHA-256; ids stay unique by k */
@@ -251,11 +244,6 @@ void nf_keyed_id(const char *time_of, const char *k, char out[37])
         out[o++] = hex[b[i] & 15];
     }
     out[o] = '\0';
-}
-
-void nf_delivery_id(const char *notification_id, const char *k, char out[37])
-{
-    nf_keyed_id(notification_id, k, out);
 }
 
 /* The delivery document of `it` to device `dev`, due at `at` (ms), saying `txt` (rendered

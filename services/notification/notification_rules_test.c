@@ -133,24 +133,6 @@ static void test_delivery_id(void **state)
     assert_true(strchr("89ab", a[19]) != NULL);     /* variant 10 */
 }
 
-/* A notification's id is keyed the same way on its event's id: the event's UUIDv7 time, kept
- * when the time comes from a keyed id (a delivery of a keyed notification), 0 when the event
- * id is no UUIDv7. */
-static void test_keyed_id(void **state)
-{
-    const char *ev = "01a2006b-9a6c-7002-84c8-4602984a3052";
-    char n[37], d[37], foreign[37];
-    (void)state;
-    nf_keyed_id(ev, "t|01a2006b-9a6c-7002-84c8-4602984a3052|u1|in_app", n);
-    assert_memory_equal(n, "01a2006b-9a6c-8", 15);
-    nf_delivery_id(n, "x|dev-1", d);
-    assert_memory_equal(d, "01a2006b-9a6c-8", 15); /* the time of a UUIDv8 made here */
-    assert_string_not_equal(n, d);
-    nf_keyed_id("not-a-uuid", "t|not-a-uuid|u1|in_app", foreign);
-    assert_memory_equal(foreign, "00000000-0000-8", 15);
-    assert_true(cm_uuid_valid(foreign));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,7 +141,6 @@ int main(void)
         cmocka_unit_test(test_dedupe_key),
         cmocka_unit_test(test_quiet_hours),
         cmocka_unit_test(test_delivery_id),
-        cmocka_unit_test(test_keyed_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
