@@ -184,6 +184,48 @@ cm_err cm_mongo_create_index(cm_mongo *m, const char *coll, const bson_t *keys, 
     return rc;
 }
 
+cm_err cm_mongo_drop_index(cm_mongo *m, const char *coll, const char *name)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    mongoc_database_t *db = mongoc_client_get_database(client, m->db);
+    bson_t cmd = BSON_INITIALIZER;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    BSON_APPEND_UTF8(&cmd, "dropIndexes", coll);
+    BSON_APPEND_UTF8(&cmd, "index", name);
+    /* 26 NamespaceNotFound, 27 IndexNotFound: nothing to drop. */
+    if (!mongoc_database_write_command_with_opts(db, &cmd, NULL, NULL, &e) && e.code != 26 &&
+        e.code != 27 && strstr(e.message, "not found") == NULL &&
+        strstr(e.message, "does not exist") == NULL)
+        rc = translate("dropIndexes", coll, &e);
+    bson_destroy(&cmd);
+    mongoc_database_destroy(db);
+    mongoc_client_pool_push(m->pool, client);
+    return rc;
+}
+
+cm_err cm_mongo_is_ferretdb(cm_mongo *m, int *out)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    bson_t cmd = BSON_INITIALIZER, reply;
+    bson_iter_t it;
+    bson_error_t e;
+    cm_err rc = CM_OK;
+
+    BSON_APPEND_INT32(&cmd, "buildInfo", 1);
+    if (!mongoc_client_command_simple(client, "admin", &cmd, NULL, &reply, &e)) {
+        cm_warn("mongo: buildInfo: %s", e.message);
+        rc = CM_EIO;
+    } else {
+        *out = bson_iter_init_find(&it, &reply, "ferretdbVersion") ? 1 : 0;
+    }
+    bson_destroy(&reply); /* initialised by the driver on failure too */
+    bson_destroy(&cmd);
+    mongoc_client_pool_push(m->pool, client);
+    return rc;
+}
+
 cm_err cm_mongo_insert(cm_mongo *m, const char *coll, const bson_t *doc)
 {
     mongoc_client_t *client;

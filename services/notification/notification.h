@@ -164,7 +164,9 @@ typedef struct nf_ctx {
     atomic_long created, duplicates, published;
 } nf_ctx;
 
-/* Creates the indexes the service relies on (the unique dedupe key first). */
+/* Creates the indexes the service relies on (the unique dedupe key first). On FerretDB only
+ * the unique ones: the query-only indexes are not created there, and dropped if present
+ * (cm_mongo_is_ferretdb). CM_EIO when the server failed. */
 cm_err nf_ensure_indexes(nf_ctx *ctx);
 
 /* Reads (or, the first time, records) when the membership projection of this database

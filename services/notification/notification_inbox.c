@@ -39,20 +39,38 @@ cm_err nf_ensure_indexes(nf_ctx *ctx)
         {NF_COLL_WEBHOOK_DELIVERIES, "dedupe", "k", NULL, NULL, 1},
         {NF_COLL_WEBHOOK_DELIVERIES, "due", "state", "next_at", NULL, 0},
     };
+    int ferret = 0, skipped = 0;
+    cm_err rc;
+
+    /* The unique indexes are the guarantees (idempotency, one device per token): always.
+     * The others only speed up queries, which FerretDB 1.x never plans with an index other
+     * than `_id` (a filter on an indexed field reads the whole collection all the same), while
+     * each costs every insert its JSON expression: on FerretDB they are not created, and
+     * dropped where an earlier version created them (bench/README.md, "Push fan-out": they
+     * were about half of the notifications' and deliveries' insert cost). */
+    if ((rc = cm_mongo_is_ferretdb(ctx->db, &ferret)) != CM_OK)
+        return rc;
     for (size_t i = 0; i < sizeof(ix) / sizeof(ix[0]); i++) {
+        cm_mongo *db = strcmp(ix[i].coll, NF_COLL_DELIVERIES) == 0 ? ctx->ddb : ctx->db;
         bson_t keys = BSON_INITIALIZER;
-        cm_err rc;
+        if (ferret && !ix[i].unique) {
+            if ((rc = cm_mongo_drop_index(db, ix[i].coll, ix[i].name)) != CM_OK)
+                return rc;
+            skipped++;
+            continue;
+        }
         BSON_APPEND_INT32(&keys, ix[i].f1, 1);
         if (ix[i].f2)
             BSON_APPEND_INT32(&keys, ix[i].f2, 1);
         if (ix[i].f3)
             BSON_APPEND_INT32(&keys, ix[i].f3, 1);
-        rc = cm_mongo_create_index(strcmp(ix[i].coll, NF_COLL_DELIVERIES) == 0 ? ctx->ddb : ctx->db,
-                                   ix[i].coll, &keys, ix[i].name, ix[i].unique);
+        rc = cm_mongo_create_index(db, ix[i].coll, &keys, ix[i].name, ix[i].unique);
         bson_destroy(&keys);
         if (rc != CM_OK)
             return rc;
     }
+    if (skipped)
+        cm_info("FerretDB: %d query-only indexes not kept (it plans no query with them)", skipped);
     return CM_OK;
 }
 

@@ -29,6 +29,17 @@ cm_err cm_mongo_ping(cm_mongo *m);
 cm_err cm_mongo_create_index(cm_mongo *m, const char *coll, const bson_t *keys, const char *name,
                              int unique);
 
+/* Drops the index named `name` of `coll`; CM_OK also when there is no such index or
+ * collection. CM_EIO when the server failed. */
+cm_err cm_mongo_drop_index(cm_mongo *m, const char *coll, const char *name);
+
+/* Sets `*out` to 1 when the server is FerretDB (its buildInfo carries `ferretdbVersion`), else
+ * 0. FerretDB 1.x (SQLite backend) plans no query with an index other than `_id` (a filter on
+ * an indexed field reads the whole collection all the same: bench/README.md, "Push fan-out"),
+ * so an index kept only for queries there costs every insert and gives nothing. CM_EIO when
+ * the server could not be asked. */
+cm_err cm_mongo_is_ferretdb(cm_mongo *m, int *out);
+
 /* Inserts `doc`. CM_ECONFLICT when a unique index refuses it. */
 cm_err cm_mongo_insert(cm_mongo *m, const char *coll, const bson_t *doc);
 
