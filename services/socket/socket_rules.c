@@ -28,6 +28,14 @@ int64_t socket_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t socket_wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* --- circuit breaker ------------------------------------------------------------------------ */
 
 int socket_breaker_allow(socket_breaker *b, int64_t now_ms)
