@@ -307,6 +307,10 @@ static outframe *outframe_new(socket_srv *s, size_t len)
         return malloc(sizeof(*f) + OUTFRAME_SMALL);
     s->pool = f->next;
     s->npool--;
+    /* The next pop reads the next entry's link: a pool entry freed long ago is out of the
+     * cache (perf: most of conn_queue's time was that load's miss). */
+    if (s->pool)
+        __builtin_prefetch(s->pool);
     return f;
 }
 
@@ -1472,7 +1476,11 @@ static int write_batch(conn *c)
 
     while (c->q_head) {
         outframe *f = c->q_head;
-        size_t len = frame_len(f), need = o + 10 + len;
+        size_t len, need;
+        if (f->next)
+            __builtin_prefetch(f->next); /* queued during the drain, often out of the cache */
+        len = frame_len(f);
+        need = o + 10 + len;
         if (nframes > 0 && need - LWS_PRE > WRITE_BATCH)
             break;
         if (need > s->wcap) {
@@ -1668,6 +1676,12 @@ static void flush_dirty(socket_srv *s)
 {
     for (size_t i = 0; i < s->ndirty; i++) {
         conn *c = s->dirty[i];
+        /* The next connections' state and first queued frame, a step ahead (cache misses
+         * were most of write_batch's own time in perf). */
+        if (i + 2 < s->ndirty)
+            __builtin_prefetch(s->dirty[i + 2]);
+        if (i + 1 < s->ndirty && s->dirty[i + 1]->q_head)
+            __builtin_prefetch(s->dirty[i + 1]->q_head);
         c->dirty = 0;
         if (c->gone || c->close_sent || c->q_head == NULL)
             continue;
