@@ -637,6 +637,7 @@ def run_kafka_hop(rate, seconds=5.0):
     p.start()
     prod = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1, "enable.idempotence": True,
                      "acks": "all"})
+    acks = []  # produce() -> broker ack, ms: the producer's share of the hop
     try:
         deadline = time.time() + 60
         while not ready.is_set() and time.time() < deadline:  # records before the assignment
@@ -646,7 +647,9 @@ def run_kafka_hop(rate, seconds=5.0):
         while sent < n:
             due = min(n, int((time.time() - t0) * rate) + 1)
             while sent < due:
-                prod.produce(topic, f"{time.time() * 1000:.3f}".encode())
+                prod.produce(topic, f"{time.time() * 1000:.3f}".encode(),
+                             on_delivery=lambda err, m: err is None and m.latency() is not None
+                             and acks.append(m.latency() * 1000))
                 sent += 1
             prod.poll(0)
             time.sleep(0.001)
@@ -656,7 +659,7 @@ def run_kafka_hop(rate, seconds=5.0):
     finally:
         p.join(30)
         admin.delete_topics([topic])
-    return pct(lat, 0.5), pct(lat, 0.99)
+    return pct(lat, 0.5), pct(lat, 0.99), pct(acks, 0.5), pct(acks, 0.99)
 
 
 def run_idle(srv, proc, n):
@@ -796,8 +799,9 @@ def main():
                 stages = stage_quantiles(before, stage_buckets())
                 for st, (cnt, q50, q99) in stages.items():
                     log(f"ours: stage {st}: {cnt} recorded, p50 <= {q50:g} ms, p99 <= {q99:g} ms")
-        hop = run_kafka_hop(rate) if "fanout" in PARTS else (nan, nan)
-        log(f"the Kafka hop alone at {rate:,.0f} records/s: p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms")
+        hop = run_kafka_hop(rate) if "fanout" in PARTS else (nan, nan, nan, nan)
+        log(f"the Kafka hop alone at {rate:,.0f} records/s: p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms "
+            f"(its produce -> ack p50 {hop[2]:.2f} ms, p99 {hop[3]:.2f} ms)")
         # End to end through the real messaging service (ours only: the peers store nothing).
         e2e = []
         for r in E2E_RATES if "e2e" in PARTS else []:
@@ -843,7 +847,8 @@ def main():
           " and memory; CPU per frame counts every thread of the server, ours's Kafka consumer included,"
           " and is the figure the machine's other load disturbs least)")
     print(f"the Kafka hop alone (producer -> broker -> a consumer on core 0, no socket) at the same rate: "
-          f"p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms: the floor under ours's latency")
+          f"p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms (produce -> broker ack p50 {hop[2]:.2f}, p99 {hop[3]:.2f}): "
+          f"the floor under ours's latency")
     print(f"ours's latency run, the load generator's produce() -> broker ack (librdkafka's message latency): "
           f"p50 {produce_ack[0]:.2f} ms, p99 {produce_ack[1]:.2f} ms")
     for st, (cnt, q50, q99) in stages.items():
