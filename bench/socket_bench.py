@@ -14,7 +14,10 @@ are not pinned.
   and the server's CPU time per delivered frame (every thread, from /proc: on a machine shared
   with other work the wall-clock rate moves with that work, the CPU per frame much less).
 - Latency: open loop at half of Socket.IO's rooms-of-5 event rate; p50/p99 from publish to
-  receipt (the event carries its publish time). Then the Kafka hop alone at that rate (the
+  receipt (the event carries its publish time), after BENCH_LATENCY_WARM_S (2) unmeasured
+  seconds at that rate (their p99 is printed too). For ours also the stages of
+  socket_delivery_stage_seconds (its /metrics) and the generator's produce -> broker ack
+  time. Then the Kafka hop alone at that rate (the
   same producer settings, a plain consumer pinned to the servers' core): the floor under
   ours's figures, which the peers' in-process publish does not pay.
 - End to end (ours only): message.send over the WebSocket -> accepted and stored by the real
@@ -30,7 +33,9 @@ BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH
 BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
-BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket).
+BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket). Direction runs only:
+BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_LATENCY_GAP_S
+(ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
 """
 
 import json
@@ -74,6 +79,10 @@ PARTS = set(os.environ.get("BENCH_PARTS", "fanout,e2e,idle").split(","))
 SERVERS = [n for n in ("ours", "uws", "sio")
            if n in os.environ.get("BENCH_SERVERS", "ours,uws,sio").split(",")]
 RATE = float(os.environ.get("BENCH_RATE", "0"))
+# Direction runs only: seconds ours sits idle before its latency run (in a full run it waits
+# while the peers' fan-outs run, about a minute).
+LATENCY_GAP = float(os.environ.get("BENCH_LATENCY_GAP_S", "0"))
+WARM_S = float(os.environ.get("BENCH_LATENCY_WARM_S", "2"))  # unmeasured seconds before it
 # Who answers the socket service's two calls per new connection in an idle-only run
 # (BENCH_PARTS=idle): "standin" (bench/messaging_standin.py, the real service's answers for a
 # user in no conversation, token verified) or "real" (the messaging service on the shared
@@ -784,6 +793,15 @@ def main():
         stages, produce_ack = {}, (nan, nan)
         for name in SERVERS:
             f = fan[name]
+            if name == "ours" and LATENCY_GAP:
+                time.sleep(LATENCY_GAP)
+            # BENCH_LATENCY_WARM_S (2) seconds at the same rate first, not in the figures: each
+            # server has sat idle while the others ran, and ours's p99 was then the first half
+            # second after that minute (the generator's produce -> broker ack p99 142 ms there,
+            # 4 ms in the Kafka hop run a minute later; bench/README.md, sixth figures). Its p99
+            # is printed beside.
+            f["cold_p99"] = run_latency(f["srv"], f["load"], rate, WARM_S)[1] if "fanout" in PARTS else nan
+            log(f"{name}: warm-up at {rate:,.0f} events/s: p99 {f['cold_p99']:.2f} ms (not counted)")
             before = stage_buckets() if name == "ours" and "fanout" in PARTS else None
             if before is not None:
                 f["srv"].acks = []
@@ -849,6 +867,8 @@ def main():
     print(f"the Kafka hop alone (producer -> broker -> a consumer on core 0, no socket) at the same rate: "
           f"p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms (produce -> broker ack p50 {hop[2]:.2f}, p99 {hop[3]:.2f}): "
           f"the floor under ours's latency")
+    print("the warm-up (BENCH_LATENCY_WARM_S) before each latency run (not counted), p99 ms: " +
+          ", ".join(f"{n} {results[n].get('cold_p99', float('nan')):.2f}" for n in ("ours", "uws", "sio")))
     print(f"ours's latency run, the load generator's produce() -> broker ack (librdkafka's message latency): "
           f"p50 {produce_ack[0]:.2f} ms, p99 {produce_ack[1]:.2f} ms")
     for st, (cnt, q50, q99) in stages.items():
