@@ -185,7 +185,6 @@ static const int64_t stage_bounds_us[NBOUNDS] = {100,   250,    500,    1000,   
                                                  250000, 500000, 1000000, 2500000};
 typedef struct stage_hist {
     atomic_ulong le[NBOUNDS + 1]; /* per bucket (not cumulative); the last is +Inf */
-    atomic_ulong count;
     atomic_ullong sum_us;
 } stage_hist;
 
@@ -205,7 +204,6 @@ static void stage_record(stage_hist *h, int64_t us)
     while (i < NBOUNDS && us > stage_bounds_us[i])
         i++;
     relaxed_add(&h->le[i], 1);
-    relaxed_add(&h->count, 1);
     atomic_store_explicit(&h->sum_us,
                           atomic_load_explicit(&h->sum_us, memory_order_relaxed) + (unsigned long long)us,
                           memory_order_relaxed);
@@ -1421,8 +1419,6 @@ static int confirm_upgrade(socket_srv *s, struct lws *wsi)
     return 0;
 }
 
-/* Writes the RFC 6455 section 5.2 header of an unmasked, final text frame of `len` payload
- * bytes into `out` (room for 10); returns its length. */
 /* Counts one frame of consumed event `ev` written at `now` (socket_wall_us). With
  * LOG_LEVEL=debug, the first frame of an event that took over 50 ms from its record's
  * timestamp is logged with its stages (ms), to tell a stall of one stage from a slow broker. */
@@ -1444,6 +1440,8 @@ static void stage_written(socket_srv *s, socket_event *ev, int64_t now)
     }
 }
 
+/* Writes the RFC 6455 section 5.2 header of an unmasked, final text frame of `len` payload
+ * bytes into `out` (room for 10); returns its length. */
 static size_t frame_header(unsigned char *out, size_t len)
 {
     out[0] = 0x81; /* FIN, text */
