@@ -14,7 +14,10 @@ are not pinned.
   and the server's CPU time per delivered frame (every thread, from /proc: on a machine shared
   with other work the wall-clock rate moves with that work, the CPU per frame much less).
 - Latency: open loop at half of Socket.IO's rooms-of-5 event rate; p50/p99 from publish to
-  receipt (the event carries its publish time). Then the Kafka hop alone at that rate (the
+  receipt (the event carries its publish time), after BENCH_LATENCY_WARM_S (2) unmeasured
+  seconds at that rate (their p99 is printed too). For ours also the stages of
+  socket_delivery_stage_seconds (its /metrics) and the generator's produce -> broker ack
+  time. Then the Kafka hop alone at that rate (the
   same producer settings, a plain consumer pinned to the servers' core): the floor under
   ours's figures, which the peers' in-process publish does not pay.
 - End to end (ours only): message.send over the WebSocket -> accepted and stored by the real
@@ -30,7 +33,9 @@ BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH
 BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
-BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket).
+BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket). Direction runs only:
+BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_LATENCY_GAP_S
+(ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
 """
 
 import json
@@ -69,6 +74,15 @@ IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
 E2E_RATES = [int(x) for x in os.environ.get("BENCH_E2E_RATE", "100").split(",") if x]
 E2E_SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "5"))
 PARTS = set(os.environ.get("BENCH_PARTS", "fanout,e2e,idle").split(","))
+# Direction runs only: a subset of the servers (BENCH_SERVERS=ours) and a fixed latency rate in
+# events/s (BENCH_RATE; by default half of Socket.IO's rooms-of-5 rate, measured in the run).
+SERVERS = [n for n in ("ours", "uws", "sio")
+           if n in os.environ.get("BENCH_SERVERS", "ours,uws,sio").split(",")]
+RATE = float(os.environ.get("BENCH_RATE", "0"))
+# Direction runs only: seconds ours sits idle before its latency run (in a full run it waits
+# while the peers' fan-outs run, about a minute).
+LATENCY_GAP = float(os.environ.get("BENCH_LATENCY_GAP_S", "0"))
+WARM_S = float(os.environ.get("BENCH_LATENCY_WARM_S", "2"))  # unmeasured seconds before it
 # Who answers the socket service's two calls per new connection in an idle-only run
 # (BENCH_PARTS=idle): "standin" (bench/messaging_standin.py, the real service's answers for a
 # user in no conversation, token verified) or "real" (the messaging service on the shared
@@ -184,7 +198,7 @@ def rss_kib(p):
 
 
 SVC_ENV = {"JWT_PUBLIC_KEY_FILE": "bench=" + str(KEYS / "jwt-public.pem"), "KAFKA_TOPIC_PREFIX": PREFIX,
-           "LOG_LEVEL": "warn", "MESSAGING_URL": f"http://127.0.0.1:{P_MSG}"}
+           "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "MESSAGING_URL": f"http://127.0.0.1:{P_MSG}"}
 
 
 def call(method, path, user, body=None):
@@ -349,6 +363,11 @@ class Ours:
         self.convs, self.eseq = convs, eseq  # conversation ids per room index; next eseq
         self.producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1,
                                   "enable.idempotence": True, "acks": "all"})
+        self.acks = None  # when a list: each publish's produce() -> broker ack time, ms
+
+    def _delivered(self, err, msg):
+        if err is None and msg.latency() is not None:
+            self.acks.append(msg.latency() * 1000)
 
     def connect(self, user, rooms):
         return Conn(P_WS, f"/v1/ws?access_token={token(user)}")
@@ -387,7 +406,11 @@ class Ours:
               "source": "/messaging", "time": "2026-01-01T00:00:00.000Z", "subject": cid,
               "datacontenttype": "application/json", "tenant": TENANT, "eseq": self.eseq[cid],
               "data": dict(body, conversation_id=cid, seq=self.eseq[cid])}
-        self.producer.produce(PREFIX + "messages", json.dumps(ev, separators=(",", ":")), key=cid)
+        if self.acks is None:
+            self.producer.produce(PREFIX + "messages", json.dumps(ev, separators=(",", ":")), key=cid)
+        else:
+            self.producer.produce(PREFIX + "messages", json.dumps(ev, separators=(",", ":")), key=cid,
+                                  on_delivery=self._delivered)
 
     def flush(self):
         self.producer.poll(0)
@@ -555,6 +578,34 @@ def run_latency(srv, load, rate, seconds=5.0):
     return pct(lat, 0.5), pct(lat, 0.99)
 
 
+STAGE_RE = re.compile(rb'^socket_delivery_stage_seconds_bucket\{stage="(\w+)",le="([^"]+)"\} (\d+)$', re.M)
+
+
+def stage_buckets():
+    """Ours's socket_delivery_stage_seconds buckets from /metrics: {stage: [(le, cumulative)]}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{P_HTTP}/metrics", timeout=10) as r:
+        text = r.read()
+    out = {}
+    for stage, le, n in STAGE_RE.findall(text):
+        out.setdefault(stage.decode(), []).append((float(le), int(n)))
+    return out
+
+
+def stage_quantiles(before, after):
+    """Per stage, the count and the bucket bounds (ms) holding the median and the 99th
+    percentile of what was recorded between two stage_buckets() scrapes."""
+    res = {}
+    for stage, rows in after.items():
+        prev = dict(before.get(stage, []))
+        diff = [(le, n - prev.get(le, 0)) for le, n in rows]
+        total = diff[-1][1] if diff else 0
+        q = []
+        for frac in (0.5, 0.99):
+            q.append(next((le * 1000 for le, n in diff if n >= frac * total), float("nan")) if total else float("nan"))
+        res[stage] = (total, *q)
+    return res
+
+
 def _hop_consumer(topic, out, ready):
     """The Kafka hop's far end (run_kafka_hop): a plain consumer pinned to core 0, like the
     servers, recording receipt time minus the publish time each record carries."""
@@ -595,6 +646,7 @@ def run_kafka_hop(rate, seconds=5.0):
     p.start()
     prod = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1, "enable.idempotence": True,
                      "acks": "all"})
+    acks = []  # produce() -> broker ack, ms: the producer's share of the hop
     try:
         deadline = time.time() + 60
         while not ready.is_set() and time.time() < deadline:  # records before the assignment
@@ -604,7 +656,9 @@ def run_kafka_hop(rate, seconds=5.0):
         while sent < n:
             due = min(n, int((time.time() - t0) * rate) + 1)
             while sent < due:
-                prod.produce(topic, f"{time.time() * 1000:.3f}".encode())
+                prod.produce(topic, f"{time.time() * 1000:.3f}".encode(),
+                             on_delivery=lambda err, m: err is None and m.latency() is not None
+                             and acks.append(m.latency() * 1000))
                 sent += 1
             prod.poll(0)
             time.sleep(0.001)
@@ -614,7 +668,7 @@ def run_kafka_hop(rate, seconds=5.0):
     finally:
         p.join(30)
         admin.delete_topics([topic])
-    return pct(lat, 0.5), pct(lat, 0.99)
+    return pct(lat, 0.5), pct(lat, 0.99), pct(acks, 0.5), pct(acks, 0.99)
 
 
 def run_idle(srv, proc, n):
@@ -718,6 +772,11 @@ def main():
         fan = {}
         nan = float("nan")
         for name, launch, make in peers:
+            if name not in SERVERS:
+                fan[name] = {"rooms": nan, "broadcast": nan, "rooms_cpu": nan, "broadcast_cpu": nan,
+                             "p50": nan, "p99": nan, "idle": nan, "load": Load(b"-"), "srv": None,
+                             "proc": None}
+                continue
             proc = launch()
             srv = make()
             if "fanout" in PARTS or "e2e" in PARTS:
@@ -730,21 +789,44 @@ def main():
                              "load": Load(b"-")}
             fan[name]["srv"], fan[name]["proc"] = srv, proc
         # Latency at half of Socket.IO's saturation (events/s of the rooms run), same rate for all.
-        rate = fan["sio"]["rooms"] / ROOM / 2
-        for name in ("ours", "uws", "sio"):
+        rate = RATE or fan["sio"]["rooms"] / ROOM / 2
+        stages, produce_ack = {}, (nan, nan)
+        for name in SERVERS:
             f = fan[name]
+            if name == "ours" and LATENCY_GAP:
+                time.sleep(LATENCY_GAP)
+            # BENCH_LATENCY_WARM_S (2) seconds at the same rate first, not in the figures: each
+            # server has sat idle while the others ran, and ours's p99 was then the first half
+            # second after that minute (the generator's produce -> broker ack p99 142 ms there,
+            # 4 ms in the Kafka hop run a minute later; bench/README.md, sixth figures). Its p99
+            # is printed beside.
+            f["cold_p99"] = run_latency(f["srv"], f["load"], rate, WARM_S)[1] if "fanout" in PARTS else nan
+            log(f"{name}: warm-up at {rate:,.0f} events/s: p99 {f['cold_p99']:.2f} ms (not counted)")
+            before = stage_buckets() if name == "ours" and "fanout" in PARTS else None
+            if before is not None:
+                f["srv"].acks = []
             f["p50"], f["p99"] = run_latency(f["srv"], f["load"], rate) if "fanout" in PARTS else (nan, nan)
             log(f"{name}: latency at {rate:,.0f} events/s ({rate * ROOM:,.0f} frames/s): "
                 f"p50 {f['p50']:.2f} ms, p99 {f['p99']:.2f} ms")
-        hop = run_kafka_hop(rate) if "fanout" in PARTS else (nan, nan)
-        log(f"the Kafka hop alone at {rate:,.0f} records/s: p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms")
+            if before is not None:  # where ours's time went (socket_delivery_stage_seconds)
+                f["srv"].producer.flush(30)
+                acks, f["srv"].acks = f["srv"].acks, None
+                produce_ack = (pct(acks, 0.5), pct(acks, 0.99))
+                log(f"ours: the generator's produce -> broker ack: p50 {produce_ack[0]:.2f} ms, "
+                    f"p99 {produce_ack[1]:.2f} ms ({len(acks)} records)")
+                stages = stage_quantiles(before, stage_buckets())
+                for st, (cnt, q50, q99) in stages.items():
+                    log(f"ours: stage {st}: {cnt} recorded, p50 <= {q50:g} ms, p99 <= {q99:g} ms")
+        hop = run_kafka_hop(rate) if "fanout" in PARTS else (nan, nan, nan, nan)
+        log(f"the Kafka hop alone at {rate:,.0f} records/s: p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms "
+            f"(its produce -> ack p50 {hop[2]:.2f} ms, p99 {hop[3]:.2f} ms)")
         # End to end through the real messaging service (ours only: the peers store nothing).
         e2e = []
         for r in E2E_RATES if "e2e" in PARTS else []:
             e2e.append((r, *run_e2e(fan["ours"]["load"], fan["ours"]["conns"], e2e_rooms, r, E2E_SECONDS)))
             log(f"ours: end to end at {r} messages/s offered: {e2e[-1][1]:,.0f} delivered/s, "
                 f"p50 {e2e[-1][2]:.1f} ms, p99 {e2e[-1][3]:.1f} ms ({e2e[-1][4]:.0f} of {e2e[-1][5]})")
-        for name in ("ours", "uws", "sio"):
+        for name in SERVERS:
             fan[name]["load"].close()
             time.sleep(1.0)
             srv = fan[name]["srv"]
@@ -783,7 +865,15 @@ def main():
           " and memory; CPU per frame counts every thread of the server, ours's Kafka consumer included,"
           " and is the figure the machine's other load disturbs least)")
     print(f"the Kafka hop alone (producer -> broker -> a consumer on core 0, no socket) at the same rate: "
-          f"p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms: the floor under ours's latency")
+          f"p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms (produce -> broker ack p50 {hop[2]:.2f}, p99 {hop[3]:.2f}): "
+          f"the floor under ours's latency")
+    print("the warm-up (BENCH_LATENCY_WARM_S) before each latency run (not counted), p99 ms: " +
+          ", ".join(f"{n} {results[n].get('cold_p99', float('nan')):.2f}" for n in ("ours", "uws", "sio")))
+    print(f"ours's latency run, the load generator's produce() -> broker ack (librdkafka's message latency): "
+          f"p50 {produce_ack[0]:.2f} ms, p99 {produce_ack[1]:.2f} ms")
+    for st, (cnt, q50, q99) in stages.items():
+        print(f"ours's latency run, stage {st} (socket_delivery_stage_seconds, bucket bounds): "
+              f"p50 <= {q50:g} ms, p99 <= {q99:g} ms ({cnt} recorded)")
     for r, acc, p50, p99, delivered, n in e2e:
         print(f"end to end at {r}/s offered (WebSocket send -> stored -> delivered): "
               f"{acc:,.0f} messages/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms ({delivered:.0f} of {n})")

@@ -353,6 +353,7 @@ cm_err cm_kafka_consumer_poll_batch(cm_kafka_consumer *c, int timeout_ms, size_t
         recs[i].key_len = ms[i]->key_len;
         recs[i].value = ms[i]->payload ? ms[i]->payload : "";
         recs[i].value_len = ms[i]->len;
+        recs[i].timestamp_ms = rd_kafka_message_timestamp(ms[i], NULL);
     }
     rc = handler(recs, n, ud);
     /* Per partition: after success the offset after its last record; after a failure its
@@ -489,6 +490,7 @@ cm_err cm_kafka_consumer_poll(cm_kafka_consumer *c, int timeout_ms, cm_kafka_han
     rec.key_len = m->key_len;
     rec.value = m->payload ? m->payload : "";
     rec.value_len = m->len;
+    rec.timestamp_ms = rd_kafka_message_timestamp(m, NULL);
     rc = handler(&rec, ud);
     if (rc == CM_OK) {
         /* Store exactly this record's offset + 1 (the next one to read). */

@@ -78,6 +78,7 @@ static cm_err on_records(const cm_kafka_record *recs, size_t n, void *ud)
     consumer_ctx *cc = ud;
     socket_event *head = NULL, **tail = &head;
     size_t count = 0;
+    int64_t now = socket_wall_us();
 
     for (size_t i = 0; i < n; i++) {
         const cm_kafka_record *rec = &recs[i];
@@ -85,6 +86,8 @@ static cm_err on_records(const cm_kafka_record *recs, size_t n, void *ud)
         cm_err rc = socket_event_from_cloudevent(rec->topic, rec->key, rec->key_len, rec->value,
                                                  rec->value_len, &ev);
         if (rc == CM_OK) {
+            ev->t_produced = rec->timestamp_ms > 0 ? rec->timestamp_ms * 1000 : 0;
+            ev->t_consumed = now;
             *tail = ev;
             tail = &ev->next;
             count++;

@@ -139,6 +139,14 @@ typedef struct socket_event {
     size_t frame_len;
     char state[16];    /* ephemeral: typing "start"/"stop"; presence online/away/offline */
     int64_t last_seen; /* presence: ms since the epoch the user was last seen online, 0 never */
+    /* Where a consumed event was when, for socket_delivery_stage_seconds (socket_server.c):
+     * microseconds since the epoch (socket_wall_us, comparable with Kafka's record
+     * timestamps); 0 when not known (events from sync or Redis). */
+    int64_t t_produced; /* the Kafka record's timestamp (the producer's, ms precision) */
+    int64_t t_consumed; /* the consumer thread got it from librdkafka */
+    int64_t t_posted;   /* put in the loop's inbox */
+    int64_t t_drained;  /* taken from the inbox by the loop */
+    int t_logged;       /* a slow frame of it was logged (LOG_LEVEL=debug) */
 } socket_event;
 
 /* Builds an event from one consumed CloudEvent (record value `json`, key `key`): a
@@ -200,7 +208,8 @@ char *socket_presence_batch_json(socket_presence_item *items, size_t n);
 int socket_origin_allowed(const char *allowed, const char *origin);
 
 /* --- time ---------------------------------------------------------------------------------- */
-int64_t socket_now_ms(void);
+int64_t socket_now_ms(void); /* monotonic milliseconds: deadlines and intervals */
+int64_t socket_wall_us(void); /* microseconds since the epoch (CLOCK_REALTIME): stage stamps */
 
 
 /* --- the index: string key -> set of pointers (conversation -> connections, user ->

@@ -28,6 +28,14 @@ int64_t socket_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t socket_wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* --- circuit breaker ------------------------------------------------------------------------ */
 
 int socket_breaker_allow(socket_breaker *b, int64_t now_ms)
@@ -382,6 +390,28 @@ static void take(const char *js, const jsmntok_t *k, const jsmntok_t *v, const c
         *var = v;
 }
 
+/* The length of the longest prefix of `s[0..len)` whose bytes are all 0x20..0x7f (printable
+ * ASCII and DEL): such bytes are valid UTF-8 each on its own, and a multi-byte sequence
+ * starts only at a byte >= 0x80, so what follows the prefix can be validated on its own.
+ * Eight bytes at a time: a word has a byte >= 0x80 when (w & 0x80..80) is not 0, and a byte
+ * below 0x20 when (w - 0x20..20) & ~w & 0x80..80 is not 0 (the "has less than" test of
+ * Bit Twiddling Hacks, exact when no byte has its top bit set). */
+static size_t printable_ascii_prefix(const char *s, size_t len)
+{
+    const uint64_t high = 0x8080808080808080ULL, blank = 0x2020202020202020ULL;
+    size_t i = 0;
+
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if ((w & high) || ((w - blank) & ~w & high))
+            break;
+    }
+    while (i < len && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x80)
+        i++;
+    return i;
+}
+
 static char *put(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -409,18 +439,23 @@ static cm_err event_fast(const char *key, size_t key_len, const char *json, size
     socket_event *ev;
     int n, i;
 
+    size_t plain;
+
     if (len == 0 || len > (size_t)1 << 30 || key_len == 0 || key_len > SOCKET_ID_MAX)
         return CM_EAGAIN;
     /* Control bytes are whitespace between tokens (not printed by cJSON) or malformed strings:
-     * either way the tree path, which prints what clients can parse. */
-    for (i = 0; (size_t)i < len; i++)
-        if ((unsigned char)json[i] < 0x20)
+     * either way the tree path, which prints what clients can parse. An event is mostly
+     * printable ASCII, checked a word at a time; the rest, byte by byte and for UTF-8. */
+    plain = printable_ascii_prefix(json, len);
+    for (size_t k = plain; k < len; k++)
+        if ((unsigned char)json[k] < 0x20)
             return CM_EAGAIN;
     for (size_t k = 0; k < key_len; k++)
         if ((unsigned char)key[k] < 0x20 || (unsigned char)key[k] > 0x7e || key[k] == '"' ||
             key[k] == '\\')
             return CM_EAGAIN;
-    if (!cm_utf8_valid(json, len) || memmem(json, len, "\\u0000", 6))
+    if ((plain < len && !cm_utf8_valid(json + plain, len - plain)) ||
+        (memchr(json, '\\', len) && memmem(json, len, "\\u0000", 6)))
         return CM_EAGAIN;
     jsmn_init(&parser);
     n = jsmn_parse(&parser, json, len, t, FAST_TOKENS);

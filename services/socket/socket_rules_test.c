@@ -233,6 +233,29 @@ static void test_log_events_forward_their_data_as_written(void **state)
                                "\"data\":{\"text\":\"\xff\"}}";
     assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, bad8, strlen(bad8), &ev),
                      CM_EINVAL);
+    /* A control byte after a non-ASCII character (past the word-at-a-time ASCII prefix): the
+     * tree path, which prints the data again without it. DEL and valid UTF-8 stay on the fast
+     * path, as written. */
+    static const char *const cases[][2] = {
+        {"{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":10,"
+         "\"data\":{\"text\":\"\u00e9\",\t\"n\":1.50}}",
+         "{\"type\":\"message.created\",\"conversation_id\":\"c1\","
+         "\"eseq\":10,\"data\":{\"text\":\"\u00e9\",\"n\":1.5}"},
+        {"{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":11,"
+         "\"data\":{\"text\":\"\x7f\u00e9\"}}",
+         "{\"type\":\"message.created\",\"conversation_id\":\"c1\","
+         "\"eseq\":11,\"data\":{\"text\":\"\x7f\u00e9\"}"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, cases[k][0],
+                                                      strlen(cases[k][0]), &ev), CM_OK);
+        assert_string_equal(ev->frame, cases[k][1]);
+        socket_event_release(ev);
+    }
+    /* An escaped NUL in data: the tree path, which refuses it. */
+    static const char nul[] = "{\"type\":\"message.created\",\"tenant\":\"t1\",\"eseq\":12,"
+                              "\"data\":{\"text\":\"a\\u0000b\"}}";
+    assert_int_not_equal(socket_event_from_cloudevent("messages", "c1", 2, nul, strlen(nul), &ev), CM_OK);
     /* More tokens than the fast path reads: the tree path delivers it whole. */
     char big[4096];
     size_t o = (size_t)snprintf(big, sizeof(big), "{\"type\":\"message.created\",\"tenant\":\"t1\","

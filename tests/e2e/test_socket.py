@@ -4,6 +4,7 @@ duplicate, bad input, revocation and an instance killed while messages flow."""
 
 import asyncio
 import json
+import re
 import time
 import signal
 import struct
@@ -125,6 +126,51 @@ def test_two_users_on_two_instances_chat_in_real_time(api, sockets, pair):
         await alice.close()
         await bob.close()
     run(go())
+
+
+STAGES = ("kafka", "consumer", "inbox", "write", "total")
+
+
+def stage_histograms(i):
+    """Instance i's socket_delivery_stage_seconds: {stage: ([(le, cumulative)], sum, count)}."""
+    text = requests.get(f"http://127.0.0.1:{HTTP_PORTS[i]}/metrics", timeout=5).text
+    out = {}
+    for st in STAGES:
+        rows = [(float(le), int(n)) for le, n in re.findall(
+            r'^socket_delivery_stage_seconds_bucket\{stage="' + st + r'",le="([^"]+)"\} (\d+)$', text, re.M)]
+        total = re.search(r'^socket_delivery_stage_seconds_sum\{stage="' + st + r'"\} ([\d.]+)$', text, re.M)
+        count = re.search(r'^socket_delivery_stage_seconds_count\{stage="' + st + r'"\} (\d+)$', text, re.M)
+        assert rows and total and count, f"stage {st} missing from /metrics"
+        out[st] = (rows, float(total.group(1)), int(count.group(1)))
+    return out
+
+
+def test_delivery_stages_are_timed_in_metrics(api, sockets, pair):
+    """Every live event's way from Kafka to the socket is timed per stage in /metrics
+    (socket_delivery_stage_seconds): an event delivered to one connection adds one to each
+    per-event stage and one frame to write and total; buckets are cumulative and end at the
+    count; the times are those of a live delivery (under a few seconds)."""
+    a, b, cid = pair
+
+    async def go():
+        bob = await Client.connect(1, b)
+        await warm(None, api, a, cid, bob)
+        before = stage_histograms(1)
+        ok(send(api, a, cid, "timed"))
+        await bob.wait(lambda f: f.get("type") == "message.created" and f["data"].get("text") == "timed")
+        after = stage_histograms(1)
+        await bob.close()
+        return before, after
+
+    before, after = run(go())
+    for st in STAGES:
+        rows, total, count = after[st]
+        cums = [n for _, n in rows]
+        assert cums == sorted(cums) and rows[-1][0] == float("inf") and cums[-1] == count, (st, rows)
+        # Bob's connection is the only one on instance 1 following the conversation; the
+        # message.created (and nothing else of this test) went through every stage once.
+        assert count - before[st][2] >= 1, (st, before[st][2], count)
+        assert 0 <= total - before[st][1] < 5 * (count - before[st][2]), (st, total, before[st][1])
 
 
 # The messaging service's defaults (services/messaging/main.c), which the platform fixture keeps:

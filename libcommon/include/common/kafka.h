@@ -59,6 +59,8 @@ typedef struct cm_kafka_record {
     size_t key_len;
     const char *value;
     size_t value_len;
+    int64_t timestamp_ms; /* the record's timestamp (the producer's create time, or the broker's
+                             log append time), ms since the epoch; -1 when it has none */
 } cm_kafka_record;
 
 /* Returns CM_OK when the record is done (its offset is then stored for commit). Any other
