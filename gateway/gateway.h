@@ -225,7 +225,7 @@ gateway_route *gateway_route_find(gateway_ctx *ctx, const char *path);
 /* Returns 1 when a client header must not be forwarded: hop-by-hop headers (RFC 9110
  * section 7.6.1), Host and Content-Length (libcurl sets them), and every header the gateway
  * itself sets for the services (X-Auth-*, X-Forwarded-*, X-Real-Ip, X-Request-Id,
- * traceparent), so a client can never spoof them. */
+ * traceparent), so a client can never spoof them, and the services' X-Internal-Key. */
 int gateway_header_dropped(const char *name);
 
 /* Appends `s` to `out` (size n, at offset *len) percent-encoding everything but RFC 3986

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/internal.h"
 #include "common/uuid.h"
 #include "gateway.h"
 
@@ -30,7 +31,9 @@ int gateway_header_dropped(const char *name)
         "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
         "Upgrade", "Host", "Content-Length", "Expect", "Proxy-Authorization",
         /* what the gateway sets for the services: never from a client */
-        "X-Request-Id", "X-Real-Ip", "Forwarded", "traceparent", NULL};
+        "X-Request-Id", "X-Real-Ip", "Forwarded", "traceparent",
+        /* the services' own key (common/internal.h): a client has no business sending it */
+        CM_INTERNAL_KEY_HEADER, NULL};
     for (const char *const *d = dropped; *d; d++)
         if (strcasecmp(name, *d) == 0)
             return 1;

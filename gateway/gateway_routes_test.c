@@ -86,7 +86,8 @@ static void test_header_dropped(void **state)
                              "X-Auth-User", "x-auth-user", "X-AUTH-TENANT", "X-Auth-Roles",
                              "X-Auth-", "X-Request-Id", "x-request-id", "traceparent",
                              "Traceparent", "X-Forwarded-For", "x-forwarded-host",
-                             "X-Real-IP", "Forwarded", "X-Gateway-Upstream", NULL};
+                             "X-Real-IP", "Forwarded", "X-Gateway-Upstream", "X-Internal-Key",
+                             "x-internal-key", NULL};
     for (int i = 0; dropped[i]; i++)
         if (!gateway_header_dropped(dropped[i]))
             fail_msg("header %s would be forwarded", dropped[i]);

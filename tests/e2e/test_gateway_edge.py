@@ -376,13 +376,14 @@ def test_identity_headers_cannot_be_spoofed(echo_gateway, api):
     spoof = {"X-Auth-User": "admin", "X-Auth-Tenant": "other", "X-Auth-Roles": "owner",
              "X-Forwarded-For": "1.2.3.4", "X-Forwarded-Host": "evil", "X-Real-IP": "1.2.3.4",
              "Forwarded": "for=1.2.3.4", "X-Gateway-Upstream": "x", "Authorization": f"Bearer {tok}",
+             "X-Internal-Key": "guess",
              "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "k=v"}
     r = requests.get(echo_gateway + "/secure-echo/x", headers=spoof, timeout=5)
     assert r.status_code == 200, r.text
     h = r.json()
     assert h["x-auth-user"] == "honest" and h["x-auth-tenant"] == tenant["id"], h
     assert "x-auth-roles" not in h and "x-forwarded-host" not in h and "x-real-ip" not in h, h
-    assert "forwarded" not in h and "x-gateway-upstream" not in h, h
+    assert "forwarded" not in h and "x-gateway-upstream" not in h and "x-internal-key" not in h, h
     assert h["x-forwarded-for"] == "127.0.0.1", h
     # The trace continues with the gateway's own span; tracestate passes through.
     assert h["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-") and h["traceparent"].endswith("-01"), h
