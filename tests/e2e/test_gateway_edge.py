@@ -114,13 +114,6 @@ def test_kill_one_of_two_instances_under_traffic(platform, api):
         served_m1 = after_kill[m1]["requests"]
         time.sleep(1.0)
         mid = admin_upstreams(GW2_PORT)["messaging"]
-        # Enough traffic to judge by, however slow the store is today (a send waits for it).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with lock:
-                if stats["get_ok"] > 20 and stats["post_ok"] > 10:
-                    break
-            time.sleep(0.1)
         stop.set()
         for t in threads:
             t.join()
