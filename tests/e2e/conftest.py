@@ -1,6 +1,7 @@
 """Fixtures for the end-to-end tests: the platform's real binaries (sanitizer build) on their
 own ports, in front of the real local Kafka, FerretDB and Redis, driven by real clients."""
 
+import atexit
 import base64
 import json
 import os
@@ -8,6 +9,7 @@ import pathlib
 import secrets
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -53,10 +55,14 @@ MEDIA_URL_KEYS = "t2:" + secrets.token_hex(32) + ",t1:" + secrets.token_hex(32)
 # that call those routes themselves send INTERNAL_HEADERS.
 INTERNAL_KEY = "test-internal-" + secrets.token_hex(16)
 INTERNAL_KEY_OLD = "test-internal-old-" + secrets.token_hex(16)
-INTERNAL_KEY_FILE = ROOT / "build" / f"internal-key-{_BASE}"
-INTERNAL_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
-INTERNAL_KEY_FILE.write_text(f"{INTERNAL_KEY}\n\n  {INTERNAL_KEY_OLD}\r\n")
-INTERNAL_KEY_FILE.chmod(0o600)
+# One file per pytest process (removed at exit): another pytest on the same checkout, even a
+# --collect-only, must not replace the key under a running suite's later-started services.
+(ROOT / "build").mkdir(parents=True, exist_ok=True)
+_fd, _key_path = tempfile.mkstemp(prefix=f"internal-key-{_BASE}-", dir=ROOT / "build")  # 0600
+os.write(_fd, f"{INTERNAL_KEY}\n\n  {INTERNAL_KEY_OLD}\r\n".encode())
+os.close(_fd)
+INTERNAL_KEY_FILE = pathlib.Path(_key_path)
+atexit.register(INTERNAL_KEY_FILE.unlink, missing_ok=True)
 INTERNAL_HEADERS = {"X-Internal-Key": INTERNAL_KEY}
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
