@@ -61,7 +61,9 @@ def test_kill_one_of_two_instances_under_traffic(platform, api):
     opens, traffic moves to the other one, and when it returns a half-open trial closes it."""
     msg2 = start_instance("messaging", MSG2_PORT, {}, "messaging2")
     m1, m2 = f"127.0.0.1:{PORTS['messaging']}", f"127.0.0.1:{MSG2_PORT}"
-    gw = gateway(GW2_PORT, {"MESSAGING_URL": f"http://{m1},http://{m2}", "BREAKER_OPEN_MS": "3000",
+    # The breaker stays open past the observation window below (a half-open trial inside it
+    # would reach the killed instance whenever active checks also flag the live one).
+    gw = gateway(GW2_PORT, {"MESSAGING_URL": f"http://{m1},http://{m2}", "BREAKER_OPEN_MS": "10000",
                             "UPSTREAM_HEALTH_INTERVAL_MS": "500", "RETRY_BACKOFF_MS": "5"}, "gateway-failover")
     stop, threads = threading.Event(), []
     try:
@@ -109,7 +111,10 @@ def test_kill_one_of_two_instances_under_traffic(platform, api):
         before = admin_upstreams(GW2_PORT)["messaging"]
         assert before[m2]["requests"] > 5 and before[m1]["requests"] > 5, before  # both served
         msg2.stop(signal.SIGKILL)
-        time.sleep(2.0)
+        # A send the killed instance had under way leaves its conversation's write lease behind
+        # (LOCK_TTL_MS, 3 s): until it expires the live instance's sends wait for it, holding
+        # its server threads, so it serves nothing. The window starts after that.
+        time.sleep(4.0)
         after_kill = admin_upstreams(GW2_PORT)["messaging"]
         served_m1 = after_kill[m1]["requests"]
         time.sleep(1.0)
