@@ -42,9 +42,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Tools only the tests and benchmarks use (not in the images): slowloris for the gateway's
 # edge test, nginx and wrk for `make bench`; iso-codes and libc-l10n ship the translated
-# gettext catalogs that make the search benchmark's multilingual corpus (bench/search_bench.py);
-# patch applies deploy/ferretdb/atomic-updates.patch to the local FerretDB build.
-TEST_APT_PACKAGES=(slowhttptest nginx-light wrk iso-codes libc-l10n patch)
+# gettext catalogs that make the search benchmark's multilingual corpus (bench/search_bench.py).
+TEST_APT_PACKAGES=(slowhttptest nginx-light wrk iso-codes libc-l10n)
 
 # --- Debian packages ---------------------------------------------------------
 step_apt() {
@@ -117,12 +116,8 @@ step_kafka() {
 # --- FerretDB (MongoDB wire protocol on SQLite) -------------------------------
 step_ferretdb() {
   local bin="$LOCAL/bin/ferretdb" stamp="$LOCAL/bin/.ferretdb.version"
-  # Our one patch (deploy/ferretdb/atomic-updates.patch: update and findAndModify atomic per
-  # document, as in MongoDB) is part of the build's identity: a changed patch rebuilds.
-  local patch="$ROOT/deploy/ferretdb/atomic-updates.patch" build_id
-  build_id="$FERRETDB_VERSION+$(sha256sum "$patch" | cut -c1-12)"
-  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$build_id" ]; then
-    log "ferretdb $build_id ok (cached)"
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$FERRETDB_VERSION" ]; then
+    log "ferretdb $FERRETDB_VERSION ok (cached)"
     return
   fi
   local t; t=$(date +%s%N)
@@ -148,8 +143,6 @@ step_ferretdb() {
   # commit.txt is optional; it is only compared with vcs.revision, which -buildvcs=false leaves out.
   [ -n "$commit" ] && echo "$commit" > "$src/build/version/commit.txt"
   echo "local" > "$src/build/version/package.txt"
-  patch -d "$src" -p1 --batch --forward <"$patch" >>"$blog" 2>&1 \
-    || { tail -n 5 "$blog" >&2; die "deploy/ferretdb/atomic-updates.patch did not apply"; }
 
   # Pure-Go SQLite (modernc): no cgo needed; a static binary.
   # Its "go: downloading ..." chatter goes to the log, shown only on failure.
@@ -164,9 +157,9 @@ step_ferretdb() {
     *) printf '%s\n' "$vout" >&2; die "built ferretdb does not report $FERRETDB_VERSION" ;;
   esac
   mv "$bin.tmp" "$bin"
-  echo "$build_id" > "$stamp"
+  echo "$FERRETDB_VERSION" > "$stamp"
   rm -rf "$src"
-  log "ferretdb $build_id ok (built in $(since "$t"))"
+  log "ferretdb $FERRETDB_VERSION ok (built in $(since "$t"))"
 }
 
 # --- versitygw (a real S3-compatible server for the media S3 backend tests) -----

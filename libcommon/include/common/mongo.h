@@ -2,9 +2,9 @@
  * Documents and filters are libbson values (bson_t), built by the caller with typed appends,
  * never from client JSON (STYLE.md). mongoc handles stay inside libcommon. Driver errors are
  * translated and logged once here: a duplicate key is CM_ECONFLICT, an unreachable server
- * CM_EIO. Every call is thread-safe. Each update and findAndModify is atomic per document, as
- * in MongoDB; the local stack's FerretDB is built with deploy/ferretdb/atomic-updates.patch
- * for that (released FerretDB 1.x is not, deploy/README.md). */
+ * CM_EIO. Every call is thread-safe. Updates and findAndModify are serialised per (collection,
+ * _id) inside a process, because FerretDB 1.x applies them as an unlocked read-modify-replace
+ * and would otherwise keep only one of two concurrent writes to a document (see mongo.c). */
 #ifndef COMMON_MONGO_H
 #define COMMON_MONGO_H
 
