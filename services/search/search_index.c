@@ -29,9 +29,11 @@
 #include <jsmn.h>
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 8
+#define SCHEMA_VERSION 9
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
-#define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
+#define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (migrate_9) */
+_Static_assert(SEARCH_RID_PER_MS == 16 && SEARCH_RID_SPILL == 1024,
+               "SEARCH_RID_WINDOW and SEARCH_RID_BEFORE (search.h) spell these two numbers");
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -193,10 +195,10 @@ static const char SCHEMA[] =
 static const char MIGRATE_2[] =
     "ALTER TABLE messages ADD COLUMN attachments INTEGER NOT NULL DEFAULT 0;";
 
-/* Version 3 numbers messages by time: rid = created_ms * RID_PER_MS + a tie-breaker, so the
- * FTS5 rowid order is the newest-first order and a newest-N query reads N rows, not all
- * matches. Version 2 files had rids in indexing order: renumbered, then both FTS5 indexes
- * rebuilt from the content table. */
+/* Version 3 numbers messages by time: rid = created_ms * 4096 + a tie-breaker (16 since
+ * version 9, migrate_9), so the FTS5 rowid order is the newest-first order and a newest-N
+ * query reads N rows, not all matches. Version 2 files had rids in indexing order: renumbered,
+ * then both FTS5 indexes rebuilt from the content table. */
 static const char MIGRATE_3[] =
     "DROP TRIGGER IF EXISTS messages_ai; DROP TRIGGER IF EXISTS messages_ad;"
     "DROP TRIGGER IF EXISTS messages_au;"
@@ -288,6 +290,54 @@ static int pragma_int(sqlite3 *db, const char *sql)
     return v;
 }
 
+/* Version 9 numbers messages with 16 rid slots per millisecond instead of 4096
+ * (SEARCH_RID_PER_MS): FTS5 writes each rowid of a doclist as a varint delta from the one
+ * before, and denser rids made the indexes smaller and indexing faster (search.h). Every
+ * message gets the rid apply_message would give it: its slot created_ms * RID_PER_MS +
+ * seq % RID_PER_MS or, taken, the first free one above, placing messages in the order of
+ * their slots (then of their old rids). In that order the next free slot from a message's own
+ * is max(own, previous message's rid + 1): new = r + max(own - r) over the messages up to it
+ * (r its position). So the slots from a message's own up to its rid are all taken, as
+ * apply_message's lookup of a known message requires. Then the three FTS5 indexes are
+ * rebuilt from the renumbered content. Fails (the file keeps version 8) when a message would
+ * move by SEARCH_RID_SPILL slots or more, which would break the time ranges' rid windows. */
+static const char MIGRATE_9_MAP[] =
+    "CREATE TEMP TABLE rid_map(old INTEGER PRIMARY KEY, new INTEGER NOT NULL,"
+    " own INTEGER NOT NULL);"
+    "INSERT INTO temp.rid_map SELECT rid, r + max(own - r) OVER (ORDER BY r ROWS UNBOUNDED"
+    " PRECEDING), own FROM (SELECT rid, own, row_number() OVER (ORDER BY own, rid) AS r FROM"
+    " (SELECT rid, created_ms * " STR(RID_PER_MS) " + seq % " STR(RID_PER_MS) " AS own"
+    " FROM messages));";
+static const char MIGRATE_9_APPLY[] =
+    "UPDATE messages SET rid = -1 - rid;"
+    "UPDATE messages SET rid = m.new FROM temp.rid_map m WHERE messages.rid = -1 - m.old;"
+    "DROP TABLE temp.rid_map;"
+    "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
+    "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
+
+/* Runs version 9's renumbering (above) inside the migration's transaction. 0 with *err set
+ * (sqlite3_malloc'd) when SQLite failed or a message would move too far. */
+static int migrate_9(sqlite3 *db, char **err)
+{
+    int far;
+    if (sqlite3_exec(db, MIGRATE_9_MAP, NULL, NULL, err) != SQLITE_OK)
+        return 0;
+    far = pragma_int(db, "SELECT count(*) FROM temp.rid_map WHERE new - own >= " STR(
+                             SEARCH_RID_SPILL));
+    if (far < 0) {
+        *err = sqlite3_mprintf("schema 9: %s", sqlite3_errmsg(db));
+        return 0;
+    }
+    if (far > 0) {
+        *err = sqlite3_mprintf("schema 9: %d messages would move %d rid slots or more from"
+                               " their own (more than %d messages per ms)",
+                               far, SEARCH_RID_SPILL, RID_PER_MS);
+        return 0;
+    }
+    return sqlite3_exec(db, MIGRATE_9_APPLY, NULL, NULL, err) == SQLITE_OK;
+}
+
 /* Creates the schema or runs the migrations a file still lacks, in one transaction, then puts
  * the file in WAL mode. A new file's schema is written with synchronous=OFF: as separate
  * durable statements its thirty-odd DDL statements cost ~70 ms of fsyncs per tenant, which
@@ -317,6 +367,7 @@ static int schema_apply(sqlite3 *db, char **err)
             (version < 7 && !fresh && sqlite3_exec(db, MIGRATE_7, NULL, NULL, err) != SQLITE_OK) ||
             /* MIGRATE_7 rebuilt msg_tri with the tokenizer of version 8 already */
             (version == 7 && sqlite3_exec(db, MIGRATE_8, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 9 && !fresh && !migrate_9(db, err)) ||
             sqlite3_exec(db, FTS_CONFIG, NULL, NULL, err) != SQLITE_OK ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
