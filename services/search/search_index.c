@@ -31,9 +31,12 @@
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
 #define SCHEMA_VERSION 9
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
-#define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (migrate_9) */
-_Static_assert(SEARCH_RID_PER_MS == 16 && SEARCH_RID_SPILL == 1024,
-               "SEARCH_RID_WINDOW and SEARCH_RID_BEFORE (search.h) spell these two numbers");
+/* rid = (created_ms - RID_EPOCH) * RID_PER_MS + a tie-breaker (search.h, migrate_9) */
+#define RID_PER_MS SEARCH_RID_PER_MS
+#define RID_EPOCH SEARCH_RID_EPOCH_MS
+_Static_assert(SEARCH_RID_PER_MS == 16 && SEARCH_RID_SPILL == 1024 &&
+                   SEARCH_RID_EPOCH_MS == 1577836800000LL,
+               "SEARCH_RID_WINDOW, SEARCH_RID_BEFORE (search.h) and MIGRATE_9_MAP spell these");
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -290,11 +293,11 @@ static int pragma_int(sqlite3 *db, const char *sql)
     return v;
 }
 
-/* Version 9 numbers messages with 16 rid slots per millisecond instead of 4096
- * (SEARCH_RID_PER_MS): FTS5 writes each rowid of a doclist as a varint delta from the one
- * before, and denser rids made the indexes smaller and indexing faster (search.h). Every
- * message gets the rid apply_message would give it: its slot created_ms * RID_PER_MS +
- * seq % RID_PER_MS or, taken, the first free one above, placing messages in the order of
+/* Version 9 numbers messages with 16 rid slots per millisecond from 2020-01-01 instead of 4096
+ * from 1970 (SEARCH_RID_PER_MS, SEARCH_RID_EPOCH_MS): FTS5 writes a doclist's first rowid as a
+ * varint and the next ones as varint deltas, and smaller, denser rids made the indexes smaller
+ * and indexing faster (search.h). Every message gets the rid apply_message would give it: its
+ * slot (created_ms - RID_EPOCH) * RID_PER_MS + seq % RID_PER_MS or, taken, the first free one above, placing messages in the order of
  * their slots (then of their old rids). In that order the next free slot from a message's own
  * is max(own, previous message's rid + 1): new = r + max(own - r) over the messages up to it
  * (r its position). So the slots from a message's own up to its rid are all taken, as
@@ -306,11 +309,13 @@ static const char MIGRATE_9_MAP[] =
     " own INTEGER NOT NULL);"
     "INSERT INTO temp.rid_map SELECT rid, r + max(own - r) OVER (ORDER BY r ROWS UNBOUNDED"
     " PRECEDING), own FROM (SELECT rid, own, row_number() OVER (ORDER BY own, rid) AS r FROM"
-    " (SELECT rid, created_ms * " STR(RID_PER_MS) " + seq % " STR(RID_PER_MS) " AS own"
-    " FROM messages));";
+    " (SELECT rid, (created_ms - 1577836800000) * " STR(RID_PER_MS) " + seq % "
+    STR(RID_PER_MS) " AS own FROM messages));";
 static const char MIGRATE_9_APPLY[] =
-    "UPDATE messages SET rid = -1 - rid;"
-    "UPDATE messages SET rid = m.new FROM temp.rid_map m WHERE messages.rid = -1 - m.old;"
+    /* out of the way first: version 8 rids are 0..2^53, new ones within +-2^50 */
+    "UPDATE messages SET rid = rid - 4611686018427387904;"
+    "UPDATE messages SET rid = m.new FROM temp.rid_map m"
+    " WHERE messages.rid = m.old - 4611686018427387904;"
     "DROP TABLE temp.rid_map;"
     "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
     "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');"
@@ -667,7 +672,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const msg_fields *f, 
     sqlite3_bind_int(st, 9, deleted);
     sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 11, f->attachments);
-    rid = created_ms * RID_PER_MS + (f->seq % RID_PER_MS);
+    rid = (created_ms - RID_EPOCH) * RID_PER_MS + (f->seq % RID_PER_MS);
     for (int tries = 0;; tries++) {
         sqlite3_stmt *find;
         sqlite3_bind_int64(st, 1, rid);
@@ -1567,10 +1572,11 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         ADD(" AND m.sender_id = ?");
     /* with their rid windows (SEARCH_RID_WINDOW): no index on created_ms */
     if (q->from_ms)
-        ADD(" AND m.rid >= %lld AND m.created_ms >= ?", (long long)q->from_ms * RID_PER_MS);
+        ADD(" AND m.rid >= %lld AND m.created_ms >= ?",
+            (long long)(q->from_ms - RID_EPOCH) * RID_PER_MS);
     if (q->to_ms)
         ADD(" AND m.rid < %lld AND m.created_ms < ?",
-            (long long)q->to_ms * RID_PER_MS + SEARCH_RID_SPILL);
+            (long long)(q->to_ms - RID_EPOCH) * RID_PER_MS + SEARCH_RID_SPILL);
     if (q->has_attachment)
         ADD(" AND m.has_attachment = 1");
     /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards

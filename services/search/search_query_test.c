@@ -651,6 +651,8 @@ static void test_migrates_version_6(void **state)
  * m1..m3 at 2024-01-02T00:00:00.000Z with seq 15 in c1..c3 (rids ms*4096+15, +16, +17),
  * m4 at the next millisecond with seq 0 (ms*4096+4096, its own slot). */
 #define V8_MS "1704153600000"
+/* the first of V8_MS's rid slots in version 9 (SEARCH_RID_EPOCH_MS 2020-01-01, 16 per ms) */
+#define V9_OWN "(" V8_MS " - 1577836800000) * 16"
 static void make_version_8(const char *dir, const char *path, int burst)
 {
     search_index *ix;
@@ -731,12 +733,12 @@ static void test_migrates_version_8(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(scalar_int(db, "PRAGMA user_version"), 9);
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM messages"), 4);
-    /* own slots ms*16+15 (m1, m2, m3) and (ms+1)*16 (m4), each at the first free one */
+    /* own slots (ms - epoch)*16+15 (m1, m2, m3) and +16 (m4), each at the first free one */
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM messages WHERE"
-                                    " (id = 'm1' AND rid = " V8_MS " * 16 + 15) OR"
-                                    " (id = 'm2' AND rid = " V8_MS " * 16 + 16) OR"
-                                    " (id = 'm3' AND rid = " V8_MS " * 16 + 17) OR"
-                                    " (id = 'm4' AND rid = " V8_MS " * 16 + 18)"),
+                                    " (id = 'm1' AND rid = " V9_OWN " + 15) OR"
+                                    " (id = 'm2' AND rid = " V9_OWN " + 16) OR"
+                                    " (id = 'm3' AND rid = " V9_OWN " + 17) OR"
+                                    " (id = 'm4' AND rid = " V9_OWN " + 18)"),
                      4);
     for (int i = 0; i < 3; i++) {
         static const char *const CHECK[] = {
