@@ -276,7 +276,10 @@ static const char MIGRATE_8[] =
  * 0.62x -> 0.68x; 16 on msg_tri (about one token per character, the bulk of the merging)
  * 0.75x with newest-20 p50 unchanged; 16 on msg_words too (schema version 5, which applies
  * it to files of version 4): +0.04-0.05 more in paired runs, newest-20 p50 +0.03-0.1 ms,
- * within the 0.5 ms the issue allows (bench/README.md). */
+ * within the 0.5 ms the issue allows (bench/README.md). With schema 9's rids, at 200k texts,
+ * each within the noise of 16 everywhere (+-0.02, bench/README.md "Schema 9"): msg_ids at
+ * FTS5's default 4; automerge 8 on all three; 'crisismerge' 32 on all three (which spreads
+ * the level-1 merge at the 256th batch, 0.7 s in one COMMIT, over later ones). */
 static const char FTS_CONFIG[] =
     "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16);"
     "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16);"

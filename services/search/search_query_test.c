@@ -691,9 +691,9 @@ static void make_version_8(const char *dir, const char *path, int burst)
     sqlite3_close(db);
 }
 
-/* Version 8 -> 9: messages are renumbered with 16 rid slots per millisecond, each where
- * apply_message puts it (its own slot created_ms * 16 + seq % 16, or the first free one
- * above), and the three FTS5 indexes rebuilt: old messages are found by words, CJK, ids and
+/* Version 8 -> 9: messages are renumbered with 16 rid slots per millisecond from 2020, each
+ * where apply_message puts it (its own slot (created_ms - epoch) * 16 + seq % 16, or the first
+ * free one above), and the three FTS5 indexes rebuilt: old messages are found by words, CJK, ids and
  * time, and an old message's redelivery or edit finds its row. */
 static void test_migrates_version_8(void **state)
 {
