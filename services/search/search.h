@@ -78,11 +78,12 @@ cm_err search_query_parse(const char *q, search_query *out, char *why, size_t n)
 
 /* Writes to `out` (size n) the FTS5 expression that finds the rows of msg_ids whose column
  * `column` (conversation_id or sender_id) may hold `id` (an id of cm_user_id_valid): every
- * token of the id (its runs of letters and digits, as unicode61 splits it), quoted and ANDed:
- * `column : ("c1" "x")` for "c1-x". msg_ids keeps no token order (detail=column) and folds
- * case, so this also finds ids made of the same tokens ("c1" in "c1-x", "x-c1", "C1"):
- * callers test the stored id exactly as well. Returns 0 (out "") when the id has no letter
- * or digit, so no token to look up (the caller tests every row), or when it does not fit. */
+ * token of the id (its runs of letters, digits and - _ . @, the token characters of msg_ids'
+ * tokenizer since schema version 9, so a valid id is one token), quoted and ANDed:
+ * `column : ("c1-x")`. msg_ids folds case, so this also finds "C1-X" (and, for an id with
+ * other characters, ids of the same tokens in another order): callers test the stored id
+ * exactly as well. Returns 0 (out "") when the id has no token character, so nothing to look
+ * up (the caller tests every row), or when it does not fit. */
 int search_id_match(const char *column, const char *id, char *out, size_t n);
 
 /* Parses "YYYY-MM-DD" (start of that UTC day) or RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into

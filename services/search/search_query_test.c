@@ -69,7 +69,8 @@ static void test_operators(void **state)
     parses("from:bob", "", ""); /* filters only */
 }
 
-/* in:/from: reach msg_ids as the id's tokens, each quoted (ids hold no FTS5 syntax). */
+/* in:/from: reach msg_ids as the id's tokens, each quoted (ids hold no FTS5 syntax): a valid
+ * id is one token (letters, digits and - _ . @ are token characters of msg_ids). */
 static void test_id_match(void **state)
 {
     char m[160];
@@ -77,8 +78,13 @@ static void test_id_match(void **state)
     assert_int_equal(search_id_match("conversation_id", "c1", m, sizeof(m)), 1);
     assert_string_equal(m, "conversation_id : (\"c1\")");
     assert_int_equal(search_id_match("sender_id", "Al.ice@x-1_", m, sizeof(m)), 1);
-    assert_string_equal(m, "sender_id : (\"Al\" \"ice\" \"x\" \"1\")");
-    assert_int_equal(search_id_match("sender_id", "_.@-", m, sizeof(m)), 0); /* no token */
+    assert_string_equal(m, "sender_id : (\"Al.ice@x-1_\")");
+    assert_int_equal(search_id_match("sender_id", "_.@-", m, sizeof(m)), 1);
+    assert_string_equal(m, "sender_id : (\"_.@-\")");
+    /* other characters separate tokens (no valid id has them) */
+    assert_int_equal(search_id_match("sender_id", "a\"b c", m, sizeof(m)), 1);
+    assert_string_equal(m, "sender_id : (\"a\" \"b\" \"c\")");
+    assert_int_equal(search_id_match("sender_id", "\" +", m, sizeof(m)), 0); /* no token */
     assert_string_equal(m, "");
     assert_int_equal(search_id_match("sender_id", "abcdefgh", m, 16), 0); /* does not fit */
 }
@@ -732,6 +738,8 @@ static void test_migrates_version_8(void **state)
     search_index_destroy(ix);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(scalar_int(db, "PRAGMA user_version"), 9);
+    assert_int_equal(scalar_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'msg_ids'"
+                                    " AND sql LIKE '%tokenchars%'"), 1);
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM messages"), 4);
     /* own slots (ms - epoch)*16+15 (m1, m2, m3) and +16 (m4), each at the first free one */
     assert_int_equal(scalar_int(db, "SELECT count(*) FROM messages WHERE"
@@ -883,7 +891,7 @@ static void test_ids_are_exact(void **state)
     assert_int_equal(count(ix, "r", "from:u1 in:c1"), 1);
     assert_int_equal(count(ix, "r", "heron from:U1"), 1);
     assert_int_equal(count(ix, "r", "from:u1-x"), 1);
-    assert_int_equal(count(ix, "r", "in:___"), 1);         /* no token: every row tested */
+    assert_int_equal(count(ix, "r", "in:___"), 1); /* - _ . @ are token characters of ids */
     assert_int_equal(count(ix, "r", "heron from:..."), 1);
     assert_int_equal(count(ix, "r", "北京 from:... in:c1"), 1);
     /* an id is no word of the text */
@@ -912,7 +920,7 @@ static void test_ids_are_exact(void **state)
     assert_int_equal(count(ix, "r", "from:u1-x"), 1);
     assert_int_equal(count(ix, "r", "heron from:U1"), 1);
     assert_int_equal(count(ix, "r", "北京 from:U1"), 1);
-    /* an id without token is erased by testing every row */
+    /* an id of dots only is a token too */
     apply(ix, "{\"type\":\"user.deleted\",\"tenant\":\"t1\",\"time\":"
               "\"2024-01-03T00:00:00.000Z\",\"data\":{\"user_id\":\"...\","
               "\"erase_policy\":\"delete\"}}");
@@ -929,7 +937,7 @@ static void test_ids_are_exact(void **state)
                                         " 'deleted-user' AND text = ''"),
                          4);
         assert_int_equal(scalar_int(db, "SELECT count(*) FROM msg_ids WHERE msg_ids MATCH"
-                                        " 'sender_id : (\"deleted\" \"user\")'"),
+                                        " 'sender_id : \"deleted-user\"'"),
                          4);
         assert_int_equal(
             sqlite3_exec(db, "INSERT INTO msg_words(msg_words) VALUES ('integrity-check');"
