@@ -35,7 +35,7 @@
  * and each next one as a varint delta, and SQLite its b-tree keys as varints, so smaller and
  * denser rids are smaller indexes: 16 slots per ms (deltas) from 2020-01-01 (a rid of 2026 is
  * a 6-byte varint until 2028-09, then 7 bytes for centuries; 7 bytes from 1970) made
- * msg_words and msg_tri 15-18% smaller on the bench's 200,000 texts and indexing about 0.05
+ * msg_words and msg_tri 15-20% smaller on the bench's 200,000 texts and indexing 0.03-0.06
  * faster against raw FTS5 (bench/README.md, "Schema 9"). A message created before the epoch
  * has a negative rid (a 9-byte varint; it works the same). A tenant sustaining more than 16
  * messages per ms moves rids up into later milliseconds' slots; SEARCH_RID_SPILL (64 ms of
