@@ -79,7 +79,9 @@ static void add_stmt(writer *w, const char *sql)
 /* Line i as the bench's message: id "m<i>", conversation c<i % 100>, sender "writer",
  * created 1700000000000 + i ms, seq i / 100; rid as search_index.c numbers it. */
 #define CREATED_MS(i) (1700000000000LL + (int64_t)(i))
-#define RID(i) (CREATED_MS(i) * 4096 + (int64_t)((i) / CONVERSATIONS + 1) % 4096)
+#define RID(i)                                                                             \
+    ((CREATED_MS(i) - SEARCH_RID_EPOCH_MS) * SEARCH_RID_PER_MS +                           \
+     (int64_t)((i) / CONVERSATIONS + 1) % SEARCH_RID_PER_MS)
 
 /* Binds by parameter name, so one loop serves every variant's statements. */
 static void bind_row(sqlite3_stmt *st, size_t i)

@@ -25,18 +25,31 @@
 #define SEARCH_DELETED_USER "deleted-user" /* sender of an erased user's messages (messaging's) */
 #define SEARCH_ERASED 2        /* messages.deleted of a message erased with the policy delete */
 #define SEARCH_ERASED_STR "2"
-/* messages.rid orders messages by time: created_ms * SEARCH_RID_PER_MS plus a tie-breaker
- * (seq % SEARCH_RID_PER_MS, moved up by less than SEARCH_RID_SPILL on a clash; search_index.c
- * apply_message). So created_ms >= F implies rid >= F * SEARCH_RID_PER_MS, and created_ms < T
- * implies rid < T * SEARCH_RID_PER_MS + SEARCH_RID_SPILL: time ranges are rid ranges (the
- * primary key) plus the exact created_ms test, with no index on created_ms (bench/README.md,
- * schema version 6). */
-#define SEARCH_RID_PER_MS 4096
-#define SEARCH_RID_SPILL 66
-/* SQL: the rid window of "m.created_ms >= ?1 AND m.created_ms < ?2" (?1, ?2 in ms). */
-#define SEARCH_RID_WINDOW " m.rid >= ?1 * 4096 AND m.rid < ?2 * 4096 + 66 "
+/* messages.rid orders messages by time: (created_ms - SEARCH_RID_EPOCH_MS) * SEARCH_RID_PER_MS
+ * plus a tie-breaker (seq % SEARCH_RID_PER_MS, moved up by less than SEARCH_RID_SPILL on a
+ * clash; search_index.c apply_message). So created_ms >= F implies rid >= (F - EPOCH) *
+ * SEARCH_RID_PER_MS, and created_ms < T implies rid < (T - EPOCH) * SEARCH_RID_PER_MS +
+ * SEARCH_RID_SPILL: time ranges are rid ranges (the primary key) plus the exact created_ms
+ * test, with no index on created_ms (bench/README.md, schema version 6).
+ * Schema version 9 (created_ms * 4096 before): FTS5 stores a doclist's first rowid as a varint
+ * and each next one as a varint delta, and SQLite its b-tree keys as varints, so smaller and
+ * denser rids are smaller indexes: 16 slots per ms (deltas) from 2020-01-01 (a rid of 2026 is
+ * a 6-byte varint until 2028-09, then 7 bytes for centuries; 7 bytes from 1970) made
+ * msg_words and msg_tri 15-20% smaller on the bench's 200,000 texts and indexing 0.03-0.06
+ * faster against raw FTS5 (bench/README.md, "Schema 9"). A message created before the epoch
+ * has a negative rid (a 9-byte varint; it works the same). A tenant sustaining more than 16
+ * messages per ms moves rids up into later milliseconds' slots; SEARCH_RID_SPILL (64 ms of
+ * slots) bounds that move, and an event that finds no free slot within it fails (CM_EIO)
+ * rather than breaking the time ranges. */
+#define SEARCH_RID_PER_MS 16
+#define SEARCH_RID_SPILL 1024
+#define SEARCH_RID_EPOCH_MS 1577836800000LL /* 2020-01-01T00:00:00Z */
+/* SQL: the rid window of "m.created_ms >= ?1 AND m.created_ms < ?2" (?1, ?2 in ms; the
+ * numbers are SEARCH_RID_EPOCH_MS, SEARCH_RID_PER_MS and SEARCH_RID_SPILL). */
+#define SEARCH_RID_WINDOW                                                                      \
+    " m.rid >= (?1 - 1577836800000) * 16 AND m.rid < (?2 - 1577836800000) * 16 + 1024 "
 /* SQL: the rid window of "m.created_ms < ?2". */
-#define SEARCH_RID_BEFORE " m.rid < ?2 * 4096 + 66 "
+#define SEARCH_RID_BEFORE " m.rid < (?2 - 1577836800000) * 16 + 1024 "
 
 /* --- the query language (search_query.c): plain functions, no SQLite -------------------- */
 
@@ -65,11 +78,12 @@ cm_err search_query_parse(const char *q, search_query *out, char *why, size_t n)
 
 /* Writes to `out` (size n) the FTS5 expression that finds the rows of msg_ids whose column
  * `column` (conversation_id or sender_id) may hold `id` (an id of cm_user_id_valid): every
- * token of the id (its runs of letters and digits, as unicode61 splits it), quoted and ANDed:
- * `column : ("c1" "x")` for "c1-x". msg_ids keeps no token order (detail=column) and folds
- * case, so this also finds ids made of the same tokens ("c1" in "c1-x", "x-c1", "C1"):
- * callers test the stored id exactly as well. Returns 0 (out "") when the id has no letter
- * or digit, so no token to look up (the caller tests every row), or when it does not fit. */
+ * token of the id (its runs of letters, digits and - _ . @, the token characters of msg_ids'
+ * tokenizer since schema version 9, so a valid id is one token), quoted and ANDed:
+ * `column : ("c1-x")`. msg_ids folds case, so this also finds "C1-X" (and, for an id with
+ * other characters, ids of the same tokens in another order): callers test the stored id
+ * exactly as well. Returns 0 (out "") when the id has no token character, so nothing to look
+ * up (the caller tests every row), or when it does not fit. */
 int search_id_match(const char *column, const char *id, char *out, size_t n);
 
 /* Parses "YYYY-MM-DD" (start of that UTC day) or RFC 3339 "YYYY-MM-DDTHH:MM:SS[.mmm]Z" into

@@ -29,9 +29,14 @@
 #include <jsmn.h>
 
 #define WRITERS_MAX 64 /* open writer connections kept (least recently opened closed first) */
-#define SCHEMA_VERSION 8
+#define SCHEMA_VERSION 9
 #define READERS_MAX 32 /* idle read-only connections kept for queries */
-#define RID_PER_MS SEARCH_RID_PER_MS /* rid = created_ms * RID_PER_MS + a tie-breaker (MIGRATE_3) */
+/* rid = (created_ms - RID_EPOCH) * RID_PER_MS + a tie-breaker (search.h, migrate_9) */
+#define RID_PER_MS SEARCH_RID_PER_MS
+#define RID_EPOCH SEARCH_RID_EPOCH_MS
+_Static_assert(SEARCH_RID_PER_MS == 16 && SEARCH_RID_SPILL == 1024 &&
+                   SEARCH_RID_EPOCH_MS == 1577836800000LL,
+               "SEARCH_RID_WINDOW, SEARCH_RID_BEFORE (search.h) and MIGRATE_9_MAP spell these");
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -112,6 +117,17 @@ static void cache_clear(stmt_cache *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* The conversation and sender ids: an FTS5 index, not b-tree indexes of messages
+ * (MIGRATE_7). in: and from: without text terms, analytics per user and erasure find their
+ * rows with a MATCH on its column, then test the stored id exactly (search_id_match). Only
+ * rowids per column (detail=column), no sizes (columnsize=0: nothing ranks by it). The
+ * characters of ids besides letters and digits (cm_user_id_valid: - _ . @) are token
+ * characters (schema version 9), so an id is one token: a UUID was five, which cost 0.04 of
+ * the indexing rate against raw FTS5 (bench/README.md, "Schema 9"). */
+#define MSG_IDS                                                                                \
+    "msg_ids USING fts5(conversation_id, sender_id, content='messages', content_rowid='rid',"  \
+    " tokenize=\"unicode61 tokenchars '-_.@'\", detail=column, columnsize=0)"
+
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS messages("
     " rid INTEGER PRIMARY KEY, id TEXT NOT NULL, conversation_id TEXT NOT NULL,"
@@ -120,14 +136,7 @@ static const char SCHEMA[] =
     " deleted INTEGER NOT NULL, text TEXT NOT NULL);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_words USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
-    /* The conversation and sender ids: an FTS5 index, not b-tree indexes of messages
-     * (MIGRATE_7). in: and from: without text terms, analytics per user and erasure find
-     * their rows with a MATCH on its column, then test the stored id exactly
-     * (search_id_match). Only rowids per column (detail=column: an id's tokens, not their
-     * order), no sizes (columnsize=0: nothing ranks by it). */
-    "CREATE VIRTUAL TABLE IF NOT EXISTS msg_ids USING fts5(conversation_id, sender_id,"
-    " content='messages', content_rowid='rid', tokenize='unicode61', detail=column,"
-    " columnsize=0);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS " MSG_IDS ";"
     "CREATE VIRTUAL TABLE IF NOT EXISTS msg_tri USING fts5(text, content='messages',"
     " content_rowid='rid', tokenize='trigram_cjk');"
     "CREATE TABLE IF NOT EXISTS members("
@@ -193,10 +202,10 @@ static const char SCHEMA[] =
 static const char MIGRATE_2[] =
     "ALTER TABLE messages ADD COLUMN attachments INTEGER NOT NULL DEFAULT 0;";
 
-/* Version 3 numbers messages by time: rid = created_ms * RID_PER_MS + a tie-breaker, so the
- * FTS5 rowid order is the newest-first order and a newest-N query reads N rows, not all
- * matches. Version 2 files had rids in indexing order: renumbered, then both FTS5 indexes
- * rebuilt from the content table. */
+/* Version 3 numbers messages by time: rid = created_ms * 4096 + a tie-breaker (16 since
+ * version 9, migrate_9), so the FTS5 rowid order is the newest-first order and a newest-N
+ * query reads N rows, not all matches. Version 2 files had rids in indexing order: renumbered,
+ * then both FTS5 indexes rebuilt from the content table. */
 static const char MIGRATE_3[] =
     "DROP TRIGGER IF EXISTS messages_ai; DROP TRIGGER IF EXISTS messages_ad;"
     "DROP TRIGGER IF EXISTS messages_au;"
@@ -271,7 +280,10 @@ static const char MIGRATE_8[] =
  * 0.62x -> 0.68x; 16 on msg_tri (about one token per character, the bulk of the merging)
  * 0.75x with newest-20 p50 unchanged; 16 on msg_words too (schema version 5, which applies
  * it to files of version 4): +0.04-0.05 more in paired runs, newest-20 p50 +0.03-0.1 ms,
- * within the 0.5 ms the issue allows (bench/README.md). */
+ * within the 0.5 ms the issue allows (bench/README.md). With schema 9's rids, at 200k texts,
+ * each within the noise of 16 everywhere (+-0.02, bench/README.md "Schema 9"): msg_ids at
+ * FTS5's default 4; automerge 8 on all three; 'crisismerge' 32 on all three (which spreads
+ * the level-1 merge at the 256th batch, 0.7 s in one COMMIT, over later ones). */
 static const char FTS_CONFIG[] =
     "INSERT INTO msg_words(msg_words, rank) VALUES ('automerge', 16);"
     "INSERT INTO msg_tri(msg_tri, rank) VALUES ('automerge', 16);"
@@ -286,6 +298,60 @@ static int pragma_int(sqlite3 *db, const char *sql)
         v = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+/* Version 9 numbers messages with 16 rid slots per millisecond from 2020-01-01 instead of 4096
+ * from 1970 (SEARCH_RID_PER_MS, SEARCH_RID_EPOCH_MS): FTS5 writes a doclist's first rowid as a
+ * varint and the next ones as varint deltas, and smaller, denser rids made the indexes smaller
+ * and indexing faster (search.h). Every message gets the rid apply_message would give it: its
+ * slot (created_ms - RID_EPOCH) * RID_PER_MS + seq % RID_PER_MS or, taken, the first free one above, placing messages in the order of
+ * their slots (then of their old rids). In that order the next free slot from a message's own
+ * is max(own, previous message's rid + 1): new = r + max(own - r) over the messages up to it
+ * (r its position). So the slots from a message's own up to its rid are all taken, as
+ * apply_message's lookup of a known message requires. Then the three FTS5 indexes are
+ * rebuilt from the renumbered content (msg_ids recreated first: version 9 tokenizes an id
+ * as one token, MSG_IDS). Fails (the file keeps version 8) when a message would
+ * move by SEARCH_RID_SPILL slots or more, which would break the time ranges' rid windows. */
+static const char MIGRATE_9_MAP[] =
+    "CREATE TEMP TABLE rid_map(old INTEGER PRIMARY KEY, new INTEGER NOT NULL,"
+    " own INTEGER NOT NULL);"
+    "INSERT INTO temp.rid_map SELECT rid, r + max(own - r) OVER (ORDER BY r ROWS UNBOUNDED"
+    " PRECEDING), own FROM (SELECT rid, own, row_number() OVER (ORDER BY own, rid) AS r FROM"
+    " (SELECT rid, (created_ms - 1577836800000) * " STR(RID_PER_MS) " + seq % "
+    STR(RID_PER_MS) " AS own FROM messages));";
+static const char MIGRATE_9_APPLY[] =
+    /* out of the way first: version 8 rids are 0..2^53, new ones within +-2^50 */
+    "UPDATE messages SET rid = rid - 4611686018427387904;"
+    "UPDATE messages SET rid = m.new FROM temp.rid_map m"
+    " WHERE messages.rid = m.old - 4611686018427387904;"
+    "DROP TABLE temp.rid_map;"
+    "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
+    /* ids one token each (MSG_IDS) */
+    "DROP TABLE msg_ids;"
+    "CREATE VIRTUAL TABLE " MSG_IDS ";"
+    "INSERT INTO msg_ids(msg_ids) VALUES ('rebuild');"
+    "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');";
+
+/* Runs version 9's renumbering (above) inside the migration's transaction. 0 with *err set
+ * (sqlite3_malloc'd) when SQLite failed or a message would move too far. */
+static int migrate_9(sqlite3 *db, char **err)
+{
+    int far;
+    if (sqlite3_exec(db, MIGRATE_9_MAP, NULL, NULL, err) != SQLITE_OK)
+        return 0;
+    far = pragma_int(db, "SELECT count(*) FROM temp.rid_map WHERE new - own >= " STR(
+                             SEARCH_RID_SPILL));
+    if (far < 0) {
+        *err = sqlite3_mprintf("schema 9: %s", sqlite3_errmsg(db));
+        return 0;
+    }
+    if (far > 0) {
+        *err = sqlite3_mprintf("schema 9: %d messages would move %d rid slots or more from"
+                               " their own (more than %d messages per ms)",
+                               far, SEARCH_RID_SPILL, RID_PER_MS);
+        return 0;
+    }
+    return sqlite3_exec(db, MIGRATE_9_APPLY, NULL, NULL, err) == SQLITE_OK;
 }
 
 /* Creates the schema or runs the migrations a file still lacks, in one transaction, then puts
@@ -317,6 +383,7 @@ static int schema_apply(sqlite3 *db, char **err)
             (version < 7 && !fresh && sqlite3_exec(db, MIGRATE_7, NULL, NULL, err) != SQLITE_OK) ||
             /* MIGRATE_7 rebuilt msg_tri with the tokenizer of version 8 already */
             (version == 7 && sqlite3_exec(db, MIGRATE_8, NULL, NULL, err) != SQLITE_OK) ||
+            (version < 9 && !fresh && !migrate_9(db, err)) ||
             sqlite3_exec(db, FTS_CONFIG, NULL, NULL, err) != SQLITE_OK ||
             sqlite3_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), NULL, NULL, err) !=
                 SQLITE_OK ||
@@ -616,7 +683,7 @@ static cm_err apply_message(sqlite3 *db, const char *type, const msg_fields *f, 
     sqlite3_bind_int(st, 9, deleted);
     sqlite3_bind_text(st, 10, text, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 11, f->attachments);
-    rid = created_ms * RID_PER_MS + (f->seq % RID_PER_MS);
+    rid = (created_ms - RID_EPOCH) * RID_PER_MS + (f->seq % RID_PER_MS);
     for (int tries = 0;; tries++) {
         sqlite3_stmt *find;
         sqlite3_bind_int64(st, 1, rid);
@@ -1516,10 +1583,11 @@ cm_err search_index_messages(search_index *ix, const char *tenant, const char *u
         ADD(" AND m.sender_id = ?");
     /* with their rid windows (SEARCH_RID_WINDOW): no index on created_ms */
     if (q->from_ms)
-        ADD(" AND m.rid >= %lld AND m.created_ms >= ?", (long long)q->from_ms * RID_PER_MS);
+        ADD(" AND m.rid >= %lld AND m.created_ms >= ?",
+            (long long)(q->from_ms - RID_EPOCH) * RID_PER_MS);
     if (q->to_ms)
         ADD(" AND m.rid < %lld AND m.created_ms < ?",
-            (long long)q->to_ms * RID_PER_MS + SEARCH_RID_SPILL);
+            (long long)(q->to_ms - RID_EPOCH) * RID_PER_MS + SEARCH_RID_SPILL);
     if (q->has_attachment)
         ADD(" AND m.has_attachment = 1");
     /* Newest first is rid order (rid follows created_ms): FTS5 walks its rowids backwards

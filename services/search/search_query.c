@@ -318,11 +318,13 @@ int search_id_match(const char *column, const char *id, char *out, size_t n)
     if (w < 0 || (size_t)w >= n)
         goto none;
     at = (size_t)w;
-    /* each run of letters and digits is a token of unicode61; ids hold no '"' */
+    /* each run of letters, digits and - _ . @ is a token of msg_ids' tokenizer (unicode61
+     * tokenchars '-_.@', search_index.c): a valid id is one; the runs hold no '"' */
     for (const char *p = id; *p;) {
         size_t len = 0;
         while (p[len] && ((p[len] >= '0' && p[len] <= '9') ||
-                          ((p[len] | 0x20) >= 'a' && (p[len] | 0x20) <= 'z')))
+                          ((p[len] | 0x20) >= 'a' && (p[len] | 0x20) <= 'z') ||
+                          p[len] == '-' || p[len] == '_' || p[len] == '.' || p[len] == '@'))
             len++;
         if (len == 0) {
             p++;
