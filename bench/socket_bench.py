@@ -114,9 +114,10 @@ CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
 # while an earlier one is unacknowledged. These are the generator's choices, standing in for
 # "publish now" as the peers' publisher connection does; the messaging service, the real
 # producer, keeps libcommon's linger.ms 5 (a throughput choice, DESIGN.md), which the end to
-# end figure includes. Direction runs (the hop alone at 3,500/s, load average 2-3.7): p50
-# 1.5-2.7 ms with linger.ms 1, 0.4-0.55 ms with these; the p99 moved with the broker's own
-# produce -> ack tail (5-240 ms) whatever the settings (bench/README.md, socket section).
+# end figure includes. bench/kafka_hop.py at 6,262 records/s, load average 1: with linger.ms 1
+# and Nagle the hop's p99 was 62 and 148 ms (the idempotent producer's pipelined requests held
+# by Nagle until the previous one is acknowledged), with Nagle off 3.1 ms; p50 1.5 ms with
+# linger.ms 1, 0.45 with 0 (bench/README.md, socket section, seventh figures).
 GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": 0, "socket.nagle.disable": True,
                 "enable.idempotence": True, "acks": "all"}
 
