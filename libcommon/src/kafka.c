@@ -98,9 +98,8 @@ cm_err cm_kafka_producer_create(const char *brokers, const char *topic_prefix,
      * hop (bench/README.md, socket section, 2026-11-22; 6,262 records/s, load average 1):
      * with linger.ms 5 the p99 was 6.9-10.1 ms in five runs without Nagle, and 6.8-10.6 ms
      * in five, 58 and 70 ms in two of seven with it (with linger.ms 1: 62 and 148 ms with it,
-     * 3.1 without). The
-     * cost: a request goes out in its own TCP segment even when another would soon follow,
-     * which linger.ms already makes rare. */
+     * 3.1 without). The cost: a request goes out in its own TCP segment even when another
+     * would soon follow, which linger.ms already makes rare. */
     if (set(conf, "bootstrap.servers", brokers) || set(conf, "enable.idempotence", "true") ||
         set(conf, "acks", "all") || set(conf, "linger.ms", "5") ||
         set(conf, "socket.nagle.disable", "true") ||
