@@ -118,7 +118,8 @@ CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
 # and Nagle the hop's p99 was 62 and 148 ms (the idempotent producer's pipelined requests held
 # by Nagle until the previous one is acknowledged), with Nagle off 3.1 ms; p50 1.5 ms with
 # linger.ms 1, 0.45 with 0 (bench/README.md, socket section, seventh figures).
-GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": 0, "socket.nagle.disable": True,
+GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "0")),
+                "socket.nagle.disable": True,
                 "enable.idempotence": True, "acks": "all"}
 
 
