@@ -36,7 +36,8 @@ BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5),
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
 BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket). Direction runs only:
-BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_LATENCY_GAP_S
+BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_GEN_LINGER_MS (the
+generator's producer linger.ms, 0), BENCH_LATENCY_GAP_S
 (ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
 """
 
