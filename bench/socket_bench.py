@@ -10,7 +10,9 @@ are not pinned.
   the socket service writes them to its connections of the members. Peers: the generator
   sends each event on a publisher connection and the peer broadcasts it to an in-memory room.
   1,000 clients in 200 conversations of 5, then one group of 1,000; delivered frames per
-  second from the first publish to the last frame received, every event published at once,
+  second from the first publish to the last frame received, every event published at once
+  (its bytes built before the clock starts, so the generator's JSON and masking do not set
+  the pace),
   and the server's CPU time per delivered frame (every thread, from /proc: on a machine shared
   with other work the wall-clock rate moves with that work, the CPU per frame much less).
 - Latency: open loop at half of Socket.IO's rooms-of-5 event rate; p50/p99 from publish to
@@ -34,7 +36,8 @@ BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5),
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
 BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket). Direction runs only:
-BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_LATENCY_GAP_S
+BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_GEN_LINGER_MS (the
+generator's producer linger.ms, 0), BENCH_LATENCY_GAP_S
 (ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
 """
 
@@ -106,6 +109,19 @@ NODE_MODULES = ROOT / ".local" / "bench" / "node_modules"
 # here, which made 10,000 connections take a quarter of an hour of token signing alone.
 PRIVATE = serialization.load_pem_private_key((KEYS / "jwt-private.pem").read_bytes(), password=None)
 CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
+# The generator's Kafka producer (ours's publish, and the Kafka hop run): each event goes to the
+# broker at once (linger.ms 0; librdkafka's default is 5 ms of batching, 1 here before
+# 2026-11-22) and without Nagle's algorithm, which otherwise holds a small produce request back
+# while an earlier one is unacknowledged. These are the generator's choices, standing in for
+# "publish now" as the peers' publisher connection does; the messaging service, the real
+# producer, keeps libcommon's linger.ms 5 (a throughput choice, DESIGN.md), which the end to
+# end figure includes. bench/kafka_hop.py at 6,262 records/s, load average 1: with linger.ms 1
+# and Nagle the hop's p99 was 62 and 148 ms (the idempotent producer's pipelined requests held
+# by Nagle until the previous one is acknowledged), with Nagle off 3.1 ms; p50 1.5 ms with
+# linger.ms 1, 0.45 with 0 (bench/README.md, socket section, seventh figures).
+GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "0")),
+                "socket.nagle.disable": True,
+                "enable.idempotence": True, "acks": "all"}
 
 
 def log(*a):
@@ -361,8 +377,7 @@ class Ours:
 
     def __init__(self, convs, eseq):
         self.convs, self.eseq = convs, eseq  # conversation ids per room index; next eseq
-        self.producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1,
-                                  "enable.idempotence": True, "acks": "all"})
+        self.producer = Producer(GEN_PRODUCER)
         self.acks = None  # when a list: each publish's produce() -> broker ack time, ms
 
     def _delivered(self, err, msg):
@@ -399,18 +414,26 @@ class Ours:
             self.eseq[cid] -= 1
         raise OSError("the socket service never delivered the probe")
 
-    def publish(self, room, body):
+    def build(self, room, body):
+        """The record of the next event of `room`: (value, key). Built events must be sent in
+        the order built (each takes the conversation's next eseq)."""
         cid = self.convs[room]
         self.eseq[cid] += 1
         ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "message.created",
               "source": "/messaging", "time": "2026-01-01T00:00:00.000Z", "subject": cid,
               "datacontenttype": "application/json", "tenant": TENANT, "eseq": self.eseq[cid],
               "data": dict(body, conversation_id=cid, seq=self.eseq[cid])}
+        return json.dumps(ev, separators=(",", ":")).encode(), cid
+
+    def send(self, built):
+        value, cid = built
         if self.acks is None:
-            self.producer.produce(PREFIX + "messages", json.dumps(ev, separators=(",", ":")), key=cid)
+            self.producer.produce(PREFIX + "messages", value, key=cid)
         else:
-            self.producer.produce(PREFIX + "messages", json.dumps(ev, separators=(",", ":")), key=cid,
-                                  on_delivery=self._delivered)
+            self.producer.produce(PREFIX + "messages", value, key=cid, on_delivery=self._delivered)
+
+    def publish(self, room, body):
+        self.send(self.build(room, body))
 
     def flush(self):
         self.producer.poll(0)
@@ -442,14 +465,20 @@ class Peer:
         self.pub = Conn(self.port, path, self.sio)
         time.sleep(0.1)
 
-    def publish(self, room, body):
+    def build(self, room, body):
+        """The publisher's masked frame of one event of `room`."""
         ev = {"type": "message.created", "event_id": str(uuid.uuid4()), "conversation_id": f"r{room}",
               "eseq": 1, "time": "2026-01-01T00:00:00.000Z", "data": dict(body, seq=1),
               "cursor": CURSOR_PAD}
         if self.sio:
-            self.out.append(masked(b'42' + json.dumps(["pub", f"r{room}", ev], separators=(",", ":")).encode()))
-        else:
-            self.out.append(masked(f"r{room}\n".encode() + json.dumps(ev, separators=(",", ":")).encode()))
+            return masked(b'42' + json.dumps(["pub", f"r{room}", ev], separators=(",", ":")).encode())
+        return masked(f"r{room}\n".encode() + json.dumps(ev, separators=(",", ":")).encode())
+
+    def send(self, built):
+        self.out.append(built)
+
+    def publish(self, room, body):
+        self.send(self.build(room, body))
 
     def flush(self):
         if self.out:
@@ -475,11 +504,19 @@ def message_body(i):
 def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
     """Publishes n_events round-robin over the rooms; returns (frames/s, latencies ms), and
     when `proc` is given the server's CPU microseconds per delivered frame as a third value.
-    Closed loop (at most WINDOW frames in flight) or open loop at `rate` events/s."""
+    Closed loop (at most WINDOW frames in flight) or open loop at `rate` events/s.
+
+    Closed loop, every event's bytes (ours: the Kafka record; the peers: the publisher's masked
+    frame) are built before the clock starts: building them in the loop (JSON, masking) made
+    the rooms-of-5 run the generator's pace, not the servers' (2026-11-22: publishing 60,000
+    events took 2.07-2.16 s of the 2.5 s run for ours and uWebSockets.js alike). Open loop (the
+    latency runs) builds each when due, so it carries its publish time."""
     start_total = load.total
     cpu0 = cpu_s(proc)
     expect = n_events * per_event
     load.lat = [] if rate else None
+    built = [] if rate else [srv.build(rooms_of[i % len(rooms_of)], message_body(i))
+                             for i in range(n_events)]
     t0 = time.time()
     sent = 0
     while load.total - start_total < expect:
@@ -490,10 +527,9 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
                 sent += 1
         else:
             while sent < n_events and sent * per_event - (load.total - start_total) < WINDOW:
-                batch = min(n_events - sent, 100)
-                for _ in range(batch):
-                    srv.publish(rooms_of[sent % len(rooms_of)], message_body(sent))
-                    sent += 1
+                for b in built[sent:sent + 100]:
+                    srv.send(b)
+                sent = min(n_events, sent + 100)
         srv.flush()
         load.pump(0.001)
         if time.time() - t0 > 300:
@@ -644,8 +680,7 @@ def run_kafka_hop(rate, seconds=5.0):
     out, ready = ctx.Queue(), ctx.Event()
     p = ctx.Process(target=_hop_consumer, args=(topic, out, ready))
     p.start()
-    prod = Producer({"bootstrap.servers": KAFKA, "linger.ms": 1, "enable.idempotence": True,
-                     "acks": "all"})
+    prod = Producer(GEN_PRODUCER)
     acks = []  # produce() -> broker ack, ms: the producer's share of the hop
     try:
         deadline = time.time() + 60
