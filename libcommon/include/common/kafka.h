@@ -1,7 +1,8 @@
 /* kafka.h - the Kafka producer and consumer every process uses (librdkafka behind opaque types).
  * Producer: enable.idempotence=true, acks=all, linger.ms=5, Nagle off (kafka.c says why); the
- * delivery report is the ack; flushed on destroy. Consumer: enable.auto.offset.store=false; an offset is stored only after its
- * handler returned CM_OK, so a crash redelivers rather than loses (at-least-once). */
+ * delivery report is the ack; flushed on destroy. Consumer: enable.auto.offset.store=false; an
+ * offset is stored only after its handler returned CM_OK, so a crash redelivers rather than
+ * loses (at-least-once). */
 #ifndef COMMON_KAFKA_H
 #define COMMON_KAFKA_H
 
