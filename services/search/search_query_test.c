@@ -528,6 +528,16 @@ static int scalar_int(sqlite3 *db, const char *sql)
     return v;
 }
 
+/* Writes an older schema version's file: runs `sql` on the tenant file at `path`. */
+static void write_old_file(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", path, sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
 /* A file of schema version 3 (msg_tri on the plain trigram tokenizer) is migrated when the
  * indexer opens it: msg_tri is rebuilt with trigram_cjk, so its old messages are found by
  * short CJK terms too. */
@@ -539,26 +549,21 @@ static void test_migrates_version_3(void **state)
     (void)state;
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/t1.db", dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
-                     " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
-                     " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
-                     " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
-                     " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
-                     "CREATE INDEX messages_time ON messages(created_ms);"
-                     "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
-                     "CREATE INDEX messages_sender ON messages(sender_id, created_ms);"
-                     "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
-                     " content_rowid='rid', tokenize='trigram');"
-                     "INSERT INTO messages VALUES (4096, 'm9', 'c1', 'u2', 1, 1, 1, 1, 0, 0,"
-                     " '在北京开会', 0);"
-                     "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
-                     "PRAGMA user_version = 3;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(db);
+    write_old_file(path,
+                   "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                   " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
+                   " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
+                   " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
+                   " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                   "CREATE INDEX messages_time ON messages(created_ms);"
+                   "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
+                   "CREATE INDEX messages_sender ON messages(sender_id, created_ms);"
+                   "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
+                   " content_rowid='rid', tokenize='trigram');"
+                   "INSERT INTO messages VALUES (4096, 'm9', 'c1', 'u2', 1, 1, 1, 1, 0, 0,"
+                   " '在北京开会', 0);"
+                   "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                   "PRAGMA user_version = 3;");
     assert_int_equal(search_index_create(dir, &ix), CM_OK);
     apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
               "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
@@ -591,31 +596,26 @@ static void test_migrates_version_6(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/t1.db", dir);
     assert_int_equal(search_index_create(dir, &ix), CM_OK); /* registers trigram_cjk */
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
-                     " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
-                     " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
-                     " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
-                     " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
-                     "CREATE INDEX messages_by_conv ON messages(conversation_id);"
-                     "CREATE INDEX messages_by_sender ON messages(sender_id);"
-                     "CREATE VIRTUAL TABLE msg_words USING fts5(text, content='messages',"
-                     " content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
-                     " prefix='2 3');"
-                     "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
-                     " content_rowid='rid', tokenize='trigram_cjk');"
-                     "INSERT INTO messages VALUES (4096, 'm1', 'c1', 'u2', 0, 1, 1, 1, 0, 0,"
-                     " 'old pelican', 0);"
-                     "INSERT INTO messages VALUES (8192, 'm2', 'c1-x', 'u2-x', 0, 2, 1, 1, 0, 0,"
-                     " 'old pelican', 0);"
-                     "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
-                     "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
-                     "PRAGMA user_version = 6;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
-    sqlite3_close(db);
+    write_old_file(path,
+                   "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+                   " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
+                   " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
+                   " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
+                   " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                   "CREATE INDEX messages_by_conv ON messages(conversation_id);"
+                   "CREATE INDEX messages_by_sender ON messages(sender_id);"
+                   "CREATE VIRTUAL TABLE msg_words USING fts5(text, content='messages',"
+                   " content_rowid='rid', tokenize='unicode61 remove_diacritics 2',"
+                   " prefix='2 3');"
+                   "CREATE VIRTUAL TABLE msg_tri USING fts5(text, content='messages',"
+                   " content_rowid='rid', tokenize='trigram_cjk');"
+                   "INSERT INTO messages VALUES (4096, 'm1', 'c1', 'u2', 0, 1, 1, 1, 0, 0,"
+                   " 'old pelican', 0);"
+                   "INSERT INTO messages VALUES (8192, 'm2', 'c1-x', 'u2-x', 0, 2, 1, 1, 0, 0,"
+                   " 'old pelican', 0);"
+                   "INSERT INTO msg_words(msg_words) VALUES ('rebuild');"
+                   "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                   "PRAGMA user_version = 6;");
     apply(ix, "{\"type\":\"conversation.created\",\"tenant\":\"t1\",\"eseq\":1,\"data\":{\"id\":"
               "\"c1\",\"type\":\"group\",\"created_by\":\"u1\",\"created_at\":"
               "\"2024-01-01T00:00:00.000Z\",\"initial_members\":[{\"user_id\":\"u1\"}]}}");
@@ -662,7 +662,6 @@ static void test_migrates_version_6(void **state)
 static void make_version_8(const char *dir, const char *path, int burst)
 {
     search_index *ix;
-    sqlite3 *db;
     char sql[2048];
     assert_int_equal(search_index_create(dir, &ix), CM_OK);
     for (int c = 1; c <= 3; c++) {
@@ -691,10 +690,7 @@ static void make_version_8(const char *dir, const char *path, int burst)
              "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
              "PRAGMA user_version = 8;",
              burst);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        fail_msg("version 8 file: %s", sqlite3_errmsg(db));
-    sqlite3_close(db);
+    write_old_file(path, sql);
 }
 
 /* Version 8 -> 9: messages are renumbered with 16 rid slots per millisecond from 2020, each
@@ -813,17 +809,12 @@ static void test_migrates_version_7(void **state)
               "\"m1\",\"conversation_id\":\"c1\",\"seq\":1,\"sender_id\":\"u1\",\"type\":"
               "\"text\",\"text\":\"打开文件名称\",\"created_at\":\"2024-01-01T00:00:00.000Z\"}}");
     search_index_destroy(ix);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "DROP TABLE msg_tri;"
-                                  "CREATE VIRTUAL TABLE msg_tri USING fts5(text,"
-                                  " content='messages', content_rowid='rid',"
-                                  " tokenize='trigram');"
-                                  "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
-                                  "PRAGMA user_version = 7;",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    write_old_file(path, "DROP TABLE msg_tri;"
+                         "CREATE VIRTUAL TABLE msg_tri USING fts5(text,"
+                         " content='messages', content_rowid='rid',"
+                         " tokenize='trigram');"
+                         "INSERT INTO msg_tri(msg_tri) VALUES ('rebuild');"
+                         "PRAGMA user_version = 7;");
     assert_int_equal(search_index_create(dir, &ix), CM_OK);
     /* the indexer's next event opens the writer, which migrates */
     apply(ix, "{\"type\":\"member.added\",\"tenant\":\"t1\",\"eseq\":3,\"data\":{"
