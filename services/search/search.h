@@ -39,8 +39,9 @@
  * faster against raw FTS5 (bench/README.md, "Schema 9"). A message created before the epoch
  * has a negative rid (a 9-byte varint; it works the same). A tenant sustaining more than 16
  * messages per ms moves rids up into later milliseconds' slots; SEARCH_RID_SPILL (64 ms of
- * slots) bounds that move, and an event that finds no free slot within it fails (CM_EIO)
- * rather than breaking the time ranges. */
+ * slots) bounds that move, and an event that finds no free slot within it fails (CM_EINVAL:
+ * retrying cannot free a slot, so the indexer dead-letters it) rather than breaking the time
+ * ranges. */
 #define SEARCH_RID_PER_MS 16
 #define SEARCH_RID_SPILL 1024
 #define SEARCH_RID_EPOCH_MS 1577836800000LL /* 2020-01-01T00:00:00Z */

@@ -716,11 +716,19 @@ static cm_err apply_message(sqlite3 *db, const char *type, const msg_fields *f, 
         stmt_release(find);
         if (src == SQLITE_ROW)
             break;
-        if (src != SQLITE_DONE || tries >= SEARCH_RID_SPILL - 1) {
-            cm_warn("search index: message %s: %s", id,
-                    src != SQLITE_DONE ? sqlite3_errmsg(db) : "no free rid slot");
+        if (src != SQLITE_DONE) {
+            cm_warn("search index: message %s: %s", id, sqlite3_errmsg(db));
             stmt_release(st);
             return CM_EIO;
+        }
+        if (tries >= SEARCH_RID_SPILL - 1) {
+            /* Retrying cannot free a slot: the event is parked (dead-lettered), and the
+             * tenant's indexing goes on instead of stalling behind it. */
+            snprintf(why, n, "%s: message %s: no free rid slot in the %d from its own (its "
+                     "tenant created over %d messages per ms for %d ms)", type, id,
+                     SEARCH_RID_SPILL, SEARCH_RID_PER_MS, SEARCH_RID_SPILL / SEARCH_RID_PER_MS);
+            stmt_release(st);
+            return CM_EINVAL;
         }
         rid++;
     }

@@ -2,6 +2,7 @@
 from the index (GDPR), conversation and user search, the global search grouped by kind,
 typeahead suggestions and recent searches. Everything reaches the index only through Kafka."""
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -9,7 +10,7 @@ import uuid
 from urllib.parse import quote
 
 from chat import create, ok, problem, send
-from conftest import ADMIN_KEY, new_tenant, token_for
+from conftest import ADMIN_KEY, KAFKA, new_tenant, token_for
 from users_lib import server
 
 DEADLINE_S = 15.0
@@ -401,51 +402,79 @@ def test_reindex_backfills_history_the_topics_no_longer_hold(api, tenant, mongo)
         mongo.events.delete_one({"_id": fake["_id"]})
 
 
-def test_reindex_merges_onto_the_live_index_when_the_topics_dropped_records(api, tenant, platform):
-    """When retention dropped records from the topics, a reindex is a `merge`: the replay goes
-    onto a copy of the live index, so history only the live index still holds survives it,
-    and what the live index lost within the retention comes back. A search instance of its
-    own reads topics of its own (KAFKA_TOPIC_PREFIX), whose first records this test deletes
-    as retention would (Kafka DeleteRecords), without touching the shared topics."""
+@contextlib.contextmanager
+def own_search(tenant, name):
+    """A search instance of its own that reads topics of its own (KAFKA_TOPIC_PREFIX, one
+    partition each, messages.dlq included), away from the shared topics' traffic. Yields the
+    prefix, an Api on the instance, its data directory, a Kafka AdminClient, a Producer and
+    event(type, eseq, data), which makes a CloudEvent of `tenant`. Afterwards the topics and
+    the data go, and the instance must have stopped cleanly with no sanitizer report."""
     import shutil
-    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
-    from conftest import KAFKA, LOGS, PORTS, ROOT, SANITIZER_MARKS, Api, Service
+    from conftest import LOGS, PORTS, ROOT, SANITIZER_MARKS, Api, Service
 
-    prefix = f"e2e-merge-{uuid.uuid4().hex[:8]}-"
-    data_dir = ROOT / "build" / f"search-merge-{PORTS['gateway']}"
+    prefix = f"e2e-{name}-{uuid.uuid4().hex[:8]}-"
+    data_dir = ROOT / "build" / f"search-{name}-{PORTS['gateway']}"
     shutil.rmtree(data_dir, ignore_errors=True)
     admin = AdminClient({"bootstrap.servers": KAFKA})
-    topics = [prefix + t for t in ("messages", "conversations", "users")]
+    topics = [prefix + t for t in ("messages", "conversations", "users", "messages.dlq")]
     for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
         f.result(30)
     search = Service("search", {"KAFKA_TOPIC_PREFIX": prefix, "SEARCH_GROUP": prefix + "search",
                                 "SEARCH_DATA_DIR": str(data_dir),
                                 "HTTP_PORT": str(PORTS["gateway"] + 26)})
     search.port = PORTS["gateway"] + 26
-    search.log_path = LOGS / "search-merge.log"
+    search.log_path = LOGS / f"search-{name}.log"
+
+    def event(type_, eseq, data):
+        return json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "type": type_,
+                           "source": "/e2e", "tenant": tenant["id"],
+                           "time": "2026-01-02T03:04:05.000Z", "eseq": eseq, "data": data})
     try:
         search.start()
-        direct = Api(f"http://127.0.0.1:{search.port}")
+        yield (prefix, Api(f"http://127.0.0.1:{search.port}"), data_dir, admin,
+               Producer({"bootstrap.servers": KAFKA}), event)
+    finally:
+        search.stop()
+        for f in admin.delete_topics(topics).values():
+            try:
+                f.result(30)
+            except Exception:
+                pass
+        shutil.rmtree(data_dir, ignore_errors=True)
+    text = search.log_path.read_text(errors="replace") if search.log_path.exists() else ""
+    assert not [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKS)], text[-2000:]
+    assert search.proc.returncode == 0
+
+
+def group_created(event, cid):
+    """conversation.created of a group of root and reader."""
+    return event("conversation.created", 1, {
+        "id": cid, "type": "group", "title": "own search", "created_by": "root",
+        "created_at": "2026-01-02T03:04:00.000Z",
+        "initial_members": [{"user_id": "root"}, {"user_id": "reader"}]})
+
+
+def test_reindex_merges_onto_the_live_index_when_the_topics_dropped_records(api, tenant, platform):
+    """When retention dropped records from the topics, a reindex is a `merge`: the replay goes
+    onto a copy of the live index, so history only the live index still holds survives it,
+    and what the live index lost within the retention comes back. A search instance of its
+    own reads topics of its own (KAFKA_TOPIC_PREFIX), whose first records this test deletes
+    as retention would (Kafka DeleteRecords), without touching the shared topics."""
+    from confluent_kafka import TopicPartition
+
+    with own_search(tenant, "merge") as (prefix, direct, data_dir, admin, prod, event):
         root, reader = admin_of(api, tenant), token_for(api, tenant, "reader")
         cid, t = str(uuid.uuid4()), tenant["id"]
         old_word, new_word = "manticore" + uuid.uuid4().hex[:6], "chimera" + uuid.uuid4().hex[:6]
         old_id, new_id = str(uuid.uuid4()), str(uuid.uuid4())
 
-        def event(type_, eseq, data):
-            return json.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "type": type_,
-                               "source": "/e2e", "tenant": t, "time": "2026-01-02T03:04:05.000Z",
-                               "eseq": eseq, "data": data})
-
         def message(mid, seq, text):
             return {"id": mid, "conversation_id": cid, "sender_id": "root", "seq": seq,
                     "type": "text", "text": text, "created_at": f"2026-01-02T03:04:0{seq}.000Z"}
 
-        prod = Producer({"bootstrap.servers": KAFKA})
-        prod.produce(prefix + "conversations", key=cid, value=event(
-            "conversation.created", 1, {"id": cid, "type": "group", "title": "merge me",
-                                        "created_by": "root", "created_at": "2026-01-02T03:04:00.000Z",
-                                        "initial_members": [{"user_id": "root"}, {"user_id": "reader"}]}))
+        prod.produce(prefix + "conversations", key=cid, value=group_created(event, cid))
         offsets = []
         for mid, seq, text in ((old_id, 1, f"{old_word} long ago"), (new_id, 2, f"{new_word} lately")):
             prod.produce(prefix + "messages", key=cid, value=event("message.created", seq + 1,
@@ -476,14 +505,48 @@ def test_reindex_merges_onto_the_live_index_when_the_topics_dropped_records(api,
         assert st["backfill"] is True, st                # merge mode backfills from messaging
         assert q(new_word) == [new_id]                   # replayed from the topic
         assert q(old_word) == [old_id]                   # kept from the live index's copy
-    finally:
-        search.stop()
-        for f in admin.delete_topics(topics).values():
-            try:
-                f.result(30)
-            except Exception:
-                pass
-        shutil.rmtree(data_dir, ignore_errors=True)
-    text = search.log_path.read_text(errors="replace") if search.log_path.exists() else ""
-    assert not [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKS)], text[-2000:]
-    assert search.proc.returncode == 0
+
+
+def test_a_message_without_a_free_rid_slot_is_dead_lettered_and_indexing_goes_on(api, tenant):
+    """Rids are 16 slots per ms with up to 1,024 spill slots (services/search/search.h): a
+    message created when its tenant's 1,024 slots from its own are taken cannot be indexed,
+    and retrying cannot change that. It goes to messages.dlq with the reason, and the messages
+    after it are indexed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    with own_search(tenant, "rid") as (prefix, direct, data_dir, admin, prod, event):
+        reader, cid = token_for(api, tenant, "reader"), str(uuid.uuid4())
+        word, late = "quokka" + uuid.uuid4().hex[:6], "wombat" + uuid.uuid4().hex[:6]
+        ids = [str(uuid.uuid4()) for _ in range(1026)]
+
+        def message(i, text, at):
+            # seq a multiple of 16: every message of that ms starts from the same slot
+            return event("message.created", 2 + i, {
+                "id": ids[i], "conversation_id": cid, "sender_id": "root", "seq": 16 * (i + 1),
+                "type": "text", "text": text, "created_at": at})
+
+        t0 = int(time.time() * 1000) - 1000
+        prod.produce(prefix + "conversations", key=cid, value=group_created(event, cid))
+        for i in range(1025):  # 1,024 fill the slots, the 1,025th finds none
+            text = f"{word} {i}" if i in (1023, 1024) else f"filler {i}"
+            prod.produce(prefix + "messages", key=cid, value=message(i, text, "2026-01-02T03:04:05.000Z"))
+        prod.produce(prefix + "messages", key=cid, value=message(1025, late, "2026-01-02T03:04:06.000Z"))
+        assert prod.flush(30) == 0
+        q = lambda w: item_ids(get(direct, reader, "/v1/search/messages", q=w))
+        eventually(lambda: q(late), [ids[1025]], deadline=60)
+        assert q(word) == [ids[1023]]  # the last one that found a slot; the next is not there
+
+        c = Consumer({"bootstrap.servers": KAFKA, "group.id": "e2e-" + uuid.uuid4().hex,
+                      "enable.auto.commit": False})
+        try:
+            c.assign(c.offsets_for_times([TopicPartition(prefix + "messages.dlq", 0, t0)], timeout=10))
+            parked, deadline = [], time.time() + 30
+            while time.time() < deadline and not parked:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    parked.append(m)
+        finally:
+            c.close()
+        assert len(parked) == 1 and json.loads(parked[0].value())["data"]["id"] == ids[1024]
+        h = dict(parked[0].headers())
+        assert h["x-consumer"] == b"search" and b"no free rid slot" in h["x-error"], h
