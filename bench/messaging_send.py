@@ -9,7 +9,8 @@ BENCH_PORT_BASE (23180) against the local Kafka, FerretDB and Redis, with a fres
 the send rate limit off, then stops them and drops the database.
 
     BUILD_DIR=build/rel .local/venv/bin/python bench/messaging_send.py
-Knobs: BENCH_CONVERSATIONS (32), BENCH_CLIENTS (16), BENCH_MESSAGES (1000 per side),
+Knobs: MONGO_URI (the services' and the cleanup's server, mongodb://127.0.0.1:27017),
+BENCH_CONVERSATIONS (32), BENCH_CLIENTS (16), BENCH_MESSAGES (1000 per side),
 BENCH_ROUNDS (5: the sides alternate in rounds, so both meet the same database size and the
 same machine load).
 """
@@ -234,7 +235,7 @@ def main():
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        client = pymongo.MongoClient("mongodb://127.0.0.1:27017")
+        client = pymongo.MongoClient(os.environ.get("MONGO_URI", "mongodb://127.0.0.1:27017"))
         for db in DB.values():
             client.drop_database(db)
 
