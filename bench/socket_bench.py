@@ -1,9 +1,12 @@
 """Socket benchmark (make bench): our socket service next to uWebSockets.js and Socket.IO 4 on
 Node (bench/socket_peers.js), in one run, with identical clients and payloads.
 
-Every server is pinned to core 0 (taskset); this load generator, and the messaging service our
-socket calls on connect, to core 1. Kafka, FerretDB and Redis are the shared local stack and
-are not pinned.
+Every server is pinned to core 0 (taskset); this load generator, the messaging service our
+socket calls on connect and the Kafka broker to core 1. The broker is the bench's own
+(bench/kafka_broker.sh, started for the run; BENCH_KAFKA=shared uses the local stack's 9092):
+it is part of ours's feed, as the publisher connection is the peers', so it runs on the feed's
+core and the server under test has core 0 to itself, as the peers do. FerretDB and Redis are
+the shared local stack and are not pinned.
 
 - Fan-out (the delivery leg). Ours: the generator produces message.created events to the
   `messages` topic (the next eseq of each conversation, as the messaging service would) and
@@ -35,9 +38,10 @@ BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH
 BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
-BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket). Direction runs only:
+BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket), BENCH_KAFKA (own, shared or
+host:port). Direction runs only:
 BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_GEN_LINGER_MS (the
-generator's producer linger.ms, 0), BENCH_LATENCY_GAP_S
+generator's producer linger.ms, 5), BENCH_LATENCY_GAP_S
 (ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
 """
 
@@ -97,7 +101,14 @@ CLIENTS, ROOM = int(os.environ.get("BENCH_CLIENTS", "1000")), 5
 # BROADCASTS (200) pending, within every server's per-connection buffer (ours: QUEUE_FRAMES
 # 4096; uWS: maxBackpressure 4 MiB; Socket.IO: unbounded), so nobody drops or closes.
 WINDOW = int(os.environ.get("BENCH_WINDOW", "0")) or 1 << 62
-KAFKA = "127.0.0.1:9092"
+# The broker the generator publishes to and ours (and the messaging service) use: BENCH_KAFKA
+# "own" (the default) is one of the bench's own, started for the run by bench/kafka_broker.sh on
+# BENCH_PORT_BASE + 10, pinned to the load generator's core with a 1 GiB heap (bench/README.md,
+# socket section, says why); "shared" is the local stack's 9092; anything else a host:port.
+KAFKA_MODE = os.environ.get("BENCH_KAFKA", "own")
+KAFKA_OWN_PORT = BASE + 10
+KAFKA = {"own": f"127.0.0.1:{KAFKA_OWN_PORT}", "shared": "127.0.0.1:9092"}.get(KAFKA_MODE, KAFKA_MODE)
+KAFKA_PIDFILE = ROOT / "build" / f"bench-kafka-{KAFKA_OWN_PORT}" / "pid"
 RUN = secrets.token_hex(4)
 PREFIX = f"bench-socket-{RUN}."
 DB = f"bench_socket_{RUN}"
@@ -109,17 +120,18 @@ NODE_MODULES = ROOT / ".local" / "bench" / "node_modules"
 # here, which made 10,000 connections take a quarter of an hour of token signing alone.
 PRIVATE = serialization.load_pem_private_key((KEYS / "jwt-private.pem").read_bytes(), password=None)
 CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
-# The generator's Kafka producer (ours's publish, and the Kafka hop run): each event goes to the
-# broker at once (linger.ms 0; librdkafka's default is 5 ms of batching, 1 here before
-# 2026-11-22) and without Nagle's algorithm, which otherwise holds a small produce request back
-# while an earlier one is unacknowledged. These are the generator's choices, standing in for
-# "publish now" as the peers' publisher connection does; the messaging service, the real
-# producer, keeps libcommon's linger.ms 5 (a throughput choice, DESIGN.md), which the end to
-# end figure includes. bench/kafka_hop.py at 6,262 records/s, load average 1: with linger.ms 1
-# and Nagle the hop's p99 was 62 and 148 ms (the idempotent producer's pipelined requests held
-# by Nagle until the previous one is acknowledged), with Nagle off 3.1 ms; p50 1.5 ms with
-# linger.ms 1, 0.45 with 0 (bench/README.md, socket section, seventh figures).
-GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "0")),
+# The generator's Kafka producer (ours's publish, and the Kafka hop run) has the settings of
+# libcommon's producer, the messaging service's, the real producer of `messages`: linger.ms 5
+# (BENCH_GEN_LINGER_MS) and Nagle's algorithm off, idempotent, acks all. Until 2026-11-22 it
+# published with linger.ms 0 ("publish now", as the peers' publisher connection does; 1 before
+# that): each record its own produce request when the broker keeps up, so the rooms-of-5 burst
+# cost the broker and the producer more CPU per record (bench/kafka_burst.py), and at the
+# latency run's rate the hop's tail was longer (bench/kafka_hop.py: with linger.ms 5 and Nagle
+# off, p99 under 13 ms in 7 of 7 runs; 0 and 1 had tails of 78-160 ms in 3 of 8). Nagle's
+# algorithm held a small produce request back while an earlier one was unacknowledged (the hop's
+# p99 62 and 148 ms with linger.ms 1 and Nagle, 3.1 ms without; bench/README.md, socket
+# section, seventh figures).
+GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "5")),
                 "socket.nagle.disable": True,
                 "enable.idempotence": True, "acks": "all"}
 
@@ -201,7 +213,7 @@ def cpu_s(p):
     load on a shared machine does not inflate the way it does wall-clock rates."""
     if p is None:
         return 0.0
-    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    f = open(f"/proc/{p if isinstance(p, int) else p.pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -213,7 +225,7 @@ def rss_kib(p):
     return 0
 
 
-SVC_ENV = {"JWT_PUBLIC_KEY_FILE": "bench=" + str(KEYS / "jwt-public.pem"), "KAFKA_TOPIC_PREFIX": PREFIX,
+SVC_ENV = {"KAFKA_BROKERS": KAFKA, "JWT_PUBLIC_KEY_FILE": "bench=" + str(KEYS / "jwt-public.pem"), "KAFKA_TOPIC_PREFIX": PREFIX,
            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "MESSAGING_URL": f"http://127.0.0.1:{P_MSG}"}
 
 
@@ -271,8 +283,12 @@ class Conn:
         s.setblocking(False)
 
     def send(self, text):
+        self.send_frame(masked(text.encode() if isinstance(text, str) else text))
+
+    def send_frame(self, frame):
+        """Sends a frame already built (masked)."""
         self.sock.settimeout(30)
-        self.sock.sendall(masked(text.encode() if isinstance(text, str) else text))
+        self.sock.sendall(frame)
         self.sock.setblocking(False)
 
 
@@ -339,8 +355,8 @@ class Load:
                                 self.lat.append(now - float(m.group(1)))
                     elif self.keep_ctl:
                         c.ctl.append(bytes(buf[p:p + n]))
-                elif op == 9:
-                    c.send(masked(bytes(buf[p:p + n]), 10))
+                elif op == 9:  # a ping: its pong (send() would wrap it in a text frame,
+                    c.send_frame(masked(bytes(buf[p:p + n]), 10))  # which closed runs with 1007)
                 elif op == 8:
                     code = (buf[p] << 8) | buf[p + 1] if n >= 2 else 1005
                     raise OSError(f"a server closed a client with {code}: {bytes(buf[p + 2:p + n])!r}")
@@ -511,8 +527,9 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
     the rooms-of-5 run the generator's pace, not the servers' (2026-11-22: publishing 60,000
     events took 2.07-2.16 s of the 2.5 s run for ours and uWebSockets.js alike). Open loop (the
     latency runs) builds each when due, so it carries its publish time."""
+    global FEED_CPU
     start_total = load.total
-    cpu0 = cpu_s(proc)
+    cpu0, gen0, broker0 = cpu_s(proc), sum(os.times()[:2]), cpu_s(BROKER)
     expect = n_events * per_event
     load.lat = [] if rate else None
     built = [] if rate else [srv.build(rooms_of[i % len(rooms_of)], message_body(i))
@@ -536,6 +553,10 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
             raise OSError(f"{srv.name}: {load.total - start_total} of {expect} frames after 300 s")
     dt = time.time() - t0
     lat, load.lat = load.lat, None
+    # The feed's CPU per frame: this generator (every thread: its Kafka producer's too) and our
+    # own broker (nan on the shared one, which other work uses too).
+    FEED_CPU = ((sum(os.times()[:2]) - gen0) * 1e6 / expect,
+                (cpu_s(BROKER) - broker0) * 1e6 / expect if BROKER else float("nan"))
     if proc is not None:
         return expect / dt, lat, (cpu_s(proc) - cpu0) * 1e6 / expect
     return expect / dt, lat
@@ -602,9 +623,11 @@ def run_fanout(srv, proc, rooms_ids=None):
     room_list = list(range(CLIENTS // ROOM))
     fanout(srv, load, room_list, 1000, ROOM)  # warm-up
     rooms_fps, _, rooms_cpu = fanout(srv, load, room_list, EVENTS, ROOM, proc=proc)
+    rooms_feed = FEED_CPU
     bcast_fps, _, bcast_cpu = fanout(srv, load, ["all"], BROADCASTS, CLIENTS, proc=proc)
     out = {"rooms": rooms_fps, "broadcast": bcast_fps, "rooms_cpu": rooms_cpu,
-           "broadcast_cpu": bcast_cpu, "load": load, "conns": conns}
+           "broadcast_cpu": bcast_cpu, "rooms_gen_cpu": rooms_feed[0], "rooms_broker_cpu": rooms_feed[1],
+           "load": load, "conns": conns}
     return out
 
 
@@ -755,6 +778,10 @@ def run_e2e(load, conns, rooms, rate, seconds):
     return delivered / dt, pct(lat, 0.5), pct(lat, 0.99), delivered, n
 
 
+FEED_CPU = (float("nan"), float("nan"))  # fanout(): the last run's generator and broker CPU/frame
+BROKER = 0  # our own broker's pid (BENCH_KAFKA=own), for its CPU time
+
+
 def main():
     # SIGTERM and SIGINT end the run through the finally below (topics and database dropped).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -770,6 +797,13 @@ def main():
                             "socket.io@4.8.1", "@trufflesuite/uws-js-unofficial@20.30.0-unofficial.0"],
                            cwd=NODE_MODULES.parent, check=True)
             break
+    global BROKER
+    own_broker = KAFKA_MODE == "own" and not port_open(KAFKA_OWN_PORT)()
+    if KAFKA_MODE == "own":  # started for this run unless one is up already (a direction loop)
+        if own_broker:
+            subprocess.run(["bash", str(ROOT / "bench/kafka_broker.sh"), "start"], check=True,
+                           env={**os.environ, "BENCH_KAFKA_PORT": str(KAFKA_OWN_PORT)})
+        BROKER = int(KAFKA_PIDFILE.read_text())
     admin = AdminClient({"bootstrap.servers": KAFKA})
     topics = [PREFIX + t for t in ("messages", "conversations", "users", "notifications")]
     for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
@@ -809,6 +843,7 @@ def main():
         for name, launch, make in peers:
             if name not in SERVERS:
                 fan[name] = {"rooms": nan, "broadcast": nan, "rooms_cpu": nan, "broadcast_cpu": nan,
+                             "rooms_gen_cpu": nan, "rooms_broker_cpu": nan,
                              "p50": nan, "p99": nan, "idle": nan, "load": Load(b"-"), "srv": None,
                              "proc": None}
                 continue
@@ -818,9 +853,12 @@ def main():
                 fan[name] = run_fanout(srv, proc)
                 log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s "
                     f"({fan[name]['rooms_cpu']:.2f} CPU us/frame), group of {CLIENTS}: "
-                    f"{fan[name]['broadcast']:,.0f} frames/s ({fan[name]['broadcast_cpu']:.2f} CPU us/frame)")
+                    f"{fan[name]['broadcast']:,.0f} frames/s ({fan[name]['broadcast_cpu']:.2f} CPU us/frame); "
+                    f"the rooms' feed: generator {fan[name]['rooms_gen_cpu']:.2f}, broker "
+                    f"{fan[name]['rooms_broker_cpu']:.2f} CPU us/frame")
             else:
                 fan[name] = {"rooms": nan, "broadcast": nan, "rooms_cpu": nan, "broadcast_cpu": nan,
+                             "rooms_gen_cpu": nan, "rooms_broker_cpu": nan,
                              "load": Load(b"-")}
             fan[name]["srv"], fan[name]["proc"] = srv, proc
         # Latency at half of Socket.IO's saturation (events/s of the rooms run), same rate for all.
@@ -880,6 +918,9 @@ def main():
             stop(p)
         admin.delete_topics(topics)
         pymongo.MongoClient("mongodb://127.0.0.1:27017").drop_database(DB)
+        if own_broker:
+            subprocess.run(["bash", str(ROOT / "bench/kafka_broker.sh"), "stop"],
+                           env={**os.environ, "BENCH_KAFKA_PORT": str(KAFKA_OWN_PORT)})
 
     o = results["ours"]
     print()
@@ -888,6 +929,8 @@ def main():
     print(f"{'':34}{'ours':>12}{'uWS.js':>12}{'Socket.IO':>12}{'vs uWS':>9}{'vs SIO':>9}")
     rows = [("rooms of 5, frames/s", "rooms", 1), (f"group of {CLIENTS}, frames/s", "broadcast", 1),
             ("rooms of 5, server CPU us/frame", "rooms_cpu", -1),
+            ("rooms of 5, generator CPU us/frame", "rooms_gen_cpu", -1),
+            ("rooms of 5, broker CPU us/frame", "rooms_broker_cpu", -1),
             (f"group of {CLIENTS}, server CPU us/frame", "broadcast_cpu", -1),
             ("latency p50 ms", "p50", -1), ("latency p99 ms", "p99", -1),
             ("idle RSS per connection KiB", "idle", -1)]
