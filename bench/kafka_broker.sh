@@ -2,16 +2,18 @@
 # A Kafka broker of the benchmark's own (KRaft, one node), apart from the shared stack's 9092:
 # pinned to a core (taskset), its heap and GC flags and server settings chosen here, its log
 # under build/. Usage: bench/kafka_broker.sh start|stop|status. Knobs: BENCH_KAFKA_PORT (23290;
-# the controller listens on the next port), BENCH_KAFKA_CORE (1: the load generator's core, see
-# bench/README.md), BENCH_KAFKA_HEAP ("-Xmx1g -Xms1g"), BENCH_KAFKA_GC (G1 with a 5 ms pause
-# target), BENCH_KAFKA_DIR (build/bench-kafka-PORT).
+# the controller listens on the next port), BENCH_KAFKA_CORE (all: not pinned, as the shared
+# stack's broker; or a taskset list such as 1, the load generator's core: see bench/README.md,
+# socket section), BENCH_KAFKA_HEAP ("-Xmx1g -Xms1g"), BENCH_KAFKA_GC (G1 with a 5 ms pause
+# target), BENCH_KAFKA_PROPS (extra server.properties lines, space-separated), BENCH_KAFKA_DIR
+# (build/bench-kafka-PORT). The JVM's GC log is DIR/gc.log.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOCAL="$ROOT/.local"
 PORT="${BENCH_KAFKA_PORT:-23290}"
 CPORT=$((PORT + 1))
-CORE="${BENCH_KAFKA_CORE:-1}"
+CORE="${BENCH_KAFKA_CORE:-all}"
 HEAP="${BENCH_KAFKA_HEAP:--Xmx1g -Xms1g}"
 GC="${BENCH_KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=5}"
 DIR="${BENCH_KAFKA_DIR:-$ROOT/build/bench-kafka-$PORT}"
@@ -42,7 +44,9 @@ start() {
     kafka.tools.StorageTool format -t "$(java -cp "$CP" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)" \
     -c "$DIR/server.properties" >"$DIR/format.log" 2>&1
   # shellcheck disable=SC2086  # HEAP and GC are lists of JVM flags
-  nohup taskset -c "$CORE" java $HEAP $GC -Xlog:gc:file="$DIR/gc.log" -Djava.awt.headless=true \
+  local pin=(taskset -c "$CORE")
+  [ "$CORE" != all ] || pin=()
+  nohup "${pin[@]}" java $HEAP $GC -Xlog:gc:file="$DIR/gc.log" -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$ROOT/deploy/kafka/log4j.properties" \
     -cp "$CP" kafka.Kafka "$DIR/server.properties" >"$DIR/kafka.log" 2>&1 </dev/null &
   echo $! >"$DIR/pid"
