@@ -123,13 +123,12 @@ CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
 # libcommon's producer, the messaging service's, the real producer of `messages`: linger.ms 5
 # (BENCH_GEN_LINGER_MS) and Nagle's algorithm off, idempotent, acks all. Until 2026-11-22 it
 # published with linger.ms 0 ("publish now", as the peers' publisher connection does; 1 before
-# that): each record its own produce request when the broker keeps up, so the rooms-of-5 burst
-# cost the broker and the producer more CPU per record (bench/kafka_burst.py), and at the
-# latency run's rate the hop's tail was longer (bench/kafka_hop.py: with linger.ms 5 and Nagle
-# off, p99 under 13 ms in 7 of 7 runs; 0 and 1 had tails of 78-160 ms in 3 of 8). Nagle's
-# algorithm held a small produce request back while an earlier one was unacknowledged (the hop's
-# p99 62 and 148 ms with linger.ms 1 and Nagle, 3.1 ms without; bench/README.md, socket
-# section, seventh figures).
+# that): each record its own produce request while the broker keeps up, and at the latency
+# run's rate the hop's tail was longer than with 5 (bench/kafka_hop.py on the shared broker:
+# with linger.ms 5 and Nagle off, p99 under 13 ms in 7 of 7 runs; 0 and 1 had tails of 78-160
+# ms in 3 of 8). Nagle's algorithm held a small produce request back while an earlier one was
+# unacknowledged (the hop's p99 62 and 148 ms with linger.ms 1 and Nagle, 3.1 ms without;
+# bench/README.md, socket section, seventh figures).
 GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "5")),
                 "socket.nagle.disable": True,
                 "enable.idempotence": True, "acks": "all"}
@@ -950,8 +949,8 @@ def main():
     for label, k, _ in rows:
         v = [results[n][k] / (1024 if k == "idle" else 1) for n in ("ours", "uws", "sio")]
         fmt = "{:>12,.0f}" if k in ("rooms", "broadcast") else "{:>12.2f}"
-        print(f"{label:34}" + "".join(fmt.format(x) for x in v) +
-              f"{v[0] / v[1]:>8.2f}x{v[0] / v[2]:>8.2f}x")
+        ratio = [f"{v[0] / d:>8.2f}x" if d else f"{'-':>9}" for d in v[1:]]  # the peers' broker: 0
+        print(f"{label:34}" + "".join(fmt.format(x) for x in v) + "".join(ratio))
     print("(ratios are ours / peer: above 1 is better for frames/s, below 1 for CPU per frame, latency"
           " and memory; CPU per frame counts every thread of the server, ours's Kafka consumer included,"
           " and is the figure the machine's other load disturbs least)")
