@@ -4,14 +4,15 @@ librdkafka settings PCONF and consumed on core 0 with CCONF (JSON objects, added
 idempotent acks=all producer and a plain consumer). Prints the hop's p50/p99/p99.9 (the
 publish time each record carries to its receipt), the producer's produce -> broker ack, and
 the records slower than 8 ms by publish second. A direction tool (one run is noise on a shared
-machine: alternate the settings compared, several runs each); the shared Kafka on 9092.
+machine: alternate the settings compared, several runs each); the shared Kafka on 9092, or
+BENCH_KAFKA (host:port, e.g. bench/kafka_broker.sh's).
 
   RATE=6262 PCONF='{"linger.ms":5}' .local/venv/bin/python bench/kafka_hop.py
 """
 import json, os, sys, time, secrets, multiprocessing as mp
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-KAFKA = "127.0.0.1:9092"
+KAFKA = os.environ.get("BENCH_KAFKA", "127.0.0.1:9092")
 
 def pct(xs, q):
     xs = sorted(xs); return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")

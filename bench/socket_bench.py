@@ -1,9 +1,11 @@
 """Socket benchmark (make bench): our socket service next to uWebSockets.js and Socket.IO 4 on
 Node (bench/socket_peers.js), in one run, with identical clients and payloads.
 
-Every server is pinned to core 0 (taskset); this load generator, and the messaging service our
-socket calls on connect, to core 1. Kafka, FerretDB and Redis are the shared local stack and
-are not pinned.
+Every server is pinned to core 0 (taskset); this load generator and the messaging service our
+socket calls on connect to core 1. The Kafka broker is the bench's own (bench/kafka_broker.sh,
+started for the run, not pinned, as the shared stack's is not; BENCH_KAFKA=shared uses the
+local stack's 9092): a fresh broker that no other work on the machine uses. FerretDB and Redis
+are the shared local stack and are not pinned.
 
 - Fan-out (the delivery leg). Ours: the generator produces message.created events to the
   `messages` topic (the next eseq of each conversation, as the messaging service would) and
@@ -35,9 +37,10 @@ BENCH_EVENTS (20000 events in the rooms-of-5 run), BENCH_BROADCASTS (200), BENCH
 BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5), BENCH_CLIENTS
 (1000), BENCH_WINDOW (0: every event at once), BENCH_PARTS (fanout,e2e,idle: a subset runs
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
-BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket). Direction runs only:
+BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket), BENCH_KAFKA (own, shared or
+host:port), BENCH_HOP (1; 0 skips the Kafka hop run). Direction runs only:
 BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_GEN_LINGER_MS (the
-generator's producer linger.ms, 0), BENCH_LATENCY_GAP_S
+generator's producer linger.ms, 5), BENCH_LATENCY_GAP_S
 (ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
 """
 
@@ -97,7 +100,14 @@ CLIENTS, ROOM = int(os.environ.get("BENCH_CLIENTS", "1000")), 5
 # BROADCASTS (200) pending, within every server's per-connection buffer (ours: QUEUE_FRAMES
 # 4096; uWS: maxBackpressure 4 MiB; Socket.IO: unbounded), so nobody drops or closes.
 WINDOW = int(os.environ.get("BENCH_WINDOW", "0")) or 1 << 62
-KAFKA = "127.0.0.1:9092"
+# The broker the generator publishes to and ours (and the messaging service) use: BENCH_KAFKA
+# "own" (the default) is one of the bench's own, started for the run by bench/kafka_broker.sh on
+# BENCH_PORT_BASE + 10 (1 GiB heap, not pinned unless BENCH_KAFKA_CORE says so; bench/README.md,
+# socket section, says why); "shared" is the local stack's 9092; anything else a host:port.
+KAFKA_MODE = os.environ.get("BENCH_KAFKA", "own")
+KAFKA_OWN_PORT = BASE + 10
+KAFKA = {"own": f"127.0.0.1:{KAFKA_OWN_PORT}", "shared": "127.0.0.1:9092"}.get(KAFKA_MODE, KAFKA_MODE)
+KAFKA_PIDFILE = ROOT / "build" / f"bench-kafka-{KAFKA_OWN_PORT}" / "pid"
 RUN = secrets.token_hex(4)
 PREFIX = f"bench-socket-{RUN}."
 DB = f"bench_socket_{RUN}"
@@ -109,17 +119,17 @@ NODE_MODULES = ROOT / ".local" / "bench" / "node_modules"
 # here, which made 10,000 connections take a quarter of an hour of token signing alone.
 PRIVATE = serialization.load_pem_private_key((KEYS / "jwt-private.pem").read_bytes(), password=None)
 CURSOR_PAD = "A" * 24  # the peers' stand-in for our per-connection cursor
-# The generator's Kafka producer (ours's publish, and the Kafka hop run): each event goes to the
-# broker at once (linger.ms 0; librdkafka's default is 5 ms of batching, 1 here before
-# 2026-11-22) and without Nagle's algorithm, which otherwise holds a small produce request back
-# while an earlier one is unacknowledged. These are the generator's choices, standing in for
-# "publish now" as the peers' publisher connection does; the messaging service, the real
-# producer, keeps libcommon's linger.ms 5 (a throughput choice, DESIGN.md), which the end to
-# end figure includes. bench/kafka_hop.py at 6,262 records/s, load average 1: with linger.ms 1
-# and Nagle the hop's p99 was 62 and 148 ms (the idempotent producer's pipelined requests held
-# by Nagle until the previous one is acknowledged), with Nagle off 3.1 ms; p50 1.5 ms with
-# linger.ms 1, 0.45 with 0 (bench/README.md, socket section, seventh figures).
-GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "0")),
+# The generator's Kafka producer (ours's publish, and the Kafka hop run) has the settings of
+# libcommon's producer, the messaging service's, the real producer of `messages`: linger.ms 5
+# (BENCH_GEN_LINGER_MS) and Nagle's algorithm off, idempotent, acks all. Until 2026-11-22 it
+# published with linger.ms 0 ("publish now", as the peers' publisher connection does; 1 before
+# that): each record its own produce request while the broker keeps up, and at the latency
+# run's rate the hop's tail was longer than with 5 (bench/kafka_hop.py on the shared broker:
+# with linger.ms 5 and Nagle off, p99 under 13 ms in 7 of 7 runs; 0 and 1 had tails of 78-160
+# ms in 3 of 8). Nagle's algorithm held a small produce request back while an earlier one was
+# unacknowledged (the hop's p99 62 and 148 ms with linger.ms 1 and Nagle, 3.1 ms without;
+# bench/README.md, socket section, seventh figures).
+GEN_PRODUCER = {"bootstrap.servers": KAFKA, "linger.ms": int(os.environ.get("BENCH_GEN_LINGER_MS", "5")),
                 "socket.nagle.disable": True,
                 "enable.idempotence": True, "acks": "all"}
 
@@ -201,7 +211,7 @@ def cpu_s(p):
     load on a shared machine does not inflate the way it does wall-clock rates."""
     if p is None:
         return 0.0
-    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+    f = open(f"/proc/{p if isinstance(p, int) else p.pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -213,7 +223,7 @@ def rss_kib(p):
     return 0
 
 
-SVC_ENV = {"JWT_PUBLIC_KEY_FILE": "bench=" + str(KEYS / "jwt-public.pem"), "KAFKA_TOPIC_PREFIX": PREFIX,
+SVC_ENV = {"KAFKA_BROKERS": KAFKA, "JWT_PUBLIC_KEY_FILE": "bench=" + str(KEYS / "jwt-public.pem"), "KAFKA_TOPIC_PREFIX": PREFIX,
            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "MESSAGING_URL": f"http://127.0.0.1:{P_MSG}"}
 
 
@@ -271,8 +281,12 @@ class Conn:
         s.setblocking(False)
 
     def send(self, text):
+        self.send_frame(masked(text.encode() if isinstance(text, str) else text))
+
+    def send_frame(self, frame):
+        """Sends a frame already built (masked)."""
         self.sock.settimeout(30)
-        self.sock.sendall(masked(text.encode() if isinstance(text, str) else text))
+        self.sock.sendall(frame)
         self.sock.setblocking(False)
 
 
@@ -339,8 +353,8 @@ class Load:
                                 self.lat.append(now - float(m.group(1)))
                     elif self.keep_ctl:
                         c.ctl.append(bytes(buf[p:p + n]))
-                elif op == 9:
-                    c.send(masked(bytes(buf[p:p + n]), 10))
+                elif op == 9:  # a ping: its pong (send() would wrap it in a text frame,
+                    c.send_frame(masked(bytes(buf[p:p + n]), 10))  # which closed runs with 1007)
                 elif op == 8:
                     code = (buf[p] << 8) | buf[p + 1] if n >= 2 else 1005
                     raise OSError(f"a server closed a client with {code}: {bytes(buf[p + 2:p + n])!r}")
@@ -415,22 +429,31 @@ class Ours:
         raise OSError("the socket service never delivered the probe")
 
     def build(self, room, body):
-        """The record of the next event of `room`: (value, key). Built events must be sent in
-        the order built (each takes the conversation's next eseq)."""
+        """The record of the next event of `room`: {"value", "key"} (produce_batch's form).
+        Built events must be sent in the order built (each takes the conversation's next
+        eseq)."""
         cid = self.convs[room]
         self.eseq[cid] += 1
         ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "message.created",
               "source": "/messaging", "time": "2026-01-01T00:00:00.000Z", "subject": cid,
               "datacontenttype": "application/json", "tenant": TENANT, "eseq": self.eseq[cid],
               "data": dict(body, conversation_id=cid, seq=self.eseq[cid])}
-        return json.dumps(ev, separators=(",", ":")).encode(), cid
+        return {"value": json.dumps(ev, separators=(",", ":")).encode(), "key": cid}
 
     def send(self, built):
-        value, cid = built
+        value, cid = built["value"], built["key"]
         if self.acks is None:
             self.producer.produce(PREFIX + "messages", value, key=cid)
         else:
             self.producer.produce(PREFIX + "messages", value, key=cid, on_delivery=self._delivered)
+
+    def send_many(self, built):
+        """Built records, in order, in one call (librdkafka's produce batch): produce() per
+        record cost the generator's core about 1.4-2.9 us of Python each, produce_batch
+        0.85-1.0 (a direction run, 20,000 records)."""
+        n = self.producer.produce_batch(PREFIX + "messages", built)
+        if n != len(built):
+            raise OSError(f"the generator's producer queued {n} of {len(built)} records")
 
     def publish(self, room, body):
         self.send(self.build(room, body))
@@ -477,6 +500,9 @@ class Peer:
     def send(self, built):
         self.out.append(built)
 
+    def send_many(self, built):
+        self.out.extend(built)
+
     def publish(self, room, body):
         self.send(self.build(room, body))
 
@@ -511,12 +537,13 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
     the rooms-of-5 run the generator's pace, not the servers' (2026-11-22: publishing 60,000
     events took 2.07-2.16 s of the 2.5 s run for ours and uWebSockets.js alike). Open loop (the
     latency runs) builds each when due, so it carries its publish time."""
+    global FEED_CPU
     start_total = load.total
-    cpu0 = cpu_s(proc)
     expect = n_events * per_event
     load.lat = [] if rate else None
     built = [] if rate else [srv.build(rooms_of[i % len(rooms_of)], message_body(i))
                              for i in range(n_events)]
+    cpu0, gen0, broker0 = cpu_s(proc), sum(os.times()[:2]), cpu_s(BROKER)
     t0 = time.time()
     sent = 0
     while load.total - start_total < expect:
@@ -527,8 +554,7 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
                 sent += 1
         else:
             while sent < n_events and sent * per_event - (load.total - start_total) < WINDOW:
-                for b in built[sent:sent + 100]:
-                    srv.send(b)
+                srv.send_many(built[sent:sent + 100])
                 sent = min(n_events, sent + 100)
         srv.flush()
         load.pump(0.001)
@@ -536,6 +562,10 @@ def fanout(srv, load, rooms_of, n_events, per_event, rate=None, proc=None):
             raise OSError(f"{srv.name}: {load.total - start_total} of {expect} frames after 300 s")
     dt = time.time() - t0
     lat, load.lat = load.lat, None
+    # The feed's CPU per frame: this generator (every thread: its Kafka producer's too) and our
+    # own broker (nan on the shared one, which other work uses too).
+    FEED_CPU = ((sum(os.times()[:2]) - gen0) * 1e6 / expect,
+                (cpu_s(BROKER) - broker0) * 1e6 / expect if BROKER else float("nan"))
     if proc is not None:
         return expect / dt, lat, (cpu_s(proc) - cpu0) * 1e6 / expect
     return expect / dt, lat
@@ -602,9 +632,11 @@ def run_fanout(srv, proc, rooms_ids=None):
     room_list = list(range(CLIENTS // ROOM))
     fanout(srv, load, room_list, 1000, ROOM)  # warm-up
     rooms_fps, _, rooms_cpu = fanout(srv, load, room_list, EVENTS, ROOM, proc=proc)
+    rooms_feed = FEED_CPU
     bcast_fps, _, bcast_cpu = fanout(srv, load, ["all"], BROADCASTS, CLIENTS, proc=proc)
     out = {"rooms": rooms_fps, "broadcast": bcast_fps, "rooms_cpu": rooms_cpu,
-           "broadcast_cpu": bcast_cpu, "load": load, "conns": conns}
+           "broadcast_cpu": bcast_cpu, "rooms_gen_cpu": rooms_feed[0], "rooms_broker_cpu": rooms_feed[1],
+           "load": load, "conns": conns}
     return out
 
 
@@ -755,6 +787,10 @@ def run_e2e(load, conns, rooms, rate, seconds):
     return delivered / dt, pct(lat, 0.5), pct(lat, 0.99), delivered, n
 
 
+FEED_CPU = (float("nan"), float("nan"))  # fanout(): the last run's generator and broker CPU/frame
+BROKER = 0  # our own broker's pid (BENCH_KAFKA=own), for its CPU time
+
+
 def main():
     # SIGTERM and SIGINT end the run through the finally below (topics and database dropped).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -770,6 +806,16 @@ def main():
                             "socket.io@4.8.1", "@trufflesuite/uws-js-unofficial@20.30.0-unofficial.0"],
                            cwd=NODE_MODULES.parent, check=True)
             break
+    global BROKER
+    own_broker = KAFKA_MODE == "own" and not port_open(KAFKA_OWN_PORT)()
+    if KAFKA_MODE == "own":  # started for this run unless one is up already (a direction loop)
+        if own_broker:
+            subprocess.run(["bash", str(ROOT / "bench/kafka_broker.sh"), "start"], check=True,
+                           env={**os.environ, "BENCH_KAFKA_PORT": str(KAFKA_OWN_PORT)})
+        BROKER = int(KAFKA_PIDFILE.read_text())
+    elif KAFKA_MODE == "shared" and (ROOT / ".local/run/kafka.pid").exists():
+        BROKER = int((ROOT / ".local/run/kafka.pid").read_text())  # deploy/stack.sh's (its CPU
+        # then counts whatever else uses the shared broker meanwhile)
     admin = AdminClient({"bootstrap.servers": KAFKA})
     topics = [PREFIX + t for t in ("messages", "conversations", "users", "notifications")]
     for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
@@ -809,6 +855,7 @@ def main():
         for name, launch, make in peers:
             if name not in SERVERS:
                 fan[name] = {"rooms": nan, "broadcast": nan, "rooms_cpu": nan, "broadcast_cpu": nan,
+                             "rooms_gen_cpu": nan, "rooms_broker_cpu": nan,
                              "p50": nan, "p99": nan, "idle": nan, "load": Load(b"-"), "srv": None,
                              "proc": None}
                 continue
@@ -818,9 +865,12 @@ def main():
                 fan[name] = run_fanout(srv, proc)
                 log(f"{name}: fan-out rooms of {ROOM}: {fan[name]['rooms']:,.0f} frames/s "
                     f"({fan[name]['rooms_cpu']:.2f} CPU us/frame), group of {CLIENTS}: "
-                    f"{fan[name]['broadcast']:,.0f} frames/s ({fan[name]['broadcast_cpu']:.2f} CPU us/frame)")
+                    f"{fan[name]['broadcast']:,.0f} frames/s ({fan[name]['broadcast_cpu']:.2f} CPU us/frame); "
+                    f"the rooms' feed: generator {fan[name]['rooms_gen_cpu']:.2f}, broker "
+                    f"{fan[name]['rooms_broker_cpu']:.2f} CPU us/frame")
             else:
                 fan[name] = {"rooms": nan, "broadcast": nan, "rooms_cpu": nan, "broadcast_cpu": nan,
+                             "rooms_gen_cpu": nan, "rooms_broker_cpu": nan,
                              "load": Load(b"-")}
             fan[name]["srv"], fan[name]["proc"] = srv, proc
         # Latency at half of Socket.IO's saturation (events/s of the rooms run), same rate for all.
@@ -852,7 +902,9 @@ def main():
                 stages = stage_quantiles(before, stage_buckets())
                 for st, (cnt, q50, q99) in stages.items():
                     log(f"ours: stage {st}: {cnt} recorded, p50 <= {q50:g} ms, p99 <= {q99:g} ms")
-        hop = run_kafka_hop(rate) if "fanout" in PARTS else (nan, nan, nan, nan)
+        # BENCH_HOP=0 skips it (a run that must end within a time slot: about 20 s).
+        hop = (run_kafka_hop(rate) if "fanout" in PARTS and os.environ.get("BENCH_HOP", "1") != "0"
+               else (nan, nan, nan, nan))
         log(f"the Kafka hop alone at {rate:,.0f} records/s: p50 {hop[0]:.2f} ms, p99 {hop[1]:.2f} ms "
             f"(its produce -> ack p50 {hop[2]:.2f} ms, p99 {hop[3]:.2f} ms)")
         # End to end through the real messaging service (ours only: the peers store nothing).
@@ -880,6 +932,9 @@ def main():
             stop(p)
         admin.delete_topics(topics)
         pymongo.MongoClient("mongodb://127.0.0.1:27017").drop_database(DB)
+        if own_broker:
+            subprocess.run(["bash", str(ROOT / "bench/kafka_broker.sh"), "stop"],
+                           env={**os.environ, "BENCH_KAFKA_PORT": str(KAFKA_OWN_PORT)})
 
     o = results["ours"]
     print()
@@ -888,14 +943,16 @@ def main():
     print(f"{'':34}{'ours':>12}{'uWS.js':>12}{'Socket.IO':>12}{'vs uWS':>9}{'vs SIO':>9}")
     rows = [("rooms of 5, frames/s", "rooms", 1), (f"group of {CLIENTS}, frames/s", "broadcast", 1),
             ("rooms of 5, server CPU us/frame", "rooms_cpu", -1),
+            ("rooms of 5, generator CPU us/frame", "rooms_gen_cpu", -1),
+            ("rooms of 5, broker CPU us/frame", "rooms_broker_cpu", -1),
             (f"group of {CLIENTS}, server CPU us/frame", "broadcast_cpu", -1),
             ("latency p50 ms", "p50", -1), ("latency p99 ms", "p99", -1),
             ("idle RSS per connection KiB", "idle", -1)]
     for label, k, _ in rows:
         v = [results[n][k] / (1024 if k == "idle" else 1) for n in ("ours", "uws", "sio")]
         fmt = "{:>12,.0f}" if k in ("rooms", "broadcast") else "{:>12.2f}"
-        print(f"{label:34}" + "".join(fmt.format(x) for x in v) +
-              f"{v[0] / v[1]:>8.2f}x{v[0] / v[2]:>8.2f}x")
+        ratio = [f"{v[0] / d:>8.2f}x" if d else f"{'-':>9}" for d in v[1:]]  # the peers' broker: 0
+        print(f"{label:34}" + "".join(fmt.format(x) for x in v) + "".join(ratio))
     print("(ratios are ours / peer: above 1 is better for frames/s, below 1 for CPU per frame, latency"
           " and memory; CPU per frame counts every thread of the server, ours's Kafka consumer included,"
           " and is the figure the machine's other load disturbs least)")
