@@ -248,8 +248,7 @@ int socket_order_decide(int64_t pos, int64_t eseq)
  * its frame buffer, goes onto a lock-free stack any thread pushes to; a thread that needs one
  * takes the whole stack at once (never a single pop, so no ABA problem) and uses it from a list
  * of its own, which goes back onto the stack when the thread exits. At most POOL_MAX events wait
- * on the stack (904 bytes each plus a frame buffer, 0.5-1 KiB for an ordinary message); beyond
- * that they are freed. */
+ * on the stack (about 1.2 KiB each with their buffers); beyond that they are freed. */
 #define POOL_MAX 4096
 #define POOL_BUF_MAX 4096 /* a bigger frame buffer is freed, not kept */
 
