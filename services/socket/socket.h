@@ -137,9 +137,6 @@ typedef struct socket_event {
     char *frame;   /* the frame without its closing brace: "{...,"data":{...}" (a
                       notification's is whole: it carries no cursor) */
     size_t frame_len;
-    char *buf;      /* a frame buffer kept while the event is pooled (socket_rules.c): the fast
-                       path builds its frame there (frame == buf); released with the event */
-    size_t buf_cap; /* its size in bytes */
     char state[16];    /* ephemeral: typing "start"/"stop"; presence online/away/offline */
     int64_t last_seen; /* presence: ms since the epoch the user was last seen online, 0 never */
     /* Where a consumed event was when, for socket_delivery_stage_seconds (socket_server.c):

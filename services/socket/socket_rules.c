@@ -1,8 +1,6 @@
 /* socket_rules.c - the socket service's plain rules: client frame validation, ack and event
  * renderings, the delivery order decision and the circuit breaker; no server needed. */
 #include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,109 +237,15 @@ int socket_order_decide(int64_t pos, int64_t eseq)
     return eseq == pos + 1 ? 1 : 0;
 }
 
-/* --- the event pool ------------------------------------------------------------------------
- * A consumed event is built on the Kafka consumer thread and released on the loop thread, after
- * its last recipient's frame is written. With plain malloc every such free went into another
- * thread's arena (glibc: that arena's lock and bins, touched from the other core) and every
- * allocation missed the consumer thread's own cache; perf put about 12% of the rooms-of-5
- * fan-out's CPU in malloc and free (bench/README.md, socket section). A released event, with
- * its frame buffer, goes onto a lock-free stack any thread pushes to; a thread that needs one
- * takes the whole stack at once (never a single pop, so no ABA problem) and uses it from a list
- * of its own, which goes back onto the stack when the thread exits. At most POOL_MAX events wait
- * on the stack (about 1.2 KiB each with their buffers); beyond that they are freed. */
-#define POOL_MAX 4096
-#define POOL_BUF_MAX 4096 /* a bigger frame buffer is freed, not kept */
-
-static _Atomic(socket_event *) pool_shared;
-static atomic_size_t pool_shared_n;
-static _Thread_local socket_event *pool_local;
-static pthread_key_t pool_key;
-static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-static void pool_push(socket_event *head, socket_event *tail, size_t n)
-{
-    socket_event *top = atomic_load_explicit(&pool_shared, memory_order_relaxed);
-
-    atomic_fetch_add_explicit(&pool_shared_n, n, memory_order_relaxed);
-    do
-        tail->next = top;
-    while (!atomic_compare_exchange_weak_explicit(&pool_shared, &top, head, memory_order_release,
-                                                  memory_order_relaxed));
-}
-
-/* pthread key destructor: an exiting thread's own list goes back onto the stack. */
-static void pool_thread_exit(void *unused)
-{
-    socket_event *tail = pool_local;
-    size_t n = 1;
-
-    (void)unused;
-    if (tail == NULL)
-        return;
-    while (tail->next) {
-        tail = tail->next;
-        n++;
-    }
-    pool_push(pool_local, tail, n);
-    pool_local = NULL;
-}
-
-static void pool_init(void)
-{
-    pthread_key_create(&pool_key, pool_thread_exit);
-}
-
-static void event_free(socket_event *ev)
-{
-    for (size_t i = 0; i < ev->nmembers; i++)
-        free(ev->members[i]);
-    free(ev->members);
-    if (ev->frame != ev->buf)
-        free(ev->frame);
-    ev->members = NULL;
-    ev->nmembers = 0;
-    ev->frame = NULL;
-}
-
 void socket_event_release(socket_event *ev)
 {
     if (ev == NULL || --ev->refs > 0)
         return;
-    event_free(ev);
-    if (ev->buf_cap > POOL_BUF_MAX ||
-        atomic_load_explicit(&pool_shared_n, memory_order_relaxed) >= POOL_MAX) {
-        free(ev->buf);
-        free(ev);
-        return;
-    }
-    pool_push(ev, ev, 1);
-}
-
-static socket_event *event_new(void)
-{
-    socket_event *ev = pool_local;
-
-    if (ev == NULL && atomic_load_explicit(&pool_shared, memory_order_relaxed) != NULL) {
-        size_t n = 0;
-        pthread_once(&pool_once, pool_init);
-        ev = atomic_exchange_explicit(&pool_shared, NULL, memory_order_acquire);
-        for (socket_event *e = ev; e; e = e->next)
-            n++;
-        atomic_fetch_sub_explicit(&pool_shared_n, n, memory_order_relaxed);
-        if (ev)
-            pthread_setspecific(pool_key, ev); /* non-NULL: pool_thread_exit runs at exit */
-    }
-    if (ev) {
-        char *buf = ev->buf;
-        size_t cap = ev->buf_cap;
-        pool_local = ev->next;
-        memset(ev, 0, sizeof(*ev));
-        ev->buf = buf;
-        ev->buf_cap = cap;
-    } else if ((ev = calloc(1, sizeof(*ev))) == NULL)
-        return NULL;
-    ev->refs = 1;
-    return ev;
+    for (size_t i = 0; i < ev->nmembers; i++)
+        free(ev->members[i]);
+    free(ev->members);
+    free(ev->frame);
+    free(ev);
 }
 
 static void copy_str(char *dst, size_t cap, const cJSON *v)
@@ -429,6 +333,14 @@ static void note_members(socket_event *ev, const cJSON *data)
     }
 }
 
+static socket_event *event_new(void)
+{
+    socket_event *ev = calloc(1, sizeof(*ev));
+
+    if (ev)
+        ev->refs = 1;
+    return ev;
+}
 
 /* --- consumed log events without a tree (the fan-out's hot path) ---------------------------- */
 
@@ -600,17 +512,10 @@ static cm_err event_fast(const char *key, size_t key_len, const char *json, size
                  (id ? (size_t)(id->end - id->start) : 0) +
                  (tm ? (size_t)(tm->end - tm->start) : 0) +
                  (size_t)(data->end - data->start);
-    if (ev->buf_cap < cap) { /* a pooled event's buffer, or a new one (rounded up to reuse) */
-        size_t want = (cap + 511) & ~(size_t)511;
-        free(ev->buf);
-        ev->buf_cap = 0;
-        if ((ev->buf = malloc(want)) == NULL) {
-            socket_event_release(ev);
-            return CM_ENOMEM;
-        }
-        ev->buf_cap = want;
+    if ((ev->frame = malloc(cap)) == NULL) {
+        socket_event_release(ev);
+        return CM_ENOMEM;
     }
-    ev->frame = ev->buf;
     p = put(ev->frame, "{\"type\":\"", 9);
     p = put(p, json + type->start, (size_t)(type->end - type->start));
     if (id) {

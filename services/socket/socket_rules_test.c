@@ -355,58 +355,6 @@ static void test_ephemeral_messages_round_trip(void **state)
         assert_int_equal(socket_event_from_ephemeral(bad[i], strlen(bad[i]), &ev), CM_EINVAL);
 }
 
-/* A released event is pooled (socket_rules.c): the next one reuses its memory with every field
- * cleared, keeps its frame buffer while it is big enough and takes a bigger one when not. */
-static void test_released_events_are_reused_clean(void **state)
-{
-    const char *a = "{\"id\":\"e1\",\"type\":\"message.created\",\"tenant\":\"t1\","
-                    "\"audience\":\"u7\",\"eseq\":3,\"data\":{\"text\":\"hi\"}}";
-    const char *b = "{\"id\":\"e2\",\"type\":\"message.updated\",\"tenant\":\"t2\","
-                    "\"eseq\":4,\"data\":{\"text\":\"yo\"}}";
-    char big[3000];
-    socket_event *ev = NULL, *again = NULL;
-    void *first_buf;
-
-    (void)state;
-    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, a, strlen(a), &ev), CM_OK);
-    assert_string_equal(ev->audience, "u7");
-    ev->t_consumed = 42;
-    first_buf = ev->buf;
-    socket_event_release(ev);
-    /* Events the earlier tests released come first (this thread's list, then the stack). */
-    socket_event *held[256];
-    size_t nheld = 0;
-    for (;;) {
-        assert_int_equal(socket_event_from_cloudevent("messages", "c22", 3, b, strlen(b), &again), CM_OK);
-        if (again == ev)
-            break;
-        assert_true(nheld < sizeof(held) / sizeof(held[0]));
-        held[nheld++] = again;
-    }
-    while (nheld > 0)
-        socket_event_release(held[--nheld]);
-    assert_ptr_equal(again->buf, first_buf);
-    assert_ptr_equal(again->frame, again->buf);
-    assert_int_equal(again->refs, 1);
-    assert_string_equal(again->audience, "");
-    assert_string_equal(again->tenant, "t2");
-    assert_string_equal(again->conversation_id, "c22");
-    assert_int_equal(again->t_consumed, 0);
-    assert_int_equal(again->eseq, 4);
-    assert_string_equal(again->frame, "{\"type\":\"message.updated\",\"event_id\":\"e2\","
-                                      "\"conversation_id\":\"c22\",\"eseq\":4,\"data\":{\"text\":\"yo\"}");
-    assert_int_equal(again->frame_len, strlen(again->frame));
-    socket_event_release(again);
-    /* A frame longer than the pooled buffer: a new buffer of at least its size. */
-    int n = snprintf(big, sizeof(big), "{\"id\":\"e3\",\"type\":\"message.created\",\"tenant\":\"t1\","
-                                       "\"eseq\":5,\"data\":{\"text\":\"%02000d\"}}", 7);
-    assert_int_equal(socket_event_from_cloudevent("messages", "c1", 2, big, (size_t)n, &ev), CM_OK);
-    assert_true(ev->buf_cap > ev->frame_len);
-    assert_ptr_equal(ev->frame, ev->buf);
-    assert_non_null(strstr(ev->frame, "00007\"}"));
-    socket_event_release(ev);
-}
-
 static void test_origins(void **state)
 {
     static const char list[] = "https://app.example.com, http://localhost:3000";
@@ -437,7 +385,6 @@ int main(void)
         cmocka_unit_test(test_index_sets),
         cmocka_unit_test(test_presence_batches_keep_each_users_latest),
         cmocka_unit_test(test_ephemeral_messages_round_trip),
-        cmocka_unit_test(test_released_events_are_reused_clean),
         cmocka_unit_test(test_origins),
     };
     return cmocka_run_group_tests_name("socket_rules", tests, NULL, NULL);
