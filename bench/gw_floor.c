@@ -1,0 +1,229 @@
+/* gw_floor.c - the floor of the gateway benchmark (bench/gateway_bench.sh): the smallest
+ * correct proxy the gateway's two mandated libraries make, libmicrohttpd serving and a blocking
+ * libcurl easy handle per server thread (issue 6: "a naive libmicrohttpd + blocking libcurl
+ * prototype reached 0.75x" nginx's throughput). No auth, no limits, no route table, no
+ * metrics, no logging: it forwards the request's path and its Authorization header to one
+ * upstream with GET and answers the upstream's status, Content-Type and body. What the
+ * gateway spends beyond this floor is what its features and its structure cost; what this
+ * floor spends beyond nginx is what the two libraries cost on this machine.
+ *
+ * Configuration (environment):
+ *   FLOOR_PORT      listening port on 127.0.0.1 (required)
+ *   FLOOR_UPSTREAM  base URL of the upstream, e.g. http://127.0.0.1:29081 (required)
+ *   FLOOR_MODE      "epoll" (default): MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+ *                   MHD_USE_TURBO (as libcommon's server) with a thread pool of FLOOR_THREADS
+ *                   (default 1) threads, each with one libcurl easy handle; "poll": the same
+ *                   with poll() instead of epoll; "select": with select(); "tpc":
+ *                   MHD_USE_THREAD_PER_CONNECTION (a thread and a handle per client
+ *                   connection, FLOOR_THREADS unused).
+ * The easy handles are reused (their connection kept alive: one upstream connection per
+ * server thread), with CURLOPT_NOSIGNAL and no proxy lookup (CURLOPT_PROXY ""), as the
+ * gateway's. Methods other than GET get 405; an upstream failure 502. Runs until SIGTERM or
+ * SIGINT. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+
+#define BODY_MAX (1 << 20) /* larger upstream bodies fail the transfer: 502 */
+
+struct floor_thread {
+    CURL *easy;
+    char *buf;
+    size_t len, cap;
+    int too_big;
+};
+
+static const char *upstream;
+static size_t upstream_len;
+static pthread_key_t thread_key;
+
+static void thread_free(void *p)
+{
+    struct floor_thread *t = p;
+    curl_easy_cleanup(t->easy);
+    free(t->buf);
+    free(t);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct floor_thread *t = ud;
+    size_t n = size * nmemb;
+
+    if (t->len + n > BODY_MAX) {
+        t->too_big = 1;
+        return 0;
+    }
+    if (t->len + n > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16384;
+        char *p;
+        while (cap < t->len + n)
+            cap *= 2;
+        if ((p = realloc(t->buf, cap)) == NULL)
+            return 0;
+        t->buf = p;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, data, n);
+    t->len += n;
+    return n;
+}
+
+/* The calling server thread's handle, made on its first request. */
+static struct floor_thread *thread_get(void)
+{
+    struct floor_thread *t = pthread_getspecific(thread_key);
+
+    if (t)
+        return t;
+    if ((t = calloc(1, sizeof(*t))) == NULL)
+        return NULL;
+    if ((t->easy = curl_easy_init()) == NULL) {
+        free(t);
+        return NULL;
+    }
+    curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
+    curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, 10000L);
+    pthread_setspecific(thread_key, t);
+    return t;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, const char *ct,
+                              const void *body, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result rc;
+
+    if (r == NULL)
+        return MHD_NO;
+    if (ct)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ct);
+    rc = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    static int first_call;
+    struct floor_thread *t;
+    struct curl_slist auth_node = {0};
+    char target[4096], auth[8192];
+    const char *h, *ct = NULL;
+    size_t ul = strlen(url);
+    long status = 0;
+    CURLcode cc;
+    (void)cls;
+    (void)version;
+    (void)upload_data;
+
+    if (*con_cls == NULL) { /* headers are in: answer on the next call */
+        *con_cls = &first_call;
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        *upload_data_size = 0; /* a GET body is ignored */
+        return MHD_YES;
+    }
+    if (strcmp(method, "GET") != 0)
+        return answer(conn, 405, "text/plain", "GET only\n", 9);
+    if (upstream_len + ul + 1 > sizeof(target) || (t = thread_get()) == NULL)
+        return answer(conn, 500, "text/plain", "floor: no handle or URL too long\n", 33);
+    memcpy(target, upstream, upstream_len);
+    memcpy(target + upstream_len, url, ul + 1);
+    curl_easy_setopt(t->easy, CURLOPT_URL, target);
+    h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h && (size_t)snprintf(auth, sizeof(auth), "Authorization: %s", h) < sizeof(auth)) {
+        auth_node.data = auth; /* a list on the stack: libcurl only reads it */
+        curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, &auth_node);
+    } else {
+        curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
+    }
+    t->len = 0;
+    t->too_big = 0;
+    cc = curl_easy_perform(t->easy);
+    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL); /* auth_node leaves the stack */
+    if (cc != CURLE_OK)
+        return answer(conn, 502, "text/plain", "floor: upstream failed\n", 23);
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
+        ct = NULL;
+    return answer(conn, (unsigned)status, ct, t->buf, t->len);
+}
+
+int main(void)
+{
+    const char *port = getenv("FLOOR_PORT"), *mode = getenv("FLOOR_MODE"),
+               *threads = getenv("FLOOR_THREADS");
+    unsigned flags, nthreads = threads ? (unsigned)atoi(threads) : 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct MHD_Daemon *d;
+    sigset_t set;
+    int sig;
+
+    upstream = getenv("FLOOR_UPSTREAM");
+    if (port == NULL || upstream == NULL) {
+        fprintf(stderr, "gw_floor: FLOOR_PORT and FLOOR_UPSTREAM are required\n");
+        return 2;
+    }
+    upstream_len = strlen(upstream);
+    mode = mode ? mode : "epoll";
+    if (nthreads < 1)
+        nthreads = 1;
+    sa.sin_port = htons((unsigned short)atoi(port));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || pthread_key_create(&thread_key, thread_free))
+        return 1;
+    /* Signals are taken by sigwait below, never delivered to a server thread. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (strcmp(mode, "tpc") == 0) {
+        flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+        d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
+                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                             MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    } else {
+        flags = MHD_USE_INTERNAL_POLLING_THREAD;
+        if (strcmp(mode, "epoll") == 0)
+            flags |= MHD_USE_EPOLL | MHD_USE_TURBO;
+        else if (strcmp(mode, "poll") == 0)
+            flags |= MHD_USE_POLL;
+        else if (strcmp(mode, "select") != 0) {
+            fprintf(stderr, "gw_floor: FLOOR_MODE is epoll, poll, select or tpc\n");
+            return 2;
+        }
+        d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
+                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                             MHD_OPTION_THREAD_POOL_SIZE, nthreads,
+                             MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    }
+    if (d == NULL) {
+        fprintf(stderr, "gw_floor: libmicrohttpd did not start on port %s\n", port);
+        return 1;
+    }
+    sigdelset(&set, SIGPIPE);
+    sigwait(&set, &sig);
+    MHD_stop_daemon(d);
+    curl_global_cleanup();
+    return 0;
+}
