@@ -169,6 +169,13 @@ ticks() {
   echo "$t"
 }
 HZ=$(getconf CLK_TCK)
+# Context switches (voluntary + involuntary) of every thread of a process and its children
+# (threads that ended meanwhile are not counted: the tpc floor's may be missed).
+switches() {
+  local p
+  for p in $(pids "$1"); do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n + 0}'
+}
 
 declare -A RPS P99 P50 CPU ALL_RPS ALL_CPU
 # Every target answers the same status and body as the service itself before it is measured.
@@ -185,17 +192,21 @@ for round in $(seq 1 "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     name=${target%%:*} rest=${target#*:} port=${rest%%:*} pid=${rest##*:}
     url=http://127.0.0.1:$port$PATH_
-    t0=$(ticks "$pid")
+    t0=$(ticks "$pid") s0=$(switches "$pid")
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -H "Authorization: Bearer $TOKEN" "$url")
-    t1=$(ticks "$pid")
+    t1=$(ticks "$pid") s1=$(switches "$pid")
+    cs=$(echo "$out" | awk -v d=$((s1 - s0)) '/requests in/ {printf "%.2f", d / $1}')
     RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     CPU[$name]=$(echo "$out" | awk -v d=$((t1 - t0)) -v hz="$HZ" '/requests in/ {printf "%.1f", d / hz * 1e6 / $1}')
     ALL_RPS[$name]="${ALL_RPS[$name]:-} ${RPS[$name]}"
     ALL_CPU[$name]="${ALL_CPU[$name]:-} ${CPU[$name]}"
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-    [ -z "$non2xx" ] || echo "bench: $name: $non2xx answers were not 2xx"
-    printf 'bench: round %d %-14s wrk %9.0f req/s, CPU %6s us/request (load average %s)\n' \
-      "$round" "$name" "${RPS[$name]}" "${CPU[$name]}" "$(cut -d' ' -f1 /proc/loadavg)"
+    if [ -n "$non2xx" ]; then
+      echo "bench: $name: $non2xx answers were not 2xx; its log's last lines:"
+      tail -n 3 "$DIR/$name.log" 2>/dev/null | sed 's/^/bench:   /' || true
+    fi
+    printf 'bench: round %d %-15s wrk %9.0f req/s, CPU %6s us/request, %s context switches/request (load average %s)\n' \
+      "$round" "$name" "${RPS[$name]}" "${CPU[$name]}" "$cs" "$(cut -d' ' -f1 /proc/loadavg)"
   done
 done
 if [ "$LATENCY" = 1 ]; then
@@ -206,7 +217,7 @@ if [ "$LATENCY" = 1 ]; then
     P50[$name]=$(echo "$ac" | jq -r .latency.p50)
     P99[$name]=$(echo "$ac" | jq -r .latency.p99)
     errs=$(echo "$ac" | jq -r '.errors + .non2xx')
-    printf 'bench: %-14s at %d req/s: p50 %s ms, p99 %s ms (errors+non-2xx %s)\n' \
+    printf 'bench: %-15s at %d req/s: p50 %s ms, p99 %s ms (errors+non-2xx %s)\n' \
       "$name" "$RATE" "${P50[$name]}" "${P99[$name]}" "$errs"
   done
 fi
@@ -252,7 +263,7 @@ for target in "${TARGETS[@]}"; do
   name=${target%%:*}
   RPS[$name]=$(echo "${ALL_RPS[$name]}" | median)
   CPU[$name]=$(echo "${ALL_CPU[$name]}" | median)
-  printf 'bench: %-14s median of %d rounds: %9.0f req/s, CPU %6.1f us/request; vs nginx: throughput %.2f, CPU nginx/it %.2f\n' \
+  printf 'bench: %-15s median of %d rounds: %9.0f req/s, CPU %6.1f us/request; vs nginx: throughput %.2f, CPU nginx/it %.2f\n' \
     "$name" "$ROUNDS" "${RPS[$name]}" "${CPU[$name]}" "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN {print a / b}')" \
     "$(awk -v a="${CPU[nginx]}" -v b="${CPU[$name]}" 'BEGIN {print a / b}')"
 done

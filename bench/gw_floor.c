@@ -15,7 +15,11 @@
  *                   (default 1) threads, each with one libcurl easy handle; "poll": the same
  *                   with poll() instead of epoll; "select": with select(); "tpc":
  *                   MHD_USE_THREAD_PER_CONNECTION (a thread and a handle per client
- *                   connection, FLOOR_THREADS unused).
+ *                   connection, FLOOR_THREADS unused); "evented": no blocking at all, one
+ *                   thread: libmicrohttpd in external epoll mode and a libcurl multi handle
+ *                   (curl_multi_socket_action) on one epoll set, each request suspended while
+ *                   its transfer runs and resumed on the same thread (the structure with the
+ *                   fewest switches these two libraries allow; FLOOR_THREADS unused).
  * The easy handles are reused (their connection kept alive: one upstream connection per
  * server thread), with CURLOPT_NOSIGNAL and no proxy lookup (CURLOPT_PROXY ""), as the
  * gateway's. Methods other than GET get 405; an upstream failure 502. Runs until SIGTERM or
@@ -26,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -168,6 +174,254 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return answer(conn, (unsigned)status, ct, t->buf, t->len);
 }
 
+/* --- "evented": one thread, libmicrohttpd external epoll + libcurl multi ------------------ */
+
+struct ev_req {
+    struct MHD_Connection *conn;
+    CURL *easy;
+    struct curl_slist auth_node;
+    char *buf;
+    size_t len, cap;
+    long status;
+    int started, done, failed;
+    char auth[8192];
+};
+
+static int ev_ep;
+static CURLM *ev_multi;
+static int64_t ev_timer_ms = -1; /* libcurl's timeout, ms from ev_now(); -1 none */
+static CURL *ev_free[256];
+static int ev_nfree;
+
+static int64_t ev_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static size_t ev_on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct ev_req *r = ud;
+    size_t n = size * nmemb;
+
+    if (r->len + n > BODY_MAX)
+        return 0;
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16384;
+        char *p;
+        while (cap < r->len + n)
+            cap *= 2;
+        if ((p = realloc(r->buf, cap)) == NULL)
+            return 0;
+        r->buf = p;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, data, n);
+    r->len += n;
+    return n;
+}
+
+static int ev_on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
+{
+    struct epoll_event ev = {.data.fd = fd};
+    (void)e;
+    (void)ud;
+
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(ev_ep, EPOLL_CTL_DEL, fd, NULL);
+        curl_multi_assign(ev_multi, fd, NULL);
+        return 0;
+    }
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (sockp == NULL) {
+        epoll_ctl(ev_ep, EPOLL_CTL_ADD, fd, &ev);
+        curl_multi_assign(ev_multi, fd, &ev_ep);
+    } else {
+        epoll_ctl(ev_ep, EPOLL_CTL_MOD, fd, &ev);
+    }
+    return 0;
+}
+
+static int ev_on_timer(CURLM *m, long timeout_ms, void *ud)
+{
+    (void)m;
+    (void)ud;
+    ev_timer_ms = timeout_ms < 0 ? -1 : ev_now() + timeout_ms;
+    return 0;
+}
+
+static enum MHD_Result ev_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
+{
+    struct ev_req *r = *con_cls;
+    char target[4096];
+    const char *h, *ct = NULL;
+    size_t ul = strlen(url);
+    enum MHD_Result rc;
+    (void)cls;
+    (void)version;
+    (void)upload_data;
+
+    if (r == NULL) { /* headers are in: answer (or start) on the next call */
+        if ((r = calloc(1, sizeof(*r))) == NULL)
+            return MHD_NO;
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        *upload_data_size = 0; /* a GET body is ignored */
+        return MHD_YES;
+    }
+    if (!r->started) { /* the request is in: start the transfer, suspend */
+        if (strcmp(method, "GET") != 0 || upstream_len + ul + 1 > sizeof(target)) {
+            free(r);
+            *con_cls = NULL;
+            return answer(conn, 405, "text/plain", "GET only\n", 9);
+        }
+        if (ev_nfree > 0) {
+            r->easy = ev_free[--ev_nfree];
+        } else if ((r->easy = curl_easy_init()) != NULL) {
+            curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+            curl_easy_setopt(r->easy, CURLOPT_PROXY, "");
+            curl_easy_setopt(r->easy, CURLOPT_HTTPGET, 1L);
+            curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, ev_on_body);
+            curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, 10000L);
+        } else {
+            free(r);
+            *con_cls = NULL;
+            return answer(conn, 500, "text/plain", "floor: no handle\n", 17);
+        }
+        memcpy(target, upstream, upstream_len);
+        memcpy(target + upstream_len, url, ul + 1);
+        r->conn = conn;
+        curl_easy_setopt(r->easy, CURLOPT_URL, target);
+        curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+        curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+        h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (h && (size_t)snprintf(r->auth, sizeof(r->auth), "Authorization: %s", h) <
+                     sizeof(r->auth)) {
+            r->auth_node.data = r->auth;
+            curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, &r->auth_node);
+        } else {
+            curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, NULL);
+        }
+        r->started = 1;
+        curl_multi_add_handle(ev_multi, r->easy);
+        MHD_suspend_connection(conn);
+        return MHD_YES;
+    }
+    if (!r->done)
+        return MHD_YES; /* not resumed by us: wait */
+    if (r->failed)
+        rc = answer(conn, 502, "text/plain", "floor: upstream failed\n", 23);
+    else {
+        if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
+            ct = NULL;
+        rc = answer(conn, (unsigned)r->status, ct, r->buf, r->len);
+    }
+    if (ev_nfree < (int)(sizeof(ev_free) / sizeof(ev_free[0])))
+        ev_free[ev_nfree++] = r->easy;
+    else
+        curl_easy_cleanup(r->easy);
+    free(r->buf);
+    free(r);
+    *con_cls = NULL;
+    return rc;
+}
+
+static volatile sig_atomic_t ev_stop;
+
+static void ev_on_signal(int sig)
+{
+    (void)sig;
+    ev_stop = 1;
+}
+
+/* Runs the evented floor on this thread until SIGTERM/SIGINT (which interrupt epoll_wait). */
+static int run_evented(struct sockaddr_in *sa)
+{
+    struct sigaction act = {.sa_handler = ev_on_signal};
+    struct MHD_Daemon *d;
+    const union MHD_DaemonInfo *info;
+    struct epoll_event ev = {.events = EPOLLIN}, evs[64];
+    sigset_t set;
+    int running = 0, mhd_fd;
+
+    d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME |
+                             MHD_USE_ERROR_LOG,
+                         0, NULL, NULL, ev_on_request, NULL, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)sa, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                         MHD_OPTION_END);
+    if (d == NULL || (info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD)) == NULL)
+        return 1;
+    mhd_fd = info->epoll_fd;
+    ev_ep = epoll_create1(EPOLL_CLOEXEC);
+    ev.data.fd = mhd_fd;
+    ev_multi = curl_multi_init();
+    if (ev_ep < 0 || ev_multi == NULL || epoll_ctl(ev_ep, EPOLL_CTL_ADD, mhd_fd, &ev) != 0)
+        return 1;
+    curl_multi_setopt(ev_multi, CURLMOPT_SOCKETFUNCTION, ev_on_socket);
+    curl_multi_setopt(ev_multi, CURLMOPT_TIMERFUNCTION, ev_on_timer);
+    curl_multi_setopt(ev_multi, CURLMOPT_MAXCONNECTS, 256L);
+    sigaction(SIGTERM, &act, NULL);
+    sigaction(SIGINT, &act, NULL);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    while (!ev_stop) {
+        MHD_UNSIGNED_LONG_LONG mhd_to = 0;
+        int64_t now = ev_now(), to = 1000;
+        int n, mhd_ready = 0, resumed = 0;
+        CURLMsg *msg;
+        int left;
+
+        if (ev_timer_ms >= 0)
+            to = ev_timer_ms <= now ? 0 : ev_timer_ms - now;
+        if (MHD_get_timeout(d, &mhd_to) == MHD_YES && (int64_t)mhd_to < to)
+            to = (int64_t)mhd_to;
+        n = epoll_wait(ev_ep, evs, 64, (int)to);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == mhd_fd) {
+                mhd_ready = 1; /* MHD_run below */
+                continue;
+            }
+            curl_multi_socket_action(ev_multi, evs[i].data.fd,
+                                     ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                                         ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                                         ((evs[i].events & (EPOLLERR | EPOLLHUP))
+                                              ? CURL_CSELECT_ERR
+                                              : 0),
+                                     &running);
+        }
+        if (ev_timer_ms >= 0 && ev_timer_ms <= ev_now()) {
+            ev_timer_ms = -1;
+            curl_multi_socket_action(ev_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        while ((msg = curl_multi_info_read(ev_multi, &left)) != NULL) {
+            struct ev_req *r = NULL;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            r->failed = msg->data.result != CURLE_OK;
+            curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+            curl_multi_remove_handle(ev_multi, r->easy);
+            r->done = 1;
+            MHD_resume_connection(r->conn);
+            resumed = 1;
+        }
+        if (mhd_ready || resumed || n == 0)
+            MHD_run(d); /* new requests, the resumed ones answered, timeouts */
+        if (resumed)
+            MHD_run(d); /* sends what the resumed ones queued */
+    }
+    MHD_stop_daemon(d);
+    return 0;
+}
+
 int main(void)
 {
     const char *port = getenv("FLOOR_PORT"), *mode = getenv("FLOOR_MODE"),
@@ -197,6 +451,8 @@ int main(void)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (strcmp(mode, "evented") == 0)
+        return run_evented(&sa);
     if (strcmp(mode, "tpc") == 0) {
         flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
         d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
@@ -214,8 +470,10 @@ int main(void)
         }
         d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                             MHD_OPTION_THREAD_POOL_SIZE, nthreads,
-                             MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+                             MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                             /* a pool of 1 is the internal thread itself (no pool) */
+                             nthreads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+                             nthreads, MHD_OPTION_END);
     }
     if (d == NULL) {
         fprintf(stderr, "gw_floor: libmicrohttpd did not start on port %s\n", port);
