@@ -19,7 +19,11 @@
  *                   thread: libmicrohttpd in external epoll mode and a libcurl multi handle
  *                   (curl_multi_socket_action) on one epoll set, each request suspended while
  *                   its transfer runs and resumed on the same thread (the structure with the
- *                   fewest switches these two libraries allow; FLOOR_THREADS unused).
+ *                   fewest switches these libraries allow; FLOOR_THREADS unused);
+ *                   "raw": as "epoll", but the upstream call is a blocking keep-alive socket
+ *                   per thread with a minimal HTTP/1.1 exchange written here (no libcurl:
+ *                   a measuring instrument for what libcurl costs, never product code; it
+ *                   understands only Content-Length bodies).
  * The easy handles are reused (their connection kept alive: one upstream connection per
  * server thread), with CURLOPT_NOSIGNAL and no proxy lookup (CURLOPT_PROXY ""), as the
  * gateway's. Methods other than GET get 405; an upstream failure 502. Runs until SIGTERM or
@@ -34,6 +38,8 @@
 #include <time.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 
 #include <curl/curl.h>
@@ -172,6 +178,124 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
         ct = NULL;
     return answer(conn, (unsigned)status, ct, t->buf, t->len);
+}
+
+/* --- "raw": the same server threads, the upstream call without libcurl ------------------- */
+
+struct raw_thread {
+    int fd;
+    char buf[65536];
+};
+
+static pthread_key_t raw_key;
+static struct sockaddr_in raw_up;
+static char raw_host[64];
+
+static void raw_free(void *p)
+{
+    struct raw_thread *t = p;
+    if (t->fd >= 0)
+        close(t->fd);
+    free(t);
+}
+
+/* One GET over the thread's kept-alive connection (opened when missing). Returns the body's
+ * length (at t->buf + *body_off) and sets the status, or -1. */
+static long raw_get(struct raw_thread *t, const char *url, const char *auth, long *status,
+                    size_t *body_off)
+{
+    char req[12288];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s%s%sAccept: */*\r\n\r\n",
+                     url, raw_host, auth ? "Authorization: " : "", auth ? auth : "",
+                     auth ? "\r\n" : "");
+    size_t have = 0;
+    long clen = -1;
+    char *eoh = NULL;
+
+    if (n < 0 || (size_t)n >= sizeof(req))
+        return -1;
+    if (t->fd < 0) {
+        int one = 1;
+        if ((t->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+            return -1;
+        setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (connect(t->fd, (struct sockaddr *)&raw_up, sizeof(raw_up)) != 0)
+            goto fail;
+    }
+    if (send(t->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+        goto fail;
+    for (;;) {
+        ssize_t r = recv(t->fd, t->buf + have, sizeof(t->buf) - 1 - have, 0);
+        if (r <= 0)
+            goto fail;
+        have += (size_t)r;
+        t->buf[have] = '\0';
+        if (eoh == NULL && (eoh = strstr(t->buf, "\r\n\r\n")) != NULL) {
+            char *cl = strcasestr(t->buf, "\r\nContent-Length:");
+            if (cl == NULL || cl > eoh || sscanf(t->buf, "HTTP/1.%*d %ld", status) != 1)
+                goto fail;
+            clen = strtol(cl + 17, NULL, 10);
+            *body_off = (size_t)(eoh + 4 - t->buf);
+        }
+        if (eoh && have >= *body_off + (size_t)clen)
+            return clen;
+        if (have + 1 >= sizeof(t->buf))
+            goto fail;
+    }
+fail:
+    close(t->fd);
+    t->fd = -1;
+    return -1;
+}
+
+static enum MHD_Result raw_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
+{
+    static int first_call;
+    struct raw_thread *t = pthread_getspecific(raw_key);
+    long status = 0, len;
+    size_t off = 0;
+    (void)cls;
+    (void)version;
+    (void)upload_data;
+
+    if (*con_cls == NULL) {
+        *con_cls = &first_call;
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(method, "GET") != 0)
+        return answer(conn, 405, "text/plain", "GET only\n", 9);
+    if (t == NULL) {
+        if ((t = malloc(sizeof(*t))) == NULL)
+            return MHD_NO;
+        t->fd = -1;
+        pthread_setspecific(raw_key, t);
+    }
+    len = raw_get(t, url,
+                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+                  &status, &off);
+    if (len < 0)
+        return answer(conn, 502, "text/plain", "floor: upstream failed\n", 23);
+    {
+        char ct[128] = "", *h = strcasestr(t->buf, "\r\nContent-Type:");
+        if (h && h < t->buf + off) {
+            size_t n;
+            h += 15;
+            h += strspn(h, " ");
+            n = strcspn(h, "\r");
+            if (n < sizeof(ct)) {
+                memcpy(ct, h, n);
+                ct[n] = '\0';
+            }
+        }
+        return answer(conn, (unsigned)status, ct[0] ? ct : NULL, t->buf + off, (size_t)len);
+    }
 }
 
 /* --- "evented": one thread, libmicrohttpd external epoll + libcurl multi ------------------ */
@@ -453,7 +577,22 @@ int main(void)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (strcmp(mode, "evented") == 0)
         return run_evented(&sa);
-    if (strcmp(mode, "tpc") == 0) {
+    if (strcmp(mode, "raw") == 0) {
+        const char *hp = strstr(upstream, "://");
+        hp = hp ? hp + 3 : upstream;
+        snprintf(raw_host, sizeof(raw_host), "%s", hp);
+        raw_up.sin_family = AF_INET;
+        raw_up.sin_port = htons((unsigned short)atoi(strchr(hp, ':') ? strchr(hp, ':') + 1 : "80"));
+        raw_up.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* the bench's upstream is local */
+        if (pthread_key_create(&raw_key, raw_free) != 0)
+            return 1;
+        d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                                 MHD_USE_ERROR_LOG,
+                             0, NULL, NULL, raw_on_request, NULL, MHD_OPTION_SOCK_ADDR,
+                             (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                             nthreads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+                             nthreads, MHD_OPTION_END);
+    } else if (strcmp(mode, "tpc") == 0) {
         flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
         d = MHD_start_daemon(flags | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, NULL,
                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
