@@ -21,8 +21,10 @@ CONNS=${BENCH_CONNS:-64}
 # nginx, floor, then again), so that the machine's drift falls on every target alike.
 ROUNDS=${BENCH_ROUNDS:-1}
 # BENCH_FLOOR: the floor's variants, each MODE:THREADS (gw_floor.c's FLOOR_MODE epoll, poll,
-# select or tpc, and FLOOR_THREADS), one process each on its own port.
-FLOORS=${BENCH_FLOOR:-epoll:1}
+# select, tpc, evented or raw, and FLOOR_THREADS), one process each on its own port; the first
+# is the one the closing lines compare. Default: the naive blocking floor with 8 server threads
+# (its best thread count here), the evented one, and the raw one (no libcurl: an instrument).
+FLOORS=${BENCH_FLOOR:-epoll:8 evented:1 raw:8}
 # BENCH_GW_VARIANTS: more gateways of the same binary beside the first, each NAME:VAR=V,VAR=V
 # (its own environment over the first's), for an A/B of settings in one run.
 GW_VARIANTS=${BENCH_GW_VARIANTS:-}
@@ -32,6 +34,8 @@ LATENCY=${BENCH_LATENCY:-1}
 # `perf record -g` (the CPU by library and the top functions) and one under `strace -c -f`
 # (system calls per request: the counts divided by the requests wrk made meanwhile).
 PROFILE=${BENCH_PROFILE:-}
+# BENCH_PROFILE_DIR: where perf's data files are kept (default: removed with the run's files).
+PROFILE_DIR=${BENCH_PROFILE_DIR:-}
 AC=$ROOT/.local/bench/node_modules/.bin/autocannon
 USER_PORT=$((BASE + 1)) GW_PORT=$BASE NGINX_PORT=$((BASE + 2))
 # BENCH_RL_REDIS_PORT=6379: the rate limits in the shared Redis with the denylist (one script
@@ -42,6 +46,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [ -z "$PROFILE_DIR" ] || { mkdir -p "$PROFILE_DIR" && cp "$DIR"/perf.* "$PROFILE_DIR"/ 2>/dev/null; } || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
