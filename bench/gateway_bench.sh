@@ -26,7 +26,8 @@ ROUNDS=${BENCH_ROUNDS:-1}
 # (its best thread count here), the evented one, and the raw one (no libcurl: an instrument).
 FLOORS=${BENCH_FLOOR:-epoll:8 evented:1 raw:8}
 # BENCH_GW_VARIANTS: more gateways of the same binary beside the first, each NAME:VAR=V,VAR=V
-# (its own environment over the first's), for an A/B of settings in one run.
+# (its own environment over the first's; a + in a value stands for a space), for an A/B of
+# settings in one run.
 GW_VARIANTS=${BENCH_GW_VARIANTS:-}
 # BENCH_LATENCY=0 skips the fixed-rate latency runs (autocannon).
 LATENCY=${BENCH_LATENCY:-1}
@@ -117,7 +118,7 @@ TARGETS=("direct:$USER_PORT:$USER_PID" "gateway:$GW_PORT:$GW_PID")
 NEXT_PORT=$((BASE + 4))
 for v in $GW_VARIANTS; do
   name=${v%%:*} envs=${v#*:}
-  IFS=, read -r -a kv <<<"$envs"
+  IFS=, read -r -a kv <<<"${envs//+/ }"
   start_gateway "$NEXT_PORT" "$name" "${kv[@]}"
   TARGETS+=("$name:$NEXT_PORT:$!")
   wait_ready "$NEXT_PORT"
