@@ -277,9 +277,14 @@ static enum MHD_Result raw_on_request(void *cls, struct MHD_Connection *conn, co
         t->fd = -1;
         pthread_setspecific(raw_key, t);
     }
-    len = raw_get(t, url,
-                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-                  &status, &off);
+    {
+        const char *auth =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        int reused = t->fd >= 0;
+        len = raw_get(t, url, auth, &status, &off);
+        if (len < 0 && reused) /* the kept-alive connection was closed: once more, afresh */
+            len = raw_get(t, url, auth, &status, &off);
+    }
     if (len < 0)
         return answer(conn, 502, "text/plain", "floor: upstream failed\n", 23);
     {
