@@ -2,8 +2,9 @@
  * correct proxy the gateway's two mandated libraries make, libmicrohttpd serving and a blocking
  * libcurl easy handle per server thread (issue 6: "a naive libmicrohttpd + blocking libcurl
  * prototype reached 0.75x" nginx's throughput). No auth, no limits, no route table, no
- * metrics, no logging: it forwards the request's path and its Authorization header to one
- * upstream with GET and answers the upstream's status, Content-Type and body. What the
+ * metrics, no logging: it forwards the request's path (not its query string: the bench's GET
+ * has none) and its Authorization header to one upstream with GET and answers the upstream's
+ * status, Content-Type and body. What the
  * gateway spends beyond this floor is what its features and its structure cost; what this
  * floor spends beyond nginx is what the two libraries cost on this machine.
  *
