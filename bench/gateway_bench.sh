@@ -36,6 +36,9 @@ LATENCY=${BENCH_LATENCY:-1}
 # (system calls per request: the counts divided by the requests wrk made meanwhile).
 PROFILE=${BENCH_PROFILE:-}
 # BENCH_PROFILE_DIR: where perf's data files are kept (default: removed with the run's files).
+# BENCH_PERF_CALLGRAPH: perf record's --call-graph (fp; dwarf,16384 sees through the libraries
+# built without frame pointers, at a larger cost while recording).
+PERF_CG=${BENCH_PERF_CALLGRAPH:-fp}
 PROFILE_DIR=${BENCH_PROFILE_DIR:-}
 AC=$ROOT/.local/bench/node_modules/.bin/autocannon
 USER_PORT=$((BASE + 1)) GW_PORT=$BASE NGINX_PORT=$((BASE + 2))
@@ -236,7 +239,7 @@ for tool in $PROFILE; do
     url=http://127.0.0.1:$port$PATH_
     case $tool in
     perf)
-      perf record -q -g -o "$DIR/perf.$name" -p "$(echo $(pids "$pid") | tr ' ' ,)" 2>/dev/null & prof=$!
+      perf record -q --call-graph "$PERF_CG" -o "$DIR/perf.$name" -p "$(echo $(pids "$pid") | tr ' ' ,)" 2>/dev/null & prof=$!
       sleep 0.5
       n=$(taskset -c 1 wrk -t1 -c"$CONNS" -d5s -H "Authorization: Bearer $TOKEN" "$url" | wrk_reqs)
       kill -INT "$prof"; wait "$prof" 2>/dev/null || true
