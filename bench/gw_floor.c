@@ -48,11 +48,15 @@
 
 #define BODY_MAX (1 << 20) /* larger upstream bodies fail the transfer: 502 */
 
-struct floor_thread {
-    CURL *easy;
+/* An upstream body as it arrives (libcurl's CURLOPT_WRITEDATA for on_body). */
+struct body {
     char *buf;
     size_t len, cap;
-    int too_big;
+};
+
+struct floor_thread {
+    CURL *easy;
+    struct body body;
 };
 
 static const char *upstream;
@@ -63,31 +67,29 @@ static void thread_free(void *p)
 {
     struct floor_thread *t = p;
     curl_easy_cleanup(t->easy);
-    free(t->buf);
+    free(t->body.buf);
     free(t);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
-    struct floor_thread *t = ud;
+    struct body *b = ud;
     size_t n = size * nmemb;
 
-    if (t->len + n > BODY_MAX) {
-        t->too_big = 1;
-        return 0;
-    }
-    if (t->len + n > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16384;
+    if (b->len + n > BODY_MAX)
+        return 0; /* fails the transfer: 502 */
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16384;
         char *p;
-        while (cap < t->len + n)
+        while (cap < b->len + n)
             cap *= 2;
-        if ((p = realloc(t->buf, cap)) == NULL)
+        if ((p = realloc(b->buf, cap)) == NULL)
             return 0;
-        t->buf = p;
-        t->cap = cap;
+        b->buf = p;
+        b->cap = cap;
     }
-    memcpy(t->buf + t->len, data, n);
-    t->len += n;
+    memcpy(b->buf + b->len, data, n);
+    b->len += n;
     return n;
 }
 
@@ -108,7 +110,7 @@ static struct floor_thread *thread_get(void)
     curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
     curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, &t->body);
     curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, 10000L);
     pthread_setspecific(thread_key, t);
     return t;
@@ -169,8 +171,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     } else {
         curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL);
     }
-    t->len = 0;
-    t->too_big = 0;
+    t->body.len = 0;
     cc = curl_easy_perform(t->easy);
     curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, NULL); /* auth_node leaves the stack */
     if (cc != CURLE_OK)
@@ -178,7 +179,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
         ct = NULL;
-    return answer(conn, (unsigned)status, ct, t->buf, t->len);
+    return answer(conn, (unsigned)status, ct, t->body.buf, t->body.len);
 }
 
 /* --- "raw": the same server threads, the upstream call without libcurl ------------------- */
@@ -310,8 +311,7 @@ struct ev_req {
     struct MHD_Connection *conn;
     CURL *easy;
     struct curl_slist auth_node;
-    char *buf;
-    size_t len, cap;
+    struct body body;
     long status;
     int started, done, failed;
     char auth[8192];
@@ -328,28 +328,6 @@ static int64_t ev_now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static size_t ev_on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct ev_req *r = ud;
-    size_t n = size * nmemb;
-
-    if (r->len + n > BODY_MAX)
-        return 0;
-    if (r->len + n > r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 16384;
-        char *p;
-        while (cap < r->len + n)
-            cap *= 2;
-        if ((p = realloc(r->buf, cap)) == NULL)
-            return 0;
-        r->buf = p;
-        r->cap = cap;
-    }
-    memcpy(r->buf + r->len, data, n);
-    r->len += n;
-    return n;
 }
 
 static int ev_on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
@@ -417,7 +395,7 @@ static enum MHD_Result ev_on_request(void *cls, struct MHD_Connection *conn, con
             curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
             curl_easy_setopt(r->easy, CURLOPT_PROXY, "");
             curl_easy_setopt(r->easy, CURLOPT_HTTPGET, 1L);
-            curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, ev_on_body);
+            curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
             curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, 10000L);
         } else {
             free(r);
@@ -428,7 +406,7 @@ static enum MHD_Result ev_on_request(void *cls, struct MHD_Connection *conn, con
         memcpy(target + upstream_len, url, ul + 1);
         r->conn = conn;
         curl_easy_setopt(r->easy, CURLOPT_URL, target);
-        curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+        curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, &r->body);
         curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
         h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         if (h && (size_t)snprintf(r->auth, sizeof(r->auth), "Authorization: %s", h) <
@@ -450,13 +428,13 @@ static enum MHD_Result ev_on_request(void *cls, struct MHD_Connection *conn, con
     else {
         if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
             ct = NULL;
-        rc = answer(conn, (unsigned)r->status, ct, r->buf, r->len);
+        rc = answer(conn, (unsigned)r->status, ct, r->body.buf, r->body.len);
     }
     if (ev_nfree < (int)(sizeof(ev_free) / sizeof(ev_free[0])))
         ev_free[ev_nfree++] = r->easy;
     else
         curl_easy_cleanup(r->easy);
-    free(r->buf);
+    free(r->body.buf);
     free(r);
     *con_cls = NULL;
     return rc;
