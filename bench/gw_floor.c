@@ -24,7 +24,7 @@
  *                   "raw": as "epoll", but the upstream call is a blocking keep-alive socket
  *                   per thread with a minimal HTTP/1.1 exchange written here (no libcurl:
  *                   a measuring instrument for what libcurl costs, never product code; it
- *                   understands only Content-Length bodies).
+ *                   understands only Content-Length bodies up to 64 KiB).
  * The easy handles are reused (their connection kept alive: one upstream connection per
  * server thread), with CURLOPT_NOSIGNAL and no proxy lookup (CURLOPT_PROXY ""), as the
  * gateway's. Methods other than GET get 405; an upstream failure 502. Runs until SIGTERM or
