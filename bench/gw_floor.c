@@ -440,6 +440,28 @@ static enum MHD_Result ev_on_request(void *cls, struct MHD_Connection *conn, con
     return rc;
 }
 
+/* A request that ends before it was answered (its client gone): its state and handle back. */
+static void ev_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    struct ev_req *r = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)toe;
+
+    if (r == NULL)
+        return;
+    if (r->easy) { /* started: resumed only once its transfer ended, so not in the multi */
+        if (ev_nfree < (int)(sizeof(ev_free) / sizeof(ev_free[0])))
+            ev_free[ev_nfree++] = r->easy;
+        else
+            curl_easy_cleanup(r->easy);
+    }
+    free(r->body.buf);
+    free(r);
+    *con_cls = NULL;
+}
+
 static volatile sig_atomic_t ev_stop;
 
 static void ev_on_signal(int sig)
@@ -462,7 +484,7 @@ static int run_evented(struct sockaddr_in *sa)
                              MHD_USE_ERROR_LOG,
                          0, NULL, NULL, ev_on_request, NULL, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)sa, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                         MHD_OPTION_END);
+                         MHD_OPTION_NOTIFY_COMPLETED, ev_on_completed, NULL, MHD_OPTION_END);
     if (d == NULL || (info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD)) == NULL)
         return 1;
     mhd_fd = info->epoll_fd;
