@@ -290,6 +290,9 @@ for target in "${TARGETS[@]}"; do
   name=${target%%:*}
   RPS[$name]=$(echo "${ALL_RPS[$name]}" | median)
   CPU[$name]=$(echo "${ALL_CPU[$name]}" | median)
+done
+for target in "${TARGETS[@]}"; do # every median first: the ratios are to nginx's median
+  name=${target%%:*}
   printf 'bench: %-15s median of %d rounds: %9.0f req/s, CPU %6.1f us/request; vs nginx: throughput %.2f, CPU nginx/it %.2f\n' \
     "$name" "$ROUNDS" "${RPS[$name]}" "${CPU[$name]}" "$(awk -v a="${RPS[$name]}" -v b="${RPS[nginx]}" 'BEGIN {print a / b}')" \
     "$(awk -v a="${CPU[nginx]}" -v b="${CPU[$name]}" 'BEGIN {print a / b}')"
