@@ -230,10 +230,11 @@ bench-notification:
 	@$(MAKE) --no-print-directory MODE=rel build/rel/bin/notification
 	@BUILD_DIR=build/rel .local/venv/bin/python bench/notification_bench.py
 
-# The gateway next to nginx and the service itself (bench/gateway_bench.sh): release build.
+# The gateway next to nginx, the service itself and the libmicrohttpd + libcurl floor
+# (bench/gateway_bench.sh, bench/gw_floor.c): release build.
 .PHONY: bench-gateway
 bench-gateway:
-	@$(MAKE) --no-print-directory MODE=rel build
+	@$(MAKE) --no-print-directory MODE=rel build build/rel/bench/gw_floor
 	@bash deploy/stack.sh start >/dev/null
 	@BENCH_BIN_DIR=build/rel/bin bash bench/gateway_bench.sh
 
