@@ -244,6 +244,22 @@ def redis_cli(*args):
     return out.stdout.rstrip("\n").split("\n")
 
 
+def assign_since(c, topic, since_ms):
+    """Assigns Kafka consumer `c` every partition of `topic` from its first record at or after
+    `since_ms`. A partition that holds no such record yet starts at its end as it was before
+    the lookup (the high watermark), not at the logical end offsets_for_times answers (-1),
+    which the consumer resolves only when it starts fetching and so skips what lands between
+    the lookup and the first fetch."""
+    md = c.list_topics(topic, timeout=10)
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in md.topics[topic].partitions}
+    parts = c.offsets_for_times([TopicPartition(topic, p, since_ms) for p in ends], timeout=10)
+    for tp in parts:
+        if tp.offset < 0:
+            tp.offset = ends[tp.partition]
+    c.assign(parts)
+
+
 def read_events(topic, want, since_ms, timeout=30.0):
     """Reads `topic` from the first offset at or after `since_ms` on every partition, with a
     real Kafka consumer, until `want(events)` is true or the timeout passes. Returns the
@@ -254,9 +270,7 @@ def read_events(topic, want, since_ms, timeout=30.0):
     c = Consumer({"bootstrap.servers": KAFKA, "group.id": "e2e-" + uuid.uuid4().hex,
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
-        md = c.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, p, since_ms) for p in md.topics[topic].partitions]
-        c.assign(c.offsets_for_times(parts, timeout=10))
+        assign_since(c, topic, since_ms)
         events, deadline = [], time.time() + timeout
         while time.time() < deadline and not want(events):
             m = c.poll(0.5)

@@ -7,9 +7,9 @@ import secrets
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
-from conftest import ADMIN_KEY, KAFKA, new_tenant, redis_cli, token_for
+from conftest import ADMIN_KEY, KAFKA, assign_since, new_tenant, redis_cli, token_for
 from users_lib import problem, server, wait_event
 
 
@@ -161,9 +161,7 @@ def test_an_unreadable_users_event_is_parked_in_the_dlq(platform):
     c = Consumer({"bootstrap.servers": KAFKA, "group.id": "e2e-" + uuid.uuid4().hex,
                   "enable.auto.commit": False})
     try:
-        md = c.list_topics("users.dlq", timeout=10)
-        parts = [TopicPartition("users.dlq", n, t0) for n in md.topics["users.dlq"].partitions]
-        c.assign(c.offsets_for_times(parts, timeout=10))
+        assign_since(c, "users.dlq", t0)
         found, deadline = [], time.time() + 30
         while time.time() < deadline and len(found) < 2:
             m = c.poll(0.5)

@@ -10,7 +10,7 @@ import uuid
 from urllib.parse import quote
 
 from chat import create, ok, problem, send
-from conftest import ADMIN_KEY, KAFKA, new_tenant, token_for
+from conftest import ADMIN_KEY, KAFKA, assign_since, new_tenant, token_for
 from users_lib import server
 
 DEADLINE_S = 15.0
@@ -512,7 +512,7 @@ def test_a_message_without_a_free_rid_slot_is_dead_lettered_and_indexing_goes_on
     message created when its tenant's 1,024 slots from its own are taken cannot be indexed,
     and retrying cannot change that. It goes to messages.dlq with the reason, and the messages
     after it are indexed."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     with own_search(tenant, "rid") as (prefix, direct, data_dir, admin, prod, event):
         reader, cid = token_for(api, tenant, "reader"), str(uuid.uuid4())
@@ -539,7 +539,7 @@ def test_a_message_without_a_free_rid_slot_is_dead_lettered_and_indexing_goes_on
         c = Consumer({"bootstrap.servers": KAFKA, "group.id": "e2e-" + uuid.uuid4().hex,
                       "enable.auto.commit": False})
         try:
-            c.assign(c.offsets_for_times([TopicPartition(prefix + "messages.dlq", 0, t0)], timeout=10))
+            assign_since(c, prefix + "messages.dlq", t0)
             parked, deadline = [], time.time() + 30
             while time.time() < deadline and not parked:
                 m = c.poll(0.5)
