@@ -124,8 +124,8 @@ int search_tenant_valid(const char *tenant);
 /* Applies one decoded CloudEvent (envelope `ev`, already known to be of a handled type) to its
  * tenant's index, in its own transaction or, inside a batch, in the batch's; idempotent by the conversation's log seq (eseq): an event
  * not newer than what the index holds for its message or member changes nothing.
- * CM_EINVAL (reason in `why`) for an event that breaks its schema: the caller dead-letters it;
- * CM_EIO when SQLite failed (retry). */
+ * CM_EINVAL (reason in `why`) for an event that breaks its schema or finds no free rid slot:
+ * the caller dead-letters it; CM_EIO when SQLite failed (retry). */
 cm_err search_index_apply(search_index *ix, const cJSON *ev, char *why, size_t n);
 
 /* search_index_apply for the JSON text of a message.created/updated/deleted CloudEvent
