@@ -323,6 +323,20 @@ static int64_t ev_timer_ms = -1; /* libcurl's timeout, ms from ev_now(); -1 none
 static CURL *ev_free[256];
 static int ev_nfree;
 
+/* A request's end: its easy handle (if any) back to the free list, or cleaned up when the list
+ * is full; its body and itself freed. */
+static void ev_release(struct ev_req *r)
+{
+    if (r->easy) {
+        if (ev_nfree < (int)(sizeof(ev_free) / sizeof(ev_free[0])))
+            ev_free[ev_nfree++] = r->easy;
+        else
+            curl_easy_cleanup(r->easy);
+    }
+    free(r->body.buf);
+    free(r);
+}
+
 static int64_t ev_now(void)
 {
     struct timespec t;
@@ -430,12 +444,7 @@ static enum MHD_Result ev_on_request(void *cls, struct MHD_Connection *conn, con
             ct = NULL;
         rc = answer(conn, (unsigned)r->status, ct, r->body.buf, r->body.len);
     }
-    if (ev_nfree < (int)(sizeof(ev_free) / sizeof(ev_free[0])))
-        ev_free[ev_nfree++] = r->easy;
-    else
-        curl_easy_cleanup(r->easy);
-    free(r->body.buf);
-    free(r);
+    ev_release(r);
     *con_cls = NULL;
     return rc;
 }
@@ -451,14 +460,7 @@ static void ev_on_completed(void *cls, struct MHD_Connection *conn, void **con_c
 
     if (r == NULL)
         return;
-    if (r->easy) { /* started: resumed only once its transfer ended, so not in the multi */
-        if (ev_nfree < (int)(sizeof(ev_free) / sizeof(ev_free[0])))
-            ev_free[ev_nfree++] = r->easy;
-        else
-            curl_easy_cleanup(r->easy);
-    }
-    free(r->body.buf);
-    free(r);
+    ev_release(r); /* if started, resumed only once its transfer ended: not in the multi */
     *con_cls = NULL;
 }
 
