@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -554,11 +555,26 @@ static int run_evented(struct sockaddr_in *sa)
     return 0;
 }
 
+/* The decimal number at `s` (ending at its end or a '/', as a URL's port does) into *out when
+ * it is within [lo, hi]; -1 otherwise. */
+static int parse_number(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || (*end != '\0' && *end != '/') || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int main(void)
 {
     const char *port = getenv("FLOOR_PORT"), *mode = getenv("FLOOR_MODE"),
                *threads = getenv("FLOOR_THREADS");
-    unsigned flags, nthreads = threads ? (unsigned)atoi(threads) : 1;
+    unsigned flags, nthreads;
+    long port_n, threads_n = 1, up_port = 80;
     struct sockaddr_in sa = {.sin_family = AF_INET};
     struct MHD_Daemon *d;
     sigset_t set;
@@ -569,11 +585,15 @@ int main(void)
         fprintf(stderr, "gw_floor: FLOOR_PORT and FLOOR_UPSTREAM are required\n");
         return 2;
     }
+    if (parse_number(port, 1, 65535, &port_n) != 0 ||
+        (threads && parse_number(threads, 1, 1024, &threads_n) != 0)) {
+        fprintf(stderr, "gw_floor: FLOOR_PORT must be 1..65535, FLOOR_THREADS 1..1024\n");
+        return 2;
+    }
+    nthreads = (unsigned)threads_n;
     upstream_len = strlen(upstream);
     mode = mode ? mode : "epoll";
-    if (nthreads < 1)
-        nthreads = 1;
-    sa.sin_port = htons((unsigned short)atoi(port));
+    sa.sin_port = htons((unsigned short)port_n);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || pthread_key_create(&thread_key, thread_free))
         return 1;
@@ -590,7 +610,11 @@ int main(void)
         hp = hp ? hp + 3 : upstream;
         snprintf(raw_host, sizeof(raw_host), "%s", hp);
         raw_up.sin_family = AF_INET;
-        raw_up.sin_port = htons((unsigned short)atoi(strchr(hp, ':') ? strchr(hp, ':') + 1 : "80"));
+        if (strchr(hp, ':') && parse_number(strchr(hp, ':') + 1, 1, 65535, &up_port) != 0) {
+            fprintf(stderr, "gw_floor: FLOOR_UPSTREAM's port must be 1..65535\n");
+            return 2;
+        }
+        raw_up.sin_port = htons((unsigned short)up_port);
         raw_up.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* the bench's upstream is local */
         if (pthread_key_create(&raw_key, raw_free) != 0)
             return 1;
