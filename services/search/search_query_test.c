@@ -538,6 +538,14 @@ static void write_old_file(const char *path, const char *sql)
     sqlite3_close(db);
 }
 
+/* The messages table as versions 3 to 6 had it (a unique index on id). */
+#define OLD_MESSAGES_TABLE                                                                     \
+    "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"                  \
+    " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"                 \
+    " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"                  \
+    " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"                  \
+    " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+
 /* A file of schema version 3 (msg_tri on the plain trigram tokenizer) is migrated when the
  * indexer opens it: msg_tri is rebuilt with trigram_cjk, so its old messages are found by
  * short CJK terms too. */
@@ -550,11 +558,7 @@ static void test_migrates_version_3(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/t1.db", dir);
     write_old_file(path,
-                   "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
-                   " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
-                   " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
-                   " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
-                   " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                   OLD_MESSAGES_TABLE
                    "CREATE INDEX messages_time ON messages(created_ms);"
                    "CREATE INDEX messages_conv ON messages(conversation_id, created_ms);"
                    "CREATE INDEX messages_sender ON messages(sender_id, created_ms);"
@@ -597,11 +601,7 @@ static void test_migrates_version_6(void **state)
     snprintf(path, sizeof(path), "%s/t1.db", dir);
     assert_int_equal(search_index_create(dir, &ix), CM_OK); /* registers trigram_cjk */
     write_old_file(path,
-                   "CREATE TABLE messages(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
-                   " conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, seq INTEGER NOT"
-                   " NULL, created_ms INTEGER NOT NULL, created_eseq INTEGER NOT NULL, eseq"
-                   " INTEGER NOT NULL, has_attachment INTEGER NOT NULL, deleted INTEGER NOT"
-                   " NULL, text TEXT NOT NULL, attachments INTEGER NOT NULL DEFAULT 0);"
+                   OLD_MESSAGES_TABLE
                    "CREATE INDEX messages_by_conv ON messages(conversation_id);"
                    "CREATE INDEX messages_by_sender ON messages(sender_id);"
                    "CREATE VIRTUAL TABLE msg_words USING fts5(text, content='messages',"
