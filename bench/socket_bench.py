@@ -630,7 +630,7 @@ def run_fanout(srv, proc, rooms_ids=None):
     if isinstance(srv, Ours):
         srv.probe(load, ROOM)
     room_list = list(range(CLIENTS // ROOM))
-    fanout(srv, load, room_list, 1000, ROOM)  # warm-up
+    fanout(srv, load, room_list, int(os.environ.get("BENCH_WARM_EVENTS", "1000")), ROOM)  # warm-up
     rooms_fps, _, rooms_cpu = fanout(srv, load, room_list, EVENTS, ROOM, proc=proc)
     rooms_feed = FEED_CPU
     bcast_fps, _, bcast_cpu = fanout(srv, load, ["all"], BROADCASTS, CLIENTS, proc=proc)
@@ -802,6 +802,7 @@ def main():
     for mod in ("socket.io", "@trufflesuite/uws-js-unofficial"):
         if not (NODE_MODULES / mod).exists():
             log(f"installing the peers (socket.io 4.8.1, @trufflesuite/uws-js-unofficial 20.30.0-unofficial.0) into .local/bench")
+            NODE_MODULES.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has none
             subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
                             "socket.io@4.8.1", "@trufflesuite/uws-js-unofficial@20.30.0-unofficial.0"],
                            cwd=NODE_MODULES.parent, check=True)

@@ -75,18 +75,15 @@ cJSON *media_json(const bson_t *doc)
 
 cm_err media_find(media_ctx *ctx, const char *tenant, const char *id, bson_t *out)
 {
-    bson_t f = BSON_INITIALIZER, ne;
     cm_err rc;
 
     if (id == NULL || !cm_uuid_valid(id))
         return CM_ENOTFOUND;
-    BSON_APPEND_UTF8(&f, "_id", id);
-    BSON_APPEND_UTF8(&f, "tenant", tenant);
-    BSON_APPEND_DOCUMENT_BEGIN(&f, "status", &ne);
-    BSON_APPEND_UTF8(&ne, "$ne", "deleted");
-    bson_append_document_end(&f, &ne);
-    rc = cm_mongo_find_one(ctx->db, MEDIA_COLL, &f, NULL, out);
-    bson_destroy(&f);
+    rc = cm_mongo_find_owned(ctx->db, MEDIA_COLL, id, tenant, NULL, out);
+    if (rc == CM_OK && strcmp(cm_bson_str(out, "status", ""), "deleted") == 0) {
+        bson_destroy(out);
+        rc = CM_ENOTFOUND;
+    }
     return rc;
 }
 

@@ -156,15 +156,14 @@ out:
  * expired uploads alike. */
 static cm_err load_upload(media_ctx *ctx, const cm_jwt_claims *c, const char *id, bson_t *out)
 {
-    bson_t f = BSON_INITIALIZER;
     cm_err rc;
     if (id == NULL || !cm_uuid_valid(id))
         return CM_ENOTFOUND;
-    BSON_APPEND_UTF8(&f, "_id", id);
-    BSON_APPEND_UTF8(&f, "tenant", c->tid);
-    BSON_APPEND_UTF8(&f, "uploader", c->sub);
-    rc = cm_mongo_find_one(ctx->db, MEDIA_COLL_UPLOADS, &f, NULL, out);
-    bson_destroy(&f);
+    rc = cm_mongo_find_owned(ctx->db, MEDIA_COLL_UPLOADS, id, c->tid, NULL, out);
+    if (rc == CM_OK && strcmp(cm_bson_str(out, "uploader", ""), c->sub) != 0) {
+        bson_destroy(out);
+        return CM_ENOTFOUND; /* another user's upload */
+    }
     if (rc == CM_OK && !cm_bson_bool(out, "complete", 0) &&
         cm_bson_int(out, "expires_at", 0) < cm_clock_now_ms()) {
         bson_destroy(out);

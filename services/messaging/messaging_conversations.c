@@ -19,7 +19,6 @@
 cm_err messaging_conversation_for_member(messaging_ctx *ctx, const char *tenant, const char *cid,
                                          const char *user, bson_t *conv, bson_t *member)
 {
-    bson_t f = BSON_INITIALIZER;
     cm_err rc;
 
     if (cid == NULL || !cm_uuid_valid(cid))
@@ -27,10 +26,7 @@ cm_err messaging_conversation_for_member(messaging_ctx *ctx, const char *tenant,
     rc = messaging_member_find(ctx, cid, user, member);
     if (rc != CM_OK)
         return rc;
-    BSON_APPEND_UTF8(&f, "_id", cid);
-    BSON_APPEND_UTF8(&f, "tenant", tenant);
-    rc = cm_mongo_find_one(ctx->db, MSG_COLL_CONVERSATIONS, &f, NULL, conv);
-    bson_destroy(&f);
+    rc = cm_mongo_find_owned(ctx->db, MSG_COLL_CONVERSATIONS, cid, tenant, NULL, conv);
     if (rc != CM_OK)
         bson_destroy(member);
     return rc;

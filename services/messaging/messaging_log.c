@@ -155,7 +155,6 @@ static int64_t max_eseq(messaging_ctx *ctx, const char *cid)
 static cm_err open_section(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_claims *c,
                            const char *cid, int need_member, messaging_tx *tx)
 {
-    bson_t f = BSON_INITIALIZER;
     cm_err rc;
 
     memset(tx, 0, sizeof(*tx));
@@ -169,9 +168,7 @@ static cm_err open_section(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_cl
     rc = lock_conversation(tx);
     if (rc != CM_OK)
         goto fail;
-    BSON_APPEND_UTF8(&f, "_id", cid);
-    BSON_APPEND_UTF8(&f, "tenant", c->tid);
-    rc = cm_mongo_find_one(ctx->db, MSG_COLL_CONVERSATIONS, &f, NULL, &tx->conv);
+    rc = cm_mongo_find_owned(ctx->db, MSG_COLL_CONVERSATIONS, cid, c->tid, NULL, &tx->conv);
     if (rc != CM_OK)
         goto fail;
     tx->have_conv = 1;
@@ -190,10 +187,8 @@ static cm_err open_section(messaging_ctx *ctx, cm_http_req *req, const cm_jwt_cl
     tx->opened_seq = tx->last_seq;
     tx->now = cm_clock_now_ms();
     bson_init(&tx->set);
-    bson_destroy(&f);
     return CM_OK;
 fail:
-    bson_destroy(&f);
     messaging_tx_close(tx);
     return rc;
 }

@@ -12,8 +12,8 @@
 #include "common/ticker.h"
 #include "messaging.h"
 
-#define MARK_BATCH 512       /* ids per update */
-#define MARK_EVERY_MS 500    /* marks are batched: each update scans the log on FerretDB */
+#define MARK_BATCH 512       /* ids per cm_mongo_update_ids call */
+#define MARK_EVERY_MS 500    /* how often delivered ids are marked */
 #define SWEEP_EVERY_MS 2000  /* how often stale unpublished messages are looked for */
 #define SWEEP_BATCH 500      /* republished per pass */
 
@@ -84,34 +84,35 @@ void messaging_publish_event(messaging_ctx *ctx, const bson_t *doc)
     free(ev);
 }
 
-/* Marks a batch of delivered ids published with one update. */
+/* Marks a batch of delivered ids published, an update by `_id` each (cm_mongo_update_ids:
+ * FerretDB answers a lone-_id filter from its index, where one {_id: {$in}} update read the
+ * whole log, every MARK_EVERY_MS). */
 static void mark(messaging_outbox *ob, struct delivered *list)
 {
+    const char *ids[MARK_BATCH];
+    bson_t u = BSON_INITIALIZER, set;
+
+    BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
+    BSON_APPEND_BOOL(&set, "published", true);
+    bson_append_document_end(&u, &set);
     while (list) {
-        bson_t f = BSON_INITIALIZER, in, ids, u = BSON_INITIALIZER, set;
-        int n = 0;
-        char k[16];
-        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
-        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
+        struct delivered *batch = list;
+        size_t n = 0;
         while (list && n < MARK_BATCH) {
-            struct delivered *next = list->next;
-            snprintf(k, sizeof(k), "%d", n++);
-            BSON_APPEND_UTF8(&ids, k, list->id);
-            free(list);
-            list = next;
+            ids[n++] = list->id;
+            list = list->next;
         }
-        bson_append_array_end(&in, &ids);
-        bson_append_document_end(&f, &in);
-        BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
-        BSON_APPEND_BOOL(&set, "published", true);
-        bson_append_document_end(&u, &set);
-        if (cm_mongo_update(ob->ctx->db, MSG_COLL_EVENTS, &f, &u, 0, 1, NULL) == CM_OK)
+        if (cm_mongo_update_ids(ob->ctx->db, MSG_COLL_EVENTS, ids, n, &u, NULL) == CM_OK)
             atomic_fetch_add(&ob->marked, (unsigned long)n);
         /* On failure the flag stays false and the sweeper republishes: a duplicate event,
          * which consumers drop by event id, never a lost one. */
-        bson_destroy(&f);
-        bson_destroy(&u);
+        while (batch != list) {
+            struct delivered *next = batch->next;
+            free(batch);
+            batch = next;
+        }
     }
+    bson_destroy(&u);
 }
 
 static int republish_one(const bson_t *doc, void *ud)

@@ -412,9 +412,7 @@ void nf_deliveries(cm_http_req *req, void *ud)
 
     if (cm_auth_bearer(req, ctx->verifier, &c) != CM_OK)
         goto out;
-    BSON_APPEND_UTF8(&f, "_id", id);
-    BSON_APPEND_UTF8(&f, "tenant", c.tid);
-    rc = cm_mongo_find_one(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, &n);
+    rc = cm_mongo_find_owned(ctx->db, NF_COLL_NOTIFICATIONS, id, c.tid, NULL, &n);
     if (rc == CM_OK && !may_inspect(&c, cm_bson_str(&n, "user_id", ""))) {
         bson_destroy(&n);
         rc = CM_ENOTFOUND;

@@ -54,19 +54,16 @@ cm_err nf_escalation_note(nf_ctx *ctx, const nf_push_item *it, int64_t after_ms)
 /* 1 when notification `id` of `tenant` was read (or is gone: nothing left to escalate). */
 static int was_read(nf_ctx *ctx, const char *tenant, const char *id, cm_err *rc)
 {
-    bson_t f = BSON_INITIALIZER, doc;
+    bson_t doc;
     int read = 1;
 
-    BSON_APPEND_UTF8(&f, "_id", id);
-    BSON_APPEND_UTF8(&f, "tenant", tenant);
-    *rc = cm_mongo_find_one(ctx->db, NF_COLL_NOTIFICATIONS, &f, NULL, &doc);
+    *rc = cm_mongo_find_owned(ctx->db, NF_COLL_NOTIFICATIONS, id, tenant, NULL, &doc);
     if (*rc == CM_OK) {
         read = cm_bson_bool(&doc, "read", 0);
         bson_destroy(&doc);
     } else if (*rc == CM_ENOTFOUND) {
         *rc = CM_OK;
     }
-    bson_destroy(&f);
     return read;
 }
 

@@ -57,13 +57,8 @@ void nf_delivery_decision(nf_ctx *ctx, const bson_t *d, const char *decision,
 cm_err nf_delivery_find(nf_ctx *ctx, cm_http_req *req, const char *tenant, const char *id,
                         bson_t *out)
 {
-    bson_t f = BSON_INITIALIZER;
-    cm_err rc;
+    cm_err rc = cm_mongo_find_owned(ctx->ddb, NF_COLL_DELIVERIES, id, tenant, NULL, out);
 
-    BSON_APPEND_UTF8(&f, "_id", id);
-    BSON_APPEND_UTF8(&f, "tenant", tenant);
-    rc = cm_mongo_find_one(ctx->ddb, NF_COLL_DELIVERIES, &f, NULL, out);
-    bson_destroy(&f);
     if (rc == CM_ENOTFOUND)
         cm_http_problem(req, 404, "not-found", "Not Found", "no delivery %s", id);
     else if (rc != CM_OK)

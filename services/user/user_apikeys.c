@@ -208,13 +208,8 @@ out:
 static cm_err load_key(cm_http_req *req, user_ctx *ctx, const char *tenant, const char *key,
                        bson_t *out)
 {
-    bson_t f = BSON_INITIALIZER;
-    cm_err rc;
+    cm_err rc = cm_mongo_find_owned(ctx->db, USER_COLL_API_KEYS, key, tenant, NULL, out);
 
-    BSON_APPEND_UTF8(&f, "_id", key);
-    BSON_APPEND_UTF8(&f, "tenant", tenant);
-    rc = cm_mongo_find_one(ctx->db, USER_COLL_API_KEYS, &f, NULL, out);
-    bson_destroy(&f);
     if (rc == CM_OK && !key_usable(out, cm_clock_now_ms())) {
         bson_destroy(out);
         rc = CM_ENOTFOUND;
