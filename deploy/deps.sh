@@ -8,8 +8,8 @@ LOCAL="$ROOT/.local"
 
 KAFKA_VERSION=3.9.1            # must match deploy/kafka/pom.xml
 FERRETDB_VERSION=v1.24.0
-# Our one change to FerretDB's source (step_ferretdb): a new value rebuilds a cached binary.
-FERRETDB_PATCH=id-index-1
+# Our change to FerretDB's source (step_ferretdb); a cached binary built with another is rebuilt.
+FERRETDB_PATCH="$DEPLOY/ferretdb/sqlite-lookups.patch"
 VERSITYGW_VERSION=v1.8.0       # S3-compatible server for the media service's S3 tests
 PYTHON="${PYTHON:-python3}"
 
@@ -118,8 +118,9 @@ step_kafka() {
 # --- FerretDB (MongoDB wire protocol on SQLite) -------------------------------
 step_ferretdb() {
   local bin="$LOCAL/bin/ferretdb" stamp="$LOCAL/bin/.ferretdb.version"
-  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$FERRETDB_VERSION+$FERRETDB_PATCH" ]; then
-    log "ferretdb $FERRETDB_VERSION+$FERRETDB_PATCH ok (cached)"
+  local want; want="$FERRETDB_VERSION+$(sha256sum "$FERRETDB_PATCH" | cut -c1-12)"
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "ferretdb $want ok (cached)"
     return
   fi
   local t; t=$(date +%s%N)
@@ -145,17 +146,13 @@ step_ferretdb() {
   # commit.txt is optional; it is only compared with vcs.revision, which -buildvcs=false leaves out.
   [ -n "$commit" ] && echo "$commit" > "$src/build/version/commit.txt"
   echo "local" > "$src/build/version/package.txt"
-  # The patch (FERRETDB_PATCH): FerretDB 1.24's SQLite backend looks a document up by
-  # `_ferretdb_sjson->'$._id'`, but creates the unique _id index on `_ferretdb_sjson->"_id"`.
-  # SQLite matches index expressions by their text, so no find, update or delete by _id used
-  # the index: each parsed the JSON of every row of the collection (a CPU profile of the
-  # socket bench's end-to-end run: 61% of FerretDB's time in json_extract under UPDATE and
-  # SELECT). `->'_id'` means the same path (SQLite's JSON docs: a label X is read as $.X)
-  # and is the index's expression, so EXPLAIN QUERY PLAN says SEARCH ... USING INDEX.
-  local meta="$src/internal/backends/sqlite/metadata/metadata.go"
-  sed -i "s|IDColumn = DefaultColumn + \"->'\$._id'\"|IDColumn = DefaultColumn + \"->'_id'\"|" "$meta"
-  grep -q "IDColumn = DefaultColumn + \"->'_id'\"" "$meta" \
-    || die "FerretDB patch $FERRETDB_PATCH did not apply to $meta"
+  # Our patch (deploy/ferretdb/README.md): _id lookups on the _id index, and string and
+  # boolean equalities of a filter tried in SQLite before FerretDB decodes a document in Go.
+  # GIT_CEILING_DIRECTORIES: $src lies inside our own work tree, where git apply would take
+  # the patch's paths as the repository's and skip them.
+  ( cd "$src" && GIT_CEILING_DIRECTORIES="$LOCAL/tmp" git apply "$FERRETDB_PATCH" ) 2>>"$blog" \
+    && grep -q '^func prefilter' "$src/internal/backends/sqlite/collection.go" \
+    || { tail -n 5 "$blog" >&2; die "$FERRETDB_PATCH does not apply to FerretDB $FERRETDB_VERSION"; }
 
   # Pure-Go SQLite (modernc): no cgo needed; a static binary.
   # Its "go: downloading ..." chatter goes to the log, shown only on failure.
@@ -170,9 +167,9 @@ step_ferretdb() {
     *) printf '%s\n' "$vout" >&2; die "built ferretdb does not report $FERRETDB_VERSION" ;;
   esac
   mv "$bin.tmp" "$bin"
-  echo "$FERRETDB_VERSION+$FERRETDB_PATCH" > "$stamp"
+  echo "$want" > "$stamp"
   rm -rf "$src"
-  log "ferretdb $FERRETDB_VERSION+$FERRETDB_PATCH ok (built in $(since "$t"))"
+  log "ferretdb $want ok (built in $(since "$t"))"
 }
 
 # --- versitygw (a real S3-compatible server for the media S3 backend tests) -----

@@ -66,17 +66,17 @@ cm_err cm_mongo_find(cm_mongo *m, const char *coll, const bson_t *filter, const 
 /* The document of `coll` whose _id is the string `id` and whose "tenant" is `tenant`, copied
  * into `out` (caller destroys), with optional `opts` (projection). CM_ENOTFOUND when there is
  * none or it belongs to another tenant (never told apart: one tenant never learns of another's
- * ids). It looks up by `_id` alone and compares the tenant here, because FerretDB 1.x (SQLite
- * backend) answers only a lone `{_id: <value>}` filter from an index: any other filter,
- * `{_id, tenant}` included, decodes every document of the collection (about 30 us each,
- * measured 2026-11-22: 0.9 ms against 310 ms at 10,000 documents). MongoDB answers both from
- * the _id index. Hot paths find by this, and update by `_id` alone after it. */
+ * ids). It looks up by `_id` alone and compares the tenant here, because released FerretDB 1.x
+ * (SQLite backend) passes only a lone `{_id: <value>}` filter to SQLite: any other filter,
+ * `{_id, tenant}` included, decodes every document of the collection in Go (about 30 us each,
+ * measured 2026-11-22: 310 ms at 10,000 documents). MongoDB, and FerretDB as deploy/deps.sh
+ * builds it (deploy/ferretdb/README.md), answer both from the _id index. */
 cm_err cm_mongo_find_owned(cm_mongo *m, const char *coll, const char *id, const char *tenant,
                            const bson_t *opts, bson_t *out);
 
 /* Applies `update` to the document whose _id is each of the strings ids[0..n), one update
  * command per id, each filtering on that `_id` alone. Not one `{_id: {$in: [...]}}` update:
- * FerretDB 1.x reads its whole collection for that filter (see cm_mongo_find_owned). Not one
+ * FerretDB 1.x, patched or not, decodes its whole collection for that filter. Not one
  * command of n statements either: FerretDB 1.24 (SQLite) stops answering anyone, for good,
  * after an update command of 120 statements (80 pass; measured 2026-11-22 with pymongo's
  * bulk_write). Each statement takes its document's write serialisation (above). `*matched`
