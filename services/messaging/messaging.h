@@ -454,6 +454,13 @@ typedef struct messaging_unread_totals {
 void messaging_unread_note(messaging_tx *tx, const char *user, int64_t read_seq,
                            int64_t mentions, int64_t muted_until, int membership);
 
+/* Builds the member registry of a conversation being created (users[0..n), its members)
+ * before any of its records exist, so no change can be missed and its first message fans out
+ * without reading its members from MongoDB (a scan of the members collection on FerretDB).
+ * Best effort: on a Redis failure the first fan-out builds the registry as for any other. */
+void messaging_unread_seed(messaging_ctx *ctx, const char *tenant, const char *cid,
+                           const char *const *users, int n);
+
 /* Applies the section's notes and, when it added messages (last_seq above `opened_seq`), the
  * new last seq to every active member's totals. Called by messaging_tx_commit. */
 void messaging_unread_apply(messaging_tx *tx, int64_t opened_seq);

@@ -238,6 +238,7 @@ void messaging_conversations_create(cm_http_req *req, void *ud)
         cm_http_reply_error(req, CM_EINTERNAL, "the random source failed");
         goto out;
     }
+    messaging_unread_seed(ctx, c.tid, id, ids, n);
     /* Members first: if we crash after this, the conversation is not visible yet (nothing
      * lists a membership whose conversation does not exist) and a retried direct create
      * converges on the same pair key. */

@@ -275,34 +275,46 @@ struct fanout {
     cm_err rc;
 };
 
+/* Lists users[0..n) in registry `reg` (REG_ADD_LUA), at most 15 a call (cm_redis_eval_ints:
+ * 16 arguments); `ttl` is UNREAD_TTL_MS as text. */
+static cm_err registry_add(messaging_ctx *ctx, const char *reg, const char *ttl,
+                           const char *const *users, int n)
+{
+    const char *keys[] = {reg};
+    const char *args[1 + 15];
+    int64_t out;
+    size_t got;
+    cm_err rc = CM_OK;
+
+    args[0] = ttl;
+    for (int i = 0; rc == CM_OK && i < n; i += 15) {
+        int k = 0;
+        for (; k < 15 && i + k < n; k++)
+            args[1 + k] = users[i + k];
+        rc = cm_redis_eval_ints(ctx->redis, REG_ADD_LUA, 1, keys, (size_t)(1 + k), args, &out, 1, &got);
+    }
+    return rc;
+}
+
 static void fanout_flush(struct fanout *f)
 {
-    const char *keys[UNREAD_FANOUT_KEYS];
+    const char *keys[UNREAD_FANOUT_KEYS], *users[UNREAD_FANOUT_KEYS];
     const char *args[] = {f->now, f->cid, f->ver, f->l};
-    const char *reg_keys[] = {f->reg};
-    const char *reg_args[1 + 15];
     int64_t out;
     size_t got;
     cm_err rc;
 
-    for (int i = 0; i < f->n; i++)
+    for (int i = 0; i < f->n; i++) {
         keys[i] = f->keys[i];
+        users[i] = f->users[i];
+    }
     if (f->n > 0) {
         rc = cm_redis_eval_ints(f->ctx->redis, FANOUT_LUA, (size_t)f->n, keys, 4, args, &out, 1, &got);
         if (rc != CM_OK)
             f->rc = rc;
     }
-    /* The registry takes at most 15 users a call (cm_redis_eval_ints: 16 arguments). */
-    reg_args[0] = f->ttl;
-    for (int i = 0; f->build && i < f->n; i += 15) {
-        int k = 0;
-        for (; k < 15 && i + k < f->n; k++)
-            reg_args[1 + k] = f->users[i + k];
-        rc = cm_redis_eval_ints(f->ctx->redis, REG_ADD_LUA, 1, reg_keys, (size_t)(1 + k), reg_args,
-                                &out, 1, &got);
-        if (rc != CM_OK)
-            f->build = 0; /* not marked built: the next fan-out tries again */
-    }
+    if (f->build && registry_add(f->ctx, f->reg, f->ttl, users, f->n) != CM_OK)
+        f->build = 0; /* not marked built: the next fan-out tries again */
     f->n = 0;
 }
 
@@ -406,6 +418,24 @@ void messaging_unread_free(messaging_tx *tx)
     free(tx->unread);
     tx->unread = NULL;
     tx->nunread = 0;
+}
+
+void messaging_unread_seed(messaging_ctx *ctx, const char *tenant, const char *cid,
+                           const char *const *users, int n)
+{
+    char reg[MSG_UNREAD_KEY_MAX], ttl[24];
+    const char *keys[] = {reg};
+    int64_t out;
+    size_t got;
+
+    if (n > UNREAD_REGISTRY_MAX)
+        return;
+    registry_key(tenant, cid, reg, sizeof(reg));
+    int_arg(ttl, UNREAD_TTL_MS);
+    /* On a failure the registry stays unbuilt: the first message's fan-out reads MongoDB. */
+    if (registry_add(ctx, reg, ttl, users, n) == CM_OK &&
+        cm_redis_eval_ints(ctx->redis, REG_DONE_LUA, 1, keys, 0, NULL, &out, 1, &got) != CM_OK)
+        cm_warn("unread registry of new conversation %s not marked built", cid);
 }
 
 cm_err messaging_unread_forget(messaging_ctx *ctx, const char *tenant, const char *user)
