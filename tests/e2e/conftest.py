@@ -164,8 +164,14 @@ def platform():
     sanitizer reports, so a memory error anywhere fails the run."""
     for p in LOGS.glob("*.log") if LOGS.exists() else []:
         p.unlink()
-    services = {name: Service(name) for name in ("user", "messaging", "media", "search", "notification",
-                                                     "gateway")}
+    # The platform gateway's per-user and per-address buckets (20/s burst 40, 100/s burst 200 by
+    # default) are test_gateway_edge.py's subject, on gateways of its own. Here the whole suite
+    # comes from one address, and a tenant's api_rate_per_min may only lower the user bucket
+    # (busy_tenant raises it above the default): limits that would make tests depend on how
+    # fast the services answer (60 sends in a row passed while each took 25 ms or more).
+    gateway_env = {"RATELIMIT_USER": "1000/2000", "RATELIMIT_IP": "5000/10000"}
+    services = {name: Service(name, gateway_env if name == "gateway" else None)
+                for name in ("user", "messaging", "media", "search", "notification", "gateway")}
     started = []
     try:
         for s in services.values():
@@ -211,9 +217,11 @@ def api(platform):
     return Api()
 
 
-def new_tenant(api, self_registration=False):
-    r = api.call("POST", "/v1/tenants", body={"name": "t-" + secrets.token_hex(4),
-                                              "settings": {"self_registration": self_registration}},
+def new_tenant(api, self_registration=False, api_rate_per_min=None):
+    settings = {"self_registration": self_registration}
+    if api_rate_per_min is not None:
+        settings["api_rate_per_min"] = api_rate_per_min
+    r = api.call("POST", "/v1/tenants", body={"name": "t-" + secrets.token_hex(4), "settings": settings},
                  headers={"X-Admin-Key": ADMIN_KEY})
     assert r.status_code == 201, r.text
     return r.json()
@@ -231,6 +239,14 @@ def token_for(api, tenant, user_id, name=None):
 @pytest.fixture
 def tenant(api):
     return new_tenant(api)
+
+
+@pytest.fixture
+def busy_tenant(api):
+    """A tenant whose users the gateway lets call as fast as they can (api_rate_per_min
+    600,000; the default 1,200 is 20 a second, burst 40): for a test that drives one user
+    through more requests than that and is about something else."""
+    return new_tenant(api, api_rate_per_min=600000)
 
 
 @pytest.fixture
