@@ -457,7 +457,9 @@ void messaging_unread_note(messaging_tx *tx, const char *user, int64_t read_seq,
 /* Builds the member registry of a conversation being created (users[0..n), its members)
  * before any of its records exist, so no change can be missed and its first message fans out
  * without reading its members from MongoDB (a scan of the members collection on FerretDB).
- * Best effort: on a Redis failure the first fan-out builds the registry as for any other. */
+ * Best effort: on a Redis failure the first fan-out builds the registry as for any other. A
+ * direct create that finds its pair's conversation leaves this one unused: it expires after
+ * a day, as every registry does. */
 void messaging_unread_seed(messaging_ctx *ctx, const char *tenant, const char *cid,
                            const char *const *users, int n);
 
