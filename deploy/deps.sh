@@ -146,8 +146,9 @@ step_ferretdb() {
   # commit.txt is optional; it is only compared with vcs.revision, which -buildvcs=false leaves out.
   [ -n "$commit" ] && echo "$commit" > "$src/build/version/commit.txt"
   echo "local" > "$src/build/version/package.txt"
-  # Our patch (deploy/ferretdb/README.md): _id lookups on the _id index, and string and
-  # boolean equalities of a filter tried in SQLite before FerretDB decodes a document in Go.
+  # Our patch (deploy/ferretdb/README.md): _id lookups on the _id index, the equalities that
+  # lead an index looked up in it, and the other string and boolean equalities of a filter
+  # tried in SQLite before FerretDB decodes a document in Go.
   # GIT_CEILING_DIRECTORIES: $src lies inside our own work tree, where git apply would take
   # the patch's paths as the repository's and skip them.
   ( cd "$src" && GIT_CEILING_DIRECTORIES="$LOCAL/tmp" git apply "$FERRETDB_PATCH" ) 2>>"$blog" \
