@@ -139,6 +139,10 @@ $(B)/unit/gateway/%: gateway/%.c $(call svc_objs,gateway,gateway) $(CM_LIB)
 $(B)/bench/%: bench/%.c $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(call pkglibs,$(UNIT_LIBS)) -lm
+# The socket bench's frame counter, loaded by bench/socket_bench.py with ctypes.
+$(B)/bench/libws_scan.so: bench/ws_scan.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $<
 $(B)/bench/media_thumbs: bench/media_thumbs.c $(B)/obj/media/media_image.o $(B)/obj/media/media_rules.o $(CM_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(call pkgcflags,$(PKG_vips) $(PKG_magic)) -Iservices/media $(LDFLAGS) -o $@ $^ $(call pkglibs,$(MEDIA_LIBS)) -lm
@@ -200,7 +204,7 @@ bench: $(B)/bench/media_thumbs $(BINS) bench-gateway bench-auth bench-search ben
 # The socket service next to uWebSockets.js and Socket.IO (bench/socket_bench.py): release build.
 .PHONY: bench-socket
 bench-socket:
-	@$(MAKE) --no-print-directory MODE=rel build/rel/bin/socket build/rel/bin/messaging
+	@$(MAKE) --no-print-directory MODE=rel build/rel/bin/socket build/rel/bin/messaging build/rel/bench/libws_scan.so
 	@BUILD_DIR=build/rel .local/venv/bin/python bench/socket_bench.py
 
 # Token verification and login cost, with their peers (bench/run.sh, bench/README.md).
