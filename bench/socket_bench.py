@@ -308,7 +308,8 @@ class Load:
         self.total = 0
         self.lat = None
         self.keep_ctl = False
-        self.scanned = ctypes.c_long()
+        self.scanned, self.ts_n = ctypes.c_long(), ctypes.c_long()
+        self.ts = (ctypes.c_double * 4096)()  # publish times read by WS_SCAN in a latency run
 
     def add(self, c):
         self.by_fd[c.sock.fileno()] = c
@@ -333,14 +334,17 @@ class Load:
             buf += data
             pos, end = 0, len(buf)
             now = time.time() * 1000 if self.lat is not None else 0
-            fast = WS_SCAN is not None and self.lat is None
+            ts = self.ts if self.lat is not None else None
             while end - pos >= 2:
-                if fast:  # the run of marker frames in C; the frame it stops at below
+                if WS_SCAN:  # the run of marker frames in C; the frame it stops at below
                     at = ctypes.c_char.from_buffer(buf)
-                    pos = WS_SCAN(ctypes.addressof(at), pos, end, marker, mlen, ctypes.byref(self.scanned))
+                    pos = WS_SCAN(ctypes.addressof(at), pos, end, marker, mlen, ctypes.byref(self.scanned),
+                                  ts, len(self.ts), ctypes.byref(self.ts_n))
                     del at  # the buffer's export, before it is resized
                     c.n += self.scanned.value
                     self.total += self.scanned.value
+                    if ts is not None:
+                        self.lat.extend(now - x for x in ts[:self.ts_n.value])
                     if end - pos < 2:
                         break
                 b1 = buf[pos + 1] & 0x7F
@@ -396,14 +400,15 @@ class Load:
 def load_ws_scan():
     """bench/ws_scan.c's counter (BUILD/bench/libws_scan.so, built by `make bench-socket`), or
     None: then every frame is parsed in Python (the generator's pace then bounds the rooms-of-5
-    runs at about 430-450k frames/s here, for every server)."""
+    runs at about 430-450k frames/s here, for every server). BENCH_SCAN=py forces Python."""
     path = BUILD / "bench" / "libws_scan.so"
     if not path.exists():
         log(f"{path} missing: counting frames in Python (make bench-socket builds it)")
         return None
     f = ctypes.CDLL(str(path)).ws_scan
-    f.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_char_p,
-                  ctypes.c_size_t, ctypes.POINTER(ctypes.c_long)]
+    f.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t,
+                  ctypes.POINTER(ctypes.c_long), ctypes.POINTER(ctypes.c_double), ctypes.c_long,
+                  ctypes.POINTER(ctypes.c_long)]
     f.restype = ctypes.c_size_t
     return f
 
