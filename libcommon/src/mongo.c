@@ -369,28 +369,6 @@ cm_err cm_mongo_find_owned(cm_mongo *m, const char *coll, const char *id, const 
     return rc;
 }
 
-cm_err cm_mongo_update_ids(cm_mongo *m, const char *coll, const char *const *ids, size_t n,
-                           const bson_t *update, int64_t *matched)
-{
-    cm_err rc = CM_OK;
-
-    if (matched)
-        *matched = 0;
-    for (size_t i = 0; i < n; i++) {
-        bson_t f = BSON_INITIALIZER;
-        int64_t one = 0;
-        cm_err r;
-        BSON_APPEND_UTF8(&f, "_id", ids[i]);
-        r = cm_mongo_update(m, coll, &f, update, 0, 0, &one);
-        bson_destroy(&f);
-        if (r != CM_OK)
-            rc = r; /* the others are still tried: each is independent */
-        else if (matched)
-            *matched += one;
-    }
-    return rc;
-}
-
 cm_err cm_mongo_update(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *update,
                        int upsert, int many, int64_t *matched)
 {

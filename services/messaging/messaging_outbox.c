@@ -12,7 +12,7 @@
 #include "common/ticker.h"
 #include "messaging.h"
 
-#define MARK_BATCH 512       /* ids per cm_mongo_update_ids call */
+#define MARK_BATCH 256       /* ids per update command (the FerretDB patch looks up 500) */
 #define MARK_EVERY_MS 500    /* how often delivered ids are marked */
 #define SWEEP_EVERY_MS 2000  /* how often stale unpublished messages are looked for */
 #define SWEEP_BATCH 500      /* republished per pass */
@@ -84,26 +84,37 @@ void messaging_publish_event(messaging_ctx *ctx, const bson_t *doc)
     free(ev);
 }
 
-/* Marks a batch of delivered ids published, an update by `_id` each (cm_mongo_update_ids:
- * FerretDB answers a lone-_id filter from its index, where one {_id: {$in}} update read the
- * whole log, every MARK_EVERY_MS). */
+/* Marks delivered ids published, one {_id: {$in: [MARK_BATCH ids]}} update a batch. A logged
+ * event is inserted whole and afterwards only marked, by this outbox, so it needs none of the
+ * per-document write serialisation of cm_mongo_update_ids (one command per id). MongoDB, and
+ * FerretDB as deploy/deps.sh builds it (deploy/ferretdb/README.md: up to 500 ids), answer the
+ * $in from the _id index. One command for a batch of 200 took FerretDB 302 ms against 634 ms
+ * for one a document (2026-11-22, pymongo). */
 static void mark(messaging_outbox *ob, struct delivered *list)
 {
-    const char *ids[MARK_BATCH];
     bson_t u = BSON_INITIALIZER, set;
+    char key[16];
 
     BSON_APPEND_DOCUMENT_BEGIN(&u, "$set", &set);
     BSON_APPEND_BOOL(&set, "published", true);
     bson_append_document_end(&u, &set);
     while (list) {
         struct delivered *batch = list;
-        size_t n = 0;
+        bson_t f = BSON_INITIALIZER, in, arr;
+        unsigned long n = 0;
+
+        BSON_APPEND_DOCUMENT_BEGIN(&f, "_id", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
         while (list && n < MARK_BATCH) {
-            ids[n++] = list->id;
+            snprintf(key, sizeof(key), "%lu", n++);
+            BSON_APPEND_UTF8(&arr, key, list->id);
             list = list->next;
         }
-        if (cm_mongo_update_ids(ob->ctx->db, MSG_COLL_EVENTS, ids, n, &u, NULL) == CM_OK)
-            atomic_fetch_add(&ob->marked, (unsigned long)n);
+        bson_append_array_end(&in, &arr);
+        bson_append_document_end(&f, &in);
+        if (cm_mongo_update(ob->ctx->db, MSG_COLL_EVENTS, &f, &u, 0, 1, NULL) == CM_OK)
+            atomic_fetch_add(&ob->marked, n);
+        bson_destroy(&f);
         /* On failure the flag stays false and the sweeper republishes: a duplicate event,
          * which consumers drop by event id, never a lost one. */
         while (batch != list) {

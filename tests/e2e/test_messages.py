@@ -218,7 +218,7 @@ def test_pins(api, tenant):
     problem(api.call("GET", f"/v1/conversations/{g}/pins?cursor=nope", t["pa"]), 400, "cursor")
 
 
-def test_message_events_on_kafka(api, tenant):
+def test_message_events_on_kafka(api, tenant, mongo):
     t0 = int(time.time() * 1000) - 1000
     t = users(api, tenant, "ka", "kb")
     cid = create(api, t["ka"], "group", ["kb"])["id"]
@@ -242,6 +242,14 @@ def test_message_events_on_kafka(api, tenant):
     assert evs[2]["data"]["reactions"] == [{"emoji": "👍", "count": 1}] and evs[3]["data"]["reactions"] == []
     assert evs[6]["audience"] == "kb" and evs[6]["data"]["message_id"] == m["id"]
     assert evs[7]["data"]["deleted"] is True and evs[7]["data"]["text"] == "" and evs[7]["id"] != m["id"]
+    # The log is the outbox: each entry is marked published once Kafka acknowledged it (one
+    # {_id: {$in}} update a batch, every 500 ms), so the sweeper never publishes it again.
+    unmarked = {"conversation_id": cid, "published": {"$ne": True}}
+    deadline = time.time() + 10
+    while mongo["events"].count_documents(unmarked) and time.time() < deadline:
+        time.sleep(0.2)
+    assert mongo["events"].count_documents(unmarked) == 0
+    assert mongo["events"].count_documents({"conversation_id": cid, "published": True}) >= len(want)
 
 
 def test_message_endpoints_are_404_for_non_members_and_other_tenants(api, tenant):

@@ -74,18 +74,6 @@ cm_err cm_mongo_find(cm_mongo *m, const char *coll, const bson_t *filter, const 
 cm_err cm_mongo_find_owned(cm_mongo *m, const char *coll, const char *id, const char *tenant,
                            const bson_t *opts, bson_t *out);
 
-/* Applies `update` to the document whose _id is each of the strings ids[0..n), one update
- * command per id, each filtering on that `_id` alone. Not one `{_id: {$in: [...]}}` update:
- * FerretDB 1.x, patched or not, decodes its whole collection for that filter. Not one
- * command of n statements either: FerretDB 1.24 (SQLite) stops answering anyone, for good,
- * after an update command of 120 statements (80 pass; measured 2026-11-22 with pymongo's
- * bulk_write). Each statement takes its document's write serialisation (above). `*matched`
- * (may be NULL) receives how many documents matched. A failed statement does not stop the
- * others; the call then returns the last failure (the update must be idempotent, as a `$set`
- * is, for the caller to retry). */
-cm_err cm_mongo_update_ids(cm_mongo *m, const char *coll, const char *const *ids, size_t n,
-                           const bson_t *update, int64_t *matched);
-
 /* Updates the first (or every, `many`) document matching `filter`. `*matched` (may be NULL)
  * receives the number matched. CM_ECONFLICT on a unique violation. */
 cm_err cm_mongo_update(cm_mongo *m, const char *coll, const bson_t *filter, const bson_t *update,
