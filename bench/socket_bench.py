@@ -41,7 +41,8 @@ BENCH_E2E_RATE (100 messages/s; several comma-separated), BENCH_E2E_SECONDS (5),
 only those), BENCH_IDLE_MESSAGING (standin: who answers the connect calls in an idle-only run),
 BUILD_DIR (build/rel), BENCH_SOCKET_BIN (BUILD_DIR/bin/socket), BENCH_KAFKA (own, shared or
 host:port), BENCH_HOP (1; 0 skips the Kafka hop run), BENCH_HOLD (1; 0 produces ours's
-fan-out records inside the timed window, as before 2026-11-22). Direction runs only:
+fan-out records inside the timed window, as before 2026-11-22), BENCH_SCAN (c: frames counted
+by bench/ws_scan.c; py: in Python, as before 2026-11-22). Direction runs only:
 BENCH_SERVERS (ours,uws,sio), BENCH_RATE (the latency rate, events/s), BENCH_GEN_LINGER_MS (the
 generator's producer linger.ms, 5), BENCH_LATENCY_GAP_S
 (ours idle that long before its latency run), BENCH_LOG_LEVEL (the services', warn).
