@@ -15,12 +15,15 @@
 #define ENTRIES_MAX 8192     /* tenants cached at once; past it the cache starts over */
 #define BODY_MAX (64 * 1024) /* a settings object is well under 4 KiB */
 #define TENANT_ID_MAX 64
+#define RETRY_MS 1000 /* after a failed fetch, the user service is not asked again for this long */
 
 struct entry {
     struct entry *next;
     char tenant[TENANT_ID_MAX + 1];
-    cJSON *settings;  /* as received; NULL: the user service said 404 */
-    int64_t fetched; /* ms, cm_clock_now_ms */
+    cJSON *settings;  /* as received; NULL: the user service said 404, or never answered */
+    int answered;     /* it answered once (200 or 404): settings is its answer */
+    int64_t fetched;  /* ms, cm_clock_now_ms, of that answer */
+    int64_t retry_at; /* ms: no fetch before (a failed fetch, or one in flight) */
 };
 
 struct cm_tenant_settings {
@@ -111,30 +114,41 @@ static cm_err answer(const cJSON *settings, cJSON **out)
     return *out ? CM_OK : CM_ENOMEM;
 }
 
+/* Under the lock: the entry of `tenant`, created empty when there is none (NULL: no memory). */
+static struct entry *entry_for(cm_tenant_settings *ts, const char *tenant)
+{
+    struct entry *e = lookup(ts, tenant);
+
+    if (e == NULL) {
+        if (ts->n >= ENTRIES_MAX)
+            clear(ts);
+        if ((e = calloc(1, sizeof(*e))) == NULL)
+            return NULL;
+        snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+        e->next = ts->bucket[hash(tenant)];
+        ts->bucket[hash(tenant)] = e;
+        ts->n++;
+    }
+    return e;
+}
+
 /* Stores the answer for `tenant` (NULL: unknown tenant); takes `settings`. */
 static void store(cm_tenant_settings *ts, const char *tenant, cJSON *settings)
 {
     struct entry *e;
 
     pthread_mutex_lock(&ts->lock);
-    e = lookup(ts, tenant);
+    e = entry_for(ts, tenant);
     if (e == NULL) {
-        if (ts->n >= ENTRIES_MAX)
-            clear(ts);
-        e = calloc(1, sizeof(*e));
-        if (e == NULL) {
-            pthread_mutex_unlock(&ts->lock);
-            cJSON_Delete(settings);
-            return;
-        }
-        snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
-        e->next = ts->bucket[hash(tenant)];
-        ts->bucket[hash(tenant)] = e;
-        ts->n++;
+        pthread_mutex_unlock(&ts->lock);
+        cJSON_Delete(settings);
+        return;
     }
     cJSON_Delete(e->settings);
     e->settings = settings;
+    e->answered = 1;
     e->fetched = cm_clock_now_ms();
+    e->retry_at = 0;
     pthread_mutex_unlock(&ts->lock);
 }
 
@@ -144,6 +158,7 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
     size_t len = 0;
     long status = 0;
     struct entry *e;
+    int64_t now;
     cm_err rc;
 
     *out = NULL;
@@ -151,14 +166,27 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
         return CM_EINVAL;
     pthread_mutex_lock(&ts->lock);
     e = lookup(ts, tenant);
-    if (e && cm_clock_now_ms() - e->fetched < ts->ttl_ms) {
+    now = cm_clock_now_ms();
+    if (e && e->answered && now - e->fetched < ts->ttl_ms) {
         rc = answer(e->settings, out);
         pthread_mutex_unlock(&ts->lock);
         return rc;
     }
+    if (e && now < e->retry_at) {
+        /* Failed a moment ago, or being fetched by another thread: the last copy, or the
+         * defaults, without waiting on the user service again. */
+        rc = e->answered ? answer(e->settings, out) : CM_EIO;
+        pthread_mutex_unlock(&ts->lock);
+        return rc;
+    }
+    /* A stale copy is refreshed by one thread; the others go on with it meanwhile. A tenant
+     * without one is fetched by every thread that asks: none may run on the defaults while
+     * its first answer is on its way. */
+    if (e && e->answered)
+        e->retry_at = now + ts->timeout_ms + RETRY_MS;
     pthread_mutex_unlock(&ts->lock);
 
-    /* Fetched outside the lock: two threads may both ask, which is harmless. */
+    /* Fetched outside the lock. */
     snprintf(url, sizeof(url), "%s/internal/v1/tenants/%s/settings", ts->user_url, tenant);
     rc = cm_httpc_get_with(url, cm_internal_key_header(), ts->timeout_ms, BODY_MAX, &body, &len, &status);
     if (rc == CM_OK && status == 200) {
@@ -177,12 +205,14 @@ cm_err cm_tenant_settings_get(cm_tenant_settings *ts, const char *tenant, cJSON 
         return CM_ENOTFOUND;
     }
     free(body);
-    /* No usable answer: the last copy, however old, beats the defaults. */
-    cm_warn("tenant settings of %s: the user service did not answer (%s, HTTP %ld)", tenant,
-            cm_strerror(rc), status);
+    /* No usable answer: the last copy, however old, beats the defaults; either serves every
+     * caller for RETRY_MS before the user service is asked again. */
+    cm_warn("tenant settings of %s: the user service did not answer (%s, HTTP %ld); asked again "
+            "in %d ms", tenant, cm_strerror(rc), status, RETRY_MS);
     pthread_mutex_lock(&ts->lock);
-    e = lookup(ts, tenant);
-    rc = e ? answer(e->settings, out) : CM_EIO;
+    if ((e = entry_for(ts, tenant)) != NULL) /* its callers get the defaults at once meanwhile */
+        e->retry_at = cm_clock_now_ms() + RETRY_MS;
+    rc = e && e->answered ? answer(e->settings, out) : CM_EIO;
     pthread_mutex_unlock(&ts->lock);
     return rc;
 }
@@ -203,7 +233,7 @@ long cm_tenant_settings_long(cm_tenant_settings *ts, const char *tenant, const c
         /* The fresh copy is read in place: no copy on the hot path. */
         pthread_mutex_lock(&ts->lock);
         e = lookup(ts, tenant);
-        if (e && cm_clock_now_ms() - e->fetched < ts->ttl_ms) {
+        if (e && e->answered && cm_clock_now_ms() - e->fetched < ts->ttl_ms) {
             if (e->settings)
                 v = cm_tenant_setting_long(e->settings, name, def);
             pthread_mutex_unlock(&ts->lock);

@@ -1,6 +1,8 @@
 /* test_tenant.c - unit tests of the tenant settings client (common/tenant.h) against a real
  * HTTP server standing in for the user service's internal endpoint: caching for the TTL, a
- * change seen after it, unknown tenants, the last copy kept while the service is down, bad ids. */
+ * change seen after it, unknown tenants, the last copy kept while the service is down, a
+ * service that does not answer asked again only after a pause, a stale copy refreshed by one
+ * caller, bad ids. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -23,18 +25,24 @@ static struct {
     cm_http_server *srv;
     int port;
     pthread_mutex_t lock;
-    long rate;
+    long rate, delay_ms; /* delay_ms: how long each answer waits (a slow or hung service) */
     int hits;
 } us = {.lock = PTHREAD_MUTEX_INITIALIZER, .rate = 60};
+
+static void sleep_ms(long ms);
 
 static void h_settings(cm_http_req *req, void *ud)
 {
     char doc[128];
+    long delay;
     (void)ud;
     pthread_mutex_lock(&us.lock);
     us.hits++;
+    delay = us.delay_ms;
     snprintf(doc, sizeof(doc), "{\"send_rate_per_min\":%ld,\"erase_policy\":\"delete\"}", us.rate);
     pthread_mutex_unlock(&us.lock);
+    if (delay > 0)
+        sleep_ms(delay);
     if (strcmp(cm_http_param(req, "id"), "t1") == 0)
         cm_http_reply_raw(req, 200, "application/json", doc, strlen(doc));
     else
@@ -53,6 +61,13 @@ static void set_rate(long r)
 {
     pthread_mutex_lock(&us.lock);
     us.rate = r;
+    pthread_mutex_unlock(&us.lock);
+}
+
+static void set_delay(long ms)
+{
+    pthread_mutex_lock(&us.lock);
+    us.delay_ms = ms;
     pthread_mutex_unlock(&us.lock);
 }
 
@@ -158,12 +173,84 @@ static void test_last_copy_while_the_service_is_down(void **state)
     assert_int_equal(start_server(), 0);
 }
 
+static void test_a_service_that_does_not_answer_is_asked_again_after_a_pause(void **state)
+{
+    char url[64];
+    cm_tenant_settings *ts;
+    cJSON *s = NULL;
+    int before;
+    (void)state;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", us.port);
+    assert_int_equal(cm_tenant_settings_create(url, 0, 200, &ts), CM_OK);
+    set_delay(600); /* longer than the 200 ms budget: a hung service */
+    before = hits();
+    assert_int_equal(cm_tenant_settings_get(ts, "t1", &s), CM_EIO);
+    assert_null(s);
+    assert_int_equal(hits() - before, 1);
+    /* For a second: the defaults at once, the service not asked (not 20 waits of 200 ms). */
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 8), 8);
+    assert_int_equal(hits() - before, 1);
+    set_delay(0);
+    sleep_ms(1100);
+    set_rate(31);
+    assert_int_equal(cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 8), 31);
+    assert_int_equal(hits() - before, 2);
+    /* With a copy: the copy while it fails, and again one fetch a second at most. */
+    set_delay(600);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 8), 31);
+    assert_int_equal(hits() - before, 3);
+    set_delay(0);
+    sleep_ms(700); /* the stand-in's late answers are done before the next test counts */
+    cm_tenant_settings_destroy(ts);
+    set_rate(60);
+}
+
+static void *refresh(void *ts)
+{
+    return (void *)cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 0);
+}
+
+static void test_a_stale_copy_is_refreshed_by_one_caller(void **state)
+{
+    cm_tenant_settings *ts = client(500);
+    pthread_t t;
+    void *got;
+    int before = hits();
+    (void)state;
+
+    set_rate(11);
+    assert_int_equal(cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 0), 11);
+    sleep_ms(600); /* stale */
+    set_rate(12);
+    set_delay(500);
+    assert_int_equal(pthread_create(&t, NULL, refresh, ts), 0);
+    for (int i = 0; i < 500 && hits() - before < 2; i++) /* its fetch is on its way */
+        sleep_ms(10);
+    assert_int_equal(hits() - before, 2);
+    for (int i = 0; i < 10; i++) { /* the stale copy meanwhile, without asking again */
+        long v = cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 0);
+        assert_true(v == 11 || v == 12); /* 12 only if this thread stalled 500 ms */
+    }
+    pthread_join(t, &got);
+    assert_int_equal((long)got, 12);
+    assert_int_equal(cm_tenant_settings_long(ts, "t1", "send_rate_per_min", 0), 12);
+    assert_int_equal(hits() - before, 2);
+    set_delay(0);
+    cm_tenant_settings_destroy(ts);
+    set_rate(60);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cached_for_the_ttl_then_fetched_again),
         cmocka_unit_test(test_unknown_tenant_and_bad_ids),
         cmocka_unit_test(test_last_copy_while_the_service_is_down),
+        cmocka_unit_test(test_a_service_that_does_not_answer_is_asked_again_after_a_pause),
+        cmocka_unit_test(test_a_stale_copy_is_refreshed_by_one_caller),
     };
     return cmocka_run_group_tests_name("tenant", tests, setup, teardown);
 }

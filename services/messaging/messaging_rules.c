@@ -514,13 +514,11 @@ void messaging_limits_for(messaging_ctx *ctx, const char *tenant, messaging_limi
     *out = ctx->limits;
     if (ctx->tenants == NULL)
         return;
+    /* On an error the defaults apply: an unknown tenant has no token to get here with, and a
+     * user service that did not answer is logged by cm_tenant_settings_get, once a retry. */
     rc = cm_tenant_settings_get(ctx->tenants, tenant, &s);
-    if (rc != CM_OK) {
-        if (rc != CM_ENOTFOUND) /* an unknown tenant has no token to get here with */
-            cm_warn("tenant %s: its settings are unknown (%s); the defaults apply", tenant,
-                    cm_strerror(rc));
+    if (rc != CM_OK)
         return;
-    }
     out->send_rate_per_min = cm_tenant_setting_long(s, "send_rate_per_min", out->send_rate_per_min);
     out->text_max = cm_tenant_setting_long(s, "message_max_chars", out->text_max);
     out->group_member_max = cm_tenant_setting_long(s, "group_member_max", out->group_member_max);

@@ -3,11 +3,15 @@ history, deletion for oneself and for everyone (and the policy against it), reac
 pins, every rule and limit, and the events on Kafka."""
 
 import pytest
+import socket as pysocket
+import threading
 import time
 import uuid
 
+import requests
+
 from chat import all_pages, configured, create, media_ids, ok, problem, role_token, send, validate_event
-from conftest import new_tenant, read_events, token_for
+from conftest import PORTS, Service, new_tenant, read_events, token_for
 
 MEDIA = [str(uuid.uuid4()) for _ in range(11)]
 
@@ -272,3 +276,52 @@ def test_message_endpoints_are_404_for_non_members_and_other_tenants(api, tenant
             problem(api.call(method, path, tok, body), 404)
     got = ok(api.call("GET", base, t["nb"]), 200)
     assert (got["text"], got["reactions"], got.get("pinned")) == ("private", [{"emoji": "👍", "count": 1, "me": True}], None)
+
+
+def test_sends_go_on_while_the_user_service_does_not_answer(api, tenant):
+    """A messaging instance whose user service accepts connections and never answers: the first
+    send waits for its tenant settings (2 s, then the defaults apply); the next ones within a
+    second neither wait nor ask again (libcommon tenant.c, RETRY_MS). Before, every send asked
+    and waited its 2 s."""
+    silent = pysocket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    accepted, held = [], []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            held.append(conn)  # kept open, never answered
+            accepted.append(time.monotonic())
+
+    threading.Thread(target=accept, daemon=True).start()
+    t = users(api, tenant, "sa", "sb")
+    cid = create(api, t["sa"], "group", ["sb"])["id"]
+    extra = Service("messaging", {"HTTP_PORT": str(PORTS["messaging"] + 16),
+                                  "USER_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+    extra.port = PORTS["messaging"] + 16
+    extra.log_path = extra.log_path.with_name("messaging-silent-users-sends.log")
+    extra.start()
+    try:
+        url = f"http://127.0.0.1:{extra.port}{msgs_path(cid)}"
+        hdr = {"Authorization": f"Bearer {t['sa']}"}
+        first = requests.post(url, json={"text": "m0"}, headers=hdr, timeout=30)
+        assert first.status_code == 201, first.text
+        t0 = time.monotonic()
+        for i in range(1, 6):
+            r = requests.post(url, json={"text": f"m{i}"}, headers=hdr, timeout=30)
+            assert r.status_code == 201, r.text
+        quick = time.monotonic() - t0
+        asked = sum(1 for a in accepted if a >= t0)
+        if quick < 1.0:  # all within the pause: none of them asked the user service
+            assert asked == 0, (asked, quick)
+        assert quick < 5, quick  # five sends, not five waits of 2 s
+        assert [m["text"] for m in all_pages(api, t["sb"], msgs_path(cid))] == [f"m{i}" for i in range(6)]
+    finally:
+        extra.stop()
+        silent.close()
+        for c in held:
+            c.close()

@@ -3,9 +3,12 @@
  * The user service owns them (PATCH /v1/tenants/{id}, the TenantSettings object of
  * proto/openapi.yaml) and serves them to the services at GET /internal/v1/tenants/{id}/settings
  * (not routed by the gateway). This client caches each tenant's copy for `ttl_ms`, so a change
- * applies in every process within that time. When the user service cannot be reached, the last
- * copy is used (however old); without one, the caller's defaults apply and the call says so.
- * Thread-safe. */
+ * applies in every process within that time. A stale copy is refreshed by one caller while the
+ * others go on with it. When the user service does not answer (within `timeout_ms`), the last
+ * copy is used (however old); without one, the caller's defaults apply and the call says so
+ * (CM_EIO). Either way the service is not asked again for that tenant for 1 s (RETRY_MS in
+ * tenant.c), so an outage or a hung user service costs one fetch a second per tenant and process,
+ * not a wait of `timeout_ms` in every request, and one log line each time. Thread-safe. */
 #ifndef COMMON_TENANT_H
 #define COMMON_TENANT_H
 
@@ -15,8 +18,8 @@
 
 typedef struct cm_tenant_settings cm_tenant_settings;
 
-/* `user_url`: the user service's base URL (copied). `ttl_ms` >= 0 (0: ask every time);
- * `timeout_ms`: the budget of one fetch. */
+/* `user_url`: the user service's base URL (copied). `ttl_ms` >= 0 (0: ask at every call that no
+ * refresh in flight answers); `timeout_ms`: the budget of one fetch. */
 cm_err cm_tenant_settings_create(const char *user_url, long ttl_ms, long timeout_ms,
                                  cm_tenant_settings **out);
 void cm_tenant_settings_destroy(cm_tenant_settings *ts); /* accepts NULL */
