@@ -158,6 +158,17 @@ class Service:
         return self.proc.returncode if self.proc else None
 
 
+def extra_service(name, offset, log_name, **env):
+    """Another instance of service `name` beside the platform's: HTTP on PORTS[name] + offset,
+    `env` over the platform's environment, its log in `log_name` beside the others. Started;
+    the caller stops it."""
+    svc = Service(name, {"HTTP_PORT": str(PORTS[name] + offset), **env})
+    svc.port = PORTS[name] + offset
+    svc.log_path = svc.log_path.with_name(log_name)
+    svc.start()
+    return svc
+
+
 @pytest.fixture(scope="session")
 def platform():
     """Starts user, messaging and gateway; stops them at the end and checks their logs for

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from chat import SyncClient, all_pages, configured, create, ok, problem, send
-from conftest import INTERNAL_HEADERS, PORTS, Service, new_tenant, read_events, token_for
+from conftest import INTERNAL_HEADERS, PORTS, extra_service, new_tenant, read_events, token_for
 
 DAY = 86400000
 
@@ -185,11 +185,8 @@ def test_a_stopping_service_ends_its_housekeeping_pass_at_the_next_tenant(api):
     for _ in range(12):  # conversations of 12 tenants at least, whatever ran before
         tn = new_tenant(api)
         create(api, token_for(api, tn, "hk"), "group", [])
-    extra = Service("messaging", {"HTTP_PORT": str(PORTS["messaging"] + 15),
-                                  "USER_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"})
-    extra.port = PORTS["messaging"] + 15
-    extra.log_path = extra.log_path.with_name("messaging-silent-users.log")
-    extra.start()
+    extra = extra_service("messaging", 15, "messaging-silent-users.log",
+                          USER_URL=f"http://127.0.0.1:{silent.getsockname()[1]}")
     try:
         url = f"http://127.0.0.1:{extra.port}/internal/v1/messaging/jobs/run"
         with ThreadPoolExecutor(1) as pool:

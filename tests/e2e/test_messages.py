@@ -11,7 +11,7 @@ import uuid
 import requests
 
 from chat import all_pages, configured, create, media_ids, ok, problem, role_token, send, validate_event
-from conftest import PORTS, Service, new_tenant, read_events, token_for
+from conftest import extra_service, new_tenant, read_events, token_for
 
 MEDIA = [str(uuid.uuid4()) for _ in range(11)]
 
@@ -300,11 +300,8 @@ def test_sends_go_on_while_the_user_service_does_not_answer(api, tenant):
     threading.Thread(target=accept, daemon=True).start()
     t = users(api, tenant, "sa", "sb")
     cid = create(api, t["sa"], "group", ["sb"])["id"]
-    extra = Service("messaging", {"HTTP_PORT": str(PORTS["messaging"] + 16),
-                                  "USER_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"})
-    extra.port = PORTS["messaging"] + 16
-    extra.log_path = extra.log_path.with_name("messaging-silent-users-sends.log")
-    extra.start()
+    extra = extra_service("messaging", 16, "messaging-silent-users-sends.log",
+                          USER_URL=f"http://127.0.0.1:{silent.getsockname()[1]}")
     try:
         url = f"http://127.0.0.1:{extra.port}{msgs_path(cid)}"
         hdr = {"Authorization": f"Bearer {t['sa']}"}
